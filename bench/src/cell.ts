@@ -1,0 +1,132 @@
+// One measured run in a fresh process: a warm-up of the same code at a small size, then the
+// job itself. The parent reads one JSON message back; peak RSS is the kernel's for this process.
+import type { Contender, Job } from './contender.js'
+
+export interface CellRequest {
+  contender: ContenderName
+  job: Job
+}
+
+export type ContenderName =
+  | 'cohort'
+  | 'promise-all'
+  | 'xstate-parent'
+  | 'xstate-independent'
+  | 'langgraph'
+  | 'langgraph-saver'
+
+export interface CellResult {
+  wallMs: number
+  steps?: number
+  writes?: number
+  storeMs?: number
+  snapshotMs?: number
+  snapshotBytes?: number
+  restoreMs?: number
+  finishMs?: number
+  agents?: number
+  idleHeapBytes?: number
+  idleRssBytes?: number
+  peakRssBytes: number
+}
+
+async function load(name: ContenderName): Promise<Contender> {
+  switch (name) {
+    case 'cohort':
+      return (await import('./cohort.js')).cohort
+    case 'promise-all':
+      return (await import('./peer-promise-all.js')).promiseAll
+    case 'xstate-parent':
+      return (await import('./peer-xstate.js')).xstateParent
+    case 'xstate-independent':
+      return (await import('./peer-xstate.js')).xstateIndependent
+    case 'langgraph':
+      return (await import('./peer-langgraph.js')).langGraph(false)
+    case 'langgraph-saver':
+      return (await import('./peer-langgraph.js')).langGraph(true)
+  }
+}
+
+function collect(): void {
+  const gc = (globalThis as { gc?: () => void }).gc
+  if (!gc) throw new Error('run with --expose-gc')
+  gc()
+  gc()
+}
+
+/** A small run of the same kind, so the measured one does not pay for compiling the code. */
+function warmUp(job: Job): Job | undefined {
+  switch (job.workload) {
+    case 'fan-out':
+      return { ...job, children: Math.min(job.children, 50), latencyMs: 0 }
+    case 'recursion':
+      return { ...job, depth: Math.min(job.depth, 5), latencyMs: 0 }
+    case 'persistence':
+      return { ...job, agents: Math.min(job.agents, 10) }
+    default:
+      return undefined
+  }
+}
+
+async function runJob(contender: Contender, job: Job, result: Partial<CellResult>): Promise<void> {
+  const missing = () => new Error(`this contender has no ${job.workload} workload`)
+  switch (job.workload) {
+    case 'fan-out':
+      Object.assign(result, await contender.fanOut(job))
+      return
+    case 'recursion':
+      if (!contender.recursion) throw missing()
+      Object.assign(result, await contender.recursion(job))
+      return
+    case 'persistence':
+      if (!contender.persistence) throw missing()
+      Object.assign(result, await contender.persistence(job))
+      return
+    case 'restore':
+      if (!contender.restore) throw missing()
+      Object.assign(result, await contender.restore(job))
+      return
+    case 'idle': {
+      if (!contender.idle) throw missing()
+      collect()
+      const heapBefore = process.memoryUsage().heapUsed
+      const rssBefore = process.memoryUsage.rss()
+      await contender.idle(job, async () => {
+        collect()
+        result.idleHeapBytes = process.memoryUsage().heapUsed - heapBefore
+        result.idleRssBytes = process.memoryUsage.rss() - rssBefore
+      })
+      return
+    }
+  }
+}
+
+export async function runCell(request: CellRequest): Promise<CellResult> {
+  const contender = await load(request.contender)
+  const warm = warmUp(request.job)
+  if (warm) await runJob(contender, warm, {})
+  collect()
+  const result: Partial<CellResult> = {}
+  const started = performance.now()
+  await runJob(contender, request.job, result)
+  result.wallMs = performance.now() - started
+  result.peakRssBytes = process.resourceUsage().maxRSS * 1024
+  return result as CellResult
+}
+
+if (process.argv[2] === '--cell') {
+  const request = JSON.parse(process.argv[3]!) as CellRequest
+  runCell(request).then(
+    (result) => {
+      process.send?.({ ok: true, result })
+      if (!process.send) console.log(JSON.stringify(result))
+      process.exit(0)
+    },
+    (error: unknown) => {
+      const message = error instanceof Error ? (error.stack ?? error.message) : String(error)
+      process.send?.({ ok: false, error: message })
+      if (!process.send) console.error(message)
+      process.exit(1)
+    },
+  )
+}

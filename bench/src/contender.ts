@@ -1,0 +1,46 @@
+/** What one measured run is asked to do; a cell runs one job in a fresh process. */
+export type Job =
+  | { workload: 'fan-out'; children: number; steps: number; latencyMs: number }
+  | { workload: 'recursion'; depth: number; latencyMs: number }
+  | { workload: 'persistence'; agents: number; steps: number; store: 'memory' | 'file' }
+  | { workload: 'restore'; agents: number; steps: number; latencyMs: number }
+  | { workload: 'idle'; agents: number }
+
+/** Model calls made, whatever the system calls them. */
+export interface StepCount {
+  steps: number
+}
+
+export interface PersistenceOutcome extends StepCount {
+  /** Writes the system made (a write may cover several steps when it coalesces). */
+  writes: number
+  /** Time spent serialising and storing, in ms, over the whole run. */
+  storeMs: number
+}
+
+export interface RestoreOutcome {
+  agents: number
+  snapshotMs: number
+  snapshotBytes: number
+  restoreMs: number
+  /** From the restore call to the run's result. */
+  finishMs: number
+}
+
+/** Called by a contender once every agent is suspended; resolves when memory has been read. */
+export type MeasureIdle = () => Promise<void>
+
+/** A system under test: Cohort, or a peer built on another library or on nothing. */
+export interface Contender {
+  fanOut(job: Extract<Job, { workload: 'fan-out' }>): Promise<StepCount>
+  recursion?(job: Extract<Job, { workload: 'recursion' }>): Promise<StepCount>
+  persistence?(job: Extract<Job, { workload: 'persistence' }>): Promise<PersistenceOutcome>
+  restore?(job: Extract<Job, { workload: 'restore' }>): Promise<RestoreOutcome>
+  idle?(job: Extract<Job, { workload: 'idle' }>, measure: MeasureIdle): Promise<void>
+}
+
+/** A model call of fixed latency: a timer when latency is positive, nothing otherwise. */
+export function modelLatency(latencyMs: number): Promise<void> {
+  if (latencyMs <= 0) return Promise.resolve()
+  return new Promise((resolve) => setTimeout(resolve, latencyMs))
+}

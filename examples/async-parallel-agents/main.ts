@@ -1,0 +1,89 @@
+// A lead agent launches two workers that sleep 3 s and 8 s, waits for both, and finishes
+// with both results. They run at the same time: the total is about 8 s, not 11 s.
+// Offline on a scripted model; set OPENAI_API_KEY (and optionally OPENAI_BASE_URL,
+// COHORT_MODEL) to run the same agents on a real model.
+import path from 'node:path'
+import {
+  type ChatModel,
+  createLogger,
+  createRuntime,
+  defineAgent,
+  fileStore,
+  scriptedModel,
+  settledChildren,
+  sleep,
+} from '@cohort/core'
+
+/** Seconds each worker sleeps; COHORT_DEMO_SCALE shrinks them (the tests run the demo at 0.1). */
+const scale = Number(process.env.COHORT_DEMO_SCALE ?? 1)
+const naps = [3, 8].map((seconds) => Math.round(seconds * scale * 1000) / 1000)
+
+const worker = defineAgent({
+  name: 'worker',
+  instructions:
+    'You are a worker. Use the sleep tool for exactly the number of seconds in your task, then finish with a one-line report.',
+  tools: [sleep],
+})
+
+const lead = defineAgent({
+  name: 'lead',
+  instructions: `You are the lead. Launch two workers at once, one told to sleep ${naps[0]} seconds and one ${naps[1]} seconds, wait for both, then finish with both of their reports.`,
+  subagents: [worker],
+})
+
+const offline = scriptedModel(
+  {
+    lead: [
+      {
+        action: 'launch_subagents',
+        agents: [
+          { agent: 'worker', task: `Sleep for ${naps[0]} seconds`, id: 'short' },
+          { agent: 'worker', task: `Sleep for ${naps[1]} seconds`, id: 'long' },
+        ],
+      },
+      { action: 'wait_for_subagents', ids: ['short', 'long'] },
+      (request) => ({
+        action: 'finish',
+        result: Object.fromEntries(settledChildren(request).map((child) => [child.id, child.result])),
+      }),
+    ],
+    worker: [
+      (request) => ({
+        action: 'call_tool',
+        tool: 'sleep',
+        args: { seconds: Number(/[\d.]+/.exec(request.agent.task)?.[0] ?? 0) },
+      }),
+      (request) => ({
+        action: 'finish',
+        result: `${request.agent.id}: ${request.agent.task.toLowerCase()} — done`,
+      }),
+    ],
+  },
+  { latencyMs: 50 },
+)
+
+async function chooseModel(): Promise<ChatModel> {
+  if (!process.env.OPENAI_API_KEY) return offline
+  const { modelFromEnv } = await import('@cohort/openai')
+  return modelFromEnv(offline)
+}
+
+const model = await chooseModel()
+const runtime = createRuntime({
+  agents: [lead, worker],
+  model,
+  store: fileStore(path.resolve('.cohort/runs')),
+  logger: createLogger({ dir: path.resolve('.cohort/logs') }),
+})
+
+console.log(`Cohort demo on ${model.name === 'scripted' ? 'the scripted model (offline)' : model.name}`)
+const started = performance.now()
+const run = runtime.start('lead', 'Run two sleeping workers in parallel and report.')
+const result = await run.result
+const seconds = (performance.now() - started) / 1000
+
+console.log('\nResult:', JSON.stringify(result, null, 2))
+console.log(
+  `\nTotal time: ${seconds.toFixed(2)} s (sequential would take ${naps[0]! + naps[1]!} s; the longest worker takes ${naps[1]} s)`,
+)
+console.log(`Run ${run.id} is stored in .cohort/runs; per-agent logs are in .cohort/logs/${run.id}/`)

@@ -1,0 +1,58 @@
+import type { ChatModel } from '../models/types.js'
+import type { AnyTool } from '../tools/define-tool.js'
+import type { AgentLimits } from './limits.js'
+
+export interface AgentDefinition {
+  name: string
+  /** Role and goal, placed at the top of the system prompt. */
+  instructions: string
+  tools: readonly AnyTool[]
+  /** Names of the agents this one may launch. */
+  subagents: readonly string[]
+  model?: ChatModel
+  limits?: Partial<AgentLimits>
+  /** Higher is served first when model calls queue up. */
+  priority?: number
+  /** What a parent receives if this agent times out. */
+  fallback?: { value: unknown }
+}
+
+export interface AgentOptions {
+  name: string
+  instructions?: string
+  tools?: readonly AnyTool[]
+  /** Agents this one may launch, by definition or by name. */
+  subagents?: readonly (AgentDefinition | string)[]
+  model?: ChatModel
+  limits?: Partial<AgentLimits>
+  priority?: number
+  /** What a parent receives if this agent times out (instead of the timeout error). */
+  fallback?: unknown
+}
+
+const agentNamePattern = /^[a-zA-Z][a-zA-Z0-9_-]{0,63}$/
+
+export function defineAgent(options: AgentOptions): AgentDefinition {
+  if (!agentNamePattern.test(options.name)) {
+    throw new TypeError(
+      `agent name "${options.name}" is invalid: expected a letter then up to 63 letters, digits, "_" or "-"`,
+    )
+  }
+  const tools = options.tools ?? []
+  const seen = new Set<string>()
+  for (const tool of tools) {
+    if (seen.has(tool.name)) throw new TypeError(`agent "${options.name}" lists tool "${tool.name}" twice`)
+    seen.add(tool.name)
+  }
+  const definition: AgentDefinition = {
+    name: options.name,
+    instructions: options.instructions ?? '',
+    tools,
+    subagents: (options.subagents ?? []).map((s) => (typeof s === 'string' ? s : s.name)),
+  }
+  if (options.model) definition.model = options.model
+  if (options.limits) definition.limits = options.limits
+  if (options.priority !== undefined) definition.priority = options.priority
+  if ('fallback' in options) definition.fallback = { value: options.fallback }
+  return definition
+}

@@ -1,0 +1,68 @@
+import { z } from 'zod'
+import { InvalidInputError } from '../errors.js'
+
+/** Limits of one agent. */
+export interface AgentLimits {
+  /** Model calls one agent may make. */
+  maxSteps: number
+  /** Consecutive unusable replies answered with a repair message before the agent fails. */
+  maxRepairs: number
+  /** Children one `launch_subagents` may start. */
+  maxChildrenPerLaunch: number
+  /** Wall-clock time from start to settlement, in ms; the agent fails with `TimeoutError` past it. */
+  timeoutMs: number | null
+  /** Tokens (prompt + completion) one agent may use. */
+  maxAgentTokens: number | null
+}
+
+/** Limits of a run, plus the defaults for its agents. */
+export interface RunLimits extends AgentLimits {
+  /** Deepest agent allowed; the root agent is at depth 0. */
+  maxDepth: number
+  /** Agents in one run, the root included. */
+  maxAgents: number
+  /** Tokens all agents of a run may use together. */
+  maxRunTokens: number | null
+}
+
+export const defaultLimits: RunLimits = {
+  maxSteps: 50,
+  maxRepairs: 3,
+  maxChildrenPerLaunch: 20,
+  maxDepth: 5,
+  maxAgents: 200,
+  timeoutMs: null,
+  maxAgentTokens: null,
+  maxRunTokens: null,
+}
+
+const count = z.number().int().min(0)
+const limitsSchema = z
+  .object({
+    maxSteps: count.min(1),
+    maxRepairs: count,
+    maxChildrenPerLaunch: count.min(1),
+    maxDepth: count,
+    maxAgents: count.min(1),
+    timeoutMs: z.number().positive().nullable(),
+    maxAgentTokens: count.nullable(),
+    maxRunTokens: count.nullable(),
+  })
+  .partial()
+  .strict()
+
+export function resolveLimits(...layers: (Partial<RunLimits> | undefined)[]): RunLimits {
+  const merged: RunLimits = { ...defaultLimits }
+  for (const layer of layers) {
+    if (!layer) continue
+    const parsed = limitsSchema.safeParse(layer)
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0]
+      throw new InvalidInputError(
+        `invalid limits: ${issue?.path.join('.') || '(root)'}: ${issue?.message}; expected ${Object.keys(defaultLimits).join(', ')} as non-negative numbers (or null for no limit)`,
+      )
+    }
+    Object.assign(merged, parsed.data)
+  }
+  return merged
+}

@@ -1,0 +1,113 @@
+/** Every error Cohort raises is a `CohortError` with a stable `code` a caller can switch on. */
+export class CohortError extends Error {
+  readonly code: string
+  constructor(code: string, message: string, options?: { cause?: unknown }) {
+    super(message, options)
+    this.name = new.target.name
+    this.code = code
+  }
+}
+
+/** A model reply that could not be understood, after every repair was used up. */
+export class ParseError extends CohortError {
+  constructor(message: string) {
+    super('PARSE_ERROR', message)
+  }
+}
+
+/** A limit (depth, agents, children per launch, steps, budget) was reached. */
+export class LimitExceededError extends CohortError {
+  readonly limit: string
+  constructor(limit: string, message: string) {
+    super('LIMIT_EXCEEDED', message)
+    this.limit = limit
+  }
+}
+
+/** An agent ended in `failed`; `agentId` names it and `cause` carries the original reason. */
+export class AgentFailedError extends CohortError {
+  readonly agentId: string
+  constructor(agentId: string, message: string, options?: { cause?: unknown }) {
+    super('AGENT_FAILED', `agent ${agentId} failed: ${message}`, options)
+    this.agentId = agentId
+  }
+}
+
+/** The run or an agent was cancelled. */
+export class CancelledError extends CohortError {
+  constructor(message = 'cancelled') {
+    super('CANCELLED', message)
+  }
+}
+
+/** An agent ran past its wall-clock timeout. */
+export class TimeoutError extends CohortError {
+  constructor(message: string) {
+    super('TIMEOUT', message)
+  }
+}
+
+/** A stored record could not be read back: `source` names the file or key, `field` the bad field. */
+export class SnapshotError extends CohortError {
+  readonly source: string
+  readonly field: string | undefined
+  constructor(source: string, message: string, field?: string) {
+    super('SNAPSHOT_ERROR', `${source}: ${field ? `field "${field}": ` : ''}${message}`)
+    this.source = source
+    this.field = field
+  }
+}
+
+/** Input from outside (run id, option, agent name, HTTP body) that is not what was expected. */
+export class InvalidInputError extends CohortError {
+  constructor(message: string) {
+    super('INVALID_INPUT', message)
+  }
+}
+
+/** A model call failed (transport, status, malformed reply). `retryable` says whether a retry may help. */
+export class ModelError extends CohortError {
+  readonly status: number | undefined
+  readonly retryable: boolean
+  constructor(message: string, options: { status?: number; retryable?: boolean; cause?: unknown } = {}) {
+    super('MODEL_ERROR', message, { cause: options.cause })
+    this.status = options.status
+    this.retryable = options.retryable ?? false
+  }
+}
+
+/** A store could not write or read. */
+export class StoreError extends CohortError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('STORE_ERROR', message, options)
+  }
+}
+
+/** Plain-data form of an error, as it is kept in agent records and shown to parents. */
+export interface ErrorInfo {
+  name: string
+  code: string
+  message: string
+}
+
+export function toErrorInfo(error: unknown): ErrorInfo {
+  if (process.env.COHORT_DEBUG) console.error(error)
+  if (error instanceof CohortError) return { name: error.name, code: error.code, message: error.message }
+  if (error instanceof Error) return { name: error.name, code: 'ERROR', message: error.message }
+  return { name: 'Error', code: 'ERROR', message: String(error) }
+}
+
+const errorClasses: Record<string, new (message: string) => CohortError> = {
+  PARSE_ERROR: ParseError,
+  CANCELLED: CancelledError,
+  TIMEOUT: TimeoutError,
+  INVALID_INPUT: InvalidInputError,
+}
+
+/** Rebuilds a typed error from its plain-data form (after a restore, or across processes). */
+export function fromErrorInfo(info: ErrorInfo, agentId?: string): CohortError {
+  if (agentId !== undefined) return new AgentFailedError(agentId, info.message, { cause: info })
+  const ErrorClass = errorClasses[info.code]
+  if (ErrorClass) return new ErrorClass(info.message)
+  return new CohortError(info.code, info.message)
+}

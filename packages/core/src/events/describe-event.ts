@@ -1,0 +1,126 @@
+import type { CohortEvent } from './types.js'
+
+export type EventCategory = 'RUN' | 'AGENT' | 'TOOL' | 'LLM'
+export type EventTone = 'start' | 'ok' | 'fail' | 'wait' | 'info'
+
+export interface EventLine {
+  category: EventCategory
+  tone: EventTone
+  text: string
+}
+
+/** One human line per event; `undefined` for events too fine-grained to log (streamed tokens). */
+export function describeEvent(event: CohortEvent): EventLine | undefined {
+  switch (event.type) {
+    case 'run.started':
+      return {
+        category: 'RUN',
+        tone: 'start',
+        text: `run ${event.runId} started: ${event.agent} ← ${short(event.task)}`,
+      }
+    case 'run.resumed':
+      return { category: 'RUN', tone: 'info', text: `run ${event.runId} resumed with ${event.agents} agents` }
+    case 'run.completed':
+      return {
+        category: 'RUN',
+        tone: 'ok',
+        text: `run ${event.runId} completed: ${short(value(event.result))}`,
+      }
+    case 'run.failed':
+      return { category: 'RUN', tone: 'fail', text: `run ${event.runId} failed: ${event.error.message}` }
+    case 'run.cancelled':
+      return { category: 'RUN', tone: 'fail', text: `run ${event.runId} cancelled: ${event.reason}` }
+    case 'agent.started':
+      return { category: 'AGENT', tone: 'start', text: `${event.agentId} started: ${short(event.task)}` }
+    case 'agent.launched':
+      return {
+        category: 'AGENT',
+        tone: 'info',
+        text: `${event.agentId} launched ${event.children.map((c) => `${c.id} (${c.agent})`).join(', ')}`,
+      }
+    case 'agent.suspended':
+      return {
+        category: 'AGENT',
+        tone: 'wait',
+        text: `${event.agentId} suspended, waiting on ${event.waitingOn.join(', ') || 'nothing'}`,
+      }
+    case 'agent.resumed':
+      return {
+        category: 'AGENT',
+        tone: 'info',
+        text: `${event.agentId} resumed: ${event.settled.join(', ') || 'nothing'} settled`,
+      }
+    case 'agent.repair':
+      return {
+        category: 'AGENT',
+        tone: 'fail',
+        text: `${event.agentId} reply unusable (repair ${event.repairs + 1}): ${event.error}`,
+      }
+    case 'agent.completed':
+      return {
+        category: 'AGENT',
+        tone: 'ok',
+        text: `${event.agentId} completed in ${event.durationMs} ms: ${short(value(event.result))}`,
+      }
+    case 'agent.failed':
+      return {
+        category: 'AGENT',
+        tone: 'fail',
+        text: `${event.agentId} failed after ${event.durationMs} ms: ${event.error.message}`,
+      }
+    case 'model.started':
+      return {
+        category: 'LLM',
+        tone: 'start',
+        text: `${event.agentId} calls ${event.model} (turn ${event.turn + 1})`,
+      }
+    case 'model.token':
+      return undefined
+    case 'model.completed': {
+      const usage = event.usage ? `, ${event.usage.promptTokens}+${event.usage.completionTokens} tokens` : ''
+      return {
+        category: 'LLM',
+        tone: 'ok',
+        text: `${event.agentId} got a reply in ${event.durationMs} ms${usage}`,
+      }
+    }
+    case 'model.failed':
+      return {
+        category: 'LLM',
+        tone: 'fail',
+        text: `${event.agentId} model call failed: ${event.error.message}`,
+      }
+    case 'tool.started':
+      return {
+        category: 'TOOL',
+        tone: 'start',
+        text: `${event.agentId} → ${event.tool} ${short(value(event.args))}`,
+      }
+    case 'tool.completed':
+      return {
+        category: 'TOOL',
+        tone: 'ok',
+        text: `${event.agentId} ← ${event.tool} in ${event.durationMs} ms: ${short(value(event.result))}`,
+      }
+    case 'tool.failed':
+      return {
+        category: 'TOOL',
+        tone: 'fail',
+        text: `${event.agentId} ← ${event.tool} failed: ${event.error.message}`,
+      }
+  }
+}
+
+function value(v: unknown): string {
+  if (typeof v === 'string') return v
+  try {
+    return JSON.stringify(v) ?? String(v)
+  } catch {
+    return String(v)
+  }
+}
+
+function short(text: string, max = 120): string {
+  const line = text.replace(/\s+/g, ' ').trim()
+  return line.length > max ? `${line.slice(0, max - 1)}…` : line
+}

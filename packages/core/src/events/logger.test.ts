@@ -1,0 +1,53 @@
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
+import { PassThrough } from 'node:stream'
+import { expect, test } from 'vitest'
+import { defineAgent } from '../agent/define-agent.js'
+import { scriptedModel } from '../models/scripted-model.js'
+import { createRuntime } from '../runtime/runtime.js'
+import { createLogger } from './logger.js'
+
+test('console lines carry elapsed ms, category and depth indentation; each agent gets a log file', async () => {
+  const dir = await mkdtemp(path.join(tmpdir(), 'cohort-logs-'))
+  const stream = new PassThrough()
+  let output = ''
+  stream.on('data', (chunk: Buffer) => {
+    output += chunk
+  })
+  const logger = createLogger({ dir, stream, colors: false })
+  const child = defineAgent({ name: 'child', instructions: '' })
+  const parent = defineAgent({ name: 'parent', instructions: '', subagents: [child] })
+  const model = scriptedModel({
+    parent: [
+      { action: 'launch_subagents', agents: [{ agent: 'child', task: 'hello', id: 'kid' }] },
+      { action: 'wait_for_subagents' },
+      { action: 'finish', result: 'ok' },
+    ],
+    child: [{ action: 'finish', result: 'hi' }],
+  })
+  const run = createRuntime({ agents: [parent, child], model, logger }).start('parent', 'go')
+  await run.result
+  await logger.close?.()
+
+  const lines = output.trim().split('\n')
+  expect(lines[0]).toMatch(/^\[\s+\d+ ms\] RUN {3}run \S+ started: parent ← go$/)
+  expect(lines).toContainEqual(
+    expect.stringMatching(/^\[\s+\d+ ms\] AGENT parent suspended, waiting on kid$/),
+  )
+  expect(lines).toContainEqual(
+    expect.stringMatching(/^\[\s+\d+ ms\] AGENT {3}parent\.kid completed in \d+ ms: hi$/),
+  )
+  expect(lines).toContainEqual(
+    expect.stringMatching(/^\[\s+\d+ ms\] LLM {5}parent\.kid calls scripted \(turn 1\)$/),
+  )
+
+  const files = (await readdir(path.join(dir, run.id))).sort()
+  expect(files).toEqual(['_run.log', 'parent.kid.log', 'parent.log'])
+  const childLog = await readFile(path.join(dir, run.id, 'parent.kid.log'), 'utf8')
+  expect(childLog).toMatch(
+    /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z \+\d+ms \[AGENT\] parent\.kid started: hello$/m,
+  )
+  expect(childLog).not.toMatch(/parent suspended/)
+  await rm(dir, { recursive: true, force: true })
+})

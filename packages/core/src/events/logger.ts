@@ -1,0 +1,122 @@
+import { appendFile, mkdir } from 'node:fs/promises'
+import path from 'node:path'
+import winston from 'winston'
+import Transport from 'winston-transport'
+import { describeEvent, type EventCategory, type EventTone } from './describe-event.js'
+import type { CohortEvent } from './types.js'
+
+export interface LoggerOptions {
+  /** Print colour-coded lines to the console (default true). */
+  console?: boolean
+  /** Write one log file per agent under `<dir>/<runId>/<agentId>.log`. */
+  dir?: string
+  /** Colours on the console; default: when stdout is a TTY and NO_COLOR is unset. */
+  colors?: boolean
+  /** Where console lines go (default process.stdout). */
+  stream?: NodeJS.WritableStream
+}
+
+/** Receives every event of every run of a runtime. */
+export interface EventSink {
+  handle(event: CohortEvent): void
+  /** Waits until everything handled so far is written. */
+  close?(): Promise<void>
+}
+
+const toneColors: Record<EventTone, string> = { start: '36', ok: '32', fail: '31', wait: '33', info: '37' }
+const categoryColors: Record<EventCategory, string> = {
+  RUN: '1;37',
+  AGENT: '1;36',
+  TOOL: '1;33',
+  LLM: '1;35',
+}
+
+interface LogInfo {
+  level: string
+  message: string
+  category: EventCategory
+  tone: EventTone
+  depth: number
+  elapsedMs: number
+  at: number
+  runId: string
+  agentId?: string
+}
+
+/** The winston logger: console lines with elapsed ms, indented by depth, and per-agent files. */
+export function createLogger(options: LoggerOptions = {}): EventSink {
+  const colors = options.colors ?? (process.stdout.isTTY === true && process.env.NO_COLOR === undefined)
+  const paint = (code: string, text: string) => (colors ? `\u001b[${code}m${text}\u001b[0m` : text)
+  const transports: Transport[] = []
+  if (options.console !== false) {
+    transports.push(
+      new winston.transports.Stream({
+        stream: options.stream ?? process.stdout,
+        format: winston.format.printf((raw) => {
+          const info = raw as unknown as LogInfo
+          const time = paint('2', `[${String(info.elapsedMs).padStart(7)} ms]`)
+          const category = paint(categoryColors[info.category], info.category.padEnd(5))
+          return `${time} ${category} ${'  '.repeat(info.depth)}${paint(toneColors[info.tone], info.message)}`
+        }),
+      }),
+    )
+  }
+  const files = options.dir ? new AgentFilesTransport(options.dir) : undefined
+  if (files) transports.push(files)
+  const logger = winston.createLogger({ level: 'info', transports })
+
+  return {
+    handle(event) {
+      const line = describeEvent(event)
+      if (!line) return
+      const info: LogInfo = {
+        level: line.tone === 'fail' ? 'warn' : 'info',
+        message: line.text,
+        category: line.category,
+        tone: line.tone,
+        depth: 'depth' in event ? event.depth : 0,
+        elapsedMs: event.elapsedMs,
+        at: event.at,
+        runId: event.runId,
+      }
+      if ('agentId' in event) info.agentId = event.agentId
+      logger.log(info)
+    },
+    async close() {
+      await files?.drain()
+    },
+  }
+}
+
+/** One file per agent with millisecond timestamps; appends are queued per file, never blocking. */
+class AgentFilesTransport extends Transport {
+  private readonly queues = new Map<string, Promise<void>>()
+  private readonly createdDirs = new Map<string, Promise<unknown>>()
+
+  constructor(private readonly dir: string) {
+    super()
+  }
+
+  override log(raw: unknown, callback: () => void): void {
+    const info = raw as LogInfo
+    const file = path.join(this.dir, info.runId, `${info.agentId ?? '_run'}.log`)
+    const line = `${new Date(info.at).toISOString()} +${info.elapsedMs}ms [${info.category}] ${info.message}\n`
+    const folder = path.dirname(file)
+    let created = this.createdDirs.get(folder)
+    if (!created) {
+      created = mkdir(folder, { recursive: true })
+      this.createdDirs.set(folder, created)
+    }
+    const previous = this.queues.get(file) ?? created
+    const next = previous.then(() => appendFile(file, line)).catch(() => {})
+    this.queues.set(file, next)
+    void next.then(() => {
+      if (this.queues.get(file) === next) this.queues.delete(file)
+    })
+    callback()
+  }
+
+  async drain(): Promise<void> {
+    while (this.queues.size > 0) await Promise.all(this.queues.values())
+  }
+}

@@ -1,0 +1,64 @@
+import type { Awaiting } from '../agent/context.js'
+import type { ErrorInfo } from '../errors.js'
+import type { ProcessRecord } from '../models/command-model.js'
+import type { TokenUsage } from '../models/types.js'
+import type { Conflict } from '../workspaces/workspaces.js'
+
+interface RunEventBase {
+  runId: string
+  /** Epoch milliseconds. */
+  at: number
+  /** Milliseconds since the run started (in this process). */
+  elapsedMs: number
+}
+
+interface AgentEventBase extends RunEventBase {
+  agentId: string
+  agentName: string
+  depth: number
+}
+
+export type RunEvent = RunEventBase &
+  (
+    | { type: 'run.started'; agent: string; task: string; rootAgentId: string }
+    | { type: 'run.resumed'; agents: number }
+    | { type: 'run.completed'; result: unknown }
+    | { type: 'run.failed'; error: ErrorInfo }
+    | { type: 'run.cancelled'; reason: string }
+  )
+
+export type AgentEvent = AgentEventBase &
+  (
+    | { type: 'agent.started'; parentId: string | null; task: string }
+    | { type: 'agent.launched'; children: { id: string; agent: string; task: string }[] }
+    | { type: 'agent.suspended'; waitingOn: string[]; awaiting?: Awaiting }
+    | { type: 'agent.message'; from: string; text: string }
+    | { type: 'agent.warning'; message: string }
+    | { type: 'agent.resumed'; settled: string[] }
+    | { type: 'agent.repair'; error: string; repairs: number }
+    | { type: 'agent.completed'; result: unknown; durationMs: number }
+    | { type: 'agent.failed'; error: ErrorInfo; durationMs: number }
+    | { type: 'model.started'; turn: number; model: string }
+    | { type: 'model.token'; turn: number; text: string }
+    | {
+        type: 'model.completed'
+        turn: number
+        durationMs: number
+        usage?: TokenUsage
+        cost?: number
+        process?: ProcessRecord
+      }
+    | { type: 'workspace.conflicts'; conflicts: Conflict[] }
+    | { type: 'model.failed'; turn: number; durationMs: number; error: ErrorInfo }
+    | { type: 'tool.started'; callId: string; tool: string; args: unknown }
+    | { type: 'tool.completed'; callId: string; tool: string; durationMs: number; result: unknown }
+    | { type: 'tool.failed'; callId: string; tool: string; durationMs: number; error: ErrorInfo }
+  )
+
+export type CohortEvent = RunEvent | AgentEvent
+export type CohortEventType = CohortEvent['type']
+
+/** Distributes an event type over the union so `Omit` keeps each member's own fields. */
+type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never
+export type AgentEventInput = DistributiveOmit<AgentEvent, keyof AgentEventBase>
+export type RunEventInput = DistributiveOmit<RunEvent, keyof RunEventBase>

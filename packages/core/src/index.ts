@@ -1,0 +1,80 @@
+export type { AgentContext, AgentStatus, Awaiting, ChildLink, ChildResult } from './agent/context.js'
+export { type AgentDefinition, type AgentOptions, defineAgent } from './agent/define-agent.js'
+export { type AgentLimits, defaultLimits, type RunLimits } from './agent/limits.js'
+export {
+  AgentFailedError,
+  CancelledError,
+  CohortError,
+  type ErrorInfo,
+  InvalidInputError,
+  LimitExceededError,
+  ModelError,
+  ParseError,
+  SnapshotError,
+  StoreError,
+  TimeoutError,
+} from './errors.js'
+export { describeEvent, type EventCategory, type EventLine } from './events/describe-event.js'
+export { EventBus, type EventListener } from './events/event-bus.js'
+export { createLogger, type EventSink, type LoggerOptions } from './events/logger.js'
+export type { AgentEvent, CohortEvent, CohortEventType, RunEvent } from './events/types.js'
+export { type CommandModelOptions, commandModel, type ProcessRecord } from './models/command-model.js'
+export {
+  type Script,
+  type ScriptedModelOptions,
+  type ScriptedReply,
+  type ScriptedReplyFn,
+  scriptedModel,
+  settledChildren,
+} from './models/scripted-model.js'
+export type {
+  ChatMessage,
+  ChatModel,
+  ModelReply,
+  ModelRequest,
+  TokenUsage,
+  ToolCall,
+  ToolSpec,
+} from './models/types.js'
+export type { AgentMetrics, RunMetrics } from './orchestrator/metrics.js'
+export type { SegmentOutcome } from './orchestrator/segment.js'
+export { assertRunId, decodeAgentRecord, decodeRunRecord, encodeRecord } from './persistence/codec.js'
+export { type FileStoreOptions, fileStore } from './persistence/file-store.js'
+export { memoryStore } from './persistence/memory-store.js'
+export type {
+  AgentRecord,
+  PersistedAgentSnapshot,
+  RunFilter,
+  RunId,
+  RunRecord,
+  RunStatus,
+  RunStore,
+  StoredRun,
+} from './persistence/records.js'
+export { isValidRunId } from './persistence/records.js'
+export { filterRuns } from './persistence/run-filter.js'
+export { dependencyLayers, findCycle } from './plan/dependency-graph.js'
+export { type Plan, type PlanStep, parsePlan, planLayers } from './plan/plan.js'
+export type { Action, LaunchSpec, ParseResult } from './protocol/actions.js'
+export { extractJson } from './protocol/extract-json.js'
+export { type ParseContext, parseActions } from './protocol/parse-actions.js'
+export { protocolToolSpecs, systemPrompt } from './protocol/prompt.js'
+export { Run, type RunSnapshot } from './runtime/run.js'
+export {
+  createRuntime,
+  type Runtime,
+  type RuntimeMetrics,
+  type RuntimeOptions,
+  type SegmentHost,
+  type StartOptions,
+} from './runtime/runtime.js'
+export type { RateLimit, SchedulerOptions, SchedulerStats } from './scheduler/scheduler.js'
+export {
+  type AnyTool,
+  defineTool,
+  type Tool,
+  type ToolContext,
+  type ToolDefinition,
+} from './tools/define-tool.js'
+export { sleep } from './tools/sleep.js'
+export { type Conflict, type WorkspaceOptions, Workspaces } from './workspaces/workspaces.js'

@@ -1,0 +1,168 @@
+import { spawn } from 'node:child_process'
+import { ModelError } from '../errors.js'
+import { extractJson } from '../protocol/extract-json.js'
+import type { ChatModel, ModelReply, ModelRequest } from './types.js'
+
+export interface CommandModelOptions {
+  /** The program to run (never through a shell: model text is passed as data, not code). */
+  command: string
+  /** Its arguments; an element equal to `{prompt}` is replaced by the prompt. */
+  args?: string[]
+  env?: Record<string, string>
+  /** The process tree is killed past this (default 10 minutes). */
+  timeoutMs?: number
+  /** Give the prompt on stdin (default) or only through `{prompt}` in `args`. */
+  input?: 'stdin' | 'argument'
+  name?: string
+}
+
+/** What one turn of a process agent left behind; kept in the agent's record. */
+export interface ProcessRecord {
+  turn: number
+  command: string
+  exitCode: number | null
+  signal: string | null
+  durationMs: number
+  stderrTail: string
+  workspace: string
+}
+
+const stderrTailChars = 2_000
+
+/**
+ * An agent whose turn runs an external command (a coding assistant's CLI, a script) in the
+ * agent's own workspace. Its stdout is the reply: actions when it holds an action JSON,
+ * otherwise plain text taken as the agent's final result. A follow-up turn of the same agent
+ * runs in the same workspace.
+ */
+export function commandModel(options: CommandModelOptions): ChatModel {
+  const timeoutMs = options.timeoutMs ?? 600_000
+  return {
+    name: options.name ?? `command:${options.command}`,
+    async complete(request) {
+      if (!request.workspace) throw new ModelError('commandModel needs a runtime with workspaces')
+      const workspace = await request.workspace()
+      const prompt = promptOf(request)
+      const args = (options.args ?? []).map((arg) => (arg === '{prompt}' ? prompt : arg))
+      const outcome = await runProcess(options.command, args, {
+        cwd: workspace,
+        env: {
+          ...process.env,
+          ...options.env,
+          COHORT_RUN_ID: request.runId,
+          COHORT_AGENT_ID: request.agent.id,
+          COHORT_TURN: String(request.turn),
+          COHORT_WORKSPACE: workspace,
+        },
+        stdin: options.input === 'argument' ? '' : prompt,
+        timeoutMs,
+        signal: request.signal,
+      })
+      const record: ProcessRecord = {
+        turn: request.turn,
+        command: options.command,
+        exitCode: outcome.exitCode,
+        signal: outcome.signal,
+        durationMs: outcome.durationMs,
+        stderrTail: outcome.stderr.slice(-stderrTailChars),
+        workspace,
+      }
+      if (outcome.timedOut) {
+        throw new ModelError(
+          `command ${options.command} timed out after ${timeoutMs} ms; its process tree was killed`,
+          {
+            cause: record,
+          },
+        )
+      }
+      if (outcome.exitCode !== 0) {
+        const tail = record.stderrTail.trim().split('\n').slice(-5).join('\n')
+        throw new ModelError(
+          `command ${options.command} exited with ${outcome.exitCode === null ? `signal ${outcome.signal}` : `code ${outcome.exitCode}`}${tail ? `: ${tail}` : ''}`,
+          { cause: record },
+        )
+      }
+      return { ...toReply(outcome.stdout), process: record }
+    },
+  }
+}
+
+/** The first turn gets the task; later turns get what arrived since the agent's last reply. */
+function promptOf(request: ModelRequest): string {
+  const lastReply = request.messages.findLastIndex((message) => message.role === 'assistant')
+  const fresh = request.messages.slice(lastReply + 1).filter((message) => message.role !== 'system')
+  return fresh.map((message) => message.content).join('\n\n')
+}
+
+function toReply(stdout: string): ModelReply {
+  const json = extractJson(stdout)
+  const isAction =
+    json.found &&
+    ((Array.isArray(json.value) && json.value.length > 0) ||
+      (typeof json.value === 'object' && json.value !== null && 'action' in json.value))
+  if (isAction) return { text: stdout }
+  return { text: JSON.stringify({ action: 'finish', result: stdout.trim() }) }
+}
+
+interface ProcessOutcome {
+  stdout: string
+  stderr: string
+  exitCode: number | null
+  signal: string | null
+  durationMs: number
+  timedOut: boolean
+}
+
+function runProcess(
+  command: string,
+  args: string[],
+  options: { cwd: string; env: NodeJS.ProcessEnv; stdin: string; timeoutMs: number; signal: AbortSignal },
+): Promise<ProcessOutcome> {
+  return new Promise((resolve, reject) => {
+    const started = performance.now()
+    // Its own process group, so a timeout or a cancel kills everything it started.
+    const child = spawn(command, args, { cwd: options.cwd, env: options.env, detached: true, stdio: 'pipe' })
+    let stdout = ''
+    let stderr = ''
+    let timedOut = false
+    const killTree = () => {
+      try {
+        if (child.pid !== undefined) process.kill(-child.pid, 'SIGKILL')
+      } catch {
+        // Already gone.
+      }
+    }
+    const timer = setTimeout(() => {
+      timedOut = true
+      killTree()
+    }, options.timeoutMs)
+    const onAbort = () => killTree()
+    options.signal.addEventListener('abort', onAbort, { once: true })
+    child.stdout.on('data', (chunk: Buffer) => {
+      stdout += chunk
+    })
+    child.stderr.on('data', (chunk: Buffer) => {
+      stderr = (stderr + chunk).slice(-64_000)
+    })
+    child.stdin.on('error', () => {})
+    child.stdin.end(options.stdin)
+    child.on('error', (error) => {
+      clearTimeout(timer)
+      options.signal.removeEventListener('abort', onAbort)
+      reject(new ModelError(`cannot start command ${command}: ${error.message}`, { cause: error }))
+    })
+    child.on('close', (exitCode, signal) => {
+      clearTimeout(timer)
+      options.signal.removeEventListener('abort', onAbort)
+      if (options.signal.aborted) return reject(options.signal.reason)
+      resolve({
+        stdout,
+        stderr,
+        exitCode,
+        signal,
+        durationMs: Math.round(performance.now() - started),
+        timedOut,
+      })
+    })
+  })
+}

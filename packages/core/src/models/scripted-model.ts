@@ -1,0 +1,83 @@
+import type { ChildResult } from '../agent/context.js'
+import { ModelError } from '../errors.js'
+import { abortableSleep } from '../tools/define-tool.js'
+import type { ChatModel, ModelReply, ModelRequest } from './types.js'
+
+/** One scripted reply: text, an action object (or array of them), or a full `ModelReply`. */
+export type ScriptedReply = string | Record<string, unknown> | Record<string, unknown>[] | ModelReply
+export type ScriptedReplyFn = (request: ModelRequest) => ScriptedReply | Promise<ScriptedReply>
+
+/**
+ * Replies per agent name (a list read by turn, whose items may be functions, or one
+ * function), or one function for every agent.
+ */
+export type Script =
+  | ScriptedReplyFn
+  | Record<string, readonly (ScriptedReply | ScriptedReplyFn)[] | ScriptedReplyFn>
+
+export interface ScriptedModelOptions {
+  /** Simulated latency of each call, in ms (a number, or a function of the request). */
+  latencyMs?: number | ((request: ModelRequest) => number)
+  name?: string
+}
+
+/**
+ * A deterministic model for tests, demos and benchmarks. The reply depends only on the
+ * request (agent and turn), never on hidden counters, so a run resumed in a new process
+ * gets the replies an uninterrupted one would have got.
+ */
+export function scriptedModel(script: Script, options: ScriptedModelOptions = {}): ChatModel {
+  const { latencyMs = 0, name = 'scripted' } = options
+  return {
+    name,
+    async complete(request) {
+      const latency = typeof latencyMs === 'function' ? latencyMs(request) : latencyMs
+      if (latency > 0) await abortableSleep(latency, request.signal)
+      const reply = await pickReply(script, request)
+      return toModelReply(reply)
+    },
+  }
+}
+
+async function pickReply(script: Script, request: ModelRequest): Promise<ScriptedReply> {
+  if (typeof script === 'function') return script(request)
+  const entry = script[request.agent.name]
+  if (entry === undefined) {
+    throw new ModelError(`scripted model has no script for agent "${request.agent.name}"`)
+  }
+  if (typeof entry === 'function') return entry(request)
+  const reply = entry[request.turn]
+  if (reply === undefined) {
+    throw new ModelError(
+      `scripted model has no reply for turn ${request.turn} of agent "${request.agent.name}" (script has ${entry.length})`,
+    )
+  }
+  return typeof reply === 'function' ? reply(request) : reply
+}
+
+function toModelReply(reply: ScriptedReply): ModelReply {
+  if (typeof reply === 'string') return { text: reply, usage: estimateUsage(reply) }
+  if (!Array.isArray(reply) && ('text' in reply || 'toolCalls' in reply) && !('action' in reply)) {
+    const modelReply = reply as ModelReply
+    return modelReply.usage ? modelReply : { ...modelReply, usage: estimateUsage(JSON.stringify(modelReply)) }
+  }
+  const text = JSON.stringify(reply)
+  return { text, usage: estimateUsage(text) }
+}
+
+/** About four characters a token, as for English text. */
+function estimateUsage(text: string): { promptTokens: number; completionTokens: number } {
+  return { promptTokens: 0, completionTokens: Math.ceil(text.length / 4) }
+}
+
+/**
+ * The children's results a parent received in its last message, after `wait_for_subagents`:
+ * for scripted replies that aggregate them. Empty when the last message holds none.
+ */
+export function settledChildren(request: Pick<ModelRequest, 'messages'>): ChildResult[] {
+  const content = request.messages.at(-1)?.content ?? ''
+  const start = content.indexOf('Sub-agents settled (')
+  if (start < 0) return []
+  const json = content.slice(content.indexOf('[', start)).split('\nConflicts (')[0]!
+  return JSON.parse(json) as ChildResult[]
+}

@@ -1,0 +1,59 @@
+/** One message of an agent's conversation, in the shape of the OpenAI chat format. */
+export type ChatMessage =
+  | { role: 'system'; content: string }
+  | { role: 'user'; content: string }
+  | { role: 'assistant'; content: string; toolCalls?: ToolCall[] }
+  | { role: 'tool'; content: string; toolCallId: string }
+
+/** A native tool call as a model returns it; `arguments` is the raw JSON text (or already parsed). */
+export interface ToolCall {
+  id: string
+  name: string
+  arguments: string | Record<string, unknown>
+}
+
+/** A function offered to the model (protocol actions and the agent's tools), with a JSON schema. */
+export interface ToolSpec {
+  name: string
+  description: string
+  parameters: Record<string, unknown>
+}
+
+import type { ProcessRecord } from './command-model.js'
+
+export interface TokenUsage {
+  promptTokens: number
+  completionTokens: number
+}
+
+export interface ModelRequest {
+  runId: string
+  agent: { id: string; name: string; depth: number; parentId: string | null; task: string }
+  /** The number of model calls this agent made before this one (0 for its first turn). */
+  turn: number
+  messages: readonly ChatMessage[]
+  tools: readonly ToolSpec[]
+  signal: AbortSignal
+  /** Called with each streamed text fragment when the model streams. */
+  onToken?: (text: string) => void
+  /** The agent's own workspace directory, created on first call (when the runtime has workspaces). */
+  workspace?: () => Promise<string>
+}
+
+export interface ModelReply {
+  text?: string
+  toolCalls?: ToolCall[]
+  usage?: TokenUsage
+  /** Cost of this call in the configured currency, when prices are known. */
+  cost?: number
+  /** Transient failures retried inside this call. */
+  retries?: number
+  /** Set by process agents: exit code, stderr tail, duration. */
+  process?: ProcessRecord
+}
+
+/** Anything that answers a conversation: a scripted model, an OpenAI-compatible endpoint, a process. */
+export interface ChatModel {
+  readonly name: string
+  complete(request: ModelRequest): Promise<ModelReply>
+}

@@ -1,0 +1,62 @@
+import type { Actor } from 'xstate'
+import type { AgentMachine } from '../agent/agent-machine.js'
+import type { AgentStatus, ChildResult } from '../agent/context.js'
+import type { AgentDefinition } from '../agent/define-agent.js'
+import type { RunLimits } from '../agent/limits.js'
+import type { AgentRecord } from '../persistence/records.js'
+
+/** The orchestrator's entry for one agent: kept in a Map outside every machine's context. */
+export interface AgentEntry {
+  id: string
+  definition: AgentDefinition
+  limits: RunLimits
+  actor: Actor<AgentMachine>
+  parentId: string | null
+  depth: number
+  settled: boolean
+  /** Called once when this agent settles (parents waiting on it). */
+  onSettle: (() => void)[]
+  /** Agents that start when this one (and their other dependencies) completes. */
+  dependents: AgentEntry[]
+  timer?: NodeJS.Timeout
+  /** Runs in another process (a segment's children and dependencies): read, never started here. */
+  remote?: true
+  unsubscribe?: () => void
+  /** Aborts the running effect when the agent settles or stops (one per effect: listeners do not pile up). */
+  controller?: AbortController
+  /** Which effect is current: a result from an older one is dropped. 0 when none runs. */
+  effect: number
+}
+
+/** The top-level state of an agent machine's state value. */
+export function agentStatus(value: unknown): AgentStatus {
+  if (typeof value === 'string') return value as AgentStatus
+  return (Object.keys(value as object)[0] ?? 'running') as AgentStatus
+}
+
+export function toAgentRecord(entry: AgentEntry): AgentRecord {
+  const snapshot = entry.actor.getPersistedSnapshot() as unknown as AgentRecord['snapshot']
+  return {
+    version: 1,
+    runId: snapshot.context.runId,
+    id: entry.id,
+    name: entry.definition.name,
+    parentId: entry.parentId,
+    depth: entry.depth,
+    status: agentStatus(snapshot.value),
+    updatedAt: Date.now(),
+    snapshot,
+  }
+}
+
+/** What a settled agent hands its parent (and its dependents): result, error, or fallback. */
+export function childResult(entry: AgentEntry): ChildResult {
+  const { context, value } = entry.actor.getSnapshot()
+  const base = { id: entry.id, agent: entry.definition.name }
+  if (value === 'completed') return { ...base, status: 'completed', result: context.result }
+  const error = context.error ?? { name: 'Error', code: 'ERROR', message: 'failed' }
+  if (error.code === 'TIMEOUT' && context.fallback) {
+    return { ...base, status: 'completed', result: context.fallback.value, error, fallback: true }
+  }
+  return { ...base, status: 'failed', error }
+}

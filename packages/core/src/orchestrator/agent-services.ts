@@ -1,0 +1,325 @@
+import type { ActOutcome, AgentServices, ThinkOutcome } from '../agent/agent-machine.js'
+import type { AgentContext, ChildResult } from '../agent/context.js'
+import { CohortError, LimitExceededError, toErrorInfo } from '../errors.js'
+import type { ChatMessage, ModelReply } from '../models/types.js'
+import type { Action } from '../protocol/actions.js'
+import { actionReply, inboxMessage, renderValue, repairFeedback } from '../protocol/feedback.js'
+import { parseActions } from '../protocol/parse-actions.js'
+import { protocolToolSpecs, repairText } from '../protocol/prompt.js'
+import { type AnyTool, abortableSleep, SuspendRequest } from '../tools/define-tool.js'
+import { type AgentEntry, childResult } from './agent-entry.js'
+import { type Orchestrator, tokensOf } from './orchestrator.js'
+
+type ToolAction = Extract<Action, { action: 'call_tool' }>
+
+/** The side effects of agents, bound to their run's orchestrator. */
+export function createAgentServices(run: Orchestrator): AgentServices {
+  const clean = run.config.redact
+  const workspaces = run.config.workspaces
+  const toolsByAgent = new Map<string, Map<string, AnyTool>>()
+  const toolsOf = (entry: AgentEntry) => {
+    let tools = toolsByAgent.get(entry.definition.name)
+    if (!tools) {
+      tools = new Map(entry.definition.tools.map((tool) => [tool.name, tool]))
+      toolsByAgent.set(entry.definition.name, tools)
+    }
+    return tools
+  }
+
+  return {
+    async think(agentId, signal) {
+      const entry = run.entry(agentId)
+      const context = entry.actor.getSnapshot().context
+      if (context.turn >= entry.limits.maxSteps) {
+        throw new LimitExceededError(
+          'maxSteps',
+          `agent made ${context.turn} model calls, the limit is ${entry.limits.maxSteps} (maxSteps)`,
+        )
+      }
+      checkBudgets(entry, context, 0)
+      const model = run.modelFor(entry.definition)
+      const slot = await run.config.scheduler.acquire({
+        priority: context.priority,
+        model: model.name,
+        signal,
+      })
+      const turn = context.turn
+      run.emitAgent(context, { type: 'model.started', turn, model: model.name })
+      const started = performance.now()
+      let reply: ModelReply
+      run.busy.begin()
+      try {
+        reply = await model.complete({
+          runId: run.runId,
+          agent: {
+            id: agentId,
+            name: context.name,
+            depth: context.depth,
+            parentId: context.parentId,
+            task: context.task,
+          },
+          turn,
+          messages:
+            context.inbox.length > 0 ? [...context.messages, inboxMessage(context.inbox)] : context.messages,
+          tools: protocolToolSpecs(entry.definition),
+          signal,
+          onToken: (text) => run.emitAgent(context, { type: 'model.token', turn, text: clean(text) }),
+          ...(workspaces && { workspace: () => workspaces.ensure(run.runId, agentId) }),
+        })
+        reply = cleanReply(reply)
+      } catch (error) {
+        slot.release(0)
+        cleanError(error)
+        const durationMs = Math.round(performance.now() - started)
+        run.emitAgent(context, { type: 'model.failed', turn, durationMs, error: toErrorInfo(error) })
+        throw error
+      } finally {
+        run.busy.end()
+      }
+      const tokens = (reply.usage?.promptTokens ?? 0) + (reply.usage?.completionTokens ?? 0)
+      slot.release(tokens)
+      run.tokensUsed += tokens
+      const durationMs = performance.now() - started
+      const completed: Parameters<typeof run.emitAgent>[1] = {
+        type: 'model.completed',
+        turn,
+        durationMs: Math.round(durationMs),
+      }
+      if (reply.usage) completed.usage = reply.usage
+      if (reply.cost !== undefined) completed.cost = reply.cost
+      if (reply.process) completed.process = reply.process
+      run.emitAgent(context, completed)
+      checkBudgets(entry, context, tokens)
+
+      // An oversized reply is refused by the parser; the history keeps only its beginning.
+      const assistant: ChatMessage = { role: 'assistant', content: renderValue(reply.text ?? '', 200_000) }
+      if (reply.toolCalls?.length) assistant.toolCalls = reply.toolCalls
+      const parse = parseActions(reply, {
+        tools: toolsOf(entry),
+        subagents: entry.definition.subagents,
+        childIds: new Set(context.children.map((child) => child.localId)),
+      })
+      if (parse.ok) {
+        for (const [index, action] of parse.actions.entries()) action.key = `${turn}.${index}`
+      }
+      const outcome: ThinkOutcome = {
+        assistant,
+        parse,
+        inboxConsumed: context.inbox.length,
+        feedback: parse.ok
+          ? []
+          : repairFeedback(reply.toolCalls?.map((call) => call.id) ?? [], repairText(parse.error)),
+        durationMs,
+      }
+      if (reply.usage) outcome.usage = reply.usage
+      if (reply.cost !== undefined) outcome.cost = reply.cost
+      if (reply.retries) outcome.retries = reply.retries
+      if (reply.process) outcome.process = reply.process
+      return outcome
+    },
+
+    async act(agentId, action, signal) {
+      const entry = run.entry(agentId)
+      const context = entry.actor.getSnapshot().context
+      switch (action.action) {
+        case 'launch_subagents': {
+          const outcome = await run.launch(entry, action.agents, action.on_cycle)
+          if (!outcome.ok) return { messages: [actionReply(action, outcome.reason)], refused: outcome.reason }
+          const ids = outcome.children.map((child) => child.localId)
+          return {
+            messages: [actionReply(action, `launched: ${ids.join(', ')}`)],
+            children: outcome.children,
+          }
+        }
+        case 'call_tool':
+          return runTool(entry, context, action, signal)
+        case 'send_message':
+          return { messages: [actionReply(action, sendMessage(entry, context, action.to, action.text))] }
+        default:
+          throw new CohortError('UNEXPECTED_ACTION', `action ${action.action} is not executed as a step`)
+      }
+    },
+
+    awaitChildren(agentId, localIds, signal) {
+      const context = run.entry(agentId).actor.getSnapshot().context
+      const byLocalId = new Map(context.children.map((child) => [child.localId, child]))
+      const childOf = (localId: string) => {
+        const link = byLocalId.get(localId)
+        return link && run.registry.get(link.id)
+      }
+      const settled = new Promise<ChildResult[]>((resolve, reject) => {
+        let remaining = 0
+        const collect = () =>
+          localIds.map((localId): ChildResult => {
+            const child = childOf(localId)
+            if (!child) {
+              const error = {
+                name: 'Error',
+                code: 'MISSING_AGENT',
+                message: `no record of sub-agent ${localId}`,
+              }
+              return {
+                id: localId,
+                agent: byLocalId.get(localId)?.agent ?? 'unknown',
+                status: 'failed',
+                error,
+              }
+            }
+            return { ...childResult(child), id: localId }
+          })
+        const wake = () => {
+          if (--remaining === 0 && !signal.aborted) resolve(collect())
+        }
+        let elsewhere = false
+        for (const localId of localIds) {
+          const child = childOf(localId)
+          if (child && !child.settled) {
+            remaining++
+            child.onSettle.push(wake)
+            if (child.remote) elsewhere = true
+          }
+        }
+        // In a segment, children run in other workers: this agent parks until they are done.
+        if (elsewhere) run.config.segment?.park('children')
+        signal.addEventListener('abort', () => reject(signal.reason), { once: true })
+        if (remaining === 0) resolve(collect())
+      })
+      return settled.then(async (results) => {
+        if (!workspaces || localIds.length < 2) return { results, conflicts: [] }
+        const ids = localIds
+          .map((localId) => byLocalId.get(localId)?.id)
+          .filter((id): id is string => id !== undefined)
+        const conflicts = await workspaces.conflicts(run.runId, ids)
+        if (conflicts.length > 0) run.emitAgent(context, { type: 'workspace.conflicts', conflicts })
+        return { results, conflicts }
+      })
+    },
+
+    notify(context, event) {
+      run.emitAgent(context, event)
+    },
+
+    maxRepairs(context) {
+      return run.entry(context.agentId).limits.maxRepairs
+    },
+  }
+
+  function cleanReply(reply: ModelReply): ModelReply {
+    const cleaned: ModelReply = { ...reply }
+    if (reply.text !== undefined) cleaned.text = clean(reply.text)
+    if (reply.toolCalls)
+      cleaned.toolCalls = reply.toolCalls.map((call) => ({ ...call, arguments: clean(call.arguments) }))
+    return cleaned
+  }
+
+  function cleanError(error: unknown): void {
+    if (error instanceof Error) error.message = clean(error.message)
+  }
+
+  /** Fails the agent (by throwing) when it or the run has used its token budget. */
+  function checkBudgets(entry: AgentEntry, context: AgentContext, justUsed: number): void {
+    const agentTokens = tokensOf(context) + justUsed
+    const { maxAgentTokens, maxRunTokens } = entry.limits
+    if (maxAgentTokens !== null && agentTokens > maxAgentTokens) {
+      throw new LimitExceededError(
+        'maxAgentTokens',
+        `agent ${entry.id} used ${agentTokens} tokens, over its budget of ${maxAgentTokens} (maxAgentTokens)`,
+      )
+    }
+    if (maxRunTokens !== null && run.tokensUsed > maxRunTokens) {
+      throw new LimitExceededError(
+        'maxRunTokens',
+        `run ${run.runId} used ${run.tokensUsed} tokens, over its budget of ${maxRunTokens} (maxRunTokens)`,
+      )
+    }
+  }
+
+  function sendMessage(entry: AgentEntry, context: AgentContext, to: string, text: string): string {
+    const candidates =
+      to === 'parent'
+        ? [context.parentId]
+        : [`${entry.id}.${to}`, context.parentId === null ? null : `${context.parentId}.${to}`, to]
+    const recipient = candidates.map((id) => (id === null ? undefined : run.registry.get(id))).find(Boolean)
+    if (!recipient) return `error: no agent "${to}" to send to; use "parent", a child id or a sibling id`
+    if (recipient.settled) return `error: agent "${to}" has already finished`
+    recipient.actor.send({ type: 'MESSAGE', from: entry.id, text })
+    run.emitAgent(recipient.actor.getSnapshot().context, { type: 'agent.message', from: entry.id, text })
+    return `sent to ${recipient.id}`
+  }
+
+  async function runTool(
+    entry: AgentEntry,
+    context: AgentContext,
+    action: ToolAction,
+    signal: AbortSignal,
+  ): Promise<ActOutcome> {
+    const tool = toolsOf(entry).get(action.tool)!
+    const key = action.key ?? String(context.turn)
+    const callId = action.callId ?? `${context.agentId}#${key}`
+    const answer = context.answers[key]
+    const needsApproval =
+      typeof tool.needsApproval === 'function' ? tool.needsApproval(action.args) : tool.needsApproval
+    if (needsApproval && !(answer && 'approved' in answer)) {
+      const prompt = `approve ${tool.name} ${renderValue(action.args, 500)}?`
+      return {
+        messages: [],
+        suspend: { kind: 'approval', callId, key, tool: tool.name, args: action.args, prompt },
+      }
+    }
+    run.emitAgent(context, { type: 'tool.started', callId, tool: tool.name, args: action.args })
+    const started = performance.now()
+    run.busy.begin()
+    try {
+      const result = clean(
+        await tool.execute(action.args, {
+          runId: run.runId,
+          agentId: context.agentId,
+          callId,
+          idempotencyKey: `${run.runId}:${context.agentId}:${key}`,
+          signal,
+          sleep: (ms) => abortableSleep(ms, signal),
+          ...(workspaces && { workspace: () => workspaces.ensure(run.runId, context.agentId) }),
+          suspend: async (prompt) => {
+            if (answer && 'payload' in answer) return answer.payload
+            throw new SuspendRequest(prompt)
+          },
+        }),
+      )
+      const durationMs = performance.now() - started
+      run.emitAgent(context, {
+        type: 'tool.completed',
+        callId,
+        tool: tool.name,
+        durationMs: Math.round(durationMs),
+        result,
+      })
+      return { messages: [actionReply(action, renderValue(result ?? null))], durationMs }
+    } catch (error) {
+      if (signal.aborted) throw error
+      cleanError(error)
+      const durationMs = performance.now() - started
+      if (error instanceof SuspendRequest) {
+        const awaiting = {
+          kind: 'input' as const,
+          callId,
+          key,
+          tool: tool.name,
+          args: action.args,
+          prompt: error.prompt,
+        }
+        return { messages: [], suspend: awaiting, durationMs }
+      }
+      run.emitAgent(context, {
+        type: 'tool.failed',
+        callId,
+        tool: tool.name,
+        durationMs: Math.round(durationMs),
+        error: toErrorInfo(error),
+      })
+      // A tool error is information for the model, not the end of the agent.
+      return { messages: [actionReply(action, `error: ${toErrorInfo(error).message}`)], durationMs }
+    } finally {
+      run.busy.end()
+    }
+  }
+}

@@ -1,0 +1,128 @@
+import type { AgentStatus } from '../agent/context.js'
+import type { RunStatus } from '../persistence/records.js'
+import type { Conflict } from '../workspaces/workspaces.js'
+import { type AgentEntry, agentStatus } from './agent-entry.js'
+
+/** Counts agents busy in a model call or a tool right now, and the peak. */
+export class BusyTracker {
+  now = 0
+  peak = 0
+  begin(): void {
+    this.now++
+    if (this.now > this.peak) this.peak = this.now
+  }
+  end(): void {
+    this.now--
+  }
+}
+
+export interface AgentMetrics {
+  id: string
+  name: string
+  status: AgentStatus
+  depth: number
+  startedAt: number
+  endedAt: number | null
+  /** Start to settlement (or to now), in ms. */
+  durationMs: number
+  /** Time in model calls and tools, in ms. */
+  busyMs: number
+  turns: number
+  tokens: number
+  cost: number
+  retries: number
+  error?: string
+}
+
+export interface RunMetrics {
+  runId: string
+  status: RunStatus
+  wallMs: number
+  /** Summed busy time of every agent. */
+  busyMs: number
+  /** busyMs ÷ wallMs: how many agents' worth of work ran at once, on average. */
+  speedup: number
+  /** speedup ÷ the peak number of agents busy at once (1 = every busy slot used all along). */
+  efficiency: number
+  peakParallelism: number
+  agents: number
+  completed: number
+  failed: number
+  timeouts: number
+  errors: number
+  retries: number
+  tokens: { prompt: number; completion: number; total: number }
+  cost: number
+  /** Files changed by more than one agent of a parallel group. */
+  conflicts: Conflict[]
+  perAgent: AgentMetrics[]
+}
+
+/** Metrics of a run, computed from its agents' contexts (they survive a restore). */
+export function computeRunMetrics(
+  runId: string,
+  status: RunStatus,
+  createdAt: number,
+  endedAt: number | null,
+  entries: Iterable<AgentEntry>,
+  peakBusy: number,
+): RunMetrics {
+  const now = Date.now()
+  const perAgent: AgentMetrics[] = []
+  let prompt = 0
+  let completion = 0
+  let cost = 0
+  let retries = 0
+  const conflicts: Conflict[] = []
+  for (const entry of entries) {
+    const { context, value } = entry.actor.getSnapshot()
+    conflicts.push(...context.conflicts)
+    prompt += context.usage.promptTokens
+    completion += context.usage.completionTokens
+    cost += context.usage.cost
+    retries += context.retries
+    const metrics: AgentMetrics = {
+      id: entry.id,
+      name: entry.definition.name,
+      status: agentStatus(value),
+      depth: entry.depth,
+      startedAt: context.startedAt,
+      endedAt: context.endedAt,
+      durationMs: (context.endedAt ?? now) - context.startedAt,
+      busyMs: Math.round(context.busyMs),
+      turns: context.turn,
+      tokens: context.usage.promptTokens + context.usage.completionTokens,
+      cost: context.usage.cost,
+      retries: context.retries,
+    }
+    if (context.error) metrics.error = `${context.error.code}: ${context.error.message}`
+    perAgent.push(metrics)
+  }
+  const wallMs = Math.max(1, (endedAt ?? now) - createdAt)
+  const busyMs = perAgent.reduce((sum, agent) => sum + agent.busyMs, 0)
+  const speedup = busyMs / wallMs
+  const failed = perAgent.filter((agent) => agent.status === 'failed')
+  return {
+    runId,
+    status,
+    wallMs,
+    busyMs,
+    speedup: round(speedup),
+    efficiency: round(peakBusy > 0 ? Math.min(1, speedup / peakBusy) : 0),
+    peakParallelism: peakBusy,
+    agents: perAgent.length,
+    completed: perAgent.filter((agent) => agent.status === 'completed').length,
+    failed: failed.length,
+    timeouts: failed.filter((agent) => agent.error?.startsWith('TIMEOUT')).length,
+    errors: failed.filter((agent) => !agent.error?.startsWith('CANCELLED')).length,
+    retries,
+    tokens: { prompt, completion, total: prompt + completion },
+    cost,
+    conflicts,
+    perAgent,
+  }
+}
+
+function round(value: number): number {
+  return Math.round(value * 100) / 100
+}

@@ -1,0 +1,626 @@
+import { createActor } from 'xstate'
+import {
+  type AgentEvent,
+  type AgentMachine,
+  type AgentServices,
+  createAgentMachine,
+} from '../agent/agent-machine.js'
+import type { AgentContext } from '../agent/context.js'
+import type { AgentDefinition } from '../agent/define-agent.js'
+import { type RunLimits, resolveLimits } from '../agent/limits.js'
+import {
+  AgentFailedError,
+  CancelledError,
+  CohortError,
+  type ErrorInfo,
+  fromErrorInfo,
+  SnapshotError,
+  TimeoutError,
+  toErrorInfo,
+} from '../errors.js'
+import type { EventBus } from '../events/event-bus.js'
+import type { AgentEventInput, RunEventInput } from '../events/types.js'
+import type { ChatModel } from '../models/types.js'
+import { AgentWriter } from '../persistence/agent-writer.js'
+import type { AgentRecord, RunRecord, RunStatus, RunStore, StoredRun } from '../persistence/records.js'
+import type { LaunchSpec } from '../protocol/actions.js'
+import { systemPrompt } from '../protocol/prompt.js'
+import type { Redactor } from '../protocol/redact.js'
+import type { Scheduler } from '../scheduler/scheduler.js'
+import type { Workspaces } from '../workspaces/workspaces.js'
+import { type AgentEntry, childResult, toAgentRecord } from './agent-entry.js'
+import { createAgentServices } from './agent-services.js'
+import { type LaunchOutcome, planLaunch } from './launch.js'
+import { BusyTracker } from './metrics.js'
+
+export interface OrchestratorConfig {
+  runId: string
+  definitions: ReadonlyMap<string, AgentDefinition>
+  model: ChatModel | undefined
+  limits: RunLimits
+  store: RunStore
+  bus: EventBus
+  scheduler: Scheduler
+  onCycle: 'refuse' | 'sequential'
+  redact: Redactor
+  /** A store write that takes longer fails the run with a StoreError. */
+  storeTimeoutMs: number
+  workspaces: Workspaces | undefined
+  /** Set when this orchestrator runs one segment of one agent for a distributed host. */
+  segment?: SegmentHooks
+}
+
+/** What a distributed host (a BullMQ worker) provides to run one agent's segment. */
+export interface SegmentHooks {
+  /** Agents created here that must run: the host schedules a segment for each. */
+  enqueue(agentIds: string[]): Promise<void>
+  /** The agent cannot go on here: it waits on agents that run elsewhere. */
+  park(reason: 'children' | 'dependencies'): void
+}
+
+interface NewAgent {
+  id: string
+  definition: AgentDefinition
+  task: string
+  parentId: string | null
+  depth: number
+  dependsOn?: string[]
+  priority?: number
+  timeoutMs?: number | null
+  fallback?: { value: unknown } | null
+}
+
+/**
+ * One per run. Owns the registry of agents (a Map, never a machine's context), spawns agents
+ * on launch, starts dependents when their dependencies are done, routes settlement to waiting
+ * parents, enforces limits and timeouts, and writes each changed agent to the store.
+ */
+export class Orchestrator {
+  readonly registry = new Map<string, AgentEntry>()
+  readonly result: Promise<unknown>
+  readonly busy = new BusyTracker()
+  tokensUsed = 0
+  /** Effects started so far: each gets the next number as its token. */
+  private effects = 0
+  /** Set once the root agent settled: resolves when the run record is final. */
+  runEnded: Promise<void> | undefined
+  private readonly machine: AgentMachine
+  private readonly services: AgentServices
+  readonly writer: AgentWriter
+  private readonly limitsByAgent = new Map<string, RunLimits>()
+  private readonly promptsByAgent = new Map<string, string>()
+  private readonly clockStart = performance.now()
+  private runRecord: RunRecord | undefined
+  private resolveResult!: (value: unknown) => void
+  private rejectResult!: (error: unknown) => void
+  private ending = false
+  private cancelReason: string | undefined
+
+  constructor(readonly config: OrchestratorConfig) {
+    this.services = createAgentServices(this)
+    this.machine = createAgentMachine(this.services)
+    this.writer = new AgentWriter(config.store, config.runId, config.storeTimeoutMs, (error) =>
+      this.abort(error),
+    )
+    this.result = new Promise((resolve, reject) => {
+      this.resolveResult = resolve
+      this.rejectResult = reject
+    })
+    // The caller may never await the result; a failed run must not become an unhandled rejection.
+    this.result.catch(() => {})
+  }
+
+  get runId(): string {
+    return this.config.runId
+  }
+
+  get record(): RunRecord | undefined {
+    return this.runRecord
+  }
+
+  get isSettled(): boolean {
+    return this.runRecord !== undefined && this.runRecord.status !== 'running'
+  }
+
+  elapsedMs(): number {
+    return Math.round(performance.now() - this.clockStart)
+  }
+
+  limitsFor(definition: AgentDefinition): RunLimits {
+    let limits = this.limitsByAgent.get(definition.name)
+    if (!limits) {
+      limits = resolveLimits(this.config.limits, definition.limits)
+      this.limitsByAgent.set(definition.name, limits)
+    }
+    return limits
+  }
+
+  private promptFor(definition: AgentDefinition): string {
+    let prompt = this.promptsByAgent.get(definition.name)
+    if (prompt === undefined) {
+      prompt = systemPrompt(definition, this.config.definitions)
+      this.promptsByAgent.set(definition.name, prompt)
+    }
+    return prompt
+  }
+
+  modelFor(definition: AgentDefinition): ChatModel {
+    const model = definition.model ?? this.config.model
+    if (!model)
+      throw new CohortError('NO_MODEL', `agent "${definition.name}" has no model and the runtime has none`)
+    return model
+  }
+
+  entry(agentId: string): AgentEntry {
+    const entry = this.registry.get(agentId)
+    if (!entry) throw new CohortError('UNKNOWN_AGENT', `agent "${agentId}" is not in run ${this.runId}`)
+    return entry
+  }
+
+  /** Creates the run record and the root agent, then starts it (unless `start` is false: a host will). */
+  async begin(agentName: string, task: string, start = true): Promise<void> {
+    try {
+      const now = Date.now()
+      const rootAgentId = agentName
+      this.runRecord = {
+        version: 1,
+        id: this.runId,
+        agent: agentName,
+        task,
+        rootAgentId,
+        status: 'running',
+        createdAt: now,
+        updatedAt: now,
+      }
+      await this.config.store.saveRun(this.runRecord)
+      this.emitRun({ type: 'run.started', agent: agentName, task, rootAgentId })
+      await this.startRoot(agentName, task, start)
+    } catch (error) {
+      this.abort(error)
+      throw error
+    }
+  }
+
+  private async startRoot(agentName: string, task: string, start = true): Promise<void> {
+    const definition = this.definition(agentName)
+    const root = this.createAgent({
+      id: agentName,
+      definition,
+      task,
+      parentId: null,
+      depth: 0,
+      priority: definition.priority ?? 0,
+      timeoutMs: this.limitsFor(definition).timeoutMs,
+    })
+    await this.writer.writeNow(root.id, () => toAgentRecord(root))
+    if (!start) return
+    this.subscribe(root)
+    root.actor.start()
+    this.startWhenReady(root)
+  }
+
+  /** Rebuilds every agent from its record: in-flight model calls, tools and waits run again. */
+  async restore(stored: StoredRun): Promise<void> {
+    this.runRecord = stored.run
+    const entries = stored.agents.map((record) => this.restoreAgent(record))
+    // A crash between saving the run and its root agent leaves no root record: start the root again.
+    if (!this.registry.has(stored.run.rootAgentId) && stored.run.status === 'running') {
+      this.emitRun({ type: 'run.resumed', agents: 0 })
+      await this.startRoot(stored.run.agent, stored.run.task)
+      return
+    }
+    if (!this.registry.has(stored.run.rootAgentId)) {
+      throw new SnapshotError(
+        `run ${this.runId}`,
+        `root agent "${stored.run.rootAgentId}" has no record`,
+        'rootAgentId',
+      )
+    }
+    for (const entry of entries) this.tokensUsed += tokensOf(entry.actor.getSnapshot().context)
+    this.emitRun({ type: 'run.resumed', agents: entries.length })
+    if (stored.run.status !== 'running') return this.settleFromRecord(stored.run)
+    for (const entry of entries) this.subscribe(entry)
+    for (const entry of entries) entry.actor.start()
+    for (const entry of entries) this.runEffect(entry)
+    for (const entry of entries) {
+      if (entry.settled) continue
+      const { value, context } = entry.actor.getSnapshot()
+      if (value === 'idle') this.startWhenReady(entry)
+      else if (context.deadline !== null) this.armTimeout(entry, context.deadline)
+    }
+    // Agents whose settlement was not yet seen by their parents or dependents.
+    for (const entry of entries) if (entry.settled) this.cancelOrphans(entry)
+    const root = this.registry.get(stored.run.rootAgentId)!
+    if (root.settled) void this.endRun(root)
+  }
+
+  /** Takes a stored run record as this run's own (a segment runs one agent of it). */
+  adoptRecord(record: RunRecord): void {
+    this.runRecord = record
+  }
+
+  /** Starts sub-agents for `parent`. Idempotent: a launch replayed after a restore finds its children. */
+  async launch(
+    parent: AgentEntry,
+    specs: LaunchSpec[],
+    onCycle?: 'refuse' | 'sequential',
+  ): Promise<LaunchOutcome> {
+    const plan = planLaunch(parent, specs, this.registry, onCycle ?? this.config.onCycle)
+    if (!plan.ok) return plan
+    const links = plan.children.map((child) => child.link)
+    if (plan.existing) return { ok: true, children: links }
+    const context = parent.actor.getSnapshot().context
+    for (const message of plan.warnings) this.emitAgent(context, { type: 'agent.warning', message })
+    const children = plan.children.map(({ link, spec, dependsOn }) => {
+      const definition = this.definition(link.agent)
+      return this.createAgent({
+        id: link.id,
+        definition,
+        task: link.task,
+        parentId: parent.id,
+        depth: parent.depth + 1,
+        dependsOn,
+        priority: spec.priority ?? definition.priority ?? 0,
+        timeoutMs: spec.timeout_ms ?? this.limitsFor(definition).timeoutMs,
+        fallback: 'fallback' in spec ? { value: spec.fallback } : (definition.fallback ?? null),
+      })
+    })
+    // Children are on disk before the parent records the launch, so a restore always finds them.
+    await Promise.all(children.map((child) => this.writer.writeNow(child.id, () => toAgentRecord(child))))
+    this.emitAgent(context, {
+      type: 'agent.launched',
+      children: plan.children.map(({ link, dependsOn }) => ({
+        id: link.id,
+        agent: link.agent,
+        task: link.task,
+        dependsOn,
+      })),
+    })
+    if (this.config.segment) {
+      // Children of a segment run in other workers: the host schedules them.
+      for (const child of children) child.remote = true
+      await this.config.segment.enqueue(children.map((child) => child.id))
+      return { ok: true, children: links }
+    }
+    for (const child of children) {
+      this.subscribe(child)
+      child.actor.start()
+    }
+    for (const child of children) this.startWhenReady(child)
+    return { ok: true, children: links }
+  }
+
+  /** Ends every unsettled agent; the run settles as cancelled. */
+  cancel(reason = 'cancelled by the caller'): void {
+    if (this.isSettled || this.cancelReason !== undefined) return
+    this.cancelReason = reason
+    for (const entry of this.registry.values()) {
+      if (!entry.settled) entry.actor.send({ type: 'CANCEL', reason })
+    }
+  }
+
+  emitAgent(context: AgentContext, event: AgentEventInput): void {
+    if (!this.config.bus.hasListeners) return
+    this.config.bus.emit({
+      ...event,
+      runId: this.runId,
+      agentId: context.agentId,
+      agentName: context.name,
+      depth: context.depth,
+      at: Date.now(),
+      elapsedMs: this.elapsedMs(),
+    } as never)
+  }
+
+  emitRun(event: RunEventInput): void {
+    this.config.bus.emit({
+      ...event,
+      runId: this.runId,
+      at: Date.now(),
+      elapsedMs: this.elapsedMs(),
+    } as never)
+  }
+
+  /** The whole run as plain data. */
+  async snapshot(): Promise<StoredRun> {
+    if (!this.runRecord) throw new CohortError('NOT_STARTED', `run ${this.runId} has not started yet`)
+    const agents: AgentRecord[] = []
+    for (const entry of this.registry.values()) agents.push(toAgentRecord(entry))
+    return structuredClone({ run: this.runRecord, agents })
+  }
+
+  private definition(name: string): AgentDefinition {
+    const definition = this.config.definitions.get(name)
+    if (!definition)
+      throw new CohortError('UNKNOWN_AGENT', `agent "${name}" is not registered in this runtime`)
+    return definition
+  }
+
+  private createAgent(agent: NewAgent): AgentEntry {
+    const actor = createActor(this.machine, {
+      input: {
+        runId: this.runId,
+        agentId: agent.id,
+        name: agent.definition.name,
+        parentId: agent.parentId,
+        depth: agent.depth,
+        task: agent.task,
+        systemPrompt: this.promptFor(agent.definition),
+        dependsOn: agent.dependsOn ?? [],
+        priority: agent.priority ?? 0,
+        timeoutMs: agent.timeoutMs ?? null,
+        fallback: agent.fallback ?? null,
+      },
+    })
+    return this.register(agent.id, agent.definition, actor, agent.parentId, agent.depth, false)
+  }
+
+  restoreAgent(record: AgentRecord): AgentEntry {
+    const source = `run ${this.runId}, agent ${record.id}`
+    const definition = this.config.definitions.get(record.name)
+    if (!definition) {
+      throw new SnapshotError(
+        source,
+        `agent definition "${record.name}" is not registered in this runtime`,
+        'name',
+      )
+    }
+    if (record.runId !== this.runId)
+      throw new SnapshotError(source, `record belongs to run "${record.runId}"`, 'runId')
+    let actor: AgentEntry['actor']
+    try {
+      actor = createActor(this.machine, { snapshot: record.snapshot, input: undefined } as never)
+    } catch (error) {
+      throw new SnapshotError(
+        source,
+        `cannot restore the agent machine: ${(error as Error).message}`,
+        'snapshot',
+      )
+    }
+    const settled = record.status === 'completed' || record.status === 'failed'
+    return this.register(record.id, definition, actor, record.parentId, record.depth, settled)
+  }
+
+  private register(
+    id: string,
+    definition: AgentDefinition,
+    actor: AgentEntry['actor'],
+    parentId: string | null,
+    depth: number,
+    settled: boolean,
+  ): AgentEntry {
+    const entry: AgentEntry = {
+      id,
+      definition,
+      limits: this.limitsFor(definition),
+      actor,
+      parentId,
+      depth,
+      settled,
+      onSettle: [],
+      dependents: [],
+      effect: 0,
+    }
+    this.registry.set(id, entry)
+    return entry
+  }
+
+  /** Starts an idle agent once its dependencies are settled, handing it their results. */
+  startWhenReady(entry: AgentEntry): void {
+    const { dependsOn } = entry.actor.getSnapshot().context
+    const pending = dependsOn
+      .map((id) => this.registry.get(id))
+      .filter((dep) => dep && !dep.settled) as AgentEntry[]
+    if (pending.length > 0) {
+      if (pending.some((dependency) => dependency.remote)) {
+        this.config.segment?.park('dependencies')
+        return
+      }
+      for (const dependency of pending) dependency.dependents.push(entry)
+      return
+    }
+    const results = dependsOn.map((id) => {
+      const dependency = this.registry.get(id)
+      const localId = id.slice(id.lastIndexOf('.') + 1)
+      if (!dependency) return { id: localId, agent: 'unknown', status: 'failed' as const, error: missing(id) }
+      return { ...childResult(dependency), id: localId }
+    })
+    const failed = results.find((result) => result.status === 'failed')
+    if (failed) {
+      const error = new CohortError(
+        'DEPENDENCY_FAILED',
+        `dependency "${failed.id}" failed: ${failed.error?.message}`,
+      )
+      entry.actor.send({ type: 'FAIL', error: toErrorInfo(error) })
+      return
+    }
+    const { timeoutMs } = entry.actor.getSnapshot().context
+    const deadline = timeoutMs === null ? null : Date.now() + timeoutMs
+    const context =
+      results.length > 0 ? `Results of the agents you depend on: ${JSON.stringify(results)}` : undefined
+    entry.actor.send({ type: 'START', deadline, ...(context !== undefined && { context }) })
+    if (deadline !== null) this.armTimeout(entry, deadline)
+  }
+
+  armTimeout(entry: AgentEntry, deadline: number): void {
+    clearTimeout(entry.timer)
+    const { timeoutMs } = entry.actor.getSnapshot().context
+    entry.timer = setTimeout(
+      () => {
+        if (entry.settled) return
+        const error = new TimeoutError(`agent ${entry.id} timed out after ${timeoutMs} ms`)
+        entry.actor.send({ type: 'FAIL', error: toErrorInfo(error) })
+      },
+      Math.max(0, deadline - Date.now()),
+    )
+  }
+
+  subscribe(entry: AgentEntry, onChange?: () => void): void {
+    const record = () => toAgentRecord(entry)
+    const subscription = entry.actor.subscribe({
+      next: (snapshot) => {
+        // A stopped actor (shutdown, a segment's end) is not a state worth keeping.
+        if (snapshot.status === 'stopped') return
+        this.writer.schedule(entry.id, record)
+        if (snapshot.status === 'done' && !entry.settled) this.settle(entry)
+        else this.runEffect(entry)
+        onChange?.()
+      },
+      error: (error) => this.abort(error),
+    })
+    entry.unsubscribe = () => subscription.unsubscribe()
+  }
+
+  /**
+   * Starts the effect the agent's state calls for, unless one runs: thinking → a model call,
+   * executing → its next action, suspended on children → waiting for them. The outcome comes
+   * back to the agent as an event. (Cheaper than an invoked actor per step, and a restored
+   * agent restarts its effect the same way.)
+   */
+  runEffect(entry: AgentEntry): void {
+    if (entry.effect !== 0 || entry.settled || entry.remote) return
+    const snapshot = entry.actor.getSnapshot()
+    if (snapshot.status !== 'active') return
+    const { value, context } = snapshot
+    const sub = typeof value === 'object' ? (Object.values(value)[0] as string) : undefined
+    const state = typeof value === 'string' ? value : `${Object.keys(value)[0]}.${sub}`
+    let effect: ((signal: AbortSignal) => Promise<AgentEvent>) | undefined
+    if (state === 'running.thinking') {
+      effect = (signal) =>
+        this.services.think(entry.id, signal).then((output) => ({ type: 'THOUGHT', output }))
+    } else if (state === 'running.executing') {
+      const action = context.pending[0]!
+      effect = (signal) =>
+        this.services.act(entry.id, action, signal).then((output) => ({ type: 'ACTED', output }))
+    } else if (state === 'suspended.children') {
+      const ids = context.waitingOn ?? []
+      effect = (signal) =>
+        this.services.awaitChildren(entry.id, ids, signal).then((output) => ({ type: 'SETTLED', output }))
+    }
+    if (!effect) return
+    entry.controller = new AbortController()
+    const signal = entry.controller.signal
+    const token = ++this.effects
+    entry.effect = token
+    effect(signal)
+      .catch((error: unknown): AgentEvent => ({ type: 'EFFECT_FAILED', error }))
+      .then((event) => {
+        // An aborted effect (the agent settled or stopped) has nobody left to tell.
+        if (entry.effect !== token || signal.aborted) return
+        entry.effect = 0
+        entry.actor.send(event)
+      })
+  }
+
+  /** Aborts the agent's running effect (cancel, timeout, a segment's end). */
+  stopEffect(entry: AgentEntry, reason?: () => unknown): void {
+    if (entry.effect !== 0) entry.controller?.abort(reason ? reason() : new CancelledError('stopped'))
+    entry.effect = 0
+  }
+
+  private settle(entry: AgentEntry): void {
+    entry.settled = true
+    this.stopEffect(entry, () => {
+      const { error } = entry.actor.getSnapshot().context
+      return error ? fromErrorInfo(error) : new CancelledError('settled')
+    })
+    clearTimeout(entry.timer)
+    this.cancelOrphans(entry)
+    const waiters = entry.onSettle
+    entry.onSettle = []
+    for (const wake of waiters) wake()
+    const dependents = entry.dependents
+    entry.dependents = []
+    for (const dependent of dependents) {
+      if (dependent.actor.getSnapshot().value === 'idle') this.startWhenReady(dependent)
+    }
+    if (entry.parentId === null) this.runEnded = this.endRun(entry)
+  }
+
+  /** A settled agent's unsettled children can never hand their results to it: end them. */
+  private cancelOrphans(entry: AgentEntry): void {
+    for (const link of entry.actor.getSnapshot().context.children) {
+      const child = this.registry.get(link.id)
+      if (child && !child.settled && !child.remote)
+        child.actor.send({ type: 'CANCEL', reason: `parent ${entry.id} has ended` })
+    }
+  }
+
+  /** Settles the run once its root agent has settled (also the run record, in segment mode). */
+  async endRun(root: AgentEntry): Promise<void> {
+    if (this.ending) return
+    this.ending = true
+    const { value, context } = root.actor.getSnapshot()
+    for (const entry of this.registry.values()) {
+      if (!entry.settled && !entry.remote) entry.actor.send({ type: 'CANCEL', reason: 'the run finished' })
+    }
+    let status: RunStatus = value === 'completed' ? 'completed' : 'failed'
+    if (status === 'failed' && this.cancelReason !== undefined) status = 'cancelled'
+    try {
+      await this.writer.flush()
+      await this.finishRecord(status, context.result, context.error)
+    } catch (error) {
+      return this.failRun(error)
+    }
+    this.settleFromRecord(this.runRecord!)
+  }
+
+  private async finishRecord(
+    status: RunStatus,
+    result: unknown,
+    error: ErrorInfo | undefined,
+  ): Promise<void> {
+    const record: RunRecord = { ...this.runRecord!, status, updatedAt: Date.now() }
+    if (status === 'completed') record.result = result
+    else if (error) record.error = error
+    await this.config.store.saveRun(record)
+    this.runRecord = record
+  }
+
+  private settleFromRecord(record: RunRecord): void {
+    this.runRecord = record
+    if (record.status === 'completed') {
+      this.emitRun({ type: 'run.completed', result: record.result })
+      this.resolveResult(record.result)
+    } else if (record.status === 'cancelled') {
+      this.emitRun({ type: 'run.cancelled', reason: record.error?.message ?? 'cancelled' })
+      this.rejectResult(new CancelledError(record.error?.message ?? 'cancelled'))
+    } else {
+      const error = record.error ?? toErrorInfo(new Error('run failed'))
+      this.emitRun({ type: 'run.failed', error })
+      this.rejectResult(fromErrorInfo(error, record.rootAgentId))
+    }
+    this.config.bus.close()
+  }
+
+  /** A failure of the runtime itself (a store that cannot write): stop every agent and fail the run. */
+  private abort(error: unknown): void {
+    if (this.isSettled) return
+    this.ending = true
+    for (const entry of this.registry.values()) {
+      clearTimeout(entry.timer)
+      if (!entry.settled) {
+        this.stopEffect(entry)
+        entry.actor.stop()
+      }
+    }
+    this.failRun(error)
+  }
+
+  private failRun(error: unknown): void {
+    // The stored run stays as it was (status running, last good agent records): it can be resumed later.
+    const info = toErrorInfo(error)
+    if (this.runRecord) this.runRecord = { ...this.runRecord, status: 'failed', error: info }
+    this.emitRun({ type: 'run.failed', error: info })
+    this.rejectResult(error instanceof CohortError ? error : new AgentFailedError('(runtime)', info.message))
+    this.config.bus.close()
+  }
+}
+
+export function tokensOf(context: AgentContext): number {
+  return context.usage.promptTokens + context.usage.completionTokens
+}
+
+function missing(id: string): ErrorInfo {
+  return { name: 'Error', code: 'MISSING_AGENT', message: `no record of agent ${id}` }
+}

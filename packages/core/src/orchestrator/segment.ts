@@ -1,0 +1,82 @@
+import type { ChildResult } from '../agent/context.js'
+import { CohortError, SnapshotError } from '../errors.js'
+import type { AgentRecord, RunRecord, RunStore } from '../persistence/records.js'
+import { type AgentEntry, agentStatus, childResult } from './agent-entry.js'
+import type { Orchestrator } from './orchestrator.js'
+
+/** How one segment of one agent ended. */
+export type SegmentOutcome =
+  | { kind: 'settled'; result: ChildResult }
+  | { kind: 'waiting'; on: 'children' | 'dependencies' | 'input' }
+
+/**
+ * Runs one agent of a stored run until it settles or must wait for something that happens
+ * elsewhere (children or dependencies running in other workers, a person's input). Its
+ * children are created and handed to the host, never started here. Called again, a segment
+ * picks up from the last stored record: a settled agent just returns its result.
+ */
+export async function runSegment(run: Orchestrator, agentId: string): Promise<SegmentOutcome> {
+  const store = run.config.store
+  const runRecord = await loadRunRecord(store, run.runId)
+  const record = await loadAgent(store, run.runId, agentId)
+  if (!record) throw new SnapshotError(`run ${run.runId}`, `agent "${agentId}" has no record`, 'agentId')
+  run.adoptRecord(runRecord)
+  const entry = run.restoreAgent(record)
+  if (entry.settled) return { kind: 'settled', result: childResult(entry) }
+
+  const context = entry.actor.getSnapshot().context
+  for (const id of [...context.children.map((child) => child.id), ...context.dependsOn]) {
+    if (run.registry.has(id)) continue
+    const other = await loadAgent(store, run.runId, id)
+    if (other) run.restoreAgent(other).remote = true
+  }
+
+  let finish!: (outcome: SegmentOutcome) => void
+  const outcome = new Promise<SegmentOutcome>((resolve) => {
+    finish = resolve
+  })
+  run.config.segment = {
+    enqueue: run.config.segment!.enqueue,
+    park: (on) => finish({ kind: 'waiting', on }),
+  }
+  run.subscribe(entry, () => {
+    const { value, status } = entry.actor.getSnapshot()
+    if (status === 'done') finish({ kind: 'settled', result: childResult(entry) })
+    else if (
+      agentStatus(value) === 'suspended' &&
+      (value as { suspended?: string }).suspended === 'external'
+    ) {
+      finish({ kind: 'waiting', on: 'input' })
+    }
+  })
+  entry.actor.start()
+  run.runEffect(entry)
+  if (runRecord.status !== 'running') {
+    entry.actor.send({ type: 'CANCEL', reason: `the run is ${runRecord.status}` })
+  } else if (entry.actor.getSnapshot().value === 'idle') {
+    run.startWhenReady(entry)
+  } else if (context.deadline !== null) {
+    run.armTimeout(entry, context.deadline)
+  }
+
+  const result = await outcome
+  await run.writer.flush()
+  await run.runEnded
+  // Stop without writing: the stored record is the last real state, and the next segment resumes it.
+  entry.unsubscribe?.()
+  clearTimeout(entry.timer)
+  run.stopEffect(entry)
+  entry.actor.stop()
+  return result
+}
+
+async function loadRunRecord(store: RunStore, runId: string): Promise<RunRecord> {
+  const record = store.loadRunRecord ? await store.loadRunRecord(runId) : (await store.loadRun(runId))?.run
+  if (!record) throw new CohortError('RUN_NOT_FOUND', `run ${runId} is not in the store`)
+  return record
+}
+
+async function loadAgent(store: RunStore, runId: string, agentId: string): Promise<AgentRecord | undefined> {
+  if (store.loadAgent) return store.loadAgent(runId, agentId)
+  return (await store.loadRun(runId))?.agents.find((agent) => agent.id === agentId)
+}

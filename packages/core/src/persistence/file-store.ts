@@ -1,0 +1,132 @@
+import { createHash } from 'node:crypto'
+import { mkdir, open, readdir, readFile, rename, rm } from 'node:fs/promises'
+import path from 'node:path'
+import { StoreError } from '../errors.js'
+import { assertRunId, decodeAgentRecord, decodeRunRecord, encodeRecord } from './codec.js'
+import type { AgentRecord, RunRecord, RunStore } from './records.js'
+import { filterRuns } from './run-filter.js'
+
+export interface FileStoreOptions {
+  /** fsync each file and its folder: survives power loss, not only a process crash. Slower. */
+  fsync?: boolean
+}
+
+let tempCounter = 0
+
+/**
+ * One folder per run: `run.json` and `agents/<agent id>.json`. Every write goes to a
+ * temporary file that is then renamed over the old one, so a crash leaves the last good
+ * record of every agent.
+ */
+export function fileStore(dir: string, options: FileStoreOptions = {}): RunStore {
+  const root = path.resolve(dir)
+  const createdDirs = new Set<string>()
+
+  const ensureDir = async (folder: string) => {
+    if (createdDirs.has(folder)) return
+    await mkdir(folder, { recursive: true })
+    createdDirs.add(folder)
+  }
+
+  const writeAtomic = async (file: string, text: string) => {
+    const temp = `${file}.${process.pid}.${++tempCounter}.tmp`
+    try {
+      const handle = await open(temp, 'w')
+      try {
+        await handle.writeFile(text)
+        if (options.fsync) await handle.sync()
+      } finally {
+        await handle.close()
+      }
+      await rename(temp, file)
+      if (options.fsync) {
+        const folder = await open(path.dirname(file), 'r')
+        await folder.sync().finally(() => folder.close())
+      }
+    } catch (error) {
+      await rm(temp, { force: true }).catch(() => {})
+      throw new StoreError(`could not write ${file}: ${(error as Error).message}`, { cause: error })
+    }
+  }
+
+  const runDir = (runId: string) => path.join(root, runId)
+
+  return {
+    async saveRun(record: RunRecord) {
+      assertRunId(record.id)
+      await ensureDir(path.join(runDir(record.id), 'agents'))
+      await writeAtomic(path.join(runDir(record.id), 'run.json'), encodeRecord(record))
+    },
+    async saveAgent(runId: string, record: AgentRecord) {
+      assertRunId(runId)
+      const folder = path.join(runDir(runId), 'agents')
+      await ensureDir(folder)
+      await writeAtomic(path.join(folder, agentFileName(record.id)), encodeRecord(record))
+    },
+    async loadRun(runId: string) {
+      assertRunId(runId)
+      const runFile = path.join(runDir(runId), 'run.json')
+      const runText = await readIfExists(runFile)
+      if (runText === undefined) return undefined
+      const run = decodeRunRecord(runText, runFile)
+      const folder = path.join(runDir(runId), 'agents')
+      const names = (await readdir(folder).catch(() => [] as string[])).filter((name) =>
+        name.endsWith('.json'),
+      )
+      const agents = await Promise.all(
+        names.sort().map(async (name) => {
+          const file = path.join(folder, name)
+          return decodeAgentRecord(await readFile(file, 'utf8'), file)
+        }),
+      )
+      return { run, agents }
+    },
+    async loadAgent(runId: string, agentId: string) {
+      assertRunId(runId)
+      const file = path.join(runDir(runId), 'agents', agentFileName(agentId))
+      const text = await readIfExists(file)
+      return text === undefined ? undefined : decodeAgentRecord(text, file)
+    },
+    async loadRunRecord(runId: string) {
+      assertRunId(runId)
+      const file = path.join(runDir(runId), 'run.json')
+      const text = await readIfExists(file)
+      return text === undefined ? undefined : decodeRunRecord(text, file)
+    },
+    async listRuns(filter) {
+      const entries = await readdir(root, { withFileTypes: true }).catch(() => [])
+      const records: RunRecord[] = []
+      for (const entry of entries) {
+        if (!entry.isDirectory()) continue
+        const file = path.join(root, entry.name, 'run.json')
+        const text = await readIfExists(file)
+        if (text === undefined) continue
+        try {
+          records.push(decodeRunRecord(text, file))
+        } catch {
+          // A run whose record cannot be read is still on disk for `loadRun` to report; a listing skips it.
+        }
+      }
+      return filterRuns(records, filter)
+    },
+    async deleteRun(runId: string) {
+      assertRunId(runId)
+      await rm(runDir(runId), { recursive: true, force: true })
+    },
+  }
+}
+
+/** Agent ids are safe file names; very deep ids are hashed to stay under file-name limits. */
+function agentFileName(agentId: string): string {
+  if (agentId.length <= 160) return `${agentId}.json`
+  return `${createHash('sha256').update(agentId).digest('hex').slice(0, 40)}.json`
+}
+
+async function readIfExists(file: string): Promise<string | undefined> {
+  try {
+    return await readFile(file, 'utf8')
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined
+    throw new StoreError(`could not read ${file}: ${(error as Error).message}`, { cause: error })
+  }
+}

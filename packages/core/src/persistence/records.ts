@@ -1,0 +1,111 @@
+import { z } from 'zod'
+import { type AgentContext, type AgentStatus, agentContextSchema } from '../agent/context.js'
+import type { ErrorInfo } from '../errors.js'
+
+export type RunId = string
+export type RunStatus = 'running' | 'completed' | 'failed' | 'cancelled'
+
+export interface RunRecord {
+  version: 1
+  id: RunId
+  /** Name of the root agent's definition, and the task it was given. */
+  agent: string
+  task: string
+  rootAgentId: string
+  status: RunStatus
+  createdAt: number
+  updatedAt: number
+  result?: unknown
+  error?: ErrorInfo
+}
+
+/** An agent's XState persisted snapshot: state value, context and in-flight invocations. */
+export interface PersistedAgentSnapshot {
+  status: 'active' | 'done' | 'error' | 'stopped'
+  value: unknown
+  context: AgentContext
+  children: Record<string, unknown>
+  [key: string]: unknown
+}
+
+export interface AgentRecord {
+  version: 1
+  runId: RunId
+  id: string
+  name: string
+  parentId: string | null
+  depth: number
+  status: AgentStatus
+  updatedAt: number
+  snapshot: PersistedAgentSnapshot
+}
+
+export interface StoredRun {
+  run: RunRecord
+  agents: AgentRecord[]
+}
+
+export interface RunFilter {
+  status?: RunStatus | RunStatus[]
+  /** Only runs created at or after this time (epoch ms). */
+  since?: number
+  /** Only runs created before this time (epoch ms). */
+  until?: number
+  limit?: number
+  offset?: number
+}
+
+/** A store is a small interface; every implementation passes the same conformance suite. */
+export interface RunStore {
+  saveRun(record: RunRecord): Promise<void>
+  /** Writes one agent's record; only the agent that changed is written on a step. */
+  saveAgent(runId: RunId, record: AgentRecord): Promise<void>
+  loadRun(runId: RunId): Promise<StoredRun | undefined>
+  /** One agent's record; lets a distributed worker read only what one step needs. */
+  loadAgent?(runId: RunId, agentId: string): Promise<AgentRecord | undefined>
+  /** The run record alone. */
+  loadRunRecord?(runId: RunId): Promise<RunRecord | undefined>
+  /** Newest first. */
+  listRuns(filter?: RunFilter): Promise<RunRecord[]>
+  deleteRun?(runId: RunId): Promise<void>
+  close?(): Promise<void>
+}
+
+const errorInfoSchema = z.object({ name: z.string(), code: z.string(), message: z.string() })
+const runStatusSchema = z.enum(['running', 'completed', 'failed', 'cancelled'])
+
+export const runRecordSchema = z.object({
+  version: z.literal(1),
+  id: z.string(),
+  agent: z.string(),
+  task: z.string(),
+  rootAgentId: z.string(),
+  status: runStatusSchema,
+  createdAt: z.number(),
+  updatedAt: z.number(),
+  result: z.unknown().optional(),
+  error: errorInfoSchema.optional(),
+})
+
+export const agentRecordSchema = z.object({
+  version: z.literal(1),
+  runId: z.string(),
+  id: z.string(),
+  name: z.string(),
+  parentId: z.string().nullable(),
+  depth: z.number().int().min(0),
+  status: z.enum(['idle', 'running', 'suspended', 'completed', 'failed']),
+  updatedAt: z.number(),
+  snapshot: z.looseObject({
+    status: z.enum(['active', 'done', 'error', 'stopped']),
+    value: z.union([z.string(), z.record(z.string(), z.unknown())]),
+    context: agentContextSchema,
+    children: z.record(z.string(), z.unknown()),
+  }),
+})
+
+const runIdPattern = /^[a-zA-Z0-9_-]{1,64}$/
+
+export function isValidRunId(runId: unknown): runId is RunId {
+  return typeof runId === 'string' && runIdPattern.test(runId)
+}

@@ -1,0 +1,93 @@
+/** Dependencies among the agents of one launch (or plan), by local id. */
+export interface DependencyCheck {
+  /** For each id, the sibling ids it waits for (invalid ones removed). */
+  edges: Map<string, string[]>
+  /** `depends_on` entries that named no sibling, or the agent itself. */
+  dropped: { id: string; dependsOn: string }[]
+  /** A cycle among the launched agents, as a path that ends where it starts; undefined if none. */
+  cycle: string[] | undefined
+}
+
+/**
+ * Checks `depends_on` of agents launched together. `siblings` are ids launched earlier by
+ * the same parent: depending on them is valid and cannot close a cycle.
+ */
+export function checkDependencies(
+  nodes: readonly { id: string; dependsOn: readonly string[] }[],
+  siblings: ReadonlySet<string>,
+): DependencyCheck {
+  const ids = new Set(nodes.map((node) => node.id))
+  const edges = new Map<string, string[]>()
+  const dropped: DependencyCheck['dropped'] = []
+  for (const node of nodes) {
+    const valid: string[] = []
+    for (const dependency of node.dependsOn) {
+      if (dependency === node.id) {
+        dropped.push({ id: node.id, dependsOn: dependency })
+      } else if (ids.has(dependency) || siblings.has(dependency)) {
+        if (!valid.includes(dependency)) valid.push(dependency)
+      } else {
+        dropped.push({ id: node.id, dependsOn: dependency })
+      }
+    }
+    edges.set(node.id, valid)
+  }
+  return { edges, dropped, cycle: findCycle(edges) }
+}
+
+/** Iterative depth-first search (plans can be long chains); returns the first cycle found. */
+export function findCycle(edges: ReadonlyMap<string, readonly string[]>): string[] | undefined {
+  const state = new Map<string, 'open' | 'done'>()
+  for (const start of edges.keys()) {
+    if (state.has(start)) continue
+    const path: string[] = []
+    const stack: { id: string; next: number }[] = [{ id: start, next: 0 }]
+    state.set(start, 'open')
+    path.push(start)
+    while (stack.length > 0) {
+      const frame = stack[stack.length - 1]!
+      const targets = edges.get(frame.id) ?? []
+      if (frame.next < targets.length) {
+        const target = targets[frame.next++]!
+        if (!edges.has(target)) continue
+        const seen = state.get(target)
+        if (seen === 'open') return [...path.slice(path.indexOf(target)), target]
+        if (seen === undefined) {
+          state.set(target, 'open')
+          path.push(target)
+          stack.push({ id: target, next: 0 })
+        }
+      } else {
+        state.set(frame.id, 'done')
+        path.pop()
+        stack.pop()
+      }
+    }
+  }
+  return undefined
+}
+
+/**
+ * Groups agents into layers for display: layer 0 has no dependencies, layer n depends only on
+ * earlier layers. Scheduling does not wait for layers: each agent starts when its own
+ * dependencies are done. Agents on a cycle are left out.
+ */
+export function dependencyLayers(edges: ReadonlyMap<string, readonly string[]>): string[][] {
+  const layerOf = new Map<string, number>()
+  const layers: string[][] = []
+  let remaining = [...edges.keys()]
+  while (remaining.length > 0) {
+    const placed: string[] = []
+    for (const id of remaining) {
+      const deps = (edges.get(id) ?? []).filter((d) => edges.has(d))
+      if (deps.every((d) => layerOf.has(d))) placed.push(id)
+    }
+    if (placed.length === 0) break
+    const layer = layers.length
+    for (const id of placed) layerOf.set(id, layer)
+    layers.push(placed)
+    const placedSet = new Set(placed)
+    remaining = remaining.filter((id) => !placedSet.has(id))
+  }
+  return layers
+}

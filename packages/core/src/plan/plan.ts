@@ -1,0 +1,55 @@
+import { z } from 'zod'
+import { InvalidInputError } from '../errors.js'
+import { childIdPattern, type LaunchSpec } from '../protocol/actions.js'
+import { checkDependencies, dependencyLayers } from './dependency-graph.js'
+
+/** One agent of a plan: a launch spec with an id. */
+export type PlanStep = LaunchSpec & { id: string }
+
+/** A plan given as data: agents with `depends_on`, run without a coordinator model. */
+export interface Plan {
+  agents: PlanStep[]
+  /** What to do with a dependency cycle: refuse the plan (default) or run in the given order. */
+  onCycle?: 'refuse' | 'sequential'
+}
+
+const stepSchema = z.object({
+  id: z.string().regex(childIdPattern, 'expected 1-48 letters, digits, "_" or "-"'),
+  agent: z.string().min(1),
+  task: z.string().min(1),
+  depends_on: z.array(z.string()).optional(),
+  priority: z.number().optional(),
+  timeout_ms: z.number().positive().optional(),
+  fallback: z.unknown().optional(),
+})
+
+export const planSchema = z.object({
+  agents: z.array(stepSchema).min(1),
+  onCycle: z.enum(['refuse', 'sequential']).optional(),
+})
+
+/** Validates a plan from outside (code, a config file, an HTTP body). */
+export function parsePlan(input: unknown): Plan {
+  const checked = planSchema.safeParse(input)
+  if (!checked.success) {
+    const issue = checked.error.issues[0]!
+    throw new InvalidInputError(`invalid plan: ${issue.path.join('.') || '(root)'}: ${issue.message}`)
+  }
+  const plan = checked.data as Plan
+  const seen = new Set<string>()
+  for (const step of plan.agents) {
+    if (seen.has(step.id)) throw new InvalidInputError(`invalid plan: id "${step.id}" is used twice`)
+    seen.add(step.id)
+  }
+  return plan
+}
+
+/** The plan's layers, for display: which agents can run side by side. */
+export function planLayers(plan: Plan): string[][] {
+  const check = checkDependencies(
+    plan.agents.map((step) => ({ id: step.id, dependsOn: step.depends_on ?? [] })),
+    new Set(),
+  )
+  if (check.cycle && plan.onCycle === 'sequential') return plan.agents.map((step) => [step.id])
+  return dependencyLayers(check.edges)
+}

@@ -1,0 +1,157 @@
+import { describe, expect, test } from 'vitest'
+import { z } from 'zod'
+import { type AnyTool, defineTool } from '../tools/define-tool.js'
+import { sleep } from '../tools/sleep.js'
+import type { ParseContext } from './parse-actions.js'
+import { parseActions } from './parse-actions.js'
+
+const lookup = defineTool({
+  name: 'lookup',
+  description: 'look a word up',
+  parameters: z.object({ word: z.string().min(1), limit: z.number().int().optional() }),
+  execute: ({ word }) => word,
+})
+
+const context: ParseContext = {
+  tools: new Map<string, AnyTool>([
+    ['sleep', sleep],
+    ['lookup', lookup],
+  ]),
+  subagents: ['researcher'],
+  childIds: new Set(['old']),
+}
+
+const parse = (text: string) => parseActions({ text }, context)
+
+describe('parseActions: forgiving of form', () => {
+  test.each([
+    ['bare JSON', '{"action":"finish","result":1}'],
+    ['a fenced block with prose around it', 'Sure!\n```json\n{"action": "finish", "result": 1}\n```\nDone.'],
+    ['an unlabelled fence', '```\n{"action":"finish","result":1}\n```'],
+    ['JSON inside prose', 'I will now finish: {"action":"finish","result":1} — thanks'],
+    ['trailing commas', '{"action":"finish","result":1,}'],
+    ['prose with braces before the JSON', 'Plan {a, b}: {"action":"finish","result":1}'],
+  ])('%s', (_name, text) => {
+    expect(parse(text)).toEqual({ ok: true, actions: [{ action: 'finish', result: 1 }] })
+  })
+
+  test('an array runs in order, and a wait may name ids launched earlier in the same reply', () => {
+    const result = parse(
+      JSON.stringify([
+        { action: 'launch_subagents', agents: [{ agent: 'researcher', task: 'a', id: 'new' }] },
+        { action: 'call_tool', tool: 'lookup', args: { word: 'x' } },
+        { action: 'wait_for_subagents', ids: ['new', 'old'] },
+      ]),
+    )
+    expect(result).toEqual({
+      ok: true,
+      actions: [
+        { action: 'launch_subagents', agents: [{ agent: 'researcher', task: 'a', id: 'new' }] },
+        { action: 'call_tool', tool: 'lookup', args: { word: 'x' } },
+        { action: 'wait_for_subagents', ids: ['new', 'old'] },
+      ],
+    })
+  })
+
+  test('native tool calls map to actions, keeping their call ids', () => {
+    const result = parseActions(
+      {
+        toolCalls: [
+          { id: 'a', name: 'lookup', arguments: '{"word":"w"}' },
+          { id: 'b', name: 'wait_for_subagents', arguments: '' },
+          { id: 'c', name: 'finish', arguments: { result: 'r' } },
+        ],
+      },
+      context,
+    )
+    expect(result).toEqual({
+      ok: true,
+      actions: [
+        { action: 'call_tool', tool: 'lookup', args: { word: 'w' }, callId: 'a' },
+        { action: 'wait_for_subagents', callId: 'b' },
+        { action: 'finish', result: 'r', callId: 'c' },
+      ],
+    })
+  })
+})
+
+describe('parseActions: strict about meaning, with an exact error', () => {
+  test.each([
+    ['no JSON', 'I am done.', /no JSON action; expected JSON such as/],
+    ['not an object', '[1, 2]', /action 1: expected a JSON object with an "action" field, got number 1/],
+    ['unknown action', '{"action":"dance"}', /unknown action "dance"; expected one of launch_subagents/],
+    ['missing action', '{"result":1}', /missing "action" field/],
+    ['finish without result', '{"action":"finish"}', /finish needs a "result" field/],
+    [
+      'unknown agent',
+      '{"action":"launch_subagents","agents":[{"agent":"hacker","task":"t"}]}',
+      /unknown agent "hacker"; this agent can launch: researcher/,
+    ],
+    [
+      'empty task',
+      '{"action":"launch_subagents","agents":[{"agent":"researcher","task":" "}]}',
+      /"task" must be a non-empty string/,
+    ],
+    [
+      'bad child id',
+      '{"action":"launch_subagents","agents":[{"agent":"researcher","task":"t","id":"../x"}]}',
+      /"id" must be 1-48 letters/,
+    ],
+    [
+      'duplicate child id',
+      '{"action":"launch_subagents","agents":[{"agent":"researcher","task":"t","id":"old"}]}',
+      /id "old" is already used/,
+    ],
+    [
+      'unknown wait id',
+      '{"action":"wait_for_subagents","ids":["nope"]}',
+      /unknown id "nope"; launched ids: old/,
+    ],
+    [
+      'unknown tool',
+      '{"action":"call_tool","tool":"rm_rf","args":{}}',
+      /unknown tool "rm_rf"; available tools: sleep, lookup/,
+    ],
+    [
+      'bad tool arguments',
+      '{"action":"call_tool","tool":"lookup","args":{"word":""}}',
+      /invalid arguments for tool "lookup": args.word:/,
+    ],
+    [
+      'wrong argument type',
+      '{"action":"call_tool","tool":"sleep","args":{"seconds":"3"}}',
+      /args.seconds: .*expected number/,
+    ],
+  ])('%s', (_name, text, error) => {
+    const result = parse(text)
+    expect(result.ok).toBe(false)
+    expect((result as { error: string }).error).toMatch(error)
+  })
+
+  test('hostile replies: huge, deeply nested, too many actions', () => {
+    expect(parse('x'.repeat(300_000))).toMatchObject({
+      ok: false,
+      error: expect.stringMatching(/at most 200000/),
+    })
+    const deep = `${'['.repeat(5000)}${']'.repeat(5000)}`
+    expect(parse(deep)).toMatchObject({ ok: false, error: expect.stringMatching(/nested deeper than 64/) })
+    const many = JSON.stringify(Array.from({ length: 101 }, () => ({ action: 'finish', result: 1 })))
+    expect(parse(many)).toMatchObject({ ok: false, error: expect.stringMatching(/101 actions; at most 100/) })
+  })
+
+  test('an agent without sub-agents cannot launch', () => {
+    const result = parseActions(
+      { text: '{"action":"launch_subagents","agents":[{"agent":"researcher","task":"t"}]}' },
+      { ...context, subagents: [] },
+    )
+    expect(result).toEqual({ ok: false, error: 'this agent cannot launch sub-agents' })
+  })
+
+  test('a native call with arguments that are not JSON', () => {
+    const result = parseActions({ toolCalls: [{ id: 'a', name: 'lookup', arguments: '{"word":' }] }, context)
+    expect(result).toMatchObject({
+      ok: false,
+      error: expect.stringMatching(/arguments of tool call lookup are not valid JSON/),
+    })
+  })
+})

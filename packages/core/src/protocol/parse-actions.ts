@@ -1,0 +1,225 @@
+import type { z } from 'zod'
+import type { ModelReply, ToolCall } from '../models/types.js'
+import type { AnyTool } from '../tools/define-tool.js'
+import { type Action, childIdPattern, type LaunchSpec, type ParseResult } from './actions.js'
+import { extractJson, jsonDepth } from './extract-json.js'
+
+export interface ParseContext {
+  tools: ReadonlyMap<string, AnyTool>
+  /** Agent names this agent may launch. */
+  subagents: readonly string[]
+  /** Ids of the children this agent has launched so far. */
+  childIds: ReadonlySet<string>
+}
+
+const maxReplyChars = 200_000
+const maxJsonDepth = 64
+const maxActionsPerReply = 100
+const actionNames = ['launch_subagents', 'wait_for_subagents', 'call_tool', 'finish', 'send_message']
+const example = '{"action": "finish", "result": "..."}'
+
+/** Turns a model reply into actions, or into one exact error the model can act on. */
+export function parseActions(reply: ModelReply, context: ParseContext): ParseResult {
+  const raw = reply.toolCalls?.length ? fromToolCalls(reply.toolCalls) : fromText(reply.text ?? '')
+  if (!raw.ok) return raw
+  if (raw.items.length === 0) return fail(`the reply holds no action; expected an action such as ${example}`)
+  if (raw.items.length > maxActionsPerReply) {
+    return fail(`the reply holds ${raw.items.length} actions; at most ${maxActionsPerReply} are allowed`)
+  }
+  const launched = new Set(context.childIds)
+  const actions: Action[] = []
+  for (const [index, item] of raw.items.entries()) {
+    const where = raw.items.length > 1 ? `action ${index + 1}: ` : ''
+    const parsed = toAction(item.value, context, launched)
+    if (typeof parsed === 'string') return fail(where + parsed)
+    if (item.callId !== undefined) parsed.callId = item.callId
+    actions.push(parsed)
+  }
+  return { ok: true, actions }
+}
+
+type RawItem = { value: unknown; callId?: string }
+type RawResult = { ok: true; items: RawItem[] } | { ok: false; error: string }
+
+function fail(error: string): { ok: false; error: string } {
+  return { ok: false, error }
+}
+
+function fromText(text: string): RawResult {
+  if (text.length > maxReplyChars) {
+    return fail(`the reply is ${text.length} characters long; at most ${maxReplyChars} are accepted`)
+  }
+  const json = extractJson(text)
+  if (!json.found) return fail(`the reply holds no JSON action; expected JSON such as ${example}`)
+  if (jsonDepth(json.value, maxJsonDepth) > maxJsonDepth) {
+    return fail(`the JSON is nested deeper than ${maxJsonDepth} levels`)
+  }
+  const values = Array.isArray(json.value) ? json.value : [json.value]
+  return { ok: true, items: values.map((value) => ({ value })) }
+}
+
+function fromToolCalls(calls: readonly ToolCall[]): RawResult {
+  const items: RawItem[] = []
+  for (const call of calls) {
+    let args: unknown = call.arguments
+    if (typeof args === 'string') {
+      if (args.length > maxReplyChars) return fail(`the arguments of ${call.name} are too long`)
+      try {
+        args = args.trim() === '' ? {} : JSON.parse(args)
+      } catch {
+        return fail(
+          `the arguments of tool call ${call.name} are not valid JSON: ${truncate(call.arguments as string, 200)}`,
+        )
+      }
+    }
+    if (jsonDepth(args, maxJsonDepth) > maxJsonDepth) {
+      return fail(`the arguments of ${call.name} are nested deeper than ${maxJsonDepth} levels`)
+    }
+    const value = actionNames.includes(call.name)
+      ? { ...(isObject(args) ? args : {}), action: call.name }
+      : { action: 'call_tool', tool: call.name, args }
+    items.push({ value, callId: call.id })
+  }
+  return { ok: true, items }
+}
+
+function toAction(value: unknown, context: ParseContext, launched: Set<string>): Action | string {
+  if (!isObject(value)) return `expected a JSON object with an "action" field, got ${describe(value)}`
+  const name = value.action
+  switch (name) {
+    case 'launch_subagents':
+      return toLaunch(value, context, launched)
+    case 'wait_for_subagents':
+      return toWait(value, launched)
+    case 'call_tool':
+      return toToolCall(value, context)
+    case 'finish':
+      if (!('result' in value)) return 'finish needs a "result" field (any JSON value)'
+      return { action: 'finish', result: value.result }
+    case 'send_message':
+      if (typeof value.to !== 'string' || value.to === '')
+        return 'send_message needs "to": "parent", a child id or a sibling id'
+      if (typeof value.text !== 'string' || value.text.trim() === '')
+        return 'send_message needs "text": a non-empty string'
+      return { action: 'send_message', to: value.to, text: value.text }
+    default:
+      return typeof name === 'string'
+        ? `unknown action "${truncate(name, 60)}"; expected one of ${actionNames.join(', ')}`
+        : `missing "action" field; expected one of ${actionNames.join(', ')}`
+  }
+}
+
+function toLaunch(
+  value: Record<string, unknown>,
+  context: ParseContext,
+  launched: Set<string>,
+): Action | string {
+  const agents = value.agents
+  if (!Array.isArray(agents) || agents.length === 0) {
+    return 'launch_subagents needs "agents": a non-empty array of {"agent", "task", "id"?}'
+  }
+  if (context.subagents.length === 0) return 'this agent cannot launch sub-agents'
+  const specs: LaunchSpec[] = []
+  const inThisLaunch = new Set<string>()
+  for (const [index, entry] of agents.entries()) {
+    const at = `agents[${index}]`
+    if (!isObject(entry)) return `${at} must be an object {"agent", "task", "id"?}, got ${describe(entry)}`
+    const { agent, task, id } = entry
+    if (typeof agent !== 'string' || !context.subagents.includes(agent)) {
+      return `${at}: unknown agent ${JSON.stringify(truncate(String(agent), 60))}; this agent can launch: ${context.subagents.join(', ')}`
+    }
+    if (typeof task !== 'string' || task.trim() === '') return `${at}: "task" must be a non-empty string`
+    const spec: LaunchSpec = { agent, task }
+    if (id !== undefined) {
+      if (typeof id !== 'string' || !childIdPattern.test(id)) {
+        return `${at}: "id" must be 1-48 letters, digits, "_" or "-", got ${describe(id)}`
+      }
+      if (launched.has(id) || inThisLaunch.has(id))
+        return `${at}: id "${id}" is already used by another sub-agent`
+      spec.id = id
+      inThisLaunch.add(id)
+    }
+    const dependsOn = entry.depends_on
+    if (dependsOn !== undefined) {
+      if (!Array.isArray(dependsOn) || !dependsOn.every((d) => typeof d === 'string')) {
+        return `${at}: "depends_on" must be an array of sibling ids`
+      }
+      spec.depends_on = dependsOn
+    }
+    const extras = launchExtras(entry, at)
+    if (typeof extras === 'string') return extras
+    specs.push(Object.assign(spec, extras))
+  }
+  for (const id of inThisLaunch) launched.add(id)
+  const onCycle = value.on_cycle
+  if (onCycle !== undefined && onCycle !== 'refuse' && onCycle !== 'sequential') {
+    return '"on_cycle" must be "refuse" or "sequential"'
+  }
+  return onCycle === undefined
+    ? { action: 'launch_subagents', agents: specs }
+    : { action: 'launch_subagents', agents: specs, on_cycle: onCycle }
+}
+
+/** Optional scheduling fields of a launched agent: priority, timeout and fallback. */
+function launchExtras(entry: Record<string, unknown>, at: string): Partial<LaunchSpec> | string {
+  const extras: Partial<LaunchSpec> = {}
+  if (entry.priority !== undefined) {
+    if (typeof entry.priority !== 'number' || !Number.isFinite(entry.priority))
+      return `${at}: "priority" must be a number`
+    extras.priority = entry.priority
+  }
+  if (entry.timeout_ms !== undefined) {
+    if (typeof entry.timeout_ms !== 'number' || !(entry.timeout_ms > 0))
+      return `${at}: "timeout_ms" must be a positive number`
+    extras.timeout_ms = entry.timeout_ms
+  }
+  if ('fallback' in entry) extras.fallback = entry.fallback
+  return extras
+}
+
+function toWait(value: Record<string, unknown>, launched: Set<string>): Action | string {
+  const ids = value.ids
+  if (ids === undefined || ids === null) return { action: 'wait_for_subagents' }
+  if (!Array.isArray(ids) || !ids.every((id) => typeof id === 'string')) {
+    return `wait_for_subagents: "ids" must be an array of sub-agent ids, got ${describe(ids)}`
+  }
+  for (const id of ids) {
+    if (!launched.has(id)) {
+      const known = [...launched].slice(0, 20).join(', ') || 'none'
+      return `wait_for_subagents: unknown id "${truncate(id, 60)}"; launched ids: ${known}`
+    }
+  }
+  return ids.length === 0 ? { action: 'wait_for_subagents' } : { action: 'wait_for_subagents', ids }
+}
+
+function toToolCall(value: Record<string, unknown>, context: ParseContext): Action | string {
+  const name = value.tool
+  const tool = typeof name === 'string' ? context.tools.get(name) : undefined
+  if (!tool) {
+    const available = [...context.tools.keys()].join(', ') || 'none'
+    return `unknown tool ${JSON.stringify(truncate(String(name), 60))}; available tools: ${available}`
+  }
+  const checked = (tool.parameters as z.ZodType).safeParse(value.args ?? {})
+  if (!checked.success) {
+    const issues = checked.error.issues
+      .slice(0, 5)
+      .map((issue) => `${['args', ...issue.path.map(String)].join('.')}: ${issue.message}`)
+    return `invalid arguments for tool "${tool.name}": ${issues.join('; ')}`
+  }
+  return { action: 'call_tool', tool: tool.name, args: checked.data }
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value)
+}
+
+function describe(value: unknown): string {
+  if (value === null) return 'null'
+  if (Array.isArray(value)) return 'an array'
+  if (typeof value === 'string') return `the string ${JSON.stringify(truncate(value, 40))}`
+  return typeof value === 'object' ? 'an object' : `${typeof value} ${String(value)}`
+}
+
+function truncate(text: string, length: number): string {
+  return text.length > length ? `${text.slice(0, length)}…` : text
+}

@@ -1,0 +1,94 @@
+import type { EventBus } from '../events/event-bus.js'
+import type { CohortEvent, CohortEventType } from '../events/types.js'
+import { RunControl } from '../orchestrator/control.js'
+import { computeRunMetrics, type RunMetrics } from '../orchestrator/metrics.js'
+import type { Orchestrator } from '../orchestrator/orchestrator.js'
+import type { RunStatus, StoredRun } from '../persistence/records.js'
+
+/** The whole run as plain, superjson-serializable data: the run record and one record per agent. */
+export type RunSnapshot = StoredRun
+
+/** A handle on one run: its result, its events, its state as data, and a way to stop it. */
+export class Run {
+  private readonly control: RunControl
+
+  constructor(
+    private readonly orchestrator: Orchestrator,
+    private readonly bus: EventBus,
+  ) {
+    this.control = new RunControl(orchestrator)
+  }
+
+  get id(): string {
+    return this.orchestrator.runId
+  }
+
+  /** The root agent's `finish` value; rejects with a typed error when the run fails or is cancelled. */
+  get result(): Promise<unknown> {
+    return this.orchestrator.result
+  }
+
+  get status(): RunStatus {
+    return this.orchestrator.record?.status ?? 'running'
+  }
+
+  /** Every event from now until the run settles. */
+  events(): AsyncIterable<CohortEvent> {
+    return this.bus.iterate()
+  }
+
+  /** Subscribes to every event (`'event'`) or one type; returns the unsubscribe function. */
+  on<T extends CohortEventType>(
+    type: T | 'event',
+    listener: (event: Extract<CohortEvent, { type: T }>) => void,
+  ): () => void {
+    if (type === 'event') return this.bus.subscribe(listener as (event: CohortEvent) => void)
+    return this.bus.subscribe((event) => {
+      if (event.type === type) listener(event as Extract<CohortEvent, { type: T }>)
+    })
+  }
+
+  snapshot(): Promise<RunSnapshot> {
+    return this.orchestrator.snapshot()
+  }
+
+  /** Approves a tool call that needs approval (`defineTool({ needsApproval })`). */
+  approve(callId: string): void {
+    this.control.approve(callId)
+  }
+
+  /** Refuses a tool call; the model is told `rejected: <reason>` and goes on. */
+  reject(callId: string, reason = 'rejected by a person'): void {
+    this.control.reject(callId, reason)
+  }
+
+  /** Continues an agent suspended by `ctx.suspend(prompt)` with `payload` (or approves its pending call). */
+  resume(agentId: string, payload?: unknown): void {
+    this.control.resume(agentId, payload)
+  }
+
+  /** Delivers a message into the agent's next model turn. */
+  send(agentId: string, text: string): void {
+    this.control.send(agentId, text)
+  }
+
+  /** Wall time, busy time, speedup, efficiency, failures, tokens, cost, and per-agent timings. */
+  metrics(): RunMetrics {
+    const record = this.orchestrator.record
+    const settled = record && record.status !== 'running'
+    return computeRunMetrics(
+      this.id,
+      record?.status ?? 'running',
+      record?.createdAt ?? Date.now(),
+      settled ? record.updatedAt : null,
+      this.orchestrator.registry.values(),
+      this.orchestrator.busy.peak,
+    )
+  }
+
+  /** Cancels every agent of the run; `result` rejects with `CancelledError`. */
+  async cancel(reason?: string): Promise<void> {
+    this.orchestrator.cancel(reason)
+    await this.orchestrator.result.catch(() => {})
+  }
+}

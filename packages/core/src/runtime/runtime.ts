@@ -1,0 +1,277 @@
+import { nanoid } from 'nanoid'
+import type { AgentDefinition } from '../agent/define-agent.js'
+import { type RunLimits, resolveLimits } from '../agent/limits.js'
+import { CohortError, InvalidInputError } from '../errors.js'
+import { EventBus } from '../events/event-bus.js'
+import type { EventSink } from '../events/logger.js'
+import type { ChatModel } from '../models/types.js'
+import type { RunMetrics } from '../orchestrator/metrics.js'
+import { Orchestrator } from '../orchestrator/orchestrator.js'
+import { runSegment, type SegmentOutcome } from '../orchestrator/segment.js'
+import { assertRunId } from '../persistence/codec.js'
+import { memoryStore } from '../persistence/memory-store.js'
+import type { RunStore } from '../persistence/records.js'
+import { type Plan, parsePlan } from '../plan/plan.js'
+import { definePlanAgent, planAgentName } from '../plan/plan-agent.js'
+import { createRedactor } from '../protocol/redact.js'
+import { Scheduler, type SchedulerOptions, type SchedulerStats } from '../scheduler/scheduler.js'
+import { type WorkspaceOptions, Workspaces } from '../workspaces/workspaces.js'
+import { Run } from './run.js'
+
+export interface RuntimeOptions {
+  agents: readonly AgentDefinition[]
+  /** The model of every agent that names none. */
+  model?: ChatModel
+  /** Where runs are kept (default: `memoryStore()`). */
+  store?: RunStore
+  limits?: Partial<RunLimits>
+  /** Receives every event of every run: `createLogger()`, or your own sink. */
+  logger?: EventSink
+  /** Model calls in flight, priorities, rate limits and start spacing, across every run. */
+  scheduler?: SchedulerOptions
+  /** A dependency cycle in a launch is refused to the model (default) or run in launch order. */
+  onCycle?: 'refuse' | 'sequential'
+  /** Strings never to store, log or emit (API keys, tokens); `OPENAI_API_KEY` is always included. */
+  secrets?: string[]
+  /** A store write that takes longer fails the run with a `StoreError` (default 30 s). */
+  storeTimeoutMs?: number
+  /** One directory per agent (for process agents and tools), and conflict reports for parallel groups. */
+  workspaces?: WorkspaceOptions
+}
+
+/** A distributed host: it schedules a segment for each agent a segment creates. */
+export interface SegmentHost {
+  enqueue(agentIds: string[]): Promise<void>
+}
+
+/** Totals across the runs this runtime has held in this process. */
+export interface RuntimeMetrics {
+  runs: { active: number; completed: number; failed: number; cancelled: number }
+  modelCalls: SchedulerStats
+  agents: number
+  timeouts: number
+  errors: number
+  retries: number
+  tokens: number
+  cost: number
+}
+
+export interface StartOptions {
+  /** Your own run id (1-64 letters, digits, "_" or "-"); generated when omitted. */
+  runId?: string
+}
+
+export interface Runtime {
+  readonly store: RunStore
+  readonly agents: ReadonlyMap<string, AgentDefinition>
+  /** Starts a run and returns at once. */
+  start(agent: string, task: string, options?: StartOptions): Run
+  /** Starts a run and waits for its result. */
+  run(agent: string, task: string, options?: StartOptions): Promise<unknown>
+  /** Runs a plan given as data (agents with `depends_on`) without a coordinator model. */
+  runPlan(plan: Plan, options?: StartOptions): Run
+  metrics(): RuntimeMetrics
+  /** Continues a stored run (after a crash, in another process); a live run of this runtime is returned as is. */
+  resume(runId: string): Promise<Run>
+  /**
+   * Distributed execution: writes a run and its idle root agent without starting it, so a
+   * host (BullMQ workers) can run it with `runSegment`.
+   */
+  prepareRun(
+    agent: string,
+    task: string,
+    options?: StartOptions,
+  ): Promise<{ runId: string; rootAgentId: string }>
+  /** Runs one agent of a stored run until it settles or must wait on work elsewhere (see `SegmentOutcome`). */
+  runSegment(runId: string, agentId: string, host: SegmentHost): Promise<SegmentOutcome>
+  /** A run this runtime holds in memory. */
+  get(runId: string): Run | undefined
+  /** Runs in memory that have not settled. */
+  active(): Run[]
+}
+
+export function createRuntime(options: RuntimeOptions): Runtime {
+  const definitions = indexAgents([
+    ...options.agents,
+    definePlanAgent(options.agents.map((agent) => agent.name)),
+  ])
+  if (!options.model) {
+    const without = options.agents.find((agent) => !agent.model)
+    if (without)
+      throw new InvalidInputError(`agent "${without.name}" has no model: pass \`model\` to createRuntime`)
+  }
+  const limits = resolveLimits(options.limits)
+  const store = options.store ?? memoryStore()
+  const runs = new Map<string, { run: Run; orchestrator: Orchestrator }>()
+  const scheduler = new Scheduler(options.scheduler)
+  const redact = createRedactor(options.secrets)
+  const workspaces = options.workspaces ? new Workspaces(options.workspaces) : undefined
+  const totals: Omit<RuntimeMetrics, 'modelCalls' | 'runs'> & {
+    runs: Omit<RuntimeMetrics['runs'], 'active'>
+  } = {
+    runs: { completed: 0, failed: 0, cancelled: 0 },
+    agents: 0,
+    timeouts: 0,
+    errors: 0,
+    retries: 0,
+    tokens: 0,
+    cost: 0,
+  }
+  const addTotals = (metrics: RunMetrics) => {
+    if (metrics.status !== 'running') totals.runs[metrics.status]++
+    totals.agents += metrics.agents
+    totals.timeouts += metrics.timeouts
+    totals.errors += metrics.errors
+    totals.retries += metrics.retries
+    totals.tokens += metrics.tokens.total
+    totals.cost += metrics.cost
+  }
+
+  /** An orchestrator whose events reach the logger; with `host`, one that runs segments for it. */
+  const orchestratorFor = (runId: string, host?: SegmentHost) => {
+    const bus = new EventBus()
+    if (options.logger) {
+      const sink = options.logger
+      bus.subscribe((event) => sink.handle(event))
+    }
+    const orchestrator = new Orchestrator({
+      runId,
+      definitions,
+      model: options.model,
+      limits,
+      store,
+      bus,
+      scheduler,
+      onCycle: options.onCycle ?? 'refuse',
+      redact,
+      storeTimeoutMs: options.storeTimeoutMs ?? 30_000,
+      workspaces,
+      ...(host && { segment: { enqueue: host.enqueue, park: () => {} } }),
+    })
+    return { orchestrator, bus }
+  }
+
+  const open = (runId: string) => {
+    const { orchestrator, bus } = orchestratorFor(runId)
+    const run = new Run(orchestrator, bus)
+    runs.set(runId, { run, orchestrator })
+    // Settled runs leave memory; the store keeps them.
+    orchestrator.result
+      .finally(() => {
+        runs.delete(runId)
+        addTotals(run.metrics())
+      })
+      .catch(() => {})
+    return { run, orchestrator }
+  }
+
+  const begin = (agent: string, task: string, startOptions: StartOptions) => {
+    const runId = startOptions.runId ?? nanoid(12)
+    assertRunId(runId)
+    if (runs.has(runId)) throw new InvalidInputError(`run ${runId} is already running in this runtime`)
+    const { run, orchestrator } = open(runId)
+    // Started on the next tick so a caller can subscribe before the first event.
+    setImmediate(() => void orchestrator.begin(agent, task).catch(() => {}))
+    return run
+  }
+
+  const checkStart = (agent: string, task: string) => {
+    if (!definitions.has(agent) || agent === planAgentName) {
+      const names = [...definitions.keys()].filter((name) => name !== planAgentName)
+      throw new InvalidInputError(`unknown agent "${agent}"; registered agents: ${names.join(', ')}`)
+    }
+    if (typeof task !== 'string' || task.trim() === '') {
+      throw new InvalidInputError('task must be a non-empty string')
+    }
+  }
+
+  const runtime: Runtime = {
+    store,
+    agents: definitions,
+    start(agent, task, startOptions = {}) {
+      checkStart(agent, task)
+      return begin(agent, redact(task), startOptions)
+    },
+    async prepareRun(agent, task, startOptions = {}) {
+      checkStart(agent, task)
+      const runId = startOptions.runId ?? nanoid(12)
+      assertRunId(runId)
+      const orchestrator = orchestratorFor(runId, { enqueue: async () => {} }).orchestrator
+      await orchestrator.begin(agent, redact(task), false)
+      return { runId, rootAgentId: orchestrator.record!.rootAgentId }
+    },
+    async runSegment(runId, agentId, host) {
+      assertRunId(runId)
+      return runSegment(orchestratorFor(runId, host).orchestrator, agentId)
+    },
+    runPlan(plan, startOptions = {}) {
+      const checked = parsePlan(plan)
+      for (const step of checked.agents) {
+        if (!definitions.has(step.agent) || step.agent === planAgentName) {
+          throw new InvalidInputError(`plan step "${step.id}" names unknown agent "${step.agent}"`)
+        }
+      }
+      return begin(planAgentName, JSON.stringify(checked), startOptions)
+    },
+    metrics() {
+      const live = [...runs.values()].map((entry) => entry.run.metrics())
+      const sum = (pick: (m: RunMetrics) => number) => live.reduce((total, m) => total + pick(m), 0)
+      return {
+        runs: { active: live.length, ...totals.runs },
+        modelCalls: scheduler.stats(),
+        agents: totals.agents + sum((m) => m.agents),
+        timeouts: totals.timeouts + sum((m) => m.timeouts),
+        errors: totals.errors + sum((m) => m.errors),
+        retries: totals.retries + sum((m) => m.retries),
+        tokens: totals.tokens + sum((m) => m.tokens.total),
+        cost: totals.cost + sum((m) => m.cost),
+      }
+    },
+    async run(agent, task, startOptions) {
+      return runtime.start(agent, task, startOptions).result
+    },
+    async resume(runId) {
+      assertRunId(runId)
+      const live = runs.get(runId)
+      if (live) return live.run
+      const stored = await store.loadRun(runId)
+      if (!stored) throw new CohortError('RUN_NOT_FOUND', `run ${runId} is not in the store`)
+      const again = runs.get(runId)
+      if (again) return again.run
+      const { run, orchestrator } = open(runId)
+      try {
+        await orchestrator.restore(stored)
+      } catch (error) {
+        runs.delete(runId)
+        throw error
+      }
+      return run
+    },
+    get(runId) {
+      return runs.get(runId)?.run
+    },
+    active() {
+      return [...runs.values()].map((entry) => entry.run)
+    },
+  }
+  return runtime
+}
+
+function indexAgents(agents: readonly AgentDefinition[]): Map<string, AgentDefinition> {
+  if (agents.length === 0) throw new InvalidInputError('createRuntime needs at least one agent')
+  const byName = new Map<string, AgentDefinition>()
+  for (const agent of agents) {
+    if (byName.has(agent.name)) throw new InvalidInputError(`agent "${agent.name}" is defined twice`)
+    byName.set(agent.name, agent)
+  }
+  for (const agent of agents) {
+    for (const sub of agent.subagents) {
+      if (!byName.has(sub)) {
+        throw new InvalidInputError(
+          `agent "${agent.name}" lists sub-agent "${sub}", which is not among the runtime's agents`,
+        )
+      }
+    }
+  }
+  return byName
+}

@@ -1,0 +1,98 @@
+import { z } from 'zod'
+import type { ToolSpec } from '../models/types.js'
+
+/** What a tool's `execute` receives besides its validated arguments. */
+export interface ToolContext {
+  runId: string
+  agentId: string
+  callId: string
+  /** Stable across retries and restores of the same call: use it to make side effects idempotent. */
+  idempotencyKey: string
+  signal: AbortSignal
+  /** Waits `ms` milliseconds, or rejects when the call is aborted (cancel, timeout). */
+  sleep(ms: number): Promise<void>
+  /**
+   * Suspends the agent until `run.resume(agentId, payload)`, then returns `payload`. The tool
+   * runs again from the start on resume (also after a restore), and this call then returns
+   * the payload at once: code before it must be safe to repeat.
+   */
+  suspend(prompt: string): Promise<unknown>
+  /** The agent's own workspace directory, created on first call (when the runtime has workspaces). */
+  workspace?: () => Promise<string>
+}
+
+/** Thrown by `ctx.suspend` to unwind the tool; the runtime turns it into a suspension. */
+export class SuspendRequest extends Error {
+  constructor(readonly prompt: string) {
+    super(`suspended: ${prompt}`)
+  }
+}
+
+export interface Tool<Args = unknown, Result = unknown> {
+  name: string
+  description: string
+  parameters: z.ZodType<Args>
+  execute(args: Args, ctx: ToolContext): Promise<Result> | Result
+  /** Ask a person before each call (or for the calls this function picks). */
+  needsApproval?: boolean | ((args: Args) => boolean)
+  /** JSON schema of `parameters`, computed once. */
+  readonly jsonSchema: Record<string, unknown>
+}
+
+/** A tool of any argument and result types, as agents and registries hold them. */
+// biome-ignore lint/suspicious/noExplicitAny: arguments are checked by each tool's own schema at run time
+export type AnyTool = Tool<any, any>
+
+export interface ToolDefinition<Args, Result> {
+  name: string
+  description: string
+  parameters: z.ZodType<Args>
+  execute(args: Args, ctx: ToolContext): Promise<Result> | Result
+  needsApproval?: boolean | ((args: Args) => boolean)
+}
+
+const toolNamePattern = /^[a-zA-Z][a-zA-Z0-9_-]{0,63}$/
+export const protocolActionNames = [
+  'launch_subagents',
+  'wait_for_subagents',
+  'finish',
+  'call_tool',
+  'send_message',
+] as const
+
+export function defineTool<Args, Result>(definition: ToolDefinition<Args, Result>): Tool<Args, Result> {
+  if (!toolNamePattern.test(definition.name)) {
+    throw new TypeError(
+      `tool name "${definition.name}" is invalid: expected a letter then up to 63 letters, digits, "_" or "-"`,
+    )
+  }
+  if ((protocolActionNames as readonly string[]).includes(definition.name)) {
+    throw new TypeError(`tool name "${definition.name}" is reserved for the action protocol`)
+  }
+  const jsonSchema = z.toJSONSchema(definition.parameters, { unrepresentable: 'any' }) as Record<
+    string,
+    unknown
+  >
+  delete jsonSchema.$schema
+  return { ...definition, jsonSchema }
+}
+
+export function toolSpec(tool: AnyTool): ToolSpec {
+  return { name: tool.name, description: tool.description, parameters: tool.jsonSchema }
+}
+
+/** Waits `ms`, or rejects with the signal's reason when it aborts first. */
+export function abortableSleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal.aborted) return reject(signal.reason)
+    const timer = setTimeout(() => {
+      signal.removeEventListener('abort', onAbort)
+      resolve()
+    }, ms)
+    const onAbort = () => {
+      clearTimeout(timer)
+      reject(signal.reason)
+    }
+    signal.addEventListener('abort', onAbort, { once: true })
+  })
+}

@@ -1,0 +1,119 @@
+import { createHash } from 'node:crypto'
+import { cp, mkdir, readdir, readFile, rename, rm, stat } from 'node:fs/promises'
+import path from 'node:path'
+
+export interface WorkspaceOptions {
+  /** Folder holding `<runId>/<agentId>` workspaces (default `workspaces`). */
+  root?: string
+  /** A folder copied into every new workspace: the common base that conflicts are computed against. */
+  base?: string
+}
+
+/** A file changed by more than one agent of a parallel group, against the common base. */
+export interface Conflict {
+  file: string
+  agents: string[]
+}
+
+/**
+ * One directory per agent, created on first use as a copy of the base. Agents of a parallel
+ * group each see only their own; when the group settles, files changed in more than one of
+ * them are reported as conflicts.
+ */
+export class Workspaces {
+  readonly root: string
+  readonly base: string | undefined
+  private readonly ready = new Map<string, Promise<string>>()
+  private baseHashes: Promise<Map<string, string>> | undefined
+
+  constructor(options: WorkspaceOptions = {}) {
+    this.root = path.resolve(options.root ?? 'workspaces')
+    this.base = options.base === undefined ? undefined : path.resolve(options.base)
+  }
+
+  pathOf(runId: string, agentId: string): string {
+    return path.join(this.root, runId, agentId)
+  }
+
+  /** The agent's workspace, created (and filled from the base) the first time. */
+  ensure(runId: string, agentId: string): Promise<string> {
+    const dir = this.pathOf(runId, agentId)
+    let ready = this.ready.get(dir)
+    if (!ready) {
+      ready = this.create(dir)
+      this.ready.set(dir, ready)
+    }
+    return ready
+  }
+
+  /** Files of the group's workspaces that differ from the base in more than one of them. */
+  async conflicts(runId: string, agentIds: readonly string[]): Promise<Conflict[]> {
+    const byFile = new Map<string, string[]>()
+    for (const agentId of agentIds) {
+      const dir = this.pathOf(runId, agentId)
+      if (!(await exists(dir))) continue
+      for (const file of await this.changedFiles(dir)) {
+        const agents = byFile.get(file) ?? []
+        agents.push(agentId)
+        byFile.set(file, agents)
+      }
+    }
+    return [...byFile]
+      .filter(([, agents]) => agents.length > 1)
+      .map(([file, agents]) => ({ file, agents }))
+      .sort((a, b) => a.file.localeCompare(b.file))
+  }
+
+  /** Paths (relative, `/`-separated) added, changed or removed against the base. */
+  async changedFiles(dir: string): Promise<string[]> {
+    const base = await this.hashesOfBase()
+    const own = await hashTree(dir)
+    const changed = new Set<string>()
+    for (const [file, hash] of own) if (base.get(file) !== hash) changed.add(file)
+    for (const file of base.keys()) if (!own.has(file)) changed.add(file)
+    return [...changed].sort()
+  }
+
+  private async create(dir: string): Promise<string> {
+    if (await exists(dir)) return dir
+    const temp = `${dir}.${process.pid}.tmp`
+    await rm(temp, { recursive: true, force: true })
+    await mkdir(path.dirname(dir), { recursive: true })
+    if (this.base) await cp(this.base, temp, { recursive: true })
+    else await mkdir(temp)
+    // A half-copied workspace is never seen under the agent's name.
+    await rename(temp, dir)
+    return dir
+  }
+
+  private hashesOfBase(): Promise<Map<string, string>> {
+    if (!this.baseHashes) this.baseHashes = this.base ? hashTree(this.base) : Promise.resolve(new Map())
+    return this.baseHashes
+  }
+}
+
+async function hashTree(root: string): Promise<Map<string, string>> {
+  const hashes = new Map<string, string>()
+  const entries = await readdir(root, { recursive: true, withFileTypes: true })
+  for (const entry of entries) {
+    if (!entry.isFile()) continue
+    const full = path.join(entry.parentPath, entry.name)
+    const relative = path.relative(root, full).split(path.sep).join('/')
+    hashes.set(
+      relative,
+      createHash('sha1')
+        .update(await readFile(full))
+        .digest('hex'),
+    )
+  }
+  return hashes
+}
+
+async function exists(target: string): Promise<boolean> {
+  try {
+    await stat(target)
+    return true
+  } catch {
+    return false
+  }
+}

@@ -1,0 +1,166 @@
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
+import { PassThrough } from 'node:stream'
+import {
+  createLogger,
+  createRuntime,
+  defineAgent,
+  defineTool,
+  fileStore,
+  InvalidInputError,
+  scriptedModel,
+  sleep,
+} from '@cohort/core'
+import { expect, test } from 'vitest'
+import { z } from 'zod'
+
+const worker = defineAgent({ name: 'worker', instructions: '', tools: [sleep] })
+const lead = defineAgent({ name: 'lead', instructions: '', subagents: [worker] })
+const finishing = scriptedModel({
+  lead: [{ action: 'finish', result: 1 }],
+  worker: [{ action: 'finish', result: 1 }],
+})
+
+test('run ids with path separators or dots are refused before anything is touched', async () => {
+  const dir = await mkdtemp(path.join(tmpdir(), 'cohort-abuse-'))
+  const runtime = createRuntime({
+    agents: [lead, worker],
+    model: finishing,
+    store: fileStore(path.join(dir, 'runs')),
+  })
+  for (const bad of ['../x', '../../etc/passwd', 'a/b', 'a\\b', '..', '.', '', 'x'.repeat(65), 'ok\n']) {
+    expect(() => runtime.start('lead', 'go', { runId: bad })).toThrow(InvalidInputError)
+    await expect(runtime.resume(bad)).rejects.toThrow(/invalid run id .*expected 1-64 letters, digits/)
+  }
+  expect(await readdir(dir)).toEqual([])
+  await rm(dir, { recursive: true, force: true })
+})
+
+test('unregistered agents and bad options are refused with what was expected', () => {
+  const runtime = createRuntime({ agents: [lead, worker], model: finishing })
+  expect(() => runtime.start('ghost', 'go')).toThrow(/unknown agent "ghost"; registered agents: lead, worker/)
+  expect(() => runtime.start('cohort-plan', 'go')).toThrow(/unknown agent "cohort-plan"/)
+  expect(() => runtime.start('lead', '   ')).toThrow(/task must be a non-empty string/)
+  expect(() => createRuntime({ agents: [lead], model: finishing })).toThrow(
+    /lists sub-agent "worker", which is not among/,
+  )
+  expect(() => createRuntime({ agents: [worker], model: finishing, limits: { maxDepth: -1 } })).toThrow(
+    /invalid limits: maxDepth/,
+  )
+  expect(() => runtime.runPlan({ agents: [{ id: '../x', agent: 'worker', task: 't' }] })).toThrow(
+    /invalid plan: agents.0.id/,
+  )
+  expect(() => runtime.runPlan({ agents: [{ id: 'a', agent: 'ghost', task: 't' }] })).toThrow(
+    /names unknown agent "ghost"/,
+  )
+  expect(() => defineAgent({ name: '../evil', instructions: '' })).toThrow(/agent name "..\/evil" is invalid/)
+})
+
+test('an oversized reply is refused to the model, then fails the agent, and the run settles', async () => {
+  const huge = `{"action":"finish","result":"${'x'.repeat(1_000_000)}"}`
+  const model = scriptedModel({ worker: () => huge })
+  const runtime = createRuntime({ agents: [worker], model, limits: { maxRepairs: 1 } })
+  const error = await runtime.run('worker', 'go').catch((e: unknown) => e)
+  expect((error as { cause?: unknown }).cause).toMatchObject({ code: 'PARSE_ERROR' })
+  expect((error as Error).message).toMatch(/is \d{7} characters long; at most 200000 are accepted/)
+})
+
+test('a fork bomb (always launch the maximum) is bounded by the limits and the run ends', async () => {
+  const bomber = defineAgent({ name: 'bomber', instructions: '', subagents: ['bomber'] })
+  const model = scriptedModel({
+    bomber: (request) =>
+      request.turn % 2 === 0
+        ? {
+            action: 'launch_subagents',
+            agents: Array.from({ length: 5 }, (_, i) => ({
+              agent: 'bomber',
+              task: 'boom',
+              id: `b${request.turn}-${i}`,
+            })),
+          }
+        : { action: 'wait_for_subagents' },
+  })
+  const runtime = createRuntime({
+    agents: [bomber],
+    model,
+    limits: { maxAgents: 40, maxDepth: 3, maxChildrenPerLaunch: 5, maxSteps: 6, maxRepairs: 1 },
+  })
+  const run = runtime.start('bomber', 'boom')
+  const refusals: string[] = []
+  run.on('agent.repair', (event) => refusals.push(event.error))
+  await expect(run.result).rejects.toThrow()
+  const snapshot = await run.snapshot()
+  expect(snapshot.agents.length).toBeLessThanOrEqual(40)
+  expect(snapshot.agents.every((a) => a.status === 'completed' || a.status === 'failed')).toBe(true)
+  expect(refusals.some((r) => /maximum depth is 3|maximum of 40/.test(r))).toBe(true)
+})
+
+test('API keys and configured secrets never reach logs, events or stored records', async () => {
+  const secret = 'sk-live-TOPSECRET-0123456789'
+  const apiKey = 'sk-env-OPENAI-KEY-abcdef'
+  const previous = process.env.OPENAI_API_KEY
+  process.env.OPENAI_API_KEY = apiKey
+  const dir = await mkdtemp(path.join(tmpdir(), 'cohort-secrets-'))
+  try {
+    const leaky = defineTool({
+      name: 'leaky',
+      description: 'returns credentials',
+      parameters: z.object({}),
+      execute: () => ({ token: secret, nested: [`Bearer ${apiKey}`] }),
+    })
+    const failing = defineTool({
+      name: 'failing',
+      description: 'fails loudly',
+      parameters: z.object({}),
+      execute: () => {
+        throw new Error(`auth failed for ${secret}`)
+      },
+    })
+    const agent = defineAgent({ name: 'agent', instructions: '', tools: [leaky, failing] })
+    const model = scriptedModel({
+      agent: [
+        { text: `my key is ${apiKey}; {"action":"call_tool","tool":"leaky","args":{}}` },
+        { action: 'call_tool', tool: 'failing', args: {} },
+        (request) => ({ action: 'finish', result: request.messages.map((m) => m.content).join('\n') }),
+      ],
+    })
+    const stream = new PassThrough()
+    let console = ''
+    stream.on('data', (chunk: Buffer) => {
+      console += chunk
+    })
+    const logger = createLogger({ dir: path.join(dir, 'logs'), stream, colors: false })
+    const runtime = createRuntime({
+      agents: [agent],
+      model,
+      store: fileStore(path.join(dir, 'runs')),
+      logger,
+      secrets: [secret],
+    })
+    const run = runtime.start('agent', `use ${secret} wisely`)
+    const events: unknown[] = []
+    run.on('event', (event) => events.push(event))
+    const result = await run.result
+    await logger.close?.()
+
+    const files = await readAll(dir)
+    expect(files.length).toBeGreaterThan(3)
+    const everything = [console, JSON.stringify(events), JSON.stringify(result), ...files].join('\n')
+    expect(everything).toContain('[redacted]')
+    expect(everything).not.toContain(secret)
+    expect(everything).not.toContain(apiKey)
+  } finally {
+    if (previous === undefined) delete process.env.OPENAI_API_KEY
+    else process.env.OPENAI_API_KEY = previous
+    await rm(dir, { recursive: true, force: true })
+  }
+})
+
+async function readAll(dir: string): Promise<string[]> {
+  const out: string[] = []
+  for (const entry of await readdir(dir, { withFileTypes: true, recursive: true })) {
+    if (entry.isFile()) out.push(await readFile(path.join(entry.parentPath, entry.name), 'utf8'))
+  }
+  return out
+}

@@ -1,0 +1,52 @@
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
+import { expect, test } from 'vitest'
+import { collect, spawnTs } from './support/processes.js'
+
+test('the demo runs offline: two workers in parallel, the lead suspends and resumes', async () => {
+  const cwd = await mkdtemp(path.join(tmpdir(), 'cohort-demo-'))
+  const env = { COHORT_DEMO_SCALE: '0.1', OPENAI_API_KEY: '' }
+  const { code, stdout, stderr } = await collect(
+    spawnTs('examples/async-parallel-agents/main.ts', [], env, cwd),
+  )
+  expect(code, stderr).toBe(0)
+  expect(stdout).toMatch(/AGENT lead suspended, waiting on short, long/)
+  expect(stdout).toMatch(/AGENT lead resumed: short, long settled/)
+  expect(stdout).toMatch(/"long": "lead.long: sleep for 0.8 seconds — done"/)
+  const total = Number(/Total time: ([\d.]+) s/.exec(stdout)?.[1])
+  // 0.8 s of sleep plus three 50 ms model calls on the critical path; one after the other would be 1.1 s and more.
+  expect(total).toBeGreaterThan(0.8)
+  expect(total).toBeLessThan(3)
+  await rm(cwd, { recursive: true, force: true })
+}, 60_000)
+
+test('the research DAG runs offline: layers, a recommendation, and a speedup over one-at-a-time', async () => {
+  const { code, stdout, stderr } = await collect(
+    spawnTs('examples/research-dag/main.ts', [], { COHORT_DEMO_SCALE: '0.2', OPENAI_API_KEY: '' }),
+  )
+  expect(code, stderr).toBe(0)
+  expect(stdout).toMatch(/0: research-1, research-2, research-3\n\s+1: analysis\n\s+2: summary/)
+  expect(stdout).toMatch(/Recommendation: recommendation from analysis/)
+  expect(Number(/speedup ([\d.]+)×/.exec(stdout)?.[1])).toBeGreaterThan(1.5)
+}, 60_000)
+
+test('the parallel benchmark prints the four scenarios, each faster in parallel', async () => {
+  const { code, stdout, stderr } = await collect(
+    spawnTs('examples/parallel-benchmark/main.ts', [], { COHORT_DEMO_SCALE: '0.2' }),
+  )
+  expect(code, stderr).toBe(0)
+  const rows = stdout.split('\n').filter((line) => /^\| (3 indep|2 indep|With 1)/.test(line))
+  expect(rows).toHaveLength(4)
+  for (const row of rows) expect(Number(/([\d.]+)× \|$/.exec(row)?.[1])).toBeGreaterThan(1)
+  expect(stderr).toMatch(/"stuck":"fallback: no data"/)
+}, 60_000)
+
+test('the process agents example runs three commands at once and reports the conflict', async () => {
+  const { code, stdout, stderr } = await collect(
+    spawnTs('examples/process-agents/main.ts', [], { COHORT_DEMO_SCALE: '0.2' }),
+  )
+  expect(code, stderr).toBe(0)
+  expect(stdout).toMatch(/Conflicts: src\/auth.py \(cohort-plan.review, cohort-plan.test\)/)
+  expect(Number(/Speedup ([\d.]+)×/.exec(stdout)?.[1])).toBeGreaterThan(1.5)
+}, 60_000)

@@ -1,0 +1,428 @@
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
+import {
+  type CohortEvent,
+  createRuntime,
+  defineAgent,
+  memoryStore,
+  planLayers,
+  type ScriptedReply,
+  scriptedModel,
+  sleep,
+} from '@cohort/core'
+import { describe, expect, test } from 'vitest'
+import { approvalRuntime, executions } from './fixtures/approval-scenario.js'
+import { collect, spawnTs } from './support/processes.js'
+import { settledResults } from './support/scripts.js'
+
+const worker = defineAgent({ name: 'worker', instructions: 'Sleep as told.', tools: [sleep] })
+const lead = defineAgent({ name: 'lead', instructions: 'Coordinate.', subagents: [worker] })
+
+/** A worker whose task is the seconds to sleep; it finishes with `<task> done` (and the context it got). */
+const sleepingWorker = [
+  (request: { agent: { task: string } }) => ({
+    action: 'call_tool',
+    tool: 'sleep',
+    args: { seconds: Number(request.agent.task.split(' ')[0]) },
+  }),
+  (request: { agent: { task: string; id: string } }) => ({
+    action: 'finish',
+    result: `${request.agent.id} done`,
+  }),
+] as const
+
+function eventLog(run: { on: (type: 'event', fn: (e: CohortEvent) => void) => unknown }) {
+  const events: CohortEvent[] = []
+  run.on('event', (event) => events.push(event))
+  const index = (type: string, agentId: string) =>
+    events.findIndex((e) => e.type === type && 'agentId' in e && e.agentId === agentId)
+  return { events, index }
+}
+
+describe('depends_on', () => {
+  test('a dependent starts as soon as its own dependencies complete, with their results, not after the layer', async () => {
+    const seenContext: string[] = []
+    const model = scriptedModel({
+      worker: (request) => {
+        if (request.agent.id.endsWith('.c') && request.turn === 0)
+          seenContext.push(request.messages.at(-1)!.content)
+        return (sleepingWorker[request.turn] ?? sleepingWorker[1])(request) as ScriptedReply
+      },
+    })
+    const runtime = createRuntime({ agents: [worker], model })
+    const run = runtime.runPlan({
+      agents: [
+        { id: 'a', agent: 'worker', task: '0.1 s' },
+        { id: 'b', agent: 'worker', task: '0.6 s' },
+        { id: 'c', agent: 'worker', task: '0.1 s', depends_on: ['a'] },
+      ],
+    })
+    const { index } = eventLog(run)
+    expect(await run.result).toEqual({
+      a: 'cohort-plan.a done',
+      b: 'cohort-plan.b done',
+      c: 'cohort-plan.c done',
+    })
+    const id = (local: string) => `cohort-plan.${local}`
+    expect(index('agent.started', id('c'))).toBeGreaterThan(index('agent.completed', id('a')))
+    expect(index('agent.started', id('c'))).toBeLessThan(index('agent.completed', id('b')))
+    expect(index('agent.completed', id('c'))).toBeLessThan(index('agent.completed', id('b')))
+    expect(seenContext[0]).toMatch(
+      /Results of the agents you depend on: \[\{"id":"a".*"result":"cohort-plan.a done"/,
+    )
+  })
+
+  test('the plan layers are available for display', () => {
+    expect(
+      planLayers({
+        agents: [
+          { id: 'r1', agent: 'worker', task: 't' },
+          { id: 'r2', agent: 'worker', task: 't' },
+          { id: 'analyst', agent: 'worker', task: 't', depends_on: ['r1', 'r2'] },
+          { id: 'writer', agent: 'worker', task: 't', depends_on: ['analyst'] },
+        ],
+      }),
+    ).toEqual([['r1', 'r2'], ['analyst'], ['writer']])
+  })
+
+  test('a cycle is refused to the model with the cycle named', async () => {
+    const seen: string[] = []
+    const model = scriptedModel({
+      lead: [
+        {
+          action: 'launch_subagents',
+          agents: [
+            { agent: 'worker', task: '0 s', id: 'x', depends_on: ['y'] },
+            { agent: 'worker', task: '0 s', id: 'y', depends_on: ['x'] },
+          ],
+        },
+        (request) => {
+          seen.push(request.messages.at(-1)!.content)
+          return { action: 'finish', result: 'gave up' }
+        },
+      ],
+      worker: [...sleepingWorker],
+    })
+    expect(await createRuntime({ agents: [lead, worker], model }).run('lead', 'go')).toBe('gave up')
+    expect(seen[0]).toMatch(/launch refused: dependency cycle x → y → x/)
+  })
+
+  test("with onCycle 'sequential' a cycle runs in launch order, with a warning", async () => {
+    const model = scriptedModel({ worker: [...sleepingWorker] })
+    const runtime = createRuntime({ agents: [worker], model })
+    const run = runtime.runPlan({
+      onCycle: 'sequential',
+      agents: [
+        { id: 'x', agent: 'worker', task: '0.05 s', depends_on: ['y'] },
+        { id: 'y', agent: 'worker', task: '0.05 s', depends_on: ['x'] },
+      ],
+    })
+    const { events, index } = eventLog(run)
+    await run.result
+    expect(events.find((e) => e.type === 'agent.warning')).toMatchObject({
+      message: expect.stringMatching(/dependency cycle x → y → x: running these agents one after another/),
+    })
+    expect(index('agent.started', 'cohort-plan.y')).toBeGreaterThan(index('agent.completed', 'cohort-plan.x'))
+  })
+
+  test('invalid dependency ids are dropped with a warning event, and the agent runs', async () => {
+    const model = scriptedModel({ worker: [...sleepingWorker] })
+    const run = createRuntime({ agents: [worker], model }).runPlan({
+      agents: [{ id: 'a', agent: 'worker', task: '0 s', depends_on: ['ghost', 'a'] }],
+    })
+    const { events } = eventLog(run)
+    expect(await run.result).toEqual({ a: 'cohort-plan.a done' })
+    const warnings = events
+      .filter((e) => e.type === 'agent.warning')
+      .map((e) => (e as { message: string }).message)
+    expect(warnings).toEqual([
+      'depends_on "ghost" of "a" names no sibling; dropped',
+      'depends_on "a" of "a" names no sibling; dropped',
+    ])
+  })
+
+  test('a dependent of a failed agent fails with the reason; its siblings go on', async () => {
+    const model = scriptedModel({
+      worker: (request) =>
+        request.agent.id.endsWith('.bad')
+          ? 'no json'
+          : ((sleepingWorker[request.turn] ?? sleepingWorker[1])(request) as ScriptedReply),
+    })
+    const run = createRuntime({ agents: [worker], model, limits: { maxRepairs: 0 } }).runPlan({
+      agents: [
+        { id: 'bad', agent: 'worker', task: '0 s' },
+        { id: 'after', agent: 'worker', task: '0 s', depends_on: ['bad'] },
+        { id: 'other', agent: 'worker', task: '0 s' },
+      ],
+    })
+    const result = (await run.result) as Record<string, unknown>
+    expect(result.other).toBe('cohort-plan.other done')
+    expect(result.after).toMatchObject({
+      error: { code: 'DEPENDENCY_FAILED', message: expect.stringMatching(/"bad" failed/) },
+    })
+  })
+})
+
+describe('scheduler', () => {
+  test('the concurrency limit holds: never more model calls in flight than allowed', async () => {
+    let inFlight = 0
+    let observed = 0
+    const model = scriptedModel(async (request) => {
+      if (request.agent.name === 'cohort-plan') return '{"action":"finish","result":null}'
+      inFlight++
+      observed = Math.max(observed, inFlight)
+      await new Promise((resolve) => setTimeout(resolve, 15))
+      inFlight--
+      return request.turn < 2
+        ? { action: 'call_tool', tool: 'sleep', args: { seconds: 0 } }
+        : { action: 'finish', result: 1 }
+    })
+    const quick = defineAgent({ name: 'quick', instructions: '', tools: [sleep], model })
+    const runtime = createRuntime({ agents: [quick], model, scheduler: { maxConcurrentModelCalls: 2 } })
+    const run = runtime.runPlan({
+      agents: Array.from({ length: 6 }, (_, i) => ({ id: `q${i}`, agent: 'quick', task: 't' })),
+    })
+    await run.result
+    expect(observed).toBe(2)
+    expect(runtime.metrics().modelCalls.maxInFlight).toBe(2)
+  })
+
+  test('queued model calls are served by priority, first come first served within one', async () => {
+    const order: string[] = []
+    const model = scriptedModel(
+      (request) => {
+        if (request.turn === 0) order.push(request.agent.id.replace('cohort-plan.', ''))
+        return { action: 'finish', result: request.agent.task }
+      },
+      { latencyMs: 20 },
+    )
+    const runtime = createRuntime({ agents: [worker], model, scheduler: { maxConcurrentModelCalls: 1 } })
+    const run = runtime.runPlan({
+      agents: [
+        { id: 'first', agent: 'worker', task: 't' },
+        { id: 'low', agent: 'worker', task: 't', priority: 1 },
+        { id: 'high', agent: 'worker', task: 't', priority: 5 },
+        { id: 'mid-a', agent: 'worker', task: 't', priority: 3 },
+        { id: 'mid-b', agent: 'worker', task: 't', priority: 3 },
+      ],
+    })
+    await run.result
+    // `first` takes the free slot; the rest queue while it works, and are served by priority.
+    expect(order).toEqual(['first', 'high', 'mid-a', 'mid-b', 'low'])
+  })
+
+  test('a per-model request limit spaces calls out', async () => {
+    const starts: number[] = []
+    const model = scriptedModel((request) => {
+      if (request.agent.name !== 'cohort-plan') starts.push(performance.now())
+      return { action: 'finish', result: 1 }
+    })
+    const quick = defineAgent({ name: 'quick', instructions: '', model: { ...model, name: 'limited' } })
+    const runtime = createRuntime({
+      agents: [quick],
+      model,
+      scheduler: { rateLimits: { limited: { requestsPerMinute: 2 } } },
+    })
+    const run = runtime.runPlan({
+      agents: [0, 1, 2].map((i) => ({ id: `q${i}`, agent: 'quick', task: 't' })),
+    })
+    // Two calls pass at once; the third would wait a minute: cancel instead of waiting for it.
+    await new Promise((resolve) => setTimeout(resolve, 300))
+    expect(starts).toHaveLength(2)
+    expect(runtime.metrics().modelCalls.queued).toBe(1)
+    await run.cancel()
+    expect(runtime.metrics().modelCalls.queued).toBe(0)
+  })
+})
+
+describe('timeouts and budgets', () => {
+  test('a child past its timeout fails with TimeoutError, its sibling goes on, and the parent gets the fallback', async () => {
+    const model = scriptedModel({
+      lead: [
+        {
+          action: 'launch_subagents',
+          agents: [
+            { agent: 'worker', task: '5 s', id: 'slow', timeout_ms: 100, fallback: 'no data' },
+            { agent: 'worker', task: '5 s', id: 'slow-strict', timeout_ms: 100 },
+            { agent: 'worker', task: '0.2 s', id: 'fine' },
+          ],
+        },
+        { action: 'wait_for_subagents' },
+        (request) => ({ action: 'finish', result: settledResults(request) }),
+      ],
+      worker: [...sleepingWorker],
+    })
+    const runtime = createRuntime({ agents: [lead, worker], model })
+    const run = runtime.start('lead', 'go')
+    const started = performance.now()
+    const results = (await run.result) as {
+      id: string
+      status: string
+      result?: unknown
+      error?: { code: string }
+    }[]
+    expect(performance.now() - started).toBeLessThan(3000)
+    expect(results.find((r) => r.id === 'slow')).toMatchObject({
+      status: 'completed',
+      result: 'no data',
+      fallback: true,
+      error: { code: 'TIMEOUT' },
+    })
+    expect(results.find((r) => r.id === 'slow-strict')).toMatchObject({
+      status: 'failed',
+      error: { code: 'TIMEOUT' },
+    })
+    expect(results.find((r) => r.id === 'fine')).toMatchObject({
+      status: 'completed',
+      result: 'lead.fine done',
+    })
+    expect(run.metrics()).toMatchObject({ timeouts: 2, errors: 2, agents: 4 })
+  })
+
+  test('an agent over its token budget fails with the reason', async () => {
+    const model = scriptedModel({
+      worker: () => ({
+        text: '{"action":"call_tool","tool":"sleep","args":{"seconds":0}}',
+        usage: { promptTokens: 60, completionTokens: 10 },
+      }),
+    })
+    const runtime = createRuntime({ agents: [worker], model, limits: { maxAgentTokens: 150 } })
+    await expect(runtime.run('worker', 'spend')).rejects.toThrow(
+      /used 210 tokens, over its budget of 150 \(maxAgentTokens\)/,
+    )
+  })
+
+  test('a run over its token budget fails the agent that crosses it', async () => {
+    const model = scriptedModel({
+      lead: [
+        { action: 'launch_subagents', agents: [{ agent: 'worker', task: '0 s', id: 'w' }] },
+        { action: 'wait_for_subagents' },
+        (request) => ({ action: 'finish', result: settledResults(request) }),
+      ],
+      worker: () => ({
+        text: '{"action":"call_tool","tool":"sleep","args":{"seconds":0}}',
+        usage: { promptTokens: 100, completionTokens: 0 },
+      }),
+    })
+    const runtime = createRuntime({ agents: [lead, worker], model, limits: { maxRunTokens: 250 } })
+    await expect(runtime.run('lead', 'go')).rejects.toThrow(/over its budget of 250 \(maxRunTokens\)/)
+  })
+})
+
+describe('human in the loop', () => {
+  test('approval and input survive a SIGKILL and a restore in a new process', async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), 'cohort-approval-'))
+    const child = spawnTs('tests/fixtures/approval-scenario.ts', [dir, 'hitl-1'])
+    let callId = ''
+    await collect(child, (line) => {
+      const match = /^event agent.suspended (\S+)$/.exec(line)
+      if (match) {
+        callId = match[1]!
+        // Give the suspended record a moment to be written, then crash.
+        setTimeout(() => child.kill('SIGKILL'), 100)
+      }
+    })
+    expect(callId).toBe('operator#0.0')
+
+    const runtime = approvalRuntime(dir)
+    const run = await runtime.resume('hitl-1')
+    expect((await run.snapshot()).agents[0]).toMatchObject({ status: 'suspended' })
+    expect(executions).toEqual([])
+    const suspended = new Promise<CohortEvent>((resolve) => run.on('agent.suspended', resolve))
+    expect(() => run.approve('no-such-call')).toThrow(
+      /no agent of run hitl-1 is waiting for approval of call "no-such-call"/,
+    )
+    run.approve(callId)
+    const asking = await suspended
+    expect(asking).toMatchObject({ awaiting: { kind: 'input', prompt: 'which region?' } })
+    expect(executions).toEqual(['deploy api'])
+    run.resume('operator', 'eu-west')
+    expect(await run.result).toEqual([
+      '[call_tool deploy] deployed api',
+      '[call_tool ask] {"question":"which region?","answer":"eu-west"}',
+    ])
+    expect(executions).toEqual(['deploy api', 'asked which region?'])
+    await rm(dir, { recursive: true, force: true })
+  })
+
+  test('a rejected call is reported to the model, which goes on', async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), 'cohort-reject-'))
+    const run = approvalRuntime(dir).start('operator', 'ship it')
+    const suspended = await new Promise<CohortEvent>((resolve) => run.on('agent.suspended', resolve))
+    run.reject((suspended as { awaiting: { callId: string } }).awaiting.callId, 'not on a Friday')
+    const asking = await new Promise<CohortEvent>((resolve) => run.on('agent.suspended', resolve))
+    expect(asking).toMatchObject({ awaiting: { kind: 'input' } })
+    run.resume('operator', 'us-east')
+    const result = (await run.result) as string[]
+    expect(result[0]).toBe('[call_tool deploy] rejected: not on a Friday')
+    await rm(dir, { recursive: true, force: true })
+  })
+})
+
+describe('messages', () => {
+  test('send_message reaches a sibling on its next turn, and run.send delivers from outside', async () => {
+    const seen: Record<string, string[]> = {}
+    const model = scriptedModel(
+      (request) => {
+        const id = request.agent.id
+        seen[id] = request.messages.filter((m) => m.content.includes('[message from')).map((m) => m.content)
+        if (request.agent.name === 'lead') {
+          if (request.turn === 0) {
+            return {
+              action: 'launch_subagents',
+              agents: [
+                { agent: 'worker', task: 'talker', id: 'talker' },
+                { agent: 'worker', task: 'listener', id: 'listener' },
+              ],
+            }
+          }
+          if (request.turn === 1) return { action: 'wait_for_subagents' }
+          return { action: 'finish', result: settledResults(request).map((r) => r.result) }
+        }
+        if (request.agent.task === 'talker') {
+          return request.turn === 0
+            ? { action: 'send_message', to: 'listener', text: 'the answer is 42' }
+            : { action: 'finish', result: 'told' }
+        }
+        if (request.turn < 3) return { action: 'call_tool', tool: 'sleep', args: { seconds: 0.05 } }
+        return { action: 'finish', result: seen[id]!.join(' | ') }
+      },
+      { latencyMs: 5 },
+    )
+    const runtime = createRuntime({ agents: [lead, worker], model, store: memoryStore() })
+    const run = runtime.start('lead', 'go')
+    await new Promise<void>((resolve) =>
+      run.on('agent.started', (e) => e.agentId === 'lead.listener' && resolve()),
+    )
+    run.send('lead.listener', 'hello from outside')
+    const result = (await run.result) as string[]
+    expect(result[0]).toBe('told')
+    expect(result[1]).toContain('[message from lead.talker] the answer is 42')
+    expect(result[1]).toContain('[message from user] hello from outside')
+    expect(() => run.send('lead.listener', 'too late')).toThrow(/has already completed|no agent/)
+  })
+})
+
+describe('metrics', () => {
+  test('a parallel run reports wall time, busy time, speedup and per-agent timings', async () => {
+    const model = scriptedModel({ worker: [...sleepingWorker] })
+    const runtime = createRuntime({ agents: [worker], model })
+    const run = runtime.runPlan({
+      agents: [0, 1, 2].map((i) => ({ id: `w${i}`, agent: 'worker', task: '0.3 s' })),
+    })
+    await run.result
+    const metrics = run.metrics()
+    expect(metrics.status).toBe('completed')
+    expect(metrics.agents).toBe(4)
+    expect(metrics.busyMs).toBeGreaterThanOrEqual(900)
+    expect(metrics.speedup).toBeGreaterThan(2)
+    expect(metrics.peakParallelism).toBe(3)
+    expect(metrics.efficiency).toBeGreaterThan(0.6)
+    expect(metrics.perAgent.find((a) => a.id === 'cohort-plan.w1')).toMatchObject({
+      status: 'completed',
+      turns: 2,
+    })
+    expect(runtime.metrics().runs.completed).toBe(1)
+  })
+})

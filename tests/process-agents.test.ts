@@ -1,0 +1,183 @@
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
+import {
+  type CohortEvent,
+  commandModel,
+  createRuntime,
+  defineAgent,
+  scriptedModel,
+  settledChildren,
+} from '@cohort/core'
+import { afterEach, beforeEach, describe, expect, test } from 'vitest'
+import { collect, resultLine, spawnTs } from './support/processes.js'
+
+let dir: string
+beforeEach(async () => {
+  dir = await mkdtemp(path.join(tmpdir(), 'cohort-process-'))
+})
+afterEach(async () => {
+  await rm(dir, { recursive: true, force: true })
+})
+
+/** A process agent running a fixed shell script; the task arrives on stdin, never in the script. */
+const shellAgent = (name: string, script: string, timeoutMs?: number) =>
+  defineAgent({
+    name,
+    instructions: `Runs: ${script}`,
+    model: commandModel({ command: 'sh', args: ['-c', script], ...(timeoutMs && { timeoutMs }) }),
+  })
+
+/** A lead that launches the given agents at once, waits, and finishes with every child result. */
+function leadOver(launches: { agent: string; id: string; task?: string }[]) {
+  const lead = defineAgent({ name: 'lead', instructions: '', subagents: launches.map((l) => l.agent) })
+  const model = scriptedModel({
+    lead: [
+      { action: 'launch_subagents', agents: launches.map((l) => ({ task: 'go', ...l })) },
+      { action: 'wait_for_subagents' },
+      (request) => ({ action: 'finish', result: settledChildren(request) }),
+    ],
+  })
+  return { lead, model }
+}
+
+describe('process agents', () => {
+  test('run in parallel, each in its own workspace, with stdout as the result', async () => {
+    const agents = ['one', 'two', 'three'].map((name) =>
+      shellAgent(name, `sleep 0.4; echo "$(cat) from $(basename "$PWD")" > out.txt; ls; cat out.txt`),
+    )
+    const { lead, model } = leadOver(
+      agents.map((a) => ({ agent: a.name, id: a.name, task: `task for ${a.name}` })),
+    )
+    const runtime = createRuntime({
+      agents: [lead, ...agents],
+      model,
+      workspaces: { root: path.join(dir, 'ws') },
+    })
+    const run = runtime.start('lead', 'go')
+    const events: CohortEvent[] = []
+    run.on('event', (e) => events.push(e))
+    const results = (await run.result) as { id: string; result: string }[]
+    // Isolation: each listing shows only its own out.txt, in its own directory.
+    expect(results.map((r) => r.result)).toEqual([
+      'out.txt\ntask for one from lead.one',
+      'out.txt\ntask for two from lead.two',
+      'out.txt\ntask for three from lead.three',
+    ])
+    expect(await readFile(path.join(dir, 'ws', run.id, 'lead.two', 'out.txt'), 'utf8')).toBe(
+      'task for two from lead.two\n',
+    )
+    // All three commands were running before any finished.
+    const starts = events
+      .filter((e) => e.type === 'model.started' && e.agentId !== 'lead')
+      .map((e) => events.indexOf(e))
+    const firstDone = events.findIndex((e) => e.type === 'model.completed' && e.agentId !== 'lead')
+    expect(Math.max(...starts)).toBeLessThan(firstDone)
+    const metrics = run.metrics()
+    expect(metrics.speedup).toBeGreaterThan(1.5)
+    // Exit code, stderr tail and duration are in the agent's record.
+    const record = (await run.snapshot()).agents.find((a) => a.id === 'lead.one')!
+    expect(record.snapshot.context.processes[0]).toMatchObject({ exitCode: 0, command: 'sh', turn: 0 })
+    expect(record.snapshot.context.processes[0]!.durationMs).toBeGreaterThanOrEqual(380)
+  })
+
+  test('files changed by more than one agent against the common base are reported as conflicts', async () => {
+    const base = path.join(dir, 'base')
+    await mkdir(base)
+    await writeFile(path.join(base, 'auth.py'), 'def login(): pass\n')
+    await writeFile(path.join(base, 'README.md'), '# app\n')
+    const agents = [
+      shellAgent('security', 'echo "# checked" >> auth.py; echo reviewed'),
+      shellAgent('tests', 'echo "# tested" >> auth.py; echo "def test(): pass" > test_auth.py; echo tested'),
+      shellAgent('docs', 'echo "more" >> README.md; echo documented'),
+    ]
+    const { lead, model } = leadOver(agents.map((a) => ({ agent: a.name, id: a.name })))
+    const runtime = createRuntime({
+      agents: [lead, ...agents],
+      model,
+      workspaces: { root: path.join(dir, 'ws'), base },
+    })
+    const run = runtime.start('lead', 'review auth.py')
+    const reported: CohortEvent[] = []
+    run.on('workspace.conflicts', (e) => reported.push(e))
+    await run.result
+    const conflicts = [{ file: 'auth.py', agents: ['lead.security', 'lead.tests'] }]
+    expect(reported).toMatchObject([{ agentId: 'lead', conflicts }])
+    expect(run.metrics().conflicts).toEqual(conflicts)
+    const lead0 = (await run.snapshot()).agents.find((a) => a.id === 'lead')!
+    expect(lead0.snapshot.context.messages.at(-2)?.content).toMatch(
+      /Conflicts \(files changed by more than one of them\)/,
+    )
+    // The base itself is untouched.
+    expect(await readFile(path.join(base, 'auth.py'), 'utf8')).toBe('def login(): pass\n')
+  })
+
+  test('a command past its timeout fails with its process tree killed; a crashing command is isolated', async () => {
+    const pidFile = path.join(dir, 'grandchild.pid')
+    const agents = [
+      shellAgent('hang', `sleep 30 & echo $! > ${pidFile}; wait`, 300),
+      shellAgent('crash', 'echo "fatal: repository not found" >&2; exit 3'),
+      shellAgent('fine', 'echo ok'),
+    ]
+    const { lead, model } = leadOver(agents.map((a) => ({ agent: a.name, id: a.name })))
+    const runtime = createRuntime({
+      agents: [lead, ...agents],
+      model,
+      workspaces: { root: path.join(dir, 'ws') },
+    })
+    const results = (await runtime.run('lead', 'go')) as {
+      id: string
+      status: string
+      result?: string
+      error?: { message: string }
+    }[]
+    expect(results.find((r) => r.id === 'fine')).toMatchObject({ status: 'completed', result: 'ok' })
+    expect(results.find((r) => r.id === 'crash')?.error?.message).toMatch(
+      /command sh exited with code 3: fatal: repository not found/,
+    )
+    expect(results.find((r) => r.id === 'hang')?.error?.message).toMatch(
+      /timed out after 300 ms; its process tree was killed/,
+    )
+    const grandchild = Number(await readFile(pidFile, 'utf8'))
+    await new Promise((resolve) => setTimeout(resolve, 100))
+    expect(await isRunning(grandchild)).toBe(false)
+  })
+
+  test('a follow-up turn of the same agent runs in the same workspace', async () => {
+    const script = [
+      'echo "turn $COHORT_TURN in $PWD" >> turns.log',
+      'if [ "$COHORT_TURN" = 0 ]; then echo \'{"action":"wait_for_subagents"}\'; else cat turns.log; fi',
+    ].join('; ')
+    const agent = shellAgent('twice', script)
+    const runtime = createRuntime({ agents: [agent], workspaces: { root: path.join(dir, 'ws') } })
+    const result = (await runtime.run('twice', 'go')) as string
+    const lines = result.split('\n')
+    expect(lines).toHaveLength(2)
+    expect(lines[0]).toMatch(/^turn 0 in .*twice$/)
+    expect(lines[1]).toBe(lines[0]!.replace('turn 0', 'turn 1'))
+  })
+
+  test('a run killed while a command runs resumes and finishes it', async () => {
+    const storeDir = path.join(dir, 'store')
+    const wsRoot = path.join(dir, 'ws')
+    const first = spawnTs('tests/fixtures/process-scenario.ts', ['start', storeDir, wsRoot, 'proc-1'])
+    await collect(first, (line) => {
+      if (line === 'event model.started lead.job') setTimeout(() => first.kill('SIGKILL'), 200)
+    })
+    const second = await collect(
+      spawnTs('tests/fixtures/process-scenario.ts', ['resume', storeDir, wsRoot, 'proc-1']),
+    )
+    expect(second.code, second.stderr).toBe(0)
+    expect(resultLine(second.stdout)).toBe('finished after 2 start(s)')
+  })
+})
+
+/** Alive and not a zombie (a killed process whose new parent has not reaped it yet). */
+async function isRunning(pid: number): Promise<boolean> {
+  try {
+    const status = await readFile(`/proc/${pid}/status`, 'utf8')
+    return !/^State:\s+Z/m.test(status)
+  } catch {
+    return false
+  }
+}

@@ -1,0 +1,135 @@
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
+import {
+  createRuntime,
+  defineAgent,
+  fileStore,
+  InvalidInputError,
+  memoryStore,
+  SnapshotError,
+} from '@cohort/core'
+import { afterEach, beforeEach, describe, expect, test } from 'vitest'
+import { model, scenarioRuntime } from './fixtures/scenario.js'
+import { collect, resultLine, spawnTs } from './support/processes.js'
+
+let dir: string
+beforeEach(async () => {
+  dir = await mkdtemp(path.join(tmpdir(), 'cohort-restore-'))
+})
+afterEach(async () => {
+  await rm(dir, { recursive: true, force: true })
+})
+
+describe('restore', () => {
+  test('a run SIGKILLed while the lead is suspended ends, in a new process, as an uninterrupted run', async () => {
+    const uninterrupted = await scenarioRuntime(path.join(dir, 'clean')).run('lead', 'report on two sleeps')
+
+    const storeDir = path.join(dir, 'crashed')
+    const first = spawnTs('tests/fixtures/run-scenario.ts', ['start', storeDir, 'crash-1'])
+    let killedAt = ''
+    const firstDone = collect(first, (line) => {
+      // The quick worker finishing comes well after the lead suspended (and was written).
+      if (line === 'event tool.completed lead.quick' && !killedAt) {
+        killedAt = line
+        first.kill('SIGKILL')
+      }
+    })
+    const crashed = await firstDone
+    expect(crashed.signal).toBe('SIGKILL')
+    expect(crashed.stdout).not.toMatch(/^result /m)
+
+    const stored = await fileStore(storeDir).loadRun('crash-1')
+    expect(stored?.run.status).toBe('running')
+    expect(stored?.agents.find((a) => a.id === 'lead')?.status).toBe('suspended')
+
+    const second = await collect(spawnTs('tests/fixtures/run-scenario.ts', ['resume', storeDir, 'crash-1']))
+    expect(second.code, second.stderr).toBe(0)
+    expect(resultLine(second.stdout)).toEqual(uninterrupted)
+    expect(second.stdout).toMatch(/event run.resumed/)
+
+    const after = await fileStore(storeDir).loadRun('crash-1')
+    expect(after?.run).toMatchObject({ status: 'completed', result: uninterrupted })
+    expect(after?.agents.map((a) => a.status)).toEqual(['completed', 'completed', 'completed'])
+  })
+
+  test('a suspended parent whose children settled while it was down resumes at once', async () => {
+    const storeDir = path.join(dir, 'settled')
+    const child = spawnTs('tests/fixtures/run-scenario.ts', ['start', storeDir, 'settled-1'])
+    // Kill right after the slow worker completes but before the lead can record its resumption.
+    const done = collect(child, (line) => {
+      if (line === 'event agent.completed lead.slow') child.kill('SIGKILL')
+    })
+    await done
+    const before = await fileStore(storeDir).loadRun('settled-1')
+    const statuses = Object.fromEntries(before!.agents.map((a) => [a.id, a.status]))
+    // The lead's record still says suspended; the last worker may or may not have been written as done.
+    expect(statuses.lead).toBe('suspended')
+    expect(statuses['lead.quick']).toBe('completed')
+    const runtime = scenarioRuntime(storeDir)
+    const run = await runtime.resume('settled-1')
+    expect(await run.result).toEqual({ summary: ['quick:slept 0.2s', 'slow:slept 0.8s'] })
+  })
+
+  test('resume in the same process continues a run from the store', async () => {
+    const store = memoryStore()
+    const worker = defineAgent({ name: 'worker', instructions: '' })
+    const lead = defineAgent({ name: 'lead', instructions: '', subagents: [worker] })
+    const first = createRuntime({ agents: [lead, worker], model, store })
+    const run = first.start('lead', 'x', { runId: 'same-process' })
+    expect(await first.resume('same-process')).toBe(run)
+    const result = await run.result
+    const again = await createRuntime({ agents: [lead, worker], model, store }).resume('same-process')
+    expect(await again.result).toEqual(result)
+  })
+
+  test('run ids that are not plain ids are refused', async () => {
+    const runtime = scenarioRuntime(dir)
+    await expect(runtime.resume('../x')).rejects.toBeInstanceOf(InvalidInputError)
+    expect(() => runtime.start('lead', 'x', { runId: 'a/b' })).toThrow(InvalidInputError)
+    await expect(runtime.resume('missing')).rejects.toThrow(/run missing is not in the store/)
+  })
+
+  test('a corrupted or foreign record is a SnapshotError naming the file and field', async () => {
+    const runtime = scenarioRuntime(dir)
+    await runtime.run('lead', 'go', { runId: 'good' })
+    const agentsDir = path.join(dir, 'good', 'agents')
+    const leadFile = path.join(agentsDir, 'lead.json')
+    const original = await readFile(leadFile, 'utf8')
+
+    const record = JSON.parse(original)
+    record.messages = 'not a list'
+    await writeFile(leadFile, JSON.stringify(record))
+    const error = await runtime.resume('good').catch((e: unknown) => e)
+    expect(error).toBeInstanceOf(SnapshotError)
+    expect((error as SnapshotError).message).toContain(leadFile)
+    expect((error as SnapshotError).field).toBe('snapshot.context.messages')
+
+    await writeFile(leadFile, original.slice(0, original.length / 2))
+    await expect(runtime.resume('good')).rejects.toThrow(/lead\.json: not a readable record/)
+
+    await writeFile(leadFile, JSON.stringify({ json: { hello: 'world' } }))
+    await expect(runtime.resume('good')).rejects.toThrow(/field "version"/)
+
+    // Nothing was rewritten by the failed attempts.
+    expect((await readdir(agentsDir)).sort()).toEqual(['lead.json', 'lead.quick.json', 'lead.slow.json'])
+  })
+})
+
+describe('tools after a crash', () => {
+  test('a tool call cut off by a crash runs again with the same idempotency key (at-least-once)', async () => {
+    const storeDir = path.join(dir, 'tools')
+    const ledger = path.join(dir, 'ledger.txt')
+    const first = spawnTs('tests/fixtures/idempotent-tool.ts', ['start', storeDir, 'pay-1', ledger])
+    await collect(first, (line) => {
+      if (line === 'tool-started') first.kill('SIGKILL')
+    })
+    const second = await collect(
+      spawnTs('tests/fixtures/idempotent-tool.ts', ['resume', storeDir, 'pay-1', ledger]),
+    )
+    expect(second.code, second.stderr).toBe(0)
+    expect(resultLine(second.stdout)).toBe('[call_tool charge] {"charged":250}')
+    const lines = (await readFile(ledger, 'utf8')).trim().split('\n')
+    expect(lines).toEqual(['pay-1:cashier:0.0 250', 'pay-1:cashier:0.0 250'])
+  })
+})

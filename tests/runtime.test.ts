@@ -1,0 +1,319 @@
+import {
+  CancelledError,
+  type CohortEvent,
+  createRuntime,
+  defineAgent,
+  memoryStore,
+  scriptedModel,
+  sleep,
+} from '@cohort/core'
+import { describe, expect, test } from 'vitest'
+import { settledResults } from './support/scripts.js'
+
+const worker = defineAgent({ name: 'worker', instructions: 'Sleep as told, then report.', tools: [sleep] })
+const lead = defineAgent({ name: 'lead', instructions: 'Fan out, wait, report.', subagents: [worker] })
+
+const sleepyWorker = [
+  { action: 'call_tool', tool: 'sleep', args: { seconds: 0 } },
+  { action: 'finish', result: 'done' },
+]
+
+describe('parallel sub-agents', () => {
+  test('two children of 0.5 s and 1.0 s run at the same time: about 1.0 s, not 1.5 s', async () => {
+    const model = scriptedModel({
+      lead: [
+        {
+          action: 'launch_subagents',
+          agents: [
+            { agent: 'worker', task: '0.5', id: 'short' },
+            { agent: 'worker', task: '1.0', id: 'long' },
+          ],
+        },
+        { action: 'wait_for_subagents', ids: ['short', 'long'] },
+        (request) => ({ action: 'finish', result: settledResults(request).map((r) => r.result) }),
+      ],
+      worker: [
+        (request) => ({ action: 'call_tool', tool: 'sleep', args: { seconds: Number(request.agent.task) } }),
+        (request) => ({ action: 'finish', result: `slept ${request.agent.task}` }),
+      ],
+    })
+    const runtime = createRuntime({ agents: [lead, worker], model })
+    const run = runtime.start('lead', 'fan out')
+    const events: CohortEvent[] = []
+    run.on('event', (event) => events.push(event))
+    const started = performance.now()
+    expect(await run.result).toEqual(['slept 0.5', 'slept 1.0'])
+    const wall = performance.now() - started
+
+    // Both sleeps started before either ended: they overlapped.
+    const toolEvents = events.filter((e) => e.type === 'tool.started' || e.type === 'tool.completed')
+    expect(toolEvents.map((e) => e.type)).toEqual([
+      'tool.started',
+      'tool.started',
+      'tool.completed',
+      'tool.completed',
+    ])
+    expect(wall).toBeGreaterThanOrEqual(990)
+    expect(wall).toBeLessThan(3000)
+    // The lead suspended while the children worked, and resumed once, with both results.
+    const lifecycle = events.filter((e) => 'agentId' in e && e.agentId === 'lead').map((e) => e.type)
+    expect(lifecycle).toContain('agent.suspended')
+    expect(lifecycle.filter((t) => t === 'agent.resumed')).toHaveLength(1)
+  })
+
+  test('a depth-4 binary tree (15 agents) aggregates every leaf result', async () => {
+    const node = defineAgent({ name: 'node', instructions: 'Split or answer.', subagents: ['node'] })
+    const model = scriptedModel({
+      node: (request) => {
+        const { task, depth } = request.agent
+        if (depth === 3) return { action: 'finish', result: [task] }
+        if (request.turn === 0) {
+          return {
+            action: 'launch_subagents',
+            agents: [
+              { agent: 'node', task: `${task}L`, id: 'L' },
+              { agent: 'node', task: `${task}R`, id: 'R' },
+            ],
+          }
+        }
+        if (request.turn === 1) return { action: 'wait_for_subagents' }
+        return { action: 'finish', result: settledResults(request).flatMap((r) => r.result as string[]) }
+      },
+    })
+    const store = memoryStore()
+    const runtime = createRuntime({ agents: [node], model, store })
+    const run = runtime.start('node', 'r')
+    const result = await run.result
+    expect(result).toEqual(['rLLL', 'rLLR', 'rLRL', 'rLRR', 'rRLL', 'rRLR', 'rRRL', 'rRRR'])
+    const stored = await store.loadRun(run.id)
+    expect(stored?.agents).toHaveLength(15)
+    expect(stored?.agents.every((agent) => agent.status === 'completed')).toBe(true)
+    expect(Math.max(...(stored?.agents.map((a) => a.depth) ?? []))).toBe(3)
+    expect(stored?.run).toMatchObject({ status: 'completed', result })
+  })
+
+  test('native tool calls drive the same protocol, and every call is answered', async () => {
+    const model = scriptedModel({
+      lead: [
+        {
+          toolCalls: [
+            {
+              id: 'call_1',
+              name: 'launch_subagents',
+              arguments: JSON.stringify({ agents: [{ agent: 'worker', task: 't', id: 'w' }] }),
+            },
+            { id: 'call_2', name: 'wait_for_subagents', arguments: '{}' },
+          ],
+        },
+        (request) => {
+          const answered = request.messages.filter((m) => m.role === 'tool').map((m) => m.toolCallId)
+          return {
+            toolCalls: [{ id: 'call_3', name: 'finish', arguments: JSON.stringify({ result: answered }) }],
+          }
+        },
+      ],
+      worker: [
+        { toolCalls: [{ id: 'c', name: 'sleep', arguments: '{"seconds":0}' }] },
+        { toolCalls: [{ id: 'd', name: 'finish', arguments: '{"result":"ok"}' }] },
+      ],
+    })
+    const runtime = createRuntime({ agents: [lead, worker], model })
+    expect(await runtime.run('lead', 'go')).toEqual(['call_1', 'call_2'])
+  })
+})
+
+describe('failures are results', () => {
+  test('a model that replies garbage once recovers; one that always does fails, and its sibling is unaffected', async () => {
+    const model = scriptedModel({
+      lead: [
+        {
+          action: 'launch_subagents',
+          agents: [
+            { agent: 'worker', task: 'flaky', id: 'flaky' },
+            { agent: 'worker', task: 'broken', id: 'broken' },
+            { agent: 'worker', task: 'fine', id: 'fine' },
+          ],
+        },
+        { action: 'wait_for_subagents' },
+        (request) => ({ action: 'finish', result: settledResults(request) }),
+      ],
+      worker: (request) => {
+        const { task } = request.agent
+        if (task === 'broken') return 'I think the answer is 42, no JSON today.'
+        if (task === 'flaky' && request.turn === 0) return '{"action": "finish", "result": '
+        if (request.turn === 0) return sleepyWorker[0]!
+        return { action: 'finish', result: `${task} ok` }
+      },
+    })
+    const runtime = createRuntime({ agents: [lead, worker], model, limits: { maxRepairs: 2 } })
+    const run = runtime.start('lead', 'go')
+    const repairs: string[] = []
+    run.on('agent.repair', (event) => repairs.push(`${event.agentId}: ${event.error}`))
+    const results = (await run.result) as {
+      id: string
+      status: string
+      result?: unknown
+      error?: { code: string; message: string }
+    }[]
+    expect(results.find((r) => r.id === 'flaky')).toMatchObject({ status: 'completed', result: 'flaky ok' })
+    expect(results.find((r) => r.id === 'fine')).toMatchObject({ status: 'completed', result: 'fine ok' })
+    const broken = results.find((r) => r.id === 'broken')
+    expect(broken).toMatchObject({ status: 'failed', error: { code: 'PARSE_ERROR' } })
+    expect(broken?.error?.message).toMatch(/no JSON action/)
+    // flaky repaired once; broken was told twice (maxRepairs 2) before failing.
+    expect(repairs.filter((r) => r.startsWith('lead.flaky'))).toHaveLength(1)
+    expect(repairs.filter((r) => r.startsWith('lead.broken'))).toHaveLength(2)
+  })
+
+  test('the model sees the exact error for an unknown tool, bad arguments and an unknown wait id', async () => {
+    const seen: string[] = []
+    const model = scriptedModel({
+      worker: [
+        { action: 'call_tool', tool: 'teleport', args: {} },
+        (request) => {
+          seen.push(request.messages.at(-1)!.content)
+          return { action: 'call_tool', tool: 'sleep', args: { seconds: 'three' } }
+        },
+        (request) => {
+          seen.push(request.messages.at(-1)!.content)
+          return { action: 'wait_for_subagents', ids: ['ghost'] }
+        },
+        (request) => {
+          seen.push(request.messages.at(-1)!.content)
+          return { action: 'finish', result: 'recovered' }
+        },
+      ],
+    })
+    const runtime = createRuntime({ agents: [worker], model })
+    expect(await runtime.run('worker', 'go')).toBe('recovered')
+    expect(seen[0]).toMatch(/unknown tool "teleport"; available tools: sleep/)
+    expect(seen[1]).toMatch(/invalid arguments for tool "sleep": args.seconds: .*number/)
+    expect(seen[2]).toMatch(/unknown id "ghost"; launched ids: none/)
+  })
+
+  test('a tool that throws is reported to the model, and the agent goes on', async () => {
+    const { defineTool } = await import('@cohort/core')
+    const { z } = await import('zod')
+    const explode = defineTool({
+      name: 'explode',
+      description: 'always fails',
+      parameters: z.object({}),
+      execute: () => {
+        throw new Error('kaboom')
+      },
+    })
+    const agent = defineAgent({ name: 'solo', instructions: '', tools: [explode] })
+    const model = scriptedModel({
+      solo: [
+        { action: 'call_tool', tool: 'explode', args: {} },
+        (request) => ({ action: 'finish', result: request.messages.at(-1)!.content }),
+      ],
+    })
+    expect(await createRuntime({ agents: [agent], model }).run('solo', 'go')).toBe(
+      '[call_tool explode] error: kaboom',
+    )
+  })
+})
+
+describe('limits and cancel', () => {
+  const launcher = (count: number) =>
+    scriptedModel({
+      lead: (request) =>
+        request.turn === 0
+          ? {
+              action: 'launch_subagents',
+              agents: Array.from({ length: count }, (_, i) => ({ agent: 'worker', task: `t${i}` })),
+            }
+          : { action: 'finish', result: request.messages.at(-1)!.content },
+      worker: sleepyWorker,
+    })
+
+  test('maxChildrenPerLaunch refuses the launch with the reason, to the model', async () => {
+    const runtime = createRuntime({
+      agents: [lead, worker],
+      model: launcher(4),
+      limits: { maxChildrenPerLaunch: 3 },
+    })
+    expect(await runtime.run('lead', 'go')).toMatch(
+      /launch refused: 4 sub-agents requested, at most 3 per launch/,
+    )
+  })
+
+  test('maxAgents refuses the launch with the reason', async () => {
+    const runtime = createRuntime({ agents: [lead, worker], model: launcher(3), limits: { maxAgents: 3 } })
+    expect(await runtime.run('lead', 'go')).toMatch(
+      /the run has 1 agents and 3 more would pass the maximum of 3/,
+    )
+  })
+
+  test('maxDepth refuses the launch with the reason', async () => {
+    const runtime = createRuntime({ agents: [lead, worker], model: launcher(1), limits: { maxDepth: 0 } })
+    expect(await runtime.run('lead', 'go')).toMatch(/sub-agents would be at depth 1, the maximum depth is 0/)
+  })
+
+  test('a model that keeps launching past a limit fails after its repairs, with the reason', async () => {
+    const model = scriptedModel({
+      lead: () => ({
+        action: 'launch_subagents',
+        agents: [
+          { agent: 'worker', task: 'a' },
+          { agent: 'worker', task: 'b' },
+        ],
+      }),
+      worker: sleepyWorker,
+    })
+    const runtime = createRuntime({
+      agents: [lead, worker],
+      model,
+      limits: { maxChildrenPerLaunch: 1, maxRepairs: 2 },
+    })
+    await expect(runtime.run('lead', 'go')).rejects.toThrow(
+      /launch refused: 2 sub-agents requested, at most 1/,
+    )
+  })
+
+  test('maxSteps fails the agent with the reason', async () => {
+    const model = scriptedModel({
+      worker: () => ({ action: 'call_tool', tool: 'sleep', args: { seconds: 0 } }),
+    })
+    const runtime = createRuntime({ agents: [worker], model, limits: { maxSteps: 4 } })
+    await expect(runtime.run('worker', 'loop')).rejects.toThrow(
+      /agent made 4 model calls, the limit is 4 \(maxSteps\)/,
+    )
+  })
+
+  test('cancel ends every agent, stored and live, and the result rejects with CancelledError', async () => {
+    const model = scriptedModel({
+      lead: [
+        {
+          action: 'launch_subagents',
+          agents: [
+            { agent: 'worker', task: 'a' },
+            { agent: 'worker', task: 'b' },
+          ],
+        },
+        { action: 'wait_for_subagents' },
+        { action: 'finish', result: 'never' },
+      ],
+      worker: [
+        { action: 'call_tool', tool: 'sleep', args: { seconds: 30 } },
+        { action: 'finish', result: 'never' },
+      ],
+    })
+    const store = memoryStore()
+    const runtime = createRuntime({ agents: [lead, worker], model, store })
+    const run = runtime.start('lead', 'go')
+    await new Promise<void>((resolve) => run.on('tool.started', (e) => e.agentId.endsWith('-2') && resolve()))
+    const started = performance.now()
+    await run.cancel('enough')
+    expect(performance.now() - started).toBeLessThan(2000)
+    await expect(run.result).rejects.toBeInstanceOf(CancelledError)
+    const live = await run.snapshot()
+    expect(live.agents.map((a) => a.status).sort()).toEqual(['failed', 'failed', 'failed'])
+    const stored = await store.loadRun(run.id)
+    expect(stored?.run.status).toBe('cancelled')
+    expect(
+      stored?.agents.every((a) => a.status === 'failed' && a.snapshot.context.error?.code === 'CANCELLED'),
+    ).toBe(true)
+  })
+})

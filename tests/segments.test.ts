@@ -1,0 +1,76 @@
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
+import { createRuntime, fileStore, type Runtime } from '@cohort/core'
+import { afterEach, beforeEach, expect, test } from 'vitest'
+import { faultAgents, faultModel } from './fixtures/fault-scenario.js'
+
+let dir: string
+beforeEach(async () => {
+  dir = await mkdtemp(path.join(tmpdir(), 'cohort-segments-'))
+})
+afterEach(async () => {
+  await rm(dir, { recursive: true, force: true })
+})
+
+/**
+ * A tiny distributed host, as a job queue would be: each agent runs in segments; a parent that
+ * waits on children is run again when one of them settles; a dependent waiting on siblings is
+ * retried. `workers` runtimes (separate in-memory states, one shared store) take turns.
+ */
+async function runDistributed(workers: Runtime[], runId: string, rootId: string): Promise<string[]> {
+  const queue = [rootId]
+  const ran: string[] = []
+  let turn = 0
+  while (queue.length > 0) {
+    const batch = queue.splice(0)
+    await Promise.all(
+      batch.map(async (agentId) => {
+        const worker = workers[turn++ % workers.length]!
+        const outcome = await worker.runSegment(runId, agentId, {
+          enqueue: async (ids) => {
+            queue.push(...ids)
+          },
+        })
+        ran.push(`${agentId}:${outcome.kind === 'settled' ? outcome.result.status : outcome.on}`)
+        const parent = agentId.includes('.') ? agentId.slice(0, agentId.lastIndexOf('.')) : undefined
+        if (outcome.kind === 'settled' && parent && !queue.includes(parent)) queue.push(parent)
+        if (outcome.kind === 'waiting' && outcome.on === 'dependencies') {
+          await new Promise((resolve) => setTimeout(resolve, 10))
+          queue.push(agentId)
+        }
+      }),
+    )
+  }
+  return ran
+}
+
+test('a run spread over segments in several workers ends as the same run in one process', async () => {
+  const expected = await createRuntime({ agents: faultAgents, model: faultModel }).run('lead', 'crash me')
+
+  const store = fileStore(dir)
+  const workers = [0, 1, 2].map(() => createRuntime({ agents: faultAgents, model: faultModel, store }))
+  const { runId, rootAgentId } = await workers[0]!.prepareRun('lead', 'crash me', { runId: 'spread' })
+  expect(rootAgentId).toBe('lead')
+  const ran = await runDistributed(workers, runId, rootAgentId)
+
+  const stored = await store.loadRun(runId)
+  expect(stored?.run).toMatchObject({ status: 'completed', result: expected })
+  expect(stored?.agents).toHaveLength(11)
+  expect(stored?.agents.every((agent) => agent.status === 'completed')).toBe(true)
+  // The lead parked while its children ran elsewhere, and every agent settled exactly once.
+  expect(ran).toContain('lead:children')
+  const settled = ran.filter((line) => line.endsWith(':completed')).map((line) => line.split(':')[0])
+  expect(new Set(settled).size).toBe(11)
+})
+
+test('running a segment of a settled agent again returns its result without running it', async () => {
+  const store = fileStore(dir)
+  const runtime = createRuntime({ agents: faultAgents, model: faultModel, store })
+  await runtime.run('lead', 'crash me', { runId: 'done' })
+  const again = await runtime.runSegment('done', 'lead.w1', { enqueue: async () => {} })
+  expect(again).toEqual({
+    kind: 'settled',
+    result: { id: 'lead.w1', agent: 'worker', status: 'completed', result: 'lead.w1 slept 0.05' },
+  })
+})
