@@ -1,0 +1,341 @@
+import {
+  type AgentRecord,
+  assertRunId,
+  CohortError,
+  decodeAgentRecord,
+  decodeRunRecord,
+  encodeRecord,
+  InvalidInputError,
+  type RunFilter,
+  type RunRecord,
+  type RunStore,
+  type StoredRun,
+  StoreError,
+} from '@cohort/core'
+import pg from 'pg'
+
+export interface PostgresStoreOptions {
+  /** Used when no `pool` is given; without either, pg reads the usual `PG*` environment variables. */
+  connectionString?: string
+  /** Schema holding the tables; created on first use. Default `cohort`. */
+  schema?: string
+  /** A pool you own: the store uses it and `close()` leaves it open. */
+  pool?: pg.Pool
+  /** Size of the pool the store creates. Default 10. */
+  max?: number
+  /** How long to wait for a connection, in ms, on the pool the store creates. Default 10 000. */
+  connectionTimeoutMillis?: number
+}
+
+/** A `RunStore` whose optional reads and `deleteRun` are always there. */
+export type PostgresStore = RunStore &
+  Required<Pick<RunStore, 'loadAgent' | 'loadRunRecord' | 'deleteRun'>> & {
+    /** Creates or upgrades the schema now; otherwise it happens on first use. */
+    migrate(): Promise<void>
+    /** Ends the pool the store created; a pool passed in is left open. */
+    close(): Promise<void>
+  }
+
+const schemaPattern = /^[a-z_][a-z0-9_]{0,62}$/
+
+/**
+ * A `RunStore` on PostgreSQL: one row per run and one per agent, each holding the record as
+ * encoded by the core codec, beside the columns that listing filters on.
+ */
+export function postgresStore(options: PostgresStoreOptions = {}): PostgresStore {
+  const schema = options.schema ?? 'cohort'
+  assertSchemaName(schema)
+  const ownsPool = options.pool === undefined
+  const pool = options.pool ?? createPool(options)
+  const target = describeTarget(options.connectionString, schema)
+  const secret = passwordOf(options.connectionString)
+  const q = quoteIdent(schema)
+  let ready: Promise<void> | undefined
+  let closed = false
+
+  const fail = (action: string, error: unknown): Error => {
+    if (error instanceof CohortError) return error
+    const message = redact((error as Error)?.message ?? String(error), secret)
+    return new StoreError(`postgres store (${target}): could not ${action}: ${message}`, { cause: error })
+  }
+
+  const migrate = (): Promise<void> => {
+    if (closed) return Promise.reject(new StoreError(`postgres store (${target}) is closed`))
+    ready ??= migrateSchema(pool, schema).catch((error) => {
+      // A failed migration (database down, say) is tried again by the next call.
+      ready = undefined
+      throw fail('migrate the schema', error)
+    })
+    return ready
+  }
+
+  const query = async <R extends pg.QueryResultRow>(
+    action: string,
+    sql: string,
+    params: unknown[],
+  ): Promise<R[]> => {
+    await migrate()
+    try {
+      return (await pool.query<R>(sql, params)).rows
+    } catch (error) {
+      throw fail(action, error)
+    }
+  }
+
+  const runSource = (runId: string) => `postgres:${schema}.runs/${runId}`
+  const agentSource = (runId: string, agentId: string) => `postgres:${schema}.agents/${runId}/${agentId}`
+
+  return {
+    migrate,
+    async saveRun(record: RunRecord) {
+      assertRunId(record.id)
+      await query(
+        `save run ${record.id}`,
+        `INSERT INTO ${q}.runs (id, status, agent, created_at, updated_at, record)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (id) DO UPDATE SET status = excluded.status, agent = excluded.agent,
+           created_at = excluded.created_at, updated_at = excluded.updated_at, record = excluded.record`,
+        [
+          record.id,
+          record.status,
+          record.agent,
+          Math.floor(record.createdAt),
+          Math.floor(record.updatedAt),
+          encodeRecord(record),
+        ],
+      )
+    },
+    async saveAgent(runId: string, record: AgentRecord) {
+      assertRunId(runId)
+      // One statement, so one implicit transaction that writes this agent's row and nothing else.
+      await query(
+        `save agent ${runId}/${record.id}`,
+        `INSERT INTO ${q}.agents (run_id, id, updated_at, record) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (run_id, id) DO UPDATE SET updated_at = excluded.updated_at, record = excluded.record`,
+        [runId, record.id, Math.floor(record.updatedAt), encodeRecord(record)],
+      )
+    },
+    async loadRun(runId: string) {
+      assertRunId(runId)
+      // One statement sees one snapshot: the run and its agents are read consistently.
+      const rows = await query<{ kind: 'run' | 'agent'; id: string; record: string }>(
+        `load run ${runId}`,
+        `SELECT 'run' AS kind, id, record FROM ${q}.runs WHERE id = $1
+         UNION ALL
+         SELECT 'agent' AS kind, id, record FROM ${q}.agents WHERE run_id = $1
+         ORDER BY kind DESC, id`,
+        [runId],
+      )
+      const runRow = rows.find((row) => row.kind === 'run')
+      if (!runRow) return undefined
+      const agents = rows
+        .filter((row) => row.kind === 'agent')
+        .map((row) => decodeAgentRecord(row.record, agentSource(runId, row.id)))
+      return { run: decodeRunRecord(runRow.record, runSource(runId)), agents } satisfies StoredRun
+    },
+    async loadAgent(runId: string, agentId: string) {
+      assertRunId(runId)
+      const rows = await query<{ record: string }>(
+        `load agent ${runId}/${agentId}`,
+        `SELECT record FROM ${q}.agents WHERE run_id = $1 AND id = $2`,
+        [runId, agentId],
+      )
+      const row = rows[0]
+      return row === undefined ? undefined : decodeAgentRecord(row.record, agentSource(runId, agentId))
+    },
+    async loadRunRecord(runId: string) {
+      assertRunId(runId)
+      const rows = await query<{ record: string }>(
+        `load run record ${runId}`,
+        `SELECT record FROM ${q}.runs WHERE id = $1`,
+        [runId],
+      )
+      const row = rows[0]
+      return row === undefined ? undefined : decodeRunRecord(row.record, runSource(runId))
+    },
+    async listRuns(filter: RunFilter = {}) {
+      const { sql, params } = listQuery(q, filter)
+      const rows = await query<{ id: string; record: string }>('list runs', sql, params)
+      const records: RunRecord[] = []
+      for (const row of rows) {
+        try {
+          records.push(decodeRunRecord(row.record, runSource(row.id)))
+        } catch {
+          // As in the file store: an unreadable run is left for `loadRun` to report; a listing skips it.
+        }
+      }
+      return records
+    },
+    async deleteRun(runId: string) {
+      assertRunId(runId)
+      await query(
+        `delete run ${runId}`,
+        `WITH gone AS (DELETE FROM ${q}.agents WHERE run_id = $1) DELETE FROM ${q}.runs WHERE id = $1`,
+        [runId],
+      )
+    },
+    async close() {
+      if (closed) return
+      closed = true
+      await ready?.catch(() => {})
+      if (ownsPool) await pool.end()
+    },
+  }
+}
+
+function createPool(options: PostgresStoreOptions): pg.Pool {
+  const pool = new pg.Pool({
+    ...(options.connectionString === undefined ? {} : { connectionString: options.connectionString }),
+    max: options.max ?? 10,
+    connectionTimeoutMillis: options.connectionTimeoutMillis ?? 10_000,
+  })
+  // An idle client losing its connection would otherwise crash the process; the next query reports it.
+  pool.on('error', () => {})
+  return pool
+}
+
+function assertSchemaName(schema: string): void {
+  if (!schemaPattern.test(schema) || schema.startsWith('pg_')) {
+    throw new InvalidInputError(
+      `invalid schema name ${JSON.stringify(String(schema).slice(0, 80))}: expected 1-63 lower-case letters, digits or "_", not starting with a digit or "pg_"`,
+    )
+  }
+}
+
+function quoteIdent(name: string): string {
+  return `"${name.replaceAll('"', '""')}"`
+}
+
+/** Each entry moves the schema up one version; never edit one that has shipped, add another. */
+const migrations: ((q: string) => string[])[] = [
+  (q) => [
+    `CREATE TABLE ${q}.runs (
+       id text PRIMARY KEY,
+       status text NOT NULL,
+       agent text NOT NULL,
+       created_at bigint NOT NULL,
+       updated_at bigint NOT NULL,
+       record text NOT NULL
+     )`,
+    `CREATE INDEX runs_status_created_at ON ${q}.runs (status, created_at DESC)`,
+    `CREATE INDEX runs_created_at ON ${q}.runs (created_at DESC)`,
+    `CREATE TABLE ${q}.agents (
+       run_id text NOT NULL,
+       id text NOT NULL,
+       updated_at bigint NOT NULL,
+       record text NOT NULL,
+       PRIMARY KEY (run_id, id)
+     )`,
+    `CREATE INDEX agents_run_id ON ${q}.agents (run_id)`,
+  ],
+]
+
+/** Arbitrary first key of the advisory lock, so the store's locks do not meet an application's. */
+const lockNamespace = 0x636f68 // 'coh'
+
+async function migrateSchema(pool: pg.Pool, schema: string): Promise<void> {
+  const q = quoteIdent(schema)
+  const client = await pool.connect()
+  let broken: Error | undefined
+  try {
+    await client.query('BEGIN')
+    // Stores starting together on a new schema take turns; the second finds it up to date.
+    await client.query('SELECT pg_advisory_xact_lock($1::int, $2::int)', [lockNamespace, hash32(schema)])
+    await client.query(`CREATE SCHEMA IF NOT EXISTS ${q}`)
+    await client.query(
+      `CREATE TABLE IF NOT EXISTS ${q}.schema_migrations (
+         version integer PRIMARY KEY,
+         applied_at timestamptz NOT NULL DEFAULT now()
+       )`,
+    )
+    const { rows } = await client.query<{ version: number | null }>(
+      `SELECT max(version) AS version FROM ${q}.schema_migrations`,
+    )
+    const current = rows[0]?.version ?? 0
+    if (current > migrations.length) {
+      throw new StoreError(
+        `schema "${schema}" is at version ${current}; this version of @cohort/postgres knows up to ${migrations.length}`,
+      )
+    }
+    for (const [index, steps] of migrations.entries()) {
+      const version = index + 1
+      if (version <= current) continue
+      for (const sql of steps(q)) await client.query(sql)
+      await client.query(`INSERT INTO ${q}.schema_migrations (version) VALUES ($1)`, [version])
+    }
+    await client.query('COMMIT')
+  } catch (error) {
+    await client.query('ROLLBACK').catch((rollbackError: Error) => {
+      broken = rollbackError
+    })
+    throw error
+  } finally {
+    // A client whose rollback failed is in an unknown state: the pool discards it.
+    client.release(broken)
+  }
+}
+
+/** FNV-1a, as a signed 32-bit integer for `pg_advisory_xact_lock(int, int)`. */
+function hash32(text: string): number {
+  let hash = 0x811c9dc5
+  for (let i = 0; i < text.length; i++) {
+    hash ^= text.charCodeAt(i)
+    hash = Math.imul(hash, 0x01000193)
+  }
+  return hash | 0
+}
+
+function listQuery(q: string, filter: RunFilter): { sql: string; params: unknown[] } {
+  const where: string[] = []
+  const params: unknown[] = []
+  const param = (value: unknown) => {
+    params.push(value)
+    return `$${params.length}`
+  }
+  if (filter.status !== undefined) where.push(`status = ANY(${param([filter.status].flat())}::text[])`)
+  // Compared as numeric so a fractional bound filters exactly as `filterRuns` does.
+  if (filter.since !== undefined) where.push(`created_at >= ${param(filter.since)}::numeric`)
+  if (filter.until !== undefined) where.push(`created_at < ${param(filter.until)}::numeric`)
+  // Ties are broken by id in code-unit order, as `filterRuns` does, whatever the database's collation.
+  let sql = `SELECT id, record FROM ${q}.runs${where.length > 0 ? ` WHERE ${where.join(' AND ')}` : ''}
+    ORDER BY created_at DESC, id COLLATE "C"`
+  if (filter.limit !== undefined) sql += ` LIMIT ${param(count('limit', filter.limit))}`
+  if (filter.offset !== undefined) sql += ` OFFSET ${param(count('offset', filter.offset))}`
+  return { sql, params }
+}
+
+function count(name: string, value: number): number {
+  if (!Number.isSafeInteger(value) || value < 0) {
+    throw new InvalidInputError(`invalid ${name} ${value}: expected a whole number, 0 or more`)
+  }
+  return value
+}
+
+/** Where the store points, for error messages: never the password. */
+function describeTarget(connectionString: string | undefined, schema: string): string {
+  const where = `schema "${schema}"`
+  if (connectionString === undefined) return where
+  try {
+    const url = new URL(connectionString)
+    const user = url.username ? `${decodeURIComponent(url.username)}@` : ''
+    return `${user}${url.host}${url.pathname}, ${where}`
+  } catch {
+    return where
+  }
+}
+
+function passwordOf(connectionString: string | undefined): string | undefined {
+  if (connectionString === undefined) return undefined
+  try {
+    const password = decodeURIComponent(new URL(connectionString).password)
+    return password === '' ? undefined : password
+  } catch {
+    return undefined
+  }
+}
+
+/** Takes any password out of a driver message: one from a URL, and the store's own. */
+function redact(message: string, secret: string | undefined): string {
+  const stripped = message.replace(/(\b[a-z][a-z0-9+.-]*:\/\/[^:/@\s]*:)[^@\s]*@/gi, '$1***@')
+  return secret ? stripped.split(secret).join('***') : stripped
+}
