@@ -55,5 +55,7 @@ export interface ModelReply {
 /** Anything that answers a conversation: a scripted model, an OpenAI-compatible endpoint, a process. */
 export interface ChatModel {
   readonly name: string
+  /** Credentials this model holds; the runtime redacts them from everything a run records. */
+  readonly secrets?: readonly string[]
   complete(request: ModelRequest): Promise<ModelReply>
 }

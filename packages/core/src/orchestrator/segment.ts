@@ -1,7 +1,7 @@
 import type { ChildResult } from '../agent/context.js'
 import { CohortError, SnapshotError } from '../errors.js'
 import type { AgentRecord, RunRecord, RunStore } from '../persistence/records.js'
-import { type AgentEntry, agentStatus, childResult } from './agent-entry.js'
+import { agentStatus, childResult } from './agent-entry.js'
 import type { Orchestrator } from './orchestrator.js'
 
 /** How one segment of one agent ended. */

@@ -104,7 +104,12 @@ export function createRuntime(options: RuntimeOptions): Runtime {
   const store = options.store ?? memoryStore()
   const runs = new Map<string, { run: Run; orchestrator: Orchestrator }>()
   const scheduler = new Scheduler(options.scheduler)
-  const redact = createRedactor(options.secrets)
+  const redact = createRedactor([
+    ...(options.secrets ?? []),
+    ...[options.model, ...options.agents.map((agent) => agent.model)].flatMap(
+      (model) => model?.secrets ?? [],
+    ),
+  ])
   const workspaces = options.workspaces ? new Workspaces(options.workspaces) : undefined
   const totals: Omit<RuntimeMetrics, 'modelCalls' | 'runs'> & {
     runs: Omit<RuntimeMetrics['runs'], 'active'>

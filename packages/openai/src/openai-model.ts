@@ -1,0 +1,209 @@
+import { randomUUID } from 'node:crypto'
+import { type ChatModel, ModelError, type ModelReply, type ModelRequest, type TokenUsage } from '@cohort/core'
+import OpenAI from 'openai'
+import { fromCompletion, type Protocol, StreamAssembler, toWireMessages, toWireTools } from './wire.js'
+
+export interface Prices {
+  /** Price of one million prompt tokens, in your currency. */
+  promptPerMillion: number
+  /** Price of one million completion tokens. */
+  completionPerMillion: number
+}
+
+export interface OpenAIModelOptions {
+  /** The model id the endpoint knows: `gpt-4o-mini`, `deepseek-chat`, `llama3.1`… */
+  model: string
+  /** Defaults to `OPENAI_BASE_URL`, then OpenAI's own endpoint. */
+  baseURL?: string
+  /** Defaults to `OPENAI_API_KEY`. Never logged, emitted or stored. */
+  apiKey?: string
+  /**
+   * `tools`: actions as native function calls. `text`: JSON actions in the reply's text, for
+   * servers without tool calling. `auto` (default): tools, switching to text for good when the
+   * server refuses them.
+   */
+  protocol?: Protocol | 'auto'
+  /** Stream the reply and emit each fragment as a `model.token` event. */
+  stream?: boolean
+  /** Per attempt, in ms (default 120 s). A timed-out attempt is retried like a 5xx. */
+  timeoutMs?: number
+  /** Retries of transient failures (429, 408, 409, 5xx, connection errors, timeouts); default 3. */
+  maxRetries?: number
+  temperature?: number
+  maxTokens?: number
+  /** Prices per million tokens; with them each call reports its cost. */
+  prices?: Prices
+  /** Extra fields of the request body that some servers understand (`top_k`, `seed`…). */
+  extraBody?: Record<string, unknown>
+  headers?: Record<string, string>
+  /** The name used for rate limits and in logs; defaults to `model`. */
+  name?: string
+  /** A fetch of your own (proxies, tests); defaults to the global one. */
+  fetch?: typeof fetch
+}
+
+// Each call carries its own id so the fetch below can count the SDK's attempts for it.
+const callHeader = 'x-cohort-call'
+
+/** A ChatModel for any endpoint that speaks OpenAI's chat-completions wire format. */
+export function openaiModel(options: OpenAIModelOptions): ChatModel {
+  const apiKey = options.apiKey ?? process.env.OPENAI_API_KEY
+  if (!apiKey) {
+    throw new ModelError(
+      'openaiModel needs an API key: pass `apiKey` or set OPENAI_API_KEY (any text for local servers)',
+    )
+  }
+  if (!options.model) throw new ModelError('openaiModel needs `model`, the model id the endpoint serves')
+  const attempts = new Map<string, number>()
+  const baseFetch = options.fetch ?? globalThis.fetch
+  const client = new OpenAI({
+    apiKey,
+    baseURL: options.baseURL ?? process.env.OPENAI_BASE_URL ?? null,
+    timeout: options.timeoutMs ?? 120_000,
+    maxRetries: options.maxRetries ?? 3,
+    ...(options.headers && { defaultHeaders: options.headers }),
+    logLevel: 'off',
+    fetch: (input, init) => {
+      const id = new Headers(init?.headers).get(callHeader)
+      if (id) attempts.set(id, (attempts.get(id) ?? 0) + 1)
+      return baseFetch(input, init)
+    },
+  })
+  let protocol: Protocol | 'auto' = options.protocol ?? 'auto'
+
+  const call = async (request: ModelRequest, as: Protocol): Promise<ModelReply> => {
+    const callId = randomUUID()
+    try {
+      const body = requestBody(options, request, as)
+      const reply = options.stream
+        ? await streamed(client, body, request, callId)
+        : fromCompletion(
+            await client.chat.completions.create(
+              { ...body, stream: false },
+              { signal: request.signal, headers: { [callHeader]: callId } },
+            ),
+          )
+      const retries = (attempts.get(callId) ?? 1) - 1
+      return withCost({ ...reply, ...(retries > 0 && { retries }) }, options.prices)
+    } catch (error) {
+      if (request.signal.aborted) throw request.signal.reason ?? error
+      throw toModelError(error, options.model, (attempts.get(callId) ?? 1) - 1)
+    } finally {
+      attempts.delete(callId)
+    }
+  }
+
+  return {
+    name: options.name ?? options.model,
+    secrets: [apiKey],
+    async complete(request) {
+      if (protocol !== 'auto') return call(request, protocol)
+      try {
+        const reply = await call(request, 'tools')
+        protocol = 'tools'
+        return reply
+      } catch (error) {
+        if (!refusesTools(error)) throw error
+        protocol = 'text'
+        return call(request, 'text')
+      }
+    },
+  }
+}
+
+/**
+ * `openaiModel` configured from the environment when `OPENAI_API_KEY` is set (`OPENAI_BASE_URL`,
+ * and `COHORT_MODEL` for the model id, default `gpt-4o-mini`); otherwise `offline`.
+ */
+export function modelFromEnv(offline: ChatModel, overrides: Partial<OpenAIModelOptions> = {}): ChatModel {
+  if (!process.env.OPENAI_API_KEY && !overrides.apiKey) return offline
+  return openaiModel({ model: process.env.COHORT_MODEL ?? 'gpt-4o-mini', ...overrides })
+}
+
+type Body = Omit<OpenAI.Chat.Completions.ChatCompletionCreateParamsNonStreaming, 'stream'>
+
+function requestBody(options: OpenAIModelOptions, request: ModelRequest, protocol: Protocol): Body {
+  const body: Body = {
+    ...options.extraBody,
+    model: options.model,
+    messages: toWireMessages(request.messages, protocol),
+  }
+  if (protocol === 'tools' && request.tools.length > 0) body.tools = toWireTools(request.tools)
+  if (options.temperature !== undefined) body.temperature = options.temperature
+  if (options.maxTokens !== undefined) body.max_tokens = options.maxTokens
+  return body
+}
+
+async function streamed(
+  client: OpenAI,
+  body: Body,
+  request: ModelRequest,
+  callId: string,
+): Promise<Omit<ModelReply, 'cost' | 'retries'>> {
+  const stream = await client.chat.completions.create(
+    { ...body, stream: true, stream_options: { include_usage: true } },
+    { signal: request.signal, headers: { [callHeader]: callId } },
+  )
+  const assembler = new StreamAssembler()
+  for await (const chunk of stream) {
+    const fragment = assembler.add(chunk)
+    if (fragment) request.onToken?.(fragment)
+  }
+  return assembler.reply()
+}
+
+function withCost(reply: ModelReply, prices: Prices | undefined): ModelReply {
+  if (!prices || !reply.usage) return reply
+  return { ...reply, cost: costOf(reply.usage, prices) }
+}
+
+export function costOf(usage: TokenUsage, prices: Prices): number {
+  return (
+    (usage.promptTokens * prices.promptPerMillion + usage.completionTokens * prices.completionPerMillion) /
+    1e6
+  )
+}
+
+/** The SDK's errors as Cohort's: status and the server's message, and whether a retry could help. */
+function toModelError(error: unknown, model: string, retries: number): ModelError {
+  if (error instanceof ModelError) return error
+  const after = retries > 0 ? ` (after ${retries} ${retries === 1 ? 'retry' : 'retries'})` : ''
+  if (error instanceof OpenAI.APIConnectionTimeoutError) {
+    return new ModelError(`model ${model}: the request timed out${after}`, { retryable: true, cause: error })
+  }
+  if (error instanceof OpenAI.APIConnectionError) {
+    return new ModelError(`model ${model}: connection failed${after}: ${error.message}`, {
+      retryable: true,
+      cause: error,
+    })
+  }
+  if (error instanceof OpenAI.APIError && error.status !== undefined) {
+    const status = error.status
+    return new ModelError(`model ${model}: HTTP ${status}${after}: ${serverMessage(error)}`, {
+      status,
+      retryable: status === 408 || status === 409 || status === 429 || status >= 500,
+      cause: error,
+    })
+  }
+  if (error instanceof SyntaxError) {
+    return new ModelError(`model ${model}: malformed response, the body is not JSON: ${error.message}`, {
+      cause: error,
+    })
+  }
+  const message = error instanceof Error ? error.message : String(error)
+  return new ModelError(`model ${model}: ${message}`, { cause: error })
+}
+
+function serverMessage(error: InstanceType<typeof OpenAI.APIError>): string {
+  const body = error.error as { message?: unknown } | undefined
+  if (body && typeof body.message === 'string') return body.message
+  return error.message.replace(/^\d{3}\s*/, '') || 'no message'
+}
+
+function refusesTools(error: unknown): boolean {
+  return (
+    error instanceof ModelError &&
+    (error.status === 400 || error.status === 404 || error.status === 422) &&
+    /tool|function/i.test(error.message)
+  )
+}

@@ -1,0 +1,155 @@
+import type { ChatMessage, ModelReply, TokenUsage, ToolCall, ToolSpec } from '@cohort/core'
+import { ModelError } from '@cohort/core'
+import type OpenAI from 'openai'
+
+type WireMessage = OpenAI.Chat.Completions.ChatCompletionMessageParam
+type WireTool = OpenAI.Chat.Completions.ChatCompletionTool
+
+/** How actions travel: as native function calls, or as JSON in the reply's text. */
+export type Protocol = 'tools' | 'text'
+
+/** The conversation in the chat-completions format. */
+export function toWireMessages(messages: readonly ChatMessage[], protocol: Protocol): WireMessage[] {
+  return messages.map((message) => (protocol === 'tools' ? toolsMessage(message) : textMessage(message)))
+}
+
+function toolsMessage(message: ChatMessage): WireMessage {
+  switch (message.role) {
+    case 'assistant':
+      if (!message.toolCalls?.length) return { role: 'assistant', content: message.content }
+      return {
+        role: 'assistant',
+        content: message.content || null,
+        tool_calls: message.toolCalls.map((call) => ({
+          id: call.id,
+          type: 'function',
+          function: { name: call.name, arguments: argumentsText(call) },
+        })),
+      }
+    case 'tool':
+      return { role: 'tool', tool_call_id: message.toolCallId, content: message.content }
+    default:
+      return { role: message.role, content: message.content }
+  }
+}
+
+/**
+ * A server without tool calling rejects `tool` messages, so a history that holds native calls
+ * (a run that switched protocol) is told as text.
+ */
+function textMessage(message: ChatMessage): WireMessage {
+  switch (message.role) {
+    case 'assistant': {
+      const calls = message.toolCalls ?? []
+      const actions = calls.map((call) => ({ action: call.name, ...parsedArguments(call) }))
+      const content = [message.content, ...actions.map((action) => JSON.stringify(action))]
+        .filter(Boolean)
+        .join('\n')
+      return { role: 'assistant', content }
+    }
+    case 'tool':
+      return { role: 'user', content: `[result of ${message.toolCallId}] ${message.content}` }
+    default:
+      return { role: message.role, content: message.content }
+  }
+}
+
+function argumentsText(call: ToolCall): string {
+  return typeof call.arguments === 'string' ? call.arguments : JSON.stringify(call.arguments)
+}
+
+function parsedArguments(call: ToolCall): Record<string, unknown> {
+  if (typeof call.arguments !== 'string') return call.arguments
+  try {
+    const value: unknown = JSON.parse(call.arguments)
+    return value && typeof value === 'object' && !Array.isArray(value)
+      ? (value as Record<string, unknown>)
+      : {}
+  } catch {
+    return { arguments: call.arguments }
+  }
+}
+
+export function toWireTools(tools: readonly ToolSpec[]): WireTool[] {
+  return tools.map((tool) => ({
+    type: 'function',
+    function: { name: tool.name, description: tool.description, parameters: tool.parameters },
+  }))
+}
+
+/** The reply of a non-streamed completion; a body that is not a completion is a clear error. */
+export function fromCompletion(body: unknown): Omit<ModelReply, 'cost' | 'retries'> {
+  const completion = body as Partial<OpenAI.Chat.Completions.ChatCompletion> | null
+  const choice = Array.isArray(completion?.choices) ? completion.choices[0] : undefined
+  if (!choice || typeof choice !== 'object' || !choice.message || typeof choice.message !== 'object') {
+    throw new ModelError(
+      `malformed response: expected a chat completion with choices[0].message, got ${describeBody(body)}`,
+      { retryable: false },
+    )
+  }
+  const reply: Omit<ModelReply, 'cost' | 'retries'> = { text: choice.message.content ?? '' }
+  // Some servers leave out `type`; any call that names a function is one.
+  const calls = (choice.message.tool_calls ?? []).flatMap((call, index) => {
+    const fn = (call as { function?: { name?: unknown; arguments?: unknown } }).function
+    if (typeof fn?.name !== 'string') return []
+    const args = typeof fn.arguments === 'string' ? fn.arguments : JSON.stringify(fn.arguments ?? {})
+    return [{ id: call.id || `call_${index}`, name: fn.name, arguments: args }]
+  })
+  if (calls.length > 0) reply.toolCalls = calls
+  const usage = fromUsage(completion?.usage)
+  if (usage) reply.usage = usage
+  return reply
+}
+
+export function fromUsage(usage: OpenAI.CompletionUsage | null | undefined): TokenUsage | undefined {
+  if (!usage || typeof usage.prompt_tokens !== 'number') return undefined
+  return { promptTokens: usage.prompt_tokens, completionTokens: usage.completion_tokens ?? 0 }
+}
+
+/** Puts streamed deltas back together: text fragments, and tool calls assembled by index. */
+export class StreamAssembler {
+  private text = ''
+  private readonly calls = new Map<number, { id: string; name: string; arguments: string }>()
+  private usage: TokenUsage | undefined
+  private sawChoice = false
+
+  /** Adds one chunk; returns the text fragment it carried, if any. */
+  add(chunk: OpenAI.Chat.Completions.ChatCompletionChunk): string {
+    const usage = fromUsage(chunk.usage)
+    if (usage) this.usage = usage
+    const delta = chunk.choices?.[0]?.delta
+    if (!delta) return ''
+    this.sawChoice = true
+    for (const part of delta.tool_calls ?? []) {
+      const call = this.calls.get(part.index) ?? { id: '', name: '', arguments: '' }
+      if (part.id) call.id = part.id
+      if (part.function?.name) call.name += part.function.name
+      if (part.function?.arguments) call.arguments += part.function.arguments
+      this.calls.set(part.index, call)
+    }
+    const fragment = delta.content ?? ''
+    this.text += fragment
+    return fragment
+  }
+
+  reply(): Omit<ModelReply, 'cost' | 'retries'> {
+    if (!this.sawChoice) throw new ModelError('malformed response: the stream carried no choices')
+    const reply: Omit<ModelReply, 'cost' | 'retries'> = { text: this.text }
+    const calls = [...this.calls.entries()]
+      .sort(([a], [b]) => a - b)
+      .map(([index, call]) => ({ ...call, id: call.id || `call_${index}` }))
+    if (calls.length > 0) reply.toolCalls = calls
+    if (this.usage) reply.usage = this.usage
+    return reply
+  }
+}
+
+function describeBody(body: unknown): string {
+  let text: string
+  try {
+    text = JSON.stringify(body) ?? String(body)
+  } catch {
+    text = String(body)
+  }
+  return text.length > 200 ? `${text.slice(0, 200)}…` : text
+}

@@ -1,0 +1,365 @@
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
+import {
+  type CohortEvent,
+  createLogger,
+  createRuntime,
+  defineAgent,
+  defineTool,
+  fileStore,
+  ModelError,
+  type ModelRequest,
+} from '@cohort/core'
+import { afterEach, describe, expect, test } from 'vitest'
+import { z } from 'zod'
+import { modelFromEnv, openaiModel } from '../src/index.js'
+import {
+  type Answer,
+  completion,
+  lastMessage,
+  type OpenAIServer,
+  startOpenAIServer,
+  streamChunks,
+} from './openai-server.js'
+
+const apiKey = 'sk-test-5ecret-key-0123456789'
+let server: OpenAIServer | undefined
+afterEach(async () => {
+  await server?.close()
+  server = undefined
+})
+
+async function serve(respond: (request: OpenAIServer['requests'][number], index: number) => Answer) {
+  server = await startOpenAIServer(respond)
+  return server
+}
+
+function request(overrides: Partial<ModelRequest> = {}): ModelRequest {
+  return {
+    runId: 'r1',
+    agent: { id: 'lead', name: 'lead', depth: 0, parentId: null, task: 'a task' },
+    turn: 0,
+    messages: [
+      { role: 'system', content: 'be useful' },
+      { role: 'user', content: 'a task' },
+    ],
+    tools: [
+      { name: 'finish', description: 'End.', parameters: { type: 'object', properties: { result: {} } } },
+    ],
+    signal: new AbortController().signal,
+    ...overrides,
+  }
+}
+
+const lookup = defineTool({
+  name: 'lookup',
+  description: 'Looks a word up.',
+  parameters: z.object({ word: z.string().min(1) }),
+  execute: ({ word }) => `${word}: a thing`,
+})
+const worker = defineAgent({ name: 'worker', instructions: 'Look the word up and finish.', tools: [lookup] })
+const lead = defineAgent({ name: 'lead', instructions: 'Fan out and report.', subagents: [worker] })
+
+/** A server that plays the lead (native tool calls) and the workers (a tool, then JSON in text). */
+function leadAndWorkers(failWorker?: string): (request: OpenAIServer['requests'][number]) => Answer {
+  return (request) => {
+    const names = (request.body.tools ?? []).map(
+      (tool) => (tool as { function: { name: string } }).function.name,
+    )
+    const messages = request.body.messages ?? []
+    if (names.includes('launch_subagents')) {
+      if (messages.length === 2) {
+        return {
+          json: completion({
+            toolCalls: [
+              {
+                name: 'launch_subagents',
+                arguments: {
+                  agents: [
+                    { agent: 'worker', task: 'apple', id: 'a' },
+                    { agent: 'worker', task: 'pear', id: 'b' },
+                  ],
+                },
+              },
+              { name: 'wait_for_subagents', arguments: { ids: ['a', 'b'] } },
+            ],
+          }),
+        }
+      }
+      const results = messages.at(-1)?.content ?? ''
+      return { json: completion({ toolCalls: [{ name: 'finish', arguments: { result: results } }] }) }
+    }
+    const task = messages[1]?.content ?? ''
+    if (failWorker && task.includes(failWorker)) {
+      return {
+        json: { error: { message: 'the model is overloaded' } },
+        status: 500,
+        headers: { 'retry-after-ms': '5' },
+      }
+    }
+    if (messages.length === 2) {
+      return { json: completion({ toolCalls: [{ name: 'lookup', arguments: { word: task } }] }) }
+    }
+    return {
+      json: completion({ content: `{"action": "finish", "result": ${JSON.stringify(`found ${task}`)}}` }),
+    }
+  }
+}
+
+describe('openaiModel on a real local server', () => {
+  test('a run of native tool calls and text replies: tools offered with JSON schemas, calls mapped to actions', async () => {
+    const api = await serve(leadAndWorkers())
+    const model = openaiModel({ model: 'test-model', baseURL: api.baseURL, apiKey })
+    const runtime = createRuntime({ agents: [lead, worker], model })
+    const run = runtime.start('lead', 'look up two words')
+    const result = await run.result
+    expect(String(result)).toContain('found apple')
+    expect(String(result)).toContain('found pear')
+
+    const first = api.requests[0]!
+    expect(first.path).toBe('/v1/chat/completions')
+    expect(first.headers.authorization).toBe(`Bearer ${apiKey}`)
+    expect(first.body.model).toBe('test-model')
+    const leadTools = (first.body.tools as { function: { name: string } }[]).map((tool) => tool.function.name)
+    expect(leadTools).toEqual(expect.arrayContaining(['launch_subagents', 'wait_for_subagents', 'finish']))
+    const workerRequest = api.requests.find((r) => lastMessage(r) === 'apple')!
+    const lookupSpec = (
+      workerRequest.body.tools as { function: { name: string; parameters: unknown } }[]
+    ).find((tool) => tool.function.name === 'lookup')
+    expect(lookupSpec?.function.parameters).toMatchObject({
+      type: 'object',
+      properties: { word: { type: 'string', minLength: 1 } },
+      required: ['word'],
+    })
+    // The tool's result went back as a `tool` message answering the call's id.
+    const followUp = api.requests.find(
+      (r) => r.body.messages?.length === 4 && r.body.messages[1]?.content === 'apple',
+    )!
+    const [assistant, toolReply] = followUp.body.messages!.slice(2) as {
+      role: string
+      tool_calls?: { id: string }[]
+      tool_call_id?: string
+      content: string
+    }[]
+    expect(assistant?.tool_calls?.[0]?.id).toBe(toolReply?.tool_call_id)
+    expect(toolReply).toMatchObject({ role: 'tool', content: expect.stringContaining('apple: a thing') })
+
+    // Usage is recorded per call and per agent.
+    const metrics = run.metrics()
+    expect(metrics.tokens).toEqual({ prompt: 100 * 6, completion: 20 * 6, total: 120 * 6 })
+    expect(metrics.perAgent.find((agent) => agent.id === 'lead')?.tokens).toBe(240)
+  })
+
+  test('text protocol: no tools are sent, and the JSON actions in the reply are used', async () => {
+    const api = await serve(() => ({
+      json: completion({ content: '```json\n{"action":"finish","result":42}\n```' }),
+    }))
+    const model = openaiModel({ model: 'm', baseURL: api.baseURL, apiKey, protocol: 'text' })
+    const reply = await model.complete(request())
+    expect(api.requests[0]!.body.tools).toBeUndefined()
+    expect(reply.text).toContain('"result":42')
+    expect(reply.toolCalls).toBeUndefined()
+  })
+
+  test('auto protocol: a server that refuses tools is spoken to in text from then on', async () => {
+    const api = await serve((received) =>
+      received.body.tools
+        ? { json: { error: { message: 'model llama2 does not support tools' } }, status: 400 }
+        : { json: completion({ content: '{"action":"finish","result":"ok"}' }) },
+    )
+    const model = openaiModel({ model: 'llama2', baseURL: api.baseURL, apiKey })
+    expect((await model.complete(request())).text).toContain('"ok"')
+    await model.complete(request())
+    expect(api.requests.map((r) => Boolean(r.body.tools))).toEqual([true, false, false])
+  })
+
+  test('streaming: fragments reach onToken as they come; tool-call deltas and usage are assembled', async () => {
+    const api = await serve(() => ({
+      sse: streamChunks(['Let me ', 'finish.'], { name: 'finish', arguments: { result: { answer: 7 } } }),
+      chunkDelayMs: 5,
+    }))
+    const model = openaiModel({ model: 'm', baseURL: api.baseURL, apiKey, stream: true })
+    const tokens: string[] = []
+    const reply = await model.complete(request({ onToken: (text) => tokens.push(text) }))
+    expect(api.requests[0]!.body).toMatchObject({ stream: true, stream_options: { include_usage: true } })
+    expect(tokens).toEqual(['Let me ', 'finish.'])
+    expect(reply.text).toBe('Let me finish.')
+    expect(reply.toolCalls).toEqual([{ id: 'call_s1', name: 'finish', arguments: '{"result":{"answer":7}}' }])
+    expect(reply.usage).toEqual({ promptTokens: 50, completionTokens: 7 })
+  })
+
+  test('streamed tokens are events of the run', async () => {
+    const api = await serve(() => ({ sse: streamChunks(['{"action":"finish",', '"result":"streamed"}']) }))
+    const solo = defineAgent({ name: 'solo', instructions: 'Answer.' })
+    const model = openaiModel({ model: 'm', baseURL: api.baseURL, apiKey, stream: true, protocol: 'text' })
+    const run = createRuntime({ agents: [solo], model }).start('solo', 'say it')
+    const tokens: string[] = []
+    run.on('model.token', (event) => tokens.push((event as { text: string }).text))
+    expect(await run.result).toBe('streamed')
+    expect(tokens.join('')).toBe('{"action":"finish","result":"streamed"}')
+  })
+
+  test('429 with Retry-After is retried after the time the server asked for', async () => {
+    const api = await serve((_, index) =>
+      index === 0
+        ? { json: { error: { message: 'rate limited' } }, status: 429, headers: { 'retry-after': '1' } }
+        : { json: completion({ content: 'fine' }) },
+    )
+    const model = openaiModel({ model: 'm', baseURL: api.baseURL, apiKey })
+    const reply = await model.complete(request())
+    expect(reply.text).toBe('fine')
+    expect(reply.retries).toBe(1)
+    expect(api.requests).toHaveLength(2)
+    expect(api.requests[1]!.at - api.requests[0]!.at).toBeGreaterThanOrEqual(900)
+  })
+
+  test('a connection reset is retried', async () => {
+    const api = await serve((_, index) =>
+      index === 0 ? { reset: true } : { json: completion({ content: 'back' }) },
+    )
+    const model = openaiModel({ model: 'm', baseURL: api.baseURL, apiKey })
+    const reply = await model.complete(request())
+    expect(reply).toMatchObject({ text: 'back', retries: 1 })
+  })
+
+  test('500 forever: bounded retries, then a ModelError with the status and the server message', async () => {
+    const api = await serve(() => ({
+      json: { error: { message: 'the model is overloaded' } },
+      status: 500,
+      headers: { 'retry-after-ms': '5' },
+    }))
+    const model = openaiModel({ model: 'm', baseURL: api.baseURL, apiKey, maxRetries: 2 })
+    const error = await model.complete(request()).catch((e: unknown) => e)
+    expect(error).toBeInstanceOf(ModelError)
+    expect(error).toMatchObject({ status: 500, retryable: true })
+    expect((error as Error).message).toBe('model m: HTTP 500 (after 2 retries): the model is overloaded')
+    expect(api.requests).toHaveLength(3)
+  })
+
+  test('a permanent failure is not retried', async () => {
+    const api = await serve(() => ({
+      json: { error: { message: 'Incorrect API key provided' } },
+      status: 401,
+    }))
+    const model = openaiModel({ model: 'm', baseURL: api.baseURL, apiKey })
+    const error = await model.complete(request()).catch((e: unknown) => e)
+    expect(error).toMatchObject({
+      status: 401,
+      retryable: false,
+      message: 'model m: HTTP 401: Incorrect API key provided',
+    })
+    expect(api.requests).toHaveLength(1)
+  })
+
+  test('a worker whose model fails for good fails alone; its sibling and the parent go on', async () => {
+    const api = await serve(leadAndWorkers('pear'))
+    const model = openaiModel({ model: 'test-model', baseURL: api.baseURL, apiKey, maxRetries: 1 })
+    const run = createRuntime({ agents: [lead, worker], model }).start('lead', 'look up two words')
+    const result = String(await run.result)
+    expect(result).toContain('found apple')
+    expect(result).toContain('HTTP 500 (after 1 retry): the model is overloaded')
+    const stored = await run.snapshot()
+    const pear = stored.agents.find((agent) => agent.id === 'lead.b')
+    expect(pear?.status).toBe('failed')
+  })
+
+  test('a reply slower than the timeout fails with a clear error after its retries', async () => {
+    const api = await serve(() => ({ json: completion({ content: 'late' }), delayMs: 2_000 }))
+    const model = openaiModel({ model: 'm', baseURL: api.baseURL, apiKey, timeoutMs: 150, maxRetries: 1 })
+    const started = performance.now()
+    const error = await model.complete(request()).catch((e: unknown) => e)
+    expect(error).toBeInstanceOf(ModelError)
+    expect((error as Error).message).toBe('model m: the request timed out (after 1 retry)')
+    expect(api.requests).toHaveLength(2)
+    expect(performance.now() - started).toBeLessThan(1_900)
+  })
+
+  test('a malformed body is a clear error, not a crash', async () => {
+    const api = await serve((_, index) => (index === 0 ? { raw: '{"choices": [' } : { json: { foo: 1 } }))
+    const model = openaiModel({ model: 'm', baseURL: api.baseURL, apiKey, maxRetries: 0 })
+    const notJson = await model.complete(request()).catch((e: unknown) => e)
+    expect(notJson).toBeInstanceOf(ModelError)
+    expect((notJson as Error).message).toMatch(/^model m: malformed response, the body is not JSON/)
+    const noChoices = await model.complete(request()).catch((e: unknown) => e)
+    expect((noChoices as Error).message).toBe(
+      'malformed response: expected a chat completion with choices[0].message, got {"foo":1}',
+    )
+  })
+
+  test('cancelling a run aborts the request in flight', async () => {
+    const api = await serve(() => ({ json: completion({ content: 'never' }), delayMs: 5_000 }))
+    const solo = defineAgent({ name: 'solo', instructions: 'Answer.' })
+    const model = openaiModel({ model: 'm', baseURL: api.baseURL, apiKey })
+    const run = createRuntime({ agents: [solo], model }).start('solo', 'wait')
+    await new Promise((resolve) => setTimeout(resolve, 100))
+    const started = performance.now()
+    run.cancel()
+    await expect(run.result).rejects.toThrow()
+    expect(performance.now() - started).toBeLessThan(1_000)
+  })
+
+  test('prices give each call a cost, summed per run', async () => {
+    const api = await serve(() => ({ json: completion({ content: '{"action":"finish","result":1}' }) }))
+    const prices = { promptPerMillion: 0.27, completionPerMillion: 1.1 }
+    const model = openaiModel({ model: 'deepseek-chat', baseURL: api.baseURL, apiKey, prices })
+    const reply = await model.complete(request())
+    expect(reply.cost).toBeCloseTo((100 * 0.27 + 20 * 1.1) / 1e6, 12)
+    const solo = defineAgent({ name: 'solo', instructions: 'Answer.' })
+    const run = createRuntime({ agents: [solo], model }).start('solo', 'x')
+    await run.result
+    expect(run.metrics().cost).toBeCloseTo((100 * 0.27 + 20 * 1.1) / 1e6, 12)
+  })
+
+  test('the API key never reaches logs, events or stored records, even when the server echoes it', async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), 'cohort-openai-'))
+    try {
+      const api = await serve(() => ({
+        json: completion({ content: `{"action":"finish","result":"my key is ${apiKey}"}` }),
+      }))
+      const solo = defineAgent({ name: 'solo', instructions: 'Answer.' })
+      const model = openaiModel({ model: 'm', baseURL: api.baseURL, apiKey })
+      const runtime = createRuntime({
+        agents: [solo],
+        model,
+        store: fileStore(path.join(dir, 'runs')),
+        logger: createLogger({ console: false, dir: path.join(dir, 'logs') }),
+      })
+      const run = runtime.start('solo', 'tell me the key')
+      const events: CohortEvent[] = []
+      run.on('event', (event) => events.push(event))
+      expect(await run.result).toBe('my key is [redacted]')
+      expect(api.requests[0]!.headers.authorization).toBe(`Bearer ${apiKey}`)
+      expect(JSON.stringify(events)).not.toContain(apiKey)
+      expect(JSON.stringify(await run.snapshot())).not.toContain(apiKey)
+      await new Promise((resolve) => setTimeout(resolve, 200))
+      const files = await readdir(dir, { recursive: true })
+      expect(files.length).toBeGreaterThan(2)
+      for (const file of files) {
+        const text = await readFile(path.join(dir, file), 'utf8').catch(() => '')
+        expect(text, file).not.toContain(apiKey)
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true })
+    }
+  })
+
+  test('configuration errors are clear', () => {
+    const saved = process.env.OPENAI_API_KEY
+    delete process.env.OPENAI_API_KEY
+    try {
+      expect(() => openaiModel({ model: 'm' })).toThrow(
+        /needs an API key: pass `apiKey` or set OPENAI_API_KEY/,
+      )
+      const offline = { name: 'offline', complete: async () => ({ text: '' }) }
+      expect(modelFromEnv(offline)).toBe(offline)
+      process.env.OPENAI_API_KEY = apiKey
+      process.env.COHORT_MODEL = 'deepseek-chat'
+      expect(modelFromEnv(offline).name).toBe('deepseek-chat')
+    } finally {
+      if (saved === undefined) delete process.env.OPENAI_API_KEY
+      else process.env.OPENAI_API_KEY = saved
+      delete process.env.COHORT_MODEL
+    }
+  })
+})
