@@ -2,6 +2,7 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { expect, test } from 'vitest'
+import { completion, startOpenAIServer } from '../packages/openai/test/openai-server.js'
 import { collect, spawnTs } from './support/processes.js'
 
 test('the demo runs offline: two workers in parallel, the lead suspends and resumes', async () => {
@@ -49,4 +50,57 @@ test('the process agents example runs three commands at once and reports the con
   expect(code, stderr).toBe(0)
   expect(stdout).toMatch(/Conflicts: src\/auth.py \(cohort-plan.review, cohort-plan.test\)/)
   expect(Number(/Speedup ([\d.]+)×/.exec(stdout)?.[1])).toBeGreaterThan(1.5)
+}, 60_000)
+
+test('the demo runs on a real endpoint when OPENAI_API_KEY is set', async () => {
+  const api = await startOpenAIServer((request) => {
+    const messages = request.body.messages ?? []
+    const tools = (request.body.tools ?? []).map(
+      (tool) => (tool as { function: { name: string } }).function.name,
+    )
+    if (tools.includes('launch_subagents')) {
+      if (messages.length === 2) {
+        const agents = [0.1, 0.3].map((seconds, index) => ({
+          agent: 'worker',
+          task: `Sleep for ${seconds} seconds`,
+          id: `w${index}`,
+        }))
+        return {
+          json: completion({
+            toolCalls: [
+              { name: 'launch_subagents', arguments: { agents } },
+              { name: 'wait_for_subagents', arguments: {} },
+            ],
+          }),
+        }
+      }
+      return {
+        json: completion({ toolCalls: [{ name: 'finish', arguments: { result: 'both workers slept' } }] }),
+      }
+    }
+    if (messages.length === 2) {
+      const seconds = Number(/[\d.]+/.exec(messages[1]?.content ?? '')?.[0])
+      return { json: completion({ toolCalls: [{ name: 'sleep', arguments: { seconds } }] }) }
+    }
+    return { json: completion({ content: '{"action": "finish", "result": "slept"}' }) }
+  })
+  const cwd = await mkdtemp(path.join(tmpdir(), 'cohort-demo-'))
+  try {
+    const env = {
+      OPENAI_API_KEY: 'sk-local-test-key',
+      OPENAI_BASE_URL: api.baseURL,
+      COHORT_MODEL: 'local-model',
+    }
+    const { code, stdout, stderr } = await collect(
+      spawnTs('examples/async-parallel-agents/main.ts', [], env, cwd),
+    )
+    expect(code, stderr).toBe(0)
+    expect(stdout).toMatch(/Cohort demo on local-model/)
+    expect(stdout).toMatch(/Result: "both workers slept"/)
+    expect(api.requests).toHaveLength(6)
+    expect(api.requests.every((request) => request.body.model === 'local-model')).toBe(true)
+  } finally {
+    await api.close()
+    await rm(cwd, { recursive: true, force: true })
+  }
 }, 60_000)
