@@ -61,12 +61,12 @@ suite('postgres reachability', () => {
   })
 })
 
-if (enabled) {
+suite('shared conformance', () => {
   describeRunStore('postgresStore', async () => {
     const schema = freshSchema()
     return { store: postgresStore({ connectionString, schema }), cleanup: () => dropSchema(schema) }
   })
-}
+})
 
 suite('postgresStore', () => {
   const schemas: string[] = []
