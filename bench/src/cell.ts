@@ -62,7 +62,7 @@ function warmUp(job: Job): Job | undefined {
     case 'recursion':
       return { ...job, depth: Math.min(job.depth, 5), latencyMs: 0 }
     case 'persistence':
-      return { ...job, agents: Math.min(job.agents, 10) }
+      return { ...job, agents: Math.min(job.agents, 10), rounds: 1 }
     default:
       return undefined
   }
@@ -78,10 +78,18 @@ async function runJob(contender: Contender, job: Job, result: Partial<CellResult
       if (!contender.recursion) throw missing()
       Object.assign(result, await contender.recursion(job))
       return
-    case 'persistence':
+    case 'persistence': {
       if (!contender.persistence) throw missing()
-      Object.assign(result, await contender.persistence(job))
+      const total = { steps: 0, writes: 0, storeMs: 0 }
+      for (let round = 0; round < (job.rounds ?? 1); round++) {
+        const outcome = await contender.persistence(job)
+        total.steps += outcome.steps
+        total.writes += outcome.writes
+        total.storeMs += outcome.storeMs
+      }
+      Object.assign(result, total)
       return
+    }
     case 'restore':
       if (!contender.restore) throw missing()
       Object.assign(result, await contender.restore(job))

@@ -15,7 +15,7 @@ import {
   scriptedModel,
 } from '@cohort/core'
 import { z } from 'zod'
-import type { Contender, Job } from './contender.js'
+import type { Contender } from './contender.js'
 
 /** A tool that does nothing: the steps before a worker's last are calls to it. */
 const noop = defineTool({
@@ -37,18 +37,32 @@ const worker = defineAgent({ name: 'worker', instructions: 'Work in steps.', too
 const lead = defineAgent({ name: 'lead', instructions: 'Fan out.', subagents: [worker] })
 const node = defineAgent({ name: 'node', instructions: 'Split in two.', subagents: ['node'] })
 
-/** The lead launches every child and waits in one reply, then finishes: its calls take no latency. */
+/**
+ * Children one reply launches: a reply is capped at 200,000 characters, so a lead of more than
+ * this many children launches them over several turns (its calls take no latency).
+ */
+const launchBatch = 2_000
+
+function launchTurns(children: number): number {
+  return Math.max(1, Math.ceil(children / launchBatch))
+}
+
+/** The lead launches every child, in batches, waits on the last one, then finishes. */
 function leadScript(children: number): (request: ModelRequest) => ScriptedReply {
-  return (request) =>
-    request.turn === 0
-      ? [
-          {
-            action: 'launch_subagents',
-            agents: Array.from({ length: children }, (_, i) => ({ agent: 'worker', task: `${i}`, id: `w${i}` })),
-          },
-          { action: 'wait_for_subagents' },
-        ]
-      : { action: 'finish', result: 'done' }
+  const turns = launchTurns(children)
+  return (request) => {
+    if (request.turn >= turns) return { action: 'finish', result: 'done' }
+    const from = request.turn * launchBatch
+    const launch: ScriptedReply = {
+      action: 'launch_subagents',
+      agents: Array.from({ length: Math.min(launchBatch, children - from) }, (_, i) => ({
+        agent: 'worker',
+        task: `${from + i}`,
+        id: `w${from + i}`,
+      })),
+    }
+    return request.turn === turns - 1 ? [launch, { action: 'wait_for_subagents' }] : launch
+  }
 }
 
 /** `steps` model calls: a no-op tool call each turn, then `finish`. */
@@ -67,23 +81,56 @@ function fanOutRuntime(children: number, steps: number, latencyMs: number, store
       { latencyMs: (request) => (request.agent.depth === 0 ? 0 : latencyMs) },
     ),
     store,
-    limits: { maxAgents: children + 1, maxChildrenPerLaunch: children, maxSteps: steps + 2 },
+    limits: {
+      maxAgents: children + 1,
+      maxChildrenPerLaunch: Math.min(children, launchBatch),
+      maxSteps: Math.max(steps, launchTurns(children)) + 2,
+    },
   })
 }
 
-/** Times every `saveAgent`, which encodes the record and keeps it, as the runtime calls it. */
+/**
+ * Times the synchronous part of every `saveAgent` as the runtime calls it: for the memory store
+ * that is the whole write (encode and keep). Writes overlap, so awaiting each one would count
+ * the time other agents ran in between.
+ */
 function timedStore(inner: RunStore): { store: RunStore; totals: { writes: number; ms: number } } {
   const totals = { writes: 0, ms: 0 }
   const store: RunStore = {
     ...inner,
-    saveAgent: async (runId, record) => {
+    saveAgent: (runId, record) => {
       const started = performance.now()
-      await inner.saveAgent(runId, record)
+      const pending = inner.saveAgent(runId, record)
       totals.ms += performance.now() - started
       totals.writes++
+      return pending
     },
   }
   return { store, totals }
+}
+
+/** A memory store that drops agent writes: the run with no persistence cost to compare with. */
+function droppingStore(): RunStore {
+  return { ...memoryStore(), saveAgent: async () => {} }
+}
+
+/**
+ * Runs the lead and checks that the run did what it was scripted to: every agent completed and
+ * no reply needed a repair (a refused reply would end the run early and look fast).
+ */
+async function runChecked(runtime: ReturnType<typeof createRuntime>, agents: number): Promise<void> {
+  const run = runtime.start('lead', 'go')
+  let completed = 0
+  let repair: string | undefined
+  run.on('agent.completed', () => {
+    completed++
+  })
+  run.on('agent.repair', (event) => {
+    repair ??= event.error
+  })
+  await run.result
+  if (repair !== undefined) throw new Error(`cohort: a reply was refused: ${repair}`)
+  if (completed !== agents) throw new Error(`cohort: ${completed} of ${agents} agents completed`)
 }
 
 async function copyStore(from: RunStore, runId: string): Promise<RunStore> {
@@ -97,8 +144,8 @@ async function copyStore(from: RunStore, runId: string): Promise<RunStore> {
 
 export const cohort: Contender = {
   async fanOut({ children, steps, latencyMs }) {
-    await fanOutRuntime(children, steps, latencyMs, memoryStore()).run('lead', 'go')
-    return { steps: children * steps + 2 }
+    await runChecked(fanOutRuntime(children, steps, latencyMs, memoryStore()), children + 1)
+    return { steps: children * steps + launchTurns(children) + 1 }
   },
 
   async recursion({ depth, latencyMs }) {
@@ -134,9 +181,14 @@ export const cohort: Contender = {
   async persistence({ agents, steps, store: kind }) {
     const dir = kind === 'file' ? await mkdtemp(path.join(tmpdir(), 'cohort-bench-')) : undefined
     try {
-      const { store, totals } = timedStore(dir ? fileStore(dir) : memoryStore())
-      await fanOutRuntime(agents - 1, steps, 0, store).run('lead', 'go')
-      return { steps: (agents - 1) * steps + 2, writes: totals.writes, storeMs: totals.ms }
+      const inner = dir ? fileStore(dir) : kind === 'none' ? droppingStore() : memoryStore()
+      const { store, totals } = timedStore(inner)
+      await runChecked(fanOutRuntime(agents - 1, steps, 0, store), agents)
+      return {
+        steps: (agents - 1) * steps + launchTurns(agents - 1) + 1,
+        writes: totals.writes,
+        storeMs: totals.ms,
+      }
     } finally {
       if (dir) await rm(dir, { recursive: true, force: true })
     }
@@ -169,12 +221,18 @@ export const cohort: Contender = {
     const model = scriptedModel({
       lead: leadScript(agents),
       worker: (request) =>
-        request.turn === 0 ? { action: 'call_tool', tool: 'pause', args: {} } : { action: 'finish', result: 'ok' },
+        request.turn === 0
+          ? { action: 'call_tool', tool: 'pause', args: {} }
+          : { action: 'finish', result: 'ok' },
     })
     const runtime = createRuntime({
       agents: [worker, lead],
       model,
-      limits: { maxAgents: agents + 1, maxChildrenPerLaunch: agents },
+      limits: {
+        maxAgents: agents + 1,
+        maxChildrenPerLaunch: Math.min(agents, launchBatch),
+        maxSteps: launchTurns(agents) + 2,
+      },
     })
     const run = runtime.start('lead', 'go')
     const parked: string[] = []

@@ -2,7 +2,15 @@
 export type Job =
   | { workload: 'fan-out'; children: number; steps: number; latencyMs: number }
   | { workload: 'recursion'; depth: number; latencyMs: number }
-  | { workload: 'persistence'; agents: number; steps: number; store: 'memory' | 'file' }
+  | {
+      workload: 'persistence'
+      agents: number
+      steps: number
+      /** `none`: agent writes are dropped, the reference the store's cost is measured against. */
+      store: 'none' | 'memory' | 'file'
+      /** Runs of the job back to back in the cell, so a small run still measures enough steps. */
+      rounds?: number
+    }
   | { workload: 'restore'; agents: number; steps: number; latencyMs: number }
   | { workload: 'idle'; agents: number }
 
@@ -14,7 +22,10 @@ export interface StepCount {
 export interface PersistenceOutcome extends StepCount {
   /** Writes the system made (a write may cover several steps when it coalesces). */
   writes: number
-  /** Time spent serialising and storing, in ms, over the whole run. */
+  /**
+   * Main-thread time spent serialising and storing, in ms, over the whole run: the synchronous
+   * part of each write (all of it for an in-memory store; a file store's I/O is not in it).
+   */
   storeMs: number
 }
 

@@ -12,7 +12,11 @@ async function model(turn: number, steps: number, latencyMs: number): Promise<Re
   return { action: turn < steps - 1 ? 'call_tool' : 'finish', turn }
 }
 
-async function child(steps: number, latencyMs: number, onStep?: (state: ChildState) => void): Promise<number> {
+async function child(
+  steps: number,
+  latencyMs: number,
+  onStep?: (state: ChildState) => void,
+): Promise<number> {
   const state: ChildState = { turn: 0, messages: [] }
   for (;;) {
     const reply = await model(state.turn, steps, latencyMs)
@@ -69,14 +73,11 @@ export const promiseAll: Contender = {
 
   async idle({ agents }, measure) {
     const releases: (() => void)[] = []
-    const parked = Array.from(
-      { length: agents },
-      async (_, id) => {
-        const state = { id, turn: 1, messages: [{ action: 'call_tool', turn: 0 }] }
-        await new Promise<void>((resolve) => releases.push(resolve))
-        return state.turn
-      },
-    )
+    const parked = Array.from({ length: agents }, async (_, id) => {
+      const state = { id, turn: 1, messages: [{ action: 'call_tool', turn: 0 }] }
+      await new Promise<void>((resolve) => releases.push(resolve))
+      return state.turn
+    })
     await measure()
     for (const release of releases) release()
     await Promise.all(parked)

@@ -1,4 +1,12 @@
-import { type AnyActorLogic, type AnyActorRef, assign, createActor, fromPromise, setup, toPromise } from 'xstate'
+import {
+  type AnyActorLogic,
+  type AnyActorRef,
+  assign,
+  createActor,
+  fromPromise,
+  setup,
+  toPromise,
+} from 'xstate'
 import type { Contender } from './contender.js'
 import { modelLatency } from './contender.js'
 
@@ -232,9 +240,11 @@ export const xstateIndependent: Contender = {
 /** An agent whose model call never returns until it is stopped: a parked actor. */
 function parkedChild() {
   return childMachine.provide({
-    actors: { model: fromPromise<string, { turn: number; steps: number; latencyMs: number }>(
-      () => new Promise<string>(() => {}),
-    ) },
+    actors: {
+      model: fromPromise<string, { turn: number; steps: number; latencyMs: number }>(
+        () => new Promise<string>(() => {}),
+      ),
+    },
   })
 }
 
