@@ -116,6 +116,22 @@ describe('restore', () => {
   })
 })
 
+test('a run detached mid-step (a server shutting down) resumes in another runtime to the same result', async () => {
+  const uninterrupted = await scenarioRuntime(path.join(dir, 'clean')).run('lead', 'report on two sleeps')
+  const storeDir = path.join(dir, 'detached')
+  const first = scenarioRuntime(storeDir)
+  const run = first.start('lead', 'report on two sleeps', { runId: 'detach-1' })
+  await new Promise<void>((resolve) => run.on('tool.completed', () => resolve()))
+  await first.shutdown()
+  await expect(run.result).rejects.toMatchObject({ code: 'DETACHED' })
+  expect(first.active()).toHaveLength(0)
+  const stored = await first.store.loadRun('detach-1')
+  expect(stored?.run.status).toBe('running')
+
+  const resumed = await scenarioRuntime(storeDir).resume('detach-1')
+  expect(await resumed.result).toEqual(uninterrupted)
+})
+
 describe('tools after a crash', () => {
   test('a tool call cut off by a crash runs again with the same idempotency key (at-least-once)', async () => {
     const storeDir = path.join(dir, 'tools')

@@ -593,6 +593,26 @@ export class Orchestrator {
     this.config.bus.close()
   }
 
+  /**
+   * Stops every agent where it is, without writing: the store keeps the last real state, and a
+   * later `resume` continues from it (a server shutting down). The result rejects with DETACHED.
+   */
+  async detach(): Promise<void> {
+    if (this.isSettled || this.ending) return
+    this.ending = true
+    for (const entry of this.registry.values()) {
+      entry.unsubscribe?.()
+      clearTimeout(entry.timer)
+      if (!entry.settled) {
+        this.stopEffect(entry)
+        entry.actor.stop()
+      }
+    }
+    await this.writer.flush()
+    this.rejectResult(new CohortError('DETACHED', `run ${this.runId} was detached; resume it to continue`))
+    this.config.bus.close()
+  }
+
   /** A failure of the runtime itself (a store that cannot write): stop every agent and fail the run. */
   private abort(error: unknown): void {
     if (this.isSettled) return

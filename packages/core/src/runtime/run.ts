@@ -86,6 +86,14 @@ export class Run {
     )
   }
 
+  /**
+   * Stops the run in this process without settling it (a server shutting down): what is stored
+   * stays as the last step left it, and `runtime.resume(id)` continues it here or elsewhere.
+   */
+  async detach(): Promise<void> {
+    await this.orchestrator.detach()
+  }
+
   /** Cancels every agent of the run; `result` rejects with `CancelledError`. */
   async cancel(reason?: string): Promise<void> {
     this.orchestrator.cancel(reason)

@@ -88,6 +88,8 @@ export interface Runtime {
   get(runId: string): Run | undefined
   /** Runs in memory that have not settled. */
   active(): Run[]
+  /** Detaches every active run (see `Run.detach`): everything is stored, nothing settles. */
+  shutdown(): Promise<void>
 }
 
 export function createRuntime(options: RuntimeOptions): Runtime {
@@ -257,6 +259,9 @@ export function createRuntime(options: RuntimeOptions): Runtime {
     },
     active() {
       return [...runs.values()].map((entry) => entry.run)
+    },
+    async shutdown() {
+      await Promise.all(runtime.active().map((run) => run.detach()))
     },
   }
   return runtime
