@@ -1,0 +1,28 @@
+import type { ConnectionOptions, RedisOptions } from 'bullmq'
+
+export const defaultRedisUrl = 'redis://127.0.0.1:6379'
+
+/** Either a connection (options or a client) or a `redis://` URL. */
+export interface ConnectionInput {
+  connection?: ConnectionOptions
+  url?: string
+}
+
+/** Options from a `redis://` or `rediss://` URL, with what BullMQ's workers need (no per-request retry cap). */
+export function redisOptionsFromUrl(url: string): RedisOptions {
+  const parsed = new URL(url)
+  const db = parsed.pathname.length > 1 ? Number(parsed.pathname.slice(1)) : undefined
+  return {
+    host: parsed.hostname || '127.0.0.1',
+    port: parsed.port ? Number(parsed.port) : 6379,
+    ...(parsed.username && { username: decodeURIComponent(parsed.username) }),
+    ...(parsed.password && { password: decodeURIComponent(parsed.password) }),
+    ...(db !== undefined && Number.isInteger(db) && { db }),
+    ...(parsed.protocol === 'rediss:' && { tls: {} }),
+    maxRetriesPerRequest: null,
+  }
+}
+
+export function resolveConnection(input: ConnectionInput): ConnectionOptions {
+  return input.connection ?? redisOptionsFromUrl(input.url ?? process.env.REDIS_URL ?? defaultRedisUrl)
+}

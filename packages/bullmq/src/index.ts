@@ -1,0 +1,15 @@
+export { type ConnectionInput, redisOptionsFromUrl } from './connection.js'
+export {
+  defaultQueueName,
+  type EnqueueRunOptions,
+  enqueueRun,
+  type QueueInput,
+  type ResumeRunOptions,
+  resumeRun,
+  type SegmentJobData,
+  type SegmentJobResult,
+  segmentJobId,
+} from './jobs.js'
+export { type RedisStoreOptions, redisStore } from './store.js'
+export { type WaitForRunOptions, waitForRun } from './wait.js'
+export { type CohortWorker, type CreateWorkerOptions, createWorker } from './worker.js'

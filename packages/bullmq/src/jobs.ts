@@ -1,0 +1,111 @@
+import { type AgentRecord, CohortError, type Runtime } from '@cohort/core'
+import { type FlowJob, FlowProducer, type JobsOptions, Queue } from 'bullmq'
+import { type ConnectionInput, resolveConnection } from './connection.js'
+
+export const defaultQueueName = 'cohort'
+
+/** One job is one segment of one agent. `generation` is set by `resumeRun`, so resumed jobs get new ids. */
+export interface SegmentJobData {
+  runId: string
+  agentId: string
+  generation?: string
+}
+
+export type SegmentJobResult =
+  | { agentId: string; kind: 'settled'; status: 'completed' | 'failed' }
+  | { agentId: string; kind: 'waiting'; on: 'input' }
+
+/**
+ * Deterministic, so a segment replayed after a crash adds the same child jobs again and BullMQ
+ * keeps the first. BullMQ refuses ':' in custom ids; agent ids are escaped to stay distinct.
+ */
+export function segmentJobId(data: SegmentJobData): string {
+  const agent = data.agentId.replaceAll('%', '%25').replaceAll(':', '%3A')
+  return data.generation ? `${data.runId}-${agent}-g${data.generation}` : `${data.runId}-${agent}`
+}
+
+/** Kept long enough for a replayed segment to find its children's jobs by id. */
+export const jobDefaults: JobsOptions = {
+  attempts: 3,
+  backoff: { type: 'exponential', delay: 1000 },
+  removeOnComplete: { age: 7 * 24 * 3600 },
+  removeOnFail: { age: 30 * 24 * 3600 },
+}
+
+export type QueueInput = ConnectionInput & {
+  /** An open queue (left open); otherwise one is opened on `connection`/`url` and closed. */
+  queue?: Queue
+  queueName?: string
+}
+
+async function withQueue<T>(input: QueueInput, use: (queue: Queue) => Promise<T>): Promise<T> {
+  if (input.queue) return use(input.queue)
+  const queue = new Queue(input.queueName ?? defaultQueueName, { connection: resolveConnection(input) })
+  try {
+    return await use(queue)
+  } finally {
+    await queue.close()
+  }
+}
+
+export type EnqueueRunOptions = QueueInput & {
+  runtime: Runtime
+  agent: string
+  task: string
+  runId?: string
+}
+
+/** Writes the run and its idle root agent, then adds the root agent's job. */
+export async function enqueueRun(options: EnqueueRunOptions): Promise<{ runId: string }> {
+  const { runId, rootAgentId } = await options.runtime.prepareRun(
+    options.agent,
+    options.task,
+    options.runId === undefined ? {} : { runId: options.runId },
+  )
+  await withQueue(options, async (queue) => {
+    const data: SegmentJobData = { runId, agentId: rootAgentId }
+    await queue.add(rootAgentId, data, { ...jobDefaults, jobId: segmentJobId(data) })
+  })
+  return { runId }
+}
+
+export type ResumeRunOptions = QueueInput & { runtime: Runtime; runId: string }
+
+/**
+ * Re-enqueues the unsettled agents of a stored run whose jobs are gone (after an answer to an
+ * input request, or a Redis that lost its queue) as one flow: a parent runs after its children.
+ * Not for a run whose jobs are still live: it would run those agents twice.
+ */
+export async function resumeRun(options: ResumeRunOptions): Promise<{ runId: string; agents: number }> {
+  const stored = await options.runtime.store.loadRun(options.runId)
+  if (!stored) throw new CohortError('RUN_NOT_FOUND', `run ${options.runId} is not in the store`)
+  if (stored.run.status !== 'running') return { runId: options.runId, agents: 0 }
+  const unsettled = stored.agents.filter((agent) => !isSettled(agent))
+  const root = unsettled.find((agent) => agent.id === stored.run.rootAgentId)
+  if (!root) return { runId: options.runId, agents: 0 }
+  const generation = Date.now().toString(36)
+  const queueName = options.queue?.name ?? options.queueName ?? defaultQueueName
+  const node = (agent: AgentRecord): FlowJob => {
+    const data: SegmentJobData = { runId: options.runId, agentId: agent.id, generation }
+    const children = unsettled.filter((other) => other.parentId === agent.id).map(node)
+    const opts = { ...jobDefaults, jobId: segmentJobId(data), ignoreDependencyOnFailure: true }
+    return { name: agent.id, queueName, data, opts, ...(children.length > 0 && { children }) }
+  }
+  const tree = node(root)
+  const connection = options.queue?.opts.connection ?? resolveConnection(options)
+  const flows = new FlowProducer({ connection })
+  try {
+    await flows.add(tree)
+  } finally {
+    await flows.close()
+  }
+  return { runId: options.runId, agents: countNodes(tree) }
+}
+
+function countNodes(node: FlowJob): number {
+  return 1 + (node.children ?? []).reduce((total, child) => total + countNodes(child), 0)
+}
+
+export function isSettled(agent: AgentRecord): boolean {
+  return agent.status === 'completed' || agent.status === 'failed'
+}

@@ -1,0 +1,148 @@
+import type { RunStore, Runtime } from '@cohort/core'
+import { DelayedError, type Job, Queue, WaitingChildrenError, Worker } from 'bullmq'
+import { type ConnectionInput, resolveConnection } from './connection.js'
+import {
+  defaultQueueName,
+  isSettled,
+  jobDefaults,
+  type SegmentJobData,
+  type SegmentJobResult,
+  segmentJobId,
+} from './jobs.js'
+
+export type CreateWorkerOptions = ConnectionInput & {
+  runtime: Runtime
+  queueName?: string
+  /** Segments this worker runs at once (default 10): they mostly wait on model calls. */
+  concurrency?: number
+  /** How long a job's lock lasts between renewals (default 60 s); a dead worker's job restarts after about this. */
+  lockDuration?: number
+  /** How often stalled jobs are looked for (default 30 s). */
+  stalledInterval?: number
+  /** Stalls a job survives before it fails for good (default 2). */
+  maxStalledCount?: number
+  /** An agent whose dependencies run elsewhere is tried again after this long (default 100 ms). */
+  dependencyRetryMs?: number
+  /** Start taking jobs at once (default true). */
+  autorun?: boolean
+  /** Errors of the worker itself (lost connection…); default: console.error. */
+  onError?: (error: Error) => void
+}
+
+export interface CohortWorker {
+  readonly worker: Worker<SegmentJobData, SegmentJobResult>
+  /** Waits for running segments to finish (or not, with `force`), then closes every connection. */
+  close(force?: boolean): Promise<void>
+}
+
+/** Guards against a segment that keeps finding its children done yet cannot go on. */
+const maxRounds = 50
+
+/** A BullMQ worker where one job is one segment of one agent (`runtime.runSegment`). */
+export function createWorker(options: CreateWorkerOptions): CohortWorker {
+  const connection = resolveConnection(options)
+  const queueName = options.queueName ?? defaultQueueName
+  const queue = new Queue<SegmentJobData, SegmentJobResult>(queueName, { connection })
+  const { runtime } = options
+  const dependencyRetryMs = options.dependencyRetryMs ?? 100
+
+  const addChildren = async (parent: Job<SegmentJobData>, agentIds: string[]) => {
+    await queue.addBulk(
+      agentIds.map((agentId) => {
+        const data: SegmentJobData = { ...parent.data, agentId }
+        return {
+          name: agentId,
+          data,
+          opts: {
+            ...jobDefaults,
+            jobId: segmentJobId(data),
+            parent: { id: parent.id!, queue: parent.queueQualifiedName },
+            // A child that fails for good fails the run (see below) instead of leaving its parent waiting.
+            ignoreDependencyOnFailure: true,
+          },
+        }
+      }),
+    )
+  }
+
+  /**
+   * The parent found its children's jobs all done. True when it cannot go on: a child still
+   * unsettled has finished its job waiting on input. Children with no job get one.
+   */
+  const blockedOnChildren = async (job: Job<SegmentJobData>): Promise<boolean> => {
+    const { runId, agentId } = job.data
+    const failures = Object.values(await job.getIgnoredChildrenFailures())
+    if (failures.length > 0) await failRun(runtime.store, runId, `a sub-agent's job failed: ${failures[0]}`)
+    const record = await runtime.store.loadAgent!(runId, agentId)
+    let blocked = false
+    for (const link of record?.snapshot.context.children ?? []) {
+      const child = await runtime.store.loadAgent!(runId, link.id)
+      if (!child || isSettled(child)) continue
+      const childJob = await queue.getJob(segmentJobId({ ...job.data, agentId: link.id }))
+      // Launched by a segment that died before it could add the jobs.
+      if (!childJob) await addChildren(job, [link.id])
+      else if (await childJob.isCompleted()) blocked = true
+      else if (await childJob.isFailed()) await failRun(runtime.store, runId, `agent ${link.id}'s job failed`)
+    }
+    return blocked
+  }
+
+  const process = async (job: Job<SegmentJobData>, token?: string): Promise<SegmentJobResult> => {
+    const { runId, agentId } = job.data
+    for (let round = 0; round < maxRounds; round++) {
+      const outcome = await runtime.runSegment(runId, agentId, {
+        enqueue: (ids) => addChildren(job, ids),
+      })
+      if (outcome.kind === 'settled') return { agentId, kind: 'settled', status: outcome.result.status }
+      if (outcome.on === 'input') return { agentId, kind: 'waiting', on: 'input' }
+      if (outcome.on === 'dependencies') {
+        await job.moveToDelayed(Date.now() + dependencyRetryMs, token)
+        throw new DelayedError()
+      }
+      // A waiting parent holds no lock and no slot; BullMQ runs it again when its children are done.
+      if (await job.moveToWaitingChildren(token!)) throw new WaitingChildrenError()
+      if (await blockedOnChildren(job)) return { agentId, kind: 'waiting', on: 'input' }
+    }
+    throw new Error(`agent ${agentId} of run ${runId} made no progress in ${maxRounds} rounds`)
+  }
+
+  const worker = new Worker<SegmentJobData, SegmentJobResult>(queueName, process, {
+    connection,
+    concurrency: options.concurrency ?? 10,
+    lockDuration: options.lockDuration ?? 60_000,
+    stalledInterval: options.stalledInterval ?? 30_000,
+    maxStalledCount: options.maxStalledCount ?? 2,
+    autorun: options.autorun ?? true,
+  })
+  const onError = options.onError ?? ((error: Error) => console.error('cohort worker:', error))
+  worker.on('error', onError)
+  worker.on('failed', (job, error) => {
+    if (!job) return
+    // A job out of attempts (or stalled too often) ends its run rather than leave it running forever.
+    void job
+      .isFailed()
+      .then(async (failed) => {
+        if (failed) await failRun(runtime.store, job.data.runId, error.message)
+      })
+      .catch(onError)
+  })
+
+  return {
+    worker,
+    async close(force = false) {
+      await worker.close(force)
+      await queue.close()
+    },
+  }
+}
+
+async function failRun(store: RunStore, runId: string, message: string): Promise<void> {
+  const record = store.loadRunRecord ? await store.loadRunRecord(runId) : (await store.loadRun(runId))?.run
+  if (record?.status !== 'running') return
+  await store.saveRun({
+    ...record,
+    status: 'failed',
+    updatedAt: Date.now(),
+    error: { name: 'CohortError', code: 'JOB_FAILED', message },
+  })
+}

@@ -1,0 +1,220 @@
+import type { ChildProcess } from 'node:child_process'
+import { mkdtemp, readFile, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
+import { createRuntime, type RunStore } from '@cohort/core'
+import { afterAll, beforeAll, describe, expect, test } from 'vitest'
+import { createWorker, enqueueRun, redisStore, waitForRun } from '../packages/bullmq/src/index.js'
+import {
+  deleteKeys,
+  dropQueue,
+  openQueue,
+  redisReachable,
+  redisUrl,
+  uniqueName,
+} from '../packages/bullmq/test/redis-harness.js'
+import { flatAgents, flatModel, ledgerAgents, ledgerModel, payees } from './fixtures/bullmq-scenario.js'
+import { faultAgents, faultModel } from './fixtures/fault-scenario.js'
+import { collect, type Finished, spawnTs } from './support/processes.js'
+import { describeRunStore } from './support/run-store-conformance.js'
+
+const reachable = await redisReachable()
+if (!reachable) {
+  if (process.env.CI === 'true')
+    throw new Error(`Redis is not reachable at ${redisUrl}: the BullMQ tests must run in CI`)
+  console.warn(`\n!!! Redis is not reachable at ${redisUrl}: SKIPPING every BullMQ test !!!\n`)
+}
+const describeRedis = reachable ? describe : describe.skip
+
+describeRedis('redisStore', () => {
+  describeRunStore('redisStore', async () => {
+    const prefix = `${uniqueName('cohort-test')}:`
+    return { store: redisStore({ url: redisUrl, prefix }), cleanup: () => deleteKeys(prefix) }
+  })
+})
+
+interface WorkerProcess {
+  child: ChildProcess
+  lines: string[]
+  ready: Promise<void>
+  exited: Promise<Finished>
+}
+
+function startWorker(args: string[], env: Record<string, string> = {}, onLine?: (line: string) => void) {
+  const child = spawnTs('tests/fixtures/bullmq-worker.ts', args, { REDIS_URL: redisUrl, ...env })
+  const lines: string[] = []
+  let markReady!: () => void
+  const ready = new Promise<void>((resolve) => {
+    markReady = resolve
+  })
+  const exited = collect(child, (line) => {
+    lines.push(line)
+    if (line === 'ready') markReady()
+    onLine?.(line)
+  })
+  void exited.then((finished) => {
+    if (!lines.includes('ready')) throw new Error(`worker exited before it was ready:\n${finished.stderr}`)
+  })
+  return { child, lines, ready, exited } satisfies WorkerProcess
+}
+
+async function stopWorkers(workers: WorkerProcess[]) {
+  await Promise.all(
+    workers.map(async (worker) => {
+      if (worker.child.exitCode === null && worker.child.signalCode === null) worker.child.kill('SIGTERM')
+      await worker.exited
+    }),
+  )
+}
+
+/** `agent.completed` lines across processes, as agent ids. */
+function completions(workers: WorkerProcess[]): string[] {
+  return workers.flatMap((worker) =>
+    worker.lines
+      .filter((line) => line.startsWith('event agent.completed '))
+      .map((line) => line.split(' ')[2]!),
+  )
+}
+
+describeRedis('BullMQ workers', () => {
+  let queueName: string
+  let prefix: string
+  let store: RunStore
+  let dir: string
+  let workers: WorkerProcess[] = []
+
+  beforeAll(async () => {
+    dir = await mkdtemp(path.join(tmpdir(), 'cohort-bullmq-'))
+  })
+  afterAll(async () => {
+    await rm(dir, { recursive: true, force: true })
+  })
+
+  const setUp = () => {
+    queueName = uniqueName('cohort-test-q')
+    prefix = `${uniqueName('cohort-test')}:`
+    store = redisStore({ url: redisUrl, prefix })
+    workers = []
+  }
+  const tearDown = async () => {
+    await stopWorkers(workers)
+    await dropQueue(openQueue(queueName))
+    await store.close?.()
+    await deleteKeys(prefix)
+  }
+
+  test('a run spread over 3 worker processes ends as the same run in one process', async () => {
+    setUp()
+    try {
+      const expected = await createRuntime({ agents: faultAgents, model: faultModel }).run('lead', 'crash me')
+      workers = [0, 1, 2].map(() => startWorker(['fault', queueName, prefix]))
+      await Promise.all(workers.map((worker) => worker.ready))
+      const runtime = createRuntime({ agents: faultAgents, model: faultModel, store })
+      const { runId } = await enqueueRun({
+        url: redisUrl,
+        queueName,
+        runtime,
+        agent: 'lead',
+        task: 'crash me',
+      })
+
+      const record = await waitForRun(runId, { store, timeoutMs: 30_000 })
+      expect(record).toMatchObject({ status: 'completed', result: expected })
+      const stored = await store.loadRun(runId)
+      expect(stored?.agents).toHaveLength(11)
+      expect(stored?.agents.every((agent) => agent.status === 'completed')).toBe(true)
+      // Every agent completed exactly once, wherever it ran.
+      expect(completions(workers).sort()).toEqual(stored!.agents.map((agent) => agent.id).sort())
+      const spread = workers.map((worker) => completions([worker]).length)
+      console.log(`agents completed per worker process: ${spread.join(', ')}`)
+      expect(spread.filter((count) => count > 0).length).toBeGreaterThan(1)
+    } finally {
+      await tearDown()
+    }
+  }, 60_000)
+
+  test('a worker SIGKILLed mid-tool: another worker finishes the run, the tool retried with the same key', async () => {
+    setUp()
+    try {
+      const expected = await createRuntime({
+        agents: ledgerAgents(path.join(dir, 'clean-ledger.txt')),
+        model: ledgerModel,
+      }).run('lead', 'pay')
+      const ledger = path.join(dir, 'ledger.txt')
+      const fast = { LOCK_MS: '2000', STALLED_MS: '1000' }
+      const first = startWorker(['ledger', queueName, prefix, ledger], fast, (line) => {
+        if (line === 'tool-started lead.p1') first.child.kill('SIGKILL')
+      })
+      workers = [first]
+      await first.ready
+      const runtime = createRuntime({ agents: ledgerAgents(ledger), model: ledgerModel, store })
+      const { runId } = await enqueueRun({ url: redisUrl, queueName, runtime, agent: 'lead', task: 'pay' })
+      expect((await first.exited).signal).toBe('SIGKILL')
+      expect((await store.loadRunRecord!(runId))?.status).toBe('running')
+
+      const killedAt = Date.now()
+      const second = startWorker(['ledger', queueName, prefix, ledger], fast)
+      workers.push(second)
+      const record = await waitForRun(runId, { store, timeoutMs: 30_000 })
+      console.log(`run finished ${Date.now() - killedAt} ms after the kill (lock 2 s, stalled check 1 s)`)
+      expect(record).toMatchObject({ status: 'completed', result: expected })
+      const stored = await store.loadRun(runId)
+      expect(stored?.agents.map((agent) => `${agent.id} ${agent.status}`).sort()).toEqual([
+        'lead completed',
+        ...payees.map((id) => `lead.${id} completed`),
+      ])
+      expect(completions(workers).sort()).toEqual(['lead', ...payees.map((id) => `lead.${id}`)])
+
+      // At-least-once: the cut-off call ran again, under the key `${runId}:${agentId}:${turn}…` it had.
+      const lines = (await readFile(ledger, 'utf8')).trim().split('\n')
+      const keysOf = (agentId: string) =>
+        lines.filter((line) => line.startsWith(`${runId}:${agentId}:`)).map((line) => line.split(' ')[0])
+      expect(keysOf('lead.p1').length).toBeGreaterThanOrEqual(2)
+      for (const id of payees) {
+        const keys = keysOf(`lead.${id}`)
+        expect(keys.length).toBeGreaterThanOrEqual(1)
+        expect(new Set(keys)).toEqual(new Set([`${runId}:lead.${id}:0.0`]))
+      }
+    } finally {
+      await tearDown()
+    }
+  }, 60_000)
+
+  test('2 workers finish a latency-bound batch faster than 1', async () => {
+    const timeBatch = async (workerCount: number) => {
+      setUp()
+      const runtimes = Array.from({ length: workerCount }, () =>
+        createRuntime({ agents: flatAgents, model: flatModel(150), store }),
+      )
+      const inProcess = runtimes.map((runtime) =>
+        createWorker({ runtime, url: redisUrl, queueName, concurrency: 3 }),
+      )
+      const queue = openQueue(queueName)
+      try {
+        await Promise.all(inProcess.map((worker) => worker.worker.waitUntilReady()))
+        const started = performance.now()
+        const runIds = await Promise.all(
+          Array.from({ length: 24 }, async (_, i) => {
+            const runtime = runtimes[0]!
+            return (await enqueueRun({ queue, runtime, agent: 'solo', task: `task ${i}` })).runId
+          }),
+        )
+        const records = await Promise.all(
+          runIds.map((runId) => waitForRun(runId, { store, timeoutMs: 30_000 })),
+        )
+        expect(records.every((record) => record.status === 'completed')).toBe(true)
+        return performance.now() - started
+      } finally {
+        await Promise.all(inProcess.map((worker) => worker.close()))
+        await queue.close()
+        await tearDown()
+      }
+    }
+    const one = await timeBatch(1)
+    const two = await timeBatch(2)
+    console.log(
+      `24 runs × 2 model calls of 150 ms, concurrency 3 per worker: 1 worker ${Math.round(one)} ms, 2 workers ${Math.round(two)} ms, ${(one / two).toFixed(2)}× faster`,
+    )
+    expect(one / two).toBeGreaterThanOrEqual(1.3)
+  }, 60_000)
+})
