@@ -4,7 +4,14 @@ import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { createRuntime, type RunStore } from '@cohort/core'
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
-import { createWorker, enqueueRun, redisStore, waitForRun } from '../packages/bullmq/src/index.js'
+import {
+  createWorker,
+  enqueueRun,
+  redisStore,
+  resumeRun,
+  segmentJobId,
+  waitForRun,
+} from '../packages/bullmq/src/index.js'
 import {
   deleteKeys,
   dropQueue,
@@ -180,6 +187,44 @@ describeRedis('BullMQ workers', () => {
     }
   }, 60_000)
 
+  test('a run whose jobs were lost with its worker is resumed from the store', async () => {
+    setUp()
+    try {
+      const expected = await createRuntime({ agents: faultAgents, model: faultModel }).run('lead', 'crash me')
+      const first = startWorker(['fault', queueName, prefix], {}, (line) => {
+        if (line === 'event agent.completed lead.w1') first.child.kill('SIGKILL')
+      })
+      workers = [first]
+      await first.ready
+      const runtime = createRuntime({ agents: faultAgents, model: faultModel, store })
+      const { runId } = await enqueueRun({
+        url: redisUrl,
+        queueName,
+        runtime,
+        agent: 'lead',
+        task: 'crash me',
+      })
+      await first.exited
+      // As if Redis had lost the queue: only the store is left.
+      await openQueue(queueName).obliterate({ force: true })
+      const before = await store.loadRun(runId)
+      expect(before?.agents.filter((agent) => agent.status !== 'completed').length).toBeGreaterThan(0)
+
+      const second = startWorker(['fault', queueName, prefix])
+      workers.push(second)
+      await second.ready
+      const { agents } = await resumeRun({ url: redisUrl, queueName, runtime, runId })
+      expect(agents).toBeGreaterThan(1)
+      const record = await waitForRun(runId, { store, timeoutMs: 30_000 })
+      expect(record).toMatchObject({ status: 'completed', result: expected })
+      const stored = await store.loadRun(runId)
+      expect(stored?.agents).toHaveLength(11)
+      expect(stored?.agents.every((agent) => agent.status === 'completed')).toBe(true)
+    } finally {
+      await tearDown()
+    }
+  }, 60_000)
+
   test('2 workers finish a latency-bound batch faster than 1', async () => {
     const timeBatch = async (workerCount: number) => {
       setUp()
@@ -217,4 +262,11 @@ describeRedis('BullMQ workers', () => {
     )
     expect(one / two).toBeGreaterThanOrEqual(1.3)
   }, 60_000)
+})
+
+test('job ids are deterministic, free of ":" and distinct per agent and generation', () => {
+  expect(segmentJobId({ runId: 'r1', agentId: 'lead.w1' })).toBe('r1-lead.w1')
+  expect(segmentJobId({ runId: 'r1', agentId: 'lead.a:b' })).toBe('r1-lead.a%3Ab')
+  expect(segmentJobId({ runId: 'r1', agentId: 'lead.a%3Ab' })).toBe('r1-lead.a%253Ab')
+  expect(segmentJobId({ runId: 'r1', agentId: 'lead', generation: 'x1' })).toBe('r1-lead-gx1')
 })
