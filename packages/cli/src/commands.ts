@@ -1,0 +1,295 @@
+import { readdir, readFile } from 'node:fs/promises'
+import path from 'node:path'
+import {
+  assertRunId,
+  CohortError,
+  createLogger,
+  type EventSink,
+  InvalidInputError,
+  type Run,
+  type RunFilter,
+  type RunMetrics,
+  type RunStatus,
+} from '@cohort/core'
+import { Home, type Launch } from './home.js'
+import { parallelPlan, runtimeFor, splitTasks } from './launch.js'
+import { liveTree } from './live.js'
+import { startServer } from './server/server.js'
+import { formatMs, oneLine, renderTree } from './tree.js'
+import { runView } from './views.js'
+
+export interface Output {
+  out: NodeJS.WriteStream
+  err: NodeJS.WriteStream
+}
+
+export interface CommonOptions {
+  dir: string
+}
+
+/** On a terminal the live tree is drawn and the log goes to files; otherwise plain log lines. */
+function makeLogger(home: Home, io: Output): EventSink {
+  return createLogger({ console: !io.out.isTTY, colors: false, stream: io.out, dir: home.logsDir })
+}
+
+async function follow(run: Run, home: Home, io: Output, logger: EventSink): Promise<number> {
+  const stored = await home.store.loadRun(run.id)
+  const stop = io.out.isTTY ? liveTree(run, io.out, stored ? runView(stored).agents : []) : undefined
+  const onSignal = () => {
+    io.err.write(`\ncancelling run ${run.id}…\n`)
+    void run.cancel('cancelled from the terminal')
+  }
+  process.once('SIGINT', onSignal)
+  let code = 0
+  try {
+    const result = await run.result
+    stop?.()
+    io.out.write(`\nResult: ${JSON.stringify(result, null, 2)}\n`)
+  } catch (error) {
+    stop?.()
+    io.err.write(
+      `\nRun ${run.id} ${run.status === 'cancelled' ? 'was cancelled' : 'failed'}: ${(error as Error).message}\n`,
+    )
+    code = 1
+  } finally {
+    process.off('SIGINT', onSignal)
+    await logger.close?.()
+  }
+  io.out.write(
+    `${metricsLine(run.metrics())}\nRun ${run.id}: \`cohort show ${run.id}\`, \`cohort logs ${run.id}\`\n`,
+  )
+  return code
+}
+
+function metricsLine(metrics: RunMetrics): string {
+  return `Wall ${formatMs(metrics.wallMs)}, agents busy ${formatMs(metrics.busyMs)}: speedup ${metrics.speedup}×, efficiency ${metrics.efficiency}; ${metrics.completed} completed, ${metrics.failed} failed, ${metrics.tokens.total} tokens`
+}
+
+export async function runCommand(
+  configFile: string,
+  task: string | undefined,
+  options: CommonOptions & { agent?: string; runId?: string },
+  io: Output,
+): Promise<number> {
+  const home = new Home(options.dir)
+  const launch: Launch = { kind: 'config', config: path.resolve(configFile) }
+  const logger = makeLogger(home, io)
+  const hosted = await runtimeFor(launch, home, logger)
+  const agent = options.agent ?? hosted.root
+  const text = task ?? hosted.task
+  if (!text) throw new InvalidInputError('no task: give one after the config, or set `task` in the config')
+  if (options.runId) assertRunId(options.runId)
+  const run = hosted.runtime.start(agent, text, options.runId ? { runId: options.runId } : {})
+  await home.saveLaunch(run.id, launch)
+  return follow(run, home, io, logger)
+}
+
+export async function parallelCommand(
+  text: string,
+  options: CommonOptions & { command?: string; arg?: string[]; base?: string; runId?: string },
+  io: Output,
+): Promise<number> {
+  const home = new Home(options.dir)
+  const launch: Launch = { kind: 'parallel', tasks: splitTasks(text) }
+  if (options.command) launch.command = options.command
+  if (options.arg?.length) launch.args = options.arg
+  if (options.base) launch.base = path.resolve(options.base)
+  if (options.runId) assertRunId(options.runId)
+  const logger = makeLogger(home, io)
+  const hosted = await runtimeFor(launch, home, logger)
+  const run = hosted.runtime.runPlan(parallelPlan(launch), options.runId ? { runId: options.runId } : {})
+  await home.saveLaunch(run.id, launch)
+  const code = await follow(run, home, io, logger)
+  await printTasks(home, run.id, io)
+  const conflicts = run.metrics().conflicts
+  io.out.write(
+    conflicts.length === 0
+      ? 'No conflicts between the tasks’ workspaces.\n'
+      : `Conflicts (files changed by more than one task): ${conflicts.map((c) => `${c.file} (${c.agents.join(', ')})`).join('; ')}\n`,
+  )
+  return code
+}
+
+async function printTasks(home: Home, runId: string, io: Output): Promise<void> {
+  const stored = await home.store.loadRun(runId)
+  if (!stored) return
+  const tasks = runView(stored).agents.filter((agent) => agent.depth === 1)
+  io.out.write('\n| task | status | time | result |\n|---|---|---|---|\n')
+  for (const task of tasks) {
+    const outcome = task.error ? `error: ${task.error.message}` : oneLine(task.result, 60)
+    const time = formatMs((task.endedAt ?? Date.now()) - task.startedAt)
+    io.out.write(
+      `| ${task.id.replace(/^cohort-plan\./, '')} | ${task.status} | ${time} | ${outcome.replaceAll('|', '\\|')} |\n`,
+    )
+  }
+}
+
+export async function lsCommand(
+  options: CommonOptions & { status?: string; limit?: string; json?: boolean },
+  io: Output,
+): Promise<number> {
+  const home = new Home(options.dir)
+  const filter: RunFilter = { limit: positiveInt(options.limit ?? '20', '--limit') }
+  if (options.status) filter.status = statuses(options.status)
+  const runs = await home.store.listRuns(filter)
+  if (options.json) {
+    io.out.write(`${JSON.stringify(runs, null, 2)}\n`)
+    return 0
+  }
+  if (runs.length === 0) {
+    io.out.write(`No runs in ${home.runsDir}.\n`)
+    return 0
+  }
+  for (const run of runs) {
+    const when = new Date(run.createdAt).toISOString().replace('T', ' ').slice(0, 19)
+    io.out.write(`${run.id}  ${run.status.padEnd(9)}  ${when}  ${run.agent}: ${oneLine(run.task, 60)}\n`)
+  }
+  return 0
+}
+
+export async function showCommand(
+  runId: string,
+  options: CommonOptions & { json?: boolean },
+  io: Output,
+): Promise<number> {
+  assertRunId(runId)
+  const home = new Home(options.dir)
+  const stored = await home.store.loadRun(runId)
+  if (!stored) throw new CohortError('RUN_NOT_FOUND', `run ${runId} is not in ${home.runsDir}`)
+  const view = runView(stored)
+  if (options.json) {
+    io.out.write(`${JSON.stringify(view, null, 2)}\n`)
+    return 0
+  }
+  const { run } = view
+  io.out.write(`Run ${run.id}  ${run.status}  ${run.agent}: ${oneLine(run.task, 80)}\n`)
+  io.out.write(
+    `Started ${new Date(run.createdAt).toISOString()}, ${run.status === 'running' ? 'last step' : 'ended'} ${new Date(run.updatedAt).toISOString()} (${formatMs(run.updatedAt - run.createdAt)})\n\n`,
+  )
+  const lines = renderTree(view.agents, { now: run.updatedAt, colors: io.out.isTTY === true, outcomes: true })
+  io.out.write(`${lines.join('\n')}\n`)
+  if (run.status === 'completed') io.out.write(`\nResult: ${JSON.stringify(run.result, null, 2)}\n`)
+  if (run.error) io.out.write(`\nError (${run.error.code}): ${run.error.message}\n`)
+  const conflicts = stored.agents.flatMap((agent) => agent.snapshot.context.conflicts ?? [])
+  if (conflicts.length > 0) {
+    io.out.write(`\nConflicts: ${conflicts.map((c) => `${c.file} (${c.agents.join(', ')})`).join('; ')}\n`)
+  }
+  return 0
+}
+
+export async function resumeCommand(runId: string, options: CommonOptions, io: Output): Promise<number> {
+  const home = new Home(options.dir)
+  const launch = await home.loadLaunch(runId)
+  const logger = makeLogger(home, io)
+  const hosted = await runtimeFor(launch, home, logger)
+  const run = await hosted.runtime.resume(runId)
+  return follow(run, home, io, logger)
+}
+
+export async function cancelCommand(runId: string, options: CommonOptions, io: Output): Promise<number> {
+  const home = new Home(options.dir)
+  const stored = await home.store.loadRun(runId)
+  if (!stored) throw new CohortError('RUN_NOT_FOUND', `run ${runId} is not in ${home.runsDir}`)
+  if (stored.run.status !== 'running') {
+    io.out.write(`Run ${runId} is already ${stored.run.status}.\n`)
+    return 0
+  }
+  const launch = await home.loadLaunch(runId)
+  const logger = createLogger({ console: false, dir: home.logsDir })
+  const hosted = await runtimeFor(launch, home, logger)
+  const run = await hosted.runtime.resume(runId)
+  await run.cancel('cancelled with `cohort cancel`')
+  await logger.close?.()
+  io.out.write(`Run ${runId} cancelled.\n`)
+  return 0
+}
+
+export async function logsCommand(
+  runId: string,
+  options: CommonOptions & { agent?: string },
+  io: Output,
+): Promise<number> {
+  assertRunId(runId)
+  const home = new Home(options.dir)
+  const folder = path.join(home.logsDir, runId)
+  let files: string[]
+  try {
+    files = (await readdir(folder)).filter((file) => file.endsWith('.log'))
+  } catch {
+    throw new CohortError('RUN_NOT_FOUND', `no logs for run ${runId} in ${home.logsDir}`)
+  }
+  if (options.agent) {
+    const file = `${options.agent}.log`
+    if (!files.includes(file)) {
+      const agents = files.map((f) => f.replace(/\.log$/, '')).join(', ')
+      throw new InvalidInputError(`run ${runId} has no log for agent "${options.agent}"; agents: ${agents}`)
+    }
+    files = [file]
+  }
+  // Every file's lines, merged by their timestamp (each line starts with an ISO time).
+  const lines: string[] = []
+  for (const file of files) {
+    const text = await readFile(path.join(folder, file), 'utf8')
+    lines.push(...text.split('\n').filter(Boolean))
+  }
+  lines.sort()
+  io.out.write(lines.length > 0 ? `${lines.join('\n')}\n` : '')
+  return 0
+}
+
+export async function serveCommand(
+  configFile: string,
+  options: CommonOptions & { port: string; host: string },
+  io: Output,
+): Promise<number> {
+  const home = new Home(options.dir)
+  const launch: Launch = { kind: 'config', config: path.resolve(configFile) }
+  const logger = createLogger({ console: false, dir: home.logsDir })
+  const hosted = await runtimeFor(launch, home, logger)
+  const server = await startServer({
+    runtime: hosted.runtime,
+    port: positiveInt(options.port, '--port', true),
+    host: options.host,
+    root: hosted.root,
+    onStart: (runId) => home.saveLaunch(runId, launch),
+  })
+  const resumed = await server.resumeInFlight()
+  io.out.write(`cohort serve: ${server.url} (inspector), API at ${server.url}api/runs\n`)
+  if (resumed.length > 0)
+    io.out.write(`Resumed ${resumed.length} run(s) that were in flight: ${resumed.join(', ')}\n`)
+  await new Promise<void>((resolve) => {
+    const stop = (signal: string) => {
+      io.out.write(`${signal}: storing every run and stopping…\n`)
+      void server
+        .close()
+        .then(() => logger.close?.())
+        .then(() => resolve())
+    }
+    process.once('SIGTERM', () => stop('SIGTERM'))
+    process.once('SIGINT', () => stop('SIGINT'))
+  })
+  io.out.write('Stopped; `cohort serve` again resumes the runs in flight.\n')
+  return 0
+}
+
+const runStatuses: RunStatus[] = ['running', 'completed', 'failed', 'cancelled']
+
+function statuses(text: string): RunStatus[] {
+  const list = text.split(',').map((s) => s.trim())
+  for (const status of list) {
+    if (!runStatuses.includes(status as RunStatus)) {
+      throw new InvalidInputError(`--status "${status}" is not one of ${runStatuses.join(', ')}`)
+    }
+  }
+  return list as RunStatus[]
+}
+
+function positiveInt(text: string, flag: string, allowZero = false): number {
+  const value = Number(text)
+  if (!/^\d+$/.test(text) || (!allowZero && value === 0) || value > 1_000_000) {
+    throw new InvalidInputError(
+      `${flag} must be a ${allowZero ? 'non-negative' : 'positive'} integer, got "${text}"`,
+    )
+  }
+  return value
+}

@@ -1,0 +1,132 @@
+import { readFile } from 'node:fs/promises'
+import path from 'node:path'
+import { pathToFileURL } from 'node:url'
+import {
+  type AgentDefinition,
+  type ChatModel,
+  commandModel,
+  defineAgent,
+  InvalidInputError,
+  type RunLimits,
+  type SchedulerOptions,
+  sleep,
+  type WorkspaceOptions,
+} from '@cohort/core'
+import { openaiModel } from '@cohort/openai'
+import { z } from 'zod'
+
+/** What `cohort run` and `cohort serve` load: the agents, their model, and how a run starts. */
+export interface CohortConfig {
+  agents: AgentDefinition[]
+  /** Defaults to the endpoint of `OPENAI_API_KEY`/`OPENAI_BASE_URL`/`COHORT_MODEL`. */
+  model?: ChatModel
+  /** The agent a run starts with (default: the first). */
+  root?: string
+  /** The task when none is given on the command line. */
+  task?: string
+  limits?: Partial<RunLimits>
+  scheduler?: SchedulerOptions
+  workspaces?: WorkspaceOptions
+  secrets?: string[]
+}
+
+/** Typed identity, for config modules: `export default defineConfig({ … })`. */
+export function defineConfig(config: CohortConfig): CohortConfig {
+  return config
+}
+
+const builtinTools = { sleep }
+
+const jsonAgentSchema = z.strictObject({
+  name: z.string(),
+  instructions: z.string().default(''),
+  subagents: z.array(z.string()).default([]),
+  tools: z.array(z.enum(Object.keys(builtinTools) as ['sleep'])).default([]),
+  priority: z.number().optional(),
+})
+
+const jsonModelSchema = z.discriminatedUnion('provider', [
+  z.strictObject({
+    provider: z.literal('openai'),
+    model: z.string(),
+    baseURL: z.string().optional(),
+    protocol: z.enum(['tools', 'text', 'auto']).optional(),
+    stream: z.boolean().optional(),
+  }),
+  z.strictObject({
+    provider: z.literal('command'),
+    command: z.string(),
+    args: z.array(z.string()).optional(),
+    timeoutMs: z.number().int().positive().optional(),
+  }),
+])
+
+const jsonConfigSchema = z.strictObject({
+  agents: z.array(jsonAgentSchema).min(1),
+  model: jsonModelSchema.optional(),
+  root: z.string().optional(),
+  task: z.string().optional(),
+  limits: z.record(z.string(), z.number()).optional(),
+  workspaces: z.strictObject({ root: z.string().optional(), base: z.string().optional() }).optional(),
+})
+
+/** Loads a config module (default export) or a JSON file, with an error that says what is wrong where. */
+export async function loadConfig(file: string): Promise<CohortConfig> {
+  const absolute = path.resolve(file)
+  if (absolute.endsWith('.json')) return fromJson(absolute)
+  let loaded: unknown
+  try {
+    loaded = await import(pathToFileURL(absolute).href)
+  } catch (error) {
+    throw new InvalidInputError(`cannot load config ${file}: ${(error as Error).message}`)
+  }
+  const config = (loaded as { default?: unknown }).default ?? (loaded as { config?: unknown }).config
+  if (!config || typeof config !== 'object' || !Array.isArray((config as CohortConfig).agents)) {
+    throw new InvalidInputError(
+      `config ${file} must export default { agents: [...], model?, root?, task? } (see defineConfig)`,
+    )
+  }
+  return config as CohortConfig
+}
+
+async function fromJson(file: string): Promise<CohortConfig> {
+  let raw: unknown
+  try {
+    raw = JSON.parse(await readFile(file, 'utf8'))
+  } catch (error) {
+    throw new InvalidInputError(`cannot read config ${file}: ${(error as Error).message}`)
+  }
+  const parsed = jsonConfigSchema.safeParse(raw)
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!
+    throw new InvalidInputError(`config ${file}: ${issue.path.join('.') || '(top)'}: ${issue.message}`)
+  }
+  const json = parsed.data
+  const config: CohortConfig = {
+    agents: json.agents.map((agent) =>
+      defineAgent({
+        name: agent.name,
+        instructions: agent.instructions,
+        subagents: agent.subagents,
+        tools: agent.tools.map((name) => builtinTools[name]),
+        ...(agent.priority !== undefined && { priority: agent.priority }),
+      }),
+    ),
+  }
+  if (json.model?.provider === 'openai') {
+    const { provider: _, ...options } = json.model
+    config.model = openaiModel(stripUndefined(options))
+  } else if (json.model?.provider === 'command') {
+    const { provider: _, ...options } = json.model
+    config.model = commandModel(stripUndefined(options))
+  }
+  if (json.root) config.root = json.root
+  if (json.task) config.task = json.task
+  if (json.limits) config.limits = json.limits as Partial<RunLimits>
+  if (json.workspaces) config.workspaces = stripUndefined(json.workspaces)
+  return config
+}
+
+function stripUndefined<T extends object>(value: T): { [K in keyof T]: Exclude<T[K], undefined> } {
+  return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as never
+}

@@ -1,0 +1,119 @@
+import path from 'node:path'
+import {
+  type ChatModel,
+  commandModel,
+  createRuntime,
+  defineAgent,
+  type EventSink,
+  InvalidInputError,
+  type Plan,
+  type Runtime,
+} from '@cohort/core'
+import { modelFromEnv } from '@cohort/openai'
+import { type CohortConfig, loadConfig } from './config.js'
+import type { Home, Launch } from './home.js'
+
+export interface Hosted {
+  runtime: Runtime
+  /** The agent a new run starts with. */
+  root: string
+  /** The task a new run gets when none is given. */
+  task?: string
+}
+
+/** Builds the runtime a launch describes, on the home's store and workspaces. */
+export async function runtimeFor(launch: Launch, home: Home, logger: EventSink): Promise<Hosted> {
+  if (launch.kind === 'config') return configRuntime(await loadConfig(launch.config), home, logger)
+  return parallelRuntime(launch, home, logger)
+}
+
+export function configRuntime(config: CohortConfig, home: Home, logger: EventSink): Hosted {
+  const model = config.model ?? envModel('the config has no `model`')
+  const root = config.root ?? config.agents[0]?.name
+  if (!root || !config.agents.some((agent) => agent.name === root)) {
+    throw new InvalidInputError(`config root agent "${root}" is not one of its agents`)
+  }
+  const runtime = createRuntime({
+    agents: config.agents,
+    ...(model && { model }),
+    store: home.store,
+    logger,
+    workspaces: config.workspaces ?? { root: home.workspacesDir },
+    ...(config.limits && { limits: config.limits }),
+    ...(config.scheduler && { scheduler: config.scheduler }),
+    ...(config.secrets && { secrets: config.secrets }),
+  })
+  return { runtime, root, ...(config.task && { task: config.task }) }
+}
+
+/** The model of the environment (OPENAI_API_KEY…), or a clear error saying what to set. */
+function envModel(why: string): ChatModel {
+  const none: ChatModel = {
+    name: 'none',
+    complete: async () => {
+      throw new InvalidInputError(`${why} and OPENAI_API_KEY is not set`)
+    },
+  }
+  const model = modelFromEnv(none)
+  if (model === none)
+    throw new InvalidInputError(`${why} and OPENAI_API_KEY is not set: set it, or pass --command`)
+  return model
+}
+
+/**
+ * `cohort parallel`: one agent per task, all at once, then an aggregate. With a command, each
+ * task is a process agent in its own workspace and the aggregate is the map of their results;
+ * with a language model, an aggregator agent combines them.
+ */
+export function parallelRuntime(
+  launch: Extract<Launch, { kind: 'parallel' }>,
+  home: Home,
+  logger: EventSink,
+): Hosted {
+  const model = launch.command
+    ? commandModel({ command: launch.command, args: launch.args ?? [] })
+    : envModel('cohort parallel needs a model: no --command was given')
+  const task = defineAgent({
+    name: 'task',
+    instructions: 'Do the task you are given, then finish with its result.',
+    model,
+  })
+  const aggregate = defineAgent({
+    name: 'aggregate',
+    instructions:
+      'Combine the results of the tasks you depend on into one answer: what each produced, and what they add up to.',
+    model,
+  })
+  const runtime = createRuntime({
+    agents: launch.command ? [task] : [task, aggregate],
+    store: home.store,
+    logger,
+    workspaces: { root: home.workspacesDir, ...(launch.base && { base: path.resolve(launch.base) }) },
+  })
+  return { runtime, root: 'cohort-plan' }
+}
+
+export function parallelPlan(launch: Extract<Launch, { kind: 'parallel' }>): Plan {
+  const steps = launch.tasks.map((task, index) => ({ id: `task-${index + 1}`, agent: 'task', task }))
+  if (launch.command) return { agents: steps }
+  return {
+    agents: [
+      ...steps,
+      {
+        id: 'aggregate',
+        agent: 'aggregate',
+        task: 'Combine the task results.',
+        depends_on: steps.map((step) => step.id),
+      },
+    ],
+  }
+}
+
+/** Tasks separated by the word AND (any case), trimmed; empty ones are an error. */
+export function splitTasks(text: string): string[] {
+  const tasks = text.split(/\s+AND\s+/i).map((task) => task.trim())
+  if (tasks.some((task) => task.length === 0)) {
+    throw new InvalidInputError(`cannot split "${text}" into tasks: expected "task A AND task B AND …"`)
+  }
+  return tasks
+}

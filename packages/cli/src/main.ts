@@ -1,0 +1,138 @@
+#!/usr/bin/env node
+import { CohortError } from '@cohort/core'
+import { Command, CommanderError, Option } from 'commander'
+import {
+  cancelCommand,
+  logsCommand,
+  lsCommand,
+  type Output,
+  parallelCommand,
+  resumeCommand,
+  runCommand,
+  serveCommand,
+  showCommand,
+} from './commands.js'
+
+/** Exit codes: 0 done, 1 the run failed or was cancelled, 2 bad usage or input. */
+export async function main(
+  argv: readonly string[],
+  io: Output = { out: process.stdout, err: process.stderr },
+): Promise<number> {
+  let code = 0
+  const program = new Command('cohort')
+    .description('Run, watch and resume Cohort agent runs.')
+    .addOption(
+      new Option('--dir <dir>', 'folder for runs, logs and workspaces').env('COHORT_DIR').default('.cohort'),
+    )
+    .showHelpAfterError('(run with --help for usage)')
+    .exitOverride()
+    .configureOutput({
+      writeOut: (text) => io.out.write(text),
+      writeErr: (text) => io.err.write(text),
+    })
+  const common = () => program.opts<{ dir: string }>()
+  const set = (value: number) => {
+    code = value
+  }
+
+  program
+    .command('run')
+    .description(
+      'Start a run from a config module (.ts/.js, default export) or a JSON config, and watch it live.',
+    )
+    .argument('<config>', 'config file: export default defineConfig({ agents, model, root, task })')
+    .argument('[task]', "the root agent's task (default: the config's task)")
+    .option('--agent <name>', 'start with this agent instead of the config root')
+    .option('--run-id <id>', 'your own run id')
+    .action(async (config: string, task: string | undefined, options: { agent?: string; runId?: string }) =>
+      set(await runCommand(config, task, { ...common(), ...options }, io)),
+    )
+
+  program
+    .command('parallel')
+    .description('One agent per task ("A AND B AND C"), all at once, then an aggregate.')
+    .argument('<tasks>', 'tasks separated by AND')
+    .option('--command <program>', 'run each task as a process agent: this program, task on stdin')
+    .option('--arg <value>', 'an argument of --command (repeat it)', (value: string, all: string[] = []) => [
+      ...all,
+      value,
+    ])
+    .option('--base <dir>', 'a folder copied into every task workspace (conflicts are found against it)')
+    .option('--run-id <id>', 'your own run id')
+    .action(
+      async (tasks: string, options: { command?: string; arg?: string[]; base?: string; runId?: string }) =>
+        set(await parallelCommand(tasks, { ...common(), ...options }, io)),
+    )
+
+  program
+    .command('ls')
+    .description('List stored runs, newest first.')
+    .option('--status <list>', 'only these statuses (comma-separated: running,completed,failed,cancelled)')
+    .option('--limit <n>', 'at most n runs', '20')
+    .option('--json', 'print the run records as JSON')
+    .action(async (options: { status?: string; limit?: string; json?: boolean }) =>
+      set(await lsCommand({ ...common(), ...options }, io)),
+    )
+
+  program
+    .command('show')
+    .description('A run as a tree: states, durations, results and errors.')
+    .argument('<runId>')
+    .option('--json', 'print the run and its agents as JSON')
+    .action(async (runId: string, options: { json?: boolean }) =>
+      set(await showCommand(runId, { ...common(), ...options }, io)),
+    )
+
+  program
+    .command('resume')
+    .description('Continue a stored run (after a crash or a stop) and watch it.')
+    .argument('<runId>')
+    .action(async (runId: string) => set(await resumeCommand(runId, common(), io)))
+
+  program
+    .command('cancel')
+    .description('Cancel a stored run and every agent in it.')
+    .argument('<runId>')
+    .action(async (runId: string) => set(await cancelCommand(runId, common(), io)))
+
+  program
+    .command('logs')
+    .description("A run's log, every agent merged by time, or one agent's.")
+    .argument('<runId>')
+    .option('--agent <id>', 'only this agent')
+    .action(async (runId: string, options: { agent?: string }) =>
+      set(await logsCommand(runId, { ...common(), ...options }, io)),
+    )
+
+  program
+    .command('serve')
+    .description('Host runs: HTTP API, WebSocket events and the web inspector. SIGTERM stores all and exits.')
+    .argument('<config>', 'config file with the agents to host')
+    .option('--port <port>', 'port (0: any free one)', '4000')
+    .option('--host <host>', 'interface to listen on', '127.0.0.1')
+    .action(async (config: string, options: { port: string; host: string }) =>
+      set(await serveCommand(config, { ...common(), ...options }, io)),
+    )
+
+  try {
+    await program.parseAsync(argv, { from: 'user' })
+  } catch (error) {
+    if (error instanceof CommanderError) {
+      return error.code === 'commander.helpDisplayed' || error.code === 'commander.version' ? 0 : 2
+    }
+    if (error instanceof CohortError) {
+      io.err.write(`cohort: ${error.message}\n`)
+      return error.code === 'INVALID_INPUT' || error.code === 'RUN_NOT_FOUND' ? 2 : 1
+    }
+    io.err.write(`cohort: ${(error as Error)?.stack ?? String(error)}\n`)
+    return 1
+  }
+  return code
+}
+
+// Run as a program (not when imported by tests or other code).
+if (process.argv[1] && import.meta.url.endsWith(process.argv[1].replace(/.*[\\/]/, ''))) {
+  main(process.argv.slice(2)).then((code) => {
+    process.exitCode = code
+  })
+}

@@ -1,0 +1,210 @@
+import type { AgentStatus, CohortEvent } from '@cohort/core'
+import type { AgentSummary } from './views.js'
+
+/** What the tree needs of an agent: a summary, plus the step it is on while it runs. */
+export interface TreeNode {
+  id: string
+  name: string
+  parentId: string | null
+  depth: number
+  status: AgentStatus
+  startedAt: number
+  endedAt: number | null
+  step?: string
+  result?: unknown
+  error?: { message: string }
+}
+
+const stateColors: Record<AgentStatus, string> = {
+  idle: '90',
+  running: '36',
+  suspended: '33',
+  completed: '32',
+  failed: '31',
+}
+const stateMarks: Record<AgentStatus, string> = {
+  idle: '·',
+  running: '▶',
+  suspended: '⏸',
+  completed: '✔',
+  failed: '✖',
+}
+
+/** The agents of a run as an indented tree, one line each: state, name, id, elapsed time, step or outcome. */
+export function renderTree(
+  nodes: Iterable<TreeNode>,
+  options: { now?: number; colors?: boolean; outcomes?: boolean; width?: number } = {},
+): string[] {
+  const now = options.now ?? Date.now()
+  const paint = (code: string, text: string) => (options.colors ? `\u001b[${code}m${text}\u001b[0m` : text)
+  const lines: string[] = []
+  for (const node of treeOrder(nodes)) {
+    const elapsed = formatMs((node.endedAt ?? now) - node.startedAt)
+    let detail = ''
+    if (node.status === 'failed' && node.error) detail = node.error.message
+    else if (node.status === 'completed' && options.outcomes) detail = `→ ${oneLine(node.result)}`
+    else if (node.step && node.status !== 'completed') detail = node.step
+    const head = `${'  '.repeat(node.depth)}${stateMarks[node.status]} ${node.name} ${paint('2', node.id)}`
+    let line = `${paint(stateColors[node.status], head)}  ${paint(stateColors[node.status], node.status.padEnd(9))} ${elapsed.padStart(7)}${detail ? `  ${detail}` : ''}`
+    if (options.width && visibleLength(line) > options.width) line = truncate(line, options.width)
+    lines.push(line)
+  }
+  return lines
+}
+
+export function treeOrder<T extends { id: string; parentId: string | null; startedAt: number }>(
+  nodes: Iterable<T>,
+): T[] {
+  const all = [...nodes]
+  const byParent = new Map<string | null, T[]>()
+  const ids = new Set(all.map((node) => node.id))
+  for (const node of all) {
+    // An agent whose parent is unknown here (a partial view) is shown at the top.
+    const key = node.parentId !== null && ids.has(node.parentId) ? node.parentId : null
+    const siblings = byParent.get(key) ?? []
+    siblings.push(node)
+    byParent.set(key, siblings)
+  }
+  const ordered: T[] = []
+  const visit = (parentId: string | null) => {
+    const children = (byParent.get(parentId) ?? []).sort((a, b) => a.startedAt - b.startedAt)
+    for (const child of children) {
+      ordered.push(child)
+      visit(child.id)
+    }
+  }
+  visit(null)
+  return ordered
+}
+
+/** Keeps the tree of one run up to date from its events. */
+export class TreeState {
+  readonly nodes = new Map<string, TreeNode>()
+
+  static fromSummaries(agents: readonly AgentSummary[]): TreeState {
+    const state = new TreeState()
+    for (const agent of agents) state.nodes.set(agent.id, { ...agent })
+    return state
+  }
+
+  apply(event: CohortEvent): void {
+    if (!('agentId' in event)) return
+    let node = this.nodes.get(event.agentId)
+    if (event.type === 'agent.started') {
+      node = {
+        id: event.agentId,
+        name: event.agentName,
+        parentId: event.parentId,
+        depth: event.depth,
+        status: 'running',
+        startedAt: node?.startedAt ?? event.at,
+        endedAt: null,
+      }
+      this.nodes.set(event.agentId, node)
+      return
+    }
+    if (!node) {
+      node = {
+        id: event.agentId,
+        name: event.agentName,
+        parentId: parentOf(event.agentId),
+        depth: event.depth,
+        status: 'running',
+        startedAt: event.at,
+        endedAt: null,
+      }
+      this.nodes.set(event.agentId, node)
+    }
+    switch (event.type) {
+      case 'agent.launched':
+        for (const child of event.children) {
+          if (this.nodes.has(child.id)) continue
+          this.nodes.set(child.id, {
+            id: child.id,
+            name: child.agent,
+            parentId: event.agentId,
+            depth: event.depth + 1,
+            status: 'idle',
+            startedAt: event.at,
+            endedAt: null,
+            step: 'waiting to start',
+          })
+        }
+        node.step = `launched ${event.children.length}`
+        break
+      case 'agent.suspended':
+        node.status = 'suspended'
+        node.step = event.awaiting ? 'waiting for input' : `waiting on ${event.waitingOn.join(', ')}`
+        break
+      case 'agent.resumed':
+        node.status = 'running'
+        node.step = 'resumed'
+        break
+      case 'model.started':
+        node.status = 'running'
+        node.step = `model call ${event.turn + 1}`
+        break
+      case 'tool.started':
+        node.step = `tool ${event.tool}`
+        break
+      case 'agent.completed':
+        node.status = 'completed'
+        node.endedAt = event.at
+        node.result = event.result
+        delete node.step
+        break
+      case 'agent.failed':
+        node.status = 'failed'
+        node.endedAt = event.at
+        node.error = { message: event.error.message }
+        delete node.step
+        break
+    }
+  }
+}
+
+function parentOf(agentId: string): string | null {
+  const dot = agentId.lastIndexOf('.')
+  return dot < 0 ? null : agentId.slice(0, dot)
+}
+
+export function formatMs(ms: number): string {
+  if (ms < 1_000) return `${Math.max(0, Math.round(ms))} ms`
+  if (ms < 60_000) return `${(ms / 1_000).toFixed(1)} s`
+  return `${Math.floor(ms / 60_000)} m ${Math.round((ms % 60_000) / 1_000)} s`
+}
+
+export function oneLine(value: unknown, max = 80): string {
+  let text: string
+  try {
+    text = typeof value === 'string' ? value : (JSON.stringify(value) ?? String(value))
+  } catch {
+    text = String(value)
+  }
+  text = text.replace(/\s+/g, ' ')
+  return text.length > max ? `${text.slice(0, max - 1)}…` : text
+}
+
+const ansi = /\u001b\[[0-9;]*m/g
+
+function visibleLength(text: string): number {
+  return text.replace(ansi, '').length
+}
+
+function truncate(text: string, width: number): string {
+  // Cut the visible text, keeping colour codes balanced by resetting at the end.
+  let visible = 0
+  let out = ''
+  for (const part of text.split(/(\u001b\[[0-9;]*m)/)) {
+    if (ansi.test(part)) {
+      ansi.lastIndex = 0
+      out += part
+      continue
+    }
+    const room = width - 1 - visible
+    if (room <= 0) break
+    out += part.slice(0, room)
+    visible += Math.min(part.length, room)
+  }
+  return `${out}…\u001b[0m`
+}

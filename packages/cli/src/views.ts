@@ -1,0 +1,49 @@
+import type { AgentRecord, AgentStatus, ChatMessage, ErrorInfo, RunRecord, StoredRun } from '@cohort/core'
+import { treeOrder } from './tree.js'
+
+/** One agent as operators see it: `cohort show`, the HTTP API and the inspector. */
+export interface AgentSummary {
+  id: string
+  name: string
+  parentId: string | null
+  depth: number
+  status: AgentStatus
+  task: string
+  startedAt: number
+  endedAt: number | null
+  turns: number
+  result?: unknown
+  error?: Pick<ErrorInfo, 'code' | 'message'>
+}
+
+export interface RunView {
+  run: RunRecord
+  agents: AgentSummary[]
+}
+
+export function agentSummary(record: AgentRecord): AgentSummary {
+  const context = record.snapshot.context
+  const summary: AgentSummary = {
+    id: record.id,
+    name: record.name,
+    parentId: record.parentId,
+    depth: record.depth,
+    status: record.status,
+    task: context.task,
+    startedAt: context.startedAt,
+    endedAt: context.endedAt,
+    turns: context.turn,
+  }
+  if (record.status === 'completed') summary.result = context.result
+  if (context.error) summary.error = { code: context.error.code, message: context.error.message }
+  return summary
+}
+
+/** The run with its agents in tree order: each parent followed by its children, in launch order. */
+export function runView(stored: StoredRun): RunView {
+  return { run: stored.run, agents: treeOrder(stored.agents.map(agentSummary)) }
+}
+
+export function agentDetail(record: AgentRecord): { agent: AgentSummary; messages: readonly ChatMessage[] } {
+  return { agent: agentSummary(record), messages: record.snapshot.context.messages }
+}
