@@ -44,9 +44,13 @@ export function renderTree(
     if (node.status === 'failed' && node.error) detail = node.error.message
     else if (node.status === 'completed' && options.outcomes) detail = `→ ${oneLine(node.result)}`
     else if (node.step && node.status !== 'completed') detail = node.step
-    const head = `${'  '.repeat(node.depth)}${stateMarks[node.status]} ${node.name} ${paint('2', node.id)}`
-    let line = `${paint(stateColors[node.status], head)}  ${paint(stateColors[node.status], node.status.padEnd(9))} ${elapsed.padStart(7)}${detail ? `  ${detail}` : ''}`
-    if (options.width && visibleLength(line) > options.width) line = truncate(line, options.width)
+    const head = `${'  '.repeat(node.depth)}${stateMarks[node.status]} ${node.name} `
+    const status = `  ${node.status.padEnd(9)} ${elapsed.padStart(7)}`
+    // Only the detail is cut to fit: the tree itself stays whole.
+    const room = options.width ? options.width - head.length - node.id.length - status.length - 2 : Infinity
+    if (detail.length > room) detail = room > 1 ? `${detail.slice(0, room - 1)}…` : ''
+    const color = stateColors[node.status]
+    const line = `${paint(color, head)}${paint('2', node.id)}${paint(color, status)}${detail ? `  ${detail}` : ''}`
     lines.push(line)
   }
   return lines
@@ -183,28 +187,4 @@ export function oneLine(value: unknown, max = 80): string {
   }
   text = text.replace(/\s+/g, ' ')
   return text.length > max ? `${text.slice(0, max - 1)}…` : text
-}
-
-const ansi = /\u001b\[[0-9;]*m/g
-
-function visibleLength(text: string): number {
-  return text.replace(ansi, '').length
-}
-
-function truncate(text: string, width: number): string {
-  // Cut the visible text, keeping colour codes balanced by resetting at the end.
-  let visible = 0
-  let out = ''
-  for (const part of text.split(/(\u001b\[[0-9;]*m)/)) {
-    if (ansi.test(part)) {
-      ansi.lastIndex = 0
-      out += part
-      continue
-    }
-    const room = width - 1 - visible
-    if (room <= 0) break
-    out += part.slice(0, room)
-    visible += Math.min(part.length, room)
-  }
-  return `${out}…\u001b[0m`
 }
