@@ -109,9 +109,9 @@ export function parallelPlan(launch: Extract<Launch, { kind: 'parallel' }>): Pla
   }
 }
 
-/** Tasks separated by the word AND (any case), trimmed; empty ones are an error. */
+/** Tasks separated by the word AND in capitals (a task's own "and" stays), trimmed; empty ones are an error. */
 export function splitTasks(text: string): string[] {
-  const tasks = text.split(/\s+AND\s+/i).map((task) => task.trim())
+  const tasks = text.split(/\bAND\b/).map((task) => task.trim())
   if (tasks.some((task) => task.length === 0)) {
     throw new InvalidInputError(`cannot split "${text}" into tasks: expected "task A AND task B AND …"`)
   }

@@ -1,0 +1,155 @@
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
+import { afterEach, beforeEach, describe, expect, test } from 'vitest'
+import { collect, repoRoot, spawnTs } from './support/processes.js'
+
+const config = path.join(repoRoot, 'tests/fixtures/cli-config.ts')
+let cwd: string
+beforeEach(async () => {
+  cwd = await mkdtemp(path.join(tmpdir(), 'cohort-cli-'))
+})
+afterEach(async () => {
+  await rm(cwd, { recursive: true, force: true })
+})
+
+const cohort = (args: string[], env: Record<string, string> = {}) =>
+  spawnTs('packages/cli/src/main.ts', args, { NO_COLOR: '1', ...env }, cwd)
+const run = (args: string[], env: Record<string, string> = {}) => collect(cohort(args, env))
+
+describe('cohort CLI', () => {
+  test('every command has --help; bad flags and commands exit 2 with a clear error', async () => {
+    const commands = ['run', 'parallel', 'ls', 'show', 'resume', 'cancel', 'logs', 'serve']
+    const helps = await Promise.all(commands.map((command) => run([command, '--help'])))
+    for (const [index, help] of helps.entries()) {
+      expect(help.code, commands[index]).toBe(0)
+      expect(help.stdout).toMatch(new RegExp(`Usage: cohort ${commands[index]}`))
+    }
+    const badFlag = await run(['ls', '--colour'])
+    expect(badFlag.code).toBe(2)
+    expect(badFlag.stderr).toMatch(/unknown option '--colour'/)
+    const badValue = await run(['ls', '--limit', 'ten'])
+    expect(badValue.code).toBe(2)
+    expect(badValue.stderr).toMatch(/--limit must be a positive integer, got "ten"/)
+    const badStatus = await run(['ls', '--status', 'done'])
+    expect(badStatus.stderr).toMatch(/--status "done" is not one of running, completed, failed, cancelled/)
+    const badCommand = await run(['launch'])
+    expect(badCommand.code).toBe(2)
+    expect(badCommand.stderr).toMatch(/unknown command 'launch'/)
+    const badId = await run(['show', '../etc'])
+    expect(badId.code).toBe(2)
+    expect(badId.stderr).toMatch(/invalid run id/)
+    const missing = await run(['run', path.join(cwd, 'nope.ts')])
+    expect(missing.code).toBe(2)
+    expect(missing.stderr).toMatch(/cannot load config/)
+  }, 60_000)
+
+  test('run, then ls, show and logs read the stored run', async () => {
+    const started = await run(['run', config, '--run-id', 'first'])
+    expect(started.code, started.stderr).toBe(0)
+    expect(started.stdout).toMatch(/AGENT lead suspended, waiting on a, b/)
+    expect(started.stdout).toMatch(/Result: \[\s+"a:nap done",\s+"b:nap done"\s+\]/)
+    expect(started.stdout).toMatch(/speedup [\d.]+×, efficiency [\d.]+; 3 completed, 0 failed/)
+
+    const ls = await run(['ls'])
+    expect(ls.stdout).toMatch(/^first\s+completed\s+\S+ \S+\s+lead: two naps$/m)
+    const show = await run(['show', 'first'])
+    expect(show.code).toBe(0)
+    expect(show.stdout).toMatch(/^Run first {2}completed/)
+    expect(show.stdout).toMatch(/^✔ lead lead {2}completed/m)
+    expect(show.stdout).toMatch(/^ {2}✔ worker lead\.a {2}completed\s+\d+ ms {2}→ nap done$/m)
+    expect(show.stdout).toMatch(/^ {2}✔ worker lead\.b /m)
+    const json = JSON.parse((await run(['show', 'first', '--json'])).stdout)
+    expect(json.agents.map((agent: { id: string }) => agent.id)).toEqual(['lead', 'lead.a', 'lead.b'])
+
+    const logs = await run(['logs', 'first', '--agent', 'lead.a'])
+    expect(logs.stdout).toMatch(/\[TOOL\] lead\.a → sleep/)
+    expect(logs.stdout).not.toMatch(/lead\.b/)
+    const all = await run(['logs', 'first'])
+    expect(all.stdout).toMatch(/lead\.a/)
+    expect(all.stdout).toMatch(/lead\.b/)
+    const noAgent = await run(['logs', 'first', '--agent', 'nobody'])
+    expect(noAgent.code).toBe(2)
+    expect(noAgent.stderr).toMatch(/no log for agent "nobody"; agents: /)
+  }, 60_000)
+
+  test('a JSON config with a process agent; a bad one is refused naming the field', async () => {
+    const good = path.join(cwd, 'echo.json')
+    await writeFile(
+      good,
+      JSON.stringify({
+        agents: [{ name: 'echoer', instructions: 'Echo.' }],
+        model: { provider: 'command', command: 'sh', args: ['-c', 'echo "heard: $(cat | tail -n 1)"'] },
+        task: 'hello there',
+      }),
+    )
+    const ok = await run(['run', good])
+    expect(ok.code, ok.stderr).toBe(0)
+    expect(ok.stdout).toMatch(/Result: "heard: hello there"/)
+
+    const bad = path.join(cwd, 'bad.json')
+    await writeFile(bad, JSON.stringify({ agents: [{ name: 'x', tools: ['rm-rf'] }] }))
+    const refused = await run(['run', bad, 'task'])
+    expect(refused.code).toBe(2)
+    expect(refused.stderr).toMatch(/config .*bad\.json: agents\.0\.tools\.0: /)
+  }, 60_000)
+
+  test('parallel with three process agents: all at once, results per task, speedup and conflicts', async () => {
+    const example = path.join(repoRoot, 'examples/cli')
+    const out = await run(
+      [
+        'parallel',
+        'count the lines of notes.txt AND add a changelog entry AND append a summary to notes.txt',
+        '--command',
+        'sh',
+        '--arg',
+        path.join(example, 'task.sh'),
+        '--base',
+        path.join(example, 'project'),
+        '--run-id',
+        'par',
+      ],
+      { COHORT_TASK_SECONDS: '0.6' },
+    )
+    expect(out.code, out.stderr).toBe(0)
+    expect(out.stdout).toMatch(/\| task-1 \| completed \| \d+ ms \| notes.txt has 3 lines \|/)
+    expect(out.stdout).toMatch(/\| task-2 \| completed \| .* \| CHANGELOG.md written/)
+    expect(out.stdout).toMatch(/\| task-3 \| completed \| .* \| summary appended/)
+    const speedup = Number(/speedup ([\d.]+)×/.exec(out.stdout)?.[1])
+    expect(speedup).toBeGreaterThan(1.8)
+    expect(out.stdout).toMatch(/Conflicts .*: notes.txt \(cohort-plan.task-2, cohort-plan.task-3\)/)
+    const show = await run(['show', 'par'])
+    expect(show.stdout).toMatch(/Conflicts: notes.txt/)
+
+    const noModel = await run(['parallel', 'a AND b'], { OPENAI_API_KEY: '' })
+    expect(noModel.code).toBe(2)
+    expect(noModel.stderr).toMatch(/needs a model: no --command was given .*set it, or pass --command/)
+    const empty = await run(['parallel', 'a AND  AND b', '--command', 'true'])
+    expect(empty.stderr).toMatch(/expected "task A AND task B AND …"/)
+  }, 60_000)
+
+  test('a run killed mid-way is resumed by `cohort resume`; another is cancelled by `cohort cancel`', async () => {
+    const env = { CLI_SLEEP: '1.5' }
+    for (const id of ['crashed', 'doomed']) {
+      const child = cohort(['run', config, '--run-id', id], env)
+      await collect(child, (line) => {
+        if (/AGENT lead suspended/.test(line)) child.kill('SIGKILL')
+      })
+    }
+    expect((await run(['ls', '--status', 'running'])).stdout).toMatch(
+      /crashed[\s\S]*doomed|doomed[\s\S]*crashed/,
+    )
+
+    const resumed = await run(['resume', 'crashed'], env)
+    expect(resumed.code, resumed.stderr).toBe(0)
+    expect(resumed.stdout).toMatch(/Result: \[\s+"a:nap done",\s+"b:nap done"\s+\]/)
+
+    const cancelled = await run(['cancel', 'doomed'])
+    expect(cancelled.code, cancelled.stderr).toBe(0)
+    expect(cancelled.stdout).toMatch(/Run doomed cancelled/)
+    const show = await run(['show', 'doomed'])
+    expect(show.stdout).toMatch(/^Run doomed {2}cancelled/)
+    expect(show.stdout).not.toMatch(/running/)
+    expect((await run(['cancel', 'doomed'])).stdout).toMatch(/already cancelled/)
+  }, 60_000)
+})
