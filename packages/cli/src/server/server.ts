@@ -100,6 +100,14 @@ export async function startServer(options: ServerOptions): Promise<CohortServer>
         }
       }
       const run = watch(runtime.start(agent, body.task, body.runId ? { runId: body.runId } : {}))
+      // Answer once the run is stored, so a client that lists runs next sees it.
+      await new Promise<void>((resolve) => {
+        const off = run.on('run.started', () => {
+          off()
+          resolve()
+        })
+        run.result.then(resolve, resolve)
+      })
       await options.onStart?.(run.id)
       return [201, { runId: run.id, status: run.status }]
     }),
@@ -296,9 +304,11 @@ async function readJson(req: IncomingMessage): Promise<unknown> {
   let size = 0
   for await (const part of req) {
     size += (part as Buffer).length
-    if (size > maxBodyBytes) throw new HttpError(413, `body larger than ${maxBodyBytes} bytes`)
-    parts.push(part as Buffer)
+    // The rest of an oversized body is read and dropped, so the client gets the 413 rather than a reset.
+    if (size <= maxBodyBytes) parts.push(part as Buffer)
+    else if (size > 16 * maxBodyBytes) break
   }
+  if (size > maxBodyBytes) throw new HttpError(413, `body larger than ${maxBodyBytes} bytes`)
   const text = Buffer.concat(parts).toString('utf8')
   try {
     return JSON.parse(text || 'null')

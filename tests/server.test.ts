@@ -1,0 +1,175 @@
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
+import { type CohortServer, startServer } from '@cohort/cli'
+import type { CohortEvent } from '@cohort/core'
+import { afterEach, beforeEach, describe, expect, test } from 'vitest'
+import WebSocket from 'ws'
+import { approvalRuntime } from './fixtures/approval-scenario.js'
+import { collect, repoRoot, spawnTs } from './support/processes.js'
+import { waitUntil } from './support/scripts.js'
+
+let dir: string
+let server: CohortServer | undefined
+beforeEach(async () => {
+  dir = await mkdtemp(path.join(tmpdir(), 'cohort-server-'))
+})
+afterEach(async () => {
+  await server?.close()
+  server = undefined
+  await rm(dir, { recursive: true, force: true })
+})
+
+async function api(method: string, url: string, body?: unknown, contentType = 'application/json') {
+  const response = await fetch(url, {
+    method,
+    ...(body !== undefined && {
+      headers: { 'content-type': contentType },
+      body: typeof body === 'string' ? body : JSON.stringify(body),
+    }),
+  })
+  return {
+    status: response.status,
+    body: (await response.json()) as Record<string, unknown> & { error?: string },
+  }
+}
+
+function events(url: string): { received: { runId: string; event: CohortEvent }[]; socket: WebSocket } {
+  const socket = new WebSocket(`${url.replace('http', 'ws')}api/events`)
+  const received: { runId: string; event: CohortEvent }[] = []
+  socket.on('message', (data) => received.push(JSON.parse(String(data))))
+  return { received, socket }
+}
+
+describe('cohort serve: HTTP API and event stream', () => {
+  test('start, watch over the WebSocket, approve, resume an agent, read the tree and an agent', async () => {
+    server = await startServer({ runtime: approvalRuntime(dir) })
+    const { received, socket } = events(server.url)
+    await new Promise((resolve) => socket.once('open', resolve))
+
+    const started = await api('POST', `${server.url}api/runs`, { task: 'ship it', runId: 'ship-1' })
+    expect(started).toEqual({ status: 201, body: { runId: 'ship-1', status: 'running' } })
+
+    await waitUntil(() => received.some((m) => m.event.type === 'agent.suspended'))
+    const suspended = received.find((m) => m.event.type === 'agent.suspended')!.event as Extract<
+      CohortEvent,
+      { type: 'agent.suspended' }
+    >
+    expect(suspended.runId).toBe('ship-1')
+    const callId = suspended.awaiting!.callId
+
+    expect(
+      (await api('POST', `${server.url}api/runs/ship-1/approve`, { callId: 'nope' })).body.error,
+    ).toMatch(/no agent of run ship-1 is waiting for approval of call "nope"/)
+    expect((await api('POST', `${server.url}api/runs/ship-1/approve`, { callId })).status).toBe(202)
+    await waitUntil(() => received.filter((m) => m.event.type === 'agent.suspended').length === 2)
+    const answered = await api('POST', `${server.url}api/runs/ship-1/agents/operator/resume`, {
+      payload: 'eu-west',
+    })
+    expect(answered.status).toBe(202)
+    await waitUntil(() => received.some((m) => m.event.type === 'run.completed'))
+    socket.close()
+
+    const view = await api('GET', `${server.url}api/runs/ship-1`)
+    expect(view.body.run).toMatchObject({ id: 'ship-1', status: 'completed' })
+    expect(view.body.agents).toEqual([
+      expect.objectContaining({ id: 'operator', parentId: null, status: 'completed', depth: 0 }),
+    ])
+    const agent = await api('GET', `${server.url}api/runs/ship-1/agents/operator`)
+    const messages = agent.body.messages as { role: string; content: string }[]
+    expect(messages.some((m) => m.role === 'user' && m.content.includes('eu-west'))).toBe(true)
+    const list = await api('GET', `${server.url}api/runs?status=completed`)
+    expect((list.body.runs as { id: string }[]).map((r) => r.id)).toEqual(['ship-1'])
+    expect((await api('POST', `${server.url}api/runs/ship-1/cancel`)).status).toBe(409)
+  })
+
+  test('bad requests get a clear 4xx and change nothing', async () => {
+    server = await startServer({ runtime: approvalRuntime(dir) })
+    const runs = `${server.url}api/runs`
+    const cases: [string, string, unknown, string | undefined, number, RegExp][] = [
+      ['POST', runs, 'task=x', 'text/plain', 415, /expected a JSON body/],
+      ['POST', runs, '{"task": ', undefined, 400, /body is not JSON/],
+      ['POST', runs, { task: 5 }, undefined, 400, /invalid body: task: /],
+      ['POST', runs, { task: 'x', colour: 'red' }, undefined, 400, /invalid body: .*colour/],
+      [
+        'POST',
+        runs,
+        { agent: 'nobody', task: 'x' },
+        undefined,
+        400,
+        /unknown agent "nobody"; registered agents: operator/,
+      ],
+      ['POST', runs, { task: 'x', runId: '../etc' }, undefined, 400, /invalid run id "..\/etc"/],
+      ['POST', runs, { task: 'x'.repeat(1_100_000) }, undefined, 413, /body larger than/],
+      ['GET', `${runs}/..%2Fetc`, undefined, undefined, 400, /invalid run id/],
+      ['GET', `${runs}/nosuch`, undefined, undefined, 404, /run nosuch is not in the store/],
+      ['GET', `${runs}?status=done`, undefined, undefined, 400, /status "done" is not one of/],
+      ['GET', `${runs}?limit=0`, undefined, undefined, 400, /limit must be between 1 and 1000/],
+      ['GET', `${runs}?offset=-1`, undefined, undefined, 400, /offset must be a non-negative integer/],
+      ['DELETE', runs, undefined, undefined, 405, /DELETE is not allowed on \/api\/runs/],
+      ['GET', `${server.url}api/nothing`, undefined, undefined, 404, /no such endpoint/],
+      ['POST', `${runs}/nosuch/cancel`, undefined, undefined, 404, /not in the store/],
+      [
+        'POST',
+        `${runs}/nosuch/agents/a/messages`,
+        { text: '' },
+        undefined,
+        400,
+        /text must be a non-empty string/,
+      ],
+    ]
+    for (const [method, url, body, type, status, message] of cases) {
+      const response = await api(method, url, body, type)
+      expect(response.status, `${method} ${url}`).toBe(status)
+      expect(response.body.error, `${method} ${url}`).toMatch(message)
+    }
+    expect((await api('POST', runs, { task: 'ship it', runId: 'once' })).status).toBe(201)
+    expect(await api('POST', runs, { task: 'again', runId: 'once' })).toEqual({
+      status: 409,
+      body: { error: 'run once already exists' },
+    })
+    const list = await api('GET', runs)
+    expect((list.body.runs as { id: string }[]).map((r) => r.id)).toEqual(['once'])
+
+    const wrongSocket = new WebSocket(`${server.url.replace('http', 'ws')}api/elsewhere`)
+    const failure = await new Promise((resolve) => wrongSocket.once('error', resolve))
+    expect(String(failure)).toMatch(/400/)
+  })
+
+  test('SIGTERM stores every run and exits; the next `cohort serve` resumes the runs in flight', async () => {
+    const config = path.join(repoRoot, 'tests/fixtures/cli-config.ts')
+    const env = { CLI_SLEEP: '1.5', NO_COLOR: '1' }
+    const serve = () => {
+      const child = spawnTs('packages/cli/src/main.ts', ['serve', config, '--port', '0'], env, dir)
+      let url = ''
+      const done = collect(child, (line) => {
+        url ||= /cohort serve: (\S+) /.exec(line)?.[1] ?? ''
+      })
+      return { child, done, url: () => url }
+    }
+
+    const first = serve()
+    await waitUntil(() => first.url() !== '', 20_000)
+    await api('POST', `${first.url()}api/runs`, { task: 'two naps', runId: 'inflight' })
+    await waitUntil(async () => {
+      const view = await api('GET', `${first.url()}api/runs/inflight`)
+      return (view.body.agents as { status: string }[] | undefined)?.[0]?.status === 'suspended'
+    }, 20_000)
+    first.child.kill('SIGTERM')
+    const stopped = await first.done
+    expect(stopped.code, stopped.stderr).toBe(0)
+    expect(stopped.stdout).toMatch(/SIGTERM: storing every run and stopping/)
+
+    const second = serve()
+    await waitUntil(() => second.url() !== '', 20_000)
+    await waitUntil(async () => {
+      const view = await api('GET', `${second.url()}api/runs/inflight`)
+      return (view.body.run as { status: string }).status === 'completed'
+    }, 20_000)
+    const view = await api('GET', `${second.url()}api/runs/inflight`)
+    expect((view.body.run as { result: unknown }).result).toEqual(['a:nap done', 'b:nap done'])
+    second.child.kill('SIGTERM')
+    const secondOut = await second.done
+    expect(secondOut.stdout).toMatch(/Resumed 1 run\(s\) that were in flight: inflight/)
+  }, 60_000)
+})
