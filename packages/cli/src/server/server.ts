@@ -106,7 +106,10 @@ export async function startServer(options: ServerOptions): Promise<CohortServer>
           off()
           resolve()
         })
-        run.result.then(resolve, resolve)
+        run.result.then(
+          () => resolve(),
+          () => resolve(),
+        )
       })
       await options.onStart?.(run.id)
       return [201, { runId: run.id, status: run.status }]
