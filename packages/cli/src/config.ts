@@ -12,7 +12,6 @@ import {
   sleep,
   type WorkspaceOptions,
 } from '@cohort/core'
-import { openaiModel } from '@cohort/openai'
 import { z } from 'zod'
 
 /** What `cohort run` and `cohort serve` load: the agents, their model, and how a run starts. */
@@ -115,6 +114,7 @@ async function fromJson(file: string): Promise<CohortConfig> {
   }
   if (json.model?.provider === 'openai') {
     const { provider: _, ...options } = json.model
+    const { openaiModel } = await import('@cohort/openai')
     config.model = openaiModel(stripUndefined(options))
   } else if (json.model?.provider === 'command') {
     const { provider: _, ...options } = json.model

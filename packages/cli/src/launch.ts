@@ -9,7 +9,6 @@ import {
   type Plan,
   type Runtime,
 } from '@cohort/core'
-import { modelFromEnv } from '@cohort/openai'
 import { type CohortConfig, loadConfig } from './config.js'
 import type { Home, Launch } from './home.js'
 
@@ -27,8 +26,8 @@ export async function runtimeFor(launch: Launch, home: Home, logger: EventSink):
   return parallelRuntime(launch, home, logger)
 }
 
-export function configRuntime(config: CohortConfig, home: Home, logger: EventSink): Hosted {
-  const model = config.model ?? envModel('the config has no `model`')
+export async function configRuntime(config: CohortConfig, home: Home, logger: EventSink): Promise<Hosted> {
+  const model = config.model ?? (await envModel('the config has no `model`'))
   const root = config.root ?? config.agents[0]?.name
   if (!root || !config.agents.some((agent) => agent.name === root)) {
     throw new InvalidInputError(`config root agent "${root}" is not one of its agents`)
@@ -47,17 +46,13 @@ export function configRuntime(config: CohortConfig, home: Home, logger: EventSin
 }
 
 /** The model of the environment (OPENAI_API_KEY…), or a clear error saying what to set. */
-function envModel(why: string): ChatModel {
-  const none: ChatModel = {
-    name: 'none',
-    complete: async () => {
-      throw new InvalidInputError(`${why} and OPENAI_API_KEY is not set`)
-    },
-  }
-  const model = modelFromEnv(none)
-  if (model === none)
+async function envModel(why: string): Promise<ChatModel> {
+  if (!process.env.OPENAI_API_KEY) {
     throw new InvalidInputError(`${why} and OPENAI_API_KEY is not set: set it, or pass --command`)
-  return model
+  }
+  // Loaded only when used: the SDK is a large part of the CLI's start-up time.
+  const { modelFromEnv } = await import('@cohort/openai')
+  return modelFromEnv({ name: 'none', complete: () => Promise.reject(new Error(why)) })
 }
 
 /**
@@ -65,14 +60,14 @@ function envModel(why: string): ChatModel {
  * task is a process agent in its own workspace and the aggregate is the map of their results;
  * with a language model, an aggregator agent combines them.
  */
-export function parallelRuntime(
+export async function parallelRuntime(
   launch: Extract<Launch, { kind: 'parallel' }>,
   home: Home,
   logger: EventSink,
-): Hosted {
+): Promise<Hosted> {
   const model = launch.command
     ? commandModel({ command: launch.command, args: launch.args ?? [] })
-    : envModel('cohort parallel needs a model: no --command was given')
+    : await envModel('cohort parallel needs a model: no --command was given')
   const task = defineAgent({
     name: 'task',
     instructions: 'Do the task you are given, then finish with its result.',
