@@ -131,6 +131,11 @@ describe('cohort serve: HTTP API and event stream', () => {
     const list = await api('GET', runs)
     expect((list.body.runs as { id: string }[]).map((r) => r.id)).toEqual(['once'])
 
+    const port = Number(new URL(server.url).port)
+    await expect(startServer({ runtime: approvalRuntime(dir), port })).rejects.toThrow(
+      `cannot listen on 127.0.0.1:${port}: the port is already in use`,
+    )
+
     const wrongSocket = new WebSocket(`${server.url.replace('http', 'ws')}api/elsewhere`)
     const failure = await new Promise((resolve) => wrongSocket.once('error', resolve))
     expect(String(failure)).toMatch(/400/)

@@ -4,6 +4,7 @@ import type { AddressInfo } from 'node:net'
 import {
   CohortError,
   type CohortEvent,
+  InvalidInputError,
   isValidRunId,
   type Run,
   type RunFilter,
@@ -196,8 +197,12 @@ export async function startServer(options: ServerOptions): Promise<CohortServer>
       ws.on('error', () => sockets.delete(client))
     })
   })
+  const where = `${options.host ?? '127.0.0.1'}:${options.port ?? 0}`
   await new Promise<void>((resolve, reject) => {
-    server.once('error', reject)
+    server.once('error', (error: NodeJS.ErrnoException) => {
+      const reason = error.code === 'EADDRINUSE' ? 'the port is already in use' : error.message
+      reject(new InvalidInputError(`cannot listen on ${where}: ${reason}`))
+    })
     server.listen(options.port ?? 0, options.host ?? '127.0.0.1', () => resolve())
   })
   const address = server.address() as AddressInfo
