@@ -61,6 +61,15 @@ export class Scheduler {
   }
 
   acquire(request: SlotRequest): Promise<Slot> {
+    // Nothing to wait for (no limit in the way, nobody queued): no waiter, no abort listener.
+    if (this.inFlight < this.limit && this.queue.size === 0 && !this.throttled(request.model)) {
+      let slot: Slot | undefined
+      this.start(
+        { request, enqueuedAt: performance.now(), grant: (granted) => (slot = granted), done: false },
+        performance.now(),
+      )
+      return Promise.resolve(slot!)
+    }
     return new Promise((resolve, reject) => {
       const waiter: Waiter = { request, enqueuedAt: performance.now(), grant: resolve, done: false }
       request.signal.addEventListener(
@@ -113,13 +122,20 @@ export class Scheduler {
     }
   }
 
+  private throttled(model: string): boolean {
+    return this.options.startIntervalMs !== undefined || this.options.rateLimits?.[model] !== undefined
+  }
+
   private start(waiter: Waiter, now: number): void {
     waiter.done = true
     this.inFlight++
     this.maxInFlight = Math.max(this.maxInFlight, this.inFlight)
     this.lastStart = now
-    const window = this.window(waiter.request.model)
-    window.starts.push(now)
+    // Windows are kept only for rate-limited models: a long-running server must not grow a list per call.
+    const window = this.options.rateLimits?.[waiter.request.model]
+      ? this.window(waiter.request.model)
+      : undefined
+    window?.starts.push(now)
     let released = false
     waiter.grant({
       waitedMs: now - waiter.enqueuedAt,
@@ -127,7 +143,7 @@ export class Scheduler {
         if (released) return
         released = true
         this.inFlight--
-        if (tokens > 0) window.tokens.push({ at: performance.now(), count: tokens })
+        if (tokens > 0) window?.tokens.push({ at: performance.now(), count: tokens })
         this.pump()
       },
     })

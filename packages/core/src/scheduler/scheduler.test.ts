@@ -1,0 +1,32 @@
+import { expect, test } from 'vitest'
+import { Scheduler } from './scheduler.js'
+
+const request = (model: string) => ({ priority: 0, model, signal: new AbortController().signal })
+
+test('calls of models without a rate limit leave no per-call history behind (a server runs for months)', async () => {
+  const scheduler = new Scheduler({ rateLimits: { limited: { requestsPerMinute: 10_000 } } })
+  for (let i = 0; i < 1_000; i++) (await scheduler.acquire(request('free'))).release(50)
+  for (let i = 0; i < 10; i++) (await scheduler.acquire(request('limited'))).release(50)
+  const windows = (scheduler as unknown as { windows: Map<string, { starts: number[] }> }).windows
+  expect([...windows.keys()]).toEqual(['limited'])
+  expect(windows.get('limited')?.starts).toHaveLength(10)
+  expect(scheduler.stats()).toEqual({ inFlight: 0, queued: 0, maxInFlight: 1 })
+})
+
+test('with nothing in the way a slot is granted at once; a full semaphore queues by priority', async () => {
+  const scheduler = new Scheduler({ maxConcurrentModelCalls: 1 })
+  const first = await scheduler.acquire(request('m'))
+  const order: string[] = []
+  const queued = (priority: number, name: string) =>
+    scheduler.acquire({ ...request('m'), priority }).then((slot) => {
+      order.push(name)
+      return slot
+    })
+  const low = queued(0, 'low')
+  const high = queued(5, 'high')
+  expect(scheduler.stats()).toMatchObject({ inFlight: 1, queued: 2 })
+  first.release(0)
+  ;(await high).release(0)
+  ;(await low).release(0)
+  expect(order).toEqual(['high', 'low'])
+})
