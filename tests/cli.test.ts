@@ -140,6 +140,17 @@ describe('cohort CLI', () => {
       /crashed[\s\S]*doomed|doomed[\s\S]*crashed/,
     )
 
+    const interrupted = cohort(['run', config, '--run-id', 'interrupted'], env)
+    const stopped = await collect(interrupted, (line) => {
+      if (/AGENT lead suspended/.test(line)) interrupted.kill('SIGINT')
+    })
+    expect(stopped.code).toBe(130)
+    expect(stopped.stderr).toMatch(
+      /Stopped; run interrupted is stored. `cohort resume interrupted` continues it/,
+    )
+    const continued = await run(['resume', 'interrupted'], env)
+    expect(continued.stdout).toMatch(/Result: \[\s+"a:nap done",\s+"b:nap done"\s+\]/)
+
     const resumed = await run(['resume', 'crashed'], env)
     expect(resumed.code, resumed.stderr).toBe(0)
     expect(resumed.stdout).toMatch(/Result: \[\s+"a:nap done",\s+"b:nap done"\s+\]/)

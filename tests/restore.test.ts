@@ -121,12 +121,14 @@ test('a run detached mid-step (a server shutting down) resumes in another runtim
   const storeDir = path.join(dir, 'detached')
   const first = scenarioRuntime(storeDir)
   const run = first.start('lead', 'report on two sleeps', { runId: 'detach-1' })
-  await new Promise<void>((resolve) => run.on('tool.completed', () => resolve()))
+  // Right as the lead suspends, writes of the children's first steps are still queued.
+  await new Promise<void>((resolve) => run.on('agent.suspended', () => resolve()))
   await first.shutdown()
   await expect(run.result).rejects.toMatchObject({ code: 'DETACHED' })
   expect(first.active()).toHaveLength(0)
   const stored = await first.store.loadRun('detach-1')
   expect(stored?.run.status).toBe('running')
+  expect(stored?.agents.map((agent) => agent.snapshot.status)).toEqual(['active', 'active', 'active'])
 
   const resumed = await scenarioRuntime(storeDir).resume('detach-1')
   expect(await resumed.result).toEqual(uninterrupted)

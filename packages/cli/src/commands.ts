@@ -35,10 +35,8 @@ function makeLogger(home: Home, io: Output): EventSink {
 async function follow(run: Run, home: Home, io: Output, logger: EventSink): Promise<number> {
   const stored = await home.store.loadRun(run.id)
   const stop = io.out.isTTY ? liveTree(run, io.out, stored ? runView(stored).agents : []) : undefined
-  const onSignal = () => {
-    io.err.write(`\ncancelling run ${run.id}…\n`)
-    void run.cancel('cancelled from the terminal')
-  }
+  // Ctrl-C stops the run where it is, stored: `cohort resume` continues it, `cohort cancel` ends it.
+  const onSignal = () => void run.detach()
   process.once('SIGINT', onSignal)
   let code = 0
   try {
@@ -47,6 +45,11 @@ async function follow(run: Run, home: Home, io: Output, logger: EventSink): Prom
     io.out.write(`\nResult: ${JSON.stringify(result, null, 2)}\n`)
   } catch (error) {
     stop?.()
+    if (error instanceof CohortError && error.code === 'DETACHED') {
+      io.err.write(`\nStopped; run ${run.id} is stored. \`cohort resume ${run.id}\` continues it.\n`)
+      await logger.close?.()
+      return 130
+    }
     io.err.write(
       `\nRun ${run.id} ${run.status === 'cancelled' ? 'was cancelled' : 'failed'}: ${(error as Error).message}\n`,
     )

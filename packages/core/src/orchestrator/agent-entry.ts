@@ -36,6 +36,8 @@ export function agentStatus(value: unknown): AgentStatus {
 
 export function toAgentRecord(entry: AgentEntry): AgentRecord {
   const snapshot = entry.actor.getPersistedSnapshot() as unknown as AgentRecord['snapshot']
+  // A stopped actor is an agent this process let go of, not one that ended: it must restore as active.
+  if (snapshot.status === 'stopped') snapshot.status = 'active'
   return {
     version: 1,
     runId: snapshot.context.runId,

@@ -603,12 +603,11 @@ export class Orchestrator {
     for (const entry of this.registry.values()) {
       entry.unsubscribe?.()
       clearTimeout(entry.timer)
-      if (!entry.settled) {
-        this.stopEffect(entry)
-        entry.actor.stop()
-      }
+      if (!entry.settled) this.stopEffect(entry)
     }
+    // Writes still queued read the agent's state when they run: they must run before it is stopped.
     await this.writer.flush()
+    for (const entry of this.registry.values()) if (!entry.settled) entry.actor.stop()
     this.rejectResult(new CohortError('DETACHED', `run ${this.runId} was detached; resume it to continue`))
     this.config.bus.close()
   }
