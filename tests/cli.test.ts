@@ -128,6 +128,27 @@ describe('cohort CLI', () => {
     expect(empty.stderr).toMatch(/expected "task A AND task B AND …"/)
   }, 60_000)
 
+  test('a run that waits on a person says what for and stays up until Ctrl-C stores it', async () => {
+    const child = cohort([
+      'run',
+      path.join(repoRoot, 'tests/fixtures/cli-approval-config.ts'),
+      '--run-id',
+      'waiting',
+    ])
+    let stderr = ''
+    child.stderr?.on('data', (chunk: Buffer) => {
+      stderr += chunk
+      if (/waits for approval of call/.test(String(chunk))) child.kill('SIGINT')
+    })
+    const out = await collect(child)
+    expect(out.code).toBe(130)
+    expect(stderr).toMatch(
+      /operator waits for approval of call \S+: answer it through `cohort serve` \(POST \/api\/runs\/waiting\/approve/,
+    )
+    expect(stderr).toMatch(/Stopped; run waiting is stored/)
+    expect((await run(['show', 'waiting'])).stdout).toMatch(/⏸ operator operator {2}suspended/)
+  }, 60_000)
+
   test('a run killed mid-way is resumed by `cohort resume`; another is cancelled by `cohort cancel`', async () => {
     const env = { CLI_SLEEP: '1.5' }
     for (const id of ['crashed', 'doomed']) {

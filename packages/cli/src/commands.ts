@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto'
 import { readdir, readFile } from 'node:fs/promises'
 import path from 'node:path'
 import {
@@ -16,7 +17,7 @@ import { parallelPlan, runtimeFor, splitTasks } from './launch.js'
 import { liveTree } from './live.js'
 import { startServer } from './server/server.js'
 import { formatMs, oneLine, renderTree } from './tree.js'
-import { runView } from './views.js'
+import { type AgentSummary, runView } from './views.js'
 
 export interface Output {
   out: NodeJS.WriteStream
@@ -32,12 +33,21 @@ function makeLogger(home: Home, io: Output): EventSink {
   return createLogger({ console: !io.out.isTTY, colors: false, stream: io.out, dir: home.logsDir })
 }
 
-async function follow(run: Run, home: Home, io: Output, logger: EventSink): Promise<number> {
-  const stored = await home.store.loadRun(run.id)
-  const stop = io.out.isTTY ? liveTree(run, io.out, stored ? runView(stored).agents : []) : undefined
+/** Watches a run to its end. Called right after the run starts, so it misses none of its events. */
+async function follow(run: Run, io: Output, logger: EventSink, known: AgentSummary[] = []): Promise<number> {
+  const stop = io.out.isTTY ? liveTree(run, io.out, known) : undefined
   // Ctrl-C stops the run where it is, stored: `cohort resume` continues it, `cohort cancel` ends it.
   const onSignal = () => void run.detach()
   process.once('SIGINT', onSignal)
+  // A run waiting on a person has nothing in flight: keep the process up, and say what it waits for.
+  const keepAlive = setInterval(() => {}, 60_000)
+  const offSuspended = run.on('agent.suspended', (event) => {
+    if (!event.awaiting) return
+    const what = event.awaiting.kind === 'approval' ? `approval of call ${event.awaiting.callId}` : 'input'
+    io.err.write(
+      `\n${event.agentId} waits for ${what}: answer it through \`cohort serve\` (POST /api/runs/${run.id}/approve or /agents/${event.agentId}/resume), or Ctrl-C to store the run.\n`,
+    )
+  })
   let code = 0
   try {
     const result = await run.result
@@ -55,6 +65,8 @@ async function follow(run: Run, home: Home, io: Output, logger: EventSink): Prom
     )
     code = 1
   } finally {
+    clearInterval(keepAlive)
+    offSuspended()
     process.off('SIGINT', onSignal)
     await logger.close?.()
   }
@@ -62,6 +74,11 @@ async function follow(run: Run, home: Home, io: Output, logger: EventSink): Prom
     `${metricsLine(run.metrics())}\nRun ${run.id}: \`cohort show ${run.id}\`, \`cohort logs ${run.id}\`\n`,
   )
   return code
+}
+
+/** The launch record is written before the run starts, so a crash at any point leaves a resumable run. */
+function newRunId(): string {
+  return randomUUID().replaceAll('-', '').slice(0, 16)
 }
 
 function metricsLine(metrics: RunMetrics): string {
@@ -81,10 +98,9 @@ export async function runCommand(
   const agent = options.agent ?? hosted.root
   const text = task ?? hosted.task
   if (!text) throw new InvalidInputError('no task: give one after the config, or set `task` in the config')
-  if (options.runId) assertRunId(options.runId)
-  const run = hosted.runtime.start(agent, text, options.runId ? { runId: options.runId } : {})
-  await home.saveLaunch(run.id, launch)
-  return follow(run, home, io, logger)
+  const runId = options.runId ?? newRunId()
+  await home.saveLaunch(runId, launch)
+  return follow(hosted.runtime.start(agent, text, { runId }), io, logger)
 }
 
 export async function parallelCommand(
@@ -97,12 +113,12 @@ export async function parallelCommand(
   if (options.command) launch.command = options.command
   if (options.arg?.length) launch.args = options.arg
   if (options.base) launch.base = path.resolve(options.base)
-  if (options.runId) assertRunId(options.runId)
   const logger = makeLogger(home, io)
   const hosted = await runtimeFor(launch, home, logger)
-  const run = hosted.runtime.runPlan(parallelPlan(launch), options.runId ? { runId: options.runId } : {})
-  await home.saveLaunch(run.id, launch)
-  const code = await follow(run, home, io, logger)
+  const runId = options.runId ?? newRunId()
+  await home.saveLaunch(runId, launch)
+  const run = hosted.runtime.runPlan(parallelPlan(launch), { runId })
+  const code = await follow(run, io, logger)
   await printTasks(home, run.id, io)
   const conflicts = run.metrics().conflicts
   io.out.write(
@@ -185,8 +201,9 @@ export async function resumeCommand(runId: string, options: CommonOptions, io: O
   const launch = await home.loadLaunch(runId)
   const logger = makeLogger(home, io)
   const hosted = await runtimeFor(launch, home, logger)
+  const stored = await home.store.loadRun(runId)
   const run = await hosted.runtime.resume(runId)
-  return follow(run, home, io, logger)
+  return follow(run, io, logger, stored ? runView(stored).agents : [])
 }
 
 export async function cancelCommand(runId: string, options: CommonOptions, io: Output): Promise<number> {
