@@ -1,7 +1,7 @@
 import type { ActOutcome, AgentServices, ThinkOutcome } from '../agent/agent-machine.js'
 import type { AgentContext, ChildResult } from '../agent/context.js'
 import { CohortError, LimitExceededError, toErrorInfo } from '../errors.js'
-import type { ChatMessage, ModelReply } from '../models/types.js'
+import type { ChatMessage, ModelReply, ToolSpec } from '../models/types.js'
 import type { Action } from '../protocol/actions.js'
 import { actionReply, inboxMessage, renderValue, repairFeedback } from '../protocol/feedback.js'
 import { parseActions } from '../protocol/parse-actions.js'
@@ -16,15 +16,20 @@ type ToolAction = Extract<Action, { action: 'call_tool' }>
 export function createAgentServices(run: Orchestrator): AgentServices {
   const clean = run.config.redact
   const workspaces = run.config.workspaces
-  const toolsByAgent = new Map<string, Map<string, AnyTool>>()
-  const toolsOf = (entry: AgentEntry) => {
-    let tools = toolsByAgent.get(entry.definition.name)
-    if (!tools) {
-      tools = new Map(entry.definition.tools.map((tool) => [tool.name, tool]))
-      toolsByAgent.set(entry.definition.name, tools)
+  // What depends only on an agent's definition (its tools by name, the functions offered to the model) is built once per kind.
+  const kinds = new Map<string, { tools: Map<string, AnyTool>; specs: ToolSpec[] }>()
+  const kindOf = (entry: AgentEntry) => {
+    let kind = kinds.get(entry.definition.name)
+    if (!kind) {
+      kind = {
+        tools: new Map(entry.definition.tools.map((tool) => [tool.name, tool])),
+        specs: protocolToolSpecs(entry.definition),
+      }
+      kinds.set(entry.definition.name, kind)
     }
-    return tools
+    return kind
   }
+  const toolsOf = (entry: AgentEntry) => kindOf(entry).tools
 
   return {
     async think(agentId, signal) {
@@ -61,7 +66,7 @@ export function createAgentServices(run: Orchestrator): AgentServices {
           turn,
           messages:
             context.inbox.length > 0 ? [...context.messages, inboxMessage(context.inbox)] : context.messages,
-          tools: protocolToolSpecs(entry.definition),
+          tools: kindOf(entry).specs,
           signal,
           onToken: (text) => run.emitAgent(context, { type: 'model.token', turn, text: clean(text) }),
           ...(workspaces && { workspace: () => workspaces.ensure(run.runId, agentId) }),
