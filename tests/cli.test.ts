@@ -19,7 +19,7 @@ const run = (args: string[], env: Record<string, string> = {}) => collect(cohort
 
 describe('cohort CLI', () => {
   test('every command has --help; bad flags and commands exit 2 with a clear error', async () => {
-    const commands = ['run', 'parallel', 'ls', 'show', 'resume', 'cancel', 'logs', 'serve']
+    const commands = ['run', 'parallel', 'ls', 'show', 'resume', 'approve', 'reject', 'answer', 'cancel', 'logs', 'serve']
     const helps = await Promise.all(commands.map((command) => run([command, '--help'])))
     for (const [index, help] of helps.entries()) {
       expect(help.code, commands[index]).toBe(0)
@@ -128,25 +128,49 @@ describe('cohort CLI', () => {
     expect(empty.stderr).toMatch(/expected "task A AND task B AND …"/)
   }, 60_000)
 
-  test('a run that waits on a person says what for and stays up until Ctrl-C stores it', async () => {
-    const child = cohort([
+  test('a run that waits on a person says what for; Ctrl-C stores it; approve and answer continue it', async () => {
+    /** Runs the CLI until it says the run waits on a person, then presses Ctrl-C. */
+    const untilWaiting = async (args: string[]) => {
+      const child = cohort(args)
+      let said = ''
+      child.stderr?.on('data', (chunk: Buffer) => {
+        said += chunk
+        if (/ waits for /.test(String(chunk))) child.kill('SIGINT')
+      })
+      const out = await collect(child)
+      return { code: out.code, said }
+    }
+    const first = await untilWaiting([
       'run',
       path.join(repoRoot, 'tests/fixtures/cli-approval-config.ts'),
       '--run-id',
       'waiting',
     ])
-    let stderr = ''
-    child.stderr?.on('data', (chunk: Buffer) => {
-      stderr += chunk
-      if (/waits for approval of call/.test(String(chunk))) child.kill('SIGINT')
-    })
-    const out = await collect(child)
-    expect(out.code).toBe(130)
-    expect(stderr).toMatch(
-      /operator waits for approval of call \S+: answer it through `cohort serve` \(POST \/api\/runs\/waiting\/approve/,
-    )
-    expect(stderr).toMatch(/Stopped; run waiting is stored/)
+    expect(first.code).toBe(130)
+    expect(first.said).toMatch(/Stopped; run waiting is stored/)
+    const callId =
+      /operator waits for approval of call (\S+): Ctrl-C, then `cohort approve waiting \S+`/.exec(
+        first.said,
+      )?.[1]
+    expect(callId).toBeDefined()
     expect((await run(['show', 'waiting'])).stdout).toMatch(/⏸ operator operator {2}suspended/)
+
+    const wrong = await run(['approve', 'waiting', 'call-nope'])
+    expect(wrong.code).toBe(2)
+    expect(wrong.stderr).toMatch(/no agent of run waiting is waiting for approval of call "call-nope"/)
+
+    const approved = await untilWaiting(['approve', 'waiting', callId!])
+    expect(approved.code).toBe(130)
+    expect(approved.said).toMatch(
+      /operator waits for input \(which region\?\): Ctrl-C, then `cohort answer waiting operator <answer>`/,
+    )
+
+    const answered = await run(['answer', 'waiting', 'operator', 'eu-west'])
+    expect(answered.code, answered.stderr).toBe(0)
+    expect(answered.stdout).toMatch(/Result: \[[\s\S]*deployed api[\s\S]*eu-west[\s\S]*\]/)
+    const late = await run(['approve', 'waiting', callId!])
+    expect(late.code).toBe(2)
+    expect(late.stderr).toMatch(/run waiting has already completed/)
   }, 60_000)
 
   test('a run killed mid-way is resumed by `cohort resume`; another is cancelled by `cohort cancel`', async () => {

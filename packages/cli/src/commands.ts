@@ -43,10 +43,12 @@ async function follow(run: Run, io: Output, logger: EventSink, known: AgentSumma
   const keepAlive = setInterval(() => {}, 60_000)
   const offSuspended = run.on('agent.suspended', (event) => {
     if (!event.awaiting) return
-    const what = event.awaiting.kind === 'approval' ? `approval of call ${event.awaiting.callId}` : 'input'
-    io.err.write(
-      `\n${event.agentId} waits for ${what}: answer it through \`cohort serve\` (POST /api/runs/${run.id}/approve or /agents/${event.agentId}/resume), or Ctrl-C to store the run.\n`,
-    )
+    const { callId, kind, prompt } = event.awaiting
+    const how =
+      kind === 'approval'
+        ? `approval of call ${callId}: Ctrl-C, then \`cohort approve ${run.id} ${callId}\` or \`cohort reject ${run.id} ${callId}\``
+        : `input (${prompt}): Ctrl-C, then \`cohort answer ${run.id} ${event.agentId} <answer>\``
+    io.err.write(`\n${event.agentId} waits for ${how} (or use \`cohort serve\`).\n`)
   })
   let code = 0
   try {
@@ -196,13 +198,37 @@ export async function showCommand(
   return 0
 }
 
-export async function resumeCommand(runId: string, options: CommonOptions, io: Output): Promise<number> {
+/**
+ * Continues a stored run and watches it; `control` (an approval, an answer, a message) is given
+ * to the resumed run first. A control the run cannot take is refused before anything runs.
+ */
+export async function resumeCommand(
+  runId: string,
+  options: CommonOptions,
+  io: Output,
+  control?: (run: Run) => void,
+): Promise<number> {
   const home = new Home(options.dir)
   const launch = await home.loadLaunch(runId)
+  const stored = await home.store.loadRun(runId)
+  if (stored && stored.run.status !== 'running') {
+    throw new InvalidInputError(
+      `run ${runId} has already ${stored.run.status}; \`cohort show ${runId}\` shows it`,
+    )
+  }
   const logger = makeLogger(home, io)
   const hosted = await runtimeFor(launch, home, logger)
-  const stored = await home.store.loadRun(runId)
   const run = await hosted.runtime.resume(runId)
+  if (control) {
+    try {
+      control(run)
+    } catch (error) {
+      // Leave the run as it was stored: nothing of it has moved yet in this process.
+      await run.detach()
+      await logger.close?.()
+      throw error
+    }
+  }
   return follow(run, io, logger, stored ? runView(stored).agents : [])
 }
 

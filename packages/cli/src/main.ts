@@ -90,6 +90,35 @@ export async function main(
     .action(async (runId: string) => set(await resumeCommand(runId, common(), io)))
 
   program
+    .command('approve')
+    .description('Approve the tool call an agent of a stored run waits on, and continue the run.')
+    .argument('<runId>')
+    .argument('<callId>', 'the call id shown in the log and by `cohort show`')
+    .action(async (runId: string, callId: string) =>
+      set(await resumeCommand(runId, common(), io, (run) => run.approve(callId))),
+    )
+
+  program
+    .command('reject')
+    .description('Refuse the tool call an agent waits on (the agent is told why), and continue the run.')
+    .argument('<runId>')
+    .argument('<callId>')
+    .option('--reason <text>', 'what the agent is told', 'rejected by a person')
+    .action(async (runId: string, callId: string, options: { reason: string }) =>
+      set(await resumeCommand(runId, common(), io, (run) => run.reject(callId, options.reason))),
+    )
+
+  program
+    .command('answer')
+    .description('Give an agent waiting for input (a tool that called ctx.suspend) its answer, and continue.')
+    .argument('<runId>')
+    .argument('<agentId>')
+    .argument('<answer>', 'JSON, or plain text')
+    .action(async (runId: string, agentId: string, answer: string) =>
+      set(await resumeCommand(runId, common(), io, (run) => run.resume(agentId, parseAnswer(answer)))),
+    )
+
+  program
     .command('cancel')
     .description('Cancel a stored run and every agent in it.')
     .argument('<runId>')
@@ -128,6 +157,15 @@ export async function main(
     return 1
   }
   return code
+}
+
+/** An answer is JSON when it parses as JSON, else the text itself. */
+function parseAnswer(text: string): unknown {
+  try {
+    return JSON.parse(text)
+  } catch {
+    return text
+  }
 }
 
 // Run as a program (not when imported by tests or other code).
