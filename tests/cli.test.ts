@@ -1,8 +1,26 @@
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
+import pg from 'pg'
 import { afterEach, beforeEach, describe, expect, test } from 'vitest'
 import { collect, repoRoot, spawnTs } from './support/processes.js'
+
+const databaseUrl = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test'
+const postgres = await (async () => {
+  const client = new pg.Client({ connectionString: databaseUrl, connectionTimeoutMillis: 2_000 })
+  try {
+    await client.connect()
+    return { enabled: true, unreachable: '' }
+  } catch (error) {
+    // On CI a missing database is a failure: the test runs and fails rather than skip.
+    return {
+      enabled: process.env.CI === 'true',
+      unreachable: `PostgreSQL unreachable (${(error as Error).message})`,
+    }
+  } finally {
+    await client.end().catch(() => {})
+  }
+})()
 
 const config = path.join(repoRoot, 'tests/fixtures/cli-config.ts')
 let cwd: string
@@ -19,7 +37,19 @@ const run = (args: string[], env: Record<string, string> = {}) => collect(cohort
 
 describe('cohort CLI', () => {
   test('every command has --help; bad flags and commands exit 2 with a clear error', async () => {
-    const commands = ['run', 'parallel', 'ls', 'show', 'resume', 'approve', 'reject', 'answer', 'cancel', 'logs', 'serve']
+    const commands = [
+      'run',
+      'parallel',
+      'ls',
+      'show',
+      'resume',
+      'approve',
+      'reject',
+      'answer',
+      'cancel',
+      'logs',
+      'serve',
+    ]
     const helps = await Promise.all(commands.map((command) => run([command, '--help'])))
     for (const [index, help] of helps.entries()) {
       expect(help.code, commands[index]).toBe(0)
@@ -207,5 +237,33 @@ describe('cohort CLI', () => {
     expect(show.stdout).toMatch(/^Run doomed {2}cancelled/)
     expect(show.stdout).not.toMatch(/running/)
     expect((await run(['cancel', 'doomed'])).stdout).toMatch(/already cancelled/)
+  }, 60_000)
+
+  test('--store puts runs in PostgreSQL: run, ls and show read them there', async () => {
+    if (!postgres.enabled) {
+      console.warn(`\n!!! cohort --store postgres test SKIPPED: ${postgres.unreachable}\n`)
+      return
+    }
+    const schema = `cohort_cli_${Date.now().toString(36)}`
+    const store = `${databaseUrl}${databaseUrl.includes('?') ? '&' : '?'}schema=${schema}`
+    try {
+      const started = await run(['run', config, '--run-id', 'in-pg', '--store', store])
+      expect(started.code, started.stderr).toBe(0)
+      expect((await run(['ls', '--store', store])).stdout).toMatch(/^in-pg\s+completed/m)
+      expect((await run(['show', 'in-pg', '--store', store])).stdout).toMatch(/^Run in-pg {2}completed/)
+      const elsewhere = await run(['show', 'in-pg'])
+      expect(elsewhere.code).toBe(2)
+      expect(elsewhere.stderr).toMatch(/run in-pg is not in .*runs/)
+      const client = new pg.Client({ connectionString: databaseUrl })
+      await client.connect()
+      const rows = await client.query(`SELECT id FROM "${schema}".agents ORDER BY id`)
+      await client.end()
+      expect(rows.rows.map((row) => row.id)).toEqual(['lead', 'lead.a', 'lead.b'])
+    } finally {
+      const client = new pg.Client({ connectionString: databaseUrl })
+      await client.connect().catch(() => {})
+      await client.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`).catch(() => {})
+      await client.end().catch(() => {})
+    }
   }, 60_000)
 })

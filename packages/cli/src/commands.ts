@@ -12,7 +12,7 @@ import {
   type RunMetrics,
   type RunStatus,
 } from '@cohort/core'
-import { Home, type Launch } from './home.js'
+import type { Home, Launch } from './home.js'
 import { parallelPlan, runtimeFor, splitTasks } from './launch.js'
 import { liveTree } from './live.js'
 import { startServer } from './server/server.js'
@@ -25,7 +25,7 @@ export interface Output {
 }
 
 export interface CommonOptions {
-  dir: string
+  home: Home
 }
 
 /** On a terminal the live tree is drawn and the log goes to files; otherwise plain log lines. */
@@ -93,7 +93,7 @@ export async function runCommand(
   options: CommonOptions & { agent?: string; runId?: string },
   io: Output,
 ): Promise<number> {
-  const home = new Home(options.dir)
+  const { home } = options
   const launch: Launch = { kind: 'config', config: path.resolve(configFile) }
   const logger = makeLogger(home, io)
   const hosted = await runtimeFor(launch, home, logger)
@@ -110,7 +110,7 @@ export async function parallelCommand(
   options: CommonOptions & { command?: string; arg?: string[]; base?: string; runId?: string },
   io: Output,
 ): Promise<number> {
-  const home = new Home(options.dir)
+  const { home } = options
   const launch: Launch = { kind: 'parallel', tasks: splitTasks(text) }
   if (options.command) launch.command = options.command
   if (options.arg?.length) launch.args = options.arg
@@ -149,7 +149,7 @@ export async function lsCommand(
   options: CommonOptions & { status?: string; limit?: string; json?: boolean },
   io: Output,
 ): Promise<number> {
-  const home = new Home(options.dir)
+  const { home } = options
   const filter: RunFilter = { limit: positiveInt(options.limit ?? '20', '--limit') }
   if (options.status) filter.status = statuses(options.status)
   const runs = await home.store.listRuns(filter)
@@ -158,7 +158,7 @@ export async function lsCommand(
     return 0
   }
   if (runs.length === 0) {
-    io.out.write(`No runs in ${home.runsDir}.\n`)
+    io.out.write(`No runs in ${home.storeName}.\n`)
     return 0
   }
   for (const run of runs) {
@@ -174,9 +174,9 @@ export async function showCommand(
   io: Output,
 ): Promise<number> {
   assertRunId(runId)
-  const home = new Home(options.dir)
+  const { home } = options
   const stored = await home.store.loadRun(runId)
-  if (!stored) throw new CohortError('RUN_NOT_FOUND', `run ${runId} is not in ${home.runsDir}`)
+  if (!stored) throw new CohortError('RUN_NOT_FOUND', `run ${runId} is not in ${home.storeName}`)
   const view = runView(stored)
   if (options.json) {
     io.out.write(`${JSON.stringify(view, null, 2)}\n`)
@@ -208,7 +208,7 @@ export async function resumeCommand(
   io: Output,
   control?: (run: Run) => void,
 ): Promise<number> {
-  const home = new Home(options.dir)
+  const { home } = options
   const launch = await home.loadLaunch(runId)
   const stored = await home.store.loadRun(runId)
   if (stored && stored.run.status !== 'running') {
@@ -233,9 +233,9 @@ export async function resumeCommand(
 }
 
 export async function cancelCommand(runId: string, options: CommonOptions, io: Output): Promise<number> {
-  const home = new Home(options.dir)
+  const { home } = options
   const stored = await home.store.loadRun(runId)
-  if (!stored) throw new CohortError('RUN_NOT_FOUND', `run ${runId} is not in ${home.runsDir}`)
+  if (!stored) throw new CohortError('RUN_NOT_FOUND', `run ${runId} is not in ${home.storeName}`)
   if (stored.run.status !== 'running') {
     io.out.write(`Run ${runId} is already ${stored.run.status}.\n`)
     return 0
@@ -256,7 +256,7 @@ export async function logsCommand(
   io: Output,
 ): Promise<number> {
   assertRunId(runId)
-  const home = new Home(options.dir)
+  const { home } = options
   const folder = path.join(home.logsDir, runId)
   let files: string[]
   try {
@@ -288,7 +288,7 @@ export async function serveCommand(
   options: CommonOptions & { port: string; host: string },
   io: Output,
 ): Promise<number> {
-  const home = new Home(options.dir)
+  const { home } = options
   const launch: Launch = { kind: 'config', config: path.resolve(configFile) }
   const logger = createLogger({ console: false, dir: home.logsDir })
   const hosted = await runtimeFor(launch, home, logger)

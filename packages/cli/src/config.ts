@@ -8,11 +8,13 @@ import {
   defineAgent,
   InvalidInputError,
   type RunLimits,
+  type RunStore,
   type SchedulerOptions,
   sleep,
   type WorkspaceOptions,
 } from '@cohort/core'
 import { z } from 'zod'
+import { storeFrom } from './home.js'
 
 /** What `cohort run` and `cohort serve` load: the agents, their model, and how a run starts. */
 export interface CohortConfig {
@@ -23,6 +25,8 @@ export interface CohortConfig {
   root?: string
   /** The task when none is given on the command line. */
   task?: string
+  /** Where runs are kept (default: `fileStore('.cohort/runs')`, or `--store`). */
+  store?: RunStore
   limits?: Partial<RunLimits>
   scheduler?: SchedulerOptions
   workspaces?: WorkspaceOptions
@@ -67,6 +71,8 @@ const jsonConfigSchema = z.strictObject({
   task: z.string().optional(),
   limits: z.record(z.string(), z.number()).optional(),
   workspaces: z.strictObject({ root: z.string().optional(), base: z.string().optional() }).optional(),
+  /** A folder (relative to the config) or a postgres:// URL. */
+  store: z.string().min(1).optional(),
 })
 
 /** Loads a config module (default export) or a JSON file, with an error that says what is wrong where. */
@@ -124,6 +130,7 @@ async function fromJson(file: string): Promise<CohortConfig> {
   if (json.task) config.task = json.task
   if (json.limits) config.limits = json.limits as Partial<RunLimits>
   if (json.workspaces) config.workspaces = stripUndefined(json.workspaces)
+  if (json.store) config.store = await storeFrom(json.store, path.dirname(file))
   return config
 }
 

@@ -19,20 +19,60 @@ const launchSchema = z.discriminatedUnion('kind', [
   }),
 ])
 
+/**
+ * A store named on the command line or in a config: a `postgres://` URL (`@cohort/postgres`,
+ * loaded only then; `?schema=` picks the schema), or a directory for `fileStore`.
+ */
+export async function storeFrom(spec: string, relativeTo = process.cwd()): Promise<RunStore> {
+  if (/^postgres(ql)?:\/\//.test(spec)) {
+    // `?schema=name` picks the schema (default `cohort`); the rest is pg's connection string.
+    const url = new URL(spec)
+    const schema = url.searchParams.get('schema')
+    url.searchParams.delete('schema')
+    const { postgresStore } = await import('@cohort/postgres')
+    return postgresStore({ connectionString: url.toString(), ...(schema && { schema }) })
+  }
+  return fileStore(path.resolve(relativeTo, spec))
+}
+
 /** The CLI's folder (default `.cohort`): runs, per-agent logs, workspaces, and how each run was launched. */
 export class Home {
   readonly store: RunStore
+  /** Where runs are kept, for messages: a folder, or the store's kind. */
+  readonly storeName: string
   readonly runsDir: string
   readonly logsDir: string
   readonly workspacesDir: string
   private readonly launchesDir: string
 
-  constructor(readonly dir: string) {
+  constructor(
+    readonly dir: string,
+    store?: { store: RunStore; name: string },
+  ) {
     this.runsDir = path.join(dir, 'runs')
     this.logsDir = path.join(dir, 'logs')
     this.workspacesDir = path.join(dir, 'workspaces')
     this.launchesDir = path.join(dir, 'launches')
-    this.store = fileStore(this.runsDir)
+    this.store = store?.store ?? fileStore(this.runsDir)
+    this.storeName = store?.name ?? this.runsDir
+  }
+
+  /** `--store` (a folder or a `postgres://` URL) over the default `<dir>/runs`. */
+  static async open(dir: string, store?: string): Promise<Home> {
+    if (!store) return new Home(dir)
+    return new Home(dir, { store: await storeFrom(store), name: store.replace(/\/\/[^@/]*@/, '//') })
+  }
+
+  private readonly others = new Set<RunStore>()
+
+  /** A store a config brought: closed with the home, so its connections do not keep the process up. */
+  adopt(store: RunStore): RunStore {
+    if (store !== this.store) this.others.add(store)
+    return store
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([this.store, ...this.others].map((store) => store.close?.()))
   }
 
   async saveLaunch(runId: string, launch: Launch): Promise<void> {

@@ -35,7 +35,7 @@ export async function configRuntime(config: CohortConfig, home: Home, logger: Ev
   const runtime = createRuntime({
     agents: config.agents,
     ...(model && { model }),
-    store: home.store,
+    store: config.store ? home.adopt(config.store) : home.store,
     logger,
     workspaces: config.workspaces ?? { root: home.workspacesDir },
     ...(config.limits && { limits: config.limits }),

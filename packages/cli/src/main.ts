@@ -12,6 +12,7 @@ import {
   serveCommand,
   showCommand,
 } from './commands.js'
+import { Home } from './home.js'
 
 /** Exit codes: 0 done, 1 the run failed or was cancelled, 2 bad usage or input. */
 export async function main(
@@ -24,13 +25,24 @@ export async function main(
     .addOption(
       new Option('--dir <dir>', 'folder for runs, logs and workspaces').env('COHORT_DIR').default('.cohort'),
     )
+    .addOption(
+      new Option(
+        '--store <dir|url>',
+        'where runs are kept: a folder or a postgres:// URL (default <dir>/runs)',
+      ).env('COHORT_STORE'),
+    )
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride()
     .configureOutput({
       writeOut: (text) => io.out.write(text),
       writeErr: (text) => io.err.write(text),
     })
-  const common = () => program.opts<{ dir: string }>()
+  let home: Home | undefined
+  const common = async () => {
+    const { dir, store } = program.opts<{ dir: string; store?: string }>()
+    home ??= await Home.open(dir, store)
+    return { home }
+  }
   const set = (value: number) => {
     code = value
   }
@@ -45,7 +57,7 @@ export async function main(
     .option('--agent <name>', 'start with this agent instead of the config root')
     .option('--run-id <id>', 'your own run id')
     .action(async (config: string, task: string | undefined, options: { agent?: string; runId?: string }) =>
-      set(await runCommand(config, task, { ...common(), ...options }, io)),
+      set(await runCommand(config, task, { ...(await common()), ...options }, io)),
     )
 
   program
@@ -61,7 +73,7 @@ export async function main(
     .option('--run-id <id>', 'your own run id')
     .action(
       async (tasks: string, options: { command?: string; arg?: string[]; base?: string; runId?: string }) =>
-        set(await parallelCommand(tasks, { ...common(), ...options }, io)),
+        set(await parallelCommand(tasks, { ...(await common()), ...options }, io)),
     )
 
   program
@@ -71,7 +83,7 @@ export async function main(
     .option('--limit <n>', 'at most n runs', '20')
     .option('--json', 'print the run records as JSON')
     .action(async (options: { status?: string; limit?: string; json?: boolean }) =>
-      set(await lsCommand({ ...common(), ...options }, io)),
+      set(await lsCommand({ ...(await common()), ...options }, io)),
     )
 
   program
@@ -80,14 +92,14 @@ export async function main(
     .argument('<runId>')
     .option('--json', 'print the run and its agents as JSON')
     .action(async (runId: string, options: { json?: boolean }) =>
-      set(await showCommand(runId, { ...common(), ...options }, io)),
+      set(await showCommand(runId, { ...(await common()), ...options }, io)),
     )
 
   program
     .command('resume')
     .description('Continue a stored run (after a crash or a stop) and watch it.')
     .argument('<runId>')
-    .action(async (runId: string) => set(await resumeCommand(runId, common(), io)))
+    .action(async (runId: string) => set(await resumeCommand(runId, await common(), io)))
 
   program
     .command('approve')
@@ -95,7 +107,7 @@ export async function main(
     .argument('<runId>')
     .argument('<callId>', 'the call id shown in the log and by `cohort show`')
     .action(async (runId: string, callId: string) =>
-      set(await resumeCommand(runId, common(), io, (run) => run.approve(callId))),
+      set(await resumeCommand(runId, await common(), io, (run) => run.approve(callId))),
     )
 
   program
@@ -105,7 +117,7 @@ export async function main(
     .argument('<callId>')
     .option('--reason <text>', 'what the agent is told', 'rejected by a person')
     .action(async (runId: string, callId: string, options: { reason: string }) =>
-      set(await resumeCommand(runId, common(), io, (run) => run.reject(callId, options.reason))),
+      set(await resumeCommand(runId, await common(), io, (run) => run.reject(callId, options.reason))),
     )
 
   program
@@ -115,14 +127,14 @@ export async function main(
     .argument('<agentId>')
     .argument('<answer>', 'JSON, or plain text')
     .action(async (runId: string, agentId: string, answer: string) =>
-      set(await resumeCommand(runId, common(), io, (run) => run.resume(agentId, parseAnswer(answer)))),
+      set(await resumeCommand(runId, await common(), io, (run) => run.resume(agentId, parseAnswer(answer)))),
     )
 
   program
     .command('cancel')
     .description('Cancel a stored run and every agent in it.')
     .argument('<runId>')
-    .action(async (runId: string) => set(await cancelCommand(runId, common(), io)))
+    .action(async (runId: string) => set(await cancelCommand(runId, await common(), io)))
 
   program
     .command('logs')
@@ -130,7 +142,7 @@ export async function main(
     .argument('<runId>')
     .option('--agent <id>', 'only this agent')
     .action(async (runId: string, options: { agent?: string }) =>
-      set(await logsCommand(runId, { ...common(), ...options }, io)),
+      set(await logsCommand(runId, { ...(await common()), ...options }, io)),
     )
 
   program
@@ -140,7 +152,7 @@ export async function main(
     .option('--port <port>', 'port (0: any free one)', '4000')
     .option('--host <host>', 'interface to listen on', '127.0.0.1')
     .action(async (config: string, options: { port: string; host: string }) =>
-      set(await serveCommand(config, { ...common(), ...options }, io)),
+      set(await serveCommand(config, { ...(await common()), ...options }, io)),
     )
 
   try {
@@ -155,6 +167,9 @@ export async function main(
     }
     io.err.write(`cohort: ${(error as Error)?.stack ?? String(error)}\n`)
     return 1
+  } finally {
+    // A PostgreSQL store holds a pool that would keep the process alive.
+    await home?.close()
   }
   return code
 }
