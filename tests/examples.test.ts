@@ -34,7 +34,7 @@ test('the research DAG runs offline: layers, a recommendation, and a speedup ove
 
 test('the parallel benchmark prints the four scenarios, each faster in parallel', async () => {
   const { code, stdout, stderr } = await collect(
-    spawnTs('examples/parallel-benchmark/main.ts', [], { COHORT_DEMO_SCALE: '0.2' }),
+    spawnTs('examples/parallel-benchmark/main.ts', [], { COHORT_DEMO_SCALE: '0.2', OPENAI_API_KEY: '' }),
   )
   expect(code, stderr).toBe(0)
   const rows = stdout.split('\n').filter((line) => /^\| (3 indep|2 indep|With 1)/.test(line))

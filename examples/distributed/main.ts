@@ -3,7 +3,7 @@
 //   main.ts              N workers in this process (COHORT_WORKERS, default 3), submit runs, print results
 //   main.ts --processes  the same with each worker in its own process
 //   main.ts worker       one long-running worker (start as many as you like), until Ctrl-C
-// Offline on a scripted model. Redis at REDIS_URL; runs kept in Redis, or in PostgreSQL when
+// Offline on a scripted model; on a real one when OPENAI_API_KEY is set. Redis at REDIS_URL; runs kept in Redis, or in PostgreSQL when
 // DATABASE_URL is set.
 import { spawn } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
@@ -16,6 +16,7 @@ import {
   settledChildren,
   sleep,
 } from '@cohort/core'
+import { modelFromEnv } from '@cohort/openai'
 
 const queueName = process.env.COHORT_QUEUE ?? 'cohort-example'
 const workerCount = Number(process.env.COHORT_WORKERS ?? 3)
@@ -32,7 +33,7 @@ const lead = defineAgent({
   instructions: 'Split the question, wait for the researchers, combine.',
   subagents: [researcher],
 })
-const model = scriptedModel(
+const offline = scriptedModel(
   {
     lead: [
       {
@@ -52,6 +53,8 @@ const model = scriptedModel(
   },
   { latencyMs: 50 },
 )
+// A real endpoint when OPENAI_API_KEY is set (OPENAI_BASE_URL, COHORT_MODEL), else the script above.
+const model = modelFromEnv(offline)
 
 async function openStore(): Promise<RunStore> {
   if (!process.env.DATABASE_URL) return redisStore({ prefix: 'cohort-example:' })

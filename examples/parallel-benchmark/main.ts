@@ -2,6 +2,7 @@
 // agent after another, then as a plan where every agent starts as soon as its dependencies
 // are done, in this same process, and the table shows both wall times and the speedup.
 import { createRuntime, defineAgent, type Plan, scriptedModel, sleep } from '@cohort/core'
+import { modelFromEnv } from '@cohort/openai'
 
 const scale = Number(process.env.COHORT_DEMO_SCALE ?? 1)
 const seconds = (s: number) => Math.round(s * scale * 1000) / 1000
@@ -11,16 +12,22 @@ const worker = defineAgent({
   instructions: 'Work for the seconds in your task.',
   tools: [sleep],
 })
-const broken = defineAgent({ name: 'broken', instructions: 'Always fails.', limits: { maxRepairs: 0 } })
+// The failing agent stays scripted on any model: its reply is never an action, so it fails for sure.
+const broken = defineAgent({
+  name: 'broken',
+  instructions: 'Always fails.',
+  limits: { maxRepairs: 0 },
+  model: scriptedModel({ broken: ['this reply is not an action'] }),
+})
 
-const model = scriptedModel({
+const offline = scriptedModel({
   worker: [
     (request) => ({ action: 'call_tool', tool: 'sleep', args: { seconds: Number(request.agent.task) } }),
     (request) => ({ action: 'finish', result: `${request.agent.id} worked ${request.agent.task} s` }),
   ],
-  broken: ['this reply is not an action'],
 })
-const runtime = createRuntime({ agents: [worker, broken], model })
+// Workers run on a real endpoint when OPENAI_API_KEY is set (OPENAI_BASE_URL, COHORT_MODEL).
+const runtime = createRuntime({ agents: [worker, broken], model: modelFromEnv(offline) })
 
 const step = (id: string, work: number, extra: Partial<Plan['agents'][number]> = {}) => ({
   id,
