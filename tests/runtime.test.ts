@@ -317,3 +317,21 @@ describe('limits and cancel', () => {
     ).toBe(true)
   })
 })
+
+describe('run ids', () => {
+  test('a run id already in the store is refused, and the stored run is left as it was', async () => {
+    const solo = defineAgent({ name: 'solo', instructions: 'Answer.' })
+    const store = memoryStore()
+    const model = scriptedModel({ solo: [(request) => ({ action: 'finish', result: request.agent.task })] })
+    const runtime = createRuntime({ agents: [solo], model, store })
+    expect(await runtime.run('solo', 'first', { runId: 'taken' })).toBe('first')
+    const before = await store.loadRun('taken')
+
+    await expect(runtime.run('solo', 'second', { runId: 'taken' })).rejects.toThrow(
+      'run taken already exists in the store: resume it, or start with another id',
+    )
+    expect(await store.loadRun('taken')).toEqual(before)
+    await expect(runtime.prepareRun('solo', 'third', { runId: 'taken' })).rejects.toThrow(/already exists/)
+    expect(await store.loadRun('taken')).toEqual(before)
+  })
+})

@@ -14,6 +14,7 @@ import {
   CohortError,
   type ErrorInfo,
   fromErrorInfo,
+  InvalidInputError,
   SnapshotError,
   TimeoutError,
   toErrorInfo,
@@ -157,9 +158,17 @@ export class Orchestrator {
     return entry
   }
 
-  /** Creates the run record and the root agent, then starts it (unless `start` is false: a host will). */
-  async begin(agentName: string, task: string, start = true): Promise<void> {
+  /**
+   * Creates the run record and the root agent, then starts it (unless `start` is false: a host
+   * will). A run id the caller chose is refused when the store already holds it: nothing is lost.
+   */
+  async begin(agentName: string, task: string, start = true, chosenId = false): Promise<void> {
     try {
+      if (chosenId && (await this.isStored())) {
+        throw new InvalidInputError(
+          `run ${this.runId} already exists in the store: resume it, or start with another id`,
+        )
+      }
       const now = Date.now()
       const rootAgentId = agentName
       this.runRecord = {
@@ -178,6 +187,19 @@ export class Orchestrator {
     } catch (error) {
       this.abort(error)
       throw error
+    }
+  }
+
+  private async isStored(): Promise<boolean> {
+    const store = this.config.store
+    try {
+      const record = store.loadRunRecord
+        ? await store.loadRunRecord(this.runId)
+        : (await store.loadRun(this.runId))?.run
+      return record !== undefined
+    } catch {
+      // An unreadable record still takes the id.
+      return true
     }
   }
 

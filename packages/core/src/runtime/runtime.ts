@@ -178,7 +178,9 @@ export function createRuntime(options: RuntimeOptions): Runtime {
     if (runs.has(runId)) throw new InvalidInputError(`run ${runId} is already running in this runtime`)
     const { run, orchestrator } = open(runId)
     // Started on the next tick so a caller can subscribe before the first event.
-    setImmediate(() => void orchestrator.begin(agent, task).catch(() => {}))
+    setImmediate(
+      () => void orchestrator.begin(agent, task, true, startOptions.runId !== undefined).catch(() => {}),
+    )
     return run
   }
 
@@ -204,7 +206,7 @@ export function createRuntime(options: RuntimeOptions): Runtime {
       const runId = startOptions.runId ?? nanoid(12)
       assertRunId(runId)
       const orchestrator = orchestratorFor(runId, { enqueue: async () => {} }).orchestrator
-      await orchestrator.begin(agent, redact(task), false)
+      await orchestrator.begin(agent, redact(task), false, startOptions.runId !== undefined)
       return { runId, rootAgentId: orchestrator.record!.rootAgentId }
     },
     async runSegment(runId, agentId, host) {
