@@ -81,6 +81,10 @@ describe('cohort CLI', () => {
     expect(started.stdout).toMatch(/Result: \[\s+"a:nap done",\s+"b:nap done"\s+\]/)
     expect(started.stdout).toMatch(/speedup [\d.]+×, efficiency [\d.]+; 3 completed, 0 failed/)
 
+    const again = await run(['run', config, '--run-id', 'first'])
+    expect(again.code).toBe(2)
+    expect(again.stderr).toMatch(/run first already exists: `cohort resume first`, or pick another --run-id/)
+
     const ls = await run(['ls'])
     expect(ls.stdout).toMatch(/^first\s+completed\s+\S+ \S+\s+lead: two naps$/m)
     const show = await run(['show', 'first'])

@@ -59,7 +59,6 @@ async function follow(run: Run, io: Output, logger: EventSink, known: AgentSumma
     stop?.()
     if (error instanceof CohortError && error.code === 'DETACHED') {
       io.err.write(`\nStopped; run ${run.id} is stored. \`cohort resume ${run.id}\` continues it.\n`)
-      await logger.close?.()
       return 130
     }
     io.err.write(
@@ -78,9 +77,19 @@ async function follow(run: Run, io: Output, logger: EventSink, known: AgentSumma
   return code
 }
 
-/** The launch record is written before the run starts, so a crash at any point leaves a resumable run. */
-function newRunId(): string {
-  return randomUUID().replaceAll('-', '').slice(0, 16)
+/**
+ * The run's id, known before it starts so its launch record is written first (a crash at any
+ * point leaves a resumable run). An id of the user's that is taken is refused before anything is written.
+ */
+async function runIdFor(home: Home, chosen: string | undefined): Promise<string> {
+  if (chosen === undefined) return randomUUID().replaceAll('-', '').slice(0, 16)
+  assertRunId(chosen)
+  if (await home.store.loadRun(chosen).catch(() => true)) {
+    throw new InvalidInputError(
+      `run ${chosen} already exists: \`cohort resume ${chosen}\`, or pick another --run-id`,
+    )
+  }
+  return chosen
 }
 
 function metricsLine(metrics: RunMetrics): string {
@@ -100,7 +109,7 @@ export async function runCommand(
   const agent = options.agent ?? hosted.root
   const text = task ?? hosted.task
   if (!text) throw new InvalidInputError('no task: give one after the config, or set `task` in the config')
-  const runId = options.runId ?? newRunId()
+  const runId = await runIdFor(home, options.runId)
   await home.saveLaunch(runId, launch)
   return follow(hosted.runtime.start(agent, text, { runId }), io, logger)
 }
@@ -117,7 +126,7 @@ export async function parallelCommand(
   if (options.base) launch.base = path.resolve(options.base)
   const logger = makeLogger(home, io)
   const hosted = await runtimeFor(launch, home, logger)
-  const runId = options.runId ?? newRunId()
+  const runId = await runIdFor(home, options.runId)
   await home.saveLaunch(runId, launch)
   const run = hosted.runtime.runPlan(parallelPlan(launch), { runId })
   const code = await follow(run, io, logger)
