@@ -1,4 +1,12 @@
-import type { AgentRecord, AgentStatus, ChatMessage, ErrorInfo, RunRecord, StoredRun } from '@cohort/core'
+import type {
+  AgentRecord,
+  AgentStatus,
+  Awaiting,
+  ChatMessage,
+  ErrorInfo,
+  RunRecord,
+  StoredRun,
+} from '@cohort/core'
 import { treeOrder } from './tree.js'
 
 /** One agent as operators see it: `cohort show`, the HTTP API and the inspector. */
@@ -14,6 +22,8 @@ export interface AgentSummary {
   turns: number
   result?: unknown
   error?: Pick<ErrorInfo, 'code' | 'message'>
+  /** Set while the agent waits on a person: an approval of a tool call, or an answer. */
+  awaiting?: Awaiting
 }
 
 export interface RunView {
@@ -36,6 +46,7 @@ export function agentSummary(record: AgentRecord): AgentSummary {
   }
   if (record.status === 'completed') summary.result = context.result
   if (context.error) summary.error = { code: context.error.code, message: context.error.message }
+  if (context.awaiting && record.status === 'suspended') summary.awaiting = context.awaiting
   return summary
 }
 
