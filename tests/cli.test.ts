@@ -187,7 +187,9 @@ describe('cohort CLI', () => {
         first.said,
       )?.[1]
     expect(callId).toBeDefined()
-    expect((await run(['show', 'waiting'])).stdout).toMatch(/⏸ operator operator {2}suspended/)
+    expect((await run(['show', 'waiting'])).stdout).toMatch(
+      /⏸ operator operator {2}suspended .* {2}waits for approval of deploy \(call \S+\)/,
+    )
 
     const wrong = await run(['approve', 'waiting', 'call-nope'])
     expect(wrong.code).toBe(2)

@@ -16,7 +16,7 @@ import type { Home, Launch } from './home.js'
 import { parallelPlan, runtimeFor, splitTasks } from './launch.js'
 import { liveTree } from './live.js'
 import { startServer } from './server/server.js'
-import { formatMs, oneLine, renderTree } from './tree.js'
+import { formatMs, oneLine, renderTree, summaryNode } from './tree.js'
 import { type AgentSummary, runView } from './views.js'
 
 export interface Output {
@@ -196,7 +196,11 @@ export async function showCommand(
   io.out.write(
     `Started ${new Date(run.createdAt).toISOString()}, ${run.status === 'running' ? 'last step' : 'ended'} ${new Date(run.updatedAt).toISOString()} (${formatMs(run.updatedAt - run.createdAt)})\n\n`,
   )
-  const lines = renderTree(view.agents, { now: run.updatedAt, colors: io.out.isTTY === true, outcomes: true })
+  const lines = renderTree(view.agents.map(summaryNode), {
+    now: run.updatedAt,
+    colors: io.out.isTTY === true,
+    outcomes: true,
+  })
   io.out.write(`${lines.join('\n')}\n`)
   if (run.status === 'completed') io.out.write(`\nResult: ${JSON.stringify(run.result, null, 2)}\n`)
   if (run.error) io.out.write(`\nError (${run.error.code}): ${run.error.message}\n`)

@@ -1,4 +1,4 @@
-import type { AgentStatus, CohortEvent } from '@cohort/core'
+import type { AgentStatus, Awaiting, CohortEvent } from '@cohort/core'
 import type { AgentSummary } from './views.js'
 
 /** What the tree needs of an agent: a summary, plus the step it is on while it runs. */
@@ -87,7 +87,7 @@ export class TreeState {
 
   static fromSummaries(agents: readonly AgentSummary[]): TreeState {
     const state = new TreeState()
-    for (const agent of agents) state.nodes.set(agent.id, { ...agent })
+    for (const agent of agents) state.nodes.set(agent.id, summaryNode(agent))
     return state
   }
 
@@ -138,7 +138,7 @@ export class TreeState {
         break
       case 'agent.suspended':
         node.status = 'suspended'
-        node.step = event.awaiting ? 'waiting for input' : `waiting on ${event.waitingOn.join(', ')}`
+        node.step = event.awaiting ? waitsFor(event.awaiting) : `waiting on ${event.waitingOn.join(', ')}`
         break
       case 'agent.resumed':
         node.status = 'running'
@@ -165,6 +165,18 @@ export class TreeState {
         break
     }
   }
+}
+
+/** A stored agent as a tree node: what it waits on, when it waits on a person, is its step. */
+export function summaryNode(agent: AgentSummary): TreeNode {
+  const { awaiting, ...rest } = agent
+  return awaiting ? { ...rest, step: waitsFor(awaiting) } : rest
+}
+
+function waitsFor(awaiting: Awaiting): string {
+  return awaiting.kind === 'approval'
+    ? `waits for approval of ${awaiting.tool} (call ${awaiting.callId})`
+    : `waits for an answer: ${awaiting.prompt}`
 }
 
 function parentOf(agentId: string): string | null {
