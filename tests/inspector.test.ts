@@ -1,11 +1,14 @@
-import { existsSync, mkdirSync } from 'node:fs'
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs'
 import { createRequire } from 'node:module'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { createRuntime, defineAgent, type ModelRequest, scriptedModel, sleep } from '@cohort/core'
+import { createRuntime, defineAgent, fileStore, type ModelRequest, scriptedModel, sleep } from '@cohort/core'
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
 // playwright-core is a devDependency of @cohort/cli, so it resolves from there, not from the repository root.
 import type { Browser, Page } from '../packages/cli/node_modules/playwright-core/index.js'
 import { type CohortServer, startServer } from '../packages/cli/src/server/server.js'
+import { approvalModel, operator } from './fixtures/approval-scenario.js'
 import { settledResults } from './support/scripts.js'
 
 const { chromium } = createRequire(new URL('../packages/cli/package.json', import.meta.url))(
@@ -79,6 +82,12 @@ interface AgentSummary {
   id: string
   name: string
   status: string
+  awaiting?: { kind: 'approval' | 'input'; callId: string; tool: string; prompt: string }
+}
+
+interface RunView {
+  run: { status: string; result?: unknown }
+  agents: AgentSummary[]
 }
 
 describe.runIf(hasChromium)('web inspector', () => {
@@ -197,5 +206,157 @@ describe.runIf(hasChromium)('web inspector', () => {
     await other.close()
 
     expect(pageErrors).toEqual([])
+  })
+
+  test('answers an agent that waits on a person: approve its tool call, then answer its question', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'cohort-inspector-'))
+    const approvals = await startServer({
+      runtime: createRuntime({ agents: [operator], model: approvalModel, store: fileStore(dir) }),
+      port: 0,
+    })
+    const errors: string[] = []
+    const tab = await browser.newPage({ viewport: { width: 1440, height: 900 } })
+    tab.on('pageerror', (error) => errors.push(error.message))
+    tab.on('console', (message) => {
+      // The request the test makes fail on purpose is logged by Chromium as a failed resource.
+      if (message.type() === 'error' && !message.text().includes('400 (Bad Request)'))
+        errors.push(message.text())
+    })
+    const call = async <T>(path: string, init?: RequestInit): Promise<T> => {
+      const response = await fetch(new URL(path, approvals.url), init)
+      expect(response.ok, `${init?.method ?? 'GET'} ${path}: ${response.status}`).toBe(true)
+      return (await response.json()) as T
+    }
+    const post = <T>(path: string, body: unknown) =>
+      call<T>(path, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+      })
+    const openRun = async (runId: string) => {
+      const item = tab.locator(`#runs [data-run-id="${runId}"]`)
+      await item.waitFor({ timeout: 10_000 })
+      await item.click()
+      await expect.poll(() => tab.evaluate('location.hash')).toBe(`#run=${runId}`)
+    }
+    const detail = tab.locator('#detail')
+    const approveButton = detail.locator('[data-action="approve"]')
+    const rejectButton = detail.locator('[data-action="reject"]')
+
+    try {
+      await tab.goto(approvals.url)
+      await tab.locator('#connection[data-state="open"]').waitFor({ timeout: 10_000 })
+
+      // 1. The agent asks to deploy: the tree marks it, the panel shows the call and its arguments.
+      const { runId } = await post<{ runId: string }>('/api/runs', { task: 'ship it' })
+      await openRun(runId)
+      const node = tab.locator('#tree [data-agent-id]').first()
+      await tab.locator('#tree [data-awaiting="approval"]').waitFor({ timeout: 10_000 })
+      expect(await node.getAttribute('data-awaiting')).toBe('approval')
+      expect(await node.locator('.needs-you').isVisible()).toBe(true)
+      expect(await node.textContent()).toContain('needs you')
+      await node.click()
+      const approval = detail.locator('#agent-awaiting[data-awaiting="approval"]')
+      await approval.waitFor({ timeout: 10_000 })
+      expect(await approval.locator('.tool-name').textContent()).toBe('deploy')
+      expect(await approval.locator('[data-field="args"]').textContent()).toContain('"service": "api"')
+      expect(await rejectButton.isEnabled()).toBe(true)
+      expect(await detail.locator('[data-field="reason"]').isVisible()).toBe(true)
+      mkdirSync(artifacts, { recursive: true })
+      await tab.screenshot({ path: `${artifacts}inspector-approval.png` })
+
+      // 2. Approve: the same agent now waits for an answer, which the page learns live.
+      await approveButton.click()
+      await tab.locator('#tree [data-awaiting="input"]').waitFor({ timeout: 10_000 })
+      const question = detail.locator('#agent-awaiting[data-awaiting="input"]')
+      await question.waitFor({ timeout: 10_000 })
+      expect(await question.locator('.prompt').textContent()).toBe('which region?')
+      expect(await detail.locator('[data-action-error]').count()).toBe(0)
+
+      // 3. Answer: the run goes on and completes with the answer in its result.
+      await detail.locator('[data-field="answer"]').fill('eu-west-1')
+      await tab.screenshot({ path: `${artifacts}inspector-answer.png` })
+      await detail.locator('[data-action="answer"]').click()
+      await expect
+        .poll(() => tab.locator(`#runs [data-run-id="${runId}"]`).getAttribute('data-state'), {
+          timeout: 15_000,
+        })
+        .toBe('completed')
+      const done = await call<RunView>(`/api/runs/${runId}`)
+      expect(done.run.status).toBe('completed')
+      expect(done.run.result).toContain('[call_tool ask] {"question":"which region?","answer":"eu-west-1"}')
+      expect(done.agents[0]!.awaiting).toBeUndefined()
+      await expect.poll(() => tab.locator('#tree [data-awaiting]').count()).toBe(0)
+      await expect.poll(() => detail.locator('#agent-awaiting').count()).toBe(0)
+
+      // 4. A failed request shows the server's error, and the buttons are disabled while it is in flight:
+      // hold the page's Approve, approve through the API meanwhile (someone else was quicker), then let
+      // the page's request through: the server refuses it with 400.
+      const second = await post<{ runId: string }>('/api/runs', { task: 'ship it again' })
+      await openRun(second.runId)
+      await tab.locator('#tree [data-awaiting="approval"]').waitFor({ timeout: 10_000 })
+      await tab.locator('#tree [data-agent-id]').first().click()
+      await approveButton.waitFor({ timeout: 10_000 })
+      let release!: () => void
+      const released = new Promise<void>((resolve) => {
+        release = resolve
+      })
+      let held = false
+      await tab.route('**/api/runs/*/approve', async (route) => {
+        held = true
+        await released
+        await route.continue()
+      })
+      await approveButton.click()
+      await expect.poll(() => held).toBe(true)
+      expect(await approveButton.isDisabled()).toBe(true)
+      expect(await rejectButton.isDisabled()).toBe(true)
+      const waiting = await call<RunView>(`/api/runs/${second.runId}`)
+      const callId = waiting.agents[0]!.awaiting!.callId
+      await post(`/api/runs/${second.runId}/approve`, { callId })
+      await detail.locator('#agent-awaiting[data-awaiting="input"]').waitFor({ timeout: 10_000 })
+      release()
+      const failure = detail.locator('[data-action-error]')
+      await failure.waitFor({ timeout: 10_000 })
+      expect(await failure.textContent()).toContain(`Approve failed: no agent of run ${second.runId}`)
+      expect(await failure.textContent()).toContain(callId)
+      await tab.unroute('**/api/runs/*/approve')
+
+      // An answer that is JSON is sent parsed; a new request clears the old error.
+      const answer = detail.locator('[data-field="answer"]')
+      await answer.fill('{"region": "us-east-2"}')
+      await answer.press('Enter')
+      await expect.poll(() => failure.count()).toBe(0)
+      await expect
+        .poll(async () => (await call<RunView>(`/api/runs/${second.runId}`)).run.status, { timeout: 15_000 })
+        .toBe('completed')
+      const parsed = await call<RunView>(`/api/runs/${second.runId}`)
+      // The fixture's result is the agent's last two user messages; the second carries the `ask` tool's result.
+      expect(parsed.run.result).toContain(
+        '[call_tool ask] {"question":"which region?","answer":{"region":"us-east-2"}}',
+      )
+
+      // 5. Reject with a reason: the agent hears the reason and goes on to its question.
+      const third = await post<{ runId: string }>('/api/runs', { task: 'ship it once more' })
+      await openRun(third.runId)
+      await tab.locator('#tree [data-awaiting="approval"]').waitFor({ timeout: 10_000 })
+      await tab.locator('#tree [data-agent-id]').first().click()
+      await detail.locator('[data-field="reason"]').fill('not on a Friday')
+      await rejectButton.click()
+      await tab.locator('#tree [data-awaiting="input"]').waitFor({ timeout: 10_000 })
+      const rejected = await call<RunView>(`/api/runs/${third.runId}`)
+      const agentId = rejected.agents[0]!.id
+      const { messages } = await call<{ messages: { content: unknown }[] }>(
+        `/api/runs/${third.runId}/agents/${encodeURIComponent(agentId)}`,
+      )
+      expect(JSON.stringify(messages)).toContain('not on a Friday')
+      await post(`/api/runs/${third.runId}/cancel`, {})
+
+      expect(errors).toEqual([])
+    } finally {
+      await tab.close()
+      await approvals.close()
+      rmSync(dir, { recursive: true, force: true })
+    }
   })
 })
