@@ -83,7 +83,12 @@ export async function loadConfig(file: string): Promise<CohortConfig> {
   try {
     loaded = await import(pathToFileURL(absolute).href)
   } catch (error) {
-    throw new InvalidInputError(`cannot load config ${file}: ${(error as Error).message}`)
+    const code = (error as { code?: string }).code
+    const hint =
+      code === 'ERR_UNKNOWN_FILE_EXTENSION'
+        ? ' (a TypeScript config needs a loader: run the CLI with `node --import tsx`, or write the config in .js, .mjs or .json)'
+        : ''
+    throw new InvalidInputError(`cannot load config ${file}: ${(error as Error).message}${hint}`)
   }
   const config = (loaded as { default?: unknown }).default ?? (loaded as { config?: unknown }).config
   if (!config || typeof config !== 'object' || !Array.isArray((config as CohortConfig).agents)) {
