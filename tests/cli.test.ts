@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os'
 import path from 'node:path'
 import pg from 'pg'
 import { afterEach, beforeEach, describe, expect, test } from 'vitest'
+import { completion, startOpenAIServer } from '../packages/openai/test/openai-server.js'
 import { collect, repoRoot, spawnTs } from './support/processes.js'
 
 const databaseUrl = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test'
@@ -207,6 +208,38 @@ describe('cohort CLI', () => {
     const late = await run(['approve', 'waiting', callId!])
     expect(late.code).toBe(2)
     expect(late.stderr).toMatch(/run waiting has already completed/)
+  }, 60_000)
+
+  test('parallel on a language model: one agent per task, then an aggregator that sees their results', async () => {
+    const api = await startOpenAIServer((request) => {
+      const messages = request.body.messages ?? []
+      const system = messages[0]?.content ?? ''
+      if (system.includes('Combine the results')) {
+        const context = messages.map((message) => message.content ?? '').join('\n')
+        const both = context.includes('done: count sheep') && context.includes('done: name stars')
+        return {
+          json: completion({
+            content: JSON.stringify({ action: 'finish', result: both ? 'combined both' : 'missing' }),
+          }),
+        }
+      }
+      return {
+        json: completion({
+          content: JSON.stringify({ action: 'finish', result: `done: ${messages[1]?.content}` }),
+        }),
+      }
+    })
+    try {
+      const env = { OPENAI_API_KEY: 'sk-local-test', OPENAI_BASE_URL: api.baseURL, COHORT_MODEL: 'local' }
+      const out = await run(['parallel', 'count sheep AND name stars', '--run-id', 'llm'], env)
+      expect(out.code, out.stderr).toBe(0)
+      expect(out.stdout).toMatch(/\| task-1 \| completed \| .* \| done: count sheep \|/)
+      expect(out.stdout).toMatch(/\| task-2 \| completed \| .* \| done: name stars \|/)
+      expect(out.stdout).toMatch(/\| aggregate \| completed \| .* \| combined both \|/)
+      expect(api.requests).toHaveLength(3)
+    } finally {
+      await api.close()
+    }
   }, 60_000)
 
   test('a run killed mid-way is resumed by `cohort resume`; another is cancelled by `cohort cancel`', async () => {
