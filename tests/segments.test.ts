@@ -1,8 +1,9 @@
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
-import { createRuntime, fileStore, type Runtime } from '@cohort/core'
+import { createRuntime, fileStore, type Run, type Runtime } from '@cohort/core'
 import { afterEach, beforeEach, expect, test } from 'vitest'
+import { approvalRuntime } from './fixtures/approval-scenario.js'
 import { faultAgents, faultModel } from './fixtures/fault-scenario.js'
 
 let dir: string
@@ -73,4 +74,45 @@ test('running a segment of a settled agent again returns its result without runn
     kind: 'settled',
     result: { id: 'lead.w1', agent: 'worker', status: 'completed', result: 'lead.w1 slept 0.05' },
   })
+})
+
+test('an agent of a stored run that waits on a person is answered in the store, then runs on anywhere', async () => {
+  const waitFor = (run: Run, kind: 'approval' | 'input') =>
+    new Promise<string>((resolve) =>
+      run.on('agent.suspended', (event) => {
+        if (event.awaiting?.kind === kind) resolve(event.awaiting.callId)
+      }),
+    )
+  // The run parks on an approval; its process lets go of it.
+  const first = approvalRuntime(dir)
+  const run = first.start('operator', 'ship it', { runId: 'asks' })
+  const callId = await waitFor(run, 'approval')
+  await first.shutdown()
+
+  // Another runtime answers it in the store: a wrong call id is refused and changes nothing.
+  const second = approvalRuntime(dir)
+  const before = await second.store.loadRun('asks')
+  await expect(second.answer('asks', 'operator', { approve: 'call-nope' })).rejects.toThrow(
+    'no agent of run asks is waiting for approval of call "call-nope"',
+  )
+  await expect(second.answer('asks', 'ghost', { payload: 1 })).rejects.toThrow(
+    'run asks has no agent "ghost"',
+  )
+  expect(await second.store.loadRun('asks')).toEqual(before)
+  await second.answer('asks', 'operator', { approve: callId })
+  const approved = await second.store.loadAgent!('asks', 'operator')
+  expect(approved?.snapshot.value).toEqual({ running: 'executing' })
+  expect(approved?.snapshot.context.awaiting).toBeNull()
+
+  // Run on: the tool runs once, then the agent asks for input; that answer goes the same way.
+  const resumed = await second.resume('asks')
+  await waitFor(resumed, 'input')
+  await second.shutdown()
+  const third = approvalRuntime(dir)
+  await third.answer('asks', 'operator', { payload: 'eu-west' })
+  const finished = await (await third.resume('asks')).result
+  expect(JSON.stringify(finished)).toContain('eu-west')
+  await expect(third.answer('asks', 'operator', { payload: 'late' })).rejects.toThrow(
+    'run asks has already completed',
+  )
 })

@@ -36,6 +36,7 @@ export type {
   ToolCall,
   ToolSpec,
 } from './models/types.js'
+export type { Answer } from './orchestrator/answer.js'
 export type { AgentMetrics, RunMetrics } from './orchestrator/metrics.js'
 export type { SegmentOutcome } from './orchestrator/segment.js'
 export { assertRunId, decodeAgentRecord, decodeRunRecord, encodeRecord } from './persistence/codec.js'

@@ -70,13 +70,17 @@ export async function runSegment(run: Orchestrator, agentId: string): Promise<Se
   return result
 }
 
-async function loadRunRecord(store: RunStore, runId: string): Promise<RunRecord> {
+export async function loadRunRecord(store: RunStore, runId: string): Promise<RunRecord> {
   const record = store.loadRunRecord ? await store.loadRunRecord(runId) : (await store.loadRun(runId))?.run
   if (!record) throw new CohortError('RUN_NOT_FOUND', `run ${runId} is not in the store`)
   return record
 }
 
-async function loadAgent(store: RunStore, runId: string, agentId: string): Promise<AgentRecord | undefined> {
+export async function loadAgent(
+  store: RunStore,
+  runId: string,
+  agentId: string,
+): Promise<AgentRecord | undefined> {
   if (store.loadAgent) return store.loadAgent(runId, agentId)
   return (await store.loadRun(runId))?.agents.find((agent) => agent.id === agentId)
 }

@@ -5,6 +5,7 @@ import { CohortError, InvalidInputError } from '../errors.js'
 import { EventBus } from '../events/event-bus.js'
 import type { EventSink } from '../events/logger.js'
 import type { ChatModel } from '../models/types.js'
+import { type Answer, answerStored } from '../orchestrator/answer.js'
 import type { RunMetrics } from '../orchestrator/metrics.js'
 import { Orchestrator } from '../orchestrator/orchestrator.js'
 import { runSegment, type SegmentOutcome } from '../orchestrator/segment.js'
@@ -84,6 +85,12 @@ export interface Runtime {
   ): Promise<{ runId: string; rootAgentId: string }>
   /** Runs one agent of a stored run until it settles or must wait on work elsewhere (see `SegmentOutcome`). */
   runSegment(runId: string, agentId: string, host: SegmentHost): Promise<SegmentOutcome>
+  /**
+   * Answers an agent of a stored run that waits on a person (approve or reject its tool call,
+   * or give it input) by writing the answer into its record, without running anything; for
+   * distributed hosts, which then run it again. In one process, use `run.approve/reject/resume`.
+   */
+  answer(runId: string, agentId: string, answer: Answer): Promise<void>
   /** A run this runtime holds in memory. */
   get(runId: string): Run | undefined
   /** Runs in memory that have not settled. */
@@ -212,6 +219,15 @@ export function createRuntime(options: RuntimeOptions): Runtime {
     async runSegment(runId, agentId, host) {
       assertRunId(runId)
       return runSegment(orchestratorFor(runId, host).orchestrator, agentId)
+    },
+    async answer(runId, agentId, answer) {
+      assertRunId(runId)
+      if (runs.has(runId)) {
+        throw new InvalidInputError(
+          `run ${runId} is live in this runtime: use run.approve, run.reject or run.resume`,
+        )
+      }
+      await answerStored(orchestratorFor(runId).orchestrator, agentId, answer)
     },
     runPlan(plan, startOptions = {}) {
       const checked = parsePlan(plan)

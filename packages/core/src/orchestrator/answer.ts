@@ -1,0 +1,35 @@
+import { InvalidInputError } from '../errors.js'
+import { toAgentRecord } from './agent-entry.js'
+import { RunControl } from './control.js'
+import type { Orchestrator } from './orchestrator.js'
+import { loadAgent, loadRunRecord } from './segment.js'
+
+/** What a person says to an agent that waits on them. */
+export type Answer = { approve: string } | { reject: string; reason?: string } | { payload: unknown }
+
+/**
+ * Gives a stored agent its answer without running anything: the agent is restored, takes the
+ * answer, and its record is written back. A distributed host then runs it again (`resumeRun`).
+ * An answer the agent cannot take is refused and the store is left as it was.
+ */
+export async function answerStored(run: Orchestrator, agentId: string, answer: Answer): Promise<void> {
+  const store = run.config.store
+  const runRecord = await loadRunRecord(store, run.runId)
+  if (runRecord.status !== 'running') {
+    throw new InvalidInputError(`run ${run.runId} has already ${runRecord.status}`)
+  }
+  const record = await loadAgent(store, run.runId, agentId)
+  if (!record) throw new InvalidInputError(`run ${run.runId} has no agent "${agentId}"`)
+  run.adoptRecord(runRecord)
+  const entry = run.restoreAgent(record)
+  entry.actor.start()
+  try {
+    const control = new RunControl(run)
+    if ('approve' in answer) control.approve(answer.approve)
+    else if ('reject' in answer) control.reject(answer.reject, answer.reason ?? 'rejected by a person')
+    else control.resume(agentId, answer.payload)
+    await run.writer.writeNow(entry.id, () => toAgentRecord(entry))
+  } finally {
+    entry.actor.stop()
+  }
+}
