@@ -2,9 +2,10 @@ import type { ChildProcess } from 'node:child_process'
 import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
-import { createRuntime, type RunStore } from '@cohort/core'
+import { type Answer, createRuntime, type RunStore } from '@cohort/core'
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
 import {
+  answerRun,
   createWorker,
   enqueueRun,
   redisStore,
@@ -20,10 +21,12 @@ import {
   redisUrl,
   uniqueName,
 } from '../packages/bullmq/test/redis-harness.js'
+import { approvalModel, executions, operator } from './fixtures/approval-scenario.js'
 import { flatAgents, flatModel, ledgerAgents, ledgerModel, payees } from './fixtures/bullmq-scenario.js'
 import { faultAgents, faultModel } from './fixtures/fault-scenario.js'
 import { collect, type Finished, spawnTs } from './support/processes.js'
 import { describeRunStore } from './support/run-store-conformance.js'
+import { waitUntil } from './support/scripts.js'
 
 const reachable = await redisReachable()
 if (!reachable) {
@@ -221,6 +224,63 @@ describeRedis('BullMQ workers', () => {
       expect(stored?.agents).toHaveLength(11)
       expect(stored?.agents.every((agent) => agent.status === 'completed')).toBe(true)
     } finally {
+      await tearDown()
+    }
+  }, 60_000)
+
+  test('an agent waiting on a person is answered with answerRun, and the workers finish the run', async () => {
+    setUp()
+    const runtime = createRuntime({ agents: [operator], model: approvalModel, store })
+    const worker = createWorker({ runtime, url: redisUrl, queueName, onError: () => {} })
+    const deploysBefore = executions.filter((line) => line === 'deploy api').length
+    try {
+      const { runId } = await enqueueRun({
+        url: redisUrl,
+        queueName,
+        runtime,
+        agent: 'operator',
+        task: 'ship it',
+      })
+      const awaiting = async (kind: 'approval' | 'input') => {
+        let found: { callId: string } | null | undefined
+        await waitUntil(async () => {
+          found = (await store.loadAgent!(runId, 'operator'))?.snapshot.context.awaiting
+          return (found as { kind?: string } | null | undefined)?.kind === kind
+        }, 20_000)
+        return found!
+      }
+      // The job of an agent that waits ends soon after it parks; an answer before that is refused.
+      const answer = async (value: Answer) => {
+        await waitUntil(async () => {
+          try {
+            await answerRun({ url: redisUrl, queueName, runtime, runId, agentId: 'operator', answer: value })
+            return true
+          } catch (error) {
+            if (/in flight/.test((error as Error).message)) return false
+            throw error
+          }
+        }, 20_000)
+      }
+      const approval = await awaiting('approval')
+      await expect(
+        answerRun({
+          url: redisUrl,
+          queueName,
+          runtime,
+          runId,
+          agentId: 'operator',
+          answer: { approve: 'call-nope' },
+        }),
+      ).rejects.toThrow(/call-nope|in flight/)
+      await answer({ approve: approval.callId })
+      await awaiting('input')
+      await answer({ payload: 'eu-west' })
+      const record = await waitForRun(runId, { store, timeoutMs: 20_000 })
+      expect(record.status).toBe('completed')
+      expect(JSON.stringify(record.result)).toContain('eu-west')
+      expect(executions.filter((line) => line === 'deploy api').length - deploysBefore).toBe(1)
+    } finally {
+      await worker.close()
       await tearDown()
     }
   }, 60_000)

@@ -1,5 +1,7 @@
 export { type ConnectionInput, redisOptionsFromUrl } from './connection.js'
 export {
+  type AnswerRunOptions,
+  answerRun,
   defaultQueueName,
   type EnqueueRunOptions,
   enqueueRun,

@@ -1,5 +1,5 @@
-import { type AgentRecord, CohortError, type Runtime } from '@cohort/core'
-import { type FlowJob, FlowProducer, type JobsOptions, Queue } from 'bullmq'
+import { type AgentRecord, type Answer, CohortError, InvalidInputError, type Runtime } from '@cohort/core'
+import { type FlowJob, FlowProducer, type JobsOptions, type JobType, Queue } from 'bullmq'
 import { type ConnectionInput, resolveConnection } from './connection.js'
 
 export const defaultQueueName = 'cohort'
@@ -108,4 +108,29 @@ function countNodes(node: FlowJob): number {
 
 export function isSettled(agent: AgentRecord): boolean {
   return agent.status === 'completed' || agent.status === 'failed'
+}
+
+export type AnswerRunOptions = ResumeRunOptions & { agentId: string; answer: Answer }
+
+/** Job states in which a run still has work queued or running. */
+const liveStates: JobType[] = ['active', 'wait', 'delayed', 'prioritized', 'waiting-children']
+
+/**
+ * Answers an agent that waits on a person (approve or reject its tool call, or give it input)
+ * and runs the run on. The answer is written into the store (`runtime.answer`), then the run's
+ * unsettled agents are enqueued again (`resumeRun`). Refused, with nothing written, while jobs
+ * of the run are still in flight: answer once they have finished.
+ */
+export async function answerRun(options: AnswerRunOptions): Promise<{ runId: string; agents: number }> {
+  const live = await withQueue(options, async (queue) => {
+    const jobs = await queue.getJobs(liveStates, 0, -1)
+    return jobs.filter((job) => (job?.data as SegmentJobData | undefined)?.runId === options.runId).length
+  })
+  if (live > 0) {
+    throw new InvalidInputError(
+      `run ${options.runId} still has ${live} job(s) in flight: answer once they have finished (the agent's other work settles first)`,
+    )
+  }
+  await options.runtime.answer(options.runId, options.agentId, options.answer)
+  return resumeRun(options)
 }
