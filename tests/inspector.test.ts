@@ -26,9 +26,12 @@ if (!hasChromium) {
   )
 }
 
-test.runIf(!hasChromium && process.env.CI === 'true')('Chromium is installed (required under CI)', () => {
-  expect(existsSync(chromiumPath), `${chromiumPath} is required to test the web inspector`).toBe(true)
-})
+// Defined only when it fails, so a machine with Chromium reports no skipped test.
+if (!hasChromium && process.env.CI === 'true') {
+  test('Chromium is installed (required under CI)', () => {
+    expect(existsSync(chromiumPath), `${chromiumPath} is required to test the web inspector`).toBe(true)
+  })
+}
 
 const worker = defineAgent({ name: 'worker', instructions: 'Sleep as told, then report.', tools: [sleep] })
 const lead = defineAgent({ name: 'lead', instructions: 'Fan out, wait, report.', subagents: [worker] })
