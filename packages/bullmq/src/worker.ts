@@ -1,4 +1,4 @@
-import type { RunStore, Runtime } from '@cohort/core'
+import { type RunStore, type Runtime, readAgentRecord, readRunRecord } from '@cohort/core'
 import { DelayedError, type Job, Queue, WaitingChildrenError, Worker } from 'bullmq'
 import { type ConnectionInput, resolveConnection } from './connection.js'
 import {
@@ -73,10 +73,10 @@ export function createWorker(options: CreateWorkerOptions): CohortWorker {
     const { runId, agentId } = job.data
     const failures = Object.values(await job.getIgnoredChildrenFailures())
     if (failures.length > 0) await failRun(runtime.store, runId, `a sub-agent's job failed: ${failures[0]}`)
-    const record = await runtime.store.loadAgent!(runId, agentId)
+    const record = await readAgentRecord(runtime.store, runId, agentId)
     let blocked = false
     for (const link of record?.snapshot.context.children ?? []) {
-      const child = await runtime.store.loadAgent!(runId, link.id)
+      const child = await readAgentRecord(runtime.store, runId, link.id)
       if (!child || isSettled(child)) continue
       const childJob = await queue.getJob(segmentJobId({ ...job.data, agentId: link.id }))
       // Launched by a segment that died before it could add the jobs.
@@ -137,7 +137,7 @@ export function createWorker(options: CreateWorkerOptions): CohortWorker {
 }
 
 async function failRun(store: RunStore, runId: string, message: string): Promise<void> {
-  const record = store.loadRunRecord ? await store.loadRunRecord(runId) : (await store.loadRun(runId))?.run
+  const record = await readRunRecord(store, runId)
   if (record?.status !== 'running') return
   await store.saveRun({
     ...record,

@@ -42,6 +42,7 @@ export type { SegmentOutcome } from './orchestrator/segment.js'
 export { assertRunId, decodeAgentRecord, decodeRunRecord, encodeRecord } from './persistence/codec.js'
 export { type FileStoreOptions, fileStore } from './persistence/file-store.js'
 export { memoryStore } from './persistence/memory-store.js'
+export { readAgentRecord, readRunRecord } from './persistence/read.js'
 export type {
   AgentRecord,
   PersistedAgentSnapshot,

@@ -10,6 +10,8 @@ import {
   type RunFilter,
   type RunStatus,
   type Runtime,
+  readAgentRecord,
+  readRunRecord,
 } from '@cohort/core'
 import { type WebSocket, WebSocketServer } from 'ws'
 import { z } from 'zod'
@@ -122,26 +124,19 @@ export async function startServer(options: ServerOptions): Promise<CohortServer>
       return { ...runView(stored), ...(run && { metrics: run.metrics() }) }
     }),
     route('GET', '/api/runs/:runId/agents/:agentId', async (_, __, { runId, agentId }) => {
-      const stored = await runtime.store.loadRun(runId!)
-      if (!stored) throw notFound(runId!)
-      const agent = stored.agents.find((record) => record.id === agentId)
-      if (!agent) throw new HttpError(404, `run ${runId} has no agent "${agentId}"`)
+      const agent = await readAgentRecord(runtime.store, runId!, agentId!)
+      if (!agent) {
+        if (!(await readRunRecord(runtime.store, runId!))) throw notFound(runId!)
+        throw new HttpError(404, `run ${runId} has no agent "${agentId}"`)
+      }
       return agentDetail(agent)
     }),
     route('POST', '/api/runs/:runId/resume', async (_, __, { runId }) => {
-      const stored = await runtime.store.loadRun(runId!)
-      if (!stored) throw notFound(runId!)
-      if (stored.run.status !== 'running')
-        throw new HttpError(409, `run ${runId} has already ${stored.run.status}`)
-      const run = await live(runId!)
+      const run = await liveRunning(runId!)
       return [202, { runId: run.id, status: run.status }]
     }),
     route('POST', '/api/runs/:runId/cancel', async (_, __, { runId }) => {
-      const stored = await runtime.store.loadRun(runId!)
-      if (!stored) throw notFound(runId!)
-      if (stored.run.status !== 'running')
-        throw new HttpError(409, `run ${runId} has already ${stored.run.status}`)
-      const run = await live(runId!)
+      const run = await liveRunning(runId!)
       await run.cancel('cancelled through the API')
       return { runId: run.id, status: run.status }
     }),
@@ -171,11 +166,11 @@ export async function startServer(options: ServerOptions): Promise<CohortServer>
     }),
   ]
 
+  /** A run still running, live in this server; only its run record is read to tell. */
   async function liveRunning(runId: string): Promise<Run> {
-    const stored = await runtime.store.loadRun(runId)
-    if (!stored) throw notFound(runId)
-    if (stored.run.status !== 'running')
-      throw new HttpError(409, `run ${runId} has already ${stored.run.status}`)
+    const record = await readRunRecord(runtime.store, runId)
+    if (!record) throw notFound(runId)
+    if (record.status !== 'running') throw new HttpError(409, `run ${runId} has already ${record.status}`)
     return live(runId)
   }
 

@@ -1,8 +1,9 @@
 import { InvalidInputError } from '../errors.js'
+import { readAgentRecord } from '../persistence/read.js'
 import { toAgentRecord } from './agent-entry.js'
 import { RunControl } from './control.js'
 import type { Orchestrator } from './orchestrator.js'
-import { loadAgent, loadRunRecord } from './segment.js'
+import { loadRunRecord } from './segment.js'
 
 /** What a person says to an agent that waits on them. */
 export type Answer = { approve: string } | { reject: string; reason?: string } | { payload: unknown }
@@ -18,7 +19,7 @@ export async function answerStored(run: Orchestrator, agentId: string, answer: A
   if (runRecord.status !== 'running') {
     throw new InvalidInputError(`run ${run.runId} has already ${runRecord.status}`)
   }
-  const record = await loadAgent(store, run.runId, agentId)
+  const record = await readAgentRecord(store, run.runId, agentId)
   if (!record) throw new InvalidInputError(`run ${run.runId} has no agent "${agentId}"`)
   run.adoptRecord(runRecord)
   const entry = run.restoreAgent(record)

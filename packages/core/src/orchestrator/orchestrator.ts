@@ -23,6 +23,7 @@ import type { EventBus } from '../events/event-bus.js'
 import type { AgentEventInput, RunEventInput } from '../events/types.js'
 import type { ChatModel } from '../models/types.js'
 import { AgentWriter } from '../persistence/agent-writer.js'
+import { readRunRecord } from '../persistence/read.js'
 import type { AgentRecord, RunRecord, RunStatus, RunStore, StoredRun } from '../persistence/records.js'
 import type { LaunchSpec } from '../protocol/actions.js'
 import { systemPrompt } from '../protocol/prompt.js'
@@ -191,12 +192,8 @@ export class Orchestrator {
   }
 
   private async isStored(): Promise<boolean> {
-    const store = this.config.store
     try {
-      const record = store.loadRunRecord
-        ? await store.loadRunRecord(this.runId)
-        : (await store.loadRun(this.runId))?.run
-      return record !== undefined
+      return (await readRunRecord(this.config.store, this.runId)) !== undefined
     } catch {
       // An unreadable record still takes the id.
       return true

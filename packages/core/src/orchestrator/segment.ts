@@ -1,6 +1,7 @@
 import type { ChildResult } from '../agent/context.js'
 import { CohortError, SnapshotError } from '../errors.js'
-import type { AgentRecord, RunRecord, RunStore } from '../persistence/records.js'
+import { readAgentRecord, readRunRecord } from '../persistence/read.js'
+import type { RunRecord, RunStore } from '../persistence/records.js'
 import { agentStatus, childResult } from './agent-entry.js'
 import type { Orchestrator } from './orchestrator.js'
 
@@ -18,7 +19,7 @@ export type SegmentOutcome =
 export async function runSegment(run: Orchestrator, agentId: string): Promise<SegmentOutcome> {
   const store = run.config.store
   const runRecord = await loadRunRecord(store, run.runId)
-  const record = await loadAgent(store, run.runId, agentId)
+  const record = await readAgentRecord(store, run.runId, agentId)
   if (!record) throw new SnapshotError(`run ${run.runId}`, `agent "${agentId}" has no record`, 'agentId')
   run.adoptRecord(runRecord)
   const entry = run.restoreAgent(record)
@@ -27,7 +28,7 @@ export async function runSegment(run: Orchestrator, agentId: string): Promise<Se
   const context = entry.actor.getSnapshot().context
   for (const id of [...context.children.map((child) => child.id), ...context.dependsOn]) {
     if (run.registry.has(id)) continue
-    const other = await loadAgent(store, run.runId, id)
+    const other = await readAgentRecord(store, run.runId, id)
     if (other) run.restoreAgent(other).remote = true
   }
 
@@ -70,17 +71,9 @@ export async function runSegment(run: Orchestrator, agentId: string): Promise<Se
   return result
 }
 
+/** The stored run record; a run that is not there is an error. */
 export async function loadRunRecord(store: RunStore, runId: string): Promise<RunRecord> {
-  const record = store.loadRunRecord ? await store.loadRunRecord(runId) : (await store.loadRun(runId))?.run
+  const record = await readRunRecord(store, runId)
   if (!record) throw new CohortError('RUN_NOT_FOUND', `run ${runId} is not in the store`)
   return record
-}
-
-export async function loadAgent(
-  store: RunStore,
-  runId: string,
-  agentId: string,
-): Promise<AgentRecord | undefined> {
-  if (store.loadAgent) return store.loadAgent(runId, agentId)
-  return (await store.loadRun(runId))?.agents.find((agent) => agent.id === agentId)
 }
