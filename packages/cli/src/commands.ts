@@ -11,6 +11,7 @@ import {
   type RunFilter,
   type RunMetrics,
   type RunStatus,
+  readRunRecord,
 } from '@cohort/core'
 import type { Home, Launch } from './home.js'
 import { parallelPlan, runtimeFor, splitTasks } from './launch.js'
@@ -84,7 +85,7 @@ async function follow(run: Run, io: Output, logger: EventSink, known: AgentSumma
 async function runIdFor(home: Home, chosen: string | undefined): Promise<string> {
   if (chosen === undefined) return randomUUID().replaceAll('-', '').slice(0, 16)
   assertRunId(chosen)
-  if (await home.store.loadRun(chosen).catch(() => true)) {
+  if (await readRunRecord(home.store, chosen).catch(() => true)) {
     throw new InvalidInputError(
       `run ${chosen} already exists: \`cohort resume ${chosen}\`, or pick another --run-id`,
     )
@@ -247,10 +248,10 @@ export async function resumeCommand(
 
 export async function cancelCommand(runId: string, options: CommonOptions, io: Output): Promise<number> {
   const { home } = options
-  const stored = await home.store.loadRun(runId)
-  if (!stored) throw new CohortError('RUN_NOT_FOUND', `run ${runId} is not in ${home.storeName}`)
-  if (stored.run.status !== 'running') {
-    io.out.write(`Run ${runId} is already ${stored.run.status}.\n`)
+  const record = await readRunRecord(home.store, runId)
+  if (!record) throw new CohortError('RUN_NOT_FOUND', `run ${runId} is not in ${home.storeName}`)
+  if (record.status !== 'running') {
+    io.out.write(`Run ${runId} is already ${record.status}.\n`)
     return 0
   }
   const launch = await home.loadLaunch(runId)
