@@ -89,19 +89,21 @@ type Guard = (args: Args) => boolean
  * transitions): a step is one macrostep.
  */
 export function createAgentMachine(services: AgentServices) {
-  // Guards and actions of one transition see the same event: compute an update once for both.
-  const cache = new WeakMap<object, Partial<AgentContext>>()
-  const memo =
-    (update: Update): Update =>
-    (args) => {
-      const key = args.event as object
-      let value = cache.get(key)
-      if (!value) {
-        value = update(args)
-        cache.set(key, value)
+  // Guards and actions of one transition see the same event and context: compute an update
+  // once for both. The last pair is enough (they run one after the other), and cheaper than a map.
+  const memo = (update: Update): Update => {
+    let lastEvent: object | undefined
+    let lastContext: object | undefined
+    let lastValue: Partial<AgentContext> = {}
+    return (args) => {
+      if (args.event !== lastEvent || args.context !== lastContext) {
+        lastValue = update(args)
+        lastEvent = args.event
+        lastContext = args.context
       }
-      return value
+      return lastValue
     }
+  }
   const notify = (pick: (args: Args) => AgentEventInput) => (args: Args) =>
     services.notify(args.context, pick(args))
 

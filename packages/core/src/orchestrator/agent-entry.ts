@@ -35,9 +35,19 @@ export function agentStatus(value: unknown): AgentStatus {
 }
 
 export function toAgentRecord(entry: AgentEntry): AgentRecord {
-  const snapshot = entry.actor.getPersistedSnapshot() as unknown as AgentRecord['snapshot']
-  // A stopped actor is an agent this process let go of, not one that ended: it must restore as active.
-  if (snapshot.status === 'stopped') snapshot.status = 'active'
+  const live = entry.actor.getSnapshot()
+  // What XState's getPersistedSnapshot returns for this machine (no spawned children, no history
+  // states, no actor refs in the context), without its copy of the snapshot and walk of the context.
+  const snapshot = {
+    // A stopped actor is an agent this process let go of, not one that ended: it must restore as active.
+    status: live.status === 'stopped' ? 'active' : live.status,
+    output: live.output,
+    error: live.error,
+    value: live.value,
+    historyValue: {},
+    context: live.context,
+    children: {},
+  } as unknown as AgentRecord['snapshot']
   return {
     version: 1,
     runId: snapshot.context.runId,

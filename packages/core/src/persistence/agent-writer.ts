@@ -1,6 +1,12 @@
 import { StoreError } from '../errors.js'
 import type { AgentRecord, RunId, RunStore } from './records.js'
 
+interface PendingWrite {
+  agentId: string
+  startedAt: number
+  reject: (error: unknown) => void
+}
+
 /**
  * Writes each agent's record after it changes, one write in flight per agent: changes that
  * arrive during a write are folded into the next one, so a step costs one write of one agent
@@ -9,6 +15,12 @@ import type { AgentRecord, RunId, RunStore } from './records.js'
 export class AgentWriter {
   private readonly inFlight = new Map<string, Promise<void>>()
   private readonly dirty = new Set<string>()
+  /** Agents changed in this tick, written together once it ends. */
+  private readonly queued = new Map<string, () => AgentRecord>()
+  private drainArmed = false
+  /** Writes the store has not finished yet: one timer watches them all (a timer per write costs). */
+  private readonly writes = new Set<PendingWrite>()
+  private watchdog: NodeJS.Timeout | undefined
   private failure: unknown
 
   constructor(
@@ -25,8 +37,13 @@ export class AgentWriter {
       this.dirty.add(agentId)
       return
     }
-    const write = this.loop(agentId, record)
-    this.inFlight.set(agentId, write)
+    if (this.queued.has(agentId)) return
+    this.queued.set(agentId, record)
+    // Transitions of the same tick (a step is several) fold into one write.
+    if (!this.drainArmed) {
+      this.drainArmed = true
+      setImmediate(() => this.drain())
+    }
   }
 
   /** Writes now and waits for it (used before a parent may rely on a child's record existing). */
@@ -37,43 +54,23 @@ export class AgentWriter {
 
   /** Resolves when every scheduled write has finished; rejects with the first write error. */
   async flush(): Promise<void> {
-    while (this.inFlight.size > 0) await Promise.all(this.inFlight.values())
+    while (this.queued.size > 0 || this.inFlight.size > 0) {
+      if (this.queued.size > 0) this.drain()
+      await Promise.all(this.inFlight.values())
+    }
     if (this.failure !== undefined) throw this.failure
   }
 
-  /** One write, bounded in time: a store that hangs must not hang the run silently. */
-  private async save(record: AgentRecord): Promise<void> {
-    let timer: NodeJS.Timeout | undefined
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () =>
-          reject(
-            new StoreError(
-              `store write of agent ${record.id} (run ${this.runId}) did not finish within ${this.timeoutMs} ms`,
-            ),
-          ),
-        this.timeoutMs,
-      )
-    })
-    try {
-      await Promise.race([this.store.saveAgent(this.runId, record), timeout])
-    } catch (error) {
-      throw error instanceof StoreError
-        ? error
-        : new StoreError(
-            `store write of agent ${record.id} (run ${this.runId}) failed: ${(error as Error).message}`,
-            {
-              cause: error,
-            },
-          )
-    } finally {
-      clearTimeout(timer)
+  private drain(): void {
+    this.drainArmed = false
+    for (const [agentId, record] of this.queued) {
+      if (this.failure !== undefined) break
+      this.inFlight.set(agentId, this.loop(agentId, record))
     }
+    this.queued.clear()
   }
 
   private async loop(agentId: string, record: () => AgentRecord): Promise<void> {
-    // Transitions of the same tick (a step is several) fold into one write.
-    await new Promise((resolve) => setImmediate(resolve))
     try {
       do {
         this.dirty.delete(agentId)
@@ -87,5 +84,54 @@ export class AgentWriter {
     } finally {
       this.inFlight.delete(agentId)
     }
+  }
+
+  /** One write, bounded in time: a store that hangs must not hang the run silently. */
+  private save(record: AgentRecord): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const write: PendingWrite = { agentId: record.id, startedAt: performance.now(), reject }
+      this.writes.add(write)
+      this.watch()
+      const failed = (error: unknown) => {
+        this.writes.delete(write)
+        reject(
+          error instanceof StoreError
+            ? error
+            : new StoreError(
+                `store write of agent ${record.id} (run ${this.runId}) failed: ${(error as Error)?.message ?? String(error)}`,
+                { cause: error },
+              ),
+        )
+      }
+      try {
+        this.store.saveAgent(this.runId, record).then(() => {
+          this.writes.delete(write)
+          resolve()
+        }, failed)
+      } catch (error) {
+        failed(error)
+      }
+    })
+  }
+
+  private watch(): void {
+    if (this.watchdog !== undefined) return
+    // Checked four times per timeout: a hung write is reported between 1 and 1.25 timeouts late.
+    this.watchdog = setTimeout(() => this.check(), Math.max(1, this.timeoutMs / 4))
+  }
+
+  private check(): void {
+    this.watchdog = undefined
+    const now = performance.now()
+    for (const write of this.writes) {
+      if (now - write.startedAt < this.timeoutMs) continue
+      this.writes.delete(write)
+      write.reject(
+        new StoreError(
+          `store write of agent ${write.agentId} (run ${this.runId}) did not finish within ${this.timeoutMs} ms`,
+        ),
+      )
+    }
+    if (this.writes.size > 0) this.watch()
   }
 }
