@@ -81,7 +81,7 @@ type Guard = (args: Args) => boolean
 
 /**
  * One agent: `running` loops thinking (one model call) → executing (each parsed action in
- * order); `suspended` waits on children or on the outside world (an approval, an input);
+ * order), its `phase`; `suspended` waits on children or on the outside world (an approval, an input);
  * `completed` and `failed` are final. The machine is pure: the orchestrator runs the effect
  * each state calls for (a model call, an action, a wait) and sends its outcome back as an
  * event, so every step is an event, and a restored agent re-runs whatever was in flight.
@@ -107,17 +107,26 @@ export function createAgentMachine(services: AgentServices) {
   const notify = (pick: (args: Args) => AgentEventInput) => (args: Args) =>
     services.notify(args.context, pick(args))
 
-  /** Where an agent goes once `update` is applied: its next pending action decides. */
-  const route = (when: Guard, rawUpdate: Update, ...after: ((args: Args) => void)[]) => {
+  /**
+   * Where an agent goes once `update` is applied: its next pending action decides. From inside
+   * `running` the think/act loop is a transition without a target (it only sets `phase`): XState
+   * computes no exit and entry sets for it, which halves the cost of a step's two transitions.
+   */
+  const route = (
+    from: 'running' | 'suspended',
+    when: Guard,
+    rawUpdate: Update,
+    ...after: ((args: Args) => void)[]
+  ) => {
     const update = memo(rawUpdate)
     const nextOf = (args: Args) => (update(args).pending ?? args.context.pending)[0]
+    const toRunning = from === 'running' ? {} : { target: '#agent.running' }
     // XState cannot type transitions built outside the machine config; they are checked by the tests.
     return [
       {
         guard: (args: Args) => when(args) && nextOf(args) === undefined,
-        target: '#agent.running.thinking',
-        reenter: true,
-        actions: [assign(update), ...after],
+        ...toRunning,
+        actions: [assign((args: Args) => ({ ...update(args), phase: 'thinking' as const })), ...after],
       },
       {
         guard: (args: Args) => when(args) && nextOf(args)?.action === 'finish',
@@ -143,7 +152,11 @@ export function createAgentMachine(services: AgentServices) {
           ...after,
         ],
       },
-      { guard: when, target: '#agent.running.executing', reenter: true, actions: [assign(update), ...after] },
+      {
+        guard: when,
+        ...toRunning,
+        actions: [assign((args: Args) => ({ ...update(args), phase: 'executing' as const })), ...after],
+      },
     ] as never[]
   }
   const always: Guard = () => true
@@ -192,114 +205,108 @@ export function createAgentMachine(services: AgentServices) {
         },
       },
       running: {
-        initial: 'thinking',
-        states: {
-          thinking: {
-            on: {
-              THOUGHT: [
-                ...route(
-                  ({ event }) => thinkOutput(event).parse.ok,
-                  ({ context, event }) => {
-                    const output = thinkOutput(event)
-                    return {
-                      ...countTurn(context, output),
-                      messages: [...withInbox(context, output), output.assistant],
-                      pending: (output.parse as { actions: Action[] }).actions,
-                    }
-                  },
-                ),
-                {
-                  guard: ({ context }) => context.repairs < services.maxRepairs(context),
-                  target: 'thinking',
-                  reenter: true,
-                  actions: [
-                    assign(({ context, event }) => ({
-                      ...countTurn(context, event.output),
-                      messages: [
-                        ...withInbox(context, event.output),
-                        event.output.assistant,
-                        ...event.output.feedback,
-                      ],
-                      repairs: context.repairs + 1,
-                    })),
-                    notify(({ context, event }) => ({
-                      type: 'agent.repair',
-                      error: (thinkOutput(event).parse as { error: string }).error,
-                      repairs: context.repairs,
-                    })),
-                  ],
-                },
-                {
-                  target: '#agent.failed',
-                  actions: assign(({ context, event }) => ({
-                    ...countTurn(context, event.output),
-                    ...failure(new ParseError((event.output.parse as { error: string }).error)),
-                    messages: [...withInbox(context, event.output), event.output.assistant],
-                  })),
-                },
-              ],
-              EFFECT_FAILED: {
-                target: '#agent.failed',
-                actions: assign(({ event }) => failure(event.error)),
+        on: {
+          THOUGHT: [
+            ...route(
+              'running',
+              ({ context, event }) => context.phase === 'thinking' && thinkOutput(event).parse.ok,
+              ({ context, event }) => {
+                const output = thinkOutput(event)
+                return {
+                  ...countTurn(context, output),
+                  messages: [...withInbox(context, output), output.assistant],
+                  pending: (output.parse as { actions: Action[] }).actions,
+                }
               },
-            },
-          },
-          executing: {
-            on: {
-              ACTED: [
-                {
-                  guard: ({ context, event }) =>
-                    event.output.refused !== undefined && context.repairs < services.maxRepairs(context),
-                  target: 'thinking',
-                  actions: [
-                    assign(({ context, event }) => ({
-                      messages: [
-                        ...context.messages,
-                        ...event.output.messages,
-                        ...skipRest(context.pending.slice(1)),
-                      ],
-                      pending: [],
-                      repairs: context.repairs + 1,
-                    })),
-                    notify(({ context, event }) => ({
-                      type: 'agent.repair',
-                      error: actOutput(event).refused ?? '',
-                      repairs: context.repairs,
-                    })),
+            ),
+            {
+              guard: ({ context }) =>
+                context.phase === 'thinking' && context.repairs < services.maxRepairs(context),
+              actions: [
+                assign(({ context, event }) => ({
+                  ...countTurn(context, event.output),
+                  messages: [
+                    ...withInbox(context, event.output),
+                    event.output.assistant,
+                    ...event.output.feedback,
                   ],
-                },
-                {
-                  guard: ({ event }) => event.output.refused !== undefined,
-                  target: '#agent.failed',
-                  actions: assign(({ event }) =>
-                    failure(new LimitExceededError('launch', event.output.refused ?? '')),
-                  ),
-                },
-                {
-                  guard: ({ event }) => event.output.suspend !== undefined,
-                  target: '#agent.suspended.external',
-                  actions: assign(({ event }) => ({ awaiting: event.output.suspend ?? null })),
-                },
-                ...route(always, ({ context, event }) => {
-                  const output = actOutput(event)
-                  return {
-                    messages:
-                      output.messages.length > 0
-                        ? [...context.messages, ...output.messages]
-                        : context.messages,
-                    children: appendChildren(context.children, output.children),
-                    pending: context.pending.slice(1),
-                    busyMs: context.busyMs + (output.durationMs ?? 0),
-                    // Repairs count unusable replies in a row: an action that went through ends the row.
-                    repairs: 0,
-                  }
-                }),
+                  repairs: context.repairs + 1,
+                })),
+                notify(({ context, event }) => ({
+                  type: 'agent.repair',
+                  error: (thinkOutput(event).parse as { error: string }).error,
+                  repairs: context.repairs,
+                })),
               ],
-              EFFECT_FAILED: {
-                target: '#agent.failed',
-                actions: assign(({ event }) => failure(event.error)),
-              },
             },
+            {
+              guard: ({ context }) => context.phase === 'thinking',
+              target: '#agent.failed',
+              actions: assign(({ context, event }) => ({
+                ...countTurn(context, event.output),
+                ...failure(new ParseError((event.output.parse as { error: string }).error)),
+                messages: [...withInbox(context, event.output), event.output.assistant],
+              })),
+            },
+          ],
+          ACTED: [
+            {
+              guard: ({ context, event }) =>
+                context.phase === 'executing' &&
+                event.output.refused !== undefined &&
+                context.repairs < services.maxRepairs(context),
+              actions: [
+                assign(({ context, event }) => ({
+                  messages: [
+                    ...context.messages,
+                    ...event.output.messages,
+                    ...skipRest(context.pending.slice(1)),
+                  ],
+                  pending: [],
+                  repairs: context.repairs + 1,
+                  phase: 'thinking' as const,
+                })),
+                notify(({ context, event }) => ({
+                  type: 'agent.repair',
+                  error: actOutput(event).refused ?? '',
+                  repairs: context.repairs,
+                })),
+              ],
+            },
+            {
+              guard: ({ context, event }) =>
+                context.phase === 'executing' && event.output.refused !== undefined,
+              target: '#agent.failed',
+              actions: assign(({ event }) =>
+                failure(new LimitExceededError('launch', event.output.refused ?? '')),
+              ),
+            },
+            {
+              guard: ({ context, event }) =>
+                context.phase === 'executing' && event.output.suspend !== undefined,
+              target: '#agent.suspended.external',
+              actions: assign(({ event }) => ({ awaiting: event.output.suspend ?? null })),
+            },
+            ...route(
+              'running',
+              ({ context }) => context.phase === 'executing',
+              ({ context, event }) => {
+                const output = actOutput(event)
+                return {
+                  messages:
+                    output.messages.length > 0 ? [...context.messages, ...output.messages] : context.messages,
+                  children: appendChildren(context.children, output.children),
+                  pending: context.pending.slice(1),
+                  busyMs: context.busyMs + (output.durationMs ?? 0),
+                  // Repairs count unusable replies in a row: an action that went through ends the row.
+                  repairs: 0,
+                }
+              },
+            ),
+          ],
+          EFFECT_FAILED: {
+            target: '#agent.failed',
+            actions: assign(({ event }) => failure(event.error)),
           },
         },
       },
@@ -310,6 +317,7 @@ export function createAgentMachine(services: AgentServices) {
             entry: notify(({ context }) => ({ type: 'agent.suspended', waitingOn: context.waitingOn ?? [] })),
             on: {
               SETTLED: route(
+                'suspended',
                 always,
                 ({ context, event }) => {
                   const { results, conflicts } = (event as unknown as Output<SettledGroup>).output
@@ -345,20 +353,27 @@ export function createAgentMachine(services: AgentServices) {
             on: {
               APPROVE: {
                 guard: ({ context, event }) => context.awaiting?.callId === event.callId,
-                target: '#agent.running.executing',
+                target: '#agent.running',
                 actions: [
-                  assign(({ context }) => answer(context, { approved: true })),
+                  assign(({ context }) => ({
+                    ...answer(context, { approved: true }),
+                    phase: 'executing' as const,
+                  })),
                   notify(() => ({ type: 'agent.resumed', settled: [] })),
                 ],
               },
               RESUME: {
-                target: '#agent.running.executing',
+                target: '#agent.running',
                 actions: [
-                  assign(({ context, event }) => answer(context, { payload: event.payload })),
+                  assign(({ context, event }) => ({
+                    ...answer(context, { payload: event.payload }),
+                    phase: 'executing' as const,
+                  })),
                   notify(() => ({ type: 'agent.resumed', settled: [] })),
                 ],
               },
               REJECT: route(
+                'suspended',
                 ({ context, event }) => context.awaiting?.callId === (event as { callId?: string }).callId,
                 ({ context, event }) => ({
                   messages: [

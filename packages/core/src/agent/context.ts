@@ -74,6 +74,8 @@ export interface AgentContext {
   awaiting: Awaiting | null
   /** Approvals and inputs received, by action key. */
   answers: Record<string, Answer>
+  /** Where a running agent is in its loop: calling the model, or carrying out `pending`. */
+  phase: 'thinking' | 'executing'
   /** Model calls made so far. */
   turn: number
   /** Consecutive unusable replies. */
@@ -135,6 +137,7 @@ export function initialContext(input: AgentInput): AgentContext {
       inbox: [],
       awaiting: null,
       answers: {},
+      phase: 'thinking',
       turn: 0,
       repairs: 0,
       usage: { promptTokens: 0, completionTokens: 0, cost: 0 },
@@ -205,6 +208,7 @@ export const agentContextSchema = z.looseObject({
     z.string(),
     z.union([z.object({ approved: z.literal(true) }), z.object({ payload: z.unknown() })]),
   ),
+  phase: z.enum(['thinking', 'executing']),
   turn: z.number().int().min(0),
   repairs: z.number().int().min(0),
   usage: z.object({ promptTokens: z.number(), completionTokens: z.number(), cost: z.number() }),

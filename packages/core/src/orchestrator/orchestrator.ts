@@ -504,10 +504,10 @@ export class Orchestrator {
     const sub = typeof value === 'object' ? (Object.values(value)[0] as string) : undefined
     const state = typeof value === 'string' ? value : `${Object.keys(value)[0]}.${sub}`
     let effect: ((signal: AbortSignal) => Promise<AgentEvent>) | undefined
-    if (state === 'running.thinking') {
+    if (state === 'running' && context.phase === 'thinking') {
       effect = (signal) =>
         this.services.think(entry.id, signal).then((output) => ({ type: 'THOUGHT', output }))
-    } else if (state === 'running.executing') {
+    } else if (state === 'running') {
       const action = context.pending[0]!
       effect = (signal) =>
         this.services.act(entry.id, action, signal).then((output) => ({ type: 'ACTED', output }))
