@@ -1,8 +1,11 @@
+import { getEventListeners } from 'node:events'
 import {
   CancelledError,
+  type ChatModel,
   type CohortEvent,
   createRuntime,
   defineAgent,
+  type ModelRequest,
   memoryStore,
   scriptedModel,
   sleep,
@@ -212,6 +215,58 @@ describe('failures are results', () => {
     expect(await createRuntime({ agents: [agent], model }).run('solo', 'go')).toBe(
       '[call_tool explode] error: kaboom',
     )
+  })
+})
+
+describe('abort signals', () => {
+  const stepper = defineAgent({ name: 'stepper', instructions: 'Step.', tools: [sleep] })
+  const stepReply = (request: ModelRequest) =>
+    request.turn < 20
+      ? JSON.stringify({ action: 'call_tool', tool: 'sleep', args: { seconds: 0 } })
+      : JSON.stringify({ action: 'finish', result: request.turn })
+
+  test('a model that never removes its abort listener does not make listeners pile up', async () => {
+    // As the openai SDK does: one listener per request, left on the signal.
+    const seen: number[] = []
+    const model: ChatModel = {
+      name: 'leaky',
+      async complete(request) {
+        seen.push(getEventListeners(request.signal, 'abort').length)
+        request.signal.addEventListener('abort', () => {}, { once: true })
+        return { text: stepReply(request) }
+      },
+    }
+    const runtime = createRuntime({ agents: [stepper], model })
+    expect(await runtime.run('stepper', 'go')).toBe(20)
+    expect(seen).toHaveLength(21)
+    expect(Math.max(...seen)).toBe(0)
+  })
+
+  test('cancel aborts a model call whose signal earlier steps already used', async () => {
+    let aborted: unknown
+    let calling!: () => void
+    const called = new Promise<void>((resolve) => {
+      calling = resolve
+    })
+    const model: ChatModel = {
+      name: 'tidy',
+      async complete(request) {
+        if (request.turn < 5) return { text: stepReply(request) }
+        // Earlier calls left no listener behind, so this call may get the same signal back.
+        calling()
+        return new Promise((_, reject) => {
+          request.signal.addEventListener('abort', () => {
+            aborted = request.signal.reason
+            reject(request.signal.reason)
+          })
+        })
+      },
+    }
+    const run = createRuntime({ agents: [stepper], model }).start('stepper', 'go')
+    await called
+    await run.cancel('stop now')
+    await expect(run.result).rejects.toBeInstanceOf(CancelledError)
+    expect(aborted).toBeInstanceOf(Error)
   })
 })
 

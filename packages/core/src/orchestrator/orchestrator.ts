@@ -1,3 +1,4 @@
+import { getEventListeners } from 'node:events'
 import { createActor } from 'xstate'
 import {
   type AgentEvent,
@@ -517,8 +518,19 @@ export class Orchestrator {
         this.services.awaitChildren(entry.id, ids, signal).then((output) => ({ type: 'SETTLED', output }))
     }
     if (!effect) return
-    entry.controller = new AbortController()
-    const signal = entry.controller.signal
+    // A controller whose signal nobody listens to any more is as good as a new one, and making one
+    // costs more than much of a fast step. One that still has listeners (an SDK that never removes
+    // its own, a queued model call) is replaced, so listeners never pile up on one signal.
+    let controller = entry.controller
+    if (
+      !controller ||
+      controller.signal.aborted ||
+      getEventListeners(controller.signal, 'abort').length > 0
+    ) {
+      controller = new AbortController()
+      entry.controller = controller
+    }
+    const signal = controller.signal
     const token = ++this.effects
     entry.effect = token
     effect(signal)

@@ -21,7 +21,28 @@ export function encodeRecord(record: RunRecord | AgentRecord): string {
   const rest = { ...record, snapshot: { ...record.snapshot, context } }
   // Most records hold nothing but JSON: superjson's walk (which tracks every path) is skipped for them.
   const encoded = isPlainJson(rest) ? `{"json":${JSON.stringify(rest)}}` : superjson.stringify(rest)
-  return `{"format":"${agentFormat}","messages":${JSON.stringify(messages)},"record":${encoded}}`
+  return `{"format":"${agentFormat}","messages":${encodeMessages(messages)},"record":${encoded}}`
+}
+
+/**
+ * Each message's JSON, kept as long as the message lives. A history only grows and its messages
+ * are never changed once in it, so a write encodes the messages of its own step, not the whole
+ * history again (and makes less garbage).
+ */
+const messageJson = new WeakMap<object, string>()
+
+function encodeMessages(messages: readonly object[]): string {
+  let encoded = '['
+  for (let index = 0; index < messages.length; index++) {
+    const message = messages[index]!
+    let json = messageJson.get(message)
+    if (json === undefined) {
+      json = JSON.stringify(message)
+      messageJson.set(message, json)
+    }
+    encoded += index === 0 ? json : `,${json}`
+  }
+  return `${encoded}]`
 }
 
 /** True when `JSON.stringify` keeps `value` exactly: no Dates, Maps, Sets, BigInts, undefined in arrays… */
