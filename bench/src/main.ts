@@ -135,12 +135,13 @@ const here = path.dirname(fileURLToPath(import.meta.url))
 const benchDir = path.resolve(here, '..')
 const cellTimeoutMs = 180_000
 
-/** Runs one job in a fresh Node process (tsx loader, source conditions, exposed gc). */
+/** Runs one job in a fresh Node process (tsx loader for the bench's own files, exposed gc). */
 function runCell(request: CellRequest): Promise<CellResult> {
   return new Promise((resolve, reject) => {
     const child = fork(path.join(here, 'cell.ts'), ['--cell', JSON.stringify(request)], {
       cwd: benchDir,
-      execArgv: ['--import', 'tsx', '--conditions=source', '--expose-gc'],
+      // The built @cohort/core (dist), as users run it: not the TypeScript source through tsx.
+      execArgv: ['--import', 'tsx', '--expose-gc'],
       stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
     })
     let stderr = ''
