@@ -101,7 +101,8 @@ export interface AgentInput {
   parentId: string | null
   depth: number
   task: string
-  systemPrompt: string
+  /** The kind's system message: one object shared by every agent of the kind (never changed). */
+  systemMessage: ChatMessage
   dependsOn?: string[]
   priority?: number
   timeoutMs?: number | null
@@ -120,10 +121,7 @@ export function initialContext(input: AgentInput): AgentContext {
       parentId: input.parentId,
       depth: input.depth,
       task: input.task,
-      messages: [
-        { role: 'system', content: input.systemPrompt },
-        { role: 'user', content: input.task },
-      ],
+      messages: [input.systemMessage, { role: 'user', content: input.task }],
       pending: [],
       children: [],
       delivered: [],

@@ -67,7 +67,7 @@ describe('toAgentRecord', () => {
           parentId: null,
           depth: 0,
           task: 'do it',
-          systemPrompt: 'you work',
+          systemMessage: { role: 'system', content: 'you work' },
           dependsOn: [],
           priority: 0,
           timeoutMs: null,

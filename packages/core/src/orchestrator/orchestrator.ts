@@ -22,7 +22,7 @@ import {
 } from '../errors.js'
 import type { EventBus } from '../events/event-bus.js'
 import type { AgentEventInput, RunEventInput } from '../events/types.js'
-import type { ChatModel } from '../models/types.js'
+import type { ChatMessage, ChatModel } from '../models/types.js'
 import { AgentWriter } from '../persistence/agent-writer.js'
 import { readRunRecord } from '../persistence/read.js'
 import type { AgentRecord, RunRecord, RunStatus, RunStore, StoredRun } from '../persistence/records.js'
@@ -91,7 +91,7 @@ export class Orchestrator {
   private readonly services: AgentServices
   readonly writer: AgentWriter
   private readonly limitsByAgent = new Map<string, RunLimits>()
-  private readonly promptsByAgent = new Map<string, string>()
+  private readonly systemMessages = new Map<string, ChatMessage>()
   private readonly clockStart = performance.now()
   private runRecord: RunRecord | undefined
   private resolveResult!: (value: unknown) => void
@@ -138,13 +138,17 @@ export class Orchestrator {
     return limits
   }
 
-  private promptFor(definition: AgentDefinition): string {
-    let prompt = this.promptsByAgent.get(definition.name)
-    if (prompt === undefined) {
-      prompt = systemPrompt(definition, this.config.definitions)
-      this.promptsByAgent.set(definition.name, prompt)
+  /**
+   * One system message object per kind, shared by its agents: it is most of a small agent's
+   * memory, and the codec keeps one encoding of it instead of one per agent.
+   */
+  private systemMessageFor(definition: AgentDefinition): ChatMessage {
+    let message = this.systemMessages.get(definition.name)
+    if (message === undefined) {
+      message = { role: 'system', content: systemPrompt(definition, this.config.definitions) }
+      this.systemMessages.set(definition.name, message)
     }
-    return prompt
+    return message
   }
 
   modelFor(definition: AgentDefinition): ChatModel {
@@ -285,8 +289,6 @@ export class Orchestrator {
         fallback: 'fallback' in spec ? { value: spec.fallback } : (definition.fallback ?? null),
       })
     })
-    // Children are on disk before the parent records the launch, so a restore always finds them.
-    await Promise.all(children.map((child) => this.writer.writeNow(child.id, () => toAgentRecord(child))))
     this.emitAgent(context, {
       type: 'agent.launched',
       children: plan.children.map(({ link, dependsOn }) => ({
@@ -296,8 +298,12 @@ export class Orchestrator {
         dependsOn,
       })),
     })
+    // Children are on disk before the parent records the launch, so a restore always finds them.
+    const written = () =>
+      Promise.all(children.map((child) => this.writer.writeNow(child.id, () => toAgentRecord(child))))
     if (this.config.segment) {
       // Children of a segment run in other workers: the host schedules them.
+      await written()
       for (const child of children) child.remote = true
       await this.config.segment.enqueue(children.map((child) => child.id))
       return { ok: true, children: links }
@@ -307,6 +313,8 @@ export class Orchestrator {
       child.actor.start()
     }
     for (const child of children) this.startWhenReady(child)
+    // Written once they started, not also before: one write per child, of its running state.
+    await written()
     return { ok: true, children: links }
   }
 
@@ -365,7 +373,7 @@ export class Orchestrator {
         parentId: agent.parentId,
         depth: agent.depth,
         task: agent.task,
-        systemPrompt: this.promptFor(agent.definition),
+        systemMessage: this.systemMessageFor(agent.definition),
         dependsOn: agent.dependsOn ?? [],
         priority: agent.priority ?? 0,
         timeoutMs: agent.timeoutMs ?? null,
@@ -387,6 +395,10 @@ export class Orchestrator {
     }
     if (record.runId !== this.runId)
       throw new SnapshotError(source, `record belongs to run "${record.runId}"`, 'runId')
+    // A restored agent shares its kind's system message again, when it is still the same text.
+    const messages = (record.snapshot.context as { messages?: ChatMessage[] }).messages
+    const shared = this.systemMessageFor(definition)
+    if (messages?.[0]?.role === 'system' && messages[0].content === shared.content) messages[0] = shared
     let actor: AgentEntry['actor']
     try {
       actor = createActor(this.machine, { snapshot: record.snapshot, input: undefined } as never)

@@ -46,10 +46,23 @@ export class AgentWriter {
     }
   }
 
-  /** Writes now and waits for it (used before a parent may rely on a child's record existing). */
+  /**
+   * Writes the agent's latest state now, without waiting for the tick to end, and resolves once
+   * it is stored (a parent relies on its children's records existing). Rejects with the
+   * writer's failure, which has also gone to `onError`.
+   */
   async writeNow(agentId: string, record: () => AgentRecord): Promise<void> {
-    await this.inFlight.get(agentId)
-    await this.save(record())
+    this.queued.delete(agentId)
+    let write = this.inFlight.get(agentId)
+    if (write) {
+      // The write in flight may predate the latest change: its loop writes once more.
+      this.dirty.add(agentId)
+    } else if (this.failure === undefined) {
+      write = this.loop(agentId, record)
+      this.inFlight.set(agentId, write)
+    }
+    await write
+    if (this.failure !== undefined) throw this.failure
   }
 
   /** Resolves when every scheduled write has finished; rejects with the first write error. */
