@@ -107,6 +107,7 @@ export class AgentWriter {
       this.watch()
       const failed = (error: unknown) => {
         this.writes.delete(write)
+        this.release()
         reject(
           error instanceof StoreError
             ? error
@@ -119,6 +120,7 @@ export class AgentWriter {
       try {
         this.store.saveAgent(this.runId, record).then(() => {
           this.writes.delete(write)
+          this.release()
           resolve()
         }, failed)
       } catch (error) {
@@ -128,9 +130,19 @@ export class AgentWriter {
   }
 
   private watch(): void {
-    if (this.watchdog !== undefined) return
+    // The watchdog keeps the process alive only while a write is pending (ref and unref are
+    // cheap flags; clearing and re-arming a timer per write is what it replaces).
+    if (this.watchdog !== undefined) {
+      this.watchdog.ref()
+      return
+    }
     // Checked four times per timeout: a hung write is reported between 1 and 1.25 timeouts late.
     this.watchdog = setTimeout(() => this.check(), Math.max(1, this.timeoutMs / 4))
+  }
+
+  /** No write pending: the watchdog may still fire, but must not hold the process open. */
+  private release(): void {
+    if (this.writes.size === 0) this.watchdog?.unref()
   }
 
   private check(): void {
