@@ -100,221 +100,239 @@ describeRedis('BullMQ workers', () => {
     await rm(dir, { recursive: true, force: true })
   })
 
-  const setUp = () => {
+  /** Runs `body` on a fresh queue, key prefix and store; workers, queue and keys go afterwards, whatever happens. */
+  const isolated = async <T>(body: () => Promise<T>): Promise<T> => {
     queueName = uniqueName('cohort-test-q')
     prefix = `${uniqueName('cohort-test')}:`
     store = redisStore({ url: redisUrl, prefix })
     workers = []
+    try {
+      return await body()
+    } finally {
+      await stopWorkers(workers)
+      await dropQueue(openQueue(queueName))
+      await store.close?.()
+      await deleteKeys(prefix)
+    }
   }
-  const tearDown = async () => {
-    await stopWorkers(workers)
-    await dropQueue(openQueue(queueName))
-    await store.close?.()
-    await deleteKeys(prefix)
-  }
 
-  test('a run spread over 3 worker processes ends as the same run in one process', async () => {
-    setUp()
-    try {
-      const expected = await createRuntime({ agents: faultAgents, model: faultModel }).run('lead', 'crash me')
-      workers = [0, 1, 2].map(() => startWorker(['fault', queueName, prefix]))
-      await Promise.all(workers.map((worker) => worker.ready))
-      const runtime = createRuntime({ agents: faultAgents, model: faultModel, store })
-      const { runId } = await enqueueRun({
-        url: redisUrl,
-        queueName,
-        runtime,
-        agent: 'lead',
-        task: 'crash me',
-      })
-
-      const record = await waitForRun(runId, { store, timeoutMs: 30_000 })
-      expect(record).toMatchObject({ status: 'completed', result: expected })
-      const stored = await store.loadRun(runId)
-      expect(stored?.agents).toHaveLength(11)
-      expect(stored?.agents.every((agent) => agent.status === 'completed')).toBe(true)
-      // Every agent completed exactly once, wherever it ran.
-      expect(completions(workers).sort()).toEqual(stored!.agents.map((agent) => agent.id).sort())
-      const spread = workers.map((worker) => completions([worker]).length)
-      console.log(`agents completed per worker process: ${spread.join(', ')}`)
-      expect(spread.filter((count) => count > 0).length).toBeGreaterThan(1)
-    } finally {
-      await tearDown()
-    }
-  }, 60_000)
-
-  test('a worker SIGKILLed mid-tool: another worker finishes the run, the tool retried with the same key', async () => {
-    setUp()
-    try {
-      const expected = await createRuntime({
-        agents: ledgerAgents(path.join(dir, 'clean-ledger.txt')),
-        model: ledgerModel,
-      }).run('lead', 'pay')
-      const ledger = path.join(dir, 'ledger.txt')
-      const fast = { LOCK_MS: '2000', STALLED_MS: '1000' }
-      const first = startWorker(['ledger', queueName, prefix, ledger], fast, (line) => {
-        if (line === 'tool-started lead.p1') first.child.kill('SIGKILL')
-      })
-      workers = [first]
-      await first.ready
-      const runtime = createRuntime({ agents: ledgerAgents(ledger), model: ledgerModel, store })
-      const { runId } = await enqueueRun({ url: redisUrl, queueName, runtime, agent: 'lead', task: 'pay' })
-      expect((await first.exited).signal).toBe('SIGKILL')
-      expect((await store.loadRunRecord!(runId))?.status).toBe('running')
-
-      const killedAt = Date.now()
-      const second = startWorker(['ledger', queueName, prefix, ledger], fast)
-      workers.push(second)
-      const record = await waitForRun(runId, { store, timeoutMs: 30_000 })
-      console.log(`run finished ${Date.now() - killedAt} ms after the kill (lock 2 s, stalled check 1 s)`)
-      expect(record).toMatchObject({ status: 'completed', result: expected })
-      const stored = await store.loadRun(runId)
-      expect(stored?.agents.map((agent) => `${agent.id} ${agent.status}`).sort()).toEqual([
-        'lead completed',
-        ...payees.map((id) => `lead.${id} completed`),
-      ])
-      expect(completions(workers).sort()).toEqual(['lead', ...payees.map((id) => `lead.${id}`)])
-
-      // At-least-once: the cut-off call ran again, under the key `${runId}:${agentId}:${turn}…` it had.
-      const lines = (await readFile(ledger, 'utf8')).trim().split('\n')
-      const keysOf = (agentId: string) =>
-        lines.filter((line) => line.startsWith(`${runId}:${agentId}:`)).map((line) => line.split(' ')[0])
-      expect(keysOf('lead.p1').length).toBeGreaterThanOrEqual(2)
-      for (const id of payees) {
-        const keys = keysOf(`lead.${id}`)
-        expect(keys.length).toBeGreaterThanOrEqual(1)
-        expect(new Set(keys)).toEqual(new Set([`${runId}:lead.${id}:0.0`]))
-      }
-    } finally {
-      await tearDown()
-    }
-  }, 60_000)
-
-  test('a run whose jobs were lost with its worker is resumed from the store', async () => {
-    setUp()
-    try {
-      const expected = await createRuntime({ agents: faultAgents, model: faultModel }).run('lead', 'crash me')
-      const first = startWorker(['fault', queueName, prefix], {}, (line) => {
-        if (line === 'event agent.completed lead.w1') first.child.kill('SIGKILL')
-      })
-      workers = [first]
-      await first.ready
-      const runtime = createRuntime({ agents: faultAgents, model: faultModel, store })
-      const { runId } = await enqueueRun({
-        url: redisUrl,
-        queueName,
-        runtime,
-        agent: 'lead',
-        task: 'crash me',
-      })
-      await first.exited
-      // As if Redis had lost the queue: only the store is left.
-      await openQueue(queueName).obliterate({ force: true })
-      const before = await store.loadRun(runId)
-      expect(before?.agents.filter((agent) => agent.status !== 'completed').length).toBeGreaterThan(0)
-
-      const second = startWorker(['fault', queueName, prefix])
-      workers.push(second)
-      await second.ready
-      const { agents } = await resumeRun({ url: redisUrl, queueName, runtime, runId })
-      expect(agents).toBeGreaterThan(1)
-      const record = await waitForRun(runId, { store, timeoutMs: 30_000 })
-      expect(record).toMatchObject({ status: 'completed', result: expected })
-      const stored = await store.loadRun(runId)
-      expect(stored?.agents).toHaveLength(11)
-      expect(stored?.agents.every((agent) => agent.status === 'completed')).toBe(true)
-    } finally {
-      await tearDown()
-    }
-  }, 60_000)
-
-  test('an agent waiting on a person is answered with answerRun, and the workers finish the run', async () => {
-    setUp()
-    const runtime = createRuntime({ agents: [operator], model: approvalModel, store })
-    const worker = createWorker({ runtime, url: redisUrl, queueName, onError: () => {} })
-    const deploysBefore = executions.filter((line) => line === 'deploy api').length
-    try {
-      const { runId } = await enqueueRun({
-        url: redisUrl,
-        queueName,
-        runtime,
-        agent: 'operator',
-        task: 'ship it',
-      })
-      const awaiting = async (kind: 'approval' | 'input') => {
-        let found: { callId: string } | null | undefined
-        await waitUntil(async () => {
-          found = (await store.loadAgent!(runId, 'operator'))?.snapshot.context.awaiting
-          return (found as { kind?: string } | null | undefined)?.kind === kind
-        }, 20_000)
-        return found!
-      }
-      // The job of an agent that waits ends soon after it parks; an answer before that is refused.
-      const answer = async (value: Answer) => {
-        await waitUntil(async () => {
-          try {
-            await answerRun({ url: redisUrl, queueName, runtime, runId, agentId: 'operator', answer: value })
-            return true
-          } catch (error) {
-            if (/in flight/.test((error as Error).message)) return false
-            throw error
-          }
-        }, 20_000)
-      }
-      const approval = await awaiting('approval')
-      await expect(
-        answerRun({
+  test(
+    'a run spread over 3 worker processes ends as the same run in one process',
+    () =>
+      isolated(async () => {
+        const expected = await createRuntime({ agents: faultAgents, model: faultModel }).run(
+          'lead',
+          'crash me',
+        )
+        workers = [0, 1, 2].map(() => startWorker(['fault', queueName, prefix]))
+        await Promise.all(workers.map((worker) => worker.ready))
+        const runtime = createRuntime({ agents: faultAgents, model: faultModel, store })
+        const { runId } = await enqueueRun({
           url: redisUrl,
           queueName,
           runtime,
-          runId,
-          agentId: 'operator',
-          answer: { approve: 'call-nope' },
-        }),
-      ).rejects.toThrow(/call-nope|in flight/)
-      await answer({ approve: approval.callId })
-      await awaiting('input')
-      await answer({ payload: 'eu-west' })
-      const record = await waitForRun(runId, { store, timeoutMs: 20_000 })
-      expect(record.status).toBe('completed')
-      expect(JSON.stringify(record.result)).toContain('eu-west')
-      expect(executions.filter((line) => line === 'deploy api').length - deploysBefore).toBe(1)
-    } finally {
-      await worker.close()
-      await tearDown()
-    }
-  }, 60_000)
+          agent: 'lead',
+          task: 'crash me',
+        })
+
+        const record = await waitForRun(runId, { store, timeoutMs: 30_000 })
+        expect(record).toMatchObject({ status: 'completed', result: expected })
+        const stored = await store.loadRun(runId)
+        expect(stored?.agents).toHaveLength(11)
+        expect(stored?.agents.every((agent) => agent.status === 'completed')).toBe(true)
+        // Every agent completed exactly once, wherever it ran.
+        expect(completions(workers).sort()).toEqual(stored!.agents.map((agent) => agent.id).sort())
+        const spread = workers.map((worker) => completions([worker]).length)
+        console.log(`agents completed per worker process: ${spread.join(', ')}`)
+        expect(spread.filter((count) => count > 0).length).toBeGreaterThan(1)
+      }),
+    60_000,
+  )
+
+  test(
+    'a worker SIGKILLed mid-tool: another worker finishes the run, the tool retried with the same key',
+    () =>
+      isolated(async () => {
+        const expected = await createRuntime({
+          agents: ledgerAgents(path.join(dir, 'clean-ledger.txt')),
+          model: ledgerModel,
+        }).run('lead', 'pay')
+        const ledger = path.join(dir, 'ledger.txt')
+        const fast = { LOCK_MS: '2000', STALLED_MS: '1000' }
+        const first = startWorker(['ledger', queueName, prefix, ledger], fast, (line) => {
+          if (line === 'tool-started lead.p1') first.child.kill('SIGKILL')
+        })
+        workers = [first]
+        await first.ready
+        const runtime = createRuntime({ agents: ledgerAgents(ledger), model: ledgerModel, store })
+        const { runId } = await enqueueRun({ url: redisUrl, queueName, runtime, agent: 'lead', task: 'pay' })
+        expect((await first.exited).signal).toBe('SIGKILL')
+        expect((await store.loadRunRecord!(runId))?.status).toBe('running')
+
+        const killedAt = Date.now()
+        const second = startWorker(['ledger', queueName, prefix, ledger], fast)
+        workers.push(second)
+        const record = await waitForRun(runId, { store, timeoutMs: 30_000 })
+        console.log(`run finished ${Date.now() - killedAt} ms after the kill (lock 2 s, stalled check 1 s)`)
+        expect(record).toMatchObject({ status: 'completed', result: expected })
+        const stored = await store.loadRun(runId)
+        expect(stored?.agents.map((agent) => `${agent.id} ${agent.status}`).sort()).toEqual([
+          'lead completed',
+          ...payees.map((id) => `lead.${id} completed`),
+        ])
+        expect(completions(workers).sort()).toEqual(['lead', ...payees.map((id) => `lead.${id}`)])
+
+        // At-least-once: the cut-off call ran again, under the key `${runId}:${agentId}:${turn}…` it had.
+        const lines = (await readFile(ledger, 'utf8')).trim().split('\n')
+        const keysOf = (agentId: string) =>
+          lines.filter((line) => line.startsWith(`${runId}:${agentId}:`)).map((line) => line.split(' ')[0])
+        expect(keysOf('lead.p1').length).toBeGreaterThanOrEqual(2)
+        for (const id of payees) {
+          const keys = keysOf(`lead.${id}`)
+          expect(keys.length).toBeGreaterThanOrEqual(1)
+          expect(new Set(keys)).toEqual(new Set([`${runId}:lead.${id}:0.0`]))
+        }
+      }),
+    60_000,
+  )
+
+  test(
+    'a run whose jobs were lost with its worker is resumed from the store',
+    () =>
+      isolated(async () => {
+        const expected = await createRuntime({ agents: faultAgents, model: faultModel }).run(
+          'lead',
+          'crash me',
+        )
+        const first = startWorker(['fault', queueName, prefix], {}, (line) => {
+          if (line === 'event agent.completed lead.w1') first.child.kill('SIGKILL')
+        })
+        workers = [first]
+        await first.ready
+        const runtime = createRuntime({ agents: faultAgents, model: faultModel, store })
+        const { runId } = await enqueueRun({
+          url: redisUrl,
+          queueName,
+          runtime,
+          agent: 'lead',
+          task: 'crash me',
+        })
+        await first.exited
+        // As if Redis had lost the queue: only the store is left.
+        await openQueue(queueName).obliterate({ force: true })
+        const before = await store.loadRun(runId)
+        expect(before?.agents.filter((agent) => agent.status !== 'completed').length).toBeGreaterThan(0)
+
+        const second = startWorker(['fault', queueName, prefix])
+        workers.push(second)
+        await second.ready
+        const { agents } = await resumeRun({ url: redisUrl, queueName, runtime, runId })
+        expect(agents).toBeGreaterThan(1)
+        const record = await waitForRun(runId, { store, timeoutMs: 30_000 })
+        expect(record).toMatchObject({ status: 'completed', result: expected })
+        const stored = await store.loadRun(runId)
+        expect(stored?.agents).toHaveLength(11)
+        expect(stored?.agents.every((agent) => agent.status === 'completed')).toBe(true)
+      }),
+    60_000,
+  )
+
+  test(
+    'an agent waiting on a person is answered with answerRun, and the workers finish the run',
+    () =>
+      isolated(async () => {
+        const runtime = createRuntime({ agents: [operator], model: approvalModel, store })
+        const worker = createWorker({ runtime, url: redisUrl, queueName, onError: () => {} })
+        const deploysBefore = executions.filter((line) => line === 'deploy api').length
+        try {
+          const { runId } = await enqueueRun({
+            url: redisUrl,
+            queueName,
+            runtime,
+            agent: 'operator',
+            task: 'ship it',
+          })
+          const awaiting = async (kind: 'approval' | 'input') => {
+            let found: { callId: string } | null | undefined
+            await waitUntil(async () => {
+              found = (await store.loadAgent!(runId, 'operator'))?.snapshot.context.awaiting
+              return (found as { kind?: string } | null | undefined)?.kind === kind
+            }, 20_000)
+            return found!
+          }
+          // The job of an agent that waits ends soon after it parks; an answer before that is refused.
+          const answer = async (value: Answer) => {
+            await waitUntil(async () => {
+              try {
+                await answerRun({
+                  url: redisUrl,
+                  queueName,
+                  runtime,
+                  runId,
+                  agentId: 'operator',
+                  answer: value,
+                })
+                return true
+              } catch (error) {
+                if (/in flight/.test((error as Error).message)) return false
+                throw error
+              }
+            }, 20_000)
+          }
+          const approval = await awaiting('approval')
+          await expect(
+            answerRun({
+              url: redisUrl,
+              queueName,
+              runtime,
+              runId,
+              agentId: 'operator',
+              answer: { approve: 'call-nope' },
+            }),
+          ).rejects.toThrow(/call-nope|in flight/)
+          await answer({ approve: approval.callId })
+          await awaiting('input')
+          await answer({ payload: 'eu-west' })
+          const record = await waitForRun(runId, { store, timeoutMs: 20_000 })
+          expect(record.status).toBe('completed')
+          expect(JSON.stringify(record.result)).toContain('eu-west')
+          expect(executions.filter((line) => line === 'deploy api').length - deploysBefore).toBe(1)
+        } finally {
+          await worker.close()
+        }
+      }),
+    60_000,
+  )
 
   test('2 workers finish a latency-bound batch faster than 1', async () => {
-    const timeBatch = async (workerCount: number) => {
-      setUp()
-      const runtimes = Array.from({ length: workerCount }, () =>
-        createRuntime({ agents: flatAgents, model: flatModel(150), store }),
-      )
-      const inProcess = runtimes.map((runtime) =>
-        createWorker({ runtime, url: redisUrl, queueName, concurrency: 3 }),
-      )
-      const queue = openQueue(queueName)
-      try {
-        await Promise.all(inProcess.map((worker) => worker.worker.waitUntilReady()))
-        const started = performance.now()
-        const runIds = await Promise.all(
-          Array.from({ length: 24 }, async (_, i) => {
-            const runtime = runtimes[0]!
-            return (await enqueueRun({ queue, runtime, agent: 'solo', task: `task ${i}` })).runId
-          }),
+    const timeBatch = (workerCount: number) =>
+      isolated(async () => {
+        const runtimes = Array.from({ length: workerCount }, () =>
+          createRuntime({ agents: flatAgents, model: flatModel(150), store }),
         )
-        const records = await Promise.all(
-          runIds.map((runId) => waitForRun(runId, { store, timeoutMs: 30_000 })),
+        const inProcess = runtimes.map((runtime) =>
+          createWorker({ runtime, url: redisUrl, queueName, concurrency: 3 }),
         )
-        expect(records.every((record) => record.status === 'completed')).toBe(true)
-        return performance.now() - started
-      } finally {
-        await Promise.all(inProcess.map((worker) => worker.close()))
-        await queue.close()
-        await tearDown()
-      }
-    }
+        const queue = openQueue(queueName)
+        try {
+          await Promise.all(inProcess.map((worker) => worker.worker.waitUntilReady()))
+          const started = performance.now()
+          const runIds = await Promise.all(
+            Array.from({ length: 24 }, async (_, i) => {
+              const runtime = runtimes[0]!
+              return (await enqueueRun({ queue, runtime, agent: 'solo', task: `task ${i}` })).runId
+            }),
+          )
+          const records = await Promise.all(
+            runIds.map((runId) => waitForRun(runId, { store, timeoutMs: 30_000 })),
+          )
+          expect(records.every((record) => record.status === 'completed')).toBe(true)
+          return performance.now() - started
+        } finally {
+          await Promise.all(inProcess.map((worker) => worker.close()))
+          await queue.close()
+        }
+      })
     const one = await timeBatch(1)
     const two = await timeBatch(2)
     console.log(

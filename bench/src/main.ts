@@ -232,6 +232,30 @@ function metric(
 }
 
 /** What a cell that has no numbers shows. */
+/**
+ * One table row per contender measured in `group`: its leading cells, then `cells` of its
+ * numbers, or the reason it has none (skipped, failed) with the other `columns` left blank.
+ */
+function contenderRows(
+  results: Measured[],
+  group: Group,
+  columns: number,
+  head: (contender: ContenderName) => string[],
+  cells: (measured: Measured, contender: ContenderName) => string[],
+): string[][] {
+  const rows: string[][] = []
+  for (const contender of group.contenders) {
+    const measured = find(results, group.id, contender)
+    if (!measured) continue
+    const failed = status(measured)
+    rows.push([
+      ...head(contender),
+      ...(failed ? [failed, ...Array(columns - 1).fill('')] : cells(measured, contender)),
+    ])
+  }
+  return rows
+}
+
 function status(measured: Measured): string | undefined {
   if (measured.skipped) return measured.skipped
   if (measured.samples.length === 0)
@@ -262,23 +286,15 @@ function report(groups: Group[], results: Measured[], options: Options): Report 
       const job = group.job as Extract<Job, { workload: 'fan-out' }>
       const base = metric(find(results, group.id, 'promise-all'), (r) => r.wallMs)
       const ideal = job.steps * job.latencyMs
-      for (const contender of group.contenders) {
-        const measured = find(results, group.id, contender)
-        if (!measured) continue
-        const head = [String(job.children), `${job.latencyMs} ms`, contender]
-        const failed = status(measured)
-        if (failed) {
-          rows.push([...head, failed, '', '', '', ''])
-          continue
-        }
+      const head = (contender: ContenderName) => [String(job.children), `${job.latencyMs} ms`, contender]
+      const cells = (measured: Measured) => {
         const wall = metric(measured, (r) => r.wallMs)
         const efficiency = ideal > 0 ? metric(measured, (r) => ideal / r.wallMs) : undefined
         const perStep =
           job.latencyMs === 0
             ? metric(measured, (r) => (r.wallMs * 1000) / (job.children * job.steps))
             : undefined
-        rows.push([
-          ...head,
+        return [
           show(wall),
           ratio(wall, base),
           efficiency ? show(efficiency) : '–',
@@ -287,8 +303,9 @@ function report(groups: Group[], results: Measured[], options: Options): Report 
             metric(measured, (r) => r.peakRssBytes),
             mb,
           ),
-        ])
+        ]
       }
+      rows.push(...contenderRows(results, group, 5, head, cells))
     }
     parts.push(
       table(
@@ -348,27 +365,24 @@ function report(groups: Group[], results: Measured[], options: Options): Report 
       '',
     )
     const base = metric(find(results, group.id, 'promise-all'), (r) => r.wallMs)
-    const rows: string[][] = []
-    for (const contender of group.contenders) {
-      const measured = find(results, group.id, contender)
-      if (!measured) continue
-      const failed = status(measured)
-      if (failed) {
-        rows.push([contender, failed, '', '', ''])
-        continue
-      }
-      const wall = metric(measured, (r) => r.wallMs)
-      rows.push([
-        contender,
-        show(wall),
-        ratio(wall, base),
-        show(metric(measured, (r) => ideal / r.wallMs)),
-        show(
-          metric(measured, (r) => r.peakRssBytes),
-          mb,
-        ),
-      ])
-    }
+    const rows = contenderRows(
+      results,
+      group,
+      4,
+      (contender) => [contender],
+      (measured) => {
+        const wall = metric(measured, (r) => r.wallMs)
+        return [
+          show(wall),
+          ratio(wall, base),
+          show(metric(measured, (r) => ideal / r.wallMs)),
+          show(
+            metric(measured, (r) => r.peakRssBytes),
+            mb,
+          ),
+        ]
+      },
+    )
     parts.push(table(['contender', 'wall ms', '× baseline', 'efficiency', 'peak RSS MB'], rows), '')
   }
 
@@ -391,15 +405,8 @@ function report(groups: Group[], results: Measured[], options: Options): Report 
       const base = metric(find(results, group.id, 'promise-all'), (r) => (r.storeMs! * 1000) / r.steps!)
       const none = find(results, `persistence ${job.agents} agents none`, 'cohort')
       const noneWall = metric(none, (r) => (r.wallMs * 1000) / r.steps!)
-      for (const contender of group.contenders) {
-        const measured = find(results, group.id, contender)
-        if (!measured) continue
-        const head = [String(job.agents), job.store, contender]
-        const failed = status(measured)
-        if (failed) {
-          rows.push([...head, failed, '', '', '', ''])
-          continue
-        }
+      const head = (contender: ContenderName) => [String(job.agents), job.store, contender]
+      const cells = (measured: Measured, contender: ContenderName) => {
         const storePerStep = metric(measured, (r) => (r.storeMs! * 1000) / r.steps!)
         const perWrite = metric(measured, (r) => (r.storeMs! * 1000) / Math.max(1, r.writes!))
         const wallPerStep = metric(measured, (r) => (r.wallMs * 1000) / r.steps!)
@@ -408,15 +415,15 @@ function report(groups: Group[], results: Measured[], options: Options): Report 
           delta = { median: wallPerStep.median - noneWall.median, min: Number.NaN, max: Number.NaN }
           perStepDelta.set(`${job.store} ${job.agents}`, delta)
         }
-        rows.push([
-          ...head,
+        return [
           job.store === 'none' ? '–' : show(storePerStep),
           job.store === 'none' || job.store === 'file' ? '–' : ratio(storePerStep, base),
           job.store === 'none' ? '–' : show(perWrite),
           show(wallPerStep),
           delta ? digits(delta.median) : '–',
-        ])
+        ]
       }
+      rows.push(...contenderRows(results, group, 5, head, cells))
       if (job.store === 'memory') {
         const cohort = metric(find(results, group.id, 'cohort'), (r) => (r.storeMs! * 1000) / r.steps!)
         perStepDelta.set(`sync ${job.agents}`, cohort)
@@ -515,30 +522,27 @@ function report(groups: Group[], results: Measured[], options: Options): Report 
       '',
     )
     const base = metric(find(results, group.id, 'promise-all'), (r) => r.idleHeapBytes)
-    const rows: string[][] = []
-    for (const contender of group.contenders) {
-      const measured = find(results, group.id, contender)
-      if (!measured) continue
-      const failed = status(measured)
-      if (failed) {
-        rows.push([contender, failed, '', '', ''])
-        continue
-      }
-      const heap = metric(measured, (r) => r.idleHeapBytes)
-      rows.push([
-        contender,
-        show(heap, mb),
-        ratio(heap, base),
-        show(
-          metric(measured, (r) => r.idleHeapBytes! / job.agents),
-          1 / 1024,
-        ),
-        show(
-          metric(measured, (r) => r.idleRssBytes),
-          mb,
-        ),
-      ])
-    }
+    const rows = contenderRows(
+      results,
+      group,
+      4,
+      (contender) => [contender],
+      (measured) => {
+        const heap = metric(measured, (r) => r.idleHeapBytes)
+        return [
+          show(heap, mb),
+          ratio(heap, base),
+          show(
+            metric(measured, (r) => r.idleHeapBytes! / job.agents),
+            1 / 1024,
+          ),
+          show(
+            metric(measured, (r) => r.idleRssBytes),
+            mb,
+          ),
+        ]
+      },
+    )
     parts.push(table(['contender', 'heap MB', '× baseline', 'heap KB/agent', 'RSS MB'], rows), '')
   }
 

@@ -160,6 +160,9 @@ export function createAgentMachine(services: AgentServices) {
     ] as never[]
   }
   const always: Guard = () => true
+  // A stale outcome (of an effect from the other phase) must not move the loop.
+  const thinking: Guard = ({ context }) => context.phase === 'thinking'
+  const executing: Guard = ({ context }) => context.phase === 'executing'
 
   return setup({
     types: {} as { context: AgentContext; events: AgentEvent; input: AgentInput },
@@ -209,7 +212,7 @@ export function createAgentMachine(services: AgentServices) {
           THOUGHT: [
             ...route(
               'running',
-              ({ context, event }) => context.phase === 'thinking' && thinkOutput(event).parse.ok,
+              (args) => thinking(args) && thinkOutput(args.event).parse.ok,
               ({ context, event }) => {
                 const output = thinkOutput(event)
                 return {
@@ -220,8 +223,7 @@ export function createAgentMachine(services: AgentServices) {
               },
             ),
             {
-              guard: ({ context }) =>
-                context.phase === 'thinking' && context.repairs < services.maxRepairs(context),
+              guard: (args) => thinking(args) && args.context.repairs < services.maxRepairs(args.context),
               actions: [
                 assign(({ context, event }) => ({
                   ...countTurn(context, event.output),
@@ -240,7 +242,7 @@ export function createAgentMachine(services: AgentServices) {
               ],
             },
             {
-              guard: ({ context }) => context.phase === 'thinking',
+              guard: thinking,
               target: '#agent.failed',
               actions: assign(({ context, event }) => ({
                 ...countTurn(context, event.output),
@@ -252,7 +254,7 @@ export function createAgentMachine(services: AgentServices) {
           ACTED: [
             {
               guard: ({ context, event }) =>
-                context.phase === 'executing' &&
+                executing({ context, event }) &&
                 event.output.refused !== undefined &&
                 context.repairs < services.maxRepairs(context),
               actions: [
@@ -275,7 +277,7 @@ export function createAgentMachine(services: AgentServices) {
             },
             {
               guard: ({ context, event }) =>
-                context.phase === 'executing' && event.output.refused !== undefined,
+                executing({ context, event }) && event.output.refused !== undefined,
               target: '#agent.failed',
               actions: assign(({ event }) =>
                 failure(new LimitExceededError('launch', event.output.refused ?? '')),
@@ -283,26 +285,22 @@ export function createAgentMachine(services: AgentServices) {
             },
             {
               guard: ({ context, event }) =>
-                context.phase === 'executing' && event.output.suspend !== undefined,
+                executing({ context, event }) && event.output.suspend !== undefined,
               target: '#agent.suspended.external',
               actions: assign(({ event }) => ({ awaiting: event.output.suspend ?? null })),
             },
-            ...route(
-              'running',
-              ({ context }) => context.phase === 'executing',
-              ({ context, event }) => {
-                const output = actOutput(event)
-                return {
-                  messages:
-                    output.messages.length > 0 ? [...context.messages, ...output.messages] : context.messages,
-                  children: appendChildren(context.children, output.children),
-                  pending: context.pending.slice(1),
-                  busyMs: context.busyMs + (output.durationMs ?? 0),
-                  // Repairs count unusable replies in a row: an action that went through ends the row.
-                  repairs: 0,
-                }
-              },
-            ),
+            ...route('running', executing, ({ context, event }) => {
+              const output = actOutput(event)
+              return {
+                messages:
+                  output.messages.length > 0 ? [...context.messages, ...output.messages] : context.messages,
+                children: appendChildren(context.children, output.children),
+                pending: context.pending.slice(1),
+                busyMs: context.busyMs + (output.durationMs ?? 0),
+                // Repairs count unusable replies in a row: an action that went through ends the row.
+                repairs: 0,
+              }
+            }),
           ],
           EFFECT_FAILED: {
             target: '#agent.failed',

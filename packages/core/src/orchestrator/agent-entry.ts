@@ -34,6 +34,13 @@ export function agentStatus(value: unknown): AgentStatus {
   return (Object.keys(value as object)[0] ?? 'running') as AgentStatus
 }
 
+/** What a suspended agent waits on (its child state of `suspended`); undefined in any other state. */
+export function suspendedOn(value: unknown): 'children' | 'external' | undefined {
+  return typeof value === 'object' && value !== null
+    ? (value as { suspended?: 'children' | 'external' }).suspended
+    : undefined
+}
+
 export function toAgentRecord(entry: AgentEntry): AgentRecord {
   const live = entry.actor.getSnapshot()
   // What XState's getPersistedSnapshot returns for this machine (no spawned children, no history

@@ -31,7 +31,7 @@ import { systemPrompt } from '../protocol/prompt.js'
 import type { Redactor } from '../protocol/redact.js'
 import type { Scheduler } from '../scheduler/scheduler.js'
 import type { Workspaces } from '../workspaces/workspaces.js'
-import { type AgentEntry, childResult, toAgentRecord } from './agent-entry.js'
+import { type AgentEntry, childResult, suspendedOn, toAgentRecord } from './agent-entry.js'
 import { createAgentServices } from './agent-services.js'
 import { type LaunchOutcome, planLaunch } from './launch.js'
 import { BusyTracker } from './metrics.js'
@@ -514,17 +514,15 @@ export class Orchestrator {
     const snapshot = entry.actor.getSnapshot()
     if (snapshot.status !== 'active') return
     const { value, context } = snapshot
-    const sub = typeof value === 'object' ? (Object.values(value)[0] as string) : undefined
-    const state = typeof value === 'string' ? value : `${Object.keys(value)[0]}.${sub}`
     let effect: ((signal: AbortSignal) => Promise<AgentEvent>) | undefined
-    if (state === 'running' && context.phase === 'thinking') {
+    if (value === 'running' && context.phase === 'thinking') {
       effect = (signal) =>
         this.services.think(entry.id, signal).then((output) => ({ type: 'THOUGHT', output }))
-    } else if (state === 'running') {
+    } else if (value === 'running') {
       const action = context.pending[0]!
       effect = (signal) =>
         this.services.act(entry.id, action, signal).then((output) => ({ type: 'ACTED', output }))
-    } else if (state === 'suspended.children') {
+    } else if (suspendedOn(value) === 'children') {
       const ids = context.waitingOn ?? []
       effect = (signal) =>
         this.services.awaitChildren(entry.id, ids, signal).then((output) => ({ type: 'SETTLED', output }))

@@ -2,7 +2,7 @@ import type { ChildResult } from '../agent/context.js'
 import { CohortError, SnapshotError } from '../errors.js'
 import { readAgentRecord, readRunRecord } from '../persistence/read.js'
 import type { RunRecord, RunStore } from '../persistence/records.js'
-import { agentStatus, childResult } from './agent-entry.js'
+import { childResult, suspendedOn } from './agent-entry.js'
 import type { Orchestrator } from './orchestrator.js'
 
 /** How one segment of one agent ended. */
@@ -43,12 +43,7 @@ export async function runSegment(run: Orchestrator, agentId: string): Promise<Se
   run.subscribe(entry, () => {
     const { value, status } = entry.actor.getSnapshot()
     if (status === 'done') finish({ kind: 'settled', result: childResult(entry) })
-    else if (
-      agentStatus(value) === 'suspended' &&
-      (value as { suspended?: string }).suspended === 'external'
-    ) {
-      finish({ kind: 'waiting', on: 'input' })
-    }
+    else if (suspendedOn(value) === 'external') finish({ kind: 'waiting', on: 'input' })
   })
   entry.actor.start()
   run.runEffect(entry)
