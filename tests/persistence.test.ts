@@ -58,16 +58,3 @@ test('a step writes only the agent that changed: the lead is not rewritten as it
   for (const [id, count] of large.total) if (id !== 'lead') expect(count).toBeLessThanOrEqual(10)
   expect(large.total.size).toBe(51)
 })
-
-test('a finished run leaves no timer that holds the process open', async () => {
-  // The writer's watchdog (a store write that hangs fails the run) must not keep a CLI or a
-  // script alive once nothing is being written.
-  const timers = () => process.getActiveResourcesInfo().filter((kind) => kind === 'Timeout').length
-  const before = timers()
-  const worker = defineAgent({ name: 'worker', instructions: '' })
-  const model = scriptedModel({ worker: [{ action: 'finish', result: 'ok' }] })
-  const runtime = createRuntime({ agents: [worker], model, store: memoryStore() })
-  expect(await runtime.run('worker', 'go')).toBe('ok')
-  await new Promise((resolve) => setImmediate(resolve))
-  expect(timers()).toBe(before)
-})
