@@ -123,6 +123,29 @@ describe('parallel sub-agents', () => {
     const runtime = createRuntime({ agents: [lead, worker], model })
     expect(await runtime.run('lead', 'go')).toEqual(['call_1', 'call_2'])
   })
+
+  test('waits one after another in one reply each suspend and resume the agent, then it finishes', async () => {
+    // The second wait moves the agent from suspended to suspended: a found hang (fuzzing).
+    const model = scriptedModel({
+      lead: [
+        [
+          { action: 'launch_subagents', agents: [{ agent: 'worker', task: 't', id: 'w' }] },
+          { action: 'wait_for_subagents', ids: ['w'] },
+          { action: 'wait_for_subagents', ids: [] },
+          { action: 'finish', result: 'after two waits' },
+        ],
+      ],
+      worker: sleepyWorker,
+    })
+    const runtime = createRuntime({ agents: [lead, worker], model })
+    const run = runtime.start('lead', 'go')
+    const events: CohortEvent[] = []
+    run.on('event', (event) => events.push(event))
+    expect(await run.result).toBe('after two waits')
+    const ofLead = events.filter((e) => 'agentId' in e && e.agentId === 'lead').map((e) => e.type)
+    expect(ofLead.filter((type) => type === 'agent.suspended')).toHaveLength(2)
+    expect(ofLead.filter((type) => type === 'agent.resumed')).toHaveLength(2)
+  })
 })
 
 describe('failures are results', () => {

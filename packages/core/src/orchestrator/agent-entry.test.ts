@@ -1,56 +1,65 @@
 import { describe, expect, it } from 'vitest'
 import { createActor } from 'xstate'
-import { type AgentEvent, type AgentServices, createAgentMachine } from '../agent/agent-machine.js'
+import { afterAct, afterThought, fail, type Step, started } from '../agent/agent-loop.js'
+import { createAgentMachine, type LifecycleEvent } from '../agent/agent-machine.js'
+import { type AgentContext, initialContext } from '../agent/context.js'
 import { defineAgent } from '../agent/define-agent.js'
 import { resolveLimits } from '../agent/limits.js'
 import type { Action } from '../protocol/actions.js'
 import { type AgentEntry, toAgentRecord } from './agent-entry.js'
 
-const services: AgentServices = {
-  think: () => new Promise(() => {}),
-  act: () => new Promise(() => {}),
-  awaitChildren: () => new Promise(() => {}),
-  notify: () => {},
-  maxRepairs: () => 2,
-}
+const initial = initialContext({
+  runId: 'r1',
+  agentId: 'root',
+  name: 'w',
+  parentId: null,
+  depth: 0,
+  task: 'do it',
+  systemMessage: { role: 'system', content: 'you work' },
+})
+const running = started(initial, null)
 
-function thought(actions: Action[]): AgentEvent {
-  return {
-    type: 'THOUGHT',
-    output: {
-      assistant: { role: 'assistant', content: JSON.stringify(actions) },
-      parse: { ok: true, actions },
-      feedback: [],
-      durationMs: 1,
-      inboxConsumed: 0,
-    },
+function thought(context: AgentContext, actions: Action[]): Step {
+  const output = {
+    assistant: { role: 'assistant' as const, content: JSON.stringify(actions) },
+    parse: { ok: true as const, actions },
+    feedback: [],
+    durationMs: 1,
+    inboxConsumed: 0,
   }
+  return afterThought(context, output, 2)
 }
 
 const launch: Action = { action: 'launch_subagents', agents: [{ agent: 'w', task: 't', id: 'a' }] }
 const children = [{ localId: 'a', id: 'root.a', agent: 'w', task: 't' }]
-const acted: AgentEvent = { type: 'ACTED', output: { messages: [], children } }
-const suspend: AgentEvent = {
-  type: 'ACTED',
-  output: {
-    messages: [],
-    suspend: { kind: 'approval', callId: 'c1', key: '0.0', tool: 'deploy', args: {}, prompt: 'ok?' },
-  },
+const launching = thought(running, [launch, { action: 'wait_for_subagents' }]).context
+const asking = thought(running, [{ action: 'call_tool', tool: 'deploy', args: {} }]).context
+const suspend = {
+  messages: [],
+  suspend: { kind: 'approval' as const, callId: 'c1', key: '0.0', tool: 'deploy', args: {}, prompt: 'ok?' },
 }
 
-/** Event sequences that leave the agent in each of its states. */
-const paths: Record<string, AgentEvent[]> = {
+/** Event sequences that leave the agent in each of its states (the loop's steps computed as the orchestrator does). */
+const paths: Record<string, LifecycleEvent[]> = {
   idle: [],
-  thinking: [{ type: 'START' }],
-  executing: [{ type: 'START' }, thought([launch, { action: 'wait_for_subagents' }])],
-  'suspended on children': [{ type: 'START' }, thought([launch, { action: 'wait_for_subagents' }]), acted],
-  'suspended on a person': [
-    { type: 'START' },
-    thought([{ action: 'call_tool', tool: 'deploy', args: {} }]),
-    suspend,
+  thinking: [{ type: 'RUN', context: running }],
+  executing: [{ type: 'RUN', context: launching }],
+  'suspended on children': [
+    { type: 'RUN', context: running },
+    { type: 'SUSPEND', context: afterAct(launching, { messages: [], children }, 2).context },
   ],
-  completed: [{ type: 'START' }, thought([{ action: 'finish', result: { n: 1 } }])],
-  failed: [{ type: 'START' }, { type: 'CANCEL', reason: 'stop' }],
+  'suspended on a person': [
+    { type: 'RUN', context: asking },
+    { type: 'AWAIT', context: afterAct(asking, suspend, 2).context },
+  ],
+  completed: [
+    { type: 'RUN', context: running },
+    { type: 'FINISH', context: thought(running, [{ action: 'finish', result: { n: 1 } }]).context },
+  ],
+  failed: [
+    { type: 'RUN', context: running },
+    { type: 'FAIL', context: fail(running, new Error('stop')) },
+  ],
 }
 
 describe('toAgentRecord', () => {
@@ -59,28 +68,28 @@ describe('toAgentRecord', () => {
   for (const [state, events] of Object.entries(paths)) {
     it(`writes what XState persists, ${state}`, () => {
       const definition = defineAgent({ name: 'w', instructions: 'work' })
-      const actor = createActor(createAgentMachine(services), {
-        input: {
-          runId: 'r1',
-          agentId: 'root',
-          name: 'w',
-          parentId: null,
-          depth: 0,
-          task: 'do it',
-          systemMessage: { role: 'system', content: 'you work' },
-          dependsOn: [],
-          priority: 0,
-          timeoutMs: null,
-          fallback: null,
-        },
-      })
+      const actor = createActor(
+        createAgentMachine(() => {}),
+        { input: initial },
+      )
       actor.start()
-      for (const event of events) actor.send(event)
+      const states: unknown[] = []
+      for (const event of events) {
+        actor.send(event)
+        states.push(actor.getSnapshot().value)
+      }
+      // Every event was taken: each moved the machine.
+      expect(new Set(states).size).toBe(events.length)
+      // The live context is the orchestrator's: the last event brought it.
+      const context = events.at(-1)?.context ?? initial
+      const persisted = () => ({ ...actor.getPersistedSnapshot(), context })
       const entry: AgentEntry = {
         id: 'root',
         definition,
         limits: resolveLimits({}, undefined),
         actor,
+        context,
+        record: () => toAgentRecord(entry),
         parentId: null,
         depth: 0,
         settled: false,
@@ -89,9 +98,18 @@ describe('toAgentRecord', () => {
         effect: 0,
       }
       const plain = (value: unknown) => JSON.parse(JSON.stringify(value))
-      expect(plain(toAgentRecord(entry).snapshot)).toEqual(plain(actor.getPersistedSnapshot()))
+      expect(plain(toAgentRecord(entry).snapshot)).toEqual(plain(persisted()))
+      // Restored from its record, the machine is where it was, with the live context.
+      const restored = createActor(
+        createAgentMachine(() => {}),
+        {
+          snapshot: toAgentRecord(entry).snapshot,
+        } as never,
+      ).getSnapshot()
+      expect(restored.value).toEqual(actor.getSnapshot().value)
+      expect(restored.context).toEqual(context)
       actor.stop()
-      const stopped = plain(actor.getPersistedSnapshot())
+      const stopped = plain(persisted())
       // A stopped actor was let go of, not ended: it restores as active (a final one stays done).
       const status = stopped.status === 'stopped' ? 'active' : stopped.status
       expect(plain(toAgentRecord(entry).snapshot)).toEqual({ ...stopped, status })

@@ -1,6 +1,6 @@
 import type { Actor } from 'xstate'
 import type { AgentMachine } from '../agent/agent-machine.js'
-import type { AgentStatus, ChildResult } from '../agent/context.js'
+import type { AgentContext, AgentStatus, ChildResult } from '../agent/context.js'
 import type { AgentDefinition } from '../agent/define-agent.js'
 import type { RunLimits } from '../agent/limits.js'
 import type { AgentRecord } from '../persistence/records.js'
@@ -11,6 +11,14 @@ export interface AgentEntry {
   definition: AgentDefinition
   limits: RunLimits
   actor: Actor<AgentMachine>
+  /**
+   * The agent's whole state, always current: the think/act loop replaces it at every step, and
+   * each event to the machine brings it along. Read this, never the actor's own context (the one
+   * it was created or restored with).
+   */
+  context: AgentContext
+  /** Builds the agent's record from its current state (for the writer, which calls it when a write starts). */
+  record: () => AgentRecord
   parentId: string | null
   depth: number
   settled: boolean
@@ -44,7 +52,8 @@ export function suspendedOn(value: unknown): 'children' | 'external' | undefined
 export function toAgentRecord(entry: AgentEntry): AgentRecord {
   const live = entry.actor.getSnapshot()
   // What XState's getPersistedSnapshot returns for this machine (no spawned children, no history
-  // states, no actor refs in the context), without its copy of the snapshot and walk of the context.
+  // states, no actor refs in the context), without its copy of the snapshot and walk of the
+  // context; the context is the loop's, which is ahead of the machine's while it runs.
   const snapshot = {
     // A stopped actor is an agent this process let go of, not one that ended: it must restore as active.
     status: live.status === 'stopped' ? 'active' : live.status,
@@ -52,7 +61,7 @@ export function toAgentRecord(entry: AgentEntry): AgentRecord {
     error: live.error,
     value: live.value,
     historyValue: {},
-    context: live.context,
+    context: entry.context,
     children: {},
   } as unknown as AgentRecord['snapshot']
   return {
@@ -70,7 +79,8 @@ export function toAgentRecord(entry: AgentEntry): AgentRecord {
 
 /** What a settled agent hands its parent (and its dependents): result, error, or fallback. */
 export function childResult(entry: AgentEntry): ChildResult {
-  const { context, value } = entry.actor.getSnapshot()
+  const { context } = entry
+  const { value } = entry.actor.getSnapshot()
   const base = { id: entry.id, agent: entry.definition.name }
   if (value === 'completed') return { ...base, status: 'completed', result: context.result }
   const error = context.error ?? { name: 'Error', code: 'ERROR', message: 'failed' }

@@ -1,4 +1,4 @@
-import type { ActOutcome, AgentServices, ThinkOutcome } from '../agent/agent-machine.js'
+import type { ActOutcome, SettledGroup, ThinkOutcome } from '../agent/agent-loop.js'
 import type { AgentContext, ChildResult } from '../agent/context.js'
 import { CohortError, LimitExceededError, toErrorInfo } from '../errors.js'
 import type { ChatMessage, ModelReply, ToolSpec } from '../models/types.js'
@@ -11,6 +11,16 @@ import { type AgentEntry, childResult } from './agent-entry.js'
 import { type Orchestrator, tokensOf } from './orchestrator.js'
 
 type ToolAction = Extract<Action, { action: 'call_tool' }>
+
+/**
+ * The side effects of an agent's states, run by the orchestrator: thinking → `think`, executing
+ * → `act`, suspended on children → `awaitChildren`. Each outcome becomes one step of its loop.
+ */
+export interface AgentServices {
+  think(entry: AgentEntry, signal: AbortSignal): Promise<ThinkOutcome>
+  act(entry: AgentEntry, action: Action, signal: AbortSignal): Promise<ActOutcome>
+  awaitChildren(entry: AgentEntry, ids: string[], signal: AbortSignal): Promise<SettledGroup>
+}
 
 /** The side effects of agents, bound to their run's orchestrator. */
 export function createAgentServices(run: Orchestrator): AgentServices {
@@ -32,9 +42,9 @@ export function createAgentServices(run: Orchestrator): AgentServices {
   const toolsOf = (entry: AgentEntry) => kindOf(entry).tools
 
   return {
-    async think(agentId, signal) {
-      const entry = run.entry(agentId)
-      const context = entry.actor.getSnapshot().context
+    async think(entry, signal) {
+      const { context } = entry
+      const agentId = entry.id
       if (context.turn >= entry.limits.maxSteps) {
         throw new LimitExceededError(
           'maxSteps',
@@ -123,9 +133,8 @@ export function createAgentServices(run: Orchestrator): AgentServices {
       return outcome
     },
 
-    async act(agentId, action, signal) {
-      const entry = run.entry(agentId)
-      const context = entry.actor.getSnapshot().context
+    async act(entry, action, signal) {
+      const { context } = entry
       switch (action.action) {
         case 'launch_subagents': {
           const outcome = await run.launch(entry, action.agents, action.on_cycle)
@@ -145,8 +154,8 @@ export function createAgentServices(run: Orchestrator): AgentServices {
       }
     },
 
-    awaitChildren(agentId, localIds, signal) {
-      const context = run.entry(agentId).actor.getSnapshot().context
+    awaitChildren(entry, localIds, signal) {
+      const { context } = entry
       const byLocalId = new Map(context.children.map((child) => [child.localId, child]))
       const childOf = (localId: string) => {
         const link = byLocalId.get(localId)
@@ -199,14 +208,6 @@ export function createAgentServices(run: Orchestrator): AgentServices {
         return { results, conflicts }
       })
     },
-
-    notify(context, event) {
-      run.emitAgent(context, event)
-    },
-
-    maxRepairs(context) {
-      return run.entry(context.agentId).limits.maxRepairs
-    },
   }
 
   function cleanReply(reply: ModelReply): ModelReply {
@@ -247,8 +248,7 @@ export function createAgentServices(run: Orchestrator): AgentServices {
     const recipient = candidates.map((id) => (id === null ? undefined : run.registry.get(id))).find(Boolean)
     if (!recipient) return `error: no agent "${to}" to send to; use "parent", a child id or a sibling id`
     if (recipient.settled) return `error: agent "${to}" has already finished`
-    recipient.actor.send({ type: 'MESSAGE', from: entry.id, text })
-    run.emitAgent(recipient.actor.getSnapshot().context, { type: 'agent.message', from: entry.id, text })
+    run.deliverMessage(recipient, entry.id, text)
     return `sent to ${recipient.id}`
   }
 

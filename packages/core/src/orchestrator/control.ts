@@ -1,3 +1,4 @@
+import { afterAnswer, afterRejection } from '../agent/agent-loop.js'
 import { InvalidInputError } from '../errors.js'
 import type { AgentEntry } from './agent-entry.js'
 import type { Orchestrator } from './orchestrator.js'
@@ -7,24 +8,29 @@ export class RunControl {
   constructor(private readonly run: Orchestrator) {}
 
   approve(callId: string): void {
-    this.awaitingCall(callId, 'approval').actor.send({ type: 'APPROVE', callId })
+    const entry = this.awaitingCall(callId, 'approval')
+    this.run.resumeWith(entry, afterAnswer(entry.context, { approved: true }))
   }
 
   reject(callId: string, reason: string): void {
-    this.awaitingCall(callId, 'approval').actor.send({ type: 'REJECT', callId, reason })
+    const entry = this.awaitingCall(callId, 'approval')
+    this.run.resumeWith(entry, afterRejection(entry.context, reason))
   }
 
   /** Gives a suspended agent what it asked for (`ctx.suspend`), or approves its pending call. */
   resume(agentId: string, payload: unknown): void {
     const entry = this.live(agentId)
-    const { awaiting } = entry.actor.getSnapshot().context
+    const { awaiting } = entry.context
     if (!awaiting) {
       throw new InvalidInputError(
         `agent ${agentId} is not waiting for input or approval (it is ${this.state(entry)})`,
       )
     }
-    if (awaiting.kind === 'approval') entry.actor.send({ type: 'APPROVE', callId: awaiting.callId })
-    else entry.actor.send({ type: 'RESUME', payload: this.run.config.redact(payload) })
+    const answer =
+      awaiting.kind === 'approval'
+        ? { approved: true as const }
+        : { payload: this.run.config.redact(payload) }
+    this.run.resumeWith(entry, afterAnswer(entry.context, answer))
   }
 
   /** Delivers `text` into the agent's next model turn. */
@@ -32,9 +38,7 @@ export class RunControl {
     if (typeof text !== 'string' || text.trim() === '')
       throw new InvalidInputError('message text must be a non-empty string')
     const entry = this.live(agentId)
-    const clean = this.run.config.redact(text)
-    entry.actor.send({ type: 'MESSAGE', from, text: clean })
-    this.run.emitAgent(entry.actor.getSnapshot().context, { type: 'agent.message', from, text: clean })
+    this.run.deliverMessage(entry, from, this.run.config.redact(text))
   }
 
   private live(agentId: string): AgentEntry {
@@ -46,7 +50,7 @@ export class RunControl {
 
   private awaitingCall(callId: string, kind: 'approval'): AgentEntry {
     for (const entry of this.run.registry.values()) {
-      const awaiting = entry.settled ? null : entry.actor.getSnapshot().context.awaiting
+      const awaiting = entry.settled ? null : entry.context.awaiting
       if (awaiting?.callId === callId && awaiting.kind === kind) return entry
     }
     throw new InvalidInputError(

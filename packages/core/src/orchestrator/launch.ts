@@ -26,7 +26,7 @@ export function planLaunch(
   registry: ReadonlyMap<string, AgentEntry>,
   onCycle: 'refuse' | 'sequential',
 ): LaunchPlan {
-  const context = parent.actor.getSnapshot().context
+  const { context } = parent
   const taken = new Set(context.children.map((child) => child.localId))
   const links = specs.map((spec, index) => {
     const localId = spec.id ?? `${spec.agent}-${context.children.length + index + 1}`

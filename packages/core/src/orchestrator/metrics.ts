@@ -75,7 +75,8 @@ export function computeRunMetrics(
   let retries = 0
   const conflicts: Conflict[] = []
   for (const entry of entries) {
-    const { context, value } = entry.actor.getSnapshot()
+    const { context } = entry
+    const { value } = entry.actor.getSnapshot()
     conflicts.push(...context.conflicts)
     prompt += context.usage.promptTokens
     completion += context.usage.completionTokens

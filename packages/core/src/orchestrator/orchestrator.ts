@@ -1,12 +1,16 @@
 import { getEventListeners } from 'node:events'
 import { createActor } from 'xstate'
 import {
-  type AgentEvent,
-  type AgentMachine,
-  type AgentServices,
-  createAgentMachine,
-} from '../agent/agent-machine.js'
-import type { AgentContext } from '../agent/context.js'
+  afterAct,
+  afterSettled,
+  afterThought,
+  fail,
+  type Step,
+  started,
+  withMessage,
+} from '../agent/agent-loop.js'
+import { type AgentMachine, createAgentMachine, type LifecycleEvent } from '../agent/agent-machine.js'
+import { type AgentContext, initialContext } from '../agent/context.js'
 import type { AgentDefinition } from '../agent/define-agent.js'
 import { type RunLimits, resolveLimits } from '../agent/limits.js'
 import {
@@ -25,14 +29,21 @@ import type { AgentEventInput, RunEventInput } from '../events/types.js'
 import type { ChatMessage, ChatModel } from '../models/types.js'
 import { AgentWriter } from '../persistence/agent-writer.js'
 import { readRunRecord } from '../persistence/read.js'
-import type { AgentRecord, RunRecord, RunStatus, RunStore, StoredRun } from '../persistence/records.js'
+import type {
+  AgentRecord,
+  PersistedAgentSnapshot,
+  RunRecord,
+  RunStatus,
+  RunStore,
+  StoredRun,
+} from '../persistence/records.js'
 import type { LaunchSpec } from '../protocol/actions.js'
 import { systemPrompt } from '../protocol/prompt.js'
 import type { Redactor } from '../protocol/redact.js'
 import type { Scheduler } from '../scheduler/scheduler.js'
 import type { Workspaces } from '../workspaces/workspaces.js'
 import { type AgentEntry, childResult, suspendedOn, toAgentRecord } from './agent-entry.js'
-import { createAgentServices } from './agent-services.js'
+import { type AgentServices, createAgentServices } from './agent-services.js'
 import { type LaunchOutcome, planLaunch } from './launch.js'
 import { BusyTracker } from './metrics.js'
 
@@ -101,7 +112,7 @@ export class Orchestrator {
 
   constructor(readonly config: OrchestratorConfig) {
     this.services = createAgentServices(this)
-    this.machine = createAgentMachine(this.services)
+    this.machine = createAgentMachine((context, event) => this.emitAgent(context, event))
     this.writer = new AgentWriter(config.store, config.runId, config.storeTimeoutMs, (error) =>
       this.abort(error),
     )
@@ -207,20 +218,20 @@ export class Orchestrator {
 
   private async startRoot(agentName: string, task: string, start = true): Promise<void> {
     const definition = this.definition(agentName)
-    const root = this.createAgent({
-      id: agentName,
-      definition,
-      task,
-      parentId: null,
-      depth: 0,
-      priority: definition.priority ?? 0,
-      timeoutMs: this.limitsFor(definition).timeoutMs,
-    })
-    await this.writer.writeNow(root.id, () => toAgentRecord(root))
-    if (!start) return
-    this.subscribe(root)
-    root.actor.start()
-    this.startWhenReady(root)
+    const root = this.createAgent(
+      {
+        id: agentName,
+        definition,
+        task,
+        parentId: null,
+        depth: 0,
+        priority: definition.priority ?? 0,
+        timeoutMs: this.limitsFor(definition).timeoutMs,
+      },
+      start,
+    )
+    await this.writer.writeNow(root.id, root.record)
+    if (start) this.activate(root)
   }
 
   /** Rebuilds every agent from its record: in-flight model calls, tools and waits run again. */
@@ -240,7 +251,7 @@ export class Orchestrator {
         'rootAgentId',
       )
     }
-    for (const entry of entries) this.tokensUsed += tokensOf(entry.actor.getSnapshot().context)
+    for (const entry of entries) this.tokensUsed += tokensOf(entry.context)
     this.emitRun({ type: 'run.resumed', agents: entries.length })
     if (stored.run.status !== 'running') return this.settleFromRecord(stored.run)
     for (const entry of entries) this.subscribe(entry)
@@ -248,9 +259,8 @@ export class Orchestrator {
     for (const entry of entries) this.runEffect(entry)
     for (const entry of entries) {
       if (entry.settled) continue
-      const { value, context } = entry.actor.getSnapshot()
-      if (value === 'idle') this.startWhenReady(entry)
-      else if (context.deadline !== null) this.armTimeout(entry, context.deadline)
+      if (entry.actor.getSnapshot().value === 'idle') this.startWhenReady(entry)
+      else if (entry.context.deadline !== null) this.armTimeout(entry, entry.context.deadline)
     }
     // Agents whose settlement was not yet seen by their parents or dependents.
     for (const entry of entries) if (entry.settled) this.cancelOrphans(entry)
@@ -273,21 +283,26 @@ export class Orchestrator {
     if (!plan.ok) return plan
     const links = plan.children.map((child) => child.link)
     if (plan.existing) return { ok: true, children: links }
-    const context = parent.actor.getSnapshot().context
+    const context = parent.context
     for (const message of plan.warnings) this.emitAgent(context, { type: 'agent.warning', message })
+    const segment = this.config.segment
     const children = plan.children.map(({ link, spec, dependsOn }) => {
       const definition = this.definition(link.agent)
-      return this.createAgent({
-        id: link.id,
-        definition,
-        task: link.task,
-        parentId: parent.id,
-        depth: parent.depth + 1,
-        dependsOn,
-        priority: spec.priority ?? definition.priority ?? 0,
-        timeoutMs: spec.timeout_ms ?? this.limitsFor(definition).timeoutMs,
-        fallback: 'fallback' in spec ? { value: spec.fallback } : (definition.fallback ?? null),
-      })
+      return this.createAgent(
+        {
+          id: link.id,
+          definition,
+          task: link.task,
+          parentId: parent.id,
+          depth: parent.depth + 1,
+          dependsOn,
+          priority: spec.priority ?? definition.priority ?? 0,
+          timeoutMs: spec.timeout_ms ?? this.limitsFor(definition).timeoutMs,
+          fallback: 'fallback' in spec ? { value: spec.fallback } : (definition.fallback ?? null),
+        },
+        // A child with nothing to wait for starts running; a segment's children start in other workers.
+        !segment && dependsOn.length === 0,
+      )
     })
     this.emitAgent(context, {
       type: 'agent.launched',
@@ -299,20 +314,15 @@ export class Orchestrator {
       })),
     })
     // Children are on disk before the parent records the launch, so a restore always finds them.
-    const written = () =>
-      Promise.all(children.map((child) => this.writer.writeNow(child.id, () => toAgentRecord(child))))
-    if (this.config.segment) {
+    const written = () => Promise.all(children.map((child) => this.writer.writeNow(child.id, child.record)))
+    if (segment) {
       // Children of a segment run in other workers: the host schedules them.
       await written()
       for (const child of children) child.remote = true
-      await this.config.segment.enqueue(children.map((child) => child.id))
+      await segment.enqueue(children.map((child) => child.id))
       return { ok: true, children: links }
     }
-    for (const child of children) {
-      this.subscribe(child)
-      child.actor.start()
-    }
-    for (const child of children) this.startWhenReady(child)
+    for (const child of children) this.activate(child)
     // Written once they started, not also before: one write per child, of its running state.
     await written()
     return { ok: true, children: links }
@@ -323,8 +333,21 @@ export class Orchestrator {
     if (this.isSettled || this.cancelReason !== undefined) return
     this.cancelReason = reason
     for (const entry of this.registry.values()) {
-      if (!entry.settled) entry.actor.send({ type: 'CANCEL', reason })
+      if (!entry.settled) this.failAgent(entry, new CancelledError(reason))
     }
+  }
+
+  /** Ends an agent as failed, wherever it is (cancel, timeout, an effect that threw). */
+  failAgent(entry: AgentEntry, error: unknown): void {
+    if (entry.settled) return
+    this.send(entry, { type: 'FAIL', context: fail(entry.context, error) })
+  }
+
+  /** Delivers a message into the agent's next model turn, whatever state it is in. */
+  deliverMessage(entry: AgentEntry, from: string, text: string): void {
+    entry.context = withMessage(entry.context, from, text)
+    this.writer.schedule(entry.id, entry.record)
+    this.emitAgent(entry.context, { type: 'agent.message', from, text })
   }
 
   emitAgent(context: AgentContext, event: AgentEventInput): void {
@@ -364,23 +387,43 @@ export class Orchestrator {
     return definition
   }
 
-  private createAgent(agent: NewAgent): AgentEntry {
-    const actor = createActor(this.machine, {
-      input: {
-        runId: this.runId,
-        agentId: agent.id,
-        name: agent.definition.name,
-        parentId: agent.parentId,
-        depth: agent.depth,
-        task: agent.task,
-        systemMessage: this.systemMessageFor(agent.definition),
-        dependsOn: agent.dependsOn ?? [],
-        priority: agent.priority ?? 0,
-        timeoutMs: agent.timeoutMs ?? null,
-        fallback: agent.fallback ?? null,
-      },
+  /**
+   * Makes a new agent, idle or already running (with nothing to wait for, it skips the idle
+   * state's transition). Its actor is built from a snapshot, as a restored one is, which costs
+   * less than XState's initial transition; `activate` starts it.
+   */
+  private createAgent(agent: NewAgent, running: boolean): AgentEntry {
+    let context = initialContext({
+      runId: this.runId,
+      agentId: agent.id,
+      name: agent.definition.name,
+      parentId: agent.parentId,
+      depth: agent.depth,
+      task: agent.task,
+      systemMessage: this.systemMessageFor(agent.definition),
+      dependsOn: agent.dependsOn ?? [],
+      priority: agent.priority ?? 0,
+      timeoutMs: agent.timeoutMs ?? null,
+      fallback: agent.fallback ?? null,
     })
-    return this.register(agent.id, agent.definition, actor, agent.parentId, agent.depth, false)
+    if (running) context = started(context, deadlineOf(context))
+    const snapshot = { ...idleSnapshot, value: running ? 'running' : 'idle', context }
+    const actor = createActor(this.machine, { snapshot: snapshot as PersistedAgentSnapshot } as never)
+    return this.register(agent.id, agent.definition, actor, context, agent.parentId, agent.depth, false)
+  }
+
+  /** Starts a new agent's actor: one created running begins its loop, an idle one waits for its dependencies. */
+  private activate(entry: AgentEntry): void {
+    this.subscribe(entry)
+    const running = entry.actor.getSnapshot().value === 'running'
+    if (running) this.emitStarted(entry.context)
+    entry.actor.start()
+    if (!running) this.startWhenReady(entry)
+    else if (entry.context.deadline !== null) this.armTimeout(entry, entry.context.deadline)
+  }
+
+  private emitStarted(context: AgentContext): void {
+    this.emitAgent(context, { type: 'agent.started', parentId: context.parentId, task: context.task })
   }
 
   restoreAgent(record: AgentRecord): AgentEntry {
@@ -410,13 +453,15 @@ export class Orchestrator {
       )
     }
     const settled = record.status === 'completed' || record.status === 'failed'
-    return this.register(record.id, definition, actor, record.parentId, record.depth, settled)
+    const context = record.snapshot.context as AgentContext
+    return this.register(record.id, definition, actor, context, record.parentId, record.depth, settled)
   }
 
   private register(
     id: string,
     definition: AgentDefinition,
     actor: AgentEntry['actor'],
+    context: AgentContext,
     parentId: string | null,
     depth: number,
     settled: boolean,
@@ -426,6 +471,8 @@ export class Orchestrator {
       definition,
       limits: this.limitsFor(definition),
       actor,
+      context,
+      record: () => toAgentRecord(entry),
       parentId,
       depth,
       settled,
@@ -439,7 +486,7 @@ export class Orchestrator {
 
   /** Starts an idle agent once its dependencies are settled, handing it their results. */
   startWhenReady(entry: AgentEntry): void {
-    const { dependsOn } = entry.actor.getSnapshot().context
+    const { dependsOn } = entry.context
     const pending = dependsOn
       .map((id) => this.registry.get(id))
       .filter((dep) => dep && !dep.settled) as AgentEntry[]
@@ -463,37 +510,36 @@ export class Orchestrator {
         'DEPENDENCY_FAILED',
         `dependency "${failed.id}" failed: ${failed.error?.message}`,
       )
-      entry.actor.send({ type: 'FAIL', error: toErrorInfo(error) })
+      this.failAgent(entry, error)
       return
     }
-    const { timeoutMs } = entry.actor.getSnapshot().context
-    const deadline = timeoutMs === null ? null : Date.now() + timeoutMs
-    const context =
+    const deadline = deadlineOf(entry.context)
+    const note =
       results.length > 0 ? `Results of the agents you depend on: ${JSON.stringify(results)}` : undefined
-    entry.actor.send({ type: 'START', deadline, ...(context !== undefined && { context }) })
+    const context = started(entry.context, deadline, note)
+    this.emitStarted(context)
+    this.send(entry, { type: 'RUN', context })
     if (deadline !== null) this.armTimeout(entry, deadline)
   }
 
   armTimeout(entry: AgentEntry, deadline: number): void {
     clearTimeout(entry.timer)
-    const { timeoutMs } = entry.actor.getSnapshot().context
+    const { timeoutMs } = entry.context
     entry.timer = setTimeout(
       () => {
         if (entry.settled) return
-        const error = new TimeoutError(`agent ${entry.id} timed out after ${timeoutMs} ms`)
-        entry.actor.send({ type: 'FAIL', error: toErrorInfo(error) })
+        this.failAgent(entry, new TimeoutError(`agent ${entry.id} timed out after ${timeoutMs} ms`))
       },
       Math.max(0, deadline - Date.now()),
     )
   }
 
   subscribe(entry: AgentEntry, onChange?: () => void): void {
-    const record = () => toAgentRecord(entry)
     const subscription = entry.actor.subscribe({
       next: (snapshot) => {
         // A stopped actor (shutdown, a segment's end) is not a state worth keeping.
         if (snapshot.status === 'stopped') return
-        this.writer.schedule(entry.id, record)
+        this.writer.schedule(entry.id, entry.record)
         if (snapshot.status === 'done' && !entry.settled) this.settle(entry)
         else this.runEffect(entry)
         onChange?.()
@@ -504,28 +550,46 @@ export class Orchestrator {
   }
 
   /**
+   * Hands the agent's machine a change of state, and the agent the context that comes with it
+   * (its subscription, called from inside `send`, reads it). Every event sent is one the
+   * machine takes in the agent's state: a settled agent is sent nothing.
+   */
+  private send(entry: AgentEntry, event: LifecycleEvent): void {
+    entry.context = event.context
+    entry.actor.send(event)
+  }
+
+  /**
    * Starts the effect the agent's state calls for, unless one runs: thinking → a model call,
-   * executing → its next action, suspended on children → waiting for them. The outcome comes
-   * back to the agent as an event. (Cheaper than an invoked actor per step, and a restored
-   * agent restarts its effect the same way.)
+   * executing → its next action, suspended on children → waiting for them. Its outcome is one
+   * step of the agent's loop (`advance`). (Cheaper than an invoked actor per step, and a
+   * restored agent restarts its effect the same way.)
    */
   runEffect(entry: AgentEntry): void {
     if (entry.effect !== 0 || entry.settled || entry.remote) return
     const snapshot = entry.actor.getSnapshot()
     if (snapshot.status !== 'active') return
-    const { value, context } = snapshot
-    let effect: ((signal: AbortSignal) => Promise<AgentEvent>) | undefined
+    const { value } = snapshot
+    const { context } = entry
+    let effect: ((signal: AbortSignal) => Promise<Step | { step: Step; settled: string[] }>) | undefined
     if (value === 'running' && context.phase === 'thinking') {
       effect = (signal) =>
-        this.services.think(entry.id, signal).then((output) => ({ type: 'THOUGHT', output }))
+        this.services
+          .think(entry, signal)
+          .then((output) => afterThought(entry.context, output, entry.limits.maxRepairs))
     } else if (value === 'running') {
       const action = context.pending[0]!
       effect = (signal) =>
-        this.services.act(entry.id, action, signal).then((output) => ({ type: 'ACTED', output }))
+        this.services
+          .act(entry, action, signal)
+          .then((output) => afterAct(entry.context, output, entry.limits.maxRepairs))
     } else if (suspendedOn(value) === 'children') {
       const ids = context.waitingOn ?? []
       effect = (signal) =>
-        this.services.awaitChildren(entry.id, ids, signal).then((output) => ({ type: 'SETTLED', output }))
+        this.services.awaitChildren(entry, ids, signal).then((group) => ({
+          step: afterSettled(entry.context, group),
+          settled: group.results.map((result) => result.id),
+        }))
     }
     if (!effect) return
     // A controller whose signal nobody listens to any more is as good as a new one, and making one
@@ -543,14 +607,48 @@ export class Orchestrator {
     const signal = controller.signal
     const token = ++this.effects
     entry.effect = token
-    effect(signal)
-      .catch((error: unknown): AgentEvent => ({ type: 'EFFECT_FAILED', error }))
-      .then((event) => {
+    effect(signal).then(
+      (outcome) => {
         // An aborted effect (the agent settled or stopped) has nobody left to tell.
         if (entry.effect !== token || signal.aborted) return
         entry.effect = 0
-        entry.actor.send(event)
+        if ('settled' in outcome) this.resumeWith(entry, outcome.step, outcome.settled)
+        else this.advance(entry, outcome)
+      },
+      (error: unknown) => {
+        if (entry.effect !== token || signal.aborted) return
+        entry.effect = 0
+        this.failAgent(entry, error)
+      },
+    )
+  }
+
+  /**
+   * Applies one step of the agent's loop. A step that stays in `running` (the next model call,
+   * the next action) becomes the agent's context, is written to the store and runs its effect;
+   * one that leaves it goes to the machine, whose subscription does the same once the state changed.
+   */
+  advance(entry: AgentEntry, step: Step): void {
+    if (step.repair !== undefined) {
+      this.emitAgent(step.context, {
+        type: 'agent.repair',
+        error: step.repair,
+        repairs: step.context.repairs,
       })
+    }
+    if (step.next === 'running' && entry.actor.getSnapshot().value === 'running') {
+      entry.context = step.context
+      this.writer.schedule(entry.id, entry.record)
+      this.runEffect(entry)
+      return
+    }
+    this.send(entry, { type: lifecycleEvents[step.next], context: step.context })
+  }
+
+  /** A suspended agent goes on: its children settled (`settled`), or a person answered it. */
+  resumeWith(entry: AgentEntry, step: Step, settled: string[] = []): void {
+    this.emitAgent(step.context, { type: 'agent.resumed', settled })
+    this.advance(entry, step)
   }
 
   /** Aborts the agent's running effect (cancel, timeout, a segment's end). */
@@ -562,7 +660,7 @@ export class Orchestrator {
   private settle(entry: AgentEntry): void {
     entry.settled = true
     this.stopEffect(entry, () => {
-      const { error } = entry.actor.getSnapshot().context
+      const { error } = entry.context
       return error ? fromErrorInfo(error) : new CancelledError('settled')
     })
     clearTimeout(entry.timer)
@@ -580,10 +678,10 @@ export class Orchestrator {
 
   /** A settled agent's unsettled children can never hand their results to it: end them. */
   private cancelOrphans(entry: AgentEntry): void {
-    for (const link of entry.actor.getSnapshot().context.children) {
+    for (const link of entry.context.children) {
       const child = this.registry.get(link.id)
       if (child && !child.settled && !child.remote)
-        child.actor.send({ type: 'CANCEL', reason: `parent ${entry.id} has ended` })
+        this.failAgent(child, new CancelledError(`parent ${entry.id} has ended`))
     }
   }
 
@@ -591,9 +689,10 @@ export class Orchestrator {
   async endRun(root: AgentEntry): Promise<void> {
     if (this.ending) return
     this.ending = true
-    const { value, context } = root.actor.getSnapshot()
+    const { value } = root.actor.getSnapshot()
+    const { context } = root
     for (const entry of this.registry.values()) {
-      if (!entry.settled && !entry.remote) entry.actor.send({ type: 'CANCEL', reason: 'the run finished' })
+      if (!entry.settled && !entry.remote) this.failAgent(entry, new CancelledError('the run finished'))
     }
     let status: RunStatus = value === 'completed' ? 'completed' : 'failed'
     if (status === 'failed' && this.cancelReason !== undefined) status = 'cancelled'
@@ -675,6 +774,22 @@ export class Orchestrator {
     this.rejectResult(error instanceof CohortError ? error : new AgentFailedError('(runtime)', info.message))
     this.config.bus.close()
   }
+}
+
+/** Which event of the agent machine a step that leaves `running` sends. */
+const lifecycleEvents = {
+  running: 'RUN',
+  suspended: 'SUSPEND',
+  external: 'AWAIT',
+  completed: 'FINISH',
+  failed: 'FAIL',
+} as const satisfies Record<Step['next'], LifecycleEvent['type']>
+
+/** What a new agent's snapshot holds besides its state and context (as XState persists one). */
+const idleSnapshot = { status: 'active', output: undefined, error: undefined, historyValue: {}, children: {} }
+
+function deadlineOf(context: AgentContext): number | null {
+  return context.timeoutMs === null ? null : Date.now() + context.timeoutMs
 }
 
 export function tokensOf(context: AgentContext): number {

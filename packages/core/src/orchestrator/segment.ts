@@ -1,5 +1,5 @@
 import type { ChildResult } from '../agent/context.js'
-import { CohortError, SnapshotError } from '../errors.js'
+import { CancelledError, CohortError, SnapshotError } from '../errors.js'
 import { readAgentRecord, readRunRecord } from '../persistence/read.js'
 import type { RunRecord, RunStore } from '../persistence/records.js'
 import { childResult, suspendedOn } from './agent-entry.js'
@@ -25,7 +25,7 @@ export async function runSegment(run: Orchestrator, agentId: string): Promise<Se
   const entry = run.restoreAgent(record)
   if (entry.settled) return { kind: 'settled', result: childResult(entry) }
 
-  const context = entry.actor.getSnapshot().context
+  const { context } = entry
   for (const id of [...context.children.map((child) => child.id), ...context.dependsOn]) {
     if (run.registry.has(id)) continue
     const other = await readAgentRecord(store, run.runId, id)
@@ -48,7 +48,7 @@ export async function runSegment(run: Orchestrator, agentId: string): Promise<Se
   entry.actor.start()
   run.runEffect(entry)
   if (runRecord.status !== 'running') {
-    entry.actor.send({ type: 'CANCEL', reason: `the run is ${runRecord.status}` })
+    run.failAgent(entry, new CancelledError(`the run is ${runRecord.status}`))
   } else if (entry.actor.getSnapshot().value === 'idle') {
     run.startWhenReady(entry)
   } else if (context.deadline !== null) {

@@ -1,0 +1,230 @@
+import { type ErrorInfo, LimitExceededError, ParseError, toErrorInfo } from '../errors.js'
+import type { ProcessRecord } from '../models/command-model.js'
+import type { ChatMessage, TokenUsage } from '../models/types.js'
+import type { Action, ParseResult } from '../protocol/actions.js'
+import { actionReply, childResultsMessage, inboxMessage } from '../protocol/feedback.js'
+import type { Conflict } from '../workspaces/workspaces.js'
+import type { AgentContext, Awaiting, ChildLink, ChildResult } from './context.js'
+
+export interface ThinkOutcome {
+  assistant: ChatMessage
+  parse: ParseResult
+  /** Messages that tell the model why its reply could not be used. */
+  feedback: ChatMessage[]
+  usage?: TokenUsage
+  cost?: number
+  durationMs: number
+  retries?: number
+  process?: ProcessRecord
+  /** Inbox messages (the first n) that were delivered into this turn. */
+  inboxConsumed: number
+}
+
+/** Children that settled, and files more than one of them changed in their workspaces. */
+export interface SettledGroup {
+  results: ChildResult[]
+  conflicts: Conflict[]
+}
+
+export interface ActOutcome {
+  messages: ChatMessage[]
+  children?: ChildLink[]
+  /** Set when the action was refused (a limit): the rest of the reply is dropped. */
+  refused?: string
+  /** Set when the action needs an approval or input from outside first. */
+  suspend?: Awaiting
+  durationMs?: number
+}
+
+/**
+ * Where an agent goes after a step: on with its loop (`running`), or to another state of its
+ * machine. `suspended` waits on children, `external` on the outside world.
+ */
+export type NextState = 'running' | 'suspended' | 'external' | 'completed' | 'failed'
+
+/** The outcome of one step of the think/act loop: the agent's next context and state. */
+export interface Step {
+  context: AgentContext
+  next: NextState
+  /** Why the model is asked again (an unusable reply, a refused launch): an `agent.repair`. */
+  repair?: string
+}
+
+// The think/act loop of `running`, as pure functions of the context and an effect's outcome.
+// The orchestrator applies a step that stays in `running` to the agent's context itself and
+// hands one that leaves it to the agent machine: a step costs no XState transition.
+
+/** A new agent's context once it starts. */
+export function started(context: AgentContext, deadline: number | null, note?: string): AgentContext {
+  return {
+    ...context,
+    startedAt: Date.now(),
+    deadline,
+    messages: note === undefined ? context.messages : [...context.messages, { role: 'user', content: note }],
+  }
+}
+
+/** A model reply came back: its actions become `pending`, or the model is asked to repair it. */
+export function afterThought(context: AgentContext, output: ThinkOutcome, maxRepairs: number): Step {
+  const turned = { ...context, ...countTurn(context, output) }
+  const messages = withInbox(context, output)
+  if (output.parse.ok) {
+    return route({ ...turned, messages: [...messages, output.assistant], pending: output.parse.actions })
+  }
+  const { error } = output.parse
+  if (context.repairs < maxRepairs) {
+    const repaired: AgentContext = {
+      ...turned,
+      messages: [...messages, output.assistant, ...output.feedback],
+      repairs: context.repairs + 1,
+      phase: 'thinking',
+    }
+    return { context: repaired, next: 'running', repair: error }
+  }
+  return {
+    context: { ...turned, ...failure(new ParseError(error)), messages: [...messages, output.assistant] },
+    next: 'failed',
+  }
+}
+
+/** The first pending action was carried out (or refused, or needs someone outside first). */
+export function afterAct(context: AgentContext, output: ActOutcome, maxRepairs: number): Step {
+  if (output.refused !== undefined) {
+    if (context.repairs < maxRepairs) {
+      const repaired: AgentContext = {
+        ...context,
+        messages: [...context.messages, ...output.messages, ...skipRest(context.pending.slice(1))],
+        pending: [],
+        repairs: context.repairs + 1,
+        phase: 'thinking',
+      }
+      return { context: repaired, next: 'running', repair: output.refused }
+    }
+    return { context: fail(context, new LimitExceededError('launch', output.refused)), next: 'failed' }
+  }
+  if (output.suspend !== undefined)
+    return { context: { ...context, awaiting: output.suspend }, next: 'external' }
+  return route({
+    ...context,
+    messages: output.messages.length > 0 ? [...context.messages, ...output.messages] : context.messages,
+    children: appendChildren(context.children, output.children),
+    pending: context.pending.slice(1),
+    busyMs: context.busyMs + (output.durationMs ?? 0),
+    // Repairs count unusable replies in a row: an action that went through ends the row.
+    repairs: 0,
+  })
+}
+
+/** The awaited children settled: their results (and errors) are one message, then the loop goes on. */
+export function afterSettled(context: AgentContext, group: SettledGroup): Step {
+  const { results, conflicts } = group
+  return route({
+    ...context,
+    messages: [...context.messages, childResultsMessage(results, context.waitCallId, conflicts)],
+    conflicts: conflicts.length > 0 ? [...context.conflicts, ...conflicts] : context.conflicts,
+    delivered: [...context.delivered, ...(context.waitingOn ?? [])],
+    waitingOn: null,
+    waitCallId: null,
+  })
+}
+
+/** A person approved the call the agent waits on, or gave it the input it asked for: it runs the call. */
+export function afterAnswer(context: AgentContext, value: AgentContext['answers'][string]): Step {
+  const key = context.awaiting?.key
+  if (key === undefined) return { context, next: 'external' }
+  return {
+    context: {
+      ...context,
+      answers: { ...context.answers, [key]: value },
+      awaiting: null,
+      phase: 'executing',
+    },
+    next: 'running',
+  }
+}
+
+/** A person rejected the call: the model is told, and the rest of its reply goes on. */
+export function afterRejection(context: AgentContext, reason: string): Step {
+  return route({
+    ...context,
+    messages: [...context.messages, actionReply(context.pending[0]!, `rejected: ${reason}`)],
+    pending: context.pending.slice(1),
+    awaiting: null,
+  })
+}
+
+export function withMessage(context: AgentContext, from: string, text: string): AgentContext {
+  return { ...context, inbox: [...context.inbox, { from, text }] }
+}
+
+export function fail(context: AgentContext, error: unknown): AgentContext {
+  return { ...context, ...failure(error) }
+}
+
+/** Where an agent goes once a step's update is in its context: its next pending action decides. */
+function route(context: AgentContext): Step {
+  const next = context.pending[0]
+  if (next === undefined) return { context: { ...context, phase: 'thinking' }, next: 'running' }
+  if (next.action === 'finish') {
+    return {
+      context: { ...context, result: next.result, pending: [], endedAt: Date.now() },
+      next: 'completed',
+    }
+  }
+  if (next.action === 'wait_for_subagents') return { context: waitFor(context, next), next: 'suspended' }
+  return { context: { ...context, phase: 'executing' }, next: 'running' }
+}
+
+/** The messages that arrived while the agent was busy, delivered into the turn that just ran. */
+function withInbox(context: AgentContext, output: ThinkOutcome): ChatMessage[] {
+  if (output.inboxConsumed === 0) return context.messages
+  return [...context.messages, inboxMessage(context.inbox.slice(0, output.inboxConsumed))]
+}
+
+function failure(error: unknown): { error: ErrorInfo; endedAt: number } {
+  return { error: toErrorInfo(error), endedAt: Date.now() }
+}
+
+function countTurn(context: AgentContext, outcome: ThinkOutcome): Partial<AgentContext> {
+  return {
+    turn: context.turn + 1,
+    inbox: outcome.inboxConsumed === 0 ? context.inbox : context.inbox.slice(outcome.inboxConsumed),
+    busyMs: context.busyMs + outcome.durationMs,
+    retries: context.retries + (outcome.retries ?? 0),
+    processes: outcome.process ? [...context.processes, outcome.process] : context.processes,
+    usage: {
+      promptTokens: context.usage.promptTokens + (outcome.usage?.promptTokens ?? 0),
+      completionTokens: context.usage.completionTokens + (outcome.usage?.completionTokens ?? 0),
+      cost: context.usage.cost + (outcome.cost ?? 0),
+    },
+  }
+}
+
+/** The wait action leaves `pending`; with no ids it waits for every child not yet delivered. */
+function waitFor(
+  context: AgentContext,
+  wait: Extract<Action, { action: 'wait_for_subagents' }>,
+): AgentContext {
+  let ids = wait.ids
+  if (!ids) {
+    const delivered = new Set(context.delivered)
+    ids = context.children.map((child) => child.localId).filter((id) => !delivered.has(id))
+  }
+  return {
+    ...context,
+    waitingOn: ids,
+    waitCallId: wait.callId ?? null,
+    pending: context.pending.slice(1),
+    repairs: 0,
+  }
+}
+
+function appendChildren(children: ChildLink[], added: ChildLink[] | undefined): ChildLink[] {
+  return added && added.length > 0 ? [...children, ...added] : children
+}
+
+function skipRest(actions: Action[]): ChatMessage[] {
+  return actions.flatMap((action) =>
+    action.callId ? [actionReply(action, 'skipped: an earlier action in the same reply was refused')] : [],
+  )
+}
