@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import { createActor } from 'xstate'
 import { afterAct, afterThought, fail, type Step, started } from '../agent/agent-loop.js'
-import { createAgentMachine, type LifecycleEvent } from '../agent/agent-machine.js'
+import { AgentLifecycle, type LifecycleEvent } from '../agent/agent-machine.js'
 import { type AgentContext, initialContext } from '../agent/context.js'
 import { defineAgent } from '../agent/define-agent.js'
 import { resolveLimits } from '../agent/limits.js'
@@ -68,28 +68,30 @@ describe('toAgentRecord', () => {
   for (const [state, events] of Object.entries(paths)) {
     it(`writes what XState persists, ${state}`, () => {
       const definition = defineAgent({ name: 'w', instructions: 'work' })
-      const actor = createActor(
-        createAgentMachine(() => {}),
-        { input: initial },
-      )
+      const lifecycle = new AgentLifecycle(() => {})
+      // The same events, to the machine as the orchestrator steps it and to an XState actor.
+      const actor = createActor(lifecycle.machine, { input: initial })
       actor.start()
+      let live = lifecycle.at('idle', initial)
       const states: unknown[] = []
       for (const event of events) {
         actor.send(event)
-        states.push(actor.getSnapshot().value)
+        live = lifecycle.next(live, event)
+        states.push(live.value)
+        expect(live.value).toEqual(actor.getSnapshot().value)
       }
       // Every event was taken: each moved the machine.
       expect(new Set(states).size).toBe(events.length)
       // The live context is the orchestrator's: the last event brought it.
       const context = events.at(-1)?.context ?? initial
-      const persisted = () => ({ ...actor.getPersistedSnapshot(), context })
       const entry: AgentEntry = {
         id: 'root',
         definition,
         limits: resolveLimits({}, undefined),
-        actor,
+        state: live,
         context,
         record: () => toAgentRecord(entry),
+        running: false,
         parentId: null,
         depth: 0,
         settled: false,
@@ -98,21 +100,14 @@ describe('toAgentRecord', () => {
         effect: 0,
       }
       const plain = (value: unknown) => JSON.parse(JSON.stringify(value))
-      expect(plain(toAgentRecord(entry).snapshot)).toEqual(plain(persisted()))
-      // Restored from its record, the machine is where it was, with the live context.
-      const restored = createActor(
-        createAgentMachine(() => {}),
-        {
-          snapshot: toAgentRecord(entry).snapshot,
-        } as never,
-      ).getSnapshot()
-      expect(restored.value).toEqual(actor.getSnapshot().value)
+      const record = toAgentRecord(entry)
+      expect(plain(record.snapshot)).toEqual(plain({ ...actor.getPersistedSnapshot(), context }))
+      // Restored from its record, by XState or by the orchestrator, the machine is where it was.
+      const restored = createActor(lifecycle.machine, { snapshot: record.snapshot } as never).getSnapshot()
+      expect(restored.value).toEqual(live.value)
+      expect(restored.status).toBe(live.status)
       expect(restored.context).toEqual(context)
-      actor.stop()
-      const stopped = plain(persisted())
-      // A stopped actor was let go of, not ended: it restores as active (a final one stays done).
-      const status = stopped.status === 'stopped' ? 'active' : stopped.status
-      expect(plain(toAgentRecord(entry).snapshot)).toEqual({ ...stopped, status })
+      expect(lifecycle.at(record.snapshot.value as never, context).status).toBe(live.status)
     })
   }
 })

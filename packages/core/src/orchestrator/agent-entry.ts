@@ -1,5 +1,4 @@
-import type { Actor } from 'xstate'
-import type { AgentMachine } from '../agent/agent-machine.js'
+import type { AgentState } from '../agent/agent-machine.js'
 import type { AgentContext, AgentStatus, ChildResult } from '../agent/context.js'
 import type { AgentDefinition } from '../agent/define-agent.js'
 import type { RunLimits } from '../agent/limits.js'
@@ -10,11 +9,12 @@ export interface AgentEntry {
   id: string
   definition: AgentDefinition
   limits: RunLimits
-  actor: Actor<AgentMachine>
+  /** Where the agent is in its lifecycle: the agent machine's snapshot (`AgentLifecycle`). */
+  state: AgentState
   /**
    * The agent's whole state, always current: the think/act loop replaces it at every step, and
-   * each event to the machine brings it along. Read this, never the actor's own context (the one
-   * it was created or restored with).
+   * each event to the machine brings it along. Read this, never the machine snapshot's own
+   * context (the one the agent was created or restored with).
    */
   context: AgentContext
   /** Builds the agent's record from its current state (for the writer, which calls it when a write starts). */
@@ -29,7 +29,12 @@ export interface AgentEntry {
   timer?: NodeJS.Timeout
   /** Runs in another process (a segment's children and dependencies): read, never started here. */
   remote?: true
-  unsubscribe?: () => void
+  /** Set while this process runs the agent: each change of state is written and starts its effect. */
+  running: boolean
+  /** Told after each change of state (a segment watches its agent). */
+  onChange?: () => void
+  /** Let go of (a detach, a segment's end): it takes no more events. */
+  stopped?: true
   /** Aborts the running effect when the agent settles or stops (one per effect: listeners do not pile up). */
   controller?: AbortController
   /** Which effect is current: a result from an older one is dropped. 0 when none runs. */
@@ -50,13 +55,12 @@ export function suspendedOn(value: unknown): 'children' | 'external' | undefined
 }
 
 export function toAgentRecord(entry: AgentEntry): AgentRecord {
-  const live = entry.actor.getSnapshot()
+  const live = entry.state
   // What XState's getPersistedSnapshot returns for this machine (no spawned children, no history
   // states, no actor refs in the context), without its copy of the snapshot and walk of the
   // context; the context is the loop's, which is ahead of the machine's while it runs.
   const snapshot = {
-    // A stopped actor is an agent this process let go of, not one that ended: it must restore as active.
-    status: live.status === 'stopped' ? 'active' : live.status,
+    status: live.status,
     output: live.output,
     error: live.error,
     value: live.value,
@@ -80,7 +84,7 @@ export function toAgentRecord(entry: AgentEntry): AgentRecord {
 /** What a settled agent hands its parent (and its dependents): result, error, or fallback. */
 export function childResult(entry: AgentEntry): ChildResult {
   const { context } = entry
-  const { value } = entry.actor.getSnapshot()
+  const { value } = entry.state
   const base = { id: entry.id, agent: entry.definition.name }
   if (value === 'completed') return { ...base, status: 'completed', result: context.result }
   const error = context.error ?? { name: 'Error', code: 'ERROR', message: 'failed' }

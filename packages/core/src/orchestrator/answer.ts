@@ -1,6 +1,5 @@
 import { InvalidInputError } from '../errors.js'
 import { readAgentRecord } from '../persistence/read.js'
-import { toAgentRecord } from './agent-entry.js'
 import { RunControl } from './control.js'
 import type { Orchestrator } from './orchestrator.js'
 import { loadRunRecord } from './segment.js'
@@ -23,14 +22,13 @@ export async function answerStored(run: Orchestrator, agentId: string, answer: A
   if (!record) throw new InvalidInputError(`run ${run.runId} has no agent "${agentId}"`)
   run.adoptRecord(runRecord)
   const entry = run.restoreAgent(record)
-  entry.actor.start()
   try {
     const control = new RunControl(run)
     if ('approve' in answer) control.approve(answer.approve)
     else if ('reject' in answer) control.reject(answer.reject, answer.reason ?? 'rejected by a person')
     else control.resume(agentId, answer.payload)
-    await run.writer.writeNow(entry.id, () => toAgentRecord(entry))
+    await run.writer.writeNow(entry.id, entry.record)
   } finally {
-    entry.actor.stop()
+    run.release(entry)
   }
 }

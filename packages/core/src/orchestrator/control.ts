@@ -59,7 +59,7 @@ export class RunControl {
   }
 
   private state(entry: AgentEntry): string {
-    const value = entry.actor.getSnapshot().value
+    const { value } = entry.state
     return typeof value === 'string' ? value : Object.keys(value)[0]!
   }
 }

@@ -76,7 +76,7 @@ export function computeRunMetrics(
   const conflicts: Conflict[] = []
   for (const entry of entries) {
     const { context } = entry
-    const { value } = entry.actor.getSnapshot()
+    const { value } = entry.state
     conflicts.push(...context.conflicts)
     prompt += context.usage.promptTokens
     completion += context.usage.completionTokens

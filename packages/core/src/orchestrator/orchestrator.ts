@@ -1,5 +1,4 @@
 import { getEventListeners } from 'node:events'
-import { createActor } from 'xstate'
 import {
   afterAct,
   afterSettled,
@@ -9,7 +8,7 @@ import {
   started,
   withMessage,
 } from '../agent/agent-loop.js'
-import { type AgentMachine, createAgentMachine, type LifecycleEvent } from '../agent/agent-machine.js'
+import { AgentLifecycle, type AgentState, type LifecycleEvent } from '../agent/agent-machine.js'
 import { type AgentContext, initialContext } from '../agent/context.js'
 import type { AgentDefinition } from '../agent/define-agent.js'
 import { type RunLimits, resolveLimits } from '../agent/limits.js'
@@ -29,14 +28,7 @@ import type { AgentEventInput, RunEventInput } from '../events/types.js'
 import type { ChatMessage, ChatModel } from '../models/types.js'
 import { AgentWriter } from '../persistence/agent-writer.js'
 import { readRunRecord } from '../persistence/read.js'
-import type {
-  AgentRecord,
-  PersistedAgentSnapshot,
-  RunRecord,
-  RunStatus,
-  RunStore,
-  StoredRun,
-} from '../persistence/records.js'
+import type { AgentRecord, RunRecord, RunStatus, RunStore, StoredRun } from '../persistence/records.js'
 import type { LaunchSpec } from '../protocol/actions.js'
 import { systemPrompt } from '../protocol/prompt.js'
 import type { Redactor } from '../protocol/redact.js'
@@ -98,7 +90,7 @@ export class Orchestrator {
   private effects = 0
   /** Set once the root agent settled: resolves when the run record is final. */
   runEnded: Promise<void> | undefined
-  private readonly machine: AgentMachine
+  private readonly lifecycle: AgentLifecycle
   private readonly services: AgentServices
   readonly writer: AgentWriter
   private readonly limitsByAgent = new Map<string, RunLimits>()
@@ -112,7 +104,7 @@ export class Orchestrator {
 
   constructor(readonly config: OrchestratorConfig) {
     this.services = createAgentServices(this)
-    this.machine = createAgentMachine((context, event) => this.emitAgent(context, event))
+    this.lifecycle = new AgentLifecycle((context, event) => this.emitAgent(context, event))
     this.writer = new AgentWriter(config.store, config.runId, config.storeTimeoutMs, (error) =>
       this.abort(error),
     )
@@ -255,11 +247,10 @@ export class Orchestrator {
     this.emitRun({ type: 'run.resumed', agents: entries.length })
     if (stored.run.status !== 'running') return this.settleFromRecord(stored.run)
     for (const entry of entries) this.subscribe(entry)
-    for (const entry of entries) entry.actor.start()
     for (const entry of entries) this.runEffect(entry)
     for (const entry of entries) {
       if (entry.settled) continue
-      if (entry.actor.getSnapshot().value === 'idle') this.startWhenReady(entry)
+      if (entry.state.value === 'idle') this.startWhenReady(entry)
       else if (entry.context.deadline !== null) this.armTimeout(entry, entry.context.deadline)
     }
     // Agents whose settlement was not yet seen by their parents or dependents.
@@ -314,17 +305,17 @@ export class Orchestrator {
       })),
     })
     // Children are on disk before the parent records the launch, so a restore always finds them.
-    const written = () => Promise.all(children.map((child) => this.writer.writeNow(child.id, child.record)))
     if (segment) {
       // Children of a segment run in other workers: the host schedules them.
-      await written()
+      await Promise.all(children.map((child) => this.writer.writeNow(child.id, child.record)))
       for (const child of children) child.remote = true
       await segment.enqueue(children.map((child) => child.id))
       return { ok: true, children: links }
     }
     for (const child of children) this.activate(child)
-    // Written once they started, not also before: one write per child, of its running state.
-    await written()
+    // Written once they started, not also before: one write per child, of its running state, at
+    // the end of the tick, once their first model calls are under way.
+    await Promise.all(children.map((child) => this.writer.written(child.id)))
     return { ok: true, children: links }
   }
 
@@ -389,8 +380,7 @@ export class Orchestrator {
 
   /**
    * Makes a new agent, idle or already running (with nothing to wait for, it skips the idle
-   * state's transition). Its actor is built from a snapshot, as a restored one is, which costs
-   * less than XState's initial transition; `activate` starts it.
+   * state's transition); `activate` starts it.
    */
   private createAgent(agent: NewAgent, running: boolean): AgentEntry {
     let context = initialContext({
@@ -407,17 +397,17 @@ export class Orchestrator {
       fallback: agent.fallback ?? null,
     })
     if (running) context = started(context, deadlineOf(context))
-    const snapshot = { ...idleSnapshot, value: running ? 'running' : 'idle', context }
-    const actor = createActor(this.machine, { snapshot: snapshot as PersistedAgentSnapshot } as never)
-    return this.register(agent.id, agent.definition, actor, context, agent.parentId, agent.depth, false)
+    const state = this.lifecycle.at(running ? 'running' : 'idle', context)
+    return this.register(agent.id, agent.definition, state, context, agent.parentId, agent.depth, false)
   }
 
-  /** Starts a new agent's actor: one created running begins its loop, an idle one waits for its dependencies. */
+  /** Starts a new agent: one created running begins its loop, an idle one waits for its dependencies. */
   private activate(entry: AgentEntry): void {
     this.subscribe(entry)
-    const running = entry.actor.getSnapshot().value === 'running'
+    const running = entry.state.value === 'running'
     if (running) this.emitStarted(entry.context)
-    entry.actor.start()
+    // Its first write (a launch waits for it), and a running agent's first model call.
+    this.changed(entry)
     if (!running) this.startWhenReady(entry)
     else if (entry.context.deadline !== null) this.armTimeout(entry, entry.context.deadline)
   }
@@ -442,9 +432,10 @@ export class Orchestrator {
     const messages = (record.snapshot.context as { messages?: ChatMessage[] }).messages
     const shared = this.systemMessageFor(definition)
     if (messages?.[0]?.role === 'system' && messages[0].content === shared.content) messages[0] = shared
-    let actor: AgentEntry['actor']
+    const context = record.snapshot.context as AgentContext
+    let state: AgentState
     try {
-      actor = createActor(this.machine, { snapshot: record.snapshot, input: undefined } as never)
+      state = this.lifecycle.at(record.snapshot.value as AgentState['value'], context)
     } catch (error) {
       throw new SnapshotError(
         source,
@@ -453,14 +444,13 @@ export class Orchestrator {
       )
     }
     const settled = record.status === 'completed' || record.status === 'failed'
-    const context = record.snapshot.context as AgentContext
-    return this.register(record.id, definition, actor, context, record.parentId, record.depth, settled)
+    return this.register(record.id, definition, state, context, record.parentId, record.depth, settled)
   }
 
   private register(
     id: string,
     definition: AgentDefinition,
-    actor: AgentEntry['actor'],
+    state: AgentState,
     context: AgentContext,
     parentId: string | null,
     depth: number,
@@ -470,9 +460,10 @@ export class Orchestrator {
       id,
       definition,
       limits: this.limitsFor(definition),
-      actor,
+      state,
       context,
       record: () => toAgentRecord(entry),
+      running: false,
       parentId,
       depth,
       settled,
@@ -534,29 +525,37 @@ export class Orchestrator {
     )
   }
 
+  /** This process runs the agent from now on: each change of its state is written and acted on. */
   subscribe(entry: AgentEntry, onChange?: () => void): void {
-    const subscription = entry.actor.subscribe({
-      next: (snapshot) => {
-        // A stopped actor (shutdown, a segment's end) is not a state worth keeping.
-        if (snapshot.status === 'stopped') return
-        this.writer.schedule(entry.id, entry.record)
-        if (snapshot.status === 'done' && !entry.settled) this.settle(entry)
-        else this.runEffect(entry)
-        onChange?.()
-      },
-      error: (error) => this.abort(error),
-    })
-    entry.unsubscribe = () => subscription.unsubscribe()
+    entry.running = true
+    if (onChange) entry.onChange = onChange
   }
 
   /**
-   * Hands the agent's machine a change of state, and the agent the context that comes with it
-   * (its subscription, called from inside `send`, reads it). Every event sent is one the
-   * machine takes in the agent's state: a settled agent is sent nothing.
+   * Moves the agent's machine, and gives the agent the context that comes with the event. Every
+   * event sent is one the machine takes in the agent's state: a settled agent is sent nothing.
    */
   private send(entry: AgentEntry, event: LifecycleEvent): void {
+    if (entry.stopped) return
     entry.context = event.context
-    entry.actor.send(event)
+    entry.state = this.lifecycle.next(entry.state, event)
+    if (entry.running) this.changed(entry)
+  }
+
+  /** After a change of state: write it, then settle the agent or start what its new state calls for. */
+  private changed(entry: AgentEntry): void {
+    this.writer.schedule(entry.id, entry.record)
+    if (entry.state.status === 'done' && !entry.settled) this.settle(entry)
+    else this.runEffect(entry)
+    entry.onChange?.()
+  }
+
+  /** Lets go of the agent where it is: it takes no more events, and what it does is not written. */
+  release(entry: AgentEntry): void {
+    entry.running = false
+    entry.stopped = true
+    clearTimeout(entry.timer)
+    if (!entry.settled) this.stopEffect(entry)
   }
 
   /**
@@ -566,10 +565,9 @@ export class Orchestrator {
    * restored agent restarts its effect the same way.)
    */
   runEffect(entry: AgentEntry): void {
-    if (entry.effect !== 0 || entry.settled || entry.remote) return
-    const snapshot = entry.actor.getSnapshot()
-    if (snapshot.status !== 'active') return
-    const { value } = snapshot
+    if (entry.effect !== 0 || entry.settled || entry.remote || entry.stopped) return
+    const { value, status } = entry.state
+    if (status !== 'active') return
     const { context } = entry
     let effect: ((signal: AbortSignal) => Promise<Step | { step: Step; settled: string[] }>) | undefined
     if (value === 'running' && context.phase === 'thinking') {
@@ -636,7 +634,7 @@ export class Orchestrator {
         repairs: step.context.repairs,
       })
     }
-    if (step.next === 'running' && entry.actor.getSnapshot().value === 'running') {
+    if (step.next === 'running' && entry.state.value === 'running') {
       entry.context = step.context
       this.writer.schedule(entry.id, entry.record)
       this.runEffect(entry)
@@ -671,7 +669,7 @@ export class Orchestrator {
     const dependents = entry.dependents
     entry.dependents = []
     for (const dependent of dependents) {
-      if (dependent.actor.getSnapshot().value === 'idle') this.startWhenReady(dependent)
+      if (dependent.state.value === 'idle') this.startWhenReady(dependent)
     }
     if (entry.parentId === null) this.runEnded = this.endRun(entry)
   }
@@ -689,7 +687,7 @@ export class Orchestrator {
   async endRun(root: AgentEntry): Promise<void> {
     if (this.ending) return
     this.ending = true
-    const { value } = root.actor.getSnapshot()
+    const { value } = root.state
     const { context } = root
     for (const entry of this.registry.values()) {
       if (!entry.settled && !entry.remote) this.failAgent(entry, new CancelledError('the run finished'))
@@ -740,14 +738,8 @@ export class Orchestrator {
   async detach(): Promise<void> {
     if (this.isSettled || this.ending) return
     this.ending = true
-    for (const entry of this.registry.values()) {
-      entry.unsubscribe?.()
-      clearTimeout(entry.timer)
-      if (!entry.settled) this.stopEffect(entry)
-    }
-    // Writes still queued read the agent's state when they run: they must run before it is stopped.
+    for (const entry of this.registry.values()) this.release(entry)
     await this.writer.flush()
-    for (const entry of this.registry.values()) if (!entry.settled) entry.actor.stop()
     this.rejectResult(new CohortError('DETACHED', `run ${this.runId} was detached; resume it to continue`))
     this.config.bus.close()
   }
@@ -756,13 +748,7 @@ export class Orchestrator {
   private abort(error: unknown): void {
     if (this.isSettled) return
     this.ending = true
-    for (const entry of this.registry.values()) {
-      clearTimeout(entry.timer)
-      if (!entry.settled) {
-        this.stopEffect(entry)
-        entry.actor.stop()
-      }
-    }
+    for (const entry of this.registry.values()) this.release(entry)
     this.failRun(error)
   }
 
@@ -784,9 +770,6 @@ const lifecycleEvents = {
   completed: 'FINISH',
   failed: 'FAIL',
 } as const satisfies Record<Step['next'], LifecycleEvent['type']>
-
-/** What a new agent's snapshot holds besides its state and context (as XState persists one). */
-const idleSnapshot = { status: 'active', output: undefined, error: undefined, historyValue: {}, children: {} }
 
 function deadlineOf(context: AgentContext): number | null {
   return context.timeoutMs === null ? null : Date.now() + context.timeoutMs

@@ -41,15 +41,14 @@ export async function runSegment(run: Orchestrator, agentId: string): Promise<Se
     park: (on) => finish({ kind: 'waiting', on }),
   }
   run.subscribe(entry, () => {
-    const { value, status } = entry.actor.getSnapshot()
+    const { value, status } = entry.state
     if (status === 'done') finish({ kind: 'settled', result: childResult(entry) })
     else if (suspendedOn(value) === 'external') finish({ kind: 'waiting', on: 'input' })
   })
-  entry.actor.start()
   run.runEffect(entry)
   if (runRecord.status !== 'running') {
     run.failAgent(entry, new CancelledError(`the run is ${runRecord.status}`))
-  } else if (entry.actor.getSnapshot().value === 'idle') {
+  } else if (entry.state.value === 'idle') {
     run.startWhenReady(entry)
   } else if (context.deadline !== null) {
     run.armTimeout(entry, context.deadline)
@@ -59,10 +58,7 @@ export async function runSegment(run: Orchestrator, agentId: string): Promise<Se
   await run.writer.flush()
   await run.runEnded
   // Stop without writing: the stored record is the last real state, and the next segment resumes it.
-  entry.unsubscribe?.()
-  clearTimeout(entry.timer)
-  run.stopEffect(entry)
-  entry.actor.stop()
+  run.release(entry)
   return result
 }
 

@@ -17,6 +17,8 @@ export class AgentWriter {
   private readonly dirty = new Set<string>()
   /** Agents changed in this tick, written together once it ends. */
   private readonly queued = new Map<string, () => AgentRecord>()
+  /** Callers of `written`, by agent: told when the agent's write loop ends. */
+  private readonly waiters = new Map<string, (() => void)[]>()
   private drainArmed = false
   /** Writes the store has not finished yet: one timer watches them all (a timer per write costs). */
   private readonly writes = new Set<PendingWrite>()
@@ -65,6 +67,22 @@ export class AgentWriter {
     if (this.failure !== undefined) throw this.failure
   }
 
+  /**
+   * Resolves once the agent's latest scheduled state is stored (at once when nothing is queued or
+   * in flight for it); rejects with the writer's failure. Unlike `writeNow`, it leaves the write
+   * to the end of the tick, after the work the tick started (new children's first model calls).
+   */
+  async written(agentId: string): Promise<void> {
+    if (this.queued.has(agentId) || this.inFlight.has(agentId)) {
+      await new Promise<void>((resolve) => {
+        const waiting = this.waiters.get(agentId)
+        if (waiting) waiting.push(resolve)
+        else this.waiters.set(agentId, [resolve])
+      })
+    }
+    if (this.failure !== undefined) throw this.failure
+  }
+
   /** Resolves when every scheduled write has finished; rejects with the first write error. */
   async flush(): Promise<void> {
     while (this.queued.size > 0 || this.inFlight.size > 0) {
@@ -77,8 +95,8 @@ export class AgentWriter {
   private drain(): void {
     this.drainArmed = false
     for (const [agentId, record] of this.queued) {
-      if (this.failure !== undefined) break
-      this.inFlight.set(agentId, this.loop(agentId, record))
+      if (this.failure === undefined) this.inFlight.set(agentId, this.loop(agentId, record))
+      else this.wake(agentId)
     }
     this.queued.clear()
   }
@@ -96,7 +114,15 @@ export class AgentWriter {
       }
     } finally {
       this.inFlight.delete(agentId)
+      this.wake(agentId)
     }
+  }
+
+  private wake(agentId: string): void {
+    const waiting = this.waiters.get(agentId)
+    if (!waiting) return
+    this.waiters.delete(agentId)
+    for (const resolve of waiting) resolve()
   }
 
   /** One write, bounded in time: a store that hangs must not hang the run silently. */

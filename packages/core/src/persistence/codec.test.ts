@@ -1,0 +1,80 @@
+import { describe, expect, test } from 'vitest'
+import { started } from '../agent/agent-loop.js'
+import { initialContext } from '../agent/context.js'
+import { decodeAgentRecord, encodeRecord } from './codec.js'
+import type { AgentRecord } from './records.js'
+
+function record(context: AgentRecord['snapshot']['context']): AgentRecord {
+  return {
+    version: 1,
+    runId: 'r1',
+    id: 'lead.w',
+    name: 'worker',
+    parentId: 'lead',
+    depth: 1,
+    status: 'running',
+    updatedAt: 1_700_000_000_000,
+    snapshot: {
+      status: 'active',
+      output: undefined,
+      error: undefined,
+      value: 'running',
+      historyValue: {},
+      context,
+      children: {},
+    } as unknown as AgentRecord['snapshot'],
+  }
+}
+
+const base = started(
+  initialContext({
+    runId: 'r1',
+    agentId: 'lead.w',
+    name: 'worker',
+    parentId: 'lead',
+    depth: 1,
+    task: 'a "quoted"\ntask',
+    systemMessage: { role: 'system', content: 'you work' },
+  }),
+  null,
+)
+
+describe('encodeRecord', () => {
+  test('an agent record decodes to what JSON would give, and its parts are its own after a change', () => {
+    const first = record({
+      ...base,
+      pending: [{ action: 'call_tool', tool: 't', args: { n: 1.5, ok: true } }],
+    })
+    const plain = JSON.parse(JSON.stringify(first))
+    expect(decodeAgentRecord(encodeRecord(first), 'test')).toEqual(plain)
+    // A later step shares most parts with the first and replaces a few: those must be re-encoded.
+    const second = record({
+      ...first.snapshot.context,
+      pending: [],
+      turn: 1,
+      usage: { promptTokens: 3, completionTokens: 4, cost: 0.5 },
+    })
+    const decoded = decodeAgentRecord(encodeRecord(second), 'test')
+    expect(decoded.snapshot.context).toMatchObject({
+      pending: [],
+      turn: 1,
+      usage: { promptTokens: 3, completionTokens: 4, cost: 0.5 },
+      task: 'a "quoted"\ntask',
+    })
+    expect(decoded).toEqual(JSON.parse(JSON.stringify(second)))
+  })
+
+  test('a value JSON cannot keep goes through superjson, also when the same part was plain before', () => {
+    const plainResult = { at: 'noon' }
+    expect(decodeAgentRecord(encodeRecord(record({ ...base, result: plainResult })), 'test')).toMatchObject({
+      snapshot: { context: { result: { at: 'noon' } } },
+    })
+    const rich = record({
+      ...base,
+      result: { at: new Date(5), big: 10n, items: new Set([1]), none: Number.NaN },
+    })
+    const decoded = decodeAgentRecord(encodeRecord(rich), 'test').snapshot.context
+    expect(decoded.result).toEqual({ at: new Date(5), big: 10n, items: new Set([1]), none: Number.NaN })
+    expect(decoded.messages).toEqual(base.messages)
+  })
+})
