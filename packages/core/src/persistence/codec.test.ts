@@ -40,14 +40,14 @@ const base = started(
 )
 
 describe('encodeRecord', () => {
-  test('an agent record decodes to what JSON would give, and its parts are its own after a change', () => {
+  test('an agent record decodes to what JSON would give, also after a step that replaced some of its parts', () => {
     const first = record({
       ...base,
       pending: [{ action: 'call_tool', tool: 't', args: { n: 1.5, ok: true } }],
     })
     const plain = JSON.parse(JSON.stringify(first))
     expect(decodeAgentRecord(encodeRecord(first), 'test')).toEqual(plain)
-    // A later step shares most parts with the first and replaces a few: those must be re-encoded.
+    // A later step shares most parts with the first and replaces a few (messages are kept encoded).
     const second = record({
       ...first.snapshot.context,
       pending: [],
@@ -64,7 +64,7 @@ describe('encodeRecord', () => {
     expect(decoded).toEqual(JSON.parse(JSON.stringify(second)))
   })
 
-  test('a value JSON cannot keep goes through superjson, also when the same part was plain before', () => {
+  test('a value JSON cannot keep goes through superjson', () => {
     const plainResult = { at: 'noon' }
     expect(decodeAgentRecord(encodeRecord(record({ ...base, result: plainResult })), 'test')).toMatchObject({
       snapshot: { context: { result: { at: 'noon' } } },

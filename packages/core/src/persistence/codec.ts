@@ -17,88 +17,11 @@ import {
  */
 export function encodeRecord(record: RunRecord | AgentRecord): string {
   if (!('snapshot' in record)) return superjson.stringify(record)
-  const { context } = record.snapshot
+  const { messages, ...context } = record.snapshot.context
+  const rest = { ...record, snapshot: { ...record.snapshot, context } }
   // Most records hold nothing but JSON: superjson's walk (which tracks every path) is skipped for them.
-  let encoded = encodePlainRecord(record)
-  if (encoded === undefined) {
-    const { messages: _, ...rest } = context
-    encoded = superjson.stringify({ ...record, snapshot: { ...record.snapshot, context: rest } })
-  } else {
-    encoded = `{"json":${encoded}}`
-  }
-  return `{"format":"${agentFormat}","messages":${encodeMessages(context.messages)},"record":${encoded}}`
-}
-
-/**
- * The JSON of each object in an agent's state, or `notPlain`, kept as long as the object lives.
- * An agent's state is replaced, never changed in place, and a step replaces few of its parts:
- * a write encodes the parts its step made (the same holds for messages, below). JSON.stringify
- * costs about 0.1 µs a field here, and a record has about 50.
- */
-const partJson = new WeakMap<object, string>()
-const notPlain = '\0'
-const keyJson = new Map<string, string>()
-
-/** The record as JSON, its context without messages; undefined when JSON would not keep it exactly. */
-function encodePlainRecord(record: AgentRecord): string | undefined {
-  const snapshot = record.snapshot as unknown as Record<string, unknown>
-  const context = encodeFields(snapshot.context as Record<string, unknown>, 'messages')
-  if (context === undefined) return undefined
-  const snapshotJson = encodeFields(snapshot, 'context', context)
-  return snapshotJson === undefined
-    ? undefined
-    : encodeFields(record as unknown as Record<string, unknown>, 'snapshot', snapshotJson)
-}
-
-/** `object` as JSON, with `key` left out, or given as the JSON `replacement`. */
-function encodeFields(
-  object: Record<string, unknown>,
-  key: string,
-  replacement?: string,
-): string | undefined {
-  let json = '{'
-  for (const field in object) {
-    let value: string | undefined
-    if (field === key) {
-      if (replacement === undefined) continue
-      value = replacement
-    } else {
-      const raw = object[field]
-      // An undefined field is dropped by both encoders alike.
-      if (raw === undefined) continue
-      value = encodeValue(raw)
-      if (value === undefined) return undefined
-    }
-    let name = keyJson.get(field)
-    if (name === undefined) {
-      name = `${JSON.stringify(field)}:`
-      keyJson.set(field, name)
-    }
-    json += json.length === 1 ? name + value : `,${name}${value}`
-  }
-  return `${json}}`
-}
-
-function encodeValue(value: unknown): string | undefined {
-  switch (typeof value) {
-    case 'string':
-      return JSON.stringify(value)
-    case 'number':
-      return Number.isFinite(value) ? String(value) : undefined
-    case 'boolean':
-      return value ? 'true' : 'false'
-    case 'object': {
-      if (value === null) return 'null'
-      let json = partJson.get(value)
-      if (json === undefined) {
-        json = isPlainJson(value) ? JSON.stringify(value) : notPlain
-        partJson.set(value, json)
-      }
-      return json === notPlain ? undefined : json
-    }
-    default:
-      return undefined
-  }
+  const encoded = isPlainJson(rest) ? `{"json":${JSON.stringify(rest)}}` : superjson.stringify(rest)
+  return `{"format":"${agentFormat}","messages":${encodeMessages(messages)},"record":${encoded}}`
 }
 
 /**
