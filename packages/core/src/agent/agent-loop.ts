@@ -1,4 +1,4 @@
-import { type ErrorInfo, LimitExceededError, ParseError, toErrorInfo } from '../errors.js'
+import { LimitExceededError, ParseError, toErrorInfo } from '../errors.js'
 import type { ProcessRecord } from '../models/command-model.js'
 import type { ChatMessage, TokenUsage } from '../models/types.js'
 import type { Action, ParseResult } from '../protocol/actions.js'
@@ -52,7 +52,8 @@ export interface Step {
 
 // The think/act loop of `running`, as pure functions of the context and an effect's outcome.
 // The orchestrator applies a step that stays in `running` to the agent's context itself and
-// hands one that leaves it to the agent machine: a step costs no XState transition.
+// hands one that leaves it to the agent machine: a step costs no XState transition. Each step
+// copies the context once (30 fields): `route` finishes the copy its caller made.
 
 /** A new agent's context once it starts. */
 export function started(context: AgentContext, deadline: number | null, note?: string): AgentContext {
@@ -66,25 +67,34 @@ export function started(context: AgentContext, deadline: number | null, note?: s
 
 /** A model reply came back: its actions become `pending`, or the model is asked to repair it. */
 export function afterThought(context: AgentContext, output: ThinkOutcome, maxRepairs: number): Step {
-  const turned = { ...context, ...countTurn(context, output) }
+  const { parse } = output
+  const consumed = output.inboxConsumed
   const messages = withInbox(context, output)
-  if (output.parse.ok) {
-    return route({ ...turned, messages: [...messages, output.assistant], pending: output.parse.actions })
+  const next: AgentContext = {
+    ...context,
+    turn: context.turn + 1,
+    inbox: consumed === 0 ? context.inbox : context.inbox.slice(consumed),
+    busyMs: context.busyMs + output.durationMs,
+    retries: context.retries + (output.retries ?? 0),
+    processes: output.process ? [...context.processes, output.process] : context.processes,
+    usage: {
+      promptTokens: context.usage.promptTokens + (output.usage?.promptTokens ?? 0),
+      completionTokens: context.usage.completionTokens + (output.usage?.completionTokens ?? 0),
+      cost: context.usage.cost + (output.cost ?? 0),
+    },
+    messages: [...messages, output.assistant],
   }
-  const { error } = output.parse
+  if (parse.ok) {
+    next.pending = parse.actions
+    return route(next)
+  }
   if (context.repairs < maxRepairs) {
-    const repaired: AgentContext = {
-      ...turned,
-      messages: [...messages, output.assistant, ...output.feedback],
-      repairs: context.repairs + 1,
-      phase: 'thinking',
-    }
-    return { context: repaired, next: 'running', repair: error }
+    next.messages.push(...output.feedback)
+    next.repairs = context.repairs + 1
+    next.phase = 'thinking'
+    return { context: next, next: 'running', repair: parse.error }
   }
-  return {
-    context: { ...turned, ...failure(new ParseError(error)), messages: [...messages, output.assistant] },
-    next: 'failed',
-  }
+  return { context: fail(next, new ParseError(parse.error)), next: 'failed' }
 }
 
 /** The first pending action was carried out (or refused, or needs someone outside first). */
@@ -158,21 +168,31 @@ export function withMessage(context: AgentContext, from: string, text: string): 
 }
 
 export function fail(context: AgentContext, error: unknown): AgentContext {
-  return { ...context, ...failure(error) }
+  return { ...context, error: toErrorInfo(error), endedAt: Date.now() }
 }
 
-/** Where an agent goes once a step's update is in its context: its next pending action decides. */
+/**
+ * Where an agent goes once a step's update is in its context: its next pending action decides.
+ * `context` is the step's own new copy, finished here in place.
+ */
 function route(context: AgentContext): Step {
   const next = context.pending[0]
-  if (next === undefined) return { context: { ...context, phase: 'thinking' }, next: 'running' }
-  if (next.action === 'finish') {
-    return {
-      context: { ...context, result: next.result, pending: [], endedAt: Date.now() },
-      next: 'completed',
-    }
+  if (next === undefined) {
+    context.phase = 'thinking'
+    return { context, next: 'running' }
   }
-  if (next.action === 'wait_for_subagents') return { context: waitFor(context, next), next: 'suspended' }
-  return { context: { ...context, phase: 'executing' }, next: 'running' }
+  if (next.action === 'finish') {
+    context.result = next.result
+    context.pending = []
+    context.endedAt = Date.now()
+    return { context, next: 'completed' }
+  }
+  if (next.action === 'wait_for_subagents') {
+    waitFor(context, next)
+    return { context, next: 'suspended' }
+  }
+  context.phase = 'executing'
+  return { context, next: 'running' }
 }
 
 /** The messages that arrived while the agent was busy, delivered into the turn that just ran. */
@@ -181,42 +201,17 @@ function withInbox(context: AgentContext, output: ThinkOutcome): ChatMessage[] {
   return [...context.messages, inboxMessage(context.inbox.slice(0, output.inboxConsumed))]
 }
 
-function failure(error: unknown): { error: ErrorInfo; endedAt: number } {
-  return { error: toErrorInfo(error), endedAt: Date.now() }
-}
-
-function countTurn(context: AgentContext, outcome: ThinkOutcome): Partial<AgentContext> {
-  return {
-    turn: context.turn + 1,
-    inbox: outcome.inboxConsumed === 0 ? context.inbox : context.inbox.slice(outcome.inboxConsumed),
-    busyMs: context.busyMs + outcome.durationMs,
-    retries: context.retries + (outcome.retries ?? 0),
-    processes: outcome.process ? [...context.processes, outcome.process] : context.processes,
-    usage: {
-      promptTokens: context.usage.promptTokens + (outcome.usage?.promptTokens ?? 0),
-      completionTokens: context.usage.completionTokens + (outcome.usage?.completionTokens ?? 0),
-      cost: context.usage.cost + (outcome.cost ?? 0),
-    },
-  }
-}
-
 /** The wait action leaves `pending`; with no ids it waits for every child not yet delivered. */
-function waitFor(
-  context: AgentContext,
-  wait: Extract<Action, { action: 'wait_for_subagents' }>,
-): AgentContext {
+function waitFor(context: AgentContext, wait: Extract<Action, { action: 'wait_for_subagents' }>): void {
   let ids = wait.ids
   if (!ids) {
     const delivered = new Set(context.delivered)
     ids = context.children.map((child) => child.localId).filter((id) => !delivered.has(id))
   }
-  return {
-    ...context,
-    waitingOn: ids,
-    waitCallId: wait.callId ?? null,
-    pending: context.pending.slice(1),
-    repairs: 0,
-  }
+  context.waitingOn = ids
+  context.waitCallId = wait.callId ?? null
+  context.pending = context.pending.slice(1)
+  context.repairs = 0
 }
 
 function appendChildren(children: ChildLink[], added: ChildLink[] | undefined): ChildLink[] {
