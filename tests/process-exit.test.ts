@@ -1,17 +1,55 @@
+import { setFlagsFromString } from 'node:v8'
+import { runInNewContext } from 'node:vm'
 import { createRuntime, defineAgent, memoryStore, scriptedModel } from '@cohort/core'
 import { expect, test } from 'vitest'
 
 // In a file of its own: vitest runs each file in its own process, so no timer of another test
 // (a run still winding down) can come or go while this one counts.
+
+const worker = defineAgent({ name: 'worker', instructions: '' })
+const lead = defineAgent({ name: 'lead', instructions: '', subagents: [worker] })
+
 test('a finished run leaves no timer that holds the process open', async () => {
   // The writer's watchdog (a store write that hangs fails the run) must not keep a CLI or a
   // script alive once nothing is being written.
   const timers = () => process.getActiveResourcesInfo().filter((kind) => kind === 'Timeout').length
   const before = timers()
-  const worker = defineAgent({ name: 'worker', instructions: '' })
   const model = scriptedModel({ worker: [{ action: 'finish', result: 'ok' }] })
   const runtime = createRuntime({ agents: [worker], model, store: memoryStore() })
   expect(await runtime.run('worker', 'go')).toBe('ok')
   await new Promise((resolve) => setImmediate(resolve))
   expect(timers()).toBe(before)
+})
+
+test('a finished run is not held in memory once its caller lets go of it', async () => {
+  // A server runs many runs: one that ended must be garbage, its store and agents with it (a
+  // pending watchdog timer held each finished run for 7.5 s).
+  setFlagsFromString('--expose-gc')
+  const gc = runInNewContext('gc') as () => void
+  const finished = async () => {
+    const store = memoryStore()
+    const model = scriptedModel({
+      lead: [
+        {
+          action: 'launch_subagents',
+          agents: [
+            { agent: 'worker', task: 'a' },
+            { agent: 'worker', task: 'b' },
+          ],
+        },
+        { action: 'wait_for_subagents' },
+        { action: 'finish', result: 'done' },
+      ],
+      worker: [{ action: 'finish', result: 'ok' }],
+    })
+    const runtime = createRuntime({ agents: [lead, worker], model, store })
+    expect(await runtime.run('lead', 'go')).toBe('done')
+    return new WeakRef(store)
+  }
+  const store = await finished()
+  // A WeakRef is cleared by a collection after the job that last read it.
+  await new Promise((resolve) => setTimeout(resolve, 0))
+  gc()
+  await new Promise((resolve) => setTimeout(resolve, 0))
+  expect(store.deref()).toBeUndefined()
 })

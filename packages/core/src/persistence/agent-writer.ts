@@ -156,19 +156,19 @@ export class AgentWriter {
   }
 
   private watch(): void {
-    // The watchdog keeps the process alive only while a write is pending (ref and unref are
-    // cheap flags; clearing and re-arming a timer per write is what it replaces).
-    if (this.watchdog !== undefined) {
-      this.watchdog.ref()
-      return
-    }
     // Checked four times per timeout: a hung write is reported between 1 and 1.25 timeouts late.
-    this.watchdog = setTimeout(() => this.check(), Math.max(1, this.timeoutMs / 4))
+    this.watchdog ??= setTimeout(() => this.check(), Math.max(1, this.timeoutMs / 4))
   }
 
-  /** No write pending: the watchdog may still fire, but must not hold the process open. */
+  /**
+   * No write pending: the watchdog goes. Left armed, it would hold the process open, and hold the
+   * finished run (its writer, store and agents) in memory until it fired. One timer per batch of
+   * writes, not per write.
+   */
   private release(): void {
-    if (this.writes.size === 0) this.watchdog?.unref()
+    if (this.writes.size > 0 || this.watchdog === undefined) return
+    clearTimeout(this.watchdog)
+    this.watchdog = undefined
   }
 
   private check(): void {
