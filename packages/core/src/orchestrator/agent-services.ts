@@ -12,6 +12,8 @@ import { type Orchestrator, tokensOf } from './orchestrator.js'
 
 type ToolAction = Extract<Action, { action: 'call_tool' }>
 
+const noChildren: ReadonlySet<string> = new Set()
+
 /**
  * The side effects of an agent's states, run by the orchestrator: thinking → `think`, executing
  * → `act`, suspended on children → `awaitChildren`. Each outcome becomes one step of its loop.
@@ -112,10 +114,14 @@ export function createAgentServices(run: Orchestrator): AgentServices {
       const parse = parseActions(reply, {
         tools: toolsOf(entry),
         subagents: entry.definition.subagents,
-        childIds: new Set(context.children.map((child) => child.localId)),
+        childIds:
+          context.children.length === 0
+            ? noChildren
+            : new Set(context.children.map((child) => child.localId)),
       })
       if (parse.ok) {
-        for (const [index, action] of parse.actions.entries()) action.key = `${turn}.${index}`
+        for (let index = 0; index < parse.actions.length; index++)
+          parse.actions[index]!.key = `${turn}.${index}`
       }
       const outcome: ThinkOutcome = {
         assistant,

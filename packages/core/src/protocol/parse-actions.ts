@@ -28,7 +28,8 @@ export function parseActions(reply: ModelReply, context: ParseContext): ParseRes
   }
   const launched = new Set(context.childIds)
   const actions: Action[] = []
-  for (const [index, item] of raw.items.entries()) {
+  for (let index = 0; index < raw.items.length; index++) {
+    const item = raw.items[index]!
     const where = raw.items.length > 1 ? `action ${index + 1}: ` : ''
     const parsed = toAction(item.value, context, launched)
     if (typeof parsed === 'string') return fail(where + parsed)
