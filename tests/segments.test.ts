@@ -117,3 +117,21 @@ test('an agent of a stored run that waits on a person is answered in the store, 
     'run asks has already completed',
   )
 })
+
+test('a segment of an agent stored waiting on a person returns at once: it waits on input', async () => {
+  const first = approvalRuntime(dir)
+  const run = first.start('operator', 'ship it', { runId: 'parked' })
+  await new Promise<void>((resolve) =>
+    run.on('agent.suspended', (event) => {
+      if (event.awaiting) resolve()
+    }),
+  )
+  await first.shutdown()
+  const host = approvalRuntime(dir)
+  const outcome = await host.runSegment('parked', 'operator', { enqueue: async () => {} })
+  expect(outcome).toEqual({ kind: 'waiting', on: 'input' })
+  // Nothing ran: the stored agent still waits for the same approval.
+  const stored = await host.store.loadAgent!('parked', 'operator')
+  expect(stored?.snapshot.value).toEqual({ suspended: 'external' })
+  await host.shutdown()
+})

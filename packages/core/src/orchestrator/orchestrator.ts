@@ -324,7 +324,7 @@ export class Orchestrator {
     if (this.isSettled || this.cancelReason !== undefined) return
     this.cancelReason = reason
     for (const entry of this.registry.values()) {
-      if (!entry.settled) this.failAgent(entry, new CancelledError(reason))
+      if (!entry.settled && !entry.remote) this.failAgent(entry, new CancelledError(reason))
     }
   }
 
@@ -610,13 +610,22 @@ export class Orchestrator {
         // An aborted effect (the agent settled or stopped) has nobody left to tell.
         if (entry.effect !== token || signal.aborted) return
         entry.effect = 0
-        if ('settled' in outcome) this.resumeWith(entry, outcome.step, outcome.settled)
-        else this.advance(entry, outcome)
+        // A throw here is the runtime's own failure, not the agent's: it fails the run.
+        try {
+          if ('settled' in outcome) this.resumeWith(entry, outcome.step, outcome.settled)
+          else this.advance(entry, outcome)
+        } catch (error) {
+          this.abort(error)
+        }
       },
       (error: unknown) => {
         if (entry.effect !== token || signal.aborted) return
         entry.effect = 0
-        this.failAgent(entry, error)
+        try {
+          this.failAgent(entry, error)
+        } catch (failure) {
+          this.abort(failure)
+        }
       },
     )
   }

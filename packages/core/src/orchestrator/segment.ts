@@ -40,11 +40,14 @@ export async function runSegment(run: Orchestrator, agentId: string): Promise<Se
     enqueue: run.config.segment!.enqueue,
     park: (on) => finish({ kind: 'waiting', on }),
   }
-  run.subscribe(entry, () => {
+  const watch = () => {
     const { value, status } = entry.state
     if (status === 'done') finish({ kind: 'settled', result: childResult(entry) })
     else if (suspendedOn(value) === 'external') finish({ kind: 'waiting', on: 'input' })
-  })
+  }
+  run.subscribe(entry, watch)
+  // An agent stored waiting on a person has nothing to run here until it is answered.
+  watch()
   run.runEffect(entry)
   if (runRecord.status !== 'running') {
     run.failAgent(entry, new CancelledError(`the run is ${runRecord.status}`))
