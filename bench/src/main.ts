@@ -2,7 +2,7 @@
 // interleaved within each repetition; writes results/latest.md and results/latest.json.
 //
 //   pnpm bench                   full run (N up to 10,000, 5 repetitions)
-//   pnpm bench --quick           N up to 1,000, 3 repetitions: about 7 minutes
+//   pnpm bench --quick           N up to 1,000, 3 repetitions
 //   pnpm bench --reps 7 --only fan-out
 import { execSync, fork } from 'node:child_process'
 import { mkdir, writeFile } from 'node:fs/promises'
@@ -561,9 +561,9 @@ function report(groups: Group[], results: Measured[], options: Options): Report 
     machineLine(options),
     '',
     `Mode: ${mode}, ${options.reps} repetitions; numbers are medians with min–max in parentheses. ` +
-      'Every cell is a fresh Node process that first runs the same kind of job three times at 0 ms ' +
-      '(1,000 agents; the depth-10 tree for recursion), so the measured run is on warm code; ' +
-      'contenders are interleaved within each repetition.',
+      'Every cell is a fresh Node process that first runs the same job three times at its own latency ' +
+      '(1,000 agents; the depth-10 tree for recursion), with no forced collection after, so the measured ' +
+      'run is the steady state of a warm process; contenders are interleaved within each repetition.',
     '',
     '## Targets',
     '',
