@@ -89,7 +89,10 @@ describe(`crash anywhere (${seeds} seeds)`, () => {
       const after = await store.loadRun(runId)
       expect(after?.run).toMatchObject({ status: 'completed', result: expected })
       expect(after?.agents).toHaveLength(expectedAgents)
-      expect(after?.agents.every((a) => a.status === 'completed')).toBe(true)
+      const unfinished = after?.agents
+        .filter((a) => a.status !== 'completed')
+        .map((a) => `${a.id}: ${a.status}`)
+      expect(unfinished, `seed ${seed}, killed after ${delay.toFixed(0)} ms`).toEqual([])
     },
   )
 })

@@ -2,6 +2,7 @@ import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
 import { createRuntime, defineAgent, memoryStore, scriptedModel } from '@cohort/core'
 import { expect, test } from 'vitest'
+import { fanOutLead } from './support/scripts.js'
 
 // In a file of its own: vitest runs each file in its own process, so no timer of another test
 // (a run still winding down) can come or go while this one counts.
@@ -29,17 +30,7 @@ test('a finished run is not held in memory once its caller lets go of it', async
   const finished = async () => {
     const store = memoryStore()
     const model = scriptedModel({
-      lead: [
-        {
-          action: 'launch_subagents',
-          agents: [
-            { agent: 'worker', task: 'a' },
-            { agent: 'worker', task: 'b' },
-          ],
-        },
-        { action: 'wait_for_subagents' },
-        { action: 'finish', result: 'done' },
-      ],
+      lead: fanOutLead(['a', 'b'], 'done'),
       worker: [{ action: 'finish', result: 'ok' }],
     })
     const runtime = createRuntime({ agents: [lead, worker], model, store })

@@ -2,12 +2,16 @@ import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import {
+  type AgentRecord,
   createRuntime,
   defineAgent,
   fileStore,
   InvalidInputError,
   memoryStore,
+  type RunStore,
   SnapshotError,
+  scriptedModel,
+  settledChildren,
 } from '@cohort/core'
 import { afterEach, beforeEach, describe, expect, test } from 'vitest'
 import { model, scenarioRuntime } from './fixtures/scenario.js'
@@ -150,4 +154,68 @@ describe('tools after a crash', () => {
     const lines = (await readFile(ledger, 'utf8')).trim().split('\n')
     expect(lines).toEqual(['pay-1:cashier:0.0 250', 'pay-1:cashier:0.0 250'])
   })
+})
+
+test('a launch cut off after some of its children were stored resumes those and starts only the rest', async () => {
+  const worker = defineAgent({ name: 'worker', instructions: 'Report.' })
+  const lead = defineAgent({ name: 'lead', instructions: 'Fan out.', subagents: [worker] })
+  const calls = new Map<string, number>()
+  const script = () =>
+    scriptedModel(
+      {
+        lead: [
+          {
+            action: 'launch_subagents',
+            agents: ['a', 'b'].map((id) => ({ agent: 'worker', task: id, id })),
+          },
+          { action: 'wait_for_subagents' },
+          (request) => ({ action: 'finish', result: settledChildren(request).map((child) => child.result) }),
+        ],
+        worker: (request) => {
+          calls.set(request.agent.id, (calls.get(request.agent.id) ?? 0) + 1)
+          return { action: 'finish', result: `${request.agent.task} done` }
+        },
+      },
+      // A child's first record is its running state, written before its model call returns.
+      { latencyMs: (request) => (request.agent.depth > 0 ? 5 : 0) },
+    )
+  // Keep what a crash in the middle of the launch leaves: the lead about to launch, child a's
+  // first record, no record of child b.
+  const inner = memoryStore()
+  const kept = new Map<string, AgentRecord>()
+  const store: RunStore = {
+    ...inner,
+    saveAgent: async (runId, record) => {
+      const { context } = record.snapshot
+      const launching = record.id === 'lead' && context.pending[0]?.action === 'launch_subagents'
+      if ((launching || record.id === 'lead.a') && !kept.has(record.id))
+        kept.set(record.id, structuredClone(record))
+      await inner.saveAgent(runId, record)
+    },
+  }
+  const expected = await createRuntime({ agents: [lead, worker], model: script(), store }).run('lead', 'go', {
+    runId: 'cut',
+  })
+  expect(expected).toEqual(['a done', 'b done'])
+  expect([...kept.keys()]).toEqual(['lead', 'lead.a'])
+
+  const crashed = memoryStore()
+  const run = (await inner.loadRun('cut'))!.run
+  await crashed.saveRun({ ...run, status: 'running', result: undefined })
+  for (const record of kept.values()) await crashed.saveAgent('cut', record)
+  calls.clear()
+  const resumed = await createRuntime({ agents: [lead, worker], model: script(), store: crashed }).resume(
+    'cut',
+  )
+  expect(await resumed.result).toEqual(expected)
+  // Long enough for a second copy of child a, had one been started, to make its call too.
+  await new Promise((resolve) => setTimeout(resolve, 30))
+  // Child a runs on from its record and child b starts: each makes its one model call, once.
+  expect(Object.fromEntries(calls)).toEqual({ 'lead.a': 1, 'lead.b': 1 })
+  const after = await crashed.loadRun('cut')
+  expect(after?.agents.map((agent) => `${agent.id}: ${agent.status}`).sort()).toEqual([
+    'lead.a: completed',
+    'lead.b: completed',
+    'lead: completed',
+  ])
 })

@@ -11,7 +11,7 @@ import {
   sleep,
 } from '@cohort/core'
 import { describe, expect, test } from 'vitest'
-import { settledResults } from './support/scripts.js'
+import { fanOutLead, settledResults } from './support/scripts.js'
 
 const worker = defineAgent({ name: 'worker', instructions: 'Sleep as told, then report.', tools: [sleep] })
 const lead = defineAgent({ name: 'lead', instructions: 'Fan out, wait, report.', subagents: [worker] })
@@ -362,17 +362,7 @@ describe('limits and cancel', () => {
 
   test('cancel ends every agent, stored and live, and the result rejects with CancelledError', async () => {
     const model = scriptedModel({
-      lead: [
-        {
-          action: 'launch_subagents',
-          agents: [
-            { agent: 'worker', task: 'a' },
-            { agent: 'worker', task: 'b' },
-          ],
-        },
-        { action: 'wait_for_subagents' },
-        { action: 'finish', result: 'never' },
-      ],
+      lead: fanOutLead(['a', 'b'], 'never'),
       worker: [
         { action: 'call_tool', tool: 'sleep', args: { seconds: 30 } },
         { action: 'finish', result: 'never' },

@@ -1,4 +1,15 @@
+import type { ScriptedReply } from '@cohort/core'
+
 export { settledChildren as settledResults } from '@cohort/core'
+
+/** A lead's replies: launch one `worker` per task, wait for them all, finish with `result`. */
+export function fanOutLead(tasks: string[], result: unknown): ScriptedReply[] {
+  return [
+    { action: 'launch_subagents', agents: tasks.map((task) => ({ agent: 'worker', task })) },
+    { action: 'wait_for_subagents' },
+    { action: 'finish', result },
+  ]
+}
 
 /** Resolves when `predicate` holds, polling every `intervalMs`; rejects after `timeoutMs`. */
 export async function waitUntil(

@@ -5,11 +5,13 @@ import type { AgentEntry } from './agent-entry.js'
 
 export type LaunchOutcome = { ok: true; children: ChildLink[] } | { ok: false; reason: string }
 
-/** A child to create: its link, and its dependencies as run-wide ids. */
+/** A child of the launch: its link, its dependencies as run-wide ids, and whether it exists already. */
 export interface PlannedChild {
   link: ChildLink
   spec: LaunchSpec
   dependsOn: string[]
+  /** Restored from the store: a launch replayed after a crash that cut it off. */
+  exists: boolean
 }
 
 export type LaunchPlan =
@@ -60,10 +62,12 @@ export function planLaunch(
     link,
     spec: specs[i]!,
     dependsOn: (edges.get(link.localId) ?? []).map(toGlobal),
+    exists: registry.has(link.id),
   }))
-  // Replayed after a restore: the children exist already.
-  if (links.every((link) => registry.has(link.id)))
-    return { ok: true, children, warnings: [], existing: true }
+  // Replayed after a restore: the children exist already (some of them, when a crash cut the
+  // launch's writes off: only the others are created).
+  const missing = children.filter((child) => !child.exists).length
+  if (missing === 0) return { ok: true, children, warnings: [], existing: true }
 
   const limits = parent.limits
   if (specs.length > limits.maxChildrenPerLaunch) {
@@ -78,10 +82,10 @@ export function planLaunch(
       reason: `launch refused: sub-agents would be at depth ${parent.depth + 1}, the maximum depth is ${limits.maxDepth} (limit maxDepth)`,
     }
   }
-  if (registry.size + specs.length > limits.maxAgents) {
+  if (registry.size + missing > limits.maxAgents) {
     return {
       ok: false,
-      reason: `launch refused: the run has ${registry.size} agents and ${specs.length} more would pass the maximum of ${limits.maxAgents} (limit maxAgents)`,
+      reason: `launch refused: the run has ${registry.size} agents and ${missing} more would pass the maximum of ${limits.maxAgents} (limit maxAgents)`,
     }
   }
   return { ok: true, children, warnings, existing: false }

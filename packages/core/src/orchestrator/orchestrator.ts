@@ -277,7 +277,8 @@ export class Orchestrator {
     const context = parent.context
     for (const message of plan.warnings) this.emitAgent(context, { type: 'agent.warning', message })
     const segment = this.config.segment
-    const children = plan.children.map(({ link, spec, dependsOn }) => {
+    const created = plan.children.filter((child) => !child.exists)
+    const children = created.map(({ link, spec, dependsOn }) => {
       const definition = this.definition(link.agent)
       return this.createAgent(
         {
@@ -297,7 +298,7 @@ export class Orchestrator {
     })
     this.emitAgent(context, {
       type: 'agent.launched',
-      children: plan.children.map(({ link, dependsOn }) => ({
+      children: created.map(({ link, dependsOn }) => ({
         id: link.id,
         agent: link.agent,
         task: link.task,
