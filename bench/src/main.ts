@@ -474,7 +474,7 @@ function report(groups: Group[], results: Measured[], options: Options): Report 
     if (!measured) continue
     parts.push('## Snapshot and restore', '')
     parts.push(
-      'Cohort, fan-out of 999 children × 3 steps at 50 ms, snapshotted mid-way (after 75 ms), the store copied ' +
+      'Cohort, fan-out of 999 children × 3 steps at 50 ms, snapshotted mid-way (after 75 ms, once every agent is stored), the store copied ' +
         'as a crash would leave it, and resumed by a fresh runtime. Restore is `runtime.resume(runId)` until it ' +
         "returns; finish is until the resumed run's result.",
       '',
