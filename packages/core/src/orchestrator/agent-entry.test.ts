@@ -91,7 +91,7 @@ describe('toAgentRecord', () => {
         state: live,
         context,
         record: () => toAgentRecord(entry),
-        running: false,
+        attached: false,
         parentId: null,
         depth: 0,
         settled: false,

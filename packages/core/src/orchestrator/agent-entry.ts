@@ -30,7 +30,7 @@ export interface AgentEntry {
   /** Runs in another process (a segment's children and dependencies): read, never started here. */
   remote?: true
   /** Set while this process runs the agent: each change of state is written and starts its effect. */
-  running: boolean
+  attached: boolean
   /** Told after each change of state (a segment watches its agent). */
   onChange?: () => void
   /** Let go of (a detach, a segment's end): it takes no more events. */

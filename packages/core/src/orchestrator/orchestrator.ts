@@ -464,7 +464,7 @@ export class Orchestrator {
       state,
       context,
       record: () => toAgentRecord(entry),
-      running: false,
+      attached: false,
       parentId,
       depth,
       settled,
@@ -528,7 +528,7 @@ export class Orchestrator {
 
   /** This process runs the agent from now on: each change of its state is written and acted on. */
   subscribe(entry: AgentEntry, onChange?: () => void): void {
-    entry.running = true
+    entry.attached = true
     if (onChange) entry.onChange = onChange
   }
 
@@ -540,7 +540,7 @@ export class Orchestrator {
     if (entry.stopped) return
     entry.context = event.context
     entry.state = this.lifecycle.next(entry.state, event)
-    if (entry.running) this.changed(entry)
+    if (entry.attached) this.changed(entry)
   }
 
   /** After a change of state: write it, then settle the agent or start what its new state calls for. */
@@ -553,7 +553,7 @@ export class Orchestrator {
 
   /** Lets go of the agent where it is: it takes no more events, and what it does is not written. */
   release(entry: AgentEntry): void {
-    entry.running = false
+    entry.attached = false
     entry.stopped = true
     clearTimeout(entry.timer)
     if (!entry.settled) this.stopEffect(entry)
