@@ -1,6 +1,6 @@
 import { afterAnswer, afterRejection } from '../agent/agent-loop.js'
 import { InvalidInputError } from '../errors.js'
-import type { AgentEntry } from './agent-entry.js'
+import { type AgentEntry, agentStatus } from './agent-entry.js'
 import type { Orchestrator } from './orchestrator.js'
 
 /** Continues agents suspended for the outside world, and delivers messages from outside. */
@@ -59,7 +59,6 @@ export class RunControl {
   }
 
   private state(entry: AgentEntry): string {
-    const { value } = entry.state
-    return typeof value === 'string' ? value : Object.keys(value)[0]!
+    return agentStatus(entry.state.value)
   }
 }
