@@ -101,16 +101,34 @@ export function createAgentMachine(notify: Notify) {
 export type AgentMachine = ReturnType<typeof createAgentMachine>
 export type AgentState = SnapshotFrom<AgentMachine>
 
+/** An entry action as XState ran it: run again, with another event, for the same move. */
+interface EntryAction {
+  exec: ((info: unknown, params: unknown) => void) | undefined
+  params: unknown
+}
+
 /**
  * The agent machine of one run, stepped for each of its agents without an actor per agent: an
  * agent's state is the machine's snapshot, and XState computes each of its transitions and runs
  * the actions of the states it enters. (An actor per agent cost 14 µs of creating, starting and
  * stopping on top of the one transition most agents make, `running` → `completed`.)
+ *
+ * The machine has no guards and no `assign`: where a move leads, and which entry actions it
+ * runs, depend on the state's value and the event's type alone. So XState computes each move
+ * once per run, and later agents making it get the same (immutable) snapshot and have its
+ * actions run with their own event. A transition cost more than the rest of an agent's last
+ * step; every agent of a fan-out makes the same two or three moves. A snapshot's context is
+ * then some agent's: it is never read (`AgentEntry.context` is the agent's own).
  */
 export class AgentLifecycle {
   readonly machine: AgentMachine
   /** What XState's pure `transition` builds on every call; built once, it runs actions at once. */
   private readonly scope: ActorScope<AgentState, LifecycleEvent>
+  /** Snapshots by state value, and moves by state value and event type. */
+  private readonly states = new Map<string, AgentState>()
+  private readonly moves = new Map<string, { to: AgentState; actions: EntryAction[] }>()
+  /** Set while XState computes a move: the actions it runs, kept for the next agents. */
+  private ran: EntryAction[] | undefined
 
   constructor(notify: Notify) {
     this.machine = createAgentMachine(notify)
@@ -125,21 +143,46 @@ export class AgentLifecycle {
       defer: () => {},
       emit: () => {},
       stopChild: () => {},
-      actionExecutor: (action: {
-        exec?: (info: unknown, params: unknown) => void
-        info: unknown
-        params: unknown
-      }) => action.exec?.(action.info, action.params),
+      actionExecutor: (action: EntryAction & { info: unknown }) => {
+        this.ran?.push({ exec: action.exec, params: action.params })
+        action.exec?.(action.info, action.params)
+      },
     } as unknown as ActorScope<AgentState, LifecycleEvent>
   }
 
   /** The state whose value is `value` (a new agent, or a stored one: an unknown value throws). */
   at(value: AgentState['value'], context: AgentContext): AgentState {
-    return this.machine.resolveState({ value, context })
+    const key = valueKey(value)
+    let state = this.states.get(key)
+    if (state === undefined) {
+      state = this.machine.resolveState({ value, context })
+      this.states.set(key, state)
+    }
+    return state
   }
 
   /** The state after `event`, its entry actions run; the same state when `event` is not taken there. */
   next(state: AgentState, event: LifecycleEvent): AgentState {
-    return this.machine.transition(state, event, this.scope)
+    const key = `${valueKey(state.value)} ${event.type}`
+    const move = this.moves.get(key)
+    if (move !== undefined) {
+      if (move.actions.length > 0) {
+        const info = { event, context: event.context, self: this.scope.self, system: this.scope.system }
+        for (const action of move.actions) action.exec?.(info, action.params)
+      }
+      return move.to
+    }
+    this.ran = []
+    try {
+      const to = this.machine.transition(state, event, this.scope)
+      this.moves.set(key, { to, actions: this.ran })
+      return to
+    } finally {
+      this.ran = undefined
+    }
   }
+}
+
+function valueKey(value: unknown): string {
+  return typeof value === 'string' ? value : JSON.stringify(value)
 }
