@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import type { AgentEventInput } from '../events/types.js'
-import { fail, started } from './agent-loop.js'
+import { started } from './agent-loop.js'
 import { AgentLifecycle } from './agent-machine.js'
 import { type AgentContext, initialContext } from './context.js'
 
@@ -28,7 +28,7 @@ describe('AgentLifecycle', () => {
     const lifecycle = new AgentLifecycle((context, event) => reported.push([context.agentId, event]))
     const finals = ['a', 'b', 'c'].map((id) => {
       const { running, done } = agent(id, `result of ${id}`)
-      const state = lifecycle.next(lifecycle.at('idle', running), { type: 'RUN', context: running })
+      const state = lifecycle.next(lifecycle.at('idle'), { type: 'RUN', context: running })
       expect(state.value).toBe('running')
       return lifecycle.next(state, { type: 'FINISH', context: done })
     })
@@ -41,11 +41,28 @@ describe('AgentLifecycle', () => {
     )
   })
 
+  // The moves are cached for the process: each run still hears only its own agents.
+  it("reports each agent to its own run, also from inside another run's report", () => {
+    const heard: Record<string, string[]> = { one: [], two: [] }
+    const two = new AgentLifecycle((context) => heard.two!.push(context.agentId))
+    const b = agent('b', 2)
+    const one = new AgentLifecycle((context) => {
+      heard.one!.push(context.agentId)
+      // A listener of run one's events moves an agent of run two.
+      if (context.agentId === 'a') two.next(two.at('running'), { type: 'FINISH', context: b.done })
+    })
+    const a = agent('a', 1)
+    const c = agent('c', 3)
+    one.next(one.at('running'), { type: 'FINISH', context: a.done })
+    one.next(one.at('running'), { type: 'FINISH', context: c.done })
+    expect(heard).toEqual({ one: ['a', 'c'], two: ['b'] })
+  })
+
   it('leaves an agent where it is on an event its state does not take, and reports nothing', () => {
     const reported: string[] = []
     const lifecycle = new AgentLifecycle((context) => reported.push(context.agentId))
     const { running } = agent('a', 1)
-    const state = lifecycle.at('running', running)
+    const state = lifecycle.at('running')
     // The first time XState computes it, the second time it is the cached move.
     for (let i = 0; i < 2; i++) expect(lifecycle.next(state, { type: 'RUN', context: running })).toBe(state)
     expect(reported).toEqual([])
@@ -53,6 +70,6 @@ describe('AgentLifecycle', () => {
 
   it('refuses a state value the machine does not have', () => {
     const lifecycle = new AgentLifecycle(() => {})
-    expect(() => lifecycle.at('sleeping' as never, agent('a', 1).running)).toThrow()
+    expect(() => lifecycle.at('sleeping' as never)).toThrow()
   })
 })

@@ -72,7 +72,7 @@ describe('toAgentRecord', () => {
       // The same events, to the machine as the orchestrator steps it and to an XState actor.
       const actor = createActor(lifecycle.machine, { input: initial })
       actor.start()
-      let live = lifecycle.at('idle', initial)
+      let live = lifecycle.at('idle')
       const states: unknown[] = []
       for (const event of events) {
         actor.send(event)
@@ -107,7 +107,7 @@ describe('toAgentRecord', () => {
       expect(restored.value).toEqual(live.value)
       expect(restored.status).toBe(live.status)
       expect(restored.context).toEqual(context)
-      expect(lifecycle.at(record.snapshot.value as never, context).status).toBe(live.status)
+      expect(lifecycle.at(record.snapshot.value as never).status).toBe(live.status)
     })
   }
 })

@@ -398,7 +398,7 @@ export class Orchestrator {
       fallback: agent.fallback ?? null,
     })
     if (running) context = started(context, deadlineOf(context))
-    const state = this.lifecycle.at(running ? 'running' : 'idle', context)
+    const state = this.lifecycle.at(running ? 'running' : 'idle')
     return this.register(agent.id, agent.definition, state, context, agent.parentId, agent.depth, false)
   }
 
@@ -436,7 +436,7 @@ export class Orchestrator {
     const context = record.snapshot.context as AgentContext
     let state: AgentState
     try {
-      state = this.lifecycle.at(record.snapshot.value as AgentState['value'], context)
+      state = this.lifecycle.at(record.snapshot.value as AgentState['value'])
     } catch (error) {
       throw new SnapshotError(
         source,

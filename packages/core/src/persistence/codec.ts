@@ -16,12 +16,15 @@ import {
  * plain JSON beside the superjson part, which is about ten times faster to encode.
  */
 export function encodeRecord(record: RunRecord | AgentRecord): string {
-  if (!('snapshot' in record)) return superjson.stringify(record)
+  if (!('snapshot' in record)) return encodeValue(record)
   const { messages, ...context } = record.snapshot.context
-  const rest = { ...record, snapshot: { ...record.snapshot, context } }
-  // Most records hold nothing but JSON: superjson's walk (which tracks every path) is skipped for them.
-  const encoded = isPlainJson(rest) ? `{"json":${JSON.stringify(rest)}}` : superjson.stringify(rest)
+  const encoded = encodeValue({ ...record, snapshot: { ...record.snapshot, context } })
   return `{"format":"${agentFormat}","messages":${encodeMessages(messages)},"record":${encoded}}`
+}
+
+/** Superjson text; most records hold nothing but JSON, and superjson's walk (which tracks every path) is skipped for them. */
+function encodeValue(value: object): string {
+  return isPlainJson(value) ? `{"json":${JSON.stringify(value)}}` : superjson.stringify(value)
 }
 
 /**
