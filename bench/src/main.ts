@@ -562,7 +562,8 @@ function report(groups: Group[], results: Measured[], options: Options): Report 
     '',
     `Mode: ${mode}, ${options.reps} repetitions; numbers are medians with min–max in parentheses. ` +
       'Every cell is a fresh Node process that first runs the same job three times at its own latency ' +
-      '(1,000 agents; the depth-10 tree for recursion), with no forced collection after, so the measured ' +
+      '(1,000 agents; the depth-10 tree for recursion), and a fan-out smaller than that then runs itself until ' +
+      'it has taken about 3,000 steps (ten runs at most), with no forced collection after, so the measured ' +
       'run is the steady state of a warm process; contenders are interleaved within each repetition.',
     '',
     '## Targets',
