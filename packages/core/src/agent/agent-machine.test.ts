@@ -21,7 +21,7 @@ function agent(id: string, result: unknown): { running: AgentContext; done: Agen
 }
 
 describe('AgentLifecycle', () => {
-  // Each move is computed by XState once per run: the agents that make it after the first must
+  // Each move is computed by XState once per process: the agents that make it after the first must
   // still get their own entry actions, with their own context.
   it('reports every agent making the same move with its own context', () => {
     const reported: [string, AgentEventInput][] = []
