@@ -4,7 +4,7 @@ import type { ChatMessage, TokenUsage } from '../models/types.js'
 import type { Action, ParseResult } from '../protocol/actions.js'
 import { actionReply, childResultsMessage, inboxMessage } from '../protocol/feedback.js'
 import type { Conflict } from '../workspaces/workspaces.js'
-import type { AgentContext, Awaiting, ChildLink, ChildResult } from './context.js'
+import { type AgentContext, type Awaiting, type ChildLink, type ChildResult, copyContext } from './context.js'
 
 export interface ThinkOutcome {
   assistant: ChatMessage
@@ -53,16 +53,15 @@ export interface Step {
 // The think/act loop of `running`, as pure functions of the context and an effect's outcome.
 // The orchestrator applies a step that stays in `running` to the agent's context itself and
 // hands one that leaves it to the agent machine: a step costs no XState transition. Each step
-// copies the context once (30 fields): `route` finishes the copy its caller made.
+// copies the context once (`copyContext`), changes the copy, and `route` finishes it.
 
 /** A new agent's context once it starts. */
 export function started(context: AgentContext, deadline: number | null, note?: string): AgentContext {
-  return {
-    ...context,
-    startedAt: Date.now(),
-    deadline,
-    messages: note === undefined ? context.messages : [...context.messages, { role: 'user', content: note }],
-  }
+  const next = copyContext(context)
+  next.startedAt = Date.now()
+  next.deadline = deadline
+  if (note !== undefined) next.messages = [...context.messages, { role: 'user', content: note }]
+  return next
 }
 
 /** A model reply came back: its actions become `pending`, or the model is asked to repair it. */
@@ -70,20 +69,20 @@ export function afterThought(context: AgentContext, output: ThinkOutcome, maxRep
   const { parse } = output
   const consumed = output.inboxConsumed
   const messages = withInbox(context, output)
-  const next: AgentContext = {
-    ...context,
-    turn: context.turn + 1,
-    inbox: consumed === 0 ? context.inbox : context.inbox.slice(consumed),
-    busyMs: context.busyMs + output.durationMs,
-    retries: context.retries + (output.retries ?? 0),
-    processes: output.process ? [...context.processes, output.process] : context.processes,
-    usage: {
+  const next = copyContext(context)
+  next.turn = context.turn + 1
+  if (consumed > 0) next.inbox = context.inbox.slice(consumed)
+  next.busyMs = context.busyMs + output.durationMs
+  if (output.retries) next.retries = context.retries + output.retries
+  if (output.process) next.processes = [...context.processes, output.process]
+  if (output.usage || output.cost) {
+    next.usage = {
       promptTokens: context.usage.promptTokens + (output.usage?.promptTokens ?? 0),
       completionTokens: context.usage.completionTokens + (output.usage?.completionTokens ?? 0),
       cost: context.usage.cost + (output.cost ?? 0),
-    },
-    messages: [...messages, output.assistant],
+    }
   }
+  next.messages = [...messages, output.assistant]
   if (parse.ok) {
     next.pending = parse.actions
     return route(next)
@@ -101,74 +100,72 @@ export function afterThought(context: AgentContext, output: ThinkOutcome, maxRep
 export function afterAct(context: AgentContext, output: ActOutcome, maxRepairs: number): Step {
   if (output.refused !== undefined) {
     if (context.repairs < maxRepairs) {
-      const repaired: AgentContext = {
-        ...context,
-        messages: [...context.messages, ...output.messages, ...skipRest(context.pending.slice(1))],
-        pending: [],
-        repairs: context.repairs + 1,
-        phase: 'thinking',
-      }
+      const repaired = copyContext(context)
+      repaired.messages = [...context.messages, ...output.messages, ...skipRest(context.pending.slice(1))]
+      repaired.pending = []
+      repaired.repairs = context.repairs + 1
+      repaired.phase = 'thinking'
       return { context: repaired, next: 'running', repair: output.refused }
     }
     return { context: fail(context, new LimitExceededError('launch', output.refused)), next: 'failed' }
   }
-  if (output.suspend !== undefined)
-    return { context: { ...context, awaiting: output.suspend }, next: 'external' }
-  return route({
-    ...context,
-    messages: output.messages.length > 0 ? [...context.messages, ...output.messages] : context.messages,
-    children: appendChildren(context.children, output.children),
-    pending: context.pending.slice(1),
-    busyMs: context.busyMs + (output.durationMs ?? 0),
-    // Repairs count unusable replies in a row: an action that went through ends the row.
-    repairs: 0,
-  })
+  const next = copyContext(context)
+  if (output.suspend !== undefined) {
+    next.awaiting = output.suspend
+    return { context: next, next: 'external' }
+  }
+  if (output.messages.length > 0) next.messages = [...context.messages, ...output.messages]
+  next.children = appendChildren(context.children, output.children)
+  next.pending = context.pending.slice(1)
+  next.busyMs = context.busyMs + (output.durationMs ?? 0)
+  // Repairs count unusable replies in a row: an action that went through ends the row.
+  next.repairs = 0
+  return route(next)
 }
 
 /** The awaited children settled: their results (and errors) are one message, then the loop goes on. */
 export function afterSettled(context: AgentContext, group: SettledGroup): Step {
   const { results, conflicts } = group
-  return route({
-    ...context,
-    messages: [...context.messages, childResultsMessage(results, context.waitCallId, conflicts)],
-    conflicts: conflicts.length > 0 ? [...context.conflicts, ...conflicts] : context.conflicts,
-    delivered: [...context.delivered, ...(context.waitingOn ?? [])],
-    waitingOn: null,
-    waitCallId: null,
-  })
+  const next = copyContext(context)
+  next.messages = [...context.messages, childResultsMessage(results, context.waitCallId, conflicts)]
+  if (conflicts.length > 0) next.conflicts = [...context.conflicts, ...conflicts]
+  next.delivered = [...context.delivered, ...(context.waitingOn ?? [])]
+  next.waitingOn = null
+  next.waitCallId = null
+  return route(next)
 }
 
 /** A person approved the call the agent waits on, or gave it the input it asked for: it runs the call. */
 export function afterAnswer(context: AgentContext, value: AgentContext['answers'][string]): Step {
   const key = context.awaiting?.key
   if (key === undefined) return { context, next: 'external' }
-  return {
-    context: {
-      ...context,
-      answers: { ...context.answers, [key]: value },
-      awaiting: null,
-      phase: 'executing',
-    },
-    next: 'running',
-  }
+  const next = copyContext(context)
+  next.answers = { ...context.answers, [key]: value }
+  next.awaiting = null
+  next.phase = 'executing'
+  return { context: next, next: 'running' }
 }
 
 /** A person rejected the call: the model is told, and the rest of its reply goes on. */
 export function afterRejection(context: AgentContext, reason: string): Step {
-  return route({
-    ...context,
-    messages: [...context.messages, actionReply(context.pending[0]!, `rejected: ${reason}`)],
-    pending: context.pending.slice(1),
-    awaiting: null,
-  })
+  const next = copyContext(context)
+  next.messages = [...context.messages, actionReply(context.pending[0]!, `rejected: ${reason}`)]
+  next.pending = context.pending.slice(1)
+  next.awaiting = null
+  return route(next)
 }
 
 export function withMessage(context: AgentContext, from: string, text: string): AgentContext {
-  return { ...context, inbox: [...context.inbox, { from, text }] }
+  const next = copyContext(context)
+  next.inbox = [...context.inbox, { from, text }]
+  return next
 }
 
 export function fail(context: AgentContext, error: unknown): AgentContext {
-  return { ...context, error: toErrorInfo(error), endedAt: Date.now() }
+  const next = copyContext(context)
+  next.error = toErrorInfo(error)
+  next.endedAt = Date.now()
+  return next
 }
 
 /**
