@@ -61,7 +61,9 @@ export function createAgentServices(run: Orchestrator): AgentServices {
         signal,
       })
       const turn = context.turn
-      run.emitAgent(context, { type: 'model.started', turn, model: model.name })
+      // Events are built only when someone listens: most runs have no listener, and a step is short.
+      if (run.config.bus.hasListeners)
+        run.emitAgent(context, { type: 'model.started', turn, model: model.name })
       const started = performance.now()
       let reply: ModelReply
       run.busy.begin()
@@ -97,15 +99,17 @@ export function createAgentServices(run: Orchestrator): AgentServices {
       slot.release(tokens)
       run.tokensUsed += tokens
       const durationMs = performance.now() - started
-      const completed: Parameters<typeof run.emitAgent>[1] = {
-        type: 'model.completed',
-        turn,
-        durationMs: Math.round(durationMs),
+      if (run.config.bus.hasListeners) {
+        const completed: Parameters<typeof run.emitAgent>[1] = {
+          type: 'model.completed',
+          turn,
+          durationMs: Math.round(durationMs),
+        }
+        if (reply.usage) completed.usage = reply.usage
+        if (reply.cost !== undefined) completed.cost = reply.cost
+        if (reply.process) completed.process = reply.process
+        run.emitAgent(context, completed)
       }
-      if (reply.usage) completed.usage = reply.usage
-      if (reply.cost !== undefined) completed.cost = reply.cost
-      if (reply.process) completed.process = reply.process
-      run.emitAgent(context, completed)
       checkBudgets(entry, context, tokens)
 
       // An oversized reply is refused by the parser; the history keeps only its beginning.
@@ -277,7 +281,8 @@ export function createAgentServices(run: Orchestrator): AgentServices {
         suspend: { kind: 'approval', callId, key, tool: tool.name, args: action.args, prompt },
       }
     }
-    run.emitAgent(context, { type: 'tool.started', callId, tool: tool.name, args: action.args })
+    if (run.config.bus.hasListeners)
+      run.emitAgent(context, { type: 'tool.started', callId, tool: tool.name, args: action.args })
     const started = performance.now()
     run.busy.begin()
     try {
@@ -297,13 +302,15 @@ export function createAgentServices(run: Orchestrator): AgentServices {
         }),
       )
       const durationMs = performance.now() - started
-      run.emitAgent(context, {
-        type: 'tool.completed',
-        callId,
-        tool: tool.name,
-        durationMs: Math.round(durationMs),
-        result,
-      })
+      if (run.config.bus.hasListeners) {
+        run.emitAgent(context, {
+          type: 'tool.completed',
+          callId,
+          tool: tool.name,
+          durationMs: Math.round(durationMs),
+          result,
+        })
+      }
       return { messages: [actionReply(action, renderValue(result ?? null))], durationMs }
     } catch (error) {
       if (signal.aborted) throw error

@@ -608,8 +608,10 @@ export class Orchestrator {
     entry.effect = token
     effect(signal).then(
       (outcome) => {
-        // An aborted effect (the agent settled or stopped) has nobody left to tell.
-        if (entry.effect !== token || signal.aborted) return
+        // An aborted effect (the agent settled or stopped) has nobody left to tell. Only
+        // `stopEffect` aborts, and it also clears the token: the token says it all (reading a
+        // signal's properties is slow in Node 20, where every AbortSignal has a map of its own).
+        if (entry.effect !== token) return
         entry.effect = 0
         // A throw here is the runtime's own failure, not the agent's: it fails the run.
         try {
@@ -620,7 +622,7 @@ export class Orchestrator {
         }
       },
       (error: unknown) => {
-        if (entry.effect !== token || signal.aborted) return
+        if (entry.effect !== token) return
         entry.effect = 0
         try {
           this.failAgent(entry, error)

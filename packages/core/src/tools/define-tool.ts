@@ -93,6 +93,7 @@ export function abortableSleep(ms: number, signal: AbortSignal): Promise<void> {
       clearTimeout(timer)
       reject(signal.reason)
     }
-    signal.addEventListener('abort', onAbort, { once: true })
+    // Not `{ once: true }`: parsing options costs, and an aborted signal never fires again.
+    signal.addEventListener('abort', onAbort)
   })
 }
