@@ -81,15 +81,18 @@ export function toAgentRecord(entry: AgentEntry): AgentRecord {
   }
 }
 
-/** What a settled agent hands its parent (and its dependents): result, error, or fallback. */
-export function childResult(entry: AgentEntry): ChildResult {
+/**
+ * What a settled agent hands its parent (and its dependents): result, error, or fallback. `id`
+ * is how the receiver knows it (its local id). Each shape is one literal: a parent collects
+ * thousands of these at once, and spreads made every store into them megamorphic.
+ */
+export function childResult(entry: AgentEntry, id = entry.id): ChildResult {
   const { context } = entry
-  const { value } = entry.state
-  const base = { id: entry.id, agent: entry.definition.name }
-  if (value === 'completed') return { ...base, status: 'completed', result: context.result }
+  const agent = entry.definition.name
+  if (entry.state.value === 'completed') return { id, agent, status: 'completed', result: context.result }
   const error = context.error ?? { name: 'Error', code: 'ERROR', message: 'failed' }
   if (error.code === 'TIMEOUT' && context.fallback) {
-    return { ...base, status: 'completed', result: context.fallback.value, error, fallback: true }
+    return { id, agent, status: 'completed', result: context.fallback.value, error, fallback: true }
   }
-  return { ...base, status: 'failed', error }
+  return { id, agent, status: 'failed', error }
 }

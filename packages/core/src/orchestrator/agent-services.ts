@@ -189,7 +189,7 @@ export function createAgentServices(run: Orchestrator): AgentServices {
                 error,
               }
             }
-            return { ...childResult(child), id: localId }
+            return childResult(child, localId)
           })
         const wake = () => {
           if (--remaining === 0 && !signal.aborted) resolve(collect())

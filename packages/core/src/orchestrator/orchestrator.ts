@@ -494,7 +494,7 @@ export class Orchestrator {
       const dependency = this.registry.get(id)
       const localId = id.slice(id.lastIndexOf('.') + 1)
       if (!dependency) return { id: localId, agent: 'unknown', status: 'failed' as const, error: missing(id) }
-      return { ...childResult(dependency), id: localId }
+      return childResult(dependency, localId)
     })
     const failed = results.find((result) => result.status === 'failed')
     if (failed) {

@@ -19,6 +19,7 @@ export function checkDependencies(
   const ids = new Set(nodes.map((node) => node.id))
   const edges = new Map<string, string[]>()
   const dropped: DependencyCheck['dropped'] = []
+  let linked = false
   for (const node of nodes) {
     const valid: string[] = []
     for (const dependency of node.dependsOn) {
@@ -31,8 +32,10 @@ export function checkDependencies(
       }
     }
     edges.set(node.id, valid)
+    if (valid.length > 0) linked = true
   }
-  return { edges, dropped, cycle: findCycle(edges) }
+  // No edge, no cycle: a launch of many independent agents skips the search.
+  return { edges, dropped, cycle: linked ? findCycle(edges) : undefined }
 }
 
 /** Iterative depth-first search (plans can be long chains); returns the first cycle found. */
