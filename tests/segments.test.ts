@@ -1,7 +1,7 @@
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
-import { createRuntime, fileStore, type Run, type Runtime } from '@cohort/core'
+import { type AgentRecord, createRuntime, fileStore, type Run, type Runtime } from '@cohort/core'
 import { afterEach, beforeEach, expect, test } from 'vitest'
 import { approvalRuntime } from './fixtures/approval-scenario.js'
 import { faultAgents, faultModel } from './fixtures/fault-scenario.js'
@@ -19,8 +19,8 @@ afterEach(async () => {
  * waits on children is run again when one of them settles; a dependent waiting on siblings is
  * retried. `workers` runtimes (separate in-memory states, one shared store) take turns.
  */
-async function runDistributed(workers: Runtime[], runId: string, rootId: string): Promise<string[]> {
-  const queue = [rootId]
+async function runDistributed(workers: Runtime[], runId: string, first: string[]): Promise<string[]> {
+  const queue = [...first]
   const ran: string[] = []
   let turn = 0
   while (queue.length > 0) {
@@ -53,7 +53,7 @@ test('a run spread over segments in several workers ends as the same run in one 
   const workers = [0, 1, 2].map(() => createRuntime({ agents: faultAgents, model: faultModel, store }))
   const { runId, rootAgentId } = await workers[0]!.prepareRun('lead', 'crash me', { runId: 'spread' })
   expect(rootAgentId).toBe('lead')
-  const ran = await runDistributed(workers, runId, rootAgentId)
+  const ran = await runDistributed(workers, runId, [rootAgentId])
 
   const stored = await store.loadRun(runId)
   expect(stored?.run).toMatchObject({ status: 'completed', result: expected })
@@ -63,6 +63,35 @@ test('a run spread over segments in several workers ends as the same run in one 
   expect(ran).toContain('lead:children')
   const settled = ran.filter((line) => line.endsWith(':completed')).map((line) => line.split(':')[0])
   expect(new Set(settled).size).toBe(11)
+})
+
+test('a launch replayed after a crash finds its children in the store, where they ran on, and keeps them', async () => {
+  const expected = await createRuntime({ agents: faultAgents, model: faultModel }).run('lead', 'crash me')
+  const store = fileStore(dir)
+  const workers = [0, 1].map(() => createRuntime({ agents: faultAgents, model: faultModel, store }))
+  const { runId } = await workers[0]!.prepareRun('lead', 'crash me', { runId: 'replayed' })
+  // The lead's record as a crash right after the launch's children were written leaves it:
+  // the launch is still pending, its children are not yet the lead's.
+  let launched: string[] = []
+  let cutOff: AgentRecord | undefined
+  const parked = await workers[0]!.runSegment(runId, 'lead', {
+    enqueue: async (ids) => {
+      launched = ids
+      cutOff = await store.loadAgent!(runId, 'lead')
+    },
+  })
+  expect(parked).toEqual({ kind: 'waiting', on: 'children' })
+  expect(cutOff?.snapshot.context.children).toEqual([])
+  expect(cutOff?.snapshot.context.pending[0]?.action).toBe('launch_subagents')
+  await store.saveAgent(runId, cutOff!)
+
+  // The children run on in other workers; the lead, run again when one settles, replays its launch.
+  const ran = await runDistributed(workers, runId, launched)
+  const stored = await store.loadRun(runId)
+  expect(stored?.run).toMatchObject({ status: 'completed', result: expected })
+  expect(stored?.agents).toHaveLength(11)
+  const settled = ran.filter((line) => line.endsWith(':completed')).map((line) => line.split(':')[0])
+  expect(settled.sort()).toEqual(stored!.agents.map((agent) => agent.id).sort())
 })
 
 test('running a segment of a settled agent again returns its result without running it', async () => {

@@ -27,7 +27,7 @@ import type { EventBus } from '../events/event-bus.js'
 import type { AgentEventInput, RunEventInput } from '../events/types.js'
 import type { ChatMessage, ChatModel } from '../models/types.js'
 import { AgentWriter } from '../persistence/agent-writer.js'
-import { readRunRecord } from '../persistence/read.js'
+import { readAgentRecord, readRunRecord } from '../persistence/read.js'
 import type { AgentRecord, RunRecord, RunStatus, RunStore, StoredRun } from '../persistence/records.js'
 import type { LaunchSpec } from '../protocol/actions.js'
 import { systemPrompt } from '../protocol/prompt.js'
@@ -270,13 +270,23 @@ export class Orchestrator {
     specs: LaunchSpec[],
     onCycle?: 'refuse' | 'sequential',
   ): Promise<LaunchOutcome> {
-    const plan = planLaunch(parent, specs, this.registry, onCycle ?? this.config.onCycle)
+    const cycles = onCycle ?? this.config.onCycle
+    let plan = planLaunch(parent, specs, this.registry, cycles)
     if (!plan.ok) return plan
+    const segment = this.config.segment
+    // A segment holds only the agents it loaded. A launch replayed after a crash finds its
+    // children in the store, where they may have run on; creating them again would reset them.
+    if (segment && !plan.existing) {
+      const unknown = plan.children.filter((child) => !child.exists).map((child) => child.link.id)
+      if ((await this.restoreRemote(unknown)) > 0) {
+        plan = planLaunch(parent, specs, this.registry, cycles)
+        if (!plan.ok) return plan
+      }
+    }
     const links = plan.children.map((child) => child.link)
     if (plan.existing) return { ok: true, children: links }
     const context = parent.context
     for (const message of plan.warnings) this.emitAgent(context, { type: 'agent.warning', message })
-    const segment = this.config.segment
     const created = plan.children.filter((child) => !child.exists)
     const children = created.map(({ link, spec, dependsOn }) => {
       const definition = this.definition(link.agent)
@@ -415,6 +425,22 @@ export class Orchestrator {
 
   private emitStarted(context: AgentContext): void {
     this.emitAgent(context, { type: 'agent.started', parentId: context.parentId, task: context.task })
+  }
+
+  /**
+   * Restores, as running elsewhere, the stored agents among `ids` this process does not hold
+   * (a segment's children and dependencies); returns how many it found.
+   */
+  async restoreRemote(ids: readonly string[]): Promise<number> {
+    const missing = ids.filter((id) => !this.registry.has(id))
+    const records = await Promise.all(missing.map((id) => readAgentRecord(this.config.store, this.runId, id)))
+    let found = 0
+    for (const record of records) {
+      if (!record || this.registry.has(record.id)) continue
+      this.restoreAgent(record).remote = true
+      found++
+    }
+    return found
   }
 
   restoreAgent(record: AgentRecord): AgentEntry {

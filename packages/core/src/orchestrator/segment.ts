@@ -26,11 +26,7 @@ export async function runSegment(run: Orchestrator, agentId: string): Promise<Se
   if (entry.settled) return { kind: 'settled', result: childResult(entry) }
 
   const { context } = entry
-  for (const id of [...context.children.map((child) => child.id), ...context.dependsOn]) {
-    if (run.registry.has(id)) continue
-    const other = await readAgentRecord(store, run.runId, id)
-    if (other) run.restoreAgent(other).remote = true
-  }
+  await run.restoreRemote([...context.children.map((child) => child.id), ...context.dependsOn])
 
   let finish!: (outcome: SegmentOutcome) => void
   const outcome = new Promise<SegmentOutcome>((resolve) => {
