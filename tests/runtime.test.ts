@@ -386,6 +386,26 @@ describe('limits and cancel', () => {
   })
 })
 
+test('a run cancelled by a listener while a launch starts its children starts no more of them', async () => {
+  const model = scriptedModel({
+    lead: fanOutLead(['a', 'b', 'c', 'd'], 'never'),
+    worker: [{ action: 'finish', result: 'done' }],
+  })
+  const run = createRuntime({ agents: [lead, worker], model }).start('lead', 'go')
+  const calls: string[] = []
+  run.on('model.started', (event) => {
+    if (event.agentId === 'lead') return
+    calls.push(event.agentId)
+    // Model calls start as the launch makes each child: the first one's cancels the run at once.
+    void run.cancel('enough')
+  })
+  await expect(run.result).rejects.toBeInstanceOf(CancelledError)
+  expect(calls).toHaveLength(1)
+  const live = await run.snapshot()
+  expect(live.agents).toHaveLength(5)
+  expect(live.agents.every((agent) => agent.status === 'failed')).toBe(true)
+})
+
 describe('run ids', () => {
   test('a run id already in the store is refused, and the stored run is left as it was', async () => {
     const solo = defineAgent({ name: 'solo', instructions: 'Answer.' })

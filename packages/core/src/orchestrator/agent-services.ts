@@ -55,11 +55,9 @@ export function createAgentServices(run: Orchestrator): AgentServices {
       }
       checkBudgets(entry, context, 0)
       const model = run.modelFor(entry.definition)
-      const slot = await run.config.scheduler.acquire({
-        priority: context.priority,
-        model: model.name,
-        signal,
-      })
+      const request = { priority: context.priority, model: model.name, signal }
+      // A free slot is taken in this tick: the model call starts before the caller goes on.
+      const slot = run.config.scheduler.tryAcquire(request) ?? (await run.config.scheduler.acquire(request))
       const turn = context.turn
       // Events are built only when someone listens: most runs have no listener, and a step is short.
       if (run.config.bus.hasListeners)

@@ -288,9 +288,22 @@ export class Orchestrator {
     const context = parent.context
     for (const message of plan.warnings) this.emitAgent(context, { type: 'agent.warning', message })
     const created = plan.children.filter((child) => !child.exists)
-    const children = created.map(({ link, spec, dependsOn }) => {
-      const definition = this.definition(link.agent)
-      return this.createAgent(
+    const definitions = created.map((child) => this.definition(child.link.agent))
+    this.emitAgent(context, {
+      type: 'agent.launched',
+      children: created.map(({ link, dependsOn }) => ({
+        id: link.id,
+        agent: link.agent,
+        task: link.task,
+        dependsOn,
+      })),
+    })
+    const waiting: AgentEntry[] = []
+    const children = created.map(({ link, spec, dependsOn }, index) => {
+      const definition = definitions[index]!
+      // A child with nothing to wait for starts running; a segment's children start in other workers.
+      const running = !segment && dependsOn.length === 0
+      const child = this.createAgent(
         {
           id: link.id,
           definition,
@@ -302,18 +315,13 @@ export class Orchestrator {
           timeoutMs: spec.timeout_ms ?? this.limitsFor(definition).timeoutMs,
           fallback: 'fallback' in spec ? { value: spec.fallback } : (definition.fallback ?? null),
         },
-        // A child with nothing to wait for starts running; a segment's children start in other workers.
-        !segment && dependsOn.length === 0,
+        running,
       )
-    })
-    this.emitAgent(context, {
-      type: 'agent.launched',
-      children: created.map(({ link, dependsOn }) => ({
-        id: link.id,
-        agent: link.agent,
-        task: link.task,
-        dependsOn,
-      })),
+      // Its first model call starts now, not after its siblings are made: the first replies come
+      // back sooner, and the last one no later.
+      if (running) this.activate(child)
+      else waiting.push(child)
+      return child
     })
     // Children are on disk before the parent records the launch, so a restore always finds them.
     if (segment) {
@@ -323,7 +331,8 @@ export class Orchestrator {
       await segment.enqueue(children.map((child) => child.id))
       return { ok: true, children: links }
     }
-    for (const child of children) this.activate(child)
+    // Those waiting on siblings start once every sibling exists.
+    for (const child of waiting) this.activate(child)
     // Written once they started, not also before: one write per child, of its running state, at
     // the end of the tick, once their first model calls are under way.
     await Promise.all(children.map((child) => this.writer.written(child.id)))
@@ -415,6 +424,11 @@ export class Orchestrator {
   /** Starts a new agent: one created running begins its loop, an idle one waits for its dependencies. */
   private activate(entry: AgentEntry): void {
     this.subscribe(entry)
+    // Cancelled while its launch was starting its siblings (by a listener of one of their events).
+    if (this.cancelReason !== undefined) {
+      this.failAgent(entry, new CancelledError(this.cancelReason))
+      return
+    }
     const running = entry.state.value === 'running'
     if (running) this.emitStarted(entry.context)
     // Its first write (a launch waits for it), and a running agent's first model call.

@@ -60,16 +60,24 @@ export class Scheduler {
     this.limit = options.maxConcurrentModelCalls ?? Number.POSITIVE_INFINITY
   }
 
+  /**
+   * A slot now, when nothing is in the way (no limit reached, nobody queued, no throttle), so
+   * the call can start in the same tick; otherwise undefined, and the caller waits in `acquire`.
+   */
+  tryAcquire(request: SlotRequest): Slot | undefined {
+    if (this.inFlight >= this.limit || this.queue.size > 0 || this.throttled(request.model)) return undefined
+    let slot: Slot | undefined
+    this.start(
+      { request, enqueuedAt: performance.now(), grant: (granted) => (slot = granted), done: false },
+      performance.now(),
+    )
+    return slot
+  }
+
   acquire(request: SlotRequest): Promise<Slot> {
-    // Nothing to wait for (no limit in the way, nobody queued): no waiter, no abort listener.
-    if (this.inFlight < this.limit && this.queue.size === 0 && !this.throttled(request.model)) {
-      let slot: Slot | undefined
-      this.start(
-        { request, enqueuedAt: performance.now(), grant: (granted) => (slot = granted), done: false },
-        performance.now(),
-      )
-      return Promise.resolve(slot!)
-    }
+    // Nothing to wait for: no waiter, no abort listener.
+    const now = this.tryAcquire(request)
+    if (now) return Promise.resolve(now)
     return new Promise((resolve, reject) => {
       const waiter: Waiter = { request, enqueuedAt: performance.now(), grant: resolve, done: false }
       request.signal.addEventListener(
