@@ -1,7 +1,15 @@
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
-import { type AgentRecord, createRuntime, fileStore, type Run, type Runtime } from '@cohort/core'
+import {
+  type AgentRecord,
+  type ChatModel,
+  createRuntime,
+  defineAgent,
+  fileStore,
+  type Run,
+  type Runtime,
+} from '@cohort/core'
 import { afterEach, beforeEach, expect, test } from 'vitest'
 import { approvalRuntime } from './fixtures/approval-scenario.js'
 import { faultAgents, faultModel } from './fixtures/fault-scenario.js'
@@ -92,6 +100,37 @@ test('a launch replayed after a crash finds its children in the store, where the
   expect(stored?.agents).toHaveLength(11)
   const settled = ran.filter((line) => line.endsWith(':completed')).map((line) => line.split(':')[0])
   expect(settled.sort()).toEqual(stored!.agents.map((agent) => agent.id).sort())
+})
+
+test('a segment of an agent stored mid-call, in a run that has ended since, fails it without calling the model', async () => {
+  const store = fileStore(dir)
+  const solo = defineAgent({ name: 'solo', instructions: 'Answer.' })
+  let calls = 0
+  let called!: () => void
+  const inFlight = new Promise<void>((resolve) => {
+    called = resolve
+  })
+  const model: ChatModel = {
+    name: 'counting',
+    complete: () => {
+      calls++
+      called()
+      return new Promise(() => {})
+    },
+  }
+  const first = createRuntime({ agents: [solo], model, store })
+  const run = first.start('solo', 'go', { runId: 'ended' })
+  await inFlight
+  await run.detach()
+  expect((await store.loadAgent!('ended', 'solo'))?.snapshot.context.phase).toBe('thinking')
+  const record = await store.loadRunRecord!('ended')
+  await store.saveRun({ ...record!, status: 'cancelled', updatedAt: Date.now() })
+
+  const host = createRuntime({ agents: [solo], model, store })
+  const outcome = await host.runSegment('ended', 'solo', { enqueue: async () => {} })
+  expect(outcome).toMatchObject({ kind: 'settled', result: { status: 'failed' } })
+  expect(calls).toBe(1)
+  await host.shutdown()
 })
 
 test('running a segment of a settled agent again returns its result without running it', async () => {

@@ -44,13 +44,13 @@ export async function runSegment(run: Orchestrator, agentId: string): Promise<Se
   run.subscribe(entry, watch)
   // An agent stored waiting on a person has nothing to run here until it is answered.
   watch()
-  run.runEffect(entry)
+  // A run that has ended fails the agent before its effect starts: no model call for nothing.
   if (runRecord.status !== 'running') {
     run.failAgent(entry, new CancelledError(`the run is ${runRecord.status}`))
-  } else if (entry.state.value === 'idle') {
-    run.startWhenReady(entry)
-  } else if (context.deadline !== null) {
-    run.armTimeout(entry, context.deadline)
+  } else {
+    run.runEffect(entry)
+    if (entry.state.value === 'idle') run.startWhenReady(entry)
+    else if (context.deadline !== null) run.armTimeout(entry, context.deadline)
   }
 
   const result = await outcome
