@@ -274,8 +274,10 @@ export class Orchestrator {
     let plan = planLaunch(parent, specs, this.registry, cycles)
     if (!plan.ok) return plan
     const segment = this.config.segment
-    // A segment holds only the agents it loaded. A launch replayed after a crash finds its
-    // children in the store, where they may have run on; creating them again would reset them.
+    // A segment holds only the agents it loaded, where a restored run holds them all. A launch
+    // made again after a crash (replayed, or the model asked again before its reply was stored)
+    // finds its children in the store, where they may have run on; creating them again would
+    // reset them. A fresh launch pays one read per child for this.
     if (segment && !plan.existing) {
       const unknown = plan.children.filter((child) => !child.exists).map((child) => child.link.id)
       if ((await this.restoreRemote(unknown)) > 0) {
@@ -288,6 +290,7 @@ export class Orchestrator {
     const context = parent.context
     for (const message of plan.warnings) this.emitAgent(context, { type: 'agent.warning', message })
     const created = plan.children.filter((child) => !child.exists)
+    // Looked up before any child starts: an unknown agent throws with none of its siblings running.
     const definitions = created.map((child) => this.definition(child.link.agent))
     this.emitAgent(context, {
       type: 'agent.launched',
