@@ -1,4 +1,3 @@
-import { getEventListeners } from 'node:events'
 import {
   afterAct,
   afterSettled,
@@ -33,6 +32,7 @@ import type { LaunchSpec } from '../protocol/actions.js'
 import { systemPrompt } from '../protocol/prompt.js'
 import type { Redactor } from '../protocol/redact.js'
 import type { Scheduler } from '../scheduler/scheduler.js'
+import { hasAbortListeners } from '../tools/define-tool.js'
 import type { Workspaces } from '../workspaces/workspaces.js'
 import { type AgentEntry, childResult, suspendedOn, toAgentRecord } from './agent-entry.js'
 import { type AgentServices, createAgentServices } from './agent-services.js'
@@ -638,11 +638,7 @@ export class Orchestrator {
     // costs more than much of a fast step. One that still has listeners (an SDK that never removes
     // its own, a queued model call) is replaced, so listeners never pile up on one signal.
     let controller = entry.controller
-    if (
-      !controller ||
-      controller.signal.aborted ||
-      getEventListeners(controller.signal, 'abort').length > 0
-    ) {
+    if (!controller || controller.signal.aborted || hasAbortListeners(controller.signal)) {
       controller = new AbortController()
       entry.controller = controller
     }
