@@ -64,6 +64,13 @@ describe('encodeRecord', () => {
     expect(decoded).toEqual(JSON.parse(JSON.stringify(second)))
   })
 
+  test('a context field this version does not know (from a newer writer) is kept', () => {
+    const newer = record({ ...base, notes: ['kept'] } as AgentRecord['snapshot']['context'])
+    const decoded = decodeAgentRecord(encodeRecord(newer), 'test')
+    expect(decoded.snapshot.context).toMatchObject({ notes: ['kept'], task: base.task })
+    expect(decoded).toEqual(JSON.parse(JSON.stringify(newer)))
+  })
+
   test('a value JSON cannot keep goes through superjson', () => {
     const plainResult = { at: 'noon' }
     expect(decodeAgentRecord(encodeRecord(record({ ...base, result: plainResult })), 'test')).toMatchObject({
