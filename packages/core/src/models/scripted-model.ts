@@ -1,6 +1,6 @@
 import type { ChildResult } from '../agent/context.js'
 import { ModelError } from '../errors.js'
-import { abortableSleep } from '../tools/define-tool.js'
+import { sleepOn } from '../tools/abort-switch.js'
 import type { ChatModel, ModelReply, ModelRequest } from './types.js'
 
 /** One scripted reply: text, an action object (or array of them), or a full `ModelReply`. */
@@ -32,7 +32,7 @@ export function scriptedModel(script: Script, options: ScriptedModelOptions = {}
     name,
     async complete(request) {
       const latency = typeof latencyMs === 'function' ? latencyMs(request) : latencyMs
-      if (latency > 0) await abortableSleep(latency, request.signal)
+      if (latency > 0) await sleepOn(request, latency)
       const reply = await pickReply(script, request)
       return toModelReply(reply)
     },

@@ -3,6 +3,7 @@ import type { AgentContext, AgentStatus, ChildResult } from '../agent/context.js
 import type { AgentDefinition } from '../agent/define-agent.js'
 import type { RunLimits } from '../agent/limits.js'
 import type { AgentRecord } from '../persistence/records.js'
+import type { AbortSwitch } from '../tools/abort-switch.js'
 
 /** The orchestrator's entry for one agent: kept in a Map outside every machine's context. */
 export interface AgentEntry {
@@ -35,8 +36,8 @@ export interface AgentEntry {
   onChange?: () => void
   /** Let go of (a detach, a segment's end): it takes no more events. */
   stopped?: true
-  /** Aborts the running effect when the agent settles or stops (one per effect: listeners do not pile up). */
-  controller?: AbortController
+  /** Aborts the running effect when the agent settles or stops (reused while nobody waits on it). */
+  abort?: AbortSwitch
   /** Which effect is current: a result from an older one is dropped. 0 when none runs. */
   effect: number
 }

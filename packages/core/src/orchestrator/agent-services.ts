@@ -1,12 +1,13 @@
 import type { ActOutcome, SettledGroup, ThinkOutcome } from '../agent/agent-loop.js'
 import type { AgentContext, ChildResult } from '../agent/context.js'
 import { CohortError, LimitExceededError, toErrorInfo } from '../errors.js'
-import type { ChatMessage, ModelReply, ToolSpec } from '../models/types.js'
+import type { ChatMessage, ModelReply, ModelRequest, ToolSpec } from '../models/types.js'
 import type { Action } from '../protocol/actions.js'
 import { actionReply, inboxMessage, renderValue, repairFeedback } from '../protocol/feedback.js'
 import { parseActions } from '../protocol/parse-actions.js'
 import { protocolToolSpecs, repairText } from '../protocol/prompt.js'
-import { type AnyTool, abortableSleep, SuspendRequest } from '../tools/define-tool.js'
+import { type AbortSwitch, requestSwitch } from '../tools/abort-switch.js'
+import { type AnyTool, SuspendRequest } from '../tools/define-tool.js'
 import { type AgentEntry, childResult } from './agent-entry.js'
 import { type Orchestrator, tokensOf } from './orchestrator.js'
 
@@ -19,9 +20,9 @@ const noChildren: ReadonlySet<string> = new Set()
  * → `act`, suspended on children → `awaitChildren`. Each outcome becomes one step of its loop.
  */
 export interface AgentServices {
-  think(entry: AgentEntry, signal: AbortSignal): Promise<ThinkOutcome>
-  act(entry: AgentEntry, action: Action, signal: AbortSignal): Promise<ActOutcome>
-  awaitChildren(entry: AgentEntry, ids: string[], signal: AbortSignal): Promise<SettledGroup>
+  think(entry: AgentEntry, abort: AbortSwitch): Promise<ThinkOutcome>
+  act(entry: AgentEntry, action: Action, abort: AbortSwitch): Promise<ActOutcome>
+  awaitChildren(entry: AgentEntry, ids: string[], abort: AbortSwitch): Promise<SettledGroup>
 }
 
 /** The side effects of agents, bound to their run's orchestrator. */
@@ -44,7 +45,7 @@ export function createAgentServices(run: Orchestrator): AgentServices {
   const toolsOf = (entry: AgentEntry) => kindOf(entry).tools
 
   return {
-    async think(entry, signal) {
+    async think(entry, abort) {
       const { context } = entry
       const agentId = entry.id
       if (context.turn >= entry.limits.maxSteps) {
@@ -55,7 +56,14 @@ export function createAgentServices(run: Orchestrator): AgentServices {
       }
       checkBudgets(entry, context, 0)
       const model = run.modelFor(entry.definition)
-      const request = { priority: context.priority, model: model.name, signal }
+      // The signal is made only if the scheduler queues the call or the model reads it.
+      const request = {
+        priority: context.priority,
+        model: model.name,
+        get signal() {
+          return abort.signal
+        },
+      }
       // A free slot is taken in this tick: the model call starts before the caller goes on.
       const slot = run.config.scheduler.tryAcquire(request) ?? (await run.config.scheduler.acquire(request))
       const turn = context.turn
@@ -66,7 +74,7 @@ export function createAgentServices(run: Orchestrator): AgentServices {
       let reply: ModelReply
       run.busy.begin()
       try {
-        reply = await model.complete({
+        const modelRequest: ModelRequest & { [requestSwitch]: AbortSwitch } = {
           runId: run.runId,
           agent: {
             id: agentId,
@@ -79,11 +87,14 @@ export function createAgentServices(run: Orchestrator): AgentServices {
           messages:
             context.inbox.length > 0 ? [...context.messages, inboxMessage(context.inbox)] : context.messages,
           tools: kindOf(entry).specs,
-          signal,
+          get signal() {
+            return abort.signal
+          },
+          [requestSwitch]: abort,
           onToken: (text) => run.emitAgent(context, { type: 'model.token', turn, text: clean(text) }),
           ...(workspaces && { workspace: () => workspaces.ensure(run.runId, agentId) }),
-        })
-        reply = cleanReply(reply)
+        }
+        reply = cleanReply(await model.complete(modelRequest))
       } catch (error) {
         slot.release(0)
         cleanError(error)
@@ -141,7 +152,7 @@ export function createAgentServices(run: Orchestrator): AgentServices {
       return outcome
     },
 
-    async act(entry, action, signal) {
+    async act(entry, action, abort) {
       const { context } = entry
       switch (action.action) {
         case 'launch_subagents': {
@@ -154,7 +165,7 @@ export function createAgentServices(run: Orchestrator): AgentServices {
           }
         }
         case 'call_tool':
-          return runTool(entry, context, action, signal)
+          return runTool(entry, context, action, abort)
         case 'send_message':
           return { messages: [actionReply(action, sendMessage(entry, context, action.to, action.text))] }
         default:
@@ -162,7 +173,7 @@ export function createAgentServices(run: Orchestrator): AgentServices {
       }
     },
 
-    awaitChildren(entry, localIds, signal) {
+    awaitChildren(entry, localIds, abort) {
       const { context } = entry
       const byLocalId = new Map(context.children.map((child) => [child.localId, child]))
       const childOf = (localId: string) => {
@@ -190,7 +201,7 @@ export function createAgentServices(run: Orchestrator): AgentServices {
             return childResult(child, localId)
           })
         const wake = () => {
-          if (--remaining === 0 && !signal.aborted) resolve(collect())
+          if (--remaining === 0 && !abort.aborted) resolve(collect())
         }
         let elsewhere = false
         for (const localId of localIds) {
@@ -203,7 +214,8 @@ export function createAgentServices(run: Orchestrator): AgentServices {
         }
         // In a segment, children run in other workers: this agent parks until they are done.
         if (elsewhere) run.config.segment?.park('children')
-        signal.addEventListener('abort', () => reject(signal.reason), { once: true })
+        if (abort.aborted) return reject(abort.reason)
+        abort.onAbort(() => reject(abort.reason))
         if (remaining === 0) resolve(collect())
       })
       return settled.then(async (results) => {
@@ -264,7 +276,7 @@ export function createAgentServices(run: Orchestrator): AgentServices {
     entry: AgentEntry,
     context: AgentContext,
     action: ToolAction,
-    signal: AbortSignal,
+    abort: AbortSwitch,
   ): Promise<ActOutcome> {
     const tool = toolsOf(entry).get(action.tool)!
     const key = action.key ?? String(context.turn)
@@ -290,8 +302,10 @@ export function createAgentServices(run: Orchestrator): AgentServices {
           agentId: context.agentId,
           callId,
           idempotencyKey: `${run.runId}:${context.agentId}:${key}`,
-          signal,
-          sleep: (ms) => abortableSleep(ms, signal),
+          get signal() {
+            return abort.signal
+          },
+          sleep: (ms) => abort.sleep(ms),
           ...(workspaces && { workspace: () => workspaces.ensure(run.runId, context.agentId) }),
           suspend: async (prompt) => {
             if (answer && 'payload' in answer) return answer.payload
@@ -311,7 +325,7 @@ export function createAgentServices(run: Orchestrator): AgentServices {
       }
       return { messages: [actionReply(action, renderValue(result ?? null))], durationMs }
     } catch (error) {
-      if (signal.aborted) throw error
+      if (abort.aborted) throw error
       cleanError(error)
       const durationMs = performance.now() - started
       if (error instanceof SuspendRequest) {

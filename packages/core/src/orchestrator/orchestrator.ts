@@ -32,7 +32,7 @@ import type { LaunchSpec } from '../protocol/actions.js'
 import { systemPrompt } from '../protocol/prompt.js'
 import type { Redactor } from '../protocol/redact.js'
 import type { Scheduler } from '../scheduler/scheduler.js'
-import { hasAbortListeners } from '../tools/define-tool.js'
+import { AbortSwitch } from '../tools/abort-switch.js'
 import type { Workspaces } from '../workspaces/workspaces.js'
 import { type AgentEntry, childResult, suspendedOn, toAgentRecord } from './agent-entry.js'
 import { type AgentServices, createAgentServices } from './agent-services.js'
@@ -613,39 +613,37 @@ export class Orchestrator {
     const { value, status } = entry.state
     if (status !== 'active') return
     const { context } = entry
-    let effect: ((signal: AbortSignal) => Promise<Step | { step: Step; settled: string[] }>) | undefined
+    let effect: ((abort: AbortSwitch) => Promise<Step | { step: Step; settled: string[] }>) | undefined
     if (value === 'running' && context.phase === 'thinking') {
-      effect = (signal) =>
+      effect = (abort) =>
         this.services
-          .think(entry, signal)
+          .think(entry, abort)
           .then((output) => afterThought(entry.context, output, entry.limits.maxRepairs))
     } else if (value === 'running') {
       const action = context.pending[0]!
-      effect = (signal) =>
+      effect = (abort) =>
         this.services
-          .act(entry, action, signal)
+          .act(entry, action, abort)
           .then((output) => afterAct(entry.context, output, entry.limits.maxRepairs))
     } else if (suspendedOn(value) === 'children') {
       const ids = context.waitingOn ?? []
-      effect = (signal) =>
-        this.services.awaitChildren(entry, ids, signal).then((group) => ({
+      effect = (abort) =>
+        this.services.awaitChildren(entry, ids, abort).then((group) => ({
           step: afterSettled(entry.context, group),
           settled: group.results.map((result) => result.id),
         }))
     }
     if (!effect) return
-    // A controller whose signal nobody listens to any more is as good as a new one, and making one
-    // costs more than much of a fast step. One that still has listeners (an SDK that never removes
-    // its own, a queued model call) is replaced, so listeners never pile up on one signal.
-    let controller = entry.controller
-    if (!controller || controller.signal.aborted || hasAbortListeners(controller.signal)) {
-      controller = new AbortController()
-      entry.controller = controller
+    // A switch nobody waits on any more is as good as a new one; one still waited on (an SDK
+    // that never removes its listener, a queued model call) is replaced, so listeners never pile up.
+    let effectAbort = entry.abort
+    if (!effectAbort?.idle) {
+      effectAbort = new AbortSwitch()
+      entry.abort = effectAbort
     }
-    const signal = controller.signal
     const token = ++this.effects
     entry.effect = token
-    effect(signal).then(
+    effect(effectAbort).then(
       (outcome) => {
         // An aborted effect (the agent settled or stopped) has nobody left to tell. Only
         // `stopEffect` aborts, and it also clears the token: the token says it all (reading a
@@ -702,7 +700,7 @@ export class Orchestrator {
 
   /** Aborts the agent's running effect (cancel, timeout, a segment's end). */
   stopEffect(entry: AgentEntry, reason?: () => unknown): void {
-    if (entry.effect !== 0) entry.controller?.abort(reason ? reason() : new CancelledError('stopped'))
+    if (entry.effect !== 0) entry.abort?.abort(reason ? reason() : new CancelledError('stopped'))
     entry.effect = 0
   }
 

@@ -1,0 +1,57 @@
+import { getEventListeners } from 'node:events'
+import { describe, expect, test } from 'vitest'
+import { AbortSwitch, requestSwitch, sleepOn } from './abort-switch.js'
+
+describe('AbortSwitch', () => {
+  test('its signal, read after the abort, is aborted with the same reason', () => {
+    const abort = new AbortSwitch()
+    const reason = new Error('stop')
+    abort.abort(reason)
+    expect(abort.signal.aborted).toBe(true)
+    expect(abort.signal.reason).toBe(reason)
+  })
+
+  test('an abort reaches a sleep, a listener and the signal made before it', async () => {
+    const abort = new AbortSwitch()
+    const { signal } = abort
+    const heard: string[] = []
+    abort.onAbort(() => heard.push('listener'))
+    signal.addEventListener('abort', () => heard.push('signal'))
+    const sleeping = abort.sleep(60_000)
+    abort.abort(new Error('cancelled'))
+    await expect(sleeping).rejects.toThrow('cancelled')
+    expect(heard).toEqual(['listener', 'signal'])
+    await expect(abort.sleep(0)).rejects.toThrow('cancelled')
+  })
+
+  test('is idle again once its sleeps end, and not while something still waits on it', async () => {
+    const abort = new AbortSwitch()
+    for (let index = 0; index < 20; index++) await abort.sleep(0)
+    expect(abort.idle).toBe(true)
+    const pending = abort.sleep(5)
+    expect(abort.idle).toBe(false)
+    await pending
+    expect(abort.idle).toBe(true)
+    // As an SDK that never removes its listener leaves it.
+    abort.signal.addEventListener('abort', () => {})
+    expect(abort.idle).toBe(false)
+  })
+
+  test('a sleep for a request made outside the runtime listens on its signal, and leaves nothing behind', async () => {
+    const controller = new AbortController()
+    await sleepOn({ signal: controller.signal }, 0)
+    expect(getEventListeners(controller.signal, 'abort')).toHaveLength(0)
+    const sleeping = sleepOn({ signal: controller.signal }, 60_000)
+    controller.abort(new Error('gone'))
+    await expect(sleeping).rejects.toThrow('gone')
+    // A request from the runtime sleeps on its switch: no signal is made for it.
+    const abort = new AbortSwitch()
+    const request = {
+      get signal(): AbortSignal {
+        throw new Error('the signal was read')
+      },
+      [requestSwitch]: abort,
+    }
+    await sleepOn(request, 0)
+  })
+})
