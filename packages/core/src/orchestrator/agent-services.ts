@@ -56,14 +56,7 @@ export function createAgentServices(run: Orchestrator): AgentServices {
       }
       checkBudgets(entry, context, 0)
       const model = run.modelFor(entry.definition)
-      // The signal is made only if the scheduler queues the call or the model reads it.
-      const request = {
-        priority: context.priority,
-        model: model.name,
-        get signal() {
-          return abort.signal
-        },
-      }
+      const request = { priority: context.priority, model: model.name, abort }
       // A free slot is taken in this tick: the model call starts before the caller goes on.
       const slot = run.config.scheduler.tryAcquire(request) ?? (await run.config.scheduler.acquire(request))
       const turn = context.turn

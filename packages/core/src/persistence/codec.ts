@@ -2,6 +2,7 @@ import superjson from 'superjson'
 import type { z } from 'zod'
 import { type AgentContext, copyContext } from '../agent/context.js'
 import { InvalidInputError, SnapshotError } from '../errors.js'
+import type { ChatMessage } from '../models/types.js'
 import {
   type AgentRecord,
   agentRecordSchema,
@@ -50,20 +51,34 @@ function encodeValue(value: object): string {
 }
 
 /**
- * Each message's JSON, kept as long as the message lives. A history only grows and its messages
- * are never changed once in it, so a write encodes the messages of its own step, not the whole
- * history again (and makes less garbage).
+ * The JSON of long messages, and of every message past the first few of a history, kept as long
+ * as the message lives: a history only grows and its messages never change, so a write encodes
+ * the messages of its own step, not the whole history again. A short message early in a history
+ * is encoded again instead: cheaper than remembering it (a WeakMap entry took about 2 µs to add,
+ * seven of them most of a short agent's write).
  */
 const messageJson = new WeakMap<object, string>()
 
-function encodeMessages(messages: readonly object[]): string {
+const rememberedFrom = 16
+const rememberedLength = 256
+
+function encodeMessages(messages: readonly ChatMessage[]): string {
   let encoded = '['
   for (let index = 0; index < messages.length; index++) {
     const message = messages[index]!
-    let json = messageJson.get(message)
-    if (json === undefined) {
+    let json: string | undefined
+    if (
+      index < rememberedFrom &&
+      typeof message.content === 'string' &&
+      message.content.length < rememberedLength
+    )
       json = JSON.stringify(message)
-      messageJson.set(message, json)
+    else {
+      json = messageJson.get(message)
+      if (json === undefined) {
+        json = JSON.stringify(message)
+        messageJson.set(message, json)
+      }
     }
     encoded += index === 0 ? json : `,${json}`
   }

@@ -1,7 +1,8 @@
 import { expect, test } from 'vitest'
+import { AbortSwitch } from '../tools/abort-switch.js'
 import { Scheduler } from './scheduler.js'
 
-const request = (model: string) => ({ priority: 0, model, signal: new AbortController().signal })
+const request = (model: string) => ({ priority: 0, model, abort: new AbortSwitch() })
 
 test('calls of models without a rate limit leave no per-call history behind (a server runs for months)', async () => {
   const scheduler = new Scheduler({ rateLimits: { limited: { requestsPerMinute: 10_000 } } })
@@ -29,4 +30,26 @@ test('with nothing in the way a slot is granted at once; a full semaphore queues
   ;(await high).release(0)
   ;(await low).release(0)
   expect(order).toEqual(['high', 'low'])
+})
+
+test('a queued call whose effect is aborted leaves the queue, and the next one gets the slot', async () => {
+  const scheduler = new Scheduler({ maxConcurrentModelCalls: 1 })
+  const first = await scheduler.acquire(request('m'))
+  const cancelled = request('m')
+  const waiting = scheduler.acquire(cancelled)
+  const next = scheduler.acquire(request('m'))
+  cancelled.abort.abort(new Error('cancelled'))
+  await expect(waiting).rejects.toThrow('cancelled')
+  first.release(0)
+  const slot = await next
+  expect(scheduler.stats()).toMatchObject({ inFlight: 1, queued: 0 })
+  slot.release(0)
+  // Aborted before it asks: refused without queueing.
+  const late = request('m')
+  late.abort.abort(new Error('too late'))
+  await scheduler.acquire(request('m')).then((held) =>
+    expect(scheduler.acquire(late))
+      .rejects.toThrow('too late')
+      .finally(() => held.release(0)),
+  )
 })

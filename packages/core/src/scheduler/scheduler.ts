@@ -1,3 +1,4 @@
+import type { AbortSwitch } from '../tools/abort-switch.js'
 import { PriorityQueue } from './priority-queue.js'
 
 export interface RateLimit {
@@ -17,7 +18,8 @@ export interface SchedulerOptions {
 export interface SlotRequest {
   priority: number
   model: string
-  signal: AbortSignal
+  /** A queued call leaves the queue when its effect is aborted. */
+  abort: AbortSwitch
 }
 
 /** A granted model call; `release` frees the slot and books the tokens it used. */
@@ -80,16 +82,14 @@ export class Scheduler {
     if (now) return Promise.resolve(now)
     return new Promise((resolve, reject) => {
       const waiter: Waiter = { request, enqueuedAt: performance.now(), grant: resolve, done: false }
-      request.signal.addEventListener(
-        'abort',
-        () => {
-          if (waiter.done) return
-          waiter.done = true
-          reject(request.signal.reason)
-          this.pump()
-        },
-        { once: true },
-      )
+      const { abort } = request
+      if (abort.aborted) return reject(abort.reason)
+      abort.onAbort(() => {
+        if (waiter.done) return
+        waiter.done = true
+        reject(abort.reason)
+        this.pump()
+      })
       this.queue.push(waiter, request.priority)
       this.pump()
     })
