@@ -85,3 +85,19 @@ describe('encodeRecord', () => {
     expect(decoded.messages).toEqual(base.messages)
   })
 })
+
+describe('encodeRecord of unusual results', () => {
+  test('a result that shares one object at many places, or holds a cycle, is encoded and decoded, and quickly', () => {
+    let shared: unknown = { leaf: true }
+    // 65,536 paths to one leaf: more values than the plain-JSON walk visits, so superjson writes it.
+    for (let level = 0; level < 16; level++) shared = [shared, shared]
+    const cyclic: Record<string, unknown> = { name: 'loop' }
+    cyclic.self = cyclic
+    for (const result of [shared, cyclic]) {
+      const started = performance.now()
+      const decoded = decodeAgentRecord(encodeRecord(record({ ...base, result })), 'test')
+      expect(performance.now() - started).toBeLessThan(5_000)
+      expect(decoded.snapshot.context.result).toEqual(result)
+    }
+  })
+})

@@ -86,15 +86,28 @@ function encodeMessages(messages: readonly ChatMessage[]): string {
 }
 
 /** True when `JSON.stringify` keeps `value` exactly: no Dates, Maps, Sets, BigInts, undefined in arrays… */
-function isPlainJson(value: unknown, depth = 0): boolean {
+function isPlainJson(value: unknown): boolean {
+  visitsLeft = maxPlainVisits
+  return isPlain(value, 0)
+}
+
+/**
+ * Deeper than any record needs, a cycle, or more values than a record holds (an object shared
+ * at many places of a value is walked at each): superjson's walk decides.
+ */
+const maxPlainDepth = 200
+const maxPlainVisits = 100_000
+let visitsLeft = 0
+
+function isPlain(value: unknown, depth: number): boolean {
+  if (--visitsLeft < 0) return false
   if (value === null || typeof value === 'string' || typeof value === 'boolean') return true
   if (typeof value === 'number') return Number.isFinite(value)
-  // Deeper than any record needs, or a cycle: superjson's walk decides.
   if (typeof value !== 'object' || depth > maxPlainDepth) return false
   if (Array.isArray(value)) {
     for (let index = 0; index < value.length; index++) {
       const item = value[index]
-      if (item === undefined || !isPlainJson(item, depth + 1)) return false
+      if (item === undefined || !isPlain(item, depth + 1)) return false
     }
     return true
   }
@@ -103,12 +116,10 @@ function isPlainJson(value: unknown, depth = 0): boolean {
   for (const key in value) {
     const field = (value as Record<string, unknown>)[key]
     // An undefined field is dropped by both encoders alike.
-    if (field !== undefined && !isPlainJson(field, depth + 1)) return false
+    if (field !== undefined && !isPlain(field, depth + 1)) return false
   }
   return true
 }
-
-const maxPlainDepth = 200
 
 const agentFormat = 'cohort-agent/1'
 
