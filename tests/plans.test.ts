@@ -277,7 +277,18 @@ describe('timeouts and budgets', () => {
       status: 'completed',
       result: 'lead.fine done',
     })
-    expect(run.metrics()).toMatchObject({ timeouts: 2, errors: 2, agents: 4 })
+    const metrics = run.metrics()
+    expect(metrics).toMatchObject({ timeouts: 2, errors: 2, agents: 4 })
+    // The runtime's totals, added up as the run settled, agree with the run's own metrics.
+    expect(runtime.metrics()).toMatchObject({
+      runs: { active: 0, completed: 1 },
+      agents: metrics.agents,
+      timeouts: metrics.timeouts,
+      errors: metrics.errors,
+      retries: metrics.retries,
+      tokens: metrics.tokens.total,
+      cost: metrics.cost,
+    })
   })
 
   test('an agent over its token budget fails with the reason', async () => {

