@@ -34,30 +34,6 @@ export interface AgentMetrics {
   error?: string
 }
 
-export interface RunMetrics {
-  runId: string
-  status: RunStatus
-  wallMs: number
-  /** Summed busy time of every agent. */
-  busyMs: number
-  /** busyMs ÷ wallMs: how many agents' worth of work ran at once, on average. */
-  speedup: number
-  /** speedup ÷ the peak number of agents busy at once (1 = every busy slot used all along). */
-  efficiency: number
-  peakParallelism: number
-  agents: number
-  completed: number
-  failed: number
-  timeouts: number
-  errors: number
-  retries: number
-  tokens: { prompt: number; completion: number; total: number }
-  cost: number
-  /** Files changed by more than one agent of a parallel group. */
-  conflicts: Conflict[]
-  perAgent: AgentMetrics[]
-}
-
 /** What a runtime adds up over its runs. */
 export interface RunTotals {
   agents: number
@@ -68,6 +44,22 @@ export interface RunTotals {
   retries: number
   tokens: { prompt: number; completion: number; total: number }
   cost: number
+}
+
+export interface RunMetrics extends RunTotals {
+  runId: string
+  status: RunStatus
+  wallMs: number
+  /** Summed busy time of every agent. */
+  busyMs: number
+  /** busyMs ÷ wallMs: how many agents' worth of work ran at once, on average. */
+  speedup: number
+  /** speedup ÷ the peak number of agents busy at once (1 = every busy slot used all along). */
+  efficiency: number
+  peakParallelism: number
+  /** Files changed by more than one agent of a parallel group. */
+  conflicts: Conflict[]
+  perAgent: AgentMetrics[]
 }
 
 /**
