@@ -193,8 +193,14 @@ export function createAgentServices(run: Orchestrator): AgentServices {
             }
             return childResult(child, localId)
           })
+        const aborted = () => reject(abort.reason)
+        // Settled: the listener goes, so the agent's next effect can use the same switch.
+        const done = () => {
+          abort.offAbort(aborted)
+          resolve(collect())
+        }
         const wake = () => {
-          if (--remaining === 0 && !abort.aborted) resolve(collect())
+          if (--remaining === 0 && !abort.aborted) done()
         }
         let elsewhere = false
         for (const localId of localIds) {
@@ -208,8 +214,8 @@ export function createAgentServices(run: Orchestrator): AgentServices {
         // In a segment, children run in other workers: this agent parks until they are done.
         if (elsewhere) run.config.segment?.park('children')
         if (abort.aborted) return reject(abort.reason)
-        abort.onAbort(() => reject(abort.reason))
-        if (remaining === 0) resolve(collect())
+        abort.onAbort(aborted)
+        if (remaining === 0) done()
       })
       return settled.then(async (results) => {
         if (!workspaces || localIds.length < 2) return { results, conflicts: [] }

@@ -81,15 +81,21 @@ export class Scheduler {
     const now = this.tryAcquire(request)
     if (now) return Promise.resolve(now)
     return new Promise((resolve, reject) => {
-      const waiter: Waiter = { request, enqueuedAt: performance.now(), grant: resolve, done: false }
       const { abort } = request
       if (abort.aborted) return reject(abort.reason)
-      abort.onAbort(() => {
+      const aborted = () => {
         if (waiter.done) return
         waiter.done = true
         reject(abort.reason)
         this.pump()
-      })
+      }
+      // Granted: the listener goes, so the agent's next effect can use the same switch.
+      const grant = (slot: Slot) => {
+        abort.offAbort(aborted)
+        resolve(slot)
+      }
+      const waiter: Waiter = { request, enqueuedAt: performance.now(), grant, done: false }
+      abort.onAbort(aborted)
       this.queue.push(waiter, request.priority)
       this.pump()
     })
