@@ -561,10 +561,12 @@ function report(groups: Group[], results: Measured[], options: Options): Report 
     machineLine(options),
     '',
     `Mode: ${mode}, ${options.reps} repetitions; numbers are medians with min–max in parentheses. ` +
-      'Every cell is a fresh Node process that first runs the same job three times at its own latency ' +
-      '(1,000 agents; the depth-10 tree for recursion), and a fan-out smaller than that then runs itself until ' +
-      'it has taken about 3,000 steps (ten runs at most), with no forced collection after, so the measured ' +
-      'run is the steady state of a warm process; contenders are interleaved within each repetition.',
+      'Every cell is a fresh Node process that first runs the same job at its own latency (1,000 agents; ' +
+      'the depth-10 tree for recursion) three times, and more until a second has gone (ten at most); a ' +
+      'fan-out smaller than that then runs itself until it has taken about 3,000 steps (ten runs at most), ' +
+      'with no forced collection after, so the measured run is the steady state of a warm process. A ' +
+      'fan-out at 0 ms of fewer than 3,000 steps is measured over as many runs as make about 3,000, and ' +
+      'its wall time is their mean. Contenders are interleaved within each repetition.',
     '',
     '## Targets',
     '',
