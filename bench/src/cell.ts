@@ -56,7 +56,7 @@ function collect(): void {
 
 /**
  * The same job at its own latency, with 1,000 agents (a tree of depth 10 for recursion), run
- * `warmUpRuns` times before the measured one, so it runs on optimised code and a grown heap, as
+ * as often as `warmUpRuns` says before the measured one, so it runs on optimised code and a grown heap, as
  * a long-running server does. A single small run left every contender in the interpreter for
  * most of the measured run; warming up at 0 ms left the code paths of a model that takes time
  * cold; and a forced collection after the warm-up shrank the young generation, so the measured
