@@ -139,7 +139,6 @@ export function computeRunMetrics(
     if (context.error) metrics.error = `${context.error.code}: ${context.error.message}`
     perAgent.push(metrics)
   }
-  const totals = runTotals(all)
   const wallMs = Math.max(1, (endedAt ?? now) - createdAt)
   const busyMs = perAgent.reduce((sum, agent) => sum + agent.busyMs, 0)
   const speedup = busyMs / wallMs
@@ -151,14 +150,7 @@ export function computeRunMetrics(
     speedup: round(speedup),
     efficiency: round(peakBusy > 0 ? Math.min(1, speedup / peakBusy) : 0),
     peakParallelism: peakBusy,
-    agents: totals.agents,
-    completed: totals.completed,
-    failed: totals.failed,
-    timeouts: totals.timeouts,
-    errors: totals.errors,
-    retries: totals.retries,
-    tokens: totals.tokens,
-    cost: totals.cost,
+    ...runTotals(all),
     conflicts,
     perAgent,
   }
