@@ -86,6 +86,47 @@ describe('encodeRecord', () => {
   })
 })
 
+describe('encodeRecord of a parent', () => {
+  const links = (from: number, count: number) =>
+    Array.from({ length: count }, (_, i) => ({
+      localId: `w${from + i}`,
+      id: `lead.w${from + i}`,
+      agent: 'worker',
+      task: `task "${from + i}"`,
+    }))
+
+  test('its children decode as written, after a launch that added more, and alongside other fields', () => {
+    const first = record({ ...base, children: links(0, 3), delivered: ['w0'] })
+    expect(decodeAgentRecord(encodeRecord(first), 'test')).toEqual(JSON.parse(JSON.stringify(first)))
+    // The list is kept encoded while it lives; a launch makes a new list, which must be written.
+    const second = record({
+      ...first.snapshot.context,
+      children: [...first.snapshot.context.children, ...links(3, 2)],
+    })
+    const decoded = decodeAgentRecord(encodeRecord(second), 'test')
+    expect(decoded.snapshot.context.children.map((child) => child.localId)).toEqual([
+      'w0',
+      'w1',
+      'w2',
+      'w3',
+      'w4',
+    ])
+    expect(decoded).toEqual(JSON.parse(JSON.stringify(second)))
+    expect(decodeAgentRecord(encodeRecord(first), 'test').snapshot.context.children).toHaveLength(3)
+  })
+
+  test('a record of the earlier format, with the children inside it, is read', () => {
+    const parent = record({ ...base, children: links(0, 2) })
+    const { messages, ...context } = parent.snapshot.context
+    const earlier = JSON.stringify({
+      format: 'cohort-agent/1',
+      messages,
+      record: { json: { ...parent, snapshot: { ...parent.snapshot, context } } },
+    })
+    expect(decodeAgentRecord(earlier, 'test')).toEqual(JSON.parse(JSON.stringify(parent)))
+  })
+})
+
 describe('encodeRecord of unusual results', () => {
   test('a result that shares one object at many places, or holds a cycle, is encoded and decoded, and quickly', () => {
     let shared: unknown = { leaf: true }

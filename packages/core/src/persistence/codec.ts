@@ -1,6 +1,6 @@
 import superjson from 'superjson'
 import type { z } from 'zod'
-import { type AgentContext, copyContext } from '../agent/context.js'
+import { type AgentContext, type ChildLink, copyContext } from '../agent/context.js'
 import { InvalidInputError, SnapshotError } from '../errors.js'
 import type { ChatMessage } from '../models/types.js'
 import {
@@ -15,28 +15,52 @@ import {
 /**
  * Records are superjson text, so Dates, Maps, Sets, BigInt and Errors in results survive.
  * An agent's messages are strings only and make up most of its record: they are written as
- * plain JSON beside the superjson part, which is about ten times faster to encode.
+ * plain JSON beside the superjson part, which is about ten times faster to encode. So is its
+ * list of children, which a parent of thousands would otherwise encode again at every write.
  */
 export function encodeRecord(record: RunRecord | AgentRecord): string {
   if (!('snapshot' in record)) return encodeValue(record)
-  const { messages } = record.snapshot.context
-  const context = withoutMessages(record.snapshot.context)
+  const { messages, children } = record.snapshot.context
+  const context = withoutLists(record.snapshot.context)
   const encoded = encodeValue({ ...record, snapshot: { ...record.snapshot, context } })
-  return `{"format":"${agentFormat}","messages":${encodeMessages(messages)},"record":${encoded}}`
+  const lists = `"messages":${encodeMessages(messages)},"children":${encodeChildren(children)}`
+  return `{"format":"${agentFormat}",${lists},"record":${encoded}}`
+}
+
+type EncodedContext = Omit<AgentContext, 'messages' | 'children'> & {
+  messages: undefined
+  children: undefined
 }
 
 /**
- * The context without its messages (both encoders leave out a field that is undefined). A copy
- * made by `copyContext` has the one hidden class of every context, where a rest copy came out
- * in dictionary mode: three times the memory, and a slower `JSON.stringify`. A context read
- * back with fields this version does not know keeps them through the rest copy.
+ * The context without its messages and children (both encoders leave out a field that is
+ * undefined). A copy made by `copyContext` has the one hidden class of every context, where a
+ * rest copy came out in dictionary mode: three times the memory, and a slower `JSON.stringify`.
+ * A context read back with fields this version does not know keeps them through the rest copy.
  */
-function withoutMessages(context: AgentContext): Omit<AgentContext, 'messages'> {
-  const copy = copyContext(context) as unknown as Omit<AgentContext, 'messages'> & { messages?: undefined }
+function withoutLists(context: AgentContext): EncodedContext {
+  const copy = copyContext(context) as unknown as EncodedContext
   copy.messages = undefined
+  copy.children = undefined
   if (fieldCount(copy) === fieldCount(context)) return copy
-  const { messages: _, ...rest } = context
-  return rest
+  const { messages: _, children: __, ...rest } = context
+  return rest as EncodedContext
+}
+
+/**
+ * The JSON of a list of children (strings only), kept as long as the list lives: a step that
+ * launches nothing keeps its list, so a parent's writes encode its children once per launch.
+ */
+const childrenJson = new WeakMap<readonly ChildLink[], string>()
+
+function encodeChildren(children: readonly ChildLink[]): string {
+  if (children.length === 0) return '[]'
+  let json = childrenJson.get(children)
+  if (json === undefined) {
+    json = JSON.stringify(children)
+    childrenJson.set(children, json)
+  }
+  return json
 }
 
 function fieldCount(object: object): number {
@@ -121,7 +145,9 @@ function isPlain(value: unknown, depth: number): boolean {
   return true
 }
 
-const agentFormat = 'cohort-agent/1'
+/** Format 2 writes the children beside the record too; records of format 1 are still read. */
+const agentFormat = 'cohort-agent/2'
+const agentFormatWithoutChildren = 'cohort-agent/1'
 
 export function decodeRunRecord(text: string, source: string): RunRecord {
   return decode(text, source, runRecordSchema) as RunRecord
@@ -155,15 +181,20 @@ function parseRecord(text: string): unknown {
   const parsed = JSON.parse(text) as {
     format?: unknown
     messages?: unknown
+    children?: unknown
     record?: unknown
     json?: unknown
   }
-  if (parsed?.format !== agentFormat)
+  if (parsed?.format !== agentFormat && parsed?.format !== agentFormatWithoutChildren)
     return superjson.deserialize(parsed as Parameters<typeof superjson.deserialize>[0])
   const record = superjson.deserialize(parsed.record as Parameters<typeof superjson.deserialize>[0]) as {
     snapshot?: { context?: Record<string, unknown> }
   }
-  if (record?.snapshot?.context) record.snapshot.context.messages = parsed.messages
+  const context = record?.snapshot?.context
+  if (context) {
+    context.messages = parsed.messages
+    if (parsed.format === agentFormat) context.children = parsed.children
+  }
   return record
 }
 
