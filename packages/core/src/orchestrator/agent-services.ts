@@ -6,8 +6,8 @@ import type { Action } from '../protocol/actions.js'
 import { actionReply, inboxMessage, renderValue, repairFeedback } from '../protocol/feedback.js'
 import { parseActions } from '../protocol/parse-actions.js'
 import { protocolToolSpecs, repairText } from '../protocol/prompt.js'
-import { type AbortSwitch, requestSwitch } from '../tools/abort-switch.js'
-import { type AnyTool, SuspendRequest } from '../tools/define-tool.js'
+import { type AbortSwitch, withSwitch } from '../tools/abort-switch.js'
+import { type AnyTool, SuspendRequest, type ToolContext } from '../tools/define-tool.js'
 import { type AgentEntry, childResult } from './agent-entry.js'
 import { type Orchestrator, tokensOf } from './orchestrator.js'
 
@@ -67,7 +67,9 @@ export function createAgentServices(run: Orchestrator): AgentServices {
       let reply: ModelReply
       run.busy.begin()
       try {
-        const modelRequest: ModelRequest & { [requestSwitch]: AbortSwitch } = {
+        // A plain literal, with the signal added after it: a getter, a computed key or a spread in
+        // the literal takes V8 off its fast path for object literals.
+        const fields: Omit<ModelRequest, 'signal'> = {
           runId: run.runId,
           agent: {
             id: agentId,
@@ -80,14 +82,10 @@ export function createAgentServices(run: Orchestrator): AgentServices {
           messages:
             context.inbox.length > 0 ? [...context.messages, inboxMessage(context.inbox)] : context.messages,
           tools: kindOf(entry).specs,
-          get signal() {
-            return abort.signal
-          },
-          [requestSwitch]: abort,
           onToken: (text) => run.emitAgent(context, { type: 'model.token', turn, text: clean(text) }),
-          ...(workspaces && { workspace: () => workspaces.ensure(run.runId, agentId) }),
         }
-        reply = cleanReply(await model.complete(modelRequest))
+        if (workspaces) fields.workspace = () => workspaces.ensure(run.runId, agentId)
+        reply = cleanReply(await model.complete(withSwitch(fields, abort)))
       } catch (error) {
         slot.release(0)
         cleanError(error)
@@ -271,6 +269,29 @@ export function createAgentServices(run: Orchestrator): AgentServices {
     return `sent to ${recipient.id}`
   }
 
+  /** What a tool is given: a plain literal, with the signal added after it (see the model request). */
+  function toolContext(
+    context: AgentContext,
+    callId: string,
+    key: string,
+    answer: AgentContext['answers'][string] | undefined,
+    abort: AbortSwitch,
+  ): ToolContext {
+    const fields: Omit<ToolContext, 'signal'> = {
+      runId: run.runId,
+      agentId: context.agentId,
+      callId,
+      idempotencyKey: `${run.runId}:${context.agentId}:${key}`,
+      sleep: (ms) => abort.sleep(ms),
+      suspend: async (prompt) => {
+        if (answer && 'payload' in answer) return answer.payload
+        throw new SuspendRequest(prompt)
+      },
+    }
+    if (workspaces) fields.workspace = () => workspaces.ensure(run.runId, context.agentId)
+    return withSwitch(fields, abort)
+  }
+
   async function runTool(
     entry: AgentEntry,
     context: AgentContext,
@@ -295,23 +316,7 @@ export function createAgentServices(run: Orchestrator): AgentServices {
     const started = performance.now()
     run.busy.begin()
     try {
-      const result = clean(
-        await tool.execute(action.args, {
-          runId: run.runId,
-          agentId: context.agentId,
-          callId,
-          idempotencyKey: `${run.runId}:${context.agentId}:${key}`,
-          get signal() {
-            return abort.signal
-          },
-          sleep: (ms) => abort.sleep(ms),
-          ...(workspaces && { workspace: () => workspaces.ensure(run.runId, context.agentId) }),
-          suspend: async (prompt) => {
-            if (answer && 'payload' in answer) return answer.payload
-            throw new SuspendRequest(prompt)
-          },
-        }),
-      )
+      const result = clean(await tool.execute(action.args, toolContext(context, callId, key, answer, abort)))
       const durationMs = performance.now() - started
       if (run.config.bus.hasListeners) {
         run.emitAgent(context, {

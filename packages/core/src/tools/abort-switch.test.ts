@@ -1,6 +1,6 @@
 import { getEventListeners } from 'node:events'
 import { describe, expect, test } from 'vitest'
-import { AbortSwitch, requestSwitch, sleepOn } from './abort-switch.js'
+import { AbortSwitch, requestSwitch, sleepOn, withSwitch } from './abort-switch.js'
 
 describe('AbortSwitch', () => {
   test('its signal, read after the abort, is aborted with the same reason', () => {
@@ -53,5 +53,19 @@ describe('AbortSwitch', () => {
       [requestSwitch]: abort,
     }
     await sleepOn(request, 0)
+  })
+
+  test('an object given a switch has its signal as an own field, which a spread copies, aborted with the switch', async () => {
+    const abort = new AbortSwitch()
+    const request = withSwitch({ turn: 1 }, abort)
+    expect(Object.keys(request)).toEqual(['turn', 'signal'])
+    await sleepOn(request, 0)
+    expect(abort.idle).toBe(true)
+    const copy = { ...request }
+    expect(copy.signal).toBe(abort.signal)
+    abort.abort(new Error('stopped'))
+    expect(copy.signal.aborted).toBe(true)
+    expect(request.signal.reason).toEqual(new Error('stopped'))
+    expect(withSwitch({ turn: 2 }, new AbortSwitch()).signal.aborted).toBe(false)
   })
 })
