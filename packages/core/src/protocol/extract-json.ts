@@ -86,16 +86,38 @@ function withoutTrailingCommas(json: string): string {
   return out
 }
 
-/** Nesting depth of a parsed JSON value, computed without recursion (replies can be hostile). */
+/**
+ * Nesting depth of a parsed JSON value, computed without recursion (replies can be hostile).
+ * Two stacks of values and depths, and a `for…in` over objects: a tuple and an `Object.values`
+ * array per value made this walk about 5% of what a step allocated.
+ */
 export function jsonDepth(value: unknown, limit: number): number {
+  if (value === null || typeof value !== 'object') return 0
   let max = 0
-  const stack: [unknown, number][] = [[value, 1]]
-  while (stack.length > 0) {
-    const [item, depth] = stack.pop()!
-    if (item === null || typeof item !== 'object') continue
+  const items: object[] = [value]
+  const depths: number[] = [1]
+  while (items.length > 0) {
+    const item = items.pop() as Record<string, unknown>
+    const depth = depths.pop() as number
     if (depth > max) max = depth
     if (max > limit) return max
-    for (const child of Object.values(item)) stack.push([child, depth + 1])
+    if (Array.isArray(item)) {
+      for (let index = 0; index < item.length; index++) {
+        const child: unknown = item[index]
+        if (child !== null && typeof child === 'object') {
+          items.push(child)
+          depths.push(depth + 1)
+        }
+      }
+    } else {
+      for (const key in item) {
+        const child = item[key]
+        if (child !== null && typeof child === 'object') {
+          items.push(child)
+          depths.push(depth + 1)
+        }
+      }
+    }
   }
   return max
 }

@@ -135,6 +135,13 @@ describe('parseActions: strict about meaning, with an exact error', () => {
     })
     const deep = `${'['.repeat(5000)}${']'.repeat(5000)}`
     expect(parse(deep)).toMatchObject({ ok: false, error: expect.stringMatching(/nested deeper than 64/) })
+    const nested = (levels: number) => `${'{"a":'.repeat(levels)}{}${'}'.repeat(levels)}`
+    const finishWith = (levels: number) => parse(`{"action":"finish","result":${nested(levels)}}`)
+    // The reply object is one level, its result's objects the rest: 64 levels pass, 65 do not.
+    expect(finishWith(62)).toMatchObject({ ok: true })
+    expect(finishWith(63)).toMatchObject({ ok: false, error: expect.stringMatching(/nested deeper than 64/) })
+    const wide = `[{"action":"finish","result":[[1],{"b":[[[2]]]}, "x", null]}]`
+    expect(parse(wide)).toMatchObject({ ok: true })
     const many = JSON.stringify(Array.from({ length: 101 }, () => ({ action: 'finish', result: 1 })))
     expect(parse(many)).toMatchObject({ ok: false, error: expect.stringMatching(/101 actions; at most 100/) })
   })
