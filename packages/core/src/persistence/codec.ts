@@ -49,7 +49,8 @@ function withoutLists(context: AgentContext): EncodedContext {
 
 /**
  * The JSON of a list of children (strings only), kept as long as the list lives: a step that
- * launches nothing keeps its list, so a parent's writes encode its children once per launch.
+ * launches nothing keeps its list, so a parent's writes encode its children once per launch. A
+ * launch makes a new list (`appendChildren`); none is ever changed in place.
  */
 const childrenJson = new WeakMap<readonly ChildLink[], string>()
 
