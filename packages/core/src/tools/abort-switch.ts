@@ -86,15 +86,14 @@ const signalProperty: PropertyDescriptor = {
   configurable: true,
 }
 
+type Switched<T> = T & { readonly signal: AbortSignal; [requestSwitch]: AbortSwitch }
+
 /** Gives `target` its effect's switch and a `signal` read from it (made on first read). */
-export function withSwitch<T extends object>(
-  target: T,
-  abort: AbortSwitch,
-): T & { readonly signal: AbortSignal; [requestSwitch]: AbortSwitch } {
-  const carrier = target as T & { [requestSwitch]: AbortSwitch }
+export function withSwitch<T extends object>(target: T, abort: AbortSwitch): Switched<T> {
+  const carrier = target as Switched<T>
   carrier[requestSwitch] = abort
   Object.defineProperty(carrier, 'signal', signalProperty)
-  return carrier as T & { readonly signal: AbortSignal; [requestSwitch]: AbortSwitch }
+  return carrier
 }
 
 /**
