@@ -1,6 +1,7 @@
 import { describe, expect, test } from 'vitest'
 import { started } from '../agent/agent-loop.js'
 import { initialContext } from '../agent/context.js'
+import { SnapshotError } from '../errors.js'
 import { decodeAgentRecord, encodeRecord } from './codec.js'
 import type { AgentRecord } from './records.js'
 
@@ -124,6 +125,15 @@ describe('encodeRecord of a parent', () => {
       record: { json: { ...parent, snapshot: { ...parent.snapshot, context } } },
     })
     expect(decodeAgentRecord(earlier, 'test')).toEqual(JSON.parse(JSON.stringify(parent)))
+  })
+  test('a record whose children beside it are not a list of links is a SnapshotError naming the field', () => {
+    const text = encodeRecord(record({ ...base, children: links(0, 1) }))
+    const broken = text.replace(/"children":\[[^\]]*\]/, '"children":"w0"')
+    expect(broken).not.toBe(text)
+    expect(() => decodeAgentRecord(broken, 'memory:r1/lead.w')).toThrow(SnapshotError)
+    expect(() => decodeAgentRecord(broken, 'memory:r1/lead.w')).toThrow(
+      /memory:r1\/lead\.w: field "snapshot\.context\.children"/,
+    )
   })
 })
 
