@@ -65,6 +65,65 @@ describe('encodeRecord', () => {
     expect(decoded).toEqual(JSON.parse(JSON.stringify(second)))
   })
 
+  test('the context leaves out the fields of the record itself and those at their initial value, and reads back whole', () => {
+    const fresh = record(base)
+    const text = encodeRecord(fresh)
+    const stored = JSON.parse(text).record.json.snapshot.context
+    expect(Object.keys(stored).sort()).toEqual(['busyMs', 'phase', 'startedAt', 'task', 'turn', 'usage'])
+    expect(decodeAgentRecord(text, 'test')).toEqual(JSON.parse(JSON.stringify(fresh)))
+    // The same fields holding anything else are written, a copy that differs from the record's included.
+    const busy = record({
+      ...base,
+      runId: 'r0',
+      parentId: null,
+      depth: 0,
+      pending: [{ action: 'finish', result: 0 }],
+      delivered: ['w0'],
+      dependsOn: ['lead.a'],
+      inbox: [{ from: 'lead', text: 'hi' }],
+      processes: [
+        {
+          turn: 0,
+          command: 'true',
+          exitCode: 0,
+          signal: null,
+          durationMs: 1,
+          stderrTail: '',
+          workspace: '.',
+        },
+      ],
+      conflicts: [{ file: 'a.txt', agents: ['lead.w', 'lead.v'] }],
+      answers: { '0.0': { approved: true } },
+      waitingOn: [],
+      waitCallId: 'call_1',
+      timeoutMs: 0,
+      deadline: 5,
+      fallback: { value: null },
+      awaiting: { kind: 'input', callId: 'c', key: '0.0', tool: 't', args: {}, prompt: 'p' },
+      endedAt: 0,
+      priority: -1,
+      repairs: 1,
+      retries: 2,
+    })
+    const busyText = encodeRecord(busy)
+    expect(Object.keys(JSON.parse(busyText).record.json.snapshot.context)).toHaveLength(
+      Object.keys(busy.snapshot.context).length - 4,
+    )
+    expect(decodeAgentRecord(busyText, 'test')).toEqual(JSON.parse(JSON.stringify(busy)))
+  })
+
+  test('a record of format 2, with the whole context in it, is read', () => {
+    const parent = record({ ...base, delivered: ['w0'] })
+    const { messages, children, ...context } = parent.snapshot.context
+    const earlier = JSON.stringify({
+      format: 'cohort-agent/2',
+      messages,
+      children,
+      record: { json: { ...parent, snapshot: { ...parent.snapshot, context } } },
+    })
+    expect(decodeAgentRecord(earlier, 'test')).toEqual(JSON.parse(JSON.stringify(parent)))
+  })
+
   test('a context field this version does not know (from a newer writer) is kept', () => {
     const newer = record({ ...base, notes: ['kept'] } as AgentRecord['snapshot']['context'])
     const decoded = decodeAgentRecord(encodeRecord(newer), 'test')
@@ -84,6 +143,14 @@ describe('encodeRecord', () => {
     const decoded = decodeAgentRecord(encodeRecord(rich), 'test').snapshot.context
     expect(decoded.result).toEqual({ at: new Date(5), big: 10n, items: new Set([1]), none: Number.NaN })
     expect(decoded.messages).toEqual(base.messages)
+    // superjson keeps the fields left out as undefined ones: the reader still fills them in.
+    expect(decoded).toMatchObject({
+      runId: 'r1',
+      agentId: 'lead.w',
+      pending: [],
+      answers: {},
+      waitingOn: null,
+    })
   })
 })
 
