@@ -71,7 +71,11 @@ function storedContext(record: AgentRecord): StoredContext {
   return copy
 }
 
-/** What a record of format 3 leaves out of its context when the field holds it (`storedContext`). */
+/**
+ * What a record of format 3 leaves out of its context when the field holds it. `storedContext`
+ * spells the same fields out: a loop over this table, with its keyed reads and writes, took
+ * 0.68 µs a write against 0.08; the codec's test of a fresh context checks that the two agree.
+ */
 const contextDefaults: { [key in keyof AgentContext]?: () => unknown } = {
   pending: () => [],
   delivered: () => [],
