@@ -260,23 +260,23 @@ export const cohort: Contender = {
     const snapshot = await run.snapshot()
     const snapshotMs = performance.now() - started
     await run.cancel('benchmark: the snapshot is resumed instead')
-    const copied = snapshot.agents.length
+    const held = snapshot.agents.length
     const unfinished = snapshot.agents.filter((agent) => agent.status !== 'completed').length
-    if (copied !== agents || unfinished < children / 2) {
+    if (held !== agents || unfinished < children / 2) {
       throw new Error(
-        `cohort: the snapshot held ${copied} agents, ${unfinished} of them unfinished; expected all ${agents}, mid-way`,
+        `cohort: the snapshot held ${held} agents, ${unfinished} of them unfinished; expected all ${agents}, mid-way`,
       )
     }
     let snapshotBytes = encodeRecord(snapshot.run).length
     for (const agent of snapshot.agents) snapshotBytes += encodeRecord(agent).length
-    const crashed = await storeOf(snapshot)
-    const again = fanOutRuntime(children, steps, latencyMs, crashed)
+    const stored = await storeOf(snapshot)
+    const again = fanOutRuntime(children, steps, latencyMs, stored)
     started = performance.now()
     const resumed = await again.resume(run.id)
     const restoreMs = performance.now() - started
     await resumed.result
     const finishMs = performance.now() - started
-    return { agents: copied, snapshotMs, snapshotBytes, restoreMs, finishMs }
+    return { agents: held, snapshotMs, snapshotBytes, restoreMs, finishMs }
   },
 
   async idle({ agents }, measure) {
