@@ -2,7 +2,7 @@ import { describe, expect, test } from 'vitest'
 import { started } from '../agent/agent-loop.js'
 import { initialContext } from '../agent/context.js'
 import { SnapshotError } from '../errors.js'
-import { decodeAgentRecord, encodeRecord } from './codec.js'
+import { decodeAgentRecord, type EncodedMessages, encodeAgentRecord, encodeRecord } from './codec.js'
 import type { AgentRecord } from './records.js'
 
 function record(context: AgentRecord['snapshot']['context']): AgentRecord {
@@ -151,6 +151,46 @@ describe('encodeRecord', () => {
       answers: {},
       waitingOn: null,
     })
+  })
+})
+
+describe('encodeAgentRecord', () => {
+  const reply = (n: number) => [
+    { role: 'assistant' as const, content: `{"action":"call_tool","tool":"t","args":{"n":${n}}}` },
+    { role: 'user' as const, content: `[call_tool t] ok ${n}` },
+  ]
+
+  test('each write, given the last one, encodes what a write from nothing does', () => {
+    const last: EncodedMessages = { messages: undefined, json: undefined }
+    let context = base
+    for (let turn = 1; turn <= 4; turn++) {
+      context = { ...context, turn, messages: [...context.messages, ...reply(turn)] }
+      const written = record(context)
+      expect(encodeAgentRecord(written, last)).toBe(encodeRecord(written))
+      expect(last.messages).toBe(context.messages)
+      // A write with no new message (another field changed) keeps the same text for the list.
+      const same = record({ ...context, busyMs: turn })
+      expect(encodeAgentRecord(same, last)).toBe(encodeRecord(same))
+    }
+    expect(
+      decodeAgentRecord(encodeAgentRecord(record(context), last), 'test').snapshot.context.messages,
+    ).toEqual(context.messages)
+  })
+
+  test('a history that does not begin with the last one written is encoded whole', () => {
+    const last: EncodedMessages = { messages: undefined, json: undefined }
+    const long = { ...base, messages: [...base.messages, ...reply(1), ...reply(2)] }
+    encodeAgentRecord(record(long), last)
+    // Shorter (a record from before, written again), and the same length with a message replaced.
+    const shorter = record({ ...long, messages: long.messages.slice(0, 3) })
+    expect(encodeAgentRecord(shorter, last)).toBe(encodeRecord(shorter))
+    const replaced = [...long.messages]
+    replaced[2] = { role: 'assistant', content: 'other' }
+    const rewritten = record({ ...long, messages: replaced })
+    expect(encodeAgentRecord(rewritten, last)).toBe(encodeRecord(rewritten))
+    expect(decodeAgentRecord(encodeAgentRecord(rewritten, last), 'test').snapshot.context.messages).toEqual(
+      replaced,
+    )
   })
 })
 
