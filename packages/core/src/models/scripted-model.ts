@@ -33,13 +33,14 @@ export function scriptedModel(script: Script, options: ScriptedModelOptions = {}
     async complete(request) {
       const latency = typeof latencyMs === 'function' ? latencyMs(request) : latencyMs
       if (latency > 0) await sleepOn(request, latency)
-      const reply = await pickReply(script, request)
-      return toModelReply(reply)
+      // Awaited only when the script returned a promise: an await is a turn of the microtask queue.
+      const reply = pickReply(script, request)
+      return toModelReply(isThenable(reply) ? await reply : reply)
     },
   }
 }
 
-async function pickReply(script: Script, request: ModelRequest): Promise<ScriptedReply> {
+function pickReply(script: Script, request: ModelRequest): ScriptedReply | Promise<ScriptedReply> {
   if (typeof script === 'function') return script(request)
   const entry = script[request.agent.name]
   if (entry === undefined) {
@@ -53,6 +54,10 @@ async function pickReply(script: Script, request: ModelRequest): Promise<Scripte
     )
   }
   return typeof reply === 'function' ? reply(request) : reply
+}
+
+function isThenable(value: unknown): value is PromiseLike<ScriptedReply> {
+  return typeof (value as { then?: unknown } | null)?.then === 'function'
 }
 
 function toModelReply(reply: ScriptedReply): ModelReply {

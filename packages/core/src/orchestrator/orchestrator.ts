@@ -1,10 +1,13 @@
 import {
+  type ActOutcome,
   afterAct,
   afterSettled,
   afterThought,
   fail,
+  type SettledGroup,
   type Step,
   started,
+  type ThinkOutcome,
   withMessage,
 } from '../agent/agent-loop.js'
 import { AgentLifecycle, type AgentState, type LifecycleEvent } from '../agent/agent-machine.js'
@@ -614,47 +617,55 @@ export class Orchestrator {
     const { value, status } = entry.state
     if (status !== 'active') return
     const { context } = entry
-    let effect: ((abort: AbortSwitch) => Promise<Step | { step: Step; settled: string[] }>) | undefined
-    if (value === 'running' && context.phase === 'thinking') {
-      effect = (abort) =>
-        this.services
-          .think(entry, abort)
-          .then((output) => afterThought(entry.context, output, entry.limits.maxRepairs))
-    } else if (value === 'running') {
-      const action = context.pending[0]!
-      effect = (abort) =>
-        this.services
-          .act(entry, action, abort)
-          .then((output) => afterAct(entry.context, output, entry.limits.maxRepairs))
-    } else if (suspendedOn(value) === 'children') {
-      const ids = context.waitingOn ?? []
-      effect = (abort) =>
-        this.services.awaitChildren(entry, ids, abort).then((group) => ({
-          step: afterSettled(entry.context, group),
-          settled: group.results.map((result) => result.id),
-        }))
-    }
-    if (!effect) return
+    const thinking = value === 'running' && context.phase === 'thinking'
+    const waiting = !thinking && value !== 'running' && suspendedOn(value) === 'children'
+    if (!thinking && !waiting && value !== 'running') return
     // A switch nobody waits on any more is as good as a new one; one still waited on (an SDK
     // that never removes its listener, a queued model call) is replaced, so listeners never pile up.
-    let effectAbort = entry.abort
-    if (!effectAbort?.idle) {
-      effectAbort = new AbortSwitch()
-      entry.abort = effectAbort
+    let abort = entry.abort
+    if (!abort?.idle) {
+      abort = new AbortSwitch()
+      entry.abort = abort
     }
     const token = ++this.effects
     entry.effect = token
-    effect(effectAbort).then(
-      (outcome) => {
+    if (thinking) this.onOutcome(entry, token, this.services.think(entry, abort), thinkStep)
+    else if (waiting) {
+      const ids = context.waitingOn ?? []
+      this.onOutcome(entry, token, this.services.awaitChildren(entry, ids, abort), settledStep, settledIds)
+    } else this.onOutcome(entry, token, this.services.act(entry, context.pending[0]!, abort), actStep)
+  }
+
+  /**
+   * Makes the effect's outcome the agent's next step (`advance`; `resumeWith` when it names the
+   * children that settled), in the one callback of the effect's promise: a second `then` to
+   * compute the step cost a promise and a turn of the microtask queue in every step.
+   */
+  private onOutcome<T>(
+    entry: AgentEntry,
+    token: number,
+    effect: Promise<T>,
+    toStep: (entry: AgentEntry, output: T) => Step,
+    settled?: (output: T) => string[],
+  ): void {
+    effect.then(
+      (output) => {
         // An aborted effect (the agent settled or stopped) has nobody left to tell. Only
         // `stopEffect` aborts, and it also clears the token: the token says it all (reading a
         // signal's properties is slow in Node 20, where every AbortSignal has a map of its own).
         if (entry.effect !== token) return
         entry.effect = 0
+        let step: Step
+        try {
+          step = toStep(entry, output)
+        } catch (error) {
+          this.failOrAbort(entry, error)
+          return
+        }
         // A throw here is the runtime's own failure, not the agent's: it fails the run.
         try {
-          if ('settled' in outcome) this.resumeWith(entry, outcome.step, outcome.settled)
-          else this.advance(entry, outcome)
+          if (settled) this.resumeWith(entry, step, settled(output))
+          else this.advance(entry, step)
         } catch (error) {
           this.abort(error)
         }
@@ -662,13 +673,18 @@ export class Orchestrator {
       (error: unknown) => {
         if (entry.effect !== token) return
         entry.effect = 0
-        try {
-          this.failAgent(entry, error)
-        } catch (failure) {
-          this.abort(failure)
-        }
+        this.failOrAbort(entry, error)
       },
     )
+  }
+
+  /** The effect failed: so does the agent, and the run when failing it throws. */
+  private failOrAbort(entry: AgentEntry, error: unknown): void {
+    try {
+      this.failAgent(entry, error)
+    } catch (failure) {
+      this.abort(failure)
+    }
   }
 
   /**
@@ -813,6 +829,14 @@ export class Orchestrator {
 }
 
 /** Which event of the agent machine a step that leaves `running` sends. */
+/** Steps of the loop from an effect's outcome, with the agent's context when the outcome came. */
+const thinkStep = (entry: AgentEntry, output: ThinkOutcome): Step =>
+  afterThought(entry.context, output, entry.limits.maxRepairs)
+const actStep = (entry: AgentEntry, output: ActOutcome): Step =>
+  afterAct(entry.context, output, entry.limits.maxRepairs)
+const settledStep = (entry: AgentEntry, group: SettledGroup): Step => afterSettled(entry.context, group)
+const settledIds = (group: SettledGroup): string[] => group.results.map((result) => result.id)
+
 const lifecycleEvents = {
   running: 'RUN',
   suspended: 'SUSPEND',

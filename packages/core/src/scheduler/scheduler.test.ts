@@ -32,6 +32,24 @@ test('with nothing in the way a slot is granted at once; a full semaphore queues
   expect(order).toEqual(['high', 'low'])
 })
 
+test('a slot released twice frees its place once, whether it was granted at once or after waiting', async () => {
+  const scheduler = new Scheduler({ maxConcurrentModelCalls: 2 })
+  const now = scheduler.tryAcquire(request('m'))!
+  now.release(10)
+  now.release(10)
+  expect(scheduler.stats()).toMatchObject({ inFlight: 0 })
+  const held = [scheduler.tryAcquire(request('m'))!, scheduler.tryAcquire(request('m'))!]
+  expect(scheduler.tryAcquire(request('m'))).toBeUndefined()
+  const later = scheduler.acquire(request('m'))
+  held[0]!.release(0)
+  const waited = await later
+  waited.release(0)
+  waited.release(0)
+  expect(scheduler.stats()).toEqual({ inFlight: 1, queued: 0, maxInFlight: 2 })
+  held[1]!.release(0)
+  expect(scheduler.stats()).toMatchObject({ inFlight: 0 })
+})
+
 test('a queued call whose effect is aborted leaves the queue, and the next one gets the slot', async () => {
   const scheduler = new Scheduler({ maxConcurrentModelCalls: 1 })
   const first = await scheduler.acquire(request('m'))

@@ -44,6 +44,29 @@ interface Waiter {
 
 const minute = 60_000
 
+/** A rate-limited model's calls and tokens of the last minute. */
+interface Window {
+  starts: number[]
+  tokens: { at: number; count: number }[]
+}
+
+/** A granted call; released once, later releases do nothing. */
+class GrantedSlot implements Slot {
+  private released = false
+
+  constructor(
+    private readonly scheduler: Scheduler,
+    readonly waitedMs: number,
+    private readonly window: Window | undefined,
+  ) {}
+
+  release(tokens: number): void {
+    if (this.released) return
+    this.released = true
+    this.scheduler.ended(this.window, tokens)
+  }
+}
+
 /**
  * Admits model calls: a semaphore over calls in flight, priorities (higher first, FIFO
  * within), per-model requests and tokens per minute, and a delay between starts. An agent
@@ -51,7 +74,7 @@ const minute = 60_000
  */
 export class Scheduler {
   private readonly queue = new PriorityQueue<Waiter>()
-  private readonly windows = new Map<string, { starts: number[]; tokens: { at: number; count: number }[] }>()
+  private readonly windows = new Map<string, Window>()
   private inFlight = 0
   private maxInFlight = 0
   private lastStart = Number.NEGATIVE_INFINITY
@@ -68,12 +91,11 @@ export class Scheduler {
    */
   tryAcquire(request: SlotRequest): Slot | undefined {
     if (this.inFlight >= this.limit || this.queue.size > 0 || this.throttled(request.model)) return undefined
-    let slot: Slot | undefined
-    this.start(
-      { request, enqueuedAt: performance.now(), grant: (granted) => (slot = granted), done: false },
-      performance.now(),
-    )
-    return slot
+    // Not throttled: no window to book, no waiter to grant (a waiter and its closures per call cost).
+    this.inFlight++
+    this.maxInFlight = Math.max(this.maxInFlight, this.inFlight)
+    this.lastStart = performance.now()
+    return new GrantedSlot(this, 0, undefined)
   }
 
   acquire(request: SlotRequest): Promise<Slot> {
@@ -150,17 +172,14 @@ export class Scheduler {
       ? this.window(waiter.request.model)
       : undefined
     window?.starts.push(now)
-    let released = false
-    waiter.grant({
-      waitedMs: now - waiter.enqueuedAt,
-      release: (tokens) => {
-        if (released) return
-        released = true
-        this.inFlight--
-        if (tokens > 0) window?.tokens.push({ at: performance.now(), count: tokens })
-        this.pump()
-      },
-    })
+    waiter.grant(new GrantedSlot(this, now - waiter.enqueuedAt, window))
+  }
+
+  /** A slot's call ended: its place goes to the next waiter. */
+  ended(window: Window | undefined, tokens: number): void {
+    this.inFlight--
+    if (tokens > 0) window?.tokens.push({ at: performance.now(), count: tokens })
+    this.pump()
   }
 
   /** When the model's per-minute windows admit one more call. */
