@@ -53,6 +53,16 @@ describe('parseActions: forgiving of form', () => {
     })
   })
 
+  test("a second launch in the reply may not reuse the first one's id, and the agent's own ids stay as they were", () => {
+    const launch = (id: string) => ({
+      action: 'launch_subagents',
+      agents: [{ agent: 'researcher', task: 't', id }],
+    })
+    const result = parse(JSON.stringify([launch('a'), launch('b'), launch('a')]))
+    expect(result).toEqual({ ok: false, error: expect.stringMatching(/action 3: .*id "a" is already used/) })
+    expect([...context.childIds]).toEqual(['old'])
+  })
+
   test('native tool calls map to actions, keeping their call ids', () => {
     const result = parseActions(
       {

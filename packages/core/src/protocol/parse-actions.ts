@@ -26,7 +26,9 @@ export function parseActions(reply: ModelReply, context: ParseContext): ParseRes
   if (raw.items.length > maxActionsPerReply) {
     return fail(`the reply holds ${raw.items.length} actions; at most ${maxActionsPerReply} are allowed`)
   }
-  const launched = new Set(context.childIds)
+  // The ids a wait may name: the agent's children, and those of the reply's launches before it
+  // (a copy, made by a launch: most replies launch nothing, and a Set a step was garbage).
+  let launched = context.childIds
   const actions: Action[] = []
   for (let index = 0; index < raw.items.length; index++) {
     const item = raw.items[index]!
@@ -34,6 +36,7 @@ export function parseActions(reply: ModelReply, context: ParseContext): ParseRes
     const parsed = toAction(item.value, context, launched)
     if (typeof parsed === 'string') return fail(where + parsed)
     if (item.callId !== undefined) parsed.callId = item.callId
+    if (parsed.action === 'launch_subagents') launched = withLaunched(launched, parsed.agents)
     actions.push(parsed)
   }
   return { ok: true, actions }
@@ -84,7 +87,13 @@ function fromToolCalls(calls: readonly ToolCall[]): RawResult {
   return { ok: true, items }
 }
 
-function toAction(value: unknown, context: ParseContext, launched: Set<string>): Action | string {
+function withLaunched(ids: ReadonlySet<string>, specs: readonly LaunchSpec[]): ReadonlySet<string> {
+  const next = new Set(ids)
+  for (const spec of specs) if (spec.id !== undefined) next.add(spec.id)
+  return next
+}
+
+function toAction(value: unknown, context: ParseContext, launched: ReadonlySet<string>): Action | string {
   if (!isObject(value)) return `expected a JSON object with an "action" field, got ${describe(value)}`
   const name = value.action
   switch (name) {
@@ -113,7 +122,7 @@ function toAction(value: unknown, context: ParseContext, launched: Set<string>):
 function toLaunch(
   value: Record<string, unknown>,
   context: ParseContext,
-  launched: Set<string>,
+  launched: ReadonlySet<string>,
 ): Action | string {
   const agents = value.agents
   if (!Array.isArray(agents) || agents.length === 0) {
@@ -151,7 +160,6 @@ function toLaunch(
     if (typeof extras === 'string') return extras
     specs.push(Object.assign(spec, extras))
   }
-  for (const id of inThisLaunch) launched.add(id)
   const onCycle = value.on_cycle
   if (onCycle !== undefined && onCycle !== 'refuse' && onCycle !== 'sequential') {
     return '"on_cycle" must be "refuse" or "sequential"'
@@ -178,7 +186,7 @@ function launchExtras(entry: Record<string, unknown>, at: string): Partial<Launc
   return extras
 }
 
-function toWait(value: Record<string, unknown>, launched: Set<string>): Action | string {
+function toWait(value: Record<string, unknown>, launched: ReadonlySet<string>): Action | string {
   const ids = value.ids
   if (ids === undefined || ids === null) return { action: 'wait_for_subagents' }
   if (!Array.isArray(ids) || !ids.every((id) => typeof id === 'string')) {
