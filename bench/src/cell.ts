@@ -96,12 +96,16 @@ function ownSizeRuns(job: Job): number {
 
 /**
  * Runs of the job that are measured together, their wall time divided by their number: a fan-out
- * at 0 ms of fewer than 3,000 steps is repeated to about that (100 runs at most). One run of
- * 100 × 3 takes 3 ms, and a scavenge that lands in it, or not, doubled the figure or halved it.
+ * at 0 ms runs until it has taken about 30,000 steps, three runs at least and 100 at most. One
+ * run of 100 × 3 takes 3 ms, and a scavenge that lands in it, or not, doubled the figure or
+ * halved it. A single run of 1,000 × 3 (25 ms), the figure before, mostly missed the collections
+ * of a process that runs one after another: the first run after the warm-up took 11–18 µs a
+ * step where the ten after it took 15–19 on average (four processes), and five cells ranged over
+ * 23–43 ms, so N = 1,000 looked cheaper a step than N = 100 and N = 10,000.
  */
 function measuredRuns(job: Job): number {
   if (job.workload !== 'fan-out' || job.latencyMs > 0) return 1
-  return Math.min(100, Math.max(1, Math.ceil(3_000 / (job.children * job.steps))))
+  return Math.min(100, Math.max(3, Math.ceil(30_000 / (job.children * job.steps))))
 }
 
 async function runJob(contender: Contender, job: Job, result: Partial<CellResult>): Promise<void> {

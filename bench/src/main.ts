@@ -565,8 +565,8 @@ function report(groups: Group[], results: Measured[], options: Options): Report 
       'the depth-10 tree for recursion) three times, and more until a second has gone (ten at most); a ' +
       'fan-out smaller than that then runs itself until it has taken about 3,000 steps (ten runs at most), ' +
       'with no forced collection after, so the measured run is the steady state of a warm process. A ' +
-      'fan-out at 0 ms of fewer than 3,000 steps is measured over as many runs as make about 3,000, and ' +
-      'its wall time is their mean. Contenders are interleaved within each repetition.',
+      'fan-out at 0 ms is measured over as many runs as make about 30,000 steps (three at least, 100 at ' +
+      'most), and its wall time is their mean. Contenders are interleaved within each repetition.',
     '',
     '## Targets',
     '',
