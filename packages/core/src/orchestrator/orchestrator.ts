@@ -828,7 +828,6 @@ export class Orchestrator {
   }
 }
 
-/** Which event of the agent machine a step that leaves `running` sends. */
 /** Steps of the loop from an effect's outcome, with the agent's context when the outcome came. */
 const thinkStep = (entry: AgentEntry, output: ThinkOutcome): Step =>
   afterThought(entry.context, output, entry.limits.maxRepairs)
@@ -837,6 +836,7 @@ const actStep = (entry: AgentEntry, output: ActOutcome): Step =>
 const settledStep = (entry: AgentEntry, group: SettledGroup): Step => afterSettled(entry.context, group)
 const settledIds = (group: SettledGroup): string[] => group.results.map((result) => result.id)
 
+/** Which event of the agent machine a step that leaves `running` sends. */
 const lifecycleEvents = {
   running: 'RUN',
   suspended: 'SUSPEND',

@@ -20,7 +20,7 @@ import {
  */
 export function encodeRecord(record: RunRecord | AgentRecord): string {
   if (!('snapshot' in record)) return encodeValue(record)
-  return encodeAgent(record, undefined)
+  return encodeAgentRecord(record)
 }
 
 /**
@@ -34,15 +34,11 @@ export interface EncodedMessages {
 }
 
 /**
- * `encodeRecord` for an agent, given what the agent's last write encoded of its messages; it
- * updates `last` for the next write. Encoding the whole history at every write was a third of a
- * write's time in a fan-out of 1,000 × 3 × 50 ms, and most of its garbage.
+ * `encodeRecord` for an agent, given what the agent's last write encoded of its messages (when
+ * the caller keeps it); it updates `last` for the next write. Encoding the whole history at every
+ * write was a third of a write's time in a fan-out of 1,000 × 3 × 50 ms, and most of its garbage.
  */
-export function encodeAgentRecord(record: AgentRecord, last: EncodedMessages): string {
-  return encodeAgent(record, last)
-}
-
-function encodeAgent(record: AgentRecord, last: EncodedMessages | undefined): string {
+export function encodeAgentRecord(record: AgentRecord, last?: EncodedMessages): string {
   const { messages, children } = record.snapshot.context
   const context = storedContext(record)
   const encoded = encodeValue({ ...record, snapshot: { ...record.snapshot, context } })
