@@ -268,6 +268,17 @@ function ratio(value: Stat | undefined, base: Stat | undefined): string {
   return `${digits(value.median / base.median)}×`
 }
 
+/**
+ * How much a per-step cost grew from the small run to the large one. A Δ wall is a difference of
+ * two medians: at or below zero the store's cost is within the noise of the run without writes,
+ * and a ratio of it would mean nothing (none at the large size is no growth; none at the small
+ * size and some at the large is unbounded growth).
+ */
+function growth(small: number, large: number): number {
+  if (large <= 0) return 0
+  return small <= 0 ? Number.POSITIVE_INFINITY : large / small
+}
+
 function report(groups: Group[], results: Measured[], options: Options): Report {
   const parts: string[] = []
   const targets: Target[] = []
@@ -458,15 +469,7 @@ function report(groups: Group[], results: Measured[], options: Options): Report 
       const a = perStepDelta.get(`${key} ${small}`)
       const b = perStepDelta.get(`${key} ${large}`)
       const ok = a && b && small !== large
-      // A Δ wall is a difference of two medians: at or below zero the store's cost is within the
-      // noise of the run without writes, and a ratio of it would mean nothing.
-      const ratio = ok
-        ? b.median <= 0
-          ? 0
-          : a.median <= 0
-            ? Number.POSITIVE_INFINITY
-            : b.median / a.median
-        : 0
+      const ratio = ok ? growth(a.median, b.median) : 0
       const shown =
         ok && (a.median <= 0 || b.median <= 0) ? 'at or below zero: within the noise' : `${digits(ratio)}×`
       targets.push({
