@@ -161,7 +161,7 @@ describe('encodeAgentRecord', () => {
   ]
 
   test('each write, given the last one, encodes what a write from nothing does', () => {
-    const last: EncodedMessages = { messages: undefined, json: undefined }
+    const last: EncodedMessages = { messages: undefined, head: undefined, rest: undefined }
     let context = base
     for (let turn = 1; turn <= 4; turn++) {
       context = { ...context, turn, messages: [...context.messages, ...reply(turn)] }
@@ -177,8 +177,32 @@ describe('encodeAgentRecord', () => {
     ).toEqual(context.messages)
   })
 
+  test('a kept text reads as one written from nothing, with a long first message and past the flattening bound', () => {
+    const system = {
+      role: 'system' as const,
+      content: `You are a worker. ${'Follow the rules. '.repeat(40)}`,
+    }
+    const long = { role: 'user' as const, content: 'x'.repeat(70_000) }
+    // Two agents of one kind share the system message object, as the orchestrator's agents do.
+    const first: EncodedMessages = { messages: undefined, head: undefined, rest: undefined }
+    const second: EncodedMessages = { messages: undefined, head: undefined, rest: undefined }
+    let a: AgentRecord['snapshot']['context'] = { ...base, messages: [system, { role: 'user', content: 'a' }] }
+    const b = { ...base, agentId: 'b', messages: [system, { role: 'user' as const, content: 'b' }] }
+    for (let turn = 1; turn <= 3; turn++) {
+      a = { ...a, turn, messages: [...a.messages, ...reply(turn)] }
+      expect(encodeAgentRecord(record(a), first)).toBe(encodeRecord(record(a)))
+      expect(encodeAgentRecord(record(b), second)).toBe(encodeRecord(record(b)))
+    }
+    a = { ...a, messages: [...a.messages, long] }
+    expect(encodeAgentRecord(record(a), first)).toBe(encodeRecord(record(a)))
+    a = { ...a, messages: [...a.messages, ...reply(4)] }
+    const text = encodeAgentRecord(record(a), first)
+    expect(text).toBe(encodeRecord(record(a)))
+    expect(decodeAgentRecord(text, 'test').snapshot.context.messages).toEqual(a.messages)
+  })
+
   test('a history that does not begin with the last one written is encoded whole', () => {
-    const last: EncodedMessages = { messages: undefined, json: undefined }
+    const last: EncodedMessages = { messages: undefined, head: undefined, rest: undefined }
     const long = { ...base, messages: [...base.messages, ...reply(1), ...reply(2)] }
     encodeAgentRecord(record(long), last)
     // Shorter (a record from before, written again), and the same length with a message replaced.

@@ -24,13 +24,16 @@ export function encodeRecord(record: RunRecord | AgentRecord): string {
 }
 
 /**
- * An agent's messages as its last write encoded them (the list without its brackets), undefined
- * before its first. A history only grows, by new lists that keep the old one's messages: a
- * store that keeps this for each agent encodes only the messages added since (`encodeAgentRecord`).
+ * An agent's messages as its last write encoded them: the JSON of the first (`head`, most often
+ * the kind's system message) and of the others joined by commas (`rest`, '' when there are none),
+ * undefined before its first write. A history only grows, by new lists that keep the old one's
+ * messages: a store that keeps this for each agent encodes only the messages added since
+ * (`encodeAgentRecord`).
  */
 export interface EncodedMessages {
   messages: readonly ChatMessage[] | undefined
-  json: string | undefined
+  head: string | undefined
+  rest: string | undefined
 }
 
 /**
@@ -42,9 +45,43 @@ export function encodeAgentRecord(record: AgentRecord, last?: EncodedMessages): 
   const { messages, children } = record.snapshot.context
   const context = storedContext(record)
   const encoded = encodeValue({ ...record, snapshot: { ...record.snapshot, context } })
-  const messagesJson = encodeMessages(messages, last)
-  const lists = `"messages":[${messagesJson}],"children":${encodeChildren(children)}`
-  return `{"format":"${agentFormat}",${lists},"record":${encoded}}`
+  const { head, rest } = encodeMessages(messages, last)
+  const tail = `${rest === '' ? '' : ','}${rest}],"children":${encodeChildren(children)},"record":${encoded}}`
+  if (last === undefined || tail.length > maxFlattenedChars) return `${messagesPrefix}${head}${tail}`
+  // Kept by the store: the first message's part is shared with the other agents of its kind.
+  flatten(tail)
+  if (rest !== '') last.rest = tail.slice(1, 1 + rest.length)
+  return keptHead(messages[0], head) + tail
+}
+
+/**
+ * What a store keeps of a text is two strings: the record's beginning up to the end of its first
+ * message, shared by every agent whose history begins with the same message object (the kind's
+ * system message), and the rest as one flat string, of which what the next write reuses is a
+ * slice. As `JSON.stringify` and joining build it, a text is a tree of about 30 pieces: 2.0 KB of
+ * memory for 1.4 KB of text in a fan-out's worker, kept for every agent of a run and copied by
+ * the young-generation collector while the run lasts. Past this length, a flattening's copy would
+ * cost more than the pieces.
+ */
+const maxFlattenedChars = 64 * 1024
+
+const keptHeads = new WeakMap<ChatMessage, string>()
+
+function keptHead(first: ChatMessage | undefined, head: string): string {
+  // A short first message costs less joined again than remembered (see `messageJson`).
+  if (first === undefined || head.length < rememberedLength) return messagesPrefix + head
+  let kept = keptHeads.get(first)
+  if (kept === undefined) {
+    kept = messagesPrefix + head
+    flatten(kept)
+    keptHeads.set(first, kept)
+  }
+  return kept
+}
+
+/** Reading a character makes V8 join a string's pieces into one flat string, in place. */
+function flatten(text: string): void {
+  text.charCodeAt(0)
 }
 
 type StoredContext = { [key in keyof AgentContext]: AgentContext[key] | undefined }
@@ -178,37 +215,50 @@ const messageJson = new WeakMap<object, string>()
 const rememberedFrom = 16
 const rememberedLength = 256
 
-function encodeMessages(messages: readonly ChatMessage[], last: EncodedMessages | undefined): string {
-  let encoded = ''
+function encodeMessages(
+  messages: readonly ChatMessage[],
+  last: EncodedMessages | undefined,
+): { head: string; rest: string } {
+  let head = ''
+  let rest = ''
   let from = 0
-  if (last?.messages !== undefined && last.json !== undefined && extendsHistory(messages, last.messages)) {
-    if (messages.length === last.messages.length) return last.json
-    encoded = last.json
+  if (
+    last?.messages !== undefined &&
+    last.head !== undefined &&
+    last.rest !== undefined &&
+    last.messages.length > 0 &&
+    extendsHistory(messages, last.messages)
+  ) {
+    head = last.head
+    rest = last.rest
     from = last.messages.length
   }
   for (let index = from; index < messages.length; index++) {
-    const message = messages[index]!
-    let json: string | undefined
-    if (
-      index < rememberedFrom &&
-      typeof message.content === 'string' &&
-      message.content.length < rememberedLength
-    )
-      json = JSON.stringify(message)
-    else {
-      json = messageJson.get(message)
-      if (json === undefined) {
-        json = JSON.stringify(message)
-        messageJson.set(message, json)
-      }
-    }
-    encoded = index === 0 ? json : `${encoded},${json}`
+    const json = messageToJson(messages[index]!, index)
+    if (index === 0) head = json
+    else rest = rest === '' ? json : `${rest},${json}`
   }
   if (last) {
     last.messages = messages
-    last.json = encoded
+    last.head = head
+    last.rest = rest
   }
-  return encoded
+  return { head, rest }
+}
+
+function messageToJson(message: ChatMessage, index: number): string {
+  if (
+    index < rememberedFrom &&
+    typeof message.content === 'string' &&
+    message.content.length < rememberedLength
+  )
+    return JSON.stringify(message)
+  let json = messageJson.get(message)
+  if (json === undefined) {
+    json = JSON.stringify(message)
+    messageJson.set(message, json)
+  }
+  return json
 }
 
 /** True when `messages` begins with every message of `earlier`, the same objects in the same order. */
@@ -262,6 +312,7 @@ const agentFormat = 'cohort-agent/3'
 const agentFormatWithContext = 'cohort-agent/2'
 const agentFormatWithoutChildren = 'cohort-agent/1'
 const agentFormats = new Set([agentFormat, agentFormatWithContext, agentFormatWithoutChildren])
+const messagesPrefix = `{"format":"${agentFormat}","messages":[`
 
 export function decodeRunRecord(text: string, source: string): RunRecord {
   return decode(text, source, runRecordSchema) as RunRecord

@@ -34,7 +34,7 @@ export function memoryStore(): RunStore {
       const stored = entry.agents.get(record.id)
       if (stored) stored.text = encodeAgentRecord(record, stored)
       else {
-        const fresh: StoredAgent = { text: '', messages: undefined, json: undefined }
+        const fresh: StoredAgent = { text: '', messages: undefined, head: undefined, rest: undefined }
         fresh.text = encodeAgentRecord(record, fresh)
         entry.agents.set(record.id, fresh)
       }
