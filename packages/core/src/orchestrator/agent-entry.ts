@@ -37,7 +37,7 @@ export interface AgentEntry {
   /** Let go of (a detach, a segment's end): it takes no more events. */
   stopped?: true
   /** Aborts the running effect when the agent settles or stops (reused while nobody waits on it). */
-  abort?: AbortSwitch
+  abort?: AbortSwitch | undefined
   /** Which effect is current: a result from an older one is dropped. 0 when none runs. */
   effect: number
 }

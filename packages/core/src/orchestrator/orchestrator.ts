@@ -727,6 +727,8 @@ export class Orchestrator {
       const { error } = entry.context
       return error ? fromErrorInfo(error) : new CancelledError('settled')
     })
+    // A settled agent runs no more effects; its switch would stay with it for the whole run.
+    entry.abort = undefined
     clearTimeout(entry.timer)
     this.cancelOrphans(entry)
     const waiters = entry.onSettle

@@ -186,7 +186,10 @@ describe('encodeAgentRecord', () => {
     // Two agents of one kind share the system message object, as the orchestrator's agents do.
     const first: EncodedMessages = { messages: undefined, head: undefined, rest: undefined }
     const second: EncodedMessages = { messages: undefined, head: undefined, rest: undefined }
-    let a: AgentRecord['snapshot']['context'] = { ...base, messages: [system, { role: 'user', content: 'a' }] }
+    let a: AgentRecord['snapshot']['context'] = {
+      ...base,
+      messages: [system, { role: 'user', content: 'a' }],
+    }
     const b = { ...base, agentId: 'b', messages: [system, { role: 'user' as const, content: 'b' }] }
     for (let turn = 1; turn <= 3; turn++) {
       a = { ...a, turn, messages: [...a.messages, ...reply(turn)] }

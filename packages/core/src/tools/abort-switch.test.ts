@@ -24,6 +24,24 @@ describe('AbortSwitch', () => {
     await expect(abort.sleep(0)).rejects.toThrow('cancelled')
   })
 
+  test('an abort reaches every listener still on it, one or several, and none taken off', () => {
+    const abort = new AbortSwitch()
+    const heard: string[] = []
+    const listen = (name: string) => () => heard.push(name)
+    const first = listen('first')
+    abort.onAbort(first)
+    abort.offAbort(first)
+    expect(abort.idle).toBe(true)
+    const second = listen('second')
+    abort.onAbort(first)
+    abort.onAbort(second)
+    abort.onAbort(listen('third'))
+    abort.offAbort(second)
+    expect(abort.idle).toBe(false)
+    abort.abort(new Error('stop'))
+    expect(heard).toEqual(['first', 'third'])
+  })
+
   test('is idle again once its sleeps end, and not while something still waits on it', async () => {
     const abort = new AbortSwitch()
     for (let index = 0; index < 20; index++) await abort.sleep(0)

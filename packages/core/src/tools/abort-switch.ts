@@ -12,7 +12,12 @@ export class AbortSwitch {
   aborted = false
   reason: unknown
   private controller: AbortController | undefined
-  private listeners: Set<() => void> | undefined
+  /**
+   * Who is told on abort: one listener as itself (an effect has one waiter: a model call's
+   * latency, a sleep, a wait for children), more in a Set. A Set for every switch was about
+   * 200 bytes of each agent in flight.
+   */
+  private listeners: (() => void) | Set<() => void> | undefined
 
   get signal(): AbortSignal {
     if (!this.controller) {
@@ -24,12 +29,16 @@ export class AbortSwitch {
 
   /** Calls `listener` once, on abort. The caller checks `aborted` first. */
   onAbort(listener: () => void): void {
-    this.listeners ??= new Set()
-    this.listeners.add(listener)
+    const listeners = this.listeners
+    if (listeners === undefined) this.listeners = listener
+    else if (typeof listeners === 'function') this.listeners = new Set([listeners, listener])
+    else listeners.add(listener)
   }
 
   offAbort(listener: () => void): void {
-    this.listeners?.delete(listener)
+    const listeners = this.listeners
+    if (listeners === listener) this.listeners = undefined
+    else if (typeof listeners === 'object') listeners.delete(listener)
   }
 
   abort(reason: unknown): void {
@@ -38,7 +47,8 @@ export class AbortSwitch {
     this.reason = reason
     const listeners = this.listeners
     this.listeners = undefined
-    if (listeners) for (const listener of listeners) listener()
+    if (typeof listeners === 'function') listeners()
+    else if (listeners) for (const listener of listeners) listener()
     this.controller?.abort(reason)
   }
 
@@ -64,7 +74,9 @@ export class AbortSwitch {
    * still running). Making a new one costs more than much of a fast step.
    */
   get idle(): boolean {
-    if (this.aborted || (this.listeners !== undefined && this.listeners.size > 0)) return false
+    const listeners = this.listeners
+    if (this.aborted || typeof listeners === 'function' || (listeners !== undefined && listeners.size > 0))
+      return false
     return this.controller === undefined || getEventListeners(this.controller.signal, 'abort').length === 0
   }
 }
