@@ -4,7 +4,15 @@ import type { ChatMessage, TokenUsage } from '../models/types.js'
 import type { Action, ParseResult } from '../protocol/actions.js'
 import { actionReply, childResultsMessage, inboxMessage } from '../protocol/feedback.js'
 import type { Conflict } from '../workspaces/workspaces.js'
-import { type AgentContext, type Awaiting, type ChildLink, type ChildResult, copyContext } from './context.js'
+import {
+  type AgentContext,
+  type Awaiting,
+  type ChildLink,
+  type ChildResult,
+  copyContext,
+  emptyList,
+  withoutFirst,
+} from './context.js'
 
 export interface ThinkOutcome {
   assistant: ChatMessage
@@ -101,8 +109,12 @@ export function afterAct(context: AgentContext, output: ActOutcome, maxRepairs: 
   if (output.refused !== undefined) {
     if (context.repairs < maxRepairs) {
       const repaired = copyContext(context)
-      repaired.messages = [...context.messages, ...output.messages, ...skipRest(context.pending.slice(1))]
-      repaired.pending = []
+      repaired.messages = [
+        ...context.messages,
+        ...output.messages,
+        ...skipRest(withoutFirst(context.pending)),
+      ]
+      repaired.pending = emptyList()
       repaired.repairs = context.repairs + 1
       repaired.phase = 'thinking'
       return { context: repaired, next: 'running', repair: output.refused }
@@ -116,7 +128,7 @@ export function afterAct(context: AgentContext, output: ActOutcome, maxRepairs: 
   }
   if (output.messages.length > 0) next.messages = [...context.messages, ...output.messages]
   next.children = appendChildren(context.children, output.children)
-  next.pending = context.pending.slice(1)
+  next.pending = withoutFirst(context.pending)
   next.busyMs = context.busyMs + (output.durationMs ?? 0)
   // Repairs count unusable replies in a row: an action that went through ends the row.
   next.repairs = 0
@@ -150,7 +162,7 @@ export function afterAnswer(context: AgentContext, value: AgentContext['answers'
 export function afterRejection(context: AgentContext, reason: string): Step {
   const next = copyContext(context)
   next.messages = [...context.messages, actionReply(context.pending[0]!, `rejected: ${reason}`)]
-  next.pending = context.pending.slice(1)
+  next.pending = withoutFirst(context.pending)
   next.awaiting = null
   return route(next)
 }
@@ -180,7 +192,7 @@ function route(context: AgentContext): Step {
   }
   if (next.action === 'finish') {
     context.result = next.result
-    context.pending = []
+    context.pending = emptyList()
     context.endedAt = Date.now()
     return { context, next: 'completed' }
   }
@@ -207,7 +219,7 @@ function waitFor(context: AgentContext, wait: Extract<Action, { action: 'wait_fo
   }
   context.waitingOn = ids
   context.waitCallId = wait.callId ?? null
-  context.pending = context.pending.slice(1)
+  context.pending = withoutFirst(context.pending)
   context.repairs = 0
 }
 

@@ -11,7 +11,7 @@ import {
   withMessage,
 } from '../agent/agent-loop.js'
 import { AgentLifecycle, type AgentState, type LifecycleEvent } from '../agent/agent-machine.js'
-import { type AgentContext, initialContext } from '../agent/context.js'
+import { type AgentContext, emptyList, initialContext } from '../agent/context.js'
 import type { AgentDefinition } from '../agent/define-agent.js'
 import { type RunLimits, resolveLimits } from '../agent/limits.js'
 import {
@@ -418,7 +418,7 @@ export class Orchestrator {
       depth: agent.depth,
       task: agent.task,
       systemMessage: this.systemMessageFor(agent.definition),
-      dependsOn: agent.dependsOn ?? [],
+      dependsOn: agent.dependsOn && agent.dependsOn.length > 0 ? agent.dependsOn : emptyList(),
       priority: agent.priority ?? 0,
       timeoutMs: agent.timeoutMs ?? null,
       fallback: agent.fallback ?? null,
