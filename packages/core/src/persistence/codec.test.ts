@@ -112,6 +112,33 @@ describe('encodeRecord', () => {
     expect(decodeAgentRecord(busyText, 'test')).toEqual(JSON.parse(JSON.stringify(busy)))
   })
 
+  test('a record as the runtime makes it is written field by field, as the general encoder writes it', () => {
+    // Without its undefined output and error, a record takes the general path: the same text.
+    const general = (written: AgentRecord): AgentRecord => {
+      const { output: _output, error: _error, ...snapshot } = written.snapshot
+      return { ...written, snapshot: snapshot as AgentRecord['snapshot'] }
+    }
+    const odd = 'a "name"\\ with \u0001 control, é, 😀 and a lone \ud800'
+    const records: AgentRecord[] = [
+      record(base),
+      { ...record({ ...base, waitingOn: ['a'], pending: [] }), status: 'suspended' },
+      { ...record({ ...base, result: { answer: [1, 'two', null] }, endedAt: 2 }), status: 'completed' },
+      { ...record(base), id: odd, name: odd, parentId: null, runId: odd },
+    ]
+    records[1]!.snapshot.value = { suspended: 'children' }
+    records[2]!.snapshot.status = 'done'
+    records[2]!.snapshot.value = 'completed'
+    for (const written of records) {
+      expect(encodeRecord(written)).toBe(encodeRecord(general(written)))
+      expect(decodeAgentRecord(encodeRecord(written), 'test').snapshot.context).toEqual(
+        written.snapshot.context,
+      )
+    }
+    // A result JSON cannot keep still goes through superjson.
+    const dated = record({ ...base, result: new Date(5) })
+    expect(decodeAgentRecord(encodeRecord(dated), 'test').snapshot.context.result).toEqual(new Date(5))
+  })
+
   test('a record of format 2, with the whole context in it, is read', () => {
     const parent = record({ ...base, delivered: ['w0'] })
     const { messages, children, ...context } = parent.snapshot.context
