@@ -1,11 +1,12 @@
 import type { ActOutcome, SettledGroup, ThinkOutcome } from '../agent/agent-loop.js'
 import type { AgentContext, ChildResult } from '../agent/context.js'
 import { CohortError, LimitExceededError, toErrorInfo } from '../errors.js'
-import type { ChatMessage, ModelReply, ModelRequest, ToolSpec } from '../models/types.js'
+import type { ChatMessage, ChatModel, ModelReply, ModelRequest, ToolSpec } from '../models/types.js'
 import type { Action } from '../protocol/actions.js'
 import { actionReply, inboxMessage, renderValue, repairFeedback } from '../protocol/feedback.js'
 import { parseActions } from '../protocol/parse-actions.js'
 import { protocolToolSpecs, repairText } from '../protocol/prompt.js'
+import type { Slot, SlotRequest } from '../scheduler/scheduler.js'
 import { type AbortSwitch, withSwitch } from '../tools/abort-switch.js'
 import { type AnyTool, SuspendRequest, type ToolContext } from '../tools/define-tool.js'
 import { type AgentEntry, childResult } from './agent-entry.js'
@@ -45,102 +46,28 @@ export function createAgentServices(run: Orchestrator): AgentServices {
   const toolsOf = (entry: AgentEntry) => kindOf(entry).tools
 
   return {
-    async think(entry, abort) {
-      const { context } = entry
-      const agentId = entry.id
-      if (context.turn >= entry.limits.maxSteps) {
-        throw new LimitExceededError(
-          'maxSteps',
-          `agent made ${context.turn} model calls, the limit is ${entry.limits.maxSteps} (maxSteps)`,
-        )
-      }
-      checkBudgets(entry, context, 0)
-      const model = run.modelFor(entry.definition)
-      const request = { priority: context.priority, model: model.name, abort }
-      // A free slot is taken in this tick: the model call starts before the caller goes on.
-      const slot = run.config.scheduler.tryAcquire(request) ?? (await run.config.scheduler.acquire(request))
-      const turn = context.turn
-      // Events are built only when someone listens: most runs have no listener, and a step is short.
-      if (run.config.bus.hasListeners)
-        run.emitAgent(context, { type: 'model.started', turn, model: model.name })
-      const started = performance.now()
-      let reply: ModelReply
-      run.busy.begin()
+    think(entry, abort) {
+      let model: ChatModel
+      let slot: Slot | undefined
+      let request: SlotRequest
       try {
-        // A plain literal, with the signal added after it: a getter, a computed key or a spread in
-        // the literal takes V8 off its fast path for object literals.
-        const fields: Omit<ModelRequest, 'signal'> = {
-          runId: run.runId,
-          agent: {
-            id: agentId,
-            name: context.name,
-            depth: context.depth,
-            parentId: context.parentId,
-            task: context.task,
-          },
-          turn,
-          messages:
-            context.inbox.length > 0 ? [...context.messages, inboxMessage(context.inbox)] : context.messages,
-          tools: kindOf(entry).specs,
-          onToken: (text) => run.emitAgent(context, { type: 'model.token', turn, text: clean(text) }),
+        const { context } = entry
+        if (context.turn >= entry.limits.maxSteps) {
+          throw new LimitExceededError(
+            'maxSteps',
+            `agent made ${context.turn} model calls, the limit is ${entry.limits.maxSteps} (maxSteps)`,
+          )
         }
-        if (workspaces) fields.workspace = () => workspaces.ensure(run.runId, agentId)
-        reply = cleanReply(await model.complete(withSwitch(fields, abort)))
+        checkBudgets(entry, context, 0)
+        model = run.modelFor(entry.definition)
+        request = { priority: context.priority, model: model.name, abort }
+        // A free slot is taken in this tick: the model call starts before the caller goes on.
+        slot = run.config.scheduler.tryAcquire(request)
       } catch (error) {
-        slot.release(0)
-        cleanError(error)
-        const durationMs = Math.round(performance.now() - started)
-        run.emitAgent(context, { type: 'model.failed', turn, durationMs, error: toErrorInfo(error) })
-        throw error
-      } finally {
-        run.busy.end()
+        return Promise.reject(error)
       }
-      const tokens = (reply.usage?.promptTokens ?? 0) + (reply.usage?.completionTokens ?? 0)
-      slot.release(tokens)
-      run.tokensUsed += tokens
-      const durationMs = performance.now() - started
-      if (run.config.bus.hasListeners) {
-        const completed: Parameters<typeof run.emitAgent>[1] = {
-          type: 'model.completed',
-          turn,
-          durationMs: Math.round(durationMs),
-        }
-        if (reply.usage) completed.usage = reply.usage
-        if (reply.cost !== undefined) completed.cost = reply.cost
-        if (reply.process) completed.process = reply.process
-        run.emitAgent(context, completed)
-      }
-      checkBudgets(entry, context, tokens)
-
-      // An oversized reply is refused by the parser; the history keeps only its beginning.
-      const assistant: ChatMessage = { role: 'assistant', content: renderValue(reply.text ?? '', 200_000) }
-      if (reply.toolCalls?.length) assistant.toolCalls = reply.toolCalls
-      const parse = parseActions(reply, {
-        tools: toolsOf(entry),
-        subagents: entry.definition.subagents,
-        childIds:
-          context.children.length === 0
-            ? noChildren
-            : new Set(context.children.map((child) => child.localId)),
-      })
-      if (parse.ok) {
-        for (let index = 0; index < parse.actions.length; index++)
-          parse.actions[index]!.key = `${turn}.${index}`
-      }
-      const outcome: ThinkOutcome = {
-        assistant,
-        parse,
-        inboxConsumed: context.inbox.length,
-        feedback: parse.ok
-          ? []
-          : repairFeedback(reply.toolCalls?.map((call) => call.id) ?? [], repairText(parse.error)),
-        durationMs,
-      }
-      if (reply.usage) outcome.usage = reply.usage
-      if (reply.cost !== undefined) outcome.cost = reply.cost
-      if (reply.retries) outcome.retries = reply.retries
-      if (reply.process) outcome.process = reply.process
-      return outcome
+      if (slot) return callModel(entry, model, slot, abort)
+      return run.config.scheduler.acquire(request).then((granted) => callModel(entry, model, granted, abort))
     },
 
     async act(entry, action, abort) {
@@ -225,6 +152,124 @@ export function createAgentServices(run: Orchestrator): AgentServices {
         return { results, conflicts }
       })
     },
+  }
+
+  /**
+   * One model call of a thinking agent, its slot granted. A chain of two callbacks, not an async
+   * function: an async function's frame, which lives as long as the call, held every local of the
+   * step (about 450 bytes of each agent waiting on its model).
+   */
+  function callModel(
+    entry: AgentEntry,
+    model: ChatModel,
+    slot: Slot,
+    abort: AbortSwitch,
+  ): Promise<ThinkOutcome> {
+    const { context } = entry
+    const agentId = entry.id
+    const turn = context.turn
+    // Events are built only when someone listens: most runs have no listener, and a step is short.
+    if (run.config.bus.hasListeners)
+      run.emitAgent(context, { type: 'model.started', turn, model: model.name })
+    const started = performance.now()
+    const failed = (error: unknown): never => {
+      run.busy.end()
+      slot.release(0)
+      cleanError(error)
+      const durationMs = Math.round(performance.now() - started)
+      run.emitAgent(context, { type: 'model.failed', turn, durationMs, error: toErrorInfo(error) })
+      throw error
+    }
+    run.busy.begin()
+    let reply: Promise<ModelReply>
+    try {
+      // A plain literal, with the signal added after it: a getter, a computed key or a spread in
+      // the literal takes V8 off its fast path for object literals.
+      const fields: Omit<ModelRequest, 'signal'> = {
+        runId: run.runId,
+        agent: {
+          id: agentId,
+          name: context.name,
+          depth: context.depth,
+          parentId: context.parentId,
+          task: context.task,
+        },
+        turn,
+        messages:
+          context.inbox.length > 0 ? [...context.messages, inboxMessage(context.inbox)] : context.messages,
+        tools: kindOf(entry).specs,
+        onToken: (text) => run.emitAgent(context, { type: 'model.token', turn, text: clean(text) }),
+      }
+      if (workspaces) fields.workspace = () => workspaces.ensure(run.runId, agentId)
+      reply = Promise.resolve(model.complete(withSwitch(fields, abort)))
+    } catch (error) {
+      return Promise.reject(error).catch(failed)
+    }
+    return reply.then((answer) => {
+      let cleaned: ModelReply
+      try {
+        cleaned = cleanReply(answer)
+      } catch (error) {
+        return failed(error)
+      }
+      run.busy.end()
+      return thought(entry, context, turn, slot, started, cleaned)
+    }, failed)
+  }
+
+  /** What the model said, as the step it makes: its actions parsed, its tokens booked. */
+  function thought(
+    entry: AgentEntry,
+    context: AgentContext,
+    turn: number,
+    slot: Slot,
+    started: number,
+    reply: ModelReply,
+  ): ThinkOutcome {
+    const tokens = (reply.usage?.promptTokens ?? 0) + (reply.usage?.completionTokens ?? 0)
+    slot.release(tokens)
+    run.tokensUsed += tokens
+    const durationMs = performance.now() - started
+    if (run.config.bus.hasListeners) {
+      const completed: Parameters<typeof run.emitAgent>[1] = {
+        type: 'model.completed',
+        turn,
+        durationMs: Math.round(durationMs),
+      }
+      if (reply.usage) completed.usage = reply.usage
+      if (reply.cost !== undefined) completed.cost = reply.cost
+      if (reply.process) completed.process = reply.process
+      run.emitAgent(context, completed)
+    }
+    checkBudgets(entry, context, tokens)
+
+    // An oversized reply is refused by the parser; the history keeps only its beginning.
+    const assistant: ChatMessage = { role: 'assistant', content: renderValue(reply.text ?? '', 200_000) }
+    if (reply.toolCalls?.length) assistant.toolCalls = reply.toolCalls
+    const parse = parseActions(reply, {
+      tools: toolsOf(entry),
+      subagents: entry.definition.subagents,
+      childIds:
+        context.children.length === 0 ? noChildren : new Set(context.children.map((child) => child.localId)),
+    })
+    if (parse.ok) {
+      for (let index = 0; index < parse.actions.length; index++)
+        parse.actions[index]!.key = `${turn}.${index}`
+    }
+    const outcome: ThinkOutcome = {
+      assistant,
+      parse,
+      inboxConsumed: context.inbox.length,
+      feedback: parse.ok
+        ? []
+        : repairFeedback(reply.toolCalls?.map((call) => call.id) ?? [], repairText(parse.error)),
+      durationMs,
+    }
+    if (reply.usage) outcome.usage = reply.usage
+    if (reply.cost !== undefined) outcome.cost = reply.cost
+    if (reply.retries) outcome.retries = reply.retries
+    if (reply.process) outcome.process = reply.process
+    return outcome
   }
 
   function cleanReply(reply: ModelReply): ModelReply {

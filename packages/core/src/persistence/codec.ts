@@ -245,6 +245,7 @@ const recordFields = 9
 const snapshotFields = 7
 
 /** A string needs no escaping in JSON: no quote, backslash, control character or surrogate. */
+// biome-ignore lint/suspicious/noControlCharactersInRegex: the control characters JSON escapes
 const plainString = /^[^"\\\u0000-\u001f\ud800-\udfff]*$/
 
 /** `JSON.stringify` of a string, without its scan when nothing needs escaping. */
