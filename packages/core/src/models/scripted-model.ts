@@ -30,14 +30,23 @@ export function scriptedModel(script: Script, options: ScriptedModelOptions = {}
   const { latencyMs = 0, name = 'scripted' } = options
   return {
     name,
-    async complete(request) {
-      const latency = typeof latencyMs === 'function' ? latencyMs(request) : latencyMs
-      if (latency > 0) await sleepOn(request, latency)
-      // Awaited only when the script returned a promise: an await is a turn of the microtask queue.
-      const reply = pickReply(script, request)
-      return toModelReply(isThenable(reply) ? await reply : reply)
+    // A callback after the latency, not an async function: its frame would live as long as the call.
+    complete(request) {
+      try {
+        const latency = typeof latencyMs === 'function' ? latencyMs(request) : latencyMs
+        if (latency > 0) return sleepOn(request, latency).then(() => answer(script, request))
+        return Promise.resolve(answer(script, request))
+      } catch (error) {
+        return Promise.reject(error)
+      }
     },
   }
+}
+
+/** The script's reply to `request`; waited for only when the script returned a promise. */
+function answer(script: Script, request: ModelRequest): ModelReply | Promise<ModelReply> {
+  const reply = pickReply(script, request)
+  return isThenable(reply) ? Promise.resolve(reply).then(toModelReply) : toModelReply(reply)
 }
 
 function pickReply(script: Script, request: ModelRequest): ScriptedReply | Promise<ScriptedReply> {
