@@ -23,11 +23,11 @@ export interface AgentEntry {
   parentId: string | null
   depth: number
   settled: boolean
-  /** Called once when this agent settles (parents waiting on it). */
+  /** Called once when this agent settles (parents waiting on it); an empty list may be the shared, frozen one. */
   onSettle: (() => void)[]
   /** Agents that start when this one (and their other dependencies) completes. */
   dependents: AgentEntry[]
-  timer?: NodeJS.Timeout
+  timer?: NodeJS.Timeout | undefined
   /** Runs in another process (a segment's children and dependencies): read, never started here. */
   remote?: true
   /** Set while this process runs the agent: each change of state is written and starts its effect. */

@@ -132,7 +132,8 @@ export function createAgentServices(run: Orchestrator): AgentServices {
           const child = childOf(localId)
           if (child && !child.settled) {
             remaining++
-            child.onSettle.push(wake)
+            if (child.onSettle.length === 0) child.onSettle = [wake]
+            else child.onSettle.push(wake)
             if (child.remote) elsewhere = true
           }
         }

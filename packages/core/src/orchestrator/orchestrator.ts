@@ -515,9 +515,13 @@ export class Orchestrator {
       parentId,
       depth,
       settled,
-      onSettle: [],
-      dependents: [],
+      // Most agents never get a waiter or a dependent: they share the empty list until they do.
+      onSettle: emptyList(),
+      dependents: emptyList(),
       effect: 0,
+      // Present from the start, so that setting them later keeps the entry's shape.
+      abort: undefined,
+      timer: undefined,
     }
     this.registry.set(id, entry)
     return entry
@@ -534,7 +538,10 @@ export class Orchestrator {
         this.config.segment?.park('dependencies')
         return
       }
-      for (const dependency of pending) dependency.dependents.push(entry)
+      for (const dependency of pending) {
+        if (dependency.dependents.length === 0) dependency.dependents = [entry]
+        else dependency.dependents.push(entry)
+      }
       return
     }
     const results = dependsOn.map((id) => {
@@ -732,10 +739,10 @@ export class Orchestrator {
     clearTimeout(entry.timer)
     this.cancelOrphans(entry)
     const waiters = entry.onSettle
-    entry.onSettle = []
+    entry.onSettle = emptyList()
     for (const wake of waiters) wake()
     const dependents = entry.dependents
-    entry.dependents = []
+    entry.dependents = emptyList()
     for (const dependent of dependents) {
       if (dependent.state.value === 'idle') this.startWhenReady(dependent)
     }
