@@ -241,6 +241,45 @@ describe('failures are results', () => {
   })
 })
 
+describe('tool outcomes', () => {
+  test('a value, a promise, a throw and a rejection each reach the model as the tool meant them', async () => {
+    const { defineTool } = await import('@cohort/core')
+    const { z } = await import('zod')
+    const tool = (name: string, execute: () => unknown) =>
+      defineTool({ name, description: name, parameters: z.object({}), execute })
+    const tools = [
+      tool('value', () => ({ n: 1 })),
+      tool('promise', async () => 'later'),
+      tool('throws', () => {
+        throw new Error('at once')
+      }),
+      tool('rejects', async () => {
+        throw new Error('eventually')
+      }),
+      tool('nothing', () => undefined),
+    ]
+    const agent = defineAgent({ name: 'solo', instructions: '', tools })
+    const model = scriptedModel({
+      solo: (request) =>
+        request.turn < tools.length
+          ? { action: 'call_tool', tool: tools[request.turn]!.name, args: {} }
+          : {
+              action: 'finish',
+              result: request.messages
+                .filter((m) => m.content.startsWith('[call_tool'))
+                .map((m) => m.content),
+            },
+    })
+    expect(await createRuntime({ agents: [agent], model }).run('solo', 'go')).toEqual([
+      '[call_tool value] {"n":1}',
+      '[call_tool promise] later',
+      '[call_tool throws] error: at once',
+      '[call_tool rejects] error: eventually',
+      '[call_tool nothing] null',
+    ])
+  })
+})
+
 describe('abort signals', () => {
   const stepper = defineAgent({ name: 'stepper', instructions: 'Step.', tools: [sleep] })
   const stepReply = (request: ModelRequest) =>

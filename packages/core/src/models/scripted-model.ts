@@ -1,5 +1,6 @@
 import type { ChildResult } from '../agent/context.js'
 import { ModelError } from '../errors.js'
+import { isThenable } from '../thenable.js'
 import { sleepOn } from '../tools/abort-switch.js'
 import type { ChatModel, ModelReply, ModelRequest } from './types.js'
 
@@ -46,7 +47,7 @@ export function scriptedModel(script: Script, options: ScriptedModelOptions = {}
 /** The script's reply to `request`; waited for only when the script returned a promise. */
 function answer(script: Script, request: ModelRequest): ModelReply | Promise<ModelReply> {
   const reply = pickReply(script, request)
-  return isThenable(reply) ? Promise.resolve(reply).then(toModelReply) : toModelReply(reply)
+  return isThenable<ScriptedReply>(reply) ? Promise.resolve(reply).then(toModelReply) : toModelReply(reply)
 }
 
 function pickReply(script: Script, request: ModelRequest): ScriptedReply | Promise<ScriptedReply> {
@@ -63,10 +64,6 @@ function pickReply(script: Script, request: ModelRequest): ScriptedReply | Promi
     )
   }
   return typeof reply === 'function' ? reply(request) : reply
-}
-
-function isThenable(value: unknown): value is PromiseLike<ScriptedReply> {
-  return typeof (value as { then?: unknown } | null)?.then === 'function'
 }
 
 function toModelReply(reply: ScriptedReply): ModelReply {

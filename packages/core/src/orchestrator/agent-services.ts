@@ -7,12 +7,14 @@ import { actionReply, inboxMessage, renderValue, repairFeedback } from '../proto
 import { parseActions } from '../protocol/parse-actions.js'
 import { protocolToolSpecs, repairText } from '../protocol/prompt.js'
 import type { Slot, SlotRequest } from '../scheduler/scheduler.js'
+import { isThenable, settled } from '../thenable.js'
 import { type AbortSwitch, withSwitch } from '../tools/abort-switch.js'
 import { type AnyTool, SuspendRequest, type ToolContext } from '../tools/define-tool.js'
 import { type AgentEntry, childResult } from './agent-entry.js'
 import { type Orchestrator, tokensOf } from './orchestrator.js'
 
 type ToolAction = Extract<Action, { action: 'call_tool' }>
+type LaunchAction = Extract<Action, { action: 'launch_subagents' }>
 
 const noChildren: ReadonlySet<string> = new Set()
 
@@ -70,24 +72,21 @@ export function createAgentServices(run: Orchestrator): AgentServices {
       return run.config.scheduler.acquire(request).then((granted) => callModel(entry, model, granted, abort))
     },
 
-    async act(entry, action, abort) {
+    act(entry, action, abort) {
       const { context } = entry
       switch (action.action) {
-        case 'launch_subagents': {
-          const outcome = await run.launch(entry, action.agents, action.on_cycle)
-          if (!outcome.ok) return { messages: [actionReply(action, outcome.reason)], refused: outcome.reason }
-          const ids = outcome.children.map((child) => child.localId)
-          return {
-            messages: [actionReply(action, `launched: ${ids.join(', ')}`)],
-            children: outcome.children,
-          }
-        }
+        case 'launch_subagents':
+          return launch(entry, action)
         case 'call_tool':
           return runTool(entry, context, action, abort)
         case 'send_message':
-          return { messages: [actionReply(action, sendMessage(entry, context, action.to, action.text))] }
+          return settled(() => ({
+            messages: [actionReply(action, sendMessage(entry, context, action.to, action.text))],
+          }))
         default:
-          throw new CohortError('UNEXPECTED_ACTION', `action ${action.action} is not executed as a step`)
+          return Promise.reject(
+            new CohortError('UNEXPECTED_ACTION', `action ${action.action} is not executed as a step`),
+          )
       }
     },
 
@@ -273,6 +272,16 @@ export function createAgentServices(run: Orchestrator): AgentServices {
     return outcome
   }
 
+  async function launch(entry: AgentEntry, action: LaunchAction): Promise<ActOutcome> {
+    const outcome = await run.launch(entry, action.agents, action.on_cycle)
+    if (!outcome.ok) return { messages: [actionReply(action, outcome.reason)], refused: outcome.reason }
+    const ids = outcome.children.map((child) => child.localId)
+    return {
+      messages: [actionReply(action, `launched: ${ids.join(', ')}`)],
+      children: outcome.children,
+    }
+  }
+
   function cleanReply(reply: ModelReply): ModelReply {
     const cleaned: ModelReply = { ...reply }
     if (reply.text !== undefined) cleaned.text = clean(reply.text)
@@ -338,7 +347,11 @@ export function createAgentServices(run: Orchestrator): AgentServices {
     return withSwitch(fields, abort)
   }
 
-  async function runTool(
+  /**
+   * Runs a tool call. Plain callbacks, not an async function: a tool that returns at once (most
+   * do) costs no frame and no turn of the microtask queue; one that takes time holds a callback.
+   */
+  function runTool(
     entry: AgentEntry,
     context: AgentContext,
     action: ToolAction,
@@ -348,21 +361,32 @@ export function createAgentServices(run: Orchestrator): AgentServices {
     const key = action.key ?? String(context.turn)
     const callId = action.callId ?? `${context.agentId}#${key}`
     const answer = context.answers[key]
-    const needsApproval =
-      typeof tool.needsApproval === 'function' ? tool.needsApproval(action.args) : tool.needsApproval
+    let needsApproval: boolean | undefined
+    try {
+      needsApproval =
+        typeof tool.needsApproval === 'function' ? tool.needsApproval(action.args) : tool.needsApproval
+    } catch (error) {
+      return Promise.reject(error)
+    }
     if (needsApproval && !(answer && 'approved' in answer)) {
       const prompt = `approve ${tool.name} ${renderValue(action.args, 500)}?`
-      return {
+      return Promise.resolve({
         messages: [],
         suspend: { kind: 'approval', callId, key, tool: tool.name, args: action.args, prompt },
-      }
+      })
     }
     if (run.config.bus.hasListeners)
       run.emitAgent(context, { type: 'tool.started', callId, tool: tool.name, args: action.args })
     const started = performance.now()
     run.busy.begin()
-    try {
-      const result = clean(await tool.execute(action.args, toolContext(context, callId, key, answer, abort)))
+    const completed = (value: unknown): ActOutcome => {
+      let result: unknown
+      try {
+        result = clean(value)
+      } catch (error) {
+        return failed(error)
+      }
+      run.busy.end()
       const durationMs = performance.now() - started
       if (run.config.bus.hasListeners) {
         run.emitAgent(context, {
@@ -374,7 +398,9 @@ export function createAgentServices(run: Orchestrator): AgentServices {
         })
       }
       return { messages: [actionReply(action, renderValue(result ?? null))], durationMs }
-    } catch (error) {
+    }
+    const failed = (error: unknown): ActOutcome => {
+      run.busy.end()
       if (abort.aborted) throw error
       cleanError(error)
       const durationMs = performance.now() - started
@@ -398,8 +424,14 @@ export function createAgentServices(run: Orchestrator): AgentServices {
       })
       // A tool error is information for the model, not the end of the agent.
       return { messages: [actionReply(action, `error: ${toErrorInfo(error).message}`)], durationMs }
-    } finally {
-      run.busy.end()
     }
+    let value: unknown
+    try {
+      value = tool.execute(action.args, toolContext(context, callId, key, answer, abort))
+    } catch (error) {
+      return settled(() => failed(error))
+    }
+    if (isThenable(value)) return Promise.resolve(value).then(completed, failed)
+    return settled(() => completed(value))
   }
 }
