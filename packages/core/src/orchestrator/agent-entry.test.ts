@@ -90,7 +90,6 @@ describe('toAgentRecord', () => {
         limits: resolveLimits({}, undefined),
         state: live,
         context,
-        record: () => toAgentRecord(entry),
         attached: false,
         parentId: null,
         depth: 0,

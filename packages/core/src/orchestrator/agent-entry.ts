@@ -18,8 +18,6 @@ export interface AgentEntry {
    * context (the one the agent was created or restored with).
    */
   context: AgentContext
-  /** Builds the agent's record from its current state (for the writer, which calls it when a write starts). */
-  record: () => AgentRecord
   parentId: string | null
   depth: number
   settled: boolean

@@ -27,7 +27,7 @@ export async function answerStored(run: Orchestrator, agentId: string, answer: A
     if ('approve' in answer) control.approve(answer.approve)
     else if ('reject' in answer) control.reject(answer.reject, answer.reason ?? 'rejected by a person')
     else control.resume(agentId, answer.payload)
-    await run.writer.writeNow(entry.id, entry.record)
+    await run.writer.writeNow(entry)
   } finally {
     run.release(entry)
   }

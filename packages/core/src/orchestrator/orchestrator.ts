@@ -95,7 +95,7 @@ export class Orchestrator {
   runEnded: Promise<void> | undefined
   private readonly lifecycle: AgentLifecycle
   private readonly services: AgentServices
-  readonly writer: AgentWriter
+  readonly writer: AgentWriter<AgentEntry>
   private readonly limitsByAgent = new Map<string, RunLimits>()
   private readonly systemMessages = new Map<string, ChatMessage>()
   private readonly clockStart = performance.now()
@@ -108,8 +108,12 @@ export class Orchestrator {
   constructor(readonly config: OrchestratorConfig) {
     this.services = createAgentServices(this)
     this.lifecycle = new AgentLifecycle((context, event) => this.emitAgent(context, event))
-    this.writer = new AgentWriter(config.store, config.runId, config.storeTimeoutMs, (error) =>
-      this.abort(error),
+    this.writer = new AgentWriter(
+      config.store,
+      config.runId,
+      config.storeTimeoutMs,
+      (error) => this.abort(error),
+      toAgentRecord,
     )
     this.result = new Promise((resolve, reject) => {
       this.resolveResult = resolve
@@ -225,7 +229,7 @@ export class Orchestrator {
       },
       start,
     )
-    await this.writer.writeNow(root.id, root.record)
+    await this.writer.writeNow(root)
     if (start) this.activate(root)
   }
 
@@ -332,7 +336,7 @@ export class Orchestrator {
     // Children are on disk before the parent records the launch, so a restore always finds them.
     if (segment) {
       // Children of a segment run in other workers: the host schedules them.
-      await Promise.all(children.map((child) => this.writer.writeNow(child.id, child.record)))
+      await Promise.all(children.map((child) => this.writer.writeNow(child)))
       for (const child of children) child.remote = true
       await segment.enqueue(children.map((child) => child.id))
       return { ok: true, children: links }
@@ -363,7 +367,7 @@ export class Orchestrator {
   /** Delivers a message into the agent's next model turn, whatever state it is in. */
   deliverMessage(entry: AgentEntry, from: string, text: string): void {
     entry.context = withMessage(entry.context, from, text)
-    this.writer.schedule(entry.id, entry.record)
+    this.writer.schedule(entry)
     this.emitAgent(entry.context, { type: 'agent.message', from, text })
   }
 
@@ -510,7 +514,6 @@ export class Orchestrator {
       limits: this.limitsFor(definition),
       state,
       context,
-      record: () => toAgentRecord(entry),
       attached: false,
       parentId,
       depth,
@@ -599,7 +602,7 @@ export class Orchestrator {
 
   /** After a change of state: write it, then settle the agent or start what its new state calls for. */
   private changed(entry: AgentEntry): void {
-    this.writer.schedule(entry.id, entry.record)
+    this.writer.schedule(entry)
     if (entry.state.status === 'done' && !entry.settled) this.settle(entry)
     else this.runEffect(entry)
     entry.onChange?.()
@@ -709,7 +712,7 @@ export class Orchestrator {
     }
     if (step.next === 'running' && entry.state.value === 'running') {
       entry.context = step.context
-      this.writer.schedule(entry.id, entry.record)
+      this.writer.schedule(entry)
       this.runEffect(entry)
       return
     }

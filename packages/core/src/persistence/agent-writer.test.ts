@@ -18,15 +18,21 @@ test('a long queue of writes lets timers that came due meanwhile (model replies)
       while (performance.now() < until) {}
     },
   }
-  const writer = new AgentWriter(store, 'r1', 10_000, (error) => {
-    throw error
-  })
+  const writer = new AgentWriter<{ id: string }>(
+    store,
+    'r1',
+    10_000,
+    (error) => {
+      throw error
+    },
+    (agent) => recordOf(agent.id),
+  )
   let seenByTimer = -1
   setTimeout(() => {
     seenByTimer = started.length
   }, 1)
   const ids = Array.from({ length: 64 }, (_, index) => `a${index}`)
-  for (const id of ids) writer.schedule(id, () => recordOf(id))
+  for (const id of ids) writer.schedule({ id })
   await writer.written(ids.at(-1)!)
   await writer.flush()
   expect(started).toEqual(ids)

@@ -18,11 +18,11 @@ interface PendingWrite {
  * arrive during a write are folded into the next one, so a step costs one write of one agent
  * whatever the size of the run.
  */
-export class AgentWriter {
+export class AgentWriter<Agent extends { readonly id: string }> {
   private readonly inFlight = new Map<string, Promise<void>>()
   private readonly dirty = new Set<string>()
   /** Agents changed in this tick, written together once it ends. */
-  private readonly queued = new Map<string, () => AgentRecord>()
+  private readonly queued = new Map<string, Agent>()
   /** Callers of `written`, by agent: told when the agent's write loop ends. */
   private readonly waiters = new Map<string, (() => void)[]>()
   private drainArmed = false
@@ -36,17 +36,20 @@ export class AgentWriter {
     private readonly runId: RunId,
     private readonly timeoutMs: number,
     private readonly onError: (error: unknown) => void,
+    /** An agent's record as it is now: called when its write starts, so it sees the latest state. */
+    private readonly toRecord: (agent: Agent) => AgentRecord,
   ) {}
 
-  /** Asks for a write of `agentId`; `record` is called when the write starts, so it sees the latest state. */
-  schedule(agentId: string, record: () => AgentRecord): void {
+  /** Asks for a write of `agent`, of its state when the write starts. */
+  schedule(agent: Agent): void {
+    const agentId = agent.id
     if (this.failure !== undefined) return
     if (this.inFlight.has(agentId)) {
       this.dirty.add(agentId)
       return
     }
     if (this.queued.has(agentId)) return
-    this.queued.set(agentId, record)
+    this.queued.set(agentId, agent)
     // Transitions of the same tick (a step is several) fold into one write.
     this.armDrain()
   }
@@ -56,14 +59,15 @@ export class AgentWriter {
    * it is stored (a parent relies on its children's records existing). Rejects with the
    * writer's failure, which has also gone to `onError`.
    */
-  async writeNow(agentId: string, record: () => AgentRecord): Promise<void> {
+  async writeNow(agent: Agent): Promise<void> {
+    const agentId = agent.id
     this.queued.delete(agentId)
     let write = this.inFlight.get(agentId)
     if (write) {
       // The write in flight may predate the latest change: its loop writes once more.
       this.dirty.add(agentId)
     } else if (this.failure === undefined) {
-      write = this.loop(agentId, record)
+      write = this.loop(agent)
       this.inFlight.set(agentId, write)
     }
     await write
@@ -103,13 +107,13 @@ export class AgentWriter {
   private drain(limit = drainChunk): void {
     this.drainArmed = false
     let started = 0
-    for (const [agentId, record] of this.queued) {
+    for (const [agentId, agent] of this.queued) {
       if (started++ === limit) {
         this.armDrain()
         return
       }
       this.queued.delete(agentId)
-      if (this.failure === undefined) this.inFlight.set(agentId, this.loop(agentId, record))
+      if (this.failure === undefined) this.inFlight.set(agentId, this.loop(agent))
       else this.wake(agentId)
     }
   }
@@ -120,11 +124,12 @@ export class AgentWriter {
     setImmediate(() => this.drain())
   }
 
-  private async loop(agentId: string, record: () => AgentRecord): Promise<void> {
+  private async loop(agent: Agent): Promise<void> {
+    const agentId = agent.id
     try {
       do {
         this.dirty.delete(agentId)
-        await this.save(record())
+        await this.save(this.toRecord(agent))
       } while (this.dirty.has(agentId) && this.failure === undefined)
     } catch (error) {
       if (this.failure === undefined) {
