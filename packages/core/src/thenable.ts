@@ -4,7 +4,7 @@ export function isThenable<T = unknown>(value: unknown): value is PromiseLike<T>
 }
 
 /** `fn`'s value as a promise: a rejected one when it throws, as an async function would give. */
-export function settled<T>(fn: () => T): Promise<T> {
+export function promiseOf<T>(fn: () => T): Promise<T> {
   try {
     return Promise.resolve(fn())
   } catch (error) {

@@ -7,7 +7,7 @@ import { actionReply, inboxMessage, renderValue, repairFeedback } from '../proto
 import { parseActions } from '../protocol/parse-actions.js'
 import { protocolToolSpecs, repairText } from '../protocol/prompt.js'
 import type { Slot, SlotRequest } from '../scheduler/scheduler.js'
-import { isThenable, settled } from '../thenable.js'
+import { isThenable, promiseOf } from '../thenable.js'
 import { type AbortSwitch, withSwitch } from '../tools/abort-switch.js'
 import { type AnyTool, SuspendRequest, type ToolContext } from '../tools/define-tool.js'
 import { type AgentEntry, childResult } from './agent-entry.js'
@@ -80,7 +80,7 @@ export function createAgentServices(run: Orchestrator): AgentServices {
         case 'call_tool':
           return runTool(entry, context, action, abort)
         case 'send_message':
-          return settled(() => ({
+          return promiseOf(() => ({
             messages: [actionReply(action, sendMessage(entry, context, action.to, action.text))],
           }))
         default:
@@ -429,9 +429,9 @@ export function createAgentServices(run: Orchestrator): AgentServices {
     try {
       value = tool.execute(action.args, toolContext(context, callId, key, answer, abort))
     } catch (error) {
-      return settled(() => failed(error))
+      return promiseOf(() => failed(error))
     }
     if (isThenable(value)) return Promise.resolve(value).then(completed, failed)
-    return settled(() => completed(value))
+    return promiseOf(() => completed(value))
   }
 }
