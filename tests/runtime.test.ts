@@ -241,6 +241,36 @@ describe('failures are results', () => {
   })
 })
 
+describe('model failures', () => {
+  test('a model that throws at once, or rejects, fails its agent with that error and frees its slot', async () => {
+    for (const broken of [
+      () => {
+        throw new Error('no connection')
+      },
+      async () => {
+        throw new Error('no connection')
+      },
+    ]) {
+      const solo = defineAgent({ name: 'solo', instructions: 'Answer.' })
+      const model: ChatModel = {
+        name: 'flaky',
+        complete: (request) =>
+          request.runId.startsWith('broken')
+            ? broken()
+            : Promise.resolve({ text: '{"action":"finish","result":"ok"}' }),
+      }
+      // One model call at a time: a slot the failed call kept would hold up the next run.
+      const runtime = createRuntime({ agents: [solo], model, scheduler: { maxConcurrentModelCalls: 1 } })
+      const run = runtime.start('solo', 'go', { runId: `broken-${Math.random().toString(36).slice(2, 8)}` })
+      const failures: string[] = []
+      run.on('model.failed', (event) => failures.push(event.error.message))
+      await expect(run.result).rejects.toThrow('no connection')
+      expect(failures).toEqual(['no connection'])
+      expect(await runtime.run('solo', 'go')).toBe('ok')
+    }
+  })
+})
+
 describe('tool outcomes', () => {
   test('a value, a promise, a throw and a rejection each reach the model as the tool meant them', async () => {
     const { defineTool } = await import('@cohort/core')

@@ -203,7 +203,7 @@ export function createAgentServices(run: Orchestrator): AgentServices {
       if (workspaces) fields.workspace = () => workspaces.ensure(run.runId, agentId)
       reply = Promise.resolve(model.complete(withSwitch(fields, abort)))
     } catch (error) {
-      return Promise.reject(error).catch(failed)
+      return promiseOf(() => failed(error))
     }
     return reply.then((answer) => {
       let cleaned: ModelReply
