@@ -71,7 +71,6 @@ export function makeAgentRecord(
         retries: 0,
         processes: [],
         conflicts: [],
-        phase: 'thinking',
         turn: 2,
         repairs: 0,
         usage: { promptTokens: 10, completionTokens: 5, cost: 0 },

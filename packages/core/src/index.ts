@@ -1,3 +1,10 @@
+export {
+  type AgentActor,
+  type AgentMachine,
+  type AgentMachineEvent,
+  type AgentSnapshot,
+  agentMachine,
+} from './agent/agent-machine.js'
 export type { AgentContext, AgentStatus, Awaiting, ChildLink, ChildResult } from './agent/context.js'
 export { type AgentDefinition, type AgentOptions, defineAgent } from './agent/define-agent.js'
 export { type AgentLimits, defaultLimits, type RunLimits } from './agent/limits.js'
@@ -38,6 +45,14 @@ export type {
 } from './models/types.js'
 export type { Answer } from './orchestrator/answer.js'
 export type { AgentMetrics, RunMetrics } from './orchestrator/metrics.js'
+export type { Durability, Inspector } from './orchestrator/orchestrator.js'
+export {
+  type RunActor,
+  type RunMachine,
+  type RunMachineContext,
+  type RunMachineEvent,
+  runMachine,
+} from './orchestrator/run-machine.js'
 export type { SegmentOutcome } from './orchestrator/segment.js'
 export { assertRunId, decodeAgentRecord, decodeRunRecord, encodeRecord } from './persistence/codec.js'
 export { type FileStoreOptions, fileStore } from './persistence/file-store.js'

@@ -1,4 +1,4 @@
-import { LimitExceededError, ParseError, toErrorInfo } from '../errors.js'
+import { type ErrorInfo, LimitExceededError, ParseError, toErrorInfo } from '../errors.js'
 import type { ProcessRecord } from '../models/command-model.js'
 import type { ChatMessage, TokenUsage } from '../models/types.js'
 import type { Action, ParseResult } from '../protocol/actions.js'
@@ -6,10 +6,10 @@ import { actionReply, childResultsMessage, inboxMessage } from '../protocol/feed
 import type { Conflict } from '../workspaces/workspaces.js'
 import {
   type AgentContext,
+  type Answer,
   type Awaiting,
   type ChildLink,
   type ChildResult,
-  copyContext,
   emptyList,
   withoutFirst,
 } from './context.js'
@@ -45,27 +45,23 @@ export interface ActOutcome {
 }
 
 /**
- * Where an agent goes after a step: on with its loop (`running`), or to another state of its
- * machine. `suspended` waits on children, `external` on the outside world.
+ * The outcome of one step of the think/act loop: the agent's next context. Where the agent goes
+ * next is read from it by the agent machine's guards (`routing`): an error → failed, an end →
+ * completed, `waitingOn` → suspended on children, `awaiting` → suspended on a person, pending
+ * actions → acting, none → thinking.
  */
-export type NextState = 'running' | 'suspended' | 'external' | 'completed' | 'failed'
-
-/** The outcome of one step of the think/act loop: the agent's next context and state. */
 export interface Step {
   context: AgentContext
-  next: NextState
   /** Why the model is asked again (an unusable reply, a refused launch): an `agent.repair`. */
   repair?: string
 }
 
 // The think/act loop of `running`, as pure functions of the context and an effect's outcome.
-// The orchestrator applies a step that stays in `running` to the agent's context itself and
-// hands one that leaves it to the agent machine: a step costs no XState transition. Each step
-// copies the context once (`copyContext`), changes the copy, and `route` finishes it.
+// The agent machine applies them with `assign`; each returns a new context, never changes one.
 
 /** A new agent's context once it starts. */
 export function started(context: AgentContext, deadline: number | null, note?: string): AgentContext {
-  const next = copyContext(context)
+  const next = { ...context }
   next.startedAt = Date.now()
   next.deadline = deadline
   if (note !== undefined) next.messages = [...context.messages, { role: 'user', content: note }]
@@ -77,7 +73,7 @@ export function afterThought(context: AgentContext, output: ThinkOutcome, maxRep
   const { parse } = output
   const consumed = output.inboxConsumed
   const messages = withInbox(context, output)
-  const next = copyContext(context)
+  const next = { ...context }
   next.turn = context.turn + 1
   if (consumed > 0) next.inbox = context.inbox.slice(consumed)
   next.busyMs = context.busyMs + output.durationMs
@@ -98,17 +94,16 @@ export function afterThought(context: AgentContext, output: ThinkOutcome, maxRep
   if (context.repairs < maxRepairs) {
     next.messages.push(...output.feedback)
     next.repairs = context.repairs + 1
-    next.phase = 'thinking'
-    return { context: next, next: 'running', repair: parse.error }
+    return { context: next, repair: parse.error }
   }
-  return { context: fail(next, new ParseError(parse.error)), next: 'failed' }
+  return { context: fail(next, new ParseError(parse.error)) }
 }
 
 /** The first pending action was carried out (or refused, or needs someone outside first). */
 export function afterAct(context: AgentContext, output: ActOutcome, maxRepairs: number): Step {
   if (output.refused !== undefined) {
     if (context.repairs < maxRepairs) {
-      const repaired = copyContext(context)
+      const repaired = { ...context }
       repaired.messages = [
         ...context.messages,
         ...output.messages,
@@ -116,15 +111,14 @@ export function afterAct(context: AgentContext, output: ActOutcome, maxRepairs: 
       ]
       repaired.pending = emptyList()
       repaired.repairs = context.repairs + 1
-      repaired.phase = 'thinking'
-      return { context: repaired, next: 'running', repair: output.refused }
+      return { context: repaired, repair: output.refused }
     }
-    return { context: fail(context, new LimitExceededError('launch', output.refused)), next: 'failed' }
+    return { context: fail(context, new LimitExceededError('launch', output.refused)) }
   }
-  const next = copyContext(context)
+  const next = { ...context }
   if (output.suspend !== undefined) {
     next.awaiting = output.suspend
-    return { context: next, next: 'external' }
+    return { context: next }
   }
   if (output.messages.length > 0) next.messages = [...context.messages, ...output.messages]
   next.children = appendChildren(context.children, output.children)
@@ -138,7 +132,7 @@ export function afterAct(context: AgentContext, output: ActOutcome, maxRepairs: 
 /** The awaited children settled: their results (and errors) are one message, then the loop goes on. */
 export function afterSettled(context: AgentContext, group: SettledGroup): Step {
   const { results, conflicts } = group
-  const next = copyContext(context)
+  const next = { ...context }
   next.messages = [...context.messages, childResultsMessage(results, context.waitCallId, conflicts)]
   if (conflicts.length > 0) next.conflicts = [...context.conflicts, ...conflicts]
   next.delivered = [...context.delivered, ...(context.waitingOn ?? [])]
@@ -148,60 +142,51 @@ export function afterSettled(context: AgentContext, group: SettledGroup): Step {
 }
 
 /** A person approved the call the agent waits on, or gave it the input it asked for: it runs the call. */
-export function afterAnswer(context: AgentContext, value: AgentContext['answers'][string]): Step {
+export function afterAnswer(context: AgentContext, value: Answer): AgentContext {
   const key = context.awaiting?.key
-  if (key === undefined) return { context, next: 'external' }
-  const next = copyContext(context)
+  if (key === undefined) return context
+  const next = { ...context }
   next.answers = { ...context.answers, [key]: value }
   next.awaiting = null
-  next.phase = 'executing'
-  return { context: next, next: 'running' }
+  return next
 }
 
 /** A person rejected the call: the model is told, and the rest of its reply goes on. */
-export function afterRejection(context: AgentContext, reason: string): Step {
-  const next = copyContext(context)
+export function afterRejection(context: AgentContext, reason: string): AgentContext {
+  const next = { ...context }
   next.messages = [...context.messages, actionReply(context.pending[0]!, `rejected: ${reason}`)]
   next.pending = withoutFirst(context.pending)
   next.awaiting = null
-  return route(next)
+  return route(next).context
 }
 
 export function withMessage(context: AgentContext, from: string, text: string): AgentContext {
-  const next = copyContext(context)
+  const next = { ...context }
   next.inbox = [...context.inbox, { from, text }]
   return next
 }
 
 export function fail(context: AgentContext, error: unknown): AgentContext {
-  const next = copyContext(context)
-  next.error = toErrorInfo(error)
-  next.endedAt = Date.now()
-  return next
+  return failed(context, toErrorInfo(error))
+}
+
+/** The context of an agent that failed with `error`. */
+export function failed(context: AgentContext, error: ErrorInfo): AgentContext {
+  return { ...context, error, endedAt: Date.now() }
 }
 
 /**
- * Where an agent goes once a step's update is in its context: its next pending action decides.
- * `context` is the step's own new copy, finished here in place.
+ * Finishes a step's context by its next pending action: `finish` ends the agent, a wait moves
+ * into `waitingOn`. `context` is the step's own new copy, finished here in place.
  */
 function route(context: AgentContext): Step {
   const next = context.pending[0]
-  if (next === undefined) {
-    context.phase = 'thinking'
-    return { context, next: 'running' }
-  }
-  if (next.action === 'finish') {
+  if (next?.action === 'finish') {
     context.result = next.result
     context.pending = emptyList()
     context.endedAt = Date.now()
-    return { context, next: 'completed' }
-  }
-  if (next.action === 'wait_for_subagents') {
-    waitFor(context, next)
-    return { context, next: 'suspended' }
-  }
-  context.phase = 'executing'
-  return { context, next: 'running' }
+  } else if (next?.action === 'wait_for_subagents') waitFor(context, next)
+  return { context }
 }
 
 /** The messages that arrived while the agent was busy, delivered into the turn that just ran. */

@@ -1,205 +1,205 @@
-import { type ActorScope, createActor, type SnapshotFrom, setup } from 'xstate'
-import { toErrorInfo } from '../errors.js'
+import { type ActorRefFrom, assign, emit, enqueueActions, type SnapshotFrom, setup } from 'xstate'
+import type { ErrorInfo } from '../errors.js'
 import type { AgentEventInput } from '../events/types.js'
-import type { AgentContext } from './context.js'
+import {
+  type ActOutcome,
+  afterAct,
+  afterAnswer,
+  afterRejection,
+  afterSettled,
+  afterThought,
+  failed,
+  type SettledGroup,
+  type Step,
+  started,
+  type ThinkOutcome,
+  withMessage,
+} from './agent-loop.js'
+import type { AgentContext, Answer } from './context.js'
 
 /**
- * What moves an agent between the states of its machine. Each event carries the agent's
- * context as the step that caused it left it (computed by the think/act loop, `agent-loop.ts`).
+ * What moves an agent. The effects of its states (a model call, a tool, a wait for children) are
+ * run by its run's orchestrator on the machine's behalf, which sends their outcomes back as events;
+ * the machine computes each step from them (`agent-loop.ts`) and decides where the agent goes.
  */
-export type LifecycleEvent =
-  | { type: 'RUN'; context: AgentContext }
-  | { type: 'SUSPEND'; context: AgentContext }
-  | { type: 'AWAIT'; context: AgentContext }
-  | { type: 'FINISH'; context: AgentContext }
-  | { type: 'FAIL'; context: AgentContext }
-
-/** Reports what happens to an agent (an `agent.*` event): the orchestrator's emitter. */
-export type Notify = (context: AgentContext, event: AgentEventInput) => void
+export type AgentMachineEvent =
+  | { type: 'START'; deadline: number | null; note?: string }
+  | { type: 'REPLIED'; outcome: ThinkOutcome; maxRepairs: number }
+  | { type: 'ACTED'; outcome: ActOutcome; maxRepairs: number }
+  | { type: 'CHILDREN_SETTLED'; group: SettledGroup }
+  | { type: 'ANSWERED'; answer: Answer }
+  | { type: 'REJECTED'; reason: string }
+  | { type: 'MESSAGE'; from: string; text: string }
+  | { type: 'FAIL'; error: ErrorInfo }
 
 /**
- * One agent's lifecycle: `idle` → `running` ⇄ `suspended` (on its children, or on the outside
- * world: an approval, an input) → `completed` or `failed`, both final. The machine decides which
- * moves are legal and reports each state it enters; the loop inside `running` (thinking, then
- * executing each parsed action: the context's `phase`) is run by the orchestrator as plain
- * steps, written to the store one by one, so a step costs no transition. (Two XState
- * transitions a step were most of what a step cost, and more than a model call at 0 ms.)
- *
- * The agent's live context is the orchestrator's (`AgentEntry.context`), and each event brings
- * it along; the machine's own context stays the one it was created or restored with. Taking the
- * event's context in with `assign` would cost more than the rest of a transition: XState copies
- * the context with `Object.assign({}, context, update)`, which V8 runs on its slow path for an
- * object of 30 fields (about 20 µs, against 3 µs for the transition). A stored agent is the
- * machine's persisted snapshot with the live context in it (`toAgentRecord`), so a restored
- * machine starts from the latest context.
+ * One agent's whole life. `running` is its loop: `thinking` (one model call), then `acting` on
+ * each action the reply holds (a tool call, a launch, a message), through `routing`, which reads
+ * the step's context and picks the next state: another action, another model call, a wait on
+ * children (`suspended.children`) or on a person (`suspended.external`), or the end. `completed`
+ * and `failed` are final. The agent's events (`agent.suspended`, `agent.completed`, …) are
+ * emitted by the machine (`actor.on('*')`).
  */
-export function createAgentMachine(notify: Notify) {
-  const report =
-    (pick: (context: AgentContext) => AgentEventInput) =>
-    ({ event }: { event: LifecycleEvent }) =>
-      notify(event.context, pick(event.context))
-
-  return setup({
-    types: {} as { context: AgentContext; events: LifecycleEvent; input: AgentContext },
-  }).createMachine({
-    id: 'agent',
-    initial: 'idle',
-    context: ({ input }) => input,
-    on: { FAIL: '.failed' },
-    states: {
-      idle: {
-        on: { RUN: 'running' },
-      },
-      running: {
-        on: {
-          SUSPEND: 'suspended.children',
-          AWAIT: 'suspended.external',
-          FINISH: 'completed',
-        },
-      },
-      suspended: {
-        initial: 'children',
-        on: {
-          RUN: 'running',
-          // The next action of the reply after a wait may be another wait, or `finish`.
-          SUSPEND: { target: '.children', reenter: true },
-          FINISH: 'completed',
-        },
-        states: {
-          children: {
-            entry: report((context) => ({ type: 'agent.suspended', waitingOn: context.waitingOn ?? [] })),
-          },
-          external: {
-            entry: report((context) => ({
-              type: 'agent.suspended',
-              waitingOn: [],
-              ...(context.awaiting && { awaiting: context.awaiting }),
+export const agentMachine = setup({
+  types: {
+    context: {} as AgentContext,
+    events: {} as AgentMachineEvent,
+    input: {} as AgentContext,
+    emitted: {} as AgentEventInput,
+  },
+  guards: {
+    hasFailed: ({ context }) => context.error !== undefined,
+    hasFinished: ({ context }) => context.endedAt !== null,
+    waitsOnChildren: ({ context }) => context.waitingOn !== null,
+    waitsOnPerson: ({ context }) => context.awaiting !== null,
+    hasActions: ({ context }) => context.pending.length > 0,
+  },
+  actions: {
+    fail: assign(({ context, event }) => failed(context, (event as { error: ErrorInfo }).error)),
+    takeMessage: assign(({ context, event }) => {
+      const { from, text } = event as { from: string; text: string }
+      return withMessage(context, from, text)
+    }),
+  },
+}).createMachine({
+  id: 'agent',
+  initial: 'idle',
+  context: ({ input }) => input,
+  states: {
+    idle: {
+      on: {
+        START: {
+          target: 'running',
+          actions: [
+            assign(({ context, event }) => started(context, event.deadline, event.note)),
+            emit(({ context }) => ({
+              type: 'agent.started' as const,
+              parentId: context.parentId,
+              task: context.task,
             })),
-          },
+          ],
         },
-      },
-      completed: {
-        type: 'final',
-        entry: report((context) => ({
-          type: 'agent.completed',
-          result: context.result,
-          durationMs: (context.endedAt ?? Date.now()) - context.startedAt,
-        })),
-      },
-      failed: {
-        type: 'final',
-        entry: report((context) => ({
-          type: 'agent.failed',
-          error: context.error ?? toErrorInfo(new Error('unknown failure')),
-          durationMs: (context.endedAt ?? Date.now()) - context.startedAt,
-        })),
+        FAIL: { target: 'failed', actions: 'fail' },
+        MESSAGE: { actions: 'takeMessage' },
       },
     },
-  })
-}
-
-export type AgentMachine = ReturnType<typeof createAgentMachine>
-export type AgentState = SnapshotFrom<AgentMachine>
-
-/** An entry action as XState ran it: run again, with another event, for the same move. */
-interface EntryAction {
-  exec: ((info: unknown, params: unknown) => void) | undefined
-  params: unknown
-}
-
-/** Who hears the entry actions of the move being made: the run whose agent makes it. */
-let listener: Notify | undefined
-
-/**
- * One agent machine for the process. Its moves are the same in every run, and creating it (and
- * the actor that stands for `self`) cost a quarter of a small run.
- */
-const machine = createAgentMachine((context, event) => listener?.(context, event))
-// Never started: it stands for `self` in actions' arguments (ours read only the event).
-const self = createActor(machine, { input: {} as AgentContext })
-/** Set while XState computes a move: the actions it runs, kept for the agents that make it next. */
-let ran: EntryAction[] | undefined
-/** What XState's pure `transition` builds on every call; built once, it runs actions at once. */
-const scope = {
-  self,
-  system: self.system,
-  id: '',
-  sessionId: '',
-  logger: () => {},
-  defer: () => {},
-  emit: () => {},
-  stopChild: () => {},
-  actionExecutor: (action: EntryAction & { info: unknown }) => {
-    ran?.push({ exec: action.exec, params: action.params })
-    action.exec?.(action.info, action.params)
+    running: {
+      initial: 'thinking',
+      on: {
+        FAIL: { target: 'failed', actions: 'fail' },
+        MESSAGE: { actions: 'takeMessage' },
+      },
+      states: {
+        thinking: {
+          on: {
+            REPLIED: {
+              target: 'routing',
+              actions: enqueueActions(({ context, event, enqueue }) => {
+                const step = afterThought(context, event.outcome, event.maxRepairs)
+                enqueue.assign(step.context)
+                if (step.repair !== undefined) enqueue.emit(repairEvent(step))
+              }),
+            },
+          },
+        },
+        acting: {
+          on: {
+            ACTED: {
+              target: 'routing',
+              actions: enqueueActions(({ context, event, enqueue }) => {
+                const step = afterAct(context, event.outcome, event.maxRepairs)
+                enqueue.assign(step.context)
+                if (step.repair !== undefined) enqueue.emit(repairEvent(step))
+              }),
+            },
+          },
+        },
+        routing: {
+          always: [
+            { guard: 'hasFailed', target: '#agent.failed' },
+            { guard: 'hasFinished', target: '#agent.completed' },
+            { guard: 'waitsOnChildren', target: '#agent.suspended.children' },
+            { guard: 'waitsOnPerson', target: '#agent.suspended.external' },
+            { guard: 'hasActions', target: 'acting' },
+            { target: 'thinking' },
+          ],
+        },
+      },
+    },
+    suspended: {
+      initial: 'children',
+      on: {
+        FAIL: { target: 'failed', actions: 'fail' },
+        MESSAGE: { actions: 'takeMessage' },
+      },
+      states: {
+        children: {
+          entry: emit(({ context }) => ({
+            type: 'agent.suspended' as const,
+            waitingOn: context.waitingOn ?? [],
+          })),
+          on: {
+            CHILDREN_SETTLED: {
+              target: '#agent.running.routing',
+              actions: [
+                emit(({ event }) => ({
+                  type: 'agent.resumed' as const,
+                  settled: event.group.results.map((result) => result.id),
+                })),
+                assign(({ context, event }) => afterSettled(context, event.group).context),
+              ],
+            },
+          },
+        },
+        external: {
+          entry: emit(({ context }) => ({
+            type: 'agent.suspended' as const,
+            waitingOn: [],
+            ...(context.awaiting && { awaiting: context.awaiting }),
+          })),
+          on: {
+            ANSWERED: {
+              target: '#agent.running.acting',
+              actions: [
+                emit({ type: 'agent.resumed', settled: [] }),
+                assign(({ context, event }) => afterAnswer(context, event.answer)),
+              ],
+            },
+            REJECTED: {
+              target: '#agent.running.routing',
+              actions: [
+                emit({ type: 'agent.resumed', settled: [] }),
+                assign(({ context, event }) => afterRejection(context, event.reason)),
+              ],
+            },
+          },
+        },
+      },
+    },
+    completed: {
+      type: 'final',
+      entry: emit(({ context }) => ({
+        type: 'agent.completed' as const,
+        result: context.result,
+        durationMs: (context.endedAt ?? Date.now()) - context.startedAt,
+      })),
+    },
+    failed: {
+      type: 'final',
+      entry: emit(({ context }) => ({
+        type: 'agent.failed' as const,
+        error: context.error ?? { name: 'Error', code: 'ERROR', message: 'unknown failure' },
+        durationMs: (context.endedAt ?? Date.now()) - context.startedAt,
+      })),
+    },
   },
-} as unknown as ActorScope<AgentState, LifecycleEvent>
-/** Snapshots by state value, and moves by state value and event type. */
-const states = new Map<string, AgentState>()
-const moves = new Map<string, { to: AgentState; actions: EntryAction[] }>()
-/** The context of every cached snapshot: an agent's own is `AgentEntry.context`, never this. */
-const noContext = Object.freeze({}) as AgentContext
+})
 
-/**
- * The agent machine as one run steps it for each of its agents, without an actor per agent: an
- * agent's state is the machine's snapshot, and XState computes each of its transitions and runs
- * the actions of the states it enters. (An actor per agent cost 14 µs of creating, starting and
- * stopping on top of the one transition most agents make, `running` → `completed`.)
- *
- * The machine has no guards and no `assign`: where a move leads, and which entry actions it
- * runs, depend on the state's value and the event's type alone. So XState computes each move
- * once per process, and later agents making it get the same (immutable) snapshot and have its
- * actions run with their own event, reported to their own run. A transition cost more than the
- * rest of an agent's last step, and every agent of a fan-out makes the same two or three moves.
- * The snapshots hold no agent's context: the orchestrator keeps it (`AgentEntry.context`), and
- * writes it into the agent's record.
- */
-export class AgentLifecycle {
-  readonly machine: AgentMachine = machine
-
-  constructor(private readonly notify: Notify) {}
-
-  /** The state whose value is `value` (a new agent, or a stored one: an unknown value throws). */
-  at(value: AgentState['value']): AgentState {
-    const key = valueKey(value)
-    let state = states.get(key)
-    if (state === undefined) {
-      state = machine.resolveState({ value, context: noContext })
-      states.set(key, state)
-    }
-    return state
-  }
-
-  /** The state after `event`, its entry actions run; the same state when `event` is not taken there. */
-  next(state: AgentState, event: LifecycleEvent): AgentState {
-    // A listener of the run's events may move another run's agent from inside an entry action.
-    const outerListener = listener
-    listener = this.notify
-    try {
-      const key = `${valueKey(state.value)} ${event.type}`
-      const move = moves.get(key)
-      if (move !== undefined) {
-        if (move.actions.length > 0) {
-          const info = { event, context: event.context, self, system: self.system }
-          for (const action of move.actions) action.exec?.(info, action.params)
-        }
-        return move.to
-      }
-      const outerRan = ran
-      ran = []
-      try {
-        const to = machine.transition(state, event, scope)
-        moves.set(key, { to, actions: ran })
-        return to
-      } finally {
-        ran = outerRan
-      }
-    } finally {
-      listener = outerListener
-    }
-  }
+/** A reply the model is asked to repair (unusable, or a launch refused), as the agent's event. */
+function repairEvent(step: Step): AgentEventInput {
+  return { type: 'agent.repair', error: step.repair ?? '', repairs: step.context.repairs }
 }
 
-function valueKey(value: unknown): string {
-  return typeof value === 'string' ? value : JSON.stringify(value)
-}
+export type AgentMachine = typeof agentMachine
+export type AgentActor = ActorRefFrom<AgentMachine>
+export type AgentSnapshot = SnapshotFrom<AgentMachine>

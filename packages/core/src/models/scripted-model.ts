@@ -1,7 +1,7 @@
 import type { ChildResult } from '../agent/context.js'
 import { ModelError } from '../errors.js'
 import { isThenable } from '../thenable.js'
-import { sleepOn } from '../tools/abort-switch.js'
+import { abortableSleep } from '../tools/define-tool.js'
 import type { ChatModel, ModelReply, ModelRequest } from './types.js'
 
 /** One scripted reply: text, an action object (or array of them), or a full `ModelReply`. */
@@ -35,7 +35,7 @@ export function scriptedModel(script: Script, options: ScriptedModelOptions = {}
     complete(request) {
       try {
         const latency = typeof latencyMs === 'function' ? latencyMs(request) : latencyMs
-        if (latency > 0) return sleepOn(request, latency).then(() => answer(script, request))
+        if (latency > 0) return abortableSleep(latency, request.signal).then(() => answer(script, request))
         return Promise.resolve(answer(script, request))
       } catch (error) {
         return Promise.reject(error)

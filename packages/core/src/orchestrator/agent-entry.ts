@@ -1,43 +1,61 @@
-import type { AgentState } from '../agent/agent-machine.js'
+import type { AgentActor, AgentSnapshot } from '../agent/agent-machine.js'
 import type { AgentContext, AgentStatus, ChildResult } from '../agent/context.js'
 import type { AgentDefinition } from '../agent/define-agent.js'
 import type { RunLimits } from '../agent/limits.js'
-import type { AgentRecord } from '../persistence/records.js'
-import type { AbortSwitch } from '../tools/abort-switch.js'
+import type { AgentRecord, PersistedAgentSnapshot } from '../persistence/records.js'
 
-/** The orchestrator's entry for one agent: kept in a Map outside every machine's context. */
-export interface AgentEntry {
-  id: string
-  definition: AgentDefinition
-  limits: RunLimits
-  /** Where the agent is in its lifecycle: the agent machine's snapshot (`AgentLifecycle`). */
-  state: AgentState
-  /**
-   * The agent's whole state, always current: the think/act loop replaces it at every step, and
-   * each event to the machine brings it along. Read this, never the machine snapshot's own
-   * context (the one the agent was created or restored with).
-   */
-  context: AgentContext
-  parentId: string | null
-  depth: number
-  settled: boolean
-  /** Called once when this agent settles (parents waiting on it); an empty list may be the shared, frozen one. */
-  onSettle: (() => void)[]
+/**
+ * The orchestrator's entry for one agent, kept in a Map outside every machine's context. The
+ * agent's state and context are its actor's: read here, changed only by events sent to it.
+ */
+export class AgentEntry {
   /** Agents that start when this one (and their other dependencies) completes. */
-  dependents: AgentEntry[]
-  timer?: NodeJS.Timeout | undefined
-  /** Runs in another process (a segment's children and dependencies): read, never started here. */
-  remote?: true
-  /** Set while this process runs the agent: each change of state is written and starts its effect. */
-  attached: boolean
-  /** Told after each change of state (a segment watches its agent). */
-  onChange?: () => void
-  /** Let go of (a detach, a segment's end): it takes no more events. */
-  stopped?: true
-  /** Aborts the running effect when the agent settles or stops (reused while nobody waits on it). */
-  abort?: AbortSwitch | undefined
-  /** Which effect is current: a result from an older one is dropped. 0 when none runs. */
-  effect: number
+  dependents: AgentEntry[] = []
+  /** Called once when this agent settles (parents waiting on it). */
+  onSettle: (() => void)[] = []
+  timer: NodeJS.Timeout | undefined = undefined
+  /** Aborts the running effect when the agent settles or stops. */
+  controller: AbortController | undefined = undefined
+  /** Which effect is current: an outcome of an older one is dropped. 0 when none runs. */
+  effect = 0
+  /** The last snapshot seen, the one being written, and the one the store holds. */
+  seen: AgentSnapshot | undefined = undefined
+  writing: AgentSnapshot | undefined = undefined
+  stored: AgentSnapshot | undefined = undefined
+  /**
+   * Where the agent runs: here (`local`), in another process (`remote`: a segment's children
+   * and dependencies, read but never run here), or nowhere any more (`released`: detached, or a
+   * segment's end; it takes no more events and nothing of it is written).
+   */
+  mode: 'local' | 'remote' | 'released' = 'local'
+  /** Told after each stored change of state (a segment watches its agent). */
+  onChange: (() => void) | undefined = undefined
+
+  constructor(
+    readonly id: string,
+    readonly definition: AgentDefinition,
+    readonly limits: RunLimits,
+    readonly actor: AgentActor,
+    readonly parentId: string | null,
+    readonly depth: number,
+  ) {}
+
+  get snapshot(): AgentSnapshot {
+    return this.actor.getSnapshot()
+  }
+
+  get context(): AgentContext {
+    return this.actor.getSnapshot().context
+  }
+
+  get status(): AgentStatus {
+    return agentStatus(this.actor.getSnapshot().value)
+  }
+
+  /** Completed or failed: its machine is in a final state. */
+  get settled(): boolean {
+    return this.actor.getSnapshot().status === 'done'
+  }
 }
 
 /** The top-level state of an agent machine's state value. */
@@ -46,27 +64,9 @@ export function agentStatus(value: unknown): AgentStatus {
   return (Object.keys(value as object)[0] ?? 'running') as AgentStatus
 }
 
-/** What a suspended agent waits on (its child state of `suspended`); undefined in any other state. */
-export function suspendedOn(value: unknown): 'children' | 'external' | undefined {
-  return typeof value === 'object' && value !== null
-    ? (value as { suspended?: 'children' | 'external' }).suspended
-    : undefined
-}
-
+/** The agent's stored record: its actor's persisted snapshot, with what a store indexes beside it. */
 export function toAgentRecord(entry: AgentEntry): AgentRecord {
-  const live = entry.state
-  // What XState's getPersistedSnapshot returns for this machine (no spawned children, no history
-  // states, no actor refs in the context), without its copy of the snapshot and walk of the
-  // context; the context is the loop's, which is ahead of the machine's while it runs.
-  const snapshot = {
-    status: live.status,
-    output: live.output,
-    error: live.error,
-    value: live.value,
-    historyValue: {},
-    context: entry.context,
-    children: {},
-  } as unknown as AgentRecord['snapshot']
+  const snapshot = entry.actor.getPersistedSnapshot() as unknown as PersistedAgentSnapshot
   return {
     version: 1,
     runId: snapshot.context.runId,
@@ -82,16 +82,19 @@ export function toAgentRecord(entry: AgentEntry): AgentRecord {
 
 /**
  * What a settled agent hands its parent (and its dependents): result, error, or fallback. `id`
- * is how the receiver knows it (its local id). Each shape is one literal: a parent collects
- * thousands of these at once, and spreads made every store into them megamorphic.
+ * is how the receiver knows it (its local id).
  */
 export function childResult(entry: AgentEntry, id = entry.id): ChildResult {
   const { context } = entry
   const agent = entry.definition.name
-  if (entry.state.value === 'completed') return { id, agent, status: 'completed', result: context.result }
+  if (entry.status === 'completed') return { id, agent, status: 'completed', result: context.result }
   const error = context.error ?? { name: 'Error', code: 'ERROR', message: 'failed' }
   if (error.code === 'TIMEOUT' && context.fallback) {
     return { id, agent, status: 'completed', result: context.fallback.value, error, fallback: true }
   }
   return { id, agent, status: 'failed', error }
+}
+
+export function tokensOf(context: AgentContext): number {
+  return context.usage.promptTokens + context.usage.completionTokens
 }

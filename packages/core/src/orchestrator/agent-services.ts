@@ -1,17 +1,23 @@
 import type { ActOutcome, SettledGroup, ThinkOutcome } from '../agent/agent-loop.js'
 import type { AgentContext, ChildResult } from '../agent/context.js'
+import { createHash } from 'node:crypto'
+import type { AgentDefinition } from '../agent/define-agent.js'
 import { CohortError, LimitExceededError, toErrorInfo } from '../errors.js'
+import type { EventBus } from '../events/event-bus.js'
+import type { AgentEventInput } from '../events/types.js'
 import type { ChatMessage, ChatModel, ModelReply, ModelRequest, ToolSpec } from '../models/types.js'
 import type { Action } from '../protocol/actions.js'
 import { actionReply, inboxMessage, renderValue, repairFeedback } from '../protocol/feedback.js'
 import { parseActions } from '../protocol/parse-actions.js'
 import { protocolToolSpecs, repairText } from '../protocol/prompt.js'
-import type { Slot, SlotRequest } from '../scheduler/scheduler.js'
+import type { Redactor } from '../protocol/redact.js'
+import type { Scheduler, Slot, SlotRequest } from '../scheduler/scheduler.js'
 import { isThenable, promiseOf } from '../thenable.js'
-import { type AbortSwitch, withSwitch } from '../tools/abort-switch.js'
-import { type AnyTool, SuspendRequest, type ToolContext } from '../tools/define-tool.js'
-import { type AgentEntry, childResult } from './agent-entry.js'
-import { type Orchestrator, tokensOf } from './orchestrator.js'
+import { type AnyTool, abortableSleep, SuspendRequest, type ToolContext } from '../tools/define-tool.js'
+import type { Workspaces } from '../workspaces/workspaces.js'
+import { type AgentEntry, childResult, tokensOf } from './agent-entry.js'
+import type { LaunchOutcome } from './launch.js'
+import type { BusyTracker } from './metrics.js'
 
 type ToolAction = Extract<Action, { action: 'call_tool' }>
 type LaunchAction = Extract<Action, { action: 'launch_subagents' }>
@@ -19,19 +25,39 @@ type LaunchAction = Extract<Action, { action: 'launch_subagents' }>
 const noChildren: ReadonlySet<string> = new Set()
 
 /**
- * The side effects of an agent's states, run by the orchestrator: thinking → `think`, executing
- * → `act`, suspended on children → `awaitChildren`. Each outcome becomes one step of its loop.
+ * The side effects of an agent's states, run by the orchestrator on its machine's behalf:
+ * `running.thinking` → `think`, `running.acting` → `act`, `suspended.children` →
+ * `awaitChildren`. Each outcome is sent back to the agent's actor as an event.
  */
 export interface AgentServices {
-  think(entry: AgentEntry, abort: AbortSwitch): Promise<ThinkOutcome>
-  act(entry: AgentEntry, action: Action, abort: AbortSwitch): Promise<ActOutcome>
-  awaitChildren(entry: AgentEntry, ids: string[], abort: AbortSwitch): Promise<SettledGroup>
+  think(entry: AgentEntry, signal: AbortSignal): Promise<ThinkOutcome>
+  act(entry: AgentEntry, action: Action, signal: AbortSignal): Promise<ActOutcome>
+  awaitChildren(entry: AgentEntry, ids: string[], signal: AbortSignal): Promise<SettledGroup>
 }
 
-/** The side effects of agents, bound to their run's orchestrator. */
-export function createAgentServices(run: Orchestrator): AgentServices {
-  const clean = run.config.redact
-  const workspaces = run.config.workspaces
+/** What the effects need of their run: the narrow side of the orchestrator they see. */
+export interface EffectHost {
+  readonly runId: string
+  readonly registry: ReadonlyMap<string, AgentEntry>
+  readonly bus: EventBus
+  readonly scheduler: Scheduler
+  readonly redact: Redactor
+  readonly workspaces: Workspaces | undefined
+  readonly busy: BusyTracker
+  /** Tokens used by every agent of the run so far. */
+  tokensUsed: number
+  modelFor(definition: AgentDefinition): ChatModel
+  emitAgent(context: AgentContext, event: AgentEventInput): void
+  launch(parent: AgentEntry, action: LaunchAction): Promise<LaunchOutcome>
+  deliverMessage(recipient: AgentEntry, from: string, text: string): void
+  /** The agent cannot go on here: it waits on agents that run in other processes (segments). */
+  park(reason: 'children'): void
+}
+
+/** The side effects of agents, bound to their run. */
+export function createAgentServices(run: EffectHost): AgentServices {
+  const clean = run.redact
+  const workspaces = run.workspaces
   // What depends only on an agent's definition (its tools by name, the functions offered to the model) is built once per kind.
   const kinds = new Map<string, { tools: Map<string, AnyTool>; specs: ToolSpec[] }>()
   const kindOf = (entry: AgentEntry) => {
@@ -48,7 +74,7 @@ export function createAgentServices(run: Orchestrator): AgentServices {
   const toolsOf = (entry: AgentEntry) => kindOf(entry).tools
 
   return {
-    think(entry, abort) {
+    think(entry, signal) {
       let model: ChatModel
       let slot: Slot | undefined
       let request: SlotRequest
@@ -62,23 +88,23 @@ export function createAgentServices(run: Orchestrator): AgentServices {
         }
         checkBudgets(entry, context, 0)
         model = run.modelFor(entry.definition)
-        request = { priority: context.priority, model: model.name, abort }
+        request = { priority: context.priority, model: model.name, signal }
         // A free slot is taken in this tick: the model call starts before the caller goes on.
-        slot = run.config.scheduler.tryAcquire(request)
+        slot = run.scheduler.tryAcquire(request)
       } catch (error) {
         return Promise.reject(error)
       }
-      if (slot) return callModel(entry, model, slot, abort)
-      return run.config.scheduler.acquire(request).then((granted) => callModel(entry, model, granted, abort))
+      if (slot) return callModel(entry, model, slot, signal)
+      return run.scheduler.acquire(request).then((granted) => callModel(entry, model, granted, signal))
     },
 
-    act(entry, action, abort) {
+    act(entry, action, signal) {
       const { context } = entry
       switch (action.action) {
         case 'launch_subagents':
           return launch(entry, action)
         case 'call_tool':
-          return runTool(entry, context, action, abort)
+          return runTool(entry, context, action, signal)
         case 'send_message':
           return promiseOf(() => ({
             messages: [actionReply(action, sendMessage(entry, context, action.to, action.text))],
@@ -90,7 +116,7 @@ export function createAgentServices(run: Orchestrator): AgentServices {
       }
     },
 
-    awaitChildren(entry, localIds, abort) {
+    awaitChildren(entry, localIds, signal) {
       const { context } = entry
       const byLocalId = new Map(context.children.map((child) => [child.localId, child]))
       const childOf = (localId: string) => {
@@ -117,29 +143,27 @@ export function createAgentServices(run: Orchestrator): AgentServices {
             }
             return childResult(child, localId)
           })
-        const aborted = () => reject(abort.reason)
-        // Settled: the listener goes, so the agent's next effect can use the same switch.
+        const aborted = () => reject(signal.reason)
         const done = () => {
-          abort.offAbort(aborted)
+          signal.removeEventListener('abort', aborted)
           resolve(collect())
         }
         const wake = () => {
-          if (--remaining === 0 && !abort.aborted) done()
+          if (--remaining === 0 && !signal.aborted) done()
         }
         let elsewhere = false
         for (const localId of localIds) {
           const child = childOf(localId)
           if (child && !child.settled) {
             remaining++
-            if (child.onSettle.length === 0) child.onSettle = [wake]
-            else child.onSettle.push(wake)
-            if (child.remote) elsewhere = true
+            child.onSettle.push(wake)
+            if (child.mode === 'remote') elsewhere = true
           }
         }
         // In a segment, children run in other workers: this agent parks until they are done.
-        if (elsewhere) run.config.segment?.park('children')
-        if (abort.aborted) return reject(abort.reason)
-        abort.onAbort(aborted)
+        if (elsewhere) run.park('children')
+        if (signal.aborted) return reject(signal.reason)
+        signal.addEventListener('abort', aborted)
         if (remaining === 0) done()
       })
       return settled.then(async (results) => {
@@ -163,13 +187,13 @@ export function createAgentServices(run: Orchestrator): AgentServices {
     entry: AgentEntry,
     model: ChatModel,
     slot: Slot,
-    abort: AbortSwitch,
+    signal: AbortSignal,
   ): Promise<ThinkOutcome> {
     const { context } = entry
     const agentId = entry.id
     const turn = context.turn
     // Events are built only when someone listens: most runs have no listener, and a step is short.
-    if (run.config.bus.hasListeners)
+    if (run.bus.hasListeners)
       run.emitAgent(context, { type: 'model.started', turn, model: model.name })
     const started = performance.now()
     const failed = (error: unknown): never => {
@@ -183,9 +207,7 @@ export function createAgentServices(run: Orchestrator): AgentServices {
     run.busy.begin()
     let reply: Promise<ModelReply>
     try {
-      // A plain literal, with the signal added after it: a getter, a computed key or a spread in
-      // the literal takes V8 off its fast path for object literals.
-      const fields: Omit<ModelRequest, 'signal'> = {
+      const request: ModelRequest = {
         runId: run.runId,
         agent: {
           id: agentId,
@@ -199,9 +221,10 @@ export function createAgentServices(run: Orchestrator): AgentServices {
           context.inbox.length > 0 ? [...context.messages, inboxMessage(context.inbox)] : context.messages,
         tools: kindOf(entry).specs,
         onToken: (text) => run.emitAgent(context, { type: 'model.token', turn, text: clean(text) }),
+        signal,
       }
-      if (workspaces) fields.workspace = () => workspaces.ensure(run.runId, agentId)
-      reply = Promise.resolve(model.complete(withSwitch(fields, abort)))
+      if (workspaces) request.workspace = () => workspaces.ensure(run.runId, agentId)
+      reply = Promise.resolve(model.complete(request))
     } catch (error) {
       return promiseOf(() => failed(error))
     }
@@ -230,7 +253,7 @@ export function createAgentServices(run: Orchestrator): AgentServices {
     slot.release(tokens)
     run.tokensUsed += tokens
     const durationMs = performance.now() - started
-    if (run.config.bus.hasListeners) {
+    if (run.bus.hasListeners) {
       const completed: Parameters<typeof run.emitAgent>[1] = {
         type: 'model.completed',
         turn,
@@ -273,7 +296,7 @@ export function createAgentServices(run: Orchestrator): AgentServices {
   }
 
   async function launch(entry: AgentEntry, action: LaunchAction): Promise<ActOutcome> {
-    const outcome = await run.launch(entry, action.agents, action.on_cycle)
+    const outcome = await run.launch(entry, action)
     if (!outcome.ok) return { messages: [actionReply(action, outcome.reason)], refused: outcome.reason }
     const ids = outcome.children.map((child) => child.localId)
     return {
@@ -324,27 +347,29 @@ export function createAgentServices(run: Orchestrator): AgentServices {
     return `sent to ${recipient.id}`
   }
 
-  /** What a tool is given: a plain literal, with the signal added after it (see the model request). */
+  /** What a tool is given. */
   function toolContext(
     context: AgentContext,
+    action: ToolAction,
     callId: string,
     key: string,
     answer: AgentContext['answers'][string] | undefined,
-    abort: AbortSwitch,
+    signal: AbortSignal,
   ): ToolContext {
-    const fields: Omit<ToolContext, 'signal'> = {
+    const fields: ToolContext = {
       runId: run.runId,
       agentId: context.agentId,
       callId,
-      idempotencyKey: `${run.runId}:${context.agentId}:${key}`,
-      sleep: (ms) => abort.sleep(ms),
+      idempotencyKey: idempotencyKey(run.runId, context.agentId, key, action),
+      signal,
+      sleep: (ms) => abortableSleep(ms, signal),
       suspend: async (prompt) => {
         if (answer && 'payload' in answer) return answer.payload
         throw new SuspendRequest(prompt)
       },
     }
     if (workspaces) fields.workspace = () => workspaces.ensure(run.runId, context.agentId)
-    return withSwitch(fields, abort)
+    return fields
   }
 
   /**
@@ -355,7 +380,7 @@ export function createAgentServices(run: Orchestrator): AgentServices {
     entry: AgentEntry,
     context: AgentContext,
     action: ToolAction,
-    abort: AbortSwitch,
+    signal: AbortSignal,
   ): Promise<ActOutcome> {
     const tool = toolsOf(entry).get(action.tool)!
     const key = action.key ?? String(context.turn)
@@ -375,7 +400,7 @@ export function createAgentServices(run: Orchestrator): AgentServices {
         suspend: { kind: 'approval', callId, key, tool: tool.name, args: action.args, prompt },
       })
     }
-    if (run.config.bus.hasListeners)
+    if (run.bus.hasListeners)
       run.emitAgent(context, { type: 'tool.started', callId, tool: tool.name, args: action.args })
     const started = performance.now()
     run.busy.begin()
@@ -388,7 +413,7 @@ export function createAgentServices(run: Orchestrator): AgentServices {
       }
       run.busy.end()
       const durationMs = performance.now() - started
-      if (run.config.bus.hasListeners) {
+      if (run.bus.hasListeners) {
         run.emitAgent(context, {
           type: 'tool.completed',
           callId,
@@ -401,7 +426,7 @@ export function createAgentServices(run: Orchestrator): AgentServices {
     }
     const failed = (error: unknown): ActOutcome => {
       run.busy.end()
-      if (abort.aborted) throw error
+      if (signal.aborted) throw error
       cleanError(error)
       const durationMs = performance.now() - started
       if (error instanceof SuspendRequest) {
@@ -427,11 +452,23 @@ export function createAgentServices(run: Orchestrator): AgentServices {
     }
     let value: unknown
     try {
-      value = tool.execute(action.args, toolContext(context, callId, key, answer, abort))
+      value = tool.execute(action.args, toolContext(context, action, callId, key, answer, signal))
     } catch (error) {
       return promiseOf(() => failed(error))
     }
     if (isThenable(value)) return Promise.resolve(value).then(completed, failed)
     return promiseOf(() => completed(value))
   }
+}
+
+/**
+ * The same for the same call only: same run, agent, action (turn and place in the reply), tool
+ * and arguments. A tool that de-duplicates on it never returns an old result for a new request.
+ */
+export function idempotencyKey(runId: string, agentId: string, key: string, action: ToolAction): string {
+  const digest = createHash('sha256')
+    .update(`${action.tool}\n${JSON.stringify(action.args ?? null)}`)
+    .digest('base64url')
+    .slice(0, 16)
+  return `${runId}:${agentId}:${key}:${digest}`
 }

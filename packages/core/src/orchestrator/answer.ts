@@ -21,13 +21,14 @@ export async function answerStored(run: Orchestrator, agentId: string, answer: A
   const record = await readAgentRecord(store, run.runId, agentId)
   if (!record) throw new InvalidInputError(`run ${run.runId} has no agent "${agentId}"`)
   run.adoptRecord(runRecord)
-  const entry = run.restoreAgent(record)
+  // Changed here and written, never run: the host runs it again.
+  const entry = run.restoreAgent(record, 'remote')
   try {
     const control = new RunControl(run)
     if ('approve' in answer) control.approve(answer.approve)
     else if ('reject' in answer) control.reject(answer.reject, answer.reason ?? 'rejected by a person')
     else control.resume(agentId, answer.payload)
-    await run.writer.writeNow(entry)
+    await run.writer.written(entry)
   } finally {
     run.release(entry)
   }

@@ -1,6 +1,5 @@
-import { afterAnswer, afterRejection } from '../agent/agent-loop.js'
 import { InvalidInputError } from '../errors.js'
-import { type AgentEntry, agentStatus } from './agent-entry.js'
+import type { AgentEntry } from './agent-entry.js'
 import type { Orchestrator } from './orchestrator.js'
 
 /** Continues agents suspended for the outside world, and delivers messages from outside. */
@@ -9,19 +8,19 @@ export class RunControl {
 
   approve(callId: string): void {
     const entry = this.awaitingCall(callId, 'approval')
-    this.run.resumeWith(entry, afterAnswer(entry.context, { approved: true }))
+    this.run.send(entry, { type: 'ANSWERED', answer: { approved: true } })
   }
 
   reject(callId: string, reason: string): void {
     const entry = this.awaitingCall(callId, 'approval')
-    this.run.resumeWith(entry, afterRejection(entry.context, reason))
+    this.run.send(entry, { type: 'REJECTED', reason })
   }
 
   /** Gives a suspended agent what it asked for (`ctx.suspend`), or approves its pending call. */
   resume(agentId: string, payload: unknown): void {
     const entry = this.live(agentId)
     const { awaiting } = entry.context
-    if (!awaiting) {
+    if (!awaiting || !entry.snapshot.matches({ suspended: 'external' })) {
       throw new InvalidInputError(
         `agent ${agentId} is not waiting for input or approval (it is ${this.state(entry)})`,
       )
@@ -29,8 +28,8 @@ export class RunControl {
     const answer =
       awaiting.kind === 'approval'
         ? { approved: true as const }
-        : { payload: this.run.config.redact(payload) }
-    this.run.resumeWith(entry, afterAnswer(entry.context, answer))
+        : { payload: this.run.redact(payload) }
+    this.run.send(entry, { type: 'ANSWERED', answer })
   }
 
   /** Delivers `text` into the agent's next model turn. */
@@ -38,7 +37,7 @@ export class RunControl {
     if (typeof text !== 'string' || text.trim() === '')
       throw new InvalidInputError('message text must be a non-empty string')
     const entry = this.live(agentId)
-    this.run.deliverMessage(entry, from, this.run.config.redact(text))
+    this.run.deliverMessage(entry, from, this.run.redact(text))
   }
 
   private live(agentId: string): AgentEntry {
@@ -50,7 +49,7 @@ export class RunControl {
 
   private awaitingCall(callId: string, kind: 'approval'): AgentEntry {
     for (const entry of this.run.registry.values()) {
-      const awaiting = entry.settled ? null : entry.context.awaiting
+      const awaiting = entry.snapshot.matches({ suspended: 'external' }) ? entry.context.awaiting : null
       if (awaiting?.callId === callId && awaiting.kind === kind) return entry
     }
     throw new InvalidInputError(
@@ -59,6 +58,6 @@ export class RunControl {
   }
 
   private state(entry: AgentEntry): string {
-    return agentStatus(entry.state.value)
+    return entry.status
   }
 }

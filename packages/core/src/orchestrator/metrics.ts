@@ -1,7 +1,7 @@
 import type { AgentStatus } from '../agent/context.js'
 import type { RunStatus } from '../persistence/records.js'
 import type { Conflict } from '../workspaces/workspaces.js'
-import { type AgentEntry, agentStatus } from './agent-entry.js'
+import type { AgentEntry } from './agent-entry.js'
 
 /** Counts agents busy in a model call or a tool right now, and the peak. */
 export class BusyTracker {
@@ -80,7 +80,7 @@ export function runTotals(entries: Iterable<AgentEntry>): RunTotals {
   for (const entry of entries) {
     const { context } = entry
     agents++
-    const status = agentStatus(entry.state.value)
+    const status = entry.status
     if (status === 'completed') completed++
     else if (status === 'failed') {
       failed++
@@ -125,7 +125,7 @@ export function computeRunMetrics(
     const metrics: AgentMetrics = {
       id: entry.id,
       name: entry.definition.name,
-      status: agentStatus(entry.state.value),
+      status: entry.status,
       depth: entry.depth,
       startedAt: context.startedAt,
       endedAt: context.endedAt,

@@ -1,17 +1,6 @@
-import {
-  type ActOutcome,
-  afterAct,
-  afterSettled,
-  afterThought,
-  fail,
-  type SettledGroup,
-  type Step,
-  started,
-  type ThinkOutcome,
-  withMessage,
-} from '../agent/agent-loop.js'
-import { AgentLifecycle, type AgentState, type LifecycleEvent } from '../agent/agent-machine.js'
-import { type AgentContext, emptyList, initialContext } from '../agent/context.js'
+import { createActor, type InspectionEvent, type Observer, type Snapshot } from 'xstate'
+import { type AgentMachineEvent, agentMachine } from '../agent/agent-machine.js'
+import { type AgentContext, initialContext } from '../agent/context.js'
 import type { AgentDefinition } from '../agent/define-agent.js'
 import { type RunLimits, resolveLimits } from '../agent/limits.js'
 import {
@@ -22,7 +11,6 @@ import {
   fromErrorInfo,
   InvalidInputError,
   SnapshotError,
-  TimeoutError,
   toErrorInfo,
 } from '../errors.js'
 import type { EventBus } from '../events/event-bus.js'
@@ -31,16 +19,31 @@ import type { ChatMessage, ChatModel } from '../models/types.js'
 import { AgentWriter } from '../persistence/agent-writer.js'
 import { readAgentRecord, readRunRecord } from '../persistence/read.js'
 import type { AgentRecord, RunRecord, RunStatus, RunStore, StoredRun } from '../persistence/records.js'
-import type { LaunchSpec } from '../protocol/actions.js'
+import type { Action } from '../protocol/actions.js'
 import { systemPrompt } from '../protocol/prompt.js'
 import type { Redactor } from '../protocol/redact.js'
 import type { Scheduler } from '../scheduler/scheduler.js'
-import { AbortSwitch } from '../tools/abort-switch.js'
 import type { Workspaces } from '../workspaces/workspaces.js'
-import { type AgentEntry, childResult, suspendedOn, toAgentRecord } from './agent-entry.js'
-import { type AgentServices, createAgentServices } from './agent-services.js'
+import { AgentEntry, tokensOf, toAgentRecord } from './agent-entry.js'
+import { type AgentServices, createAgentServices, type EffectHost } from './agent-services.js'
 import { type LaunchOutcome, planLaunch } from './launch.js'
 import { BusyTracker } from './metrics.js'
+import { type RunActor, runMachine } from './run-machine.js'
+import { Settlement } from './settlement.js'
+
+function endedReason(context: AgentContext): unknown {
+  return context.error ? fromErrorInfo(context.error) : new CancelledError('settled')
+}
+
+/**
+ * When a step is written. `sync`: before any effect that depends on it starts (the next model
+ * call, a tool call, a child's first call), so a crash repeats only what was in flight. `async`:
+ * behind the agents, for throughput; a crash may then repeat the steps not yet written.
+ */
+export type Durability = 'sync' | 'async'
+
+/** An XState inspector: `createBrowserInspector().inspect`, or any function of inspection events. */
+export type Inspector = Observer<InspectionEvent> | ((event: InspectionEvent) => void)
 
 export interface OrchestratorConfig {
   runId: string
@@ -55,8 +58,10 @@ export interface OrchestratorConfig {
   /** A store write that takes longer fails the run with a StoreError. */
   storeTimeoutMs: number
   workspaces: Workspaces | undefined
+  durability: Durability
+  inspect?: Inspector | undefined
   /** Set when this orchestrator runs one segment of one agent for a distributed host. */
-  segment?: SegmentHooks
+  segment?: SegmentHooks | undefined
 }
 
 /** What a distributed host (a BullMQ worker) provides to run one agent's segment. */
@@ -67,7 +72,7 @@ export interface SegmentHooks {
   park(reason: 'children' | 'dependencies'): void
 }
 
-interface NewAgent {
+export interface NewAgent {
   id: string
   definition: AgentDefinition
   task: string
@@ -79,41 +84,55 @@ interface NewAgent {
   fallback?: { value: unknown } | null
 }
 
+type LaunchAction = Extract<Action, { action: 'launch_subagents' }>
+
 /**
- * One per run. Owns the registry of agents (a Map, never a machine's context), spawns agents
- * on launch, starts dependents when their dependencies are done, routes settlement to waiting
- * parents, enforces limits and timeouts, and writes each changed agent to the store.
+ * One per run: the run's XState actor (`runMachine`) and the parent of every agent's actor. It
+ * keeps the registry of agents (a Map, never a machine's context), writes each changed agent,
+ * and runs the effect each agent's state calls for once its step is stored (`durability`),
+ * sending the outcome back to the agent's actor. Settlement of children and dependencies is
+ * `Settlement`'s; the effects themselves are `createAgentServices`'.
  */
-export class Orchestrator {
+export class Orchestrator implements EffectHost {
   readonly registry = new Map<string, AgentEntry>()
   readonly result: Promise<unknown>
   readonly busy = new BusyTracker()
+  /** The run's actor: its snapshot says where the run is; every agent's actor is its child. */
+  readonly actor: RunActor
+  readonly writer: AgentWriter<AgentEntry>
   tokensUsed = 0
-  /** Effects started so far: each gets the next number as its token. */
-  private effects = 0
   /** Set once the root agent settled: resolves when the run record is final. */
   runEnded: Promise<void> | undefined
-  private readonly lifecycle: AgentLifecycle
   private readonly services: AgentServices
-  readonly writer: AgentWriter<AgentEntry>
+  private readonly settlement: Settlement
   private readonly limitsByAgent = new Map<string, RunLimits>()
   private readonly systemMessages = new Map<string, ChatMessage>()
   private readonly clockStart = performance.now()
+  /** Effects started so far: each gets the next number as its token. */
+  private effects = 0
   private runRecord: RunRecord | undefined
   private resolveResult!: (value: unknown) => void
   private rejectResult!: (error: unknown) => void
   private ending = false
-  private cancelReason: string | undefined
+  cancelReason: string | undefined
 
   constructor(readonly config: OrchestratorConfig) {
+    this.actor = createActor(runMachine, {
+      input: { runId: config.runId },
+      ...(config.inspect !== undefined && { inspect: config.inspect }),
+    })
+    this.actor.start()
     this.services = createAgentServices(this)
-    this.lifecycle = new AgentLifecycle((context, event) => this.emitAgent(context, event))
+    this.settlement = new Settlement(this)
     this.writer = new AgentWriter(
       config.store,
       config.runId,
       config.storeTimeoutMs,
       (error) => this.abort(error),
-      toAgentRecord,
+      (entry) => {
+        entry.writing = entry.actor.getSnapshot()
+        return toAgentRecord(entry)
+      },
     )
     this.result = new Promise((resolve, reject) => {
       this.resolveResult = resolve
@@ -126,11 +145,21 @@ export class Orchestrator {
   get runId(): string {
     return this.config.runId
   }
-
+  get bus(): EventBus {
+    return this.config.bus
+  }
+  get scheduler(): Scheduler {
+    return this.config.scheduler
+  }
+  get redact(): Redactor {
+    return this.config.redact
+  }
+  get workspaces(): Workspaces | undefined {
+    return this.config.workspaces
+  }
   get record(): RunRecord | undefined {
     return this.runRecord
   }
-
   get isSettled(): boolean {
     return this.runRecord !== undefined && this.runRecord.status !== 'running'
   }
@@ -148,10 +177,7 @@ export class Orchestrator {
     return limits
   }
 
-  /**
-   * One system message object per kind, shared by its agents: it is most of a small agent's
-   * memory, and the codec keeps one encoding of it instead of one per agent.
-   */
+  /** One system message object per kind, shared by its agents. */
   private systemMessageFor(definition: AgentDefinition): ChatMessage {
     let message = this.systemMessages.get(definition.name)
     if (message === undefined) {
@@ -168,10 +194,17 @@ export class Orchestrator {
     return model
   }
 
-  entry(agentId: string): AgentEntry {
-    const entry = this.registry.get(agentId)
-    if (!entry) throw new CohortError('UNKNOWN_AGENT', `agent "${agentId}" is not in run ${this.runId}`)
-    return entry
+  park(reason: 'children' | 'dependencies'): void {
+    this.config.segment?.park(reason)
+  }
+
+  /** Starts an idle agent once its dependencies completed (`Settlement`). */
+  startWhenReady(entry: AgentEntry): void {
+    this.settlement.startWhenReady(entry)
+  }
+
+  armTimeout(entry: AgentEntry, deadline: number): void {
+    this.settlement.armTimeout(entry, deadline)
   }
 
   /**
@@ -186,19 +219,18 @@ export class Orchestrator {
         )
       }
       const now = Date.now()
-      const rootAgentId = agentName
       this.runRecord = {
         version: 1,
         id: this.runId,
         agent: agentName,
         task,
-        rootAgentId,
+        rootAgentId: agentName,
         status: 'running',
         createdAt: now,
         updatedAt: now,
       }
       await this.config.store.saveRun(this.runRecord)
-      this.emitRun({ type: 'run.started', agent: agentName, task, rootAgentId })
+      this.emitRun({ type: 'run.started', agent: agentName, task, rootAgentId: agentName })
       await this.startRoot(agentName, task, start)
     } catch (error) {
       this.abort(error)
@@ -217,23 +249,20 @@ export class Orchestrator {
 
   private async startRoot(agentName: string, task: string, start = true): Promise<void> {
     const definition = this.definition(agentName)
-    const root = this.createAgent(
-      {
-        id: agentName,
-        definition,
-        task,
-        parentId: null,
-        depth: 0,
-        priority: definition.priority ?? 0,
-        timeoutMs: this.limitsFor(definition).timeoutMs,
-      },
-      start,
-    )
-    await this.writer.writeNow(root)
-    if (start) this.activate(root)
+    const root = this.createAgent({
+      id: agentName,
+      definition,
+      task,
+      parentId: null,
+      depth: 0,
+      priority: definition.priority ?? 0,
+      timeoutMs: this.limitsFor(definition).timeoutMs,
+    })
+    await this.writer.written(root)
+    if (start) this.settlement.startWhenReady(root)
   }
 
-  /** Rebuilds every agent from its record: in-flight model calls, tools and waits run again. */
+  /** Rebuilds every agent's actor from its record: in-flight model calls, tools and waits run again. */
   async restore(stored: StoredRun): Promise<void> {
     this.runRecord = stored.run
     const entries = stored.agents.map((record) => this.restoreAgent(record))
@@ -253,17 +282,16 @@ export class Orchestrator {
     for (const entry of entries) this.tokensUsed += tokensOf(entry.context)
     this.emitRun({ type: 'run.resumed', agents: entries.length })
     if (stored.run.status !== 'running') return this.settleFromRecord(stored.run)
-    for (const entry of entries) this.subscribe(entry)
     for (const entry of entries) this.runEffect(entry)
     for (const entry of entries) {
       if (entry.settled) continue
-      if (entry.state.value === 'idle') this.startWhenReady(entry)
-      else if (entry.context.deadline !== null) this.armTimeout(entry, entry.context.deadline)
+      if (entry.status === 'idle') this.settlement.startWhenReady(entry)
+      else if (entry.context.deadline !== null) this.settlement.armTimeout(entry, entry.context.deadline)
     }
     // Agents whose settlement was not yet seen by their parents or dependents.
-    for (const entry of entries) if (entry.settled) this.cancelOrphans(entry)
+    for (const entry of entries) if (entry.settled) this.settlement.cancelOrphans(entry)
     const root = this.registry.get(stored.run.rootAgentId)!
-    if (root.settled) void this.endRun(root)
+    if (root.settled) this.runEnded = this.endRun(root)
   }
 
   /** Takes a stored run record as this run's own (a segment runs one agent of it). */
@@ -272,19 +300,14 @@ export class Orchestrator {
   }
 
   /** Starts sub-agents for `parent`. Idempotent: a launch replayed after a restore finds its children. */
-  async launch(
-    parent: AgentEntry,
-    specs: LaunchSpec[],
-    onCycle?: 'refuse' | 'sequential',
-  ): Promise<LaunchOutcome> {
-    const cycles = onCycle ?? this.config.onCycle
+  async launch(parent: AgentEntry, action: LaunchAction): Promise<LaunchOutcome> {
+    const specs = action.agents
+    const cycles = action.on_cycle ?? this.config.onCycle
     let plan = planLaunch(parent, specs, this.registry, cycles)
     if (!plan.ok) return plan
     const segment = this.config.segment
-    // A segment holds only the agents it loaded, where a restored run holds them all. A launch
-    // made again after a crash (replayed, or the model asked again before its reply was stored)
-    // finds its children in the store, where they may have run on; creating them again would
-    // reset them. A fresh launch pays one read per child for this.
+    // A segment holds only the agents it loaded. A launch made again after a crash finds its
+    // children in the store, where they may have run on; creating them again would reset them.
     if (segment && !plan.existing) {
       const unknown = plan.children.filter((child) => !child.exists).map((child) => child.link.id)
       if ((await this.restoreRemote(unknown)) > 0) {
@@ -297,7 +320,7 @@ export class Orchestrator {
     const context = parent.context
     for (const message of plan.warnings) this.emitAgent(context, { type: 'agent.warning', message })
     const created = plan.children.filter((child) => !child.exists)
-    // Looked up before any child starts: an unknown agent throws with none of its siblings running.
+    // Looked up before any child is made: an unknown agent throws with none of its siblings made.
     const definitions = created.map((child) => this.definition(child.link.agent))
     this.emitAgent(context, {
       type: 'agent.launched',
@@ -308,44 +331,34 @@ export class Orchestrator {
         dependsOn,
       })),
     })
-    const waiting: AgentEntry[] = []
     const children = created.map(({ link, spec, dependsOn }, index) => {
       const definition = definitions[index]!
-      // A child with nothing to wait for starts running; a segment's children start in other workers.
-      const running = !segment && dependsOn.length === 0
-      const child = this.createAgent(
-        {
-          id: link.id,
-          definition,
-          task: link.task,
-          parentId: parent.id,
-          depth: parent.depth + 1,
-          dependsOn,
-          priority: spec.priority ?? definition.priority ?? 0,
-          timeoutMs: spec.timeout_ms ?? this.limitsFor(definition).timeoutMs,
-          fallback: 'fallback' in spec ? { value: spec.fallback } : (definition.fallback ?? null),
-        },
-        running,
-      )
-      // Its first model call starts now, not after its siblings are made: the first replies come
-      // back sooner, and the last one no later.
-      if (running) this.activate(child)
-      else waiting.push(child)
-      return child
+      return this.createAgent({
+        id: link.id,
+        definition,
+        task: link.task,
+        parentId: parent.id,
+        depth: parent.depth + 1,
+        dependsOn,
+        priority: spec.priority ?? definition.priority ?? 0,
+        timeoutMs: spec.timeout_ms ?? this.limitsFor(definition).timeoutMs,
+        fallback: 'fallback' in spec ? { value: spec.fallback } : (definition.fallback ?? null),
+      })
     })
-    // Children are on disk before the parent records the launch, so a restore always finds them.
     if (segment) {
-      // Children of a segment run in other workers: the host schedules them.
-      await Promise.all(children.map((child) => this.writer.writeNow(child)))
-      for (const child of children) child.remote = true
+      // Children of a segment run in other workers: stored idle, then scheduled by the host.
+      await Promise.all(children.map((child) => this.writer.written(child)))
+      for (const child of children) child.mode = 'remote'
       await segment.enqueue(children.map((child) => child.id))
       return { ok: true, children: links }
     }
-    // Those waiting on siblings start once every sibling exists.
-    for (const child of waiting) this.activate(child)
-    // Written once they started, not also before: one write per child, of its running state, at
-    // the end of the tick, once their first model calls are under way.
-    await Promise.all(children.map((child) => this.writer.written(child.id)))
+    for (const child of children) {
+      // Cancelled while this launch was making its siblings (by a listener of one of their events).
+      if (this.cancelReason !== undefined) this.failAgent(child, new CancelledError(this.cancelReason))
+      else this.settlement.startWhenReady(child)
+    }
+    // The children are in the store before the parent's record says they were launched.
+    await Promise.all(children.map((child) => this.writer.written(child)))
     return { ok: true, children: links }
   }
 
@@ -353,22 +366,26 @@ export class Orchestrator {
   cancel(reason = 'cancelled by the caller'): void {
     if (this.isSettled || this.cancelReason !== undefined) return
     this.cancelReason = reason
-    for (const entry of this.registry.values()) {
-      if (!entry.settled && !entry.remote) this.failAgent(entry, new CancelledError(reason))
-    }
+    this.actor.send({ type: 'CANCEL', reason })
+    for (const entry of this.registry.values()) this.failAgent(entry, new CancelledError(reason))
   }
 
-  /** Ends an agent as failed, wherever it is (cancel, timeout, an effect that threw). */
+  /** Ends an agent run here as failed, wherever it is (cancel, timeout, an effect that threw). */
   failAgent(entry: AgentEntry, error: unknown): void {
-    if (entry.settled) return
-    this.send(entry, { type: 'FAIL', context: fail(entry.context, error) })
+    if (entry.settled || entry.mode !== 'local') return
+    this.send(entry, { type: 'FAIL', error: toErrorInfo(error) })
   }
 
   /** Delivers a message into the agent's next model turn, whatever state it is in. */
   deliverMessage(entry: AgentEntry, from: string, text: string): void {
-    entry.context = withMessage(entry.context, from, text)
-    this.writer.schedule(entry)
+    this.send(entry, { type: 'MESSAGE', from, text })
     this.emitAgent(entry.context, { type: 'agent.message', from, text })
+  }
+
+  /** Sends an event to an agent's actor; one that was let go of takes none. */
+  send(entry: AgentEntry, event: AgentMachineEvent): void {
+    if (entry.mode === 'released' || entry.settled) return
+    entry.actor.send(event)
   }
 
   emitAgent(context: AgentContext, event: AgentEventInput): void {
@@ -386,12 +403,7 @@ export class Orchestrator {
 
   emitRun(event: RunEventInput): void {
     if (!this.config.bus.hasListeners) return
-    this.config.bus.emit({
-      ...event,
-      runId: this.runId,
-      at: Date.now(),
-      elapsedMs: this.elapsedMs(),
-    } as never)
+    this.config.bus.emit({ ...event, runId: this.runId, at: Date.now(), elapsedMs: this.elapsedMs() } as never)
   }
 
   /** The whole run as plain data. */
@@ -409,12 +421,9 @@ export class Orchestrator {
     return definition
   }
 
-  /**
-   * Makes a new agent, idle or already running (with nothing to wait for, it skips the idle
-   * state's transition); `activate` starts it.
-   */
-  private createAgent(agent: NewAgent, running: boolean): AgentEntry {
-    let context = initialContext({
+  /** Makes a new agent's actor, idle: `Settlement.startWhenReady` starts it. */
+  createAgent(agent: NewAgent): AgentEntry {
+    const context = initialContext({
       runId: this.runId,
       agentId: agent.id,
       name: agent.definition.name,
@@ -422,34 +431,12 @@ export class Orchestrator {
       depth: agent.depth,
       task: agent.task,
       systemMessage: this.systemMessageFor(agent.definition),
-      dependsOn: agent.dependsOn && agent.dependsOn.length > 0 ? agent.dependsOn : emptyList(),
+      ...(agent.dependsOn && agent.dependsOn.length > 0 && { dependsOn: agent.dependsOn }),
       priority: agent.priority ?? 0,
       timeoutMs: agent.timeoutMs ?? null,
       fallback: agent.fallback ?? null,
     })
-    if (running) context = started(context, deadlineOf(context))
-    const state = this.lifecycle.at(running ? 'running' : 'idle')
-    return this.register(agent.id, agent.definition, state, context, agent.parentId, agent.depth, false)
-  }
-
-  /** Starts a new agent: one created running begins its loop, an idle one waits for its dependencies. */
-  private activate(entry: AgentEntry): void {
-    this.subscribe(entry)
-    // Cancelled while its launch was starting its siblings (by a listener of one of their events).
-    if (this.cancelReason !== undefined) {
-      this.failAgent(entry, new CancelledError(this.cancelReason))
-      return
-    }
-    const running = entry.state.value === 'running'
-    if (running) this.emitStarted(entry.context)
-    // Its first write (a launch waits for it), and a running agent's first model call.
-    this.changed(entry)
-    if (!running) this.startWhenReady(entry)
-    else if (entry.context.deadline !== null) this.armTimeout(entry, entry.context.deadline)
-  }
-
-  private emitStarted(context: AgentContext): void {
-    this.emitAgent(context, { type: 'agent.started', parentId: context.parentId, task: context.task })
+    return this.spawn(agent.id, agent.definition, agent.parentId, agent.depth, { input: context })
   }
 
   /**
@@ -462,13 +449,14 @@ export class Orchestrator {
     let found = 0
     for (const record of records) {
       if (!record || this.registry.has(record.id)) continue
-      this.restoreAgent(record).remote = true
+      this.restoreAgent(record, 'remote')
       found++
     }
     return found
   }
 
-  restoreAgent(record: AgentRecord): AgentEntry {
+  /** The agent's actor, made again from its stored record (`createActor(agentMachine, { snapshot })`). */
+  restoreAgent(record: AgentRecord, mode: AgentEntry['mode'] = 'local'): AgentEntry {
     const source = `run ${this.runId}, agent ${record.id}`
     const definition = this.config.definitions.get(record.name)
     if (!definition) {
@@ -481,296 +469,154 @@ export class Orchestrator {
     if (record.runId !== this.runId)
       throw new SnapshotError(source, `record belongs to run "${record.runId}"`, 'runId')
     // A restored agent shares its kind's system message again, when it is still the same text.
-    const messages = (record.snapshot.context as { messages?: ChatMessage[] }).messages
+    const { messages } = record.snapshot.context
     const shared = this.systemMessageFor(definition)
-    if (messages?.[0]?.role === 'system' && messages[0].content === shared.content) messages[0] = shared
-    const context = record.snapshot.context as AgentContext
-    let state: AgentState
+    if (messages[0]?.role === 'system' && messages[0].content === shared.content) messages[0] = shared
     try {
-      state = this.lifecycle.at(record.snapshot.value as AgentState['value'])
+      // The record's snapshot is what `getPersistedSnapshot()` gave, checked by its schema on reading.
+      const snapshot = record.snapshot as unknown as Snapshot<unknown>
+      const from = { input: record.snapshot.context, snapshot }
+      return this.spawn(record.id, definition, record.parentId, record.depth, from, mode)
     } catch (error) {
+      this.registry.delete(record.id)
       throw new SnapshotError(
         source,
         `cannot restore the agent machine: ${(error as Error).message}`,
         'snapshot',
       )
     }
-    const settled = record.status === 'completed' || record.status === 'failed'
-    return this.register(record.id, definition, state, context, record.parentId, record.depth, settled)
   }
 
-  private register(
+  /**
+   * The agent's actor, a child of the run's actor and registered in its system under the agent's
+   * id; its changes of state are written and acted on from now on (unless it runs elsewhere).
+   */
+  private spawn(
     id: string,
     definition: AgentDefinition,
-    state: AgentState,
-    context: AgentContext,
     parentId: string | null,
     depth: number,
-    settled: boolean,
+    from: { input: AgentContext; snapshot?: Snapshot<unknown> },
+    mode: AgentEntry['mode'] = 'local',
   ): AgentEntry {
-    const entry: AgentEntry = {
-      id,
-      definition,
-      limits: this.limitsFor(definition),
-      state,
-      context,
-      attached: false,
-      parentId,
-      depth,
-      settled,
-      // Most agents never get a waiter or a dependent: they share the empty list until they do.
-      onSettle: emptyList(),
-      dependents: emptyList(),
-      effect: 0,
-      // Present from the start, so that setting them later keeps the entry's shape.
-      abort: undefined,
-      timer: undefined,
-    }
+    const actor = createActor(agentMachine, { parent: this.actor, systemId: id, ...from })
+    const entry = new AgentEntry(id, definition, this.limitsFor(definition), actor, parentId, depth)
+    entry.mode = mode
     this.registry.set(id, entry)
+    actor.on('*', (event) => this.emitAgent(entry.context, event))
+    actor.start()
+    // As it starts, an agent is as new or as stored: nothing to write or act on yet.
+    entry.seen = actor.getSnapshot()
+    if (from.snapshot !== undefined) entry.stored = entry.seen
+    actor.subscribe({
+      next: (snapshot) => this.changed(entry, snapshot),
+      error: (error) => this.abort(error),
+    })
     return entry
   }
 
-  /** Starts an idle agent once its dependencies are settled, handing it their results. */
-  startWhenReady(entry: AgentEntry): void {
-    const { dependsOn } = entry.context
-    const pending = dependsOn
-      .map((id) => this.registry.get(id))
-      .filter((dep) => dep && !dep.settled) as AgentEntry[]
-    if (pending.length > 0) {
-      if (pending.some((dependency) => dependency.remote)) {
-        this.config.segment?.park('dependencies')
-        return
-      }
-      for (const dependency of pending) {
-        if (dependency.dependents.length === 0) dependency.dependents = [entry]
-        else dependency.dependents.push(entry)
-      }
+  /** After each change of an agent's state: write it, then act on it (`durability`). */
+  private changed(entry: AgentEntry, snapshot: AgentEntry['seen']): void {
+    if (snapshot === entry.seen || entry.mode !== 'local') return
+    entry.seen = snapshot
+    // An agent that ended (a timeout, a cancel) stops what it was doing at once, stored or not.
+    if (snapshot.status === 'done') this.stopEffect(entry, endedReason(snapshot.context))
+    if (this.config.durability === 'async') {
+      this.writer.schedule(entry)
+      this.react(entry)
+      entry.onChange?.()
       return
     }
-    const results = dependsOn.map((id) => {
-      const dependency = this.registry.get(id)
-      const localId = id.slice(id.lastIndexOf('.') + 1)
-      if (!dependency) return { id: localId, agent: 'unknown', status: 'failed' as const, error: missing(id) }
-      return childResult(dependency, localId)
-    })
-    const failed = results.find((result) => result.status === 'failed')
-    if (failed) {
-      const error = new CohortError(
-        'DEPENDENCY_FAILED',
-        `dependency "${failed.id}" failed: ${failed.error?.message}`,
-      )
-      this.failAgent(entry, error)
-      return
-    }
-    const deadline = deadlineOf(entry.context)
-    const note =
-      results.length > 0 ? `Results of the agents you depend on: ${JSON.stringify(results)}` : undefined
-    const context = started(entry.context, deadline, note)
-    this.emitStarted(context)
-    this.send(entry, { type: 'RUN', context })
-    if (deadline !== null) this.armTimeout(entry, deadline)
+    this.writer.schedule(entry, () => this.stored(entry))
   }
 
-  armTimeout(entry: AgentEntry, deadline: number): void {
-    clearTimeout(entry.timer)
-    const { timeoutMs } = entry.context
-    entry.timer = setTimeout(
-      () => {
-        if (entry.settled) return
-        this.failAgent(entry, new TimeoutError(`agent ${entry.id} timed out after ${timeoutMs} ms`))
-      },
-      Math.max(0, deadline - Date.now()),
-    )
-  }
-
-  /** This process runs the agent from now on: each change of its state is written and acted on. */
-  subscribe(entry: AgentEntry, onChange?: () => void): void {
-    entry.attached = true
-    if (onChange) entry.onChange = onChange
-  }
-
-  /**
-   * Moves the agent's machine, and gives the agent the context that comes with the event. Every
-   * event sent is one the machine takes in the agent's state: a settled agent is sent nothing.
-   */
-  private send(entry: AgentEntry, event: LifecycleEvent): void {
-    if (entry.stopped) return
-    entry.context = event.context
-    entry.state = this.lifecycle.next(entry.state, event)
-    if (entry.attached) this.changed(entry)
-  }
-
-  /** After a change of state: write it, then settle the agent or start what its new state calls for. */
-  private changed(entry: AgentEntry): void {
-    this.writer.schedule(entry)
-    if (entry.state.status === 'done' && !entry.settled) this.settle(entry)
-    else this.runEffect(entry)
+  /** A write of the agent finished: what its stored state calls for may start. */
+  private stored(entry: AgentEntry): void {
+    const written = entry.writing
+    if (written === entry.stored) return
+    entry.stored = written
+    // A later change is not in the store yet: its own write will act on it.
+    if (written !== entry.actor.getSnapshot()) return
+    this.react(entry)
     entry.onChange?.()
   }
 
-  /** Lets go of the agent where it is: it takes no more events, and what it does is not written. */
-  release(entry: AgentEntry): void {
-    entry.attached = false
-    entry.stopped = true
-    clearTimeout(entry.timer)
-    if (!entry.settled) this.stopEffect(entry)
+  private react(entry: AgentEntry): void {
+    if (entry.mode !== 'local') return
+    if (entry.settled) this.settlement.settle(entry)
+    else this.runEffect(entry)
   }
 
   /**
-   * Starts the effect the agent's state calls for, unless one runs: thinking → a model call,
-   * executing → its next action, suspended on children → waiting for them. Its outcome is one
-   * step of the agent's loop (`advance`). (Cheaper than an invoked actor per step, and a
-   * restored agent restarts its effect the same way.)
+   * Starts the effect the agent's state calls for, unless one runs: `running.thinking` → a model
+   * call, `running.acting` → its next action, `suspended.children` → waiting for them. The
+   * outcome goes back to the agent's actor as an event.
    */
   runEffect(entry: AgentEntry): void {
-    if (entry.effect !== 0 || entry.settled || entry.remote || entry.stopped) return
-    const { value, status } = entry.state
-    if (status !== 'active') return
-    const { context } = entry
-    const thinking = value === 'running' && context.phase === 'thinking'
-    const waiting = !thinking && value !== 'running' && suspendedOn(value) === 'children'
-    if (!thinking && !waiting && value !== 'running') return
-    // A switch nobody waits on any more is as good as a new one; one still waited on (an SDK
-    // that never removes its listener, a queued model call) is replaced, so listeners never pile up.
-    let abort = entry.abort
-    if (!abort?.idle) {
-      abort = new AbortSwitch()
-      entry.abort = abort
-    }
+    if (entry.effect !== 0 || entry.mode !== 'local') return
+    const snapshot = entry.actor.getSnapshot()
+    if (snapshot.status !== 'active') return
+    const { context } = snapshot
+    const maxRepairs = entry.limits.maxRepairs
+    const controller = new AbortController()
+    const { signal } = controller
+    let outcome: Promise<AgentMachineEvent>
+    if (snapshot.matches({ running: 'thinking' })) {
+      outcome = this.services
+        .think(entry, signal)
+        .then((reply) => ({ type: 'REPLIED', outcome: reply, maxRepairs }))
+    } else if (snapshot.matches({ running: 'acting' }) && context.pending[0]) {
+      outcome = this.services
+        .act(entry, context.pending[0], signal)
+        .then((acted) => ({ type: 'ACTED', outcome: acted, maxRepairs }))
+    } else if (snapshot.matches({ suspended: 'children' })) {
+      outcome = this.services
+        .awaitChildren(entry, context.waitingOn ?? [], signal)
+        .then((group) => ({ type: 'CHILDREN_SETTLED', group }))
+    } else return
     const token = ++this.effects
     entry.effect = token
-    if (thinking) this.onOutcome(entry, token, this.services.think(entry, abort), thinkStep)
-    else if (waiting) {
-      const ids = context.waitingOn ?? []
-      this.onOutcome(entry, token, this.services.awaitChildren(entry, ids, abort), settledStep, settledIds)
-    } else this.onOutcome(entry, token, this.services.act(entry, context.pending[0]!, abort), actStep)
-  }
-
-  /**
-   * Makes the effect's outcome the agent's next step (`advance`; `resumeWith` when it names the
-   * children that settled), in the one callback of the effect's promise: a second `then` to
-   * compute the step cost a promise and a turn of the microtask queue in every step.
-   */
-  private onOutcome<T>(
-    entry: AgentEntry,
-    token: number,
-    effect: Promise<T>,
-    toStep: (entry: AgentEntry, output: T) => Step,
-    settled?: (output: T) => string[],
-  ): void {
-    effect.then(
-      (output) => {
-        // An aborted effect (the agent settled or stopped) has nobody left to tell. Only
-        // `stopEffect` aborts, and it also clears the token: the token says it all (reading a
-        // signal's properties is slow in Node 20, where every AbortSignal has a map of its own).
+    entry.controller = controller
+    outcome.then(
+      (event) => {
+        // An aborted effect (the agent settled or stopped) has nobody left to tell.
         if (entry.effect !== token) return
         entry.effect = 0
-        let step: Step
-        try {
-          step = toStep(entry, output)
-        } catch (error) {
-          this.failOrAbort(entry, error)
-          return
-        }
-        // A throw here is the runtime's own failure, not the agent's: it fails the run.
-        try {
-          if (settled) this.resumeWith(entry, step, settled(output))
-          else this.advance(entry, step)
-        } catch (error) {
-          this.abort(error)
-        }
+        entry.controller = undefined
+        this.send(entry, event)
       },
       (error: unknown) => {
         if (entry.effect !== token) return
         entry.effect = 0
-        this.failOrAbort(entry, error)
+        entry.controller = undefined
+        this.failAgent(entry, error)
       },
     )
   }
 
-  /** The effect failed: so does the agent, and the run when failing it throws. */
-  private failOrAbort(entry: AgentEntry, error: unknown): void {
-    try {
-      this.failAgent(entry, error)
-    } catch (failure) {
-      this.abort(failure)
-    }
-  }
-
-  /**
-   * Applies one step of the agent's loop. A step that stays in `running` (the next model call,
-   * the next action) becomes the agent's context, is written to the store and runs its effect;
-   * one that leaves it goes to the machine, whose subscription does the same once the state changed.
-   */
-  advance(entry: AgentEntry, step: Step): void {
-    if (step.repair !== undefined) {
-      this.emitAgent(step.context, {
-        type: 'agent.repair',
-        error: step.repair,
-        repairs: step.context.repairs,
-      })
-    }
-    if (step.next === 'running' && entry.state.value === 'running') {
-      entry.context = step.context
-      this.writer.schedule(entry)
-      this.runEffect(entry)
-      return
-    }
-    this.send(entry, { type: lifecycleEvents[step.next], context: step.context })
-  }
-
-  /** A suspended agent goes on: its children settled (`settled`), or a person answered it. */
-  resumeWith(entry: AgentEntry, step: Step, settled: string[] = []): void {
-    this.emitAgent(step.context, { type: 'agent.resumed', settled })
-    this.advance(entry, step)
-  }
-
   /** Aborts the agent's running effect (cancel, timeout, a segment's end). */
-  stopEffect(entry: AgentEntry, reason?: () => unknown): void {
-    if (entry.effect !== 0) entry.abort?.abort(reason ? reason() : new CancelledError('stopped'))
+  stopEffect(entry: AgentEntry, reason: unknown = new CancelledError('stopped')): void {
+    if (entry.effect !== 0) entry.controller?.abort(reason)
     entry.effect = 0
+    entry.controller = undefined
   }
 
-  private settle(entry: AgentEntry): void {
-    entry.settled = true
-    this.stopEffect(entry, () => {
-      const { error } = entry.context
-      return error ? fromErrorInfo(error) : new CancelledError('settled')
-    })
-    // A settled agent runs no more effects; its switch would stay with it for the whole run.
-    entry.abort = undefined
+  /** Lets go of the agent where it is: it takes no more events, and nothing of it is written. */
+  release(entry: AgentEntry): void {
+    if (entry.mode === 'released') return
+    entry.mode = 'released'
     clearTimeout(entry.timer)
-    this.cancelOrphans(entry)
-    const waiters = entry.onSettle
-    entry.onSettle = emptyList()
-    for (const wake of waiters) wake()
-    const dependents = entry.dependents
-    entry.dependents = emptyList()
-    for (const dependent of dependents) {
-      if (dependent.state.value === 'idle') this.startWhenReady(dependent)
-    }
-    if (entry.parentId === null) this.runEnded = this.endRun(entry)
+    this.stopEffect(entry)
+    if (!entry.settled) this.actor.send({ type: 'STOP_AGENT', agent: entry.actor })
   }
 
-  /** A settled agent's unsettled children can never hand their results to it: end them. */
-  private cancelOrphans(entry: AgentEntry): void {
-    for (const link of entry.context.children) {
-      const child = this.registry.get(link.id)
-      if (child && !child.settled && !child.remote)
-        this.failAgent(child, new CancelledError(`parent ${entry.id} has ended`))
-    }
-  }
-
-  /** Settles the run once its root agent has settled (also the run record, in segment mode). */
+  /** Settles the run once its root agent has settled. */
   async endRun(root: AgentEntry): Promise<void> {
     if (this.ending) return
     this.ending = true
-    const { value } = root.state
+    for (const entry of this.registry.values()) this.failAgent(entry, new CancelledError('the run finished'))
     const { context } = root
-    for (const entry of this.registry.values()) {
-      if (!entry.settled && !entry.remote) this.failAgent(entry, new CancelledError('the run finished'))
-    }
-    let status: RunStatus = value === 'completed' ? 'completed' : 'failed'
+    let status: RunStatus = root.status === 'completed' ? 'completed' : 'failed'
     if (status === 'failed' && this.cancelReason !== undefined) status = 'cancelled'
     try {
       await this.writer.flush()
@@ -796,13 +642,17 @@ export class Orchestrator {
   private settleFromRecord(record: RunRecord): void {
     this.runRecord = record
     if (record.status === 'completed') {
+      this.actor.send({ type: 'SETTLED', status: 'completed', result: record.result })
       this.emitRun({ type: 'run.completed', result: record.result })
       this.resolveResult(record.result)
     } else if (record.status === 'cancelled') {
-      this.emitRun({ type: 'run.cancelled', reason: record.error?.message ?? 'cancelled' })
-      this.rejectResult(new CancelledError(record.error?.message ?? 'cancelled'))
+      const reason = record.error?.message ?? 'cancelled'
+      this.actor.send({ type: 'SETTLED', status: 'cancelled', error: toErrorInfo(new CancelledError(reason)) })
+      this.emitRun({ type: 'run.cancelled', reason })
+      this.rejectResult(new CancelledError(reason))
     } else {
       const error = record.error ?? toErrorInfo(new Error('run failed'))
+      this.actor.send({ type: 'SETTLED', status: 'failed', error })
       this.emitRun({ type: 'run.failed', error })
       this.rejectResult(fromErrorInfo(error, record.rootAgentId))
     }
@@ -810,16 +660,27 @@ export class Orchestrator {
   }
 
   /**
-   * Stops every agent where it is, without writing: the store keeps the last real state, and a
-   * later `resume` continues from it (a server shutting down). The result rejects with DETACHED.
+   * Stops every agent where it is: the store keeps the last real state, and a later `resume`
+   * continues from it (a server shutting down). The result rejects with DETACHED.
    */
   async detach(): Promise<void> {
     if (this.isSettled || this.ending) return
     this.ending = true
-    for (const entry of this.registry.values()) this.release(entry)
-    await this.writer.flush()
-    this.rejectResult(new CohortError('DETACHED', `run ${this.runId} was detached; resume it to continue`))
-    this.config.bus.close()
+    const entries = [...this.registry.values()]
+    // Marked first, so that no effect starts; their last changes are written, then they stop.
+    for (const entry of entries) {
+      clearTimeout(entry.timer)
+      this.stopEffect(entry)
+    }
+    for (const entry of entries) entry.mode = entry.mode === 'local' ? 'released' : entry.mode
+    try {
+      await this.writer.flush()
+    } finally {
+      for (const entry of entries) if (!entry.settled) this.actor.send({ type: 'STOP_AGENT', agent: entry.actor })
+      this.actor.send({ type: 'DETACH' })
+      this.rejectResult(new CohortError('DETACHED', `run ${this.runId} was detached; resume it to continue`))
+      this.config.bus.close()
+    }
   }
 
   /** A failure of the runtime itself (a store that cannot write): stop every agent and fail the run. */
@@ -834,37 +695,9 @@ export class Orchestrator {
     // The stored run stays as it was (status running, last good agent records): it can be resumed later.
     const info = toErrorInfo(error)
     if (this.runRecord) this.runRecord = { ...this.runRecord, status: 'failed', error: info }
+    this.actor.send({ type: 'ABORT', error: info })
     this.emitRun({ type: 'run.failed', error: info })
     this.rejectResult(error instanceof CohortError ? error : new AgentFailedError('(runtime)', info.message))
     this.config.bus.close()
   }
-}
-
-/** Steps of the loop from an effect's outcome, with the agent's context when the outcome came. */
-const thinkStep = (entry: AgentEntry, output: ThinkOutcome): Step =>
-  afterThought(entry.context, output, entry.limits.maxRepairs)
-const actStep = (entry: AgentEntry, output: ActOutcome): Step =>
-  afterAct(entry.context, output, entry.limits.maxRepairs)
-const settledStep = (entry: AgentEntry, group: SettledGroup): Step => afterSettled(entry.context, group)
-const settledIds = (group: SettledGroup): string[] => group.results.map((result) => result.id)
-
-/** Which event of the agent machine a step that leaves `running` sends. */
-const lifecycleEvents = {
-  running: 'RUN',
-  suspended: 'SUSPEND',
-  external: 'AWAIT',
-  completed: 'FINISH',
-  failed: 'FAIL',
-} as const satisfies Record<Step['next'], LifecycleEvent['type']>
-
-function deadlineOf(context: AgentContext): number | null {
-  return context.timeoutMs === null ? null : Date.now() + context.timeoutMs
-}
-
-export function tokensOf(context: AgentContext): number {
-  return context.usage.promptTokens + context.usage.completionTokens
-}
-
-function missing(id: string): ErrorInfo {
-  return { name: 'Error', code: 'MISSING_AGENT', message: `no record of agent ${id}` }
 }

@@ -2,8 +2,8 @@ import type { ChildResult } from '../agent/context.js'
 import { CancelledError, CohortError, SnapshotError } from '../errors.js'
 import { readAgentRecord, readRunRecord } from '../persistence/read.js'
 import type { RunRecord, RunStore } from '../persistence/records.js'
-import { childResult, suspendedOn } from './agent-entry.js'
-import type { Orchestrator } from './orchestrator.js'
+import { childResult } from './agent-entry.js'
+import type { Orchestrator, SegmentHooks } from './orchestrator.js'
 
 /** How one segment of one agent ended. */
 export type SegmentOutcome =
@@ -16,7 +16,15 @@ export type SegmentOutcome =
  * children are created and handed to the host, never started here. Called again, a segment
  * picks up from the last stored record: a settled agent just returns its result.
  */
-export async function runSegment(run: Orchestrator, agentId: string): Promise<SegmentOutcome> {
+export async function runSegment(
+  makeRun: (park: SegmentHooks['park']) => Orchestrator,
+  agentId: string,
+): Promise<SegmentOutcome> {
+  let finish!: (outcome: SegmentOutcome) => void
+  const outcome = new Promise<SegmentOutcome>((resolve) => {
+    finish = resolve
+  })
+  const run = makeRun((on) => finish({ kind: 'waiting', on }))
   const store = run.config.store
   const runRecord = await loadRunRecord(store, run.runId)
   const record = await readAgentRecord(store, run.runId, agentId)
@@ -28,20 +36,12 @@ export async function runSegment(run: Orchestrator, agentId: string): Promise<Se
   const { context } = entry
   await run.restoreRemote([...context.children.map((child) => child.id), ...context.dependsOn])
 
-  let finish!: (outcome: SegmentOutcome) => void
-  const outcome = new Promise<SegmentOutcome>((resolve) => {
-    finish = resolve
-  })
-  run.config.segment = {
-    enqueue: run.config.segment!.enqueue,
-    park: (on) => finish({ kind: 'waiting', on }),
-  }
   const watch = () => {
-    const { value, status } = entry.state
-    if (status === 'done') finish({ kind: 'settled', result: childResult(entry) })
-    else if (suspendedOn(value) === 'external') finish({ kind: 'waiting', on: 'input' })
+    const { snapshot } = entry
+    if (snapshot.status === 'done') finish({ kind: 'settled', result: childResult(entry) })
+    else if (snapshot.matches({ suspended: 'external' })) finish({ kind: 'waiting', on: 'input' })
   }
-  run.subscribe(entry, watch)
+  entry.onChange = watch
   // An agent stored waiting on a person has nothing to run here until it is answered.
   watch()
   // A run that has ended fails the agent before its effect starts: no model call for nothing.
@@ -49,7 +49,7 @@ export async function runSegment(run: Orchestrator, agentId: string): Promise<Se
     run.failAgent(entry, new CancelledError(`the run is ${runRecord.status}`))
   } else {
     run.runEffect(entry)
-    if (entry.state.value === 'idle') run.startWhenReady(entry)
+    if (entry.status === 'idle') run.startWhenReady(entry)
     else if (context.deadline !== null) run.armTimeout(entry, context.deadline)
   }
 

@@ -1,11 +1,4 @@
-import {
-  assertRunId,
-  decodeAgentRecord,
-  decodeRunRecord,
-  type EncodedMessages,
-  encodeAgentRecord,
-  encodeRecord,
-} from './codec.js'
+import { assertRunId, decodeAgentRecord, decodeRunRecord, encodeRecord } from './codec.js'
 import type { AgentRecord, RunFilter, RunId, RunRecord, RunStore, StoredRun } from './records.js'
 import { filterRuns } from './run-filter.js'
 
@@ -14,8 +7,8 @@ import { filterRuns } from './run-filter.js'
  * run) and goes through the same validation as a run read from disk.
  */
 export function memoryStore(): RunStore {
-  // Each agent's text, and what its last write encoded of its messages (for the next write).
-  const runs = new Map<RunId, { run: string; agents: Map<string, StoredAgent> }>()
+  // Each record's text, as a file or a database would hold it.
+  const runs = new Map<RunId, { run: string; agents: Map<string, string> }>()
 
   return {
     async saveRun(record) {
@@ -31,26 +24,20 @@ export function memoryStore(): RunStore {
         entry = { run: '', agents: new Map() }
         runs.set(runId, entry)
       }
-      const stored = entry.agents.get(record.id)
-      if (stored) stored.text = encodeAgentRecord(record, stored)
-      else {
-        const fresh: StoredAgent = { text: '', messages: undefined, head: undefined, rest: undefined }
-        fresh.text = encodeAgentRecord(record, fresh)
-        entry.agents.set(record.id, fresh)
-      }
+      entry.agents.set(record.id, encodeRecord(record))
     },
     async loadRun(runId) {
       assertRunId(runId)
       const entry = runs.get(runId)
       if (!entry || entry.run === '') return undefined
       const agents: AgentRecord[] = []
-      for (const [id, { text }] of entry.agents) agents.push(decodeAgentRecord(text, `memory:${runId}/${id}`))
+      for (const [id, text] of entry.agents) agents.push(decodeAgentRecord(text, `memory:${runId}/${id}`))
       return { run: decodeRunRecord(entry.run, `memory:${runId}`), agents } satisfies StoredRun
     },
     async loadAgent(runId, agentId) {
       assertRunId(runId)
       const stored = runs.get(runId)?.agents.get(agentId)
-      return stored === undefined ? undefined : decodeAgentRecord(stored.text, `memory:${runId}/${agentId}`)
+      return stored === undefined ? undefined : decodeAgentRecord(stored, `memory:${runId}/${agentId}`)
     },
     async loadRunRecord(runId) {
       assertRunId(runId)
@@ -69,8 +56,4 @@ export function memoryStore(): RunStore {
       runs.delete(runId)
     },
   }
-}
-
-interface StoredAgent extends EncodedMessages {
-  text: string
 }

@@ -60,6 +60,11 @@ export interface RunStore {
   saveRun(record: RunRecord): Promise<void>
   /** Writes one agent's record; only the agent that changed is written on a step. */
   saveAgent(runId: RunId, record: AgentRecord): Promise<void>
+  /**
+   * Writes the agents of one run changed in the same turn of the event loop, all or none where
+   * the store can (one transaction, one pipeline); without it, `saveAgent` is called for each.
+   */
+  saveAgents?(runId: RunId, records: AgentRecord[]): Promise<void>
   loadRun(runId: RunId): Promise<StoredRun | undefined>
   /** One agent's record; lets a distributed worker read only what one step needs. */
   loadAgent?(runId: RunId, agentId: string): Promise<AgentRecord | undefined>

@@ -3,6 +3,7 @@ import type { CohortEvent, CohortEventType } from '../events/types.js'
 import { RunControl } from '../orchestrator/control.js'
 import { computeRunMetrics, type RunMetrics } from '../orchestrator/metrics.js'
 import type { Orchestrator } from '../orchestrator/orchestrator.js'
+import type { RunActor } from '../orchestrator/run-machine.js'
 import type { RunStatus, StoredRun } from '../persistence/records.js'
 
 /** The whole run as plain, superjson-serializable data: the run record and one record per agent. */
@@ -26,6 +27,14 @@ export class Run {
   /** The root agent's `finish` value; rejects with a typed error when the run fails or is cancelled. */
   get result(): Promise<unknown> {
     return this.orchestrator.result
+  }
+
+  /**
+   * The run's XState actor (`runMachine`): subscribe to it, read its snapshot, or find an agent's
+   * actor with `run.actor.system.get(agentId)` while the agent lives.
+   */
+  get actor(): RunActor {
+    return this.orchestrator.actor
   }
 
   get status(): RunStatus {

@@ -7,7 +7,12 @@ import type { EventSink } from '../events/logger.js'
 import type { ChatModel } from '../models/types.js'
 import { type Answer, answerStored } from '../orchestrator/answer.js'
 import { type RunTotals, runTotals } from '../orchestrator/metrics.js'
-import { Orchestrator } from '../orchestrator/orchestrator.js'
+import {
+  type Durability,
+  type Inspector,
+  Orchestrator,
+  type SegmentHooks,
+} from '../orchestrator/orchestrator.js'
 import { runSegment, type SegmentOutcome } from '../orchestrator/segment.js'
 import { assertRunId } from '../persistence/codec.js'
 import { memoryStore } from '../persistence/memory-store.js'
@@ -38,6 +43,16 @@ export interface RuntimeOptions {
   storeTimeoutMs?: number
   /** One directory per agent (for process agents and tools), and conflict reports for parallel groups. */
   workspaces?: WorkspaceOptions
+  /**
+   * When a step is written (default `sync`): before any effect that depends on it starts, so a
+   * crash repeats only what was in flight; `async` writes behind the agents (see docs/durability.md).
+   */
+  durability?: Durability
+  /**
+   * An XState inspector, given to every run's actor and so to every agent's: the `inspect` of
+   * `@statelyai/inspect`'s `createBrowserInspector()`, or any function of inspection events.
+   */
+  inspect?: Inspector
 }
 
 /** A distributed host: it schedules a segment for each agent a segment creates. */
@@ -142,7 +157,10 @@ export function createRuntime(options: RuntimeOptions): Runtime {
   }
 
   /** An orchestrator whose events reach the logger; with `host`, one that runs segments for it. */
-  const orchestratorFor = (runId: string, host?: SegmentHost) => {
+  if (options.durability !== undefined && options.durability !== 'sync' && options.durability !== 'async') {
+    throw new InvalidInputError(`durability must be 'sync' or 'async', not ${JSON.stringify(options.durability)}`)
+  }
+  const orchestratorFor = (runId: string, segment?: SegmentHooks) => {
     const bus = new EventBus()
     if (options.logger) {
       const sink = options.logger
@@ -160,7 +178,9 @@ export function createRuntime(options: RuntimeOptions): Runtime {
       redact,
       storeTimeoutMs: options.storeTimeoutMs ?? 30_000,
       workspaces,
-      ...(host && { segment: { enqueue: host.enqueue, park: () => {} } }),
+      durability: options.durability ?? 'sync',
+      inspect: options.inspect,
+      segment,
     })
     return { orchestrator, bus }
   }
@@ -212,13 +232,16 @@ export function createRuntime(options: RuntimeOptions): Runtime {
       checkStart(agent, task)
       const runId = startOptions.runId ?? nanoid(12)
       assertRunId(runId)
-      const orchestrator = orchestratorFor(runId, { enqueue: async () => {} }).orchestrator
+      const orchestrator = orchestratorFor(runId, { enqueue: async () => {}, park: () => {} }).orchestrator
       await orchestrator.begin(agent, redact(task), false, startOptions.runId !== undefined)
       return { runId, rootAgentId: orchestrator.record!.rootAgentId }
     },
     async runSegment(runId, agentId, host) {
       assertRunId(runId)
-      return runSegment(orchestratorFor(runId, host).orchestrator, agentId)
+      return runSegment(
+        (park) => orchestratorFor(runId, { enqueue: (ids) => host.enqueue(ids), park }).orchestrator,
+        agentId,
+      )
     },
     async answer(runId, agentId, answer) {
       assertRunId(runId)

@@ -1,8 +1,10 @@
 import { expect, test } from 'vitest'
-import { AbortSwitch } from '../tools/abort-switch.js'
 import { Scheduler } from './scheduler.js'
 
-const request = (model: string) => ({ priority: 0, model, abort: new AbortSwitch() })
+const request = (model: string) => {
+  const controller = new AbortController()
+  return { priority: 0, model, signal: controller.signal, controller }
+}
 
 test('calls of models without a rate limit leave no per-call history behind (a server runs for months)', async () => {
   const scheduler = new Scheduler({ rateLimits: { limited: { requestsPerMinute: 10_000 } } })
@@ -56,7 +58,7 @@ test('a queued call whose effect is aborted leaves the queue, and the next one g
   const cancelled = request('m')
   const waiting = scheduler.acquire(cancelled)
   const next = scheduler.acquire(request('m'))
-  cancelled.abort.abort(new Error('cancelled'))
+  cancelled.controller.abort(new Error('cancelled'))
   await expect(waiting).rejects.toThrow('cancelled')
   first.release(0)
   const slot = await next
@@ -64,7 +66,7 @@ test('a queued call whose effect is aborted leaves the queue, and the next one g
   slot.release(0)
   // Aborted before it asks: refused without queueing.
   const late = request('m')
-  late.abort.abort(new Error('too late'))
+  late.controller.abort(new Error('too late'))
   await scheduler.acquire(request('m')).then((held) =>
     expect(scheduler.acquire(late))
       .rejects.toThrow('too late')

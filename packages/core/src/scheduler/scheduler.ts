@@ -1,4 +1,3 @@
-import type { AbortSwitch } from '../tools/abort-switch.js'
 import { PriorityQueue } from './priority-queue.js'
 
 export interface RateLimit {
@@ -19,7 +18,7 @@ export interface SlotRequest {
   priority: number
   model: string
   /** A queued call leaves the queue when its effect is aborted. */
-  abort: AbortSwitch
+  signal: AbortSignal
 }
 
 /** A granted model call; `release` frees the slot and books the tokens it used. */
@@ -103,21 +102,20 @@ export class Scheduler {
     const now = this.tryAcquire(request)
     if (now) return Promise.resolve(now)
     return new Promise((resolve, reject) => {
-      const { abort } = request
-      if (abort.aborted) return reject(abort.reason)
+      const { signal } = request
+      if (signal.aborted) return reject(signal.reason)
       const aborted = () => {
         if (waiter.done) return
         waiter.done = true
-        reject(abort.reason)
+        reject(signal.reason)
         this.pump()
       }
-      // Granted: the listener goes, so the agent's next effect can use the same switch.
       const grant = (slot: Slot) => {
-        abort.offAbort(aborted)
+        signal.removeEventListener('abort', aborted)
         resolve(slot)
       }
       const waiter: Waiter = { request, enqueuedAt: performance.now(), grant, done: false }
-      abort.onAbort(aborted)
+      signal.addEventListener('abort', aborted)
       this.queue.push(waiter, request.priority)
       this.pump()
     })

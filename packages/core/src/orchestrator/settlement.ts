@@ -1,0 +1,93 @@
+import type { AgentMachineEvent } from '../agent/agent-machine.js'
+import { CancelledError, CohortError, type ErrorInfo, fromErrorInfo, TimeoutError } from '../errors.js'
+import { type AgentEntry, childResult } from './agent-entry.js'
+
+/** What settlement needs of its run. */
+export interface SettlementHost {
+  readonly registry: ReadonlyMap<string, AgentEntry>
+  runEnded: Promise<void> | undefined
+  send(entry: AgentEntry, event: AgentMachineEvent): void
+  failAgent(entry: AgentEntry, error: unknown): void
+  stopEffect(entry: AgentEntry, reason?: unknown): void
+  park(reason: 'dependencies'): void
+  endRun(root: AgentEntry): Promise<void>
+}
+
+/**
+ * What happens around an agent's start and end: it starts once its dependencies completed (with
+ * their results), it fails at its deadline, and when it settles its waiting parent and its
+ * dependents are told, its unsettled children are ended, and the root's end ends the run.
+ */
+export class Settlement {
+  constructor(private readonly run: SettlementHost) {}
+
+  /** Starts an idle agent once its dependencies are settled, handing it their results. */
+  startWhenReady(entry: AgentEntry): void {
+    const { dependsOn } = entry.context
+    const pending = dependsOn
+      .map((id) => this.run.registry.get(id))
+      .filter((dependency): dependency is AgentEntry => dependency !== undefined && !dependency.settled)
+    if (pending.length > 0) {
+      if (pending.some((dependency) => dependency.mode === 'remote')) {
+        this.run.park('dependencies')
+        return
+      }
+      for (const dependency of pending) dependency.dependents.push(entry)
+      return
+    }
+    const results = dependsOn.map((id) => {
+      const dependency = this.run.registry.get(id)
+      const localId = id.slice(id.lastIndexOf('.') + 1)
+      if (!dependency) return { id: localId, agent: 'unknown', status: 'failed' as const, error: missing(id) }
+      return childResult(dependency, localId)
+    })
+    const failed = results.find((result) => result.status === 'failed')
+    if (failed) {
+      const error = new CohortError('DEPENDENCY_FAILED', `dependency "${failed.id}" failed: ${failed.error?.message}`)
+      this.run.failAgent(entry, error)
+      return
+    }
+    const { timeoutMs } = entry.context
+    const deadline = timeoutMs === null ? null : Date.now() + timeoutMs
+    const note =
+      results.length > 0 ? `Results of the agents you depend on: ${JSON.stringify(results)}` : undefined
+    this.run.send(entry, { type: 'START', deadline, ...(note !== undefined && { note }) })
+    if (deadline !== null) this.armTimeout(entry, deadline)
+  }
+
+  armTimeout(entry: AgentEntry, deadline: number): void {
+    clearTimeout(entry.timer)
+    const { timeoutMs } = entry.context
+    entry.timer = setTimeout(
+      () => this.run.failAgent(entry, new TimeoutError(`agent ${entry.id} timed out after ${timeoutMs} ms`)),
+      Math.max(0, deadline - Date.now()),
+    )
+  }
+
+  /** The agent reached `completed` or `failed` (and, with `sync` durability, is stored so). */
+  settle(entry: AgentEntry): void {
+    const { error } = entry.context
+    this.run.stopEffect(entry, error ? fromErrorInfo(error) : new CancelledError('settled'))
+    clearTimeout(entry.timer)
+    this.cancelOrphans(entry)
+    const waiters = entry.onSettle
+    entry.onSettle = []
+    for (const wake of waiters) wake()
+    const dependents = entry.dependents
+    entry.dependents = []
+    for (const dependent of dependents) if (dependent.status === 'idle') this.startWhenReady(dependent)
+    if (entry.parentId === null) this.run.runEnded = this.run.endRun(entry)
+  }
+
+  /** A settled agent's unsettled children can never hand their results to it: end them. */
+  cancelOrphans(entry: AgentEntry): void {
+    for (const link of entry.context.children) {
+      const child = this.run.registry.get(link.id)
+      if (child && !child.settled) this.run.failAgent(child, new CancelledError(`parent ${entry.id} has ended`))
+    }
+  }
+}
+
+function missing(id: string): ErrorInfo {
+  return { name: 'Error', code: 'MISSING_AGENT', message: `no record of agent ${id}` }
+}
