@@ -1,75 +1,201 @@
-import { describe, expect, it } from 'vitest'
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
+import { createActor } from 'xstate'
 import type { AgentEventInput } from '../events/types.js'
-import { started } from './agent-loop.js'
-import { AgentLifecycle } from './agent-machine.js'
-import { type AgentContext, initialContext } from './context.js'
+import type { Action } from '../protocol/actions.js'
+import type { ThinkOutcome } from './agent-loop.js'
+import { type AgentMachineEvent, type AgentSnapshot, agentMachine } from './agent-machine.js'
+import { initialContext } from './context.js'
 
-function agent(id: string, result: unknown): { running: AgentContext; done: AgentContext } {
-  const running = started(
-    initialContext({
-      runId: 'r1',
-      agentId: id,
-      name: 'w',
-      parentId: null,
-      depth: 0,
-      task: 'do it',
-      systemMessage: { role: 'system', content: 'you work' },
-    }),
-    null,
-  )
-  return { running, done: { ...running, result, endedAt: running.startedAt + 5 } }
+function replied(actions: Action[]): AgentMachineEvent {
+  const outcome: ThinkOutcome = {
+    assistant: { role: 'assistant', content: JSON.stringify(actions) },
+    parse: { ok: true, actions },
+    feedback: [],
+    durationMs: 1,
+    inboxConsumed: 0,
+  }
+  return { type: 'REPLIED', outcome, maxRepairs: 2 }
 }
 
-describe('AgentLifecycle', () => {
-  // Each move is computed by XState once per process: the agents that make it after the first must
-  // still get their own entry actions, with their own context.
-  it('reports every agent making the same move with its own context', () => {
-    const reported: [string, AgentEventInput][] = []
-    const lifecycle = new AgentLifecycle((context, event) => reported.push([context.agentId, event]))
-    const finals = ['a', 'b', 'c'].map((id) => {
-      const { running, done } = agent(id, `result of ${id}`)
-      const state = lifecycle.next(lifecycle.at('idle'), { type: 'RUN', context: running })
-      expect(state.value).toBe('running')
-      return lifecycle.next(state, { type: 'FINISH', context: done })
+const tool: Action = { action: 'call_tool', tool: 'add', args: { a: 1 }, key: '0.0' }
+
+/** One event of each type, as the orchestrator sends them. */
+const events: Record<AgentMachineEvent['type'], AgentMachineEvent> = {
+  START: { type: 'START', deadline: null },
+  REPLIED: replied([{ action: 'finish', result: 'done' }]),
+  ACTED: {
+    type: 'ACTED',
+    outcome: { messages: [{ role: 'user', content: '[call_tool add] 2' }] },
+    maxRepairs: 2,
+  },
+  CHILDREN_SETTLED: {
+    type: 'CHILDREN_SETTLED',
+    group: { results: [{ id: 'x', agent: 'w', status: 'completed', result: 1 }], conflicts: [] },
+  },
+  ANSWERED: { type: 'ANSWERED', answer: { approved: true } },
+  REJECTED: { type: 'REJECTED', reason: 'no' },
+  MESSAGE: { type: 'MESSAGE', from: 'user', text: 'hello' },
+  FAIL: { type: 'FAIL', error: { name: 'TimeoutError', code: 'TIMEOUT', message: 'too slow' } },
+}
+
+/** The events that take an agent from `idle` to each state. */
+const paths: Record<string, AgentMachineEvent[]> = {
+  idle: [],
+  'running.thinking': [events.START],
+  'running.acting': [events.START, replied([tool])],
+  'suspended.children': [events.START, replied([{ action: 'wait_for_subagents', ids: ['x'] }])],
+  'suspended.external': [
+    events.START,
+    replied([tool]),
+    {
+      type: 'ACTED',
+      outcome: {
+        messages: [],
+        suspend: { kind: 'approval', callId: 'c1', key: '0.0', tool: 'add', args: { a: 1 }, prompt: 'ok?' },
+      },
+      maxRepairs: 2,
+    },
+  ],
+  completed: [events.START, events.REPLIED],
+  failed: [events.FAIL],
+}
+
+/** Where each event takes an agent in each state; a state missing from a row keeps the agent where it is. */
+const moves: Record<string, Partial<Record<AgentMachineEvent['type'], string>>> = {
+  idle: { START: 'running.thinking', FAIL: 'failed' },
+  'running.thinking': { REPLIED: 'completed', FAIL: 'failed' },
+  'running.acting': { ACTED: 'running.thinking', FAIL: 'failed' },
+  'suspended.children': { CHILDREN_SETTLED: 'running.thinking', FAIL: 'failed' },
+  'suspended.external': { ANSWERED: 'running.acting', REJECTED: 'running.thinking', FAIL: 'failed' },
+  completed: {},
+  failed: {},
+}
+
+function actorAt(state: string) {
+  const context = initialContext({
+    runId: 'r1',
+    agentId: 'lead',
+    name: 'lead',
+    parentId: null,
+    depth: 0,
+    task: 'do it',
+    systemMessage: { role: 'system', content: 'you lead' },
+  })
+  const actor = createActor(agentMachine, { input: context })
+  const emitted: AgentEventInput[] = []
+  actor.on('*', (event) => emitted.push(event))
+  actor.start()
+  for (const event of paths[state]!) actor.send(event)
+  expect(stateOf(actor.getSnapshot())).toBe(state)
+  emitted.length = 0
+  return { actor, emitted }
+}
+
+function stateOf(snapshot: AgentSnapshot): string {
+  const { value } = snapshot
+  if (typeof value === 'string') return value
+  const [top, sub] = Object.entries(value)[0]!
+  return `${top}.${sub}`
+}
+
+describe('the agent machine, every state × every event', () => {
+  // XState warns of each event sent to a final (stopped) actor: the table sends them on purpose.
+  beforeAll(() => vi.spyOn(console, 'warn').mockImplementation(() => {}))
+  afterAll(() => vi.restoreAllMocks())
+  for (const state of Object.keys(paths)) {
+    for (const type of Object.keys(events) as AgentMachineEvent['type'][]) {
+      const target = moves[state]![type] ?? state
+      it(`${state} + ${type} → ${target}`, () => {
+        const { actor } = actorAt(state)
+        const before = actor.getSnapshot()
+        actor.send(events[type])
+        const after = actor.getSnapshot()
+        expect(stateOf(after)).toBe(target)
+        if (type === 'MESSAGE' && after.status === 'active') {
+          expect(after.context.inbox).toEqual([{ from: 'user', text: 'hello' }])
+        } else if (target === state && type !== 'START') {
+          // An event the state does not take changes nothing.
+          expect(after.context).toBe(before.context)
+        }
+        if (target === 'completed' || target === 'failed') expect(after.status).toBe('done')
+      })
+    }
+  }
+})
+
+describe('the agent machine', () => {
+  it('reports its own events: started, suspended, resumed, repair, completed, failed', () => {
+    const { actor, emitted } = actorAt('idle')
+    actor.send(events.START)
+    actor.send({
+      type: 'REPLIED',
+      outcome: {
+        assistant: { role: 'assistant', content: 'hmm' },
+        parse: { ok: false, error: 'no action' },
+        feedback: [{ role: 'user', content: 'reply with an action' }],
+        durationMs: 1,
+        inboxConsumed: 0,
+      },
+      maxRepairs: 2,
     })
-    for (const state of finals) expect(state.status).toBe('done')
-    expect(reported).toEqual(
-      ['a', 'b', 'c'].map((id) => [
-        id,
-        { type: 'agent.completed', result: `result of ${id}`, durationMs: 5 },
-      ]),
-    )
+    actor.send(replied([{ action: 'wait_for_subagents', ids: ['x'] }]))
+    actor.send(events.CHILDREN_SETTLED)
+    actor.send(events.REPLIED)
+    expect(emitted.map((event) => event.type)).toEqual([
+      'agent.started',
+      'agent.repair',
+      'agent.suspended',
+      'agent.resumed',
+      'agent.completed',
+    ])
+    expect(emitted[4]).toMatchObject({ type: 'agent.completed', result: 'done' })
+    const failing = actorAt('running.thinking')
+    failing.actor.send(events.FAIL)
+    expect(failing.emitted).toEqual([
+      expect.objectContaining({ type: 'agent.failed', error: expect.objectContaining({ code: 'TIMEOUT' }) }),
+    ])
   })
 
-  // The moves are cached for the process: each run still hears only its own agents.
-  it("reports each agent to its own run, also from inside another run's report", () => {
-    const heard: Record<string, string[]> = { one: [], two: [] }
-    const two = new AgentLifecycle((context) => heard.two!.push(context.agentId))
-    const b = agent('b', 2)
-    const one = new AgentLifecycle((context) => {
-      heard.one!.push(context.agentId)
-      // A listener of run one's events moves an agent of run two.
-      if (context.agentId === 'a') two.next(two.at('running'), { type: 'FINISH', context: b.done })
-    })
-    const a = agent('a', 1)
-    const c = agent('c', 3)
-    one.next(one.at('running'), { type: 'FINISH', context: a.done })
-    one.next(one.at('running'), { type: 'FINISH', context: c.done })
-    expect(heard).toEqual({ one: ['a', 'c'], two: ['b'] })
+  it('fails after too many unusable replies in a row', () => {
+    const { actor } = actorAt('running.thinking')
+    const unusable: AgentMachineEvent = {
+      type: 'REPLIED',
+      outcome: {
+        assistant: { role: 'assistant', content: '?' },
+        parse: { ok: false, error: 'no action' },
+        feedback: [],
+        durationMs: 1,
+        inboxConsumed: 0,
+      },
+      maxRepairs: 2,
+    }
+    actor.send(unusable)
+    actor.send(unusable)
+    expect(stateOf(actor.getSnapshot())).toBe('running.thinking')
+    actor.send(unusable)
+    expect(stateOf(actor.getSnapshot())).toBe('failed')
+    expect(actor.getSnapshot().context.error?.code).toBe('PARSE_ERROR')
   })
 
-  it('leaves an agent where it is on an event its state does not take, and reports nothing', () => {
-    const reported: string[] = []
-    const lifecycle = new AgentLifecycle((context) => reported.push(context.agentId))
-    const { running } = agent('a', 1)
-    const state = lifecycle.at('running')
-    // The first time XState computes it, the second time it is the cached move.
-    for (let i = 0; i < 2; i++) expect(lifecycle.next(state, { type: 'RUN', context: running })).toBe(state)
-    expect(reported).toEqual([])
+  it('goes through every action of a reply in order, then thinks again', () => {
+    const { actor } = actorAt('running.thinking')
+    actor.send(replied([tool, { ...tool, key: '0.1' }]))
+    expect(stateOf(actor.getSnapshot())).toBe('running.acting')
+    actor.send(events.ACTED)
+    expect(actor.getSnapshot().context.pending).toEqual([{ ...tool, key: '0.1' }])
+    expect(stateOf(actor.getSnapshot())).toBe('running.acting')
+    actor.send(events.ACTED)
+    expect(stateOf(actor.getSnapshot())).toBe('running.thinking')
   })
 
-  it('refuses a state value the machine does not have', () => {
-    const lifecycle = new AgentLifecycle(() => {})
-    expect(() => lifecycle.at('sleeping' as never)).toThrow()
+  it('comes back from its persisted snapshot in the same state, with the same context', () => {
+    for (const state of Object.keys(paths)) {
+      const { actor } = actorAt(state)
+      const persisted = JSON.parse(JSON.stringify(actor.getPersistedSnapshot()))
+      const restored = createActor(agentMachine, { input: persisted.context, snapshot: persisted })
+      restored.start()
+      expect(stateOf(restored.getSnapshot())).toBe(state)
+      expect(restored.getSnapshot().context).toEqual(JSON.parse(JSON.stringify(actor.getSnapshot().context)))
+    }
   })
 })

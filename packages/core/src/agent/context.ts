@@ -107,15 +107,9 @@ export interface AgentInput {
   fallback?: { value: unknown } | null
 }
 
-/**
- * The one empty list every context starts with in each of its list fields (seven of them, 32
- * bytes each, in every agent). Lists are never changed in place: a step that adds to one makes a
- * new one. Frozen, so code that breaks that rule throws instead of changing every agent at once.
- */
-const noItems: readonly never[] = Object.freeze([])
-
+/** A new empty list (kept as a function: a stored record shares no array between its fields). */
 export function emptyList<T>(): T[] {
-  return noItems as never[]
+  return []
 }
 
 /** The list without its first item; the shared empty list when nothing is left (most steps). */

@@ -66,7 +66,12 @@ export function agentStatus(value: unknown): AgentStatus {
 
 /** The agent's stored record: its actor's persisted snapshot, with what a store indexes beside it. */
 export function toAgentRecord(entry: AgentEntry): AgentRecord {
-  const snapshot = entry.actor.getPersistedSnapshot() as unknown as PersistedAgentSnapshot
+  const { output, error, ...persisted } =
+    entry.actor.getPersistedSnapshot() as unknown as PersistedAgentSnapshot
+  // An agent machine has no output, and an actor in error is never written: no undefined to annotate.
+  const snapshot: PersistedAgentSnapshot = persisted
+  if (output !== undefined) snapshot.output = output
+  if (error !== undefined) snapshot.error = error
   return {
     version: 1,
     runId: snapshot.context.runId,

@@ -1,6 +1,6 @@
+import { createHash } from 'node:crypto'
 import type { ActOutcome, SettledGroup, ThinkOutcome } from '../agent/agent-loop.js'
 import type { AgentContext, ChildResult } from '../agent/context.js'
-import { createHash } from 'node:crypto'
 import type { AgentDefinition } from '../agent/define-agent.js'
 import { CohortError, LimitExceededError, toErrorInfo } from '../errors.js'
 import type { EventBus } from '../events/event-bus.js'
@@ -193,8 +193,7 @@ export function createAgentServices(run: EffectHost): AgentServices {
     const agentId = entry.id
     const turn = context.turn
     // Events are built only when someone listens: most runs have no listener, and a step is short.
-    if (run.bus.hasListeners)
-      run.emitAgent(context, { type: 'model.started', turn, model: model.name })
+    if (run.bus.hasListeners) run.emitAgent(context, { type: 'model.started', turn, model: model.name })
     const started = performance.now()
     const failed = (error: unknown): never => {
       run.busy.end()

@@ -26,9 +26,7 @@ export class RunControl {
       )
     }
     const answer =
-      awaiting.kind === 'approval'
-        ? { approved: true as const }
-        : { payload: this.run.redact(payload) }
+      awaiting.kind === 'approval' ? { approved: true as const } : { payload: this.run.redact(payload) }
     this.run.send(entry, { type: 'ANSWERED', answer })
   }
 

@@ -1,5 +1,5 @@
 import { createActor, type InspectionEvent, type Observer, type Snapshot } from 'xstate'
-import { type AgentMachineEvent, agentMachine } from '../agent/agent-machine.js'
+import { type AgentMachineEvent, type AgentSnapshot, agentMachine } from '../agent/agent-machine.js'
 import { type AgentContext, initialContext } from '../agent/context.js'
 import type { AgentDefinition } from '../agent/define-agent.js'
 import { type RunLimits, resolveLimits } from '../agent/limits.js'
@@ -24,7 +24,7 @@ import { systemPrompt } from '../protocol/prompt.js'
 import type { Redactor } from '../protocol/redact.js'
 import type { Scheduler } from '../scheduler/scheduler.js'
 import type { Workspaces } from '../workspaces/workspaces.js'
-import { AgentEntry, tokensOf, toAgentRecord } from './agent-entry.js'
+import { AgentEntry, toAgentRecord, tokensOf } from './agent-entry.js'
 import { type AgentServices, createAgentServices, type EffectHost } from './agent-services.js'
 import { type LaunchOutcome, planLaunch } from './launch.js'
 import { BusyTracker } from './metrics.js'
@@ -403,7 +403,12 @@ export class Orchestrator implements EffectHost {
 
   emitRun(event: RunEventInput): void {
     if (!this.config.bus.hasListeners) return
-    this.config.bus.emit({ ...event, runId: this.runId, at: Date.now(), elapsedMs: this.elapsedMs() } as never)
+    this.config.bus.emit({
+      ...event,
+      runId: this.runId,
+      at: Date.now(),
+      elapsedMs: this.elapsedMs(),
+    } as never)
   }
 
   /** The whole run as plain data. */
@@ -516,7 +521,7 @@ export class Orchestrator implements EffectHost {
   }
 
   /** After each change of an agent's state: write it, then act on it (`durability`). */
-  private changed(entry: AgentEntry, snapshot: AgentEntry['seen']): void {
+  private changed(entry: AgentEntry, snapshot: AgentSnapshot): void {
     if (snapshot === entry.seen || entry.mode !== 'local') return
     entry.seen = snapshot
     // An agent that ended (a timeout, a cancel) stops what it was doing at once, stored or not.
@@ -647,7 +652,11 @@ export class Orchestrator implements EffectHost {
       this.resolveResult(record.result)
     } else if (record.status === 'cancelled') {
       const reason = record.error?.message ?? 'cancelled'
-      this.actor.send({ type: 'SETTLED', status: 'cancelled', error: toErrorInfo(new CancelledError(reason)) })
+      this.actor.send({
+        type: 'SETTLED',
+        status: 'cancelled',
+        error: toErrorInfo(new CancelledError(reason)),
+      })
       this.emitRun({ type: 'run.cancelled', reason })
       this.rejectResult(new CancelledError(reason))
     } else {
@@ -676,7 +685,8 @@ export class Orchestrator implements EffectHost {
     try {
       await this.writer.flush()
     } finally {
-      for (const entry of entries) if (!entry.settled) this.actor.send({ type: 'STOP_AGENT', agent: entry.actor })
+      for (const entry of entries)
+        if (!entry.settled) this.actor.send({ type: 'STOP_AGENT', agent: entry.actor })
       this.actor.send({ type: 'DETACH' })
       this.rejectResult(new CohortError('DETACHED', `run ${this.runId} was detached; resume it to continue`))
       this.config.bus.close()

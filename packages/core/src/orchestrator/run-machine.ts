@@ -43,7 +43,8 @@ export const runMachine = setup({
   actions: {
     stopAgent: stopChild(({ event }) => (event as { agent: AnyActorRef }).agent),
     keepOutcome: assign(({ event }) => {
-      if (event.type === 'SETTLED') return event.status === 'completed' ? { result: event.result } : { error: event.error }
+      if (event.type === 'SETTLED')
+        return event.status === 'completed' ? { result: event.result } : { error: event.error }
       if (event.type === 'ABORT') return { error: event.error }
       return {}
     }),
@@ -79,7 +80,6 @@ export const runMachine = setup({
     detached: { type: 'final' },
   },
 })
-
 
 export type RunMachine = typeof runMachine
 export type RunActor = ActorRefFrom<RunMachine>

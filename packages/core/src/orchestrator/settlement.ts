@@ -43,7 +43,10 @@ export class Settlement {
     })
     const failed = results.find((result) => result.status === 'failed')
     if (failed) {
-      const error = new CohortError('DEPENDENCY_FAILED', `dependency "${failed.id}" failed: ${failed.error?.message}`)
+      const error = new CohortError(
+        'DEPENDENCY_FAILED',
+        `dependency "${failed.id}" failed: ${failed.error?.message}`,
+      )
       this.run.failAgent(entry, error)
       return
     }
@@ -83,7 +86,8 @@ export class Settlement {
   cancelOrphans(entry: AgentEntry): void {
     for (const link of entry.context.children) {
       const child = this.run.registry.get(link.id)
-      if (child && !child.settled) this.run.failAgent(child, new CancelledError(`parent ${entry.id} has ended`))
+      if (child && !child.settled)
+        this.run.failAgent(child, new CancelledError(`parent ${entry.id} has ended`))
     }
   }
 }

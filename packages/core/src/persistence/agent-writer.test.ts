@@ -1,42 +1,107 @@
 import { expect, test } from 'vitest'
+import { StoreError } from '../errors.js'
 import { AgentWriter } from './agent-writer.js'
 import { memoryStore } from './memory-store.js'
 import type { AgentRecord, RunStore } from './records.js'
 
-function recordOf(id: string): AgentRecord {
-  return { id } as unknown as AgentRecord
+function recordOf(id: string, version = 0): AgentRecord {
+  return { id, version } as unknown as AgentRecord
 }
 
-test('a long queue of writes lets timers that came due meanwhile (model replies) run before its rest', async () => {
-  const started: string[] = []
+function writerOn(store: RunStore, versions = new Map<string, number>()) {
+  return new AgentWriter<{ id: string }>(
+    store,
+    'r1',
+    10_000,
+    () => {},
+    (agent) => recordOf(agent.id, versions.get(agent.id) ?? 0),
+  )
+}
+
+test('the agents changed in one turn of the event loop are one batch, and one batch is in flight at a time', async () => {
+  const batches: string[][] = []
+  const store: RunStore = {
+    ...memoryStore(),
+    async saveAgent() {
+      throw new Error('a batch goes through saveAgents')
+    },
+    async saveAgents(_runId, records) {
+      batches.push(records.map((record) => record.id))
+      await new Promise((resolve) => setTimeout(resolve, 5))
+    },
+  }
+  const writer = writerOn(store)
+  const told: string[] = []
+  for (const id of ['a', 'b', 'c']) writer.schedule({ id }, () => told.push(id))
+  // Changed again in the same turn: still one write of each.
+  writer.schedule({ id: 'a' }, () => told.push('a again'))
+  await new Promise((resolve) => setImmediate(resolve))
+  // Changes made while the first batch is in flight are the next batch.
+  writer.schedule({ id: 'b' })
+  writer.schedule({ id: 'd' })
+  expect(told).toEqual([])
+  await writer.flush()
+  expect(batches).toEqual([
+    ['a', 'b', 'c'],
+    ['b', 'd'],
+  ])
+  expect(told).toEqual(['a', 'a again', 'b', 'c'])
+})
+
+test('a record is made when its batch starts, so it holds the latest state', async () => {
+  const saved: AgentRecord[] = []
   const store: RunStore = {
     ...memoryStore(),
     async saveAgent(_runId, record) {
-      started.push(record.id)
-      // An encode that takes a while: the first writes outlast a timer's delay.
-      const until = performance.now() + 0.2
-      while (performance.now() < until) {}
+      saved.push(record)
+    },
+  }
+  const versions = new Map([['a', 1]])
+  const writer = writerOn(store, versions)
+  writer.schedule({ id: 'a' })
+  versions.set('a', 2)
+  await writer.written({ id: 'a' })
+  expect(saved.map((record) => (record as unknown as { version: number }).version)).toEqual([2])
+})
+
+test('a failed write fails every waiter with a StoreError that names the agents, and tells nobody it was stored', async () => {
+  const errors: unknown[] = []
+  const store: RunStore = {
+    ...memoryStore(),
+    async saveAgent() {
+      throw new Error('ENOSPC: no space left on device')
     },
   }
   const writer = new AgentWriter<{ id: string }>(
     store,
     'r1',
     10_000,
-    (error) => {
-      throw error
-    },
+    (error) => errors.push(error),
     (agent) => recordOf(agent.id),
   )
-  let seenByTimer = -1
-  setTimeout(() => {
-    seenByTimer = started.length
-  }, 1)
-  const ids = Array.from({ length: 64 }, (_, index) => `a${index}`)
-  for (const id of ids) writer.schedule({ id })
-  await writer.written(ids.at(-1)!)
-  await writer.flush()
-  expect(started).toEqual(ids)
-  // The timer ran before the last of them started, not after the whole queue.
-  expect(seenByTimer).toBeGreaterThanOrEqual(0)
-  expect(seenByTimer).toBeLessThan(ids.length)
+  let stored = false
+  writer.schedule({ id: 'x' }, () => {
+    stored = true
+  })
+  const waiting = writer.written({ id: 'y' })
+  await expect(waiting).rejects.toBeInstanceOf(StoreError)
+  await expect(waiting).rejects.toThrow(/store write of agents x, y \(run r1\) failed: ENOSPC/)
+  await expect(writer.flush()).rejects.toBeInstanceOf(StoreError)
+  expect(stored).toBe(false)
+  expect(errors).toHaveLength(1)
+})
+
+test('a store that hangs fails the batch after the timeout', async () => {
+  const store: RunStore = {
+    ...memoryStore(),
+    saveAgent: () => new Promise(() => {}),
+  }
+  const writer = new AgentWriter<{ id: string }>(
+    store,
+    'r1',
+    20,
+    () => {},
+    (agent) => recordOf(agent.id),
+  )
+  await expect(writer.written({ id: 'slow' })).rejects.toThrow(/did not finish within 20 ms/)
 })

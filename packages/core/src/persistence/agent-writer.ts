@@ -92,18 +92,22 @@ export class AgentWriter<Agent extends { readonly id: string }> {
       },
       (error: unknown) => {
         this.inFlight = undefined
-        this.fail(error)
+        this.fail(
+          error,
+          records.map((record) => record.id),
+        )
       },
     )
   }
 
-  private fail(error: unknown): void {
+  private fail(error: unknown, ids: string[] = []): void {
     if (this.failure !== undefined) return
+    const what = ids.length === 1 ? `agent ${ids[0]}` : `agents ${ids.join(', ')}`
     this.failure =
       error instanceof StoreError
         ? error
         : new StoreError(
-            `store write of run ${this.runId} failed: ${(error as Error)?.message ?? String(error)}`,
+            `store write of ${what} (run ${this.runId}) failed: ${(error as Error)?.message ?? String(error)}`,
             { cause: error },
           )
     this.queued.clear()

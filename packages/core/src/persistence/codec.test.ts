@@ -2,7 +2,7 @@ import { describe, expect, test } from 'vitest'
 import { started } from '../agent/agent-loop.js'
 import { initialContext } from '../agent/context.js'
 import { SnapshotError } from '../errors.js'
-import { decodeAgentRecord, type EncodedMessages, encodeAgentRecord, encodeRecord } from './codec.js'
+import { decodeAgentRecord, encodeRecord } from './codec.js'
 import type { AgentRecord } from './records.js'
 
 function record(context: AgentRecord['snapshot']['context']): AgentRecord {
@@ -17,8 +17,6 @@ function record(context: AgentRecord['snapshot']['context']): AgentRecord {
     updatedAt: 1_700_000_000_000,
     snapshot: {
       status: 'active',
-      output: undefined,
-      error: undefined,
       value: 'running',
       historyValue: {},
       context,
@@ -65,90 +63,20 @@ describe('encodeRecord', () => {
     expect(decoded).toEqual(JSON.parse(JSON.stringify(second)))
   })
 
-  test('the context leaves out the fields of the record itself and those at their initial value, and reads back whole', () => {
-    const fresh = record(base)
-    const text = encodeRecord(fresh)
-    const stored = JSON.parse(text).record.json.snapshot.context
-    expect(Object.keys(stored).sort()).toEqual(['busyMs', 'phase', 'startedAt', 'task', 'turn', 'usage'])
-    expect(decodeAgentRecord(text, 'test')).toEqual(JSON.parse(JSON.stringify(fresh)))
-    // The same fields holding anything else are written, a copy that differs from the record's included.
-    const busy = record({
-      ...base,
-      runId: 'r0',
-      parentId: null,
-      depth: 0,
-      pending: [{ action: 'finish', result: 0 }],
-      delivered: ['w0'],
-      dependsOn: ['lead.a'],
-      inbox: [{ from: 'lead', text: 'hi' }],
-      processes: [
-        {
-          turn: 0,
-          command: 'true',
-          exitCode: 0,
-          signal: null,
-          durationMs: 1,
-          stderrTail: '',
-          workspace: '.',
-        },
-      ],
-      conflicts: [{ file: 'a.txt', agents: ['lead.w', 'lead.v'] }],
-      answers: { '0.0': { approved: true } },
-      waitingOn: [],
-      waitCallId: 'call_1',
-      timeoutMs: 0,
-      deadline: 5,
-      fallback: { value: null },
-      awaiting: { kind: 'input', callId: 'c', key: '0.0', tool: 't', args: {}, prompt: 'p' },
-      endedAt: 0,
-      priority: -1,
-      repairs: 1,
-      retries: 2,
-    })
-    const busyText = encodeRecord(busy)
-    expect(Object.keys(JSON.parse(busyText).record.json.snapshot.context)).toHaveLength(
-      Object.keys(busy.snapshot.context).length - 4,
-    )
-    expect(decodeAgentRecord(busyText, 'test')).toEqual(JSON.parse(JSON.stringify(busy)))
+  test('the stored text is the record as JSON, which SQL and jq read, with no annotations when none is needed', () => {
+    const plain = record({ ...base, result: { n: 1 } })
+    const text = encodeRecord(plain)
+    expect(JSON.parse(text)).toEqual(JSON.parse(JSON.stringify(plain)))
+    expect(text).not.toContain('$superjson')
+    const rich = JSON.parse(encodeRecord(record({ ...base, result: new Date(5) })))
+    expect(rich.status).toBe('running')
+    expect(rich.snapshot.context.result).toBe(new Date(5).toISOString())
+    expect(rich.$superjson).toBeDefined()
   })
 
-  test('a record as the runtime makes it is written field by field, as the general encoder writes it', () => {
-    // Without its undefined output and error, a record takes the general path: the same text.
-    const general = (written: AgentRecord): AgentRecord => {
-      const { output: _output, error: _error, ...snapshot } = written.snapshot
-      return { ...written, snapshot: snapshot as AgentRecord['snapshot'] }
-    }
-    const odd = 'a "name"\\ with \u0001 control, é, 😀 and a lone \ud800'
-    const records: AgentRecord[] = [
-      record(base),
-      { ...record({ ...base, waitingOn: ['a'], pending: [] }), status: 'suspended' },
-      { ...record({ ...base, result: { answer: [1, 'two', null] }, endedAt: 2 }), status: 'completed' },
-      { ...record(base), id: odd, name: odd, parentId: null, runId: odd },
-    ]
-    records[1]!.snapshot.value = { suspended: 'children' }
-    records[2]!.snapshot.status = 'done'
-    records[2]!.snapshot.value = 'completed'
-    for (const written of records) {
-      expect(encodeRecord(written)).toBe(encodeRecord(general(written)))
-      expect(decodeAgentRecord(encodeRecord(written), 'test').snapshot.context).toEqual(
-        written.snapshot.context,
-      )
-    }
-    // A result JSON cannot keep still goes through superjson.
-    const dated = record({ ...base, result: new Date(5) })
-    expect(decodeAgentRecord(encodeRecord(dated), 'test').snapshot.context.result).toEqual(new Date(5))
-  })
-
-  test('a record of format 2, with the whole context in it, is read', () => {
-    const parent = record({ ...base, delivered: ['w0'] })
-    const { messages, children, ...context } = parent.snapshot.context
-    const earlier = JSON.stringify({
-      format: 'cohort-agent/2',
-      messages,
-      children,
-      record: { json: { ...parent, snapshot: { ...parent.snapshot, context } } },
-    })
-    expect(decodeAgentRecord(earlier, 'test')).toEqual(JSON.parse(JSON.stringify(parent)))
+  test('a record not in the stored format is a SnapshotError naming the field', () => {
+    expect(() => decodeAgentRecord(JSON.stringify({ version: 2 }), 'test')).toThrow(SnapshotError)
+    expect(() => decodeAgentRecord('{"version":', 'test')).toThrow(/not a readable record/)
   })
 
   test('a context field this version does not know (from a newer writer) is kept', () => {
@@ -181,73 +109,6 @@ describe('encodeRecord', () => {
   })
 })
 
-describe('encodeAgentRecord', () => {
-  const reply = (n: number) => [
-    { role: 'assistant' as const, content: `{"action":"call_tool","tool":"t","args":{"n":${n}}}` },
-    { role: 'user' as const, content: `[call_tool t] ok ${n}` },
-  ]
-
-  test('each write, given the last one, encodes what a write from nothing does', () => {
-    const last: EncodedMessages = { messages: undefined, head: undefined, rest: undefined }
-    let context = base
-    for (let turn = 1; turn <= 4; turn++) {
-      context = { ...context, turn, messages: [...context.messages, ...reply(turn)] }
-      const written = record(context)
-      expect(encodeAgentRecord(written, last)).toBe(encodeRecord(written))
-      expect(last.messages).toBe(context.messages)
-      // A write with no new message (another field changed) keeps the same text for the list.
-      const same = record({ ...context, busyMs: turn })
-      expect(encodeAgentRecord(same, last)).toBe(encodeRecord(same))
-    }
-    expect(
-      decodeAgentRecord(encodeAgentRecord(record(context), last), 'test').snapshot.context.messages,
-    ).toEqual(context.messages)
-  })
-
-  test('a kept text reads as one written from nothing, with a long first message and past the flattening bound', () => {
-    const system = {
-      role: 'system' as const,
-      content: `You are a worker. ${'Follow the rules. '.repeat(40)}`,
-    }
-    const long = { role: 'user' as const, content: 'x'.repeat(70_000) }
-    // Two agents of one kind share the system message object, as the orchestrator's agents do.
-    const first: EncodedMessages = { messages: undefined, head: undefined, rest: undefined }
-    const second: EncodedMessages = { messages: undefined, head: undefined, rest: undefined }
-    let a: AgentRecord['snapshot']['context'] = {
-      ...base,
-      messages: [system, { role: 'user', content: 'a' }],
-    }
-    const b = { ...base, agentId: 'b', messages: [system, { role: 'user' as const, content: 'b' }] }
-    for (let turn = 1; turn <= 3; turn++) {
-      a = { ...a, turn, messages: [...a.messages, ...reply(turn)] }
-      expect(encodeAgentRecord(record(a), first)).toBe(encodeRecord(record(a)))
-      expect(encodeAgentRecord(record(b), second)).toBe(encodeRecord(record(b)))
-    }
-    a = { ...a, messages: [...a.messages, long] }
-    expect(encodeAgentRecord(record(a), first)).toBe(encodeRecord(record(a)))
-    a = { ...a, messages: [...a.messages, ...reply(4)] }
-    const text = encodeAgentRecord(record(a), first)
-    expect(text).toBe(encodeRecord(record(a)))
-    expect(decodeAgentRecord(text, 'test').snapshot.context.messages).toEqual(a.messages)
-  })
-
-  test('a history that does not begin with the last one written is encoded whole', () => {
-    const last: EncodedMessages = { messages: undefined, head: undefined, rest: undefined }
-    const long = { ...base, messages: [...base.messages, ...reply(1), ...reply(2)] }
-    encodeAgentRecord(record(long), last)
-    // Shorter (a record from before, written again), and the same length with a message replaced.
-    const shorter = record({ ...long, messages: long.messages.slice(0, 3) })
-    expect(encodeAgentRecord(shorter, last)).toBe(encodeRecord(shorter))
-    const replaced = [...long.messages]
-    replaced[2] = { role: 'assistant', content: 'other' }
-    const rewritten = record({ ...long, messages: replaced })
-    expect(encodeAgentRecord(rewritten, last)).toBe(encodeRecord(rewritten))
-    expect(decodeAgentRecord(encodeAgentRecord(rewritten, last), 'test').snapshot.context.messages).toEqual(
-      replaced,
-    )
-  })
-})
-
 describe('encodeRecord of a parent', () => {
   const links = (from: number, count: number) =>
     Array.from({ length: count }, (_, i) => ({
@@ -277,16 +138,6 @@ describe('encodeRecord of a parent', () => {
     expect(decodeAgentRecord(encodeRecord(first), 'test').snapshot.context.children).toHaveLength(3)
   })
 
-  test('a record of the earlier format, with the children inside it, is read', () => {
-    const parent = record({ ...base, children: links(0, 2) })
-    const { messages, ...context } = parent.snapshot.context
-    const earlier = JSON.stringify({
-      format: 'cohort-agent/1',
-      messages,
-      record: { json: { ...parent, snapshot: { ...parent.snapshot, context } } },
-    })
-    expect(decodeAgentRecord(earlier, 'test')).toEqual(JSON.parse(JSON.stringify(parent)))
-  })
   test('a record whose children beside it are not a list of links is a SnapshotError naming the field', () => {
     const text = encodeRecord(record({ ...base, children: links(0, 1) }))
     const broken = text.replace(/"children":\[[^\]]*\]/, '"children":"w0"')

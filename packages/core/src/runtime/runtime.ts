@@ -158,7 +158,9 @@ export function createRuntime(options: RuntimeOptions): Runtime {
 
   /** An orchestrator whose events reach the logger; with `host`, one that runs segments for it. */
   if (options.durability !== undefined && options.durability !== 'sync' && options.durability !== 'async') {
-    throw new InvalidInputError(`durability must be 'sync' or 'async', not ${JSON.stringify(options.durability)}`)
+    throw new InvalidInputError(
+      `durability must be 'sync' or 'async', not ${JSON.stringify(options.durability)}`,
+    )
   }
   const orchestratorFor = (runId: string, segment?: SegmentHooks) => {
     const bus = new EventBus()
