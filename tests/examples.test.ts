@@ -104,3 +104,14 @@ test('the demo runs on a real endpoint when OPENAI_API_KEY is set', async () => 
     await rm(cwd, { recursive: true, force: true })
   }
 }, 60_000)
+
+test('the inspect example shows the run and every agent as XState actors, offline', async () => {
+  const { code, stdout, stderr } = await collect(
+    spawnTs('examples/inspect/main.ts', [], { OPENAI_API_KEY: '' }),
+  )
+  expect(code, stderr).toBe(0)
+  for (const id of ['lead', 'lead.oslo', 'lead.lima']) expect(stdout).toMatch(new RegExp(`actor +${id}\\n`))
+  expect(stdout).toMatch(/snapshot +lead +\{"suspended":"children"\}/)
+  expect(stdout).toMatch(/run actor is now "completed"/)
+  expect(stdout).toMatch(/Result: \["Weather in Oslo: mild","Weather in Lima: mild"\]/)
+}, 60_000)

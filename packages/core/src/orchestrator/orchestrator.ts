@@ -118,6 +118,7 @@ export class Orchestrator implements EffectHost {
 
   constructor(readonly config: OrchestratorConfig) {
     this.actor = createActor(runMachine, {
+      id: `run ${config.runId}`,
       input: { runId: config.runId },
       ...(config.inspect !== undefined && { inspect: config.inspect }),
     })
@@ -504,7 +505,7 @@ export class Orchestrator implements EffectHost {
     from: { input: AgentContext; snapshot?: Snapshot<unknown> },
     mode: AgentEntry['mode'] = 'local',
   ): AgentEntry {
-    const actor = createActor(agentMachine, { parent: this.actor, systemId: id, ...from })
+    const actor = createActor(agentMachine, { parent: this.actor, id, systemId: id, ...from })
     const entry = new AgentEntry(id, definition, this.limitsFor(definition), actor, parentId, depth)
     entry.mode = mode
     this.registry.set(id, entry)

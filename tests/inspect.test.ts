@@ -1,0 +1,90 @@
+import { createRuntime, defineAgent, scriptedModel, settledChildren } from '@cohort/core'
+import { expect, test } from 'vitest'
+import type { InspectionEvent } from 'xstate'
+
+const worker = defineAgent({ name: 'worker', instructions: 'Work.' })
+const lead = defineAgent({ name: 'lead', instructions: 'Lead.', subagents: [worker] })
+const model = scriptedModel(
+  {
+    lead: [
+      {
+        action: 'launch_subagents',
+        agents: [
+          { agent: 'worker', task: 'ok', id: 'a' },
+          { agent: 'worker', task: 'ok', id: 'b' },
+          { agent: 'worker', task: 'boom', id: 'c' },
+        ],
+      },
+      { action: 'wait_for_subagents' },
+      (request) => ({ action: 'finish', result: settledChildren(request).map((child) => child.status) }),
+    ],
+    worker: [
+      (request) =>
+        request.agent.task === 'boom' ? { text: 'no action here' } : { action: 'finish', result: 'fine' },
+      { text: 'still none' },
+      { text: 'none again' },
+      { text: 'never' },
+    ],
+  },
+  { latencyMs: 1 },
+)
+
+test('inspect sees one XState actor per run and one per agent, each agent going through its states to the end', async () => {
+  const events: InspectionEvent[] = []
+  const runtime = createRuntime({ agents: [lead, worker], model, inspect: (event) => events.push(event) })
+  const run = runtime.start('lead', 'go')
+  expect(await run.result).toEqual(['completed', 'completed', 'failed'])
+
+  const actors = events.filter((event) => event.type === '@xstate.actor').map((event) => event.actorRef.id)
+  expect(actors.sort()).toEqual([`run ${run.id}`, 'lead', 'lead.a', 'lead.b', 'lead.c'].sort())
+  expect(run.actor.getSnapshot().value).toBe('completed')
+
+  const statesOf = (id: string) =>
+    events
+      .filter((event) => event.type === '@xstate.snapshot' && event.actorRef.id === id)
+      .map((event) => JSON.stringify((event as { snapshot: { value: unknown } }).snapshot.value))
+  expect(statesOf('lead')).toEqual([
+    '"idle"',
+    '{"running":"thinking"}',
+    '{"running":"acting"}',
+    '{"running":"thinking"}',
+    '{"suspended":"children"}',
+    '{"running":"thinking"}',
+    '"completed"',
+  ])
+  expect(statesOf('lead.a')).toEqual(['"idle"', '{"running":"thinking"}', '"completed"'])
+  const failing = statesOf('lead.c')
+  expect(failing[0]).toBe('"idle"')
+  expect(failing.at(-1)).toBe('"failed"')
+  // The agents' events reach the run's own actor as XState's `xstate.done.actor.<id>`.
+  const toRun = events.filter(
+    (event) =>
+      event.type === '@xstate.event' &&
+      event.actorRef === run.actor &&
+      event.event.type.startsWith('xstate.done.actor.'),
+  )
+  expect(toRun.length).toBeGreaterThanOrEqual(4)
+})
+
+test("an agent is reachable by its id in the run actor's system while it lives", async () => {
+  let release!: () => void
+  const gate = new Promise<void>((resolve) => {
+    release = resolve
+  })
+  const slow = scriptedModel({
+    solo: [
+      async () => {
+        await gate
+        return { action: 'finish', result: 1 }
+      },
+    ],
+  })
+  const solo = defineAgent({ name: 'solo', instructions: 'Wait.' })
+  const runtime = createRuntime({ agents: [solo], model: slow })
+  const run = runtime.start('solo', 'go')
+  await new Promise((resolve) => setTimeout(resolve, 50))
+  const agent = run.actor.system.get('solo')
+  expect(agent?.getSnapshot().value).toEqual({ running: 'thinking' })
+  release()
+  expect(await run.result).toBe(1)
+})
