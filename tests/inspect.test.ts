@@ -2,6 +2,9 @@ import { createRuntime, defineAgent, scriptedModel, settledChildren } from '@coh
 import { expect, test } from 'vitest'
 import type { InspectionEvent } from 'xstate'
 
+/** The id an actor was created with: the agent's id, or `run <id>` for a run's actor. */
+const idOf = (ref: object) => ('id' in ref ? String(ref.id) : '')
+
 const worker = defineAgent({ name: 'worker', instructions: 'Work.' })
 const lead = defineAgent({ name: 'lead', instructions: 'Lead.', subagents: [worker] })
 const model = scriptedModel(
@@ -35,14 +38,16 @@ test('inspect sees one XState actor per run and one per agent, each agent going 
   const run = runtime.start('lead', 'go')
   expect(await run.result).toEqual(['completed', 'completed', 'failed'])
 
-  const actors = events.filter((event) => event.type === '@xstate.actor').map((event) => event.actorRef.id)
+  const actors = events.filter((event) => event.type === '@xstate.actor').map((event) => idOf(event.actorRef))
   expect(actors.sort()).toEqual([`run ${run.id}`, 'lead', 'lead.a', 'lead.b', 'lead.c'].sort())
   expect(run.actor.getSnapshot().value).toBe('completed')
 
   const statesOf = (id: string) =>
     events
-      .filter((event) => event.type === '@xstate.snapshot' && event.actorRef.id === id)
-      .map((event) => JSON.stringify((event as { snapshot: { value: unknown } }).snapshot.value))
+      .filter((event) => event.type === '@xstate.snapshot' && idOf(event.actorRef) === id)
+      .map((event) =>
+        JSON.stringify('snapshot' in event ? (event.snapshot as { value?: unknown }).value : null),
+      )
   expect(statesOf('lead')).toEqual([
     '"idle"',
     '{"running":"thinking"}',

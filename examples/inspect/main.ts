@@ -44,7 +44,7 @@ async function chooseModel(): Promise<ChatModel> {
 }
 
 /** The run's actor is `run <id>`; each agent's actor has the agent's id (`lead`, `lead.oslo`). */
-const nameOf = (ref: { id: string }) => ref.id
+const nameOf = (ref: object) => ('id' in ref ? String(ref.id) : '(unknown)')
 
 const logInspection: Inspector = (event) => {
   if (event.type === '@xstate.actor') console.log(`actor     ${nameOf(event.actorRef)}`)
