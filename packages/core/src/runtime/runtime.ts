@@ -45,7 +45,7 @@ export interface RuntimeOptions {
   workspaces?: WorkspaceOptions
   /**
    * When a step is written (default `sync`): before any effect that depends on it starts, so a
-   * crash repeats only what was in flight; `async` writes behind the agents (see docs/durability.md).
+   * crash repeats only what was in flight; `async` writes behind the agents (docs/architecture.md, "Durability").
    */
   durability?: Durability
   /**
