@@ -526,7 +526,7 @@ export class Orchestrator implements EffectHost {
     if (snapshot === entry.seen || entry.mode !== 'local') return
     entry.seen = snapshot
     // An agent that ended (a timeout, a cancel) stops what it was doing at once, stored or not.
-    if (snapshot.status === 'done') this.stopEffect(entry, endedReason(snapshot.context))
+    if (snapshot.status === 'done') this.stopEffect(entry, () => endedReason(snapshot.context))
     if (this.config.durability === 'async') {
       this.writer.schedule(entry)
       this.react(entry)
@@ -601,8 +601,9 @@ export class Orchestrator implements EffectHost {
   }
 
   /** Aborts the agent's running effect (cancel, timeout, a segment's end). */
-  stopEffect(entry: AgentEntry, reason: unknown = new CancelledError('stopped')): void {
-    if (entry.effect !== 0) entry.controller?.abort(reason)
+  stopEffect(entry: AgentEntry, reason: () => unknown = () => new CancelledError('stopped')): void {
+    // Made only when an effect runs: an error's stack costs more than the rest of a settlement.
+    if (entry.effect !== 0) entry.controller?.abort(reason())
     entry.effect = 0
     entry.controller = undefined
   }

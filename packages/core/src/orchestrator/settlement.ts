@@ -8,7 +8,7 @@ export interface SettlementHost {
   runEnded: Promise<void> | undefined
   send(entry: AgentEntry, event: AgentMachineEvent): void
   failAgent(entry: AgentEntry, error: unknown): void
-  stopEffect(entry: AgentEntry, reason?: unknown): void
+  stopEffect(entry: AgentEntry, reason?: () => unknown): void
   park(reason: 'dependencies'): void
   endRun(root: AgentEntry): Promise<void>
 }
@@ -70,7 +70,7 @@ export class Settlement {
   /** The agent reached `completed` or `failed` (and, with `sync` durability, is stored so). */
   settle(entry: AgentEntry): void {
     const { error } = entry.context
-    this.run.stopEffect(entry, error ? fromErrorInfo(error) : new CancelledError('settled'))
+    this.run.stopEffect(entry, () => (error ? fromErrorInfo(error) : new CancelledError('settled')))
     clearTimeout(entry.timer)
     this.cancelOrphans(entry)
     const waiters = entry.onSettle
