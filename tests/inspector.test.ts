@@ -83,7 +83,10 @@ const model = scriptedModel(
 
 /** A request of the test itself: it carries the server's token, as any client of the API must. */
 function withToken(server: CohortServer, init: RequestInit = {}): RequestInit {
-  return { ...init, headers: { ...(init.headers as Record<string, string>), authorization: `Bearer ${server.token}` } }
+  return {
+    ...init,
+    headers: { ...(init.headers as Record<string, string>), authorization: `Bearer ${server.token}` },
+  }
 }
 
 interface AgentSummary {
