@@ -81,6 +81,14 @@ const model = scriptedModel(
   { latencyMs },
 )
 
+/** A request of the test itself: it carries the server's token, as any client of the API must. */
+function withToken(server: CohortServer, init: RequestInit = {}): RequestInit {
+  return {
+    ...init,
+    headers: { ...(init.headers as Record<string, string>), authorization: `Bearer ${server.token}` },
+  }
+}
+
 interface AgentSummary {
   id: string
   name: string
@@ -126,13 +134,13 @@ describe.runIf(hasChromium)('web inspector', () => {
   })
 
   const api = async <T>(path: string, init?: RequestInit): Promise<T> => {
-    const response = await fetch(new URL(path, server.url), init)
+    const response = await fetch(new URL(path, server.url), withToken(server, init))
     expect(response.ok, `${init?.method ?? 'GET'} ${path}: ${response.status}`).toBe(true)
     return (await response.json()) as T
   }
 
   test('shows a run live: the tree fills in, bars overlap, and an agent shows its messages and result', async () => {
-    await page.goto(server.url)
+    await page.goto(server.inspectorUrl)
     await page.locator('#connection[data-state="open"]').waitFor({ timeout: 10_000 })
 
     const { runId } = await api<{ runId: string }>('/api/runs', {
@@ -203,7 +211,7 @@ describe.runIf(hasChromium)('web inspector', () => {
 
     // A deep link selects the run and the agent.
     const other = await browser.newPage()
-    await other.goto(`${server.url}#run=${runId}&agent=${encodeURIComponent(alpha.id)}`)
+    await other.goto(`${server.inspectorUrl}#run=${runId}&agent=${encodeURIComponent(alpha.id)}`)
     await other.locator(`#detail [data-agent-id="${alpha.id}"]`).waitFor({ timeout: 10_000 })
     await expect.poll(() => other.locator('#detail #agent-result').textContent()).toContain('"slept": 0.1')
     await other.close()
@@ -226,7 +234,7 @@ describe.runIf(hasChromium)('web inspector', () => {
         errors.push(message.text())
     })
     const call = async <T>(path: string, init?: RequestInit): Promise<T> => {
-      const response = await fetch(new URL(path, approvals.url), init)
+      const response = await fetch(new URL(path, approvals.url), withToken(approvals, init))
       expect(response.ok, `${init?.method ?? 'GET'} ${path}: ${response.status}`).toBe(true)
       return (await response.json()) as T
     }
@@ -247,7 +255,7 @@ describe.runIf(hasChromium)('web inspector', () => {
     const rejectButton = detail.locator('[data-action="reject"]')
 
     try {
-      await tab.goto(approvals.url)
+      await tab.goto(approvals.inspectorUrl)
       await tab.locator('#connection[data-state="open"]').waitFor({ timeout: 10_000 })
 
       // 1. The agent asks to deploy: the tree marks it, the panel shows the call and its arguments.

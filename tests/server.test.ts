@@ -17,16 +17,21 @@ beforeEach(async () => {
 afterEach(async () => {
   await server?.close()
   server = undefined
+  token = null
   await rm(dir, { recursive: true, force: true })
 })
+
+/** The token of the server the test talks to: every request carries it. */
+let token: string | null = null
 
 async function api(method: string, url: string, body?: unknown, contentType = 'application/json') {
   const response = await fetch(url, {
     method,
-    ...(body !== undefined && {
-      headers: { 'content-type': contentType },
-      body: typeof body === 'string' ? body : JSON.stringify(body),
-    }),
+    headers: {
+      ...(token !== null && { authorization: `Bearer ${token}` }),
+      ...(body !== undefined && { 'content-type': contentType }),
+    },
+    ...(body !== undefined && { body: typeof body === 'string' ? body : JSON.stringify(body) }),
   })
   return {
     status: response.status,
@@ -35,7 +40,9 @@ async function api(method: string, url: string, body?: unknown, contentType = 'a
 }
 
 function events(url: string): { received: { runId: string; event: CohortEvent }[]; socket: WebSocket } {
-  const socket = new WebSocket(`${url.replace('http', 'ws')}api/events`)
+  const socket = new WebSocket(`${url.replace('http', 'ws')}api/events`, {
+    headers: { authorization: `Bearer ${token}` },
+  })
   const received: { runId: string; event: CohortEvent }[] = []
   socket.on('message', (data) => received.push(JSON.parse(String(data))))
   return { received, socket }
@@ -44,6 +51,7 @@ function events(url: string): { received: { runId: string; event: CohortEvent }[
 describe('cohort serve: HTTP API and event stream', () => {
   test('start, watch over the WebSocket, approve, resume an agent, read the tree and an agent', async () => {
     server = await startServer({ runtime: approvalRuntime(dir) })
+    token = server.token
     const { received, socket } = events(server.url)
     await new Promise((resolve) => socket.once('open', resolve))
 
@@ -85,6 +93,7 @@ describe('cohort serve: HTTP API and event stream', () => {
 
   test('bad requests get a clear 4xx and change nothing', async () => {
     server = await startServer({ runtime: approvalRuntime(dir) })
+    token = server.token
     const runs = `${server.url}api/runs`
     const cases: [string, string, unknown, string | undefined, number, RegExp][] = [
       ['POST', runs, 'task=x', 'text/plain', 415, /expected a JSON body/],
@@ -106,7 +115,7 @@ describe('cohort serve: HTTP API and event stream', () => {
       ['GET', `${runs}?status=done`, undefined, undefined, 400, /status "done" is not one of/],
       ['GET', `${runs}?limit=0`, undefined, undefined, 400, /limit must be between 1 and 1000/],
       ['GET', `${runs}?offset=-1`, undefined, undefined, 400, /offset must be a non-negative integer/],
-      ['DELETE', runs, undefined, undefined, 405, /DELETE is not allowed on \/api\/runs/],
+      ['DELETE', runs, undefined, undefined, 405, /DELETE is not allowed on \/api\/runs; expected GET/],
       ['GET', `${server.url}api/nothing`, undefined, undefined, 404, /no such endpoint/],
       ['POST', `${runs}/nosuch/cancel`, undefined, undefined, 404, /not in the store/],
       [
@@ -136,9 +145,11 @@ describe('cohort serve: HTTP API and event stream', () => {
       `cannot listen on 127.0.0.1:${port}: the port is already in use`,
     )
 
-    const wrongSocket = new WebSocket(`${server.url.replace('http', 'ws')}api/elsewhere`)
+    const wrongSocket = new WebSocket(`${server.url.replace('http', 'ws')}api/elsewhere`, {
+      headers: { authorization: `Bearer ${token}` },
+    })
     const failure = await new Promise((resolve) => wrongSocket.once('error', resolve))
-    expect(String(failure)).toMatch(/400/)
+    expect(String(failure)).toMatch(/404/)
   })
 
   test('SIGTERM stores every run and exits; the next `cohort serve` resumes the runs in flight', async () => {
@@ -148,7 +159,12 @@ describe('cohort serve: HTTP API and event stream', () => {
       const child = spawnTs('packages/cli/src/main.ts', ['serve', config, '--port', '0'], env, dir)
       let url = ''
       const done = collect(child, (line) => {
-        url ||= /cohort serve: (\S+) /.exec(line)?.[1] ?? ''
+        const printed = /cohort serve: (\S+) /.exec(line)?.[1]
+        if (!printed) return
+        // The inspector's link carries the token; the API takes it as a header.
+        const link = new URL(printed)
+        token = link.searchParams.get('token')
+        url = `${link.origin}/`
       })
       return { child, done, url: () => url }
     }

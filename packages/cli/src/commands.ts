@@ -297,12 +297,27 @@ export async function logsCommand(
   return 0
 }
 
+export interface ServeOptions {
+  port: string
+  host: string
+  token?: string
+  /** false with --no-auth. */
+  auth: boolean
+  allowHost: string[]
+  allowOrigin: string[]
+}
+
 export async function serveCommand(
   configFile: string,
-  options: CommonOptions & { port: string; host: string },
+  options: CommonOptions & ServeOptions,
   io: Output,
 ): Promise<number> {
   const { home } = options
+  if (!options.auth && options.token !== undefined) {
+    throw new InvalidInputError(
+      '--no-auth and a token (--token or COHORT_TOKEN) contradict each other: give one',
+    )
+  }
   const launch: Launch = { kind: 'config', config: path.resolve(configFile) }
   const logger = createLogger({ console: false, dir: home.logsDir })
   const hosted = await runtimeFor(launch, home, logger)
@@ -312,9 +327,22 @@ export async function serveCommand(
     host: options.host,
     root: hosted.root,
     onStart: (runId) => home.saveLaunch(runId, launch),
+    ...(!options.auth ? { token: false } : options.token !== undefined && { token: options.token }),
+    allowHosts: options.allowHost,
+    allowOrigins: options.allowOrigin,
   })
+  if (server.token === null) {
+    io.err.write(
+      'cohort serve: --no-auth: no token is asked for, so any program on this machine, and any web page it opens, can start runs and approve tool calls. Use it only behind a proxy that authenticates.\n',
+    )
+  }
+  io.out.write(
+    `cohort serve: ${server.inspectorUrl} (the inspector${server.token ? '; this link signs a browser in' : ''})\n`,
+  )
+  io.out.write(
+    `API at ${server.url}api/runs${server.token ? ' with the header "Authorization: Bearer <the token in the link>"' : ''}; described at ${server.url}api/openapi.json\n`,
+  )
   const resumed = await server.resumeInFlight()
-  io.out.write(`cohort serve: ${server.url} (inspector), API at ${server.url}api/runs\n`)
   if (resumed.length > 0)
     io.out.write(`Resumed ${resumed.length} run(s) that were in flight: ${resumed.join(', ')}\n`)
   await new Promise<void>((resolve) => {

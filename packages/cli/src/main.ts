@@ -9,6 +9,7 @@ import {
   parallelCommand,
   resumeCommand,
   runCommand,
+  type ServeOptions,
   serveCommand,
   showCommand,
 } from './commands.js'
@@ -65,10 +66,7 @@ export async function main(
     .description('One agent per task ("A AND B AND C"), all at once, then an aggregate.')
     .argument('<tasks>', 'tasks separated by AND')
     .option('--command <program>', 'run each task as a process agent: this program, task on stdin')
-    .option('--arg <value>', 'an argument of --command (repeat it)', (value: string, all: string[] = []) => [
-      ...all,
-      value,
-    ])
+    .option('--arg <value>', 'an argument of --command (repeat it)', collect)
     .option('--base <dir>', 'a folder copied into every task workspace (conflicts are found against it)')
     .option('--run-id <id>', 'your own run id')
     .action(
@@ -151,7 +149,15 @@ export async function main(
     .argument('<config>', 'config file with the agents to host')
     .option('--port <port>', 'port (0: any free one)', '4000')
     .option('--host <host>', 'interface to listen on', '127.0.0.1')
-    .action(async (config: string, options: { port: string; host: string }) =>
+    .addOption(
+      new Option('--token <token>', 'the token every request carries (default: a new random one)').env(
+        'COHORT_TOKEN',
+      ),
+    )
+    .option('--no-auth', 'ask for no token: only behind a proxy that authenticates')
+    .option('--allow-host <name>', 'a host name the server also answers as (repeat it)', collect, [])
+    .option('--allow-origin <origin>', 'an origin whose pages may call the API (repeat it)', collect, [])
+    .action(async (config: string, options: ServeOptions) =>
       set(await serveCommand(config, { ...(await common()), ...options }, io)),
     )
 
@@ -172,6 +178,11 @@ export async function main(
     await home?.close()
   }
   return code
+}
+
+/** A repeatable option's values, in order. */
+function collect(value: string, all: string[] = []): string[] {
+  return [...all, value]
 }
 
 /** An answer is JSON when it parses as JSON, else the text itself. */

@@ -1,0 +1,80 @@
+// @ts-check
+import { useEffect, useRef, useState } from 'preact/hooks'
+import { AgentDetail } from './agent-detail.js'
+import { html } from './html.js'
+import { RunPanel } from './run-panel.js'
+import { RunsList } from './runs-list.js'
+import { startRun, state, subscribe } from './store.js'
+
+const connectionText = { connecting: 'connecting…', open: 'live', closed: 'disconnected, retrying…' }
+
+export function App() {
+  const [, setVersion] = useState(0)
+  useEffect(() => subscribe(() => setVersion((version) => version + 1)), [])
+  const now = useClock(state.run?.status === 'running')
+  return html`
+    ${state.signInNeeded ? html`<${SignInNeeded} message=${state.signInNeeded} />` : null}
+    <header>
+      <h1>Cohort inspector</h1>
+      <span id="connection" data-state=${state.connection}>${connectionText[state.connection]}</span>
+      <${NewRunForm} />
+    </header>
+    <main>
+      <${RunsList} />
+      <${RunPanel} now=${now} />
+      <${AgentDetail} now=${now} />
+    </main>
+  `
+}
+
+/**
+ * The time at this render; while `running`, the page re-renders every 250 ms so clocks and bars
+ * advance without refetching.
+ * @param {boolean} running
+ */
+function useClock(running) {
+  const [, setTick] = useState(0)
+  useEffect(() => {
+    if (!running) return
+    const timer = setInterval(() => setTick((tick) => tick + 1), 250)
+    return () => clearInterval(timer)
+  }, [running])
+  return Date.now()
+}
+
+function NewRunForm() {
+  const [error, setError] = useState('')
+  const agent = useRef(/** @type {HTMLInputElement | null} */ (null))
+  const task = useRef(/** @type {HTMLInputElement | null} */ (null))
+  /** @param {Event} event */
+  const submit = async (event) => {
+    event.preventDefault()
+    setError('')
+    const text = task.current?.value.trim() ?? ''
+    if (!text) return
+    try {
+      await startRun(agent.current?.value.trim() ?? '', text)
+      if (task.current) task.current.value = ''
+    } catch (failure) {
+      setError(failure instanceof Error ? failure.message : String(failure))
+    }
+  }
+  return html`
+    <form id="new-run" autocomplete="off" onSubmit=${submit}>
+      <input ref=${agent} name="agent" placeholder="agent (default)" aria-label="Agent" />
+      <input ref=${task} name="task" placeholder="Task for a new run" aria-label="Task" required />
+      <button type="submit">Start run</button>
+      <span id="new-run-error" role="alert">${error}</span>
+    </form>
+  `
+}
+
+/** @param {{ message: string }} props */
+function SignInNeeded({ message }) {
+  return html`
+    <div id="auth-needed" role="alert">
+      ${message}. The link looks like <code>${location.origin}/?token=…</code>; opening it signs this
+      browser in.
+    </div>
+  `
+}

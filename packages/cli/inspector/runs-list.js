@@ -1,0 +1,54 @@
+// @ts-check
+import { formatTime } from './format.js'
+import { html, onEnterOrSpace } from './html.js'
+import { navigate, state } from './store.js'
+
+/** @typedef {import('./api.js').RunRecord} RunRecord */
+
+export function RunsList() {
+  let empty = null
+  if (state.runsError) {
+    empty = html`<div id="runs-empty" class="empty error-text">Could not load runs: ${state.runsError}</div>`
+  } else if (!state.runsLoaded) {
+    empty = html`<div id="runs-empty" class="empty">Loading runs…</div>`
+  } else if (state.runs.length === 0) {
+    empty = html`<div id="runs-empty" class="empty">No runs yet. Start one with the form above.</div>`
+  }
+  return html`
+    <section aria-label="Runs">
+      <h2>Runs</h2>
+      <div class="scroll">
+        ${empty}
+        <ul id="runs">
+          ${state.runs.map((run) => html`<${RunItem} key=${run.id} run=${run} current=${run.id === state.runId} />`)}
+        </ul>
+      </div>
+    </section>
+  `
+}
+
+/** @param {{ run: RunRecord, current: boolean }} props */
+function RunItem({ run, current }) {
+  const open = () => navigate(run.id, null)
+  return html`
+    <li
+      tabindex="0"
+      data-run-id=${run.id}
+      data-state=${run.status}
+      aria-current=${current ? 'true' : undefined}
+      title=${run.task}
+      onClick=${open}
+      onKeyDown=${onEnterOrSpace(open)}
+    >
+      <div class="run-line">
+        <span class="run-id">${run.id}</span>
+        <span class="pill" data-state=${run.status}>${run.status}</span>
+      </div>
+      <div class="run-meta">
+        <span class="run-agent">${run.agent}</span>
+        <span class="run-created">${formatTime(run.createdAt)}</span>
+      </div>
+      <div class="run-task">${run.task}</div>
+    </li>
+  `
+}

@@ -1,0 +1,52 @@
+import { CohortError } from '@cohort/core'
+import type { Context, ErrorHandler } from 'hono'
+import { HTTPException } from 'hono/http-exception'
+import type { ContentfulStatusCode } from 'hono/utils/http-status'
+import type { z } from 'zod'
+
+/** A refusal with the status and the message the client gets as `{ error }`. */
+export class HttpError extends Error {
+  constructor(
+    readonly status: ContentfulStatusCode,
+    message: string,
+    readonly headers: Record<string, string> = {},
+  ) {
+    super(message)
+  }
+}
+
+/** The one place an error becomes a response: `{ error }` with the status its kind calls for. */
+export const onError: ErrorHandler = (error, c) => {
+  const [status, message, headers] = describeError(error)
+  return c.json({ error: message }, status, { 'cache-control': 'no-store', ...headers })
+}
+
+function describeError(error: unknown): [ContentfulStatusCode, string, Record<string, string>?] {
+  if (error instanceof HttpError) return [error.status, error.message, error.headers]
+  // Hono's own refusals (a body over the limit is the one we let through) keep their status.
+  if (error instanceof HTTPException) return [error.status as ContentfulStatusCode, error.message]
+  if (error instanceof CohortError) {
+    if (error.code === 'RUN_NOT_FOUND') return [404, error.message]
+    if (error.code === 'INVALID_INPUT') return [400, error.message]
+    if (error.code === 'SNAPSHOT_ERROR') return [422, error.message]
+    return [500, error.message]
+  }
+  return [500, `internal error: ${(error as Error)?.message ?? String(error)}`]
+}
+
+type Target = 'json' | 'query' | 'param' | 'header' | 'cookie' | 'form'
+
+/**
+ * Turns a failed zod check of a request into a 400 that names the field: `invalid body: task: …`.
+ * Query and path checks carry their own full messages (`limit must be …`), so they are used as they are.
+ */
+export function validationHook(
+  result: { success: true } | { success: false; error: z.core.$ZodError; target: Target },
+  _c: Context,
+): undefined {
+  if (result.success) return undefined
+  const issue = result.error.issues[0]!
+  const where = issue.path.length > 0 ? `${issue.path.join('.')}: ` : ''
+  if (result.target === 'json') throw new HttpError(400, `invalid body: ${where}${issue.message}`)
+  throw new HttpError(400, issue.message)
+}
