@@ -41,7 +41,7 @@ export type { AgentMetrics, RunMetrics } from './orchestrator/metrics.js'
 export type { SegmentOutcome } from './orchestrator/segment.js'
 export { assertRunId, decodeAgentRecord, decodeRunRecord, encodeRecord } from './persistence/codec.js'
 export { type FileStoreOptions, fileStore } from './persistence/file-store.js'
-export { memoryStore } from './persistence/memory-store.js'
+export { defaultMemoryRetention, type MemoryStoreOptions, memoryStore } from './persistence/memory-store.js'
 export { readAgentRecord, readRunRecord } from './persistence/read.js'
 export type {
   AgentRecord,
@@ -49,12 +49,19 @@ export type {
   RunFilter,
   RunId,
   RunRecord,
+  RunRetention,
   RunStatus,
   RunStore,
   StoredRun,
 } from './persistence/records.js'
 export { isValidRunId } from './persistence/records.js'
-export { filterRuns } from './persistence/run-filter.js'
+export {
+  applyRetention,
+  checkRetention,
+  filterRuns,
+  hasBounds,
+  runsToPrune,
+} from './persistence/run-filter.js'
 export { dependencyLayers, findCycle } from './plan/dependency-graph.js'
 export { type Plan, type PlanStep, parsePlan, planLayers } from './plan/plan.js'
 export type { Action, LaunchSpec, ParseResult } from './protocol/actions.js'

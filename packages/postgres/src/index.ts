@@ -1,10 +1,15 @@
 import {
   type AgentRecord,
+  applyRetention,
   assertRunId,
   CohortError,
+  checkRetention,
+  hasBounds,
   InvalidInputError,
   type RunFilter,
+  type RunId,
   type RunRecord,
+  type RunRetention,
   type RunStore,
   type StoredRun,
   StoreError,
@@ -24,11 +29,13 @@ export interface PostgresStoreOptions {
   max?: number
   /** How long to wait for a connection, in ms, on the pool the store creates. Default 10 000. */
   connectionTimeoutMillis?: number
+  /** Which finished runs to keep (default: every one); applied each time a run finishes. */
+  retention?: RunRetention
 }
 
-/** A `RunStore` whose optional reads and `deleteRun` are always there. */
+/** A `RunStore` whose optional reads, `deleteRun` and `prune` are always there. */
 export type PostgresStore = RunStore &
-  Required<Pick<RunStore, 'loadAgent' | 'loadRunRecord' | 'deleteRun'>> & {
+  Required<Pick<RunStore, 'loadAgent' | 'loadRunRecord' | 'deleteRun' | 'prune'>> & {
     /** Creates or upgrades the schema now; otherwise it happens on first use. */
     migrate(): Promise<void>
     /** Ends the pool the store created; a pool passed in is left open. */
@@ -45,6 +52,7 @@ const schemaPattern = /^[a-z_][a-z0-9_]{0,62}$/
 export function postgresStore(options: PostgresStoreOptions = {}): PostgresStore {
   const schema = options.schema ?? 'cohort'
   assertSchemaName(schema)
+  const retention = checkRetention(options.retention)
   const ownsPool = options.pool === undefined
   const pool = options.pool ?? createPool(options)
   const target = describeTarget(options.connectionString, schema)
@@ -82,6 +90,33 @@ export function postgresStore(options: PostgresStoreOptions = {}): PostgresStore
     }
   }
 
+  /** One statement: the finished runs `kept` does not keep, and their agents (as `runsToPrune` chooses). */
+  const prune = async (kept: RunRetention): Promise<RunId[]> => {
+    const max = kept.maxFinishedRuns
+    const rows = await query<{ id: string }>(
+      'prune runs',
+      `WITH gone AS (
+         SELECT id FROM (
+           SELECT id, updated_at,
+             row_number() OVER (ORDER BY updated_at DESC, id COLLATE "C" DESC) AS newer
+           FROM ${q}.runs WHERE status <> 'running'
+         ) finished
+         WHERE newer > $1::bigint OR updated_at < $2::numeric
+       ), agents_gone AS (
+         DELETE FROM ${q}.agents WHERE run_id IN (SELECT id FROM gone)
+       ), runs_gone AS (
+         DELETE FROM ${q}.runs WHERE id IN (SELECT id FROM gone) RETURNING id, updated_at
+       )
+       SELECT id FROM runs_gone ORDER BY updated_at, id COLLATE "C"`,
+      // A bound that is not there is NULL, which no row passes.
+      [
+        max === undefined || max === Number.POSITIVE_INFINITY ? null : max,
+        kept.maxAgeMs === undefined ? null : Date.now() - kept.maxAgeMs,
+      ],
+    )
+    return rows.map((row) => row.id)
+  }
+
   const runSource = (runId: string) => `postgres:${schema}.runs/${runId}`
   const agentSource = (runId: string, agentId: string) => `postgres:${schema}.agents/${runId}/${agentId}`
 
@@ -108,6 +143,8 @@ export function postgresStore(options: PostgresStoreOptions = {}): PostgresStore
           columns.record_text,
         ],
       )
+      if (record.status !== 'running' && hasBounds(retention))
+        await applyRetention(() => prune(retention), `postgres store (${target})`)
     },
     async saveAgent(runId: string, record: AgentRecord) {
       assertRunId(runId)
@@ -179,6 +216,9 @@ export function postgresStore(options: PostgresStoreOptions = {}): PostgresStore
         `WITH gone AS (DELETE FROM ${q}.agents WHERE run_id = $1) DELETE FROM ${q}.runs WHERE id = $1`,
         [runId],
       )
+    },
+    async prune(kept?: RunRetention) {
+      return prune(kept === undefined ? retention : checkRetention(kept))
     },
     async close() {
       if (closed) return

@@ -40,6 +40,11 @@ const migrations: ((q: string) => MigrationStep[])[] = [
     // "Which agents failed in the last hour": WHERE record->>'status' = 'failed' AND updated_at > …
     `CREATE INDEX agents_status_updated_at ON ${q}.agents ((record->>'status'), updated_at DESC)`,
   ],
+  // Retention walks the finished runs from the newest (`prune`).
+  (q) => [
+    `CREATE INDEX runs_finished_updated_at ON ${q}.runs (updated_at DESC, id COLLATE "C" DESC)
+       WHERE status <> 'running'`,
+  ],
 ]
 
 const batchSize = 500

@@ -27,9 +27,12 @@ suite('postgres reachability', () => {
 })
 
 suite('shared conformance', () => {
-  describeRunStore('postgresStore', async () => {
+  describeRunStore('postgresStore', async (options) => {
     const schema = freshSchema()
-    return { store: postgresStore({ connectionString, schema }), cleanup: () => dropSchema(schema) }
+    return {
+      store: postgresStore({ connectionString, schema, ...options }),
+      cleanup: () => dropSchema(schema),
+    }
   })
 })
 
