@@ -25,7 +25,7 @@ import { approvalModel, executions, operator } from './fixtures/approval-scenari
 import { flatAgents, flatModel, ledgerAgents, ledgerModel, payees } from './fixtures/bullmq-scenario.js'
 import { faultAgents, faultModel } from './fixtures/fault-scenario.js'
 import { collect, type Finished, spawnTs } from './support/processes.js'
-import { describeRunStore } from './support/run-store-conformance.js'
+import { describeRunStore, makeRunRecord } from './support/run-store-conformance.js'
 import { waitUntil } from './support/scripts.js'
 
 const reachable = await redisReachable()
@@ -37,9 +37,28 @@ if (!reachable) {
 const describeRedis = reachable ? describe : describe.skip
 
 describeRedis('redisStore', () => {
-  describeRunStore('redisStore', async () => {
+  describeRunStore('redisStore', async (options) => {
     const prefix = `${uniqueName('cohort-test')}:`
-    return { store: redisStore({ url: redisUrl, prefix }), cleanup: () => deleteKeys(prefix) }
+    return { store: redisStore({ url: redisUrl, prefix, ...options }), cleanup: () => deleteKeys(prefix) }
+  })
+
+  test('prune finds the finished runs of a store written before it kept a set of them', async () => {
+    const prefix = `${uniqueName('cohort-test')}:`
+    const before = redisStore({ url: redisUrl, prefix })
+    const after = redisStore({ url: redisUrl, prefix })
+    try {
+      for (const [i, status] of (['completed', 'failed', 'running'] as const).entries()) {
+        await before.saveRun(makeRunRecord(`old-${i}`, { status, createdAt: i, updatedAt: i }))
+      }
+      // As a version without retention left its keys: no set of finished runs.
+      await deleteKeys(`${prefix}finished`)
+      expect(await after.prune!({ maxFinishedRuns: 1 })).toEqual(['old-0'])
+      expect((await after.listRuns()).map((run) => run.id)).toEqual(['old-2', 'old-1'])
+    } finally {
+      await before.close?.()
+      await after.close?.()
+      await deleteKeys(prefix)
+    }
   })
 })
 

@@ -5,6 +5,7 @@ import {
   type CohortEvent,
   createRuntime,
   defineAgent,
+  InvalidInputError,
   memoryStore,
   planLayers,
   type ScriptedReply,
@@ -84,6 +85,32 @@ describe('depends_on', () => {
         ],
       }),
     ).toEqual([['r1', 'r2'], ['analyst'], ['writer']])
+  })
+
+  test('planLayers of a cyclic plan throws the cycle, named as runPlan names it, instead of returning []', async () => {
+    const cyclic = {
+      agents: [
+        { id: 'a', agent: 'worker', task: '0 s' },
+        { id: 'x', agent: 'worker', task: '0 s', depends_on: ['y'] },
+        { id: 'y', agent: 'worker', task: '0 s', depends_on: ['x'] },
+      ],
+    }
+    const thrown = (() => {
+      try {
+        planLayers(cyclic)
+      } catch (error) {
+        return error
+      }
+    })()
+    expect(thrown).toBeInstanceOf(InvalidInputError)
+    expect((thrown as Error).message).toMatch(/dependency cycle x → y → x/)
+    const model = scriptedModel({ worker: [...sleepingWorker] })
+    const refused = await createRuntime({ agents: [worker], model })
+      .runPlan(cyclic)
+      .result.catch((error: Error) => error)
+    expect((refused as Error).message).toMatch(/dependency cycle x → y → x/)
+    // With onCycle 'sequential' there is no error: one agent a layer, in plan order.
+    expect(planLayers({ ...cyclic, onCycle: 'sequential' })).toEqual([['a'], ['x'], ['y']])
   })
 
   test('a cycle is refused to the model with the cycle named', async () => {

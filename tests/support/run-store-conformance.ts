@@ -1,4 +1,4 @@
-import type { AgentRecord, RunRecord, RunStatus, RunStore } from '@cohort/core'
+import type { AgentRecord, RunRecord, RunRetention, RunStatus, RunStore } from '@cohort/core'
 import { InvalidInputError } from '@cohort/core'
 import { afterEach, beforeEach, describe, expect, test } from 'vitest'
 
@@ -88,18 +88,36 @@ export interface StoreHarness {
   cleanup?(): Promise<void>
 }
 
-/** The behaviour every `RunStore` must have. Call inside a test file with a factory for a fresh store. */
-export function describeRunStore(name: string, create: () => Promise<StoreHarness>): void {
+/** What a factory is given: the options every store takes. */
+export interface StoreOptions {
+  retention?: RunRetention
+}
+
+/**
+ * The behaviour every `RunStore` must have. Call inside a test file with a factory for a fresh
+ * store, which passes `options` on to the store.
+ */
+export function describeRunStore(
+  name: string,
+  create: (options?: StoreOptions) => Promise<StoreHarness>,
+): void {
   describe(`RunStore conformance: ${name}`, () => {
-    let harness: StoreHarness
+    let harnesses: StoreHarness[] = []
     let store: RunStore
+    const open = async (options?: StoreOptions) => {
+      const harness = await create(options)
+      harnesses.push(harness)
+      return harness.store
+    }
     beforeEach(async () => {
-      harness = await create()
-      store = harness.store
+      store = await open()
     })
     afterEach(async () => {
-      await store.close?.()
-      await harness.cleanup?.()
+      for (const harness of harnesses) {
+        await harness.store.close?.()
+        await harness.cleanup?.()
+      }
+      harnesses = []
     })
 
     test('an unknown run loads as undefined', async () => {
@@ -198,6 +216,55 @@ export function describeRunStore(name: string, create: () => Promise<StoreHarnes
       await store.saveAgent('r5', makeAgentRecord('r5', 'lead'))
       await store.deleteRun('r5')
       expect(await store.loadRun('r5')).toBeUndefined()
+    })
+
+    const day = 86_400_000
+    /** A run and its root agent, created and last updated `daysAgo` days ago. */
+    const saveAged = async (target: RunStore, id: string, status: RunStatus, daysAgo: number) => {
+      const at = Date.now() - daysAgo * day
+      await target.saveAgent(id, makeAgentRecord(id, 'lead', { status: 'completed', updatedAt: at }))
+      await target.saveRun(makeRunRecord(id, { status, createdAt: at, updatedAt: at }))
+    }
+
+    test('prune removes the finished runs a retention does not keep, with their agents, oldest first, never a running one', async () => {
+      expect(store.prune).toBeTypeOf('function')
+      await saveAged(store, 'p-run', 'running', 20)
+      await saveAged(store, 'p10', 'completed', 10)
+      await saveAged(store, 'p8', 'failed', 8)
+      await saveAged(store, 'p6', 'cancelled', 6)
+      await saveAged(store, 'p4', 'completed', 4)
+      await saveAged(store, 'p2', 'completed', 2)
+
+      expect(await store.prune!({ maxFinishedRuns: 3 })).toEqual(['p10', 'p8'])
+      expect(await store.loadRun('p10')).toBeUndefined()
+      expect(await store.loadRun('p8')).toBeUndefined()
+      if (store.loadAgent) expect(await store.loadAgent('p10', 'lead')).toBeUndefined()
+      expect(await store.prune!({ maxAgeMs: 5 * day })).toEqual(['p6'])
+      expect(await store.prune!({ maxAgeMs: 5 * day, maxFinishedRuns: 2 })).toEqual([])
+      expect((await store.listRuns()).map((run) => run.id)).toEqual(['p2', 'p4', 'p-run'])
+      expect(await store.prune!({ maxFinishedRuns: 0 })).toEqual(['p4', 'p2'])
+      expect((await store.loadRun('p-run'))?.agents).toHaveLength(1)
+      await expect(store.prune!({ maxFinishedRuns: -1 })).rejects.toBeInstanceOf(InvalidInputError)
+      await expect(store.prune!({ maxAgeMs: Number.NaN })).rejects.toBeInstanceOf(InvalidInputError)
+    })
+
+    test('a store with a retention applies it each time it saves a finished run', async () => {
+      const kept = await open({ retention: { maxFinishedRuns: 2, maxAgeMs: 7 * day } })
+      await saveAged(kept, 'k-run', 'running', 30)
+      await saveAged(kept, 'k10', 'completed', 10)
+      expect(await kept.loadRun('k10')).toBeUndefined()
+      await saveAged(kept, 'k3', 'completed', 3)
+      await saveAged(kept, 'k2', 'failed', 2)
+      await saveAged(kept, 'k1', 'completed', 1)
+      expect((await kept.listRuns()).map((run) => run.id)).toEqual(['k1', 'k2', 'k-run'])
+      expect(await kept.prune!()).toEqual([])
+      expect(await kept.prune!({ maxFinishedRuns: 1 })).toEqual(['k2'])
+      // A run saved again, finished with the same id after it was removed, is stored as new.
+      await saveAged(kept, 'k2', 'completed', 0)
+      expect((await kept.listRuns()).map((run) => run.id)).toEqual(['k2', 'k1', 'k-run'])
+      await expect(create({ retention: { maxFinishedRuns: 1.5 } })).rejects.toThrow(
+        /retention.maxFinishedRuns must be a whole number, 0 or more/,
+      )
     })
 
     test('concurrent writes to different agents of one run all land', async () => {

@@ -56,7 +56,7 @@ export {
 export type { SegmentOutcome } from './orchestrator/segment.js'
 export { assertRunId, decodeAgentRecord, decodeRunRecord, encodeRecord } from './persistence/codec.js'
 export { type FileStoreOptions, fileStore } from './persistence/file-store.js'
-export { memoryStore } from './persistence/memory-store.js'
+export { defaultMemoryRetention, type MemoryStoreOptions, memoryStore } from './persistence/memory-store.js'
 export { readAgentRecord, readRunRecord } from './persistence/read.js'
 export type {
   AgentRecord,
@@ -64,16 +64,23 @@ export type {
   RunFilter,
   RunId,
   RunRecord,
+  RunRetention,
   RunStatus,
   RunStore,
   StoredRun,
 } from './persistence/records.js'
 export { isValidRunId } from './persistence/records.js'
-export { filterRuns } from './persistence/run-filter.js'
+export {
+  applyRetention,
+  checkRetention,
+  filterRuns,
+  hasBounds,
+  runsToPrune,
+} from './persistence/run-filter.js'
 export { dependencyLayers, findCycle } from './plan/dependency-graph.js'
 export { type Plan, type PlanStep, parsePlan, planLayers } from './plan/plan.js'
 export type { Action, LaunchSpec, ParseResult } from './protocol/actions.js'
-export { extractJson } from './protocol/extract-json.js'
+export { extractJson, extractJsonValues } from './protocol/extract-json.js'
 export { type ParseContext, parseActions } from './protocol/parse-actions.js'
 export { protocolToolSpecs, systemPrompt } from './protocol/prompt.js'
 export { Run, type RunSnapshot } from './runtime/run.js'

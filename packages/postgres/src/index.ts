@@ -1,18 +1,22 @@
 import {
   type AgentRecord,
+  applyRetention,
   assertRunId,
   CohortError,
-  decodeAgentRecord,
-  decodeRunRecord,
-  encodeRecord,
+  checkRetention,
+  hasBounds,
   InvalidInputError,
   type RunFilter,
+  type RunId,
   type RunRecord,
+  type RunRetention,
   type RunStore,
   type StoredRun,
   StoreError,
 } from '@cohort/core'
 import pg from 'pg'
+import { migrateSchema } from './migrations.js'
+import { agentFromRow, type RecordRow, recordColumns, recordSelect, runFromRow } from './record-columns.js'
 
 export interface PostgresStoreOptions {
   /** Used when no `pool` is given; without either, pg reads the usual `PG*` environment variables. */
@@ -25,11 +29,13 @@ export interface PostgresStoreOptions {
   max?: number
   /** How long to wait for a connection, in ms, on the pool the store creates. Default 10 000. */
   connectionTimeoutMillis?: number
+  /** Which finished runs to keep (default: every one); applied each time a run finishes. */
+  retention?: RunRetention
 }
 
-/** A `RunStore` whose optional reads and `deleteRun` are always there. */
+/** A `RunStore` whose optional reads, `deleteRun` and `prune` are always there. */
 export type PostgresStore = RunStore &
-  Required<Pick<RunStore, 'loadAgent' | 'loadRunRecord' | 'deleteRun'>> & {
+  Required<Pick<RunStore, 'loadAgent' | 'loadRunRecord' | 'deleteRun' | 'prune'>> & {
     /** Creates or upgrades the schema now; otherwise it happens on first use. */
     migrate(): Promise<void>
     /** Ends the pool the store created; a pool passed in is left open. */
@@ -39,12 +45,14 @@ export type PostgresStore = RunStore &
 const schemaPattern = /^[a-z_][a-z0-9_]{0,62}$/
 
 /**
- * A `RunStore` on PostgreSQL: one row per run and one per agent, each holding the record as
- * encoded by the core codec, beside the columns that listing filters on.
+ * A `RunStore` on PostgreSQL: one row per run and one per agent, each holding its record as
+ * jsonb (`record->>'status'` in psql; see `recordColumns`), beside the columns that listing
+ * filters on.
  */
 export function postgresStore(options: PostgresStoreOptions = {}): PostgresStore {
   const schema = options.schema ?? 'cohort'
   assertSchemaName(schema)
+  const retention = checkRetention(options.retention)
   const ownsPool = options.pool === undefined
   const pool = options.pool ?? createPool(options)
   const target = describeTarget(options.connectionString, schema)
@@ -61,7 +69,7 @@ export function postgresStore(options: PostgresStoreOptions = {}): PostgresStore
 
   const migrate = (): Promise<void> => {
     if (closed) return Promise.reject(new StoreError(`postgres store (${target}) is closed`))
-    ready ??= migrateSchema(pool, schema).catch((error) => {
+    ready ??= migrateSchema(pool, schema, q).catch((error) => {
       // A failed migration (database down, say) is tried again by the next call.
       ready = undefined
       throw fail('migrate the schema', error)
@@ -82,6 +90,33 @@ export function postgresStore(options: PostgresStoreOptions = {}): PostgresStore
     }
   }
 
+  /** One statement: the finished runs `kept` does not keep, and their agents (as `runsToPrune` chooses). */
+  const prune = async (kept: RunRetention): Promise<RunId[]> => {
+    const max = kept.maxFinishedRuns
+    const rows = await query<{ id: string }>(
+      'prune runs',
+      `WITH gone AS (
+         SELECT id FROM (
+           SELECT id, updated_at,
+             row_number() OVER (ORDER BY updated_at DESC, id COLLATE "C" DESC) AS newer
+           FROM ${q}.runs WHERE status <> 'running'
+         ) finished
+         WHERE newer > $1::bigint OR updated_at < $2::numeric
+       ), agents_gone AS (
+         DELETE FROM ${q}.agents WHERE run_id IN (SELECT id FROM gone)
+       ), runs_gone AS (
+         DELETE FROM ${q}.runs WHERE id IN (SELECT id FROM gone) RETURNING id, updated_at
+       )
+       SELECT id FROM runs_gone ORDER BY updated_at, id COLLATE "C"`,
+      // A bound that is not there is NULL, which no row passes.
+      [
+        max === undefined || max === Number.POSITIVE_INFINITY ? null : max,
+        kept.maxAgeMs === undefined ? null : Date.now() - kept.maxAgeMs,
+      ],
+    )
+    return rows.map((row) => row.id)
+  }
+
   const runSource = (runId: string) => `postgres:${schema}.runs/${runId}`
   const agentSource = (runId: string, agentId: string) => `postgres:${schema}.agents/${runId}/${agentId}`
 
@@ -89,40 +124,48 @@ export function postgresStore(options: PostgresStoreOptions = {}): PostgresStore
     migrate,
     async saveRun(record: RunRecord) {
       assertRunId(record.id)
+      const columns = recordColumns(record)
       await query(
         `save run ${record.id}`,
-        `INSERT INTO ${q}.runs (id, status, agent, created_at, updated_at, record)
-         VALUES ($1, $2, $3, $4, $5, $6)
+        `INSERT INTO ${q}.runs (id, status, agent, created_at, updated_at, record, meta, record_text)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
          ON CONFLICT (id) DO UPDATE SET status = excluded.status, agent = excluded.agent,
-           created_at = excluded.created_at, updated_at = excluded.updated_at, record = excluded.record`,
+           created_at = excluded.created_at, updated_at = excluded.updated_at, record = excluded.record,
+           meta = excluded.meta, record_text = excluded.record_text`,
         [
           record.id,
           record.status,
           record.agent,
           Math.floor(record.createdAt),
           Math.floor(record.updatedAt),
-          encodeRecord(record),
+          columns.record,
+          columns.meta,
+          columns.record_text,
         ],
       )
+      if (record.status !== 'running' && hasBounds(retention))
+        await applyRetention(() => prune(retention), `postgres store (${target})`)
     },
     async saveAgent(runId: string, record: AgentRecord) {
       assertRunId(runId)
+      const columns = recordColumns(record)
       // One statement, so one implicit transaction that writes this agent's row and nothing else.
       await query(
         `save agent ${runId}/${record.id}`,
-        `INSERT INTO ${q}.agents (run_id, id, updated_at, record) VALUES ($1, $2, $3, $4)
-         ON CONFLICT (run_id, id) DO UPDATE SET updated_at = excluded.updated_at, record = excluded.record`,
-        [runId, record.id, Math.floor(record.updatedAt), encodeRecord(record)],
+        `INSERT INTO ${q}.agents (run_id, id, updated_at, record, meta, record_text) VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (run_id, id) DO UPDATE SET updated_at = excluded.updated_at, record = excluded.record,
+           meta = excluded.meta, record_text = excluded.record_text`,
+        [runId, record.id, Math.floor(record.updatedAt), columns.record, columns.meta, columns.record_text],
       )
     },
     async loadRun(runId: string) {
       assertRunId(runId)
       // One statement sees one snapshot: the run and its agents are read consistently.
-      const rows = await query<{ kind: 'run' | 'agent'; id: string; record: string }>(
+      const rows = await query<RecordRow & { kind: 'run' | 'agent'; id: string }>(
         `load run ${runId}`,
-        `SELECT 'run' AS kind, id, record FROM ${q}.runs WHERE id = $1
+        `SELECT 'run' AS kind, id, ${recordSelect} FROM ${q}.runs WHERE id = $1
          UNION ALL
-         SELECT 'agent' AS kind, id, record FROM ${q}.agents WHERE run_id = $1
+         SELECT 'agent' AS kind, id, ${recordSelect} FROM ${q}.agents WHERE run_id = $1
          ORDER BY kind DESC, id`,
         [runId],
       )
@@ -130,36 +173,36 @@ export function postgresStore(options: PostgresStoreOptions = {}): PostgresStore
       if (!runRow) return undefined
       const agents = rows
         .filter((row) => row.kind === 'agent')
-        .map((row) => decodeAgentRecord(row.record, agentSource(runId, row.id)))
-      return { run: decodeRunRecord(runRow.record, runSource(runId)), agents } satisfies StoredRun
+        .map((row) => agentFromRow(row, agentSource(runId, row.id)))
+      return { run: runFromRow(runRow, runSource(runId)), agents } satisfies StoredRun
     },
     async loadAgent(runId: string, agentId: string) {
       assertRunId(runId)
-      const rows = await query<{ record: string }>(
+      const rows = await query<RecordRow>(
         `load agent ${runId}/${agentId}`,
-        `SELECT record FROM ${q}.agents WHERE run_id = $1 AND id = $2`,
+        `SELECT ${recordSelect} FROM ${q}.agents WHERE run_id = $1 AND id = $2`,
         [runId, agentId],
       )
       const row = rows[0]
-      return row === undefined ? undefined : decodeAgentRecord(row.record, agentSource(runId, agentId))
+      return row === undefined ? undefined : agentFromRow(row, agentSource(runId, agentId))
     },
     async loadRunRecord(runId: string) {
       assertRunId(runId)
-      const rows = await query<{ record: string }>(
+      const rows = await query<RecordRow>(
         `load run record ${runId}`,
-        `SELECT record FROM ${q}.runs WHERE id = $1`,
+        `SELECT ${recordSelect} FROM ${q}.runs WHERE id = $1`,
         [runId],
       )
       const row = rows[0]
-      return row === undefined ? undefined : decodeRunRecord(row.record, runSource(runId))
+      return row === undefined ? undefined : runFromRow(row, runSource(runId))
     },
     async listRuns(filter: RunFilter = {}) {
       const { sql, params } = listQuery(q, filter)
-      const rows = await query<{ id: string; record: string }>('list runs', sql, params)
+      const rows = await query<RecordRow & { id: string }>('list runs', sql, params)
       const records: RunRecord[] = []
       for (const row of rows) {
         try {
-          records.push(decodeRunRecord(row.record, runSource(row.id)))
+          records.push(runFromRow(row, runSource(row.id)))
         } catch {
           // As in the file store: an unreadable run is left for `loadRun` to report; a listing skips it.
         }
@@ -173,6 +216,9 @@ export function postgresStore(options: PostgresStoreOptions = {}): PostgresStore
         `WITH gone AS (DELETE FROM ${q}.agents WHERE run_id = $1) DELETE FROM ${q}.runs WHERE id = $1`,
         [runId],
       )
+    },
+    async prune(kept?: RunRetention) {
+      return prune(kept === undefined ? retention : checkRetention(kept))
     },
     async close() {
       if (closed) return
@@ -206,85 +252,6 @@ function quoteIdent(name: string): string {
   return `"${name.replaceAll('"', '""')}"`
 }
 
-/** Each entry moves the schema up one version; never edit one that has shipped, add another. */
-const migrations: ((q: string) => string[])[] = [
-  (q) => [
-    `CREATE TABLE ${q}.runs (
-       id text PRIMARY KEY,
-       status text NOT NULL,
-       agent text NOT NULL,
-       created_at bigint NOT NULL,
-       updated_at bigint NOT NULL,
-       record text NOT NULL
-     )`,
-    `CREATE INDEX runs_status_created_at ON ${q}.runs (status, created_at DESC)`,
-    `CREATE INDEX runs_created_at ON ${q}.runs (created_at DESC)`,
-    `CREATE TABLE ${q}.agents (
-       run_id text NOT NULL,
-       id text NOT NULL,
-       updated_at bigint NOT NULL,
-       record text NOT NULL,
-       PRIMARY KEY (run_id, id)
-     )`,
-    `CREATE INDEX agents_run_id ON ${q}.agents (run_id)`,
-  ],
-]
-
-/** Arbitrary first key of the advisory lock, so the store's locks do not meet an application's. */
-const lockNamespace = 0x636f68 // 'coh'
-
-async function migrateSchema(pool: pg.Pool, schema: string): Promise<void> {
-  const q = quoteIdent(schema)
-  const client = await pool.connect()
-  let broken: Error | undefined
-  try {
-    await client.query('BEGIN')
-    // Stores starting together on a new schema take turns; the second finds it up to date.
-    await client.query('SELECT pg_advisory_xact_lock($1::int, $2::int)', [lockNamespace, hash32(schema)])
-    await client.query(`CREATE SCHEMA IF NOT EXISTS ${q}`)
-    await client.query(
-      `CREATE TABLE IF NOT EXISTS ${q}.schema_migrations (
-         version integer PRIMARY KEY,
-         applied_at timestamptz NOT NULL DEFAULT now()
-       )`,
-    )
-    const { rows } = await client.query<{ version: number | null }>(
-      `SELECT max(version) AS version FROM ${q}.schema_migrations`,
-    )
-    const current = rows[0]?.version ?? 0
-    if (current > migrations.length) {
-      throw new StoreError(
-        `schema "${schema}" is at version ${current}; this version of @cohort/postgres knows up to ${migrations.length}`,
-      )
-    }
-    for (const [index, steps] of migrations.entries()) {
-      const version = index + 1
-      if (version <= current) continue
-      for (const sql of steps(q)) await client.query(sql)
-      await client.query(`INSERT INTO ${q}.schema_migrations (version) VALUES ($1)`, [version])
-    }
-    await client.query('COMMIT')
-  } catch (error) {
-    await client.query('ROLLBACK').catch((rollbackError: Error) => {
-      broken = rollbackError
-    })
-    throw error
-  } finally {
-    // A client whose rollback failed is in an unknown state: the pool discards it.
-    client.release(broken)
-  }
-}
-
-/** FNV-1a, as a signed 32-bit integer for `pg_advisory_xact_lock(int, int)`. */
-function hash32(text: string): number {
-  let hash = 0x811c9dc5
-  for (let i = 0; i < text.length; i++) {
-    hash ^= text.charCodeAt(i)
-    hash = Math.imul(hash, 0x01000193)
-  }
-  return hash | 0
-}
-
 function listQuery(q: string, filter: RunFilter): { sql: string; params: unknown[] } {
   const where: string[] = []
   const params: unknown[] = []
@@ -297,7 +264,7 @@ function listQuery(q: string, filter: RunFilter): { sql: string; params: unknown
   if (filter.since !== undefined) where.push(`created_at >= ${param(filter.since)}::numeric`)
   if (filter.until !== undefined) where.push(`created_at < ${param(filter.until)}::numeric`)
   // Ties are broken by id in code-unit order, as `filterRuns` does, whatever the database's collation.
-  let sql = `SELECT id, record FROM ${q}.runs${where.length > 0 ? ` WHERE ${where.join(' AND ')}` : ''}
+  let sql = `SELECT id, ${recordSelect} FROM ${q}.runs${where.length > 0 ? ` WHERE ${where.join(' AND ')}` : ''}
     ORDER BY created_at DESC, id COLLATE "C"`
   if (filter.limit !== undefined) sql += ` LIMIT ${param(count('limit', filter.limit))}`
   if (filter.offset !== undefined) sql += ` OFFSET ${param(count('offset', filter.offset))}`

@@ -3,12 +3,17 @@ import { mkdir, open, readdir, readFile, rename, rm } from 'node:fs/promises'
 import path from 'node:path'
 import { StoreError } from '../errors.js'
 import { assertRunId, decodeAgentRecord, decodeRunRecord, encodeRecord } from './codec.js'
-import type { AgentRecord, RunRecord, RunStore } from './records.js'
-import { filterRuns } from './run-filter.js'
+import type { AgentRecord, RunFilter, RunId, RunRecord, RunRetention, RunStore } from './records.js'
+import { applyRetention, checkRetention, filterRuns, hasBounds, runsToPrune } from './run-filter.js'
 
 export interface FileStoreOptions {
   /** fsync each file and its folder: survives power loss, not only a process crash. Slower. */
   fsync?: boolean
+  /**
+   * Which finished runs to keep (default: every one). Applied each time a run finishes, by
+   * reading every run's record: for a folder of a few thousand runs, not thousands a second.
+   */
+  retention?: RunRetention
 }
 
 let tempCounter = 0
@@ -19,6 +24,7 @@ let tempCounter = 0
  * record of every agent.
  */
 export function fileStore(dir: string, options: FileStoreOptions = {}): RunStore {
+  const retention = checkRetention(options.retention)
   const root = path.resolve(dir)
   const createdDirs = new Set<string>()
 
@@ -51,11 +57,41 @@ export function fileStore(dir: string, options: FileStoreOptions = {}): RunStore
 
   const runDir = (runId: string) => path.join(root, runId)
 
+  const removeRun = async (runId: RunId) => {
+    createdDirs.delete(path.join(runDir(runId), 'agents'))
+    await rm(runDir(runId), { recursive: true, force: true })
+  }
+
+  const listRuns = async (filter?: RunFilter) => {
+    const entries = await readdir(root, { withFileTypes: true }).catch(() => [])
+    const records: RunRecord[] = []
+    for (const entry of entries) {
+      if (!entry.isDirectory()) continue
+      const file = path.join(root, entry.name, 'run.json')
+      const text = await readIfExists(file)
+      if (text === undefined) continue
+      try {
+        records.push(decodeRunRecord(text, file))
+      } catch {
+        // A run whose record cannot be read is still on disk for `loadRun` to report; a listing skips it.
+      }
+    }
+    return filterRuns(records, filter)
+  }
+
+  const prune = async (kept: RunRetention) => {
+    const removed = runsToPrune(await listRuns(), kept)
+    for (const runId of removed) await removeRun(runId)
+    return removed
+  }
+
   return {
     async saveRun(record: RunRecord) {
       assertRunId(record.id)
       await ensureDir(path.join(runDir(record.id), 'agents'))
       await writeAtomic(path.join(runDir(record.id), 'run.json'), encodeRecord(record))
+      if (record.status !== 'running' && hasBounds(retention))
+        await applyRetention(() => prune(retention), `fileStore(${root})`)
     },
     async saveAgent(runId: string, record: AgentRecord) {
       assertRunId(runId)
@@ -93,25 +129,13 @@ export function fileStore(dir: string, options: FileStoreOptions = {}): RunStore
       const text = await readIfExists(file)
       return text === undefined ? undefined : decodeRunRecord(text, file)
     },
-    async listRuns(filter) {
-      const entries = await readdir(root, { withFileTypes: true }).catch(() => [])
-      const records: RunRecord[] = []
-      for (const entry of entries) {
-        if (!entry.isDirectory()) continue
-        const file = path.join(root, entry.name, 'run.json')
-        const text = await readIfExists(file)
-        if (text === undefined) continue
-        try {
-          records.push(decodeRunRecord(text, file))
-        } catch {
-          // A run whose record cannot be read is still on disk for `loadRun` to report; a listing skips it.
-        }
-      }
-      return filterRuns(records, filter)
-    },
+    listRuns,
     async deleteRun(runId: string) {
       assertRunId(runId)
-      await rm(runDir(runId), { recursive: true, force: true })
+      await removeRun(runId)
+    },
+    async prune(kept) {
+      return prune(kept === undefined ? retention : checkRetention(kept))
     },
   }
 }

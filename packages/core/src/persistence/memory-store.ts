@@ -1,14 +1,42 @@
 import { assertRunId, decodeAgentRecord, decodeRunRecord, encodeRecord } from './codec.js'
-import type { AgentRecord, RunFilter, RunId, RunRecord, RunStore, StoredRun } from './records.js'
-import { filterRuns } from './run-filter.js'
+import type {
+  AgentRecord,
+  RunFilter,
+  RunId,
+  RunRecord,
+  RunRetention,
+  RunStore,
+  StoredRun,
+} from './records.js'
+import { byAge, checkRetention, filterRuns } from './run-filter.js'
+
+export interface MemoryStoreOptions {
+  /**
+   * Which finished runs to keep, over the default `{ maxFinishedRuns: 1000 }`, so a process that
+   * runs for long holds a bounded number of runs (`maxFinishedRuns: Infinity` keeps every one).
+   */
+  retention?: RunRetention
+}
+
+/** What `memoryStore()` keeps unless told otherwise: about 11 KB a finished run of three agents. */
+export const defaultMemoryRetention = { maxFinishedRuns: 1000 } as const satisfies RunRetention
 
 /**
  * Keeps encoded records in memory, so a loaded run is a copy (never shared with the live
  * run) and goes through the same validation as a run read from disk.
  */
-export function memoryStore(): RunStore {
+export function memoryStore(options: MemoryStoreOptions = {}): RunStore {
+  const retention = { ...defaultMemoryRetention, ...checkRetention(options.retention) }
   // Each record's text, as a file or a database would hold it.
   const runs = new Map<RunId, { run: string; agents: Map<string, string> }>()
+  const finished = finishedRuns()
+
+  /** Removes, oldest first, the finished runs `kept` does not keep. */
+  const prune = (kept: RunRetention): RunId[] => {
+    const removed = finished.removeBeyond(kept, Date.now())
+    for (const runId of removed) runs.delete(runId)
+    return removed
+  }
 
   return {
     async saveRun(record) {
@@ -16,6 +44,11 @@ export function memoryStore(): RunStore {
       const entry = runs.get(record.id)
       if (entry) entry.run = encodeRecord(record)
       else runs.set(record.id, { run: encodeRecord(record), agents: new Map() })
+      if (record.status === 'running') finished.remove(record.id)
+      else {
+        finished.add(record.id, record.updatedAt)
+        prune(retention)
+      }
     },
     async saveAgent(runId, record) {
       assertRunId(runId)
@@ -54,6 +87,46 @@ export function memoryStore(): RunStore {
     async deleteRun(runId) {
       assertRunId(runId)
       runs.delete(runId)
+      finished.remove(runId)
+    },
+    async prune(kept) {
+      return prune(kept === undefined ? retention : checkRetention(kept))
+    },
+  }
+}
+
+/**
+ * The finished runs' ids and times, oldest first (`byAge`): retention removes from the front, and
+ * stops at the first run it keeps. Runs finish in time order, so a finished run is appended; one
+ * that is not (a record saved with an earlier time) has the order made again.
+ */
+function finishedRuns() {
+  let byTime = new Map<RunId, number>()
+  let newest: { id: RunId; updatedAt: number } | undefined
+  return {
+    add(id: RunId, updatedAt: number) {
+      byTime.delete(id)
+      byTime.set(id, updatedAt)
+      const run = { id, updatedAt }
+      if (newest === undefined || byAge(newest, run) <= 0) newest = run
+      else
+        byTime = new Map(
+          [...byTime].sort(([a, at], [b, bt]) => byAge({ id: a, updatedAt: at }, { id: b, updatedAt: bt })),
+        )
+    },
+    remove(id: RunId) {
+      byTime.delete(id)
+    },
+    removeBeyond(retention: RunRetention, now: number): RunId[] {
+      const max = retention.maxFinishedRuns ?? Number.POSITIVE_INFINITY
+      const cutoff = retention.maxAgeMs === undefined ? Number.NEGATIVE_INFINITY : now - retention.maxAgeMs
+      const removed: RunId[] = []
+      for (const [id, updatedAt] of byTime) {
+        if (byTime.size <= max && updatedAt >= cutoff) break
+        byTime.delete(id)
+        removed.push(id)
+      }
+      return removed
     },
   }
 }

@@ -55,6 +55,18 @@ export interface RunFilter {
   offset?: number
 }
 
+/**
+ * Which finished runs (completed, failed or cancelled) a store keeps; a running run is never
+ * removed. A store applies its own retention each time it saves a finished run, and
+ * `prune` applies one on demand.
+ */
+export interface RunRetention {
+  /** Keep at most this many finished runs: those that finished first (`updatedAt`) go first. */
+  maxFinishedRuns?: number
+  /** Remove finished runs whose last update (when they finished) is older than this many ms. */
+  maxAgeMs?: number
+}
+
 /** A store is a small interface; every implementation passes the same conformance suite. */
 export interface RunStore {
   saveRun(record: RunRecord): Promise<void>
@@ -73,6 +85,11 @@ export interface RunStore {
   /** Newest first. */
   listRuns(filter?: RunFilter): Promise<RunRecord[]>
   deleteRun?(runId: RunId): Promise<void>
+  /**
+   * Removes the finished runs, with their agents, that `retention` (default: the store's own)
+   * does not keep; returns their ids, oldest first.
+   */
+  prune?(retention?: RunRetention): Promise<RunId[]>
   close?(): Promise<void>
 }
 

@@ -1,4 +1,5 @@
-import type { RunFilter, RunRecord } from './records.js'
+import { InvalidInputError } from '../errors.js'
+import type { RunFilter, RunId, RunRecord, RunRetention } from './records.js'
 
 /** Applies a `RunFilter` in memory: newest first, then offset and limit. */
 export function filterRuns(records: RunRecord[], filter: RunFilter = {}): RunRecord[] {
@@ -12,4 +13,81 @@ export function filterRuns(records: RunRecord[], filter: RunFilter = {}): RunRec
   matching.sort((a, b) => b.createdAt - a.createdAt || (a.id < b.id ? -1 : 1))
   const offset = filter.offset ?? 0
   return matching.slice(offset, filter.limit === undefined ? undefined : offset + filter.limit)
+}
+
+/**
+ * The finished runs `retention` removes, oldest first: those older than `maxAgeMs`, and those
+ * past the newest `maxFinishedRuns`. Oldest is the smallest `updatedAt` (when a run finished),
+ * ties broken by id in code-unit order; running runs are never chosen.
+ */
+export function runsToPrune(
+  runs: readonly Pick<RunRecord, 'id' | 'status' | 'updatedAt'>[],
+  retention: RunRetention,
+  now = Date.now(),
+): RunId[] {
+  const finished = runs.filter((run) => run.status !== 'running').sort(byAge)
+  const excess = Math.max(0, finished.length - (retention.maxFinishedRuns ?? Number.POSITIVE_INFINITY))
+  const cutoff = retention.maxAgeMs === undefined ? undefined : now - retention.maxAgeMs
+  return finished
+    .filter((run, index) => index < excess || (cutoff !== undefined && run.updatedAt < cutoff))
+    .map((run) => run.id)
+}
+
+/** Oldest first: by `updatedAt`, then by id in code-unit order (as a sorted set or `COLLATE "C"` orders). */
+export function byAge(
+  a: Pick<RunRecord, 'id' | 'updatedAt'>,
+  b: Pick<RunRecord, 'id' | 'updatedAt'>,
+): number {
+  return a.updatedAt - b.updatedAt || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)
+}
+
+/** Validates a retention given from outside; returns it. */
+export function checkRetention(retention: RunRetention | undefined, where = 'retention'): RunRetention {
+  if (retention === undefined) return {}
+  if (retention === null || typeof retention !== 'object') {
+    throw new InvalidInputError(
+      `${where} must be an object { maxFinishedRuns?, maxAgeMs? }, got ${retention}`,
+    )
+  }
+  const { maxFinishedRuns, maxAgeMs } = retention
+  if (
+    maxFinishedRuns !== undefined &&
+    !(Number.isSafeInteger(maxFinishedRuns) && maxFinishedRuns >= 0) &&
+    maxFinishedRuns !== Number.POSITIVE_INFINITY
+  ) {
+    throw new InvalidInputError(
+      `${where}.maxFinishedRuns must be a whole number, 0 or more (Infinity keeps every run), got ${maxFinishedRuns}`,
+    )
+  }
+  if (
+    maxAgeMs !== undefined &&
+    !(typeof maxAgeMs === 'number' && maxAgeMs >= 0 && maxAgeMs <= Number.MAX_SAFE_INTEGER)
+  ) {
+    throw new InvalidInputError(
+      `${where}.maxAgeMs must be a number of milliseconds, 0 or more, got ${maxAgeMs}`,
+    )
+  }
+  return retention
+}
+
+/** True when `retention` bounds anything: a store without bounds skips the work of applying it. */
+export function hasBounds(retention: RunRetention): boolean {
+  return (
+    (retention.maxFinishedRuns !== undefined && retention.maxFinishedRuns !== Number.POSITIVE_INFINITY) ||
+    retention.maxAgeMs !== undefined
+  )
+}
+
+/**
+ * Applies a store's own retention after it saved a finished run. The record is written: a
+ * failure to remove old runs is a process warning, not a failed save (nor a failed run).
+ */
+export async function applyRetention(prune: () => Promise<unknown>, store: string): Promise<void> {
+  try {
+    await prune()
+  } catch (error) {
+    process.emitWarning(
+      `cohort: ${store} could not remove finished runs past its retention: ${(error as Error)?.message ?? String(error)}`,
+    )
+  }
 }

@@ -5,9 +5,15 @@ import { describeRunStore } from '../../../../tests/support/run-store-conformanc
 import { fileStore } from './file-store.js'
 import { memoryStore } from './memory-store.js'
 
-describeRunStore('memoryStore', async () => ({ store: memoryStore() }))
+describeRunStore('memoryStore', async (options) => ({ store: memoryStore(options) }))
 
-describeRunStore('fileStore', async () => {
+describeRunStore('fileStore', async (options) => {
   const dir = await mkdtemp(path.join(tmpdir(), 'cohort-store-'))
-  return { store: fileStore(dir), cleanup: () => rm(dir, { recursive: true, force: true }) }
+  const cleanup = () => rm(dir, { recursive: true, force: true })
+  try {
+    return { store: fileStore(dir, options), cleanup }
+  } catch (error) {
+    await cleanup()
+    throw error
+  }
 })

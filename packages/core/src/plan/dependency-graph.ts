@@ -70,6 +70,11 @@ export function findCycle(edges: ReadonlyMap<string, readonly string[]>): string
   return undefined
 }
 
+/** A cycle as messages name it: `dependency cycle x → y → x`. */
+export function describeCycle(cycle: readonly string[]): string {
+  return `dependency cycle ${cycle.join(' → ')}`
+}
+
 /**
  * Groups agents into layers for display: layer 0 has no dependencies, layer n depends only on
  * earlier layers. Scheduling does not wait for layers: each agent starts when its own

@@ -1,7 +1,7 @@
 import { z } from 'zod'
 import { InvalidInputError } from '../errors.js'
 import { childIdPattern, type LaunchSpec } from '../protocol/actions.js'
-import { checkDependencies, dependencyLayers } from './dependency-graph.js'
+import { checkDependencies, dependencyLayers, describeCycle } from './dependency-graph.js'
 
 /** One agent of a plan: a launch spec with an id. */
 export type PlanStep = LaunchSpec & { id: string }
@@ -44,12 +44,20 @@ export function parsePlan(input: unknown): Plan {
   return plan
 }
 
-/** The plan's layers, for display: which agents can run side by side. */
+/**
+ * The plan's layers, for display: which agents can run side by side. A cycle is an error, as
+ * `runPlan` refuses it, unless `onCycle` is 'sequential' (one agent a layer, in plan order).
+ */
 export function planLayers(plan: Plan): string[][] {
   const check = checkDependencies(
     plan.agents.map((step) => ({ id: step.id, dependsOn: step.depends_on ?? [] })),
     new Set(),
   )
-  if (check.cycle && plan.onCycle === 'sequential') return plan.agents.map((step) => [step.id])
+  if (check.cycle) {
+    if (plan.onCycle === 'sequential') return plan.agents.map((step) => [step.id])
+    throw new InvalidInputError(
+      `invalid plan: ${describeCycle(check.cycle)}; remove one of these depends_on, or set onCycle: 'sequential'`,
+    )
+  }
   return dependencyLayers(check.edges)
 }

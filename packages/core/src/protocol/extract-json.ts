@@ -3,23 +3,54 @@
  * balanced object or array in prose. Trailing commas are forgiven. Never throws.
  */
 export function extractJson(text: string): { found: true; value: unknown } | { found: false } {
+  for (const value of jsonValues(text)) return { found: true, value }
+  return { found: false }
+}
+
+/**
+ * Every top-level JSON value a model wrote, in order, found as `extractJson` finds one:
+ * the whole reply; else the values in its fenced blocks (several in one fence, or one per
+ * fence); else those in its prose. Models write several objects one after another as often
+ * as an array. Never throws; `[]` when there is none.
+ */
+export function extractJsonValues(text: string): unknown[] {
+  return [...jsonValues(text)]
+}
+
+/** Lazily, so `extractJson` stops at the first value. */
+function* jsonValues(text: string): Generator<unknown> {
   const whole = tryParse(text.trim())
-  if (whole.found) return whole
-  for (const match of text.matchAll(/```[a-zA-Z]*[ \t]*\r?\n?([\s\S]*?)```/g)) {
-    const fenced = tryParse((match[1] ?? '').trim())
-    if (fenced.found) return fenced
+  if (whole.found) {
+    yield whole.value
+    return
   }
+  let fenced = false
+  for (const match of text.matchAll(/```[a-zA-Z]*[ \t]*\r?\n?([\s\S]*?)```/g)) {
+    for (const value of valuesIn(match[1] ?? '')) {
+      fenced = true
+      yield value
+    }
+  }
+  // Prose around fences may hold braces of its own: the fences, when they hold JSON, are what was meant.
+  if (!fenced) yield* valuesIn(text)
+}
+
+/** The balanced objects and arrays of `text` that parse, in order; one that does not is looked into. */
+function* valuesIn(text: string): Generator<unknown> {
   let from = 0
   while (from < text.length) {
     const start = nextOpening(text, from)
-    if (start < 0) break
+    if (start < 0) return
     const end = matchingClose(text, start)
-    if (end < 0) break
+    if (end < 0) return
     const candidate = tryParse(text.slice(start, end + 1))
-    if (candidate.found) return candidate
-    from = start + 1
+    if (candidate.found) {
+      yield candidate.value
+      from = end + 1
+    } else {
+      from = start + 1
+    }
   }
-  return { found: false }
 }
 
 function tryParse(candidate: string): { found: true; value: unknown } | { found: false } {

@@ -35,6 +35,40 @@ describe('parseActions: forgiving of form', () => {
     expect(parse(text)).toEqual({ ok: true, actions: [{ action: 'finish', result: 1 }] })
   })
 
+  test('a second JSON object in a reply is not dropped: every action object is taken, in order', () => {
+    const add = defineTool({
+      name: 'add',
+      description: 'a + b',
+      parameters: z.object({ a: z.number(), b: z.number() }),
+      execute: ({ a, b }) => a + b,
+    })
+    const withAdd: ParseContext = { ...context, tools: new Map([...context.tools, ['add', add as AnyTool]]) }
+    const both = {
+      ok: true,
+      actions: [
+        { action: 'call_tool', tool: 'add', args: { a: 1, b: 2 } },
+        { action: 'finish', result: 3 },
+      ],
+    }
+    const call = '{"action":"call_tool","tool":"add","args":{"a":1,"b":2}}'
+    const finish = '{"action":"finish","result":3}'
+    for (const text of [
+      `${call}\n${finish}`,
+      `${call}${finish}`,
+      `Sure:\n\`\`\`json\n${call}\n${finish}\n\`\`\``,
+      `First:\n\`\`\`json\n${call}\n\`\`\`\nThen:\n\`\`\`json\n${finish}\n\`\`\``,
+      `I add first, ${call}, and then I finish: ${finish}.`,
+      `[${call}]\n${finish}`,
+    ]) {
+      expect(parseActions({ text }, withAdd), text).toEqual(both)
+    }
+    // A second object that is not an action is reported, never skipped.
+    expect(parseActions({ text: `${call}\n{"result":3}` }, withAdd)).toEqual({
+      ok: false,
+      error: expect.stringMatching(/^action 2: missing "action" field/),
+    })
+  })
+
   test('an array runs in order, and a wait may name ids launched earlier in the same reply', () => {
     const result = parse(
       JSON.stringify([

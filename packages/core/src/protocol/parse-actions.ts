@@ -2,7 +2,7 @@ import type { z } from 'zod'
 import type { ModelReply, ToolCall } from '../models/types.js'
 import type { AnyTool } from '../tools/define-tool.js'
 import { type Action, childIdPattern, type LaunchSpec, type ParseResult } from './actions.js'
-import { extractJson, jsonDepth } from './extract-json.js'
+import { extractJsonValues, jsonDepth } from './extract-json.js'
 
 export interface ParseContext {
   tools: ReadonlyMap<string, AnyTool>
@@ -53,13 +53,18 @@ function fromText(text: string): RawResult {
   if (text.length > maxReplyChars) {
     return fail(`the reply is ${text.length} characters long; at most ${maxReplyChars} are accepted`)
   }
-  const json = extractJson(text)
-  if (!json.found) return fail(`the reply holds no JSON action; expected JSON such as ${example}`)
-  if (jsonDepth(json.value, maxJsonDepth) > maxJsonDepth) {
-    return fail(`the JSON is nested deeper than ${maxJsonDepth} levels`)
+  const found = extractJsonValues(text)
+  if (found.length === 0) return fail(`the reply holds no JSON action; expected JSON such as ${example}`)
+  const items: RawItem[] = []
+  for (const value of found) {
+    if (jsonDepth(value, maxJsonDepth) > maxJsonDepth) {
+      return fail(`the JSON is nested deeper than ${maxJsonDepth} levels`)
+    }
+    // Objects one after another run in order, as the items of an array do.
+    if (Array.isArray(value)) for (const item of value) items.push({ value: item })
+    else items.push({ value })
   }
-  const values = Array.isArray(json.value) ? json.value : [json.value]
-  return { ok: true, items: values.map((value) => ({ value })) }
+  return { ok: true, items }
 }
 
 function fromToolCalls(calls: readonly ToolCall[]): RawResult {

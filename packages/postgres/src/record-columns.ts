@@ -1,0 +1,86 @@
+import {
+  type AgentRecord,
+  decodeAgentRecord,
+  decodeRunRecord,
+  encodeRecord,
+  type RunRecord,
+} from '@cohort/core'
+import superjson from 'superjson'
+
+/**
+ * How a record is kept in a row: `record` (jsonb) is the record as plain JSON, its fields at the
+ * top (`record->>'status'`), as superjson writes the JSON part of a value; `meta` (jsonb) is
+ * superjson's note of the values JSON cannot hold (a Date, a BigInt, a Map…), null when there is
+ * none. jsonb cannot hold a NUL character or a lone surrogate in a string: a record with one is
+ * kept exactly as the core codec's text in `record_text`, and `record` holds a copy for queries
+ * with each such character replaced by U+FFFD.
+ */
+export interface RecordColumns {
+  record: string
+  meta: string | null
+  record_text: string | null
+}
+
+/** A row as the store selects it: `record` and `meta` as text, and whether `record` is codec text. */
+export interface RecordRow {
+  record: string | null
+  meta: string | null
+  record_text: string | null
+  codec: boolean | null
+}
+
+/** The SQL that selects a `RecordRow`'s columns from a table. */
+export const recordSelect = `record::text AS record, meta::text AS meta, record_text,
+  (record ? 'format' OR record ? 'json') AS codec`
+
+export function recordColumns(record: RunRecord | AgentRecord): RecordColumns {
+  const { json, meta } = superjson.serialize(record)
+  const text = JSON.stringify(json)
+  const metaText = meta === undefined ? null : JSON.stringify(meta)
+  if (jsonbHolds(text) && (metaText === null || jsonbHolds(metaText))) {
+    return { record: text, meta: metaText, record_text: null }
+  }
+  return { record: JSON.stringify(forJsonb(json)), meta: null, record_text: encodeRecord(record) }
+}
+
+export function runFromRow(row: RecordRow, source: string): RunRecord {
+  return decodeRunRecord(rowText(row), source)
+}
+
+export function agentFromRow(row: RecordRow, source: string): AgentRecord {
+  return decodeAgentRecord(rowText(row), source)
+}
+
+/**
+ * The superjson text of a row's record, for the core codec to decode and validate. A `record`
+ * that is itself codec text (`codec`) was written by a version that kept the codec's text in the
+ * column, after the migration to jsonb (a process started before it): it is read as such.
+ */
+function rowText(row: RecordRow): string {
+  if (row.record_text !== null) return row.record_text
+  if (row.record === null) return ''
+  if (row.codec) return row.record
+  return row.meta === null ? `{"json":${row.record}}` : `{"json":${row.record},"meta":${row.meta}}`
+}
+
+/**
+ * False when the JSON text holds an escape jsonb refuses: `\u0000`, or a lone surrogate (a
+ * paired one is written as the character itself). A string holding the text `\u0000` only
+ * takes the exact path too.
+ */
+function jsonbHolds(json: string): boolean {
+  return !/\\u0000|\\ud[89a-f]/.test(json)
+}
+
+// biome-ignore lint/suspicious/noControlCharactersInRegex: NUL is one of the characters jsonb refuses
+const refused = /\u0000|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g
+
+/** A copy of a JSON value with the characters jsonb refuses replaced, in strings and keys. */
+function forJsonb(value: unknown): unknown {
+  if (typeof value === 'string') return value.replace(refused, '\ufffd')
+  if (value === null || typeof value !== 'object') return value
+  if (Array.isArray(value)) return value.map(forJsonb)
+  const copy: Record<string, unknown> = {}
+  for (const [key, field] of Object.entries(value)) copy[key.replace(refused, '\ufffd')] = forJsonb(field)
+  return copy
+}
