@@ -6,6 +6,7 @@ import type { Action } from '../protocol/actions.js'
 import { actionReply, inboxMessage, renderValue, repairFeedback } from '../protocol/feedback.js'
 import { parseActions } from '../protocol/parse-actions.js'
 import { protocolToolSpecs, repairText } from '../protocol/prompt.js'
+import { estimateTokens } from '../scheduler/estimate-tokens.js'
 import type { Slot, SlotRequest } from '../scheduler/scheduler.js'
 import { isThenable, promiseOf } from '../thenable.js'
 import { type AbortSwitch, withSwitch } from '../tools/abort-switch.js'
@@ -62,7 +63,20 @@ export function createAgentServices(run: Orchestrator): AgentServices {
         }
         checkBudgets(entry, context, 0)
         model = run.modelFor(entry.definition)
-        request = { priority: context.priority, model: model.name, abort }
+        const specs = kindOf(entry).specs
+        request = {
+          priority: context.priority,
+          model: model.name,
+          abort,
+          // Reserved against token limits and the run's budget before the call starts; `release` settles it.
+          estimatedTokens: estimateTokens({
+            messages: context.messages,
+            tools: specs,
+            maxTokens: model.maxTokens,
+          }),
+          kind: entry.definition.name,
+          budget: run.budget,
+        }
         // A free slot is taken in this tick: the model call starts before the caller goes on.
         slot = run.config.scheduler.tryAcquire(request)
       } catch (error) {
@@ -227,8 +241,8 @@ export function createAgentServices(run: Orchestrator): AgentServices {
     reply: ModelReply,
   ): ThinkOutcome {
     const tokens = (reply.usage?.promptTokens ?? 0) + (reply.usage?.completionTokens ?? 0)
+    // Books the tokens in the run's budget too.
     slot.release(tokens)
-    run.tokensUsed += tokens
     const durationMs = performance.now() - started
     if (run.config.bus.hasListeners) {
       const completed: Parameters<typeof run.emitAgent>[1] = {
@@ -304,10 +318,11 @@ export function createAgentServices(run: Orchestrator): AgentServices {
         `agent ${entry.id} used ${agentTokens} tokens, over its budget of ${maxAgentTokens} (maxAgentTokens)`,
       )
     }
-    if (maxRunTokens !== null && run.tokensUsed > maxRunTokens) {
+    // Reservations keep a run within its budget unless a call used more than its estimate.
+    if (maxRunTokens !== null && run.budget.used > maxRunTokens) {
       throw new LimitExceededError(
         'maxRunTokens',
-        `run ${run.runId} used ${run.tokensUsed} tokens, over its budget of ${maxRunTokens} (maxRunTokens)`,
+        `run ${run.runId} used ${run.budget.used} tokens, over its budget of ${maxRunTokens} (maxRunTokens)`,
       )
     }
   }

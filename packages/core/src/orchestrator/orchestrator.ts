@@ -35,6 +35,7 @@ import type { LaunchSpec } from '../protocol/actions.js'
 import { systemPrompt } from '../protocol/prompt.js'
 import type { Redactor } from '../protocol/redact.js'
 import type { Scheduler } from '../scheduler/scheduler.js'
+import { TokenBudget } from '../scheduler/token-budget.js'
 import { AbortSwitch } from '../tools/abort-switch.js'
 import type { Workspaces } from '../workspaces/workspaces.js'
 import { type AgentEntry, childResult, suspendedOn, toAgentRecord } from './agent-entry.js'
@@ -88,7 +89,8 @@ export class Orchestrator {
   readonly registry = new Map<string, AgentEntry>()
   readonly result: Promise<unknown>
   readonly busy = new BusyTracker()
-  tokensUsed = 0
+  /** Tokens the run used (`maxRunTokens`), and those reserved by its calls in flight. */
+  readonly budget: TokenBudget
   /** Effects started so far: each gets the next number as its token. */
   private effects = 0
   /** Set once the root agent settled: resolves when the run record is final. */
@@ -106,6 +108,7 @@ export class Orchestrator {
   private cancelReason: string | undefined
 
   constructor(readonly config: OrchestratorConfig) {
+    this.budget = new TokenBudget(config.limits.maxRunTokens, `run ${config.runId}`)
     this.services = createAgentServices(this)
     this.lifecycle = new AgentLifecycle((context, event) => this.emitAgent(context, event))
     this.writer = new AgentWriter(
@@ -250,7 +253,7 @@ export class Orchestrator {
         'rootAgentId',
       )
     }
-    for (const entry of entries) this.tokensUsed += tokensOf(entry.context)
+    for (const entry of entries) this.budget.book(tokensOf(entry.context))
     this.emitRun({ type: 'run.resumed', agents: entries.length })
     if (stored.run.status !== 'running') return this.settleFromRecord(stored.run)
     for (const entry of entries) this.subscribe(entry)
