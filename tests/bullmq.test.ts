@@ -2,7 +2,15 @@ import type { ChildProcess } from 'node:child_process'
 import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
-import { type Answer, createRuntime, type RunStore } from '@cohort/core'
+import {
+  type Answer,
+  createRuntime,
+  defineAgent,
+  type ModelReply,
+  type RunStore,
+  type RuntimeOptions,
+  scriptedModel,
+} from '@cohort/core'
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
 import {
   answerRun,
@@ -359,6 +367,122 @@ describeRedis('BullMQ workers', () => {
       `24 runs × 2 model calls of 150 ms, concurrency 3 per worker: 1 worker ${Math.round(one)} ms, 2 workers ${Math.round(two)} ms, ${(one / two).toFixed(2)}× faster`,
     )
     expect(one / two).toBeGreaterThanOrEqual(1.3)
+  }, 60_000)
+})
+
+describeRedis('limits across BullMQ workers', () => {
+  /** A one-turn agent on the model "limited" (latency `latencyMs`, 1,000 tokens a call) whose calls are timed. */
+  const timedCalls = (latencyMs: number) => {
+    const calls: { worker: number; start: number; end: number }[] = []
+    const modelFor = (worker: number) =>
+      scriptedModel(
+        async (): Promise<ModelReply> => {
+          const call = { worker, start: Date.now(), end: Number.POSITIVE_INFINITY }
+          calls.push(call)
+          await new Promise((resolve) => setTimeout(resolve, latencyMs))
+          call.end = Date.now()
+          return {
+            text: '{"action":"finish","result":1}',
+            usage: { promptTokens: 900, completionTokens: 100 },
+          }
+        },
+        { name: 'limited' },
+      )
+    return { calls, agents: [defineAgent({ name: 'once', instructions: 'Answer.' })], modelFor }
+  }
+
+  /** Two workers on one queue, each with its own runtime (so its own scheduler), run `runs` one-call runs. */
+  const twoWorkers = async (
+    setup: ReturnType<typeof timedCalls>,
+    options: Pick<RuntimeOptions, 'scheduler' | 'limits'>,
+    runs: number,
+  ) => {
+    const queueName = uniqueName('cohort-test-q')
+    const prefix = `${uniqueName('cohort-test')}:`
+    const store = redisStore({ url: redisUrl, prefix })
+    const runtimes = [0, 1].map((worker) =>
+      createRuntime({ agents: setup.agents, model: setup.modelFor(worker), ...options, store }),
+    )
+    const workers = runtimes.map((runtime) =>
+      createWorker({ runtime, url: redisUrl, queueName, concurrency: 15 }),
+    )
+    const queue = openQueue(queueName)
+    try {
+      await Promise.all(workers.map((worker) => worker.worker.waitUntilReady()))
+      const runIds = await Promise.all(
+        Array.from({ length: runs }, async (_, i) => {
+          const { runId } = await enqueueRun({ queue, runtime: runtimes[0]!, agent: 'once', task: `t${i}` })
+          return runId
+        }),
+      )
+      return await Promise.all(runIds.map((runId) => waitForRun(runId, { store, timeoutMs: 30_000 })))
+    } finally {
+      await Promise.all(workers.map((worker) => worker.close()))
+      await dropQueue(queue)
+      await store.close?.()
+      await deleteKeys(prefix)
+    }
+  }
+
+  /** The most calls (or tokens, at `each` a call) started within any window, over what the bucket allows then. */
+  const worstExcess = (starts: number[], burst: number, perSecond: number, each = 1) => {
+    const sorted = [...starts].sort((a, b) => a - b)
+    let worst = Number.NEGATIVE_INFINITY
+    for (let i = 0; i < sorted.length; i++) {
+      for (let j = i; j < sorted.length; j++) {
+        const allowed = burst + (perSecond * (sorted[j]! - sorted[i]!)) / 1000
+        worst = Math.max(worst, (j - i + 1) * each - allowed)
+      }
+    }
+    return worst
+  }
+
+  test('rate limits are per process under BullMQ: two workers together stay within requestsPerMinute and tokensPerMinute', async () => {
+    const setup = timedCalls(50)
+    // 600 requests a minute: 10 at once, then 10 a second. 12,000 tokens a minute: 12 calls of
+    // 1,000 at once, then one every 5 s. Agents not started within 3 s time out, so the runs end.
+    const records = await twoWorkers(
+      setup,
+      {
+        scheduler: { rateLimits: { limited: { requestsPerMinute: 600, tokensPerMinute: 12_000 } } },
+        limits: { timeoutMs: 3000 },
+      },
+      24,
+    )
+    const starts = setup.calls.map((call) => call.start)
+    const excess = { requests: worstExcess(starts, 10, 10), tokens: worstExcess(starts, 12_000, 200, 1000) }
+    console.log(
+      `two workers sharing the limits started ${starts.length} of 24 calls in 3 s; most over the buckets in any window: ${excess.requests.toFixed(2)} requests, ${Math.round(excess.tokens)} tokens`,
+    )
+    expect(records.filter((record) => record.status === 'completed').length).toBe(starts.length)
+    // Slack: a call no later than its bucket allows may be seen a little early (clocks), and each
+    // worker's first call reserves only its estimate, before any call of its kind has ended.
+    expect(excess.requests).toBeLessThanOrEqual(1)
+    expect(excess.tokens).toBeLessThanOrEqual(2000)
+    expect(starts.length).toBeGreaterThanOrEqual(10)
+    expect(new Set(setup.calls.map((call) => call.worker)).size).toBe(2)
+  }, 60_000)
+
+  test('maxConcurrentModelCalls is per process under BullMQ: two workers together never have more calls in flight', async () => {
+    const setup = timedCalls(100)
+    const records = await twoWorkers(setup, { scheduler: { maxConcurrentModelCalls: 3 } }, 16)
+    expect(records.every((record) => record.status === 'completed')).toBe(true)
+    const events = setup.calls.flatMap((call) => [
+      { at: call.start, delta: 1 },
+      { at: call.end, delta: -1 },
+    ])
+    // An end and a start at the same millisecond: the end came first (the place passed on).
+    events.sort((a, b) => a.at - b.at || a.delta - b.delta)
+    let inFlight = 0
+    let most = 0
+    for (const event of events) {
+      inFlight += event.delta
+      most = Math.max(most, inFlight)
+    }
+    expect(setup.calls).toHaveLength(16)
+    expect(most).toBeLessThanOrEqual(3)
+    // Both workers made calls: the limit held between them, not inside one.
+    expect(new Set(setup.calls.map((call) => call.worker)).size).toBe(2)
   }, 60_000)
 })
 

@@ -9,6 +9,7 @@ import {
   type SegmentJobResult,
   segmentJobId,
 } from './jobs.js'
+import { type RedisLimitsOptions, redisLimits } from './limits.js'
 
 export type CreateWorkerOptions = ConnectionInput & {
   runtime: Runtime
@@ -27,6 +28,12 @@ export type CreateWorkerOptions = ConnectionInput & {
   autorun?: boolean
   /** Errors of the worker itself (lost connection…); default: console.error. */
   onError?: (error: Error) => void
+  /**
+   * The runtime's `rateLimits` and `maxConcurrentModelCalls` are counted in Redis, so that all
+   * workers together stay within them (default), with these options (default prefix
+   * `cohort-limits:<queueName>:`); false: each worker counts alone.
+   */
+  sharedLimits?: false | Omit<RedisLimitsOptions, 'connection' | 'url'>
 }
 
 export interface CohortWorker {
@@ -45,6 +52,12 @@ export function createWorker(options: CreateWorkerOptions): CohortWorker {
   const queue = new Queue<SegmentJobData, SegmentJobResult>(queueName, { connection })
   const { runtime } = options
   const dependencyRetryMs = options.dependencyRetryMs ?? 100
+  const onError = options.onError ?? ((error: Error) => console.error('cohort worker:', error))
+  const limits =
+    options.sharedLimits === false
+      ? undefined
+      : redisLimits({ prefix: `cohort-limits:${queueName}:`, onError, ...options.sharedLimits, connection })
+  const unshare = limits && runtime.shareLimits(limits)
 
   const addChildren = async (parent: Job<SegmentJobData>, agentIds: string[]) => {
     await queue.addBulk(
@@ -114,7 +127,6 @@ export function createWorker(options: CreateWorkerOptions): CohortWorker {
     maxStalledCount: options.maxStalledCount ?? 2,
     autorun: options.autorun ?? true,
   })
-  const onError = options.onError ?? ((error: Error) => console.error('cohort worker:', error))
   worker.on('error', onError)
   worker.on('failed', (job, error) => {
     if (!job) return
@@ -131,7 +143,8 @@ export function createWorker(options: CreateWorkerOptions): CohortWorker {
     worker,
     async close(force = false) {
       await worker.close(force)
-      await queue.close()
+      unshare?.()
+      await Promise.all([queue.close(), limits?.close()])
     },
   }
 }

@@ -92,7 +92,19 @@ export {
   type SegmentHost,
   type StartOptions,
 } from './runtime/runtime.js'
-export type { RateLimit, SchedulerOptions, SchedulerStats } from './scheduler/scheduler.js'
+export { type CallToEstimate, estimateTokens, tokensOfText } from './scheduler/estimate-tokens.js'
+export {
+  fullAgainAt,
+  fullBuckets,
+  type RateDecision,
+  type RateLimit,
+  type RateState,
+  settleCall,
+  takeCall,
+} from './scheduler/rate-buckets.js'
+export type { SchedulerOptions, SchedulerStats, SlotRequest } from './scheduler/scheduler.js'
+export type { SharedCall, SharedLimits, SharedStart } from './scheduler/shared-limits.js'
+export { TokenBudget } from './scheduler/token-budget.js'
 export {
   type AnyTool,
   defineTool,

@@ -96,6 +96,7 @@ export function openaiModel(options: OpenAIModelOptions): ChatModel {
   return {
     name: options.name ?? options.model,
     secrets: [apiKey],
+    ...(options.maxTokens !== undefined && { maxTokens: options.maxTokens }),
     async complete(request) {
       if (protocol !== 'auto') return call(request, protocol)
       try {

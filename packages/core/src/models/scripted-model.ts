@@ -1,5 +1,6 @@
 import type { ChildResult } from '../agent/context.js'
 import { ModelError } from '../errors.js'
+import { tokensOfText } from '../scheduler/estimate-tokens.js'
 import { isThenable } from '../thenable.js'
 import { abortableSleep } from '../tools/define-tool.js'
 import type { ChatModel, ModelReply, ModelRequest } from './types.js'
@@ -76,9 +77,8 @@ function toModelReply(reply: ScriptedReply): ModelReply {
   return { text, usage: estimateUsage(text) }
 }
 
-/** About four characters a token, as for English text. */
 function estimateUsage(text: string): { promptTokens: number; completionTokens: number } {
-  return { promptTokens: 0, completionTokens: Math.ceil(text.length / 4) }
+  return { promptTokens: 0, completionTokens: tokensOfText(text.length) }
 }
 
 /**

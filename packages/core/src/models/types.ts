@@ -57,5 +57,7 @@ export interface ChatModel {
   readonly name: string
   /** Credentials this model holds; the runtime redacts them from everything a run records. */
   readonly secrets?: readonly string[]
+  /** Its cap on a reply's tokens (`max_tokens`), when it has one: part of a call's reserved estimate. */
+  readonly maxTokens?: number
   complete(request: ModelRequest): Promise<ModelReply>
 }

@@ -11,7 +11,9 @@ import { actionReply, inboxMessage, renderValue, repairFeedback } from '../proto
 import { parseActions } from '../protocol/parse-actions.js'
 import { protocolToolSpecs, repairText } from '../protocol/prompt.js'
 import type { Redactor } from '../protocol/redact.js'
+import { estimateTokens } from '../scheduler/estimate-tokens.js'
 import type { Scheduler, Slot, SlotRequest } from '../scheduler/scheduler.js'
+import type { TokenBudget } from '../scheduler/token-budget.js'
 import { isThenable, promiseOf } from '../thenable.js'
 import { type AnyTool, abortableSleep, SuspendRequest, type ToolContext } from '../tools/define-tool.js'
 import type { Workspaces } from '../workspaces/workspaces.js'
@@ -44,8 +46,8 @@ export interface EffectHost {
   readonly redact: Redactor
   readonly workspaces: Workspaces | undefined
   readonly busy: BusyTracker
-  /** Tokens used by every agent of the run so far. */
-  tokensUsed: number
+  /** Tokens the run used (`maxRunTokens`), and those reserved by its calls in flight. */
+  readonly budget: TokenBudget
   modelFor(definition: AgentDefinition): ChatModel
   emitAgent(context: AgentContext, event: AgentEventInput): void
   launch(parent: AgentEntry, action: LaunchAction): Promise<LaunchOutcome>
@@ -88,7 +90,19 @@ export function createAgentServices(run: EffectHost): AgentServices {
         }
         checkBudgets(entry, context, 0)
         model = run.modelFor(entry.definition)
-        request = { priority: context.priority, model: model.name, signal }
+        request = {
+          priority: context.priority,
+          model: model.name,
+          signal,
+          // Reserved against token limits and the run's budget before the call starts; `release` settles it.
+          estimatedTokens: estimateTokens({
+            messages: context.messages,
+            tools: kindOf(entry).specs,
+            maxTokens: model.maxTokens,
+          }),
+          kind: entry.definition.name,
+          budget: run.budget,
+        }
         // A free slot is taken in this tick: the model call starts before the caller goes on.
         slot = run.scheduler.tryAcquire(request)
       } catch (error) {
@@ -249,8 +263,8 @@ export function createAgentServices(run: EffectHost): AgentServices {
     reply: ModelReply,
   ): ThinkOutcome {
     const tokens = (reply.usage?.promptTokens ?? 0) + (reply.usage?.completionTokens ?? 0)
+    // Books the tokens in the run's budget too.
     slot.release(tokens)
-    run.tokensUsed += tokens
     const durationMs = performance.now() - started
     if (run.bus.hasListeners) {
       const completed: Parameters<typeof run.emitAgent>[1] = {
@@ -326,10 +340,11 @@ export function createAgentServices(run: EffectHost): AgentServices {
         `agent ${entry.id} used ${agentTokens} tokens, over its budget of ${maxAgentTokens} (maxAgentTokens)`,
       )
     }
-    if (maxRunTokens !== null && run.tokensUsed > maxRunTokens) {
+    // Reservations keep a run within its budget unless a call used more than its estimate.
+    if (maxRunTokens !== null && run.budget.used > maxRunTokens) {
       throw new LimitExceededError(
         'maxRunTokens',
-        `run ${run.runId} used ${run.tokensUsed} tokens, over its budget of ${maxRunTokens} (maxRunTokens)`,
+        `run ${run.runId} used ${run.budget.used} tokens, over its budget of ${maxRunTokens} (maxRunTokens)`,
       )
     }
   }

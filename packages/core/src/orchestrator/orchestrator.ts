@@ -23,6 +23,7 @@ import type { Action } from '../protocol/actions.js'
 import { systemPrompt } from '../protocol/prompt.js'
 import type { Redactor } from '../protocol/redact.js'
 import type { Scheduler } from '../scheduler/scheduler.js'
+import { TokenBudget } from '../scheduler/token-budget.js'
 import type { Workspaces } from '../workspaces/workspaces.js'
 import { AgentEntry, toAgentRecord, tokensOf } from './agent-entry.js'
 import { type AgentServices, createAgentServices, type EffectHost } from './agent-services.js'
@@ -100,7 +101,8 @@ export class Orchestrator implements EffectHost {
   /** The run's actor: its snapshot says where the run is; every agent's actor is its child. */
   readonly actor: RunActor
   readonly writer: AgentWriter<AgentEntry>
-  tokensUsed = 0
+  /** Tokens the run used (`maxRunTokens`), and those reserved by its calls in flight. */
+  readonly budget: TokenBudget
   /** Set once the root agent settled: resolves when the run record is final. */
   runEnded: Promise<void> | undefined
   private readonly services: AgentServices
@@ -117,6 +119,7 @@ export class Orchestrator implements EffectHost {
   cancelReason: string | undefined
 
   constructor(readonly config: OrchestratorConfig) {
+    this.budget = new TokenBudget(config.limits.maxRunTokens, `run ${config.runId}`)
     this.actor = createActor(runMachine, {
       id: `run ${config.runId}`,
       input: { runId: config.runId },
@@ -280,7 +283,7 @@ export class Orchestrator implements EffectHost {
         'rootAgentId',
       )
     }
-    for (const entry of entries) this.tokensUsed += tokensOf(entry.context)
+    for (const entry of entries) this.budget.book(tokensOf(entry.context))
     this.emitRun({ type: 'run.resumed', agents: entries.length })
     if (stored.run.status !== 'running') return this.settleFromRecord(stored.run)
     for (const entry of entries) this.runEffect(entry)

@@ -21,6 +21,7 @@ import { type Plan, parsePlan } from '../plan/plan.js'
 import { definePlanAgent, planAgentName } from '../plan/plan-agent.js'
 import { createRedactor } from '../protocol/redact.js'
 import { Scheduler, type SchedulerOptions, type SchedulerStats } from '../scheduler/scheduler.js'
+import type { SharedLimits } from '../scheduler/shared-limits.js'
 import { type WorkspaceOptions, Workspaces } from '../workspaces/workspaces.js'
 import { Run } from './run.js'
 
@@ -110,6 +111,11 @@ export interface Runtime {
   get(runId: string): Run | undefined
   /** Runs in memory that have not settled. */
   active(): Run[]
+  /**
+   * Counts `scheduler.rateLimits` and `maxConcurrentModelCalls` in `shared`, a store that other
+   * processes share, from now on (`createWorker` of @cohort/bullmq does it); returns the undo.
+   */
+  shareLimits(shared: SharedLimits): () => void
   /** Detaches every active run (see `Run.detach`): everything is stored, nothing settles. */
   shutdown(): Promise<void>
 }
@@ -262,6 +268,9 @@ export function createRuntime(options: RuntimeOptions): Runtime {
         }
       }
       return begin(planAgentName, JSON.stringify(checked), startOptions)
+    },
+    shareLimits(shared) {
+      return scheduler.share(shared)
     },
     metrics() {
       const live = [...runs.values()].map(({ orchestrator }) => runTotals(orchestrator.registry.values()))

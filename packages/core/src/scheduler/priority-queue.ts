@@ -7,9 +7,14 @@ export class PriorityQueue<T> {
     return this.heap.length
   }
 
-  push(item: T, priority: number): void {
-    this.heap.push({ item, priority, seq: this.seq++ })
+  /**
+   * Adds `item`; returns its place in line among equals. An item put back after waiting passes
+   * its old place as `seq`, so it keeps it.
+   */
+  push(item: T, priority: number, seq = this.seq++): number {
+    this.heap.push({ item, priority, seq })
     this.up(this.heap.length - 1)
+    return seq
   }
 
   peek(): T | undefined {

@@ -1,16 +1,16 @@
 import { PriorityQueue } from './priority-queue.js'
+import { fullBuckets, type RateLimit, type RateState, settleCall, takeCall } from './rate-buckets.js'
+import type { SharedLimits, SharedStart } from './shared-limits.js'
+import type { TokenBudget } from './token-budget.js'
 
-export interface RateLimit {
-  requestsPerMinute?: number
-  tokensPerMinute?: number
-}
+export type { RateLimit } from './rate-buckets.js'
 
 export interface SchedulerOptions {
   /** Model calls in flight across the runtime (default: unlimited). */
   maxConcurrentModelCalls?: number
-  /** Per model name (`ChatModel.name`). */
+  /** Per model name (`ChatModel.name`): token buckets, see `rate-buckets.ts`. */
   rateLimits?: Record<string, RateLimit>
-  /** Least time between the starts of two model calls, in ms. */
+  /** Least time between the starts of two model calls, in ms (in this process). */
   startIntervalMs?: number
 }
 
@@ -19,9 +19,15 @@ export interface SlotRequest {
   model: string
   /** A queued call leaves the queue when its effect is aborted. */
   signal: AbortSignal
+  /** Tokens the call is expected to use (`estimateTokens`), reserved before it starts. */
+  estimatedTokens?: number
+  /** Calls alike (an agent kind): each is expected to use at least what they used on average. */
+  kind?: string
+  /** The run's budget: the call reserves in it before it starts and settles on `release`. */
+  budget?: TokenBudget
 }
 
-/** A granted model call; `release` frees the slot and books the tokens it used. */
+/** A granted model call; `release` frees the slot and settles its reservation with the tokens it used. */
 export interface Slot {
   /** How long the call waited in the queue, in ms. */
   waitedMs: number
@@ -37,17 +43,38 @@ export interface SchedulerStats {
 interface Waiter {
   request: SlotRequest
   enqueuedAt: number
+  seq: number
   grant: (slot: Slot) => void
+  fail: (error: unknown) => void
   done: boolean
 }
 
-const minute = 60_000
-
-/** A rate-limited model's calls and tokens of the last minute. */
-interface Window {
-  starts: number[]
-  tokens: { at: number; count: number }[]
+/** What the calls of one kind on one model used: the next is expected to use as much. */
+interface KindStats {
+  ended: number
+  counted: number
+  tokens: number
+  inFlight: number
 }
+
+/** May a call start: now (with its reservation), after a time, after some call ends, or never. */
+type Admission = Go | { go: false; until: number; on: unknown } | { go: false; error: unknown }
+
+interface Go {
+  go: true
+  reserve: number
+  /** The model's buckets once this call has taken its share (limits counted here). */
+  rate: RateState | undefined
+  stats: KindStats | undefined
+  /** The shared store must still say yes. */
+  shared: boolean
+}
+
+/** Most calls meet no limit: one answer for all of them, nothing made per call. */
+const free: Go = { go: true, reserve: 0, rate: undefined, stats: undefined, shared: false }
+
+/** What blocks every call while the least time between starts has not passed. */
+const spacing = Symbol('startIntervalMs')
 
 /** A granted call; released once, later releases do nothing. */
 class GrantedSlot implements Slot {
@@ -56,45 +83,63 @@ class GrantedSlot implements Slot {
   constructor(
     private readonly scheduler: Scheduler,
     readonly waitedMs: number,
-    private readonly window: Window | undefined,
+    readonly request: SlotRequest,
+    readonly reserved: number,
+    readonly stats: KindStats | undefined,
+    readonly lease: SharedStart | undefined,
   ) {}
 
   release(tokens: number): void {
     if (this.released) return
     this.released = true
-    this.scheduler.ended(this.window, tokens)
+    this.scheduler.ended(this, tokens)
   }
 }
 
 /**
- * Admits model calls: a semaphore over calls in flight, priorities (higher first, FIFO
- * within), per-model requests and tokens per minute, and a delay between starts. An agent
+ * Admits model calls: a semaphore over calls in flight, priorities (higher first, FIFO within),
+ * per-model token buckets for requests and tokens, a run's token budget, and a delay between
+ * starts. A call's tokens are reserved (an estimate) before it starts and settled when it ends.
+ * With `share`, rate limits and the semaphore are counted in a store shared by workers. An agent
  * that waits here holds no model call.
  */
 export class Scheduler {
   private readonly queue = new PriorityQueue<Waiter>()
-  private readonly windows = new Map<string, Window>()
+  /** Only rate-limited models and kinds under a token limit get state: a server must not grow per call. */
+  private readonly buckets = new Map<string, RateState>()
+  private readonly kinds = new Map<string, KindStats>()
+  private readonly sharedRetryAt = new Map<string, number>()
+  private shared: SharedLimits | undefined
+  /** A call asking the shared store: the queue waits for its answer. */
+  private probing: Waiter | undefined
   private inFlight = 0
   private maxInFlight = 0
   private lastStart = Number.NEGATIVE_INFINITY
   private timer: NodeJS.Timeout | undefined
+  private timerAt = Number.POSITIVE_INFINITY
   private readonly limit: number
 
   constructor(private readonly options: SchedulerOptions = {}) {
     this.limit = options.maxConcurrentModelCalls ?? Number.POSITIVE_INFINITY
   }
 
+  /** Counts rate limits and calls in flight in `shared` from now on; returns the undo. */
+  share(shared: SharedLimits): () => void {
+    this.shared = shared
+    return () => {
+      if (this.shared === shared) this.shared = undefined
+    }
+  }
+
   /**
-   * A slot now, when nothing is in the way (no limit reached, nobody queued, no throttle), so
-   * the call can start in the same tick; otherwise undefined, and the caller waits in `acquire`.
+   * A slot now, when nothing is in the way (no limit reached, nobody queued, no shared store to
+   * ask), so the call can start in the same tick; otherwise undefined, and the caller waits in `acquire`.
    */
   tryAcquire(request: SlotRequest): Slot | undefined {
-    if (this.inFlight >= this.limit || this.queue.size > 0 || this.throttled(request.model)) return undefined
-    // Not throttled: no window to book, no waiter to grant (a waiter and its closures per call cost).
-    this.inFlight++
-    this.maxInFlight = Math.max(this.maxInFlight, this.inFlight)
-    this.lastStart = performance.now()
-    return new GrantedSlot(this, 0, undefined)
+    if (this.inFlight >= this.limit || this.queue.size > 0 || this.probing) return undefined
+    const admission = this.admit(request, performance.now(), undefined)
+    if (!admission.go || admission.shared) return undefined
+    return this.open(request, 0, admission, undefined)
   }
 
   acquire(request: SlotRequest): Promise<Slot> {
@@ -114,41 +159,58 @@ export class Scheduler {
         signal.removeEventListener('abort', aborted)
         resolve(slot)
       }
-      const waiter: Waiter = { request, enqueuedAt: performance.now(), grant, done: false }
+      const fail = (error: unknown) => {
+        signal.removeEventListener('abort', aborted)
+        reject(error)
+      }
+      const waiter: Waiter = { request, enqueuedAt: performance.now(), seq: 0, grant, fail, done: false }
       signal.addEventListener('abort', aborted)
-      this.queue.push(waiter, request.priority)
+      waiter.seq = this.queue.push(waiter, request.priority)
       this.pump()
     })
   }
 
   stats(): SchedulerStats {
-    return { inFlight: this.inFlight, queued: this.queue.size, maxInFlight: this.maxInFlight }
+    const queued = this.queue.size + (this.probing ? 1 : 0)
+    return { inFlight: this.inFlight, queued, maxInFlight: this.maxInFlight }
   }
 
   private pump(): void {
     const blocked: Waiter[] = []
+    // What blocked a waiter blocks the ones behind it too (a model, a kind, a budget): first come, first served.
+    let blockers: Set<unknown> | undefined
     let retryAt = Number.POSITIVE_INFINITY
-    while (this.inFlight < this.limit && this.queue.size > 0) {
+    while (this.inFlight < this.limit && this.queue.size > 0 && !this.probing) {
       const waiter = this.queue.pop()!
       if (waiter.done) continue
+      const { request } = waiter
       const now = performance.now()
-      const readyAt = Math.max(
-        this.rateReadyAt(waiter.request.model, now),
-        this.lastStart + (this.options.startIntervalMs ?? 0),
-      )
-      if (readyAt > now) {
+      const admission = this.admit(request, now, blockers)
+      if (!admission.go) {
+        if ('error' in admission) {
+          waiter.done = true
+          waiter.fail(admission.error)
+          continue
+        }
         blocked.push(waiter)
-        retryAt = Math.min(retryAt, readyAt)
-        if (this.options.startIntervalMs) break
+        blockers ??= new Set()
+        blockers.add(admission.on)
+        retryAt = Math.min(retryAt, admission.until)
+        if (admission.on === spacing) break
         continue
       }
-      this.start(waiter, now)
+      if (admission.shared) this.ask(waiter, admission)
+      else this.start(waiter, now, admission, undefined)
     }
-    for (const waiter of blocked) this.queue.push(waiter, waiter.request.priority)
-    if (retryAt < Number.POSITIVE_INFINITY && !this.timer) {
+    for (const waiter of blocked) this.queue.push(waiter, waiter.request.priority, waiter.seq)
+    // A refund can make a waiter ready sooner than the timer already set.
+    if (retryAt < this.timerAt) {
+      clearTimeout(this.timer)
+      this.timerAt = retryAt
       this.timer = setTimeout(
         () => {
           this.timer = undefined
+          this.timerAt = Number.POSITIVE_INFINITY
           this.pump()
         },
         Math.max(1, retryAt - performance.now()),
@@ -156,58 +218,128 @@ export class Scheduler {
     }
   }
 
-  private throttled(model: string): boolean {
-    return this.options.startIntervalMs !== undefined || this.options.rateLimits?.[model] !== undefined
+  /** Whether `request` may start now, by every limit this process can check without the shared store. */
+  private admit(request: SlotRequest, now: number, blockers: Set<unknown> | undefined): Admission {
+    const { model, budget } = request
+    const interval = this.options.startIntervalMs
+    if (interval !== undefined && this.lastStart + interval > now) {
+      return { go: false, until: this.lastStart + interval, on: spacing }
+    }
+    const rate = this.options.rateLimits?.[model]
+    if (blockers?.has(model)) return { go: false, until: Number.POSITIVE_INFINITY, on: model }
+    const sharedAt = this.shared ? (this.sharedRetryAt.get(model) ?? 0) : 0
+    if (sharedAt > now) return { go: false, until: sharedAt, on: model }
+    let reserve = 0
+    let stats: KindStats | undefined
+    if (rate?.tokensPerMinute !== undefined || (budget !== undefined && budget.max !== null)) {
+      stats = this.kindStats(request)
+      if (blockers?.has(stats)) return { go: false, until: Number.POSITIVE_INFINITY, on: stats }
+      // Nothing of this kind has ended yet, so its size is unknown: one at a time until one has.
+      if (stats.ended === 0 && stats.inFlight > 0) {
+        return { go: false, until: Number.POSITIVE_INFINITY, on: stats }
+      }
+      const average = stats.counted > 0 ? Math.ceil(stats.tokens / stats.counted) : 0
+      reserve = Math.max(request.estimatedTokens ?? 0, average)
+    }
+    if (budget && !budget.fits(reserve)) {
+      if (budget.reserved === 0) return { go: false, error: budget.exceeded(reserve) }
+      return { go: false, until: Number.POSITIVE_INFINITY, on: budget }
+    }
+    if (blockers?.has(budget)) return { go: false, until: Number.POSITIVE_INFINITY, on: budget }
+    const shared = this.shared !== undefined && (rate !== undefined || this.limit < Number.POSITIVE_INFINITY)
+    if (!rate && !shared && !stats) return free
+    if (!rate || shared) return { go: true, reserve, rate: undefined, stats, shared }
+    const decision = takeCall(this.buckets.get(model) ?? fullBuckets, rate, reserve, now)
+    if (!decision.ok) return { go: false, until: now + decision.waitMs, on: model }
+    return { go: true, reserve, rate: decision.state, stats, shared: false }
   }
 
-  private start(waiter: Waiter, now: number): void {
+  /** Asks the shared store for `waiter`'s place; the queue waits for the answer. */
+  private ask(waiter: Waiter, admission: Go): void {
+    this.probing = waiter
+    const { model } = waiter.request
+    const call = {
+      model,
+      tokens: admission.reserve,
+      rate: this.options.rateLimits?.[model],
+      maxConcurrent: this.options.maxConcurrentModelCalls,
+    }
+    const answered = (answer: SharedStart) => {
+      this.probing = undefined
+      if (answer.started && waiter.done) answer.end(0)
+      else if (answer.started) {
+        this.start(waiter, performance.now(), admission, answer)
+      } else if (!waiter.done) {
+        this.sharedRetryAt.set(model, performance.now() + answer.retryInMs)
+        this.queue.push(waiter, waiter.request.priority, waiter.seq)
+      }
+      this.pump()
+    }
+    const failed = (error: unknown) => {
+      this.probing = undefined
+      if (!waiter.done) {
+        waiter.done = true
+        waiter.fail(error)
+      }
+      this.pump()
+    }
+    this.shared!.tryStart(call).then(answered, failed)
+  }
+
+  private start(waiter: Waiter, now: number, admission: Go, lease: SharedStart | undefined): void {
     waiter.done = true
+    waiter.grant(this.open(waiter.request, now - waiter.enqueuedAt, admission, lease))
+  }
+
+  /** Books a call that starts now: its place, its reservation, its bucket. */
+  private open(
+    request: SlotRequest,
+    waitedMs: number,
+    admission: Go,
+    lease: SharedStart | undefined,
+  ): GrantedSlot {
     this.inFlight++
     this.maxInFlight = Math.max(this.maxInFlight, this.inFlight)
-    this.lastStart = now
-    // Windows are kept only for rate-limited models: a long-running server must not grow a list per call.
-    const window = this.options.rateLimits?.[waiter.request.model]
-      ? this.window(waiter.request.model)
-      : undefined
-    window?.starts.push(now)
-    waiter.grant(new GrantedSlot(this, now - waiter.enqueuedAt, window))
+    this.lastStart = performance.now()
+    if (admission.rate) this.buckets.set(request.model, admission.rate)
+    request.budget?.reserve(admission.reserve)
+    if (admission.stats) admission.stats.inFlight++
+    return new GrantedSlot(this, waitedMs, request, admission.reserve, admission.stats, lease)
   }
 
-  /** A slot's call ended: its place goes to the next waiter. */
-  ended(window: Window | undefined, tokens: number): void {
+  /** A slot's call ended: its reservation is settled and its place goes to the next waiter. */
+  ended(slot: GrantedSlot, tokens: number): void {
     this.inFlight--
-    if (tokens > 0) window?.tokens.push({ at: performance.now(), count: tokens })
+    const { request, reserved, stats, lease } = slot
+    request.budget?.settle(reserved, tokens)
+    if (stats) {
+      stats.inFlight--
+      stats.ended++
+      if (tokens > 0) {
+        stats.counted++
+        stats.tokens += tokens
+      }
+    }
+    if (lease?.started) lease.end(tokens)
+    else {
+      const rate = this.options.rateLimits?.[request.model]
+      const state = rate && this.buckets.get(request.model)
+      if (state) this.buckets.set(request.model, settleCall(state, rate, reserved, tokens))
+    }
     this.pump()
   }
 
-  /** When the model's per-minute windows admit one more call. */
-  private rateReadyAt(model: string, now: number): number {
-    const limit = this.options.rateLimits?.[model]
-    if (!limit) return now
-    const window = this.window(model)
-    while (window.starts.length > 0 && window.starts[0]! <= now - minute) window.starts.shift()
-    while (window.tokens.length > 0 && window.tokens[0]!.at <= now - minute) window.tokens.shift()
-    let readyAt = now
-    if (limit.requestsPerMinute !== undefined && window.starts.length >= limit.requestsPerMinute) {
-      readyAt = Math.max(readyAt, window.starts[window.starts.length - limit.requestsPerMinute]! + minute)
+  private kindStats(request: SlotRequest): KindStats {
+    const key = kindKey(request)
+    let stats = this.kinds.get(key)
+    if (!stats) {
+      stats = { ended: 0, counted: 0, tokens: 0, inFlight: 0 }
+      this.kinds.set(key, stats)
     }
-    if (limit.tokensPerMinute !== undefined) {
-      let used = window.tokens.reduce((sum, entry) => sum + entry.count, 0)
-      for (const entry of window.tokens) {
-        if (used < limit.tokensPerMinute) break
-        used -= entry.count
-        readyAt = Math.max(readyAt, entry.at + minute)
-      }
-    }
-    return readyAt
+    return stats
   }
+}
 
-  private window(model: string) {
-    let window = this.windows.get(model)
-    if (!window) {
-      window = { starts: [], tokens: [] }
-      this.windows.set(model, window)
-    }
-    return window
-  }
+function kindKey(request: SlotRequest): string {
+  return request.kind === undefined ? request.model : `${request.model}\u0000${request.kind}`
 }
