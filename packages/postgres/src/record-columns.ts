@@ -52,7 +52,7 @@ export function agentFromRow(row: RecordRow, source: string): AgentRecord {
 }
 
 /**
- * The superjson text of a row's record, for the core codec to decode and validate. A `record`
+ * The codec text of a row's record, for the core codec to decode and validate. A `record`
  * that is itself codec text (`codec`) was written by a version that kept the codec's text in the
  * column, after the migration to jsonb (a process started before it): it is read as such.
  */
@@ -60,7 +60,9 @@ function rowText(row: RecordRow): string {
   if (row.record_text !== null) return row.record_text
   if (row.record === null) return ''
   if (row.codec) return row.record
-  return row.meta === null ? `{"json":${row.record}}` : `{"json":${row.record},"meta":${row.meta}}`
+  // The codec's text is the record's own JSON, with superjson's notes under `$superjson`.
+  if (row.meta === null) return row.record
+  return `${row.record.slice(0, row.record.lastIndexOf('}'))},"$superjson":${row.meta}}`
 }
 
 /**
