@@ -1,10 +1,12 @@
-import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
+import { fileStore, type RunStatus } from '@cohort/core'
 import pg from 'pg'
 import { afterEach, beforeEach, describe, expect, test } from 'vitest'
 import { completion, startOpenAIServer } from '../packages/openai/test/openai-server.js'
 import { collect, repoRoot, spawnTs } from './support/processes.js'
+import { makeRunRecord } from './support/run-store-conformance.js'
 
 const databaseUrl = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test'
 const postgres = await (async () => {
@@ -49,6 +51,7 @@ describe('cohort CLI', () => {
       'answer',
       'cancel',
       'logs',
+      'prune',
       'serve',
     ]
     const helps = await Promise.all(commands.map((command) => run([command, '--help'])))
@@ -304,5 +307,47 @@ describe('cohort CLI', () => {
       await client.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`).catch(() => {})
       await client.end().catch(() => {})
     }
+  }, 60_000)
+
+  test('cohort prune --older-than 7d removes the runs that finished before, with their logs and launch records; running runs stay', async () => {
+    const home = path.join(cwd, '.cohort')
+    const store = fileStore(path.join(home, 'runs'))
+    const day = 86_400_000
+    const aged: [string, RunStatus, number][] = [
+      ['done-30d', 'completed', 30],
+      ['failed-8d', 'failed', 8],
+      ['done-6d', 'completed', 6],
+      ['running-30d', 'running', 30],
+    ]
+    for (const [id, status, days] of aged) {
+      const at = Date.now() - days * day
+      await store.saveRun(makeRunRecord(id, { status, createdAt: at, updatedAt: at }))
+      await mkdir(path.join(home, 'logs', id), { recursive: true })
+      await writeFile(path.join(home, 'logs', id, 'lead.log'), 'a line\n')
+      await mkdir(path.join(home, 'launches'), { recursive: true })
+      await writeFile(path.join(home, 'launches', `${id}.json`), '{"kind":"config","config":"x"}')
+    }
+
+    for (const [args, error] of [
+      [['prune'], /prune needs --older-than <duration> \(such as 7d\) or --keep <n>/],
+      [['prune', '--older-than', '7 days'], /--older-than must be a whole number and a unit .* got "7 days"/],
+      [['prune', '--older-than', '-1d'], /--older-than must be a whole number and a unit/],
+      [['prune', '--keep', 'all'], /--keep must be a non-negative integer, got "all"/],
+    ] as const) {
+      const refused = await run([...args])
+      expect(refused.code, args.join(' ')).toBe(2)
+      expect(refused.stderr).toMatch(error)
+    }
+    expect(await readdir(path.join(home, 'runs'))).toHaveLength(4)
+
+    const pruned = await run(['prune', '--older-than', '7d'])
+    expect(pruned.code, pruned.stderr).toBe(0)
+    expect(pruned.stdout).toMatch(/Removed 2 finished runs from .*runs: done-30d, failed-8d\./)
+    expect((await store.listRuns()).map((record) => record.id).sort()).toEqual(['done-6d', 'running-30d'])
+    expect((await readdir(path.join(home, 'logs'))).sort()).toEqual(['done-6d', 'running-30d'])
+    expect((await readdir(path.join(home, 'launches'))).sort()).toEqual(['done-6d.json', 'running-30d.json'])
+
+    const kept = await run(['prune', '--keep', '0', '--json'])
+    expect(JSON.parse(kept.stdout)).toEqual(['done-6d'])
   }, 60_000)
 })

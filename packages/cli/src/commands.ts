@@ -1,15 +1,17 @@
 import { randomUUID } from 'node:crypto'
-import { readdir, readFile } from 'node:fs/promises'
+import { readdir, readFile, rm } from 'node:fs/promises'
 import path from 'node:path'
 import {
   assertRunId,
   CohortError,
   createLogger,
   type EventSink,
+  hasBounds,
   InvalidInputError,
   type Run,
   type RunFilter,
   type RunMetrics,
+  type RunRetention,
   type RunStatus,
   readRunRecord,
 } from '@cohort/core'
@@ -358,6 +360,60 @@ export async function serveCommand(
   })
   io.out.write('Stopped; `cohort serve` again resumes the runs in flight.\n')
   return 0
+}
+
+/**
+ * Removes the finished runs past `--older-than` or `--keep` from the store, with their logs and
+ * launch records; their workspaces (files the agents made) stay. Running runs are never removed.
+ */
+export async function pruneCommand(
+  options: CommonOptions & { olderThan?: string; keep?: string; json?: boolean },
+  io: Output,
+): Promise<number> {
+  const { home } = options
+  const retention: RunRetention = {}
+  if (options.olderThan !== undefined) retention.maxAgeMs = durationMs(options.olderThan, '--older-than')
+  if (options.keep !== undefined) retention.maxFinishedRuns = positiveInt(options.keep, '--keep', true)
+  if (!hasBounds(retention)) {
+    throw new InvalidInputError(
+      'prune needs --older-than <duration> (such as 7d) or --keep <n>: which finished runs to remove',
+    )
+  }
+  if (!home.store.prune) throw new InvalidInputError(`the store ${home.storeName} cannot prune runs`)
+  const removed = await home.store.prune(retention)
+  for (const runId of removed) {
+    await rm(path.join(home.logsDir, runId), { recursive: true, force: true })
+    await rm(path.join(home.launchesDir, `${runId}.json`), { force: true })
+  }
+  if (options.json) {
+    io.out.write(`${JSON.stringify(removed)}\n`)
+    return 0
+  }
+  const shown = removed.length > 10 ? [...removed.slice(0, 10), `and ${removed.length - 10} more`] : removed
+  io.out.write(
+    `Removed ${removed.length} finished run${removed.length === 1 ? '' : 's'} from ${home.storeName}${shown.length > 0 ? `: ${shown.join(', ')}` : ''}.\n`,
+  )
+  return 0
+}
+
+const durationUnits: Record<string, number> = {
+  ms: 1,
+  s: 1_000,
+  m: 60_000,
+  h: 3_600_000,
+  d: 86_400_000,
+  w: 604_800_000,
+}
+
+function durationMs(text: string, flag: string): number {
+  const match = /^(\d+)(ms|s|m|h|d|w)$/.exec(text.trim())
+  const ms = match ? Number(match[1]) * durationUnits[match[2]!]! : Number.NaN
+  if (!Number.isSafeInteger(ms)) {
+    throw new InvalidInputError(
+      `${flag} must be a whole number and a unit (ms, s, m, h, d or w), such as 7d or 12h, got "${text}"`,
+    )
+  }
+  return ms
 }
 
 const runStatuses: RunStatus[] = ['running', 'completed', 'failed', 'cancelled']

@@ -43,7 +43,7 @@ export class Home {
   readonly runsDir: string
   readonly logsDir: string
   readonly workspacesDir: string
-  private readonly launchesDir: string
+  readonly launchesDir: string
 
   constructor(
     readonly dir: string,

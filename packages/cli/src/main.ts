@@ -7,6 +7,7 @@ import {
   lsCommand,
   type Output,
   parallelCommand,
+  pruneCommand,
   resumeCommand,
   runCommand,
   type ServeOptions,
@@ -141,6 +142,21 @@ export async function main(
     .option('--agent <id>', 'only this agent')
     .action(async (runId: string, options: { agent?: string }) =>
       set(await logsCommand(runId, { ...(await common()), ...options }, io)),
+    )
+
+  program
+    .command('prune')
+    .description(
+      'Remove finished runs (completed, failed, cancelled) from the store, with their logs; running runs stay, and so do workspaces.',
+    )
+    .option(
+      '--older-than <duration>',
+      'runs that finished longer ago than this: 7d, 12h, 30m, 45s, 500ms (w: weeks)',
+    )
+    .option('--keep <n>', 'keep only the n runs that finished last')
+    .option('--json', 'print the ids of the removed runs as JSON')
+    .action(async (options: { olderThan?: string; keep?: string; json?: boolean }) =>
+      set(await pruneCommand({ ...(await common()), ...options }, io)),
     )
 
   program

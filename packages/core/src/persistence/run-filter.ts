@@ -41,12 +41,12 @@ export function byAge(
   return a.updatedAt - b.updatedAt || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)
 }
 
-/** Validates a retention given from outside; returns it. */
-export function checkRetention(retention: RunRetention | undefined, where = 'retention'): RunRetention {
+/** Validates a retention given from outside; returns a copy, which later changes to it do not reach. */
+export function checkRetention(retention: RunRetention | undefined): RunRetention {
   if (retention === undefined) return {}
   if (retention === null || typeof retention !== 'object') {
     throw new InvalidInputError(
-      `${where} must be an object { maxFinishedRuns?, maxAgeMs? }, got ${retention}`,
+      `retention must be an object { maxFinishedRuns?, maxAgeMs? }, got ${retention}`,
     )
   }
   const { maxFinishedRuns, maxAgeMs } = retention
@@ -56,7 +56,7 @@ export function checkRetention(retention: RunRetention | undefined, where = 'ret
     maxFinishedRuns !== Number.POSITIVE_INFINITY
   ) {
     throw new InvalidInputError(
-      `${where}.maxFinishedRuns must be a whole number, 0 or more (Infinity keeps every run), got ${maxFinishedRuns}`,
+      `retention.maxFinishedRuns must be a whole number, 0 or more (Infinity keeps every run), got ${maxFinishedRuns}`,
     )
   }
   if (
@@ -64,10 +64,10 @@ export function checkRetention(retention: RunRetention | undefined, where = 'ret
     !(typeof maxAgeMs === 'number' && maxAgeMs >= 0 && maxAgeMs <= Number.MAX_SAFE_INTEGER)
   ) {
     throw new InvalidInputError(
-      `${where}.maxAgeMs must be a number of milliseconds, 0 or more, got ${maxAgeMs}`,
+      `retention.maxAgeMs must be a number of milliseconds, 0 or more, got ${maxAgeMs}`,
     )
   }
-  return retention
+  return { ...retention }
 }
 
 /** True when `retention` bounds anything: a store without bounds skips the work of applying it. */
