@@ -1,6 +1,6 @@
 // HTTP and WebSocket clients with full control of what is sent (Host, Origin, Cookie, a body's
 // framing) and of what is read (a socket that stops reading), for tests that play the attacker.
-import { request } from 'node:http'
+import { type IncomingHttpHeaders, request } from 'node:http'
 import net from 'node:net'
 
 export interface Answer {
@@ -18,7 +18,16 @@ export interface RawRequest {
   chunks?: Buffer[]
 }
 
-export function send(port: number, raw: RawRequest): Promise<Answer> {
+export async function send(port: number, raw: RawRequest): Promise<Answer> {
+  const { status, body } = await sendWithHeaders(port, raw)
+  return { status, body }
+}
+
+/** `send`, with the answer's headers. */
+export function sendWithHeaders(
+  port: number,
+  raw: RawRequest,
+): Promise<Answer & { headers: IncomingHttpHeaders }> {
   return new Promise((resolve, reject) => {
     const req = request(
       {
@@ -39,7 +48,7 @@ export function send(port: number, raw: RawRequest): Promise<Answer> {
           try {
             body = JSON.parse(text)
           } catch {}
-          resolve({ status: res.statusCode ?? 0, body })
+          resolve({ status: res.statusCode ?? 0, body, headers: res.headers })
         })
       },
     )
