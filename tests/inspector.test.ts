@@ -414,7 +414,7 @@ describe.runIf(hasChromium)('web inspector', () => {
         fetch(target + '/api/runs').then((r) => r.text()).then((text) => { result.read = text }, (e) => { result.read = 'refused: ' + e.name }),
       ]).then(() => { window.attack = result })
     `
-    const evil = createServer((req, res) => {
+    const evil = createServer((_, res) => {
       res.writeHead(200, { 'content-type': 'text/html' })
       res.end(`<!doctype html><title>another website</title><script>${attack}</script>`)
     })
