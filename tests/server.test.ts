@@ -290,8 +290,8 @@ describe('cohort serve: HTTP API and event stream', () => {
       Object.keys(methods).map((method) => `${method} ${route}`),
     )
     // The description does not list itself; the event socket is in the guide's own section.
-    const api = documented.filter((route) => route !== 'get /api/openapi.json')
-    expect(described.sort()).toEqual([...api, 'get /api/events'].sort())
+    const endpoints = documented.filter((route) => route !== 'get /api/openapi.json')
+    expect(described.sort()).toEqual([...endpoints, 'get /api/events'].sort())
     expect(doc.components.schemas.StartRun?.required).toEqual(['task'])
     expect(Object.keys(doc.components.schemas.StartRun?.properties ?? {})).toEqual(['agent', 'task', 'runId'])
     expect(doc.paths['/api/runs']?.post?.requestBody?.content['application/json']).toBeDefined()
