@@ -279,6 +279,11 @@ describe('cohort CLI', () => {
       const wrong = await run(['approve', 'hosted', callId, '--server', origin, '--token', 'x'.repeat(43)])
       expect(wrong.code).toBe(2)
       expect(wrong.stderr).toMatch(/refused: wrong token/)
+      const rejectOther = await run(['reject', 'hosted', 'call-nope', '--server', link])
+      expect(rejectOther.code).toBe(2)
+      expect(rejectOther.stderr).toMatch(
+        /refused: no agent of run hosted is waiting for approval of call "call-nope"/,
+      )
       expect((await runView()).agents[0]!.awaiting).toMatchObject({ kind: 'approval', callId })
 
       const approved = await run(['approve', 'hosted', callId, '--server', origin], { COHORT_TOKEN: token })
