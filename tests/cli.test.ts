@@ -7,6 +7,7 @@ import { afterEach, beforeEach, describe, expect, test } from 'vitest'
 import { completion, startOpenAIServer } from '../packages/openai/test/openai-server.js'
 import { collect, repoRoot, spawnTs } from './support/processes.js'
 import { makeRunRecord } from './support/run-store-conformance.js'
+import { waitUntil } from './support/scripts.js'
 
 const databaseUrl = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test'
 const postgres = await (async () => {
@@ -242,6 +243,100 @@ describe('cohort CLI', () => {
       expect(api.requests).toHaveLength(3)
     } finally {
       await api.close()
+    }
+  }, 60_000)
+
+  test('approve, answer and cancel go to the `cohort serve` that hosts the run, with its token', async () => {
+    const approvalConfig = path.join(repoRoot, 'tests/fixtures/cli-approval-config.ts')
+    const server = cohort(['serve', approvalConfig, '--port', '0'])
+    let link = ''
+    const served = collect(server, (line) => {
+      link ||= /cohort serve: (\S+) /.exec(line)?.[1] ?? ''
+    })
+    try {
+      await waitUntil(() => link !== '', 20_000)
+      const { origin, searchParams } = new URL(link)
+      const token = searchParams.get('token')!
+      const runView = async () => {
+        const response = await fetch(`${origin}/api/runs/hosted`, {
+          headers: { authorization: `Bearer ${token}` },
+        })
+        return (await response.json()) as {
+          run: { status: string; result?: unknown }
+          agents: { awaiting?: { kind: string; callId: string } }[]
+        }
+      }
+      const started = await fetch(`${origin}/api/runs`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ task: 'ship it', runId: 'hosted' }),
+      })
+      expect(started.status).toBe(201)
+      await waitUntil(async () => (await runView()).agents[0]?.awaiting?.kind === 'approval')
+      const callId = (await runView()).agents[0]!.awaiting!.callId
+
+      // Without the token, or with another, the server refuses and the run still waits.
+      const without = await run(['approve', 'hosted', callId, '--server', origin], { COHORT_TOKEN: '' })
+      expect(without.code).toBe(2)
+      expect(without.stderr).toMatch(/refused: missing token.*--token or COHORT_TOKEN/)
+      const wrong = await run(['approve', 'hosted', callId, '--server', origin, '--token', 'x'.repeat(43)])
+      expect(wrong.code).toBe(2)
+      expect(wrong.stderr).toMatch(/refused: wrong token/)
+      const rejectOther = await run(['reject', 'hosted', 'call-nope', '--server', link])
+      expect(rejectOther.code).toBe(2)
+      expect(rejectOther.stderr).toMatch(
+        /refused: no agent of run hosted is waiting for approval of call "call-nope"/,
+      )
+      expect((await runView()).agents[0]!.awaiting).toMatchObject({ kind: 'approval', callId })
+
+      const approved = await run(['approve', 'hosted', callId, '--server', origin], { COHORT_TOKEN: token })
+      expect(approved.code, approved.stderr).toBe(0)
+      expect(approved.stdout).toMatch(`Approved call ${callId} of run hosted`)
+      await waitUntil(async () => (await runView()).agents[0]?.awaiting?.kind === 'input')
+
+      // The printed link carries the token itself.
+      const answered = await run(['answer', 'hosted', 'operator', 'eu-west', '--server', link])
+      expect(answered.code, answered.stderr).toBe(0)
+      await waitUntil(async () => (await runView()).run.status === 'completed')
+      expect(JSON.stringify((await runView()).run.result)).toMatch(/eu-west/)
+      const late = await run(['cancel', 'hosted', '--server', link])
+      expect(late.code).toBe(2)
+      expect(late.stderr).toMatch(/refused: run hosted has already completed/)
+      const nowhere = await run(['cancel', 'hosted', '--server', 'http://127.0.0.1:9'])
+      expect(nowhere.code).toBe(2)
+      expect(nowhere.stderr).toMatch(/cannot reach the server at http:\/\/127\.0\.0\.1:9\//)
+    } finally {
+      server.kill('SIGTERM')
+      await served
+    }
+  }, 60_000)
+
+  test('serve: --no-auth warns and asks for no token; contradictory or malformed flags exit 2', async () => {
+    const approvalConfig = path.join(repoRoot, 'tests/fixtures/cli-approval-config.ts')
+    const open = cohort(['serve', approvalConfig, '--port', '0', '--no-auth'], { COHORT_TOKEN: '' })
+    let link = ''
+    const served = collect(open, (line) => {
+      link ||= /cohort serve: (\S+) /.exec(line)?.[1] ?? ''
+    })
+    await waitUntil(() => link !== '', 20_000)
+    expect(new URL(link).searchParams.has('token')).toBe(false)
+    expect((await fetch(`${link}api/runs`)).status).toBe(200)
+    open.kill('SIGTERM')
+    const out = await served
+    expect(out.stderr).toMatch(
+      /--no-auth: no token is asked for, so any program .* Use it only behind a proxy/,
+    )
+
+    const refusals: [string[], RegExp][] = [
+      [['--no-auth', '--token', 'a'.repeat(20)], /--no-auth and a token .* contradict each other/],
+      [['--token', 'short'], /the token must be 16 to 512 characters/],
+      [['--allow-origin', 'ops.example.com'], /"ops.example.com" is not an origin; expected scheme:\/\/host/],
+      [['--allow-host', 'a b'], /"a b" is not a host name/],
+    ]
+    for (const [flags, message] of refusals) {
+      const refused = await run(['serve', approvalConfig, '--port', '0', ...flags], { COHORT_TOKEN: '' })
+      expect(refused.code, flags.join(' ')).toBe(2)
+      expect(refused.stderr, flags.join(' ')).toMatch(message)
     }
   }, 60_000)
 

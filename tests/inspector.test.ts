@@ -1,10 +1,13 @@
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs'
+import { createServer } from 'node:http'
 import { createRequire } from 'node:module'
+import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { createRuntime, defineAgent, fileStore, type ModelRequest, scriptedModel, sleep } from '@cohort/core'
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
+import WebSocket from 'ws'
 // playwright-core is a devDependency of @cohort/cli, so it resolves from there, not from the repository root.
 import type { Browser, Page } from '../packages/cli/node_modules/playwright-core/index.js'
 import { type CohortServer, startServer } from '../packages/cli/src/server/server.js'
@@ -367,6 +370,136 @@ describe.runIf(hasChromium)('web inspector', () => {
     } finally {
       await tab.close()
       await approvals.close()
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+  test('a page of another origin gets nothing from the socket or the API, while the signed-in inspector works', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'cohort-inspector-attack-'))
+    const target = await startServer({
+      runtime: createRuntime({ agents: [operator], model: approvalModel, store: fileStore(dir) }),
+      port: 0,
+    })
+    const port = new URL(target.url).port
+    const call = async <T>(path: string, init?: RequestInit): Promise<T> => {
+      const response = await fetch(new URL(path, target.url), withToken(target, init))
+      expect(response.ok, `${init?.method ?? 'GET'} ${path}: ${response.status}`).toBe(true)
+      return (await response.json()) as T
+    }
+    // The user's own socket: any run the attack started, or moved, would show here.
+    const seen: string[] = []
+    const witness = new WebSocket(`${target.url.replace('http', 'ws')}api/events`, {
+      headers: { authorization: `Bearer ${target.token}` },
+    })
+    witness.on('message', (data) => seen.push(JSON.parse(String(data)).event.type))
+    await new Promise((resolve) => witness.once('open', resolve))
+
+    // The attacker: a page served from another origin on the same machine (as in the report).
+    const attack = `
+      const target = 'http://127.0.0.1:${port}'
+      const result = { opened: [], messages: 0, posts: [], read: null }
+      const sockets = ['ws://127.0.0.1:${port}/api/events', 'ws://localhost:${port}/api/events'].map((url) => {
+        const socket = new WebSocket(url)
+        socket.onopen = () => result.opened.push(url)
+        socket.onmessage = () => result.messages++
+        return new Promise((resolve) => { socket.onclose = resolve })
+      })
+      const post = (path, body) => fetch(target + path, { method: 'POST', mode: 'no-cors',
+        headers: { 'Content-Type': 'text/plain; application/json' }, body: JSON.stringify(body) })
+        .then((response) => result.posts.push(response.type), (error) => result.posts.push(String(error)))
+      const callId = new URLSearchParams(location.search).get('callId')
+      Promise.all([
+        ...sockets,
+        post('/api/runs', { task: 'started by another website' }),
+        post('/api/runs/' + new URLSearchParams(location.search).get('runId') + '/approve', { callId }),
+        fetch(target + '/api/runs').then((r) => r.text()).then((text) => { result.read = text }, (e) => { result.read = 'refused: ' + e.name }),
+      ]).then(() => { window.attack = result })
+    `
+    const evil = createServer((_, res) => {
+      res.writeHead(200, { 'content-type': 'text/html' })
+      res.end(`<!doctype html><title>another website</title><script>${attack}</script>`)
+    })
+    await new Promise<void>((resolve) => evil.listen(0, '127.0.0.1', resolve))
+    const evilUrl = `http://127.0.0.1:${(evil.address() as AddressInfo).port}/`
+
+    // One browser: the inspector is signed in (its cookie is sent to the same site, any port).
+    const context = await browser.newContext({ viewport: { width: 1440, height: 900 } })
+    const errors: string[] = []
+    try {
+      const tab = await context.newPage()
+      tab.on('pageerror', (error) => errors.push(error.message))
+      await tab.goto(target.inspectorUrl)
+      expect(tab.url()).toBe(target.url)
+      expect(
+        (await context.cookies()).map((cookie) => [cookie.name, cookie.httpOnly, cookie.sameSite]),
+      ).toEqual([[`cohort_token_${port}`, true, 'Strict']])
+      await tab.locator('#connection[data-state="open"]').waitFor({ timeout: 10_000 })
+      const { runId } = await call<{ runId: string }>('/api/runs', {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ task: 'ship it' }),
+      })
+      await tab.locator(`#runs [data-run-id="${runId}"]`).click()
+      await tab.locator('#tree [data-awaiting="approval"]').waitFor({ timeout: 10_000 })
+      const { agents } = await call<RunView>(`/api/runs/${runId}`)
+      const callId = agents[0]!.awaiting!.callId
+      seen.length = 0
+
+      const page = await context.newPage()
+      const sent: string[] = []
+      page.on('request', (request) => {
+        if (request.url().startsWith(`http://127.0.0.1:${port}/`)) sent.push(request.method())
+      })
+      await page.goto(`${evilUrl}?runId=${runId}&callId=${encodeURIComponent(callId)}`)
+      const result = (
+        await page.waitForFunction(() => (globalThis as { attack?: unknown }).attack, undefined, {
+          timeout: 10_000,
+        })
+      ).jsonValue() as Promise<{ opened: string[]; messages: number; posts: string[]; read: string }>
+      // No socket opened, no event came, nothing could be read. (The two posts get no answer the page
+      // may see either: Cross-Origin-Resource-Policy keeps even the opaque one from it.)
+      expect(await result).toEqual({
+        opened: [],
+        messages: 0,
+        posts: [expect.stringMatching(/^(opaque|TypeError)/), expect.stringMatching(/^(opaque|TypeError)/)],
+        read: 'refused: TypeError',
+      })
+      // The browser did send them (a no-cors POST needs no one's leave): the server is what refused them.
+      expect(sent.sort()).toEqual(['GET', 'POST', 'POST'])
+      await page.close()
+
+      // Nothing started, nothing approved, nothing sent.
+      const runs = await call<{ runs: { id: string }[] }>('/api/runs')
+      expect(runs.runs.map((run) => run.id)).toEqual([runId])
+      const after = await call<RunView>(`/api/runs/${runId}`)
+      expect(after.agents[0]!.awaiting).toMatchObject({ kind: 'approval', callId })
+      expect(seen).toEqual([])
+
+      // The user's inspector works as before: approve by clicking, answer, and the tree follows live.
+      await tab.locator('#tree [data-agent-id]').first().click()
+      await tab.locator('#detail [data-action="approve"]').click()
+      await tab.locator('#tree [data-awaiting="input"]').waitFor({ timeout: 10_000 })
+      await tab.locator('#detail [data-field="answer"]').fill('eu-west-1')
+      await tab.locator('#detail [data-action="answer"]').click()
+      await expect
+        .poll(() => tab.locator(`#runs [data-run-id="${runId}"]`).getAttribute('data-state'), {
+          timeout: 15_000,
+        })
+        .toBe('completed')
+      expect(seen).toContain('run.completed')
+
+      // A browser without the link is told how to sign in, and shown nothing.
+      const stranger = await browser.newPage()
+      await stranger.goto(target.url)
+      await stranger.locator('#auth-needed').waitFor({ timeout: 10_000 })
+      expect(await stranger.locator('#auth-needed').textContent()).toMatch(/missing token.*\?token=/)
+      expect(await stranger.locator('#runs [data-run-id]').count()).toBe(0)
+      await stranger.close()
+      expect(errors).toEqual([])
+    } finally {
+      witness.close()
+      await context.close()
+      await new Promise((resolve) => evil.close(resolve))
+      await target.close()
       rmSync(dir, { recursive: true, force: true })
     }
   })

@@ -1,4 +1,4 @@
-import { mkdtemp, rm } from 'node:fs/promises'
+import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { type CohortServer, startServer } from '@cohort/cli'
@@ -7,6 +7,7 @@ import { afterEach, beforeEach, describe, expect, test } from 'vitest'
 import WebSocket from 'ws'
 import { approvalRuntime } from './fixtures/approval-scenario.js'
 import { collect, repoRoot, spawnTs } from './support/processes.js'
+import { frames, openRaw, send, sendWithHeaders } from './support/raw-http.js'
 import { waitUntil } from './support/scripts.js'
 
 let dir: string
@@ -150,6 +151,150 @@ describe('cohort serve: HTTP API and event stream', () => {
     })
     const failure = await new Promise((resolve) => wrongSocket.once('error', resolve))
     expect(String(failure)).toMatch(/404/)
+  })
+
+  test('the token: a browser signs in once from the link; options are checked before anything listens', async () => {
+    server = await startServer({ runtime: approvalRuntime(dir) })
+    expect(server.inspectorUrl).toBe(`${server.url}?token=${server.token}`)
+    const page = await fetch(server.url)
+    expect(page.status).toBe(200)
+    expect(page.headers.get('content-security-policy')).toMatch(
+      /default-src 'none'; script-src 'self' 'sha256-/,
+    )
+    expect(await page.text()).toMatch(/<script type="importmap">\{"imports":\{"preact":/)
+
+    const signIn = await fetch(server.inspectorUrl, { redirect: 'manual' })
+    expect(signIn.status).toBe(303)
+    expect(signIn.headers.get('location')).toBe('./')
+    const cookie = signIn.headers.get('set-cookie')!
+    expect(cookie).toMatch(
+      new RegExp(
+        `^cohort_token_${new URL(server.url).port}=${server.token}; Path=/; HttpOnly; SameSite=Strict$`,
+      ),
+    )
+    const withCookie = await fetch(`${server.url}api/runs`, { headers: { cookie: cookie.split(';')[0]! } })
+    expect(withCookie.status).toBe(200)
+    const wrongLink = await fetch(`${server.url}?token=${'z'.repeat(43)}`, { redirect: 'manual' })
+    expect(wrongLink.status).toBe(401)
+    expect(wrongLink.headers.get('set-cookie')).toBeNull()
+    const plain = await fetch(`${server.url}api/events`, {
+      headers: { authorization: `Bearer ${server.token}` },
+    })
+    expect(plain.status).toBe(426)
+
+    await expect(startServer({ runtime: approvalRuntime(dir), token: 'short' })).rejects.toThrow(
+      /the token must be 16 to 512 characters/,
+    )
+    await expect(startServer({ runtime: approvalRuntime(dir), allowOrigins: ['*'] })).rejects.toThrow(
+      /"\*" is not an origin/,
+    )
+    const chosen = 'a-token-of-my-own-choosing'
+    const mine = await startServer({ runtime: approvalRuntime(dir), token: chosen })
+    try {
+      expect(mine.token).toBe(chosen)
+      const ok = await fetch(`${mine.url}api/runs`, { headers: { authorization: `Bearer ${chosen}` } })
+      expect(ok.status).toBe(200)
+    } finally {
+      await mine.close()
+    }
+    const open = await startServer({ runtime: approvalRuntime(dir), token: false })
+    try {
+      expect(open.token).toBeNull()
+      expect(open.inspectorUrl).toBe(open.url)
+      expect((await fetch(`${open.url}api/runs`)).status).toBe(200)
+      // No token asked for, but still only its own pages and names.
+      const foreign = await fetch(`${open.url}api/runs`, { headers: { origin: 'http://127.0.0.1:8999' } })
+      expect(foreign.status).toBe(403)
+    } finally {
+      await open.close()
+    }
+  })
+
+  test('allowed origins get CORS answers and allowed hosts are answered; others are not', async () => {
+    server = await startServer({
+      runtime: approvalRuntime(dir),
+      allowOrigins: ['https://ops.example.com'],
+      allowHosts: ['cohort.example.com'],
+    })
+    token = server.token
+    const port = Number(new URL(server.url).port)
+    const preflight = await send(port, {
+      method: 'OPTIONS',
+      path: '/api/runs',
+      headers: {
+        origin: 'https://ops.example.com',
+        'access-control-request-method': 'POST',
+        'access-control-request-headers': 'authorization, content-type',
+      },
+    })
+    expect(preflight.status).toBe(204)
+    const allowed = await sendWithHeaders(port, {
+      path: '/api/runs',
+      headers: {
+        origin: 'https://ops.example.com',
+        host: 'cohort.example.com',
+        authorization: `Bearer ${token}`,
+      },
+    })
+    expect(allowed.status).toBe(200)
+    expect(allowed.headers['access-control-allow-origin']).toBe('https://ops.example.com')
+    for (const host of [`localhost:${port}`, `[::1]:${port}`, 'COHORT.example.com']) {
+      const named = await send(port, {
+        path: '/api/runs',
+        headers: { host, authorization: `Bearer ${token}` },
+      })
+      expect(named.status, host).toBe(200)
+    }
+    const other = await send(port, {
+      path: '/api/runs',
+      headers: { origin: 'https://ops.example.org', authorization: `Bearer ${token}` },
+    })
+    expect(other.status).toBe(403)
+    expect(other.body.error).toMatch(/expected no Origin or one of .*https:\/\/ops\.example\.com/)
+  })
+
+  test('a socket that stops answering pings is dropped; one that answers stays', async () => {
+    server = await startServer({ runtime: approvalRuntime(dir), heartbeatMs: 100 })
+    token = server.token
+    const port = Number(new URL(server.url).port)
+    // A raw socket reads everything but never answers a ping, as a peer that vanished.
+    const dead = await openRaw(port, '/api/events', { authorization: `Bearer ${token}` })
+    expect(dead.status).toBe('HTTP/1.1 101 Switching Protocols')
+    const alive = events(server.url)
+    await new Promise((resolve) => alive.socket.once('open', resolve))
+    const dropped = Date.now()
+    await new Promise((resolve) => dead.socket.once('close', resolve))
+    expect(Date.now() - dropped).toBeLessThan(3_000)
+    expect(frames(Buffer.concat(dead.received)).map((frame) => frame.opcode)).toContain(9)
+    await new Promise((resolve) => setTimeout(resolve, 300))
+    expect(alive.socket.readyState).toBe(WebSocket.OPEN)
+    alive.socket.close()
+  })
+
+  test('GET /api/openapi.json describes every endpoint of docs/server.md from the schemas that check them', async () => {
+    server = await startServer({ runtime: approvalRuntime(dir) })
+    token = server.token
+    const doc = (await api('GET', `${server.url}api/openapi.json`)).body as {
+      paths: Record<
+        string,
+        Record<string, { requestBody?: { content: Record<string, { schema: unknown }> } }>
+      >
+      components: { schemas: Record<string, { required?: string[]; properties?: Record<string, unknown> }> }
+    }
+    const guide = await readFile(path.join(repoRoot, 'docs/server.md'), 'utf8')
+    const documented = [...guide.matchAll(/^\| `(GET|POST) (\/api\/[^ `?]+)/gm)].map(
+      ([, method, route]) => `${method!.toLowerCase()} ${route!.replace(/:(\w+)/g, '{$1}')}`,
+    )
+    expect(documented.length).toBeGreaterThanOrEqual(10)
+    const described = Object.entries(doc.paths).flatMap(([route, methods]) =>
+      Object.keys(methods).map((method) => `${method} ${route}`),
+    )
+    // The description does not list itself; the event socket is in the guide's own section.
+    const endpoints = documented.filter((route) => route !== 'get /api/openapi.json')
+    expect(described.sort()).toEqual([...endpoints, 'get /api/events'].sort())
+    expect(doc.components.schemas.StartRun?.required).toEqual(['task'])
+    expect(Object.keys(doc.components.schemas.StartRun?.properties ?? {})).toEqual(['agent', 'task', 'runId'])
+    expect(doc.paths['/api/runs']?.post?.requestBody?.content['application/json']).toBeDefined()
   })
 
   test('SIGTERM stores every run and exits; the next `cohort serve` resumes the runs in flight', async () => {

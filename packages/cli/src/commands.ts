@@ -18,7 +18,6 @@ import {
 import type { Home, Launch } from './home.js'
 import { parallelPlan, runtimeFor, splitTasks } from './launch.js'
 import { liveTree } from './live.js'
-import { startServer } from './server/server.js'
 import { formatMs, oneLine, renderTree, summaryNode } from './tree.js'
 import { type AgentSummary, runView } from './views.js'
 
@@ -299,69 +298,6 @@ export async function logsCommand(
   return 0
 }
 
-export interface ServeOptions {
-  port: string
-  host: string
-  token?: string
-  /** false with --no-auth. */
-  auth: boolean
-  allowHost: string[]
-  allowOrigin: string[]
-}
-
-export async function serveCommand(
-  configFile: string,
-  options: CommonOptions & ServeOptions,
-  io: Output,
-): Promise<number> {
-  const { home } = options
-  if (!options.auth && options.token !== undefined) {
-    throw new InvalidInputError(
-      '--no-auth and a token (--token or COHORT_TOKEN) contradict each other: give one',
-    )
-  }
-  const launch: Launch = { kind: 'config', config: path.resolve(configFile) }
-  const logger = createLogger({ console: false, dir: home.logsDir })
-  const hosted = await runtimeFor(launch, home, logger)
-  const server = await startServer({
-    runtime: hosted.runtime,
-    port: positiveInt(options.port, '--port', true),
-    host: options.host,
-    root: hosted.root,
-    onStart: (runId) => home.saveLaunch(runId, launch),
-    ...(!options.auth ? { token: false } : options.token !== undefined && { token: options.token }),
-    allowHosts: options.allowHost,
-    allowOrigins: options.allowOrigin,
-  })
-  if (server.token === null) {
-    io.err.write(
-      'cohort serve: --no-auth: no token is asked for, so any program on this machine, and any web page it opens, can start runs and approve tool calls. Use it only behind a proxy that authenticates.\n',
-    )
-  }
-  io.out.write(
-    `cohort serve: ${server.inspectorUrl} (the inspector${server.token ? '; this link signs a browser in' : ''})\n`,
-  )
-  io.out.write(
-    `API at ${server.url}api/runs${server.token ? ' with the header "Authorization: Bearer <the token in the link>"' : ''}; described at ${server.url}api/openapi.json\n`,
-  )
-  const resumed = await server.resumeInFlight()
-  if (resumed.length > 0)
-    io.out.write(`Resumed ${resumed.length} run(s) that were in flight: ${resumed.join(', ')}\n`)
-  await new Promise<void>((resolve) => {
-    const stop = (signal: string) => {
-      io.out.write(`${signal}: storing every run and stopping…\n`)
-      void server
-        .close()
-        .then(() => logger.close?.())
-        .then(() => resolve())
-    }
-    process.once('SIGTERM', () => stop('SIGTERM'))
-    process.once('SIGINT', () => stop('SIGINT'))
-  })
-  io.out.write('Stopped; `cohort serve` again resumes the runs in flight.\n')
-  return 0
-}
-
 /**
  * Removes the finished runs past `--older-than` or `--keep` from the store, with their logs and
  * launch records; their workspaces (files the agents made) stay. Running runs are never removed.
@@ -428,7 +364,7 @@ function statuses(text: string): RunStatus[] {
   return list as RunStatus[]
 }
 
-function positiveInt(text: string, flag: string, allowZero = false): number {
+export function positiveInt(text: string, flag: string, allowZero = false): number {
   const value = Number(text)
   if (!/^\d+$/.test(text) || (!allowZero && value === 0) || value > 1_000_000) {
     throw new InvalidInputError(

@@ -10,11 +10,11 @@ import {
   pruneCommand,
   resumeCommand,
   runCommand,
-  type ServeOptions,
-  serveCommand,
   showCommand,
 } from './commands.js'
 import { Home } from './home.js'
+import { controlOnServer, type ServerTarget } from './remote.js'
+import { type ServeOptions, serveCommand } from './serve.js'
 
 /** Exit codes: 0 done, 1 the run failed or was cancelled, 2 bad usage or input. */
 export async function main(
@@ -105,8 +105,14 @@ export async function main(
     .description('Approve the tool call an agent of a stored run waits on, and continue the run.')
     .argument('<runId>')
     .argument('<callId>', 'the call id shown in the log and by `cohort show`')
-    .action(async (runId: string, callId: string) =>
-      set(await resumeCommand(runId, await common(), io, (run) => run.approve(callId))),
+    .addOption(serverOption())
+    .addOption(tokenOption())
+    .action(async (runId: string, callId: string, options: Remote) =>
+      set(
+        options.server
+          ? await controlOnServer({ kind: 'approve', runId, callId }, target(options), io)
+          : await resumeCommand(runId, await common(), io, (run) => run.approve(callId)),
+      ),
     )
 
   program
@@ -115,8 +121,18 @@ export async function main(
     .argument('<runId>')
     .argument('<callId>')
     .option('--reason <text>', 'what the agent is told', 'rejected by a person')
-    .action(async (runId: string, callId: string, options: { reason: string }) =>
-      set(await resumeCommand(runId, await common(), io, (run) => run.reject(callId, options.reason))),
+    .addOption(serverOption())
+    .addOption(tokenOption())
+    .action(async (runId: string, callId: string, options: Remote & { reason: string }) =>
+      set(
+        options.server
+          ? await controlOnServer(
+              { kind: 'reject', runId, callId, reason: options.reason },
+              target(options),
+              io,
+            )
+          : await resumeCommand(runId, await common(), io, (run) => run.reject(callId, options.reason)),
+      ),
     )
 
   program
@@ -125,15 +141,30 @@ export async function main(
     .argument('<runId>')
     .argument('<agentId>')
     .argument('<answer>', 'JSON, or plain text')
-    .action(async (runId: string, agentId: string, answer: string) =>
-      set(await resumeCommand(runId, await common(), io, (run) => run.resume(agentId, parseAnswer(answer)))),
-    )
+    .addOption(serverOption())
+    .addOption(tokenOption())
+    .action(async (runId: string, agentId: string, answer: string, options: Remote) => {
+      const payload = parseAnswer(answer)
+      set(
+        options.server
+          ? await controlOnServer({ kind: 'answer', runId, agentId, payload }, target(options), io)
+          : await resumeCommand(runId, await common(), io, (run) => run.resume(agentId, payload)),
+      )
+    })
 
   program
     .command('cancel')
     .description('Cancel a stored run and every agent in it.')
     .argument('<runId>')
-    .action(async (runId: string) => set(await cancelCommand(runId, await common(), io)))
+    .addOption(serverOption())
+    .addOption(tokenOption())
+    .action(async (runId: string, options: Remote) =>
+      set(
+        options.server
+          ? await controlOnServer({ kind: 'cancel', runId }, target(options), io)
+          : await cancelCommand(runId, await common(), io),
+      ),
+    )
 
   program
     .command('logs')
@@ -165,11 +196,7 @@ export async function main(
     .argument('<config>', 'config file with the agents to host')
     .option('--port <port>', 'port (0: any free one)', '4000')
     .option('--host <host>', 'interface to listen on', '127.0.0.1')
-    .addOption(
-      new Option('--token <token>', 'the token every request carries (default: a new random one)').env(
-        'COHORT_TOKEN',
-      ),
-    )
+    .addOption(tokenOption('the token every request carries (default: a new random one)'))
     .option('--no-auth', 'ask for no token: only behind a proxy that authenticates')
     .option('--allow-host <name>', 'a host name the server also answers as (repeat it)', collect, [])
     .option('--allow-origin <origin>', 'an origin whose pages may call the API (repeat it)', collect, [])
@@ -194,6 +221,25 @@ export async function main(
     await home?.close()
   }
   return code
+}
+
+type Remote = { server?: string; token?: string }
+
+/** A running `cohort serve` hosts the run: the control goes to it rather than continuing the run here. */
+function serverOption(): Option {
+  return new Option(
+    '--server <url>',
+    'send this to the `cohort serve` that hosts the run (its address, or the link it printed)',
+  ).env('COHORT_SERVER')
+}
+
+function tokenOption(description = 'the token of that server (the one in the link it printed)'): Option {
+  return new Option('--token <token>', description).env('COHORT_TOKEN')
+}
+
+function target(options: Remote): ServerTarget {
+  // An empty COHORT_TOKEN is no token.
+  return { server: options.server!, ...(options.token && { token: options.token }) }
 }
 
 /** A repeatable option's values, in order. */

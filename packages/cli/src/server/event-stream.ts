@@ -78,10 +78,17 @@ export class EventStream {
     }
   }
 
-  close(): void {
+  /** Says goodbye to every socket; one that cannot take it (it does not read) is cut a second later. */
+  async close(): Promise<void> {
     clearInterval(this.#heartbeat)
-    for (const client of this.#clients) client.socket.close(1001, 'server shutting down')
     this.#clients.clear()
+    const sockets = [...this.wss.clients]
+    for (const socket of sockets) socket.close(1001, 'server shutting down')
+    const closed = sockets.map((socket) => new Promise((resolve) => socket.once('close', resolve)))
+    const grace = new Promise((resolve) => setTimeout(resolve, 1000).unref())
+    if ((await Promise.race([Promise.all(closed), grace.then(() => 'late')])) === 'late') {
+      for (const socket of this.wss.clients) socket.terminate()
+    }
     this.wss.close()
   }
 

@@ -124,7 +124,7 @@ export async function startServer(options: ServerOptions): Promise<CohortServer>
       return resumed
     },
     async close() {
-      events.close()
+      await events.close()
       const closed = new Promise<void>((resolve) => server.close(() => resolve()))
       if ('closeAllConnections' in server) server.closeAllConnections()
       await runtime.shutdown()

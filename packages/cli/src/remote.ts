@@ -1,0 +1,96 @@
+import { assertRunId, CohortError, InvalidInputError } from '@cohort/core'
+import type { Output } from './commands.js'
+
+/** A `cohort serve` to send a control to, instead of continuing the run in this process. */
+export interface ServerTarget {
+  /** Its address, or the inspector link it printed (whose token is then used). */
+  server: string
+  token?: string
+}
+
+/** What a person can tell a run that a server hosts. */
+export type Control =
+  | { kind: 'approve'; runId: string; callId: string }
+  | { kind: 'reject'; runId: string; callId: string; reason: string }
+  | { kind: 'answer'; runId: string; agentId: string; payload: unknown }
+  | { kind: 'cancel'; runId: string }
+
+/**
+ * Sends the control to the server that hosts the run: two processes must not both continue one
+ * run, so with a server up this is how `approve`, `reject`, `answer` and `cancel` reach it.
+ */
+export async function controlOnServer(control: Control, target: ServerTarget, io: Output): Promise<number> {
+  assertRunId(control.runId)
+  const run = `api/runs/${encodeURIComponent(control.runId)}`
+  switch (control.kind) {
+    case 'approve':
+      await post(target, `${run}/approve`, { callId: control.callId })
+      io.out.write(`Approved call ${control.callId} of run ${control.runId}; the server runs it.\n`)
+      break
+    case 'reject':
+      await post(target, `${run}/reject`, { callId: control.callId, reason: control.reason })
+      io.out.write(`Rejected call ${control.callId} of run ${control.runId}; the agent is told why.\n`)
+      break
+    case 'answer':
+      await post(target, `${run}/agents/${encodeURIComponent(control.agentId)}/resume`, {
+        payload: control.payload,
+      })
+      io.out.write(`Answered ${control.agentId} of run ${control.runId}.\n`)
+      break
+    case 'cancel':
+      await post(target, `${run}/cancel`)
+      io.out.write(`Run ${control.runId} cancelled.\n`)
+      break
+  }
+  return 0
+}
+
+async function post(target: ServerTarget, path: string, body?: unknown): Promise<void> {
+  const { base, token } = resolveTarget(target)
+  const url = new URL(path, base)
+  let response: Response
+  try {
+    response = await fetch(url, {
+      method: 'POST',
+      headers: {
+        ...(token !== undefined && { authorization: `Bearer ${token}` }),
+        ...(body !== undefined && { 'content-type': 'application/json' }),
+      },
+      ...(body !== undefined && { body: JSON.stringify(body) }),
+    })
+  } catch (error) {
+    const reason = (error as Error & { cause?: Error }).cause?.message ?? (error as Error).message
+    throw new InvalidInputError(`cannot reach the server at ${base}: ${reason}`)
+  }
+  if (response.ok) return
+  const answer = (await response.json().catch(() => ({}))) as { error?: unknown }
+  const message = typeof answer.error === 'string' ? answer.error : `HTTP ${response.status}`
+  if (response.status === 401) {
+    throw new InvalidInputError(
+      `the server at ${base} refused: ${message}. Give its token with --token or COHORT_TOKEN, or pass the link it printed as --server`,
+    )
+  }
+  if (response.status === 404) throw new CohortError('RUN_NOT_FOUND', message)
+  if (response.status < 500) throw new InvalidInputError(`the server at ${base} refused: ${message}`)
+  throw new CohortError('SERVER_ERROR', `the server at ${base} failed: ${message}`)
+}
+
+/** `http://host:port/`, and the token: given, or from the link's `?token=`. */
+function resolveTarget(target: ServerTarget): { base: string; token: string | undefined } {
+  let url: URL
+  try {
+    url = new URL(target.server)
+  } catch {
+    throw new InvalidInputError(
+      `--server "${target.server}" is not a URL; expected e.g. http://127.0.0.1:4000`,
+    )
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+    throw new InvalidInputError(`--server "${target.server}" is not an http(s) URL`)
+  }
+  const token = target.token ?? url.searchParams.get('token') ?? undefined
+  url.search = ''
+  url.hash = ''
+  if (!url.pathname.endsWith('/')) url.pathname += '/'
+  return { base: url.href, token }
+}
