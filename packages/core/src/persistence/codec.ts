@@ -18,6 +18,9 @@ import {
  * which costs ten times `JSON.stringify` on a long history.
  */
 export function encodeRecord(record: RunRecord | AgentRecord): string {
+  // Most records are plain JSON: a walk that only looks costs a fraction of superjson's, which
+  // builds its annotations as it goes (it was most of a write).
+  if (isPlainJson(record)) return JSON.stringify(record)
   if (!('snapshot' in record)) return withAnnotations(superjson.serialize(record))
   const { messages, children, ...context } = record.snapshot.context
   const serialized = superjson.serialize({ ...record, snapshot: { ...record.snapshot, context } })
@@ -28,6 +31,32 @@ export function encodeRecord(record: RunRecord | AgentRecord): string {
 }
 
 type Serialized = ReturnType<typeof superjson.serialize>
+
+/** True when `JSON.stringify` keeps `value` exactly: no Date, Map, Set, BigInt, NaN, cycle or undefined in an array. */
+function isPlainJson(value: unknown): boolean {
+  return isPlain(value, 0)
+}
+
+/** Deeper than any record is: superjson decides (and reports a cycle its own way). */
+const maxPlainDepth = 100
+
+function isPlain(value: unknown, depth: number): boolean {
+  if (value === null || typeof value === 'string' || typeof value === 'boolean') return true
+  if (typeof value === 'number') return Number.isFinite(value)
+  if (typeof value !== 'object' || depth > maxPlainDepth) return false
+  if (Array.isArray(value)) {
+    for (const item of value) if (item === undefined || !isPlain(item, depth + 1)) return false
+    return true
+  }
+  const prototype = Object.getPrototypeOf(value)
+  if (prototype !== Object.prototype && prototype !== null) return false
+  for (const key in value) {
+    const field = (value as Record<string, unknown>)[key]
+    // JSON.stringify and superjson both drop an undefined field.
+    if (field !== undefined && !isPlain(field, depth + 1)) return false
+  }
+  return true
+}
 
 function withAnnotations({ json, meta }: Serialized): string {
   if (meta === undefined) return JSON.stringify(json)
