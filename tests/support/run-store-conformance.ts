@@ -156,6 +156,26 @@ export function describeRunStore(
       expect(loaded?.agents.find((a) => a.id === 'lead')).toMatchObject({ status: 'suspended' })
     })
 
+    test('a batch of agents (saveAgents, where the store has it) lands whole, rich values intact, replacing earlier rows', async () => {
+      if (!store.saveAgents) return
+      await store.saveRun(makeRunRecord('rb'))
+      await store.saveAgent('rb', makeAgentRecord('rb', 'lead'))
+      const batch = Array.from({ length: 40 }, (_, i) =>
+        makeAgentRecord('rb', `lead.w${i}`, { status: i % 2 === 0 ? 'completed' : 'running' }),
+      )
+      const lead = makeAgentRecord('rb', 'lead', { status: 'completed', updatedAt: 5 })
+      lead.snapshot.context.result = { at: new Date(7), big: 10n }
+      await store.saveAgents('rb', [...batch, lead])
+      const loaded = await store.loadRun('rb')
+      expect(loaded?.agents).toHaveLength(41)
+      expect(loaded?.agents.find((a) => a.id === 'lead')).toMatchObject({ status: 'completed', updatedAt: 5 })
+      expect(loaded?.agents.find((a) => a.id === 'lead')?.snapshot.context.result).toEqual({
+        at: new Date(7),
+        big: 10n,
+      })
+      expect(loaded?.agents.find((a) => a.id === 'lead.w3')).toMatchObject({ status: 'running' })
+    })
+
     test('saving the run record again updates it', async () => {
       await store.saveRun(makeRunRecord('r3'))
       await store.saveRun(

@@ -158,6 +158,29 @@ export function postgresStore(options: PostgresStoreOptions = {}): PostgresStore
         [runId, record.id, Math.floor(record.updatedAt), columns.record, columns.meta, columns.record_text],
       )
     },
+    async saveAgents(runId: string, records: AgentRecord[]) {
+      assertRunId(runId)
+      // The last record of an agent wins: one statement may not change a row twice.
+      const latest = [...new Map(records.map((record) => [record.id, record])).values()]
+      if (latest.length === 0) return
+      const rows = latest.map((record) => ({ record, columns: recordColumns(record) }))
+      // One statement, so one implicit transaction: the batch is stored whole or not at all.
+      await query(
+        `save ${rows.length} agents of ${runId}`,
+        `INSERT INTO ${q}.agents (run_id, id, updated_at, record, meta, record_text)
+         SELECT $1, * FROM unnest($2::text[], $3::bigint[], $4::jsonb[], $5::jsonb[], $6::text[])
+         ON CONFLICT (run_id, id) DO UPDATE SET updated_at = excluded.updated_at, record = excluded.record,
+           meta = excluded.meta, record_text = excluded.record_text`,
+        [
+          runId,
+          rows.map(({ record }) => record.id),
+          rows.map(({ record }) => Math.floor(record.updatedAt)),
+          rows.map(({ columns }) => columns.record),
+          rows.map(({ columns }) => columns.meta),
+          rows.map(({ columns }) => columns.record_text),
+        ],
+      )
+    },
     async loadRun(runId: string) {
       assertRunId(runId)
       // One statement sees one snapshot: the run and its agents are read consistently.
