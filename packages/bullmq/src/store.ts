@@ -113,6 +113,13 @@ export function redisStore(options: RedisStoreOptions = {}): RunStore {
       assertRunId(runId)
       await redis.hset(agentsKey(runId), record.id, encodeRecord(record))
     },
+    async saveAgents(runId, records) {
+      assertRunId(runId)
+      if (records.length === 0) return
+      // One HSET of every field: one command, applied whole, one round trip for the batch.
+      const fields = new Map(records.map((record) => [record.id, encodeRecord(record)]))
+      await redis.hset(agentsKey(runId), fields)
+    },
     async loadRun(runId) {
       const run = await loadRunRecord(runId)
       if (!run) return undefined
