@@ -1,18 +1,67 @@
+import { z } from 'zod'
+
+/** Ids a child may have: they appear in prompts, logs, file names and URLs. */
+export const childIdPattern = /^[a-zA-Z0-9_-]{1,48}$/
+
+// One schema per shape: the types below, the JSON Schemas offered to models (`prompt.ts`) and
+// the validation of replies (`parse-actions.ts`) all come from these. Their messages are what
+// the model is told when its reply does not fit.
+
 /** One sub-agent to start, as the model asks for it. */
-export interface LaunchSpec {
-  agent: string
-  task: string
-  /** The parent's name for this child; generated when the model gives none. */
-  id?: string
-  /** Sibling ids that must complete before this child starts. */
-  depends_on?: string[]
-  /** Higher is served first when model calls queue up (default: the agent definition's, else 0). */
-  priority?: number
-  /** Wall-clock limit for this child, in ms. */
-  timeout_ms?: number
-  /** What the parent receives if this child times out. */
-  fallback?: unknown
-}
+export const launchSpecSchema = z.object({
+  agent: z.string({ error: '"agent" must be the name of an agent this agent can launch' }),
+  task: z
+    .string({ error: '"task" must be a non-empty string' })
+    .refine((task) => task.trim() !== '', '"task" must be a non-empty string'),
+  id: z
+    .string({ error: '"id" must be 1-48 letters, digits, "_" or "-"' })
+    .regex(childIdPattern, '"id" must be 1-48 letters, digits, "_" or "-"')
+    .describe('Your name for this sub-agent')
+    .optional(),
+  depends_on: z
+    .array(z.string(), { error: '"depends_on" must be an array of sibling ids' })
+    .describe('Sibling ids to wait for')
+    .optional(),
+  priority: z
+    .number({ error: '"priority" must be a number' })
+    .describe('Higher is served first when model calls queue up')
+    .optional(),
+  timeout_ms: z
+    .number({ error: '"timeout_ms" must be a positive number' })
+    .positive('"timeout_ms" must be a positive number')
+    .describe('Wall-clock limit for this sub-agent, in ms')
+    .optional(),
+  fallback: z.unknown().describe('What you receive if this sub-agent times out').optional(),
+})
+export type LaunchSpec = z.infer<typeof launchSpecSchema>
+
+export const launchArgsSchema = z.object({
+  agents: z
+    .array(z.unknown(), {
+      error: 'launch_subagents needs "agents": a non-empty array of {"agent", "task", "id"?}',
+    })
+    .min(1, 'launch_subagents needs "agents": a non-empty array of {"agent", "task", "id"?}'),
+  on_cycle: z
+    .enum(['refuse', 'sequential'], { error: '"on_cycle" must be "refuse" or "sequential"' })
+    .optional(),
+})
+
+export const waitArgsSchema = z.object({
+  ids: z
+    .array(z.string(), { error: 'wait_for_subagents: "ids" must be an array of sub-agent ids' })
+    .nullish(),
+})
+
+export const sendMessageArgsSchema = z.object({
+  to: z
+    .string({ error: 'send_message needs "to": "parent", a child id or a sibling id' })
+    .min(1, 'send_message needs "to": "parent", a child id or a sibling id'),
+  text: z
+    .string({ error: 'send_message needs "text": a non-empty string' })
+    .refine((text) => text.trim() !== '', 'send_message needs "text": a non-empty string'),
+})
+
+export const finishArgsSchema = z.object({ result: z.unknown().describe('Any JSON value') })
 
 /** What an agent does next, parsed from its model's reply. `callId` is the native tool call it came from. */
 export type Action = (
@@ -20,7 +69,7 @@ export type Action = (
   | { action: 'wait_for_subagents'; ids?: string[] }
   | { action: 'call_tool'; tool: string; args: unknown }
   | { action: 'finish'; result: unknown }
-  | { action: 'send_message'; to: string; text: string }
+  | ({ action: 'send_message' } & z.infer<typeof sendMessageArgsSchema>)
 ) & {
   /** The native tool call this action came from; its answer is a `tool` message. */
   callId?: string
@@ -33,5 +82,7 @@ export type ActionName = Action['action']
 /** A parser result is data, never an exception for bad model output. */
 export type ParseResult = { ok: true; actions: Action[] } | { ok: false; error: string }
 
-/** Ids a child may have: they appear in prompts, logs, file names and URLs. */
-export const childIdPattern = /^[a-zA-Z0-9_-]{1,48}$/
+/** What a model is told of a reply that does not fit a schema: its first issue. */
+export function issueOf(error: z.ZodError): string {
+  return error.issues[0]?.message ?? 'invalid'
+}

@@ -1,7 +1,16 @@
 import type { z } from 'zod'
 import type { ModelReply, ToolCall } from '../models/types.js'
 import type { AnyTool } from '../tools/define-tool.js'
-import { type Action, childIdPattern, type LaunchSpec, type ParseResult } from './actions.js'
+import {
+  type Action,
+  issueOf,
+  type LaunchSpec,
+  launchArgsSchema,
+  launchSpecSchema,
+  type ParseResult,
+  sendMessageArgsSchema,
+  waitArgsSchema,
+} from './actions.js'
 import { extractJsonValues, jsonDepth } from './extract-json.js'
 
 export interface ParseContext {
@@ -111,12 +120,11 @@ function toAction(value: unknown, context: ParseContext, launched: ReadonlySet<s
     case 'finish':
       if (!('result' in value)) return 'finish needs a "result" field (any JSON value)'
       return { action: 'finish', result: value.result }
-    case 'send_message':
-      if (typeof value.to !== 'string' || value.to === '')
-        return 'send_message needs "to": "parent", a child id or a sibling id'
-      if (typeof value.text !== 'string' || value.text.trim() === '')
-        return 'send_message needs "text": a non-empty string'
-      return { action: 'send_message', to: value.to, text: value.text }
+    case 'send_message': {
+      const checked = sendMessageArgsSchema.safeParse(value)
+      if (!checked.success) return issueOf(checked.error)
+      return { action: 'send_message', ...checked.data }
+    }
     default:
       return typeof name === 'string'
         ? `unknown action "${truncate(name, 60)}"; expected one of ${actionNames.join(', ')}`
@@ -129,74 +137,39 @@ function toLaunch(
   context: ParseContext,
   launched: ReadonlySet<string>,
 ): Action | string {
-  const agents = value.agents
-  if (!Array.isArray(agents) || agents.length === 0) {
-    return 'launch_subagents needs "agents": a non-empty array of {"agent", "task", "id"?}'
-  }
+  const args = launchArgsSchema.safeParse(value)
+  if (!args.success) return issueOf(args.error)
   if (context.subagents.length === 0) return 'this agent cannot launch sub-agents'
   const specs: LaunchSpec[] = []
   const inThisLaunch = new Set<string>()
-  for (const [index, entry] of agents.entries()) {
+  for (const [index, entry] of args.data.agents.entries()) {
     const at = `agents[${index}]`
     if (!isObject(entry)) return `${at} must be an object {"agent", "task", "id"?}, got ${describe(entry)}`
-    const { agent, task, id } = entry
+    const { agent } = entry
     if (typeof agent !== 'string' || !context.subagents.includes(agent)) {
       return `${at}: unknown agent ${JSON.stringify(truncate(String(agent), 60))}; this agent can launch: ${context.subagents.join(', ')}`
     }
-    if (typeof task !== 'string' || task.trim() === '') return `${at}: "task" must be a non-empty string`
-    const spec: LaunchSpec = { agent, task }
-    if (id !== undefined) {
-      if (typeof id !== 'string' || !childIdPattern.test(id)) {
-        return `${at}: "id" must be 1-48 letters, digits, "_" or "-", got ${describe(id)}`
-      }
-      if (launched.has(id) || inThisLaunch.has(id))
-        return `${at}: id "${id}" is already used by another sub-agent`
-      spec.id = id
-      inThisLaunch.add(id)
+    const checked = launchSpecSchema.safeParse(entry)
+    if (!checked.success) return `${at}: ${issueOf(checked.error)}`
+    const spec = checked.data
+    if (spec.id !== undefined) {
+      if (launched.has(spec.id) || inThisLaunch.has(spec.id))
+        return `${at}: id "${spec.id}" is already used by another sub-agent`
+      inThisLaunch.add(spec.id)
     }
-    const dependsOn = entry.depends_on
-    if (dependsOn !== undefined) {
-      if (!Array.isArray(dependsOn) || !dependsOn.every((d) => typeof d === 'string')) {
-        return `${at}: "depends_on" must be an array of sibling ids`
-      }
-      spec.depends_on = dependsOn
-    }
-    const extras = launchExtras(entry, at)
-    if (typeof extras === 'string') return extras
-    specs.push(Object.assign(spec, extras))
+    specs.push(spec)
   }
-  const onCycle = value.on_cycle
-  if (onCycle !== undefined && onCycle !== 'refuse' && onCycle !== 'sequential') {
-    return '"on_cycle" must be "refuse" or "sequential"'
-  }
+  const onCycle = args.data.on_cycle
   return onCycle === undefined
     ? { action: 'launch_subagents', agents: specs }
     : { action: 'launch_subagents', agents: specs, on_cycle: onCycle }
 }
 
-/** Optional scheduling fields of a launched agent: priority, timeout and fallback. */
-function launchExtras(entry: Record<string, unknown>, at: string): Partial<LaunchSpec> | string {
-  const extras: Partial<LaunchSpec> = {}
-  if (entry.priority !== undefined) {
-    if (typeof entry.priority !== 'number' || !Number.isFinite(entry.priority))
-      return `${at}: "priority" must be a number`
-    extras.priority = entry.priority
-  }
-  if (entry.timeout_ms !== undefined) {
-    if (typeof entry.timeout_ms !== 'number' || !(entry.timeout_ms > 0))
-      return `${at}: "timeout_ms" must be a positive number`
-    extras.timeout_ms = entry.timeout_ms
-  }
-  if ('fallback' in entry) extras.fallback = entry.fallback
-  return extras
-}
-
 function toWait(value: Record<string, unknown>, launched: ReadonlySet<string>): Action | string {
-  const ids = value.ids
+  const checked = waitArgsSchema.safeParse(value)
+  if (!checked.success) return issueOf(checked.error)
+  const ids = checked.data.ids
   if (ids === undefined || ids === null) return { action: 'wait_for_subagents' }
-  if (!Array.isArray(ids) || !ids.every((id) => typeof id === 'string')) {
-    return `wait_for_subagents: "ids" must be an array of sub-agent ids, got ${describe(ids)}`
-  }
   for (const id of ids) {
     if (!launched.has(id)) {
       const known = [...launched].slice(0, 20).join(', ') || 'none'

@@ -1,6 +1,14 @@
+import { z } from 'zod'
 import type { AgentDefinition } from '../agent/define-agent.js'
 import type { ToolSpec } from '../models/types.js'
-import { toolSpec } from '../tools/define-tool.js'
+import { jsonSchemaOf, toolSpec } from '../tools/define-tool.js'
+import {
+  finishArgsSchema,
+  launchArgsSchema,
+  launchSpecSchema,
+  sendMessageArgsSchema,
+  waitArgsSchema,
+} from './actions.js'
 
 /** The system prompt: the agent's instructions, then how to act, with its sub-agents and tools. */
 export function systemPrompt(agent: AgentDefinition, catalog: ReadonlyMap<string, AgentDefinition>): string {
@@ -42,55 +50,30 @@ export function systemPrompt(agent: AgentDefinition, catalog: ReadonlyMap<string
 export function protocolToolSpecs(agent: AgentDefinition): ToolSpec[] {
   const specs: ToolSpec[] = []
   if (agent.subagents.length > 0) {
+    const launchable = launchSpecSchema.extend({ agent: z.enum(agent.subagents as [string, ...string[]]) })
     specs.push(
       {
         name: 'launch_subagents',
         description: 'Start sub-agents in parallel; returns at once with their ids.',
-        parameters: {
-          type: 'object',
-          properties: {
-            agents: {
-              type: 'array',
-              items: {
-                type: 'object',
-                properties: {
-                  agent: { type: 'string', enum: [...agent.subagents] },
-                  task: { type: 'string' },
-                  id: { type: 'string', description: 'Your name for this sub-agent' },
-                  depends_on: {
-                    type: 'array',
-                    items: { type: 'string' },
-                    description: 'Sibling ids to wait for',
-                  },
-                },
-                required: ['agent', 'task'],
-              },
-            },
-          },
-          required: ['agents'],
-        },
+        parameters: jsonSchemaOf(launchArgsSchema.extend({ agents: z.array(launchable).min(1) })),
       },
       {
         name: 'wait_for_subagents',
         description:
           'Wait until the given sub-agents (all unsettled ones when ids is omitted) finish, then get their results.',
-        parameters: { type: 'object', properties: { ids: { type: 'array', items: { type: 'string' } } } },
+        parameters: jsonSchemaOf(waitArgsSchema),
       },
     )
   }
   specs.push({
     name: 'send_message',
     description: 'Send a note to your parent ("parent"), a sub-agent or a sibling, by id.',
-    parameters: {
-      type: 'object',
-      properties: { to: { type: 'string' }, text: { type: 'string' } },
-      required: ['to', 'text'],
-    },
+    parameters: jsonSchemaOf(sendMessageArgsSchema),
   })
   specs.push({
     name: 'finish',
     description: 'End your work with a result.',
-    parameters: { type: 'object', properties: { result: {} }, required: ['result'] },
+    parameters: { ...jsonSchemaOf(finishArgsSchema), required: ['result'] },
   })
   for (const tool of agent.tools) specs.push(toolSpec(tool))
   return specs

@@ -69,12 +69,14 @@ export function defineTool<Args, Result>(definition: ToolDefinition<Args, Result
   if ((protocolActionNames as readonly string[]).includes(definition.name)) {
     throw new TypeError(`tool name "${definition.name}" is reserved for the action protocol`)
   }
-  const jsonSchema = z.toJSONSchema(definition.parameters, { unrepresentable: 'any' }) as Record<
-    string,
-    unknown
-  >
+  return { ...definition, jsonSchema: jsonSchemaOf(definition.parameters) }
+}
+
+/** The JSON Schema a model is offered for a zod schema (what JSON cannot say is left open). */
+export function jsonSchemaOf(schema: z.ZodType): Record<string, unknown> {
+  const jsonSchema = z.toJSONSchema(schema, { unrepresentable: 'any' }) as Record<string, unknown>
   delete jsonSchema.$schema
-  return { ...definition, jsonSchema }
+  return jsonSchema
 }
 
 export function toolSpec(tool: AnyTool): ToolSpec {
