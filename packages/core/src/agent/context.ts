@@ -1,21 +1,9 @@
 import { z } from 'zod'
 import type { ErrorInfo } from '../errors.js'
-import type { ProcessRecord } from '../models/command-model.js'
-import type { ChatMessage, TokenUsage } from '../models/types.js'
+import type { ChatMessage } from '../models/types.js'
 import type { Action } from '../protocol/actions.js'
-import type { Conflict } from '../workspaces/workspaces.js'
 
 export type AgentStatus = 'idle' | 'running' | 'suspended' | 'completed' | 'failed'
-
-/** A child as its parent knows it: set at launch, never rewritten when the child settles. */
-export interface ChildLink {
-  /** The parent's name for the child (what the model waits on). */
-  localId: string
-  /** Run-wide agent id. */
-  id: string
-  agent: string
-  task: string
-}
 
 /** What a parent receives for each awaited child. */
 export interface ChildResult {
@@ -28,69 +16,137 @@ export interface ChildResult {
   fallback?: true
 }
 
+// One schema per shape: an agent's context is defined here once; its type (`z.infer`) and the
+// validation of a context read back from a store both come from it.
+
+export const errorInfoSchema = z.object({ name: z.string(), code: z.string(), message: z.string() })
+
+const toolCallSchema = z.object({
+  id: z.string(),
+  name: z.string(),
+  arguments: z.union([z.string(), z.record(z.string(), z.unknown())]),
+})
+
+export const chatMessageSchema = z.discriminatedUnion('role', [
+  z.object({ role: z.literal('system'), content: z.string() }),
+  z.object({ role: z.literal('user'), content: z.string() }),
+  z.object({
+    role: z.literal('assistant'),
+    content: z.string(),
+    toolCalls: z.array(toolCallSchema).exactOptional(),
+  }),
+  z.object({ role: z.literal('tool'), content: z.string(), toolCallId: z.string() }),
+])
+
+const actionNames: readonly string[] = [
+  'launch_subagents',
+  'wait_for_subagents',
+  'call_tool',
+  'finish',
+  'send_message',
+]
+
+/** An action of a stored reply, not yet carried out: checked when its effect runs, as when it was parsed. */
+const pendingActionSchema = z.custom<Action>(
+  (value) =>
+    typeof value === 'object' &&
+    value !== null &&
+    actionNames.includes((value as { action?: string }).action ?? ''),
+  { error: `expected an action with "action" one of ${actionNames.join(', ')}` },
+)
+
+/** A child as its parent knows it: set at launch, never rewritten when the child settles. */
+export const childLinkSchema = z.object({
+  /** The parent's name for the child (what the model waits on). */
+  localId: z.string(),
+  /** Run-wide agent id. */
+  id: z.string(),
+  agent: z.string(),
+  task: z.string(),
+})
+export type ChildLink = z.infer<typeof childLinkSchema>
+
 /** What an agent suspended for the outside world waits on. */
-export interface Awaiting {
-  kind: 'approval' | 'input'
+export const awaitingSchema = z.object({
+  kind: z.enum(['approval', 'input']),
   /** The tool call it concerns: `run.approve(callId)`, `run.reject(callId, reason)`. */
-  callId: string
+  callId: z.string(),
   /** The action's key (`turn.index`): answers are kept under it. */
-  key: string
-  tool: string
-  args: unknown
-  prompt: string
-}
+  key: z.string(),
+  tool: z.string(),
+  args: z.unknown(),
+  prompt: z.string(),
+})
+export type Awaiting = z.infer<typeof awaitingSchema>
 
-export type Answer = { approved: true } | { payload: unknown }
+export const answerSchema = z.union([
+  z.object({ approved: z.literal(true) }),
+  z.object({ payload: z.unknown() }),
+])
+export type Answer = z.infer<typeof answerSchema>
 
-/** The whole state of an agent: plain data, persisted at every step. */
-export interface AgentContext {
-  runId: string
-  agentId: string
-  name: string
-  parentId: string | null
-  depth: number
-  task: string
-  messages: ChatMessage[]
+/** The whole state of an agent: plain data, stored at every step. Unknown extra fields are kept. */
+export const agentContextSchema = z.looseObject({
+  runId: z.string(),
+  agentId: z.string(),
+  name: z.string(),
+  parentId: z.string().nullable(),
+  depth: z.number().int().min(0),
+  task: z.string(),
+  messages: z.array(chatMessageSchema),
   /** Actions of the last reply not yet carried out, in order. */
-  pending: Action[]
-  children: ChildLink[]
+  pending: z.array(pendingActionSchema),
+  children: z.array(childLinkSchema),
   /** Local ids whose results were already handed to the model. */
-  delivered: string[]
+  delivered: z.array(z.string()),
   /** Local ids awaited while suspended, and the native call id of that wait. */
-  waitingOn: string[] | null
-  waitCallId: string | null
+  waitingOn: z.array(z.string()).nullable(),
+  waitCallId: z.string().nullable(),
   /** Sibling agent ids (run-wide) that must complete before this agent starts. */
-  dependsOn: string[]
+  dependsOn: z.array(z.string()),
   /** Higher runs first when model calls are queued. */
-  priority: number
+  priority: z.number(),
   /** Wall-clock limit in ms, and the epoch ms it ends at (set when the agent starts). */
-  timeoutMs: number | null
-  deadline: number | null
+  timeoutMs: z.number().nullable(),
+  deadline: z.number().nullable(),
   /** What the parent receives if this agent times out. */
-  fallback: { value: unknown } | null
+  fallback: z.object({ value: z.unknown() }).nullable(),
   /** Messages from other agents or the outside, delivered into the next model turn. */
-  inbox: { from: string; text: string }[]
+  inbox: z.array(z.object({ from: z.string(), text: z.string() })),
   /** Set while suspended for an approval or for input. */
-  awaiting: Awaiting | null
+  awaiting: awaitingSchema.nullable(),
   /** Approvals and inputs received, by action key. */
-  answers: Record<string, Answer>
+  answers: z.record(z.string(), answerSchema),
   /** Model calls made so far. */
-  turn: number
+  turn: z.number().int().min(0),
   /** Consecutive unusable replies. */
-  repairs: number
-  usage: TokenUsage & { cost: number }
+  repairs: z.number().int().min(0),
+  usage: z.object({ promptTokens: z.number(), completionTokens: z.number(), cost: z.number() }),
   /** Time spent in model calls and tools, and model retries, for metrics. */
-  busyMs: number
-  retries: number
+  busyMs: z.number().min(0),
+  retries: z.number().int().min(0),
   /** Turns of a process agent: exit code, stderr tail, duration. */
-  processes: ProcessRecord[]
+  processes: z.array(
+    z.object({
+      turn: z.number(),
+      command: z.string(),
+      exitCode: z.number().nullable(),
+      signal: z.string().nullable(),
+      durationMs: z.number(),
+      stderrTail: z.string(),
+      workspace: z.string(),
+    }),
+  ),
   /** Files changed by more than one child of a parallel group, found when the group settled. */
-  conflicts: Conflict[]
-  startedAt: number
-  endedAt: number | null
-  result?: unknown
-  error?: ErrorInfo
-}
+  conflicts: z.array(z.object({ file: z.string(), agents: z.array(z.string()) })),
+  startedAt: z.number(),
+  endedAt: z.number().nullable(),
+  /** Set once completed: the `finish` value. */
+  result: z.unknown().exactOptional(),
+  /** Set once failed. */
+  error: errorInfoSchema.exactOptional(),
+})
+export type AgentContext = z.infer<typeof agentContextSchema>
 
 export interface AgentInput {
   runId: string
@@ -150,82 +206,3 @@ export function initialContext(input: AgentInput): AgentContext {
     endedAt: null,
   }
 }
-
-const errorInfoSchema = z.object({ name: z.string(), code: z.string(), message: z.string() })
-
-const toolCallSchema = z.object({
-  id: z.string(),
-  name: z.string(),
-  arguments: z.union([z.string(), z.record(z.string(), z.unknown())]),
-})
-
-export const chatMessageSchema = z.discriminatedUnion('role', [
-  z.object({ role: z.literal('system'), content: z.string() }),
-  z.object({ role: z.literal('user'), content: z.string() }),
-  z.object({
-    role: z.literal('assistant'),
-    content: z.string(),
-    toolCalls: z.array(toolCallSchema).optional(),
-  }),
-  z.object({ role: z.literal('tool'), content: z.string(), toolCallId: z.string() }),
-])
-
-const actionSchema = z.looseObject({
-  action: z.enum(['launch_subagents', 'wait_for_subagents', 'call_tool', 'finish', 'send_message']),
-})
-
-const awaitingSchema = z.object({
-  kind: z.enum(['approval', 'input']),
-  callId: z.string(),
-  key: z.string(),
-  tool: z.string(),
-  args: z.unknown(),
-  prompt: z.string(),
-})
-
-/** Validates an agent context read back from a store; unknown extra fields are kept. */
-export const agentContextSchema = z.looseObject({
-  runId: z.string(),
-  agentId: z.string(),
-  name: z.string(),
-  parentId: z.string().nullable(),
-  depth: z.number().int().min(0),
-  task: z.string(),
-  messages: z.array(chatMessageSchema),
-  pending: z.array(actionSchema),
-  children: z.array(z.object({ localId: z.string(), id: z.string(), agent: z.string(), task: z.string() })),
-  delivered: z.array(z.string()),
-  waitingOn: z.array(z.string()).nullable(),
-  waitCallId: z.string().nullable(),
-  dependsOn: z.array(z.string()),
-  priority: z.number(),
-  timeoutMs: z.number().nullable(),
-  deadline: z.number().nullable(),
-  fallback: z.object({ value: z.unknown() }).nullable(),
-  inbox: z.array(z.object({ from: z.string(), text: z.string() })),
-  awaiting: awaitingSchema.nullable(),
-  answers: z.record(
-    z.string(),
-    z.union([z.object({ approved: z.literal(true) }), z.object({ payload: z.unknown() })]),
-  ),
-  turn: z.number().int().min(0),
-  repairs: z.number().int().min(0),
-  usage: z.object({ promptTokens: z.number(), completionTokens: z.number(), cost: z.number() }),
-  busyMs: z.number().min(0),
-  retries: z.number().int().min(0),
-  processes: z.array(
-    z.object({
-      turn: z.number(),
-      command: z.string(),
-      exitCode: z.number().nullable(),
-      signal: z.string().nullable(),
-      durationMs: z.number(),
-      stderrTail: z.string(),
-      workspace: z.string(),
-    }),
-  ),
-  conflicts: z.array(z.object({ file: z.string(), agents: z.array(z.string()) })),
-  startedAt: z.number(),
-  endedAt: z.number().nullable(),
-  error: errorInfoSchema.optional(),
-})

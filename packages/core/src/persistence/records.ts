@@ -1,44 +1,8 @@
 import { z } from 'zod'
-import { type AgentContext, type AgentStatus, agentContextSchema } from '../agent/context.js'
-import type { ErrorInfo } from '../errors.js'
+import { agentContextSchema, errorInfoSchema } from '../agent/context.js'
 
 export type RunId = string
-export type RunStatus = 'running' | 'completed' | 'failed' | 'cancelled'
-
-export interface RunRecord {
-  version: 1
-  id: RunId
-  /** Name of the root agent's definition, and the task it was given. */
-  agent: string
-  task: string
-  rootAgentId: string
-  status: RunStatus
-  createdAt: number
-  updatedAt: number
-  result?: unknown
-  error?: ErrorInfo
-}
-
-/** An agent's XState persisted snapshot: state value, context and in-flight invocations. */
-export interface PersistedAgentSnapshot {
-  status: 'active' | 'done' | 'error' | 'stopped'
-  value: unknown
-  context: AgentContext
-  children: Record<string, unknown>
-  [key: string]: unknown
-}
-
-export interface AgentRecord {
-  version: 1
-  runId: RunId
-  id: string
-  name: string
-  parentId: string | null
-  depth: number
-  status: AgentStatus
-  updatedAt: number
-  snapshot: PersistedAgentSnapshot
-}
+export type RunStatus = z.infer<typeof runStatusSchema>
 
 export interface StoredRun {
   run: RunRecord
@@ -93,22 +57,36 @@ export interface RunStore {
   close?(): Promise<void>
 }
 
-const errorInfoSchema = z.object({ name: z.string(), code: z.string(), message: z.string() })
 const runStatusSchema = z.enum(['running', 'completed', 'failed', 'cancelled'])
 
+// One schema per record: the types below and the validation of records read back come from these.
+
+/** A run as stored: what was asked, and how it ended. */
 export const runRecordSchema = z.object({
   version: z.literal(1),
   id: z.string(),
+  /** Name of the root agent's definition, and the task it was given. */
   agent: z.string(),
   task: z.string(),
   rootAgentId: z.string(),
   status: runStatusSchema,
   createdAt: z.number(),
   updatedAt: z.number(),
-  result: z.unknown().optional(),
-  error: errorInfoSchema.optional(),
+  result: z.unknown().exactOptional(),
+  error: errorInfoSchema.exactOptional(),
 })
+export type RunRecord = z.infer<typeof runRecordSchema>
 
+/** An agent's XState persisted snapshot (`getPersistedSnapshot()`): state value and context. */
+export const persistedAgentSnapshotSchema = z.looseObject({
+  status: z.enum(['active', 'done', 'error', 'stopped']),
+  value: z.union([z.string(), z.record(z.string(), z.unknown())]),
+  context: agentContextSchema,
+  children: z.record(z.string(), z.unknown()),
+})
+export type PersistedAgentSnapshot = z.infer<typeof persistedAgentSnapshotSchema>
+
+/** An agent as stored: its persisted snapshot, with what a store indexes beside it. */
 export const agentRecordSchema = z.object({
   version: z.literal(1),
   runId: z.string(),
@@ -118,13 +96,9 @@ export const agentRecordSchema = z.object({
   depth: z.number().int().min(0),
   status: z.enum(['idle', 'running', 'suspended', 'completed', 'failed']),
   updatedAt: z.number(),
-  snapshot: z.looseObject({
-    status: z.enum(['active', 'done', 'error', 'stopped']),
-    value: z.union([z.string(), z.record(z.string(), z.unknown())]),
-    context: agentContextSchema,
-    children: z.record(z.string(), z.unknown()),
-  }),
+  snapshot: persistedAgentSnapshotSchema,
 })
+export type AgentRecord = z.infer<typeof agentRecordSchema>
 
 const runIdPattern = /^[a-zA-Z0-9_-]{1,64}$/
 
