@@ -31,7 +31,7 @@ export interface ChildResult {
 /** What an agent suspended for the outside world waits on. */
 export interface Awaiting {
   kind: 'approval' | 'input'
-  /** The tool call it concerns: `run.approve(callId)`, `run.reject(callId, reason)`. */
+  /** The tool call it concerns: `run.approve(agentId, callId)`, `run.reject(agentId, callId, reason)`. */
   callId: string
   /** The action's key (`turn.index`): answers are kept under it. */
   key: string
