@@ -188,7 +188,7 @@ describe('cohort CLI', () => {
     expect(first.code).toBe(130)
     expect(first.said).toMatch(/Stopped; run waiting is stored/)
     const callId =
-      /operator waits for approval of call (\S+): Ctrl-C, then `cohort approve waiting \S+`/.exec(
+      /operator waits for approval of call (\S+): Ctrl-C, then `cohort approve waiting operator \S+`/.exec(
         first.said,
       )?.[1]
     expect(callId).toBeDefined()
@@ -196,11 +196,17 @@ describe('cohort CLI', () => {
       /⏸ operator operator {2}suspended .* {2}waits for approval of deploy \(call \S+\)/,
     )
 
-    const wrong = await run(['approve', 'waiting', 'call-nope'])
+    const wrong = await run(['approve', 'waiting', 'operator', 'call-nope'])
     expect(wrong.code).toBe(2)
-    expect(wrong.stderr).toMatch(/no agent of run waiting is waiting for approval of call "call-nope"/)
+    expect(wrong.stderr).toMatch(
+      /agent operator of run waiting is not waiting for approval of call "call-nope" \(it waits for approval of call "\S+"\)/,
+    )
+    // A call id alone names no agent: the call id repeats across agents.
+    const unnamed = await run(['approve', 'waiting', callId!])
+    expect(unnamed.code).toBe(2)
+    expect(unnamed.stderr).toMatch(/missing required argument 'callId'/)
 
-    const approved = await untilWaiting(['approve', 'waiting', callId!])
+    const approved = await untilWaiting(['approve', 'waiting', 'operator', callId!])
     expect(approved.code).toBe(130)
     expect(approved.said).toMatch(
       /operator waits for input \(which region\?\): Ctrl-C, then `cohort answer waiting operator <answer>`/,
@@ -209,7 +215,7 @@ describe('cohort CLI', () => {
     const answered = await run(['answer', 'waiting', 'operator', 'eu-west'])
     expect(answered.code, answered.stderr).toBe(0)
     expect(answered.stdout).toMatch(/Result: \[[\s\S]*deployed api[\s\S]*eu-west[\s\S]*\]/)
-    const late = await run(['approve', 'waiting', callId!])
+    const late = await run(['approve', 'waiting', 'operator', callId!])
     expect(late.code).toBe(2)
     expect(late.stderr).toMatch(/run waiting has already completed/)
   }, 60_000)
@@ -276,22 +282,38 @@ describe('cohort CLI', () => {
       const callId = (await runView()).agents[0]!.awaiting!.callId
 
       // Without the token, or with another, the server refuses and the run still waits.
-      const without = await run(['approve', 'hosted', callId, '--server', origin], { COHORT_TOKEN: '' })
+      const without = await run(['approve', 'hosted', 'operator', callId, '--server', origin], {
+        COHORT_TOKEN: '',
+      })
       expect(without.code).toBe(2)
       expect(without.stderr).toMatch(/refused: missing token.*--token or COHORT_TOKEN/)
-      const wrong = await run(['approve', 'hosted', callId, '--server', origin, '--token', 'x'.repeat(43)])
+      const wrong = await run([
+        'approve',
+        'hosted',
+        'operator',
+        callId,
+        '--server',
+        origin,
+        '--token',
+        'x'.repeat(43),
+      ])
       expect(wrong.code).toBe(2)
       expect(wrong.stderr).toMatch(/refused: wrong token/)
-      const rejectOther = await run(['reject', 'hosted', 'call-nope', '--server', link])
+      const rejectOther = await run(['reject', 'hosted', 'operator', 'call-nope', '--server', link])
       expect(rejectOther.code).toBe(2)
       expect(rejectOther.stderr).toMatch(
-        /refused: no agent of run hosted is waiting for approval of call "call-nope"/,
+        /refused: agent operator of run hosted is not waiting for approval of call "call-nope"/,
       )
+      const rejectGhost = await run(['reject', 'hosted', 'ghost', callId, '--server', link])
+      expect(rejectGhost.code).toBe(2)
+      expect(rejectGhost.stderr).toMatch(/refused: run hosted has no agent "ghost"/)
       expect((await runView()).agents[0]!.awaiting).toMatchObject({ kind: 'approval', callId })
 
-      const approved = await run(['approve', 'hosted', callId, '--server', origin], { COHORT_TOKEN: token })
+      const approved = await run(['approve', 'hosted', 'operator', callId, '--server', origin], {
+        COHORT_TOKEN: token,
+      })
       expect(approved.code, approved.stderr).toBe(0)
-      expect(approved.stdout).toMatch(`Approved call ${callId} of run hosted`)
+      expect(approved.stdout).toMatch(`Approved call ${callId} of operator in run hosted`)
       await waitUntil(async () => (await runView()).agents[0]?.awaiting?.kind === 'input')
 
       // The printed link carries the token itself.

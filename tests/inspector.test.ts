@@ -12,6 +12,7 @@ import WebSocket from 'ws'
 import type { Browser, Page } from '../packages/cli/node_modules/playwright-core/index.js'
 import { type CohortServer, startServer } from '../packages/cli/src/server/server.js'
 import { approvalModel, operator } from './fixtures/approval-scenario.js'
+import { twoAgentsOnCall0 } from './fixtures/call-0-approvals.js'
 import { settledResults } from './support/scripts.js'
 
 const { chromium } = createRequire(new URL('../packages/cli/package.json', import.meta.url))(
@@ -316,7 +317,7 @@ describe.runIf(hasChromium)('web inspector', () => {
         release = resolve
       })
       let held = false
-      await tab.route('**/api/runs/*/approve', async (route) => {
+      await tab.route('**/api/runs/*/agents/*/approve', async (route) => {
         held = true
         await released
         await route.continue()
@@ -326,15 +327,17 @@ describe.runIf(hasChromium)('web inspector', () => {
       expect(await approveButton.isDisabled()).toBe(true)
       expect(await rejectButton.isDisabled()).toBe(true)
       const waiting = await call<RunView>(`/api/runs/${second.runId}`)
-      const callId = waiting.agents[0]!.awaiting!.callId
-      await post(`/api/runs/${second.runId}/approve`, { callId })
+      const { id: waitingId, awaiting } = waiting.agents[0]!
+      const callId = awaiting!.callId
+      await post(`/api/runs/${second.runId}/agents/${encodeURIComponent(waitingId)}/approve`, { callId })
       await detail.locator('#agent-awaiting[data-awaiting="input"]').waitFor({ timeout: 10_000 })
       release()
       const failure = detail.locator('[data-action-error]')
       await failure.waitFor({ timeout: 10_000 })
-      expect(await failure.textContent()).toContain(`Approve failed: no agent of run ${second.runId}`)
-      expect(await failure.textContent()).toContain(callId)
-      await tab.unroute('**/api/runs/*/approve')
+      expect(await failure.textContent()).toContain(
+        `Approve failed: agent ${waitingId} of run ${second.runId} is not waiting for approval of call "${callId}"`,
+      )
+      await tab.unroute('**/api/runs/*/agents/*/approve')
 
       // An answer that is JSON is sent parsed; a new request clears the old error.
       const answer = detail.locator('[data-field="answer"]')
@@ -373,6 +376,58 @@ describe.runIf(hasChromium)('web inspector', () => {
       rmSync(dir, { recursive: true, force: true })
     }
   })
+  test('two agents waiting on the same call id: a click approves only the agent shown', async () => {
+    const { runtime, deployed } = twoAgentsOnCall0()
+    const target = await startServer({ runtime, root: 'lead', port: 0 })
+    const view = async () => {
+      const response = await fetch(new URL('/api/runs/both', target.url), withToken(target))
+      return (await response.json()) as RunView
+    }
+    const waiting = async () =>
+      (await view()).agents.flatMap((agent) => (agent.awaiting ? [[agent.id, agent.awaiting.callId]] : []))
+    const tab = await browser.newPage({ viewport: { width: 1440, height: 900 } })
+    const errors: string[] = []
+    tab.on('pageerror', (error) => errors.push(error.message))
+    try {
+      await tab.goto(target.inspectorUrl)
+      await tab.locator('#connection[data-state="open"]').waitFor({ timeout: 10_000 })
+      const started = await fetch(
+        new URL('/api/runs', target.url),
+        withToken(target, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ task: 'ship both', runId: 'both' }),
+        }),
+      )
+      expect(started.status).toBe(201)
+      await tab.locator('#runs [data-run-id="both"]').click()
+      await expect.poll(() => tab.locator('#tree [data-awaiting="approval"]').count()).toBe(2)
+      expect(await waiting()).toEqual([
+        ['lead.api', 'call_0'],
+        ['lead.db', 'call_0'],
+      ])
+
+      const detail = tab.locator('#detail')
+      await tab.locator('#tree [data-agent-id="lead.db"]').click()
+      await detail.locator('[data-agent-id="lead.db"]').waitFor({ timeout: 10_000 })
+      await detail.locator('[data-action="approve"]').click()
+      await expect.poll(waiting, { timeout: 10_000 }).toEqual([['lead.api', 'call_0']])
+      expect(deployed).toEqual(['db'])
+
+      await tab.locator('#tree [data-agent-id="lead.api"]').click()
+      await detail.locator('[data-agent-id="lead.api"]').waitFor({ timeout: 10_000 })
+      await detail.locator('[data-field="reason"]').fill('not on a Friday')
+      await detail.locator('[data-action="reject"]').click()
+      await expect.poll(async () => (await view()).run.status, { timeout: 10_000 }).toBe('completed')
+      expect((await view()).run.result).toEqual(['rejected: not on a Friday', 'deployed db'])
+      expect(deployed).toEqual(['db'])
+      expect(errors).toEqual([])
+    } finally {
+      await tab.close()
+      await target.close()
+    }
+  })
+
   test('a page of another origin gets nothing from the socket or the API, while the signed-in inspector works', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'cohort-inspector-attack-'))
     const target = await startServer({
@@ -410,7 +465,7 @@ describe.runIf(hasChromium)('web inspector', () => {
       Promise.all([
         ...sockets,
         post('/api/runs', { task: 'started by another website' }),
-        post('/api/runs/' + new URLSearchParams(location.search).get('runId') + '/approve', { callId }),
+        post('/api/runs/' + new URLSearchParams(location.search).get('runId') + '/agents/operator/approve', { callId }),
         fetch(target + '/api/runs').then((r) => r.text()).then((text) => { result.read = text }, (e) => { result.read = 'refused: ' + e.name }),
       ]).then(() => { window.attack = result })
     `

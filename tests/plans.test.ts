@@ -375,10 +375,10 @@ describe('human in the loop', () => {
     expect((await run.snapshot()).agents[0]).toMatchObject({ status: 'suspended' })
     expect(executions).toEqual([])
     const suspended = new Promise<CohortEvent>((resolve) => run.on('agent.suspended', resolve))
-    expect(() => run.approve('no-such-call')).toThrow(
-      /no agent of run hitl-1 is waiting for approval of call "no-such-call"/,
+    expect(() => run.approve('operator', 'no-such-call')).toThrow(
+      /agent operator of run hitl-1 is not waiting for approval of call "no-such-call"/,
     )
-    run.approve(callId)
+    run.approve('operator', callId)
     const asking = await suspended
     expect(asking).toMatchObject({ awaiting: { kind: 'input', prompt: 'which region?' } })
     expect(executions).toEqual(['deploy api'])
@@ -395,7 +395,7 @@ describe('human in the loop', () => {
     const dir = await mkdtemp(path.join(tmpdir(), 'cohort-reject-'))
     const run = approvalRuntime(dir).start('operator', 'ship it')
     const suspended = await new Promise<CohortEvent>((resolve) => run.on('agent.suspended', resolve))
-    run.reject((suspended as { awaiting: { callId: string } }).awaiting.callId, 'not on a Friday')
+    run.reject('operator', (suspended as { awaiting: { callId: string } }).awaiting.callId, 'not on a Friday')
     const asking = await new Promise<CohortEvent>((resolve) => run.on('agent.suspended', resolve))
     expect(asking).toMatchObject({ awaiting: { kind: 'input' } })
     run.resume('operator', 'us-east')

@@ -161,7 +161,7 @@ test('an agent of a stored run that waits on a person is answered in the store, 
   const second = approvalRuntime(dir)
   const before = await second.store.loadRun('asks')
   await expect(second.answer('asks', 'operator', { approve: 'call-nope' })).rejects.toThrow(
-    'no agent of run asks is waiting for approval of call "call-nope"',
+    'agent operator of run asks is not waiting for approval of call "call-nope" (it waits for approval of call "operator#0.0")',
   )
   await expect(second.answer('asks', 'ghost', { payload: 1 })).rejects.toThrow(
     'run asks has no agent "ghost"',

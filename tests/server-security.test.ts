@@ -109,7 +109,7 @@ describe('cohort serve answers only its user', () => {
         'cross-origin approve as text/plain',
         {
           method: 'POST',
-          path: '/api/runs/waiting/approve',
+          path: '/api/runs/waiting/agents/operator/approve',
           headers: { origin: foreign, cookie, 'content-type': 'text/plain; application/json' },
           body: approval,
         },
@@ -120,7 +120,7 @@ describe('cohort serve answers only its user', () => {
         'cross-origin approve even with the token',
         {
           method: 'POST',
-          path: '/api/runs/waiting/approve',
+          path: '/api/runs/waiting/agents/operator/approve',
           headers: { origin: foreign, ...bearer(), 'content-type': 'application/json' },
           body: approval,
         },
@@ -161,7 +161,7 @@ describe('cohort serve answers only its user', () => {
         'approve with the cookie of an earlier start',
         {
           method: 'POST',
-          path: '/api/runs/waiting/approve',
+          path: '/api/runs/waiting/agents/operator/approve',
           headers: { cookie: `cohort_token_${port}=${'y'.repeat(43)}`, 'content-type': 'application/json' },
           body: approval,
         },

@@ -67,10 +67,18 @@ describe('cohort serve: HTTP API and event stream', () => {
     expect(suspended.runId).toBe('ship-1')
     const callId = suspended.awaiting!.callId
 
-    expect(
-      (await api('POST', `${server.url}api/runs/ship-1/approve`, { callId: 'nope' })).body.error,
-    ).toMatch(/no agent of run ship-1 is waiting for approval of call "nope"/)
-    expect((await api('POST', `${server.url}api/runs/ship-1/approve`, { callId })).status).toBe(202)
+    const approve = `${server.url}api/runs/ship-1/agents/${suspended.agentId}/approve`
+    expect((await api('POST', approve, { callId: 'nope' })).body.error).toMatch(
+      /agent operator of run ship-1 is not waiting for approval of call "nope"/,
+    )
+    expect(await api('POST', `${server.url}api/runs/ship-1/agents/ghost/approve`, { callId })).toEqual({
+      status: 400,
+      body: { error: 'run ship-1 has no agent "ghost"' },
+    })
+    expect(await api('POST', approve, { callId })).toEqual({
+      status: 202,
+      body: { runId: 'ship-1', agentId: 'operator', approved: callId },
+    })
     await waitUntil(() => received.filter((m) => m.event.type === 'agent.suspended').length === 2)
     const answered = await api('POST', `${server.url}api/runs/ship-1/agents/operator/resume`, {
       payload: 'eu-west',

@@ -35,7 +35,8 @@ export function AwaitingForm({ runId, agentId, waiting }) {
     return () => clearTimeout(timer)
   }, [sent])
 
-  const run = encodeURIComponent(runId)
+  // Approvals go to the agent's own path: call ids (`call_0`) repeat across agents.
+  const agentPath = `api/runs/${encodeURIComponent(runId)}/agents/${encodeURIComponent(agentId)}`
   /**
    * @param {string} label
    * @param {string} path
@@ -51,15 +52,15 @@ export function AwaitingForm({ runId, agentId, waiting }) {
     setSent(ok)
     setHint(ok ? 'Sent; waiting for the agent to go on…' : '')
   }
-  const approve = () => send('Approve', `api/runs/${run}/approve`, { callId: waiting.callId })
+  const approve = () => send('Approve', `${agentPath}/approve`, { callId: waiting.callId })
   const reject = () => {
     const text = reason.current?.value.trim()
-    send('Reject', `api/runs/${run}/reject`, { callId: waiting.callId, ...(text && { reason: text }) })
+    send('Reject', `${agentPath}/reject`, { callId: waiting.callId, ...(text && { reason: text }) })
   }
   /** @param {Event} event */
   const submitAnswer = (event) => {
     event.preventDefault()
-    send('Answer', `api/runs/${run}/agents/${encodeURIComponent(agentId)}/resume`, {
+    send('Answer', `${agentPath}/resume`, {
       payload: parseAnswer(answer.current?.value ?? ''),
     })
   }

@@ -48,7 +48,7 @@ async function follow(run: Run, io: Output, logger: EventSink, known: AgentSumma
     const { callId, kind, prompt } = event.awaiting
     const how =
       kind === 'approval'
-        ? `approval of call ${callId}: Ctrl-C, then \`cohort approve ${run.id} ${callId}\` or \`cohort reject ${run.id} ${callId}\``
+        ? `approval of call ${callId}: Ctrl-C, then \`cohort approve ${run.id} ${event.agentId} ${callId}\` or \`cohort reject ${run.id} ${event.agentId} ${callId}\``
         : `input (${prompt}): Ctrl-C, then \`cohort answer ${run.id} ${event.agentId} <answer>\``
     io.err.write(`\n${event.agentId} waits for ${how} (or use \`cohort serve\`).\n`)
   })

@@ -104,14 +104,15 @@ export async function main(
     .command('approve')
     .description('Approve the tool call an agent of a stored run waits on, and continue the run.')
     .argument('<runId>')
+    .argument('<agentId>', 'the agent that waits (call ids repeat across agents)')
     .argument('<callId>', 'the call id shown in the log and by `cohort show`')
     .addOption(serverOption())
     .addOption(tokenOption())
-    .action(async (runId: string, callId: string, options: Remote) =>
+    .action(async (runId: string, agentId: string, callId: string, options: Remote) =>
       set(
         options.server
-          ? await controlOnServer({ kind: 'approve', runId, callId }, target(options), io)
-          : await resumeCommand(runId, await common(), io, (run) => run.approve(callId)),
+          ? await controlOnServer({ kind: 'approve', runId, agentId, callId }, target(options), io)
+          : await resumeCommand(runId, await common(), io, (run) => run.approve(agentId, callId)),
       ),
     )
 
@@ -119,19 +120,22 @@ export async function main(
     .command('reject')
     .description('Refuse the tool call an agent waits on (the agent is told why), and continue the run.')
     .argument('<runId>')
+    .argument('<agentId>', 'the agent that waits')
     .argument('<callId>')
     .option('--reason <text>', 'what the agent is told', 'rejected by a person')
     .addOption(serverOption())
     .addOption(tokenOption())
-    .action(async (runId: string, callId: string, options: Remote & { reason: string }) =>
+    .action(async (runId: string, agentId: string, callId: string, options: Remote & { reason: string }) =>
       set(
         options.server
           ? await controlOnServer(
-              { kind: 'reject', runId, callId, reason: options.reason },
+              { kind: 'reject', runId, agentId, callId, reason: options.reason },
               target(options),
               io,
             )
-          : await resumeCommand(runId, await common(), io, (run) => run.reject(callId, options.reason)),
+          : await resumeCommand(runId, await common(), io, (run) =>
+              run.reject(agentId, callId, options.reason),
+            ),
       ),
     )
 

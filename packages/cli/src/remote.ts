@@ -10,8 +10,8 @@ export interface ServerTarget {
 
 /** What a person can tell a run that a server hosts. */
 export type Control =
-  | { kind: 'approve'; runId: string; callId: string }
-  | { kind: 'reject'; runId: string; callId: string; reason: string }
+  | { kind: 'approve'; runId: string; agentId: string; callId: string }
+  | { kind: 'reject'; runId: string; agentId: string; callId: string; reason: string }
   | { kind: 'answer'; runId: string; agentId: string; payload: unknown }
   | { kind: 'cancel'; runId: string }
 
@@ -22,19 +22,25 @@ export type Control =
 export async function controlOnServer(control: Control, target: ServerTarget, io: Output): Promise<number> {
   assertRunId(control.runId)
   const run = `api/runs/${encodeURIComponent(control.runId)}`
+  const agent = (agentId: string) => `${run}/agents/${encodeURIComponent(agentId)}`
   switch (control.kind) {
     case 'approve':
-      await post(target, `${run}/approve`, { callId: control.callId })
-      io.out.write(`Approved call ${control.callId} of run ${control.runId}; the server runs it.\n`)
+      await post(target, `${agent(control.agentId)}/approve`, { callId: control.callId })
+      io.out.write(
+        `Approved call ${control.callId} of ${control.agentId} in run ${control.runId}; the server runs it.\n`,
+      )
       break
     case 'reject':
-      await post(target, `${run}/reject`, { callId: control.callId, reason: control.reason })
-      io.out.write(`Rejected call ${control.callId} of run ${control.runId}; the agent is told why.\n`)
+      await post(target, `${agent(control.agentId)}/reject`, {
+        callId: control.callId,
+        reason: control.reason,
+      })
+      io.out.write(
+        `Rejected call ${control.callId} of ${control.agentId} in run ${control.runId}; the agent is told why.\n`,
+      )
       break
     case 'answer':
-      await post(target, `${run}/agents/${encodeURIComponent(control.agentId)}/resume`, {
-        payload: control.payload,
-      })
+      await post(target, `${agent(control.agentId)}/resume`, { payload: control.payload })
       io.out.write(`Answered ${control.agentId} of run ${control.runId}.\n`)
       break
     case 'cancel':

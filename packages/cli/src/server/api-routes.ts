@@ -61,10 +61,12 @@ export const startBody = z
     runId: runIdSchema.optional(),
   })
   .openapi('StartRun')
-const approveBody = z.strictObject({ callId: z.string().min(1) }).openapi('Approve')
-const rejectBody = z
-  .strictObject({ callId: z.string().min(1), reason: z.string().optional() })
-  .openapi('Reject')
+const callId = z
+  .string()
+  .min(1, 'callId must be a non-empty string')
+  .openapi({ description: 'the call the agent waits on (its `awaiting.callId`)', example: 'call_0' })
+const approveBody = z.strictObject({ callId }).openapi('Approve')
+const rejectBody = z.strictObject({ callId, reason: z.string().optional() }).openapi('Reject')
 const agentResumeBody = z.strictObject({ payload: z.unknown().optional() }).openapi('AgentResume')
 const messageBody = z
   .strictObject({ text: z.string().min(1, 'text must be a non-empty string') })
@@ -149,25 +151,26 @@ export const routes = {
     request: { params: runParams },
     responses: { 200: answer('cancelled', runStateShape), ...refused(400, 401, 403, 404, 409) },
   }),
+  // Under the agent: a native call id (`call_0`) repeats across agents, so it alone names no call.
   approve: createRoute({
     method: 'post',
-    path: '/api/runs/{runId}/approve',
-    summary: 'Approve the tool call an agent waits on',
+    path: '/api/runs/{runId}/agents/{agentId}/approve',
+    summary: 'Approve the tool call the agent waits on',
     middleware: bodyChecks,
-    request: { params: runParams, ...jsonBody(approveBody) },
+    request: { params: agentParams, ...jsonBody(approveBody) },
     responses: {
-      202: answer('the call runs', ack({ approved: z.string() })),
+      202: answer('the call runs', ack({ agentId: z.string(), approved: z.string() })),
       ...refused(400, 401, 403, 404, 409, 413, 415),
     },
   }),
   reject: createRoute({
     method: 'post',
-    path: '/api/runs/{runId}/reject',
-    summary: 'Refuse the tool call an agent waits on; the agent is told why',
+    path: '/api/runs/{runId}/agents/{agentId}/reject',
+    summary: 'Refuse the tool call the agent waits on; the agent is told why',
     middleware: bodyChecks,
-    request: { params: runParams, ...jsonBody(rejectBody) },
+    request: { params: agentParams, ...jsonBody(rejectBody) },
     responses: {
-      202: answer('the agent is told', ack({ rejected: z.string() })),
+      202: answer('the agent is told', ack({ agentId: z.string(), rejected: z.string() })),
       ...refused(400, 401, 403, 404, 409, 413, 415),
     },
   }),

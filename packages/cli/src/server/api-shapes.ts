@@ -28,7 +28,9 @@ export const runRecordShape = z
 export const awaitingShape = z
   .object({
     kind: z.enum(['approval', 'input']),
-    callId: z.string().openapi({ description: 'what `approve` and `reject` name' }),
+    callId: z.string().openapi({
+      description: "what `approve` and `reject` name, with the agent's id (ids repeat across agents)",
+    }),
     key: z.string(),
     tool: z.string(),
     args: z.unknown(),

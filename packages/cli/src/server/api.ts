@@ -93,19 +93,19 @@ export function registerApi(app: OpenAPIHono<ServerEnv>, host: ApiHost): void {
   })
 
   app.openapi(routes.approve, async (c) => {
-    const { runId } = c.req.valid('param')
+    const { runId, agentId } = c.req.valid('param')
     const { callId } = c.req.valid('json')
     const run = await liveRunning(runId)
-    run.approve(callId)
-    return c.json({ runId, approved: callId }, 202)
+    run.approve(agentId, callId)
+    return c.json({ runId, agentId, approved: callId }, 202)
   })
 
   app.openapi(routes.reject, async (c) => {
-    const { runId } = c.req.valid('param')
+    const { runId, agentId } = c.req.valid('param')
     const { callId, reason } = c.req.valid('json')
     const run = await liveRunning(runId)
-    run.reject(callId, reason)
-    return c.json({ runId, rejected: callId }, 202)
+    run.reject(agentId, callId, reason)
+    return c.json({ runId, agentId, rejected: callId }, 202)
   })
 
   app.openapi(routes.resumeAgent, async (c) => {

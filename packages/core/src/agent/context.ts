@@ -69,7 +69,7 @@ export type ChildLink = z.infer<typeof childLinkSchema>
 /** What an agent suspended for the outside world waits on. */
 export const awaitingSchema = z.object({
   kind: z.enum(['approval', 'input']),
-  /** The tool call it concerns: `run.approve(callId)`, `run.reject(callId, reason)`. */
+  /** The tool call it concerns: `run.approve(agentId, callId)`, `run.reject(agentId, callId, reason)`. */
   callId: z.string(),
   /** The action's key (`turn.index`): answers are kept under it. */
   key: z.string(),

@@ -4,7 +4,7 @@ import { RunControl } from './control.js'
 import type { Orchestrator } from './orchestrator.js'
 import { loadRunRecord } from './segment.js'
 
-/** What a person says to an agent that waits on them. */
+/** What a person says to an agent that waits on them; `approve` and `reject` name the agent's call id. */
 export type Answer = { approve: string } | { reject: string; reason?: string } | { payload: unknown }
 
 /**
@@ -25,8 +25,9 @@ export async function answerStored(run: Orchestrator, agentId: string, answer: A
   const entry = run.restoreAgent(record, 'remote')
   try {
     const control = new RunControl(run)
-    if ('approve' in answer) control.approve(answer.approve)
-    else if ('reject' in answer) control.reject(answer.reject, answer.reason ?? 'rejected by a person')
+    if ('approve' in answer) control.approve(agentId, answer.approve)
+    else if ('reject' in answer)
+      control.reject(agentId, answer.reject, answer.reason ?? 'rejected by a person')
     else control.resume(agentId, answer.payload)
     await run.writer.written(entry)
   } finally {

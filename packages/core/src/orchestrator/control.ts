@@ -6,13 +6,17 @@ import type { Orchestrator } from './orchestrator.js'
 export class RunControl {
   constructor(private readonly run: Orchestrator) {}
 
-  approve(callId: string): void {
-    const entry = this.awaitingCall(callId, 'approval')
+  /**
+   * Named by agent and call: a native call id is unique only within one reply (OpenAI-compatible
+   * servers give `call_0` to many agents), so a call id alone could answer the wrong agent.
+   */
+  approve(agentId: string, callId: string): void {
+    const entry = this.awaitingApproval(agentId, callId)
     this.run.send(entry, { type: 'ANSWERED', answer: { approved: true } })
   }
 
-  reject(callId: string, reason: string): void {
-    const entry = this.awaitingCall(callId, 'approval')
+  reject(agentId: string, callId: string, reason: string): void {
+    const entry = this.awaitingApproval(agentId, callId)
     this.run.send(entry, { type: 'REJECTED', reason })
   }
 
@@ -45,17 +49,31 @@ export class RunControl {
     return entry
   }
 
-  private awaitingCall(callId: string, kind: 'approval'): AgentEntry {
-    for (const entry of this.run.registry.values()) {
-      const awaiting = entry.snapshot.matches({ suspended: 'external' }) ? entry.context.awaiting : null
-      if (awaiting?.callId === callId && awaiting.kind === kind) return entry
+  private awaitingApproval(agentId: string, callId: string): AgentEntry {
+    requireId('agentId', agentId)
+    requireId('callId', callId)
+    const entry = this.live(agentId)
+    const awaiting = entry.snapshot.matches({ suspended: 'external' }) ? entry.context.awaiting : null
+    if (awaiting?.kind !== 'approval' || awaiting.callId !== callId) {
+      const waitsOn = awaiting
+        ? `it waits for ${awaiting.kind} of call "${awaiting.callId}"`
+        : `it is ${this.state(entry)}`
+      throw new InvalidInputError(
+        `agent ${agentId} of run ${this.run.runId} is not waiting for approval of call "${callId}" (${waitsOn})`,
+      )
     }
-    throw new InvalidInputError(
-      `no agent of run ${this.run.runId} is waiting for approval of call "${callId}"`,
-    )
+    return entry
   }
 
   private state(entry: AgentEntry): string {
     return entry.status
   }
+}
+
+// A caller from JavaScript may still pass only a call id, as approve did before it named the agent.
+function requireId(name: string, value: unknown): void {
+  if (typeof value === 'string' && value !== '') return
+  throw new InvalidInputError(
+    `${name} must be a non-empty string, got ${String(JSON.stringify(value))}: approve and reject take (agentId, callId)`,
+  )
 }

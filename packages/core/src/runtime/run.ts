@@ -61,14 +61,17 @@ export class Run {
     return this.orchestrator.snapshot()
   }
 
-  /** Approves a tool call that needs approval (`defineTool({ needsApproval })`). */
-  approve(callId: string): void {
-    this.control.approve(callId)
+  /**
+   * Approves the tool call `callId` that agent `agentId` waits on (`defineTool({ needsApproval })`).
+   * Both are named: models reuse native call ids (`call_0`) across agents.
+   */
+  approve(agentId: string, callId: string): void {
+    this.control.approve(agentId, callId)
   }
 
-  /** Refuses a tool call; the model is told `rejected: <reason>` and goes on. */
-  reject(callId: string, reason = 'rejected by a person'): void {
-    this.control.reject(callId, reason)
+  /** Refuses the tool call `callId` of agent `agentId`; the model is told `rejected: <reason>` and goes on. */
+  reject(agentId: string, callId: string, reason = 'rejected by a person'): void {
+    this.control.reject(agentId, callId, reason)
   }
 
   /** Continues an agent suspended by `ctx.suspend(prompt)` with `payload` (or approves its pending call). */

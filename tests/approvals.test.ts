@@ -1,0 +1,121 @@
+import { startServer } from '@cohort/cli'
+import type { Run } from '@cohort/core'
+import { describe, expect, test } from 'vitest'
+import { twoAgentsOnCall0 } from './fixtures/call-0-approvals.js'
+import { waitUntil } from './support/scripts.js'
+
+/** What `GET /api/runs/:runId` answers, as far as these tests read it. */
+interface RunView {
+  run: { status: string; result?: unknown }
+  agents: { id: string; awaiting?: { callId: string } }[]
+}
+
+/** The agents of a run that wait for approval, with the call each waits on. */
+async function awaitingApproval(run: Run): Promise<[string, string][]> {
+  const { agents } = await run.snapshot()
+  return agents.flatMap((agent) => {
+    const { awaiting } = agent.snapshot.context
+    return agent.status === 'suspended' && awaiting?.kind === 'approval' ? [[agent.id, awaiting.callId]] : []
+  })
+}
+
+describe('run.approve cannot tell two agents apart (issue 23, item 5)', () => {
+  test('two agents waiting on the same native call id are approved and rejected one at a time', async () => {
+    const { runtime, deployed } = twoAgentsOnCall0()
+    const run = runtime.start('lead', 'ship both')
+    await new Promise<void>((resolve) => {
+      const waiting = new Set<string>()
+      run.on('agent.suspended', (event) => {
+        if (event.awaiting) waiting.add(event.agentId)
+        if (waiting.size === 2) resolve()
+      })
+    })
+    expect(await awaitingApproval(run)).toEqual([
+      ['lead.api', 'call_0'],
+      ['lead.db', 'call_0'],
+    ])
+
+    const dbDone = new Promise<void>((resolve) =>
+      run.on('agent.completed', (event) => event.agentId === 'lead.db' && resolve()),
+    )
+    run.approve('lead.db', 'call_0')
+    await dbDone
+    // Only the agent named ran its call; the other still waits on its own call_0.
+    expect(deployed).toEqual(['db'])
+    expect(await awaitingApproval(run)).toEqual([['lead.api', 'call_0']])
+    expect(() => run.approve('lead.db', 'call_0')).toThrow(/agent lead\.db has already completed/)
+    expect(() => run.approve('lead.api', 'call_1')).toThrow(
+      /agent lead\.api of run \S+ is not waiting for approval of call "call_1" \(it waits for approval of call "call_0"\)/,
+    )
+    // A call id alone, as approve took before it named the agent, is refused rather than guessed.
+    expect(() => (run.approve as (callId: string) => void)('call_0')).toThrow(
+      /callId must be a non-empty string, got undefined: approve and reject take \(agentId, callId\)/,
+    )
+    expect(await awaitingApproval(run)).toEqual([['lead.api', 'call_0']])
+
+    run.reject('lead.api', 'call_0', 'not on a Friday')
+    expect(await run.result).toEqual(['rejected: not on a Friday', 'deployed db'])
+    expect(deployed).toEqual(['db'])
+  })
+
+  test('over HTTP, the approve and reject routes name the agent', async () => {
+    const { runtime, deployed } = twoAgentsOnCall0()
+    const server = await startServer({ runtime, root: 'lead', port: 0 })
+    const call = async (method: string, path: string, body?: unknown) => {
+      const response = await fetch(new URL(path, server.url), {
+        method,
+        headers: {
+          authorization: `Bearer ${server.token}`,
+          ...(body !== undefined && { 'content-type': 'application/json' }),
+        },
+        ...(body !== undefined && { body: JSON.stringify(body) }),
+      })
+      return { status: response.status, body: (await response.json()) as unknown }
+    }
+    try {
+      await call('POST', 'api/runs', { task: 'ship both', runId: 'both' })
+      const waiting = async () =>
+        ((await call('GET', 'api/runs/both')).body as RunView).agents.flatMap((agent) =>
+          agent.awaiting ? [[agent.id, agent.awaiting.callId]] : [],
+        )
+      await waitUntil(async () => (await waiting()).length === 2)
+      expect(await waiting()).toEqual([
+        ['lead.api', 'call_0'],
+        ['lead.db', 'call_0'],
+      ])
+
+      // The route before agents were named is gone, not guessing.
+      expect((await call('POST', 'api/runs/both/approve', { callId: 'call_0' })).status).toBe(404)
+      expect(await call('POST', 'api/runs/both/agents/lead.db/approve', {})).toEqual({
+        status: 400,
+        body: { error: expect.stringMatching(/callId/) },
+      })
+      expect(await call('POST', 'api/runs/both/agents/lead.db/approve', { callId: 'call_0' })).toEqual({
+        status: 202,
+        body: { runId: 'both', agentId: 'lead.db', approved: 'call_0' },
+      })
+      await waitUntil(async () => (await waiting()).length === 1)
+      expect(await waiting()).toEqual([['lead.api', 'call_0']])
+      expect(deployed).toEqual(['db'])
+
+      const rejected = await call('POST', 'api/runs/both/agents/lead.api/reject', {
+        callId: 'call_0',
+        reason: 'not on a Friday',
+      })
+      expect(rejected).toEqual({
+        status: 202,
+        body: { runId: 'both', agentId: 'lead.api', rejected: 'call_0' },
+      })
+      await waitUntil(
+        async () => ((await call('GET', 'api/runs/both')).body as RunView).run.status === 'completed',
+      )
+      expect(((await call('GET', 'api/runs/both')).body as RunView).run.result).toEqual([
+        'rejected: not on a Friday',
+        'deployed db',
+      ])
+      expect(deployed).toEqual(['db'])
+    } finally {
+      await server.close()
+    }
+  })
+})
