@@ -1,5 +1,10 @@
 import { createActor, type InspectionEvent, type Observer, type Snapshot } from 'xstate'
-import { type AgentMachineEvent, type AgentSnapshot, agentMachine } from '../agent/agent-machine.js'
+import {
+  type AgentMachineEvent,
+  type AgentSnapshot,
+  agentMachine,
+  failEvent,
+} from '../agent/agent-machine.js'
 import { type AgentContext, initialContext } from '../agent/context.js'
 import type { AgentDefinition } from '../agent/define-agent.js'
 import { type RunLimits, resolveLimits } from '../agent/limits.js'
@@ -377,7 +382,7 @@ export class Orchestrator implements EffectHost {
   /** Ends an agent run here as failed, wherever it is (cancel, timeout, an effect that threw). */
   failAgent(entry: AgentEntry, error: unknown): void {
     if (entry.settled || entry.mode !== 'local') return
-    this.send(entry, { type: 'FAIL', error: toErrorInfo(error) })
+    this.send(entry, failEvent(error))
   }
 
   /** Delivers a message into the agent's next model turn, whatever state it is in. */
