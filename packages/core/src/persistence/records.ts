@@ -1,23 +1,8 @@
 import { z } from 'zod'
 import { type AgentContext, type AgentStatus, agentContextSchema } from '../agent/context.js'
-import type { ErrorInfo } from '../errors.js'
 
 export type RunId = string
-export type RunStatus = 'running' | 'completed' | 'failed' | 'cancelled'
-
-export interface RunRecord {
-  version: 1
-  id: RunId
-  /** Name of the root agent's definition, and the task it was given. */
-  agent: string
-  task: string
-  rootAgentId: string
-  status: RunStatus
-  createdAt: number
-  updatedAt: number
-  result?: unknown
-  error?: ErrorInfo
-}
+export type RunStatus = z.infer<typeof runStatusSchema>
 
 /** An agent's XState persisted snapshot: state value, context and in-flight invocations. */
 export interface PersistedAgentSnapshot {
@@ -96,18 +81,30 @@ export interface RunStore {
 const errorInfoSchema = z.object({ name: z.string(), code: z.string(), message: z.string() })
 const runStatusSchema = z.enum(['running', 'completed', 'failed', 'cancelled'])
 
+/** The run record: what a run is, where it stands, and how long it ran. The type is inferred from it. */
 export const runRecordSchema = z.object({
   version: z.literal(1),
   id: z.string(),
+  /** Name of the root agent's definition, and the task it was given. */
   agent: z.string(),
   task: z.string(),
   rootAgentId: z.string(),
   status: runStatusSchema,
+  /** Epoch ms: when the run was created, and when it last changed status (its end, once finished). */
   createdAt: z.number(),
   updatedAt: z.number(),
+  /**
+   * Time the run spent stopped, in ms: from each `detach` to the `resume` that followed, wherever
+   * each ran. Wall time in metrics leaves it out (`runWallMs`). Absent in records written before it.
+   */
+  stoppedMs: z.number().min(0).optional(),
+  /** Epoch ms of the `detach` that stopped the run; absent while a process runs it. */
+  detachedAt: z.number().optional(),
   result: z.unknown().optional(),
   error: errorInfoSchema.optional(),
 })
+
+export type RunRecord = z.infer<typeof runRecordSchema>
 
 export const agentRecordSchema = z.object({
   version: z.literal(1),
