@@ -384,6 +384,8 @@ describe('cohort CLI', () => {
     )
     const continued = await run(['resume', 'interrupted'], env)
     expect(continued.stdout).toMatch(/Result: \[\s+"a:nap done",\s+"b:nap done"\s+\]/)
+    // The time between Ctrl-C and the resume is kept apart from the time it ran.
+    expect((await run(['show', 'interrupted'])).stdout).toMatch(/^Started .*\(.+, .+ of it stopped\)$/m)
 
     const resumed = await run(['resume', 'crashed'], env)
     expect(resumed.code, resumed.stderr).toBe(0)

@@ -143,6 +143,40 @@ describe('process agents', () => {
     expect(await isRunning(grandchild)).toBe(false)
   })
 
+  test('a failed process-agent turn leaves a record: exit code, signal, stderr tail, duration and busy time', async () => {
+    const agents = [
+      shellAgent('crash', 'sleep 0.2; echo boom >&2; exit 3'),
+      shellAgent('killed', 'kill -TERM $$'),
+    ]
+    const { lead, model } = leadOver(agents.map((a) => ({ agent: a.name, id: a.name })))
+    const runtime = createRuntime({
+      agents: [lead, ...agents],
+      model,
+      workspaces: { root: path.join(dir, 'ws') },
+    })
+    const run = runtime.start('lead', 'go')
+    const results = (await run.result) as { id: string; status: string; error?: { message: string } }[]
+    // The failure still fails the agent, as before.
+    expect(results.find((r) => r.id === 'crash')).toMatchObject({
+      status: 'failed',
+      error: { message: expect.stringMatching(/command sh exited with code 3: boom/) },
+    })
+    expect(results.find((r) => r.id === 'killed')?.error?.message).toMatch(/exited with signal SIGTERM/)
+    const { agents: records } = await run.snapshot()
+    const crash = records.find((a) => a.id === 'lead.crash')!
+    expect(crash.status).toBe('failed')
+    expect(crash.snapshot.context.processes).toEqual([
+      expect.objectContaining({ turn: 0, command: 'sh', exitCode: 3, signal: null, stderrTail: 'boom\n' }),
+    ])
+    expect(crash.snapshot.context.processes[0]!.durationMs).toBeGreaterThanOrEqual(180)
+    expect(crash.snapshot.context.busyMs).toBeGreaterThanOrEqual(180)
+    const killed = records.find((a) => a.id === 'lead.killed')!
+    expect(killed.snapshot.context.processes).toEqual([
+      expect.objectContaining({ exitCode: null, signal: 'SIGTERM' }),
+    ])
+    expect(run.metrics().perAgent.find((a) => a.id === 'lead.crash')?.busyMs).toBeGreaterThanOrEqual(180)
+  })
+
   test('a follow-up turn of the same agent runs in the same workspace', async () => {
     const script = [
       'echo "turn $COHORT_TURN in $PWD" >> turns.log',

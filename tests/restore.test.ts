@@ -9,6 +9,7 @@ import {
   InvalidInputError,
   memoryStore,
   type RunStore,
+  runWallMs,
   SnapshotError,
   scriptedModel,
   settledChildren,
@@ -136,6 +137,48 @@ test('a run detached mid-step (a server shutting down) resumes in another runtim
 
   const resumed = await scenarioRuntime(storeDir).resume('detach-1')
   expect(await resumed.result).toEqual(uninterrupted)
+})
+
+test('metrics count the time a run was stopped: only its running segments are wall time, across runtimes', async () => {
+  const worker = defineAgent({ name: 'worker', instructions: '' })
+  const lead = defineAgent({ name: 'lead', instructions: '', subagents: ['worker'] })
+  const ids = ['a', 'b', 'c', 'd']
+  const model = scriptedModel(
+    {
+      lead: [
+        { action: 'launch_subagents', agents: ids.map((id) => ({ agent: 'worker', task: id, id })) },
+        { action: 'wait_for_subagents' },
+        (request) => ({ action: 'finish', result: settledChildren(request).length }),
+      ],
+      worker: [{ action: 'finish', result: 'done' }],
+    },
+    { latencyMs: 40 },
+  )
+  const store = memoryStore()
+  const runtimeOn = () => createRuntime({ agents: [lead, worker], model, store })
+  const first = runtimeOn()
+  const run = first.start('lead', 'fan out', { runId: 'paused-1' })
+  await new Promise<void>((resolve) => run.on('agent.suspended', () => resolve()))
+  await run.detach()
+  const stoppedFor = 1_500
+  await new Promise((resolve) => setTimeout(resolve, stoppedFor))
+  // The detached handle's wall time stopped with the run.
+  expect(run.metrics().wallMs).toBeLessThan(stoppedFor / 3)
+
+  const resumed = await runtimeOn().resume('paused-1')
+  expect(await resumed.result).toBe(4)
+  // Running: the lead's three turns and the workers' one, 40 ms each on the critical path (about
+  // 160 ms over both segments); stopped for 1.5 s in between.
+  const metrics = resumed.metrics()
+  expect(metrics.wallMs).toBeGreaterThanOrEqual(3 * 40)
+  expect(metrics.wallMs).toBeLessThan(stoppedFor / 2)
+  expect(metrics.busyMs).toBeGreaterThanOrEqual(7 * 40 - 7)
+  expect(metrics.speedup).toBeGreaterThan(0.4)
+  // Kept in the run record, so a third process reads the same running time.
+  const stored = await store.loadRunRecord!('paused-1')
+  expect(stored?.stoppedMs).toBeGreaterThanOrEqual(stoppedFor)
+  expect(stored?.detachedAt).toBeUndefined()
+  expect(runWallMs(stored!)).toBe(metrics.wallMs)
 })
 
 describe('tools after a crash', () => {

@@ -130,11 +130,13 @@ export function describeRunStore(
         tags: new Set(['a', 'b']),
         big: 12345678901234567890n,
       }
-      await store.saveRun(makeRunRecord('r1', { status: 'completed', result }))
+      // The time it spent detached too: wall time in metrics is read from the record.
+      const run = makeRunRecord('r1', { status: 'completed', result, stoppedMs: 3_000, detachedAt: 5 })
+      await store.saveRun(run)
       await store.saveAgent('r1', makeAgentRecord('r1', 'lead'))
       await store.saveAgent('r1', makeAgentRecord('r1', 'lead.a', { status: 'completed' }))
       const loaded = await store.loadRun('r1')
-      expect(loaded?.run).toEqual(makeRunRecord('r1', { status: 'completed', result }))
+      expect(loaded?.run).toEqual(run)
       const agents = [...(loaded?.agents ?? [])].sort((a, b) => a.id.localeCompare(b.id))
       expect(agents).toEqual([
         makeAgentRecord('r1', 'lead'),

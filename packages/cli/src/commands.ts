@@ -196,7 +196,7 @@ export async function showCommand(
   const { run } = view
   io.out.write(`Run ${run.id}  ${run.status}  ${run.agent}: ${oneLine(run.task, 80)}\n`)
   io.out.write(
-    `Started ${new Date(run.createdAt).toISOString()}, ${run.status === 'running' ? 'last step' : 'ended'} ${new Date(run.updatedAt).toISOString()} (${formatMs(run.updatedAt - run.createdAt)})\n\n`,
+    `Started ${new Date(run.createdAt).toISOString()}, ${run.status === 'running' ? 'last step' : 'ended'} ${new Date(run.updatedAt).toISOString()} (${formatMs(run.updatedAt - run.createdAt)}${run.stoppedMs ? `, ${formatMs(run.stoppedMs)} of it stopped` : ''})\n\n`,
   )
   const lines = renderTree(view.agents.map(summaryNode), {
     now: run.updatedAt,

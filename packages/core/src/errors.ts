@@ -1,3 +1,5 @@
+import type { ProcessRecord } from './models/command-model.js'
+
 /** Every error Cohort raises is a `CohortError` with a stable `code` a caller can switch on. */
 export class CohortError extends Error {
   readonly code: string
@@ -65,14 +67,23 @@ export class InvalidInputError extends CohortError {
   }
 }
 
-/** A model call failed (transport, status, malformed reply). `retryable` says whether a retry may help. */
+/**
+ * A model call failed (transport, status, malformed reply). `retryable` says whether a retry may help;
+ * `process` is what a process agent's failed turn left behind, kept in the agent's record as a good
+ * turn's is.
+ */
 export class ModelError extends CohortError {
   readonly status: number | undefined
   readonly retryable: boolean
-  constructor(message: string, options: { status?: number; retryable?: boolean; cause?: unknown } = {}) {
+  readonly process: ProcessRecord | undefined
+  constructor(
+    message: string,
+    options: { status?: number; retryable?: boolean; cause?: unknown; process?: ProcessRecord } = {},
+  ) {
     super('MODEL_ERROR', message, { cause: options.cause })
     this.status = options.status
     this.retryable = options.retryable ?? false
+    this.process = options.process
   }
 }
 

@@ -44,7 +44,7 @@ export type {
   ToolSpec,
 } from './models/types.js'
 export type { Answer } from './orchestrator/answer.js'
-export type { AgentMetrics, RunMetrics } from './orchestrator/metrics.js'
+export { type AgentMetrics, type RunMetrics, runWallMs } from './orchestrator/metrics.js'
 export type { Durability, Inspector } from './orchestrator/orchestrator.js'
 export {
   type RunActor,

@@ -20,6 +20,11 @@ export const runRecordShape = z
     status: runStatus,
     createdAt: z.number().openapi({ description: 'epoch milliseconds' }),
     updatedAt: z.number(),
+    stoppedMs: z
+      .number()
+      .optional()
+      .openapi({ description: 'ms the run spent detached, left out of wallMs' }),
+    detachedAt: z.number().optional().openapi({ description: 'set while the run is detached' }),
     result: z.unknown().optional(),
     error: errorInfo.optional(),
   })

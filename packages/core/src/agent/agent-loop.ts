@@ -170,9 +170,17 @@ export function fail(context: AgentContext, error: unknown): AgentContext {
   return failed(context, toErrorInfo(error))
 }
 
-/** The context of an agent that failed with `error`. */
-export function failed(context: AgentContext, error: ErrorInfo): AgentContext {
-  return { ...context, error, endedAt: Date.now() }
+/**
+ * The context of an agent that failed with `error`. A process turn that failed (`process`) is kept
+ * in its history and busy time as a good turn is: its exit code and stderr say why.
+ */
+export function failed(context: AgentContext, error: ErrorInfo, process?: ProcessRecord): AgentContext {
+  const next = { ...context, error, endedAt: Date.now() }
+  if (process) {
+    next.processes = [...context.processes, process]
+    next.busyMs = context.busyMs + process.durationMs
+  }
+  return next
 }
 
 /**

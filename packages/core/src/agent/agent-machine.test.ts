@@ -1,9 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
 import { createActor } from 'xstate'
+import { ModelError } from '../errors.js'
 import type { AgentEventInput } from '../events/types.js'
 import type { Action } from '../protocol/actions.js'
 import type { ThinkOutcome } from './agent-loop.js'
-import { type AgentMachineEvent, type AgentSnapshot, agentMachine } from './agent-machine.js'
+import { type AgentMachineEvent, type AgentSnapshot, agentMachine, failEvent } from './agent-machine.js'
 import { initialContext } from './context.js'
 
 function replied(actions: Action[]): AgentMachineEvent {
@@ -186,6 +187,32 @@ describe('the agent machine', () => {
     expect(stateOf(actor.getSnapshot())).toBe('running.acting')
     actor.send(events.ACTED)
     expect(stateOf(actor.getSnapshot())).toBe('running.thinking')
+  })
+
+  it('keeps the record of a failed process turn that fails it (failEvent of a ModelError)', () => {
+    const { actor } = actorAt('running.thinking')
+    const process = {
+      turn: 0,
+      command: 'sh',
+      exitCode: 3,
+      signal: null,
+      durationMs: 120,
+      stderrTail: 'boom\n',
+      workspace: '/ws/lead',
+    }
+    actor.send(failEvent(new ModelError('command sh exited with code 3: boom', { process })))
+    const { context } = actor.getSnapshot()
+    expect(stateOf(actor.getSnapshot())).toBe('failed')
+    expect(context.error).toMatchObject({
+      code: 'MODEL_ERROR',
+      message: 'command sh exited with code 3: boom',
+    })
+    expect(context.processes).toEqual([process])
+    expect(context.busyMs).toBe(120)
+    // Any other failure leaves the history as it was.
+    const other = actorAt('running.thinking').actor
+    other.send(failEvent(new ModelError('status 500')))
+    expect(other.getSnapshot().context).toMatchObject({ processes: [], busyMs: 0 })
   })
 
   it('comes back from its persisted snapshot in the same state, with the same context', () => {

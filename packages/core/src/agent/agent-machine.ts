@@ -1,6 +1,7 @@
 import { type ActorRefFrom, assign, emit, enqueueActions, type SnapshotFrom, setup } from 'xstate'
-import type { ErrorInfo } from '../errors.js'
+import { type ErrorInfo, ModelError, toErrorInfo } from '../errors.js'
 import type { AgentEventInput } from '../events/types.js'
+import type { ProcessRecord } from '../models/command-model.js'
 import {
   type ActOutcome,
   afterAct,
@@ -30,7 +31,8 @@ export type AgentMachineEvent =
   | { type: 'ANSWERED'; answer: Answer }
   | { type: 'REJECTED'; reason: string }
   | { type: 'MESSAGE'; from: string; text: string }
-  | { type: 'FAIL'; error: ErrorInfo }
+  /** `process`: what the failed turn of a process agent left behind, kept in its context. */
+  | { type: 'FAIL'; error: ErrorInfo; process?: ProcessRecord }
 
 /**
  * One agent's whole life. `running` is its loop: `thinking` (one model call), then `acting` on
@@ -55,7 +57,9 @@ export const agentMachine = setup({
     hasActions: ({ context }) => context.pending.length > 0,
   },
   actions: {
-    fail: assign(({ context, event }) => failed(context, (event as { error: ErrorInfo }).error)),
+    fail: assign(({ context, event }) =>
+      event.type === 'FAIL' ? failed(context, event.error, event.process) : context,
+    ),
     takeMessage: assign(({ context, event }) => {
       const { from, text } = event as { from: string; text: string }
       return withMessage(context, from, text)
@@ -194,6 +198,13 @@ export const agentMachine = setup({
     },
   },
 })
+
+/** The event that fails an agent with `error`; a failed process turn's record goes with it. */
+export function failEvent(error: unknown): Extract<AgentMachineEvent, { type: 'FAIL' }> {
+  const event: Extract<AgentMachineEvent, { type: 'FAIL' }> = { type: 'FAIL', error: toErrorInfo(error) }
+  if (error instanceof ModelError && error.process) event.process = error.process
+  return event
+}
 
 /** A reply the model is asked to repair (unusable, or a launch refused), as the agent's event. */
 function repairEvent(step: Step): AgentEventInput {

@@ -70,16 +70,14 @@ export function commandModel(options: CommandModelOptions): ChatModel {
       if (outcome.timedOut) {
         throw new ModelError(
           `command ${options.command} timed out after ${timeoutMs} ms; its process tree was killed`,
-          {
-            cause: record,
-          },
+          { process: record },
         )
       }
       if (outcome.exitCode !== 0) {
         const tail = record.stderrTail.trim().split('\n').slice(-5).join('\n')
         throw new ModelError(
           `command ${options.command} exited with ${outcome.exitCode === null ? `signal ${outcome.signal}` : `code ${outcome.exitCode}`}${tail ? `: ${tail}` : ''}`,
-          { cause: record },
+          { process: record },
         )
       }
       return { ...toReply(outcome.stdout), process: record }

@@ -1,5 +1,5 @@
 import type { AgentStatus } from '../agent/context.js'
-import type { RunStatus } from '../persistence/records.js'
+import type { RunRecord, RunStatus } from '../persistence/records.js'
 import type { Conflict } from '../workspaces/workspaces.js'
 import type { AgentEntry } from './agent-entry.js'
 
@@ -49,6 +49,7 @@ export interface RunTotals {
 export interface RunMetrics extends RunTotals {
   runId: string
   status: RunStatus
+  /** The time the run was running, over every process that ran it (`runWallMs`). */
   wallMs: number
   /** Summed busy time of every agent. */
   busyMs: number
@@ -105,12 +106,34 @@ export function runTotals(entries: Iterable<AgentEntry>): RunTotals {
   }
 }
 
+/**
+ * A run's wall time: from its start to its end (or `now`), leaving out the time it was stopped
+ * (from each `detach` to the `resume` after it). Read from the record alone, so any process gets the
+ * same figure. A process that crashed has no end of its own: its time until the resume counts.
+ */
+export function runWallMs(record: RunRecord, now = Date.now()): number {
+  const end = record.status !== 'running' ? record.updatedAt : (record.detachedAt ?? now)
+  return Math.max(1, end - record.createdAt - (record.stoppedMs ?? 0))
+}
+
+/** The record of a run stopped by `detach` at `at` (epoch ms). */
+export function detachedRecord(record: RunRecord, at: number): RunRecord {
+  return { ...record, detachedAt: at }
+}
+
+/** The record of a detached run resumed at `at`: the time it was stopped joins `stoppedMs`. */
+export function resumedRecord(record: RunRecord, at: number): RunRecord {
+  const { detachedAt, ...running } = record
+  if (detachedAt === undefined) return record
+  // Another machine's clock may be behind the one that detached: a stop is never negative.
+  return { ...running, stoppedMs: (record.stoppedMs ?? 0) + Math.max(0, at - detachedAt) }
+}
+
 /** Metrics of a run, computed from its agents' contexts (they survive a restore). */
 export function computeRunMetrics(
   runId: string,
   status: RunStatus,
-  createdAt: number,
-  endedAt: number | null,
+  wallMs: number,
   entries: Iterable<AgentEntry>,
   peakBusy: number,
 ): RunMetrics {
@@ -139,7 +162,6 @@ export function computeRunMetrics(
     if (context.error) metrics.error = `${context.error.code}: ${context.error.message}`
     perAgent.push(metrics)
   }
-  const wallMs = Math.max(1, (endedAt ?? now) - createdAt)
   const busyMs = perAgent.reduce((sum, agent) => sum + agent.busyMs, 0)
   const speedup = busyMs / wallMs
   return {

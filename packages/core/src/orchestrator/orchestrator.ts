@@ -1,5 +1,10 @@
 import { createActor, type InspectionEvent, type Observer, type Snapshot } from 'xstate'
-import { type AgentMachineEvent, type AgentSnapshot, agentMachine } from '../agent/agent-machine.js'
+import {
+  type AgentMachineEvent,
+  type AgentSnapshot,
+  agentMachine,
+  failEvent,
+} from '../agent/agent-machine.js'
 import { type AgentContext, initialContext } from '../agent/context.js'
 import type { AgentDefinition } from '../agent/define-agent.js'
 import { type RunLimits, resolveLimits } from '../agent/limits.js'
@@ -28,7 +33,7 @@ import type { Workspaces } from '../workspaces/workspaces.js'
 import { AgentEntry, toAgentRecord, tokensOf } from './agent-entry.js'
 import { type AgentServices, createAgentServices, type EffectHost } from './agent-services.js'
 import { type LaunchOutcome, planLaunch } from './launch.js'
-import { BusyTracker } from './metrics.js'
+import { BusyTracker, detachedRecord, resumedRecord } from './metrics.js'
 import { type RunActor, runMachine } from './run-machine.js'
 import { Settlement } from './settlement.js'
 
@@ -270,6 +275,11 @@ export class Orchestrator implements EffectHost {
   async restore(stored: StoredRun): Promise<void> {
     this.runRecord = stored.run
     const entries = stored.agents.map((record) => this.restoreAgent(record))
+    if (stored.run.status === 'running' && stored.run.detachedAt !== undefined) {
+      // Stored before anything runs again: after a crash, this segment's time must not count as stopped.
+      this.runRecord = resumedRecord(stored.run, Date.now())
+      await this.config.store.saveRun(this.runRecord)
+    }
     // A crash between saving the run and its root agent leaves no root record: start the root again.
     if (!this.registry.has(stored.run.rootAgentId) && stored.run.status === 'running') {
       this.emitRun({ type: 'run.resumed', agents: 0 })
@@ -377,7 +387,7 @@ export class Orchestrator implements EffectHost {
   /** Ends an agent run here as failed, wherever it is (cancel, timeout, an effect that threw). */
   failAgent(entry: AgentEntry, error: unknown): void {
     if (entry.settled || entry.mode !== 'local') return
-    this.send(entry, { type: 'FAIL', error: toErrorInfo(error) })
+    this.send(entry, failEvent(error))
   }
 
   /** Delivers a message into the agent's next model turn, whatever state it is in. */
@@ -680,6 +690,7 @@ export class Orchestrator implements EffectHost {
   async detach(): Promise<void> {
     if (this.isSettled || this.ending) return
     this.ending = true
+    const stoppedAt = Date.now()
     const entries = [...this.registry.values()]
     // Marked first, so that no effect starts; their last changes are written, then they stop.
     for (const entry of entries) {
@@ -689,6 +700,11 @@ export class Orchestrator implements EffectHost {
     for (const entry of entries) entry.mode = entry.mode === 'local' ? 'released' : entry.mode
     try {
       await this.writer.flush()
+      // When it stopped, so that the time until a resume is not counted as running (metrics).
+      if (this.runRecord?.status === 'running') {
+        this.runRecord = detachedRecord(this.runRecord, stoppedAt)
+        await this.config.store.saveRun(this.runRecord)
+      }
     } finally {
       for (const entry of entries)
         if (!entry.settled) this.actor.send({ type: 'STOP_AGENT', agent: entry.actor })

@@ -70,8 +70,16 @@ export const runRecordSchema = z.object({
   task: z.string(),
   rootAgentId: z.string(),
   status: runStatusSchema,
+  /** Epoch ms: when the run was created, and when it last changed status (its end, once finished). */
   createdAt: z.number(),
   updatedAt: z.number(),
+  /**
+   * Time the run spent stopped, in ms: from each `detach` to the `resume` that followed, wherever
+   * each ran. Wall time in metrics leaves it out (`runWallMs`). Absent in records written before it.
+   */
+  stoppedMs: z.number().min(0).exactOptional(),
+  /** Epoch ms of the `detach` that stopped the run; absent while a process runs it. */
+  detachedAt: z.number().exactOptional(),
   result: z.unknown().exactOptional(),
   error: errorInfoSchema.exactOptional(),
 })

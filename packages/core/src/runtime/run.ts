@@ -1,7 +1,7 @@
 import type { EventBus } from '../events/event-bus.js'
 import type { CohortEvent, CohortEventType } from '../events/types.js'
 import { RunControl } from '../orchestrator/control.js'
-import { computeRunMetrics, type RunMetrics } from '../orchestrator/metrics.js'
+import { computeRunMetrics, type RunMetrics, runWallMs } from '../orchestrator/metrics.js'
 import type { Orchestrator } from '../orchestrator/orchestrator.js'
 import type { RunActor } from '../orchestrator/run-machine.js'
 import type { RunStatus, StoredRun } from '../persistence/records.js'
@@ -84,15 +84,16 @@ export class Run {
     this.control.send(agentId, text)
   }
 
-  /** Wall time, busy time, speedup, efficiency, failures, tokens, cost, and per-agent timings. */
+  /**
+   * Wall time (the time the run was running, over every process that ran it: not while detached),
+   * busy time, speedup, efficiency, failures, tokens, cost, and per-agent timings.
+   */
   metrics(): RunMetrics {
     const record = this.orchestrator.record
-    const settled = record && record.status !== 'running'
     return computeRunMetrics(
       this.id,
       record?.status ?? 'running',
-      record?.createdAt ?? Date.now(),
-      settled ? record.updatedAt : null,
+      record ? runWallMs(record) : 1,
       this.orchestrator.registry.values(),
       this.orchestrator.busy.peak,
     )
