@@ -1,4 +1,4 @@
-import type { ProcessRecord } from './models/command-model.js'
+import type { ProcessRecord } from './models/process-record.js'
 
 /** Every error Cohort raises is a `CohortError` with a stable `code` a caller can switch on. */
 export class CohortError extends Error {

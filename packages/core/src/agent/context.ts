@@ -1,5 +1,6 @@
 import { z } from 'zod'
 import type { ErrorInfo } from '../errors.js'
+import { processRecordSchema } from '../models/process-record.js'
 import type { ChatMessage } from '../models/types.js'
 import type { Action } from '../protocol/actions.js'
 
@@ -126,17 +127,7 @@ export const agentContextSchema = z.looseObject({
   busyMs: z.number().min(0),
   retries: z.number().int().min(0),
   /** Turns of a process agent: exit code, stderr tail, duration. */
-  processes: z.array(
-    z.object({
-      turn: z.number(),
-      command: z.string(),
-      exitCode: z.number().nullable(),
-      signal: z.string().nullable(),
-      durationMs: z.number(),
-      stderrTail: z.string(),
-      workspace: z.string(),
-    }),
-  ),
+  processes: z.array(processRecordSchema),
   /** Files changed by more than one child of a parallel group, found when the group settled. */
   conflicts: z.array(z.object({ file: z.string(), agents: z.array(z.string()) })),
   startedAt: z.number(),

@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process'
 import { ModelError } from '../errors.js'
 import { extractJson } from '../protocol/extract-json.js'
+import type { ProcessRecord } from './process-record.js'
 import type { ChatModel, ModelReply, ModelRequest } from './types.js'
 
 export interface CommandModelOptions {
@@ -16,16 +17,7 @@ export interface CommandModelOptions {
   name?: string
 }
 
-/** What one turn of a process agent left behind; kept in the agent's record. */
-export interface ProcessRecord {
-  turn: number
-  command: string
-  exitCode: number | null
-  signal: string | null
-  durationMs: number
-  stderrTail: string
-  workspace: string
-}
+export type { ProcessRecord }
 
 const stderrTailChars = 2_000
 

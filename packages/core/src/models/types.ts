@@ -19,7 +19,7 @@ export interface ToolSpec {
   parameters: Record<string, unknown>
 }
 
-import type { ProcessRecord } from './command-model.js'
+import type { ProcessRecord } from './process-record.js'
 
 export interface TokenUsage {
   promptTokens: number
