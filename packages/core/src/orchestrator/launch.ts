@@ -1,7 +1,33 @@
-import type { ChildLink } from '../agent/context.js'
+import type { AgentContext, ChildLink } from '../agent/context.js'
+import { CancelledError } from '../errors.js'
+import type { AgentEventInput } from '../events/types.js'
 import { checkDependencies } from '../plan/dependency-graph.js'
-import type { LaunchSpec } from '../protocol/actions.js'
+import type { Action, LaunchSpec } from '../protocol/actions.js'
 import type { AgentEntry } from './agent-entry.js'
+import type { AgentRegistry } from './registry.js'
+
+type LaunchAction = Extract<Action, { action: 'launch_subagents' }>
+
+/** What a distributed host (a BullMQ worker) provides to run one agent's segment. */
+export interface SegmentHooks {
+  /** Agents created here that must run: the host schedules a segment for each. */
+  enqueue(agentIds: string[]): Promise<void>
+  /** The agent cannot go on here: it waits on agents that run elsewhere. */
+  park(reason: 'children' | 'dependencies'): void
+}
+
+/** What a launch needs of its run. */
+export interface LaunchHost {
+  readonly agents: AgentRegistry
+  readonly onCycle: 'refuse' | 'sequential'
+  readonly segment: SegmentHooks | undefined
+  /** Why the run is being cancelled, if it is (read as late as possible). */
+  cancelReason(): string | undefined
+  written(entry: AgentEntry): Promise<void>
+  emitAgent(context: AgentContext, event: AgentEventInput): void
+  failAgent(entry: AgentEntry, error: unknown): void
+  startWhenReady(entry: AgentEntry): void
+}
 
 export type LaunchOutcome = { ok: true; children: ChildLink[] } | { ok: false; reason: string }
 
@@ -89,4 +115,72 @@ export function planLaunch(
     }
   }
   return { ok: true, children, warnings, existing: false }
+}
+
+/** Starts sub-agents for `parent`. Idempotent: a launch replayed after a restore finds its children. */
+export async function launchChildren(
+  run: LaunchHost,
+  parent: AgentEntry,
+  action: LaunchAction,
+): Promise<LaunchOutcome> {
+  const specs = action.agents
+  const cycles = action.on_cycle ?? run.onCycle
+  let plan = planLaunch(parent, specs, run.agents.entries, cycles)
+  if (!plan.ok) return plan
+  const segment = run.segment
+  // A segment holds only the agents it loaded. A launch made again after a crash finds its
+  // children in the store, where they may have run on; creating them again would reset them.
+  if (segment && !plan.existing) {
+    const unknown = plan.children.filter((child) => !child.exists).map((child) => child.link.id)
+    if ((await run.agents.restoreRemote(unknown)) > 0) {
+      plan = planLaunch(parent, specs, run.agents.entries, cycles)
+      if (!plan.ok) return plan
+    }
+  }
+  const links = plan.children.map((child) => child.link)
+  if (plan.existing) return { ok: true, children: links }
+  const context = parent.context
+  for (const message of plan.warnings) run.emitAgent(context, { type: 'agent.warning', message })
+  const created = plan.children.filter((child) => !child.exists)
+  // Looked up before any child is made: an unknown agent throws with none of its siblings made.
+  const definitions = created.map((child) => run.agents.definition(child.link.agent))
+  run.emitAgent(context, {
+    type: 'agent.launched',
+    children: created.map(({ link, dependsOn }) => ({
+      id: link.id,
+      agent: link.agent,
+      task: link.task,
+      dependsOn,
+    })),
+  })
+  const children = created.map(({ link, spec, dependsOn }, index) => {
+    const definition = definitions[index]!
+    return run.agents.create({
+      id: link.id,
+      definition,
+      task: link.task,
+      parentId: parent.id,
+      depth: parent.depth + 1,
+      dependsOn,
+      priority: spec.priority ?? definition.priority ?? 0,
+      timeoutMs: spec.timeout_ms ?? run.agents.limitsFor(definition).timeoutMs,
+      fallback: 'fallback' in spec ? { value: spec.fallback } : (definition.fallback ?? null),
+    })
+  })
+  if (segment) {
+    // Children of a segment run in other workers: stored idle, then scheduled by the host.
+    await Promise.all(children.map((child) => run.written(child)))
+    for (const child of children) child.mode = 'remote'
+    await segment.enqueue(children.map((child) => child.id))
+    return { ok: true, children: links }
+  }
+  for (const child of children) {
+    // Cancelled while this launch was making its siblings (by a listener of one of their events).
+    const cancelled = run.cancelReason()
+    if (cancelled !== undefined) run.failAgent(child, new CancelledError(cancelled))
+    else run.startWhenReady(child)
+  }
+  // The children are in the store before the parent's record says they were launched.
+  await Promise.all(children.map((child) => run.written(child)))
+  return { ok: true, children: links }
 }

@@ -1,13 +1,8 @@
-import { createActor, type InspectionEvent, type Observer, type Snapshot } from 'xstate'
-import {
-  type AgentMachineEvent,
-  type AgentSnapshot,
-  agentMachine,
-  failEvent,
-} from '../agent/agent-machine.js'
-import { type AgentContext, initialContext } from '../agent/context.js'
+import { createActor, type InspectionEvent, type Observer } from 'xstate'
+import { type AgentMachineEvent, type AgentSnapshot, failEvent } from '../agent/agent-machine.js'
+import type { AgentContext } from '../agent/context.js'
 import type { AgentDefinition } from '../agent/define-agent.js'
-import { type RunLimits, resolveLimits } from '../agent/limits.js'
+import type { RunLimits } from '../agent/limits.js'
 import {
   AgentFailedError,
   CancelledError,
@@ -20,20 +15,20 @@ import {
 } from '../errors.js'
 import type { EventBus } from '../events/event-bus.js'
 import type { AgentEventInput, RunEventInput } from '../events/types.js'
-import type { ChatMessage, ChatModel } from '../models/types.js'
+import type { ChatModel } from '../models/types.js'
 import { AgentWriter } from '../persistence/agent-writer.js'
-import { readAgentRecord, readRunRecord } from '../persistence/read.js'
+import { readRunRecord } from '../persistence/read.js'
 import type { AgentRecord, RunRecord, RunStatus, RunStore, StoredRun } from '../persistence/records.js'
 import type { Action } from '../protocol/actions.js'
-import { systemPrompt } from '../protocol/prompt.js'
 import type { Redactor } from '../protocol/redact.js'
 import type { Scheduler } from '../scheduler/scheduler.js'
 import { TokenBudget } from '../scheduler/token-budget.js'
 import type { Workspaces } from '../workspaces/workspaces.js'
-import { AgentEntry, toAgentRecord, tokensOf } from './agent-entry.js'
+import { type AgentEntry, toAgentRecord, tokensOf } from './agent-entry.js'
 import { type AgentServices, createAgentServices, type EffectHost } from './agent-services.js'
-import { type LaunchOutcome, planLaunch } from './launch.js'
+import { type LaunchHost, type LaunchOutcome, launchChildren, type SegmentHooks } from './launch.js'
 import { BusyTracker, detachedRecord, resumedRecord } from './metrics.js'
+import { AgentRegistry, type NewAgent } from './registry.js'
 import { type RunActor, runMachine } from './run-machine.js'
 import { Settlement } from './settlement.js'
 
@@ -70,26 +65,6 @@ export interface OrchestratorConfig {
   segment?: SegmentHooks | undefined
 }
 
-/** What a distributed host (a BullMQ worker) provides to run one agent's segment. */
-export interface SegmentHooks {
-  /** Agents created here that must run: the host schedules a segment for each. */
-  enqueue(agentIds: string[]): Promise<void>
-  /** The agent cannot go on here: it waits on agents that run elsewhere. */
-  park(reason: 'children' | 'dependencies'): void
-}
-
-export interface NewAgent {
-  id: string
-  definition: AgentDefinition
-  task: string
-  parentId: string | null
-  depth: number
-  dependsOn?: string[]
-  priority?: number
-  timeoutMs?: number | null
-  fallback?: { value: unknown } | null
-}
-
 type LaunchAction = Extract<Action, { action: 'launch_subagents' }>
 
 /**
@@ -100,7 +75,9 @@ type LaunchAction = Extract<Action, { action: 'launch_subagents' }>
  * `Settlement`'s; the effects themselves are `createAgentServices`'.
  */
 export class Orchestrator implements EffectHost {
-  readonly registry = new Map<string, AgentEntry>()
+  /** The run's agents by id (`AgentRegistry`). */
+  readonly registry: ReadonlyMap<string, AgentEntry>
+  private readonly agents: AgentRegistry
   readonly result: Promise<unknown>
   readonly busy = new BusyTracker()
   /** The run's actor: its snapshot says where the run is; every agent's actor is its child. */
@@ -112,8 +89,6 @@ export class Orchestrator implements EffectHost {
   runEnded: Promise<void> | undefined
   private readonly services: AgentServices
   private readonly settlement: Settlement
-  private readonly limitsByAgent = new Map<string, RunLimits>()
-  private readonly systemMessages = new Map<string, ChatMessage>()
   private readonly clockStart = performance.now()
   /** Effects started so far: each gets the next number as its token. */
   private effects = 0
@@ -131,6 +106,19 @@ export class Orchestrator implements EffectHost {
       ...(config.inspect !== undefined && { inspect: config.inspect }),
     })
     this.actor.start()
+    this.agents = new AgentRegistry(
+      config.runId,
+      this.actor,
+      config.definitions,
+      config.limits,
+      config.store,
+      {
+        changed: (entry, snapshot) => this.changed(entry, snapshot),
+        emitted: (entry, event) => this.emitAgent(entry.context, event),
+        failed: (error) => this.abort(error),
+      },
+    )
+    this.registry = this.agents.entries
     this.services = createAgentServices(this)
     this.settlement = new Settlement(this)
     this.writer = new AgentWriter(
@@ -175,25 +163,6 @@ export class Orchestrator implements EffectHost {
 
   elapsedMs(): number {
     return Math.round(performance.now() - this.clockStart)
-  }
-
-  limitsFor(definition: AgentDefinition): RunLimits {
-    let limits = this.limitsByAgent.get(definition.name)
-    if (!limits) {
-      limits = resolveLimits(this.config.limits, definition.limits)
-      this.limitsByAgent.set(definition.name, limits)
-    }
-    return limits
-  }
-
-  /** One system message object per kind, shared by its agents. */
-  private systemMessageFor(definition: AgentDefinition): ChatMessage {
-    let message = this.systemMessages.get(definition.name)
-    if (message === undefined) {
-      message = { role: 'system', content: systemPrompt(definition, this.config.definitions) }
-      this.systemMessages.set(definition.name, message)
-    }
-    return message
   }
 
   modelFor(definition: AgentDefinition): ChatModel {
@@ -257,7 +226,7 @@ export class Orchestrator implements EffectHost {
   }
 
   private async startRoot(agentName: string, task: string, start = true): Promise<void> {
-    const definition = this.definition(agentName)
+    const definition = this.agents.definition(agentName)
     const root = this.createAgent({
       id: agentName,
       definition,
@@ -265,7 +234,7 @@ export class Orchestrator implements EffectHost {
       parentId: null,
       depth: 0,
       priority: definition.priority ?? 0,
-      timeoutMs: this.limitsFor(definition).timeoutMs,
+      timeoutMs: this.agents.limitsFor(definition).timeoutMs,
     })
     await this.writer.written(root)
     if (start) this.settlement.startWhenReady(root)
@@ -313,67 +282,22 @@ export class Orchestrator implements EffectHost {
     this.runRecord = record
   }
 
-  /** Starts sub-agents for `parent`. Idempotent: a launch replayed after a restore finds its children. */
-  async launch(parent: AgentEntry, action: LaunchAction): Promise<LaunchOutcome> {
-    const specs = action.agents
-    const cycles = action.on_cycle ?? this.config.onCycle
-    let plan = planLaunch(parent, specs, this.registry, cycles)
-    if (!plan.ok) return plan
-    const segment = this.config.segment
-    // A segment holds only the agents it loaded. A launch made again after a crash finds its
-    // children in the store, where they may have run on; creating them again would reset them.
-    if (segment && !plan.existing) {
-      const unknown = plan.children.filter((child) => !child.exists).map((child) => child.link.id)
-      if ((await this.restoreRemote(unknown)) > 0) {
-        plan = planLaunch(parent, specs, this.registry, cycles)
-        if (!plan.ok) return plan
-      }
+  /** Starts sub-agents for `parent` (`launchChildren`). */
+  launch(parent: AgentEntry, action: LaunchAction): Promise<LaunchOutcome> {
+    return launchChildren(this.launchHost, parent, action)
+  }
+
+  private get launchHost(): LaunchHost {
+    return {
+      agents: this.agents,
+      onCycle: this.config.onCycle,
+      segment: this.config.segment,
+      cancelReason: () => this.cancelReason,
+      written: (entry) => this.writer.written(entry),
+      emitAgent: (context, event) => this.emitAgent(context, event),
+      failAgent: (entry, error) => this.failAgent(entry, error),
+      startWhenReady: (entry) => this.settlement.startWhenReady(entry),
     }
-    const links = plan.children.map((child) => child.link)
-    if (plan.existing) return { ok: true, children: links }
-    const context = parent.context
-    for (const message of plan.warnings) this.emitAgent(context, { type: 'agent.warning', message })
-    const created = plan.children.filter((child) => !child.exists)
-    // Looked up before any child is made: an unknown agent throws with none of its siblings made.
-    const definitions = created.map((child) => this.definition(child.link.agent))
-    this.emitAgent(context, {
-      type: 'agent.launched',
-      children: created.map(({ link, dependsOn }) => ({
-        id: link.id,
-        agent: link.agent,
-        task: link.task,
-        dependsOn,
-      })),
-    })
-    const children = created.map(({ link, spec, dependsOn }, index) => {
-      const definition = definitions[index]!
-      return this.createAgent({
-        id: link.id,
-        definition,
-        task: link.task,
-        parentId: parent.id,
-        depth: parent.depth + 1,
-        dependsOn,
-        priority: spec.priority ?? definition.priority ?? 0,
-        timeoutMs: spec.timeout_ms ?? this.limitsFor(definition).timeoutMs,
-        fallback: 'fallback' in spec ? { value: spec.fallback } : (definition.fallback ?? null),
-      })
-    })
-    if (segment) {
-      // Children of a segment run in other workers: stored idle, then scheduled by the host.
-      await Promise.all(children.map((child) => this.writer.written(child)))
-      for (const child of children) child.mode = 'remote'
-      await segment.enqueue(children.map((child) => child.id))
-      return { ok: true, children: links }
-    }
-    for (const child of children) {
-      // Cancelled while this launch was making its siblings (by a listener of one of their events).
-      if (this.cancelReason !== undefined) this.failAgent(child, new CancelledError(this.cancelReason))
-      else this.settlement.startWhenReady(child)
-    }
-    // The children are in the store before the parent's record says they were launched.
-    await Promise.all(children.map((child) => this.writer.written(child)))
-    return { ok: true, children: links }
   }
 
   /** Ends every unsettled agent; the run settles as cancelled. */
@@ -433,105 +357,18 @@ export class Orchestrator implements EffectHost {
     return structuredClone({ run: this.runRecord, agents })
   }
 
-  private definition(name: string): AgentDefinition {
-    const definition = this.config.definitions.get(name)
-    if (!definition)
-      throw new CohortError('UNKNOWN_AGENT', `agent "${name}" is not registered in this runtime`)
-    return definition
-  }
-
   /** Makes a new agent's actor, idle: `Settlement.startWhenReady` starts it. */
   createAgent(agent: NewAgent): AgentEntry {
-    const context = initialContext({
-      runId: this.runId,
-      agentId: agent.id,
-      name: agent.definition.name,
-      parentId: agent.parentId,
-      depth: agent.depth,
-      task: agent.task,
-      systemMessage: this.systemMessageFor(agent.definition),
-      ...(agent.dependsOn && agent.dependsOn.length > 0 && { dependsOn: agent.dependsOn }),
-      priority: agent.priority ?? 0,
-      timeoutMs: agent.timeoutMs ?? null,
-      fallback: agent.fallback ?? null,
-    })
-    return this.spawn(agent.id, agent.definition, agent.parentId, agent.depth, { input: context })
+    return this.agents.create(agent)
   }
 
-  /**
-   * Restores, as running elsewhere, the stored agents among `ids` this process does not hold
-   * (a segment's children and dependencies); returns how many it found.
-   */
-  async restoreRemote(ids: readonly string[]): Promise<number> {
-    const missing = ids.filter((id) => !this.registry.has(id))
-    const records = await Promise.all(missing.map((id) => readAgentRecord(this.config.store, this.runId, id)))
-    let found = 0
-    for (const record of records) {
-      if (!record || this.registry.has(record.id)) continue
-      this.restoreAgent(record, 'remote')
-      found++
-    }
-    return found
-  }
-
-  /** The agent's actor, made again from its stored record (`createActor(agentMachine, { snapshot })`). */
+  /** The agent's actor, made again from its stored record. */
   restoreAgent(record: AgentRecord, mode: AgentEntry['mode'] = 'local'): AgentEntry {
-    const source = `run ${this.runId}, agent ${record.id}`
-    const definition = this.config.definitions.get(record.name)
-    if (!definition) {
-      throw new SnapshotError(
-        source,
-        `agent definition "${record.name}" is not registered in this runtime`,
-        'name',
-      )
-    }
-    if (record.runId !== this.runId)
-      throw new SnapshotError(source, `record belongs to run "${record.runId}"`, 'runId')
-    // A restored agent shares its kind's system message again, when it is still the same text.
-    const { messages } = record.snapshot.context
-    const shared = this.systemMessageFor(definition)
-    if (messages[0]?.role === 'system' && messages[0].content === shared.content) messages[0] = shared
-    try {
-      // The record's snapshot is what `getPersistedSnapshot()` gave, checked by its schema on reading.
-      const snapshot = record.snapshot as unknown as Snapshot<unknown>
-      const from = { input: record.snapshot.context, snapshot }
-      return this.spawn(record.id, definition, record.parentId, record.depth, from, mode)
-    } catch (error) {
-      this.registry.delete(record.id)
-      throw new SnapshotError(
-        source,
-        `cannot restore the agent machine: ${(error as Error).message}`,
-        'snapshot',
-      )
-    }
+    return this.agents.restore(record, mode)
   }
 
-  /**
-   * The agent's actor, a child of the run's actor and registered in its system under the agent's
-   * id; its changes of state are written and acted on from now on (unless it runs elsewhere).
-   */
-  private spawn(
-    id: string,
-    definition: AgentDefinition,
-    parentId: string | null,
-    depth: number,
-    from: { input: AgentContext; snapshot?: Snapshot<unknown> },
-    mode: AgentEntry['mode'] = 'local',
-  ): AgentEntry {
-    const actor = createActor(agentMachine, { parent: this.actor, id, systemId: id, ...from })
-    const entry = new AgentEntry(id, definition, this.limitsFor(definition), actor, parentId, depth)
-    entry.mode = mode
-    this.registry.set(id, entry)
-    actor.on('*', (event) => this.emitAgent(entry.context, event))
-    actor.start()
-    // As it starts, an agent is as new or as stored: nothing to write or act on yet.
-    entry.seen = actor.getSnapshot()
-    if (from.snapshot !== undefined) entry.stored = entry.seen
-    actor.subscribe({
-      next: (snapshot) => this.changed(entry, snapshot),
-      error: (error) => this.abort(error),
-    })
-    return entry
+  restoreRemote(ids: readonly string[]): Promise<number> {
+    return this.agents.restoreRemote(ids)
   }
 
   /** After each change of an agent's state: write it, then act on it (`durability`). */

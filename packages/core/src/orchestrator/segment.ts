@@ -3,7 +3,8 @@ import { CancelledError, CohortError, SnapshotError } from '../errors.js'
 import { readAgentRecord, readRunRecord } from '../persistence/read.js'
 import type { RunRecord, RunStore } from '../persistence/records.js'
 import { childResult } from './agent-entry.js'
-import type { Orchestrator, SegmentHooks } from './orchestrator.js'
+import type { SegmentHooks } from './launch.js'
+import type { Orchestrator } from './orchestrator.js'
 
 /** How one segment of one agent ended. */
 export type SegmentOutcome =

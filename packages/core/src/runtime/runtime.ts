@@ -6,13 +6,9 @@ import { EventBus } from '../events/event-bus.js'
 import type { EventSink } from '../events/logger.js'
 import type { ChatModel } from '../models/types.js'
 import { type Answer, answerStored } from '../orchestrator/answer.js'
+import type { SegmentHooks } from '../orchestrator/launch.js'
 import { type RunTotals, runTotals } from '../orchestrator/metrics.js'
-import {
-  type Durability,
-  type Inspector,
-  Orchestrator,
-  type SegmentHooks,
-} from '../orchestrator/orchestrator.js'
+import { type Durability, type Inspector, Orchestrator } from '../orchestrator/orchestrator.js'
 import { runSegment, type SegmentOutcome } from '../orchestrator/segment.js'
 import { assertRunId } from '../persistence/codec.js'
 import { memoryStore } from '../persistence/memory-store.js'
