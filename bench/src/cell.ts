@@ -156,11 +156,16 @@ async function runJob(contender: Contender, job: Job, result: Partial<CellResult
 
 export async function runCell(request: CellRequest): Promise<CellResult> {
   const contender = await load(request.contender)
+  let result: CellResult
   try {
-    return await measureCell(contender, request)
-  } finally {
-    await contender.close?.()
+    result = await measureCell(contender, request)
+  } catch (error) {
+    // The cell's own error is the one to report; closing after it may fail for the same reason.
+    await contender.close?.().catch(() => {})
+    throw error
   }
+  await contender.close?.()
+  return result
 }
 
 async function measureCell(contender: Contender, request: CellRequest): Promise<CellResult> {

@@ -155,7 +155,7 @@ const cleanups: (() => Promise<void>)[] = []
 
 /** A PostgreSQL store in a schema of its own, dropped (with its tables) when the cell ends. */
 function freshPostgresStore(): RunStore {
-  const pool = new pg.Pool({ connectionString: databaseUrl, max: 10 })
+  const pool = new pg.Pool({ connectionString: databaseUrl, max: 10, connectionTimeoutMillis: 10_000 })
   pool.on('error', () => {})
   const schema = `cohort_bench_${process.pid}_${Math.random().toString(36).slice(2, 8)}`
   const store = postgresStore({ pool, schema })
