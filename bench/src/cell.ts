@@ -19,6 +19,9 @@ export interface CellResult {
   wallMs: number
   steps?: number
   writes?: number
+  batches?: number
+  /** Main-thread and other threads' CPU time of the process over the measured runs (user + system). */
+  cpuMs?: number
   storeMs?: number
   snapshotMs?: number
   snapshotBytes?: number
@@ -91,7 +94,9 @@ const warmUpRuns = { min: 3, max: 10, budgetMs: 1_000 }
  */
 function ownSizeRuns(job: Job): number {
   if (job.workload !== 'fan-out' || job.children >= 1_000) return 0
-  return Math.min(10, Math.ceil(3_000 / (job.children * job.steps)))
+  const runs = Math.min(10, Math.ceil(3_000 / (job.children * job.steps)))
+  // A run at a long latency is mostly waiting: about 6 s of it is enough (4 runs at 3 × 500 ms).
+  return job.latencyMs > 0 ? Math.min(runs, Math.ceil(6_000 / (job.steps * job.latencyMs))) : runs
 }
 
 /**
@@ -151,6 +156,19 @@ async function runJob(contender: Contender, job: Job, result: Partial<CellResult
 
 export async function runCell(request: CellRequest): Promise<CellResult> {
   const contender = await load(request.contender)
+  let result: CellResult
+  try {
+    result = await measureCell(contender, request)
+  } catch (error) {
+    // The cell's own error is the one to report; closing after it may fail for the same reason.
+    await contender.close?.().catch(() => {})
+    throw error
+  }
+  await contender.close?.()
+  return result
+}
+
+async function measureCell(contender: Contender, request: CellRequest): Promise<CellResult> {
   const warm = warmUp(request.job)
   if (warm) {
     const warmStarted = performance.now()
@@ -162,9 +180,12 @@ export async function runCell(request: CellRequest): Promise<CellResult> {
   for (let run = 0; run < ownSizeRuns(request.job); run++) await runJob(contender, request.job, {})
   const result: Partial<CellResult> = {}
   const runs = measuredRuns(request.job)
+  const cpu = process.cpuUsage()
   const started = performance.now()
   for (let run = 0; run < runs; run++) await runJob(contender, request.job, result)
   result.wallMs = (performance.now() - started) / runs
+  const used = process.cpuUsage(cpu)
+  result.cpuMs = (used.user + used.system) / 1000 / runs
   result.peakRssBytes = process.resourceUsage().maxRSS * 1024
   return result as CellResult
 }

@@ -15,8 +15,10 @@ import {
   type ScriptedReply,
   scriptedModel,
 } from '@cohort/core'
+import { postgresStore } from '@cohort/postgres'
+import pg from 'pg'
 import { z } from 'zod'
-import type { Contender } from './contender.js'
+import type { Contender, Job } from './contender.js'
 
 /** A tool that does nothing: the steps before a worker's last are calls to it. */
 const noop = defineTool({
@@ -84,6 +86,7 @@ function fanOutRuntime(
   calls?: { worker: number },
 ) {
   return createRuntime({
+    durability: 'sync',
     agents: [worker, lead],
     model: scriptedModel(
       { lead: leadScript(children), worker: workerScript(steps, calls) },
@@ -116,6 +119,52 @@ function timedStore(inner: RunStore): { store: RunStore; totals: { writes: numbe
     },
   }
   return { store, totals }
+}
+
+/**
+ * Counts the agent records written and the store calls that wrote them, `saveAgents` batches
+ * included (the runtime writes the agents changed in one turn with one `saveAgents` when the
+ * store has it, and with one `saveAgent` each otherwise).
+ */
+function countedStore(inner: RunStore): { store: RunStore; counts: { writes: number; batches: number } } {
+  const counts = { writes: 0, batches: 0 }
+  const store: RunStore = {
+    ...inner,
+    saveAgent: (runId, record) => {
+      counts.writes++
+      counts.batches++
+      return inner.saveAgent(runId, record)
+    },
+  }
+  const saveAgents = inner.saveAgents?.bind(inner)
+  if (saveAgents) {
+    store.saveAgents = (runId, records) => {
+      counts.writes += records.length
+      counts.batches++
+      return saveAgents(runId, records)
+    }
+  }
+  return { store, counts }
+}
+
+/** Where a cell's PostgreSQL runs go: the usual `DATABASE_URL`, or the tests' local default. */
+const databaseUrl = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test'
+
+/** Stores to close and schemas to drop when the cell ends. */
+const cleanups: (() => Promise<void>)[] = []
+
+/** A PostgreSQL store in a schema of its own, dropped (with its tables) when the cell ends. */
+function freshPostgresStore(): RunStore {
+  const pool = new pg.Pool({ connectionString: databaseUrl, max: 10, connectionTimeoutMillis: 10_000 })
+  pool.on('error', () => {})
+  const schema = `cohort_bench_${process.pid}_${Math.random().toString(36).slice(2, 8)}`
+  const store = postgresStore({ pool, schema })
+  cleanups.push(async () => {
+    await store.close()
+    await pool.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`)
+    await pool.end()
+  })
+  return store
 }
 
 /** A memory store that drops agent writes: the run with no persistence cost to compare with. */
@@ -168,15 +217,22 @@ async function runOnce({ runtime, store }: Reused, agent: string, task: string):
   await store.deleteRun?.(run.id)
 }
 
-async function fanOutOnce(children: number, steps: number, latencyMs: number): Promise<void> {
-  const fanOut = reused(`fan-out ${children}x${steps}x${latencyMs}`, () => {
-    const store = memoryStore()
+async function fanOutOnce(
+  job: Extract<Job, { workload: 'fan-out' }>,
+): Promise<{ writes: number; batches: number } | undefined> {
+  const { children, steps, latencyMs, store: kind } = job
+  const fanOut = reused(`fan-out ${children}x${steps}x${latencyMs} ${kind ?? ''}`, () => {
+    const inner = kind === 'postgres' ? freshPostgresStore() : memoryStore()
+    const { store, counts } = kind ? countedStore(inner) : { store: inner, counts: undefined }
     const calls = { worker: 0 }
-    return { runtime: fanOutRuntime(children, steps, latencyMs, store, calls), store, calls }
+    return { runtime: fanOutRuntime(children, steps, latencyMs, store, calls), store, calls, counts }
   })
   fanOut.calls.worker = 0
+  const counted = fanOut.counts && { ...fanOut.counts }
   await runOnce(fanOut, 'lead', 'go')
   checkCalls(fanOut.calls.worker, children, steps)
+  if (!fanOut.counts || !counted) return undefined
+  return { writes: fanOut.counts.writes - counted.writes, batches: fanOut.counts.batches - counted.batches }
 }
 
 /** A store holding a snapshot, as a new process would find it. */
@@ -217,9 +273,10 @@ function treeRuntime(depth: number, latencyMs: number, store: RunStore): Runtime
 }
 
 export const cohort: Contender = {
-  async fanOut({ children, steps, latencyMs }) {
-    await fanOutOnce(children, steps, latencyMs)
-    return { steps: children * steps + launchTurns(children) + 1 }
+  async fanOut(job) {
+    const { children, steps } = job
+    const written = await fanOutOnce(job)
+    return { steps: children * steps + launchTurns(children) + 1, ...written }
   },
 
   async recursion({ depth, latencyMs }) {
@@ -311,5 +368,9 @@ export const cohort: Contender = {
     await measure()
     for (const id of parked) run.resume(id, 'go on')
     await run.result
+  },
+
+  async close() {
+    for (const cleanup of cleanups.splice(0)) await cleanup()
   },
 }

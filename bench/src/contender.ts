@@ -1,6 +1,17 @@
 /** What one measured run is asked to do; a cell runs one job in a fresh process. */
 export type Job =
-  | { workload: 'fan-out'; children: number; steps: number; latencyMs: number }
+  | {
+      workload: 'fan-out'
+      children: number
+      steps: number
+      latencyMs: number
+      /**
+       * Cohort only: the store its runs write to, every step written before the effects that
+       * depend on it (`durability: 'sync'`), the writes counted. Without it: a memory store, not
+       * counted (the runtime's default durability, which is `'sync'` too).
+       */
+      store?: 'memory' | 'postgres'
+    }
   | { workload: 'recursion'; depth: number; latencyMs: number }
   | {
       workload: 'persistence'
@@ -17,6 +28,10 @@ export type Job =
 /** Model calls made, whatever the system calls them. */
 export interface StepCount {
   steps: number
+  /** Agent records the run wrote (each record of a `saveAgents` batch counts), when counted. */
+  writes?: number
+  /** Store calls for those records: `saveAgent` calls and `saveAgents` batches. */
+  batches?: number
 }
 
 export interface PersistenceOutcome extends StepCount {
@@ -48,6 +63,8 @@ export interface Contender {
   persistence?(job: Extract<Job, { workload: 'persistence' }>): Promise<PersistenceOutcome>
   restore?(job: Extract<Job, { workload: 'restore' }>): Promise<RestoreOutcome>
   idle?(job: Extract<Job, { workload: 'idle' }>, measure: MeasureIdle): Promise<void>
+  /** Called once the cell has measured: closes stores and drops what they made (a schema). */
+  close?(): Promise<void>
 }
 
 /** A model call of fixed latency: a timer when latency is positive, nothing otherwise. */

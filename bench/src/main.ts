@@ -72,6 +72,11 @@ const peers: ContenderName[] = [
   'langgraph-saver',
 ]
 const steps = 3
+const durableLatencyMs = 500
+
+function durableGroup(children: number, store: 'memory' | 'postgres'): string {
+  return `durable fan-out ${children}x${steps}x${durableLatencyMs}ms ${store}`
+}
 
 function plan(options: Options): Group[] {
   const big = options.quick ? 1_000 : 10_000
@@ -85,6 +90,26 @@ function plan(options: Options): Group[] {
         contenders: peers,
       })
     }
+  }
+  if (options.quick) {
+    // The step at 0 ms is compared with XState's independent actors up to N = 10,000 in every mode.
+    groups.push({
+      id: `fan-out 10000x${steps}x0ms`,
+      job: { workload: 'fan-out', children: 10_000, steps, latencyMs: 0 },
+      contenders: ['promise-all', 'cohort', 'xstate-independent'],
+    })
+  }
+  // Every step written before the effects that depend on it (`durability: 'sync'`), writes counted.
+  for (const [children, store] of [
+    [100, 'memory'],
+    [1_000, 'memory'],
+    [1_000, 'postgres'],
+  ] as const) {
+    groups.push({
+      id: durableGroup(children, store),
+      job: { workload: 'fan-out', children, steps, latencyMs: durableLatencyMs, store },
+      contenders: store === 'memory' ? ['promise-all', 'cohort', 'xstate-independent'] : ['cohort'],
+    })
   }
   groups.push({
     id: 'recursion depth 10 x10ms',
@@ -219,6 +244,11 @@ interface Report {
   targets: Target[]
 }
 
+/** A line of issue #22: its target beside the measured value. */
+interface IssueTarget extends Target {
+  goal: string
+}
+
 function find(results: Measured[], group: string, contender: ContenderName): Measured | undefined {
   return results.find((result) => result.group === group && result.contender === contender)
 }
@@ -283,7 +313,7 @@ function report(groups: Group[], results: Measured[], options: Options): Report 
   const parts: string[] = []
   const targets: Target[] = []
 
-  const fanOut = groups.filter((group) => group.job.workload === 'fan-out')
+  const fanOut = groups.filter((group) => group.job.workload === 'fan-out' && !group.job.store)
   if (fanOut.length > 0) {
     parts.push('## Fan-out', '')
     parts.push(
@@ -480,6 +510,9 @@ function report(groups: Group[], results: Measured[], options: Options): Report 
     }
   }
 
+  const durable = groups.filter((group) => group.job.workload === 'fan-out' && group.job.store)
+  if (durable.length > 0) parts.push(...durableSection(durable, results))
+
   const restore = groups.filter((group) => group.job.workload === 'restore')
   for (const group of restore) {
     const measured = find(results, group.id, 'cohort')
@@ -567,7 +600,17 @@ function report(groups: Group[], results: Measured[], options: Options): Report 
       target.met === undefined ? '–' : target.met ? 'met' : 'not met',
     ]),
   )
-  const mode = options.quick ? 'quick (N ≤ 1,000)' : 'full'
+  const issue = issueTargets(results)
+  const issueTable = table(
+    ['line', 'target', 'measured (median)', 'met'],
+    issue.map((target) => [
+      target.name,
+      target.goal,
+      target.value,
+      target.met === undefined ? '–' : target.met ? 'met' : 'not met',
+    ]),
+  )
+  const mode = options.quick ? 'quick (N ≤ 1,000; N = 10,000 at 0 ms for three contenders)' : 'full'
   const markdown = [
     '# Cohort benchmark results',
     '',
@@ -581,13 +624,192 @@ function report(groups: Group[], results: Measured[], options: Options): Report 
       'fan-out at 0 ms is measured over as many runs as make about 30,000 steps (three at least, 100 at ' +
       'most), and its wall time is their mean. Contenders are interleaved within each repetition.',
     '',
-    '## Targets',
+    '## Issue #22',
+    '',
+    'Each line of the issue, measured in this run. µs/step is wall time / steps at 0 ms; CPU µs/step is ' +
+      "the process's CPU time (user + system, all threads) / steps; writes/s is agent records written / wall time.",
+    '',
+    issueTable,
+    '',
+    '## Earlier targets',
     '',
     targetTable,
     '',
     ...parts,
   ].join('\n')
-  return { markdown, targets }
+  return {
+    markdown,
+    targets: [...issue.map((target) => ({ ...target, name: `#22: ${target.name}` })), ...targets],
+  }
+}
+
+/** The µs a step at 0 ms of a contender at N children (wall / steps), median over repetitions. */
+function stepAt0(results: Measured[], children: number, contender: ContenderName): Stat | undefined {
+  return metric(
+    find(results, `fan-out ${children}x${steps}x0ms`, contender),
+    (r) => (r.wallMs * 1000) / (children * steps),
+  )
+}
+
+function efficiencyOf(measured: Measured | undefined, latencyMs: number): Stat | undefined {
+  return metric(measured, (r) => (steps * latencyMs) / r.wallMs)
+}
+
+/** CPU µs a step and records written a second, for a durable cell. */
+function durableFigures(measured: Measured | undefined) {
+  return {
+    efficiency: efficiencyOf(measured, durableLatencyMs),
+    cpuPerStep: metric(measured, (r) => (r.cpuMs === undefined ? undefined : (r.cpuMs * 1000) / r.steps!)),
+    writesPerSecond: metric(measured, (r) =>
+      r.writes === undefined ? undefined : r.writes / (r.wallMs / 1000),
+    ),
+  }
+}
+
+function issueTargets(results: Measured[]): IssueTarget[] {
+  const lines: IssueTarget[] = []
+  const notMeasured = { value: 'not measured', met: undefined }
+  for (const children of [100, 1_000, 10_000]) {
+    const ours = stepAt0(results, children, 'cohort')
+    const theirs = stepAt0(results, children, 'xstate-independent')
+    const r = ours && theirs ? ours.median / theirs.median : undefined
+    lines.push({
+      name: `step at 0 ms, Cohort / XState independent actors, N = ${children.toLocaleString('en-US')}`,
+      goal: '≤ 1.0',
+      ...(r === undefined
+        ? notMeasured
+        : { value: `${digits(ours!.median)} / ${digits(theirs!.median)} µs = ${digits(r)}×`, met: r <= 1 }),
+    })
+  }
+  const small = stepAt0(results, 100, 'cohort')
+  const large = stepAt0(results, 10_000, 'cohort')
+  lines.push({
+    name: 'step at 0 ms flat: Cohort at N = 10,000 / at N = 100',
+    goal: '≤ 1.3×',
+    ...(small && large
+      ? {
+          value: `${digits(large.median)} / ${digits(small.median)} µs = ${digits(large.median / small.median)}×`,
+          met: large.median / small.median <= 1.3,
+        }
+      : notMeasured),
+  })
+  for (const [children, store, goal] of [
+    [1_000, 'memory', 0.95],
+    [1_000, 'postgres', 0.9],
+    [100, 'memory', 0.99],
+  ] as const) {
+    const figures = durableFigures(find(results, durableGroup(children, store), 'cohort'))
+    const extra =
+      figures.cpuPerStep && figures.writesPerSecond
+        ? `; ${digits(figures.cpuPerStep.median)} CPU µs/step, ${digits(figures.writesPerSecond.median)} writes/s`
+        : ''
+    lines.push({
+      name: `${children.toLocaleString('en-US')} × 3 × ${durableLatencyMs} ms, durability 'sync', ${store}Store: efficiency`,
+      goal: `≥ ${goal}`,
+      ...(figures.efficiency
+        ? { value: `${digits(figures.efficiency.median)}${extra}`, met: figures.efficiency.median >= goal }
+        : notMeasured),
+    })
+  }
+  const group = `fan-out 1000x${steps}x50ms`
+  const cohort = efficiencyOf(find(results, group, 'cohort'), 50)
+  const xstate = efficiencyOf(find(results, group, 'xstate-independent'), 50)
+  const langGraph = efficiencyOf(find(results, group, 'langgraph'), 50)
+  lines.push({
+    name: "1,000 × 3 × 50 ms efficiency, against XState's independent actors in the same run",
+    goal: '≥ theirs',
+    ...(cohort && xstate
+      ? {
+          value: `${digits(cohort.median)} against ${digits(xstate.median)}`,
+          met: cohort.median >= xstate.median,
+        }
+      : notMeasured),
+  })
+  lines.push({
+    name: "1,000 × 3 × 50 ms efficiency, against LangGraph.js's in the same run",
+    goal: '≥ 5×',
+    ...(cohort && langGraph
+      ? {
+          value: `${digits(cohort.median)} against ${digits(langGraph.median)} = ${digits(cohort.median / langGraph.median)}×`,
+          met: cohort.median >= 5 * langGraph.median,
+        }
+      : notMeasured),
+  })
+  const idle = results.find((result) => result.job.workload === 'idle' && result.contender === 'cohort')
+  const agents = idle?.job.workload === 'idle' ? idle.job.agents : 0
+  const parked = metric(idle, (r) => (r.idleHeapBytes === undefined ? undefined : r.idleHeapBytes / agents))
+  lines.push({
+    name: `a parked agent (heap growth / ${agents.toLocaleString('en-US')} agents suspended)`,
+    goal: '≤ 8 KB',
+    ...(parked
+      ? { value: `${digits(parked.median / 1024)} KB`, met: parked.median <= 8 * 1024 }
+      : notMeasured),
+  })
+  const restored = metric(
+    results.find((result) => result.job.workload === 'restore' && result.contender === 'cohort'),
+    (r) => r.restoreMs,
+  )
+  lines.push({
+    name: 'restore of a 1,000-agent run',
+    goal: '< 500 ms',
+    ...(restored ? { value: `${digits(restored.median)} ms`, met: restored.median < 500 } : notMeasured),
+  })
+  return lines
+}
+
+/** The fan-outs whose every step is written first (`durability: 'sync'`), on each store. */
+function durableSection(groups: Group[], results: Measured[]): string[] {
+  const rows: string[][] = []
+  for (const group of groups) {
+    const job = group.job as Extract<Job, { workload: 'fan-out' }>
+    const head = (contender: ContenderName) => [
+      String(job.children),
+      contender === 'cohort' ? `${job.store}Store` : 'none (keeps nothing)',
+      contender,
+    ]
+    const cells = (measured: Measured) => {
+      const figures = durableFigures(measured)
+      return [
+        show(metric(measured, (r) => r.wallMs)),
+        show(figures.efficiency),
+        show(figures.cpuPerStep),
+        show(metric(measured, (r) => r.writes)),
+        show(metric(measured, (r) => r.batches)),
+        show(figures.writesPerSecond),
+        show(
+          metric(measured, (r) => r.peakRssBytes),
+          mb,
+        ),
+      ]
+    }
+    rows.push(...contenderRows(results, group, 7, head, cells))
+  }
+  return [
+    `## Durable fan-out at ${durableLatencyMs} ms`,
+    '',
+    `One parent, N children, K = 3 model steps of ${durableLatencyMs} ms each; Cohort with \`durability: 'sync'\` ` +
+      '(every step stored before the effects that depend on it). PostgreSQL: `@cohort/postgres` in a fresh ' +
+      'schema per cell, dropped after it, on the server at `DATABASE_URL`. CPU µs/step is the CPU time of the ' +
+      "bench process (not the database server's) / model steps; writes are agent records stored, store calls " +
+      'the `saveAgent` calls and `saveAgents` batches that stored them.',
+    '',
+    table(
+      [
+        'N',
+        'store',
+        'contender',
+        'wall ms',
+        'efficiency',
+        'CPU µs/step',
+        'writes',
+        'store calls',
+        'writes/s',
+        'peak RSS MB',
+      ],
+      rows,
+    ),
+    '',
+  ]
 }
 
 function machine() {
