@@ -54,7 +54,13 @@ export {
   runMachine,
 } from './orchestrator/run-machine.js'
 export type { SegmentOutcome } from './orchestrator/segment.js'
-export { assertRunId, decodeAgentRecord, decodeRunRecord, encodeRecord } from './persistence/codec.js'
+export {
+  assertRunId,
+  decodeAgentRecord,
+  decodeRunRecord,
+  encodeRecord,
+  encodeRecordParts,
+} from './persistence/codec.js'
 export { type FileStoreOptions, fileStore } from './persistence/file-store.js'
 export { defaultMemoryRetention, type MemoryStoreOptions, memoryStore } from './persistence/memory-store.js'
 export { readAgentRecord, readRunRecord } from './persistence/read.js'

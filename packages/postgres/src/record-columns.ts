@@ -3,13 +3,13 @@ import {
   decodeAgentRecord,
   decodeRunRecord,
   encodeRecord,
+  encodeRecordParts,
   type RunRecord,
 } from '@cohort/core'
-import superjson from 'superjson'
 
 /**
  * How a record is kept in a row: `record` (jsonb) is the record as plain JSON, its fields at the
- * top (`record->>'status'`), as superjson writes the JSON part of a value; `meta` (jsonb) is
+ * top (`record->>'status'`), as the core codec writes it; `meta` (jsonb) is
  * superjson's note of the values JSON cannot hold (a Date, a BigInt, a Map…), null when there is
  * none. jsonb cannot hold a NUL character or a lone surrogate in a string: a record with one is
  * kept exactly as the core codec's text in `record_text`, and `record` holds a copy for queries
@@ -34,13 +34,12 @@ export const recordSelect = `record::text AS record, meta::text AS meta, record_
   (record ? 'format' OR record ? 'json') AS codec`
 
 export function recordColumns(record: RunRecord | AgentRecord): RecordColumns {
-  const { json, meta } = superjson.serialize(record)
-  const text = JSON.stringify(json)
-  const metaText = meta === undefined ? null : JSON.stringify(meta)
-  if (jsonbHolds(text) && (metaText === null || jsonbHolds(metaText))) {
-    return { record: text, meta: metaText, record_text: null }
+  // The core codec's two parts: the record's JSON, and superjson's annotations when a value needs them.
+  const { json: text, annotations } = encodeRecordParts(record)
+  if (jsonbHolds(text) && (annotations === null || jsonbHolds(annotations))) {
+    return { record: text, meta: annotations, record_text: null }
   }
-  return { record: JSON.stringify(forJsonb(json)), meta: null, record_text: encodeRecord(record) }
+  return { record: JSON.stringify(forJsonb(JSON.parse(text))), meta: null, record_text: encodeRecord(record) }
 }
 
 export function runFromRow(row: RecordRow, source: string): RunRecord {

@@ -18,16 +18,29 @@ import {
  * which costs ten times `JSON.stringify` on a long history.
  */
 export function encodeRecord(record: RunRecord | AgentRecord): string {
+  const { json, annotations } = encodeRecordParts(record)
+  return annotations === null ? json : `${json.slice(0, -1)},"$superjson":${annotations}}`
+}
+
+/**
+ * A record's stored text in its two parts: the record as JSON, and superjson's annotations for
+ * the values JSON cannot hold (null when none needs them). A store that keeps them apart (a
+ * jsonb column and a meta column) takes these; `encodeRecord` joins them.
+ */
+export function encodeRecordParts(record: RunRecord | AgentRecord): {
+  json: string
+  annotations: string | null
+} {
   // Most records are plain JSON: a walk that only looks costs a fraction of superjson's, which
   // builds its annotations as it goes (it was most of a write).
-  if (isPlainJson(record)) return JSON.stringify(record)
-  if (!('snapshot' in record)) return withAnnotations(superjson.serialize(record))
+  if (isPlainJson(record)) return { json: JSON.stringify(record), annotations: null }
+  if (!('snapshot' in record)) return partsOf(superjson.serialize(record))
   const { messages, children, ...context } = record.snapshot.context
   const serialized = superjson.serialize({ ...record, snapshot: { ...record.snapshot, context } })
   const json = serialized.json as { snapshot: { context: Record<string, unknown> } }
   json.snapshot.context.messages = messages
   json.snapshot.context.children = children
-  return withAnnotations(serialized)
+  return partsOf(serialized)
 }
 
 type Serialized = ReturnType<typeof superjson.serialize>
@@ -58,9 +71,8 @@ function isPlain(value: unknown, depth: number): boolean {
   return true
 }
 
-function withAnnotations({ json, meta }: Serialized): string {
-  if (meta === undefined) return JSON.stringify(json)
-  return JSON.stringify({ ...(json as object), $superjson: meta })
+function partsOf({ json, meta }: Serialized): { json: string; annotations: string | null } {
+  return { json: JSON.stringify(json), annotations: meta === undefined ? null : JSON.stringify(meta) }
 }
 
 export function decodeRunRecord(text: string, source: string): RunRecord {
