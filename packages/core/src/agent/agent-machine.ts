@@ -60,6 +60,13 @@ export const agentMachine = setup({
     fail: assign(({ context, event }) =>
       event.type === 'FAIL' ? failed(context, event.error, event.process) : context,
     ),
+    /** A model reply or an action's outcome becomes the agent's context; a repair is reported. */
+    applyStep: enqueueActions(({ context, event, enqueue }) => {
+      const step = stepOf(context, event)
+      if (step === undefined) return
+      enqueue.assign(step.context)
+      if (step.repair !== undefined) enqueue.emit(repairEvent(step))
+    }),
     takeMessage: assign(({ context, event }) => {
       const { from, text } = event as { from: string; text: string }
       return withMessage(context, from, text)
@@ -98,11 +105,7 @@ export const agentMachine = setup({
           on: {
             REPLIED: {
               target: 'routing',
-              actions: enqueueActions(({ context, event, enqueue }) => {
-                const step = afterThought(context, event.outcome, event.maxRepairs)
-                enqueue.assign(step.context)
-                if (step.repair !== undefined) enqueue.emit(repairEvent(step))
-              }),
+              actions: 'applyStep',
             },
           },
         },
@@ -110,11 +113,7 @@ export const agentMachine = setup({
           on: {
             ACTED: {
               target: 'routing',
-              actions: enqueueActions(({ context, event, enqueue }) => {
-                const step = afterAct(context, event.outcome, event.maxRepairs)
-                enqueue.assign(step.context)
-                if (step.repair !== undefined) enqueue.emit(repairEvent(step))
-              }),
+              actions: 'applyStep',
             },
           },
         },
@@ -204,6 +203,13 @@ export function failEvent(error: unknown): Extract<AgentMachineEvent, { type: 'F
   const event: Extract<AgentMachineEvent, { type: 'FAIL' }> = { type: 'FAIL', error: toErrorInfo(error) }
   if (error instanceof ModelError && error.process) event.process = error.process
   return event
+}
+
+/** The step an effect's outcome makes: a reply (`REPLIED`) or a carried-out action (`ACTED`). */
+function stepOf(context: AgentContext, event: AgentMachineEvent): Step | undefined {
+  if (event.type === 'REPLIED') return afterThought(context, event.outcome, event.maxRepairs)
+  if (event.type === 'ACTED') return afterAct(context, event.outcome, event.maxRepairs)
+  return undefined
 }
 
 /** A reply the model is asked to repair (unusable, or a launch refused), as the agent's event. */

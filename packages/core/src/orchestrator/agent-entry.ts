@@ -66,6 +66,8 @@ export function agentStatus(value: unknown): AgentStatus {
 
 /** The agent's stored record: its actor's persisted snapshot, with what a store indexes beside it. */
 export function toAgentRecord(entry: AgentEntry): AgentRecord {
+  // XState types every persisted snapshot as `Snapshot<unknown>`; an agent machine's is its
+  // state value and its context, the shape `persistedAgentSnapshotSchema` checks when it is read back.
   const { output, error, ...persisted } =
     entry.actor.getPersistedSnapshot() as unknown as PersistedAgentSnapshot
   // An agent machine has no output, and an actor in error is never written: no undefined to annotate.
