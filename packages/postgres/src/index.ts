@@ -163,22 +163,27 @@ export function postgresStore(options: PostgresStoreOptions = {}): PostgresStore
       // The last record of an agent wins: one statement may not change a row twice.
       const latest = [...new Map(records.map((record) => [record.id, record])).values()]
       if (latest.length === 0) return
-      const rows = latest.map((record) => ({ record, columns: recordColumns(record) }))
+      // The rows go as one jsonb document whose records are their own JSON, joined as they are:
+      // as text arrays, every quote of 1,000 records was escaped by the client and parsed twice
+      // by the server (a batch took 3 times as long). The rare exact text (`record_text`) goes
+      // beside it: jsonb cannot hold what it is kept for.
+      const texts: (string | null)[] = []
+      const document = `[${latest
+        .map((record) => {
+          const columns = recordColumns(record)
+          if (columns.record_text !== null) texts.push(columns.record_text)
+          return `{"id":${JSON.stringify(record.id)},"updated_at":${Math.floor(record.updatedAt)},"record":${columns.record},"meta":${columns.meta ?? 'null'},"text":${columns.record_text === null ? 'null' : texts.length}}`
+        })
+        .join(',')}]`
       // One statement, so one implicit transaction: the batch is stored whole or not at all.
       await query(
-        `save ${rows.length} agents of ${runId}`,
+        `save ${latest.length} agents of ${runId}`,
         `INSERT INTO ${q}.agents (run_id, id, updated_at, record, meta, record_text)
-         SELECT $1, * FROM unnest($2::text[], $3::bigint[], $4::jsonb[], $5::jsonb[], $6::text[])
+         SELECT $1, row.id, row.updated_at, row.record, row.meta, ($3::text[])[row.text]
+         FROM jsonb_to_recordset($2::jsonb) AS row(id text, updated_at bigint, record jsonb, meta jsonb, text int)
          ON CONFLICT (run_id, id) DO UPDATE SET updated_at = excluded.updated_at, record = excluded.record,
            meta = excluded.meta, record_text = excluded.record_text`,
-        [
-          runId,
-          rows.map(({ record }) => record.id),
-          rows.map(({ record }) => Math.floor(record.updatedAt)),
-          rows.map(({ columns }) => columns.record),
-          rows.map(({ columns }) => columns.meta),
-          rows.map(({ columns }) => columns.record_text),
-        ],
+        [runId, document, texts],
       )
     },
     async loadRun(runId: string) {

@@ -97,6 +97,28 @@ suite('postgresStore keeps records as jsonb', () => {
     expect(rows).toEqual([{ status: 'completed', content: 'nul \ufffd and lone \ufffd here' }])
   })
 
+  test('a batch (saveAgents) keeps each record as saveAgent does: plain, rich (superjson) and what jsonb cannot hold, the last of an agent winning', async () => {
+    const schema = freshSchema()
+    const store = open(schema)
+    await store.saveRun(makeRunRecord('j3'))
+    const plain = makeAgentRecord('j3', 'lead', { status: 'running' })
+    const richAgent = makeAgentRecord('j3', 'lead.rich', { status: 'completed' })
+    richAgent.snapshot.context.result = rich
+    const odd = awkwardAgent('j3')
+    const later = makeAgentRecord('j3', 'lead', { status: 'completed', updatedAt: plain.updatedAt + 1 })
+    await store.saveAgents('j3', [plain, richAgent, odd, later])
+    const loaded = (await store.loadRun('j3'))?.agents.sort((a, b) => a.id.localeCompare(b.id))
+    expect(loaded).toEqual([later, odd, richAgent].sort((a, b) => a.id.localeCompare(b.id)))
+    const { rows } = await admin!.query(
+      `SELECT id, record->>'status' AS status, record_text IS NOT NULL AS exact FROM "${schema}".agents ORDER BY id`,
+    )
+    expect(rows).toEqual([
+      { id: 'lead', status: 'completed', exact: false },
+      { id: 'lead.odd', status: 'completed', exact: true },
+      { id: 'lead.rich', status: 'completed', exact: false },
+    ])
+  })
+
   test('a schema whose records are text (its first version) is migrated in place: every record loads as it was stored', async () => {
     const schema = freshSchema()
     schemas.push(schema)

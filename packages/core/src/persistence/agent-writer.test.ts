@@ -18,7 +18,7 @@ function writerOn(store: RunStore, versions = new Map<string, number>()) {
   )
 }
 
-test('the agents changed in one turn of the event loop are one batch, and one batch is in flight at a time', async () => {
+test('the agents changed in one task are one batch, one batch is in flight at a time, and what changes meanwhile is the next batch', async () => {
   const batches: string[][] = []
   const store: RunStore = {
     ...memoryStore(),

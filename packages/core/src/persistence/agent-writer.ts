@@ -8,10 +8,15 @@ interface Queued<Agent> {
 }
 
 /**
- * Writes the agents of one run that changed, together: the agents changed in one turn of the
- * event loop are one batch (`store.saveAgents`: one transaction, one pipeline, files in
- * parallel), and one batch is in flight at a time, so changes made during a write are the next
- * batch. An agent's record is made when its batch starts, so it holds the agent's latest state.
+ * Writes the agents of one run that changed, together (group commit): a write starts as soon as
+ * none is in flight, with the agents changed in the task that asked for it (a launch's children
+ * are one batch), and the changes made while it is in flight are the next batch
+ * (`store.saveAgents`: one transaction, one pipeline, files in parallel). A fast store so writes
+ * each agent as it changes, and agents whose replies came due together go on at their own pace;
+ * a slow one writes many at once. Batching by turn of the event loop instead held every agent of
+ * a round until the round's last reply was handled, at every step (1,000 × 3 × 500 ms on a
+ * memory store: 0.83 efficient, 0.87 this way). An agent's record is made when its batch starts,
+ * so it holds the agent's latest state.
  */
 export class AgentWriter<Agent extends { readonly id: string }> {
   private queued = new Map<string, Queued<Agent>>()
@@ -66,8 +71,8 @@ export class AgentWriter<Agent extends { readonly id: string }> {
   private arm(): void {
     if (this.armed || this.inFlight) return
     this.armed = true
-    // Changes made in this turn of the event loop (replies that came due together) are one batch.
-    setImmediate(() => {
+    // After the current task: what it changed is one batch.
+    queueMicrotask(() => {
       this.armed = false
       if (!this.inFlight) this.writeBatch()
     })
