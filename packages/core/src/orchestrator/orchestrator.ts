@@ -305,7 +305,9 @@ export class Orchestrator implements EffectHost {
     if (this.isSettled || this.cancelReason !== undefined) return
     this.cancelReason = reason
     this.actor.send({ type: 'CANCEL', reason })
-    for (const entry of this.registry.values()) this.failAgent(entry, new CancelledError(reason))
+    // One error for all: each agent keeps its plain description, and a stack costs microseconds.
+    const cancelled = new CancelledError(reason)
+    for (const entry of this.registry.values()) this.failAgent(entry, cancelled)
   }
 
   /** Ends an agent run here as failed, wherever it is (cancel, timeout, an effect that threw). */
@@ -471,7 +473,8 @@ export class Orchestrator implements EffectHost {
   async endRun(root: AgentEntry): Promise<void> {
     if (this.ending) return
     this.ending = true
-    for (const entry of this.registry.values()) this.failAgent(entry, new CancelledError('the run finished'))
+    const finished = new CancelledError('the run finished')
+    for (const entry of this.registry.values()) this.failAgent(entry, finished)
     const { context } = root
     let status: RunStatus = root.status === 'completed' ? 'completed' : 'failed'
     if (status === 'failed' && this.cancelReason !== undefined) status = 'cancelled'
