@@ -12,6 +12,7 @@ export type ContenderName =
   | 'promise-all'
   | 'xstate-parent'
   | 'xstate-independent'
+  | 'xstate-agent'
   | 'langgraph'
   | 'langgraph-saver'
 
@@ -43,6 +44,8 @@ async function load(name: ContenderName): Promise<Contender> {
       return (await import('./peer-xstate.js')).xstateParent
     case 'xstate-independent':
       return (await import('./peer-xstate.js')).xstateIndependent
+    case 'xstate-agent':
+      return (await import('./peer-xstate.js')).xstateAgent
     case 'langgraph':
       return (await import('./peer-langgraph.js')).langGraph(false)
     case 'langgraph-saver':

@@ -68,6 +68,7 @@ const peers: ContenderName[] = [
   'cohort',
   'xstate-parent',
   'xstate-independent',
+  'xstate-agent',
   'langgraph',
   'langgraph-saver',
 ]
@@ -96,7 +97,7 @@ function plan(options: Options): Group[] {
     groups.push({
       id: `fan-out 10000x${steps}x0ms`,
       job: { workload: 'fan-out', children: 10_000, steps, latencyMs: 0 },
-      contenders: ['promise-all', 'cohort', 'xstate-independent'],
+      contenders: ['promise-all', 'cohort', 'xstate-independent', 'xstate-agent'],
     })
   }
   // Every step written before the effects that depend on it (`durability: 'sync'`), writes counted.
@@ -108,7 +109,8 @@ function plan(options: Options): Group[] {
     groups.push({
       id: durableGroup(children, store),
       job: { workload: 'fan-out', children, steps, latencyMs: durableLatencyMs, store },
-      contenders: store === 'memory' ? ['promise-all', 'cohort', 'xstate-independent'] : ['cohort'],
+      contenders:
+        store === 'memory' ? ['promise-all', 'cohort', 'xstate-independent', 'xstate-agent'] : ['cohort'],
     })
   }
   groups.push({
@@ -610,6 +612,10 @@ function report(groups: Group[], results: Measured[], options: Options): Report 
       target.met === undefined ? '–' : target.met ? 'met' : 'not met',
     ]),
   )
+  const sameWorkTable = table(
+    ['measure', 'Cohort', "XState doing Cohort's step", 'Cohort / XState'],
+    sameWork(results).map((row) => [row.name, row.ours, row.theirs, row.ratio]),
+  )
   const mode = options.quick ? 'quick (N ≤ 1,000; N = 10,000 at 0 ms for three contenders)' : 'full'
   const markdown = [
     '# Cohort benchmark results',
@@ -630,6 +636,15 @@ function report(groups: Group[], results: Measured[], options: Options): Report 
       "the process's CPU time (user + system, all threads) / steps; writes/s is agent records written / wall time.",
     '',
     issueTable,
+    '',
+    "XState's independent actors above make a model call a step and keep nothing. A Cohort step is a " +
+      'model call and a tool call, with the reply and the result added to the history and the agent ' +
+      'written after each (two writes). `xstate-agent` does that work with XState alone: a model and a ' +
+      "tool invoked as promise actors, the history in the context, every change's persisted snapshot " +
+      'written as JSON to a map (as the memory store keeps it); it checks nothing, has no limits, and ' +
+      'writes after the change rather than before its effect.',
+    '',
+    sameWorkTable,
     '',
     '## Earlier targets',
     '',
@@ -755,6 +770,37 @@ function issueTargets(results: Measured[]): IssueTarget[] {
     ...(restored ? { value: `${digits(restored.median)} ms`, met: restored.median < 500 } : notMeasured),
   })
   return lines
+}
+
+/** Cohort against XState's actors doing the work of a Cohort step (`xstate-agent`). */
+function sameWork(results: Measured[]): { name: string; ours: string; theirs: string; ratio: string }[] {
+  const rows: { name: string; ours: string; theirs: string; ratio: string }[] = []
+  for (const children of [100, 1_000, 10_000]) {
+    const ours = stepAt0(results, children, 'cohort')
+    const theirs = stepAt0(results, children, 'xstate-agent')
+    rows.push({
+      name: `µs a step at 0 ms, N = ${children.toLocaleString('en-US')}`,
+      ours: ours ? digits(ours.median) : '–',
+      theirs: theirs ? digits(theirs.median) : '–',
+      ratio: ours && theirs ? `${digits(ours.median / theirs.median)}×` : '–',
+    })
+  }
+  const groups: [string, string, number][] = [
+    [`fan-out 1000x${steps}x50ms`, '1,000 × 3 × 50 ms', 50],
+    [durableGroup(100, 'memory'), `100 × 3 × ${durableLatencyMs} ms, memory`, durableLatencyMs],
+    [durableGroup(1_000, 'memory'), `1,000 × 3 × ${durableLatencyMs} ms, memory`, durableLatencyMs],
+  ]
+  for (const [group, label, latencyMs] of groups) {
+    const ours = efficiencyOf(find(results, group, 'cohort'), latencyMs)
+    const theirs = efficiencyOf(find(results, group, 'xstate-agent'), latencyMs)
+    rows.push({
+      name: `efficiency, ${label}`,
+      ours: ours ? digits(ours.median) : '–',
+      theirs: theirs ? digits(theirs.median) : '–',
+      ratio: ours && theirs ? `${digits(ours.median / theirs.median)}×` : '–',
+    })
+  }
+  return rows
 }
 
 /** The fan-outs whose every step is written first (`durability: 'sync'`), on each store. */

@@ -252,3 +252,109 @@ function idleChildren(agents: number) {
   const logic = parkedChild()
   return Array.from({ length: agents }, () => createActor(logic, { input: { steps: 2, latencyMs: 0 } }))
 }
+
+interface AgentInput {
+  steps: number
+  latencyMs: number
+  id: string
+}
+
+/**
+ * Cohort's step done with XState alone: a model call (an invoked promise), then the tool its
+ * reply names (another invoked promise), the reply and the tool's result appended to the
+ * agent's history, and every change's persisted snapshot written as JSON to a map, as Cohort's
+ * memory store keeps it. What XState costs for the work a Cohort step does (not its checks).
+ */
+const agentMachine = setup({
+  types: {
+    input: {} as AgentInput,
+    context: {} as AgentInput & { turn: number; messages: { role: string; content: string }[] },
+  },
+  actors: {
+    model: fromPromise<string, { turn: number; steps: number; latencyMs: number }>(async ({ input }) => {
+      await modelLatency(input.latencyMs)
+      return input.turn < input.steps - 1
+        ? JSON.stringify({ action: 'call_tool', tool: 'noop', args: {} })
+        : JSON.stringify({ action: 'finish', result: 'done' })
+    }),
+    tool: fromPromise<string, { args: unknown }>(async () => 'ok'),
+  },
+}).createMachine({
+  context: ({ input }) => ({
+    ...input,
+    turn: 0,
+    messages: [
+      { role: 'system', content: 'Work in steps.' },
+      { role: 'user', content: input.id },
+    ],
+  }),
+  initial: 'thinking',
+  states: {
+    thinking: {
+      invoke: {
+        src: 'model',
+        input: ({ context }) => ({ turn: context.turn, steps: context.steps, latencyMs: context.latencyMs }),
+        onDone: [
+          {
+            guard: ({ event }) => (JSON.parse(event.output) as { action: string }).action === 'finish',
+            target: 'done',
+            actions: assign({
+              turn: ({ context }) => context.turn + 1,
+              messages: ({ context, event }) => [
+                ...context.messages,
+                { role: 'assistant', content: event.output },
+              ],
+            }),
+          },
+          {
+            target: 'acting',
+            actions: assign({
+              turn: ({ context }) => context.turn + 1,
+              messages: ({ context, event }) => [
+                ...context.messages,
+                { role: 'assistant', content: event.output },
+              ],
+            }),
+          },
+        ],
+      },
+    },
+    acting: {
+      invoke: {
+        src: 'tool',
+        input: ({ context }) => ({ args: JSON.parse(context.messages.at(-1)!.content).args }),
+        onDone: {
+          target: 'thinking',
+          actions: assign({
+            messages: ({ context, event }) => [
+              ...context.messages,
+              { role: 'user', content: `[call_tool noop] ${event.output}` },
+            ],
+          }),
+        },
+      },
+    },
+    done: { type: 'final' },
+  },
+})
+
+/** XState's independent actors doing Cohort's step (a model call, a tool call, each change written). */
+export const xstateAgent: Contender = {
+  async fanOut({ children, steps, latencyMs }) {
+    const store = new Map<string, string>()
+    let writes = 0
+    const actors = Array.from({ length: children }, (_, i) =>
+      createActor(agentMachine, { input: { steps, latencyMs, id: `w${i}` } }),
+    )
+    actors.forEach((actor, i) => {
+      const id = `w${i}`
+      actor.subscribe(() => {
+        store.set(id, JSON.stringify(actor.getPersistedSnapshot()))
+        writes++
+      })
+    })
+    for (const actor of actors) actor.start()
+    await Promise.all(actors.map((actor) => toPromise(actor)))
+    return { steps: children * steps, writes }
+  },
+}

@@ -106,7 +106,7 @@ suite('postgresStore keeps records as jsonb', () => {
     richAgent.snapshot.context.result = rich
     const odd = awkwardAgent('j3')
     const later = makeAgentRecord('j3', 'lead', { status: 'completed', updatedAt: plain.updatedAt + 1 })
-    await store.saveAgents('j3', [plain, richAgent, odd, later])
+    await store.saveAgents!('j3', [plain, richAgent, odd, later])
     const loaded = (await store.loadRun('j3'))?.agents.sort((a, b) => a.id.localeCompare(b.id))
     expect(loaded).toEqual([later, odd, richAgent].sort((a, b) => a.id.localeCompare(b.id)))
     const { rows } = await admin!.query(
