@@ -810,7 +810,11 @@ function durableSection(groups: Group[], results: Measured[]): string[] {
     const job = group.job as Extract<Job, { workload: 'fan-out' }>
     const head = (contender: ContenderName) => [
       String(job.children),
-      contender === 'cohort' ? `${job.store}Store` : 'none (keeps nothing)',
+      contender === 'cohort'
+        ? `${job.store}Store`
+        : contender === 'xstate-agent'
+          ? 'a map of JSON'
+          : 'none (keeps nothing)',
       contender,
     ]
     const cells = (measured: Measured) => {
