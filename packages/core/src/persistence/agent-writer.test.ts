@@ -105,3 +105,27 @@ test('a store that hangs fails the batch after the timeout', async () => {
   )
   await expect(writer.written({ id: 'slow' })).rejects.toThrow(/did not finish within 20 ms/)
 })
+
+test('with no batch in flight a write starts in the task that asked for it, before the next turn of the event loop (group commit)', async () => {
+  const order: string[] = []
+  const store: RunStore = {
+    ...memoryStore(),
+    async saveAgent(_runId, record) {
+      order.push(`write ${record.id}`)
+    },
+  }
+  const writer = writerOn(store)
+  // Two agents whose replies came due in two timer callbacks of the same turn: the first is
+  // written before the second's callback runs, and nobody waits for the turn to end.
+  await new Promise<void>((resolve) => {
+    setTimeout(() => writer.schedule({ id: 'a' }, () => order.push('stored a')), 1)
+    setTimeout(() => {
+      order.push('b replied')
+      writer.schedule({ id: 'b' }, () => order.push('stored b'))
+    }, 1)
+    setTimeout(() => setImmediate(resolve), 2)
+  })
+  await writer.flush()
+  expect(order.slice(0, 3)).toEqual(['write a', 'stored a', 'b replied'])
+  expect(order).toContain('stored b')
+})
