@@ -78,7 +78,7 @@ function workerScript(steps: number, calls?: { worker: number }): (request: Mode
   }
 }
 
-function fanOutRuntime(
+export function fanOutRuntime(
   children: number,
   steps: number,
   latencyMs: number,
@@ -153,8 +153,13 @@ const databaseUrl = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5
 /** Stores to close and schemas to drop when the cell ends. */
 const cleanups: (() => Promise<void>)[] = []
 
+/** Closes the stores made here and drops what they made (a schema). */
+export async function closeStores(): Promise<void> {
+  for (const cleanup of cleanups.splice(0)) await cleanup()
+}
+
 /** A PostgreSQL store in a schema of its own, dropped (with its tables) when the cell ends. */
-function freshPostgresStore(): RunStore {
+export function freshPostgresStore(): RunStore {
   const pool = new pg.Pool({ connectionString: databaseUrl, max: 10, connectionTimeoutMillis: 10_000 })
   pool.on('error', () => {})
   const schema = `cohort_bench_${process.pid}_${Math.random().toString(36).slice(2, 8)}`
@@ -371,6 +376,6 @@ export const cohort: Contender = {
   },
 
   async close() {
-    for (const cleanup of cleanups.splice(0)) await cleanup()
+    await closeStores()
   },
 }
