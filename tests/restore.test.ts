@@ -116,6 +116,15 @@ describe('restore', () => {
     await writeFile(leadFile, JSON.stringify({ json: { hello: 'world' } }))
     await expect(runtime.resume('good')).rejects.toThrow(/field "version"/)
 
+    // A state the agent machine does not have: refused when the machine resolves it.
+    const lost = JSON.parse(original)
+    lost.snapshot.value = { running: 'daydreaming' }
+    await writeFile(leadFile, JSON.stringify(lost))
+    const unknownState = await runtime.resume('good').catch((e: unknown) => e)
+    expect(unknownState).toBeInstanceOf(SnapshotError)
+    expect((unknownState as SnapshotError).field).toBe('snapshot')
+    expect((unknownState as SnapshotError).message).toMatch(/cannot restore the agent machine: .*daydreaming/)
+
     // Nothing was rewritten by the failed attempts.
     expect((await readdir(agentsDir)).sort()).toEqual(['lead.json', 'lead.quick.json', 'lead.slow.json'])
   })

@@ -41,23 +41,26 @@ interface LogInfo {
   at: number
   runId: string
   agentId?: string
+  /** What the console prints, with elapsed ms, category and indentation by depth. */
+  consoleLine?: string
 }
 
 /** The winston logger: console lines with elapsed ms, indented by depth, and per-agent files. */
 export function createLogger(options: LoggerOptions = {}): EventSink {
   const colors = options.colors ?? (process.stdout.isTTY === true && process.env.NO_COLOR === undefined)
   const paint = (code: string, text: string) => (colors ? `\u001b[${code}m${text}\u001b[0m` : text)
+  const consoleLine = (info: LogInfo) => {
+    const time = paint('2', `[${String(info.elapsedMs).padStart(7)} ms]`)
+    const category = paint(categoryColors[info.category], info.category.padEnd(5))
+    return `${time} ${category} ${'  '.repeat(info.depth)}${paint(toneColors[info.tone], info.message)}`
+  }
   const transports: Transport[] = []
   if (options.console !== false) {
     transports.push(
       new winston.transports.Stream({
         stream: options.stream ?? process.stdout,
-        format: winston.format.printf((raw) => {
-          const info = raw as unknown as LogInfo
-          const time = paint('2', `[${String(info.elapsedMs).padStart(7)} ms]`)
-          const category = paint(categoryColors[info.category], info.category.padEnd(5))
-          return `${time} ${category} ${'  '.repeat(info.depth)}${paint(toneColors[info.tone], info.message)}`
-        }),
+        // The line is made in `handle`, where the event is typed; winston hands it back here.
+        format: winston.format.printf((info) => String(info.consoleLine)),
       }),
     )
   }
@@ -80,6 +83,7 @@ export function createLogger(options: LoggerOptions = {}): EventSink {
         runId: event.runId,
       }
       if ('agentId' in event) info.agentId = event.agentId
+      if (options.console !== false) info.consoleLine = consoleLine(info)
       logger.log(info)
     },
     async close() {

@@ -120,9 +120,10 @@ export class AgentRegistry {
     const shared = this.systemMessageFor(definition)
     if (messages[0]?.role === 'system' && messages[0].content === shared.content) messages[0] = shared
     try {
-      // The record's snapshot is what `getPersistedSnapshot()` gave, checked by its schema on reading.
-      const snapshot = record.snapshot as unknown as Snapshot<unknown>
-      const from = { input: record.snapshot.context, snapshot }
+      // The stored state value and context, resolved against the machine (XState's
+      // `resolveState`): an unknown state name is refused here, and a final state is done again.
+      const { value, context } = record.snapshot
+      const from = { input: context, snapshot: agentMachine.resolveState({ value, context }) }
       return this.spawn(record.id, definition, record.parentId, record.depth, from, mode)
     } catch (error) {
       this.entries.delete(record.id)

@@ -88,7 +88,8 @@ export type RunRecord = z.infer<typeof runRecordSchema>
 /** An agent's XState persisted snapshot (`getPersistedSnapshot()`): state value and context. */
 export const persistedAgentSnapshotSchema = z.looseObject({
   status: z.enum(['active', 'done', 'error', 'stopped']),
-  value: z.union([z.string(), z.record(z.string(), z.unknown())]),
+  /** A top-level state, or one with its child (`{ running: 'thinking' }`): the agent machine is two deep. */
+  value: z.union([z.string(), z.record(z.string(), z.string())]),
   context: agentContextSchema,
   children: z.record(z.string(), z.unknown()),
 })
