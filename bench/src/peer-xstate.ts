@@ -15,6 +15,11 @@ interface ChildInput {
   latencyMs: number
 }
 
+/** What a scripted model call is given: where the agent is in its script. */
+function modelInput({ context }: { context: ChildInput & { turn: number } }) {
+  return { turn: context.turn, steps: context.steps, latencyMs: context.latencyMs }
+}
+
 /** One agent: call the model, again while the script says so, then stop (a final state). */
 const childMachine = setup({
   types: {
@@ -34,7 +39,7 @@ const childMachine = setup({
     thinking: {
       invoke: {
         src: 'model',
-        input: ({ context }) => ({ turn: context.turn, steps: context.steps, latencyMs: context.latencyMs }),
+        input: modelInput,
         onDone: [
           {
             guard: ({ event }) => event.output === 'finish',
@@ -279,6 +284,13 @@ const agentMachine = setup({
     }),
     tool: fromPromise<string, { args: unknown }>(async () => 'ok'),
   },
+  actions: {
+    /** The model's reply joins the history, as the assistant's message. */
+    takeReply: assign({
+      turn: ({ context }) => context.turn + 1,
+      messages: ({ context }, reply: string) => [...context.messages, { role: 'assistant', content: reply }],
+    }),
+  },
 }).createMachine({
   context: ({ input }) => ({
     ...input,
@@ -293,28 +305,16 @@ const agentMachine = setup({
     thinking: {
       invoke: {
         src: 'model',
-        input: ({ context }) => ({ turn: context.turn, steps: context.steps, latencyMs: context.latencyMs }),
+        input: modelInput,
         onDone: [
           {
             guard: ({ event }) => (JSON.parse(event.output) as { action: string }).action === 'finish',
             target: 'done',
-            actions: assign({
-              turn: ({ context }) => context.turn + 1,
-              messages: ({ context, event }) => [
-                ...context.messages,
-                { role: 'assistant', content: event.output },
-              ],
-            }),
+            actions: { type: 'takeReply', params: ({ event }) => event.output },
           },
           {
             target: 'acting',
-            actions: assign({
-              turn: ({ context }) => context.turn + 1,
-              messages: ({ context, event }) => [
-                ...context.messages,
-                { role: 'assistant', content: event.output },
-              ],
-            }),
+            actions: { type: 'takeReply', params: ({ event }) => event.output },
           },
         ],
       },
