@@ -475,6 +475,83 @@ test('a run cancelled by a listener while a launch starts its children starts no
   expect(live.agents.every((agent) => agent.status === 'failed')).toBe(true)
 })
 
+describe('launching many sub-agents', () => {
+  const launchOf = (count: number, agent = 'worker') => ({
+    action: 'launch_subagents' as const,
+    agents: Array.from({ length: count }, (_, i) => ({ agent, task: `t${i}`, id: `c${i}` })),
+  })
+
+  test('the first children call their model while the last ones have not started yet', async () => {
+    const model = scriptedModel({
+      lead: [launchOf(200), { action: 'wait_for_subagents' }, { action: 'finish', result: 'done' }],
+      worker: [{ action: 'finish', result: 'ok' }],
+    })
+    const runtime = createRuntime({
+      agents: [lead, worker],
+      model,
+      limits: { maxChildrenPerLaunch: 200, maxAgents: 201 },
+    })
+    const run = runtime.start('lead', 'go')
+    const order: string[] = []
+    run.on('agent.started', (event) => order.push(`agent.started ${event.agentId}`))
+    run.on('model.started', (event) => order.push(`model.started ${event.agentId}`))
+    expect(await run.result).toBe('done')
+    // Started all at once, every child started before the first one's call, which waited on
+    // one write of all 200.
+    expect(order.indexOf('model.started lead.c0')).toBeLessThan(order.indexOf('agent.started lead.c199'))
+  })
+
+  test('a parent that ends while its launch is under way ends the children it made', async () => {
+    const mid = defineAgent({ name: 'mid', instructions: 'Fan out.', subagents: [worker] })
+    const top = defineAgent({ name: 'top', instructions: 'Delegate.', subagents: [mid] })
+    const model = scriptedModel(
+      {
+        top: [
+          {
+            action: 'launch_subagents',
+            agents: [{ agent: 'mid', task: 'fan out', id: 'mid', timeout_ms: 50 }],
+          },
+          { action: 'wait_for_subagents' },
+          (request) => ({ action: 'finish', result: settledResults(request).map((child) => child.status) }),
+        ],
+        mid: [launchOf(300), { action: 'wait_for_subagents' }, { action: 'finish', result: 'all done' }],
+        worker: [{ action: 'finish', result: 'ok' }],
+      },
+      // Workers' calls are still in flight when mid ends, and top's last call outlasts the launch.
+      {
+        latencyMs: ({ agent, turn }) => (agent.depth === 2 ? 30 : agent.depth === 0 && turn === 2 ? 200 : 0),
+      },
+    )
+    const runtime = createRuntime({
+      agents: [top, mid, worker],
+      model,
+      limits: { maxChildrenPerLaunch: 300, maxAgents: 302 },
+    })
+    const run = runtime.start('top', 'go')
+    let workersStarted = 0
+    run.on('agent.started', (event) => {
+      if (event.depth === 2) workersStarted++
+    })
+    run.on('agent.launched', (event) => {
+      // The launch takes longer than mid may live: its deadline passes between the first starts.
+      if (event.agentId !== 'top.mid') return
+      const until = Date.now() + 60
+      while (Date.now() < until) {}
+    })
+    expect(await run.result).toEqual(['failed'])
+    const stored = await run.snapshot()
+    const workers = stored.agents.filter((agent) => agent.depth === 2)
+    expect(workers).toHaveLength(300)
+    // None ran on, unknown to its parent: each ended with it, and the launch started no more.
+    for (const record of workers) {
+      expect(record.status).toBe('failed')
+      expect(record.snapshot.context.error?.message).toBe('parent top.mid has ended')
+    }
+    expect(workersStarted).toBeGreaterThan(0)
+    expect(workersStarted).toBeLessThan(300)
+  })
+})
+
 describe('run ids', () => {
   test('a run id already in the store is refused, and the stored run is left as it was', async () => {
     const solo = defineAgent({ name: 'solo', instructions: 'Answer.' })

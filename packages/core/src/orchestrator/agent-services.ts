@@ -50,7 +50,7 @@ export interface EffectHost {
   readonly budget: TokenBudget
   modelFor(definition: AgentDefinition): ChatModel
   emitAgent(context: AgentContext, event: AgentEventInput): void
-  launch(parent: AgentEntry, action: LaunchAction): Promise<LaunchOutcome>
+  launch(parent: AgentEntry, action: LaunchAction, signal: AbortSignal): Promise<LaunchOutcome>
   deliverMessage(recipient: AgentEntry, from: string, text: string): void
   /** The agent cannot go on here: it waits on agents that run in other processes (segments). */
   park(reason: 'children'): void
@@ -116,7 +116,7 @@ export function createAgentServices(run: EffectHost): AgentServices {
       const { context } = entry
       switch (action.action) {
         case 'launch_subagents':
-          return launch(entry, action)
+          return launch(entry, action, signal)
         case 'call_tool':
           return runTool(entry, context, action, signal)
         case 'send_message':
@@ -308,8 +308,8 @@ export function createAgentServices(run: EffectHost): AgentServices {
     return outcome
   }
 
-  async function launch(entry: AgentEntry, action: LaunchAction): Promise<ActOutcome> {
-    const outcome = await run.launch(entry, action)
+  async function launch(entry: AgentEntry, action: LaunchAction, signal: AbortSignal): Promise<ActOutcome> {
+    const outcome = await run.launch(entry, action, signal)
     if (!outcome.ok) return { messages: [actionReply(action, outcome.reason)], refused: outcome.reason }
     const ids = outcome.children.map((child) => child.localId)
     return {

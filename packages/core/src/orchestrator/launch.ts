@@ -122,6 +122,7 @@ export async function launchChildren(
   run: LaunchHost,
   parent: AgentEntry,
   action: LaunchAction,
+  signal: AbortSignal,
 ): Promise<LaunchOutcome> {
   const specs = action.agents
   const cycles = action.on_cycle ?? run.onCycle
@@ -174,13 +175,35 @@ export async function launchChildren(
     await segment.enqueue(children.map((child) => child.id))
     return { ok: true, children: links }
   }
-  for (const child of children) {
-    // Cancelled while this launch was making its siblings (by a listener of one of their events).
-    const cancelled = run.cancelReason()
-    if (cancelled !== undefined) run.failAgent(child, new CancelledError(cancelled))
-    else run.startWhenReady(child)
+  // Started a few at a time, with a turn of the event loop between: the first children are
+  // written and call their model while the others start, so their replies do not all come due at
+  // once (1,000 children started together: the last waited for all the others' replies to be
+  // handled). All are made before any starts: a child may depend on a later sibling.
+  for (let from = 0; from < children.length; from += startChunk) {
+    if (from > 0) await new Promise((resolve) => setImmediate(resolve))
+    if (signal.aborted) return abandon(run, parent, children)
+    for (const child of children.slice(from, from + startChunk)) {
+      // Cancelled while this launch was making its siblings (by a listener of one of their events).
+      const cancelled = run.cancelReason()
+      if (cancelled !== undefined) run.failAgent(child, new CancelledError(cancelled))
+      else run.startWhenReady(child)
+    }
   }
   // The children are in the store before the parent's record says they were launched.
   await Promise.all(children.map((child) => run.written(child)))
+  if (signal.aborted) return abandon(run, parent, children)
   return { ok: true, children: links }
+}
+
+/** Children a launch starts in one turn of the event loop. */
+const startChunk = 50
+
+/**
+ * The parent ended while its launch was under way: its record will never list these children,
+ * so nothing would end them or take their results. They end here.
+ */
+function abandon(run: LaunchHost, parent: AgentEntry, children: AgentEntry[]): LaunchOutcome {
+  const ended = new CancelledError(`parent ${parent.id} has ended`)
+  for (const child of children) run.failAgent(child, ended)
+  return { ok: false, reason: ended.message }
 }

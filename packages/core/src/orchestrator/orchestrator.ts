@@ -283,8 +283,8 @@ export class Orchestrator implements EffectHost {
   }
 
   /** Starts sub-agents for `parent` (`launchChildren`). */
-  launch(parent: AgentEntry, action: LaunchAction): Promise<LaunchOutcome> {
-    return launchChildren(this.launchHost, parent, action)
+  launch(parent: AgentEntry, action: LaunchAction, signal: AbortSignal): Promise<LaunchOutcome> {
+    return launchChildren(this.launchHost, parent, action, signal)
   }
 
   private get launchHost(): LaunchHost {
