@@ -130,6 +130,7 @@ export class Orchestrator implements EffectHost {
         entry.writing = entry.actor.getSnapshot()
         return toAgentRecord(entry)
       },
+      (entry) => entry.writing === entry.actor.getSnapshot(),
     )
     this.result = new Promise((resolve, reject) => {
       this.resolveResult = resolve

@@ -129,3 +129,47 @@ test('with no batch in flight a write starts in the task that asked for it, befo
   expect(order.slice(0, 3)).toEqual(['write a', 'stored a', 'b replied'])
   expect(order).toContain('stored b')
 })
+
+test('waiting for a state that is stored, or in the batch in flight, writes it no second time', async () => {
+  const saved: string[] = []
+  let landed: () => void = () => {}
+  const store: RunStore = {
+    ...memoryStore(),
+    async saveAgents(_runId, records) {
+      saved.push(...records.map((record) => record.id))
+      await new Promise<void>((resolve) => {
+        landed = resolve
+      })
+    },
+  }
+  // What changed since its record was made: 'a' and 'b' do not change, 'c' does.
+  const changed = new Set<string>()
+  const writer = new AgentWriter<{ id: string }>(
+    store,
+    'r1',
+    10_000,
+    () => {},
+    (agent) => {
+      changed.delete(agent.id)
+      return recordOf(agent.id)
+    },
+    (agent) => !changed.has(agent.id),
+  )
+  for (const id of ['a', 'b', 'c']) writer.schedule({ id })
+  await new Promise((resolve) => setImmediate(resolve))
+  changed.add('c')
+  const told: string[] = []
+  const waits = ['a', 'c'].map((id) => writer.written({ id }).then(() => told.push(id)))
+  await new Promise((resolve) => setImmediate(resolve))
+  // 'a' is told when the batch it is in lands; 'c' needs a write of its own.
+  expect(told).toEqual([])
+  landed()
+  await new Promise((resolve) => setImmediate(resolve))
+  expect(told).toEqual(['a'])
+  landed()
+  await Promise.all(waits)
+  expect(told).toEqual(['a', 'c'])
+  // Stored and unchanged: told at once, with nothing written.
+  await writer.written({ id: 'b' })
+  expect(saved).toEqual(['a', 'b', 'c', 'c'])
+})

@@ -1,6 +1,8 @@
 import { StoreError } from '../errors.js'
 import type { AgentRecord, RunId, RunStore } from './records.js'
 
+const noneFlying: ReadonlyMap<string, never> = new Map<string, never>()
+
 interface Queued<Agent> {
   agent: Agent
   /** Told once the write that holds the agent's state as it was when asked has finished. */
@@ -20,6 +22,8 @@ interface Queued<Agent> {
  */
 export class AgentWriter<Agent extends { readonly id: string }> {
   private queued = new Map<string, Queued<Agent>>()
+  /** The batch being written, by agent id. */
+  private flying: ReadonlyMap<string, Queued<Agent>> = noneFlying
   private inFlight: Promise<void> | undefined
   private armed = false
   private failure: unknown
@@ -33,6 +37,8 @@ export class AgentWriter<Agent extends { readonly id: string }> {
     private readonly onError: (error: unknown) => void,
     /** An agent's record as it is now. */
     private readonly toRecord: (agent: Agent) => AgentRecord,
+    /** True when the agent has not changed since `toRecord` last made its record. */
+    private readonly unchanged: (agent: Agent) => boolean = () => false,
   ) {}
 
   /** Asks for a write of `agent`; `onStored` runs once it is in the store (never after a failure). */
@@ -47,15 +53,27 @@ export class AgentWriter<Agent extends { readonly id: string }> {
     this.arm()
   }
 
-  /** Resolves once `agent`'s latest state is stored; rejects with the writer's failure. */
+  /**
+   * Resolves once `agent`'s latest state is stored; rejects with the writer's failure. A state
+   * already stored, or in the batch in flight, is not written again (a launch waits on children
+   * whose first writes are under way).
+   */
   written(agent: Agent): Promise<void> {
     return new Promise((resolve, reject) => {
       if (this.failure !== undefined) return reject(this.failure)
-      this.waiting.add(reject)
-      this.schedule(agent, () => {
+      const stored = () => {
         this.waiting.delete(reject)
         resolve()
-      })
+      }
+      if (!this.queued.has(agent.id) && this.unchanged(agent)) {
+        const flying = this.flying.get(agent.id)
+        if (!flying) return resolve()
+        this.waiting.add(reject)
+        flying.stored.push(stored)
+        return
+      }
+      this.waiting.add(reject)
+      this.schedule(agent, stored)
     })
   }
 
@@ -81,22 +99,26 @@ export class AgentWriter<Agent extends { readonly id: string }> {
   private writeBatch(): void {
     if (this.queued.size === 0 || this.failure !== undefined) return
     const batch = [...this.queued.values()]
+    this.flying = this.queued
     this.queued = new Map()
     let records: AgentRecord[]
     try {
       records = batch.map(({ agent }) => this.toRecord(agent))
     } catch (error) {
+      this.flying = noneFlying
       this.fail(error)
       return
     }
     this.inFlight = this.save(records).then(
       () => {
         this.inFlight = undefined
+        this.flying = noneFlying
         for (const { stored } of batch) for (const done of stored) done()
         if (this.queued.size > 0) this.arm()
       },
       (error: unknown) => {
         this.inFlight = undefined
+        this.flying = noneFlying
         this.fail(
           error,
           records.map((record) => record.id),
