@@ -274,3 +274,88 @@ test('a launch cut off after some of its children were stored resumes those and 
     'lead: completed',
   ])
 })
+
+test('agents whose parent ended before the crash end on resume, with nothing of them run again', async () => {
+  const worker = defineAgent({ name: 'worker', instructions: 'Report.' })
+  const mid = defineAgent({ name: 'mid', instructions: 'Fan out.', subagents: [worker] })
+  const top = defineAgent({ name: 'top', instructions: 'Delegate.', subagents: [mid] })
+  const workerCalls: string[] = []
+  const script = () =>
+    scriptedModel(
+      {
+        top: [
+          { action: 'launch_subagents', agents: [{ agent: 'mid', task: 'fan out', id: 'mid' }] },
+          { action: 'wait_for_subagents' },
+          (request) => ({ action: 'finish', result: settledChildren(request).map((child) => child.status) }),
+        ],
+        mid: [
+          {
+            action: 'launch_subagents',
+            agents: ['a', 'b'].map((id) => ({ agent: 'worker', task: id, id })),
+          },
+          { action: 'wait_for_subagents' },
+          { action: 'finish', result: 'done' },
+        ],
+        worker: (request) => {
+          workerCalls.push(request.agent.id)
+          return { action: 'finish', result: 'ok' }
+        },
+      },
+      // top's last call outlasts a worker's.
+      { latencyMs: ({ agent, turn }) => (agent.depth === 2 ? 5 : agent.depth === 0 && turn === 2 ? 50 : 0) },
+    )
+  // A crash after mid's failure was stored and before its running children's were: mid failed,
+  // a child it launched running, the other child stored as its parent's launch listed it.
+  const inner = memoryStore()
+  await createRuntime({ agents: [top, mid, worker], model: script(), store: inner }).run('top', 'go', {
+    runId: 'orphans',
+  })
+  const stored = (await inner.loadRun('orphans'))!
+  const byId = new Map(stored.agents.map((record) => [record.id, record]))
+  const crashed = memoryStore()
+  await crashed.saveRun({ ...stored.run, status: 'running', result: undefined })
+  const failedMid = structuredClone(byId.get('top.mid')!)
+  failedMid.status = 'failed'
+  failedMid.snapshot.value = 'failed'
+  failedMid.snapshot.status = 'done'
+  failedMid.snapshot.context.error = { name: 'TimeoutError', code: 'TIMEOUT', message: 'too slow' }
+  // Launched, not yet listed: mid's record knows of child a only.
+  failedMid.snapshot.context.children = failedMid.snapshot.context.children.filter((c) => c.localId === 'a')
+  await crashed.saveAgent('orphans', failedMid)
+  const waitingTop = structuredClone(byId.get('top')!)
+  waitingTop.status = 'suspended'
+  waitingTop.snapshot.value = { suspended: 'children' }
+  waitingTop.snapshot.status = 'active'
+  Object.assign(waitingTop.snapshot.context, {
+    endedAt: null,
+    result: undefined,
+    waitingOn: ['mid'],
+    turn: 2,
+  })
+  waitingTop.snapshot.context.messages = waitingTop.snapshot.context.messages.slice(0, -2)
+  waitingTop.snapshot.context.delivered = []
+  await crashed.saveAgent('orphans', waitingTop)
+  for (const id of ['top.mid.a', 'top.mid.b']) {
+    const running = structuredClone(byId.get(id)!)
+    running.status = 'running'
+    running.snapshot.value = { running: 'thinking' }
+    running.snapshot.status = 'active'
+    Object.assign(running.snapshot.context, { endedAt: null, result: undefined, turn: 0 })
+    running.snapshot.context.messages = running.snapshot.context.messages.slice(0, 2)
+    await crashed.saveAgent('orphans', running)
+  }
+  workerCalls.length = 0
+
+  const resumed = await createRuntime({ agents: [top, mid, worker], model: script(), store: crashed }).resume(
+    'orphans',
+  )
+  expect(await resumed.result).toEqual(['failed'])
+  await new Promise((resolve) => setTimeout(resolve, 20))
+  expect(workerCalls).toEqual([])
+  const after = (await crashed.loadRun('orphans'))!
+  for (const id of ['top.mid.a', 'top.mid.b']) {
+    const record = after.agents.find((agent) => agent.id === id)!
+    expect(record.status).toBe('failed')
+    expect(record.snapshot.context.error?.message).toBe('parent top.mid has ended')
+  }
+})

@@ -5,6 +5,7 @@ import { checkDependencies } from '../plan/dependency-graph.js'
 import type { Action, LaunchSpec } from '../protocol/actions.js'
 import type { AgentEntry } from './agent-entry.js'
 import type { AgentRegistry } from './registry.js'
+import { orphaned } from './settlement.js'
 
 type LaunchAction = Extract<Action, { action: 'launch_subagents' }>
 
@@ -203,7 +204,7 @@ const startChunk = 50
  * so nothing would end them or take their results. They end here.
  */
 function abandon(run: LaunchHost, parent: AgentEntry, children: AgentEntry[]): LaunchOutcome {
-  const ended = new CancelledError(`parent ${parent.id} has ended`)
+  const ended = orphaned(parent.id)
   for (const child of children) run.failAgent(child, ended)
   return { ok: false, reason: ended.message }
 }

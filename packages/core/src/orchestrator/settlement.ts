@@ -83,13 +83,17 @@ export class Settlement {
   }
 
   /** A settled agent's unsettled children can never hand their results to it: end them. */
-  cancelOrphans(entry: AgentEntry): void {
+  private cancelOrphans(entry: AgentEntry): void {
     for (const link of entry.context.children) {
       const child = this.run.registry.get(link.id)
-      if (child && !child.settled)
-        this.run.failAgent(child, new CancelledError(`parent ${entry.id} has ended`))
+      if (child && !child.settled) this.run.failAgent(child, orphaned(entry.id))
     }
   }
+}
+
+/** Why an agent whose parent ended is ended too. */
+export function orphaned(parentId: string): CancelledError {
+  return new CancelledError(`parent ${parentId} has ended`)
 }
 
 function missing(id: string): ErrorInfo {
