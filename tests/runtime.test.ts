@@ -5,6 +5,7 @@ import {
   type CohortEvent,
   createRuntime,
   defineAgent,
+  type LaunchSpec,
   type ModelRequest,
   memoryStore,
   scriptedModel,
@@ -478,7 +479,7 @@ test('a run cancelled by a listener while a launch starts its children starts no
 describe('launching many sub-agents', () => {
   const launchOf = (count: number, agent = 'worker') => ({
     action: 'launch_subagents' as const,
-    agents: Array.from({ length: count }, (_, i) => ({ agent, task: `t${i}`, id: `c${i}` })),
+    agents: Array.from({ length: count }, (_, i): LaunchSpec => ({ agent, task: `t${i}`, id: `c${i}` })),
   })
 
   test('the first children call their model while the last ones have not started yet', async () => {
@@ -499,6 +500,35 @@ describe('launching many sub-agents', () => {
     // Started all at once, every child started before the first one's call, which waited on
     // one write of all 200.
     expect(order.indexOf('model.started lead.c0')).toBeLessThan(order.indexOf('agent.started lead.c199'))
+  })
+
+  test('a child may depend on a sibling started in a later chunk of its launch', async () => {
+    const launch = launchOf(120)
+    launch.agents[0] = { ...launch.agents[0]!, depends_on: ['c119'] }
+    const firstCalls: string[] = []
+    const model = scriptedModel({
+      lead: [
+        launch,
+        { action: 'wait_for_subagents', ids: ['c0'] },
+        (request) => ({ action: 'finish', result: settledResults(request).map((child) => child.result) }),
+      ],
+      worker: (request) => {
+        firstCalls.push(request.agent.id)
+        const note = request.messages.find((message) => message.content.startsWith('Results of the agents'))
+        return {
+          action: 'finish',
+          result: note ? `c0 saw ${note.content.match(/"result":"([^"]+)"/)?.[1]}` : request.agent.task,
+        }
+      },
+    })
+    const runtime = createRuntime({
+      agents: [lead, worker],
+      model,
+      limits: { maxChildrenPerLaunch: 120, maxAgents: 121 },
+    })
+    expect(await runtime.run('lead', 'go')).toEqual(['c0 saw t119'])
+    // c0 waited for c119, the last child of the last chunk, to finish.
+    expect(firstCalls.indexOf('lead.c0')).toBeGreaterThan(firstCalls.indexOf('lead.c119'))
   })
 
   test('a parent that ends while its launch is under way ends the children it made', async () => {
