@@ -2,6 +2,7 @@ import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { PassThrough } from 'node:stream'
+import { inspect } from 'node:util'
 import {
   createLogger,
   createRuntime,
@@ -109,6 +110,13 @@ test('API keys and configured secrets never reach logs, events or stored records
       parameters: z.object({}),
       execute: () => ({ token: secret, nested: [`Bearer ${apiKey}`] }),
     })
+    // What JSON cannot say (a BigInt, a Map) beside a secret.
+    const rich = defineTool({
+      name: 'rich',
+      description: 'returns credentials in a Map',
+      parameters: z.object({}),
+      execute: () => ({ id: 7n, headers: new Map([['authorization', `Bearer ${secret}`]]) }),
+    })
     const failing = defineTool({
       name: 'failing',
       description: 'fails loudly',
@@ -117,10 +125,11 @@ test('API keys and configured secrets never reach logs, events or stored records
         throw new Error(`auth failed for ${secret}`)
       },
     })
-    const agent = defineAgent({ name: 'agent', instructions: '', tools: [leaky, failing] })
+    const agent = defineAgent({ name: 'agent', instructions: '', tools: [leaky, rich, failing] })
     const model = scriptedModel({
       agent: [
         { text: `my key is ${apiKey}; {"action":"call_tool","tool":"leaky","args":{}}` },
+        { action: 'call_tool', tool: 'rich', args: {} },
         { action: 'call_tool', tool: 'failing', args: {} },
         (request) => ({ action: 'finish', result: request.messages.map((m) => m.content).join('\n') }),
       ],
@@ -146,7 +155,7 @@ test('API keys and configured secrets never reach logs, events or stored records
 
     const files = await readAll(dir)
     expect(files.length).toBeGreaterThan(3)
-    const everything = [console, JSON.stringify(events), JSON.stringify(result), ...files].join('\n')
+    const everything = [console, inspect(events, { depth: null }), inspect(result), ...files].join('\n')
     expect(everything).toContain('[redacted]')
     expect(everything).not.toContain(secret)
     expect(everything).not.toContain(apiKey)

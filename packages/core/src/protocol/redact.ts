@@ -12,6 +12,7 @@ export function createRedactor(secrets: readonly string[] = []): Redactor {
     (secret) => secret.length >= minSecretLength,
   )
   if (list.length === 0) return (value) => value
+  const holds = (text: string) => list.some((secret) => text.includes(secret))
   const redactText = (text: string) => {
     let out = text
     for (const secret of list) if (out.includes(secret)) out = out.replaceAll(secret, '[redacted]')
@@ -20,14 +21,77 @@ export function createRedactor(secrets: readonly string[] = []): Redactor {
   return <T>(value: T): T => {
     if (typeof value === 'string') return redactText(value) as T
     if (value === null || typeof value !== 'object') return value
-    let json: string | undefined
-    try {
-      json = JSON.stringify(value)
-    } catch {
-      return value
-    }
-    // Only a value that holds a secret is rebuilt (losing Dates and Maps, which a secret rarely hides in).
-    if (json === undefined || !list.some((secret) => json.includes(secret))) return value
-    return JSON.parse(redactText(json)) as T
+    // Only a value that holds a secret is copied; the copy keeps its Maps, Sets, Dates and classes.
+    if (!holdsSecret(value, holds, new Set())) return value
+    return redactedCopy(value, redactText, new Map()) as T
   }
+}
+
+/** The strings a value holds: its own, its keys, and those of Maps, Sets and errors. */
+function* stringsOf(value: object): Generator<[key: unknown, item: unknown]> {
+  if (value instanceof Map) yield* value.entries()
+  else if (value instanceof Set) for (const item of value) yield [undefined, item]
+  else {
+    if (value instanceof Error) yield ['message', value.message]
+    for (const key of Object.keys(value)) yield [key, (value as Record<string, unknown>)[key]]
+  }
+}
+
+/** Values that hold no strings to redact, and that a copy of their fields would break. */
+function opaque(value: object): boolean {
+  return (
+    ArrayBuffer.isView(value) ||
+    value instanceof ArrayBuffer ||
+    value instanceof Date ||
+    value instanceof RegExp
+  )
+}
+
+function holdsSecret(value: unknown, holds: (text: string) => boolean, seen: Set<object>): boolean {
+  if (typeof value === 'string') return holds(value)
+  if (value === null || typeof value !== 'object' || seen.has(value) || opaque(value)) return false
+  seen.add(value)
+  for (const [key, item] of stringsOf(value)) {
+    if (holdsSecret(key, holds, seen) || holdsSecret(item, holds, seen)) return true
+  }
+  return false
+}
+
+function redactedCopy(
+  value: unknown,
+  redactText: (text: string) => string,
+  copies: Map<object, unknown>,
+): unknown {
+  if (typeof value === 'string') return redactText(value)
+  if (value === null || typeof value !== 'object' || opaque(value)) return value
+  const done = copies.get(value)
+  if (done !== undefined) return done
+  const copy = (item: unknown) => redactedCopy(item, redactText, copies)
+  if (value instanceof Map) {
+    const map = new Map()
+    copies.set(value, map)
+    for (const [key, item] of value) map.set(copy(key), copy(item))
+    return map
+  }
+  if (value instanceof Set) {
+    const set = new Set()
+    copies.set(value, set)
+    for (const item of value) set.add(copy(item))
+    return set
+  }
+  // Arrays, plain objects, errors and class instances: the same prototype, own fields redacted.
+  const target: Record<string, unknown> = Array.isArray(value)
+    ? []
+    : Object.create(Object.getPrototypeOf(value))
+  copies.set(value, target)
+  if (value instanceof Error) {
+    for (const key of ['message', 'stack'] as const) {
+      const text = value[key]
+      if (typeof text === 'string')
+        Object.defineProperty(target, key, { value: redactText(text), writable: true, configurable: true })
+    }
+  }
+  for (const key of Object.keys(value))
+    target[redactText(key)] = copy((value as Record<string, unknown>)[key])
+  return target
 }
