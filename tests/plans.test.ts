@@ -326,9 +326,13 @@ describe('timeouts and budgets', () => {
       }),
     })
     const runtime = createRuntime({ agents: [worker], model, limits: { maxAgentTokens: 150 } })
-    await expect(runtime.run('worker', 'spend')).rejects.toThrow(
-      /used 210 tokens, over its budget of 150 \(maxAgentTokens\)/,
-    )
+    const run = runtime.start('worker', 'spend')
+    await expect(run.result).rejects.toThrow(/used 210 tokens, over its budget of 150 \(maxAgentTokens\)/)
+    // The call that went over is counted: its tokens were spent.
+    expect(run.metrics().tokens.total).toBe(210)
+    const stored = await runtime.store.loadAgent?.(run.id, 'worker')
+    expect(stored?.snapshot.context.usage).toMatchObject({ promptTokens: 180, completionTokens: 30 })
+    expect(stored?.status).toBe('failed')
   })
 
   test('a run at its token budget fails the agent whose next call would cross it; its parent sees the failure', async () => {

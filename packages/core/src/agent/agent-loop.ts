@@ -26,6 +26,8 @@ export interface ThinkOutcome {
   process?: ProcessRecord
   /** Inbox messages (the first n) that were delivered into this turn. */
   inboxConsumed: number
+  /** A token budget the call went over: the step books the reply, then fails the agent. */
+  exceeded?: ErrorInfo
 }
 
 /** Children that settled, and files more than one of them changed in their workspaces. */
@@ -87,6 +89,7 @@ export function afterThought(context: AgentContext, output: ThinkOutcome, maxRep
     }
   }
   next.messages = [...messages, output.assistant]
+  if (output.exceeded) return { context: failed(next, output.exceeded) }
   if (parse.ok) {
     next.pending = parse.actions
     return route(next)

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto'
 import type { ActOutcome, SettledGroup, ThinkOutcome } from '../agent/agent-loop.js'
 import type { AgentContext, ChildResult } from '../agent/context.js'
 import type { AgentDefinition } from '../agent/define-agent.js'
-import { CohortError, LimitExceededError, toErrorInfo } from '../errors.js'
+import { CohortError, type ErrorInfo, LimitExceededError, toErrorInfo } from '../errors.js'
 import type { EventBus } from '../events/event-bus.js'
 import type { AgentEventInput } from '../events/types.js'
 import type { ChatMessage, ChatModel, ModelReply, ModelRequest, ToolSpec } from '../models/types.js'
@@ -277,7 +277,14 @@ export function createAgentServices(run: EffectHost): AgentServices {
       if (reply.process) completed.process = reply.process
       run.emitAgent(context, completed)
     }
-    checkBudgets(entry, context, tokens)
+    // Over a token budget after the call: the reply and its tokens are still the agent's (its
+    // metrics count what was spent), and the step fails it.
+    let exceeded: ErrorInfo | undefined
+    try {
+      checkBudgets(entry, context, tokens)
+    } catch (error) {
+      exceeded = toErrorInfo(error)
+    }
 
     // An oversized reply is refused by the parser; the history keeps only its beginning.
     const assistant: ChatMessage = { role: 'assistant', content: renderValue(reply.text ?? '', 200_000) }
@@ -305,6 +312,7 @@ export function createAgentServices(run: EffectHost): AgentServices {
     if (reply.cost !== undefined) outcome.cost = reply.cost
     if (reply.retries) outcome.retries = reply.retries
     if (reply.process) outcome.process = reply.process
+    if (exceeded) outcome.exceeded = exceeded
     return outcome
   }
 
