@@ -155,7 +155,13 @@ describe('process agents', () => {
       workspaces: { root: path.join(dir, 'ws') },
     })
     const run = runtime.start('lead', 'go')
+    const failures: Extract<CohortEvent, { type: 'model.failed' }>[] = []
+    run.on('model.failed', (event) => failures.push(event))
     const results = (await run.result) as { id: string; status: string; error?: { message: string } }[]
+    // The event says how the process ended too.
+    expect(failures.find((event) => event.agentId === 'lead.crash')).toMatchObject({
+      process: { exitCode: 3, stderrTail: 'boom\n' },
+    })
     // The failure still fails the agent, as before.
     expect(results.find((r) => r.id === 'crash')).toMatchObject({
       status: 'failed',

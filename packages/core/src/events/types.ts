@@ -49,7 +49,14 @@ export type AgentEvent = AgentEventBase &
         process?: ProcessRecord
       }
     | { type: 'workspace.conflicts'; conflicts: Conflict[] }
-    | { type: 'model.failed'; turn: number; durationMs: number; error: ErrorInfo }
+    | {
+        type: 'model.failed'
+        turn: number
+        durationMs: number
+        error: ErrorInfo
+        /** A process agent's failed turn: exit code, signal, stderr tail. */
+        process?: ProcessRecord
+      }
     | { type: 'tool.started'; callId: string; tool: string; args: unknown }
     | { type: 'tool.completed'; callId: string; tool: string; durationMs: number; result: unknown }
     | { type: 'tool.failed'; callId: string; tool: string; durationMs: number; error: ErrorInfo }

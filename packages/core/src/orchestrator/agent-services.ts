@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto'
 import type { ActOutcome, SettledGroup, ThinkOutcome } from '../agent/agent-loop.js'
 import type { AgentContext, ChildResult } from '../agent/context.js'
 import type { AgentDefinition } from '../agent/define-agent.js'
-import { CohortError, type ErrorInfo, LimitExceededError, toErrorInfo } from '../errors.js'
+import { CohortError, type ErrorInfo, LimitExceededError, ModelError, toErrorInfo } from '../errors.js'
 import type { EventBus } from '../events/event-bus.js'
 import type { AgentEventInput } from '../events/types.js'
 import type { ChatMessage, ChatModel, ModelReply, ModelRequest, ToolSpec } from '../models/types.js'
@@ -214,7 +214,14 @@ export function createAgentServices(run: EffectHost): AgentServices {
       slot.release(0)
       cleanError(error)
       const durationMs = Math.round(performance.now() - started)
-      run.emitAgent(context, { type: 'model.failed', turn, durationMs, error: toErrorInfo(error) })
+      const failure: Parameters<typeof run.emitAgent>[1] = {
+        type: 'model.failed',
+        turn,
+        durationMs,
+        error: toErrorInfo(error),
+      }
+      if (error instanceof ModelError && error.process) failure.process = error.process
+      run.emitAgent(context, failure)
       throw error
     }
     run.busy.begin()
