@@ -54,6 +54,8 @@ export function planLaunch(
   specs: LaunchSpec[],
   registry: ReadonlyMap<string, AgentEntry>,
   onCycle: 'refuse' | 'sequential',
+  /** Agents other launches under way have yet to make. */
+  pending = 0,
 ): LaunchPlan {
   const { context } = parent
   const taken = new Set(context.children.map((child) => child.localId))
@@ -109,10 +111,11 @@ export function planLaunch(
       reason: `launch refused: sub-agents would be at depth ${parent.depth + 1}, the maximum depth is ${limits.maxDepth} (limit maxDepth)`,
     }
   }
-  if (registry.size + missing > limits.maxAgents) {
+  const agents = registry.size + pending
+  if (agents + missing > limits.maxAgents) {
     return {
       ok: false,
-      reason: `launch refused: the run has ${registry.size} agents and ${missing} more would pass the maximum of ${limits.maxAgents} (limit maxAgents)`,
+      reason: `launch refused: the run has ${agents} agents and ${missing} more would pass the maximum of ${limits.maxAgents} (limit maxAgents)`,
     }
   }
   return { ok: true, children, warnings, existing: false }
@@ -127,7 +130,7 @@ export async function launchChildren(
 ): Promise<LaunchOutcome> {
   const specs = action.agents
   const cycles = action.on_cycle ?? run.onCycle
-  let plan = planLaunch(parent, specs, run.agents.entries, cycles)
+  let plan = planLaunch(parent, specs, run.agents.entries, cycles, run.agents.pending)
   if (!plan.ok) return plan
   const segment = run.segment
   // A segment holds only the agents it loaded. A launch made again after a crash finds its
@@ -135,7 +138,7 @@ export async function launchChildren(
   if (segment && !plan.existing) {
     const unknown = plan.children.filter((child) => !child.exists).map((child) => child.link.id)
     if ((await run.agents.restoreRemote(unknown)) > 0) {
-      plan = planLaunch(parent, specs, run.agents.entries, cycles)
+      plan = planLaunch(parent, specs, run.agents.entries, cycles, run.agents.pending)
       if (!plan.ok) return plan
     }
   }
@@ -155,7 +158,7 @@ export async function launchChildren(
       dependsOn,
     })),
   })
-  const children = created.map(({ link, spec, dependsOn }, index) => {
+  const make = ({ link, spec, dependsOn }: PlannedChild, index: number) => {
     const definition = definitions[index]!
     return run.agents.create({
       id: link.id,
@@ -168,28 +171,47 @@ export async function launchChildren(
       timeoutMs: spec.timeout_ms ?? run.agents.limitsFor(definition).timeoutMs,
       fallback: 'fallback' in spec ? { value: spec.fallback } : (definition.fallback ?? null),
     })
-  })
+  }
   if (segment) {
     // Children of a segment run in other workers: stored idle, then scheduled by the host.
+    const children = created.map(make)
     await Promise.all(children.map((child) => run.written(child)))
     for (const child of children) child.mode = 'remote'
     await segment.enqueue(children.map((child) => child.id))
     return { ok: true, children: links }
   }
-  // Started a few at a time, with a turn of the event loop between: the first children are
-  // written and call their model while the others start, so their replies do not all come due at
-  // once (1,000 children started together: the last waited for all the others' replies to be
-  // handled). All are made before any starts: a child may depend on a later sibling.
-  for (let from = 0; from < children.length; from += startChunk) {
-    if (from > 0) await new Promise((resolve) => setImmediate(resolve))
-    if (signal.aborted) return abandon(run, parent, children)
+  // The first chunk is made and started at once: its children are written and call their model
+  // while the rest are made. The rest are made in one go (made a chunk per turn, at 50 ms a call
+  // the first children's replies starved the launch), counted against `maxAgents` meanwhile, then
+  // started a chunk per turn of the event loop. Started all together, 1,000 children's replies came
+  // due at once and the last waited for all the others' steps. A child that depends on siblings
+  // starts once all are made: it may name a later one, and it waits for them anyway.
+  const children = created.slice(0, startChunk).map(make)
+  const dependents: AgentEntry[] = []
+  const start = (from: number) => {
     for (const child of children.slice(from, from + startChunk)) {
+      if (child.context.dependsOn.length > 0) dependents.push(child)
       // Cancelled while this launch was making its siblings (by a listener of one of their events).
-      const cancelled = run.cancelReason()
-      if (cancelled !== undefined) run.failAgent(child, new CancelledError(cancelled))
-      else run.startWhenReady(child)
+      else startOrCancel(run, child)
     }
   }
+  start(0)
+  const rest = created.length - children.length
+  run.agents.pending += rest
+  try {
+    if (rest > 0) await new Promise((resolve) => setImmediate(resolve))
+    if (signal.aborted) return abandon(run, parent, children)
+    for (let index = children.length; index < created.length; index++)
+      children.push(make(created[index]!, index))
+  } finally {
+    run.agents.pending -= rest
+  }
+  for (let from = startChunk; from < children.length; from += startChunk) {
+    if (from > startChunk) await new Promise((resolve) => setImmediate(resolve))
+    if (signal.aborted) return abandon(run, parent, children)
+    start(from)
+  }
+  for (const child of dependents) startOrCancel(run, child)
   // The children are in the store before the parent's record says they were launched.
   await Promise.all(children.map((child) => run.written(child)))
   if (signal.aborted) return abandon(run, parent, children)
@@ -198,6 +220,12 @@ export async function launchChildren(
 
 /** Children a launch starts in one turn of the event loop. */
 const startChunk = 50
+
+function startOrCancel(run: LaunchHost, child: AgentEntry): void {
+  const cancelled = run.cancelReason()
+  if (cancelled !== undefined) run.failAgent(child, new CancelledError(cancelled))
+  else run.startWhenReady(child)
+}
 
 /**
  * The parent ended while its launch was under way: its record will never list these children,

@@ -42,6 +42,8 @@ export interface RegistryHooks {
  */
 export class AgentRegistry {
   readonly entries = new Map<string, AgentEntry>()
+  /** Agents launches under way have yet to make: counted against `maxAgents` with those made. */
+  pending = 0
   private readonly limitsByKind = new Map<string, RunLimits>()
   private readonly systemMessages = new Map<string, ChatMessage>()
 
