@@ -2,6 +2,7 @@ import type { AgentActor, AgentSnapshot } from '../agent/agent-machine.js'
 import type { AgentContext, AgentStatus, ChildResult } from '../agent/context.js'
 import type { AgentDefinition } from '../agent/define-agent.js'
 import type { RunLimits } from '../agent/limits.js'
+import { SnapshotError } from '../errors.js'
 import type { AgentRecord, PersistedAgentSnapshot } from '../persistence/records.js'
 
 /**
@@ -66,10 +67,15 @@ export function agentStatus(value: unknown): AgentStatus {
 
 /** The agent's stored record: its actor's persisted snapshot, with what a store indexes beside it. */
 export function toAgentRecord(entry: AgentEntry): AgentRecord {
-  // XState types every persisted snapshot as `Snapshot<unknown>`; an agent machine's is its
-  // state value and its context, the shape `persistedAgentSnapshotSchema` checks when it is read back.
-  const { output, error, ...persisted } =
-    entry.actor.getPersistedSnapshot() as unknown as PersistedAgentSnapshot
+  const fromXState: unknown = entry.actor.getPersistedSnapshot()
+  if (!isPersistedAgentSnapshot(fromXState)) {
+    throw new SnapshotError(
+      `agent ${entry.id}`,
+      "XState's persisted snapshot has not the shape of an agent machine's; expected status, value, context and children",
+      'snapshot',
+    )
+  }
+  const { output, error, ...persisted } = fromXState
   // An agent machine has no output, and an actor in error is never written: no undefined to annotate.
   const snapshot: PersistedAgentSnapshot = persisted
   if (output !== undefined) snapshot.output = output
@@ -85,6 +91,25 @@ export function toAgentRecord(entry: AgentEntry): AgentRecord {
     updatedAt: Date.now(),
     snapshot,
   }
+}
+
+/**
+ * XState types every persisted snapshot as `Snapshot<unknown>`; an agent actor's holds its machine's
+ * state value and context. The parts XState makes are checked here, on every write, for the price
+ * of a few reads (a full parse is what reading a record back does: `persistedAgentSnapshotSchema`).
+ */
+function isPersistedAgentSnapshot(value: unknown): value is PersistedAgentSnapshot {
+  if (typeof value !== 'object' || value === null) return false
+  if (!('status' in value && 'value' in value && 'context' in value && 'children' in value)) return false
+  const { status, value: state, context, children } = value
+  return (
+    (status === 'active' || status === 'done') &&
+    (typeof state === 'string' || (typeof state === 'object' && state !== null)) &&
+    typeof context === 'object' &&
+    context !== null &&
+    typeof children === 'object' &&
+    children !== null
+  )
 }
 
 /**

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto'
 import type { ActOutcome, SettledGroup, ThinkOutcome } from '../agent/agent-loop.js'
 import type { AgentContext, ChildResult } from '../agent/context.js'
 import type { AgentDefinition } from '../agent/define-agent.js'
-import { CohortError, type ErrorInfo, LimitExceededError, ModelError, toErrorInfo } from '../errors.js'
+import { CohortError, LimitExceededError, ModelError, toErrorInfo } from '../errors.js'
 import type { EventBus } from '../events/event-bus.js'
 import type { AgentEventInput } from '../events/types.js'
 import type { ChatMessage, ChatModel, ModelReply, ModelRequest, ToolSpec } from '../models/types.js'
@@ -88,7 +88,8 @@ export function createAgentServices(run: EffectHost): AgentServices {
             `agent made ${context.turn} model calls, the limit is ${entry.limits.maxSteps} (maxSteps)`,
           )
         }
-        checkBudgets(entry, context, 0)
+        const overBudget = budgetExceeded(entry, context, 0)
+        if (overBudget) throw overBudget
         model = run.modelFor(entry.definition)
         request = {
           priority: context.priority,
@@ -286,12 +287,7 @@ export function createAgentServices(run: EffectHost): AgentServices {
     }
     // Over a token budget after the call: the reply and its tokens are still the agent's (its
     // metrics count what was spent), and the step fails it.
-    let exceeded: ErrorInfo | undefined
-    try {
-      checkBudgets(entry, context, tokens)
-    } catch (error) {
-      exceeded = toErrorInfo(error)
-    }
+    const exceeded = budgetExceeded(entry, context, tokens)
 
     // An oversized reply is refused by the parser; the history keeps only its beginning.
     const assistant: ChatMessage = { role: 'assistant', content: renderValue(reply.text ?? '', 200_000) }
@@ -319,7 +315,7 @@ export function createAgentServices(run: EffectHost): AgentServices {
     if (reply.cost !== undefined) outcome.cost = reply.cost
     if (reply.retries) outcome.retries = reply.retries
     if (reply.process) outcome.process = reply.process
-    if (exceeded) outcome.exceeded = exceeded
+    if (exceeded) outcome.exceeded = toErrorInfo(exceeded)
     return outcome
   }
 
@@ -345,23 +341,28 @@ export function createAgentServices(run: EffectHost): AgentServices {
     if (error instanceof Error) error.message = clean(error.message)
   }
 
-  /** Fails the agent (by throwing) when it or the run has used its token budget. */
-  function checkBudgets(entry: AgentEntry, context: AgentContext, justUsed: number): void {
+  /** The limit the agent or the run went over with its tokens, if either did. */
+  function budgetExceeded(
+    entry: AgentEntry,
+    context: AgentContext,
+    justUsed: number,
+  ): LimitExceededError | undefined {
     const agentTokens = tokensOf(context) + justUsed
     const { maxAgentTokens, maxRunTokens } = entry.limits
     if (maxAgentTokens !== null && agentTokens > maxAgentTokens) {
-      throw new LimitExceededError(
+      return new LimitExceededError(
         'maxAgentTokens',
         `agent ${entry.id} used ${agentTokens} tokens, over its budget of ${maxAgentTokens} (maxAgentTokens)`,
       )
     }
     // Reservations keep a run within its budget unless a call used more than its estimate.
     if (maxRunTokens !== null && run.budget.used > maxRunTokens) {
-      throw new LimitExceededError(
+      return new LimitExceededError(
         'maxRunTokens',
         `run ${run.runId} used ${run.budget.used} tokens, over its budget of ${maxRunTokens} (maxRunTokens)`,
       )
     }
+    return undefined
   }
 
   function sendMessage(entry: AgentEntry, context: AgentContext, to: string, text: string): string {

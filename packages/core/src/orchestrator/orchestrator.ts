@@ -30,7 +30,7 @@ import { type LaunchHost, type LaunchOutcome, launchChildren, type SegmentHooks 
 import { BusyTracker, detachedRecord, resumedRecord } from './metrics.js'
 import { AgentRegistry, type NewAgent } from './registry.js'
 import { type RunActor, runMachine } from './run-machine.js'
-import { orphaned, Settlement } from './settlement.js'
+import { Settlement } from './settlement.js'
 
 function endedReason(context: AgentContext): unknown {
   return context.error ? fromErrorInfo(context.error) : new CancelledError('settled')
@@ -266,13 +266,7 @@ export class Orchestrator implements EffectHost {
     for (const entry of entries) this.budget.book(tokensOf(entry.context))
     this.emitRun({ type: 'run.resumed', agents: entries.length })
     if (stored.run.status !== 'running') return this.settleFromRecord(stored.run)
-    // An agent whose parent ended can never hand it its result: the parent's end was stored before
-    // the agent's, or the parent ended during a launch its record never got to list. It ends
-    // before anything of it runs again.
-    for (const entry of entries) {
-      const parent = entry.parentId === null ? undefined : this.registry.get(entry.parentId)
-      if (!entry.settled && parent?.settled) this.failAgent(entry, orphaned(parent.id))
-    }
+    this.settlement.endOrphans(entries)
     for (const entry of entries) this.runEffect(entry)
     for (const entry of entries) {
       if (entry.settled) continue

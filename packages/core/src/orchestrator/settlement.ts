@@ -82,6 +82,17 @@ export class Settlement {
     if (entry.parentId === null) this.run.runEnded = this.run.endRun(entry)
   }
 
+  /**
+   * Restored agents whose parent is stored as ended: its end was stored before theirs, or it ended
+   * during a launch its record never got to list. They end before anything of them runs again.
+   */
+  endOrphans(entries: readonly AgentEntry[]): void {
+    for (const entry of entries) {
+      const parent = entry.parentId === null ? undefined : this.run.registry.get(entry.parentId)
+      if (!entry.settled && parent?.settled) this.run.failAgent(entry, orphaned(parent.id))
+    }
+  }
+
   /** A settled agent's unsettled children can never hand their results to it: end them. */
   private cancelOrphans(entry: AgentEntry): void {
     for (const link of entry.context.children) {

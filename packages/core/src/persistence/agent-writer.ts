@@ -61,19 +61,15 @@ export class AgentWriter<Agent extends { readonly id: string }> {
   written(agent: Agent): Promise<void> {
     return new Promise((resolve, reject) => {
       if (this.failure !== undefined) return reject(this.failure)
+      this.waiting.add(reject)
       const stored = () => {
         this.waiting.delete(reject)
         resolve()
       }
-      if (!this.queued.has(agent.id) && this.unchanged(agent)) {
-        const flying = this.flying.get(agent.id)
-        if (!flying) return resolve()
-        this.waiting.add(reject)
-        flying.stored.push(stored)
-        return
-      }
-      this.waiting.add(reject)
-      this.schedule(agent, stored)
+      if (this.queued.has(agent.id) || !this.unchanged(agent)) return this.schedule(agent, stored)
+      const flying = this.flying.get(agent.id)
+      if (flying) flying.stored.push(stored)
+      else stored()
     })
   }
 
