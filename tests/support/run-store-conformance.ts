@@ -97,6 +97,15 @@ export interface StoreOptions {
  * The behaviour every `RunStore` must have. Call inside a test file with a factory for a fresh
  * store, which passes `options` on to the store.
  */
+/** `makeAgentRecord` with a history of `count` messages: past `historyChunkSize`, stores keep its start apart. */
+export function makeLongAgentRecord(runId: string, id: string, count: number): AgentRecord {
+  const record = makeAgentRecord(runId, id)
+  const messages = [...record.snapshot.context.messages]
+  for (let i = messages.length; i < count; i++) messages.push({ role: 'user', content: `message ${i}` })
+  record.snapshot.context.messages = messages.slice(0, count)
+  return record
+}
+
 export function describeRunStore(
   name: string,
   create: (options?: StoreOptions) => Promise<StoreHarness>,
@@ -176,6 +185,58 @@ export function describeRunStore(
         big: 10n,
       })
       expect(loaded?.agents.find((a) => a.id === 'lead.w3')).toMatchObject({ status: 'running' })
+    })
+
+    test('a long history is kept whole: a save told how many messages are stored adds only the rest, and the agent loads whole', async () => {
+      await store.saveRun(makeRunRecord('rh'))
+      const agent = makeAgentRecord('rh', 'lead.h')
+      // Past two chunks of history (see `encodeAgentRecordParts`), with text that needs escaping.
+      const grown = [
+        ...agent.snapshot.context.messages,
+        ...Array.from({ length: 40 }, (_, i) => ({
+          role: i % 2 === 0 ? ('assistant' as const) : ('user' as const),
+          content: `turn ${i}, "quoted"\nover two lines`,
+        })),
+      ]
+      const withMessages = (messages: typeof grown, updatedAt = 1): AgentRecord => ({
+        ...agent,
+        updatedAt,
+        snapshot: { ...agent.snapshot, context: { ...agent.snapshot.context, messages } },
+      })
+      const loaded = async () => {
+        const fromRun = (await store.loadRun('rh'))?.agents.find((a) => a.id === 'lead.h')
+        if (store.loadAgent) expect(await store.loadAgent('rh', 'lead.h')).toEqual(fromRun)
+        return fromRun
+      }
+      // Step by step, as a run writes it, a chunk's end crossed on the way; then in bigger steps.
+      for (const [count, stored] of [
+        [2, 0],
+        [15, 2],
+        [16, 15],
+        [17, 16],
+        [33, 17],
+      ] as const) {
+        await store.saveAgent('rh', withMessages(grown.slice(0, count), count), stored)
+        expect(await loaded()).toEqual(withMessages(grown.slice(0, count), count))
+      }
+      const other = makeAgentRecord('rh', 'lead.o')
+      if (store.saveAgents) await store.saveAgents('rh', [withMessages(grown, 44), other], [33, 0])
+      else {
+        await store.saveAgent('rh', withMessages(grown, 44), 33)
+        await store.saveAgent('rh', other)
+      }
+      expect(await loaded()).toEqual(withMessages(grown, 44))
+      expect((await store.loadRun('rh'))?.agents.find((a) => a.id === 'lead.o')).toEqual(other)
+      // Written whole (nothing stored), a shorter history replaces the longer one; later saves add to it.
+      const rewritten = [
+        grown[0]!,
+        { role: 'user' as const, content: 'another task' },
+        ...grown.slice(10, 30),
+      ]
+      await store.saveAgent('rh', withMessages(rewritten, 45), 0)
+      expect(await loaded()).toEqual(withMessages(rewritten, 45))
+      await store.saveAgent('rh', withMessages([...rewritten, ...grown.slice(30, 42)], 46), 22)
+      expect(await loaded()).toEqual(withMessages([...rewritten, ...grown.slice(30, 42)], 46))
     })
 
     test('saving the run record again updates it', async () => {

@@ -3,11 +3,14 @@ import {
   applyRetention,
   assertRunId,
   checkRetention,
+  chunksNeeded,
   decodeAgentRecord,
   decodeRunRecord,
+  encodeAgentRecordParts,
   encodeRecord,
   filterRuns,
   hasBounds,
+  joinRecordParts,
   type RunFilter,
   type RunId,
   type RunRecord,
@@ -29,9 +32,10 @@ export interface RedisStoreOptions {
 }
 
 /**
- * A `RunStore` on Redis: the run record in a string key, one hash field per agent, a sorted
- * set by creation time for `listRuns`, and one of finished runs by the time they finished for
- * retention. Production Redis needs AOF and `noeviction`.
+ * A `RunStore` on Redis: the run record in a string key, one hash field per agent, one hash
+ * field per chunk of a long agent history (`<n>:<agent id>`, written once; see
+ * `encodeAgentRecordParts`), a sorted set by creation time for `listRuns`, and one of finished
+ * runs by the time they finished for retention. Production Redis needs AOF and `noeviction`.
  */
 export function redisStore(options: RedisStoreOptions = {}): RunStore {
   const retention = checkRetention(options.retention)
@@ -40,6 +44,7 @@ export function redisStore(options: RedisStoreOptions = {}): RunStore {
   const prefix = options.prefix ?? 'cohort:'
   const runKey = (runId: string) => `${prefix}run:${runId}`
   const agentsKey = (runId: string) => `${prefix}agents:${runId}`
+  const historyKey = (runId: string) => `${prefix}history:${runId}`
   const indexKey = `${prefix}runs`
   const finishedKey = `${prefix}finished`
   // Set once every run of the index has been entered in `finishedKey`: a version before it kept no such set.
@@ -84,7 +89,8 @@ export function redisStore(options: RedisStoreOptions = {}): RunStore {
     if (count === 0) return []
     const ids = await redis.zrange(finishedKey, 0, String(count - 1))
     const removal = redis.multi()
-    for (const id of ids) removal.del(runKey(id), agentsKey(id)).zrem(indexKey, id).zrem(finishedKey, id)
+    for (const id of ids)
+      removal.del(runKey(id), agentsKey(id), historyKey(id)).zrem(indexKey, id).zrem(finishedKey, id)
     await removal.exec().then(failOnError)
     return ids
   }
@@ -93,6 +99,26 @@ export function redisStore(options: RedisStoreOptions = {}): RunStore {
     assertRunId(runId)
     const text = await redis.get(runKey(runId))
     return text === null ? undefined : decodeRunRecord(text, `redis:${runKey(runId)}`)
+  }
+
+  /** The records as one HSET, the new chunks of their histories as another, in one transaction: one round trip. */
+  const saveAgents = async (
+    runId: string,
+    records: AgentRecord[],
+    storedMessages: readonly number[] = [],
+  ) => {
+    assertRunId(runId)
+    if (records.length === 0) return
+    const fields = new Map<string, string>()
+    const chunks = new Map<string, string>()
+    records.forEach((record, i) => {
+      const parts = encodeAgentRecordParts(record, storedMessages[i] ?? 0)
+      fields.set(record.id, joinRecordParts(parts.json, parts.annotations))
+      for (const chunk of parts.chunks) chunks.set(`${chunk.index}:${record.id}`, chunk.json)
+    })
+    const write = redis.multi().hset(agentsKey(runId), fields)
+    if (chunks.size > 0) write.hset(historyKey(runId), chunks)
+    await write.exec().then(failOnError)
   }
 
   return {
@@ -109,30 +135,45 @@ export function redisStore(options: RedisStoreOptions = {}): RunStore {
       if (finished && hasBounds(retention))
         await applyRetention(() => prune(retention), `redisStore(${prefix})`)
     },
-    async saveAgent(runId, record) {
-      assertRunId(runId)
-      await redis.hset(agentsKey(runId), record.id, encodeRecord(record))
+    async saveAgent(runId, record, storedMessages = 0) {
+      await saveAgents(runId, [record], [storedMessages])
     },
-    async saveAgents(runId, records) {
-      assertRunId(runId)
-      if (records.length === 0) return
-      // One HSET of every field: one command, applied whole, one round trip for the batch.
-      const fields = new Map(records.map((record) => [record.id, encodeRecord(record)]))
-      await redis.hset(agentsKey(runId), fields)
-    },
+    saveAgents,
     async loadRun(runId) {
       const run = await loadRunRecord(runId)
       if (!run) return undefined
-      const fields = await redis.hgetall(agentsKey(runId))
+      // In one transaction, so the records and their histories agree.
+      const [fields, history] = (await redis
+        .multi()
+        .hgetall(agentsKey(runId))
+        .hgetall(historyKey(runId))
+        .exec()
+        .then((results) => {
+          failOnError(results)
+          return results!.map(([, value]) => value)
+        })) as [Record<string, string>, Record<string, string>]
+      const histories = historiesOf(history)
       const agents: AgentRecord[] = Object.entries(fields).map(([id, text]) =>
-        decodeAgentRecord(text, `redis:${agentsKey(runId)}/${id}`),
+        decodeAgentRecord(text, `redis:${agentsKey(runId)}/${id}`, histories.get(id)),
       )
       return { run, agents }
     },
     async loadAgent(runId, agentId) {
       assertRunId(runId)
+      const source = `redis:${agentsKey(runId)}/${agentId}`
       const text = await redis.hget(agentsKey(runId), agentId)
-      return text === null ? undefined : decodeAgentRecord(text, `redis:${agentsKey(runId)}/${agentId}`)
+      if (text === null) return undefined
+      // Read after the record: a later write's chunks hold the same messages (a history only grows).
+      const needed = chunksNeeded(text)
+      const chunks =
+        needed === 0
+          ? []
+          : await redis.hmget(
+              historyKey(runId),
+              ...Array.from({ length: needed }, (_, n) => `${n}:${agentId}`),
+            )
+      const missing = chunks.indexOf(null)
+      return decodeAgentRecord(text, source, (missing === -1 ? chunks : chunks.slice(0, missing)) as string[])
     },
     loadRunRecord,
     async listRuns(filter: RunFilter = {}) {
@@ -150,7 +191,7 @@ export function redisStore(options: RedisStoreOptions = {}): RunStore {
       assertRunId(runId)
       await redis
         .multi()
-        .del(runKey(runId), agentsKey(runId))
+        .del(runKey(runId), agentsKey(runId), historyKey(runId))
         .zrem(indexKey, runId)
         .zrem(finishedKey, runId)
         .exec()
@@ -168,4 +209,20 @@ export function redisStore(options: RedisStoreOptions = {}): RunStore {
 function failOnError(results: [Error | null, unknown][] | null): void {
   const failed = results?.find(([error]) => error)
   if (failed?.[0]) throw failed[0]
+}
+
+/** Each agent's history chunks, in order, from the history hash's fields (`<n>:<agent id>`). */
+function historiesOf(fields: Record<string, string>): Map<string, string[]> {
+  const histories = new Map<string, string[]>()
+  for (const [field, chunk] of Object.entries(fields)) {
+    const colon = field.indexOf(':')
+    const agentId = field.slice(colon + 1)
+    let history = histories.get(agentId)
+    if (!history) {
+      history = []
+      histories.set(agentId, history)
+    }
+    history[Number(field.slice(0, colon))] = chunk
+  }
+  return histories
 }

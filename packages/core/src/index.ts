@@ -56,10 +56,14 @@ export {
 export type { SegmentOutcome } from './orchestrator/segment.js'
 export {
   assertRunId,
+  chunksNeeded,
   decodeAgentRecord,
   decodeRunRecord,
+  encodeAgentRecordParts,
   encodeRecord,
   encodeRecordParts,
+  historyChunkSize,
+  joinRecordParts,
 } from './persistence/codec.js'
 export { type FileStoreOptions, fileStore } from './persistence/file-store.js'
 export { defaultMemoryRetention, type MemoryStoreOptions, memoryStore } from './persistence/memory-store.js'

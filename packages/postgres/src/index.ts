@@ -16,7 +16,16 @@ import {
 } from '@cohort/core'
 import pg from 'pg'
 import { migrateSchema } from './migrations.js'
-import { agentFromRow, type RecordRow, recordColumns, recordSelect, runFromRow } from './record-columns.js'
+import {
+  type AgentRow,
+  agentColumns,
+  agentFromRow,
+  historySelect,
+  type RecordRow,
+  recordColumns,
+  recordSelect,
+  runFromRow,
+} from './record-columns.js'
 
 export interface PostgresStoreOptions {
   /** Used when no `pool` is given; without either, pg reads the usual `PG*` environment variables. */
@@ -104,6 +113,8 @@ export function postgresStore(options: PostgresStoreOptions = {}): PostgresStore
          WHERE newer > $1::bigint OR updated_at < $2::numeric
        ), agents_gone AS (
          DELETE FROM ${q}.agents WHERE run_id IN (SELECT id FROM gone)
+       ), history_gone AS (
+         DELETE FROM ${q}.agent_history WHERE run_id IN (SELECT id FROM gone)
        ), runs_gone AS (
          DELETE FROM ${q}.runs WHERE id IN (SELECT id FROM gone) RETURNING id, updated_at
        )
@@ -115,6 +126,65 @@ export function postgresStore(options: PostgresStoreOptions = {}): PostgresStore
       ],
     )
     return rows.map((row) => row.id)
+  }
+
+  /**
+   * The agents' rows and their new messages in one statement, so one implicit transaction: the
+   * batch is stored whole or not at all. The rows go as one jsonb document whose records are
+   * their own JSON, joined as they are: as text arrays, every quote of 1,000 records was escaped
+   * by the client and parsed twice by the server (a batch took 3 times as long). The rare exact
+   * text (`record_text`) goes beside it: jsonb cannot hold what it is kept for. The chunks of
+   * long histories are rare (one every `historyChunkSize` messages of an agent) and go as text arrays.
+   */
+  const saveAgents = async (
+    runId: string,
+    records: AgentRecord[],
+    storedMessages: readonly number[] = [],
+  ) => {
+    assertRunId(runId)
+    // One statement may not change a row twice: an agent's last record wins, appending to what
+    // its first one's write found stored.
+    const latest = new Map<string, { record: AgentRecord; from: number }>()
+    records.forEach((record, i) => {
+      const from = Math.min(storedMessages[i] ?? 0, latest.get(record.id)?.from ?? Number.POSITIVE_INFINITY)
+      latest.set(record.id, { record, from })
+    })
+    if (latest.size === 0) return
+    const texts: string[] = []
+    const chunkAgents: string[] = []
+    const chunkIndexes: number[] = []
+    const chunkTexts: string[] = []
+    const rows: string[] = []
+    for (const { record, from } of latest.values()) {
+      const columns = agentColumns(record, from)
+      if (columns.record_text !== null) texts.push(columns.record_text)
+      rows.push(
+        `{"id":${JSON.stringify(record.id)},"updated_at":${Math.floor(record.updatedAt)},"record":${columns.record},"meta":${columns.meta ?? 'null'},"text":${columns.record_text === null ? 'null' : texts.length}}`,
+      )
+      for (const chunk of columns.chunks) {
+        chunkAgents.push(record.id)
+        chunkIndexes.push(chunk.index)
+        chunkTexts.push(chunk.json)
+      }
+    }
+    const upsert = `INSERT INTO ${q}.agents (run_id, id, updated_at, record, meta, record_text)
+      SELECT $1, row.id, row.updated_at, row.record, row.meta, ($3::text[])[row.text]
+      FROM jsonb_to_recordset($2::jsonb) AS row(id text, updated_at bigint, record jsonb, meta jsonb, text int)
+      ON CONFLICT (run_id, id) DO UPDATE SET updated_at = excluded.updated_at, record = excluded.record,
+        meta = excluded.meta, record_text = excluded.record_text`
+    const document = `[${rows.join(',')}]`
+    if (chunkAgents.length === 0) {
+      await query(`save ${latest.size} agents of ${runId}`, upsert, [runId, document, texts])
+      return
+    }
+    await query(
+      `save ${latest.size} agents of ${runId}`,
+      `WITH saved AS (${upsert})
+       INSERT INTO ${q}.agent_history (run_id, agent_id, chunk, messages)
+       SELECT $1, h.agent_id, h.chunk, h.messages FROM unnest($4::text[], $5::int[], $6::text[]) AS h(agent_id, chunk, messages)
+       ON CONFLICT (run_id, agent_id, chunk) DO UPDATE SET messages = excluded.messages`,
+      [runId, document, texts, chunkAgents, chunkIndexes, chunkTexts],
+    )
   }
 
   const runSource = (runId: string) => `postgres:${schema}.runs/${runId}`
@@ -146,54 +216,18 @@ export function postgresStore(options: PostgresStoreOptions = {}): PostgresStore
       if (record.status !== 'running' && hasBounds(retention))
         await applyRetention(() => prune(retention), `postgres store (${target})`)
     },
-    async saveAgent(runId: string, record: AgentRecord) {
-      assertRunId(runId)
-      const columns = recordColumns(record)
-      // One statement, so one implicit transaction that writes this agent's row and nothing else.
-      await query(
-        `save agent ${runId}/${record.id}`,
-        `INSERT INTO ${q}.agents (run_id, id, updated_at, record, meta, record_text) VALUES ($1, $2, $3, $4, $5, $6)
-         ON CONFLICT (run_id, id) DO UPDATE SET updated_at = excluded.updated_at, record = excluded.record,
-           meta = excluded.meta, record_text = excluded.record_text`,
-        [runId, record.id, Math.floor(record.updatedAt), columns.record, columns.meta, columns.record_text],
-      )
+    async saveAgent(runId: string, record: AgentRecord, storedMessages = 0) {
+      await saveAgents(runId, [record], [storedMessages])
     },
-    async saveAgents(runId: string, records: AgentRecord[]) {
-      assertRunId(runId)
-      // The last record of an agent wins: one statement may not change a row twice.
-      const latest = [...new Map(records.map((record) => [record.id, record])).values()]
-      if (latest.length === 0) return
-      // The rows go as one jsonb document whose records are their own JSON, joined as they are:
-      // as text arrays, every quote of 1,000 records was escaped by the client and parsed twice
-      // by the server (a batch took 3 times as long). The rare exact text (`record_text`) goes
-      // beside it: jsonb cannot hold what it is kept for.
-      const texts: (string | null)[] = []
-      const document = `[${latest
-        .map((record) => {
-          const columns = recordColumns(record)
-          if (columns.record_text !== null) texts.push(columns.record_text)
-          return `{"id":${JSON.stringify(record.id)},"updated_at":${Math.floor(record.updatedAt)},"record":${columns.record},"meta":${columns.meta ?? 'null'},"text":${columns.record_text === null ? 'null' : texts.length}}`
-        })
-        .join(',')}]`
-      // One statement, so one implicit transaction: the batch is stored whole or not at all.
-      await query(
-        `save ${latest.length} agents of ${runId}`,
-        `INSERT INTO ${q}.agents (run_id, id, updated_at, record, meta, record_text)
-         SELECT $1, row.id, row.updated_at, row.record, row.meta, ($3::text[])[row.text]
-         FROM jsonb_to_recordset($2::jsonb) AS row(id text, updated_at bigint, record jsonb, meta jsonb, text int)
-         ON CONFLICT (run_id, id) DO UPDATE SET updated_at = excluded.updated_at, record = excluded.record,
-           meta = excluded.meta, record_text = excluded.record_text`,
-        [runId, document, texts],
-      )
-    },
+    saveAgents,
     async loadRun(runId: string) {
       assertRunId(runId)
-      // One statement sees one snapshot: the run and its agents are read consistently.
-      const rows = await query<RecordRow & { kind: 'run' | 'agent'; id: string }>(
+      // One statement sees one snapshot: the run, its agents and their histories are read consistently.
+      const rows = await query<AgentRow & { kind: 'run' | 'agent'; id: string }>(
         `load run ${runId}`,
-        `SELECT 'run' AS kind, id, ${recordSelect} FROM ${q}.runs WHERE id = $1
+        `SELECT 'run' AS kind, id, ${recordSelect}, NULL::text[] AS history FROM ${q}.runs WHERE id = $1
          UNION ALL
-         SELECT 'agent' AS kind, id, ${recordSelect} FROM ${q}.agents WHERE run_id = $1
+         SELECT 'agent' AS kind, a.id, ${recordSelect}, ${historySelect(q)} FROM ${q}.agents a WHERE a.run_id = $1
          ORDER BY kind DESC, id`,
         [runId],
       )
@@ -206,9 +240,9 @@ export function postgresStore(options: PostgresStoreOptions = {}): PostgresStore
     },
     async loadAgent(runId: string, agentId: string) {
       assertRunId(runId)
-      const rows = await query<RecordRow>(
+      const rows = await query<AgentRow>(
         `load agent ${runId}/${agentId}`,
-        `SELECT ${recordSelect} FROM ${q}.agents WHERE run_id = $1 AND id = $2`,
+        `SELECT ${recordSelect}, ${historySelect(q)} FROM ${q}.agents a WHERE a.run_id = $1 AND a.id = $2`,
         [runId, agentId],
       )
       const row = rows[0]
@@ -241,7 +275,9 @@ export function postgresStore(options: PostgresStoreOptions = {}): PostgresStore
       assertRunId(runId)
       await query(
         `delete run ${runId}`,
-        `WITH gone AS (DELETE FROM ${q}.agents WHERE run_id = $1) DELETE FROM ${q}.runs WHERE id = $1`,
+        `WITH agents_gone AS (DELETE FROM ${q}.agents WHERE run_id = $1),
+           history_gone AS (DELETE FROM ${q}.agent_history WHERE run_id = $1)
+         DELETE FROM ${q}.runs WHERE id = $1`,
         [runId],
       )
     },

@@ -45,6 +45,17 @@ const migrations: ((q: string) => MigrationStep[])[] = [
     `CREATE INDEX runs_finished_updated_at ON ${q}.runs (updated_at DESC, id COLLATE "C" DESC)
        WHERE status <> 'running'`,
   ],
+  // The start of a long agent history beside the agent's row, in chunks written once (see
+  // `encodeAgentRecordParts`). Rows written before keep their whole history in the record.
+  (q) => [
+    `CREATE TABLE ${q}.agent_history (
+       run_id text NOT NULL,
+       agent_id text NOT NULL,
+       chunk integer NOT NULL,
+       messages text NOT NULL,
+       PRIMARY KEY (run_id, agent_id, chunk)
+     )`,
+  ],
 ]
 
 const batchSize = 500

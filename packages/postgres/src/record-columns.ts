@@ -2,8 +2,9 @@ import {
   type AgentRecord,
   decodeAgentRecord,
   decodeRunRecord,
-  encodeRecord,
+  encodeAgentRecordParts,
   encodeRecordParts,
+  joinRecordParts,
   type RunRecord,
 } from '@cohort/core'
 
@@ -29,25 +30,56 @@ export interface RecordRow {
   codec: boolean | null
 }
 
+/** An agent's row, with the chunks of its history (`agent_history`) beside it, in order. */
+export interface AgentRow extends RecordRow {
+  history: string[] | null
+}
+
+/** The SQL that selects an agent's history, in order, beside its row (`agents` as `a`). */
+export function historySelect(q: string): string {
+  return `ARRAY(SELECT h.messages FROM ${q}.agent_history h
+    WHERE h.run_id = a.run_id AND h.agent_id = a.id ORDER BY h.chunk) AS history`
+}
+
 /** The SQL that selects a `RecordRow`'s columns from a table. */
 export const recordSelect = `record::text AS record, meta::text AS meta, record_text,
   (record ? 'format' OR record ? 'json') AS codec`
 
 export function recordColumns(record: RunRecord | AgentRecord): RecordColumns {
   // The core codec's two parts: the record's JSON, and superjson's annotations when a value needs them.
-  const { json: text, annotations } = encodeRecordParts(record)
-  if (jsonbHolds(text) && (annotations === null || jsonbHolds(annotations))) {
-    return { record: text, meta: annotations, record_text: null }
+  const { json, annotations } = encodeRecordParts(record)
+  return columnsOf(json, annotations)
+}
+
+/**
+ * An agent's row, with its last messages, and the chunks of its history before them that are
+ * not stored yet, for `agent_history` (text: kept exactly, so no jsonb fallback is needed there).
+ */
+export function agentColumns(
+  record: AgentRecord,
+  from: number,
+): RecordColumns & { chunks: { index: number; json: string }[] } {
+  const { json, annotations, chunks } = encodeAgentRecordParts(record, from)
+  return { ...columnsOf(json, annotations), chunks }
+}
+
+function columnsOf(json: string, annotations: string | null): RecordColumns {
+  if (jsonbHolds(json) && (annotations === null || jsonbHolds(annotations))) {
+    return { record: json, meta: annotations, record_text: null }
   }
-  return { record: JSON.stringify(forJsonb(JSON.parse(text))), meta: null, record_text: encodeRecord(record) }
+  return {
+    record: JSON.stringify(forJsonb(JSON.parse(json))),
+    meta: null,
+    record_text: joinRecordParts(json, annotations),
+  }
 }
 
 export function runFromRow(row: RecordRow, source: string): RunRecord {
   return decodeRunRecord(rowText(row), source)
 }
 
-export function agentFromRow(row: RecordRow, source: string): AgentRecord {
-  return decodeAgentRecord(rowText(row), source)
+export function agentFromRow(row: AgentRow, source: string): AgentRecord {
+  return decodeAgentRecord(rowText(row), source, row.history ?? [])
 }
 
 /**

@@ -1,9 +1,10 @@
-import { InvalidInputError, SnapshotError, StoreError } from '@cohort/core'
+import { encodeRecord, InvalidInputError, SnapshotError, StoreError } from '@cohort/core'
 import pg from 'pg'
 import { afterEach, describe, expect, test } from 'vitest'
 import {
   describeRunStore,
   makeAgentRecord,
+  makeLongAgentRecord,
   makeRunRecord,
 } from '../../../tests/support/run-store-conformance.js'
 import { type PostgresStore, postgresStore } from '../src/index.js'
@@ -180,16 +181,57 @@ suite('postgresStore', () => {
     expect(rowCount).toBe(0)
   })
 
-  test('deleteRun removes only that run and its agents', async () => {
-    const { store } = open()
-    for (const id of ['d1', 'd2']) {
-      await store.saveRun(makeRunRecord(id))
-      await store.saveAgent(id, makeAgentRecord(id, 'lead'))
+  test('deleteRun and prune remove only those runs, their agents and their histories', async () => {
+    const { store, schema } = open()
+    for (const id of ['d1', 'd2', 'd3']) {
+      await store.saveRun(makeRunRecord(id, { status: id === 'd3' ? 'completed' : 'running' }))
+      await store.saveAgent(id, makeLongAgentRecord(id, 'lead', 40))
     }
     await store.deleteRun('d1')
     expect(await store.loadAgent('d1', 'lead')).toBeUndefined()
     expect(await store.loadRunRecord('d1')).toBeUndefined()
-    expect((await store.loadRun('d2'))?.agents).toHaveLength(1)
+    expect((await store.loadRun('d2'))?.agents).toEqual([makeLongAgentRecord('d2', 'lead', 40)])
+    expect(await store.prune({ maxFinishedRuns: 0 })).toEqual(['d3'])
+    const { rows } = await admin!.query(
+      `SELECT run_id, count(*)::int AS chunks FROM "${schema}".agent_history GROUP BY run_id`,
+    )
+    expect(rows).toEqual([{ run_id: 'd2', chunks: 2 }])
+  })
+
+  test('a write adds the chunks of history it completes and leaves the stored ones as they are; the row keeps the last messages', async () => {
+    const { store, schema } = open()
+    await store.saveRun(makeRunRecord('h1'))
+    const long = makeLongAgentRecord('h1', 'lead', 40)
+    const { messages } = long.snapshot.context
+    const at = (count: number) => makeLongAgentRecord('h1', 'lead', count)
+    await store.saveAgent('h1', at(20), 0)
+    // Changed in the table: a write that adds to the history does not write it again.
+    const changed = [{ role: 'system', content: 'changed' }, ...messages.slice(1, 16)]
+    await admin!.query(`UPDATE "${schema}".agent_history SET messages = $1 WHERE chunk = 0`, [
+      JSON.stringify(changed),
+    ])
+    await store.saveAgents!('h1', [at(40)], [20])
+    const loaded = await store.loadAgent('h1', 'lead')
+    expect(loaded?.snapshot.context.messages).toEqual([...changed, ...messages.slice(16)])
+    const { rows } = await admin!.query(
+      `SELECT jsonb_array_length(record->'snapshot'->'context'->'messages') AS own, record->>'historyLength' AS length,
+         (SELECT count(*)::int FROM "${schema}".agent_history) AS chunks
+       FROM "${schema}".agents WHERE run_id = 'h1'`,
+    )
+    expect(rows).toEqual([{ own: 8, length: '40', chunks: 2 }])
+  })
+
+  test('a row written before histories were kept apart (its messages in its record) still loads', async () => {
+    const { store, schema } = open()
+    await store.saveRun(makeRunRecord('old'))
+    const agent = makeAgentRecord('old', 'lead')
+    await store.migrate()
+    await admin!.query(
+      `INSERT INTO "${schema}".agents (run_id, id, updated_at, record) VALUES ('old', 'lead', 1, $1::jsonb)`,
+      [encodeRecord(agent)],
+    )
+    expect(await store.loadAgent('old', 'lead')).toEqual(agent)
+    expect((await store.loadRun('old'))?.agents).toEqual([agent])
   })
 
   test('a pool passed in is used and left open', async () => {

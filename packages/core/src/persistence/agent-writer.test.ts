@@ -4,8 +4,8 @@ import { AgentWriter } from './agent-writer.js'
 import { memoryStore } from './memory-store.js'
 import type { AgentRecord, RunStore } from './records.js'
 
-function recordOf(id: string, version = 0): AgentRecord {
-  return { id, version } as unknown as AgentRecord
+function recordOf(id: string, version = 0, messages: unknown[] = []): AgentRecord {
+  return { id, version, snapshot: { context: { messages } } } as unknown as AgentRecord
 }
 
 function writerOn(store: RunStore, versions = new Map<string, number>()) {
@@ -17,6 +17,44 @@ function writerOn(store: RunStore, versions = new Map<string, number>()) {
     (agent) => recordOf(agent.id, versions.get(agent.id) ?? 0),
   )
 }
+
+test("each write says how many of the agent's messages its last write stored: a history that grew appends, one that changed is written whole", async () => {
+  const said: number[][] = []
+  const store: RunStore = {
+    ...memoryStore(),
+    async saveAgents(_runId, _records, storedMessages) {
+      said.push([...(storedMessages ?? [])])
+    },
+  }
+  const system = { role: 'system', content: 's' }
+  const task = { role: 'user', content: 't' }
+  const reply = { role: 'assistant', content: 'r' }
+  let histories: Record<string, unknown[]> = { a: [system, task], b: [system, task] }
+  const writer = new AgentWriter<{ id: string }>(
+    store,
+    'r1',
+    10_000,
+    () => {},
+    (agent) => recordOf(agent.id, 0, histories[agent.id]),
+  )
+  const write = async () => {
+    writer.schedule({ id: 'a' })
+    writer.schedule({ id: 'b' })
+    await writer.flush()
+  }
+  await write()
+  const retold = { ...task }
+  histories = { a: [system, task, reply], b: [system, retold, reply] }
+  await write()
+  histories = { a: [system, task, reply], b: [system, retold, reply, reply] }
+  await write()
+  // First writes store everything; b's second history replaced a message, so it is written whole.
+  expect(said).toEqual([
+    [0, 0],
+    [2, 0],
+    [3, 3],
+  ])
+})
 
 test('the agents changed in one task are one batch, one batch is in flight at a time, and what changes meanwhile is the next batch', async () => {
   const batches: string[][] = []

@@ -29,6 +29,8 @@ export class AgentWriter<Agent extends { readonly id: string }> {
   private failure: unknown
   /** Callers of `written` not yet told: told of a failure. */
   private readonly waiting = new Set<(error: unknown) => void>()
+  /** Each agent's messages as its last write stored them: the next write appends to them. */
+  private readonly storedHistory = new Map<string, readonly unknown[]>()
 
   constructor(
     private readonly store: RunStore,
@@ -105,10 +107,14 @@ export class AgentWriter<Agent extends { readonly id: string }> {
       this.fail(error)
       return
     }
-    this.inFlight = this.save(records).then(
+    const storedMessages = records.map((record) =>
+      storedPrefix(this.storedHistory.get(record.id), record.snapshot.context.messages),
+    )
+    this.inFlight = this.save(records, storedMessages).then(
       () => {
         this.inFlight = undefined
         this.flying = noneFlying
+        for (const record of records) this.storedHistory.set(record.id, record.snapshot.context.messages)
         for (const { stored } of batch) for (const done of stored) done()
         if (this.queued.size > 0) this.arm()
       },
@@ -140,7 +146,7 @@ export class AgentWriter<Agent extends { readonly id: string }> {
   }
 
   /** One batch, bounded in time: a store that hangs must not hang the run silently. */
-  private save(records: AgentRecord[]): Promise<void> {
+  private save(records: AgentRecord[], storedMessages: number[]): Promise<void> {
     const { store, runId } = this
     let timer: NodeJS.Timeout | undefined
     const timeout = new Promise<never>((_, reject) => {
@@ -154,9 +160,19 @@ export class AgentWriter<Agent extends { readonly id: string }> {
       }, this.timeoutMs)
     })
     const write = Promise.resolve().then(async () => {
-      if (store.saveAgents) await store.saveAgents(runId, records)
-      else await Promise.all(records.map((record) => store.saveAgent(runId, record)))
+      if (store.saveAgents) await store.saveAgents(runId, records, storedMessages)
+      else await Promise.all(records.map((record, i) => store.saveAgent(runId, record, storedMessages[i])))
     })
     return Promise.race([write, timeout]).finally(() => clearTimeout(timer)) as Promise<void>
   }
+}
+
+/**
+ * How many of `next`'s first messages are `stored`'s: all of `stored` when `next` extends it
+ * (a history only grows, message by message), else 0 (write it whole).
+ */
+function storedPrefix(stored: readonly unknown[] | undefined, next: readonly unknown[]): number {
+  if (stored === undefined || stored.length > next.length) return 0
+  for (let i = stored.length - 1; i >= 0; i--) if (stored[i] !== next[i]) return 0
+  return stored.length
 }

@@ -2,7 +2,13 @@ import { describe, expect, test } from 'vitest'
 import { started } from '../agent/agent-loop.js'
 import { initialContext } from '../agent/context.js'
 import { SnapshotError } from '../errors.js'
-import { decodeAgentRecord, encodeRecord } from './codec.js'
+import {
+  decodeAgentRecord,
+  encodeAgentRecordParts,
+  encodeRecord,
+  historyChunkSize,
+  joinRecordParts,
+} from './codec.js'
 import type { AgentRecord } from './records.js'
 
 function record(context: AgentRecord['snapshot']['context']): AgentRecord {
@@ -162,5 +168,57 @@ describe('encodeRecord of unusual results', () => {
       expect(performance.now() - started).toBeLessThan(5_000)
       expect(decoded.snapshot.context.result).toEqual(result)
     }
+  })
+})
+
+describe('encodeAgentRecordParts', () => {
+  const long = (count: number) =>
+    record({
+      ...base,
+      result: { at: new Date(5) },
+      messages: Array.from({ length: count }, (_, i) => ({ role: 'user' as const, content: `m${i}` })),
+    })
+  const stored = (full: AgentRecord, from = 0) => {
+    const { json, annotations, chunks } = encodeAgentRecordParts(full, from)
+    return { text: joinRecordParts(json, annotations), chunks: chunks.map((chunk) => chunk.json) }
+  }
+
+  test('a record keeps its last messages; the chunks before them are written from the first not yet stored', () => {
+    expect(encodeAgentRecordParts(long(15)).chunks).toEqual([])
+    const parts = encodeAgentRecordParts(long(40), 17)
+    expect(parts.chunks.map((chunk) => chunk.index)).toEqual([1])
+    expect(JSON.parse(parts.chunks[0]!.json)).toEqual(long(40).snapshot.context.messages.slice(16, 32))
+    expect(JSON.parse(parts.json).snapshot.context.messages).toHaveLength(40 - 2 * historyChunkSize)
+    // Rich values still go through superjson, the chunks around them.
+    const { text, chunks } = stored(long(40))
+    expect(decodeAgentRecord(text, 'test', chunks)).toEqual(decodeAgentRecord(encodeRecord(long(40)), 'test'))
+    expect(decodeAgentRecord(text, 'test', chunks).snapshot.context.result).toEqual({ at: new Date(5) })
+  })
+
+  test('a history that does not add up to what the record says is a SnapshotError naming the field', () => {
+    const { text, chunks } = stored(long(40))
+    // More chunks than it needs (one a crash left behind) are not read.
+    expect(decodeAgentRecord(text, 'test', [...chunks, '[{"role":']).snapshot.context.messages).toHaveLength(
+      40,
+    )
+    expect(() => decodeAgentRecord(text, 'test', chunks.slice(0, 1))).toThrow(
+      /field "historyLength": the record has 40 messages, 8 of them its own, and its history holds 16 more/,
+    )
+    expect(() => decodeAgentRecord(text, 'test', [chunks[0]!, '[{"role":'])).toThrow(
+      /field "history": chunk 1 is not JSON/,
+    )
+    expect(() => decodeAgentRecord(text, 'test', [chunks[0]!, '{}'])).toThrow(
+      /chunk 1 is not a list of messages/,
+    )
+    expect(() =>
+      decodeAgentRecord(text, 'test', [
+        chunks[0]!,
+        `${chunks[1]!.slice(0, -1)},{"role":"user","content":"x"}]`,
+      ]),
+    ).toThrow(/field "history": its history holds 33 messages before the record's own; expected 32/)
+    const wrongLength = text.replace('"historyLength":40', '"historyLength":"40"')
+    expect(() => decodeAgentRecord(wrongLength, 'test', chunks)).toThrow(
+      /field "historyLength": "40"; expected the count/,
+    )
   })
 })

@@ -19,6 +19,11 @@ import {
  */
 export function encodeRecord(record: RunRecord | AgentRecord): string {
   const { json, annotations } = encodeRecordParts(record)
+  return joinRecordParts(json, annotations)
+}
+
+/** A record's text from its two parts (`encodeRecordParts`, `encodeAgentRecordParts`). */
+export function joinRecordParts(json: string, annotations: string | null): string {
   return annotations === null ? json : `${json.slice(0, -1)},"$superjson":${annotations}}`
 }
 
@@ -38,9 +43,49 @@ export function encodeRecordParts(record: RunRecord | AgentRecord): {
   const { messages, children, ...context } = record.snapshot.context
   const serialized = superjson.serialize({ ...record, snapshot: { ...record.snapshot, context } })
   const json = serialized.json as { snapshot: { context: Record<string, unknown> } }
-  json.snapshot.context.messages = messages
+  if (messages !== undefined) json.snapshot.context.messages = messages
   json.snapshot.context.children = children
   return partsOf(serialized)
+}
+
+/**
+ * Messages per chunk of an agent's history a store keeps beside its record
+ * (`encodeAgentRecordParts`): a record carries its last messages, fewer than this many.
+ */
+export const historyChunkSize = 16
+
+/**
+ * An agent record as a store that keeps an agent's history beside its record writes it: the
+ * record with its last messages only (fewer than `historyChunkSize`), saying how many it has in
+ * all (`historyLength`), and the chunks of the earlier ones, `historyChunkSize` messages each,
+ * that the store does not hold yet (`from`: how many messages an earlier save of this agent
+ * stored). A chunk is written once, when the history passes its end, so a write costs the same
+ * at an agent's 300th turn as at its first; a short-lived agent's record is whole and no chunk
+ * is written. `decodeAgentRecord(json, source, chunks)` puts them back together.
+ */
+export function encodeAgentRecordParts(
+  record: AgentRecord,
+  from = 0,
+): { json: string; annotations: string | null; chunks: { index: number; json: string }[] } {
+  const { messages } = record.snapshot.context
+  const sealed = messages.length - (messages.length % historyChunkSize)
+  const own =
+    sealed === 0
+      ? record
+      : {
+          ...record,
+          snapshot: {
+            ...record.snapshot,
+            context: { ...record.snapshot.context, messages: messages.slice(sealed) },
+          },
+        }
+  const { json, annotations } = encodeRecordParts(own)
+  const chunks: { index: number; json: string }[] = []
+  for (let index = Math.floor(from / historyChunkSize); index * historyChunkSize < sealed; index++) {
+    const start = index * historyChunkSize
+    chunks.push({ index, json: JSON.stringify(messages.slice(start, start + historyChunkSize)) })
+  }
+  return { json: `${json.slice(0, -1)},"historyLength":${messages.length}}`, annotations, chunks }
 }
 
 type Serialized = ReturnType<typeof superjson.serialize>
@@ -79,11 +124,17 @@ export function decodeRunRecord(text: string, source: string): RunRecord {
   return decode(text, source, runRecordSchema) as RunRecord
 }
 
-export function decodeAgentRecord(text: string, source: string): AgentRecord {
-  return decode(text, source, agentRecordSchema) as AgentRecord
+/**
+ * An agent record from its stored text: a whole record (`encodeRecord`), or one written apart
+ * from the start of its history (`encodeAgentRecordParts`), whose chunks, in order, are
+ * `history` (a store may hold more: those of a write that did not finish, or of an older
+ * history written over).
+ */
+export function decodeAgentRecord(text: string, source: string, history?: readonly string[]): AgentRecord {
+  return decode(text, source, agentRecordSchema, history) as AgentRecord
 }
 
-function decode(text: string, source: string, schema: z.ZodType): unknown {
+function decode(text: string, source: string, schema: z.ZodType, history?: readonly string[]): unknown {
   let value: unknown
   try {
     value = parseRecord(text)
@@ -92,12 +143,71 @@ function decode(text: string, source: string, schema: z.ZodType): unknown {
   }
   if (value === undefined || value === null || typeof value !== 'object')
     throw new SnapshotError(source, 'empty record; expected an object')
+  if ('historyLength' in value) withHistory(value, history ?? [], source)
   const checked = schema.safeParse(value)
   if (!checked.success) {
     const issue = checked.error.issues[0]!
     throw new SnapshotError(source, issue.message, issue.path.join('.') || '(root)')
   }
   return checked.data
+}
+
+/**
+ * How many chunks of its history a stored record needs at most (0 for a whole record), read
+ * from its text, for a store that fetches chunks by index.
+ */
+export function chunksNeeded(text: string): number {
+  try {
+    const { historyLength } = JSON.parse(text) as { historyLength?: unknown }
+    return typeof historyLength === 'number' && Number.isInteger(historyLength) && historyLength > 0
+      ? Math.floor(historyLength / historyChunkSize)
+      : 0
+  } catch {
+    return 0
+  }
+}
+
+/** Puts the start of an agent's history, stored beside its record in chunks, back in its context. */
+function withHistory(value: { historyLength?: unknown }, chunks: readonly string[], source: string): void {
+  const length = value.historyLength
+  delete value.historyLength
+  const context = (value as { snapshot?: { context?: { messages?: unknown } } }).snapshot?.context
+  // A record without its own messages is left for the schema to refuse.
+  if (!Array.isArray(context?.messages)) return
+  const own = context.messages
+  if (typeof length !== 'number' || !Number.isInteger(length) || length < own.length)
+    throw new SnapshotError(
+      source,
+      `${JSON.stringify(length)}; expected the count of its messages, at least the ${own.length} it holds`,
+      'historyLength',
+    )
+  const messages: unknown[] = []
+  for (let index = 0; messages.length < length - own.length; index++) {
+    const text = chunks[index]
+    if (text === undefined)
+      throw new SnapshotError(
+        source,
+        `the record has ${length} messages, ${own.length} of them its own, and its history holds ${messages.length} more; expected all of them`,
+        'historyLength',
+      )
+    let chunk: unknown
+    try {
+      chunk = JSON.parse(text)
+    } catch (error) {
+      throw new SnapshotError(source, `chunk ${index} is not JSON (${(error as Error).message})`, 'history')
+    }
+    if (!Array.isArray(chunk))
+      throw new SnapshotError(source, `chunk ${index} is not a list of messages`, 'history')
+    for (const message of chunk) messages.push(message)
+  }
+  if (messages.length !== length - own.length)
+    throw new SnapshotError(
+      source,
+      `its history holds ${messages.length} messages before the record's own; expected ${length - own.length}`,
+      'history',
+    )
+  for (const message of own) messages.push(message)
+  context.messages = messages
 }
 
 function parseRecord(text: string): unknown {

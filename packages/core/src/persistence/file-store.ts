@@ -2,7 +2,15 @@ import { createHash } from 'node:crypto'
 import { mkdir, open, readdir, readFile, rename, rm } from 'node:fs/promises'
 import path from 'node:path'
 import { StoreError } from '../errors.js'
-import { assertRunId, decodeAgentRecord, decodeRunRecord, encodeRecord } from './codec.js'
+import {
+  assertRunId,
+  chunksNeeded,
+  decodeAgentRecord,
+  decodeRunRecord,
+  encodeAgentRecordParts,
+  encodeRecord,
+  joinRecordParts,
+} from './codec.js'
 import type { AgentRecord, RunFilter, RunId, RunRecord, RunRetention, RunStore } from './records.js'
 import { applyRetention, checkRetention, filterRuns, hasBounds, runsToPrune } from './run-filter.js'
 
@@ -19,9 +27,12 @@ export interface FileStoreOptions {
 let tempCounter = 0
 
 /**
- * One folder per run: `run.json` and `agents/<agent id>.json`. Every write goes to a
- * temporary file that is then renamed over the old one, so a crash leaves the last good
- * record of every agent.
+ * One folder per run: `run.json`, and `agents/<agent id>.json` with the agent's last messages;
+ * an agent whose history has grown past `historyChunkSize` messages has the chunks before them
+ * in `agents/<agent id>.history/<n>.json`, each written once. Every write goes to a temporary
+ * file that is then renamed over the old one, so a crash leaves the last good record of every
+ * agent. A record's chunks are written before it, and it says how many messages it has in all:
+ * a chunk a crash left behind it is not read.
  */
 export function fileStore(dir: string, options: FileStoreOptions = {}): RunStore {
   const retention = checkRetention(options.retention)
@@ -93,11 +104,19 @@ export function fileStore(dir: string, options: FileStoreOptions = {}): RunStore
       if (record.status !== 'running' && hasBounds(retention))
         await applyRetention(() => prune(retention), `fileStore(${root})`)
     },
-    async saveAgent(runId: string, record: AgentRecord) {
+    async saveAgent(runId: string, record: AgentRecord, storedMessages = 0) {
       assertRunId(runId)
       const folder = path.join(runDir(runId), 'agents')
       await ensureDir(folder)
-      await writeAtomic(path.join(folder, agentFileName(record.id)), encodeRecord(record))
+      const { json, annotations, chunks } = encodeAgentRecordParts(record, storedMessages)
+      if (chunks.length > 0) {
+        const historyDir = path.join(folder, historyDirName(record.id))
+        await ensureDir(historyDir)
+        await Promise.all(
+          chunks.map((chunk) => writeAtomic(path.join(historyDir, `${chunk.index}.json`), chunk.json)),
+        )
+      }
+      await writeAtomic(path.join(folder, agentFileName(record.id)), joinRecordParts(json, annotations))
     },
     async loadRun(runId: string) {
       assertRunId(runId)
@@ -112,7 +131,7 @@ export function fileStore(dir: string, options: FileStoreOptions = {}): RunStore
       const agents = await Promise.all(
         names.sort().map(async (name) => {
           const file = path.join(folder, name)
-          return decodeAgentRecord(await readFile(file, 'utf8'), file)
+          return readAgent(file, (await readIfExists(file)) ?? '')
         }),
       )
       return { run, agents }
@@ -121,7 +140,7 @@ export function fileStore(dir: string, options: FileStoreOptions = {}): RunStore
       assertRunId(runId)
       const file = path.join(runDir(runId), 'agents', agentFileName(agentId))
       const text = await readIfExists(file)
-      return text === undefined ? undefined : decodeAgentRecord(text, file)
+      return text === undefined ? undefined : readAgent(file, text)
     },
     async loadRunRecord(runId: string) {
       assertRunId(runId)
@@ -138,6 +157,23 @@ export function fileStore(dir: string, options: FileStoreOptions = {}): RunStore
       return prune(kept === undefined ? retention : checkRetention(kept))
     },
   }
+}
+
+/** An agent's record from its file's text, with the chunks of its history it needs. */
+async function readAgent(file: string, text: string): Promise<AgentRecord> {
+  const historyDir = file.replace(/\.json$/, '.history')
+  const chunks: string[] = []
+  const needed = chunksNeeded(text)
+  for (let index = 0; index < needed; index++) {
+    const chunk = await readIfExists(path.join(historyDir, `${index}.json`))
+    if (chunk === undefined) break
+    chunks.push(chunk)
+  }
+  return decodeAgentRecord(text, file, chunks)
+}
+
+function historyDirName(agentId: string): string {
+  return agentFileName(agentId).replace(/\.json$/, '.history')
 }
 
 /** Agent ids are safe file names; very deep ids are hashed to stay under file-name limits. */

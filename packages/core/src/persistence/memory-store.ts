@@ -1,4 +1,11 @@
-import { assertRunId, decodeAgentRecord, decodeRunRecord, encodeRecord } from './codec.js'
+import {
+  assertRunId,
+  decodeAgentRecord,
+  decodeRunRecord,
+  encodeAgentRecordParts,
+  encodeRecord,
+  joinRecordParts,
+} from './codec.js'
 import type {
   AgentRecord,
   RunFilter,
@@ -18,6 +25,12 @@ export interface MemoryStoreOptions {
   retention?: RunRetention
 }
 
+/** An agent's record, with its last messages, and the chunks of its history before them. */
+interface StoredAgent {
+  text: string
+  history: string[]
+}
+
 /** What `memoryStore()` keeps unless told otherwise: about 11 KB a finished run of three agents. */
 export const defaultMemoryRetention = { maxFinishedRuns: 1000 } as const satisfies RunRetention
 
@@ -27,8 +40,8 @@ export const defaultMemoryRetention = { maxFinishedRuns: 1000 } as const satisfi
  */
 export function memoryStore(options: MemoryStoreOptions = {}): RunStore {
   const retention = { ...defaultMemoryRetention, ...checkRetention(options.retention) }
-  // Each record's text, as a file or a database would hold it.
-  const runs = new Map<RunId, { run: string; agents: Map<string, string> }>()
+  // Each record's text, as a file or a database would hold it; an agent's messages beside it.
+  const runs = new Map<RunId, { run: string; agents: Map<string, StoredAgent> }>()
   const finished = finishedRuns()
 
   /** Removes, oldest first, the finished runs `kept` does not keep. */
@@ -50,27 +63,35 @@ export function memoryStore(options: MemoryStoreOptions = {}): RunStore {
         prune(retention)
       }
     },
-    async saveAgent(runId, record) {
+    async saveAgent(runId, record, storedMessages = 0) {
       assertRunId(runId)
       let entry = runs.get(runId)
       if (!entry) {
         entry = { run: '', agents: new Map() }
         runs.set(runId, entry)
       }
-      entry.agents.set(record.id, encodeRecord(record))
+      const stored = entry.agents.get(record.id)
+      const { json, annotations, chunks } = encodeAgentRecordParts(record, stored ? storedMessages : 0)
+      const history = stored?.history ?? []
+      // A chunk is written at its index, over one of an older history.
+      for (const chunk of chunks) history[chunk.index] = chunk.json
+      entry.agents.set(record.id, { text: joinRecordParts(json, annotations), history })
     },
     async loadRun(runId) {
       assertRunId(runId)
       const entry = runs.get(runId)
       if (!entry || entry.run === '') return undefined
       const agents: AgentRecord[] = []
-      for (const [id, text] of entry.agents) agents.push(decodeAgentRecord(text, `memory:${runId}/${id}`))
+      for (const [id, { text, history }] of entry.agents)
+        agents.push(decodeAgentRecord(text, `memory:${runId}/${id}`, history))
       return { run: decodeRunRecord(entry.run, `memory:${runId}`), agents } satisfies StoredRun
     },
     async loadAgent(runId, agentId) {
       assertRunId(runId)
       const stored = runs.get(runId)?.agents.get(agentId)
-      return stored === undefined ? undefined : decodeAgentRecord(stored, `memory:${runId}/${agentId}`)
+      return stored === undefined
+        ? undefined
+        : decodeAgentRecord(stored.text, `memory:${runId}/${agentId}`, stored.history)
     },
     async loadRunRecord(runId) {
       assertRunId(runId)

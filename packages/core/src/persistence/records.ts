@@ -34,13 +34,20 @@ export interface RunRetention {
 /** A store is a small interface; every implementation passes the same conformance suite. */
 export interface RunStore {
   saveRun(record: RunRecord): Promise<void>
-  /** Writes one agent's record; only the agent that changed is written on a step. */
-  saveAgent(runId: RunId, record: AgentRecord): Promise<void>
+  /**
+   * Writes one agent's record; only the agent that changed is written on a step.
+   * `storedMessages`: how many of the record's first messages an earlier save of this agent
+   * stored (0 when unknown). A store that keeps each agent's history beside its record appends
+   * only the rest (`encodeAgentRecordParts`), so a write does not grow with the history; a store
+   * that keeps whole records ignores it.
+   */
+  saveAgent(runId: RunId, record: AgentRecord, storedMessages?: number): Promise<void>
   /**
    * Writes the agents of one run changed in the same turn of the event loop, all or none where
    * the store can (one transaction, one pipeline); without it, `saveAgent` is called for each.
+   * `storedMessages[i]` is `records[i]`'s, as in `saveAgent`.
    */
-  saveAgents?(runId: RunId, records: AgentRecord[]): Promise<void>
+  saveAgents?(runId: RunId, records: AgentRecord[], storedMessages?: readonly number[]): Promise<void>
   loadRun(runId: RunId): Promise<StoredRun | undefined>
   /** One agent's record; lets a distributed worker read only what one step needs. */
   loadAgent?(runId: RunId, agentId: string): Promise<AgentRecord | undefined>

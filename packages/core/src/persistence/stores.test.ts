@@ -1,7 +1,12 @@
-import { mkdtemp, rm } from 'node:fs/promises'
+import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
-import { describeRunStore } from '../../../../tests/support/run-store-conformance.js'
+import { expect, test } from 'vitest'
+import {
+  describeRunStore,
+  makeLongAgentRecord,
+  makeRunRecord,
+} from '../../../../tests/support/run-store-conformance.js'
 import { fileStore } from './file-store.js'
 import { memoryStore } from './memory-store.js'
 
@@ -15,5 +20,41 @@ describeRunStore('fileStore', async (options) => {
   } catch (error) {
     await cleanup()
     throw error
+  }
+})
+
+test('fileStore writes a chunk of a long history once, beside the record, and reads the ones its record needs', async () => {
+  const dir = await mkdtemp(path.join(tmpdir(), 'cohort-history-'))
+  try {
+    const store = fileStore(dir)
+    await store.saveRun(makeRunRecord('h1'))
+    const at = (count: number) => makeLongAgentRecord('h1', 'lead', count)
+    const historyDir = path.join(dir, 'h1', 'agents', 'lead.history')
+    await store.saveAgent('h1', at(15), 0)
+    await expect(readdir(historyDir)).rejects.toThrow(/ENOENT/)
+    await store.saveAgent('h1', at(20), 15)
+    expect(await readdir(historyDir)).toEqual(['0.json'])
+    // Changed on disk: a write that adds to the history leaves it as it is.
+    const changed = [{ role: 'system', content: 'changed' }, ...at(16).snapshot.context.messages.slice(1)]
+    await writeFile(path.join(historyDir, '0.json'), JSON.stringify(changed))
+    await store.saveAgent('h1', at(33), 20)
+    expect((await readdir(historyDir)).sort()).toEqual(['0.json', '1.json'])
+    expect((await store.loadAgent!('h1', 'lead'))?.snapshot.context.messages).toEqual([
+      ...changed,
+      ...at(33).snapshot.context.messages.slice(16),
+    ])
+    // A chunk a crash left after its record (written, the record not) is not read…
+    await writeFile(path.join(historyDir, '2.json'), '[{"role":')
+    expect((await store.loadRun('h1'))?.agents[0]?.snapshot.context.messages).toHaveLength(33)
+    // …and a write of the whole history (the next process's first) writes every chunk again.
+    await store.saveAgent('h1', at(50), 0)
+    expect(await store.loadAgent!('h1', 'lead')).toEqual(at(50))
+    // A chunk the record needs that is gone is an error naming the record, not a shorter history.
+    await rm(path.join(historyDir, '1.json'))
+    await expect(store.loadAgent!('h1', 'lead')).rejects.toThrow(
+      /lead\.json: field "historyLength": the record has 50 messages, 2 of them its own, and its history holds 16 more/,
+    )
+  } finally {
+    await rm(dir, { recursive: true, force: true })
   }
 })
