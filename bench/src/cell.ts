@@ -29,6 +29,8 @@ export interface CellResult {
   restoreMs?: number
   finishMs?: number
   agents?: number
+  firstUs?: number
+  lastUs?: number
   idleHeapBytes?: number
   idleRssBytes?: number
   peakRssBytes: number
@@ -81,6 +83,8 @@ function warmUp(job: Job): Job | undefined {
     // a server that parks agents has paid it long before.
     case 'idle':
       return { ...job, agents: Math.min(job.agents, 1_000) }
+    case 'history':
+      return { ...job, turns: Math.min(job.turns, 50) }
     default:
       return undefined
   }
@@ -145,6 +149,10 @@ async function runJob(contender: Contender, job: Job, result: Partial<CellResult
     case 'restore':
       if (!contender.restore) throw missing()
       Object.assign(result, await contender.restore(job))
+      return
+    case 'history':
+      if (!contender.history) throw missing()
+      Object.assign(result, await contender.history(job))
       return
     case 'idle': {
       if (!contender.idle) throw missing()

@@ -240,6 +240,45 @@ async function fanOutOnce(
   return { writes: fanOut.counts.writes - counted.writes, batches: fanOut.counts.batches - counted.batches }
 }
 
+/** A tool whose result is as long as the history job says: each call adds that much to the history. */
+function readTool(resultBytes: number) {
+  const text = 'x'.repeat(resultBytes)
+  return defineTool({
+    name: 'read',
+    description: 'Reads a page',
+    parameters: z.object({}),
+    execute: () => text,
+  })
+}
+
+/** One agent calling `read` every turn but its last; the time of each model call, kept in `marks`. */
+function historyRuntime(
+  job: Extract<Job, { workload: 'history' }>,
+  store: RunStore,
+  marks: number[],
+): Runtime {
+  const reader = defineAgent({
+    name: 'reader',
+    instructions: 'Read on.',
+    tools: [readTool(job.resultBytes)],
+    limits: { maxSteps: job.turns + 1 },
+  })
+  const model = scriptedModel({
+    reader: (request) => {
+      marks.push(performance.now())
+      return request.turn < job.turns - 1
+        ? { action: 'call_tool', tool: 'read', args: {} }
+        : { action: 'finish', result: 'read' }
+    },
+  })
+  return createRuntime({ durability: 'sync', agents: [reader], model, store })
+}
+
+/** µs a step from `marks[from]` to `marks[to]`. */
+function stepUs(marks: number[], from: number, to: number): number {
+  return ((marks[to]! - marks[from]!) / (to - from)) * 1_000
+}
+
 /** A store holding a snapshot, as a new process would find it. */
 async function storeOf(snapshot: RunSnapshot): Promise<RunStore> {
   const store = memoryStore()
@@ -303,6 +342,25 @@ export const cohort: Contender = {
         steps: (agents - 1) * steps + launchTurns(agents - 1) + 1,
         writes: totals.writes,
         storeMs: totals.ms,
+      }
+    } finally {
+      if (dir) await rm(dir, { recursive: true, force: true })
+    }
+  },
+
+  async history(job) {
+    const dir = job.store === 'file' ? await mkdtemp(path.join(tmpdir(), 'cohort-bench-')) : undefined
+    try {
+      const marks: number[] = []
+      const store = dir ? fileStore(dir) : job.store === 'postgres' ? freshPostgresStore() : memoryStore()
+      await historyRuntime(job, store, marks).run('reader', 'read on')
+      if (marks.length !== job.turns)
+        throw new Error(`cohort: ${marks.length} of ${job.turns} model calls made`)
+      const tenth = Math.max(2, Math.floor(job.turns / 10))
+      return {
+        steps: job.turns,
+        firstUs: stepUs(marks, 1, tenth),
+        lastUs: stepUs(marks, job.turns - tenth, job.turns - 1),
       }
     } finally {
       if (dir) await rm(dir, { recursive: true, force: true })

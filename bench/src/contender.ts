@@ -24,6 +24,12 @@ export type Job =
     }
   | { workload: 'restore'; agents: number; steps: number; latencyMs: number }
   | { workload: 'idle'; agents: number }
+  /**
+   * One agent of `turns` model calls at 0 ms, each but the last a tool call whose result is
+   * `resultBytes` long: does a write cost more as the history grows? Every step written before
+   * the next (`durability: 'sync'`).
+   */
+  | { workload: 'history'; turns: number; resultBytes: number; store: 'memory' | 'file' | 'postgres' }
 
 /** Model calls made, whatever the system calls them. */
 export interface StepCount {
@@ -44,6 +50,12 @@ export interface PersistenceOutcome extends StepCount {
   storeMs: number
 }
 
+export interface HistoryOutcome extends StepCount {
+  /** µs a step over the first tenth of the turns (from the second turn), and over the last tenth. */
+  firstUs: number
+  lastUs: number
+}
+
 export interface RestoreOutcome {
   agents: number
   snapshotMs: number
@@ -62,6 +74,7 @@ export interface Contender {
   recursion?(job: Extract<Job, { workload: 'recursion' }>): Promise<StepCount>
   persistence?(job: Extract<Job, { workload: 'persistence' }>): Promise<PersistenceOutcome>
   restore?(job: Extract<Job, { workload: 'restore' }>): Promise<RestoreOutcome>
+  history?(job: Extract<Job, { workload: 'history' }>): Promise<HistoryOutcome>
   idle?(job: Extract<Job, { workload: 'idle' }>, measure: MeasureIdle): Promise<void>
   /** Called once the cell has measured: closes stores and drops what they made (a schema). */
   close?(): Promise<void>

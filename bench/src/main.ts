@@ -13,7 +13,7 @@ import type { CellRequest, CellResult, ContenderName } from './cell.js'
 import type { Job } from './contender.js'
 
 type Workload = Job['workload']
-const workloads: Workload[] = ['fan-out', 'recursion', 'persistence', 'restore', 'idle']
+const workloads: Workload[] = ['fan-out', 'recursion', 'persistence', 'history', 'restore', 'idle']
 
 interface Options {
   quick: boolean
@@ -74,6 +74,9 @@ const peers: ContenderName[] = [
 ]
 const steps = 3
 const durableLatencyMs = 500
+/** The long-history workload: one agent's turns, and the length of each tool result it reads. */
+const historyTurns = 300
+const historyResultBytes = 2_000
 
 function durableGroup(children: number, store: 'memory' | 'postgres'): string {
   return `durable fan-out ${children}x${steps}x${durableLatencyMs}ms ${store}`
@@ -129,6 +132,13 @@ function plan(options: Options): Group[] {
           store === 'memory' ? ['promise-all', 'cohort', 'xstate-parent', 'xstate-independent'] : ['cohort'],
       })
     }
+  }
+  for (const store of ['memory', 'file', 'postgres'] as const) {
+    groups.push({
+      id: `history ${historyTurns} turns ${store}`,
+      job: { workload: 'history', turns: historyTurns, resultBytes: historyResultBytes, store },
+      contenders: ['cohort'],
+    })
   }
   groups.push({
     id: 'restore 1000 agents',
@@ -514,6 +524,32 @@ function report(groups: Group[], results: Measured[], options: Options): Report 
 
   const durable = groups.filter((group) => group.job.workload === 'fan-out' && group.job.store)
   if (durable.length > 0) parts.push(...durableSection(durable, results))
+
+  const history = groups.filter((group) => group.job.workload === 'history')
+  if (history.length > 0) {
+    parts.push('## A long history', '')
+    parts.push(
+      `Cohort, one agent of ${historyTurns} model calls at 0 ms, each but the last a tool call whose result is ` +
+        `${historyResultBytes.toLocaleString('en-US')} characters, every step stored before the next (\`'sync'\`). ` +
+        'µs a step over the first tenth of its turns and over the last: a write that grew with the history ' +
+        'would show as a ratio well over 1.',
+      '',
+    )
+    const rows = history.flatMap((group) =>
+      contenderRows(
+        results,
+        group,
+        3,
+        () => [(group.job as Extract<Job, { workload: 'history' }>).store],
+        (measured) => {
+          const first = metric(measured, (r) => r.firstUs)
+          const last = metric(measured, (r) => r.lastUs)
+          return [show(first), show(last), ratio(last, first)]
+        },
+      ),
+    )
+    parts.push(table(['store', 'µs a step, first tenth', 'µs a step, last tenth', 'last ÷ first'], rows), '')
+  }
 
   const restore = groups.filter((group) => group.job.workload === 'restore')
   for (const group of restore) {
