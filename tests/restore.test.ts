@@ -5,7 +5,9 @@ import {
   type AgentRecord,
   createRuntime,
   defineAgent,
+  defineTool,
   fileStore,
+  historyChunkSize,
   InvalidInputError,
   memoryStore,
   type RunStore,
@@ -15,6 +17,7 @@ import {
   settledChildren,
 } from '@cohort/core'
 import { afterEach, beforeEach, describe, expect, test } from 'vitest'
+import { z } from 'zod'
 import { model, scenarioRuntime } from './fixtures/scenario.js'
 import { collect, resultLine, spawnTs } from './support/processes.js'
 
@@ -146,6 +149,60 @@ test('a run detached mid-step (a server shutting down) resumes in another runtim
 
   const resumed = await scenarioRuntime(storeDir).resume('detach-1')
   expect(await resumed.result).toEqual(uninterrupted)
+})
+
+test('a long agent detached mid-way (most of its history in chunks beside its record) resumes in another runtime to the same result', async () => {
+  const note = defineTool({
+    name: 'note',
+    description: 'Notes a number',
+    parameters: z.object({ n: z.number() }),
+    execute: ({ n }) => `noted ${n}`,
+  })
+  const reader = defineAgent({
+    name: 'reader',
+    instructions: 'Take notes.',
+    tools: [note],
+    limits: { maxSteps: 60 },
+  })
+  // The result is every tool result of the history, in order: a message lost or misplaced shows.
+  const model = scriptedModel(
+    {
+      reader: (request) =>
+        request.turn < 40
+          ? { action: 'call_tool', tool: 'note', args: { n: request.turn } }
+          : {
+              action: 'finish',
+              result: request.messages
+                .filter((m) => m.content.startsWith('[call_tool'))
+                .map((m) => m.content),
+            },
+    },
+    { latencyMs: 2 },
+  )
+  const runtimeOn = (store: RunStore) => createRuntime({ agents: [reader], model, store })
+  const uninterrupted = await runtimeOn(memoryStore()).run('reader', 'take notes')
+  expect(uninterrupted).toHaveLength(40)
+
+  const store = fileStore(path.join(dir, 'long'))
+  const first = runtimeOn(store)
+  const run = first.start('reader', 'take notes', { runId: 'long-1' })
+  let notes = 0
+  await new Promise<void>((resolve) =>
+    run.on('tool.completed', () => {
+      if (++notes === 25) resolve()
+    }),
+  )
+  await run.detach()
+  const stored = (await store.loadRun('long-1'))?.agents[0]
+  expect(stored?.snapshot.context.messages.length).toBeGreaterThan(2 * historyChunkSize)
+  expect(
+    (await readdir(path.join(dir, 'long', 'long-1', 'agents', 'reader.history'))).length,
+  ).toBeGreaterThan(1)
+
+  const resumed = await runtimeOn(fileStore(path.join(dir, 'long'))).resume('long-1')
+  expect(await resumed.result).toEqual(uninterrupted)
+  const final = (await store.loadRun('long-1'))?.agents[0]
+  expect(final?.snapshot.context.messages).toHaveLength(2 + 2 * 40 + 1)
 })
 
 test('metrics count the time a run was stopped: only its running segments are wall time, across runtimes', async () => {

@@ -126,15 +126,15 @@ export function decodeRunRecord(text: string, source: string): RunRecord {
 
 /**
  * An agent record from its stored text: a whole record (`encodeRecord`), or one written apart
- * from the start of its history (`encodeAgentRecordParts`), whose chunks, in order, are
- * `history` (a store may hold more: those of a write that did not finish, or of an older
- * history written over).
+ * from the start of its history (`encodeAgentRecordParts`), whose chunks are `chunks`, in
+ * order from the first (a store may hold more: those of a write that did not finish, or of an
+ * older history written over).
  */
-export function decodeAgentRecord(text: string, source: string, history?: readonly string[]): AgentRecord {
-  return decode(text, source, agentRecordSchema, history) as AgentRecord
+export function decodeAgentRecord(text: string, source: string, chunks?: readonly string[]): AgentRecord {
+  return decode(text, source, agentRecordSchema, chunks) as AgentRecord
 }
 
-function decode(text: string, source: string, schema: z.ZodType, history?: readonly string[]): unknown {
+function decode(text: string, source: string, schema: z.ZodType, chunks?: readonly string[]): unknown {
   let value: unknown
   try {
     value = parseRecord(text)
@@ -143,7 +143,7 @@ function decode(text: string, source: string, schema: z.ZodType, history?: reado
   }
   if (value === undefined || value === null || typeof value !== 'object')
     throw new SnapshotError(source, 'empty record; expected an object')
-  if ('historyLength' in value) withHistory(value, history ?? [], source)
+  if ('historyLength' in value) withHistory(value, chunks ?? [], source)
   const checked = schema.safeParse(value)
   if (!checked.success) {
     const issue = checked.error.issues[0]!
