@@ -25,6 +25,7 @@ import {
   deleteKeys,
   dropQueue,
   openQueue,
+  openRedis,
   redisReachable,
   redisUrl,
   uniqueName,
@@ -33,7 +34,7 @@ import { approvalModel, executions, operator } from './fixtures/approval-scenari
 import { flatAgents, flatModel, ledgerAgents, ledgerModel, payees } from './fixtures/bullmq-scenario.js'
 import { faultAgents, faultModel } from './fixtures/fault-scenario.js'
 import { collect, type Finished, spawnTs } from './support/processes.js'
-import { describeRunStore, makeRunRecord } from './support/run-store-conformance.js'
+import { describeRunStore, makeLongAgentRecord, makeRunRecord } from './support/run-store-conformance.js'
 import { waitUntil } from './support/scripts.js'
 
 const reachable = await redisReachable()
@@ -48,6 +49,30 @@ describeRedis('redisStore', () => {
   describeRunStore('redisStore', async (options) => {
     const prefix = `${uniqueName('cohort-test')}:`
     return { store: redisStore({ url: redisUrl, prefix, ...options }), cleanup: () => deleteKeys(prefix) }
+  })
+
+  test('a write adds the chunks of history it completes and leaves the stored ones; deleteRun takes them with the run', async () => {
+    const prefix = `${uniqueName('cohort-test')}:`
+    const store = redisStore({ url: redisUrl, prefix })
+    const redis = openRedis()
+    try {
+      await store.saveRun(makeRunRecord('h1'))
+      await store.saveAgent('h1', makeLongAgentRecord('h1', 'lead', 20), 0)
+      const messages = makeLongAgentRecord('h1', 'lead', 40).snapshot.context.messages
+      const changed = [{ role: 'system', content: 'changed' }, ...messages.slice(1, 16)]
+      await redis.hset(`${prefix}history:h1`, '0:lead', JSON.stringify(changed))
+      await store.saveAgents!('h1', [makeLongAgentRecord('h1', 'lead', 40)], [20])
+      const loaded = await store.loadAgent!('h1', 'lead')
+      expect(loaded?.snapshot.context.messages).toEqual([...changed, ...messages.slice(16)])
+      expect((await store.loadRun('h1'))?.agents[0]).toEqual(loaded)
+      expect((await redis.hkeys(`${prefix}history:h1`)).sort()).toEqual(['0:lead', '1:lead'])
+      await store.deleteRun!('h1')
+      expect(await redis.exists(`${prefix}history:h1`)).toBe(0)
+    } finally {
+      await store.close?.()
+      redis.disconnect()
+      await deleteKeys(prefix)
+    }
   })
 
   test('prune finds the finished runs of a store written before it kept a set of them', async () => {

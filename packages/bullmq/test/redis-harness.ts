@@ -28,6 +28,11 @@ export async function redisReachable(): Promise<boolean> {
   }
 }
 
+/** A client of the tests' Redis, for looking at (or changing) what a store wrote; the caller disconnects it. */
+export function openRedis(): Redis {
+  return new Redis(redisUrl)
+}
+
 /** Deletes every key that starts with `prefix`. */
 export async function deleteKeys(prefix: string): Promise<void> {
   const redis = new Redis(redisUrl)
