@@ -9,7 +9,7 @@ import {
   historyChunkSize,
   joinRecordParts,
 } from './codec.js'
-import type { AgentRecord } from './records.js'
+import { type AgentRecord, agentRecordSchema } from './records.js'
 
 function record(context: AgentRecord['snapshot']['context']): AgentRecord {
   return {
@@ -185,6 +185,7 @@ describe('encodeAgentRecordParts', () => {
 
   test('a record keeps its last messages; the chunks before them are written from the first not yet stored', () => {
     expect(encodeAgentRecordParts(long(15)).chunks).toEqual([])
+    expect(JSON.parse(encodeAgentRecordParts(long(15)).json).version).toBe(1)
     const parts = encodeAgentRecordParts(long(40), 17)
     expect(parts.chunks.map((chunk) => chunk.index)).toEqual([1])
     expect(JSON.parse(parts.chunks[0]!.json)).toEqual(long(40).snapshot.context.messages.slice(16, 32))
@@ -193,6 +194,17 @@ describe('encodeAgentRecordParts', () => {
     const { text, chunks } = stored(long(40))
     expect(decodeAgentRecord(text, 'test', chunks)).toEqual(decodeAgentRecord(encodeRecord(long(40)), 'test'))
     expect(decodeAgentRecord(text, 'test', chunks).snapshot.context.result).toEqual({ at: new Date(5) })
+  })
+
+  test('a record with chunks is version 2 as stored, so a reader from before chunks refuses it instead of reading a short history', () => {
+    const { text, chunks } = stored(long(40))
+    const asStored = JSON.parse(text)
+    expect(asStored.version).toBe(2)
+    // What a reader that knows no chunks did: validate the record as it is.
+    const older = agentRecordSchema.safeParse(asStored)
+    expect(older.success).toBe(false)
+    expect(older.error?.issues[0]?.path).toEqual(['version'])
+    expect(decodeAgentRecord(text, 'test', chunks).version).toBe(1)
   })
 
   test('a history that does not add up to what the record says is a SnapshotError naming the field', () => {

@@ -32,7 +32,7 @@ export function joinRecordParts(json: string, annotations: string | null): strin
  * the values JSON cannot hold (null when none needs them). A store that keeps them apart (a
  * jsonb column and a meta column) takes these; `encodeRecord` joins them.
  */
-export function encodeRecordParts(record: RunRecord | AgentRecord): {
+export function encodeRecordParts(record: RunRecord | AgentRecord | ChunkedAgentRecord): {
   json: string
   annotations: string | null
 } {
@@ -47,6 +47,13 @@ export function encodeRecordParts(record: RunRecord | AgentRecord): {
   json.snapshot.context.children = children
   return partsOf(serialized)
 }
+
+/**
+ * An agent record whose history starts in chunks beside it: version 2, so that a reader from
+ * before chunks refuses it (its schema asks for version 1) instead of reading the last messages
+ * as the whole history. The decoder gives back a version 1 record, its history whole.
+ */
+type ChunkedAgentRecord = Omit<AgentRecord, 'version'> & { version: 2 }
 
 /**
  * Messages per chunk of an agent's history a store keeps beside its record
@@ -69,11 +76,12 @@ export function encodeAgentRecordParts(
 ): { json: string; annotations: string | null; chunks: { index: number; json: string }[] } {
   const { messages } = record.snapshot.context
   const sealed = messages.length - (messages.length % historyChunkSize)
-  const own =
+  const own: AgentRecord | ChunkedAgentRecord =
     sealed === 0
       ? record
       : {
           ...record,
+          version: 2,
           snapshot: {
             ...record.snapshot,
             context: { ...record.snapshot.context, messages: messages.slice(sealed) },
@@ -208,6 +216,9 @@ function withHistory(value: { historyLength?: unknown }, chunks: readonly string
     )
   for (const message of own) messages.push(message)
   context.messages = messages
+  // A record with chunks is version 2 as stored (see `ChunkedAgentRecord`), version 1 whole.
+  const record = value as { version?: unknown }
+  if (record.version === 2 && messages.length > own.length) record.version = 1
 }
 
 function parseRecord(text: string): unknown {
