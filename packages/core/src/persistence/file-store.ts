@@ -108,15 +108,16 @@ export function fileStore(dir: string, options: FileStoreOptions = {}): RunStore
       assertRunId(runId)
       const folder = path.join(runDir(runId), 'agents')
       await ensureDir(folder)
+      const file = path.join(folder, agentFileName(record.id))
       const { json, annotations, chunks } = encodeAgentRecordParts(record, storedMessages)
       if (chunks.length > 0) {
-        const historyDir = path.join(folder, historyDirName(record.id))
+        const historyDir = historyDirOf(file)
         await ensureDir(historyDir)
         await Promise.all(
           chunks.map((chunk) => writeAtomic(path.join(historyDir, `${chunk.index}.json`), chunk.json)),
         )
       }
-      await writeAtomic(path.join(folder, agentFileName(record.id)), joinRecordParts(json, annotations))
+      await writeAtomic(file, joinRecordParts(json, annotations))
     },
     async loadRun(runId: string) {
       assertRunId(runId)
@@ -161,19 +162,20 @@ export function fileStore(dir: string, options: FileStoreOptions = {}): RunStore
 
 /** An agent's record from its file's text, with the chunks of its history it needs. */
 async function readAgent(file: string, text: string): Promise<AgentRecord> {
-  const historyDir = file.replace(/\.json$/, '.history')
-  const chunks: string[] = []
-  const needed = chunksNeeded(text)
-  for (let index = 0; index < needed; index++) {
-    const chunk = await readIfExists(path.join(historyDir, `${index}.json`))
-    if (chunk === undefined) break
-    chunks.push(chunk)
-  }
-  return decodeAgentRecord(text, file, chunks)
+  const historyDir = historyDirOf(file)
+  const read = await Promise.all(
+    Array.from({ length: chunksNeeded(text) }, (_, index) =>
+      readIfExists(path.join(historyDir, `${index}.json`)),
+    ),
+  )
+  // The chunks up to the first missing one: the decoder names what is missing.
+  const missing = read.indexOf(undefined)
+  return decodeAgentRecord(text, file, (missing === -1 ? read : read.slice(0, missing)) as string[])
 }
 
-function historyDirName(agentId: string): string {
-  return agentFileName(agentId).replace(/\.json$/, '.history')
+/** The folder of an agent's history chunks, beside its record file. */
+function historyDirOf(agentFile: string): string {
+  return agentFile.replace(/\.json$/, '.history')
 }
 
 /** Agent ids are safe file names; very deep ids are hashed to stay under file-name limits. */

@@ -40,7 +40,7 @@ export const defaultMemoryRetention = { maxFinishedRuns: 1000 } as const satisfi
  */
 export function memoryStore(options: MemoryStoreOptions = {}): RunStore {
   const retention = { ...defaultMemoryRetention, ...checkRetention(options.retention) }
-  // Each record's text, as a file or a database would hold it; an agent's messages beside it.
+  // Each record's text, as a file or a database would hold it; an agent's history chunks beside it.
   const runs = new Map<RunId, { run: string; agents: Map<string, StoredAgent> }>()
   const finished = finishedRuns()
 
@@ -72,10 +72,14 @@ export function memoryStore(options: MemoryStoreOptions = {}): RunStore {
       }
       const stored = entry.agents.get(record.id)
       const { json, annotations, chunks } = encodeAgentRecordParts(record, stored ? storedMessages : 0)
-      const history = stored?.history ?? []
+      const text = joinRecordParts(json, annotations)
+      if (stored === undefined) {
+        entry.agents.set(record.id, { text, history: chunks.map((chunk) => chunk.json) })
+        return
+      }
+      stored.text = text
       // A chunk is written at its index, over one of an older history.
-      for (const chunk of chunks) history[chunk.index] = chunk.json
-      entry.agents.set(record.id, { text: joinRecordParts(json, annotations), history })
+      for (const chunk of chunks) stored.history[chunk.index] = chunk.json
     },
     async loadRun(runId) {
       assertRunId(runId)
