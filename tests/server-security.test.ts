@@ -306,12 +306,14 @@ describe('cohort serve answers only its user', () => {
       expect(raw.status).toBe('HTTP/1.1 101 Switching Protocols')
       raw.socket.pause()
     }
-    let events = 0
     let bytes = 0
+    let readerSawEnd = false
     const reader = new WebSocket(`ws://127.0.0.1:${port}/api/events`, { headers: bearer() })
     reader.on('message', (data: Buffer) => {
-      events++
       bytes += data.length
+      // Events arrive in order: the run's end comes after every token. Small, unlike a token event.
+      const text = data.length < 4096 ? data.toString() : ''
+      if (text.includes('"run.completed"') && text.includes('"chatty"')) readerSawEnd = true
     })
     const readerClosed = new Promise((resolve) => reader.once('close', resolve))
     await new Promise((resolve) => reader.once('open', resolve))
@@ -328,7 +330,7 @@ describe('cohort serve answers only its user', () => {
       () => witnessed.some((event) => event.type === 'run.completed' && event.runId === 'chatty'),
       30_000,
     )
-    await waitUntil(() => events >= tokens)
+    await waitUntil(() => readerSawEnd)
     const sent = bytes / 1024 / 1024
     expect(sent).toBeGreaterThan((tokens * tokenBytes) / 1024 / 1024)
     const after = await memoryOf(child.pid!)

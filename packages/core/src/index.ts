@@ -44,8 +44,8 @@ export type {
   ToolSpec,
 } from './models/types.js'
 export type { Answer } from './orchestrator/answer.js'
+export type { Durability, Inspector } from './orchestrator/config.js'
 export { type AgentMetrics, type RunMetrics, runWallMs } from './orchestrator/metrics.js'
-export type { Durability, Inspector } from './orchestrator/orchestrator.js'
 export {
   type RunActor,
   type RunMachine,

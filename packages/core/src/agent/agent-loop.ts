@@ -1,7 +1,7 @@
 import { type ErrorInfo, LimitExceededError, ParseError, toErrorInfo } from '../errors.js'
 import type { ProcessRecord } from '../models/command-model.js'
 import type { ChatMessage, TokenUsage } from '../models/types.js'
-import type { Action, ParseResult } from '../protocol/actions.js'
+import type { Action, ActionOf, ParseResult } from '../protocol/actions.js'
 import { actionReply, childResultsMessage, inboxMessage } from '../protocol/feedback.js'
 import type { Conflict } from '../workspaces/workspaces.js'
 import {
@@ -207,7 +207,7 @@ function withInbox(context: AgentContext, output: ThinkOutcome): ChatMessage[] {
 }
 
 /** The wait action leaves `pending`; with no ids it waits for every child not yet delivered. */
-function waitFor(context: AgentContext, wait: Extract<Action, { action: 'wait_for_subagents' }>): void {
+function waitFor(context: AgentContext, wait: ActionOf<'wait_for_subagents'>): void {
   let ids = wait.ids
   if (!ids) {
     const delivered = new Set(context.delivered)

@@ -2,12 +2,12 @@ import type { AgentContext, ChildLink } from '../agent/context.js'
 import { CancelledError } from '../errors.js'
 import type { AgentEventInput } from '../events/types.js'
 import { checkDependencies } from '../plan/dependency-graph.js'
-import type { Action, LaunchSpec } from '../protocol/actions.js'
+import type { ActionOf, LaunchSpec } from '../protocol/actions.js'
 import type { AgentEntry } from './agent-entry.js'
 import type { AgentRegistry } from './registry.js'
 import { orphaned } from './settlement.js'
 
-type LaunchAction = Extract<Action, { action: 'launch_subagents' }>
+type LaunchAction = ActionOf<'launch_subagents'>
 
 /** What a distributed host (a BullMQ worker) provides to run one agent's segment. */
 export interface SegmentHooks {

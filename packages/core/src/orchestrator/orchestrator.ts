@@ -1,71 +1,38 @@
-import { createActor, type InspectionEvent, type Observer } from 'xstate'
+import { createActor } from 'xstate'
 import { type AgentMachineEvent, type AgentSnapshot, failEvent } from '../agent/agent-machine.js'
 import type { AgentContext } from '../agent/context.js'
 import type { AgentDefinition } from '../agent/define-agent.js'
-import type { RunLimits } from '../agent/limits.js'
-import {
-  AgentFailedError,
-  CancelledError,
-  CohortError,
-  type ErrorInfo,
-  fromErrorInfo,
-  InvalidInputError,
-  SnapshotError,
-  toErrorInfo,
-} from '../errors.js'
+import { CancelledError, CohortError, fromErrorInfo, InvalidInputError, SnapshotError } from '../errors.js'
 import type { EventBus } from '../events/event-bus.js'
 import type { AgentEventInput, RunEventInput } from '../events/types.js'
 import type { ChatModel } from '../models/types.js'
 import { AgentWriter } from '../persistence/agent-writer.js'
 import { readRunRecord } from '../persistence/read.js'
 import type { AgentRecord, RunRecord, RunStatus, RunStore, StoredRun } from '../persistence/records.js'
-import type { Action } from '../protocol/actions.js'
+import type { ActionOf } from '../protocol/actions.js'
 import type { Redactor } from '../protocol/redact.js'
 import type { Scheduler } from '../scheduler/scheduler.js'
 import { TokenBudget } from '../scheduler/token-budget.js'
 import type { Workspaces } from '../workspaces/workspaces.js'
 import { type AgentEntry, toAgentRecord, tokensOf } from './agent-entry.js'
-import { type AgentServices, createAgentServices, type EffectHost } from './agent-services.js'
-import { type LaunchHost, type LaunchOutcome, launchChildren, type SegmentHooks } from './launch.js'
+import { AgentKinds } from './agent-kinds.js'
+import { createAgentServices } from './agent-services.js'
+import type { OrchestratorConfig } from './config.js'
+import type { EffectHost } from './effect-host.js'
+import { Effects } from './effects.js'
+import { type LaunchHost, type LaunchOutcome, launchChildren } from './launch.js'
 import { BusyTracker, detachedRecord, resumedRecord } from './metrics.js'
 import { AgentRegistry, type NewAgent } from './registry.js'
+import { RunEvents } from './run-events.js'
 import { type RunActor, runMachine } from './run-machine.js'
+import { RunOutcome } from './run-outcome.js'
 import { Settlement } from './settlement.js'
 
 function endedReason(context: AgentContext): unknown {
   return context.error ? fromErrorInfo(context.error) : new CancelledError('settled')
 }
 
-/**
- * When a step is written. `sync`: before any effect that depends on it starts (the next model
- * call, a tool call, a child's first call), so a crash repeats only what was in flight. `async`:
- * behind the agents, for throughput; a crash may then repeat the steps not yet written.
- */
-export type Durability = 'sync' | 'async'
-
-/** An XState inspector: `createBrowserInspector().inspect`, or any function of inspection events. */
-export type Inspector = Observer<InspectionEvent> | ((event: InspectionEvent) => void)
-
-export interface OrchestratorConfig {
-  runId: string
-  definitions: ReadonlyMap<string, AgentDefinition>
-  model: ChatModel | undefined
-  limits: RunLimits
-  store: RunStore
-  bus: EventBus
-  scheduler: Scheduler
-  onCycle: 'refuse' | 'sequential'
-  redact: Redactor
-  /** A store write that takes longer fails the run with a StoreError. */
-  storeTimeoutMs: number
-  workspaces: Workspaces | undefined
-  durability: Durability
-  inspect?: Inspector | undefined
-  /** Set when this orchestrator runs one segment of one agent for a distributed host. */
-  segment?: SegmentHooks | undefined
-}
-
-type LaunchAction = Extract<Action, { action: 'launch_subagents' }>
+type LaunchAction = ActionOf<'launch_subagents'>
 
 /**
  * One per run: the run's XState actor (`runMachine`) and the parent of every agent's actor. It
@@ -78,8 +45,8 @@ export class Orchestrator implements EffectHost {
   /** The run's agents by id (`AgentRegistry`). */
   readonly registry: ReadonlyMap<string, AgentEntry>
   private readonly agents: AgentRegistry
-  readonly result: Promise<unknown>
   readonly busy = new BusyTracker()
+  readonly kinds = new AgentKinds()
   /** The run's actor: its snapshot says where the run is; every agent's actor is its child. */
   readonly actor: RunActor
   readonly writer: AgentWriter<AgentEntry>
@@ -87,18 +54,16 @@ export class Orchestrator implements EffectHost {
   readonly budget: TokenBudget
   /** Set once the root agent settled: resolves when the run record is final. */
   runEnded: Promise<void> | undefined
-  private readonly services: AgentServices
+  private readonly effects: Effects
   private readonly settlement: Settlement
-  private readonly clockStart = performance.now()
-  /** Effects started so far: each gets the next number as its token. */
-  private effects = 0
-  private runRecord: RunRecord | undefined
-  private resolveResult!: (value: unknown) => void
-  private rejectResult!: (error: unknown) => void
+  /** The run's record and its result. */
+  private readonly outcome: RunOutcome
+  private readonly events: RunEvents
   private ending = false
   cancelReason: string | undefined
 
   constructor(readonly config: OrchestratorConfig) {
+    this.events = new RunEvents(config.bus, config.runId)
     this.budget = new TokenBudget(config.limits.maxRunTokens, `run ${config.runId}`)
     this.actor = createActor(runMachine, {
       id: `run ${config.runId}`,
@@ -119,8 +84,9 @@ export class Orchestrator implements EffectHost {
       },
     )
     this.registry = this.agents.entries
-    this.services = createAgentServices(this)
+    this.effects = new Effects(createAgentServices(this), this)
     this.settlement = new Settlement(this)
+    this.outcome = new RunOutcome(this)
     this.writer = new AgentWriter(
       config.store,
       config.runId,
@@ -132,12 +98,6 @@ export class Orchestrator implements EffectHost {
       },
       (entry) => entry.writing === entry.actor.getSnapshot(),
     )
-    this.result = new Promise((resolve, reject) => {
-      this.resolveResult = resolve
-      this.rejectResult = reject
-    })
-    // The caller may never await the result; a failed run must not become an unhandled rejection.
-    this.result.catch(() => {})
   }
 
   get runId(): string {
@@ -155,15 +115,18 @@ export class Orchestrator implements EffectHost {
   get workspaces(): Workspaces | undefined {
     return this.config.workspaces
   }
+  get store(): RunStore {
+    return this.config.store
+  }
+  /** Resolves with the root agent's result when the run completes; rejects when it does not. */
+  get result(): Promise<unknown> {
+    return this.outcome.result
+  }
   get record(): RunRecord | undefined {
-    return this.runRecord
+    return this.outcome.record
   }
   get isSettled(): boolean {
-    return this.runRecord !== undefined && this.runRecord.status !== 'running'
-  }
-
-  elapsedMs(): number {
-    return Math.round(performance.now() - this.clockStart)
+    return this.outcome.isSettled
   }
 
   modelFor(definition: AgentDefinition): ChatModel {
@@ -198,7 +161,7 @@ export class Orchestrator implements EffectHost {
         )
       }
       const now = Date.now()
-      this.runRecord = {
+      await this.outcome.keep({
         version: 1,
         id: this.runId,
         agent: agentName,
@@ -207,8 +170,7 @@ export class Orchestrator implements EffectHost {
         status: 'running',
         createdAt: now,
         updatedAt: now,
-      }
-      await this.config.store.saveRun(this.runRecord)
+      })
       this.emitRun({ type: 'run.started', agent: agentName, task, rootAgentId: agentName })
       await this.startRoot(agentName, task, start)
     } catch (error) {
@@ -243,12 +205,11 @@ export class Orchestrator implements EffectHost {
 
   /** Rebuilds every agent's actor from its record: in-flight model calls, tools and waits run again. */
   async restore(stored: StoredRun): Promise<void> {
-    this.runRecord = stored.run
+    this.outcome.adopt(stored.run)
     const entries = stored.agents.map((record) => this.restoreAgent(record))
     if (stored.run.status === 'running' && stored.run.detachedAt !== undefined) {
       // Stored before anything runs again: after a crash, this segment's time must not count as stopped.
-      this.runRecord = resumedRecord(stored.run, Date.now())
-      await this.config.store.saveRun(this.runRecord)
+      await this.outcome.keep(resumedRecord(stored.run, Date.now()))
     }
     // A crash between saving the run and its root agent leaves no root record: start the root again.
     if (!this.registry.has(stored.run.rootAgentId) && stored.run.status === 'running') {
@@ -265,9 +226,9 @@ export class Orchestrator implements EffectHost {
     }
     for (const entry of entries) this.budget.book(tokensOf(entry.context))
     this.emitRun({ type: 'run.resumed', agents: entries.length })
-    if (stored.run.status !== 'running') return this.settleFromRecord(stored.run)
+    if (stored.run.status !== 'running') return this.outcome.settle(stored.run)
     this.settlement.endOrphans(entries)
-    for (const entry of entries) this.runEffect(entry)
+    for (const entry of entries) this.effects.run(entry)
     for (const entry of entries) {
       if (entry.settled) continue
       if (entry.status === 'idle') this.settlement.startWhenReady(entry)
@@ -279,7 +240,7 @@ export class Orchestrator implements EffectHost {
 
   /** Takes a stored run record as this run's own (a segment runs one agent of it). */
   adoptRecord(record: RunRecord): void {
-    this.runRecord = record
+    this.outcome.adopt(record)
   }
 
   /** Starts sub-agents for `parent` (`launchChildren`). */
@@ -329,34 +290,20 @@ export class Orchestrator implements EffectHost {
   }
 
   emitAgent(context: AgentContext, event: AgentEventInput): void {
-    if (!this.config.bus.hasListeners) return
-    this.config.bus.emit({
-      ...event,
-      runId: this.runId,
-      agentId: context.agentId,
-      agentName: context.name,
-      depth: context.depth,
-      at: Date.now(),
-      elapsedMs: this.elapsedMs(),
-    } as never)
+    this.events.agent(context, event)
   }
 
   emitRun(event: RunEventInput): void {
-    if (!this.config.bus.hasListeners) return
-    this.config.bus.emit({
-      ...event,
-      runId: this.runId,
-      at: Date.now(),
-      elapsedMs: this.elapsedMs(),
-    } as never)
+    this.events.run(event)
   }
 
   /** The whole run as plain data. */
   async snapshot(): Promise<StoredRun> {
-    if (!this.runRecord) throw new CohortError('NOT_STARTED', `run ${this.runId} has not started yet`)
+    const run = this.outcome.record
+    if (!run) throw new CohortError('NOT_STARTED', `run ${this.runId} has not started yet`)
     const agents: AgentRecord[] = []
     for (const entry of this.registry.values()) agents.push(toAgentRecord(entry))
-    return structuredClone({ run: this.runRecord, agents })
+    return structuredClone({ run, agents })
   }
 
   /** Makes a new agent's actor, idle: `Settlement.startWhenReady` starts it. */
@@ -405,59 +352,14 @@ export class Orchestrator implements EffectHost {
     else this.runEffect(entry)
   }
 
-  /**
-   * Starts the effect the agent's state calls for, unless one runs: `running.thinking` → a model
-   * call, `running.acting` → its next action, `suspended.children` → waiting for them. The
-   * outcome goes back to the agent's actor as an event.
-   */
+  /** Starts the effect the agent's state calls for, unless one runs (`Effects`). */
   runEffect(entry: AgentEntry): void {
-    if (entry.effect !== 0 || entry.mode !== 'local') return
-    const snapshot = entry.actor.getSnapshot()
-    if (snapshot.status !== 'active') return
-    const { context } = snapshot
-    const maxRepairs = entry.limits.maxRepairs
-    const controller = new AbortController()
-    const { signal } = controller
-    let outcome: Promise<AgentMachineEvent>
-    if (snapshot.matches({ running: 'thinking' })) {
-      outcome = this.services
-        .think(entry, signal)
-        .then((reply) => ({ type: 'REPLIED', outcome: reply, maxRepairs }))
-    } else if (snapshot.matches({ running: 'acting' }) && context.pending[0]) {
-      outcome = this.services
-        .act(entry, context.pending[0], signal)
-        .then((acted) => ({ type: 'ACTED', outcome: acted, maxRepairs }))
-    } else if (snapshot.matches({ suspended: 'children' })) {
-      outcome = this.services
-        .awaitChildren(entry, context.waitingOn ?? [], signal)
-        .then((group) => ({ type: 'CHILDREN_SETTLED', group }))
-    } else return
-    const token = ++this.effects
-    entry.effect = token
-    entry.controller = controller
-    outcome.then(
-      (event) => {
-        // An aborted effect (the agent settled or stopped) has nobody left to tell.
-        if (entry.effect !== token) return
-        entry.effect = 0
-        entry.controller = undefined
-        this.send(entry, event)
-      },
-      (error: unknown) => {
-        if (entry.effect !== token) return
-        entry.effect = 0
-        entry.controller = undefined
-        this.failAgent(entry, error)
-      },
-    )
+    this.effects.run(entry)
   }
 
   /** Aborts the agent's running effect (cancel, timeout, a segment's end). */
-  stopEffect(entry: AgentEntry, reason: () => unknown = () => new CancelledError('stopped')): void {
-    // Made only when an effect runs: an error's stack costs more than the rest of a settlement.
-    if (entry.effect !== 0) entry.controller?.abort(reason())
-    entry.effect = 0
-    entry.controller = undefined
+  stopEffect(entry: AgentEntry, reason?: () => unknown): void {
+    this.effects.stop(entry, reason)
   }
 
   /** Lets go of the agent where it is: it takes no more events, and nothing of it is written. */
@@ -478,49 +380,14 @@ export class Orchestrator implements EffectHost {
     const { context } = root
     let status: RunStatus = root.status === 'completed' ? 'completed' : 'failed'
     if (status === 'failed' && this.cancelReason !== undefined) status = 'cancelled'
+    let record: RunRecord
     try {
       await this.writer.flush()
-      await this.finishRecord(status, context.result, context.error)
+      record = await this.outcome.finish(status, context.result, context.error)
     } catch (error) {
-      return this.failRun(error)
+      return this.outcome.fail(error)
     }
-    this.settleFromRecord(this.runRecord!)
-  }
-
-  private async finishRecord(
-    status: RunStatus,
-    result: unknown,
-    error: ErrorInfo | undefined,
-  ): Promise<void> {
-    const record: RunRecord = { ...this.runRecord!, status, updatedAt: Date.now() }
-    if (status === 'completed') record.result = result
-    else if (error) record.error = error
-    await this.config.store.saveRun(record)
-    this.runRecord = record
-  }
-
-  private settleFromRecord(record: RunRecord): void {
-    this.runRecord = record
-    if (record.status === 'completed') {
-      this.actor.send({ type: 'SETTLED', status: 'completed', result: record.result })
-      this.emitRun({ type: 'run.completed', result: record.result })
-      this.resolveResult(record.result)
-    } else if (record.status === 'cancelled') {
-      const reason = record.error?.message ?? 'cancelled'
-      this.actor.send({
-        type: 'SETTLED',
-        status: 'cancelled',
-        error: toErrorInfo(new CancelledError(reason)),
-      })
-      this.emitRun({ type: 'run.cancelled', reason })
-      this.rejectResult(new CancelledError(reason))
-    } else {
-      const error = record.error ?? toErrorInfo(new Error('run failed'))
-      this.actor.send({ type: 'SETTLED', status: 'failed', error })
-      this.emitRun({ type: 'run.failed', error })
-      this.rejectResult(fromErrorInfo(error, record.rootAgentId))
-    }
-    this.config.bus.close()
+    this.outcome.settle(record)
   }
 
   /**
@@ -541,16 +408,12 @@ export class Orchestrator implements EffectHost {
     try {
       await this.writer.flush()
       // When it stopped, so that the time until a resume is not counted as running (metrics).
-      if (this.runRecord?.status === 'running') {
-        this.runRecord = detachedRecord(this.runRecord, stoppedAt)
-        await this.config.store.saveRun(this.runRecord)
-      }
+      const record = this.outcome.record
+      if (record?.status === 'running') await this.outcome.keep(detachedRecord(record, stoppedAt))
     } finally {
       for (const entry of entries)
         if (!entry.settled) this.actor.send({ type: 'STOP_AGENT', agent: entry.actor })
-      this.actor.send({ type: 'DETACH' })
-      this.rejectResult(new CohortError('DETACHED', `run ${this.runId} was detached; resume it to continue`))
-      this.config.bus.close()
+      this.outcome.detached()
     }
   }
 
@@ -559,16 +422,6 @@ export class Orchestrator implements EffectHost {
     if (this.isSettled) return
     this.ending = true
     for (const entry of this.registry.values()) this.release(entry)
-    this.failRun(error)
-  }
-
-  private failRun(error: unknown): void {
-    // The stored run stays as it was (status running, last good agent records): it can be resumed later.
-    const info = toErrorInfo(error)
-    if (this.runRecord) this.runRecord = { ...this.runRecord, status: 'failed', error: info }
-    this.actor.send({ type: 'ABORT', error: info })
-    this.emitRun({ type: 'run.failed', error: info })
-    this.rejectResult(error instanceof CohortError ? error : new AgentFailedError('(runtime)', info.message))
-    this.config.bus.close()
+    this.outcome.fail(error)
   }
 }

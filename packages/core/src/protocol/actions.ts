@@ -79,6 +79,9 @@ export type Action = (
 
 export type ActionName = Action['action']
 
+/** One kind of action: `ActionOf<'call_tool'>`. */
+export type ActionOf<Name extends ActionName> = Extract<Action, { action: Name }>
+
 /** A parser result is data, never an exception for bad model output. */
 export type ParseResult = { ok: true; actions: Action[] } | { ok: false; error: string }
 

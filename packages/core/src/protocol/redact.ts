@@ -95,3 +95,8 @@ function redactedCopy(
     target[redactText(key)] = copy((value as Record<string, unknown>)[key])
   return target
 }
+
+/** An error's message without secrets, in place: the error keeps its class, code and stack. */
+export function redactError(redact: Redactor, error: unknown): void {
+  if (error instanceof Error) error.message = redact(error.message)
+}

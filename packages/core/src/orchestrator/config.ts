@@ -1,0 +1,39 @@
+import type { InspectionEvent, Observer } from 'xstate'
+import type { AgentDefinition } from '../agent/define-agent.js'
+import type { RunLimits } from '../agent/limits.js'
+import type { EventBus } from '../events/event-bus.js'
+import type { ChatModel } from '../models/types.js'
+import type { RunStore } from '../persistence/records.js'
+import type { Redactor } from '../protocol/redact.js'
+import type { Scheduler } from '../scheduler/scheduler.js'
+import type { Workspaces } from '../workspaces/workspaces.js'
+import type { SegmentHooks } from './launch.js'
+
+/**
+ * When a step is written. `sync`: before any effect that depends on it starts (the next model
+ * call, a tool call, a child's first call), so a crash repeats only what was in flight. `async`:
+ * behind the agents, for throughput; a crash may then repeat the steps not yet written.
+ */
+export type Durability = 'sync' | 'async'
+
+/** An XState inspector: `createBrowserInspector().inspect`, or any function of inspection events. */
+export type Inspector = Observer<InspectionEvent> | ((event: InspectionEvent) => void)
+
+export interface OrchestratorConfig {
+  runId: string
+  definitions: ReadonlyMap<string, AgentDefinition>
+  model: ChatModel | undefined
+  limits: RunLimits
+  store: RunStore
+  bus: EventBus
+  scheduler: Scheduler
+  onCycle: 'refuse' | 'sequential'
+  redact: Redactor
+  /** A store write that takes longer fails the run with a StoreError. */
+  storeTimeoutMs: number
+  workspaces: Workspaces | undefined
+  durability: Durability
+  inspect?: Inspector | undefined
+  /** Set when this orchestrator runs one segment of one agent for a distributed host. */
+  segment?: SegmentHooks | undefined
+}

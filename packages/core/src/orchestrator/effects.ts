@@ -1,0 +1,75 @@
+import type { AgentMachineEvent } from '../agent/agent-machine.js'
+import { CancelledError } from '../errors.js'
+import type { AgentEntry } from './agent-entry.js'
+import type { AgentServices } from './agent-services.js'
+
+/** Where an effect's outcome goes: back to the agent's actor, or its failure. */
+export interface EffectTarget {
+  send(entry: AgentEntry, event: AgentMachineEvent): void
+  failAgent(entry: AgentEntry, error: unknown): void
+}
+
+/**
+ * Runs the effect an agent's state calls for, at most one an agent at a time, and sends its
+ * outcome back as an event: `running.thinking` → a model call, `running.acting` → its next
+ * action, `suspended.children` → waiting for them. An effect stopped before it ended (the
+ * agent settled, timed out, was detached) tells nobody.
+ */
+export class Effects {
+  /** Effects started so far: each gets the next number as its token. */
+  private started = 0
+
+  constructor(
+    private readonly services: AgentServices,
+    private readonly target: EffectTarget,
+  ) {}
+
+  run(entry: AgentEntry): void {
+    if (entry.effect !== 0 || entry.mode !== 'local') return
+    const snapshot = entry.actor.getSnapshot()
+    if (snapshot.status !== 'active') return
+    const { context } = snapshot
+    const maxRepairs = entry.limits.maxRepairs
+    const controller = new AbortController()
+    const { signal } = controller
+    let outcome: Promise<AgentMachineEvent>
+    if (snapshot.matches({ running: 'thinking' })) {
+      outcome = this.services
+        .think(entry, signal)
+        .then((reply) => ({ type: 'REPLIED', outcome: reply, maxRepairs }))
+    } else if (snapshot.matches({ running: 'acting' }) && context.pending[0]) {
+      outcome = this.services
+        .act(entry, context.pending[0], signal)
+        .then((acted) => ({ type: 'ACTED', outcome: acted, maxRepairs }))
+    } else if (snapshot.matches({ suspended: 'children' })) {
+      outcome = this.services
+        .awaitChildren(entry, context.waitingOn ?? [], signal)
+        .then((group) => ({ type: 'CHILDREN_SETTLED', group }))
+    } else return
+    const token = ++this.started
+    entry.effect = token
+    entry.controller = controller
+    outcome.then(
+      (event) => {
+        if (entry.effect !== token) return
+        entry.effect = 0
+        entry.controller = undefined
+        this.target.send(entry, event)
+      },
+      (error: unknown) => {
+        if (entry.effect !== token) return
+        entry.effect = 0
+        entry.controller = undefined
+        this.target.failAgent(entry, error)
+      },
+    )
+  }
+
+  /** Aborts the agent's running effect with `reason` (cancel, timeout, a segment's end). */
+  stop(entry: AgentEntry, reason: () => unknown = () => new CancelledError('stopped')): void {
+    // Made only when an effect runs: an error's stack costs more than the rest of a settlement.
+    if (entry.effect !== 0) entry.controller?.abort(reason())
+    entry.effect = 0
+    entry.controller = undefined
+  }
+}

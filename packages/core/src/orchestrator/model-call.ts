@@ -1,0 +1,217 @@
+import type { ThinkOutcome } from '../agent/agent-loop.js'
+import type { AgentContext } from '../agent/context.js'
+import { LimitExceededError, ModelError, toErrorInfo } from '../errors.js'
+import type { ChatMessage, ChatModel, ModelReply, ModelRequest } from '../models/types.js'
+import { inboxMessage, renderValue, repairFeedback } from '../protocol/feedback.js'
+import { parseActions } from '../protocol/parse-actions.js'
+import { repairText } from '../protocol/prompt.js'
+import { redactError } from '../protocol/redact.js'
+import { estimateTokens } from '../scheduler/estimate-tokens.js'
+import type { Slot, SlotRequest } from '../scheduler/scheduler.js'
+import { promiseOf } from '../thenable.js'
+import { type AgentEntry, tokensOf } from './agent-entry.js'
+import type { EffectHost } from './effect-host.js'
+
+const noChildren: ReadonlySet<string> = new Set()
+
+/**
+ * The effect of `running.thinking`: one model call, once the scheduler grants a slot and within
+ * the agent's and the run's limits. Its outcome is the reply as the step it makes.
+ */
+export function think(run: EffectHost, entry: AgentEntry, signal: AbortSignal): Promise<ThinkOutcome> {
+  let model: ChatModel
+  let slot: Slot | undefined
+  let request: SlotRequest
+  try {
+    const { context } = entry
+    if (context.turn >= entry.limits.maxSteps) {
+      throw new LimitExceededError(
+        'maxSteps',
+        `agent made ${context.turn} model calls, the limit is ${entry.limits.maxSteps} (maxSteps)`,
+      )
+    }
+    const overBudget = budgetExceeded(run, entry, context, 0)
+    if (overBudget) throw overBudget
+    model = run.modelFor(entry.definition)
+    request = {
+      priority: context.priority,
+      model: model.name,
+      signal,
+      // Reserved against token limits and the run's budget before the call starts; `release` settles it.
+      estimatedTokens: estimateTokens({
+        messages: context.messages,
+        tools: run.kinds.of(entry.definition).specs,
+        maxTokens: model.maxTokens,
+      }),
+      kind: entry.definition.name,
+      budget: run.budget,
+    }
+    // A free slot is taken in this tick: the model call starts before the caller goes on.
+    slot = run.scheduler.tryAcquire(request)
+  } catch (error) {
+    return Promise.reject(error)
+  }
+  if (slot) return callModel(run, entry, model, slot, signal)
+  return run.scheduler.acquire(request).then((granted) => callModel(run, entry, model, granted, signal))
+}
+
+/**
+ * One model call of a thinking agent, its slot granted. A chain of two callbacks, not an async
+ * function: an async function's frame, which lives as long as the call, held every local of the
+ * step (about 450 bytes of each agent waiting on its model).
+ */
+function callModel(
+  run: EffectHost,
+  entry: AgentEntry,
+  model: ChatModel,
+  slot: Slot,
+  signal: AbortSignal,
+): Promise<ThinkOutcome> {
+  const { context } = entry
+  const agentId = entry.id
+  const turn = context.turn
+  const { redact, workspaces } = run
+  // Events are built only when someone listens: most runs have no listener, and a step is short.
+  if (run.bus.hasListeners) run.emitAgent(context, { type: 'model.started', turn, model: model.name })
+  const started = performance.now()
+  const failed = (error: unknown): never => {
+    run.busy.end()
+    slot.release(0)
+    redactError(redact, error)
+    const durationMs = Math.round(performance.now() - started)
+    const failure: Parameters<typeof run.emitAgent>[1] = {
+      type: 'model.failed',
+      turn,
+      durationMs,
+      error: toErrorInfo(error),
+    }
+    if (error instanceof ModelError && error.process) failure.process = error.process
+    run.emitAgent(context, failure)
+    throw error
+  }
+  run.busy.begin()
+  let reply: Promise<ModelReply>
+  try {
+    const request: ModelRequest = {
+      runId: run.runId,
+      agent: {
+        id: agentId,
+        name: context.name,
+        depth: context.depth,
+        parentId: context.parentId,
+        task: context.task,
+      },
+      turn,
+      messages:
+        context.inbox.length > 0 ? [...context.messages, inboxMessage(context.inbox)] : context.messages,
+      tools: run.kinds.of(entry.definition).specs,
+      onToken: (text) => run.emitAgent(context, { type: 'model.token', turn, text: redact(text) }),
+      signal,
+    }
+    if (workspaces) request.workspace = () => workspaces.ensure(run.runId, agentId)
+    reply = Promise.resolve(model.complete(request))
+  } catch (error) {
+    return promiseOf(() => failed(error))
+  }
+  return reply.then((answer) => {
+    let cleaned: ModelReply
+    try {
+      cleaned = redactReply(run, answer)
+    } catch (error) {
+      return failed(error)
+    }
+    run.busy.end()
+    return thought(run, entry, context, turn, slot, started, cleaned)
+  }, failed)
+}
+
+/** What the model said, as the step it makes: its actions parsed, its tokens booked. */
+function thought(
+  run: EffectHost,
+  entry: AgentEntry,
+  context: AgentContext,
+  turn: number,
+  slot: Slot,
+  started: number,
+  reply: ModelReply,
+): ThinkOutcome {
+  const tokens = (reply.usage?.promptTokens ?? 0) + (reply.usage?.completionTokens ?? 0)
+  // Books the tokens in the run's budget too.
+  slot.release(tokens)
+  const durationMs = performance.now() - started
+  if (run.bus.hasListeners) {
+    const completed: Parameters<typeof run.emitAgent>[1] = {
+      type: 'model.completed',
+      turn,
+      durationMs: Math.round(durationMs),
+    }
+    if (reply.usage) completed.usage = reply.usage
+    if (reply.cost !== undefined) completed.cost = reply.cost
+    if (reply.process) completed.process = reply.process
+    run.emitAgent(context, completed)
+  }
+  // Over a token budget after the call: the reply and its tokens are still the agent's (its
+  // metrics count what was spent), and the step fails it.
+  const exceeded = budgetExceeded(run, entry, context, tokens)
+
+  // An oversized reply is refused by the parser; the history keeps only its beginning.
+  const assistant: ChatMessage = { role: 'assistant', content: renderValue(reply.text ?? '', 200_000) }
+  if (reply.toolCalls?.length) assistant.toolCalls = reply.toolCalls
+  const parse = parseActions(reply, {
+    tools: run.kinds.of(entry.definition).tools,
+    subagents: entry.definition.subagents,
+    childIds:
+      context.children.length === 0 ? noChildren : new Set(context.children.map((child) => child.localId)),
+  })
+  if (parse.ok) {
+    for (let index = 0; index < parse.actions.length; index++) parse.actions[index]!.key = `${turn}.${index}`
+  }
+  const outcome: ThinkOutcome = {
+    assistant,
+    parse,
+    inboxConsumed: context.inbox.length,
+    feedback: parse.ok
+      ? []
+      : repairFeedback(reply.toolCalls?.map((call) => call.id) ?? [], repairText(parse.error)),
+    durationMs,
+  }
+  if (reply.usage) outcome.usage = reply.usage
+  if (reply.cost !== undefined) outcome.cost = reply.cost
+  if (reply.retries) outcome.retries = reply.retries
+  if (reply.process) outcome.process = reply.process
+  if (exceeded) outcome.exceeded = toErrorInfo(exceeded)
+  return outcome
+}
+
+function redactReply(run: EffectHost, reply: ModelReply): ModelReply {
+  const cleaned: ModelReply = { ...reply }
+  if (reply.text !== undefined) cleaned.text = run.redact(reply.text)
+  if (reply.toolCalls)
+    cleaned.toolCalls = reply.toolCalls.map((call) => ({ ...call, arguments: run.redact(call.arguments) }))
+  return cleaned
+}
+
+/** The limit the agent or the run went over with its tokens, if either did. */
+function budgetExceeded(
+  run: EffectHost,
+  entry: AgentEntry,
+  context: AgentContext,
+  justUsed: number,
+): LimitExceededError | undefined {
+  const agentTokens = tokensOf(context) + justUsed
+  const { maxAgentTokens, maxRunTokens } = entry.limits
+  if (maxAgentTokens !== null && agentTokens > maxAgentTokens) {
+    return new LimitExceededError(
+      'maxAgentTokens',
+      `agent ${entry.id} used ${agentTokens} tokens, over its budget of ${maxAgentTokens} (maxAgentTokens)`,
+    )
+  }
+  // Reservations keep a run within its budget unless a call used more than its estimate.
+  if (maxRunTokens !== null && run.budget.used > maxRunTokens) {
+    return new LimitExceededError(
+      'maxRunTokens',
+      `run ${run.runId} used ${run.budget.used} tokens, over its budget of ${maxRunTokens} (maxRunTokens)`,
+    )
+  }
+  return undefined
+}

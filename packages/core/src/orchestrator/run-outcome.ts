@@ -1,0 +1,115 @@
+import {
+  AgentFailedError,
+  CancelledError,
+  CohortError,
+  type ErrorInfo,
+  fromErrorInfo,
+  toErrorInfo,
+} from '../errors.js'
+import type { EventBus } from '../events/event-bus.js'
+import type { RunEventInput } from '../events/types.js'
+import type { RunRecord, RunStatus, RunStore } from '../persistence/records.js'
+import type { RunActor } from './run-machine.js'
+
+/** What a run's outcome needs of its run. */
+export interface OutcomeHost {
+  readonly runId: string
+  readonly store: RunStore
+  readonly actor: RunActor
+  readonly bus: EventBus
+  emitRun(event: RunEventInput): void
+}
+
+/**
+ * A run's record and its result: the record as the store has it, and how the run ends, once.
+ * Settling tells the run's actor, the event listeners and whoever awaits the result, in that
+ * order, and closes the event bus.
+ */
+export class RunOutcome {
+  readonly result: Promise<unknown>
+  private current: RunRecord | undefined
+  private resolveResult!: (value: unknown) => void
+  private rejectResult!: (error: unknown) => void
+
+  constructor(private readonly run: OutcomeHost) {
+    this.result = new Promise((resolve, reject) => {
+      this.resolveResult = resolve
+      this.rejectResult = reject
+    })
+    // The caller may never await the result; a failed run must not become an unhandled rejection.
+    this.result.catch(() => {})
+  }
+
+  get record(): RunRecord | undefined {
+    return this.current
+  }
+
+  get isSettled(): boolean {
+    return this.current !== undefined && this.current.status !== 'running'
+  }
+
+  /** Takes a record read from the store as the run's own. */
+  adopt(record: RunRecord): void {
+    this.current = record
+  }
+
+  /** Takes `record` as the run's own at once, then stores it. */
+  async keep(record: RunRecord): Promise<void> {
+    this.current = record
+    await this.run.store.saveRun(record)
+  }
+
+  /** Stores the run's final status; the record changes only once it is stored. */
+  async finish(status: RunStatus, result: unknown, error: ErrorInfo | undefined): Promise<RunRecord> {
+    const record: RunRecord = { ...this.current!, status, updatedAt: Date.now() }
+    if (status === 'completed') record.result = result
+    else if (error) record.error = error
+    await this.run.store.saveRun(record)
+    this.current = record
+    return record
+  }
+
+  /** Settles the run as its stored record says. */
+  settle(record: RunRecord): void {
+    const { actor } = this.run
+    this.current = record
+    if (record.status === 'completed') {
+      actor.send({ type: 'SETTLED', status: 'completed', result: record.result })
+      this.run.emitRun({ type: 'run.completed', result: record.result })
+      this.resolveResult(record.result)
+    } else if (record.status === 'cancelled') {
+      const reason = record.error?.message ?? 'cancelled'
+      actor.send({ type: 'SETTLED', status: 'cancelled', error: toErrorInfo(new CancelledError(reason)) })
+      this.run.emitRun({ type: 'run.cancelled', reason })
+      this.rejectResult(new CancelledError(reason))
+    } else {
+      const error = record.error ?? toErrorInfo(new Error('run failed'))
+      actor.send({ type: 'SETTLED', status: 'failed', error })
+      this.run.emitRun({ type: 'run.failed', error })
+      this.rejectResult(fromErrorInfo(error, record.rootAgentId))
+    }
+    this.run.bus.close()
+  }
+
+  /**
+   * A failure of the runtime itself. The stored run stays as it was (status running, the last
+   * good agent records), so it can be resumed later; only this process's record says failed.
+   */
+  fail(error: unknown): void {
+    const info = toErrorInfo(error)
+    if (this.current) this.current = { ...this.current, status: 'failed', error: info }
+    this.run.actor.send({ type: 'ABORT', error: info })
+    this.run.emitRun({ type: 'run.failed', error: info })
+    this.rejectResult(error instanceof CohortError ? error : new AgentFailedError('(runtime)', info.message))
+    this.run.bus.close()
+  }
+
+  /** The run stopped here without settling: the store keeps it, a resume continues it. */
+  detached(): void {
+    this.run.actor.send({ type: 'DETACH' })
+    this.rejectResult(
+      new CohortError('DETACHED', `run ${this.run.runId} was detached; resume it to continue`),
+    )
+    this.run.bus.close()
+  }
+}

@@ -1,0 +1,142 @@
+import { createHash } from 'node:crypto'
+import type { ActOutcome } from '../agent/agent-loop.js'
+import type { AgentContext } from '../agent/context.js'
+import { toErrorInfo } from '../errors.js'
+import type { ActionOf } from '../protocol/actions.js'
+import { actionReply, renderValue } from '../protocol/feedback.js'
+import { redactError } from '../protocol/redact.js'
+import { isThenable, promiseOf } from '../thenable.js'
+import { abortableSleep, SuspendRequest, type ToolContext } from '../tools/define-tool.js'
+import type { AgentEntry } from './agent-entry.js'
+import type { EffectHost } from './effect-host.js'
+
+type ToolAction = ActionOf<'call_tool'>
+
+/**
+ * The effect of a `call_tool` action: asks for approval when the tool needs it, else runs the
+ * tool. Plain callbacks, not an async function: a tool that returns at once (most do) costs no
+ * frame and no turn of the microtask queue; one that takes time holds a callback.
+ */
+export function runTool(
+  run: EffectHost,
+  entry: AgentEntry,
+  action: ToolAction,
+  signal: AbortSignal,
+): Promise<ActOutcome> {
+  const { context } = entry
+  const tool = run.kinds.of(entry.definition).tools.get(action.tool)!
+  const key = action.key ?? String(context.turn)
+  const callId = action.callId ?? `${context.agentId}#${key}`
+  const answer = context.answers[key]
+  let needsApproval: boolean | undefined
+  try {
+    needsApproval =
+      typeof tool.needsApproval === 'function' ? tool.needsApproval(action.args) : tool.needsApproval
+  } catch (error) {
+    return Promise.reject(error)
+  }
+  if (needsApproval && !(answer && 'approved' in answer)) {
+    const prompt = `approve ${tool.name} ${renderValue(action.args, 500)}?`
+    return Promise.resolve({
+      messages: [],
+      suspend: { kind: 'approval', callId, key, tool: tool.name, args: action.args, prompt },
+    })
+  }
+  if (run.bus.hasListeners)
+    run.emitAgent(context, { type: 'tool.started', callId, tool: tool.name, args: action.args })
+  const started = performance.now()
+  run.busy.begin()
+  const completed = (value: unknown): ActOutcome => {
+    let result: unknown
+    try {
+      result = run.redact(value)
+    } catch (error) {
+      return failed(error)
+    }
+    run.busy.end()
+    const durationMs = performance.now() - started
+    if (run.bus.hasListeners) {
+      run.emitAgent(context, {
+        type: 'tool.completed',
+        callId,
+        tool: tool.name,
+        durationMs: Math.round(durationMs),
+        result,
+      })
+    }
+    return { messages: [actionReply(action, renderValue(result ?? null))], durationMs }
+  }
+  const failed = (error: unknown): ActOutcome => {
+    run.busy.end()
+    if (signal.aborted) throw error
+    redactError(run.redact, error)
+    const durationMs = performance.now() - started
+    if (error instanceof SuspendRequest) {
+      const awaiting = {
+        kind: 'input' as const,
+        callId,
+        key,
+        tool: tool.name,
+        args: action.args,
+        prompt: error.prompt,
+      }
+      return { messages: [], suspend: awaiting, durationMs }
+    }
+    run.emitAgent(context, {
+      type: 'tool.failed',
+      callId,
+      tool: tool.name,
+      durationMs: Math.round(durationMs),
+      error: toErrorInfo(error),
+    })
+    // A tool error is information for the model, not the end of the agent.
+    return { messages: [actionReply(action, `error: ${toErrorInfo(error).message}`)], durationMs }
+  }
+  let value: unknown
+  try {
+    value = tool.execute(action.args, toolContext(run, context, action, callId, key, signal))
+  } catch (error) {
+    return promiseOf(() => failed(error))
+  }
+  if (isThenable(value)) return Promise.resolve(value).then(completed, failed)
+  return promiseOf(() => completed(value))
+}
+
+/** What a tool is given. */
+function toolContext(
+  run: EffectHost,
+  context: AgentContext,
+  action: ToolAction,
+  callId: string,
+  key: string,
+  signal: AbortSignal,
+): ToolContext {
+  const { workspaces } = run
+  const answer = context.answers[key]
+  const fields: ToolContext = {
+    runId: run.runId,
+    agentId: context.agentId,
+    callId,
+    idempotencyKey: idempotencyKey(run.runId, context.agentId, key, action),
+    signal,
+    sleep: (ms) => abortableSleep(ms, signal),
+    suspend: async (prompt) => {
+      if (answer && 'payload' in answer) return answer.payload
+      throw new SuspendRequest(prompt)
+    },
+  }
+  if (workspaces) fields.workspace = () => workspaces.ensure(run.runId, context.agentId)
+  return fields
+}
+
+/**
+ * The same for the same call only: same run, agent, action (turn and place in the reply), tool
+ * and arguments. A tool that de-duplicates on it never returns an old result for a new request.
+ */
+export function idempotencyKey(runId: string, agentId: string, key: string, action: ToolAction): string {
+  const digest = createHash('sha256')
+    .update(`${action.tool}\n${JSON.stringify(action.args ?? null)}`)
+    .digest('base64url')
+    .slice(0, 16)
+  return `${runId}:${agentId}:${key}:${digest}`
+}
