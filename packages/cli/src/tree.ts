@@ -1,4 +1,5 @@
 import type { AgentStatus, Awaiting, CohortEvent } from '@cohort/core'
+import { treeOrder } from './tree-order.js'
 import type { AgentSummary } from './views.js'
 
 /** What the tree needs of an agent: a summary, plus the step it is on while it runs. */
@@ -54,31 +55,6 @@ export function renderTree(
     lines.push(line)
   }
   return lines
-}
-
-export function treeOrder<T extends { id: string; parentId: string | null; startedAt: number }>(
-  nodes: Iterable<T>,
-): T[] {
-  const all = [...nodes]
-  const byParent = new Map<string | null, T[]>()
-  const ids = new Set(all.map((node) => node.id))
-  for (const node of all) {
-    // An agent whose parent is unknown here (a partial view) is shown at the top.
-    const key = node.parentId !== null && ids.has(node.parentId) ? node.parentId : null
-    const siblings = byParent.get(key) ?? []
-    siblings.push(node)
-    byParent.set(key, siblings)
-  }
-  const ordered: T[] = []
-  const visit = (parentId: string | null) => {
-    const children = (byParent.get(parentId) ?? []).sort((a, b) => a.startedAt - b.startedAt)
-    for (const child of children) {
-      ordered.push(child)
-      visit(child.id)
-    }
-  }
-  visit(null)
-  return ordered
 }
 
 /** Keeps the tree of one run up to date from its events. */

@@ -7,7 +7,7 @@ import type {
   RunRecord,
   StoredRun,
 } from '@cohort/core'
-import { treeOrder } from './tree.js'
+import { treeOrder } from './tree-order.js'
 
 /** One agent as operators see it: `cohort show`, the HTTP API and the inspector. */
 export interface AgentSummary {
