@@ -509,6 +509,83 @@ describeRedis('limits across BullMQ workers', () => {
     // Both workers made calls: the limit held between them, not inside one.
     expect(new Set(setup.calls.map((call) => call.worker)).size).toBe(2)
   }, 60_000)
+
+  test("maxRunTokens holds for a run spread over workers: its agents' calls together stay within the budget", async () => {
+    // A lead launches 10 agents of one call each, 1,000 tokens a call (their model caps a reply at
+    // 1,000 tokens, so each call reserves at least what it uses), under a run budget of 4,500.
+    const calls: number[] = []
+    const spenderModel = (worker: number) => ({
+      ...scriptedModel(async (): Promise<ModelReply> => {
+        calls.push(worker)
+        await new Promise((resolve) => setTimeout(resolve, 50))
+        return { text: '{"action":"finish","result":1}', usage: { promptTokens: 0, completionTokens: 1000 } }
+      }),
+      maxTokens: 1000,
+    })
+    const leadModel = scriptedModel((request) =>
+      request.turn === 0
+        ? [
+            {
+              action: 'launch_subagents',
+              agents: Array.from({ length: 10 }, (_, i) => ({
+                agent: 'spender',
+                task: `s${i}`,
+                id: `s${i}`,
+              })),
+            },
+            { action: 'wait_for_subagents' },
+          ]
+        : { text: '{"action":"finish","result":"done"}', usage: { promptTokens: 0, completionTokens: 0 } },
+    )
+    const queueName = uniqueName('cohort-test-q')
+    const prefix = `${uniqueName('cohort-test')}:`
+    const store = redisStore({ url: redisUrl, prefix })
+    const runtimes = [0, 1].map((worker) => {
+      const spender = defineAgent({ name: 'spender', instructions: 'Spend.', model: spenderModel(worker) })
+      const lead = defineAgent({ name: 'lead', instructions: 'Fan out.', subagents: [spender] })
+      return createRuntime({
+        agents: [lead, spender],
+        model: leadModel,
+        limits: { maxRunTokens: 4500 },
+        store,
+      })
+    })
+    const workers = runtimes.map((runtime) =>
+      createWorker({ runtime, url: redisUrl, queueName, concurrency: 10 }),
+    )
+    const queue = openQueue(queueName)
+    try {
+      await Promise.all(workers.map((worker) => worker.worker.waitUntilReady()))
+      const { runId } = await enqueueRun({ queue, runtime: runtimes[0]!, agent: 'lead', task: 'go' })
+      const record = await waitForRun(runId, { store, timeoutMs: 30_000 })
+      // The lead's own last call may not fit what the workers left: the run then fails, saying why.
+      if (record.status !== 'completed') expect(record.error?.message).toMatch(/maxRunTokens/)
+      const { agents } = (await store.loadRun(runId))!
+      const tokens = agents.reduce(
+        (sum, agent) =>
+          sum + agent.snapshot.context.usage.promptTokens + agent.snapshot.context.usage.completionTokens,
+        0,
+      )
+      const refused = agents.filter(
+        (agent) =>
+          agent.name === 'spender' && /maxRunTokens/.test(agent.snapshot.context.error?.message ?? ''),
+      )
+      console.log(
+        `10 agents of 1,000 tokens under a run budget of 4,500 on two workers: ${calls.length} calls made, ${tokens} tokens used by the run, ${refused.length} refused`,
+      )
+      expect(tokens).toBeLessThanOrEqual(4500)
+      expect(calls.length).toBeGreaterThanOrEqual(1)
+      expect(refused).toHaveLength(10 - calls.length)
+      // The budget held between the workers, not inside one.
+      expect(new Set(calls).size).toBe(2)
+    } finally {
+      await Promise.all(workers.map((worker) => worker.close()))
+      await dropQueue(queue)
+      await store.close?.()
+      await deleteKeys(prefix)
+      await deleteKeys(`cohort-limits:${queueName}:`)
+    }
+  }, 60_000)
 })
 
 test('job ids are deterministic, free of ":" and distinct per agent and generation', () => {

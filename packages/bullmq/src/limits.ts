@@ -3,6 +3,7 @@ import {
   fullBuckets,
   type RateLimit,
   type RateState,
+  type SharedBudget,
   type SharedCall,
   type SharedLimits,
   type SharedStart,
@@ -13,6 +14,42 @@ import type { RedisOptions } from 'bullmq'
 import { Redis } from 'ioredis'
 import { Semaphore } from 'redis-semaphore'
 import { type ConnectionInput, resolveConnection } from './connection.js'
+
+/** A run's budget count is forgotten after this long without a call (then read again from the store). */
+const budgetIdleMs = 60 * 60_000
+
+/** What `takeBudgetScript` answers when Redis holds no count for the run. */
+const unknownRun = -1
+
+/**
+ * A run's budget is a hash: `used` by calls that ended, `reserved` by calls in flight. A call
+ * takes its estimate if it fits (1) or not (0), atomically; -1: no count yet.
+ * KEYS[1] the run's key; ARGV max, tokens, idle ms.
+ */
+const takeBudgetScript = `
+local used = redis.call('HGET', KEYS[1], 'used')
+if not used then return {-1, 0} end
+used = tonumber(used)
+local reserved = tonumber(redis.call('HGET', KEYS[1], 'reserved') or '0')
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+if used + reserved + tonumber(ARGV[2]) > tonumber(ARGV[1]) then return {0, used} end
+redis.call('HINCRBY', KEYS[1], 'reserved', ARGV[2])
+return {1, used}`
+
+/** Starts a run's count at what its records say it used, unless another process did first. ARGV spent, idle ms. */
+const startBudgetScript = `
+redis.call('HSETNX', KEYS[1], 'used', ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1`
+
+/** A call ended: its estimate leaves `reserved`, what it used joins `used`. ARGV reserved, used, idle ms. */
+const settleBudgetScript = `
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local reserved = tonumber(redis.call('HINCRBY', KEYS[1], 'reserved', -tonumber(ARGV[1])))
+if reserved < 0 then redis.call('HSET', KEYS[1], 'reserved', 0) end
+redis.call('HINCRBY', KEYS[1], 'used', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1`
 
 export type RedisLimitsOptions = ConnectionInput & {
   /** Prepended to every key (default `cohort-limits:`); workers that share limits share the prefix. */
@@ -35,8 +72,10 @@ export interface RedisLimits extends SharedLimits {
  * `maxConcurrentModelCalls`. Calls in flight are places of a redis-semaphore `Semaphore`: each
  * is renewed while its call runs and lapses when its worker dies. Each model's two token buckets
  * are `takeCall`/`settleCall` (the same functions the scheduler runs in one process) on one key,
- * read and written in a WATCH/MULTI transaction at Redis's clock. BullMQ's own `limiter` counts
- * jobs, and a job here is an agent's segment: any number of model calls, or none.
+ * read and written in a WATCH/MULTI transaction at Redis's clock. A run's `maxRunTokens` is a
+ * count of its own (the budget scripts above), so the agents of one run on several workers share
+ * one budget. BullMQ's own `limiter` counts jobs, and a job here is an agent's segment: any
+ * number of model calls, or none.
  */
 export function redisLimits(options: RedisLimitsOptions = {}): RedisLimits {
   const connection = resolveConnection(options)
@@ -94,33 +133,70 @@ export function redisLimits(options: RedisLimitsOptions = {}): RedisLimits {
   const settle = (model: string, rate: RateLimit, reserved: number, used: number) =>
     transact(model, (state) => ({ state: settleCall(state, rate, reserved, used), result: undefined }))
 
+  const budgetKey = (budget: SharedBudget) => `${prefix}budget:${budget.runId}`
+
+  /** Takes `tokens` from the run's budget if they fit; the count starts from the run's stored usage. */
+  const takeBudget = async (budget: SharedBudget, tokens: number): Promise<{ ok: boolean; used: number }> => {
+    const key = budgetKey(budget)
+    for (;;) {
+      const [status, used] = (await inTurn(() =>
+        redis.eval(takeBudgetScript, 1, key, budget.max, tokens, budgetIdleMs),
+      )) as [number, number]
+      if (status !== unknownRun) return { ok: status === 1, used }
+      const spent = await budget.spent()
+      await inTurn(() => redis.eval(startBudgetScript, 1, key, spent, budgetIdleMs))
+    }
+  }
+
+  /** A call took `reserved` from the budget and used `used`; a count that lapsed meanwhile is left to the store. */
+  const settleBudget = (budget: SharedBudget, reserved: number, used: number) =>
+    inTurn(() => redis.eval(settleBudgetScript, 1, budgetKey(budget), reserved, used, budgetIdleMs))
+
   return {
     async tryStart(call: SharedCall): Promise<SharedStart> {
-      const { model, rate, tokens, maxConcurrent } = call
-      let place: Semaphore | undefined
-      if (maxConcurrent !== undefined) {
-        place = new Semaphore(redis, `${prefix}calls`, maxConcurrent, {
-          lockTimeout: leaseMs,
-          acquireAttemptsLimit: 1,
-          retryInterval: 1,
-          onLockLost: report,
-        })
-        if (!(await place.tryAcquire())) return { started: false, retryInMs: pollMs }
+      const { model, rate, tokens, maxConcurrent, budget } = call
+      if (budget) {
+        const taken = await takeBudget(budget, tokens)
+        if (!taken.ok) return { started: false, overBudget: { used: taken.used } }
       }
-      if (rate) {
-        const waitMs = await take(model, rate, tokens).catch(async (error: unknown) => {
-          await place?.release()
-          throw error
-        })
-        if (waitMs > 0) {
-          await place?.release()
-          return { started: false, retryInMs: waitMs }
+      // A call that does not start now gives its tokens back to the run's budget.
+      const giveBack = async () => {
+        if (budget) await settleBudget(budget, tokens, 0)
+      }
+      let place: Semaphore | undefined
+      try {
+        if (maxConcurrent !== undefined) {
+          place = new Semaphore(redis, `${prefix}calls`, maxConcurrent, {
+            lockTimeout: leaseMs,
+            acquireAttemptsLimit: 1,
+            retryInterval: 1,
+            onLockLost: report,
+          })
+          if (!(await place.tryAcquire())) {
+            await giveBack()
+            return { started: false, retryInMs: pollMs }
+          }
         }
+        if (rate) {
+          const waitMs = await take(model, rate, tokens)
+          if (waitMs > 0) {
+            await place?.release()
+            await giveBack()
+            return { started: false, retryInMs: waitMs }
+          }
+        }
+      } catch (error) {
+        await place?.release().catch(report)
+        await giveBack().catch(report)
+        throw error
       }
       return {
         started: true,
         end(used) {
-          const settled = rate && used !== tokens ? settle(model, rate, tokens, used) : Promise.resolve()
+          const settled = Promise.all([
+            rate && used !== tokens ? settle(model, rate, tokens, used) : undefined,
+            budget ? settleBudget(budget, tokens, used) : undefined,
+          ])
           void settled
             .catch(report)
             .then(() => place?.release())

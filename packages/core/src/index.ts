@@ -113,7 +113,7 @@ export {
   takeCall,
 } from './scheduler/rate-buckets.js'
 export type { SchedulerOptions, SchedulerStats, SlotRequest } from './scheduler/scheduler.js'
-export type { SharedCall, SharedLimits, SharedStart } from './scheduler/shared-limits.js'
+export type { SharedBudget, SharedCall, SharedLimits, SharedStart } from './scheduler/shared-limits.js'
 export { TokenBudget } from './scheduler/token-budget.js'
 export {
   type AnyTool,

@@ -64,7 +64,10 @@ export class Orchestrator implements EffectHost {
 
   constructor(readonly config: OrchestratorConfig) {
     this.events = new RunEvents(config.bus, config.runId)
-    this.budget = new TokenBudget(config.limits.maxRunTokens, `run ${config.runId}`)
+    this.budget = new TokenBudget(config.limits.maxRunTokens, `run ${config.runId}`, {
+      runId: config.runId,
+      spent: () => storedTokens(config.store, config.runId),
+    })
     this.actor = createActor(runMachine, {
       id: `run ${config.runId}`,
       input: { runId: config.runId },
@@ -424,4 +427,12 @@ export class Orchestrator implements EffectHost {
     for (const entry of this.registry.values()) this.release(entry)
     this.outcome.fail(error)
   }
+}
+
+/** The tokens a run's stored agents used: where a budget shared by workers starts counting. */
+async function storedTokens(store: RunStore, runId: string): Promise<number> {
+  const stored = await store.loadRun(runId)
+  let tokens = 0
+  for (const agent of stored?.agents ?? []) tokens += tokensOf(agent.snapshot.context)
+  return tokens
 }

@@ -228,6 +228,38 @@ describe('shared limits', () => {
     expect(calls).toHaveLength(asked)
   })
 
+  test("with a shared store, a run's budget is counted there: a call it refuses fails with maxRunTokens and the store's count", async () => {
+    const scheduler = new Scheduler()
+    const asked: SharedCall[] = []
+    scheduler.share({
+      async tryStart(call) {
+        asked.push(call)
+        return { started: false, overBudget: { used: 950 } }
+      },
+    })
+    const spent = async () => 0
+    // This process has spent nothing of the budget: only the shared count can refuse the call.
+    const budget = new TokenBudget(1000, 'run r1', { runId: 'r1', spent })
+    await expect(scheduler.acquire(request('m', { estimatedTokens: 100, budget }))).rejects.toThrow(
+      'run r1 has used 950 tokens; a model call expected to use 100 more would pass its budget of 1000 (maxRunTokens)',
+    )
+    expect(asked).toEqual([
+      {
+        model: 'm',
+        tokens: 100,
+        rate: undefined,
+        maxConcurrent: undefined,
+        budget: { runId: 'r1', max: 1000, spent },
+      },
+    ])
+    expect(budget).toMatchObject({ used: 0, reserved: 0 })
+    // A budget without a run to count it by stays this process's own: the store is not asked.
+    ;(
+      await scheduler.acquire(request('m', { estimatedTokens: 100, budget: new TokenBudget(1000, 'run r2') }))
+    ).release(80)
+    expect(asked).toHaveLength(1)
+  })
+
   test('a call aborted while the shared store decides gives its place back', async () => {
     const scheduler = new Scheduler({ maxConcurrentModelCalls: 5 })
     const { shared, ended } = sharedStore(1)

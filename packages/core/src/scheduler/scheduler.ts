@@ -1,6 +1,6 @@
 import { PriorityQueue } from './priority-queue.js'
 import { fullBuckets, type RateLimit, type RateState, settleCall, takeCall } from './rate-buckets.js'
-import type { SharedLimits, SharedStart } from './shared-limits.js'
+import type { SharedCall, SharedLimits, SharedStart } from './shared-limits.js'
 import type { TokenBudget } from './token-budget.js'
 
 export type { RateLimit } from './rate-buckets.js'
@@ -100,7 +100,8 @@ class GrantedSlot implements Slot {
  * Admits model calls: a semaphore over calls in flight, priorities (higher first, FIFO within),
  * per-model token buckets for requests and tokens, a run's token budget, and a delay between
  * starts. A call's tokens are reserved (an estimate) before it starts and settled when it ends.
- * With `share`, rate limits and the semaphore are counted in a store shared by workers. An agent
+ * With `share`, rate limits, the semaphore and each run's budget are counted in a store shared
+ * by workers. An agent
  * that waits here holds no model call.
  */
 export class Scheduler {
@@ -241,12 +242,16 @@ export class Scheduler {
       const average = stats.counted > 0 ? Math.ceil(stats.tokens / stats.counted) : 0
       reserve = Math.max(request.estimatedTokens ?? 0, average)
     }
-    if (budget && !budget.fits(reserve)) {
+    // A budget counted in the shared store is checked there, with the other processes' calls.
+    const sharedBudget = this.shared !== undefined && budget?.stored !== undefined && budget.max !== null
+    if (budget && !sharedBudget && !budget.fits(reserve)) {
       if (budget.reserved === 0) return { go: false, error: budget.exceeded(reserve) }
       return { go: false, until: Number.POSITIVE_INFINITY, on: budget }
     }
     if (blockers?.has(budget)) return { go: false, until: Number.POSITIVE_INFINITY, on: budget }
-    const shared = this.shared !== undefined && (rate !== undefined || this.limit < Number.POSITIVE_INFINITY)
+    const shared =
+      this.shared !== undefined &&
+      (rate !== undefined || this.limit < Number.POSITIVE_INFINITY || sharedBudget)
     if (!rate && !shared && !stats) return free
     if (!rate || shared) return { go: true, reserve, rate: undefined, stats, shared }
     const decision = takeCall(this.buckets.get(model) ?? fullBuckets, rate, reserve, now)
@@ -257,18 +262,26 @@ export class Scheduler {
   /** Asks the shared store for `waiter`'s place; the queue waits for the answer. */
   private ask(waiter: Waiter, admission: Go): void {
     this.probing = waiter
-    const { model } = waiter.request
-    const call = {
+    const { model, budget } = waiter.request
+    const call: SharedCall = {
       model,
       tokens: admission.reserve,
       rate: this.options.rateLimits?.[model],
       maxConcurrent: this.options.maxConcurrentModelCalls,
+    }
+    if (budget?.stored && budget.max !== null) {
+      call.budget = { runId: budget.stored.runId, max: budget.max, spent: budget.stored.spent }
     }
     const answered = (answer: SharedStart) => {
       this.probing = undefined
       if (answer.started && waiter.done) answer.end(0)
       else if (answer.started) {
         this.start(waiter, performance.now(), admission, answer)
+      } else if ('overBudget' in answer) {
+        if (!waiter.done) {
+          waiter.done = true
+          waiter.fail(budget!.exceeded(admission.reserve, answer.overBudget.used))
+        }
       } else if (!waiter.done) {
         this.sharedRetryAt.set(model, performance.now() + answer.retryInMs)
         this.queue.push(waiter, waiter.request.priority, waiter.seq)

@@ -14,10 +14,13 @@ export class TokenBudget {
   /**
    * @param max tokens the run may use; null: no limit (only counts).
    * @param owner names the budget in errors ("run r1").
+   * @param stored the run and what its stored records say it used: with shared limits (workers
+   *   that run agents of one run), the budget is counted in the shared store, for all of them.
    */
   constructor(
     readonly max: number | null,
     readonly owner: string,
+    readonly stored?: { runId: string; spent: () => Promise<number> },
   ) {}
 
   /** Books tokens used outside a reservation (a restored run's earlier calls). */
@@ -38,11 +41,11 @@ export class TokenBudget {
     this.used += used
   }
 
-  /** Why a call of `tokens` cannot start (nothing in flight can make room). */
-  exceeded(tokens: number): LimitExceededError {
+  /** Why a call of `tokens` cannot start (nothing in flight can make room); `used`: as counted in a shared store. */
+  exceeded(tokens: number, used = this.used): LimitExceededError {
     return new LimitExceededError(
       'maxRunTokens',
-      `${this.owner} has used ${this.used} tokens; a model call expected to use ${tokens} more would pass its budget of ${this.max} (maxRunTokens)`,
+      `${this.owner} has used ${used} tokens; a model call expected to use ${tokens} more would pass its budget of ${this.max} (maxRunTokens)`,
     )
   }
 }
