@@ -75,18 +75,26 @@ export function fileStore(dir: string, options: FileStoreOptions = {}): RunStore
 
   const listRuns = async (filter?: RunFilter) => {
     const entries = await readdir(root, { withFileTypes: true }).catch(() => [])
+    const files = entries
+      .filter((entry) => entry.isDirectory())
+      .map((entry) => path.join(root, entry.name, 'run.json'))
     const records: RunRecord[] = []
-    for (const entry of entries) {
-      if (!entry.isDirectory()) continue
-      const file = path.join(root, entry.name, 'run.json')
-      const text = await readIfExists(file)
-      if (text === undefined) continue
-      try {
-        records.push(decodeRunRecord(text, file))
-      } catch {
-        // A run whose record cannot be read is still on disk for `loadRun` to report; a listing skips it.
+    // Read a few at a time, not one after another (2,000 runs: 400 ms) nor all at once (a file
+    // descriptor each, past the process's limit in a large folder).
+    let next = 0
+    const reader = async () => {
+      while (next < files.length) {
+        const file = files[next++]!
+        const text = await readIfExists(file)
+        if (text === undefined) continue
+        try {
+          records.push(decodeRunRecord(text, file))
+        } catch {
+          // A run whose record cannot be read is still on disk for `loadRun` to report; a listing skips it.
+        }
       }
     }
+    await Promise.all(Array.from({ length: Math.min(listReaders, files.length) }, reader))
     return filterRuns(records, filter)
   }
 
@@ -159,6 +167,9 @@ export function fileStore(dir: string, options: FileStoreOptions = {}): RunStore
     },
   }
 }
+
+/** Run records `listRuns` reads at once. */
+const listReaders = 32
 
 /** An agent's record from its file's text, with the chunks of its history it needs. */
 async function readAgent(file: string, text: string): Promise<AgentRecord> {
