@@ -510,6 +510,19 @@ describeRedis('limits across BullMQ workers', () => {
     expect(new Set(setup.calls.map((call) => call.worker)).size).toBe(2)
   }, 60_000)
 
+  test('startIntervalMs holds across BullMQ workers: two workers together start calls at least the interval apart', async () => {
+    const setup = timedCalls(20)
+    const records = await twoWorkers(setup, { scheduler: { startIntervalMs: 150 } }, 8)
+    expect(records.every((record) => record.status === 'completed')).toBe(true)
+    const starts = setup.calls.map((call) => call.start).sort((a, b) => a - b)
+    const gaps = starts.slice(1).map((start, i) => start - starts[i]!)
+    console.log(`two workers with startIntervalMs 150: gaps between starts ${gaps.join(', ')} ms`)
+    expect(starts).toHaveLength(8)
+    // Slack for the clocks: Redis times the interval, each worker stamps its own start.
+    expect(Math.min(...gaps)).toBeGreaterThanOrEqual(140)
+    expect(new Set(setup.calls.map((call) => call.worker)).size).toBe(2)
+  }, 60_000)
+
   test("maxRunTokens holds for a run spread over workers: its agents' calls together stay within the budget", async () => {
     // A lead launches 10 agents of one call each, 1,000 tokens a call (their model caps a reply at
     // 1,000 tokens, so each call reserves at least what it uses), under a run budget of 4,500.

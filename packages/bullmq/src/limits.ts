@@ -68,14 +68,14 @@ export interface RedisLimits extends SharedLimits {
 }
 
 /**
- * `SharedLimits` on Redis, so that workers together stay within `rateLimits` and
- * `maxConcurrentModelCalls`. Calls in flight are places of a redis-semaphore `Semaphore`: each
- * is renewed while its call runs and lapses when its worker dies. Each model's two token buckets
- * are `takeCall`/`settleCall` (the same functions the scheduler runs in one process) on one key,
- * read and written in a WATCH/MULTI transaction at Redis's clock. A run's `maxRunTokens` is a
- * count of its own (the budget scripts above), so the agents of one run on several workers share
- * one budget. BullMQ's own `limiter` counts jobs, and a job here is an agent's segment: any
- * number of model calls, or none.
+ * `SharedLimits` on Redis, so that workers together stay within `rateLimits`,
+ * `maxConcurrentModelCalls`, `startIntervalMs` and each run's `maxRunTokens`. Calls in flight are
+ * places of a redis-semaphore `Semaphore`: each is renewed while its call runs and lapses when its
+ * worker dies. Each model's two token buckets are `takeCall`/`settleCall` (the same functions the
+ * scheduler runs in one process) on one key, read and written in a WATCH/MULTI transaction at
+ * Redis's clock. The interval is a key that a start sets and that lapses after it. A run's budget
+ * is a count of its own (the budget scripts above). BullMQ's own `limiter` counts jobs, and a job
+ * here is an agent's segment: any number of model calls, or none.
  */
 export function redisLimits(options: RedisLimitsOptions = {}): RedisLimits {
   const connection = resolveConnection(options)
@@ -133,6 +133,18 @@ export function redisLimits(options: RedisLimitsOptions = {}): RedisLimits {
   const settle = (model: string, rate: RateLimit, reserved: number, used: number) =>
     transact(model, (state) => ({ state: settleCall(state, rate, reserved, used), result: undefined }))
 
+  /**
+   * 0 when a call may start now (its start is marked, lapsing after `intervalMs`), else the ms
+   * until it may. A start marked for a call that a rate limit then holds back is kept: the next
+   * call waits out the interval anyway, never less.
+   */
+  const spaced = async (intervalMs: number): Promise<number> => {
+    const key = `${prefix}last-start`
+    if (await redis.set(key, '1', 'PX', Math.max(1, Math.ceil(intervalMs)), 'NX')) return 0
+    const left = await redis.pttl(key)
+    return left > 0 ? left : 1
+  }
+
   const budgetKey = (budget: SharedBudget) => `${prefix}budget:${budget.runId}`
 
   /** Takes `tokens` from the run's budget if they fit; the count starts from the run's stored usage. */
@@ -154,7 +166,7 @@ export function redisLimits(options: RedisLimitsOptions = {}): RedisLimits {
 
   return {
     async tryStart(call: SharedCall): Promise<SharedStart> {
-      const { model, rate, tokens, maxConcurrent, budget } = call
+      const { model, rate, tokens, maxConcurrent, budget, startIntervalMs } = call
       if (budget) {
         const taken = await takeBudget(budget, tokens)
         if (!taken.ok) return { started: false, overBudget: { used: taken.used } }
@@ -175,6 +187,14 @@ export function redisLimits(options: RedisLimitsOptions = {}): RedisLimits {
           if (!(await place.tryAcquire())) {
             await giveBack()
             return { started: false, retryInMs: pollMs }
+          }
+        }
+        if (startIntervalMs !== undefined) {
+          const waitMs = await spaced(startIntervalMs)
+          if (waitMs > 0) {
+            await place?.release()
+            await giveBack()
+            return { started: false, retryInMs: waitMs }
           }
         }
         if (rate) {

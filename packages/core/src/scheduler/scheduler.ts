@@ -100,9 +100,8 @@ class GrantedSlot implements Slot {
  * Admits model calls: a semaphore over calls in flight, priorities (higher first, FIFO within),
  * per-model token buckets for requests and tokens, a run's token budget, and a delay between
  * starts. A call's tokens are reserved (an estimate) before it starts and settled when it ends.
- * With `share`, rate limits, the semaphore and each run's budget are counted in a store shared
- * by workers. An agent
- * that waits here holds no model call.
+ * With `share`, rate limits, the semaphore, the interval between starts and each run's budget
+ * are counted in a store shared by workers. An agent that waits here holds no model call.
  */
 export class Scheduler {
   private readonly queue = new PriorityQueue<Waiter>()
@@ -251,7 +250,7 @@ export class Scheduler {
     if (blockers?.has(budget)) return { go: false, until: Number.POSITIVE_INFINITY, on: budget }
     const shared =
       this.shared !== undefined &&
-      (rate !== undefined || this.limit < Number.POSITIVE_INFINITY || sharedBudget)
+      (rate !== undefined || this.limit < Number.POSITIVE_INFINITY || sharedBudget || interval !== undefined)
     if (!rate && !shared && !stats) return free
     if (!rate || shared) return { go: true, reserve, rate: undefined, stats, shared }
     const decision = takeCall(this.buckets.get(model) ?? fullBuckets, rate, reserve, now)
@@ -269,6 +268,7 @@ export class Scheduler {
       rate: this.options.rateLimits?.[model],
       maxConcurrent: this.options.maxConcurrentModelCalls,
     }
+    if (this.options.startIntervalMs !== undefined) call.startIntervalMs = this.options.startIntervalMs
     if (budget?.stored && budget.max !== null) {
       call.budget = { runId: budget.stored.runId, max: budget.max, spent: budget.stored.spent }
     }

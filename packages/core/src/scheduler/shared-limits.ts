@@ -9,6 +9,8 @@ export interface SharedCall {
   rate: RateLimit | undefined
   /** Calls in flight allowed across every process that shares the store; undefined: no limit. */
   maxConcurrent: number | undefined
+  /** The least time between two calls' starts across every process that shares the store, in ms. */
+  startIntervalMs?: number
   /** The run's token budget, when it has one: counted in the store for every process that runs its agents. */
   budget?: SharedBudget
 }
@@ -37,8 +39,8 @@ export type SharedStart =
 
 /**
  * Model-call limits counted in a store that several processes share, so that N workers together
- * stay within `rateLimits` and `maxConcurrentModelCalls` (`redisLimits` of @cohort/bullmq, which
- * `createWorker` attaches). The buckets are `takeCall`/`settleCall` on state the store holds.
+ * stay within `rateLimits`, `maxConcurrentModelCalls`, `startIntervalMs` and each run's
+ * `maxRunTokens` (`redisLimits` of @cohort/bullmq, which `createWorker` attaches). The buckets are `takeCall`/`settleCall` on state the store holds.
  */
 export interface SharedLimits {
   /**
