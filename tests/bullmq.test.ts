@@ -9,6 +9,7 @@ import {
   type ModelReply,
   type RunStore,
   type RuntimeOptions,
+  type SharedCall,
   scriptedModel,
 } from '@cohort/core'
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
@@ -16,6 +17,7 @@ import {
   answerRun,
   createWorker,
   enqueueRun,
+  redisLimits,
   redisStore,
   resumeRun,
   segmentJobId,
@@ -522,6 +524,59 @@ describeRedis('limits across BullMQ workers', () => {
     expect(Math.min(...gaps)).toBeGreaterThanOrEqual(140)
     expect(new Set(setup.calls.map((call) => call.worker)).size).toBe(2)
   }, 60_000)
+
+  test("a run's shared budget starts from what its stored records used, settles each call with what it used, and gives back a call that did not start", async () => {
+    const prefix = `${uniqueName('cohort-test-limits')}:`
+    const errors: Error[] = []
+    const limits = redisLimits({ url: redisUrl, prefix, pollMs: 5, onError: (error) => errors.push(error) })
+    let asked = 0
+    const budget = {
+      runId: 'r1',
+      max: 1000,
+      spent: async () => {
+        asked++
+        return 700
+      },
+    }
+    const call = (tokens: number, extra: Partial<SharedCall> = {}): SharedCall => ({
+      model: 'm',
+      tokens,
+      rate: undefined,
+      maxConcurrent: undefined,
+      budget,
+      ...extra,
+    })
+    try {
+      // 700 used as stored: 400 more does not fit, 200 does.
+      expect(await limits.tryStart(call(400))).toEqual({ started: false, overBudget: { used: 700 } })
+      const first = await limits.tryStart(call(200))
+      expect(first.started).toBe(true)
+      // 700 used and 200 reserved: 150 does not fit while the first call runs.
+      expect(await limits.tryStart(call(150))).toMatchObject({ started: false })
+      if (first.started) first.end(50)
+      // Settled at what it used: 750, so 251 does not fit, and (below) 250 does.
+      await waitUntil(async () => {
+        const answer = await limits.tryStart(call(251))
+        return 'overBudget' in answer && answer.overBudget.used === 750
+      })
+      // A call held back by another limit (no place among 1 in flight) gives its estimate back.
+      const holder = await limits.tryStart(call(0, { maxConcurrent: 1 }))
+      expect(await limits.tryStart(call(250, { maxConcurrent: 1 }))).toMatchObject({
+        started: false,
+        retryInMs: 5,
+      })
+      if (holder.started) holder.end(0)
+      const last = await limits.tryStart(call(250))
+      expect(last.started).toBe(true)
+      // The store was read once, for the run's first call.
+      expect(asked).toBe(1)
+    } finally {
+      await limits.close()
+      await deleteKeys(prefix)
+    }
+    // Every settle and give-back went through (they run behind the calls).
+    expect(errors).toEqual([])
+  })
 
   test("maxRunTokens holds for a run spread over workers: its agents' calls together stay within the budget", async () => {
     // A lead launches 10 agents of one call each, 1,000 tokens a call (their model caps a reply at

@@ -36,6 +36,11 @@ if used + reserved + tonumber(ARGV[2]) > tonumber(ARGV[1]) then return {0, used}
 redis.call('HINCRBY', KEYS[1], 'reserved', ARGV[2])
 return {1, used}`
 
+/** Counts in Redis are integers (HINCRBY): a count of tokens is rounded up, the same way where it is taken and given back. */
+function wholeTokens(tokens: number): number {
+  return Math.max(0, Math.ceil(tokens))
+}
+
 /** Starts a run's count at what its records say it used, unless another process did first. ARGV spent, idle ms. */
 const startBudgetScript = `
 redis.call('HSETNX', KEYS[1], 'used', ARGV[1])
@@ -45,7 +50,7 @@ return 1`
 /** A call ended: its estimate leaves `reserved`, what it used joins `used`. ARGV reserved, used, idle ms. */
 const settleBudgetScript = `
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-local reserved = tonumber(redis.call('HINCRBY', KEYS[1], 'reserved', -tonumber(ARGV[1])))
+local reserved = tonumber(redis.call('HINCRBY', KEYS[1], 'reserved', 0 - tonumber(ARGV[1])))
 if reserved < 0 then redis.call('HSET', KEYS[1], 'reserved', 0) end
 redis.call('HINCRBY', KEYS[1], 'used', ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
@@ -152,17 +157,26 @@ export function redisLimits(options: RedisLimitsOptions = {}): RedisLimits {
     const key = budgetKey(budget)
     for (;;) {
       const [status, used] = (await inTurn(() =>
-        redis.eval(takeBudgetScript, 1, key, budget.max, tokens, budgetIdleMs),
+        redis.eval(takeBudgetScript, 1, key, budget.max, wholeTokens(tokens), budgetIdleMs),
       )) as [number, number]
       if (status !== unknownRun) return { ok: status === 1, used }
       const spent = await budget.spent()
-      await inTurn(() => redis.eval(startBudgetScript, 1, key, spent, budgetIdleMs))
+      await inTurn(() => redis.eval(startBudgetScript, 1, key, wholeTokens(spent), budgetIdleMs))
     }
   }
 
   /** A call took `reserved` from the budget and used `used`; a count that lapsed meanwhile is left to the store. */
   const settleBudget = (budget: SharedBudget, reserved: number, used: number) =>
-    inTurn(() => redis.eval(settleBudgetScript, 1, budgetKey(budget), reserved, used, budgetIdleMs))
+    inTurn(() =>
+      redis.eval(
+        settleBudgetScript,
+        1,
+        budgetKey(budget),
+        wholeTokens(reserved),
+        wholeTokens(used),
+        budgetIdleMs,
+      ),
+    )
 
   return {
     async tryStart(call: SharedCall): Promise<SharedStart> {
