@@ -11,20 +11,10 @@ import {
   type ThinkOutcome,
   withMessage,
 } from './agent-loop.js'
-import { type AgentContext, initialContext } from './context.js'
+import type { AgentContext } from './context.js'
+import { leadContext } from './lead-context.fixture.js'
 
-const base: AgentContext = started(
-  initialContext({
-    runId: 'r1',
-    agentId: 'lead',
-    name: 'lead',
-    parentId: null,
-    depth: 0,
-    task: 'do it',
-    systemMessage: { role: 'system', content: 'you lead' },
-  }),
-  null,
-)
+const base: AgentContext = started(leadContext(), null)
 
 const tool: Action = { action: 'call_tool', tool: 'add', args: { a: 1 }, key: '0.0', callId: 'c1' }
 

@@ -5,7 +5,7 @@ import type { AgentEventInput } from '../events/types.js'
 import type { Action } from '../protocol/actions.js'
 import type { ThinkOutcome } from './agent-loop.js'
 import { type AgentMachineEvent, type AgentSnapshot, agentMachine, failEvent } from './agent-machine.js'
-import { initialContext } from './context.js'
+import { leadContext } from './lead-context.fixture.js'
 
 function replied(actions: Action[]): AgentMachineEvent {
   const outcome: ThinkOutcome = {
@@ -73,15 +73,7 @@ const moves: Record<string, Partial<Record<AgentMachineEvent['type'], string>>> 
 }
 
 function actorAt(state: string) {
-  const context = initialContext({
-    runId: 'r1',
-    agentId: 'lead',
-    name: 'lead',
-    parentId: null,
-    depth: 0,
-    task: 'do it',
-    systemMessage: { role: 'system', content: 'you lead' },
-  })
+  const context = leadContext()
   const actor = createActor(agentMachine, { input: context })
   const emitted: AgentEventInput[] = []
   actor.on('*', (event) => emitted.push(event))

@@ -1,23 +1,15 @@
 import { describe, expect, it } from 'vitest'
 import { type AnyActorLogic, createActor, fromPromise } from 'xstate'
 import { type AgentActor, agentMachine } from '../agent/agent-machine.js'
-import { initialContext } from '../agent/context.js'
 import { defineAgent } from '../agent/define-agent.js'
+import { leadContext } from '../agent/lead-context.fixture.js'
 import { defaultLimits } from '../agent/limits.js'
 import { SnapshotError } from '../errors.js'
 import { AgentEntry, toAgentRecord } from './agent-entry.js'
 
 const lead = defineAgent({ name: 'lead', instructions: 'you lead' })
 
-const context = initialContext({
-  runId: 'r1',
-  agentId: 'lead',
-  name: 'lead',
-  parentId: null,
-  depth: 0,
-  task: 'do it',
-  systemMessage: { role: 'system', content: 'you lead' },
-})
+const context = leadContext()
 
 /** An entry whose actor runs `logic`: the agent machine, or what XState might hand back instead. */
 function entryOf(logic: AnyActorLogic): AgentEntry {
