@@ -36,11 +36,6 @@ if used + reserved + tonumber(ARGV[2]) > tonumber(ARGV[1]) then return {0, used}
 redis.call('HINCRBY', KEYS[1], 'reserved', ARGV[2])
 return {1, used}`
 
-/** Counts in Redis are integers (HINCRBY): a count of tokens is rounded up, the same way where it is taken and given back. */
-function wholeTokens(tokens: number): number {
-  return Math.max(0, Math.ceil(tokens))
-}
-
 /** Starts a run's count at what its records say it used, unless another process did first. ARGV spent, idle ms. */
 const startBudgetScript = `
 redis.call('HSETNX', KEYS[1], 'used', ARGV[1])
@@ -55,6 +50,11 @@ if reserved < 0 then redis.call('HSET', KEYS[1], 'reserved', 0) end
 redis.call('HINCRBY', KEYS[1], 'used', ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1`
+
+/** Counts in Redis are integers (HINCRBY): a count of tokens is rounded up, the same way where it is taken and given back. */
+function wholeTokens(tokens: number): number {
+  return Math.max(0, Math.ceil(tokens))
+}
 
 export type RedisLimitsOptions = ConnectionInput & {
   /** Prepended to every key (default `cohort-limits:`); workers that share limits share the prefix. */
