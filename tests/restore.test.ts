@@ -247,6 +247,43 @@ test('metrics count the time a run was stopped: only its running segments are wa
   expect(runWallMs(stored!)).toBe(metrics.wallMs)
 })
 
+test('peak parallelism counts the whole run: a run resumed after its widest part keeps that peak', async () => {
+  const worker = defineAgent({ name: 'worker', instructions: '' })
+  const lead = defineAgent({ name: 'lead', instructions: '', subagents: ['worker'] })
+  const ids = ['a', 'b', 'c']
+  const model = scriptedModel(
+    {
+      lead: [
+        [
+          { action: 'launch_subagents', agents: ids.map((id) => ({ agent: 'worker', task: id, id })) },
+          { action: 'wait_for_subagents' },
+        ],
+        (request) => ({ action: 'finish', result: settledChildren(request).length }),
+      ],
+      worker: [{ action: 'finish', result: 'done' }],
+    },
+    // The lead's last call is slow, so the run is detached while only the lead is busy.
+    { latencyMs: (request) => (request.agent.depth === 0 && request.turn === 1 ? 400 : 40) },
+  )
+  const store = memoryStore()
+  const runtimeOn = () => createRuntime({ agents: [lead, worker], model, store })
+  const run = runtimeOn().start('lead', 'fan out', { runId: 'peak-1' })
+  await new Promise<void>((resolve) =>
+    run.on('model.started', (event) => {
+      if (event.depth === 0 && event.turn === 1) resolve()
+    }),
+  )
+  expect(run.metrics().peakParallelism).toBe(3)
+  await run.detach()
+  expect((await store.loadRunRecord!('peak-1'))?.peakParallelism).toBe(3)
+
+  // The resumed process only ever has the lead busy.
+  const resumed = await runtimeOn().resume('peak-1')
+  expect(await resumed.result).toBe(3)
+  expect(resumed.metrics().peakParallelism).toBe(3)
+  expect((await store.loadRunRecord!('peak-1'))?.peakParallelism).toBe(3)
+})
+
 describe('tools after a crash', () => {
   test('a tool call cut off by a crash runs again with the same idempotency key (at-least-once)', async () => {
     const storeDir = path.join(dir, 'tools')

@@ -25,6 +25,10 @@ export const runRecordShape = z
       .optional()
       .openapi({ description: 'ms the run spent detached, left out of wallMs' }),
     detachedAt: z.number().optional().openapi({ description: 'set while the run is detached' }),
+    peakParallelism: z
+      .number()
+      .optional()
+      .openapi({ description: 'the most agents busy at once, as of the last detach or the end' }),
     result: z.unknown().optional(),
     error: errorInfo.optional(),
   })

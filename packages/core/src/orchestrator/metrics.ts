@@ -116,9 +116,15 @@ export function runWallMs(record: RunRecord, now = Date.now()): number {
   return Math.max(1, end - record.createdAt - (record.stoppedMs ?? 0))
 }
 
-/** The record of a run stopped by `detach` at `at` (epoch ms). */
-export function detachedRecord(record: RunRecord, at: number): RunRecord {
-  return { ...record, detachedAt: at }
+/** The record of a run stopped by `detach` at `at` (epoch ms), with the peak parallelism so far. */
+export function detachedRecord(record: RunRecord, at: number, peak: number): RunRecord {
+  return withPeak({ ...record, detachedAt: at }, peak)
+}
+
+/** `record` with `peak` as its peak parallelism, when it is more than the stored one. */
+export function withPeak(record: RunRecord, peak: number): RunRecord {
+  if (peak <= (record.peakParallelism ?? 0)) return record
+  return { ...record, peakParallelism: peak }
 }
 
 /** The record of a detached run resumed at `at`: the time it was stopped joins `stoppedMs`. */

@@ -209,6 +209,8 @@ export class Orchestrator implements EffectHost {
   /** Rebuilds every agent's actor from its record: in-flight model calls, tools and waits run again. */
   async restore(stored: StoredRun): Promise<void> {
     this.outcome.adopt(stored.run)
+    // Metrics count the whole run: its peak in the processes before this one too.
+    this.busy.peak = Math.max(this.busy.peak, stored.run.peakParallelism ?? 0)
     const entries = stored.agents.map((record) => this.restoreAgent(record))
     if (stored.run.status === 'running' && stored.run.detachedAt !== undefined) {
       // Stored before anything runs again: after a crash, this segment's time must not count as stopped.
@@ -386,7 +388,7 @@ export class Orchestrator implements EffectHost {
     let record: RunRecord
     try {
       await this.writer.flush()
-      record = await this.outcome.finish(status, context.result, context.error)
+      record = await this.outcome.finish(status, context.result, context.error, this.busy.peak)
     } catch (error) {
       return this.outcome.fail(error)
     }
@@ -412,7 +414,8 @@ export class Orchestrator implements EffectHost {
       await this.writer.flush()
       // When it stopped, so that the time until a resume is not counted as running (metrics).
       const record = this.outcome.record
-      if (record?.status === 'running') await this.outcome.keep(detachedRecord(record, stoppedAt))
+      if (record?.status === 'running')
+        await this.outcome.keep(detachedRecord(record, stoppedAt, this.busy.peak))
     } finally {
       for (const entry of entries)
         if (!entry.settled) this.actor.send({ type: 'STOP_AGENT', agent: entry.actor })

@@ -9,6 +9,7 @@ import {
 import type { EventBus } from '../events/event-bus.js'
 import type { RunEventInput } from '../events/types.js'
 import type { RunRecord, RunStatus, RunStore } from '../persistence/records.js'
+import { withPeak } from './metrics.js'
 import type { RunActor } from './run-machine.js'
 
 /** What a run's outcome needs of its run. */
@@ -59,9 +60,14 @@ export class RunOutcome {
     await this.run.store.saveRun(record)
   }
 
-  /** Stores the run's final status; the record changes only once it is stored. */
-  async finish(status: RunStatus, result: unknown, error: ErrorInfo | undefined): Promise<RunRecord> {
-    const record: RunRecord = { ...this.current!, status, updatedAt: Date.now() }
+  /** Stores the run's final status (and its peak parallelism); the record changes only once it is stored. */
+  async finish(
+    status: RunStatus,
+    result: unknown,
+    error: ErrorInfo | undefined,
+    peak: number,
+  ): Promise<RunRecord> {
+    const record: RunRecord = withPeak({ ...this.current!, status, updatedAt: Date.now() }, peak)
     if (status === 'completed') record.result = result
     else if (error) record.error = error
     await this.run.store.saveRun(record)

@@ -87,6 +87,11 @@ export const runRecordSchema = z.object({
   stoppedMs: z.number().min(0).exactOptional(),
   /** Epoch ms of the `detach` that stopped the run; absent while a process runs it. */
   detachedAt: z.number().exactOptional(),
+  /**
+   * The most agents busy at once (in a model call or a tool) in any process that ran the run, as
+   * of its last detach or its end, so that metrics after a resume count the whole run.
+   */
+  peakParallelism: z.number().int().min(0).exactOptional(),
   result: z.unknown().exactOptional(),
   error: errorInfoSchema.exactOptional(),
 })
