@@ -9,9 +9,11 @@ import {
   fileStore,
   historyChunkSize,
   InvalidInputError,
+  type ModelRequest,
   memoryStore,
   type RunStore,
   runWallMs,
+  type ScriptedModelOptions,
   SnapshotError,
   scriptedModel,
   settledChildren,
@@ -205,23 +207,34 @@ test('a long agent detached mid-way (most of its history in chunks beside its re
   expect(final?.snapshot.context.messages).toHaveLength(2 + 2 * 40 + 1)
 })
 
-test('metrics count the time a run was stopped: only its running segments are wall time, across runtimes', async () => {
+/**
+ * A lead that launches one-call workers `ids` and waits for them (in one turn, or in two), then
+ * finishes with how many settled; `runtimeOn()` makes a runtime on the one memory store, as a
+ * new process would.
+ */
+function fanOutOnOneStore(
+  ids: string[],
+  waitInItsOwnTurn: boolean,
+  latencyMs: NonNullable<ScriptedModelOptions['latencyMs']>,
+) {
   const worker = defineAgent({ name: 'worker', instructions: '' })
   const lead = defineAgent({ name: 'lead', instructions: '', subagents: ['worker'] })
-  const ids = ['a', 'b', 'c', 'd']
+  const launch = { action: 'launch_subagents', agents: ids.map((id) => ({ agent: 'worker', task: id, id })) }
+  const wait = { action: 'wait_for_subagents' }
+  const finish = (request: ModelRequest) => ({ action: 'finish', result: settledChildren(request).length })
   const model = scriptedModel(
     {
-      lead: [
-        { action: 'launch_subagents', agents: ids.map((id) => ({ agent: 'worker', task: id, id })) },
-        { action: 'wait_for_subagents' },
-        (request) => ({ action: 'finish', result: settledChildren(request).length }),
-      ],
+      lead: waitInItsOwnTurn ? [launch, wait, finish] : [[launch, wait], finish],
       worker: [{ action: 'finish', result: 'done' }],
     },
-    { latencyMs: 40 },
+    { latencyMs },
   )
   const store = memoryStore()
-  const runtimeOn = () => createRuntime({ agents: [lead, worker], model, store })
+  return { store, runtimeOn: () => createRuntime({ agents: [lead, worker], model, store }) }
+}
+
+test('metrics count the time a run was stopped: only its running segments are wall time, across runtimes', async () => {
+  const { store, runtimeOn } = fanOutOnOneStore(['a', 'b', 'c', 'd'], true, 40)
   const first = runtimeOn()
   const run = first.start('lead', 'fan out', { runId: 'paused-1' })
   await new Promise<void>((resolve) => run.on('agent.suspended', () => resolve()))
@@ -248,25 +261,10 @@ test('metrics count the time a run was stopped: only its running segments are wa
 })
 
 test('peak parallelism counts the whole run: a run resumed after its widest part keeps that peak', async () => {
-  const worker = defineAgent({ name: 'worker', instructions: '' })
-  const lead = defineAgent({ name: 'lead', instructions: '', subagents: ['worker'] })
-  const ids = ['a', 'b', 'c']
-  const model = scriptedModel(
-    {
-      lead: [
-        [
-          { action: 'launch_subagents', agents: ids.map((id) => ({ agent: 'worker', task: id, id })) },
-          { action: 'wait_for_subagents' },
-        ],
-        (request) => ({ action: 'finish', result: settledChildren(request).length }),
-      ],
-      worker: [{ action: 'finish', result: 'done' }],
-    },
-    // The lead's last call is slow, so the run is detached while only the lead is busy.
-    { latencyMs: (request) => (request.agent.depth === 0 && request.turn === 1 ? 400 : 40) },
+  // The lead's last call is slow, so the run is detached while only the lead is busy.
+  const { store, runtimeOn } = fanOutOnOneStore(['a', 'b', 'c'], false, (request) =>
+    request.agent.depth === 0 && request.turn === 1 ? 400 : 40,
   )
-  const store = memoryStore()
-  const runtimeOn = () => createRuntime({ agents: [lead, worker], model, store })
   const run = runtimeOn().start('lead', 'fan out', { runId: 'peak-1' })
   await new Promise<void>((resolve) =>
     run.on('model.started', (event) => {

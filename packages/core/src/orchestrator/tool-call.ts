@@ -94,7 +94,7 @@ export function runTool(
   }
   let value: unknown
   try {
-    value = tool.execute(action.args, toolContext(run, context, action, callId, key, signal))
+    value = tool.execute(action.args, toolContext(run, context, action, callId, key, answer, signal))
   } catch (error) {
     return promiseOf(() => failed(error))
   }
@@ -109,10 +109,10 @@ function toolContext(
   action: ToolAction,
   callId: string,
   key: string,
+  answer: AgentContext['answers'][string] | undefined,
   signal: AbortSignal,
 ): ToolContext {
   const { workspaces } = run
-  const answer = context.answers[key]
   const fields: ToolContext = {
     runId: run.runId,
     agentId: context.agentId,
