@@ -153,6 +153,56 @@ test('a run detached mid-step (a server shutting down) resumes in another runtim
   expect(await resumed.result).toEqual(uninterrupted)
 })
 
+test('a run detached as soon as it is started is stored, and runs only when resumed', async () => {
+  let calls = 0
+  const runtime = () =>
+    createRuntime({
+      agents: [defineAgent({ name: 'solo' })],
+      model: scriptedModel({
+        solo: () => {
+          calls++
+          return { action: 'finish', result: 'done' }
+        },
+      }),
+      store: fileStore(dir),
+    })
+  const run = runtime().start('solo', 'go', { runId: 'early-detach' })
+  await run.detach()
+  await expect(run.result).rejects.toMatchObject({ code: 'DETACHED' })
+  expect(calls).toBe(0)
+  const stored = await fileStore(dir).loadRun('early-detach')
+  expect(stored?.run.status).toBe('running')
+  expect(stored?.agents.map((agent) => agent.status)).toEqual(['idle'])
+
+  expect(await (await runtime().resume('early-detach')).result).toBe('done')
+  expect(calls).toBe(1)
+})
+
+test("a running run whose root agent's record is gone, its children's still there, is a SnapshotError", async () => {
+  const runtime = scenarioRuntime(dir)
+  const run = runtime.start('lead', 'report on two sleeps', { runId: 'rootless' })
+  await new Promise<void>((resolve) => run.on('agent.suspended', () => resolve()))
+  await run.detach()
+  const agentsDir = path.join(dir, 'rootless', 'agents')
+  await rm(path.join(agentsDir, 'lead.json'))
+  const children = await Promise.all(
+    ['lead.quick.json', 'lead.slow.json'].map((f) => readFile(path.join(agentsDir, f), 'utf8')),
+  )
+
+  // Starting the root again would wait forever on children it never launched.
+  const error = await scenarioRuntime(dir)
+    .resume('rootless')
+    .catch((e: unknown) => e)
+  expect(error).toBeInstanceOf(SnapshotError)
+  expect((error as SnapshotError).field).toBe('rootAgentId')
+  expect((error as SnapshotError).message).toMatch(/root agent "lead" has no record/)
+  expect(
+    await Promise.all(
+      ['lead.quick.json', 'lead.slow.json'].map((f) => readFile(path.join(agentsDir, f), 'utf8')),
+    ),
+  ).toEqual(children)
+})
+
 test('a long agent detached mid-way (most of its history in chunks beside its record) resumes in another runtime to the same result', async () => {
   const note = defineTool({
     name: 'note',

@@ -456,6 +456,24 @@ describe('limits and cancel', () => {
   })
 })
 
+test('a run cancelled as soon as it is started makes no model call and is stored as cancelled', async () => {
+  let calls = 0
+  const model = scriptedModel({
+    worker: () => {
+      calls++
+      return { action: 'finish', result: 'done' }
+    },
+  })
+  const store = memoryStore()
+  const run = createRuntime({ agents: [worker], model, store }).start('worker', 'go')
+  await run.cancel('not now')
+  await expect(run.result).rejects.toBeInstanceOf(CancelledError)
+  expect(calls).toBe(0)
+  const stored = await store.loadRun(run.id)
+  expect(stored?.run.status).toBe('cancelled')
+  expect(stored?.agents.map((agent) => agent.snapshot.context.error?.code)).toEqual(['CANCELLED'])
+})
+
 test('a run cancelled by a listener while a launch starts its children starts no more of them', async () => {
   const model = scriptedModel({
     lead: fanOutLead(['a', 'b', 'c', 'd'], 'never'),

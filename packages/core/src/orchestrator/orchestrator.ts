@@ -61,6 +61,8 @@ export class Orchestrator implements EffectHost {
   private readonly events: RunEvents
   private ending = false
   cancelReason: string | undefined
+  /** The run's creation (`beginSoon`) while it is under way: a detach waits for it. */
+  private beginning: Promise<void> | undefined
 
   constructor(readonly config: OrchestratorConfig) {
     this.events = new RunEvents(config.bus, config.runId)
@@ -153,6 +155,16 @@ export class Orchestrator implements EffectHost {
   }
 
   /**
+   * `begin`, on the next turn of the event loop so that the caller can subscribe before the first
+   * event. A cancel or a detach in between is kept: the root is stored, then ended or left idle.
+   */
+  beginSoon(agentName: string, task: string, chosenId: boolean): void {
+    this.beginning = new Promise<void>((resolve) => setImmediate(resolve))
+      .then(() => this.begin(agentName, task, true, chosenId))
+      .catch(() => {})
+  }
+
+  /**
    * Creates the run record and the root agent, then starts it (unless `start` is false: a host
    * will). A run id the caller chose is refused when the store already holds it: nothing is lost.
    */
@@ -203,7 +215,8 @@ export class Orchestrator implements EffectHost {
       timeoutMs: this.agents.limitsFor(definition).timeoutMs,
     })
     await this.writer.written(root)
-    if (start) this.settlement.startWhenReady(root)
+    if (this.cancelReason !== undefined) this.failAgent(root, new CancelledError(this.cancelReason))
+    else if (start && !this.ending) this.settlement.startWhenReady(root)
   }
 
   /** Rebuilds every agent's actor from its record: in-flight model calls, tools and waits run again. */
@@ -216,8 +229,9 @@ export class Orchestrator implements EffectHost {
       // Stored before anything runs again: after a crash, this segment's time must not count as stopped.
       await this.outcome.keep(resumedRecord(stored.run, Date.now()))
     }
-    // A crash between saving the run and its root agent leaves no root record: start the root again.
-    if (!this.registry.has(stored.run.rootAgentId) && stored.run.status === 'running') {
+    // A crash between saving the run and its root agent leaves no agent record: start the root
+    // again. Children without their root are a store that lost a record, refused below.
+    if (entries.length === 0 && stored.run.status === 'running') {
       this.emitRun({ type: 'run.resumed', agents: 0 })
       await this.startRoot(stored.run.agent, stored.run.task)
       return
@@ -402,6 +416,9 @@ export class Orchestrator implements EffectHost {
   async detach(): Promise<void> {
     if (this.isSettled || this.ending) return
     this.ending = true
+    // A run started a moment ago is stored first, so that a resume finds it.
+    await this.beginning
+    if (this.isSettled) return
     const stoppedAt = Date.now()
     const entries = [...this.registry.values()]
     // Marked first, so that no effect starts; their last changes are written, then they stop.

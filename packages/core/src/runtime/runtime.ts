@@ -209,10 +209,7 @@ export function createRuntime(options: RuntimeOptions): Runtime {
     assertRunId(runId)
     if (runs.has(runId)) throw new InvalidInputError(`run ${runId} is already running in this runtime`)
     const { run, orchestrator } = open(runId)
-    // Started on the next tick so a caller can subscribe before the first event.
-    setImmediate(
-      () => void orchestrator.begin(agent, task, true, startOptions.runId !== undefined).catch(() => {}),
-    )
+    orchestrator.beginSoon(agent, task, startOptions.runId !== undefined)
     return run
   }
 
