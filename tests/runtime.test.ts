@@ -494,6 +494,29 @@ test('a run cancelled by a listener while a launch starts its children starts no
   expect(live.agents.every((agent) => agent.status === 'failed')).toBe(true)
 })
 
+test('children given no id are numbered around the ids the model gave, in this launch and earlier ones', async () => {
+  const model = scriptedModel({
+    lead: [
+      {
+        action: 'launch_subagents',
+        agents: [
+          { agent: 'worker', task: 'explicit', id: 'worker-2' },
+          { agent: 'worker', task: 'auto' },
+        ],
+      },
+      { action: 'launch_subagents', agents: [{ agent: 'worker', task: 'auto, later' }] },
+      { action: 'wait_for_subagents' },
+      (request) => ({ action: 'finish', result: settledResults(request).map((child) => child.result) }),
+    ],
+    worker: [(request) => ({ action: 'finish', result: request.agent.task })],
+  })
+  const run = createRuntime({ agents: [lead, worker], model }).start('lead', 'go')
+  const launched: string[] = []
+  run.on('agent.launched', (event) => launched.push(...event.children.map((child) => child.id)))
+  expect(await run.result).toEqual(['explicit', 'auto', 'auto, later'])
+  expect(launched).toEqual(['lead.worker-2', 'lead.worker-3', 'lead.worker-4'])
+})
+
 describe('launching many sub-agents', () => {
   const launchOf = (count: number, agent = 'worker') => ({
     action: 'launch_subagents' as const,

@@ -59,8 +59,16 @@ export function planLaunch(
 ): LaunchPlan {
   const { context } = parent
   const taken = new Set(context.children.map((child) => child.localId))
+  // An id the model did not give is `<agent>-<n>`, its number the next free one: not one of the
+  // earlier children's ids, nor one the model gives in this launch. The same launch replayed
+  // after a crash gets the same ids.
+  const used = new Set([...taken, ...specs.flatMap((spec) => spec.id ?? [])])
   const links = specs.map((spec, index) => {
-    const localId = spec.id ?? `${spec.agent}-${context.children.length + index + 1}`
+    let localId = spec.id
+    for (let n = context.children.length + index + 1; localId === undefined; n++) {
+      if (!used.has(`${spec.agent}-${n}`)) localId = `${spec.agent}-${n}`
+    }
+    used.add(localId)
     return { localId, id: `${parent.id}.${localId}`, agent: spec.agent, task: spec.task }
   })
   const collision = links.find((link) => taken.has(link.localId))
