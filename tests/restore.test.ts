@@ -203,6 +203,43 @@ test("a running run whose root agent's record is gone, its children's still ther
   ).toEqual(children)
 })
 
+test('a run resumed where an agent calls a tool its definition no longer has is refused, and resumes once the tool is back', async () => {
+  const slow = defineTool({
+    name: 'slow',
+    description: 'Takes a while',
+    parameters: z.object({}),
+    execute: (_args, ctx) =>
+      new Promise((resolve) => setTimeout(() => resolve('slow done'), 50)).then((value) =>
+        ctx.signal.aborted ? undefined : value,
+      ),
+  })
+  const runtime = (tools: (typeof slow)[]) =>
+    createRuntime({
+      agents: [defineAgent({ name: 'solo', tools })],
+      model: scriptedModel({
+        solo: [
+          { action: 'call_tool', tool: 'slow', args: {} },
+          (request) => ({ action: 'finish', result: request.messages.at(-1)!.content }),
+        ],
+      }),
+      store: fileStore(dir),
+    })
+  const run = runtime([slow]).start('solo', 'go', { runId: 'tool-gone' })
+  await new Promise<void>((resolve) => run.on('tool.started', () => resolve()))
+  await run.detach()
+  const before = await readFile(path.join(dir, 'tool-gone', 'agents', 'solo.json'), 'utf8')
+
+  const error = await runtime([])
+    .resume('tool-gone')
+    .catch((e: unknown) => e)
+  expect(error).toBeInstanceOf(SnapshotError)
+  expect((error as SnapshotError).field).toBe('snapshot.context.pending')
+  expect((error as SnapshotError).message).toMatch(/calls tool "slow", which agent "solo" does not have/)
+  expect(await readFile(path.join(dir, 'tool-gone', 'agents', 'solo.json'), 'utf8')).toBe(before)
+
+  expect(await (await runtime([slow]).resume('tool-gone')).result).toMatch(/slow done/)
+})
+
 test('a long agent detached mid-way (most of its history in chunks beside its record) resumes in another runtime to the same result', async () => {
   const note = defineTool({
     name: 'note',

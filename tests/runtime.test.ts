@@ -517,6 +517,19 @@ test('children given no id are numbered around the ids the model gave, in this l
   expect(launched).toEqual(['lead.worker-2', 'lead.worker-3', 'lead.worker-4'])
 })
 
+test('createRuntime refuses agents it could not run, naming the agent and what is expected', () => {
+  const model = scriptedModel({})
+  expect(() => createRuntime({ agents: [], model })).toThrow(/createRuntime needs at least one agent/)
+  expect(() => createRuntime({ agents: [defineAgent({ name: 'cohort-plan' })], model })).toThrow(
+    /agent name "cohort-plan" is taken by runPlan's own agent/,
+  )
+  // Checked before any run: at its first launch it would fail the parent instead.
+  const strict = defineAgent({ name: 'strict', limits: { maxSteps: 0 } })
+  expect(() => createRuntime({ agents: [lead, worker, strict], model })).toThrow(
+    /invalid limits of agent "strict": maxSteps: .*expected maxSteps, maxRepairs/,
+  )
+})
+
 describe('launching many sub-agents', () => {
   const launchOf = (count: number, agent = 'worker') => ({
     action: 'launch_subagents' as const,

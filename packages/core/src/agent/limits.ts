@@ -53,16 +53,16 @@ const limitsSchema = z
 
 export function resolveLimits(...layers: (Partial<RunLimits> | undefined)[]): RunLimits {
   const merged: RunLimits = { ...defaultLimits }
-  for (const layer of layers) {
-    if (!layer) continue
-    const parsed = limitsSchema.safeParse(layer)
-    if (!parsed.success) {
-      const issue = parsed.error.issues[0]
-      throw new InvalidInputError(
-        `invalid limits: ${issue?.path.join('.') || '(root)'}: ${issue?.message}; expected ${Object.keys(defaultLimits).join(', ')} as non-negative numbers (or null for no limit)`,
-      )
-    }
-    Object.assign(merged, parsed.data)
-  }
+  for (const layer of layers) if (layer) Object.assign(merged, checkLimits(layer))
   return merged
+}
+
+/** One layer of limits, checked; `owner` names where they were given (`of agent "worker"`). */
+export function checkLimits(layer: Partial<RunLimits>, owner?: string): Partial<RunLimits> {
+  const parsed = limitsSchema.safeParse(layer)
+  if (parsed.success) return parsed.data
+  const issue = parsed.error.issues[0]
+  throw new InvalidInputError(
+    `invalid limits${owner ? ` ${owner}` : ''}: ${issue?.path.join('.') || '(root)'}: ${issue?.message}; expected ${Object.keys(defaultLimits).join(', ')} as non-negative numbers (or null for no limit)`,
+  )
 }

@@ -117,6 +117,17 @@ export class AgentRegistry {
     }
     if (record.runId !== this.runId)
       throw new SnapshotError(source, `record belongs to run "${record.runId}"`, 'runId')
+    const missingTool = record.snapshot.context.pending.find(
+      (action) =>
+        action.action === 'call_tool' && !definition.tools.some((tool) => tool.name === action.tool),
+    )
+    if (missingTool?.action === 'call_tool' && record.snapshot.status !== 'done') {
+      throw new SnapshotError(
+        source,
+        `its next action calls tool "${missingTool.tool}", which agent "${record.name}" does not have in this runtime; give it the tool again to resume`,
+        'snapshot.context.pending',
+      )
+    }
     // A restored agent shares its kind's system message again, when it is still the same text.
     const { messages } = record.snapshot.context
     const shared = this.systemMessageFor(definition)

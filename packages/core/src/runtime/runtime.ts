@@ -1,6 +1,6 @@
 import { nanoid } from 'nanoid'
 import type { AgentDefinition } from '../agent/define-agent.js'
-import { type RunLimits, resolveLimits } from '../agent/limits.js'
+import { checkLimits, type RunLimits, resolveLimits } from '../agent/limits.js'
 import { CohortError, InvalidInputError } from '../errors.js'
 import { EventBus } from '../events/event-bus.js'
 import type { EventSink } from '../events/logger.js'
@@ -118,10 +118,8 @@ export interface Runtime {
 }
 
 export function createRuntime(options: RuntimeOptions): Runtime {
-  const definitions = indexAgents([
-    ...options.agents,
-    definePlanAgent(options.agents.map((agent) => agent.name)),
-  ])
+  const definitions = indexAgents(options.agents)
+  definitions.set(planAgentName, definePlanAgent(options.agents.map((agent) => agent.name)))
   if (!options.model) {
     const without = options.agents.find((agent) => !agent.model)
     if (without)
@@ -317,7 +315,14 @@ function indexAgents(agents: readonly AgentDefinition[]): Map<string, AgentDefin
   if (agents.length === 0) throw new InvalidInputError('createRuntime needs at least one agent')
   const byName = new Map<string, AgentDefinition>()
   for (const agent of agents) {
+    if (agent.name === planAgentName) {
+      throw new InvalidInputError(
+        `agent name "${planAgentName}" is taken by runPlan's own agent; choose another`,
+      )
+    }
     if (byName.has(agent.name)) throw new InvalidInputError(`agent "${agent.name}" is defined twice`)
+    // Checked here rather than when the agent is first launched, where it would fail its parent.
+    if (agent.limits) checkLimits(agent.limits, `of agent "${agent.name}"`)
     byName.set(agent.name, agent)
   }
   for (const agent of agents) {
