@@ -45,6 +45,8 @@ export interface OpenAIModelOptions {
 // Each call carries its own id so the fetch below can count the SDK's attempts for it.
 const callHeader = 'x-cohort-call'
 
+const defaultTimeoutMs = 120_000
+
 /** A ChatModel for any endpoint that speaks OpenAI's chat-completions wire format. */
 export function openaiModel(options: OpenAIModelOptions): ChatModel {
   const apiKey = options.apiKey ?? process.env.OPENAI_API_KEY
@@ -59,7 +61,7 @@ export function openaiModel(options: OpenAIModelOptions): ChatModel {
   const client = new OpenAI({
     apiKey,
     baseURL: options.baseURL ?? process.env.OPENAI_BASE_URL ?? null,
-    timeout: options.timeoutMs ?? 120_000,
+    timeout: options.timeoutMs ?? defaultTimeoutMs,
     maxRetries: options.maxRetries ?? 3,
     ...(options.headers && { defaultHeaders: options.headers }),
     logLevel: 'off',
@@ -76,7 +78,7 @@ export function openaiModel(options: OpenAIModelOptions): ChatModel {
     try {
       const body = requestBody(options, request, as)
       const reply = options.stream
-        ? await streamed(client, body, request, callId)
+        ? await streamed(client, body, request, callId, options.timeoutMs ?? defaultTimeoutMs, options.model)
         : fromCompletion(
             await client.chat.completions.create(
               { ...body, stream: false },
@@ -135,20 +137,41 @@ function requestBody(options: OpenAIModelOptions, request: ModelRequest, protoco
   return body
 }
 
+/**
+ * A streamed call. The SDK's timeout ends when the answer's headers arrive, and its stream ends
+ * quietly when aborted: so a stream that goes silent for `idleMs` fails the call here, and one
+ * cut short by the caller's signal is not taken as the whole reply.
+ */
 async function streamed(
   client: OpenAI,
   body: Body,
   request: ModelRequest,
   callId: string,
+  idleMs: number,
+  model: string,
 ): Promise<Omit<ModelReply, 'cost' | 'retries'>> {
+  const stalled = new AbortController()
   const stream = await client.chat.completions.create(
     { ...body, stream: true, stream_options: { include_usage: true } },
-    { signal: request.signal, headers: { [callHeader]: callId } },
+    { signal: AbortSignal.any([request.signal, stalled.signal]), headers: { [callHeader]: callId } },
   )
   const assembler = new StreamAssembler()
-  for await (const chunk of stream) {
-    const fragment = assembler.add(chunk)
-    if (fragment) request.onToken?.(fragment)
+  const idle = setTimeout(() => stalled.abort(), idleMs)
+  try {
+    for await (const chunk of stream) {
+      idle.refresh()
+      const fragment = assembler.add(chunk)
+      if (fragment) request.onToken?.(fragment)
+    }
+  } finally {
+    clearTimeout(idle)
+  }
+  request.signal.throwIfAborted()
+  if (stalled.signal.aborted) {
+    // Not retried: the fragments already sent as tokens would be sent again.
+    throw new ModelError(`model ${model}: the stream stalled, nothing came for ${idleMs} ms (timeoutMs)`, {
+      retryable: true,
+    })
   }
   return assembler.reply()
 }

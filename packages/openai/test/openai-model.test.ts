@@ -200,6 +200,23 @@ describe('openaiModel on a real local server', () => {
     expect(tokens.join('')).toBe('{"action":"finish","result":"streamed"}')
   })
 
+  test('a stream that goes silent fails the call after timeoutMs; one the caller aborts is no reply', async () => {
+    const api = await serve(() => ({ sse: streamChunks(['hel', 'lo']), stallAfter: 1 }))
+    const model = openaiModel({ model: 'm', baseURL: api.baseURL, apiKey, stream: true, timeoutMs: 200 })
+    const tokens: string[] = []
+    const stalled = await model.complete(request({ onToken: (text) => tokens.push(text) })).catch((e) => e)
+    expect(stalled).toBeInstanceOf(ModelError)
+    expect(stalled.message).toMatch(/model m: the stream stalled, nothing came for 200 ms \(timeoutMs\)/)
+    expect(tokens).toEqual(['hel'])
+
+    const patient = openaiModel({ model: 'm', baseURL: api.baseURL, apiKey, stream: true })
+    const controller = new AbortController()
+    const cut = patient.complete(
+      request({ signal: controller.signal, onToken: () => controller.abort(new Error('stop')) }),
+    )
+    await expect(cut).rejects.toThrow('stop')
+  })
+
   test('429 with Retry-After is retried after the time the server asked for', async () => {
     const api = await serve((_, index) =>
       index === 0

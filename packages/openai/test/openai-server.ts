@@ -12,7 +12,8 @@ export interface Received {
 /** What the server answers: a JSON body, an SSE stream, raw text, or a dropped connection. */
 export type Answer =
   | { json: unknown; status?: number; headers?: Record<string, string>; delayMs?: number }
-  | { sse: unknown[]; delayMs?: number; chunkDelayMs?: number }
+  /** `stallAfter`: chunks sent before the stream goes silent, the connection left open. */
+  | { sse: unknown[]; delayMs?: number; chunkDelayMs?: number; stallAfter?: number }
   | { raw: string; status?: number; contentType?: string; delayMs?: number }
   | { reset: true }
 
@@ -74,7 +75,8 @@ async function send(
     res.end(answer.raw)
   } else {
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' })
-    for (const chunk of answer.sse) {
+    for (const [index, chunk] of answer.sse.entries()) {
+      if (index === answer.stallAfter) return
       res.write(`data: ${JSON.stringify(chunk)}\n\n`)
       if (answer.chunkDelayMs) await pause(answer.chunkDelayMs)
     }
