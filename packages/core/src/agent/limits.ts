@@ -58,7 +58,7 @@ export function resolveLimits(...layers: (Partial<RunLimits> | undefined)[]): Ru
 }
 
 /** One layer of limits, checked; `owner` names where they were given (`of agent "worker"`). */
-export function checkLimits(layer: Partial<RunLimits>, owner?: string): Partial<RunLimits> {
+export function checkLimits(layer: Partial<RunLimits>, owner?: string): z.output<typeof limitsSchema> {
   const parsed = limitsSchema.safeParse(layer)
   if (parsed.success) return parsed.data
   const issue = parsed.error.issues[0]
