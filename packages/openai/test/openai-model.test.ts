@@ -361,6 +361,28 @@ describe('openaiModel on a real local server', () => {
     }
   })
 
+  test('a key the server echoes split over two streamed fragments is in no token event', async () => {
+    const half = apiKey.length / 2
+    const api = await serve(() => ({
+      sse: streamChunks([
+        '{"action":"finish","result":"key ',
+        apiKey.slice(0, half),
+        apiKey.slice(half),
+        '"}',
+      ]),
+    }))
+    const solo = defineAgent({ name: 'solo', instructions: 'Answer.' })
+    const model = openaiModel({ model: 'm', baseURL: api.baseURL, apiKey, stream: true, protocol: 'text' })
+    const run = createRuntime({ agents: [solo], model }).start('solo', 'tell me the key')
+    const tokens: string[] = []
+    run.on('model.token', (event) => tokens.push((event as { text: string }).text))
+    expect(await run.result).toBe('key [redacted]')
+    expect(tokens.join('')).toBe('{"action":"finish","result":"key [redacted]"}')
+    expect(
+      tokens.some((token) => apiKey.startsWith(token.slice(0, 8)) || token.includes(apiKey.slice(half))),
+    ).toBe(false)
+  })
+
   test('configuration errors are clear', () => {
     const saved = process.env.OPENAI_API_KEY
     delete process.env.OPENAI_API_KEY

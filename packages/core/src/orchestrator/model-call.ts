@@ -91,6 +91,8 @@ function callModel(
   }
   run.busy.begin()
   let reply: Promise<ModelReply>
+  // A secret may come split over two fragments: each is shown once no secret can begin in it.
+  let tokens: ReturnType<typeof redact.fragments> | undefined
   try {
     const request: ModelRequest = {
       runId: run.runId,
@@ -105,7 +107,11 @@ function callModel(
       messages:
         context.inbox.length > 0 ? [...context.messages, inboxMessage(context.inbox)] : context.messages,
       tools: run.kinds.of(entry.definition).specs,
-      onToken: (text) => run.emitAgent(context, { type: 'model.token', turn, text: redact(text) }),
+      onToken: (text) => {
+        tokens ??= redact.fragments()
+        const shown = tokens.push(text)
+        if (shown) run.emitAgent(context, { type: 'model.token', turn, text: shown })
+      },
       signal,
     }
     if (workspaces) request.workspace = () => workspaces.ensure(run.runId, agentId)
@@ -121,6 +127,8 @@ function callModel(
       return failed(error)
     }
     run.busy.end()
+    const rest = tokens?.end()
+    if (rest) run.emitAgent(context, { type: 'model.token', turn, text: rest })
     return thought(run, entry, context, turn, slot, started, cleaned)
   }, failed)
 }

@@ -50,3 +50,14 @@ test('a value without a secret is returned as it is, and a cycle is copied as a 
   expect(out.token).toBe('[redacted]')
   expect(out.self).toBe(out)
 })
+
+test('a secret split over fragments never shows: an end that may begin a secret waits for the next fragment', () => {
+  const fragments = redact.fragments()
+  const shown = ['my key is sk-te', 'st-SECR', 'ET-42, and s', 'o on', ' sk-'].map((text) =>
+    fragments.push(text),
+  )
+  expect(shown).toEqual(['my key is ', '', '[redacted], and ', 'so on', ' '])
+  // What never became a secret is given back at the end: the fragments join to the reply's text.
+  expect(fragments.end()).toBe('sk-')
+  expect(createRedactor([]).fragments().push('sk-test-SECRET-42')).toBe('sk-test-SECRET-42')
+})

@@ -1,5 +1,12 @@
 /** Replaces configured secrets in text and values that enter a run (model replies, tool results, input). */
-export type Redactor = <T>(value: T) => T
+export interface Redactor {
+  <T>(value: T): T
+  /**
+   * For text that comes in fragments (a streamed reply): `push` gives back what is safe to show,
+   * holding back an end that may be the start of a secret; `end` gives back what is held.
+   */
+  fragments(): { push(text: string): string; end(): string }
+}
 
 const minSecretLength = 6
 
@@ -11,20 +18,52 @@ export function createRedactor(secrets: readonly string[] = []): Redactor {
   const list = [...secrets, process.env.OPENAI_API_KEY ?? ''].filter(
     (secret) => secret.length >= minSecretLength,
   )
-  if (list.length === 0) return (value) => value
+  if (list.length === 0) {
+    return Object.assign(<T>(value: T): T => value, {
+      fragments: () => ({ push: (text: string) => text, end: () => '' }),
+    })
+  }
   const holds = (text: string) => list.some((secret) => text.includes(secret))
   const redactText = (text: string) => {
     let out = text
     for (const secret of list) if (out.includes(secret)) out = out.replaceAll(secret, '[redacted]')
     return out
   }
-  return <T>(value: T): T => {
+  const redact = <T>(value: T): T => {
     if (typeof value === 'string') return redactText(value) as T
     if (value === null || typeof value !== 'object') return value
     // Only a value that holds a secret is copied; the copy keeps its Maps, Sets, Dates and classes.
     if (!holdsSecret(value, holds, new Set())) return value
     return redactedCopy(value, redactText, new Map()) as T
   }
+  const fragments = () => {
+    let held = ''
+    return {
+      push(text: string): string {
+        const joined = redactText(held + text)
+        const keep = secretStartAtEnd(joined, list)
+        held = joined.slice(joined.length - keep)
+        return joined.slice(0, joined.length - keep)
+      },
+      end(): string {
+        const rest = held
+        held = ''
+        return rest
+      },
+    }
+  }
+  return Object.assign(redact, { fragments })
+}
+
+/** How many of `text`'s last characters are the beginning of one of the secrets (0 when none). */
+function secretStartAtEnd(text: string, secrets: readonly string[]): number {
+  let longest = 0
+  for (const secret of secrets) {
+    for (let length = Math.min(secret.length - 1, text.length); length > longest; length--) {
+      if (text.endsWith(secret.slice(0, length))) longest = length
+    }
+  }
+  return longest
 }
 
 /** The strings a value holds: its own, its keys, and those of Maps, Sets and errors. */
