@@ -8,6 +8,8 @@ import {
   type LaunchSpec,
   type ModelRequest,
   memoryStore,
+  type RunStore,
+  StoreError,
   scriptedModel,
   sleep,
 } from '@cohort/core'
@@ -685,5 +687,18 @@ describe('run ids', () => {
     expect(await store.loadRun('taken')).toEqual(before)
     await expect(runtime.prepareRun('solo', 'third', { runId: 'taken' })).rejects.toThrow(/already exists/)
     expect(await store.loadRun('taken')).toEqual(before)
+  })
+
+  test('a store that cannot tell whether a chosen run id is taken fails the start with its own error', async () => {
+    const solo = defineAgent({ name: 'solo', instructions: 'Answer.' })
+    const down: RunStore = {
+      ...memoryStore(),
+      loadRun: () => Promise.reject(new StoreError('store down: connect ECONNREFUSED')),
+      loadRunRecord: () => Promise.reject(new StoreError('store down: connect ECONNREFUSED')),
+    }
+    const runtime = createRuntime({ agents: [solo], model: scriptedModel({}), store: down })
+    await expect(runtime.run('solo', 'x', { runId: 'fresh' })).rejects.toThrow(
+      'store down: connect ECONNREFUSED',
+    )
   })
 })

@@ -197,9 +197,10 @@ export class Orchestrator implements EffectHost {
   private async isStored(): Promise<boolean> {
     try {
       return (await readRunRecord(this.config.store, this.runId)) !== undefined
-    } catch {
-      // An unreadable record still takes the id.
-      return true
+    } catch (error) {
+      // An unreadable record still takes the id; a store that cannot answer says so.
+      if (error instanceof SnapshotError) return true
+      throw error
     }
   }
 
