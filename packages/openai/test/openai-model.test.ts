@@ -240,6 +240,22 @@ describe('openaiModel on a real local server', () => {
     expect(reply).toMatchObject({ text: 'back', retries: 1 })
   })
 
+  test("a call's retries are in its model.completed event and the run's metrics", async () => {
+    const api = await serve((_, index) =>
+      index === 0
+        ? { reset: true }
+        : { json: completion({ content: '{"action":"finish","result":"back"}' }) },
+    )
+    const solo = defineAgent({ name: 'solo', instructions: 'Answer.' })
+    const model = openaiModel({ model: 'm', baseURL: api.baseURL, apiKey, protocol: 'text' })
+    const run = createRuntime({ agents: [solo], model }).start('solo', 'x')
+    const completed: CohortEvent[] = []
+    run.on('model.completed', (event) => completed.push(event))
+    expect(await run.result).toBe('back')
+    expect(completed).toMatchObject([{ type: 'model.completed', retries: 1 }])
+    expect(run.metrics().retries).toBe(1)
+  })
+
   test('500 forever: bounded retries, then a ModelError with the status and the server message', async () => {
     const api = await serve(() => ({
       json: { error: { message: 'the model is overloaded' } },

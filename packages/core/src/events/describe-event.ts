@@ -78,10 +78,13 @@ export function describeEvent(event: CohortEvent): EventLine | undefined {
       return undefined
     case 'model.completed': {
       const usage = event.usage ? `, ${event.usage.promptTokens}+${event.usage.completionTokens} tokens` : ''
+      const retries = event.retries
+        ? `, after ${event.retries} ${event.retries === 1 ? 'retry' : 'retries'}`
+        : ''
       return {
         category: 'LLM',
         tone: 'ok',
-        text: `${event.agentId} got a reply in ${event.durationMs} ms${usage}`,
+        text: `${event.agentId} got a reply in ${event.durationMs} ms${usage}${retries}`,
       }
     }
     case 'model.failed':

@@ -46,6 +46,8 @@ export type AgentEvent = AgentEventBase &
         durationMs: number
         usage?: TokenUsage
         cost?: number
+        /** Attempts the adapter made again before this one answered (429s, 5xx, timeouts). */
+        retries?: number
         process?: ProcessRecord
       }
     | { type: 'workspace.conflicts'; conflicts: Conflict[] }

@@ -155,6 +155,7 @@ function thought(
     }
     if (reply.usage) completed.usage = reply.usage
     if (reply.cost !== undefined) completed.cost = reply.cost
+    if (reply.retries) completed.retries = reply.retries
     if (reply.process) completed.process = reply.process
     run.emitAgent(context, completed)
   }
