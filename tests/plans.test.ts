@@ -87,7 +87,7 @@ describe('depends_on', () => {
     ).toEqual([['r1', 'r2'], ['analyst'], ['writer']])
   })
 
-  test('planLayers of a cyclic plan throws the cycle, named as runPlan names it, instead of returning []', async () => {
+  test("planLayers and runPlan throw a cyclic plan's cycle, instead of returning [] or starting a run", async () => {
     const cyclic = {
       agents: [
         { id: 'a', agent: 'worker', task: '0 s' },
@@ -104,11 +104,15 @@ describe('depends_on', () => {
     })()
     expect(thrown).toBeInstanceOf(InvalidInputError)
     expect((thrown as Error).message).toMatch(/dependency cycle x → y → x/)
+    // runPlan refuses it as it refuses any other invalid plan: at once, before anything is stored.
     const model = scriptedModel({ worker: [...sleepingWorker] })
-    const refused = await createRuntime({ agents: [worker], model })
-      .runPlan(cyclic)
-      .result.catch((error: Error) => error)
-    expect((refused as Error).message).toMatch(/dependency cycle x → y → x/)
+    const store = memoryStore()
+    expect(() => createRuntime({ agents: [worker], model, store }).runPlan(cyclic)).toThrow(
+      new InvalidInputError(
+        "invalid plan: dependency cycle x → y → x; remove one of these depends_on, or set onCycle: 'sequential'",
+      ),
+    )
+    expect(await store.listRuns()).toEqual([])
     // With onCycle 'sequential' there is no error: one agent a layer, in plan order.
     expect(planLayers({ ...cyclic, onCycle: 'sequential' })).toEqual([['a'], ['x'], ['y']])
   })

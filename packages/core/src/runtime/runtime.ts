@@ -14,7 +14,7 @@ import { runSegment, type SegmentOutcome } from '../orchestrator/segment.js'
 import { assertRunId } from '../persistence/codec.js'
 import { memoryStore } from '../persistence/memory-store.js'
 import type { RunStatus, RunStore } from '../persistence/records.js'
-import { type Plan, parsePlan } from '../plan/plan.js'
+import { type Plan, parsePlan, planLayers } from '../plan/plan.js'
 import { definePlanAgent, planAgentName } from '../plan/plan-agent.js'
 import { createRedactor } from '../protocol/redact.js'
 import { Scheduler, type SchedulerOptions, type SchedulerStats } from '../scheduler/scheduler.js'
@@ -254,6 +254,8 @@ export function createRuntime(options: RuntimeOptions): Runtime {
     },
     runPlan(plan, startOptions = {}) {
       const checked = parsePlan(plan)
+      // A cycle is refused here, as planLayers refuses it, unless the plan runs it in order.
+      planLayers(checked)
       for (const step of checked.agents) {
         if (!definitions.has(step.agent) || step.agent === planAgentName) {
           throw new InvalidInputError(`plan step "${step.id}" names unknown agent "${step.agent}"`)
