@@ -224,10 +224,15 @@ function serverMessage(error: InstanceType<typeof OpenAI.APIError>): string {
   return error.message.replace(/^\d{3}\s*/, '') || 'no message'
 }
 
+/**
+ * A server that does not take tools says so in a 400, 404 or 422 naming them. A request too long
+ * for the model's context names them too ("including 312 in the functions"): that is not it.
+ */
 function refusesTools(error: unknown): boolean {
   return (
     error instanceof ModelError &&
     (error.status === 400 || error.status === 404 || error.status === 422) &&
-    /tool|function/i.test(error.message)
+    /tool|function/i.test(error.message) &&
+    !/context length|context window|maximum context|too many tokens|reduce the length/i.test(error.message)
   )
 }

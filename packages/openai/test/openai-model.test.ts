@@ -174,6 +174,20 @@ describe('openaiModel on a real local server', () => {
     expect(api.requests.map((r) => Boolean(r.body.tools))).toEqual([true, false, false])
   })
 
+  test('auto protocol: a request too long for the context, which names the functions, keeps the tools', async () => {
+    const tooLong =
+      "This model's maximum context length is 8192 tokens. However, your messages resulted in 9000 tokens (including 312 in the functions). Please reduce the length of the messages or functions."
+    const api = await serve((_, index) =>
+      index === 0
+        ? { json: { error: { message: tooLong, code: 'context_length_exceeded' } }, status: 400 }
+        : { json: completion({ toolCalls: [{ name: 'finish', arguments: { result: 'ok' } }] }) },
+    )
+    const model = openaiModel({ model: 'm', baseURL: api.baseURL, apiKey })
+    await expect(model.complete(request())).rejects.toThrow(/HTTP 400: This model's maximum context length/)
+    expect((await model.complete(request())).toolCalls).toHaveLength(1)
+    expect(api.requests.map((r) => Boolean(r.body.tools))).toEqual([true, true])
+  })
+
   test('streaming: fragments reach onToken as they come; tool-call deltas and usage are assembled', async () => {
     const api = await serve(() => ({
       sse: streamChunks(['Let me ', 'finish.'], { name: 'finish', arguments: { result: { answer: 7 } } }),
