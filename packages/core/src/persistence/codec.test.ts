@@ -83,6 +83,9 @@ describe('encodeRecord', () => {
   test('a record not in the stored format is a SnapshotError naming the field', () => {
     expect(() => decodeAgentRecord(JSON.stringify({ version: 2 }), 'test')).toThrow(SnapshotError)
     expect(() => decodeAgentRecord('{"version":', 'test')).toThrow(/not a readable record/)
+    expect(() => decodeAgentRecord('"garbage"', 'test')).toThrow(/the record is a string; expected an object/)
+    expect(() => decodeAgentRecord('[]', 'test')).toThrow(/the record is an array; expected an object/)
+    expect(() => decodeAgentRecord('null', 'test')).toThrow(/the record is empty; expected an object/)
   })
 
   test('a context field this version does not know (from a newer writer) is kept', () => {

@@ -149,8 +149,15 @@ function decode(text: string, source: string, schema: z.ZodType, chunks?: readon
   } catch (error) {
     throw new SnapshotError(source, `not a readable record (${(error as Error).message}); expected JSON`)
   }
-  if (value === undefined || value === null || typeof value !== 'object')
-    throw new SnapshotError(source, 'empty record; expected an object')
+  if (value === undefined || value === null || typeof value !== 'object' || Array.isArray(value)) {
+    const found =
+      value === undefined || value === null
+        ? 'empty'
+        : Array.isArray(value)
+          ? 'an array'
+          : `a ${typeof value}`
+    throw new SnapshotError(source, `the record is ${found}; expected an object`)
+  }
   if ('historyLength' in value) withHistory(value, chunks ?? [], source)
   const checked = schema.safeParse(value)
   if (!checked.success) {
