@@ -36,10 +36,18 @@ afterEach(async () => {
 })
 
 const cohort = (args: string[], env: Record<string, string> = {}) =>
-  spawnTs('packages/cli/src/main.ts', args, { NO_COLOR: '1', ...env }, cwd)
+  spawnTs('packages/cli/src/bin.ts', args, { NO_COLOR: '1', ...env }, cwd)
 const run = (args: string[], env: Record<string, string> = {}) => collect(cohort(args, env))
 
 describe('cohort CLI', () => {
+  test('a program of its own named main that imports @cohort/cli does not run the cohort command', async () => {
+    const program = await collect(
+      spawnTs('tests/fixtures/imports-cli/main.ts', ['ls'], { NO_COLOR: '1' }, cwd),
+    )
+    expect(program.code, program.stderr).toBe(0)
+    expect(program.stdout).toBe('imported startServer: function\n')
+  })
+
   test('every command has --help; bad flags and commands exit 2 with a clear error', async () => {
     const commands = [
       'run',

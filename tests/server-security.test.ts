@@ -31,7 +31,7 @@ const api = (raw: RawRequest) => send(port, { ...raw, headers: { ...bearer(), ..
 beforeAll(async () => {
   dir = await mkdtemp(path.join(tmpdir(), 'cohort-security-'))
   child = spawnTs(
-    'packages/cli/src/main.ts',
+    'packages/cli/src/bin.ts',
     ['serve', config, '--port', '0', '--dir', dir],
     { NO_COLOR: '1' },
     dir,

@@ -309,7 +309,7 @@ describe('cohort serve: HTTP API and event stream', () => {
     const config = path.join(repoRoot, 'tests/fixtures/cli-config.ts')
     const env = { CLI_SLEEP: '1.5', NO_COLOR: '1' }
     const serve = () => {
-      const child = spawnTs('packages/cli/src/main.ts', ['serve', config, '--port', '0'], env, dir)
+      const child = spawnTs('packages/cli/src/bin.ts', ['serve', config, '--port', '0'], env, dir)
       let url = ''
       const done = collect(child, (line) => {
         const printed = /cohort serve: (\S+) /.exec(line)?.[1]

@@ -259,10 +259,3 @@ function parseAnswer(text: string): unknown {
     return text
   }
 }
-
-// Run as a program (not when imported by tests or other code).
-if (process.argv[1] && import.meta.url.endsWith(process.argv[1].replace(/.*[\\/]/, ''))) {
-  main(process.argv.slice(2)).then((code) => {
-    process.exitCode = code
-  })
-}
