@@ -95,6 +95,14 @@ describe('cohort serve: HTTP API and event stream', () => {
     const agent = await api('GET', `${server.url}api/runs/ship-1/agents/operator`)
     const messages = agent.body.messages as { role: string; content: string }[]
     expect(messages.some((m) => m.role === 'user' && m.content.includes('eu-west'))).toBe(true)
+    // An agent id is an id, not a path to another run's files.
+    expect(await api('GET', `${server.url}api/runs/ship-1/agents/..%2F..%2Fother%2Fagents%2Flead`)).toEqual({
+      status: 400,
+      body: {
+        error:
+          'invalid agent id "../../other/agents/lead": expected ids of letters, digits, "_" or "-" joined by dots',
+      },
+    })
     const list = await api('GET', `${server.url}api/runs?status=completed`)
     expect((list.body.runs as { id: string }[]).map((r) => r.id)).toEqual(['ship-1'])
     expect((await api('POST', `${server.url}api/runs/ship-1/cancel`)).status).toBe(409)

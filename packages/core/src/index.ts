@@ -79,7 +79,7 @@ export type {
   RunStore,
   StoredRun,
 } from './persistence/records.js'
-export { isValidRunId } from './persistence/records.js'
+export { isValidAgentId, isValidRunId } from './persistence/records.js'
 export {
   applyRetention,
   checkRetention,

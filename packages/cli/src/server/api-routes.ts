@@ -1,6 +1,6 @@
 // The HTTP API's routes as data: path, request schemas and answers. Requests are validated with
 // these schemas and `GET /api/openapi.json` is generated from them; the handlers are in api.ts.
-import { isValidRunId, type RunStatus } from '@cohort/core'
+import { isValidAgentId, isValidRunId, type RunStatus } from '@cohort/core'
 import { createRoute, z } from '@hono/zod-openapi'
 import { agentDetailShape, errorShape, runListShape, runStateShape, runViewShape } from './api-shapes.js'
 import { limitBody, maxBodyBytes, requireJson } from './json-body.js'
@@ -14,7 +14,13 @@ const runParams = z.object({
   runId: runIdSchema.openapi({ param: { name: 'runId', in: 'path' }, example: 'ship-1' }),
 })
 const agentParams = runParams.extend({
-  agentId: z.string().openapi({ param: { name: 'agentId', in: 'path' }, example: 'lead.prices' }),
+  agentId: z
+    .string()
+    .refine(isValidAgentId, {
+      error: (issue) =>
+        `invalid agent id "${String(issue.input).slice(0, 80)}": expected ids of letters, digits, "_" or "-" joined by dots`,
+    })
+    .openapi({ param: { name: 'agentId', in: 'path' }, example: 'lead.prices' }),
 })
 
 function count(name: string) {

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto'
 import { mkdir, open, readdir, readFile, rename, rm } from 'node:fs/promises'
 import path from 'node:path'
-import { StoreError } from '../errors.js'
+import { InvalidInputError, StoreError } from '../errors.js'
 import {
   assertRunId,
   chunksNeeded,
@@ -11,7 +11,15 @@ import {
   encodeRecord,
   joinRecordParts,
 } from './codec.js'
-import type { AgentRecord, RunFilter, RunId, RunRecord, RunRetention, RunStore } from './records.js'
+import {
+  type AgentRecord,
+  isValidAgentId,
+  type RunFilter,
+  type RunId,
+  type RunRecord,
+  type RunRetention,
+  type RunStore,
+} from './records.js'
 import { applyRetention, checkRetention, filterRuns, hasBounds, runsToPrune } from './run-filter.js'
 
 export interface FileStoreOptions {
@@ -147,6 +155,12 @@ export function fileStore(dir: string, options: FileStoreOptions = {}): RunStore
     },
     async loadAgent(runId: string, agentId: string) {
       assertRunId(runId)
+      // An agent id comes from outside too (the server's URLs): it must name a file of this run.
+      if (!isValidAgentId(agentId)) {
+        throw new InvalidInputError(
+          `invalid agent id ${JSON.stringify(String(agentId).slice(0, 80))}: expected ids of letters, digits, "_" or "-" joined by dots`,
+        )
+      }
       const file = path.join(runDir(runId), 'agents', agentFileName(agentId))
       const text = await readIfExists(file)
       return text === undefined ? undefined : readAgent(file, text)

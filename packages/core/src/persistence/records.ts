@@ -126,3 +126,10 @@ const runIdPattern = /^[a-zA-Z0-9_-]{1,64}$/
 export function isValidRunId(runId: unknown): runId is RunId {
   return typeof runId === 'string' && runIdPattern.test(runId)
 }
+
+/** An agent's id: its root's name, then each child's id, joined by dots (`lead.prices.eu`). */
+const agentIdPattern = /^[a-zA-Z0-9_-]+(\.[a-zA-Z0-9_-]+)*$/
+
+export function isValidAgentId(agentId: unknown): agentId is string {
+  return typeof agentId === 'string' && agentIdPattern.test(agentId)
+}

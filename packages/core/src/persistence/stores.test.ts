@@ -58,3 +58,19 @@ test('fileStore writes a chunk of a long history once, beside the record, and re
     await rm(dir, { recursive: true, force: true })
   }
 })
+
+test("fileStore refuses an agent id that is a path, rather than read another run's file", async () => {
+  const dir = await mkdtemp(path.join(tmpdir(), 'cohort-agent-id-'))
+  try {
+    const store = fileStore(dir)
+    await store.saveRun(makeRunRecord('mine'))
+    await store.saveRun(makeRunRecord('other'))
+    await store.saveAgent('other', makeLongAgentRecord('other', 'lead', 2))
+    await expect(store.loadAgent!('mine', '../../other/agents/lead')).rejects.toThrow(
+      /invalid agent id "..\/..\/other\/agents\/lead": expected ids of letters, digits, "_" or "-" joined by dots/,
+    )
+    expect(await store.loadAgent!('mine', 'lead')).toBeUndefined()
+  } finally {
+    await rm(dir, { recursive: true, force: true })
+  }
+})
