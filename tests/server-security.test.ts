@@ -2,6 +2,7 @@
 // would: each attempt is refused with its status, and nothing is started, stored or sent.
 import type { ChildProcess } from 'node:child_process'
 import { mkdtemp, readdir, rm } from 'node:fs/promises'
+import http from 'node:http'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import type { CohortEvent } from '@cohort/core'
@@ -297,6 +298,42 @@ describe('cohort serve answers only its user', () => {
     })
     expect((await api({ path: '/api/runs' })).body.runs).toHaveLength(1)
   }, 60_000)
+
+  test('upgrade requests one after another on one kept-alive connection hold one place at most, each a clear 426', async () => {
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 })
+    const answers: { status: number; body: string }[] = []
+    try {
+      for (let i = 0; i < 120; i++) {
+        answers.push(
+          await new Promise((resolve, reject) => {
+            const headers = { ...bearer(), upgrade: 'websocket', connection: 'keep-alive' }
+            http
+              .get({ host: '127.0.0.1', port, path: '/api/events', agent, headers }, (response) => {
+                let body = ''
+                response.on('data', (chunk) => {
+                  body += chunk
+                })
+                response.on('end', () => resolve({ status: response.statusCode ?? 0, body }))
+              })
+              .on('error', reject)
+          }),
+        )
+      }
+      expect(new Set(answers.map((answer) => answer.status))).toEqual(new Set([426]))
+      expect(JSON.parse(answers[0]!.body).error).toMatch(/this endpoint is a WebSocket/)
+      // With that connection still open, a real client gets its socket.
+      const socket = new WebSocket(`ws://127.0.0.1:${port}/api/events`, { headers: bearer() })
+      expect(
+        await new Promise((resolve) => {
+          socket.once('open', () => resolve(101))
+          socket.once('unexpected-response', (_, response) => resolve(response.statusCode))
+        }),
+      ).toBe(101)
+      socket.close()
+    } finally {
+      agent.destroy()
+    }
+  })
 
   test('a client that reads too slowly is closed (1008) and server memory stays bounded while 2,000 events go out', async () => {
     const tokens = 2_000

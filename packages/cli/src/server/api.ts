@@ -125,7 +125,11 @@ export function registerApi(app: OpenAPIHono<ServerEnv>, host: ApiHost): void {
   })
 
   app.openapi(routes.events, async (c) => {
-    if (c.req.header('upgrade')?.toLowerCase() !== 'websocket') {
+    // A WebSocket handshake asks for both; a request with only one of them is plain HTTP.
+    const upgrading =
+      c.req.header('upgrade')?.toLowerCase() === 'websocket' &&
+      /(^|,)\s*upgrade\s*(,|$)/i.test(c.req.header('connection') ?? '')
+    if (!upgrading) {
       throw new HttpError(426, 'this endpoint is a WebSocket: connect with ws://…/api/events', {
         upgrade: 'websocket',
       })

@@ -1,4 +1,5 @@
 import type { IncomingMessage } from 'node:http'
+import type { Socket } from 'node:net'
 import type { CohortEvent } from '@cohort/core'
 import { WebSocket, WebSocketServer } from 'ws'
 
@@ -36,6 +37,7 @@ export class EventStream {
   readonly wss = new WebSocketServer({ noServer: true, maxPayload: 4096 })
   readonly #clients = new Set<Client>()
   #open = 0
+  readonly #reserved = new WeakSet<Socket>()
   readonly #limits: EventStreamLimits
   readonly #heartbeat: NodeJS.Timeout
 
@@ -51,9 +53,13 @@ export class EventStream {
    * handshake then succeeds or not); false when every place is taken.
    */
   reserve(request: IncomingMessage): boolean {
+    const connection = request.socket
+    // One place a connection: upgrade requests one after another on a kept-alive one hold one.
+    if (this.#reserved.has(connection)) return true
     if (this.#open >= this.#limits.maxSockets) return false
     this.#open++
-    request.socket.once('close', () => this.#open--)
+    this.#reserved.add(connection)
+    connection.once('close', () => this.#open--)
     return true
   }
 
