@@ -2,7 +2,14 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { type CohortServer, startServer } from '@cohort/cli'
-import type { CohortEvent } from '@cohort/core'
+import {
+  type CohortEvent,
+  createRuntime,
+  defineAgent,
+  fileStore,
+  type RunStore,
+  scriptedModel,
+} from '@cohort/core'
 import { afterEach, beforeEach, describe, expect, test } from 'vitest'
 import WebSocket from 'ws'
 import { approvalRuntime } from './fixtures/approval-scenario.js'
@@ -106,6 +113,39 @@ describe('cohort serve: HTTP API and event stream', () => {
     const list = await api('GET', `${server.url}api/runs?status=completed`)
     expect((list.body.runs as { id: string }[]).map((r) => r.id)).toEqual(['ship-1'])
     expect((await api('POST', `${server.url}api/runs/ship-1/cancel`)).status).toBe(409)
+  })
+
+  test('one run id asked for by many requests at once: one starts it, the others get 409, as one after another would', async () => {
+    // A store that takes its time to answer, as a database over a network does.
+    const files = fileStore(path.join(dir, 'slow'))
+    const slow: RunStore = {
+      ...files,
+      loadRunRecord: async (runId) => {
+        await new Promise((resolve) => setTimeout(resolve, 30))
+        return files.loadRunRecord!(runId)
+      },
+      loadRun: async (runId) => {
+        await new Promise((resolve) => setTimeout(resolve, 30))
+        return files.loadRun(runId)
+      },
+    }
+    const solo = defineAgent({ name: 'solo', instructions: 'Answer.' })
+    const runtime = createRuntime({
+      agents: [solo],
+      model: scriptedModel({ solo: [{ action: 'finish', result: 1 }] }),
+      store: slow,
+    })
+    server = await startServer({ runtime })
+    token = server.token
+    const together = await Promise.all(
+      Array.from({ length: 10 }, () =>
+        api('POST', `${server!.url}api/runs`, { task: 'race', runId: 'raced' }),
+      ),
+    )
+    expect(together.map((answer) => answer.status).sort()).toEqual([201, ...Array(9).fill(409)])
+    expect(together.find((answer) => answer.status === 409)?.body).toEqual({
+      error: 'run raced already exists',
+    })
   })
 
   test('bad requests get a clear 4xx and change nothing', async () => {

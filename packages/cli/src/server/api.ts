@@ -42,8 +42,11 @@ export function registerApi(app: OpenAPIHono<ServerEnv>, host: ApiHost): void {
 
   app.openapi(routes.startRun, async (c) => {
     const body = c.req.valid('json')
-    if (body.runId !== undefined && (runtime.get(body.runId) || (await runtime.store.loadRun(body.runId)))) {
-      throw new HttpError(409, `run ${body.runId} already exists`)
+    if (body.runId !== undefined) {
+      const taken = () => new HttpError(409, `run ${body.runId} already exists`)
+      if (runtime.get(body.runId) || (await readRunRecord(runtime.store, body.runId))) throw taken()
+      // Another request may have started it while the store answered.
+      if (runtime.get(body.runId)) throw taken()
     }
     const run = host.watch(
       runtime.start(body.agent ?? host.root, body.task, body.runId ? { runId: body.runId } : {}),
