@@ -139,6 +139,22 @@ describe('cohort CLI', () => {
     const refused = await run(['run', bad, 'task'])
     expect(refused.code).toBe(2)
     expect(refused.stderr).toMatch(/config .*bad\.json: agents\.0\.tools\.0: /)
+
+    // No model, and none in the environment: the way out the error names is one `run` has.
+    const modelless = path.join(cwd, 'modelless.json')
+    await writeFile(modelless, JSON.stringify({ agents: [{ name: 'x' }], task: 'hello' }))
+    const unmodelled = await run(['run', modelless], { OPENAI_API_KEY: '' })
+    expect(unmodelled.code).toBe(2)
+    expect(unmodelled.stderr).toMatch(
+      /the config has no `model` and OPENAI_API_KEY is not set: set it, or give the config a `model`/,
+    )
+    await writeFile(
+      modelless,
+      JSON.stringify({ agents: [{ name: 'x' }], model: { provider: 'openai', model: 'm' } }),
+    )
+    const keyless = await run(['run', modelless, 'hello'], { OPENAI_API_KEY: '' })
+    expect(keyless.code).toBe(2)
+    expect(keyless.stderr).toMatch(/config .*modelless\.json: model: openaiModel needs an API key/)
   }, 60_000)
 
   test('parallel with three process agents: all at once, results per task, speedup and conflicts', async () => {
@@ -362,6 +378,7 @@ describe('cohort CLI', () => {
       [['--token', 'short'], /the token must be 16 to 512 characters/],
       [['--allow-origin', 'ops.example.com'], /"ops.example.com" is not an origin; expected scheme:\/\/host/],
       [['--allow-host', 'a b'], /"a b" is not a host name/],
+      [['--port', '70000'], /--port must be 0 to 65535, got "70000"/],
     ]
     for (const [flags, message] of refusals) {
       const refused = await run(['serve', approvalConfig, '--port', '0', ...flags], { COHORT_TOKEN: '' })

@@ -364,6 +364,13 @@ function statuses(text: string): RunStatus[] {
   return list as RunStatus[]
 }
 
+/** `--port`: 0 (any free port) to 65535. */
+export function portNumber(text: string): number {
+  const port = positiveInt(text, '--port', true)
+  if (port > 65_535) throw new InvalidInputError(`--port must be 0 to 65535, got "${text}"`)
+  return port
+}
+
 export function positiveInt(text: string, flag: string, allowZero = false): number {
   const value = Number(text)
   if (!/^\d+$/.test(text) || (!allowZero && value === 0) || value > 1_000_000) {

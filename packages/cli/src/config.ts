@@ -123,13 +123,18 @@ async function fromJson(file: string): Promise<CohortConfig> {
       }),
     ),
   }
-  if (json.model?.provider === 'openai') {
-    const { provider: _, ...options } = json.model
-    const { openaiModel } = await import('@cohort/openai')
-    config.model = openaiModel(stripUndefined(options))
-  } else if (json.model?.provider === 'command') {
-    const { provider: _, ...options } = json.model
-    config.model = commandModel(stripUndefined(options))
+  try {
+    if (json.model?.provider === 'openai') {
+      const { provider: _, ...options } = json.model
+      const { openaiModel } = await import('@cohort/openai')
+      config.model = openaiModel(stripUndefined(options))
+    } else if (json.model?.provider === 'command') {
+      const { provider: _, ...options } = json.model
+      config.model = commandModel(stripUndefined(options))
+    }
+  } catch (error) {
+    // A model the config cannot make (no API key) is a mistake in the config, as a bad field is.
+    throw new InvalidInputError(`config ${file}: model: ${(error as Error).message}`)
   }
   if (json.root) config.root = json.root
   if (json.task) config.task = json.task

@@ -27,7 +27,7 @@ export async function runtimeFor(launch: Launch, home: Home, logger: EventSink):
 }
 
 export async function configRuntime(config: CohortConfig, home: Home, logger: EventSink): Promise<Hosted> {
-  const model = config.model ?? (await envModel('the config has no `model`'))
+  const model = config.model ?? (await envModel('the config has no `model`', 'give the config a `model`'))
   const root = config.root ?? config.agents[0]?.name
   if (!root || !config.agents.some((agent) => agent.name === root)) {
     throw new InvalidInputError(`config root agent "${root}" is not one of its agents`)
@@ -46,9 +46,9 @@ export async function configRuntime(config: CohortConfig, home: Home, logger: Ev
 }
 
 /** The model of the environment (OPENAI_API_KEY…), or a clear error saying what to set. */
-async function envModel(why: string): Promise<ChatModel> {
+async function envModel(why: string, otherwise: string): Promise<ChatModel> {
   if (!process.env.OPENAI_API_KEY) {
-    throw new InvalidInputError(`${why} and OPENAI_API_KEY is not set: set it, or pass --command`)
+    throw new InvalidInputError(`${why} and OPENAI_API_KEY is not set: set it, or ${otherwise}`)
   }
   // Loaded only when used: the SDK is a large part of the CLI's start-up time.
   const { modelFromEnv } = await import('@cohort/openai')
@@ -67,7 +67,7 @@ export async function parallelRuntime(
 ): Promise<Hosted> {
   const model = launch.command
     ? commandModel({ command: launch.command, args: launch.args ?? [] })
-    : await envModel('cohort parallel needs a model: no --command was given')
+    : await envModel('cohort parallel needs a model: no --command was given', 'pass --command')
   const task = defineAgent({
     name: 'task',
     instructions: 'Do the task you are given, then finish with its result.',

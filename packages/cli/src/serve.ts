@@ -1,6 +1,6 @@
 import path from 'node:path'
 import { createLogger, InvalidInputError } from '@cohort/core'
-import { type CommonOptions, type Output, positiveInt } from './commands.js'
+import { type CommonOptions, type Output, portNumber } from './commands.js'
 import type { Launch } from './home.js'
 import { runtimeFor } from './launch.js'
 import { startServer } from './server/server.js'
@@ -33,7 +33,7 @@ export async function serveCommand(
   const hosted = await runtimeFor(launch, home, logger)
   const server = await startServer({
     runtime: hosted.runtime,
-    port: positiveInt(options.port, '--port', true),
+    port: portNumber(options.port),
     host: options.host,
     root: hosted.root,
     onStart: (runId) => home.saveLaunch(runId, launch),
