@@ -54,7 +54,7 @@ export function describeEvent(event: CohortEvent): EventLine | undefined {
       return {
         category: 'AGENT',
         tone: 'fail',
-        text: `${event.agentId} reply unusable (repair ${event.repairs + 1}): ${event.error}`,
+        text: `${event.agentId} reply unusable (repair ${event.repairs}): ${event.error}`,
       }
     case 'agent.completed':
       return {

@@ -51,3 +51,18 @@ test('console lines carry elapsed ms, category and depth indentation; each agent
   expect(childLog).not.toMatch(/parent suspended/)
   await rm(dir, { recursive: true, force: true })
 })
+
+test("repairs are counted from 1 in the log, the way the agent's limit counts them", async () => {
+  const stream = new PassThrough()
+  let output = ''
+  stream.on('data', (chunk: Buffer) => {
+    output += chunk
+  })
+  const logger = createLogger({ stream, colors: false, console: true })
+  const solo = defineAgent({ name: 'solo', instructions: '' })
+  const model = scriptedModel({ solo: ['no action here', 'nor here', { action: 'finish', result: 'ok' }] })
+  await createRuntime({ agents: [solo], model, logger }).run('solo', 'go')
+  await logger.close?.()
+  const repairs = output.split('\n').filter((line) => line.includes('reply unusable'))
+  expect(repairs.map((line) => line.match(/\(repair (\d+)\)/)?.[1])).toEqual(['1', '2'])
+})
