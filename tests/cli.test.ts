@@ -225,6 +225,8 @@ describe('cohort CLI', () => {
     expect(wrong.stderr).toMatch(
       /agent operator of run waiting is not waiting for approval of call "call-nope" \(it waits for approval of call "\S+"\)/,
     )
+    // Refused before the run was resumed: nothing of it ran again.
+    expect(wrong.stdout).toBe('')
     // A call id alone names no agent: the call id repeats across agents.
     const unnamed = await run(['approve', 'waiting', callId!])
     expect(unnamed.code).toBe(2)

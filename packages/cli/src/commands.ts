@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto'
 import { readdir, readFile, rm } from 'node:fs/promises'
 import path from 'node:path'
 import {
+  type Answer,
   assertRunId,
   CohortError,
   createLogger,
@@ -217,11 +218,15 @@ export async function showCommand(
  * Continues a stored run and watches it; `control` (an approval, an answer, a message) is given
  * to the resumed run first. A control the run cannot take is refused before anything runs.
  */
+/**
+ * Continues a stored run here. With `answer`, the agent that waits on a person is given it first,
+ * in the store: an answer it cannot take is refused before anything of the run runs again.
+ */
 export async function resumeCommand(
   runId: string,
   options: CommonOptions,
   io: Output,
-  control?: (run: Run) => void,
+  answer?: { agentId: string; answer: Answer },
 ): Promise<number> {
   const { home } = options
   const launch = await home.loadLaunch(runId)
@@ -233,17 +238,15 @@ export async function resumeCommand(
   }
   const logger = makeLogger(home, io)
   const hosted = await runtimeFor(launch, home, logger)
-  const run = await hosted.runtime.resume(runId)
-  if (control) {
+  if (answer) {
     try {
-      control(run)
+      await hosted.runtime.answer(runId, answer.agentId, answer.answer)
     } catch (error) {
-      // Leave the run as it was stored: nothing of it has moved yet in this process.
-      await run.detach()
       await logger.close?.()
       throw error
     }
   }
+  const run = await hosted.runtime.resume(runId)
   return follow(run, io, logger, stored ? runView(stored).agents : [])
 }
 

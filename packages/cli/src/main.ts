@@ -112,7 +112,7 @@ export async function main(
       set(
         options.server
           ? await controlOnServer({ kind: 'approve', runId, agentId, callId }, target(options), io)
-          : await resumeCommand(runId, await common(), io, (run) => run.approve(agentId, callId)),
+          : await resumeCommand(runId, await common(), io, { agentId, answer: { approve: callId } }),
       ),
     )
 
@@ -133,9 +133,10 @@ export async function main(
               target(options),
               io,
             )
-          : await resumeCommand(runId, await common(), io, (run) =>
-              run.reject(agentId, callId, options.reason),
-            ),
+          : await resumeCommand(runId, await common(), io, {
+              agentId,
+              answer: { reject: callId, reason: options.reason },
+            }),
       ),
     )
 
@@ -152,7 +153,7 @@ export async function main(
       set(
         options.server
           ? await controlOnServer({ kind: 'answer', runId, agentId, payload }, target(options), io)
-          : await resumeCommand(runId, await common(), io, (run) => run.resume(agentId, payload)),
+          : await resumeCommand(runId, await common(), io, { agentId, answer: { payload } }),
       )
     })
 
