@@ -195,12 +195,17 @@ export async function showCommand(
     return 0
   }
   const { run } = view
+  // A running run's record changes at its start, detach and end; its agents' at every step.
+  const last =
+    run.status === 'running'
+      ? Math.max(run.updatedAt, ...stored.agents.map((agent) => agent.updatedAt))
+      : run.updatedAt
   io.out.write(`Run ${run.id}  ${run.status}  ${run.agent}: ${oneLine(run.task, 80)}\n`)
   io.out.write(
-    `Started ${new Date(run.createdAt).toISOString()}, ${run.status === 'running' ? 'last step' : 'ended'} ${new Date(run.updatedAt).toISOString()} (${formatMs(run.updatedAt - run.createdAt)}${run.stoppedMs ? `, ${formatMs(run.stoppedMs)} of it stopped` : ''})\n\n`,
+    `Started ${new Date(run.createdAt).toISOString()}, ${run.status === 'running' ? 'last step' : 'ended'} ${new Date(last).toISOString()} (${formatMs(last - run.createdAt)}${run.stoppedMs ? `, ${formatMs(run.stoppedMs)} of it stopped` : ''})\n\n`,
   )
   const lines = renderTree(view.agents.map(summaryNode), {
-    now: run.updatedAt,
+    now: last,
     colors: io.out.isTTY === true,
     outcomes: true,
   })
@@ -215,11 +220,7 @@ export async function showCommand(
 }
 
 /**
- * Continues a stored run and watches it; `control` (an approval, an answer, a message) is given
- * to the resumed run first. A control the run cannot take is refused before anything runs.
- */
-/**
- * Continues a stored run here. With `answer`, the agent that waits on a person is given it first,
+ * Continues a stored run here, and watches it. With `answer`, the agent that waits on a person is given it first,
  * in the store: an answer it cannot take is refused before anything of the run runs again.
  */
 export async function resumeCommand(
