@@ -85,6 +85,20 @@ describe('cohort CLI', () => {
     const missing = await run(['run', path.join(cwd, 'nope.ts')])
     expect(missing.code).toBe(2)
     expect(missing.stderr).toMatch(/cannot load config/)
+    const noSuchAgent = await run(['run', config, '--agent', 'nosuch', '--run-id', 'never'])
+    expect(noSuchAgent.code).toBe(2)
+    expect(noSuchAgent.stderr).toMatch(
+      /--agent "nosuch" is not an agent of the config; its agents: lead, worker/,
+    )
+    // Nothing is left behind for a run that never started.
+    expect(await readdir(path.join(cwd, '.cohort', 'launches')).catch(() => [])).not.toContain('never.json')
+  }, 60_000)
+
+  test('parallel whose tasks fail says how many, and exits 1', async () => {
+    const out = await run(['parallel', 'one AND two', '--command', path.join(cwd, 'no-such-program')])
+    expect(out.code).toBe(1)
+    expect(out.stdout).toMatch(/\| task-1 \| failed \| .* \| error: /)
+    expect(out.stderr).toMatch(/2 tasks failed\./)
   }, 60_000)
 
   test('run, then ls, show and logs read the stored run', async () => {

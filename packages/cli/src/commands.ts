@@ -112,6 +112,12 @@ export async function runCommand(
   const agent = options.agent ?? hosted.root
   const text = task ?? hosted.task
   if (!text) throw new InvalidInputError('no task: give one after the config, or set `task` in the config')
+  // Checked before the launch is saved: a run that never starts leaves nothing behind.
+  if (!hosted.agents.includes(agent)) {
+    throw new InvalidInputError(
+      `--agent "${agent}" is not an agent of the config; its agents: ${hosted.agents.join(', ')}`,
+    )
+  }
   const runId = await runIdFor(home, options.runId)
   await home.saveLaunch(runId, launch)
   return follow(hosted.runtime.start(agent, text, { runId }), io, logger)
@@ -133,28 +139,39 @@ export async function parallelCommand(
   await home.saveLaunch(runId, launch)
   const run = hosted.runtime.runPlan(parallelPlan(launch), { runId })
   const code = await follow(run, io, logger)
-  await printTasks(home, run.id, io)
+  const failed = await printTasks(home, run.id, io)
   const conflicts = run.metrics().conflicts
   io.out.write(
     conflicts.length === 0
       ? 'No conflicts between the tasks’ workspaces.\n'
       : `Conflicts (files changed by more than one task): ${conflicts.map((c) => `${c.file} (${c.agents.join(', ')})`).join('; ')}\n`,
   )
+  if (code === 0 && failed > 0) {
+    io.err.write(`${failed} task${failed === 1 ? '' : 's'} failed.\n`)
+    return 1
+  }
   return code
 }
 
-async function printTasks(home: Home, runId: string, io: Output): Promise<void> {
+/** The table of a parallel run's tasks; returns how many failed. */
+async function printTasks(home: Home, runId: string, io: Output): Promise<number> {
   const stored = await home.store.loadRun(runId)
-  if (!stored) return
+  if (!stored) return 0
   const tasks = runView(stored).agents.filter((agent) => agent.depth === 1)
   io.out.write('\n| task | status | time | result |\n|---|---|---|---|\n')
   for (const task of tasks) {
-    const outcome = task.error ? `error: ${task.error.message}` : oneLine(task.result, 60)
+    const outcome = task.error
+      ? `error: ${task.error.message}`
+      : task.status === 'completed'
+        ? oneLine(task.result, 60)
+        : '–'
+
     const time = formatMs((task.endedAt ?? Date.now()) - task.startedAt)
     io.out.write(
       `| ${task.id.replace(/^cohort-plan\./, '')} | ${task.status} | ${time} | ${outcome.replaceAll('|', '\\|')} |\n`,
     )
   }
+  return tasks.filter((task) => task.status === 'failed').length
 }
 
 export async function lsCommand(

@@ -18,6 +18,8 @@ export interface Hosted {
   root: string
   /** The task a new run gets when none is given. */
   task?: string
+  /** The names of the agents a run may start with. */
+  agents: string[]
 }
 
 /** Builds the runtime a launch describes, on the home's store and workspaces. */
@@ -42,7 +44,8 @@ export async function configRuntime(config: CohortConfig, home: Home, logger: Ev
     ...(config.scheduler && { scheduler: config.scheduler }),
     ...(config.secrets && { secrets: config.secrets }),
   })
-  return { runtime, root, ...(config.task && { task: config.task }) }
+  const agents = config.agents.map((agent) => agent.name)
+  return { runtime, root, agents, ...(config.task && { task: config.task }) }
 }
 
 /** The model of the environment (OPENAI_API_KEY…), or a clear error saying what to set. */
@@ -85,7 +88,8 @@ export async function parallelRuntime(
     logger,
     workspaces: { root: home.workspacesDir, ...(launch.base && { base: path.resolve(launch.base) }) },
   })
-  return { runtime, root: 'cohort-plan' }
+  // Started with runPlan only: no agent of its own to start a run with.
+  return { runtime, root: 'cohort-plan', agents: [] }
 }
 
 export function parallelPlan(launch: Extract<Launch, { kind: 'parallel' }>): Plan {
