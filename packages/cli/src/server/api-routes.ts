@@ -126,7 +126,7 @@ export const routes = {
     request: jsonBody(startBody),
     responses: {
       201: answer('the run, stored and running', runStateShape),
-      ...refused(400, 401, 403, 409, 413, 415),
+      ...refused(400, 401, 403, 409, 413, 415, 422),
     },
   }),
   getRun: createRoute({
@@ -148,14 +148,14 @@ export const routes = {
     path: '/api/runs/{runId}/resume',
     summary: 'Continue a stored run that is still running',
     request: { params: runParams },
-    responses: { 202: answer('continuing', runStateShape), ...refused(400, 401, 403, 404, 409) },
+    responses: { 202: answer('continuing', runStateShape), ...refused(400, 401, 403, 404, 409, 422) },
   }),
   cancelRun: createRoute({
     method: 'post',
     path: '/api/runs/{runId}/cancel',
     summary: 'Cancel a run and every agent in it',
     request: { params: runParams },
-    responses: { 200: answer('cancelled', runStateShape), ...refused(400, 401, 403, 404, 409) },
+    responses: { 200: answer('cancelled', runStateShape), ...refused(400, 401, 403, 404, 409, 422) },
   }),
   // Under the agent: a native call id (`call_0`) repeats across agents, so it alone names no call.
   approve: createRoute({
@@ -166,7 +166,7 @@ export const routes = {
     request: { params: agentParams, ...jsonBody(approveBody) },
     responses: {
       202: answer('the call runs', ack({ agentId: z.string(), approved: z.string() })),
-      ...refused(400, 401, 403, 404, 409, 413, 415),
+      ...refused(400, 401, 403, 404, 409, 413, 415, 422),
     },
   }),
   reject: createRoute({
@@ -177,18 +177,18 @@ export const routes = {
     request: { params: agentParams, ...jsonBody(rejectBody) },
     responses: {
       202: answer('the agent is told', ack({ agentId: z.string(), rejected: z.string() })),
-      ...refused(400, 401, 403, 404, 409, 413, 415),
+      ...refused(400, 401, 403, 404, 409, 413, 415, 422),
     },
   }),
   resumeAgent: createRoute({
     method: 'post',
     path: '/api/runs/{runId}/agents/{agentId}/resume',
-    summary: 'Answer an agent waiting for input (ctx.suspend)',
+    summary: 'Answer an agent waiting for input (ctx.suspend), or approve the call it waits on',
     middleware: bodyChecks,
     request: { params: agentParams, ...jsonBody(agentResumeBody) },
     responses: {
       202: answer('the agent goes on', ack({ agentId: z.string() })),
-      ...refused(400, 401, 403, 404, 409, 413, 415),
+      ...refused(400, 401, 403, 404, 409, 413, 415, 422),
     },
   }),
   sendMessage: createRoute({
@@ -199,7 +199,7 @@ export const routes = {
     request: { params: agentParams, ...jsonBody(messageBody) },
     responses: {
       202: answer('delivered', ack({ agentId: z.string() })),
-      ...refused(400, 401, 403, 404, 409, 413, 415),
+      ...refused(400, 401, 403, 404, 409, 413, 415, 422),
     },
   }),
   events: createRoute({

@@ -38,7 +38,8 @@ type Target = 'json' | 'query' | 'param' | 'header' | 'cookie' | 'form'
 
 /**
  * Turns a failed zod check of a request into a 400 that names the field: `invalid body: task: …`.
- * Query and path checks carry their own full messages (`limit must be …`), so they are used as they are.
+ * Query and path checks carry their own full messages (`limit must be …`), so they are used as they
+ * are; one of zod's own is given the field's name.
  */
 export function validationHook(
   result: { success: true } | { success: false; error: z.core.$ZodError; target: Target },
@@ -48,5 +49,7 @@ export function validationHook(
   const issue = result.error.issues[0]!
   const where = issue.path.length > 0 ? `${issue.path.join('.')}: ` : ''
   if (result.target === 'json') throw new HttpError(400, `invalid body: ${where}${issue.message}`)
-  throw new HttpError(400, issue.message)
+  // zod's own messages ("expected string, received array" for `?limit=1&limit=2`) name no field.
+  const named = issue.path.length === 0 || issue.message.includes(String(issue.path.at(-1)))
+  throw new HttpError(400, named ? issue.message : `${where}${issue.message}`)
 }
