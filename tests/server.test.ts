@@ -107,7 +107,7 @@ describe('cohort serve: HTTP API and event stream', () => {
       status: 400,
       body: {
         error:
-          'invalid agent id "../../other/agents/lead": expected ids of letters, digits, "_" or "-" joined by dots',
+          'agentId: invalid agent id "../../other/agents/lead": expected ids of letters, digits, "_" or "-" joined by dots',
       },
     })
     const list = await api('GET', `${server.url}api/runs?status=completed`)
