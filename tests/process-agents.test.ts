@@ -81,6 +81,23 @@ describe('process agents', () => {
     expect(record.snapshot.context.processes[0]!.durationMs).toBeGreaterThanOrEqual(380)
   })
 
+  test('an answer in plain text that holds JSON which is not actions is the result, as it is', async () => {
+    const answers = {
+      list: 'The three largest files are: [1, 2, 3]',
+      findings: 'Found these issues:\n[{"file": "a.ts", "line": 3}]',
+      object: 'Summary: {"passed": 10, "failed": 0}',
+    }
+    for (const [name, text] of Object.entries(answers)) {
+      const agent = shellAgent(name, `printf '%s' '${text.replaceAll("'", "'\\''")}'`)
+      const runtime = createRuntime({
+        agents: [agent],
+        limits: { maxRepairs: 0 },
+        workspaces: { root: path.join(dir, 'ws') },
+      })
+      expect(await runtime.run(name, 'go'), name).toBe(text)
+    }
+  })
+
   test('files changed by more than one agent against the common base are reported as conflicts', async () => {
     const base = path.join(dir, 'base')
     await mkdir(base)

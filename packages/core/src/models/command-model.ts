@@ -86,12 +86,18 @@ function promptOf(request: ModelRequest): string {
 
 function toReply(stdout: string): ModelReply {
   const json = extractJson(stdout)
+  // JSON that is not actions (a list of numbers, of findings) is part of a plain-text answer.
   const isAction =
     json.found &&
-    ((Array.isArray(json.value) && json.value.length > 0) ||
-      (typeof json.value === 'object' && json.value !== null && 'action' in json.value))
+    (Array.isArray(json.value)
+      ? json.value.length > 0 && json.value.every(isActionObject)
+      : isActionObject(json.value))
   if (isAction) return { text: stdout }
   return { text: JSON.stringify({ action: 'finish', result: stdout.trim() }) }
+}
+
+function isActionObject(value: unknown): boolean {
+  return typeof value === 'object' && value !== null && 'action' in value
 }
 
 interface ProcessOutcome {
