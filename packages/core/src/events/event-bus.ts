@@ -43,13 +43,25 @@ export class EventBus {
     return this.closed
   }
 
-  async *iterate(): AsyncGenerator<CohortEvent> {
+  /**
+   * Every event from this call on. Subscribed at once, not at the first read, so the events that
+   * come between the call and the first `next()` are kept too.
+   */
+  iterate(): AsyncGenerator<CohortEvent> {
     const buffer: CohortEvent[] = []
-    let wake: (() => void) | undefined
+    const waiting: { wake: (() => void) | undefined } = { wake: undefined }
     const unsubscribe = this.subscribe((event) => {
       buffer.push(event)
-      wake?.()
+      waiting.wake?.()
     })
+    return this.drain(buffer, waiting, unsubscribe)
+  }
+
+  private async *drain(
+    buffer: CohortEvent[],
+    waiting: { wake: (() => void) | undefined },
+    unsubscribe: () => void,
+  ): AsyncGenerator<CohortEvent> {
     try {
       while (true) {
         if (buffer.length > 0) {
@@ -58,11 +70,11 @@ export class EventBus {
         }
         if (this.closed) return
         await new Promise<void>((resolve) => {
-          wake = resolve
+          waiting.wake = resolve
           this.closeWaiters.add(resolve)
         })
-        if (wake) this.closeWaiters.delete(wake)
-        wake = undefined
+        if (waiting.wake) this.closeWaiters.delete(waiting.wake)
+        waiting.wake = undefined
       }
     } finally {
       unsubscribe()
