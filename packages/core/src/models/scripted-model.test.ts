@@ -1,6 +1,6 @@
 import { describe, expect, test } from 'vitest'
 import { ModelError } from '../errors.js'
-import { scriptedModel } from './scripted-model.js'
+import { scriptedModel, settledChildren } from './scripted-model.js'
 import type { ModelRequest } from './types.js'
 
 function request(name: string, turn: number, signal = new AbortController().signal): ModelRequest {
@@ -47,4 +47,15 @@ describe('scriptedModel', () => {
     controller.abort(new Error('cancelled'))
     await expect(pending).rejects.toThrow('cancelled')
   })
+})
+
+test("settledChildren finds the children's results after its last reply, messages from them after it or not", () => {
+  const results = [{ id: 'a', agent: 'worker', status: 'completed' as const, result: 1 }]
+  const settled = { role: 'user' as const, content: `Sub-agents settled (1): ${JSON.stringify(results)}` }
+  const reply = { role: 'assistant' as const, content: '{"action":"wait_for_subagents"}' }
+  const inbox = { role: 'user' as const, content: 'Messages:\n- from a: done early' }
+  expect(settledChildren({ messages: [reply, settled, inbox] })).toEqual(results)
+  expect(settledChildren({ messages: [reply, settled] })).toEqual(results)
+  // Results an earlier reply already answered are not given again.
+  expect(settledChildren({ messages: [settled, reply, inbox] })).toEqual([])
 })

@@ -81,13 +81,19 @@ function estimateUsage(text: string): { promptTokens: number; completionTokens: 
   return { promptTokens: 0, completionTokens: tokensOfText(text.length) }
 }
 
+const settledMark = 'Sub-agents settled ('
+
 /**
- * The children's results a parent received in its last message, after `wait_for_subagents`:
- * for scripted replies that aggregate them. Empty when the last message holds none.
+ * The children's results a parent received since its last reply, after `wait_for_subagents`:
+ * for scripted replies that aggregate them. Messages its children sent it may come after them.
+ * Empty when none came.
  */
 export function settledChildren(request: Pick<ModelRequest, 'messages'>): ChildResult[] {
-  const content = request.messages.at(-1)?.content ?? ''
-  const start = content.indexOf('Sub-agents settled (')
+  const { messages } = request
+  const lastReply = messages.findLastIndex((message) => message.role === 'assistant')
+  const settled = messages.slice(lastReply + 1).findLast((message) => message.content.includes(settledMark))
+  const content = settled?.content ?? ''
+  const start = content.indexOf(settledMark)
   if (start < 0) return []
   const json = content.slice(content.indexOf('[', start)).split('\nConflicts (')[0]!
   return JSON.parse(json) as ChildResult[]
