@@ -496,6 +496,15 @@ test('a run cancelled by a listener while a launch starts its children starts no
   expect(live.agents.every((agent) => agent.status === 'failed')).toBe(true)
 })
 
+test('a snapshot taken as soon as the run is started holds its record and its root', async () => {
+  const model = scriptedModel({ worker: [{ action: 'finish', result: 'done' }] })
+  const run = createRuntime({ agents: [worker], model }).start('worker', 'go')
+  const snapshot = await run.snapshot()
+  expect(snapshot.run).toMatchObject({ id: run.id, status: 'running', agent: 'worker' })
+  expect(snapshot.agents.map((agent) => agent.id)).toEqual(['worker'])
+  expect(await run.result).toBe('done')
+})
+
 test('children given no id are numbered around the ids the model gave, in this launch and earlier ones', async () => {
   const model = scriptedModel({
     lead: [

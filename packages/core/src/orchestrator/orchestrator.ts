@@ -319,6 +319,8 @@ export class Orchestrator implements EffectHost {
 
   /** The whole run as plain data. */
   async snapshot(): Promise<StoredRun> {
+    // A run started a moment ago is stored first (its record and its root).
+    await this.beginning
     const run = this.outcome.record
     if (!run) throw new CohortError('NOT_STARTED', `run ${this.runId} has not started yet`)
     const agents: AgentRecord[] = []
