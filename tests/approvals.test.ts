@@ -58,6 +58,24 @@ describe('run.approve cannot tell two agents apart (issue 23, item 5)', () => {
     expect(deployed).toEqual(['db'])
   })
 
+  test('a detached run refuses an approval or a message, which would be lost, and says to resume it', async () => {
+    const { runtime, deployed } = twoAgentsOnCall0()
+    const run = runtime.start('lead', 'ship both')
+    await new Promise<void>((resolve) => run.on('agent.suspended', (event) => event.awaiting && resolve()))
+    await run.detach()
+    const resume = /was detached in this process: resume it \(runtime\.resume\) to reach agent lead\.db/
+    expect(() => run.approve('lead.db', 'call_0')).toThrow(resume)
+    expect(() => run.send('lead.db', 'hello')).toThrow(resume)
+    expect(deployed).toEqual([])
+    // Resumed, the same approval goes through.
+    const resumed = await runtime.resume(run.id)
+    await waitUntil(async () => (await awaitingApproval(resumed)).length === 2)
+    resumed.approve('lead.db', 'call_0')
+    await waitUntil(() => deployed.length === 1)
+    expect(deployed).toEqual(['db'])
+    await resumed.cancel()
+  })
+
   test('over HTTP, the approve and reject routes name the agent', async () => {
     const { runtime, deployed } = twoAgentsOnCall0()
     const server = await startServer({ runtime, root: 'lead', port: 0 })

@@ -46,6 +46,12 @@ export class RunControl {
     const entry = this.run.registry.get(agentId)
     if (!entry) throw new InvalidInputError(`run ${this.run.runId} has no agent "${agentId}"`)
     if (entry.settled) throw new InvalidInputError(`agent ${agentId} has already ${this.state(entry)}`)
+    // Let go of here (the run was detached): what it is told would be lost, not stored.
+    if (entry.mode === 'released') {
+      throw new InvalidInputError(
+        `run ${this.run.runId} was detached in this process: resume it (runtime.resume) to reach agent ${agentId}`,
+      )
+    }
     return entry
   }
 
