@@ -369,6 +369,20 @@ test('peak parallelism counts the whole run: a run resumed after its widest part
   expect((await store.loadRunRecord!('peak-1'))?.peakParallelism).toBe(3)
 })
 
+test("a run detached and resumed in the same runtime is counted once in the runtime's metrics", async () => {
+  const { runtimeOn } = fanOutOnOneStore(['a', 'b'], false, () => 30)
+  const runtime = runtimeOn()
+  const run = runtime.start('lead', 'fan out', { runId: 'counted-once' })
+  await new Promise<void>((resolve) => run.on('agent.suspended', () => resolve()))
+  await run.detach()
+  const resumed = await runtime.resume('counted-once')
+  await resumed.result
+  const totals = runtime.metrics()
+  expect(totals.runs.completed).toBe(1)
+  expect(totals.agents).toBe(3)
+  expect(totals.tokens).toBe(resumed.metrics().tokens.total)
+})
+
 describe('tools after a crash', () => {
   test('a tool call cut off by a crash runs again with the same idempotency key (at-least-once)', async () => {
     const storeDir = path.join(dir, 'tools')

@@ -147,8 +147,8 @@ export function createRuntime(options: RuntimeOptions): Runtime {
     tokens: 0,
     cost: 0,
   }
-  const addTotals = (status: RunStatus, metrics: RunTotals) => {
-    if (status !== 'running') totals.runs[status]++
+  const addTotals = (status: Exclude<RunStatus, 'running'>, metrics: RunTotals) => {
+    totals.runs[status]++
     totals.agents += metrics.agents
     totals.timeouts += metrics.timeouts
     totals.errors += metrics.errors
@@ -192,11 +192,13 @@ export function createRuntime(options: RuntimeOptions): Runtime {
     const { orchestrator, bus } = orchestratorFor(runId)
     const run = new Run(orchestrator, bus)
     runs.set(runId, { run, orchestrator })
-    // Settled runs leave memory; the store keeps them.
+    // Settled runs leave memory; the store keeps them. A run is counted once, when it ends: a
+    // detached one is counted by the process that finishes it, which holds its whole usage again.
     orchestrator.result
       .finally(() => {
         runs.delete(runId)
-        addTotals(orchestrator.record?.status ?? 'running', runTotals(orchestrator.registry.values()))
+        const status = orchestrator.record?.status ?? 'running'
+        if (status !== 'running') addTotals(status, runTotals(orchestrator.registry.values()))
       })
       .catch(() => {})
     return { run, orchestrator }
