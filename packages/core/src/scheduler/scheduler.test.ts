@@ -274,3 +274,29 @@ describe('shared limits', () => {
     expect(ended).toEqual([0, 0])
   })
 })
+
+test('waiters that give up leave the queued count at once, and no timer is left for them', async () => {
+  const scheduler = new Scheduler({ maxConcurrentModelCalls: 1 })
+  const held = await scheduler.acquire(request('m'))
+  const quitters = Array.from({ length: 5 }, () => request('m'))
+  const waits = quitters.map((quitter) => scheduler.acquire(quitter).catch((error: unknown) => error))
+  expect(scheduler.stats().queued).toBe(5)
+  for (const quitter of quitters) quitter.controller.abort(new Error('gave up'))
+  expect(scheduler.stats().queued).toBe(0)
+  expect((await Promise.all(waits)).map((error) => (error as Error).message)).toEqual(
+    Array(5).fill('gave up'),
+  )
+  held.release(0)
+
+  // A rate limit makes a waiter wait on a timer; once it gives up, nothing keeps the process up.
+  const limited = new Scheduler({ rateLimits: { slow: { requestsPerMinute: 1 } } })
+  ;(await limited.acquire(request('slow'))).release(0)
+  const timers = () => process.getActiveResourcesInfo().filter((kind) => kind === 'Timeout').length
+  const before = timers()
+  const late = request('slow')
+  const wait = limited.acquire(late).catch(() => 'gave up')
+  expect(timers()).toBe(before + 1)
+  late.controller.abort()
+  expect(await wait).toBe('gave up')
+  expect(timers()).toBe(before)
+})

@@ -113,6 +113,8 @@ export class Scheduler {
   /** A call asking the shared store: the queue waits for its answer. */
   private probing: Waiter | undefined
   private inFlight = 0
+  /** Waiters that have not got their slot, failed or given up: queued, or being asked about. */
+  private waiting = 0
   private maxInFlight = 0
   private lastStart = Number.NEGATIVE_INFINITY
   private timer: NodeJS.Timeout | undefined
@@ -151,7 +153,7 @@ export class Scheduler {
       if (signal.aborted) return reject(signal.reason)
       const aborted = () => {
         if (waiter.done) return
-        waiter.done = true
+        this.settled(waiter)
         reject(signal.reason)
         this.pump()
       }
@@ -164,6 +166,7 @@ export class Scheduler {
         reject(error)
       }
       const waiter: Waiter = { request, enqueuedAt: performance.now(), seq: 0, grant, fail, done: false }
+      this.waiting++
       signal.addEventListener('abort', aborted)
       waiter.seq = this.queue.push(waiter, request.priority)
       this.pump()
@@ -171,8 +174,13 @@ export class Scheduler {
   }
 
   stats(): SchedulerStats {
-    const queued = this.queue.size + (this.probing ? 1 : 0)
-    return { inFlight: this.inFlight, queued, maxInFlight: this.maxInFlight }
+    return { inFlight: this.inFlight, queued: this.waiting, maxInFlight: this.maxInFlight }
+  }
+
+  /** A waiter got its slot, failed or gave up: it no longer counts, wherever it is. */
+  private settled(waiter: Waiter): void {
+    waiter.done = true
+    this.waiting--
   }
 
   private pump(): void {
@@ -188,7 +196,7 @@ export class Scheduler {
       const admission = this.admit(request, now, blockers)
       if (!admission.go) {
         if ('error' in admission) {
-          waiter.done = true
+          this.settled(waiter)
           waiter.fail(admission.error)
           continue
         }
@@ -203,6 +211,12 @@ export class Scheduler {
       else this.start(waiter, now, admission, undefined)
     }
     for (const waiter of blocked) this.queue.push(waiter, waiter.request.priority, waiter.seq)
+    if (this.waiting === 0 && this.timer !== undefined) {
+      // Nobody waits any more (they gave up): a timer set for them would only keep the process up.
+      clearTimeout(this.timer)
+      this.timer = undefined
+      this.timerAt = Number.POSITIVE_INFINITY
+    }
     // A refund can make a waiter ready sooner than the timer already set.
     if (retryAt < this.timerAt) {
       clearTimeout(this.timer)
@@ -279,7 +293,7 @@ export class Scheduler {
         this.start(waiter, performance.now(), admission, answer)
       } else if ('overBudget' in answer) {
         if (!waiter.done) {
-          waiter.done = true
+          this.settled(waiter)
           waiter.fail(budget!.exceeded(admission.reserve, answer.overBudget.used))
         }
       } else if (!waiter.done) {
@@ -291,7 +305,7 @@ export class Scheduler {
     const failed = (error: unknown) => {
       this.probing = undefined
       if (!waiter.done) {
-        waiter.done = true
+        this.settled(waiter)
         waiter.fail(error)
       }
       this.pump()
@@ -300,7 +314,7 @@ export class Scheduler {
   }
 
   private start(waiter: Waiter, now: number, admission: Go, lease: SharedStart | undefined): void {
-    waiter.done = true
+    this.settled(waiter)
     waiter.grant(this.open(waiter.request, now - waiter.enqueuedAt, admission, lease))
   }
 
