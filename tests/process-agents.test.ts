@@ -127,6 +127,12 @@ describe('process agents', () => {
     )
     // The base itself is untouched.
     expect(await readFile(path.join(base, 'auth.py'), 'utf8')).toBe('def login(): pass\n')
+
+    // The base changed between two runs of one runtime (a server's): the next run compares against it as it is now.
+    await writeFile(path.join(base, 'README.md'), '# app, renamed\n')
+    const next = runtime.start('lead', 'review auth.py again')
+    await next.result
+    expect(next.metrics().conflicts).toEqual(conflicts)
   })
 
   test('a command past its timeout fails with its process tree killed; a crashing command is isolated', async () => {

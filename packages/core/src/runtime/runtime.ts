@@ -197,6 +197,7 @@ export function createRuntime(options: RuntimeOptions): Runtime {
     orchestrator.result
       .finally(() => {
         runs.delete(runId)
+        workspaces?.forget(runId)
         const status = orchestrator.record?.status ?? 'running'
         if (status !== 'running') addTotals(status, runTotals(orchestrator.registry.values()))
       })

@@ -23,8 +23,11 @@ export interface Conflict {
 export class Workspaces {
   readonly root: string
   readonly base: string | undefined
-  private readonly ready = new Map<string, Promise<string>>()
-  private baseHashes: Promise<Map<string, string>> | undefined
+  /** Per run in memory: its workspaces made, and the base as its conflicts compare against it. */
+  private readonly runs = new Map<
+    string,
+    { ready: Map<string, Promise<string>>; baseHashes?: Promise<Map<string, string>> }
+  >()
 
   constructor(options: WorkspaceOptions = {}) {
     this.root = path.resolve(options.root ?? 'workspaces')
@@ -38,12 +41,30 @@ export class Workspaces {
   /** The agent's workspace, created (and filled from the base) the first time. */
   ensure(runId: string, agentId: string): Promise<string> {
     const dir = this.pathOf(runId, agentId)
-    let ready = this.ready.get(dir)
-    if (!ready) {
-      ready = this.create(dir)
-      this.ready.set(dir, ready)
+    const { ready } = this.runOf(runId)
+    let made = ready.get(dir)
+    if (!made) {
+      made = this.create(dir)
+      ready.set(dir, made)
     }
-    return ready
+    return made
+  }
+
+  /**
+   * Lets go of what is kept for a run that left memory (it ended, or was detached): a server
+   * runs for months, and the base may have changed before the next run reads it again.
+   */
+  forget(runId: string): void {
+    this.runs.delete(runId)
+  }
+
+  private runOf(runId: string) {
+    let run = this.runs.get(runId)
+    if (!run) {
+      run = { ready: new Map() }
+      this.runs.set(runId, run)
+    }
+    return run
   }
 
   /** Files of the group's workspaces that differ from the base in more than one of them. */
@@ -52,7 +73,7 @@ export class Workspaces {
     for (const agentId of agentIds) {
       const dir = this.pathOf(runId, agentId)
       if (!(await exists(dir))) continue
-      for (const file of await this.changedFiles(dir)) {
+      for (const file of await this.changedFiles(dir, runId)) {
         const agents = byFile.get(file) ?? []
         agents.push(agentId)
         byFile.set(file, agents)
@@ -64,9 +85,12 @@ export class Workspaces {
       .sort((a, b) => a.file.localeCompare(b.file))
   }
 
-  /** Paths (relative, `/`-separated) added, changed or removed against the base. */
-  async changedFiles(dir: string): Promise<string[]> {
-    const base = await this.hashesOfBase()
+  /**
+   * Paths (relative, `/`-separated) added, changed or removed against the base, as the run
+   * `runId` first read it (as it is now, without one).
+   */
+  async changedFiles(dir: string, runId?: string): Promise<string[]> {
+    const base = await this.hashesOfBase(runId)
     const own = await hashTree(dir)
     const changed = new Set<string>()
     for (const [file, hash] of own) if (base.get(file) !== hash) changed.add(file)
@@ -86,9 +110,12 @@ export class Workspaces {
     return dir
   }
 
-  private hashesOfBase(): Promise<Map<string, string>> {
-    if (!this.baseHashes) this.baseHashes = this.base ? hashTree(this.base) : Promise.resolve(new Map())
-    return this.baseHashes
+  private hashesOfBase(runId: string | undefined): Promise<Map<string, string>> {
+    const hash = () => (this.base ? hashTree(this.base) : Promise.resolve(new Map<string, string>()))
+    if (runId === undefined) return hash()
+    const run = this.runOf(runId)
+    run.baseHashes ??= hash()
+    return run.baseHashes
   }
 }
 
