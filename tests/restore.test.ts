@@ -17,6 +17,7 @@ import {
   SnapshotError,
   scriptedModel,
   settledChildren,
+  sleep,
 } from '@cohort/core'
 import { afterEach, beforeEach, describe, expect, test } from 'vitest'
 import { z } from 'zod'
@@ -381,6 +382,35 @@ test("a run detached and resumed in the same runtime is counted once in the runt
   expect(totals.runs.completed).toBe(1)
   expect(totals.agents).toBe(3)
   expect(totals.tokens).toBe(resumed.metrics().tokens.total)
+})
+
+test("a resumed agent's timeout counts the time it ran, not the time its run was stopped; run.resumed reaches the resumed Run", async () => {
+  const store = memoryStore()
+  const worker = defineAgent({ name: 'worker', instructions: '', tools: [sleep] })
+  const lead = defineAgent({ name: 'lead', instructions: '', subagents: [worker] })
+  const model = scriptedModel({
+    lead: [
+      { action: 'launch_subagents', agents: [{ agent: 'worker', task: 't', id: 'a', timeout_ms: 600 }] },
+      { action: 'wait_for_subagents' },
+      (request) => ({ action: 'finish', result: settledChildren(request).map((child) => child.status) }),
+    ],
+    worker: [
+      { action: 'call_tool', tool: 'sleep', args: { seconds: 0.3 } },
+      { action: 'finish', result: 'slept' },
+    ],
+  })
+  const runtime = () => createRuntime({ agents: [lead, worker], model, store })
+  const first = runtime()
+  const run = first.start('lead', 'go')
+  await new Promise<void>((resolve) => run.on('tool.started', () => resolve()))
+  await first.shutdown()
+  // Stopped longer than the worker's whole timeout: counted, it would time out at once.
+  await new Promise((resolve) => setTimeout(resolve, 700))
+  const resumed = await runtime().resume(run.id)
+  const seen: string[] = []
+  resumed.on('event', (event) => seen.push(event.type))
+  expect(await resumed.result).toEqual(['completed'])
+  expect(seen[0]).toBe('run.resumed')
 })
 
 describe('tools after a crash', () => {

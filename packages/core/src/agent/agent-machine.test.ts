@@ -36,6 +36,7 @@ const events: Record<AgentMachineEvent['type'], AgentMachineEvent> = {
   ANSWERED: { type: 'ANSWERED', answer: { approved: true } },
   REJECTED: { type: 'REJECTED', reason: 'no' },
   MESSAGE: { type: 'MESSAGE', from: 'user', text: 'hello' },
+  DEADLINE: { type: 'DEADLINE', deadline: 12_345 },
   FAIL: { type: 'FAIL', error: { name: 'TimeoutError', code: 'TIMEOUT', message: 'too slow' } },
 }
 
@@ -106,6 +107,9 @@ describe('the agent machine, every state × every event', () => {
         expect(stateOf(after)).toBe(target)
         if (type === 'MESSAGE' && after.status === 'active') {
           expect(after.context.inbox).toEqual([{ from: 'user', text: 'hello' }])
+        } else if (type === 'DEADLINE' && after.status === 'active' && state !== 'idle') {
+          // A started agent's deadline moves; an idle one gets its deadline when it starts.
+          expect(after.context.deadline).toBe(12_345)
         } else if (target === state && type !== 'START') {
           // An event the state does not take changes nothing.
           expect(after.context).toBe(before.context)

@@ -31,6 +31,8 @@ export type AgentMachineEvent =
   | { type: 'ANSWERED'; answer: Answer }
   | { type: 'REJECTED'; reason: string }
   | { type: 'MESSAGE'; from: string; text: string }
+  /** The agent's deadline moves: a run resumed after time stopped gives its agents that time back. */
+  | { type: 'DEADLINE'; deadline: number }
   /** `process`: what the failed turn of a process agent left behind, kept in its context. */
   | { type: 'FAIL'; error: ErrorInfo; process?: ProcessRecord }
 
@@ -71,6 +73,9 @@ export const agentMachine = setup({
       const { from, text } = event as { from: string; text: string }
       return withMessage(context, from, text)
     }),
+    moveDeadline: assign({
+      deadline: ({ context, event }) => (event.type === 'DEADLINE' ? event.deadline : context.deadline),
+    }),
   },
 }).createMachine({
   id: 'agent',
@@ -99,6 +104,7 @@ export const agentMachine = setup({
       on: {
         FAIL: { target: 'failed', actions: 'fail' },
         MESSAGE: { actions: 'takeMessage' },
+        DEADLINE: { actions: 'moveDeadline' },
       },
       states: {
         thinking: {
@@ -134,6 +140,7 @@ export const agentMachine = setup({
       on: {
         FAIL: { target: 'failed', actions: 'fail' },
         MESSAGE: { actions: 'takeMessage' },
+        DEADLINE: { actions: 'moveDeadline' },
       },
       states: {
         children: {

@@ -9,7 +9,10 @@ export interface AgentLimits {
   maxRepairs: number
   /** Children one `launch_subagents` may start. */
   maxChildrenPerLaunch: number
-  /** Wall-clock time from start to settlement, in ms; the agent fails with `TimeoutError` past it. */
+  /**
+   * Wall-clock time from start to settlement, in ms; the agent fails with `TimeoutError` past it.
+   * The time its run was stopped (detached, or down after a crash) is not counted.
+   */
   timeoutMs: number | null
   /** Tokens (prompt + completion) one agent may use. */
   maxAgentTokens: number | null

@@ -220,41 +220,66 @@ export class Orchestrator implements EffectHost {
     else if (start && !this.ending) this.settlement.startWhenReady(root)
   }
 
-  /** Rebuilds every agent's actor from its record: in-flight model calls, tools and waits run again. */
+  /**
+   * Rebuilds every agent's actor from its record. What their states call for (in-flight model
+   * calls, tools and waits run again) starts on the next turn of the event loop, so the caller
+   * that resumed the run can subscribe to its events first.
+   */
   async restore(stored: StoredRun): Promise<void> {
     this.outcome.adopt(stored.run)
     // Metrics count the whole run: its peak in the processes before this one too.
     this.busy.peak = Math.max(this.busy.peak, stored.run.peakParallelism ?? 0)
     const entries = stored.agents.map((record) => this.restoreAgent(record))
-    if (stored.run.status === 'running' && stored.run.detachedAt !== undefined) {
-      // Stored before anything runs again: after a crash, this segment's time must not count as stopped.
-      await this.outcome.keep(resumedRecord(stored.run, Date.now()))
-    }
-    // A crash between saving the run and its root agent leaves no agent record: start the root
-    // again. Children without their root are a store that lost a record, refused below.
-    if (entries.length === 0 && stored.run.status === 'running') {
-      this.emitRun({ type: 'run.resumed', agents: 0 })
-      await this.startRoot(stored.run.agent, stored.run.task)
-      return
-    }
-    if (!this.registry.has(stored.run.rootAgentId)) {
+    // A crash between saving the run and its root agent leaves no agent record: the root starts
+    // again. Children without their root are a store that lost a record.
+    const rootless = entries.length === 0 && stored.run.status === 'running'
+    if (!rootless && !this.registry.has(stored.run.rootAgentId)) {
       throw new SnapshotError(
         `run ${this.runId}`,
         `root agent "${stored.run.rootAgentId}" has no record`,
         'rootAgentId',
       )
     }
+    // When it stopped: at its detach, or after its last stored step (a crash).
+    const stoppedAt =
+      stored.run.detachedAt ?? Math.max(stored.run.updatedAt, ...stored.agents.map((agent) => agent.updatedAt))
+    if (stored.run.status === 'running' && stored.run.detachedAt !== undefined) {
+      // Stored before anything runs again: after a crash, this segment's time must not count as stopped.
+      await this.outcome.keep(resumedRecord(stored.run, Date.now()))
+    }
+    this.beginning = new Promise<void>((resolve) => setImmediate(resolve))
+      .then(() => (rootless ? this.restartRoot(stored.run) : this.proceed(stored.run, entries, stoppedAt)))
+      .catch((error: unknown) => this.abort(error))
+  }
+
+  private async restartRoot(run: RunRecord): Promise<void> {
+    if (this.ending) return
+    this.emitRun({ type: 'run.resumed', agents: 0 })
+    await this.startRoot(run.agent, run.task)
+  }
+
+  /** A restored run goes on, unless it was detached or cancelled in between. */
+  private proceed(run: RunRecord, entries: AgentEntry[], stoppedAt: number): void {
+    if (this.ending) return
     for (const entry of entries) this.budget.book(tokensOf(entry.context))
     this.emitRun({ type: 'run.resumed', agents: entries.length })
-    if (stored.run.status !== 'running') return this.outcome.settle(stored.run)
+    if (run.status !== 'running') return this.outcome.settle(run)
     this.settlement.endOrphans(entries)
+    // A timeout counts the time the run ran, not the time it was stopped.
+    const stoppedFor = Math.max(0, Date.now() - stoppedAt)
+    for (const entry of entries) {
+      const { deadline } = entry.context
+      if (deadline !== null && stoppedFor > 0 && !entry.settled && entry.status !== 'idle') {
+        this.send(entry, { type: 'DEADLINE', deadline: deadline + stoppedFor })
+      }
+    }
     for (const entry of entries) this.effects.run(entry)
     for (const entry of entries) {
       if (entry.settled) continue
       if (entry.status === 'idle') this.settlement.startWhenReady(entry)
       else if (entry.context.deadline !== null) this.settlement.armTimeout(entry, entry.context.deadline)
     }
-    const root = this.registry.get(stored.run.rootAgentId)!
+    const root = this.registry.get(run.rootAgentId)!
     if (root.settled) this.runEnded = this.endRun(root)
   }
 
