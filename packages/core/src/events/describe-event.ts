@@ -42,7 +42,7 @@ export function describeEvent(event: CohortEvent): EventLine | undefined {
       return {
         category: 'AGENT',
         tone: 'wait',
-        text: `${event.agentId} suspended, waiting on ${event.waitingOn.join(', ') || 'nothing'}`,
+        text: `${event.agentId} suspended, ${waitsFor(event)}`,
       }
     case 'agent.resumed':
       return {
@@ -126,4 +126,13 @@ function value(v: unknown): string {
 function short(text: string, max = 120): string {
   const line = text.replace(/\s+/g, ' ').trim()
   return line.length > max ? `${line.slice(0, max - 1)}…` : line
+}
+
+/** What a suspended agent waits for: its children, or a person (an approval, an answer). */
+function waitsFor(event: Extract<CohortEvent, { type: 'agent.suspended' }>): string {
+  const { awaiting } = event
+  if (awaiting?.kind === 'approval')
+    return `waiting for approval of ${awaiting.tool} (call ${awaiting.callId})`
+  if (awaiting?.kind === 'input') return `waiting for an answer: ${awaiting.prompt}`
+  return `waiting on ${event.waitingOn.join(', ') || 'nothing'}`
 }

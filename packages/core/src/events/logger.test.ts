@@ -3,9 +3,11 @@ import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { PassThrough } from 'node:stream'
 import { expect, test } from 'vitest'
+import { z } from 'zod'
 import { defineAgent } from '../agent/define-agent.js'
 import { scriptedModel } from '../models/scripted-model.js'
 import { createRuntime } from '../runtime/runtime.js'
+import { defineTool } from '../tools/define-tool.js'
 import { createLogger } from './logger.js'
 
 test('console lines carry elapsed ms, category and depth indentation; each agent gets a log file', async () => {
@@ -65,4 +67,27 @@ test("repairs are counted from 1 in the log, the way the agent's limit counts th
   await logger.close?.()
   const repairs = output.split('\n').filter((line) => line.includes('reply unusable'))
   expect(repairs.map((line) => line.match(/\(repair (\d+)\)/)?.[1])).toEqual(['1', '2'])
+})
+
+test('an agent that waits on a person is logged with what it waits for', async () => {
+  const stream = new PassThrough()
+  let output = ''
+  stream.on('data', (chunk: Buffer) => {
+    output += chunk
+  })
+  const logger = createLogger({ stream, colors: false, console: true })
+  const deploy = defineTool({
+    name: 'deploy',
+    description: 'Deploys',
+    parameters: z.object({}),
+    needsApproval: true,
+    execute: () => 'deployed',
+  })
+  const ops = defineAgent({ name: 'ops', instructions: '', tools: [deploy] })
+  const model = scriptedModel({ ops: [{ action: 'call_tool', tool: 'deploy', args: {} }] })
+  const run = createRuntime({ agents: [ops], model, logger }).start('ops', 'ship')
+  await new Promise<void>((resolve) => run.on('agent.suspended', () => resolve()))
+  await run.cancel()
+  await logger.close?.()
+  expect(output).toMatch(/AGENT ops suspended, waiting for approval of deploy \(call ops#0\.0\)/)
 })

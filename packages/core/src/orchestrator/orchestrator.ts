@@ -242,7 +242,8 @@ export class Orchestrator implements EffectHost {
     }
     // When it stopped: at its detach, or after its last stored step (a crash).
     const stoppedAt =
-      stored.run.detachedAt ?? Math.max(stored.run.updatedAt, ...stored.agents.map((agent) => agent.updatedAt))
+      stored.run.detachedAt ??
+      Math.max(stored.run.updatedAt, ...stored.agents.map((agent) => agent.updatedAt))
     if (stored.run.status === 'running' && stored.run.detachedAt !== undefined) {
       // Stored before anything runs again: after a crash, this segment's time must not count as stopped.
       await this.outcome.keep(resumedRecord(stored.run, Date.now()))
@@ -263,7 +264,10 @@ export class Orchestrator implements EffectHost {
     if (this.ending) return
     for (const entry of entries) this.budget.book(tokensOf(entry.context))
     this.emitRun({ type: 'run.resumed', agents: entries.length })
-    if (run.status !== 'running') return this.outcome.settle(run)
+    if (run.status !== 'running') {
+      this.outcome.settle(run)
+      return
+    }
     this.settlement.endOrphans(entries)
     // A timeout counts the time the run ran, not the time it was stopped.
     const stoppedFor = Math.max(0, Date.now() - stoppedAt)
