@@ -115,6 +115,9 @@ describe('depends_on', () => {
     expect(await store.listRuns()).toEqual([])
     // With onCycle 'sequential' there is no error: one agent a layer, in plan order.
     expect(planLayers({ ...cyclic, onCycle: 'sequential' })).toEqual([['a'], ['x'], ['y']])
+    // An id used twice is refused by both, as runPlan refuses it.
+    const twice = { agents: [cyclic.agents[0]!, cyclic.agents[0]!] }
+    expect(() => planLayers(twice)).toThrow(new InvalidInputError('invalid plan: id "a" is used twice'))
   })
 
   test('a cycle is refused to the model with the cycle named', async () => {

@@ -48,7 +48,9 @@ export function parsePlan(input: unknown): Plan {
  * The plan's layers, for display: which agents can run side by side. A cycle is an error, as
  * `runPlan` refuses it, unless `onCycle` is 'sequential' (one agent a layer, in plan order).
  */
-export function planLayers(plan: Plan): string[][] {
+export function planLayers(input: Plan): string[][] {
+  // Checked as runPlan checks it: an id used twice, a step of the wrong shape.
+  const plan = parsePlan(input)
   const check = checkDependencies(
     plan.agents.map((step) => ({ id: step.id, dependsOn: step.depends_on ?? [] })),
     new Set(),
