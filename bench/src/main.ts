@@ -1,5 +1,6 @@
 // Runs every workload on every contender, each measurement in a fresh process, contenders
-// interleaved within each repetition; writes results/latest.md and results/latest.json.
+// interleaved within each repetition; writes results/latest.md and results/latest.json (a quick
+// or partial run: results/partial.md and partial.json, so the committed tables stay).
 //
 //   pnpm bench                   full run (N up to 10,000, 5 repetitions)
 //   pnpm bench --quick           N up to 1,000, 3 repetitions
@@ -977,13 +978,15 @@ async function main(): Promise<void> {
   const { markdown, targets } = report(groups, results, options)
   const outDir = path.join(benchDir, 'results')
   await mkdir(outDir, { recursive: true })
-  await writeFile(path.join(outDir, 'latest.md'), `${markdown}\n`)
+  // Only a full run replaces the committed tables; a quick or partial one is written beside them.
+  const name = options.quick || options.only ? 'partial' : 'latest'
+  await writeFile(path.join(outDir, `${name}.md`), `${markdown}\n`)
   await writeFile(
-    path.join(outDir, 'latest.json'),
+    path.join(outDir, `${name}.json`),
     `${JSON.stringify({ machine: machine(), options, targets, results }, null, 2)}\n`,
   )
   console.log(markdown)
-  console.log(`\nwritten to ${path.relative(process.cwd(), outDir)}/latest.md and latest.json`)
+  console.log(`\nwritten to ${path.relative(process.cwd(), outDir)}/${name}.md and ${name}.json`)
 }
 
 main().catch((error: unknown) => {
