@@ -349,6 +349,17 @@ describe('cohort CLI', () => {
       expect(rejectGhost.stderr).toMatch(/refused: run hosted has no agent "ghost"/)
       expect((await runView()).agents[0]!.awaiting).toMatchObject({ kind: 'approval', callId })
 
+      // Without --server, the run would be run here too (the tool twice): refused, and so is a second server.
+      const local = await run(['approve', 'hosted', 'operator', callId])
+      expect(local.code).toBe(2)
+      expect(local.stderr).toMatch(
+        /cohort serve \(pid \d+, http:\/\/127\.0\.0\.1:\d+\/\) hosts the runs of .*: answer it with --server and the link it printed/,
+      )
+      const second = await run(['serve', approvalConfig, '--port', '0'])
+      expect(second.code).toBe(2)
+      expect(second.stderr).toMatch(/already hosts the runs of .*: stop it first/)
+      expect((await runView()).agents[0]!.awaiting).toMatchObject({ kind: 'approval', callId })
+
       const approved = await run(['approve', 'hosted', 'operator', callId, '--server', origin], {
         COHORT_TOKEN: token,
       })

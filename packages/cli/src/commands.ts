@@ -247,6 +247,7 @@ export async function resumeCommand(
   answer?: { agentId: string; answer: Answer },
 ): Promise<number> {
   const { home } = options
+  await home.refuseIfServed(answer ? 'answer it' : 'resume it')
   const launch = await home.loadLaunch(runId)
   const stored = await home.store.loadRun(runId)
   if (stored && stored.run.status !== 'running') {
@@ -276,6 +277,7 @@ export async function cancelCommand(runId: string, options: CommonOptions, io: O
     io.out.write(`Run ${runId} is already ${record.status}.\n`)
     return 0
   }
+  await home.refuseIfServed('cancel it')
   const launch = await home.loadLaunch(runId)
   const logger = createLogger({ console: false, dir: home.logsDir })
   const hosted = await runtimeFor(launch, home, logger)

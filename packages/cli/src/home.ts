@@ -1,4 +1,4 @@
-import { mkdir, readFile, rename, writeFile } from 'node:fs/promises'
+import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import { assertRunId, fileStore, InvalidInputError, type RunStore } from '@cohort/core'
 import { z } from 'zod'
@@ -81,6 +81,47 @@ export class Home {
     const file = path.join(this.launchesDir, `${runId}.json`)
     await writeFile(`${file}.tmp`, JSON.stringify(launch))
     await rename(`${file}.tmp`, file)
+  }
+
+  /**
+   * Says, while `cohort serve` runs, that it hosts this folder's runs (`serve.json`: its pid and
+   * address, no token); returns the undo. Other commands then send to it rather than run a run
+   * it runs too.
+   */
+  async markServing(url: string): Promise<() => Promise<void>> {
+    await mkdir(this.dir, { recursive: true })
+    const file = path.join(this.dir, 'serve.json')
+    await writeFile(`${file}.tmp`, JSON.stringify({ pid: process.pid, url }))
+    await rename(`${file}.tmp`, file)
+    return () => rm(file, { force: true })
+  }
+
+  /** The `cohort serve` that hosts this folder's runs, if one is running (not this process). */
+  async server(): Promise<{ pid: number; url: string } | undefined> {
+    let marked: { pid?: unknown; url?: unknown }
+    try {
+      marked = JSON.parse(await readFile(path.join(this.dir, 'serve.json'), 'utf8'))
+    } catch {
+      return undefined
+    }
+    const { pid, url } = marked
+    if (typeof pid !== 'number' || typeof url !== 'string' || pid === process.pid) return undefined
+    try {
+      // Signal 0 only asks whether the process is there; a server killed with -9 left its file.
+      process.kill(pid, 0)
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ESRCH') return undefined
+    }
+    return { pid, url }
+  }
+
+  /** Refuses to run a run here that a running `cohort serve` hosts: both would run it. */
+  async refuseIfServed(what: string): Promise<void> {
+    const server = await this.server()
+    if (!server) return
+    throw new InvalidInputError(
+      `cohort serve (pid ${server.pid}, ${server.url}) hosts the runs of ${this.dir}: ${what} with --server and the link it printed (or COHORT_SERVER), so that one process runs them`,
+    )
   }
 
   async loadLaunch(runId: string): Promise<Launch> {

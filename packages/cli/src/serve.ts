@@ -28,6 +28,12 @@ export async function serveCommand(
       '--no-auth and a token (--token or COHORT_TOKEN) contradict each other: give one',
     )
   }
+  const other = await home.server()
+  if (other) {
+    throw new InvalidInputError(
+      `cohort serve (pid ${other.pid}, ${other.url}) already hosts the runs of ${home.dir}: stop it first, as two servers would both run them`,
+    )
+  }
   const launch: Launch = { kind: 'config', config: path.resolve(configFile) }
   const logger = createLogger({ console: false, dir: home.logsDir })
   const hosted = await runtimeFor(launch, home, logger)
@@ -52,6 +58,7 @@ export async function serveCommand(
   io.out.write(
     `API at ${server.url}api/runs${server.token ? ' with the header "Authorization: Bearer <the token in the link>"' : ''}; described at ${server.url}api/openapi.json\n`,
   )
+  const unmark = await home.markServing(server.url)
   const resumed = await server.resumeInFlight()
   if (resumed.length > 0)
     io.out.write(`Resumed ${resumed.length} run(s) that were in flight: ${resumed.join(', ')}\n`)
@@ -60,6 +67,7 @@ export async function serveCommand(
       io.out.write(`${signal}: storing every run and stopping…\n`)
       void server
         .close()
+        .then(() => unmark())
         .then(() => logger.close?.())
         .then(() => resolve())
     }
