@@ -213,6 +213,15 @@ describe.runIf(hasChromium)('web inspector', () => {
 
     await page.screenshot({ path: `${artifacts}inspector.png` })
 
+    // On a laptop's width the timeline stays in its column, left of the agent's panel.
+    await page.setViewportSize({ width: 1024, height: 768 })
+    // The timeline's pane (it scrolls what does not fit), and the page, which must not.
+    const timelineBox = await page.locator('#timeline').locator('..').boundingBox()
+    const detailBox = await detail.boundingBox()
+    expect(timelineBox!.x + timelineBox!.width).toBeLessThanOrEqual(detailBox!.x + 1)
+    expect(await page.evaluate('document.documentElement.scrollWidth')).toBeLessThanOrEqual(1024)
+    await page.setViewportSize({ width: 1440, height: 900 })
+
     // A deep link selects the run and the agent.
     const other = await browser.newPage()
     await other.goto(`${server.inspectorUrl}#run=${runId}&agent=${encodeURIComponent(alpha.id)}`)

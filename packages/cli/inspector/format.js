@@ -4,11 +4,15 @@
 /** @param {number} ms */
 export function formatDuration(ms) {
   if (!Number.isFinite(ms) || ms < 0) return '–'
-  if (ms < 1000) return `${Math.round(ms)} ms`
-  if (ms < 60_000) return `${(ms / 1000).toFixed(ms < 10_000 ? 2 : 1)} s`
-  const minutes = Math.floor(ms / 60_000)
-  const seconds = Math.floor((ms % 60_000) / 1000)
-  if (minutes < 60) return `${minutes}m ${String(seconds).padStart(2, '0')}s`
+  // Each unit decided on the value as it will be shown, rounded: 999.6 ms reads "1.00 s", not "1000 ms".
+  if (Math.round(ms) < 1000) return `${Math.round(ms)} ms`
+  const hundredths = Math.round(ms / 10)
+  if (hundredths < 1000) return `${(hundredths / 100).toFixed(2)} s`
+  const tenths = Math.round(ms / 100)
+  if (tenths < 600) return `${(tenths / 10).toFixed(1)} s`
+  const seconds = Math.round(ms / 1000)
+  const minutes = Math.floor(seconds / 60)
+  if (minutes < 60) return `${minutes}m ${String(seconds % 60).padStart(2, '0')}s`
   return `${Math.floor(minutes / 60)}h ${String(minutes % 60).padStart(2, '0')}m`
 }
 
@@ -81,7 +85,8 @@ export function tickValues(span) {
  * @param {number} step
  */
 export function formatTick(t, step) {
-  if (step < 1000) return t === 0 ? '0' : `${(t / 1000).toFixed(step < 100 ? 2 : 1)} s`
+  if (t === 0) return '0'
+  if (step < 1000) return `${(t / 1000).toFixed(step < 100 ? 2 : 1)} s`
   if (step < 60_000) return `${Math.round(t / 1000)} s`
   return formatDuration(t)
 }
