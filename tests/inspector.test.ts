@@ -557,6 +557,11 @@ describe.runIf(hasChromium)('web inspector', () => {
       await stranger.locator('#auth-needed').waitFor({ timeout: 10_000 })
       expect(await stranger.locator('#auth-needed').textContent()).toMatch(/missing token.*\?token=/)
       expect(await stranger.locator('#runs [data-run-id]').count()).toBe(0)
+      // So is one that opens an old link (a wrong token): the page, the token gone from its address.
+      await stranger.goto(`${target.url}?token=${'z'.repeat(43)}`)
+      await stranger.locator('#auth-needed').waitFor({ timeout: 10_000 })
+      expect(new URL(stranger.url()).search).toBe('')
+      expect(await stranger.locator('#runs [data-run-id]').count()).toBe(0)
       await stranger.close()
       expect(errors).toEqual([])
     } finally {

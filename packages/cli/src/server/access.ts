@@ -15,7 +15,10 @@ export interface Access {
   check: MiddlewareHandler
   /** The Host and Origin checks alone: for the inspector's page, which holds no data. */
   checkCaller: MiddlewareHandler
-  /** Signs a browser in from `?token=` (a cookie), or refuses a wrong one; false when there is none. */
+  /**
+   * Signs a browser in from `?token=` (a cookie); true when the address had a token, right or
+   * wrong (a wrong one, an old link after a restart, sets nothing: the page then asks to sign in).
+   */
   signIn(c: Context): boolean
   /** The origins whose pages may call the API (the server's own, then the allowed ones). */
   origins: string[]
@@ -127,9 +130,7 @@ export function createAccess(options: AccessOptions): Access {
     signIn(c) {
       const given = c.req.query('token')
       if (given === undefined || expected === null) return false
-      if (!timingSafeEqual(digest(given), expected)) {
-        throw new HttpError(401, 'wrong token in the URL: open the inspector URL `cohort serve` printed')
-      }
+      if (!timingSafeEqual(digest(given), expected)) return true
       // HttpOnly: no script reads it; SameSite=Strict: no other site's request carries it.
       setCookie(c, cookieName, given, { httpOnly: true, sameSite: 'Strict', path: '/' })
       return true

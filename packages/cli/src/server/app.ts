@@ -65,7 +65,7 @@ export function createApp({ access, allowOrigins, inspector, api }: AppParts): O
   app.use('/api/*', access.check)
 
   app.get('/', (c) => {
-    // Opened with ?token=: keep it in a cookie and drop it from the address bar and history.
+    // Opened with ?token=: keep it in a cookie (when it is right) and drop it from the address bar and history.
     if (access.signIn(c)) return c.redirect('./', 303)
     return c.html(inspector.page, 200, { 'cache-control': 'no-store' })
   })
