@@ -232,6 +232,26 @@ describe.runIf(hasChromium)('web inspector', () => {
     expect(pageErrors).toEqual([])
   })
 
+  test('the new-run form says why it starts nothing: an empty task, an agent the server refuses', async () => {
+    await page.goto(server.inspectorUrl)
+    await page.locator('#connection[data-state="open"]').waitFor({ timeout: 10_000 })
+    await page.locator('#new-run input[name="task"]').fill('   ')
+    await page.locator('#new-run button').click()
+    await expect
+      .poll(() => page.locator('#new-run-error').textContent())
+      .toBe('the task is empty: say what the run should do')
+    await page.locator('#new-run input[name="agent"]').fill('nosuch')
+    await page.locator('#new-run input[name="task"]').fill('go')
+    await page.locator('#new-run button').click()
+    await expect
+      .poll(() => page.locator('#new-run-error').getAttribute('title'))
+      .toMatch(/unknown agent "nosuch"/)
+    // The refusal keeps to its line: the header's title stays on one.
+    const title = await page.locator('header h1').boundingBox()
+    expect(title!.height).toBeLessThan(30)
+    await page.locator('#new-run input[name="agent"]').fill('')
+  })
+
   test('answers an agent that waits on a person: approve its tool call, then answer its question', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'cohort-inspector-'))
     const approvals = await startServer({

@@ -51,7 +51,10 @@ function NewRunForm() {
     event.preventDefault()
     setError('')
     const text = task.current?.value.trim() ?? ''
-    if (!text) return
+    if (!text) {
+      setError('the task is empty: say what the run should do')
+      return
+    }
     try {
       await startRun(agent.current?.value.trim() ?? '', text)
       if (task.current) task.current.value = ''
@@ -64,7 +67,7 @@ function NewRunForm() {
       <input ref=${agent} name="agent" placeholder="agent (default)" aria-label="Agent" />
       <input ref=${task} name="task" placeholder="Task for a new run" aria-label="Task" required />
       <button type="submit">Start run</button>
-      <span id="new-run-error" role="alert">${error}</span>
+      <span id="new-run-error" role="alert" title=${error}>${error}</span>
     </form>
   `
 }

@@ -1,7 +1,7 @@
 // @ts-check
 import { formatTime } from './format.js'
 import { html, onEnterOrSpace } from './html.js'
-import { navigate, state } from './store.js'
+import { navigate, runsShown, state } from './store.js'
 
 /** @typedef {import('./api.js').RunRecord} RunRecord */
 
@@ -22,6 +22,12 @@ export function RunsList() {
         <ul id="runs">
           ${state.runs.map((run) => html`<${RunItem} key=${run.id} run=${run} current=${run.id === state.runId} />`)}
         </ul>
+        ${
+          state.runs.length >= runsShown
+            ? html`<div id="runs-more" class="empty">The newest ${runsShown} runs. An older one opens at
+                <code>#run=<i>its id</i></code>; <code>cohort ls</code> lists them all.</div>`
+            : null
+        }
       </div>
     </section>
   `

@@ -76,9 +76,12 @@ function messageOf(error) {
 
 // ---------- Loading ----------
 
+/** The newest runs the list shows; an older one opens by its address (`#run=<id>`). */
+export const runsShown = 100
+
 export const refreshRuns = throttled(async () => {
   try {
-    const body = /** @type {RunList} */ (await api('api/runs?limit=100'))
+    const body = /** @type {RunList} */ (await api(`api/runs?limit=${runsShown}`))
     state.runs = body.runs.slice().sort((a, b) => b.createdAt - a.createdAt)
     state.runsError = null
     state.signInNeeded = null
