@@ -182,7 +182,8 @@ export async function startRun(agent, task) {
 
 /**
  * Answers a waiting agent (approve, reject, or an input); true when the server took it. A refusal is
- * kept as the agent's action error, which outlives the form (the wait may change meanwhile).
+ * kept as the agent's action error, which outlives the form (the wait may change meanwhile: someone
+ * else answered, and the error says why this answer came too late).
  * @param {string} agentId
  * @param {string} label what the person did, for the error: 'Approve', 'Reject', 'Answer'
  * @param {string} path
@@ -231,6 +232,8 @@ export function connect() {
   socket.addEventListener('open', () => {
     reconnectDelay = 500
     state.connection = 'open'
+    // What failed while the server was out of reach is told again by what the page now reads.
+    state.actionError = null
     changed()
     // Catch up on whatever happened while we were not listening.
     refreshRuns(true)
