@@ -10,13 +10,19 @@ import { createRuntime } from '../runtime/runtime.js'
 import { defineTool } from '../tools/define-tool.js'
 import { createLogger } from './logger.js'
 
+/** A console for the logger to write to, and what it wrote. */
+function capturedConsole(): { stream: PassThrough; output: () => string } {
+  const stream = new PassThrough()
+  let written = ''
+  stream.on('data', (chunk: Buffer) => {
+    written += chunk
+  })
+  return { stream, output: () => written }
+}
+
 test('console lines carry elapsed ms, category and depth indentation; each agent gets a log file', async () => {
   const dir = await mkdtemp(path.join(tmpdir(), 'cohort-logs-'))
-  const stream = new PassThrough()
-  let output = ''
-  stream.on('data', (chunk: Buffer) => {
-    output += chunk
-  })
+  const { stream, output } = capturedConsole()
   const logger = createLogger({ dir, stream, colors: false })
   const child = defineAgent({ name: 'child', instructions: '' })
   const parent = defineAgent({ name: 'parent', instructions: '', subagents: [child] })
@@ -32,7 +38,7 @@ test('console lines carry elapsed ms, category and depth indentation; each agent
   await run.result
   await logger.close?.()
 
-  const lines = output.trim().split('\n')
+  const lines = output().trim().split('\n')
   expect(lines[0]).toMatch(/^\[\s+\d+ ms\] RUN {3}run \S+ started: parent ← go$/)
   expect(lines).toContainEqual(
     expect.stringMatching(/^\[\s+\d+ ms\] AGENT parent suspended, waiting on kid$/),
@@ -55,26 +61,20 @@ test('console lines carry elapsed ms, category and depth indentation; each agent
 })
 
 test("repairs are counted from 1 in the log, the way the agent's limit counts them", async () => {
-  const stream = new PassThrough()
-  let output = ''
-  stream.on('data', (chunk: Buffer) => {
-    output += chunk
-  })
+  const { stream, output } = capturedConsole()
   const logger = createLogger({ stream, colors: false, console: true })
   const solo = defineAgent({ name: 'solo', instructions: '' })
   const model = scriptedModel({ solo: ['no action here', 'nor here', { action: 'finish', result: 'ok' }] })
   await createRuntime({ agents: [solo], model, logger }).run('solo', 'go')
   await logger.close?.()
-  const repairs = output.split('\n').filter((line) => line.includes('reply unusable'))
+  const repairs = output()
+    .split('\n')
+    .filter((line) => line.includes('reply unusable'))
   expect(repairs.map((line) => line.match(/\(repair (\d+)\)/)?.[1])).toEqual(['1', '2'])
 })
 
 test('an agent that waits on a person is logged with what it waits for', async () => {
-  const stream = new PassThrough()
-  let output = ''
-  stream.on('data', (chunk: Buffer) => {
-    output += chunk
-  })
+  const { stream, output } = capturedConsole()
   const logger = createLogger({ stream, colors: false, console: true })
   const deploy = defineTool({
     name: 'deploy',
@@ -89,5 +89,5 @@ test('an agent that waits on a person is logged with what it waits for', async (
   await new Promise<void>((resolve) => run.on('agent.suspended', () => resolve()))
   await run.cancel()
   await logger.close?.()
-  expect(output).toMatch(/AGENT ops suspended, waiting for approval of deploy \(call ops#0\.0\)/)
+  expect(output()).toMatch(/AGENT ops suspended, waiting for approval of deploy \(call ops#0\.0\)/)
 })
