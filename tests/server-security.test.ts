@@ -178,6 +178,12 @@ describe('cohort serve answers only its user', () => {
         /Host "evil.example"/,
       ],
       [
+        'a request in absolute form naming evil.example, its Host ours',
+        { path: 'http://evil.example/api/runs', headers: bearer() },
+        403,
+        /Host "evil.example" is not a name this server answers as/,
+      ],
+      [
         'Host: evil.example, POST',
         {
           method: 'POST',

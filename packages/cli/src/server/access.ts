@@ -84,14 +84,25 @@ export function createAccess(options: AccessOptions): Access {
   // Cookies are not kept apart by port: each server's has a name of its own.
   const cookieName = `cohort_token_${options.port}`
 
+  const refuseHost = (host: string) =>
+    new HttpError(
+      403,
+      `Host "${host}" is not a name this server answers as; expected one of ${[...hosts].join(', ')} (add one with --allow-host / allowHosts)`,
+    )
   const checkCaller: MiddlewareHandler = async (c, next) => {
     const host = c.req.header('host') ?? ''
     const name = hostHeaderPattern.exec(host)?.[1]?.toLowerCase()
-    if (name === undefined || !hosts.has(name)) {
-      throw new HttpError(
-        403,
-        `Host "${host}" is not a name this server answers as; expected one of ${[...hosts].join(', ')} (add one with --allow-host / allowHosts)`,
-      )
+    if (name === undefined || !hosts.has(name)) throw refuseHost(host)
+    // A request in absolute form (`GET http://evil.example/… HTTP/1.1`) names its host in its
+    // target, which wins over Host: it must be one of ours too.
+    const target = c.env?.incoming?.url
+    if (typeof target === 'string' && !target.startsWith('/')) {
+      let named: string | undefined
+      try {
+        named = new URL(target).host
+      } catch {}
+      const targetName = named === undefined ? undefined : hostHeaderPattern.exec(named)?.[1]?.toLowerCase()
+      if (targetName === undefined || !hosts.has(targetName)) throw refuseHost(named ?? target)
     }
     const origin = c.req.header('origin')
     if (origin !== undefined && !origins.includes(origin)) {
