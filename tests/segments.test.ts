@@ -9,6 +9,8 @@ import {
   fileStore,
   type Run,
   type Runtime,
+  scriptedModel,
+  sleep,
 } from '@cohort/core'
 import { afterEach, beforeEach, expect, test } from 'vitest'
 import { approvalRuntime } from './fixtures/approval-scenario.js'
@@ -201,4 +203,30 @@ test('a segment of an agent stored waiting on a person returns at once: it waits
   const stored = await host.store.loadAgent!('parked', 'operator')
   expect(stored?.snapshot.value).toEqual({ suspended: 'external' })
   await host.shutdown()
+})
+
+test('a segment whose store stops writing ends with the StoreError, not never: its host can retry it', async () => {
+  const files = fileStore(dir)
+  let writes = 0
+  const failing = {
+    ...files,
+    saveAgent: async (...args: Parameters<typeof files.saveAgent>) => {
+      // The agent's first record is written; the writes of its steps fail, as a database going down does.
+      if (++writes > 1) throw new Error('connection terminated')
+      return files.saveAgent(...args)
+    },
+  }
+  const sleeper = defineAgent({ name: 'sleeper', instructions: '', tools: [sleep] })
+  const model = scriptedModel({
+    sleeper: [
+      { action: 'call_tool', tool: 'sleep', args: { seconds: 0 } },
+      { action: 'finish', result: 'done' },
+    ],
+  })
+  const runtime = createRuntime({ agents: [sleeper], model, store: failing })
+  const { runId, rootAgentId } = await runtime.prepareRun('sleeper', 'go')
+  const outcome = runtime.runSegment(runId, rootAgentId, { enqueue: async () => {} })
+  await expect(outcome).rejects.toThrow(/connection terminated/)
+  // What was stored stays: the run, and the agent's last good record.
+  expect((await files.loadRun(runId))?.run.status).toBe('running')
 })

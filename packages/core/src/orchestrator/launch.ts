@@ -15,6 +15,8 @@ export interface SegmentHooks {
   enqueue(agentIds: string[]): Promise<void>
   /** The agent cannot go on here: it waits on agents that run elsewhere. */
   park(reason: 'children' | 'dependencies'): void
+  /** The runtime itself failed here (a store that cannot write): the segment ends with `error`. */
+  failed(error: unknown): void
 }
 
 /** What a launch needs of its run. */

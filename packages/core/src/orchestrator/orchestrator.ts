@@ -478,6 +478,7 @@ export class Orchestrator implements EffectHost {
     this.ending = true
     for (const entry of this.registry.values()) this.release(entry)
     this.outcome.fail(error)
+    this.config.segment?.failed(error)
   }
 }
 

@@ -18,14 +18,17 @@ export type SegmentOutcome =
  * picks up from the last stored record: a settled agent just returns its result.
  */
 export async function runSegment(
-  makeRun: (park: SegmentHooks['park']) => Orchestrator,
+  makeRun: (hooks: Pick<SegmentHooks, 'park' | 'failed'>) => Orchestrator,
   agentId: string,
 ): Promise<SegmentOutcome> {
   let finish!: (outcome: SegmentOutcome) => void
-  const outcome = new Promise<SegmentOutcome>((resolve) => {
+  let fail!: (error: unknown) => void
+  const outcome = new Promise<SegmentOutcome>((resolve, reject) => {
     finish = resolve
+    fail = reject
   })
-  const run = makeRun((on) => finish({ kind: 'waiting', on }))
+  // A store that cannot write ends the segment with its error, so the host can retry or fail it.
+  const run = makeRun({ park: (on) => finish({ kind: 'waiting', on }), failed: (error) => fail(error) })
   const store = run.config.store
   const runRecord = await loadRunRecord(store, run.runId)
   const record = await readAgentRecord(store, run.runId, agentId)

@@ -235,14 +235,16 @@ export function createRuntime(options: RuntimeOptions): Runtime {
       checkStart(agent, task)
       const runId = startOptions.runId ?? nanoid(12)
       assertRunId(runId)
-      const orchestrator = orchestratorFor(runId, { enqueue: async () => {}, park: () => {} }).orchestrator
+      // Nothing runs here: a failure is begin's own error, thrown below.
+      const hooks = { enqueue: async () => {}, park: () => {}, failed: () => {} }
+      const orchestrator = orchestratorFor(runId, hooks).orchestrator
       await orchestrator.begin(agent, redact(task), false, startOptions.runId !== undefined)
       return { runId, rootAgentId: orchestrator.record!.rootAgentId }
     },
     async runSegment(runId, agentId, host) {
       assertRunId(runId)
       return runSegment(
-        (park) => orchestratorFor(runId, { enqueue: (ids) => host.enqueue(ids), park }).orchestrator,
+        (hooks) => orchestratorFor(runId, { enqueue: (ids) => host.enqueue(ids), ...hooks }).orchestrator,
         agentId,
       )
     },
