@@ -335,6 +335,34 @@ describeRedis('BullMQ workers', () => {
             }, 20_000)
           }
           const approval = await awaiting('approval')
+          // Three people approve at once, once the job has parked: one answer goes through, and
+          // the tool runs once (each answer used to enqueue the whole run again).
+          await waitUntil(async () => {
+            const jobs = await openQueue(queueName).getJobs(['active', 'wait', 'delayed', 'waiting-children'])
+            return jobs.length === 0
+          }, 20_000)
+          const together = await Promise.allSettled(
+            [1, 2, 3].map(() =>
+              answerRun({
+                url: redisUrl,
+                queueName,
+                runtime,
+                runId,
+                agentId: 'operator',
+                answer: { approve: approval.callId },
+              }),
+            ),
+          )
+          expect(together.filter((outcome) => outcome.status === 'fulfilled')).toHaveLength(1)
+          for (const outcome of together) {
+            if (outcome.status === 'rejected') {
+              expect(String(outcome.reason)).toMatch(
+                /being answered by another call|in flight|not waiting for approval/,
+              )
+            }
+          }
+          await awaiting('input')
+          expect(executions.filter((line) => line === 'deploy api').length - deploysBefore).toBe(1)
           await expect(
             answerRun({
               url: redisUrl,
@@ -345,8 +373,6 @@ describeRedis('BullMQ workers', () => {
               answer: { approve: 'call-nope' },
             }),
           ).rejects.toThrow(/call-nope|in flight/)
-          await answer({ approve: approval.callId })
-          await awaiting('input')
           await answer({ payload: 'eu-west' })
           const record = await waitForRun(runId, { store, timeoutMs: 20_000 })
           expect(record.status).toBe('completed')

@@ -1,4 +1,5 @@
 import type { ConnectionOptions, RedisOptions } from 'bullmq'
+import { Redis } from 'ioredis'
 
 export const defaultRedisUrl = 'redis://127.0.0.1:6379'
 
@@ -25,4 +26,14 @@ export function redisOptionsFromUrl(url: string): RedisOptions {
 
 export function resolveConnection(input: ConnectionInput): ConnectionOptions {
   return input.connection ?? redisOptionsFromUrl(input.url ?? process.env.REDIS_URL ?? defaultRedisUrl)
+}
+
+/**
+ * A Redis client of its own on `connection` (a client given is duplicated), connecting at its
+ * first command: for what BullMQ's own clients do not do (limits, locks).
+ */
+export function ownRedis(connection: ConnectionOptions): Redis {
+  return 'duplicate' in connection && typeof connection.duplicate === 'function'
+    ? (connection.duplicate({ lazyConnect: true }) as Redis)
+    : new Redis({ ...(connection as RedisOptions), lazyConnect: true })
 }

@@ -1,6 +1,7 @@
+import { randomUUID } from 'node:crypto'
 import { type AgentRecord, type Answer, CohortError, InvalidInputError, type Runtime } from '@cohort/core'
 import { type FlowJob, FlowProducer, type JobsOptions, type JobType, Queue } from 'bullmq'
-import { type ConnectionInput, resolveConnection } from './connection.js'
+import { type ConnectionInput, ownRedis, resolveConnection } from './connection.js'
 
 export const defaultQueueName = 'cohort'
 
@@ -122,15 +123,39 @@ const liveStates: JobType[] = ['active', 'wait', 'delayed', 'prioritized', 'wait
  * of the run are still in flight: answer once they have finished.
  */
 export async function answerRun(options: AnswerRunOptions): Promise<{ runId: string; agents: number }> {
-  const live = await withQueue(options, async (queue) => {
-    const jobs = await queue.getJobs(liveStates, 0, -1)
-    return jobs.filter((job) => (job?.data as SegmentJobData | undefined)?.runId === options.runId).length
+  return withQueue(options, async (queue) => {
+    // One answer of a run at a time: answers given at once would each find no job in flight, and
+    // each enqueue the whole run again (every agent, and every approved tool, once per answer).
+    const redis = ownRedis(options.queue?.opts.connection ?? resolveConnection(options))
+    const lock = queue.toKey(`answering:${options.runId}`)
+    const token = randomUUID()
+    try {
+      if ((await redis.set(lock, token, 'PX', answerLockMs, 'NX')) !== 'OK') {
+        throw new InvalidInputError(
+          `run ${options.runId} is being answered by another call: answer once its jobs have finished`,
+        )
+      }
+      try {
+        const jobs = await queue.getJobs(liveStates, 0, -1)
+        const live = jobs.filter((job) => (job?.data as SegmentJobData | undefined)?.runId === options.runId)
+        if (live.length > 0) {
+          throw new InvalidInputError(
+            `run ${options.runId} still has ${live.length} job(s) in flight: answer once they have finished (the agent's other work settles first)`,
+          )
+        }
+        await options.runtime.answer(options.runId, options.agentId, options.answer)
+        return await resumeRun(options)
+      } finally {
+        await redis.eval(releaseScript, 1, lock, token)
+      }
+    } finally {
+      redis.disconnect()
+    }
   })
-  if (live > 0) {
-    throw new InvalidInputError(
-      `run ${options.runId} still has ${live} job(s) in flight: answer once they have finished (the agent's other work settles first)`,
-    )
-  }
-  await options.runtime.answer(options.runId, options.agentId, options.answer)
-  return resumeRun(options)
 }
+
+/** Long enough for an answer and its enqueue; a lock of a caller that died goes after it. */
+const answerLockMs = 60_000
+
+/** Deletes the lock only if it is still the caller's (it may have lapsed and been taken). */
+const releaseScript = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`

@@ -10,10 +10,8 @@ import {
   settleCall,
   takeCall,
 } from '@cohort/core'
-import type { RedisOptions } from 'bullmq'
-import { Redis } from 'ioredis'
 import { Semaphore } from 'redis-semaphore'
-import { type ConnectionInput, resolveConnection } from './connection.js'
+import { type ConnectionInput, ownRedis, resolveConnection } from './connection.js'
 
 /** A run's budget count is forgotten after this long without a call (then read again from the store). */
 const budgetIdleMs = 60 * 60_000
@@ -86,10 +84,7 @@ export function redisLimits(options: RedisLimitsOptions = {}): RedisLimits {
   const connection = resolveConnection(options)
   // A connection of its own: WATCH belongs to the connection, and transactions here run one at a time.
   // Lazy: a worker whose runtime has no limits never connects.
-  const redis: Redis =
-    'duplicate' in connection && typeof connection.duplicate === 'function'
-      ? (connection.duplicate({ lazyConnect: true }) as Redis)
-      : new Redis({ ...(connection as RedisOptions), lazyConnect: true })
+  const redis = ownRedis(connection)
   const prefix = options.prefix ?? 'cohort-limits:'
   const leaseMs = options.leaseMs ?? 10_000
   const pollMs = options.pollMs ?? 20
