@@ -293,6 +293,33 @@ describeRedis('BullMQ workers', () => {
   )
 
   test(
+    'a run id used again after its run was deleted runs again (its old jobs are not taken for the new ones)',
+    () =>
+      isolated(async () => {
+        const runtime = createRuntime({ agents: faultAgents, model: faultModel, store })
+        const worker = createWorker({ runtime, url: redisUrl, queueName, onError: () => {} })
+        try {
+          for (const round of [1, 2]) {
+            await enqueueRun({
+              url: redisUrl,
+              queueName,
+              runtime,
+              agent: 'lead',
+              task: 'crash me',
+              runId: 'nightly',
+            })
+            const record = await waitForRun('nightly', { store, timeoutMs: 20_000 })
+            expect(record.status, `round ${round}`).toBe('completed')
+            await store.deleteRun!('nightly')
+          }
+        } finally {
+          await worker.close()
+        }
+      }),
+    60_000,
+  )
+
+  test(
     'an agent waiting on a person is answered with answerRun, and the workers finish the run',
     () =>
       isolated(async () => {

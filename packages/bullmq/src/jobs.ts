@@ -5,7 +5,12 @@ import { type ConnectionInput, ownRedis, resolveConnection } from './connection.
 
 export const defaultQueueName = 'cohort'
 
-/** One job is one segment of one agent. `generation` is set by `resumeRun`, so resumed jobs get new ids. */
+/**
+ * One job is one segment of one agent. `generation` is set when a run is enqueued (`enqueueRun`,
+ * `resumeRun`) and passed to its children's jobs: the ids of one enqueue are its own, so a run
+ * enqueued again (resumed, or a run id used again after its run was pruned) is not taken for
+ * the jobs BullMQ keeps of an earlier one.
+ */
 export interface SegmentJobData {
   runId: string
   agentId: string
@@ -64,7 +69,7 @@ export async function enqueueRun(options: EnqueueRunOptions): Promise<{ runId: s
     options.runId === undefined ? {} : { runId: options.runId },
   )
   await withQueue(options, async (queue) => {
-    const data: SegmentJobData = { runId, agentId: rootAgentId }
+    const data: SegmentJobData = { runId, agentId: rootAgentId, generation: newGeneration() }
     await queue.add(rootAgentId, data, { ...jobDefaults, jobId: segmentJobId(data) })
   })
   return { runId }
@@ -84,7 +89,7 @@ export async function resumeRun(options: ResumeRunOptions): Promise<{ runId: str
   const unsettled = stored.agents.filter((agent) => !isSettled(agent))
   const root = unsettled.find((agent) => agent.id === stored.run.rootAgentId)
   if (!root) return { runId: options.runId, agents: 0 }
-  const generation = Date.now().toString(36)
+  const generation = newGeneration()
   const queueName = options.queue?.name ?? options.queueName ?? defaultQueueName
   const node = (agent: AgentRecord): FlowJob => {
     const data: SegmentJobData = { runId: options.runId, agentId: agent.id, generation }
@@ -101,6 +106,11 @@ export async function resumeRun(options: ResumeRunOptions): Promise<{ runId: str
     await flows.close()
   }
   return { runId: options.runId, agents: countNodes(tree) }
+}
+
+/** Unique to one enqueue of a run: the time, and a few random characters for two in one millisecond. */
+function newGeneration(): string {
+  return `${Date.now().toString(36)}${randomUUID().slice(0, 4)}`
 }
 
 function countNodes(node: FlowJob): number {
