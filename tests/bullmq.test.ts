@@ -36,7 +36,12 @@ import { approvalModel, executions, operator } from './fixtures/approval-scenari
 import { flatAgents, flatModel, ledgerAgents, ledgerModel, payees } from './fixtures/bullmq-scenario.js'
 import { faultAgents, faultModel } from './fixtures/fault-scenario.js'
 import { collect, type Finished, spawnTs } from './support/processes.js'
-import { describeRunStore, makeLongAgentRecord, makeRunRecord } from './support/run-store-conformance.js'
+import {
+  describeRunStore,
+  makeAgentRecord,
+  makeLongAgentRecord,
+  makeRunRecord,
+} from './support/run-store-conformance.js'
 import { waitUntil } from './support/scripts.js'
 
 const reachable = await redisReachable()
@@ -73,6 +78,28 @@ describeRedis('redisStore', () => {
     } finally {
       await store.close?.()
       redis.disconnect()
+      await deleteKeys(prefix)
+    }
+  })
+
+  test('a record stored as completed or failed is final: a later write of the agent (a worker that lost its job) changes neither it nor its history', async () => {
+    const prefix = `${uniqueName('cohort-test')}:`
+    const store = redisStore({ url: redisUrl, prefix })
+    try {
+      await store.saveRun(makeRunRecord('f1'))
+      const done = makeLongAgentRecord('f1', 'lead', 20)
+      done.status = 'completed'
+      await store.saveAgent('f1', done)
+      const stale = makeLongAgentRecord('f1', 'lead', 40)
+      stale.snapshot.context.messages = stale.snapshot.context.messages.map((message) => ({
+        ...message,
+        content: 'stale',
+      }))
+      await store.saveAgents!('f1', [stale, makeAgentRecord('f1', 'lead.other', { status: 'running' })])
+      expect(await store.loadAgent!('f1', 'lead')).toEqual(done)
+      expect((await store.loadAgent!('f1', 'lead.other'))?.status).toBe('running')
+    } finally {
+      await store.close?.()
       await deleteKeys(prefix)
     }
   })

@@ -37,6 +37,29 @@ export interface RedisStoreOptions {
  * `encodeAgentRecordParts`), a sorted set by creation time for `listRuns`, and one of finished
  * runs by the time they finished for retention. Production Redis needs AOF and `noeviction`.
  */
+/**
+ * Writes agent records with their history chunks (ARGV: the count, then per record its id, its
+ * text, its chunk count and the chunks' fields and texts), in one step. A record stored as
+ * completed or failed is final: a write from a process that lost the agent (a stalled worker
+ * whose job went to another) changes neither it nor its history. Its status is the first
+ * "status" of its text, before any nested object (the codec writes it among the first fields).
+ */
+const saveAgentsScript = `
+local at = 2
+for _ = 1, tonumber(ARGV[1]) do
+  local id, text, chunks = ARGV[at], ARGV[at + 1], tonumber(ARGV[at + 2])
+  at = at + 3
+  local stored = redis.call('HGET', KEYS[1], id)
+  local status = stored and string.match(stored, '^{[^{]-"status":"(%a+)"')
+  local final = status == 'completed' or status == 'failed'
+  if not final then redis.call('HSET', KEYS[1], id, text) end
+  for _ = 1, chunks do
+    if not final then redis.call('HSET', KEYS[2], ARGV[at], ARGV[at + 1]) end
+    at = at + 2
+  end
+end
+return 0`
+
 export function redisStore(options: RedisStoreOptions = {}): RunStore {
   const retention = checkRetention(options.retention)
   const owned = !options.connection
@@ -109,16 +132,27 @@ export function redisStore(options: RedisStoreOptions = {}): RunStore {
   ) => {
     assertRunId(runId)
     if (records.length === 0) return
-    const fields = new Map<string, string>()
-    const chunks = new Map<string, string>()
+    // The last record of an agent wins, as in one HSET.
+    const latest = new Map<string, string[]>()
     records.forEach((record, i) => {
       const parts = encodeAgentRecordParts(record, storedMessages[i] ?? 0)
-      fields.set(record.id, joinRecordParts(parts.json, parts.annotations))
-      for (const chunk of parts.chunks) chunks.set(`${chunk.index}:${record.id}`, chunk.json)
+      const chunks = parts.chunks.flatMap((chunk) => [`${chunk.index}:${record.id}`, chunk.json])
+      latest.delete(record.id)
+      latest.set(record.id, [
+        record.id,
+        joinRecordParts(parts.json, parts.annotations),
+        String(parts.chunks.length),
+        ...chunks,
+      ])
     })
-    const write = redis.multi().hset(agentsKey(runId), fields)
-    if (chunks.size > 0) write.hset(historyKey(runId), chunks)
-    await write.exec().then(failOnError)
+    await redis.eval(
+      saveAgentsScript,
+      2,
+      agentsKey(runId),
+      historyKey(runId),
+      latest.size,
+      ...[...latest.values()].flat(),
+    )
   }
 
   return {

@@ -167,11 +167,15 @@ export function postgresStore(options: PostgresStoreOptions = {}): PostgresStore
         chunkTexts.push(chunk.json)
       }
     }
+    // A record stored as completed or failed is final: a write from a process that lost the agent
+    // (a stalled worker whose job was given to another) changes neither it nor its history.
     const upsert = `INSERT INTO ${q}.agents (run_id, id, updated_at, record, meta, record_text)
       SELECT $1, row.id, row.updated_at, row.record, row.meta, ($3::text[])[row.text]
       FROM jsonb_to_recordset($2::jsonb) AS row(id text, updated_at bigint, record jsonb, meta jsonb, text int)
       ON CONFLICT (run_id, id) DO UPDATE SET updated_at = excluded.updated_at, record = excluded.record,
-        meta = excluded.meta, record_text = excluded.record_text`
+        meta = excluded.meta, record_text = excluded.record_text
+      WHERE coalesce(${q}.agents.record->>'status', '') NOT IN ('completed', 'failed')
+      RETURNING id`
     const document = `[${rows.join(',')}]`
     if (chunkAgents.length === 0) {
       await query(`save ${latest.size} agents of ${runId}`, upsert, [runId, document, texts])
@@ -182,6 +186,7 @@ export function postgresStore(options: PostgresStoreOptions = {}): PostgresStore
       `WITH saved AS (${upsert})
        INSERT INTO ${q}.agent_history (run_id, agent_id, chunk, messages)
        SELECT $1, h.agent_id, h.chunk, h.messages FROM unnest($4::text[], $5::int[], $6::text[]) AS h(agent_id, chunk, messages)
+       WHERE h.agent_id IN (SELECT id FROM saved)
        ON CONFLICT (run_id, agent_id, chunk) DO UPDATE SET messages = excluded.messages`,
       [runId, document, texts, chunkAgents, chunkIndexes, chunkTexts],
     )
