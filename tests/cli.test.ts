@@ -434,6 +434,15 @@ describe('cohort CLI', () => {
     expect(stopped.stderr).toMatch(
       /Stopped; run interrupted is stored. `cohort resume interrupted` continues it/,
     )
+    // SIGTERM (a service manager stopping it) stores it the same way.
+    const terminated = cohort(['run', config, '--run-id', 'terminated'], env)
+    const stoppedByTerm = await collect(terminated, (line) => {
+      if (/AGENT lead suspended/.test(line)) terminated.kill('SIGTERM')
+    })
+    expect(stoppedByTerm.stderr).toMatch(/Stopped; run terminated is stored/)
+    expect(await fileStore(path.join(cwd, '.cohort', 'runs')).loadRunRecord!('terminated')).toMatchObject({
+      status: 'running',
+    })
     const continued = await run(['resume', 'interrupted'], env)
     expect(continued.stdout).toMatch(/Result: \[\s+"a:nap done",\s+"b:nap done"\s+\]/)
     // The time between Ctrl-C and the resume is kept apart from the time it ran.

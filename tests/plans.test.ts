@@ -172,7 +172,7 @@ describe('depends_on', () => {
       .map((e) => (e as { message: string }).message)
     expect(warnings).toEqual([
       'depends_on "ghost" of "a" names no sibling; dropped',
-      'depends_on "a" of "a" names no sibling; dropped',
+      '"a" depends on itself; dropped',
     ])
   })
 

@@ -1,5 +1,6 @@
 import { getEventListeners } from 'node:events'
 import {
+  type AgentDefinition,
   CancelledError,
   type ChatModel,
   type CohortEvent,
@@ -531,6 +532,10 @@ test('children given no id are numbered around the ids the model gave, in this l
 test('createRuntime refuses agents it could not run, naming the agent and what is expected', () => {
   const model = scriptedModel({})
   expect(() => createRuntime({ agents: [], model })).toThrow(/createRuntime needs at least one agent/)
+  const plain = { name: 'x' } as unknown as AgentDefinition
+  expect(() => createRuntime({ agents: [plain], model })).toThrow(
+    /agents\[0\] \("x"\) is not an agent definition: make it with defineAgent/,
+  )
   expect(() => createRuntime({ agents: [defineAgent({ name: 'cohort-plan' })], model })).toThrow(
     /agent name "cohort-plan" is taken by runPlan's own agent/,
   )

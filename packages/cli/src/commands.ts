@@ -39,9 +39,10 @@ function makeLogger(home: Home, io: Output): EventSink {
 /** Watches a run to its end. Called right after the run starts, so it misses none of its events. */
 async function follow(run: Run, io: Output, logger: EventSink, known: AgentSummary[] = []): Promise<number> {
   const stop = io.out.isTTY ? liveTree(run, io.out, known) : undefined
-  // Ctrl-C stops the run where it is, stored: `cohort resume` continues it, `cohort cancel` ends it.
+  // Ctrl-C (or SIGTERM) stops the run where it is, stored: `cohort resume` continues it, `cohort cancel` ends it.
   const onSignal = () => void run.detach()
   process.once('SIGINT', onSignal)
+  process.once('SIGTERM', onSignal)
   // A run waiting on a person has nothing in flight: keep the process up, and say what it waits for.
   const keepAlive = setInterval(() => {}, 60_000)
   const offSuspended = run.on('agent.suspended', (event) => {
@@ -72,6 +73,7 @@ async function follow(run: Run, io: Output, logger: EventSink, known: AgentSumma
     clearInterval(keepAlive)
     offSuspended()
     process.off('SIGINT', onSignal)
+    process.off('SIGTERM', onSignal)
     await logger.close?.()
   }
   io.out.write(

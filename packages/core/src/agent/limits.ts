@@ -66,6 +66,6 @@ export function checkLimits(layer: Partial<RunLimits>, owner?: string): z.output
   if (parsed.success) return parsed.data
   const issue = parsed.error.issues[0]
   throw new InvalidInputError(
-    `invalid limits${owner ? ` ${owner}` : ''}: ${issue?.path.join('.') || '(root)'}: ${issue?.message}; expected ${Object.keys(defaultLimits).join(', ')} as non-negative numbers (or null for no limit)`,
+    `invalid limits${owner ? ` ${owner}` : ''}: ${issue?.path.join('.') || '(root)'}: ${issue?.message}; expected ${Object.keys(defaultLimits).join(', ')} as whole numbers (maxSteps, maxChildrenPerLaunch and maxAgents at least 1; timeoutMs above 0, in ms) or null for no limit`,
   )
 }

@@ -319,9 +319,17 @@ export function createRuntime(options: RuntimeOptions): Runtime {
 }
 
 function indexAgents(agents: readonly AgentDefinition[]): Map<string, AgentDefinition> {
-  if (agents.length === 0) throw new InvalidInputError('createRuntime needs at least one agent')
+  if (!Array.isArray(agents) || agents.length === 0) {
+    throw new InvalidInputError('createRuntime needs at least one agent')
+  }
   const byName = new Map<string, AgentDefinition>()
-  for (const agent of agents) {
+  for (const [index, agent] of agents.entries()) {
+    // From JavaScript or a config file, an agent may be a plain object: say so, not "x is not iterable".
+    if (typeof agent?.name !== 'string' || !Array.isArray(agent.tools) || !Array.isArray(agent.subagents)) {
+      throw new InvalidInputError(
+        `agents[${index}] (${JSON.stringify(agent?.name ?? null)}) is not an agent definition: make it with defineAgent({ name, instructions, tools, subagents })`,
+      )
+    }
     if (agent.name === planAgentName) {
       throw new InvalidInputError(
         `agent name "${planAgentName}" is taken by runPlan's own agent; choose another`,
