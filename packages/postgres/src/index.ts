@@ -264,17 +264,21 @@ export function postgresStore(options: PostgresStoreOptions = {}): PostgresStore
       return row === undefined ? undefined : runFromRow(row, runSource(runId))
     },
     async listRuns(filter: RunFilter = {}) {
-      const { sql, params } = listQuery(q, filter)
-      const rows = await query<RecordRow & { id: string }>('list runs', sql, params)
       const records: RunRecord[] = []
-      for (const row of rows) {
-        try {
-          records.push(runFromRow(row, runSource(row.id)))
-        } catch {
-          // As in the file store: an unreadable run is left for `loadRun` to report; a listing skips it.
+      // As in the file store: an unreadable run is left for `loadRun` to report; a listing skips
+      // it, and reads on so that a page still holds `limit` runs when there are that many.
+      for (let offset = filter.offset ?? 0; ; ) {
+        const { sql, params } = listQuery(q, { ...filter, offset })
+        const rows = await query<RecordRow & { id: string }>('list runs', sql, params)
+        for (const row of rows) {
+          try {
+            records.push(runFromRow(row, runSource(row.id)))
+          } catch {}
         }
+        if (filter.limit === undefined || rows.length < filter.limit || records.length >= filter.limit) break
+        offset += rows.length
       }
-      return records
+      return filter.limit === undefined ? records : records.slice(0, filter.limit)
     },
     async deleteRun(runId: string) {
       assertRunId(runId)

@@ -53,6 +53,17 @@ suite('postgresStore', () => {
     await Promise.all(schemas.splice(0).map(dropSchema))
   })
 
+  test('listRuns skips an unreadable run and still fills its page', async () => {
+    const { store, schema } = open()
+    for (const [i, id] of ['old', 'mid', 'new'].entries()) {
+      await store.saveRun(makeRunRecord(id, { createdAt: 1_000 + i, updatedAt: 1_000 + i }))
+    }
+    await admin!.query(`UPDATE "${schema}".runs SET record = 'null'::jsonb WHERE id = 'new'`)
+    expect((await store.listRuns({ limit: 1 })).map((run) => run.id)).toEqual(['mid'])
+    expect((await store.listRuns({ limit: 2 })).map((run) => run.id)).toEqual(['mid', 'old'])
+    await expect(store.loadRun('new')).rejects.toThrow(/the record is empty/)
+  })
+
   test('listRuns filters, orders and pages in SQL, by the columns', async () => {
     const { store, schema } = open()
     const statuses = ['running', 'completed', 'failed', 'cancelled'] as const
