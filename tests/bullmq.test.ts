@@ -6,6 +6,7 @@ import {
   type Answer,
   createRuntime,
   defineAgent,
+  defineTool,
   type ModelReply,
   type RunStore,
   type RuntimeOptions,
@@ -13,6 +14,7 @@ import {
   scriptedModel,
 } from '@cohort/core'
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
+import { z } from 'zod'
 import {
   answerRun,
   createWorker,
@@ -315,6 +317,44 @@ describeRedis('BullMQ workers', () => {
         const stored = await store.loadRun(runId)
         expect(stored?.agents).toHaveLength(11)
         expect(stored?.agents.every((agent) => agent.status === 'completed')).toBe(true)
+      }),
+    60_000,
+  )
+
+  test(
+    'a job whose lock could not be renewed stops its segment: what another worker now stores is left as it is',
+    () =>
+      isolated(async () => {
+        let finishTool!: () => void
+        const slow = defineTool({
+          name: 'slow',
+          description: 'Waits to be let through',
+          parameters: z.object({}),
+          execute: () => new Promise<string>((resolve) => (finishTool = () => resolve('done'))),
+        })
+        const solo = defineAgent({ name: 'solo', instructions: '', tools: [slow] })
+        const model = scriptedModel({
+          solo: [
+            { action: 'call_tool', tool: 'slow', args: {} },
+            { action: 'finish', result: 'finished' },
+          ],
+        })
+        const runtime = createRuntime({ agents: [solo], model, store })
+        const cohort = createWorker({ runtime, url: redisUrl, queueName, onError: () => {} })
+        try {
+          const { runId } = await enqueueRun({ url: redisUrl, queueName, runtime, agent: 'solo', task: 'go' })
+          await waitUntil(() => finishTool !== undefined, 20_000)
+          const [job] = await openQueue(queueName).getJobs(['active'])
+          const before = await store.loadAgent!(runId, 'solo')
+          // As BullMQ's lock manager reports a lock it could not renew.
+          cohort.worker.emit('lockRenewalFailed', [job!.id!])
+          await waitUntil(async () => !(await job!.isActive()), 20_000)
+          finishTool()
+          await new Promise((resolve) => setTimeout(resolve, 100))
+          expect(await store.loadAgent!(runId, 'solo')).toEqual(before)
+        } finally {
+          await cohort.close(true)
+        }
       }),
     60_000,
   )

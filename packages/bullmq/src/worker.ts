@@ -100,11 +100,16 @@ export function createWorker(options: CreateWorkerOptions): CohortWorker {
     return blocked
   }
 
-  const process = async (job: Job<SegmentJobData>, token?: string): Promise<SegmentJobResult> => {
+  const process = async (
+    job: Job<SegmentJobData>,
+    token?: string,
+    signal?: AbortSignal,
+  ): Promise<SegmentJobResult> => {
     const { runId, agentId } = job.data
     for (let round = 0; round < maxRounds; round++) {
       const outcome = await runtime.runSegment(runId, agentId, {
         enqueue: (ids) => addChildren(job, ids),
+        ...(signal && { signal }),
       })
       if (outcome.kind === 'settled') return { agentId, kind: 'settled', status: outcome.result.status }
       if (outcome.on === 'input') return { agentId, kind: 'waiting', on: 'input' }
@@ -128,6 +133,11 @@ export function createWorker(options: CreateWorkerOptions): CohortWorker {
     autorun: options.autorun ?? true,
   })
   worker.on('error', onError)
+  // A job whose lock could not be renewed (an event loop blocked past lockDuration) may already
+  // run on another worker: its segment here stops, and writes nothing more.
+  worker.on('lockRenewalFailed', (jobIds) => {
+    for (const id of jobIds) worker.cancelJob(id, 'the job lost its lock: another worker may run it')
+  })
   worker.on('failed', (job, error) => {
     if (!job) return
     // A job out of attempts (or stalled too often) ends its run rather than leave it running forever.

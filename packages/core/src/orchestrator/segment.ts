@@ -20,7 +20,9 @@ export type SegmentOutcome =
 export async function runSegment(
   makeRun: (hooks: Pick<SegmentHooks, 'park' | 'failed'>) => Orchestrator,
   agentId: string,
+  signal?: AbortSignal,
 ): Promise<SegmentOutcome> {
+  signal?.throwIfAborted()
   let finish!: (outcome: SegmentOutcome) => void
   let fail!: (error: unknown) => void
   const outcome = new Promise<SegmentOutcome>((resolve, reject) => {
@@ -40,6 +42,14 @@ export async function runSegment(
   const { context } = entry
   await run.restoreRemote([...context.children.map((child) => child.id), ...context.dependsOn])
 
+  // Another holds the segment now: stop here, and write nothing over what it stores.
+  const letGo = () => {
+    run.release(entry)
+    fail(signal?.reason)
+  }
+  if (signal?.aborted) letGo()
+  signal?.addEventListener('abort', letGo, { once: true })
+
   const watch = () => {
     const { snapshot } = entry
     if (snapshot.status === 'done') finish({ kind: 'settled', result: childResult(entry) })
@@ -49,7 +59,9 @@ export async function runSegment(
   // An agent stored waiting on a person has nothing to run here until it is answered.
   watch()
   // A run that has ended fails the agent before its effect starts: no model call for nothing.
-  if (runRecord.status !== 'running') {
+  if (signal?.aborted) {
+    // Let go of above: nothing starts.
+  } else if (runRecord.status !== 'running') {
     run.failAgent(entry, new CancelledError(`the run is ${runRecord.status}`))
   } else {
     run.runEffect(entry)
@@ -57,7 +69,7 @@ export async function runSegment(
     else if (context.deadline !== null) run.armTimeout(entry, context.deadline)
   }
 
-  const result = await outcome
+  const result = await outcome.finally(() => signal?.removeEventListener('abort', letGo))
   await run.writer.flush()
   await run.runEnded
   // Stop without writing: the stored record is the last real state, and the next segment resumes it.

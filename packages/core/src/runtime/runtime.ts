@@ -56,6 +56,11 @@ export interface RuntimeOptions {
 /** A distributed host: it schedules a segment for each agent a segment creates. */
 export interface SegmentHost {
   enqueue(agentIds: string[]): Promise<void>
+  /**
+   * Aborted when this host no longer holds the segment (a job queue gave it to another worker):
+   * the segment stops where it is, writes nothing more, and rejects with the signal's reason.
+   */
+  signal?: AbortSignal
 }
 
 /** Totals across the runs this runtime has held in this process. */
@@ -246,6 +251,7 @@ export function createRuntime(options: RuntimeOptions): Runtime {
       return runSegment(
         (hooks) => orchestratorFor(runId, { enqueue: (ids) => host.enqueue(ids), ...hooks }).orchestrator,
         agentId,
+        host.signal,
       )
     },
     async answer(runId, agentId, answer) {
