@@ -6,7 +6,6 @@ import {
   type Answer,
   createRuntime,
   defineAgent,
-  defineTool,
   type ModelReply,
   type RunStore,
   type RuntimeOptions,
@@ -14,7 +13,6 @@ import {
   scriptedModel,
 } from '@cohort/core'
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
-import { z } from 'zod'
 import {
   answerRun,
   createWorker,
@@ -37,10 +35,11 @@ import {
 import { approvalModel, executions, operator } from './fixtures/approval-scenario.js'
 import { flatAgents, flatModel, ledgerAgents, ledgerModel, payees } from './fixtures/bullmq-scenario.js'
 import { faultAgents, faultModel } from './fixtures/fault-scenario.js'
+import { heldToolAgent } from './fixtures/held-tool.js'
 import { collect, type Finished, spawnTs } from './support/processes.js'
 import {
   describeRunStore,
-  makeAgentRecord,
+  expectSettledRecordsFinal,
   makeLongAgentRecord,
   makeRunRecord,
 } from './support/run-store-conformance.js'
@@ -88,18 +87,7 @@ describeRedis('redisStore', () => {
     const prefix = `${uniqueName('cohort-test')}:`
     const store = redisStore({ url: redisUrl, prefix })
     try {
-      await store.saveRun(makeRunRecord('f1'))
-      const done = makeLongAgentRecord('f1', 'lead', 20)
-      done.status = 'completed'
-      await store.saveAgent('f1', done)
-      const stale = makeLongAgentRecord('f1', 'lead', 40)
-      stale.snapshot.context.messages = stale.snapshot.context.messages.map((message) => ({
-        ...message,
-        content: 'stale',
-      }))
-      await store.saveAgents!('f1', [stale, makeAgentRecord('f1', 'lead.other', { status: 'running' })])
-      expect(await store.loadAgent!('f1', 'lead')).toEqual(done)
-      expect((await store.loadAgent!('f1', 'lead.other'))?.status).toBe('running')
+      await expectSettledRecordsFinal(store, 'f1')
     } finally {
       await store.close?.()
       await deleteKeys(prefix)
@@ -325,31 +313,18 @@ describeRedis('BullMQ workers', () => {
     'a job whose lock could not be renewed stops its segment: what another worker now stores is left as it is',
     () =>
       isolated(async () => {
-        let finishTool!: () => void
-        const slow = defineTool({
-          name: 'slow',
-          description: 'Waits to be let through',
-          parameters: z.object({}),
-          execute: () => new Promise<string>((resolve) => (finishTool = () => resolve('done'))),
-        })
-        const solo = defineAgent({ name: 'solo', instructions: '', tools: [slow] })
-        const model = scriptedModel({
-          solo: [
-            { action: 'call_tool', tool: 'slow', args: {} },
-            { action: 'finish', result: 'finished' },
-          ],
-        })
-        const runtime = createRuntime({ agents: [solo], model, store })
+        const { agent, model, started, release } = heldToolAgent()
+        const runtime = createRuntime({ agents: [agent], model, store })
         const cohort = createWorker({ runtime, url: redisUrl, queueName, onError: () => {} })
         try {
           const { runId } = await enqueueRun({ url: redisUrl, queueName, runtime, agent: 'solo', task: 'go' })
-          await waitUntil(() => finishTool !== undefined, 20_000)
+          await waitUntil(started, 20_000)
           const [job] = await openQueue(queueName).getJobs(['active'])
           const before = await store.loadAgent!(runId, 'solo')
           // As BullMQ's lock manager reports a lock it could not renew.
           cohort.worker.emit('lockRenewalFailed', [job!.id!])
           await waitUntil(async () => !(await job!.isActive()), 20_000)
-          finishTool()
+          release()
           await new Promise((resolve) => setTimeout(resolve, 100))
           expect(await store.loadAgent!(runId, 'solo')).toEqual(before)
         } finally {
@@ -409,18 +384,13 @@ describeRedis('BullMQ workers', () => {
             }, 20_000)
             return found!
           }
+          const answerOperator = (value: Answer) =>
+            answerRun({ url: redisUrl, queueName, runtime, runId, agentId: 'operator', answer: value })
           // The job of an agent that waits ends soon after it parks; an answer before that is refused.
           const answer = async (value: Answer) => {
             await waitUntil(async () => {
               try {
-                await answerRun({
-                  url: redisUrl,
-                  queueName,
-                  runtime,
-                  runId,
-                  agentId: 'operator',
-                  answer: value,
-                })
+                await answerOperator(value)
                 return true
               } catch (error) {
                 if (/in flight/.test((error as Error).message)) return false
@@ -436,16 +406,7 @@ describeRedis('BullMQ workers', () => {
             return jobs.length === 0
           }, 20_000)
           const together = await Promise.allSettled(
-            [1, 2, 3].map(() =>
-              answerRun({
-                url: redisUrl,
-                queueName,
-                runtime,
-                runId,
-                agentId: 'operator',
-                answer: { approve: approval.callId },
-              }),
-            ),
+            [1, 2, 3].map(() => answerOperator({ approve: approval.callId })),
           )
           expect(together.filter((outcome) => outcome.status === 'fulfilled')).toHaveLength(1)
           for (const outcome of together) {
@@ -457,16 +418,7 @@ describeRedis('BullMQ workers', () => {
           }
           await awaiting('input')
           expect(executions.filter((line) => line === 'deploy api').length - deploysBefore).toBe(1)
-          await expect(
-            answerRun({
-              url: redisUrl,
-              queueName,
-              runtime,
-              runId,
-              agentId: 'operator',
-              answer: { approve: 'call-nope' },
-            }),
-          ).rejects.toThrow(/call-nope|in flight/)
+          await expect(answerOperator({ approve: 'call-nope' })).rejects.toThrow(/call-nope|in flight/)
           await answer({ payload: 'eu-west' })
           const record = await waitForRun(runId, { store, timeoutMs: 20_000 })
           expect(record.status).toBe('completed')

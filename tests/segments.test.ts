@@ -6,7 +6,6 @@ import {
   type ChatModel,
   createRuntime,
   defineAgent,
-  defineTool,
   fileStore,
   type Run,
   type Runtime,
@@ -14,9 +13,9 @@ import {
   sleep,
 } from '@cohort/core'
 import { afterEach, beforeEach, expect, test, vi } from 'vitest'
-import { z } from 'zod'
 import { approvalRuntime } from './fixtures/approval-scenario.js'
 import { faultAgents, faultModel } from './fixtures/fault-scenario.js'
+import { heldToolAgent } from './fixtures/held-tool.js'
 
 let dir: string
 beforeEach(async () => {
@@ -235,30 +234,17 @@ test('a segment whose store stops writing ends with the StoreError, not never: i
 
 test('a segment its host lets go of (signal aborted: the job went to another worker) stops, and writes nothing more', async () => {
   const store = fileStore(dir)
-  let finishTool!: () => void
-  const slow = defineTool({
-    name: 'slow',
-    description: 'Waits to be let through',
-    parameters: z.object({}),
-    execute: () => new Promise<string>((resolve) => (finishTool = () => resolve('done'))),
-  })
-  const worker = defineAgent({ name: 'worker', instructions: '', tools: [slow] })
-  const model = scriptedModel({
-    worker: [
-      { action: 'call_tool', tool: 'slow', args: {} },
-      { action: 'finish', result: 'finished' },
-    ],
-  })
-  const runtime = createRuntime({ agents: [worker], model, store })
-  const { runId, rootAgentId } = await runtime.prepareRun('worker', 'go')
+  const { agent, model, started, release } = heldToolAgent()
+  const runtime = createRuntime({ agents: [agent], model, store })
+  const { runId, rootAgentId } = await runtime.prepareRun('solo', 'go')
   const host = new AbortController()
   const outcome = runtime.runSegment(runId, rootAgentId, { enqueue: async () => {}, signal: host.signal })
-  await vi.waitFor(() => expect(finishTool).toBeDefined())
+  await vi.waitFor(() => expect(started()).toBe(true))
   const before = await store.loadAgent!(runId, rootAgentId)
   host.abort(new Error('lost the job'))
   await expect(outcome).rejects.toThrow('lost the job')
   // The tool ends here after all: nothing of it reaches the store, which the other worker owns now.
-  finishTool()
+  release()
   await new Promise((resolve) => setTimeout(resolve, 50))
   expect(await store.loadAgent!(runId, rootAgentId)).toEqual(before)
 })

@@ -359,3 +359,24 @@ export function describeRunStore(
     })
   })
 }
+
+/**
+ * For stores shared by processes (PostgreSQL, Redis): a record stored as completed or failed is
+ * final. A later write of that agent, as a worker that lost its job would make (running, with a
+ * history of its own), changes neither the record nor its history; other agents are written.
+ */
+export async function expectSettledRecordsFinal(store: RunStore, runId: string): Promise<void> {
+  await store.saveRun(makeRunRecord(runId))
+  const done = makeLongAgentRecord(runId, 'lead', 20)
+  done.status = 'completed'
+  await store.saveAgent(runId, done)
+  const stale = makeLongAgentRecord(runId, 'lead', 40)
+  stale.snapshot.context.messages = stale.snapshot.context.messages.map((message) => ({
+    ...message,
+    content: 'stale',
+  }))
+  await store.saveAgent(runId, stale)
+  await store.saveAgents!(runId, [stale, makeAgentRecord(runId, 'lead.other', { status: 'running' })])
+  expect(await store.loadAgent!(runId, 'lead')).toEqual(done)
+  expect((await store.loadAgent!(runId, 'lead.other'))?.status).toBe('running')
+}

@@ -1,8 +1,8 @@
 import { encodeRecord, SnapshotError } from '@cohort/core'
 import { afterEach, describe, expect, test } from 'vitest'
 import {
+  expectSettledRecordsFinal,
   makeAgentRecord,
-  makeLongAgentRecord,
   makeRunRecord,
 } from '../../../tests/support/run-store-conformance.js'
 import { type PostgresStore, postgresStore } from '../src/index.js'
@@ -102,21 +102,7 @@ suite('postgresStore keeps records as jsonb', () => {
   })
 
   test('a record stored as completed or failed is final: a later write of the agent (a worker that lost its job) changes neither it nor its history', async () => {
-    const store = open(freshSchema())
-    await store.saveRun(makeRunRecord('f1'))
-    const done = makeLongAgentRecord('f1', 'lead', 20)
-    done.status = 'completed'
-    await store.saveAgent('f1', done)
-    // The stale worker's view: running, with a history of its own (one more chunk, other messages).
-    const stale = makeLongAgentRecord('f1', 'lead', 40)
-    stale.snapshot.context.messages = stale.snapshot.context.messages.map((message) => ({
-      ...message,
-      content: 'stale',
-    }))
-    await store.saveAgent('f1', stale)
-    await store.saveAgents!('f1', [stale, makeAgentRecord('f1', 'lead.other', { status: 'running' })])
-    expect(await store.loadAgent!('f1', 'lead')).toEqual(done)
-    expect((await store.loadAgent!('f1', 'lead.other'))?.status).toBe('running')
+    await expectSettledRecordsFinal(open(freshSchema()), 'f1')
   })
 
   test('a batch (saveAgents) keeps each record as saveAgent does: plain, rich (superjson) and what jsonb cannot hold, the last of an agent winning', async () => {
