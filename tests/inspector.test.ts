@@ -250,6 +250,11 @@ describe.runIf(hasChromium)('web inspector', () => {
     const title = await page.locator('header h1').boundingBox()
     expect(title!.height).toBeLessThan(30)
     await page.locator('#new-run input[name="agent"]').fill('')
+
+    // An address with an agent but no run shows no agent (it said "Loading lead…" for ever).
+    await page.goto(`${server.url}#agent=lead`)
+    await page.locator('#connection[data-state="open"]').waitFor({ timeout: 10_000 })
+    await expect.poll(() => page.locator('#detail').textContent()).toMatch(/Select an agent/)
   })
 
   test('answers an agent that waits on a person: approve its tool call, then answer its question', async () => {

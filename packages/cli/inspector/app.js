@@ -11,7 +11,8 @@ const connectionText = { connecting: 'connecting…', open: 'live', closed: 'dis
 export function App() {
   const [, setVersion] = useState(0)
   useEffect(() => subscribe(() => setVersion((version) => version + 1)), [])
-  const now = useClock(state.run?.status === 'running')
+  // The clock stops while the server is out of reach: what the page shows is as of its last word.
+  const now = useClock(state.run?.status === 'running' && state.connection === 'open')
   return html`
     ${state.signInNeeded ? html`<${SignInNeeded} message=${state.signInNeeded} />` : null}
     <header>

@@ -149,7 +149,8 @@ export function navigate(runId, agentId) {
 export function applyHash() {
   const params = new URLSearchParams(location.hash.replace(/^#/, ''))
   const runId = params.get('run') || null
-  const agentId = params.get('agent') || null
+  // An agent is shown within its run: an address with an agent and no run shows neither.
+  const agentId = (runId && params.get('agent')) || null
   if (runId !== state.runId) {
     Object.assign(state, { runId, run: null, agents: [], runError: null, agentId: null })
     if (runId) refreshRun(true)
