@@ -1,4 +1,4 @@
-import type { AgentRecord, RunRecord, RunRetention, RunStatus, RunStore } from '@cohort/core'
+import type { AgentRecord, RunFilter, RunRecord, RunRetention, RunStatus, RunStore } from '@cohort/core'
 import { InvalidInputError } from '@cohort/core'
 import { afterEach, beforeEach, describe, expect, test } from 'vitest'
 
@@ -280,6 +280,22 @@ export function describeRunStore(
         'list-2',
       ])
       expect((await store.listRuns({ limit: 2, offset: 1 })).map((r) => r.id)).toEqual(['list-3', 'list-2'])
+    })
+
+    test('a run filter a store cannot answer (an unknown status, a negative offset) is refused, naming it', async () => {
+      const bad: [RunFilter, RegExp][] = [
+        [
+          { status: 'done' as RunStatus },
+          /invalid run filter: status: .*expected status \(running, completed, failed, cancelled\)/,
+        ],
+        [{ offset: -1 }, /invalid run filter: offset: /],
+        [{ limit: 1.5 }, /invalid run filter: limit: /],
+      ]
+      for (const [filter, message] of bad) {
+        const refused = store.listRuns(filter)
+        await expect(refused).rejects.toBeInstanceOf(InvalidInputError)
+        await expect(refused).rejects.toThrow(message)
+      }
     })
 
     test('run ids that are not plain ids are refused, and nothing is written', async () => {

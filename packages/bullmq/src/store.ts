@@ -3,6 +3,7 @@ import {
   applyRetention,
   assertRunId,
   checkRetention,
+  checkRunFilter,
   chunksNeeded,
   decodeAgentRecord,
   decodeRunRecord,
@@ -211,6 +212,7 @@ export function redisStore(options: RedisStoreOptions = {}): RunStore {
     },
     loadRunRecord,
     async listRuns(filter: RunFilter = {}) {
+      checkRunFilter(filter)
       const min = filter.since ?? '-inf'
       const max = filter.until === undefined ? '+inf' : `(${filter.until}`
       const ids = await redis.zrangebyscore(indexKey, min, max)

@@ -83,6 +83,7 @@ export { isValidAgentId, isValidRunId } from './persistence/records.js'
 export {
   applyRetention,
   checkRetention,
+  checkRunFilter,
   filterRuns,
   hasBounds,
   runsToPrune,

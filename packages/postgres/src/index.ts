@@ -4,6 +4,7 @@ import {
   assertRunId,
   CohortError,
   checkRetention,
+  checkRunFilter,
   hasBounds,
   InvalidInputError,
   type RunFilter,
@@ -264,6 +265,7 @@ export function postgresStore(options: PostgresStoreOptions = {}): PostgresStore
       return row === undefined ? undefined : runFromRow(row, runSource(runId))
     },
     async listRuns(filter: RunFilter = {}) {
+      checkRunFilter(filter)
       const records: RunRecord[] = []
       // As in the file store: an unreadable run is left for `loadRun` to report; a listing skips
       // it, and reads on so that a page still holds `limit` runs when there are that many.
@@ -339,16 +341,9 @@ function listQuery(q: string, filter: RunFilter): { sql: string; params: unknown
   // Ties are broken by id in code-unit order, as `filterRuns` does, whatever the database's collation.
   let sql = `SELECT id, ${recordSelect} FROM ${q}.runs${where.length > 0 ? ` WHERE ${where.join(' AND ')}` : ''}
     ORDER BY created_at DESC, id COLLATE "C"`
-  if (filter.limit !== undefined) sql += ` LIMIT ${param(count('limit', filter.limit))}`
-  if (filter.offset !== undefined) sql += ` OFFSET ${param(count('offset', filter.offset))}`
+  if (filter.limit !== undefined) sql += ` LIMIT ${param(filter.limit)}`
+  if (filter.offset !== undefined) sql += ` OFFSET ${param(filter.offset)}`
   return { sql, params }
-}
-
-function count(name: string, value: number): number {
-  if (!Number.isSafeInteger(value) || value < 0) {
-    throw new InvalidInputError(`invalid ${name} ${value}: expected a whole number, 0 or more`)
-  }
-  return value
 }
 
 /** Where the store points, for error messages: never the password. */

@@ -20,7 +20,14 @@ import {
   type RunRetention,
   type RunStore,
 } from './records.js'
-import { applyRetention, checkRetention, filterRuns, hasBounds, runsToPrune } from './run-filter.js'
+import {
+  applyRetention,
+  checkRetention,
+  checkRunFilter,
+  filterRuns,
+  hasBounds,
+  runsToPrune,
+} from './run-filter.js'
 
 export interface FileStoreOptions {
   /** fsync each file and its folder: survives power loss, not only a process crash. Slower. */
@@ -82,6 +89,7 @@ export function fileStore(dir: string, options: FileStoreOptions = {}): RunStore
   }
 
   const listRuns = async (filter?: RunFilter) => {
+    checkRunFilter(filter)
     const entries = await readdir(root, { withFileTypes: true }).catch(() => [])
     const files = entries
       .filter((entry) => entry.isDirectory())

@@ -15,7 +15,7 @@ import type {
   RunStore,
   StoredRun,
 } from './records.js'
-import { byAge, checkRetention, filterRuns } from './run-filter.js'
+import { byAge, checkRetention, checkRunFilter, filterRuns } from './run-filter.js'
 
 export interface MemoryStoreOptions {
   /**
@@ -103,6 +103,7 @@ export function memoryStore(options: MemoryStoreOptions = {}): RunStore {
       return text ? decodeRunRecord(text, `memory:${runId}`) : undefined
     },
     async listRuns(filter?: RunFilter) {
+      checkRunFilter(filter)
       const records: RunRecord[] = []
       for (const [runId, entry] of runs) {
         if (entry.run !== '') records.push(decodeRunRecord(entry.run, `memory:${runId}`))

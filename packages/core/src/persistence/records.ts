@@ -64,7 +64,7 @@ export interface RunStore {
   close?(): Promise<void>
 }
 
-const runStatusSchema = z.enum(['running', 'completed', 'failed', 'cancelled'])
+export const runStatusSchema = z.enum(['running', 'completed', 'failed', 'cancelled'])
 
 // One schema per record: the types below and the validation of records read back come from these.
 

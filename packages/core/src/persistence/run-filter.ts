@@ -1,5 +1,27 @@
+import { z } from 'zod'
 import { InvalidInputError } from '../errors.js'
-import type { RunFilter, RunId, RunRecord, RunRetention } from './records.js'
+import { type RunFilter, type RunId, type RunRecord, type RunRetention, runStatusSchema } from './records.js'
+
+const runFilterSchema = z.object({
+  status: z.union([runStatusSchema, z.array(runStatusSchema)]).optional(),
+  since: z.number().finite().optional(),
+  until: z.number().finite().optional(),
+  limit: z.number().int().min(0).optional(),
+  offset: z.number().int().min(0).optional(),
+})
+
+/**
+ * A `RunFilter` from a caller, checked where every store's `listRuns` begins: a status that is no
+ * run status, or a negative limit, is an error naming it rather than an empty list.
+ */
+export function checkRunFilter(filter: RunFilter = {}): RunFilter {
+  const checked = runFilterSchema.safeParse(filter)
+  if (checked.success) return filter
+  const issue = checked.error.issues[0]!
+  throw new InvalidInputError(
+    `invalid run filter: ${issue.path.join('.') || '(root)'}: ${issue.message}; expected status (${runStatusSchema.options.join(', ')}), since and until (epoch ms), limit and offset (whole numbers, 0 or more)`,
+  )
+}
 
 /** Applies a `RunFilter` in memory: newest first, then offset and limit. */
 export function filterRuns(records: RunRecord[], filter: RunFilter = {}): RunRecord[] {
