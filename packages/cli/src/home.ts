@@ -77,10 +77,7 @@ export class Home {
 
   async saveLaunch(runId: string, launch: Launch): Promise<void> {
     assertRunId(runId)
-    await mkdir(this.launchesDir, { recursive: true })
-    const file = path.join(this.launchesDir, `${runId}.json`)
-    await writeFile(`${file}.tmp`, JSON.stringify(launch))
-    await rename(`${file}.tmp`, file)
+    await writeWhole(path.join(this.launchesDir, `${runId}.json`), JSON.stringify(launch))
   }
 
   /**
@@ -89,10 +86,8 @@ export class Home {
    * it runs too.
    */
   async markServing(url: string): Promise<() => Promise<void>> {
-    await mkdir(this.dir, { recursive: true })
     const file = path.join(this.dir, 'serve.json')
-    await writeFile(`${file}.tmp`, JSON.stringify({ pid: process.pid, url }))
-    await rename(`${file}.tmp`, file)
+    await writeWhole(file, JSON.stringify({ pid: process.pid, url }))
     return () => rm(file, { force: true })
   }
 
@@ -140,4 +135,11 @@ export class Home {
       throw new InvalidInputError(`${file} is not a launch record: ${parsed.error.issues[0]?.message}`)
     return parsed.data as Launch
   }
+}
+
+/** Writes `text` to `file` (its folder made), under a temporary name first: a reader never sees half of it. */
+async function writeWhole(file: string, text: string): Promise<void> {
+  await mkdir(path.dirname(file), { recursive: true })
+  await writeFile(`${file}.tmp`, text)
+  await rename(`${file}.tmp`, file)
 }

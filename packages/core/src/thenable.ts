@@ -11,3 +11,8 @@ export function promiseOf<T>(fn: () => T): Promise<T> {
     return Promise.reject(error)
   }
 }
+
+/** Resolves on the next turn of the event loop, after the I/O and timers already due. */
+export function nextTurn(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve))
+}

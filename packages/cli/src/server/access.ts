@@ -89,20 +89,20 @@ export function createAccess(options: AccessOptions): Access {
       403,
       `Host "${host}" is not a name this server answers as; expected one of ${[...hosts].join(', ')} (add one with --allow-host / allowHosts)`,
     )
+  /** `host` as Host gives it (`name[:port]`) is a name this server answers as. */
+  const answersAs = (host: string) => {
+    const name = hostHeaderPattern.exec(host)?.[1]?.toLowerCase()
+    return name !== undefined && hosts.has(name)
+  }
   const checkCaller: MiddlewareHandler = async (c, next) => {
     const host = c.req.header('host') ?? ''
-    const name = hostHeaderPattern.exec(host)?.[1]?.toLowerCase()
-    if (name === undefined || !hosts.has(name)) throw refuseHost(host)
+    if (!answersAs(host)) throw refuseHost(host)
     // A request in absolute form (`GET http://evil.example/… HTTP/1.1`) names its host in its
     // target, which wins over Host: it must be one of ours too.
     const target = c.env?.incoming?.url
     if (typeof target === 'string' && !target.startsWith('/')) {
-      let named: string | undefined
-      try {
-        named = new URL(target).host
-      } catch {}
-      const targetName = named === undefined ? undefined : hostHeaderPattern.exec(named)?.[1]?.toLowerCase()
-      if (targetName === undefined || !hosts.has(targetName)) throw refuseHost(named ?? target)
+      const named = URL.canParse(target) ? new URL(target).host : target
+      if (!answersAs(named)) throw refuseHost(named)
     }
     const origin = c.req.header('origin')
     if (origin !== undefined && !origins.includes(origin)) {

@@ -3,6 +3,7 @@ import { CancelledError } from '../errors.js'
 import type { AgentEventInput } from '../events/types.js'
 import { checkDependencies } from '../plan/dependency-graph.js'
 import type { ActionOf, LaunchSpec } from '../protocol/actions.js'
+import { nextTurn } from '../thenable.js'
 import type { AgentEntry } from './agent-entry.js'
 import type { AgentRegistry } from './registry.js'
 import { orphaned } from './settlement.js'
@@ -211,7 +212,7 @@ export async function launchChildren(
   const rest = created.length - children.length
   run.agents.pending += rest
   try {
-    if (rest > 0) await new Promise((resolve) => setImmediate(resolve))
+    if (rest > 0) await nextTurn()
     if (signal.aborted) return abandon(run, parent, children)
     for (let index = children.length; index < created.length; index++)
       children.push(make(created[index]!, index))
@@ -219,7 +220,7 @@ export async function launchChildren(
     run.agents.pending -= rest
   }
   for (let from = startChunk; from < children.length; from += startChunk) {
-    if (from > startChunk) await new Promise((resolve) => setImmediate(resolve))
+    if (from > startChunk) await nextTurn()
     if (signal.aborted) return abandon(run, parent, children)
     start(from)
   }

@@ -13,6 +13,7 @@ import type { ActionOf } from '../protocol/actions.js'
 import type { Redactor } from '../protocol/redact.js'
 import type { Scheduler } from '../scheduler/scheduler.js'
 import { TokenBudget } from '../scheduler/token-budget.js'
+import { nextTurn } from '../thenable.js'
 import type { Workspaces } from '../workspaces/workspaces.js'
 import { type AgentEntry, toAgentRecord, tokensOf } from './agent-entry.js'
 import { AgentKinds } from './agent-kinds.js'
@@ -159,7 +160,7 @@ export class Orchestrator implements EffectHost {
    * event. A cancel or a detach in between is kept: the root is stored, then ended or left idle.
    */
   beginSoon(agentName: string, task: string, chosenId: boolean): void {
-    this.beginning = new Promise<void>((resolve) => setImmediate(resolve))
+    this.beginning = nextTurn()
       .then(() => this.begin(agentName, task, true, chosenId))
       .catch(() => {})
   }
@@ -248,7 +249,7 @@ export class Orchestrator implements EffectHost {
       // Stored before anything runs again: after a crash, this segment's time must not count as stopped.
       await this.outcome.keep(resumedRecord(stored.run, Date.now()))
     }
-    this.beginning = new Promise<void>((resolve) => setImmediate(resolve))
+    this.beginning = nextTurn()
       .then(() => (rootless ? this.restartRoot(stored.run) : this.proceed(stored.run, entries, stoppedAt)))
       .catch((error: unknown) => this.abort(error))
   }
