@@ -59,6 +59,24 @@ describeRedis('redisStore', () => {
     return { store: redisStore({ url: redisUrl, prefix, ...options }), cleanup: () => deleteKeys(prefix) }
   })
 
+  test('listRuns skips an unreadable run, which loadRun still reports', async () => {
+    const prefix = `${uniqueName('cohort-test')}:`
+    const store = redisStore({ url: redisUrl, prefix })
+    const redis = openRedis()
+    try {
+      for (const [i, id] of ['old', 'mid', 'new'].entries()) {
+        await store.saveRun(makeRunRecord(id, { createdAt: 1_000 + i, updatedAt: 1_000 + i }))
+      }
+      await redis.set(`${prefix}run:new`, 'null')
+      expect((await store.listRuns({ limit: 2 })).map((run) => run.id)).toEqual(['mid', 'old'])
+      await expect(store.loadRun('new')).rejects.toThrow(/the record is empty/)
+    } finally {
+      await store.close?.()
+      redis.disconnect()
+      await deleteKeys(prefix)
+    }
+  })
+
   test('a write adds the chunks of history it completes and leaves the stored ones; deleteRun takes them with the run', async () => {
     const prefix = `${uniqueName('cohort-test')}:`
     const store = redisStore({ url: redisUrl, prefix })

@@ -17,6 +17,7 @@ import {
   type RunRecord,
   type RunRetention,
   type RunStore,
+  SnapshotError,
 } from '@cohort/core'
 import { Redis } from 'ioredis'
 import { defaultRedisUrl } from './connection.js'
@@ -218,9 +219,16 @@ export function redisStore(options: RedisStoreOptions = {}): RunStore {
       const ids = await redis.zrangebyscore(indexKey, min, max)
       if (ids.length === 0) return []
       const texts = await redis.mget(ids.map(runKey))
-      const records = texts.flatMap((text, i) =>
-        text === null ? [] : [decodeRunRecord(text, `redis:${runKey(ids[i]!)}`)],
-      )
+      const records: RunRecord[] = []
+      for (const [i, text] of texts.entries()) {
+        if (text === null) continue
+        try {
+          records.push(decodeRunRecord(text, `redis:${runKey(ids[i]!)}`))
+        } catch (error) {
+          // As in the other stores: an unreadable run is left for `loadRun` to report; a listing skips it.
+          if (!(error instanceof SnapshotError)) throw error
+        }
+      }
       return filterRuns(records, filter)
     },
     async deleteRun(runId) {
