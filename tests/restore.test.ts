@@ -1,4 +1,4 @@
-import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import {
@@ -177,6 +177,26 @@ test('a run detached as soon as it is started is stored, and runs only when resu
 
   expect(await (await runtime().resume('early-detach')).result).toBe('done')
   expect(calls).toBe(1)
+})
+
+test("a run record stored under another run's id (a copied folder) is a SnapshotError, and the other run is left as it was", async () => {
+  const runtime = scenarioRuntime(dir)
+  const run = runtime.start('lead', 'report on two sleeps', { runId: 'original' })
+  await run.detach()
+  const original = await readFile(path.join(dir, 'original', 'run.json'), 'utf8')
+  // A copy of the folder with no agents yet: resuming it would start the root again, under the original's id.
+  await mkdir(path.join(dir, 'copy', 'agents'), { recursive: true })
+  await writeFile(path.join(dir, 'copy', 'run.json'), original)
+
+  const error = await scenarioRuntime(dir)
+    .resume('copy')
+    .catch((e: unknown) => e)
+  expect(error).toBeInstanceOf(SnapshotError)
+  expect((error as SnapshotError).field).toBe('id')
+  expect((error as SnapshotError).message).toMatch(/record of run "original"/)
+  await new Promise((resolve) => setTimeout(resolve, 20))
+  expect(await readFile(path.join(dir, 'original', 'run.json'), 'utf8')).toBe(original)
+  expect(await readdir(path.join(dir, 'copy', 'agents'))).toEqual([])
 })
 
 test("a running run whose root agent's record is gone, its children's still there, is a SnapshotError", async () => {

@@ -227,6 +227,13 @@ export class Orchestrator implements EffectHost {
    * that resumed the run can subscribe to its events first.
    */
   async restore(stored: StoredRun): Promise<void> {
+    // A record copied under another id would be written back, and run on, as the run it names.
+    if (stored.run.id !== this.runId)
+      throw new SnapshotError(
+        `run ${this.runId}`,
+        `the record of run "${stored.run.id}" is stored here`,
+        'id',
+      )
     this.outcome.adopt(stored.run)
     // Metrics count the whole run: its peak in the processes before this one too.
     this.busy.peak = Math.max(this.busy.peak, stored.run.peakParallelism ?? 0)
