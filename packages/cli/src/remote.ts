@@ -43,21 +43,38 @@ export async function controlOnServer(control: Control, target: ServerTarget, io
       await post(target, `${agent(control.agentId)}/resume`, { payload: control.payload })
       io.out.write(`Answered ${control.agentId} of run ${control.runId}.\n`)
       break
-    case 'cancel':
+    case 'cancel': {
+      // A run that has already ended is left as it is, as `cohort cancel` does without a server.
+      const { run: stored } = (await request(target, 'GET', run)) as { run: { status: string } }
+      if (stored.status !== 'running') {
+        io.out.write(`Run ${control.runId} is already ${stored.status}.\n`)
+        break
+      }
       await post(target, `${run}/cancel`)
       io.out.write(`Run ${control.runId} cancelled.\n`)
       break
+    }
   }
   return 0
 }
 
 async function post(target: ServerTarget, path: string, body?: unknown): Promise<void> {
+  await request(target, 'POST', path, body)
+}
+
+/** One call to the server's API: its JSON answer, or a clear error for each way it refuses. */
+async function request(
+  target: ServerTarget,
+  method: 'GET' | 'POST',
+  path: string,
+  body?: unknown,
+): Promise<unknown> {
   const { base, token } = resolveTarget(target)
   const url = new URL(path, base)
   let response: Response
   try {
     response = await fetch(url, {
-      method: 'POST',
+      method,
       headers: {
         ...(token !== undefined && { authorization: `Bearer ${token}` }),
         ...(body !== undefined && { 'content-type': 'application/json' }),
@@ -68,8 +85,8 @@ async function post(target: ServerTarget, path: string, body?: unknown): Promise
     const reason = (error as Error & { cause?: Error }).cause?.message ?? (error as Error).message
     throw new InvalidInputError(`cannot reach the server at ${base}: ${reason}`)
   }
-  if (response.ok) return
   const answer = (await response.json().catch(() => ({}))) as { error?: unknown }
+  if (response.ok) return answer
   const message = typeof answer.error === 'string' ? answer.error : `HTTP ${response.status}`
   if (response.status === 401) {
     throw new InvalidInputError(
