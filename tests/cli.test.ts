@@ -134,6 +134,29 @@ describe('cohort CLI', () => {
     expect(noAgent.stderr).toMatch(/no log for agent "nobody"; agents: /)
   }, 60_000)
 
+  test("a config's own store is where show, cancel and --run-id look for the runs it started", async () => {
+    const config = path.join(cwd, 'kept.json')
+    await writeFile(
+      config,
+      JSON.stringify({
+        agents: [{ name: 'echoer', instructions: 'Echo.' }],
+        model: { provider: 'command', command: 'sh', args: ['-c', 'echo done'] },
+        task: 'hello',
+        store: 'kept-runs',
+      }),
+    )
+    const started = await run(['run', config, '--run-id', 'own'])
+    expect(started.code, started.stderr).toBe(0)
+    expect(await readdir(path.join(cwd, 'kept-runs'))).toContain('own')
+    const shown = await run(['show', 'own'])
+    expect(shown.code, shown.stderr).toBe(0)
+    expect(shown.stdout).toMatch(/^Run own {2}completed/)
+    expect((await run(['cancel', 'own'])).stdout).toMatch(/Run own is already completed/)
+    const again = await run(['run', config, '--run-id', 'own'])
+    expect(again.code).toBe(2)
+    expect(again.stderr).toMatch(/run own already exists/)
+  }, 60_000)
+
   test('a JSON config with a process agent; a bad one is refused naming the field', async () => {
     const good = path.join(cwd, 'echo.json')
     await writeFile(

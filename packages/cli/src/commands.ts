@@ -14,10 +14,11 @@ import {
   type RunMetrics,
   type RunRetention,
   type RunStatus,
+  type RunStore,
   readRunRecord,
 } from '@cohort/core'
 import type { Home, Launch } from './home.js'
-import { parallelPlan, runtimeFor, splitTasks } from './launch.js'
+import { parallelPlan, runtimeFor, splitTasks, storeOfRun } from './launch.js'
 import { liveTree } from './live.js'
 import { formatMs, oneLine, renderTree, summaryNode } from './tree.js'
 import { type AgentSummary, runView } from './views.js'
@@ -86,10 +87,10 @@ async function follow(run: Run, io: Output, logger: EventSink, known: AgentSumma
  * The run's id, known before it starts so its launch record is written first (a crash at any
  * point leaves a resumable run). An id of the user's that is taken is refused before anything is written.
  */
-async function runIdFor(home: Home, chosen: string | undefined): Promise<string> {
+async function runIdFor(store: RunStore, chosen: string | undefined): Promise<string> {
   if (chosen === undefined) return randomUUID().replaceAll('-', '').slice(0, 16)
   assertRunId(chosen)
-  if (await readRunRecord(home.store, chosen).catch(() => true)) {
+  if (await readRunRecord(store, chosen).catch(() => true)) {
     throw new InvalidInputError(
       `run ${chosen} already exists: \`cohort resume ${chosen}\`, or pick another --run-id`,
     )
@@ -120,7 +121,7 @@ export async function runCommand(
       `--agent "${agent}" is not an agent of the config; its agents: ${hosted.agents.join(', ')}`,
     )
   }
-  const runId = await runIdFor(home, options.runId)
+  const runId = await runIdFor(hosted.runtime.store, options.runId)
   await home.saveLaunch(runId, launch)
   return follow(hosted.runtime.start(agent, text, { runId }), io, logger)
 }
@@ -137,7 +138,7 @@ export async function parallelCommand(
   if (options.base) launch.base = path.resolve(options.base)
   const logger = makeLogger(home, io)
   const hosted = await runtimeFor(launch, home, logger)
-  const runId = await runIdFor(home, options.runId)
+  const runId = await runIdFor(hosted.runtime.store, options.runId)
   await home.saveLaunch(runId, launch)
   const run = hosted.runtime.runPlan(parallelPlan(launch), { runId })
   const code = await follow(run, io, logger)
@@ -206,7 +207,7 @@ export async function showCommand(
 ): Promise<number> {
   assertRunId(runId)
   const { home } = options
-  const stored = await home.store.loadRun(runId)
+  const stored = await (await storeOfRun(home, runId)).loadRun(runId)
   if (!stored) throw new CohortError('RUN_NOT_FOUND', `run ${runId} is not in ${home.storeName}`)
   const view = runView(stored)
   if (options.json) {
@@ -251,7 +252,7 @@ export async function resumeCommand(
   const { home } = options
   await home.refuseIfServed(answer ? 'answer it' : 'resume it')
   const launch = await home.loadLaunch(runId)
-  const stored = await home.store.loadRun(runId)
+  const stored = await (await storeOfRun(home, runId)).loadRun(runId)
   if (stored && stored.run.status !== 'running') {
     throw new InvalidInputError(
       `run ${runId} has already ${stored.run.status}; \`cohort show ${runId}\` shows it`,
@@ -273,7 +274,7 @@ export async function resumeCommand(
 
 export async function cancelCommand(runId: string, options: CommonOptions, io: Output): Promise<number> {
   const { home } = options
-  const record = await readRunRecord(home.store, runId)
+  const record = await readRunRecord(await storeOfRun(home, runId), runId)
   if (!record) throw new CohortError('RUN_NOT_FOUND', `run ${runId} is not in ${home.storeName}`)
   if (record.status !== 'running') {
     io.out.write(`Run ${runId} is already ${record.status}.\n`)

@@ -7,7 +7,9 @@ import {
   type EventSink,
   InvalidInputError,
   type Plan,
+  type RunStore,
   type Runtime,
+  readRunRecord,
 } from '@cohort/core'
 import { type CohortConfig, loadConfig } from './config.js'
 import type { Home, Launch } from './home.js'
@@ -26,6 +28,18 @@ export interface Hosted {
 export async function runtimeFor(launch: Launch, home: Home, logger: EventSink): Promise<Hosted> {
   if (launch.kind === 'config') return configRuntime(await loadConfig(launch.config), home, logger)
   return parallelRuntime(launch, home, logger)
+}
+
+/**
+ * The store that keeps a run: the home's, or the one the config it was launched with brought
+ * (`store` in the config), which `show`, `cancel` and `resume` must then read.
+ */
+export async function storeOfRun(home: Home, runId: string): Promise<RunStore> {
+  if (await readRunRecord(home.store, runId)) return home.store
+  const launch = await home.loadLaunch(runId).catch(() => undefined)
+  if (launch?.kind !== 'config') return home.store
+  const { store } = await loadConfig(launch.config)
+  return store ? home.adopt(store) : home.store
 }
 
 export async function configRuntime(config: CohortConfig, home: Home, logger: EventSink): Promise<Hosted> {
