@@ -135,6 +135,40 @@ describe('process agents', () => {
     expect(next.metrics().conflicts).toEqual(conflicts)
   })
 
+  test('a lead that waits for its children one at a time is told of a file two of them changed', async () => {
+    const base = path.join(dir, 'base')
+    await mkdir(base)
+    await writeFile(path.join(base, 'auth.py'), 'def login(): pass\n')
+    const agents = [
+      shellAgent('security', 'echo "# checked" >> auth.py; echo reviewed'),
+      shellAgent('tests', 'echo "# tested" >> auth.py; echo tested'),
+    ]
+    const lead = defineAgent({ name: 'lead', instructions: '', subagents: ['security', 'tests'] })
+    const model = scriptedModel({
+      lead: [
+        {
+          action: 'launch_subagents',
+          agents: agents.map((a) => ({ agent: a.name, id: a.name, task: 'go' })),
+        },
+        { action: 'wait_for_subagents', ids: ['security'] },
+        { action: 'wait_for_subagents', ids: ['tests'] },
+        { action: 'finish', result: 'done' },
+      ],
+    })
+    const runtime = createRuntime({
+      agents: [lead, ...agents],
+      model,
+      workspaces: { root: path.join(dir, 'ws'), base },
+    })
+    const run = runtime.start('lead', 'review auth.py')
+    const reported: CohortEvent[] = []
+    run.on('workspace.conflicts', (e) => reported.push(e))
+    await run.result
+    const conflicts = [{ file: 'auth.py', agents: ['lead.security', 'lead.tests'] }]
+    expect(reported).toMatchObject([{ agentId: 'lead', conflicts }])
+    expect(run.metrics().conflicts).toEqual(conflicts)
+  })
+
   test('a command past its timeout fails with its process tree killed; a crashing command is isolated', async () => {
     const pidFile = path.join(dir, 'grandchild.pid')
     const agents = [

@@ -97,11 +97,17 @@ export function createAgentServices(run: EffectHost): AgentServices {
         if (remaining === 0) done()
       })
       return settled.then(async (results) => {
-        if (!workspaces || localIds.length < 2) return { results, conflicts: [] }
-        const ids = localIds
-          .map((localId) => byLocalId.get(localId)?.id)
-          .filter((id): id is string => id !== undefined)
-        const conflicts = await workspaces.conflicts(run.runId, ids)
+        if (!workspaces) return { results, conflicts: [] }
+        const waited = new Set(localIds.map((localId) => byLocalId.get(localId)?.id))
+        // Siblings settled before this wait count too: a parent that waits for one child at a
+        // time is still told of a file two of them changed, at the wait for the second.
+        const ids = context.children
+          .map((child) => child.id)
+          .filter((id) => waited.has(id) || run.registry.get(id)?.settled)
+        if (ids.length < 2) return { results, conflicts: [] }
+        const conflicts = (await workspaces.conflicts(run.runId, ids)).filter((conflict) =>
+          conflict.agents.some((id) => waited.has(id)),
+        )
         if (conflicts.length > 0) run.emitAgent(context, { type: 'workspace.conflicts', conflicts })
         return { results, conflicts }
       })
