@@ -325,6 +325,24 @@ describe('timeouts and budgets', () => {
     })
   })
 
+  test("a runtime-wide timeoutMs bounds each step of a plan, not the plan's own root", async () => {
+    const runtime = createRuntime({
+      agents: [worker],
+      model: scriptedModel({ worker: [...sleepingWorker] }),
+      limits: { timeoutMs: 300 },
+    })
+    const run = runtime.runPlan({
+      agents: [
+        { id: 'slow', agent: 'worker', task: '1 s' },
+        { id: 'fast', agent: 'worker', task: '0.1 s' },
+      ],
+    })
+    expect(await run.result).toEqual({
+      slow: { error: expect.objectContaining({ code: 'TIMEOUT' }) },
+      fast: 'cohort-plan.fast done',
+    })
+  })
+
   test('an agent over its token budget fails with the reason', async () => {
     const model = scriptedModel({
       worker: () => ({

@@ -12,7 +12,8 @@ export function definePlanAgent(agentNames: string[]): AgentDefinition {
     instructions: 'Runs a plan given as data.',
     subagents: agentNames,
     model: planModel,
-    limits: { maxChildrenPerLaunch: 100_000, maxRepairs: 0 },
+    // A runtime-wide timeout bounds each step of the plan; the plan itself lasts as long as they do.
+    limits: { maxChildrenPerLaunch: 100_000, maxRepairs: 0, timeoutMs: null },
   })
 }
 
