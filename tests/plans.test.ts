@@ -313,6 +313,12 @@ describe('timeouts and budgets', () => {
     })
     const metrics = run.metrics()
     expect(metrics).toMatchObject({ timeouts: 2, errors: 2, agents: 4 })
+    // The time of a tool call a timeout cut off is busy time: the agents were at work for it.
+    for (const id of ['lead.slow', 'lead.slow-strict']) {
+      const busyMs = metrics.perAgent.find((agent) => agent.id === id)?.busyMs
+      expect(busyMs, id).toBeGreaterThanOrEqual(80)
+      expect(busyMs, id).toBeLessThan(1000)
+    }
     // The runtime's totals, added up as the run settled, agree with the run's own metrics.
     expect(runtime.metrics()).toMatchObject({
       runs: { active: 0, completed: 1 },

@@ -76,14 +76,23 @@ export class ModelError extends CohortError {
   readonly status: number | undefined
   readonly retryable: boolean
   readonly process: ProcessRecord | undefined
+  /** How many times the call was retried before it failed for good (counted in the run's metrics). */
+  readonly retries: number
   constructor(
     message: string,
-    options: { status?: number; retryable?: boolean; cause?: unknown; process?: ProcessRecord } = {},
+    options: {
+      status?: number
+      retryable?: boolean
+      cause?: unknown
+      process?: ProcessRecord
+      retries?: number
+    } = {},
   ) {
     super('MODEL_ERROR', message, { cause: options.cause })
     this.status = options.status
     this.retryable = options.retryable ?? false
     this.process = options.process
+    this.retries = options.retries ?? 0
   }
 }
 

@@ -193,12 +193,17 @@ function toModelError(error: unknown, model: string, retries: number): ModelErro
   if (error instanceof ModelError) return error
   const after = retries > 0 ? ` (after ${retries} ${retries === 1 ? 'retry' : 'retries'})` : ''
   if (error instanceof OpenAI.APIConnectionTimeoutError) {
-    return new ModelError(`model ${model}: the request timed out${after}`, { retryable: true, cause: error })
+    return new ModelError(`model ${model}: the request timed out${after}`, {
+      retryable: true,
+      cause: error,
+      retries,
+    })
   }
   if (error instanceof OpenAI.APIConnectionError) {
     return new ModelError(`model ${model}: connection failed${after}: ${error.message}`, {
       retryable: true,
       cause: error,
+      retries,
     })
   }
   if (error instanceof OpenAI.APIError && error.status !== undefined) {
@@ -207,6 +212,7 @@ function toModelError(error: unknown, model: string, retries: number): ModelErro
       status,
       retryable: status === 408 || status === 409 || status === 429 || status >= 500,
       cause: error,
+      retries,
     })
   }
   if (error instanceof SyntaxError) {

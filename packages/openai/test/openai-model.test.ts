@@ -281,7 +281,15 @@ describe('openaiModel on a real local server', () => {
     expect(error).toBeInstanceOf(ModelError)
     expect(error).toMatchObject({ status: 500, retryable: true })
     expect((error as Error).message).toBe('model m: HTTP 500 (after 2 retries): the model is overloaded')
+    expect(error).toMatchObject({ retries: 2 })
     expect(api.requests).toHaveLength(3)
+
+    // The retries of a call that failed for good are counted too, in the agent and the run.
+    const solo = defineAgent({ name: 'solo', instructions: 'Answer.' })
+    const run = createRuntime({ agents: [solo], model }).start('solo', 'x')
+    await run.result.catch(() => {})
+    expect(run.metrics().retries).toBe(2)
+    expect(run.metrics().perAgent[0]).toMatchObject({ status: 'failed', retries: 2 })
   })
 
   test('a permanent failure is not retried', async () => {

@@ -141,6 +141,11 @@ describe('the think/act loop as pure functions', () => {
   test('messages wait in the inbox; a failure ends the agent with its error', () => {
     expect(withMessage(base, 'user', 'hi').inbox).toEqual([{ from: 'user', text: 'hi' }])
     const error = { name: 'TimeoutError', code: 'TIMEOUT', message: 'slow' }
-    expect(failed(base, error)).toMatchObject({ error, endedAt: expect.any(Number) })
+    expect(failed(base, { error })).toMatchObject({ error, endedAt: expect.any(Number) })
+    // A call the failure cut off still counts: its time as busy, its retries.
+    expect(failed(base, { error, busyMs: 40, retries: 2 })).toMatchObject({
+      busyMs: base.busyMs + 40,
+      retries: base.retries + 2,
+    })
   })
 })

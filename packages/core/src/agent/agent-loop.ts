@@ -89,7 +89,7 @@ export function afterThought(context: AgentContext, output: ThinkOutcome, maxRep
     }
   }
   next.messages = [...messages, output.assistant]
-  if (output.exceeded) return { context: failed(next, output.exceeded) }
+  if (output.exceeded) return { context: failed(next, { error: output.exceeded }) }
   if (parse.ok) {
     next.pending = parse.actions
     return route(next)
@@ -170,18 +170,32 @@ export function withMessage(context: AgentContext, from: string, text: string): 
 }
 
 export function fail(context: AgentContext, error: unknown): AgentContext {
-  return failed(context, toErrorInfo(error))
+  return failed(context, { error: toErrorInfo(error) })
 }
 
 /**
  * The context of an agent that failed with `error`. A process turn that failed (`process`) is kept
  * in its history and busy time as a good turn is: its exit code and stderr say why.
  */
-export function failed(context: AgentContext, error: ErrorInfo, process?: ProcessRecord): AgentContext {
-  const next = { ...context, error, endedAt: Date.now() }
+export function failed(
+  context: AgentContext,
+  {
+    error,
+    process,
+    busyMs = 0,
+    retries = 0,
+  }: { error: ErrorInfo; process?: ProcessRecord; busyMs?: number; retries?: number },
+): AgentContext {
+  const next = {
+    ...context,
+    error,
+    endedAt: Date.now(),
+    busyMs: context.busyMs + busyMs,
+    retries: context.retries + retries,
+  }
   if (process) {
     next.processes = [...context.processes, process]
-    next.busyMs = context.busyMs + process.durationMs
+    next.busyMs += process.durationMs
   }
   return next
 }

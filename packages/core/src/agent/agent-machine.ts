@@ -33,8 +33,11 @@ export type AgentMachineEvent =
   | { type: 'MESSAGE'; from: string; text: string }
   /** The agent's deadline moves: a run resumed after time stopped gives its agents that time back. */
   | { type: 'DEADLINE'; deadline: number }
-  /** `process`: what the failed turn of a process agent left behind, kept in its context. */
-  | { type: 'FAIL'; error: ErrorInfo; process?: ProcessRecord }
+  /**
+   * `process`: what the failed turn of a process agent left behind, kept in its context;
+   * `busyMs` and `retries`: the time and the model retries of a call the failure cut off.
+   */
+  | { type: 'FAIL'; error: ErrorInfo; process?: ProcessRecord; busyMs?: number; retries?: number }
 
 /**
  * One agent's whole life. `running` is its loop: `thinking` (one model call), then `acting` on
@@ -59,9 +62,7 @@ export const agentMachine = setup({
     hasActions: ({ context }) => context.pending.length > 0,
   },
   actions: {
-    fail: assign(({ context, event }) =>
-      event.type === 'FAIL' ? failed(context, event.error, event.process) : context,
-    ),
+    fail: assign(({ context, event }) => (event.type === 'FAIL' ? failed(context, event) : context)),
     /** A model reply or an action's outcome becomes the agent's context; a repair is reported. */
     applyStep: enqueueActions(({ context, event, enqueue }) => {
       const step = stepOf(context, event)
@@ -205,10 +206,15 @@ export const agentMachine = setup({
   },
 })
 
-/** The event that fails an agent with `error`; a failed process turn's record goes with it. */
-export function failEvent(error: unknown): Extract<AgentMachineEvent, { type: 'FAIL' }> {
+/**
+ * The event that fails an agent with `error`, cutting off a call that has run for `busyMs`: a
+ * failed process turn's record goes with it, and a model call's retries.
+ */
+export function failEvent(error: unknown, busyMs = 0): Extract<AgentMachineEvent, { type: 'FAIL' }> {
   const event: Extract<AgentMachineEvent, { type: 'FAIL' }> = { type: 'FAIL', error: toErrorInfo(error) }
   if (error instanceof ModelError && error.process) event.process = error.process
+  else if (busyMs > 0) event.busyMs = busyMs
+  if (error instanceof ModelError && error.retries > 0) event.retries = error.retries
   return event
 }
 

@@ -19,6 +19,8 @@ export class AgentEntry {
   controller: AbortController | undefined = undefined
   /** Which effect is current: an outcome of an older one is dropped. 0 when none runs. */
   effect = 0
+  /** When its running model call or tool started: a failure that cuts it off counts the time as busy. */
+  busySince: number | undefined = undefined
   /** The last snapshot seen, the one being written, and the one the store holds. */
   seen: AgentSnapshot | undefined = undefined
   writing: AgentSnapshot | undefined = undefined

@@ -54,6 +54,7 @@ export class Effects {
         if (entry.effect !== token) return
         entry.effect = 0
         entry.controller = undefined
+        entry.busySince = undefined
         this.target.send(entry, event)
       },
       (error: unknown) => {
@@ -61,6 +62,7 @@ export class Effects {
         entry.effect = 0
         entry.controller = undefined
         this.target.failAgent(entry, error)
+        entry.busySince = undefined
       },
     )
   }
@@ -71,5 +73,6 @@ export class Effects {
     if (entry.effect !== 0) entry.controller?.abort(reason())
     entry.effect = 0
     entry.controller = undefined
+    entry.busySince = undefined
   }
 }

@@ -74,6 +74,7 @@ function callModel(
   // Events are built only when someone listens: most runs have no listener, and a step is short.
   if (run.bus.hasListeners) run.emitAgent(context, { type: 'model.started', turn, model: model.name })
   const started = performance.now()
+  entry.busySince = started
   const failed = (error: unknown): never => {
     run.busy.end()
     slot.release(0)

@@ -331,7 +331,8 @@ export class Orchestrator implements EffectHost {
   /** Ends an agent run here as failed, wherever it is (cancel, timeout, an effect that threw). */
   failAgent(entry: AgentEntry, error: unknown): void {
     if (entry.settled || entry.mode !== 'local') return
-    this.send(entry, failEvent(error))
+    const busyMs = entry.busySince === undefined ? 0 : performance.now() - entry.busySince
+    this.send(entry, failEvent(error, busyMs))
   }
 
   /** Delivers a message into the agent's next model turn, whatever state it is in. */

@@ -45,6 +45,7 @@ export function runTool(
   if (run.bus.hasListeners)
     run.emitAgent(context, { type: 'tool.started', callId, tool: tool.name, args: action.args })
   const started = performance.now()
+  entry.busySince = started
   run.busy.begin()
   const completed = (value: unknown): ActOutcome => {
     let result: unknown
