@@ -32,3 +32,57 @@ test('a tool result that is not plain JSON reaches the model readably, never [ob
     '[call_tool big] {"n":"10","m":[["a",1]],"s":["x","y"],"when":"2024-01-02T00:00:00.000Z","error":{"name":"Error","message":"boom"}}',
   )
 })
+
+test("a child's result that is not plain JSON reaches its parent and its dependents readably, and the run goes on", async () => {
+  const rich = { n: 10n, m: new Map([['a', 1]]), s: new Set(['x']) }
+  const slow = defineTool({
+    name: 'slow',
+    description: 'never returns in time',
+    parameters: z.object({}),
+    execute: (_args, ctx) => ctx.sleep(5_000),
+  })
+  const worker = defineAgent({ name: 'worker', instructions: '', tools: [slow], fallback: rich })
+  const reader = defineAgent({ name: 'reader', instructions: '' })
+  const lead = defineAgent({ name: 'lead', instructions: '', subagents: ['worker', 'reader'] })
+  const seen: Record<string, string> = {}
+  const model = scriptedModel({
+    lead: [
+      {
+        action: 'launch_subagents',
+        agents: [
+          { agent: 'worker', task: 'go', id: 'w', timeout_ms: 50 },
+          { agent: 'reader', task: 'read', id: 'r', depends_on: ['w'] },
+        ],
+      },
+      { action: 'wait_for_subagents', ids: ['w'] },
+      (request) => {
+        seen.lead = request.messages.at(-1)!.content
+        return { action: 'wait_for_subagents', ids: ['r'] }
+      },
+      { action: 'finish', result: 'done' },
+    ],
+    worker: [{ action: 'call_tool', tool: 'slow', args: {} }],
+    reader: (request) => {
+      seen.reader = request.messages.map((message) => message.content).join('\n')
+      return { action: 'finish', result: 'read' }
+    },
+  })
+  expect(await createRuntime({ agents: [lead, worker, reader], model }).run('lead', 'go')).toBe('done')
+  expect(seen.lead).toContain('"result":{"n":"10","m":[["a",1]],"s":["x"]}')
+  expect(seen.reader).toContain(
+    'Results of the agents you depend on: [{"id":"w","agent":"worker","status":"completed","result":{"n":"10"',
+  )
+})
+
+test('runPlan refuses a fallback JSON cannot hold, naming the step, instead of a TypeError or a value lost', () => {
+  const worker = defineAgent({ name: 'worker', instructions: '' })
+  const runtime = createRuntime({
+    agents: [worker],
+    model: scriptedModel({ worker: [{ action: 'finish', result: 1 }] }),
+  })
+  for (const fallback of [5n, new Map([['k', 1]]), { at: new Date(0) }]) {
+    expect(() => runtime.runPlan({ agents: [{ id: 's', agent: 'worker', task: 'go', fallback }] })).toThrow(
+      /invalid plan: agents\.0\.fallback: expected a JSON value/,
+    )
+  }
+})

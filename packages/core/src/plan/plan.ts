@@ -13,6 +13,8 @@ export interface Plan {
   onCycle?: 'refuse' | 'sequential'
 }
 
+const jsonValue = z.json()
+
 const stepSchema = z.object({
   id: z.string().regex(childIdPattern, 'expected 1-48 letters, digits, "_" or "-"'),
   agent: z.string().min(1),
@@ -20,7 +22,14 @@ const stepSchema = z.object({
   depends_on: z.array(z.string()).optional(),
   priority: z.number().optional(),
   timeout_ms: z.number().positive().optional(),
-  fallback: z.unknown().optional(),
+  // The plan is stored as the JSON text of its root's task: what JSON cannot hold is refused here.
+  fallback: z
+    .unknown()
+    .refine(
+      (value) => jsonValue.safeParse(value).success,
+      'expected a JSON value (no BigInt, Map, Set, Date, NaN or Infinity)',
+    )
+    .optional(),
 })
 
 export const planSchema = z.object({

@@ -20,7 +20,7 @@ export function childResultsMessage(
   let content =
     results.length === 0
       ? 'No sub-agents to wait for.'
-      : `Sub-agents settled (${results.length}): ${JSON.stringify(results)}`
+      : `Sub-agents settled (${results.length}): ${renderValue(results, Number.POSITIVE_INFINITY)}`
   if (conflicts.length > 0) {
     content += `\nConflicts (files changed by more than one of them): ${JSON.stringify(conflicts)}`
   }
