@@ -122,9 +122,19 @@ export function parallelPlan(launch: Extract<Launch, { kind: 'parallel' }>): Pla
   }
 }
 
-/** Tasks separated by the word AND in capitals (a task's own "and" stays), trimmed; empty ones are an error. */
+/**
+ * Tasks separated by the word AND in capitals, trimmed; a task's own "and", and an AND inside
+ * double quotes ("pros AND cons"), stay in it. Empty tasks are an error.
+ */
 export function splitTasks(text: string): string[] {
-  const tasks = text.split(/\bAND\b/).map((task) => task.trim())
+  // Quoted phrases are matched whole, so only an AND outside quotes separates.
+  const parts = text.match(/"[^"]*"?|\bAND\b|[^"A]+|A/g) ?? []
+  const pieces = ['']
+  for (const part of parts) {
+    if (part === 'AND') pieces.push('')
+    else pieces[pieces.length - 1] += part
+  }
+  const tasks = pieces.map((task) => task.trim())
   if (tasks.some((task) => task.length === 0)) {
     throw new InvalidInputError(`cannot split "${text}" into tasks: expected "task A AND task B AND …"`)
   }
