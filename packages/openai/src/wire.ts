@@ -81,6 +81,15 @@ export function toWireTools(tools: readonly ToolSpec[]): WireTool[] {
 export function fromCompletion(body: unknown): Omit<ModelReply, 'cost' | 'retries'> {
   const completion = body as Partial<OpenAI.Chat.Completions.ChatCompletion> | null
   const choice = Array.isArray(completion?.choices) ? completion.choices[0] : undefined
+  // Some gateways answer 200 with `{ error: { message, code } }` (an upstream refusal or rate limit).
+  const error = (body as { error?: { message?: unknown; code?: unknown } } | null)?.error
+  if (!choice && typeof error?.message === 'string') {
+    const status = typeof error.code === 'number' ? error.code : undefined
+    throw new ModelError(`the server answered with an error: ${error.message}`, {
+      ...(status !== undefined && { status }),
+      retryable: status !== undefined && (status === 408 || status === 429 || status >= 500),
+    })
+  }
   if (!choice || typeof choice !== 'object' || !choice.message || typeof choice.message !== 'object') {
     throw new ModelError(
       `malformed response: expected a chat completion with choices[0].message, got ${describeBody(body)}`,

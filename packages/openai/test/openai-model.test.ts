@@ -292,6 +292,15 @@ describe('openaiModel on a real local server', () => {
     expect(run.metrics().perAgent[0]).toMatchObject({ status: 'failed', retries: 2 })
   })
 
+  test('a 200 whose body is an error (as some gateways send) is a ModelError with its message', async () => {
+    const api = await serve(() => ({ json: { error: { message: 'upstream rate limited', code: 429 } } }))
+    const model = openaiModel({ model: 'm', baseURL: api.baseURL, apiKey })
+    const error = await model.complete(request()).catch((e: unknown) => e)
+    expect(error).toBeInstanceOf(ModelError)
+    expect(error).toMatchObject({ status: 429, retryable: true })
+    expect((error as Error).message).toBe('the server answered with an error: upstream rate limited')
+  })
+
   test('a permanent failure is not retried', async () => {
     const api = await serve(() => ({
       json: { error: { message: 'Incorrect API key provided' } },
