@@ -84,9 +84,15 @@ describe('the think/act loop as pure functions', () => {
       toolCallId: 'c2',
       content: expect.stringMatching(/skipped/),
     })
-    expect(afterAct(acting, { messages: [], refused: 'too many' }, 0).context.error?.code).toBe(
-      'LIMIT_EXCEEDED',
-    )
+    // Out of repairs: a limit that refused it fails the agent with LIMIT_EXCEEDED, a launch the model got wrong with PARSE_ERROR.
+    const byLimit = { messages: [], refused: 'too many', refusedBy: 'maxAgents' }
+    expect(afterAct(acting, byLimit, 0).context.error?.code).toBe('LIMIT_EXCEEDED')
+    expect(
+      afterAct(acting, { messages: [], refused: 'dependency cycle a → b → a' }, 0).context.error,
+    ).toMatchObject({
+      code: 'PARSE_ERROR',
+      message: 'dependency cycle a → b → a',
+    })
   })
 
   test('a launch adds its children; a tool that needs a person suspends on it', () => {

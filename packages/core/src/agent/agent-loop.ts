@@ -39,8 +39,10 @@ export interface SettledGroup {
 export interface ActOutcome {
   messages: ChatMessage[]
   children?: ChildLink[]
-  /** Set when the action was refused (a limit): the rest of the reply is dropped. */
+  /** Set when the action was refused (a limit, a cycle, an id used twice): the rest of the reply is dropped. */
   refused?: string
+  /** The limit that refused it, when one did. */
+  refusedBy?: string
   /** Set when the action needs an approval or input from outside first. */
   suspend?: Awaiting
   durationMs?: number
@@ -116,7 +118,11 @@ export function afterAct(context: AgentContext, output: ActOutcome, maxRepairs: 
       repaired.repairs = context.repairs + 1
       return { context: repaired, repair: output.refused }
     }
-    return { context: fail(context, new LimitExceededError('launch', output.refused)) }
+    const error =
+      output.refusedBy === undefined
+        ? new ParseError(output.refused)
+        : new LimitExceededError(output.refusedBy, output.refused)
+    return { context: fail(context, error) }
   }
   const next = { ...context }
   if (output.suspend !== undefined) {

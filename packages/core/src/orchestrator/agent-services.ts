@@ -120,7 +120,11 @@ export function createAgentServices(run: EffectHost): AgentServices {
     signal: AbortSignal,
   ): Promise<ActOutcome> {
     const outcome = await run.launch(entry, action, signal)
-    if (!outcome.ok) return { messages: [actionReply(action, outcome.reason)], refused: outcome.reason }
+    if (!outcome.ok) {
+      const refused: ActOutcome = { messages: [actionReply(action, outcome.reason)], refused: outcome.reason }
+      if (outcome.limit !== undefined) refused.refusedBy = outcome.limit
+      return refused
+    }
     const ids = outcome.children.map((child) => child.localId)
     return {
       messages: [actionReply(action, `launched: ${ids.join(', ')}`)],

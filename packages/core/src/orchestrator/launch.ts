@@ -33,7 +33,10 @@ export interface LaunchHost {
   startWhenReady(entry: AgentEntry): void
 }
 
-export type LaunchOutcome = { ok: true; children: ChildLink[] } | { ok: false; reason: string }
+/** A launch refused: why, and the limit that refused it when one did (a cycle or an id clash is none). */
+export type LaunchRefusal = { ok: false; reason: string; limit?: string }
+
+export type LaunchOutcome = { ok: true; children: ChildLink[] } | LaunchRefusal
 
 /** A child of the launch: its link, its dependencies as run-wide ids, and whether it exists already. */
 export interface PlannedChild {
@@ -46,7 +49,7 @@ export interface PlannedChild {
 
 export type LaunchPlan =
   | { ok: true; children: PlannedChild[]; warnings: string[]; existing: boolean }
-  | { ok: false; reason: string }
+  | LaunchRefusal
 
 /**
  * Decides what a launch creates: ids, limits, dependencies. Pure apart from reading the
@@ -116,12 +119,14 @@ export function planLaunch(
     return {
       ok: false,
       reason: `launch refused: ${specs.length} sub-agents requested, at most ${limits.maxChildrenPerLaunch} per launch (limit maxChildrenPerLaunch)`,
+      limit: 'maxChildrenPerLaunch',
     }
   }
   if (parent.depth + 1 > limits.maxDepth) {
     return {
       ok: false,
       reason: `launch refused: sub-agents would be at depth ${parent.depth + 1}, the maximum depth is ${limits.maxDepth} (limit maxDepth)`,
+      limit: 'maxDepth',
     }
   }
   const agents = registry.size + pending
@@ -129,6 +134,7 @@ export function planLaunch(
     return {
       ok: false,
       reason: `launch refused: the run has ${agents} agents and ${missing} more would pass the maximum of ${limits.maxAgents} (limit maxAgents)`,
+      limit: 'maxAgents',
     }
   }
   return { ok: true, children, warnings, existing: false }
