@@ -1,6 +1,7 @@
 import { startServer } from '@cohort/cli'
-import type { Run } from '@cohort/core'
+import { createRuntime, defineAgent, defineTool, type Run, scriptedModel } from '@cohort/core'
 import { describe, expect, test } from 'vitest'
+import { z } from 'zod'
 import { twoAgentsOnCall0 } from './fixtures/call-0-approvals.js'
 import { waitUntil } from './support/scripts.js'
 
@@ -136,4 +137,45 @@ describe('run.approve cannot tell two agents apart (issue 23, item 5)', () => {
       await server.close()
     }
   })
+})
+
+test('an answer no record could hold (nested too deep, or a cycle) is refused, in process and over HTTP, and the agent still waits', async () => {
+  const ask = defineTool({
+    name: 'ask',
+    description: 'asks a person',
+    parameters: z.object({}),
+    execute: (_args, ctx) => ctx.suspend('which region?'),
+  })
+  const asker = defineAgent({ name: 'asker', instructions: '', tools: [ask] })
+  const model = scriptedModel({
+    asker: [
+      { action: 'call_tool', tool: 'ask', args: {} },
+      (request) => ({ action: 'finish', result: request.messages.at(-1)?.content }),
+    ],
+  })
+  const runtime = createRuntime({ agents: [asker], model })
+  const server = await startServer({ runtime, root: 'asker', port: 0 })
+  try {
+    const run = runtime.start('asker', 'go', { runId: 'deep' })
+    await new Promise<void>((resolve) => run.on('agent.suspended', () => resolve()))
+    const deep = JSON.parse(`${'['.repeat(3000)}${']'.repeat(3000)}`)
+    const cyclic: Record<string, unknown> = { region: 'eu' }
+    cyclic.self = cyclic
+    for (const payload of [deep, cyclic]) {
+      expect(() => run.resume('asker', payload)).toThrow(/nested deeper than 500 levels, or refers to itself/)
+    }
+    const response = await fetch(new URL('api/runs/deep/agents/asker/resume', server.url), {
+      method: 'POST',
+      headers: { authorization: `Bearer ${server.token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ payload: deep }),
+    })
+    expect(response.status).toBe(400)
+    expect(((await response.json()) as { error: string }).error).toMatch(/nested deeper than 500 levels/)
+    expect((await run.snapshot()).agents[0]).toMatchObject({ status: 'suspended' })
+
+    run.resume('asker', { region: 'eu-west' })
+    expect(await run.result).toMatch(/eu-west/)
+  } finally {
+    await server.close()
+  }
 })

@@ -1,4 +1,5 @@
 import { InvalidInputError } from '../errors.js'
+import { assertStorable } from '../persistence/codec.js'
 import type { AgentEntry } from './agent-entry.js'
 import type { Orchestrator } from './orchestrator.js'
 
@@ -29,6 +30,7 @@ export class RunControl {
         `agent ${agentId} is not waiting for input or approval (it is ${this.state(entry)})`,
       )
     }
+    if (awaiting.kind === 'input') assertStorable(payload, `the answer to agent ${agentId}`)
     const answer =
       awaiting.kind === 'approval' ? { approved: true as const } : { payload: this.run.redact(payload) }
     this.run.send(entry, { type: 'ANSWERED', answer })

@@ -1,6 +1,7 @@
 import superjson from 'superjson'
 import type { z } from 'zod'
 import { InvalidInputError, SnapshotError } from '../errors.js'
+import { jsonDepth } from '../protocol/extract-json.js'
 import {
   type AgentRecord,
   agentRecordSchema,
@@ -97,6 +98,21 @@ export function encodeAgentRecordParts(
 }
 
 type Serialized = ReturnType<typeof superjson.serialize>
+
+/** How deep a value from outside (an answer to an agent) may nest: deeper ones overflow the encoder's stack. */
+export const maxStoredDepth = 500
+
+/**
+ * Refuses a value from outside that no record could hold (nested past `maxStoredDepth`, or a
+ * cycle), before it reaches an agent: written later, it would fail the run instead.
+ */
+export function assertStorable(value: unknown, what: string): void {
+  if (jsonDepth(value, maxStoredDepth) > maxStoredDepth) {
+    throw new InvalidInputError(
+      `${what} is nested deeper than ${maxStoredDepth} levels, or refers to itself: a run cannot store it`,
+    )
+  }
+}
 
 /** True when `JSON.stringify` keeps `value` exactly: no Date, Map, Set, BigInt, NaN, cycle or undefined in an array. */
 function isPlainJson(value: unknown): boolean {
