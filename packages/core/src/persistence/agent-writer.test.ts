@@ -211,3 +211,24 @@ test('waiting for a state that is stored, or in the batch in flight, writes it n
   await writer.written({ id: 'b' })
   expect(saved).toEqual(['a', 'b', 'c', 'c'])
 })
+
+test('a record that cannot be made fails the writer with an error naming its agent', async () => {
+  const errors: unknown[] = []
+  const writer = new AgentWriter<{ id: string }>(
+    memoryStore(),
+    'r1',
+    10_000,
+    (error) => errors.push(error),
+    (agent) => {
+      if (agent.id === 'lead.bad') throw new RangeError('Maximum call stack size exceeded')
+      return recordOf(agent.id)
+    },
+  )
+  writer.schedule({ id: 'lead' })
+  writer.schedule({ id: 'lead.bad' })
+  await expect(writer.flush()).rejects.toThrow(
+    'store write of agent lead.bad (run r1) failed: Maximum call stack size exceeded',
+  )
+  expect(errors).toHaveLength(1)
+  expect(errors[0]).toBeInstanceOf(StoreError)
+})

@@ -99,13 +99,15 @@ export class AgentWriter<Agent extends { readonly id: string }> {
     const batch = [...this.queued.values()]
     this.flying = this.queued
     this.queued = new Map()
-    let records: AgentRecord[]
-    try {
-      records = batch.map(({ agent }) => this.toRecord(agent))
-    } catch (error) {
-      this.flying = noneFlying
-      this.fail(error)
-      return
+    const records: AgentRecord[] = []
+    for (const { agent } of batch) {
+      try {
+        records.push(this.toRecord(agent))
+      } catch (error) {
+        this.flying = noneFlying
+        this.fail(error, [agent.id])
+        return
+      }
     }
     const storedMessages = records.map((record) =>
       storedPrefix(this.storedHistory.get(record.id), record.snapshot.context.messages),
