@@ -123,35 +123,47 @@ export function memoryStore(options: MemoryStoreOptions = {}): RunStore {
 
 /**
  * The finished runs' ids and times, oldest first (`byAge`): retention removes from the front, and
- * stops at the first run it keeps. Runs finish in time order, so a finished run is appended; one
- * that is not (a record saved with an earlier time) has the order made again.
+ * stops at the first run it keeps. Runs finish in time order, so a finished run mostly goes at
+ * the end; one that does not (finished in the same millisecond with a smaller id, or saved with
+ * an earlier time) is put in its place by a binary search, not by sorting them all again.
  */
 function finishedRuns() {
-  let byTime = new Map<RunId, number>()
-  let newest: { id: RunId; updatedAt: number } | undefined
+  const order: { id: RunId; updatedAt: number }[] = []
+  const times = new Map<RunId, number>()
+  /** Where `run` is, or goes, in `order`. */
+  const indexOf = (run: { id: RunId; updatedAt: number }) => {
+    let low = 0
+    let high = order.length
+    while (low < high) {
+      const middle = (low + high) >>> 1
+      if (byAge(order[middle]!, run) < 0) low = middle + 1
+      else high = middle
+    }
+    return low
+  }
+  const remove = (id: RunId) => {
+    const updatedAt = times.get(id)
+    if (updatedAt === undefined) return
+    times.delete(id)
+    order.splice(indexOf({ id, updatedAt }), 1)
+  }
   return {
     add(id: RunId, updatedAt: number) {
-      byTime.delete(id)
-      byTime.set(id, updatedAt)
+      remove(id)
       const run = { id, updatedAt }
-      if (newest === undefined || byAge(newest, run) <= 0) newest = run
-      else
-        byTime = new Map(
-          [...byTime].sort(([a, at], [b, bt]) => byAge({ id: a, updatedAt: at }, { id: b, updatedAt: bt })),
-        )
+      const last = order.at(-1)
+      if (last === undefined || byAge(last, run) <= 0) order.push(run)
+      else order.splice(indexOf(run), 0, run)
+      times.set(id, updatedAt)
     },
-    remove(id: RunId) {
-      byTime.delete(id)
-    },
+    remove,
     removeBeyond(retention: RunRetention, now: number): RunId[] {
       const max = retention.maxFinishedRuns ?? Number.POSITIVE_INFINITY
       const cutoff = retention.maxAgeMs === undefined ? Number.NEGATIVE_INFINITY : now - retention.maxAgeMs
-      const removed: RunId[] = []
-      for (const [id, updatedAt] of byTime) {
-        if (byTime.size <= max && updatedAt >= cutoff) break
-        byTime.delete(id)
-        removed.push(id)
-      }
+      let count = 0
+      while (count < order.length && (order.length - count > max || order[count]!.updatedAt < cutoff)) count++
+      const removed = order.splice(0, count).map((run) => run.id)
+      for (const id of removed) times.delete(id)
       return removed
     },
   }
