@@ -602,3 +602,46 @@ test('agents whose parent ended before the crash end on resume, with nothing of 
     expect(record.snapshot.context.error?.message).toBe('parent top.mid has ended')
   }
 })
+
+test('a run resumed from the store sends its model the messages an uninterrupted run sends, key for key', async () => {
+  const echo = defineTool({
+    name: 'echo',
+    description: 'echoes',
+    parameters: z.object({ text: z.string() }),
+    execute: ({ text }) => text,
+  })
+  const solo = defineAgent({ name: 'solo', instructions: 'Echo.', tools: [echo] })
+  const requests: string[] = []
+  let gate: Promise<void> = Promise.resolve()
+  const model = scriptedModel({
+    solo: [
+      { text: '', toolCalls: [{ id: 'call_0', name: 'echo', arguments: '{"text":"hi"}' }] },
+      async (request) => {
+        requests.push(JSON.stringify(request.messages))
+        await gate
+        return { action: 'finish', result: 'done' }
+      },
+    ],
+  })
+  const runtime = () => createRuntime({ agents: [solo], model, store: fileStore(dir) })
+  expect(await runtime().run('solo', 'go', { runId: 'straight' })).toBe('done')
+
+  let open: () => void = () => {}
+  gate = new Promise((resolve) => {
+    open = resolve
+  })
+  const run = runtime().start('solo', 'go', { runId: 'cut' })
+  await new Promise<void>((resolve) => {
+    const wait = setInterval(() => {
+      if (requests.length === 2) {
+        clearInterval(wait)
+        resolve()
+      }
+    }, 5)
+  })
+  await run.detach()
+  open()
+  expect(await (await runtime().resume('cut')).result).toBe('done')
+  expect(requests).toHaveLength(3)
+  expect(requests[2]).toBe(requests[0])
+})

@@ -1,6 +1,6 @@
 import type { AgentMachineEvent } from '../agent/agent-machine.js'
 import { CancelledError, CohortError, type ErrorInfo, fromErrorInfo, TimeoutError } from '../errors.js'
-import { renderValue } from '../protocol/feedback.js'
+import { renderResults } from '../protocol/feedback.js'
 import { type AgentEntry, childResult } from './agent-entry.js'
 
 /** What settlement needs of its run. */
@@ -54,9 +54,7 @@ export class Settlement {
     const { timeoutMs } = entry.context
     const deadline = timeoutMs === null ? null : Date.now() + timeoutMs
     const note =
-      results.length > 0
-        ? `Results of the agents you depend on: ${renderValue(results, Number.POSITIVE_INFINITY)}`
-        : undefined
+      results.length > 0 ? `Results of the agents you depend on: ${renderResults(results)}` : undefined
     this.run.send(entry, { type: 'START', deadline, ...(note !== undefined && { note }) })
     if (deadline !== null) this.armTimeout(entry, deadline)
   }
