@@ -91,3 +91,35 @@ test('an agent that waits on a person is logged with what it waits for', async (
   await logger.close?.()
   expect(output()).toMatch(/AGENT ops suspended, waiting for approval of deploy \(call ops#0\.0\)/)
 })
+
+test("a run's log folder removed while it runs (a prune elsewhere) is made again for its next lines", async () => {
+  const dir = await mkdtemp(path.join(tmpdir(), 'cohort-logs-'))
+  const logger = createLogger({ dir, console: false })
+  let removed = false
+  const pause = defineTool({
+    name: 'pause',
+    description: 'waits until the log folder is gone',
+    parameters: z.object({}),
+    execute: async (_args, ctx) => {
+      await logger.close?.()
+      await rm(path.join(dir, ctx.runId), { recursive: true, force: true })
+      removed = true
+      return 'ok'
+    },
+  })
+  const solo = defineAgent({ name: 'solo', instructions: '', tools: [pause] })
+  const model = scriptedModel({
+    solo: [
+      { action: 'call_tool', tool: 'pause', args: {} },
+      { action: 'finish', result: 'after the prune' },
+    ],
+  })
+  const run = createRuntime({ agents: [solo], model, logger }).start('solo', 'go')
+  await run.result
+  await logger.close?.()
+  expect(removed).toBe(true)
+  expect(await readFile(path.join(dir, run.id, 'solo.log'), 'utf8')).toMatch(
+    /solo completed in \d+ ms: after the prune/,
+  )
+  await rm(dir, { recursive: true, force: true })
+})

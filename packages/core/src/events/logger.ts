@@ -95,7 +95,6 @@ export function createLogger(options: LoggerOptions = {}): EventSink {
 /** One file per agent with millisecond timestamps; appends are queued per file, never blocking. */
 class AgentFilesTransport extends Transport {
   private readonly queues = new Map<string, Promise<void>>()
-  private readonly createdDirs = new Map<string, Promise<unknown>>()
 
   constructor(private readonly dir: string) {
     super()
@@ -105,13 +104,9 @@ class AgentFilesTransport extends Transport {
     const info = raw as LogInfo
     const file = path.join(this.dir, info.runId, `${info.agentId ?? '_run'}.log`)
     const line = `${new Date(info.at).toISOString()} +${info.elapsedMs}ms [${info.category}] ${info.message}\n`
-    const folder = path.dirname(file)
-    let created = this.createdDirs.get(folder)
-    if (!created) {
-      created = mkdir(folder, { recursive: true })
-      this.createdDirs.set(folder, created)
-    }
-    const previous = this.queues.get(file) ?? created
+    // The folder is made (again) when a file's queue starts: nothing is kept per run once its lines
+    // are written, in a server that logs runs for months, and a folder removed meanwhile comes back.
+    const previous = this.queues.get(file) ?? mkdir(path.dirname(file), { recursive: true })
     const next = previous.then(() => appendFile(file, line)).catch(() => {})
     this.queues.set(file, next)
     void next.then(() => {
