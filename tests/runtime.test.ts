@@ -716,3 +716,27 @@ describe('run ids', () => {
     )
   })
 })
+
+describe('runtime events', () => {
+  test("runtime.on hears every run's events from now on, one type or all, until unsubscribed", async () => {
+    const solo = defineAgent({ name: 'solo', instructions: '' })
+    const runtime = createRuntime({
+      agents: [solo],
+      model: scriptedModel({ solo: [{ action: 'finish', result: 'ok' }] }),
+    })
+    const all: string[] = []
+    const completed: string[] = []
+    const offAll = runtime.on('event', (event) => all.push(`${event.runId} ${event.type}`))
+    runtime.on('run.completed', (event) => completed.push(`${event.runId} ${String(event.result)}`))
+    await runtime.run('solo', 'go', { runId: 'one' })
+    await runtime.run('solo', 'go', { runId: 'two' })
+    expect(completed).toEqual(['one ok', 'two ok'])
+    expect(all.filter((line) => line.startsWith('one '))[0]).toBe('one run.started')
+    expect(all.filter((line) => line.startsWith('two ')).at(-1)).toBe('two run.completed')
+    offAll()
+    const before = all.length
+    await runtime.run('solo', 'go', { runId: 'three' })
+    expect(all).toHaveLength(before)
+    expect(completed).toEqual(['one ok', 'two ok', 'three ok'])
+  })
+})

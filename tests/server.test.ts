@@ -115,6 +115,18 @@ describe('cohort serve: HTTP API and event stream', () => {
     expect((await api('POST', `${server.url}api/runs/ship-1/cancel`)).status).toBe(409)
   })
 
+  test('a run the host app starts itself, on the runtime it serves, is streamed too', async () => {
+    const runtime = approvalRuntime(dir)
+    server = await startServer({ runtime })
+    token = server.token
+    const { received, socket } = events(server.url)
+    await new Promise((resolve) => socket.once('open', resolve))
+    runtime.start('operator', 'ship it', { runId: 'embedded' })
+    await waitUntil(() => received.some((m) => m.event.type === 'agent.suspended'))
+    expect(received[0]?.event).toMatchObject({ type: 'run.started', runId: 'embedded' })
+    socket.close()
+  })
+
   test('one run id asked for by many requests at once: one starts it, the others get 409, as one after another would', async () => {
     // A store that takes its time to answer, as a database over a network does.
     const files = fileStore(path.join(dir, 'slow'))

@@ -16,10 +16,8 @@ export interface ApiHost {
   /** The agent a run starts with when a request names none. */
   root: string
   events: EventStream
-  /** A run of this process, or the stored one brought back to life, its events broadcast. */
+  /** A run of this process, or the stored one brought back to life. */
   live(runId: string): Promise<Run>
-  /** Starts broadcasting a run's events. */
-  watch(run: Run): Run
   onStart?: ((runId: string) => Promise<void>) | undefined
 }
 
@@ -48,9 +46,7 @@ export function registerApi(app: OpenAPIHono<ServerEnv>, host: ApiHost): void {
       // Another request may have started it while the store answered.
       if (runtime.get(body.runId)) throw taken()
     }
-    const run = host.watch(
-      runtime.start(body.agent ?? host.root, body.task, body.runId ? { runId: body.runId } : {}),
-    )
+    const run = runtime.start(body.agent ?? host.root, body.task, body.runId ? { runId: body.runId } : {})
     // Answer once the run is stored, so a client that lists runs next sees it.
     await new Promise<void>((resolve) => {
       const off = run.on('run.started', () => {

@@ -63,15 +63,7 @@ export async function startServer(options: ServerOptions): Promise<CohortServer>
     heartbeatMs: options.heartbeatMs ?? defaultStreamLimits.heartbeatMs,
   })
   const inspector = await loadInspector()
-  const watched = new WeakSet<Run>()
-  const watch = (run: Run) => {
-    if (watched.has(run)) return run
-    watched.add(run)
-    run.on('event', (event) => events.broadcast(event))
-    return run
-  }
-  const live = async (runId: string): Promise<Run> =>
-    watch(runtime.get(runId) ?? (await runtime.resume(runId)))
+  const live = async (runId: string): Promise<Run> => runtime.get(runId) ?? (await runtime.resume(runId))
 
   // The app needs the port (its own origins, its cookie), known once listening; no request comes before.
   let app: Hono<ServerEnv> | undefined
@@ -97,11 +89,13 @@ export async function startServer(options: ServerOptions): Promise<CohortServer>
     allowHosts,
     allowOrigins,
   })
+  // Every run of the runtime is streamed: those started here, and those the host app starts itself.
+  const offEvents = runtime.on('event', (event) => events.broadcast(event))
   app = createApp({
     access,
     allowOrigins,
     inspector,
-    api: { runtime, root, events, live, watch, onStart: options.onStart },
+    api: { runtime, root, events, live, onStart: options.onStart },
   })
 
   const shown = address.family === 'IPv6' ? `[${address.address}]` : address.address
@@ -124,6 +118,7 @@ export async function startServer(options: ServerOptions): Promise<CohortServer>
       return resumed
     },
     async close() {
+      offEvents()
       await events.close()
       const closed = new Promise<void>((resolve) => server.close(() => resolve()))
       if ('closeAllConnections' in server) server.closeAllConnections()

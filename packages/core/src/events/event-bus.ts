@@ -1,15 +1,18 @@
-import type { CohortEvent } from './types.js'
+import type { CohortEvent, CohortEventType } from './types.js'
 
 export type EventListener = (event: CohortEvent) => void
 
 /**
- * Fan-out of one run's events. Listeners run synchronously in order; one that throws is
- * reported once and never breaks the run. `iterate()` buffers for slow consumers.
+ * Fan-out of one run's events, and on to `parent` (the runtime's bus, for every run). Listeners
+ * run synchronously in order; one that throws is reported once and never breaks the run.
+ * `iterate()` buffers for slow consumers.
  */
 export class EventBus {
   private readonly listeners = new Set<EventListener>()
   private closed = false
   private readonly closeWaiters = new Set<() => void>()
+
+  constructor(private readonly parent?: EventBus) {}
 
   emit(event: CohortEvent): void {
     for (const listener of this.listeners) {
@@ -20,11 +23,23 @@ export class EventBus {
         process.emitWarning(`cohort: an event listener threw and was removed: ${String(error)}`)
       }
     }
+    this.parent?.emit(event)
   }
 
   subscribe(listener: EventListener): () => void {
     this.listeners.add(listener)
     return () => this.listeners.delete(listener)
+  }
+
+  /** Subscribes to every event (`'event'`) or to one type; returns the unsubscribe function. */
+  on<T extends CohortEventType>(
+    type: T | 'event',
+    listener: (event: Extract<CohortEvent, { type: T }>) => void,
+  ): () => void {
+    if (type === 'event') return this.subscribe(listener as EventListener)
+    return this.subscribe((event) => {
+      if (event.type === type) listener(event as Extract<CohortEvent, { type: T }>)
+    })
   }
 
   /** No more events will come: iterators finish after draining what they buffered. */
@@ -36,7 +51,7 @@ export class EventBus {
 
   /** Whether anyone listens: events are not even built when nobody does. */
   get hasListeners(): boolean {
-    return this.listeners.size > 0
+    return this.listeners.size > 0 || this.parent?.hasListeners === true
   }
 
   get isClosed(): boolean {

@@ -51,10 +51,7 @@ export class Run {
     type: T | 'event',
     listener: (event: Extract<CohortEvent, { type: T }>) => void,
   ): () => void {
-    if (type === 'event') return this.bus.subscribe(listener as (event: CohortEvent) => void)
-    return this.bus.subscribe((event) => {
-      if (event.type === type) listener(event as Extract<CohortEvent, { type: T }>)
-    })
+    return this.bus.on(type, listener)
   }
 
   snapshot(): Promise<RunSnapshot> {

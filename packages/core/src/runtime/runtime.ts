@@ -4,6 +4,7 @@ import { checkLimits, type RunLimits, resolveLimits } from '../agent/limits.js'
 import { CohortError, InvalidInputError } from '../errors.js'
 import { EventBus } from '../events/event-bus.js'
 import type { EventSink } from '../events/logger.js'
+import type { CohortEvent, CohortEventType } from '../events/types.js'
 import type { ChatModel } from '../models/types.js'
 import { type Answer, answerStored } from '../orchestrator/answer.js'
 import type { Durability, Inspector } from '../orchestrator/config.js'
@@ -120,6 +121,14 @@ export interface Runtime {
   shareLimits(shared: SharedLimits): () => void
   /** Detaches every active run (see `Run.detach`): everything is stored, nothing settles. */
   shutdown(): Promise<void>
+  /**
+   * Subscribes to every event (`'event'`) or one type, of every run this runtime holds, from now
+   * on (a server streaming all its runs); returns the unsubscribe function.
+   */
+  on<T extends CohortEventType>(
+    type: T | 'event',
+    listener: (event: Extract<CohortEvent, { type: T }>) => void,
+  ): () => void
 }
 
 export function createRuntime(options: RuntimeOptions): Runtime {
@@ -168,12 +177,14 @@ export function createRuntime(options: RuntimeOptions): Runtime {
       `durability must be 'sync' or 'async', not ${JSON.stringify(options.durability)}`,
     )
   }
+  // Every run's events pass through it: the logger, and `runtime.on`.
+  const everyRun = new EventBus()
+  if (options.logger) {
+    const sink = options.logger
+    everyRun.subscribe((event) => sink.handle(event))
+  }
   const orchestratorFor = (runId: string, segment?: SegmentHooks) => {
-    const bus = new EventBus()
-    if (options.logger) {
-      const sink = options.logger
-      bus.subscribe((event) => sink.handle(event))
-    }
+    const bus = new EventBus(everyRun)
     const orchestrator = new Orchestrator({
       runId,
       definitions,
@@ -319,6 +330,9 @@ export function createRuntime(options: RuntimeOptions): Runtime {
     },
     async shutdown() {
       await Promise.all(runtime.active().map((run) => run.detach()))
+    },
+    on(type, listener) {
+      return everyRun.on(type, listener)
     },
   }
   return runtime
