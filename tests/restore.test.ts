@@ -146,6 +146,10 @@ test('a run detached mid-step (a server shutting down) resumes in another runtim
   await first.shutdown()
   await expect(run.result).rejects.toMatchObject({ code: 'DETACHED' })
   expect(first.active()).toHaveLength(0)
+  // A runtime shut down starts and resumes nothing: a run would otherwise go on past the shutdown.
+  expect(() => first.start('lead', 'one more')).toThrow(/this runtime was shut down/)
+  await expect(first.resume('detach-1')).rejects.toMatchObject({ code: 'SHUT_DOWN' })
+  expect(first.active()).toHaveLength(0)
   const stored = await first.store.loadRun('detach-1')
   expect(stored?.run.status).toBe('running')
   expect(stored?.agents.map((agent) => agent.snapshot.status)).toEqual(['active', 'active', 'active'])

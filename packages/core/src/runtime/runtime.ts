@@ -119,7 +119,10 @@ export interface Runtime {
    * processes share, from now on (`createWorker` of @cohort/bullmq does it); returns the undo.
    */
   shareLimits(shared: SharedLimits): () => void
-  /** Detaches every active run (see `Run.detach`): everything is stored, nothing settles. */
+  /**
+   * Detaches every active run (see `Run.detach`): everything is stored, nothing settles. From
+   * then on the runtime starts and resumes nothing (a `SHUT_DOWN` error): a new one continues the runs.
+   */
   shutdown(): Promise<void>
   /**
    * Subscribes to every event (`'event'`) or one type, of every run this runtime holds, from now
@@ -221,7 +224,18 @@ export function createRuntime(options: RuntimeOptions): Runtime {
     return { run, orchestrator }
   }
 
+  let shutDown = false
+  const refuseIfShutDown = () => {
+    if (shutDown) {
+      throw new CohortError(
+        'SHUT_DOWN',
+        'this runtime was shut down (runtime.shutdown): it starts and resumes no run; its runs are stored, for a new runtime to resume',
+      )
+    }
+  }
+
   const begin = (agent: string, task: string, startOptions: StartOptions) => {
+    refuseIfShutDown()
     const runId = startOptions.runId ?? nanoid(12)
     assertRunId(runId)
     if (runs.has(runId)) throw new InvalidInputError(`run ${runId} is already running in this runtime`)
@@ -248,6 +262,7 @@ export function createRuntime(options: RuntimeOptions): Runtime {
       return begin(agent, redact(task), startOptions)
     },
     async prepareRun(agent, task, startOptions = {}) {
+      refuseIfShutDown()
       checkStart(agent, task)
       const runId = startOptions.runId ?? nanoid(12)
       assertRunId(runId)
@@ -307,10 +322,13 @@ export function createRuntime(options: RuntimeOptions): Runtime {
     },
     async resume(runId) {
       assertRunId(runId)
+      refuseIfShutDown()
       const live = runs.get(runId)
       if (live) return live.run
       const stored = await store.loadRun(runId)
       if (!stored) throw new CohortError('RUN_NOT_FOUND', `run ${runId} is not in the store`)
+      // Shut down while the store answered: nothing is started any more.
+      refuseIfShutDown()
       const again = runs.get(runId)
       if (again) return again.run
       const { run, orchestrator } = open(runId)
@@ -329,6 +347,7 @@ export function createRuntime(options: RuntimeOptions): Runtime {
       return [...runs.values()].map((entry) => entry.run)
     },
     async shutdown() {
+      shutDown = true
       await Promise.all(runtime.active().map((run) => run.detach()))
     },
     on(type, listener) {
