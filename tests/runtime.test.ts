@@ -718,6 +718,39 @@ describe('run ids', () => {
 })
 
 describe('runtime events', () => {
+  test('a detach ends the stream with run.detached; a call it or a cancel stops adds no failure of its own after its agent ends', async () => {
+    const solo = defineAgent({ name: 'solo', instructions: '' })
+    // A model that answers only when aborted, as a real one cut off does.
+    const model: ChatModel = {
+      name: 'slow',
+      complete: (request) =>
+        new Promise((_, reject) =>
+          request.signal?.addEventListener('abort', () => reject(request.signal?.reason)),
+        ),
+    }
+    const runtime = createRuntime({ agents: [solo], model })
+    const lines = (run: ReturnType<typeof runtime.start>) => {
+      const seen: string[] = []
+      run.on('event', (event) => seen.push(event.type))
+      return seen
+    }
+    const detached = runtime.start('solo', 'go')
+    const detachedEvents = lines(detached)
+    await new Promise<void>((resolve) => detached.on('model.started', () => resolve()))
+    await detached.detach()
+    expect(detachedEvents.at(-1)).toBe('run.detached')
+    expect(detachedEvents).not.toContain('model.failed')
+
+    const cancelled = runtime.start('solo', 'go')
+    const cancelledEvents = lines(cancelled)
+    await new Promise<void>((resolve) => cancelled.on('model.started', () => resolve()))
+    await cancelled.cancel('enough')
+    await cancelled.result.catch(() => {})
+    await new Promise((resolve) => setTimeout(resolve, 20))
+    expect(cancelledEvents.slice(-2)).toEqual(['agent.failed', 'run.cancelled'])
+    expect(cancelledEvents).not.toContain('model.failed')
+  })
+
   test("runtime.on hears every run's events from now on, one type or all, until unsubscribed", async () => {
     const solo = defineAgent({ name: 'solo', instructions: '' })
     const runtime = createRuntime({

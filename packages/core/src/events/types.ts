@@ -25,6 +25,8 @@ export type RunEvent = RunEventBase &
     | { type: 'run.completed'; result: unknown }
     | { type: 'run.failed'; error: ErrorInfo }
     | { type: 'run.cancelled'; reason: string }
+    /** Stopped here without settling (`run.detach`, `runtime.shutdown`): stored, for `resume` to continue. */
+    | { type: 'run.detached' }
   )
 
 export type AgentEvent = AgentEventBase &

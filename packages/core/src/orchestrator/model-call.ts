@@ -87,7 +87,8 @@ function callModel(
       error: toErrorInfo(error),
     }
     if (error instanceof ModelError && error.process) failure.process = error.process
-    run.emitAgent(context, failure)
+    // A call stopped from outside (the agent ended, the run was detached) is told by that event, as a tool's is.
+    if (!signal.aborted) run.emitAgent(context, failure)
     throw error
   }
   run.busy.begin()

@@ -113,6 +113,7 @@ export class RunOutcome {
   /** The run stopped here without settling: the store keeps it, a resume continues it. */
   detached(): void {
     this.run.actor.send({ type: 'DETACH' })
+    this.run.emitRun({ type: 'run.detached' })
     this.rejectResult(
       new CohortError('DETACHED', `run ${this.run.runId} was detached; resume it to continue`),
     )
