@@ -1,27 +1,18 @@
-import { randomUUID } from 'node:crypto'
 import { readdir, readFile, rm } from 'node:fs/promises'
 import path from 'node:path'
 import {
-  type Answer,
   assertRunId,
   CohortError,
-  createLogger,
-  type EventSink,
   hasBounds,
   InvalidInputError,
-  type Run,
   type RunFilter,
-  type RunMetrics,
   type RunRetention,
-  type RunStatus,
-  type RunStore,
-  readRunRecord,
 } from '@cohort/core'
-import type { Home, Launch } from './home.js'
-import { parallelPlan, runtimeFor, splitTasks, storeOfRun } from './launch.js'
-import { liveTree } from './live.js'
+import { durationMs, positiveInt, statuses } from './flags.js'
+import type { Home } from './home.js'
+import { storeOfRun } from './launch.js'
 import { formatMs, oneLine, renderTree, summaryNode } from './tree.js'
-import { type AgentSummary, runView } from './views.js'
+import { runView } from './views.js'
 
 export interface Output {
   out: NodeJS.WriteStream
@@ -30,151 +21,6 @@ export interface Output {
 
 export interface CommonOptions {
   home: Home
-}
-
-/** On a terminal the live tree is drawn and the log goes to files; otherwise plain log lines. */
-function makeLogger(home: Home, io: Output): EventSink {
-  return createLogger({ console: !io.out.isTTY, colors: false, stream: io.out, dir: home.logsDir })
-}
-
-/** Watches a run to its end. Called right after the run starts, so it misses none of its events. */
-async function follow(run: Run, io: Output, logger: EventSink, known: AgentSummary[] = []): Promise<number> {
-  const stop = io.out.isTTY ? liveTree(run, io.out, known) : undefined
-  // Ctrl-C (or SIGTERM) stops the run where it is, stored: `cohort resume` continues it, `cohort cancel` ends it.
-  const onSignal = () => void run.detach()
-  process.once('SIGINT', onSignal)
-  process.once('SIGTERM', onSignal)
-  // A run waiting on a person has nothing in flight: keep the process up, and say what it waits for.
-  const keepAlive = setInterval(() => {}, 60_000)
-  const offSuspended = run.on('agent.suspended', (event) => {
-    if (!event.awaiting) return
-    const { callId, kind, prompt } = event.awaiting
-    const how =
-      kind === 'approval'
-        ? `approval of call ${callId}: Ctrl-C, then \`cohort approve ${run.id} ${event.agentId} ${callId}\` or \`cohort reject ${run.id} ${event.agentId} ${callId}\``
-        : `input (${prompt}): Ctrl-C, then \`cohort answer ${run.id} ${event.agentId} <answer>\``
-    io.err.write(`\n${event.agentId} waits for ${how} (or use \`cohort serve\`).\n`)
-  })
-  let code = 0
-  try {
-    const result = await run.result
-    stop?.()
-    io.out.write(`\nResult: ${JSON.stringify(result, null, 2)}\n`)
-  } catch (error) {
-    stop?.()
-    if (error instanceof CohortError && error.code === 'DETACHED') {
-      io.err.write(`\nStopped; run ${run.id} is stored. \`cohort resume ${run.id}\` continues it.\n`)
-      return 130
-    }
-    io.err.write(
-      `\nRun ${run.id} ${run.status === 'cancelled' ? 'was cancelled' : 'failed'}: ${(error as Error).message}\n`,
-    )
-    code = 1
-  } finally {
-    clearInterval(keepAlive)
-    offSuspended()
-    process.off('SIGINT', onSignal)
-    process.off('SIGTERM', onSignal)
-    await logger.close?.()
-  }
-  io.out.write(
-    `${metricsLine(run.metrics())}\nRun ${run.id}: \`cohort show ${run.id}\`, \`cohort logs ${run.id}\`\n`,
-  )
-  return code
-}
-
-/**
- * The run's id, known before it starts so its launch record is written first (a crash at any
- * point leaves a resumable run). An id of the user's that is taken is refused before anything is written.
- */
-async function runIdFor(store: RunStore, chosen: string | undefined): Promise<string> {
-  if (chosen === undefined) return randomUUID().replaceAll('-', '').slice(0, 16)
-  assertRunId(chosen)
-  if (await readRunRecord(store, chosen).catch(() => true)) {
-    throw new InvalidInputError(
-      `run ${chosen} already exists: \`cohort resume ${chosen}\`, or pick another --run-id`,
-    )
-  }
-  return chosen
-}
-
-function metricsLine(metrics: RunMetrics): string {
-  return `Wall ${formatMs(metrics.wallMs)}, agents busy ${formatMs(metrics.busyMs)}: speedup ${metrics.speedup}×, efficiency ${metrics.efficiency}; ${metrics.completed} completed, ${metrics.failed} failed, ${metrics.tokens.total} tokens`
-}
-
-export async function runCommand(
-  configFile: string,
-  task: string | undefined,
-  options: CommonOptions & { agent?: string; runId?: string },
-  io: Output,
-): Promise<number> {
-  const { home } = options
-  const launch: Launch = { kind: 'config', config: path.resolve(configFile) }
-  const logger = makeLogger(home, io)
-  const hosted = await runtimeFor(launch, home, logger)
-  const agent = options.agent ?? hosted.root
-  const text = task ?? hosted.task
-  if (!text) throw new InvalidInputError('no task: give one after the config, or set `task` in the config')
-  // Checked before the launch is saved: a run that never starts leaves nothing behind.
-  if (!hosted.agents.includes(agent)) {
-    throw new InvalidInputError(
-      `--agent "${agent}" is not an agent of the config; its agents: ${hosted.agents.join(', ')}`,
-    )
-  }
-  const runId = await runIdFor(hosted.runtime.store, options.runId)
-  await home.saveLaunch(runId, launch)
-  return follow(hosted.runtime.start(agent, text, { runId }), io, logger)
-}
-
-export async function parallelCommand(
-  text: string,
-  options: CommonOptions & { command?: string; arg?: string[]; base?: string; runId?: string },
-  io: Output,
-): Promise<number> {
-  const { home } = options
-  const launch: Launch = { kind: 'parallel', tasks: splitTasks(text) }
-  if (options.command) launch.command = options.command
-  if (options.arg?.length) launch.args = options.arg
-  if (options.base) launch.base = path.resolve(options.base)
-  const logger = makeLogger(home, io)
-  const hosted = await runtimeFor(launch, home, logger)
-  const runId = await runIdFor(hosted.runtime.store, options.runId)
-  await home.saveLaunch(runId, launch)
-  const run = hosted.runtime.runPlan(parallelPlan(launch), { runId })
-  const code = await follow(run, io, logger)
-  const failed = await printTasks(home, run.id, io)
-  const conflicts = run.metrics().conflicts
-  io.out.write(
-    conflicts.length === 0
-      ? 'No conflicts between the tasks’ workspaces.\n'
-      : `Conflicts (files changed by more than one task): ${conflicts.map((c) => `${c.file} (${c.agents.join(', ')})`).join('; ')}\n`,
-  )
-  if (code === 0 && failed > 0) {
-    io.err.write(`${failed} task${failed === 1 ? '' : 's'} failed.\n`)
-    return 1
-  }
-  return code
-}
-
-/** The table of a parallel run's tasks; returns how many failed. */
-async function printTasks(home: Home, runId: string, io: Output): Promise<number> {
-  const stored = await home.store.loadRun(runId)
-  if (!stored) return 0
-  const tasks = runView(stored).agents.filter((agent) => agent.depth === 1)
-  io.out.write('\n| task | status | time | result |\n|---|---|---|---|\n')
-  for (const task of tasks) {
-    const outcome = task.error
-      ? `error: ${task.error.message}`
-      : task.status === 'completed'
-        ? oneLine(task.result, 60)
-        : '–'
-
-    const time = formatMs((task.endedAt ?? Date.now()) - task.startedAt)
-    io.out.write(
-      `| ${task.id.replace(/^cohort-plan\./, '')} | ${task.status} | ${time} | ${outcome.replaceAll('|', '\\|')} |\n`,
-    )
-  }
-  return tasks.filter((task) => task.status === 'failed').length
 }
 
 export async function lsCommand(
@@ -236,58 +82,6 @@ export async function showCommand(
   if (conflicts.length > 0) {
     io.out.write(`\nConflicts: ${conflicts.map((c) => `${c.file} (${c.agents.join(', ')})`).join('; ')}\n`)
   }
-  return 0
-}
-
-/**
- * Continues a stored run here, and watches it. With `answer`, the agent that waits on a person is given it first,
- * in the store: an answer it cannot take is refused before anything of the run runs again.
- */
-export async function resumeCommand(
-  runId: string,
-  options: CommonOptions,
-  io: Output,
-  answer?: { agentId: string; answer: Answer },
-): Promise<number> {
-  const { home } = options
-  await home.refuseIfServed(answer ? 'answer it' : 'resume it')
-  const launch = await home.loadLaunch(runId)
-  const stored = await (await storeOfRun(home, runId)).loadRun(runId)
-  if (stored && stored.run.status !== 'running') {
-    throw new InvalidInputError(
-      `run ${runId} has already ${stored.run.status}; \`cohort show ${runId}\` shows it`,
-    )
-  }
-  const logger = makeLogger(home, io)
-  const hosted = await runtimeFor(launch, home, logger)
-  if (answer) {
-    try {
-      await hosted.runtime.answer(runId, answer.agentId, answer.answer)
-    } catch (error) {
-      await logger.close?.()
-      throw error
-    }
-  }
-  const run = await hosted.runtime.resume(runId)
-  return follow(run, io, logger, stored ? runView(stored).agents : [])
-}
-
-export async function cancelCommand(runId: string, options: CommonOptions, io: Output): Promise<number> {
-  const { home } = options
-  const record = await readRunRecord(await storeOfRun(home, runId), runId)
-  if (!record) throw new CohortError('RUN_NOT_FOUND', `run ${runId} is not in ${home.storeName}`)
-  if (record.status !== 'running') {
-    io.out.write(`Run ${runId} is already ${record.status}.\n`)
-    return 0
-  }
-  await home.refuseIfServed('cancel it')
-  const launch = await home.loadLaunch(runId)
-  const logger = createLogger({ console: false, dir: home.logsDir })
-  const hosted = await runtimeFor(launch, home, logger)
-  const run = await hosted.runtime.resume(runId)
-  await run.cancel('cancelled with `cohort cancel`')
-  await logger.close?.()
-  io.out.write(`Run ${runId} cancelled.\n`)
   return 0
 }
 
@@ -356,53 +150,4 @@ export async function pruneCommand(
     `Removed ${removed.length} finished run${removed.length === 1 ? '' : 's'} from ${home.storeName}${shown.length > 0 ? `: ${shown.join(', ')}` : ''}.\n`,
   )
   return 0
-}
-
-const durationUnits: Record<string, number> = {
-  ms: 1,
-  s: 1_000,
-  m: 60_000,
-  h: 3_600_000,
-  d: 86_400_000,
-  w: 604_800_000,
-}
-
-function durationMs(text: string, flag: string): number {
-  const match = /^(\d+)(ms|s|m|h|d|w)$/.exec(text.trim())
-  const ms = match ? Number(match[1]) * durationUnits[match[2]!]! : Number.NaN
-  if (!Number.isSafeInteger(ms)) {
-    throw new InvalidInputError(
-      `${flag} must be a whole number and a unit (ms, s, m, h, d or w), such as 7d or 12h, got "${text}"`,
-    )
-  }
-  return ms
-}
-
-const runStatuses: RunStatus[] = ['running', 'completed', 'failed', 'cancelled']
-
-function statuses(text: string): RunStatus[] {
-  const list = text.split(',').map((s) => s.trim())
-  for (const status of list) {
-    if (!runStatuses.includes(status as RunStatus)) {
-      throw new InvalidInputError(`--status "${status}" is not one of ${runStatuses.join(', ')}`)
-    }
-  }
-  return list as RunStatus[]
-}
-
-/** `--port`: 0 (any free port) to 65535. */
-export function portNumber(text: string): number {
-  const port = positiveInt(text, '--port', true)
-  if (port > 65_535) throw new InvalidInputError(`--port must be 0 to 65535, got "${text}"`)
-  return port
-}
-
-export function positiveInt(text: string, flag: string, allowZero = false): number {
-  const value = Number(text)
-  if (!/^\d+$/.test(text) || (!allowZero && value === 0) || value > 1_000_000) {
-    throw new InvalidInputError(
-      `${flag} must be a ${allowZero ? 'non-negative' : 'positive'} integer, got "${text}"`,
-    )
-  }
-  return value
 }

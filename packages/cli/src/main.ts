@@ -1,19 +1,10 @@
 #!/usr/bin/env node
 import { CohortError } from '@cohort/core'
 import { Command, CommanderError, Option } from 'commander'
-import {
-  cancelCommand,
-  logsCommand,
-  lsCommand,
-  type Output,
-  parallelCommand,
-  pruneCommand,
-  resumeCommand,
-  runCommand,
-  showCommand,
-} from './commands.js'
+import { logsCommand, lsCommand, type Output, pruneCommand, showCommand } from './commands.js'
 import { Home } from './home.js'
 import { controlOnServer, type ServerTarget } from './remote.js'
+import { cancelCommand, parallelCommand, resumeCommand, runCommand } from './run-commands.js'
 import { type ServeOptions, serveCommand } from './serve.js'
 
 /** Exit codes: 0 done, 1 the run failed or was cancelled, 2 bad usage or input. */

@@ -1,6 +1,7 @@
 import path from 'node:path'
 import { createLogger, InvalidInputError } from '@cohort/core'
-import { type CommonOptions, type Output, portNumber } from './commands.js'
+import type { CommonOptions, Output } from './commands.js'
+import { portNumber } from './flags.js'
 import type { Launch } from './home.js'
 import { runtimeFor } from './launch.js'
 import { startServer } from './server/server.js'
