@@ -198,6 +198,21 @@ describe('parseActions: strict about meaning, with an exact error', () => {
     expect(result).toEqual({ ok: false, error: 'this agent cannot launch sub-agents' })
   })
 
+  test("a native call's arguments are forgiven as a reply's text is: a trailing comma, a fence", () => {
+    const calls = [
+      { id: 'a', name: 'finish', arguments: '{"result": 1,}' },
+      { id: 'b', name: 'lookup', arguments: '```json\n{"word": "x",}\n```' },
+    ]
+    expect(parseActions({ toolCalls: calls.slice(0, 1) }, context)).toMatchObject({
+      ok: true,
+      actions: [{ action: 'finish', result: 1, callId: 'a' }],
+    })
+    expect(parseActions({ toolCalls: calls.slice(1) }, context)).toMatchObject({
+      ok: true,
+      actions: [{ action: 'call_tool', tool: 'lookup', args: { word: 'x' }, callId: 'b' }],
+    })
+  })
+
   test('a native call with arguments that are not JSON', () => {
     const result = parseActions({ toolCalls: [{ id: 'a', name: 'lookup', arguments: '{"word":' }] }, context)
     expect(result).toMatchObject({

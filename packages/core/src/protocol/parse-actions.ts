@@ -11,7 +11,7 @@ import {
   sendMessageArgsSchema,
   waitArgsSchema,
 } from './actions.js'
-import { extractJsonValues, jsonDepth } from './extract-json.js'
+import { extractJson, extractJsonValues, jsonDepth } from './extract-json.js'
 
 export interface ParseContext {
   tools: ReadonlyMap<string, AnyTool>
@@ -82,13 +82,14 @@ function fromToolCalls(calls: readonly ToolCall[]): RawResult {
     let args: unknown = call.arguments
     if (typeof args === 'string') {
       if (args.length > maxReplyChars) return fail(`the arguments of ${call.name} are too long`)
-      try {
-        args = args.trim() === '' ? {} : JSON.parse(args)
-      } catch {
+      // Forgiven as a reply's text is: a trailing comma, a fence or prose around the object.
+      const found = args.trim() === '' ? { found: true as const, value: {} } : extractJson(args)
+      if (!found.found) {
         return fail(
           `the arguments of tool call ${call.name} are not valid JSON: ${truncate(call.arguments as string, 200)}`,
         )
       }
+      args = found.value
     }
     if (jsonDepth(args, maxJsonDepth) > maxJsonDepth) {
       return fail(`the arguments of ${call.name} are nested deeper than ${maxJsonDepth} levels`)
