@@ -372,6 +372,25 @@ test('metrics count the time a run was stopped: only its running segments are wa
   expect(runWallMs(stored!)).toBe(metrics.wallMs)
 })
 
+test('after a crash, the time the run was down is not wall time either: it counts from its last stored step', async () => {
+  const { store, runtimeOn } = fanOutOnOneStore(['a', 'b', 'c', 'd'], true, 40)
+  const run = runtimeOn().start('lead', 'fan out', { runId: 'crashed-1' })
+  await new Promise<void>((resolve) => run.on('agent.suspended', () => resolve()))
+  await run.detach()
+  // As a killed process leaves it: running, and no detach recorded.
+  const { detachedAt: _, ...crashed } = (await store.loadRunRecord!('crashed-1'))!
+  await store.saveRun(crashed)
+  const downFor = 1_500
+  await new Promise((resolve) => setTimeout(resolve, downFor))
+
+  const resumed = await runtimeOn().resume('crashed-1')
+  expect(await resumed.result).toBe(4)
+  expect(resumed.metrics().wallMs).toBeLessThan(downFor / 2)
+  const stored = await store.loadRunRecord!('crashed-1')
+  expect(stored?.stoppedMs).toBeGreaterThanOrEqual(downFor)
+  expect(runWallMs(stored!)).toBe(resumed.metrics().wallMs)
+})
+
 test('peak parallelism counts the whole run: a run resumed after its widest part keeps that peak', async () => {
   // The lead's last call is slow, so the run is detached while only the lead is busy.
   const { store, runtimeOn } = fanOutOnOneStore(['a', 'b', 'c'], false, (request) =>

@@ -252,9 +252,10 @@ export class Orchestrator implements EffectHost {
     const stoppedAt =
       stored.run.detachedAt ??
       Math.max(stored.run.updatedAt, ...stored.agents.map((agent) => agent.updatedAt))
-    if (stored.run.status === 'running' && stored.run.detachedAt !== undefined) {
-      // Stored before anything runs again: after a crash, this segment's time must not count as stopped.
-      await this.outcome.keep(resumedRecord(stored.run, Date.now()))
+    if (stored.run.status === 'running') {
+      // The time stopped is not wall time, after a crash as after a detach. Stored before anything
+      // runs again: after a later crash, this segment's time must not count as stopped.
+      await this.outcome.keep(resumedRecord({ ...stored.run, detachedAt: stoppedAt }, Date.now()))
     }
     this.beginning = nextTurn()
       .then(() => (rootless ? this.restartRoot(stored.run) : this.proceed(stored.run, entries, stoppedAt)))
