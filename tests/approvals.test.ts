@@ -1,5 +1,5 @@
 import { startServer } from '@cohort/cli'
-import { createRuntime, defineAgent, defineTool, type Run, scriptedModel } from '@cohort/core'
+import { createRuntime, defineAgent, defineTool, memoryStore, type Run, scriptedModel } from '@cohort/core'
 import { describe, expect, test } from 'vitest'
 import { z } from 'zod'
 import { twoAgentsOnCall0 } from './fixtures/call-0-approvals.js'
@@ -178,4 +178,43 @@ test('an answer no record could hold (nested too deep, or a cycle) is refused, i
   } finally {
     await server.close()
   }
+})
+
+test('an answer given no payload is null, and the run reads back from the store; an answer that is no answer is refused', async () => {
+  const got: unknown[] = []
+  const ask = defineTool({
+    name: 'ask',
+    description: 'asks a person',
+    parameters: z.object({}),
+    execute: async (_args, ctx) => {
+      got.push(await ctx.suspend('continue?'))
+      return 'went on'
+    },
+  })
+  const asker = defineAgent({ name: 'asker', instructions: '', tools: [ask] })
+  const model = scriptedModel({
+    asker: [
+      { action: 'call_tool', tool: 'ask', args: {} },
+      { action: 'finish', result: 'done' },
+    ],
+  })
+  const store = memoryStore()
+  const runtime = createRuntime({ agents: [asker], model, store })
+  const live = runtime.start('asker', 'go', { runId: 'live' })
+  await new Promise<void>((resolve) => live.on('agent.suspended', () => resolve()))
+  live.resume('asker')
+  expect(await live.result).toBe('done')
+  expect(got).toEqual([null])
+  expect((await store.loadRun('live'))?.agents[0]?.status).toBe('completed')
+
+  // Answered in the store (a distributed host), with no payload, then resumed.
+  const stored = runtime.start('asker', 'go', { runId: 'stored' })
+  await new Promise<void>((resolve) => stored.on('agent.suspended', () => resolve()))
+  await stored.detach()
+  for (const bad of [null, 'yes', []]) {
+    await expect(runtime.answer('stored', 'asker', bad as never)).rejects.toThrow(/an answer must be/)
+  }
+  await runtime.answer('stored', 'asker', {} as never)
+  expect(await (await runtime.resume('stored')).result).toBe('done')
+  expect(got).toEqual([null, null])
 })

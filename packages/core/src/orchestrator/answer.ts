@@ -13,6 +13,11 @@ export type Answer = { approve: string } | { reject: string; reason?: string } |
  * An answer the agent cannot take is refused and the store is left as it was.
  */
 export async function answerStored(run: Orchestrator, agentId: string, answer: Answer): Promise<void> {
+  if (answer === null || typeof answer !== 'object' || Array.isArray(answer)) {
+    throw new InvalidInputError(
+      `an answer must be { approve: callId }, { reject: callId, reason? } or { payload }, got ${JSON.stringify(answer)}`,
+    )
+  }
   const store = run.config.store
   const runRecord = await loadRunRecord(store, run.runId)
   if (runRecord.status !== 'running') {

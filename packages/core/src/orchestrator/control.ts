@@ -31,8 +31,10 @@ export class RunControl {
       )
     }
     if (awaiting.kind === 'input') assertStorable(payload, `the answer to agent ${agentId}`)
+    // No payload is null: a record keeps no undefined, and the answer must read back as it was given.
+    const given = payload === undefined ? null : payload
     const answer =
-      awaiting.kind === 'approval' ? { approved: true as const } : { payload: this.run.redact(payload) }
+      awaiting.kind === 'approval' ? { approved: true as const } : { payload: this.run.redact(given) }
     this.run.send(entry, { type: 'ANSWERED', answer })
   }
 

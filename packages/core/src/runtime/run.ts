@@ -71,7 +71,7 @@ export class Run {
     this.control.reject(agentId, callId, reason)
   }
 
-  /** Continues an agent suspended by `ctx.suspend(prompt)` with `payload` (or approves its pending call). */
+  /** Continues an agent suspended by `ctx.suspend(prompt)` with `payload`, null if none (or approves its pending call). */
   resume(agentId: string, payload?: unknown): void {
     this.control.resume(agentId, payload)
   }
