@@ -7,6 +7,7 @@ import {
   createRuntime,
   defineAgent,
   type ModelReply,
+  memoryStore,
   type RunStore,
   type RuntimeOptions,
   type SharedCall,
@@ -753,4 +754,12 @@ test('job ids are deterministic, free of ":" and distinct per agent and generati
   expect(segmentJobId({ runId: 'r1', agentId: 'lead.a:b' })).toBe('r1-lead.a%3Ab')
   expect(segmentJobId({ runId: 'r1', agentId: 'lead.a%3Ab' })).toBe('r1-lead.a%253Ab')
   expect(segmentJobId({ runId: 'r1', agentId: 'lead', generation: 'x1' })).toBe('r1-lead-gx1')
+})
+
+test('waitForRun of a run the store does not hold is RUN_NOT_FOUND at once, not a timeout', async () => {
+  const started = performance.now()
+  await expect(waitForRun('no-such-run', { store: memoryStore(), timeoutMs: 5_000 })).rejects.toMatchObject({
+    code: 'RUN_NOT_FOUND',
+  })
+  expect(performance.now() - started).toBeLessThan(2_000)
 })

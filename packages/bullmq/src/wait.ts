@@ -1,4 +1,4 @@
-import { CohortError, type RunRecord, type RunStore } from '@cohort/core'
+import { CohortError, type RunRecord, type RunStore, readRunRecord } from '@cohort/core'
 
 export interface WaitForRunOptions {
   store: RunStore
@@ -8,15 +8,15 @@ export interface WaitForRunOptions {
   intervalMs?: number
 }
 
-/** Polls the store until the run record is no longer running, and returns it. */
+/**
+ * Polls the store until the run record is no longer running, and returns it. A run the store
+ * does not hold at the first read is RUN_NOT_FOUND at once (`enqueueRun` stores a run before it returns).
+ */
 export async function waitForRun(runId: string, options: WaitForRunOptions): Promise<RunRecord> {
   const deadline = Date.now() + (options.timeoutMs ?? 60_000)
-  const load = async () =>
-    options.store.loadRunRecord
-      ? options.store.loadRunRecord(runId)
-      : (await options.store.loadRun(runId))?.run
-  for (;;) {
-    const record = await load()
+  for (let first = true; ; first = false) {
+    const record = await readRunRecord(options.store, runId)
+    if (!record && first) throw new CohortError('RUN_NOT_FOUND', `run ${runId} is not in the store`)
     if (record && record.status !== 'running') return record
     if (Date.now() > deadline) {
       throw new CohortError('TIMEOUT', `run ${runId} did not settle within ${options.timeoutMs ?? 60_000} ms`)
