@@ -56,11 +56,17 @@ export function openaiModel(options: OpenAIModelOptions): ChatModel {
     )
   }
   if (!options.model) throw new ModelError('openaiModel needs `model`, the model id the endpoint serves')
+  const baseURL = options.baseURL ?? process.env.OPENAI_BASE_URL ?? undefined
+  if (baseURL !== undefined && !URL.canParse(baseURL)) {
+    throw new ModelError(
+      `openaiModel: the base URL "${baseURL}" (baseURL or OPENAI_BASE_URL) is not a URL; expected e.g. http://127.0.0.1:8000/v1`,
+    )
+  }
   const attempts = new Map<string, number>()
   const baseFetch = options.fetch ?? globalThis.fetch
   const client = new OpenAI({
     apiKey,
-    baseURL: options.baseURL ?? process.env.OPENAI_BASE_URL ?? null,
+    baseURL: baseURL ?? null,
     timeout: options.timeoutMs ?? defaultTimeoutMs,
     maxRetries: options.maxRetries ?? 3,
     ...(options.headers && { defaultHeaders: options.headers }),
@@ -89,7 +95,7 @@ export function openaiModel(options: OpenAIModelOptions): ChatModel {
       return withCost({ ...reply, ...(retries > 0 && { retries }) }, options.prices)
     } catch (error) {
       if (request.signal.aborted) throw request.signal.reason ?? error
-      throw toModelError(error, options.model, (attempts.get(callId) ?? 1) - 1)
+      throw toModelError(error, options.model, (attempts.get(callId) ?? 1) - 1, client.baseURL)
     } finally {
       attempts.delete(callId)
     }
@@ -189,7 +195,7 @@ export function costOf(usage: TokenUsage, prices: Prices): number {
 }
 
 /** The SDK's errors as Cohort's: status and the server's message, and whether a retry could help. */
-function toModelError(error: unknown, model: string, retries: number): ModelError {
+function toModelError(error: unknown, model: string, retries: number, baseURL: string): ModelError {
   if (error instanceof ModelError) return error
   const after = retries > 0 ? ` (after ${retries} ${retries === 1 ? 'retry' : 'retries'})` : ''
   if (error instanceof OpenAI.APIConnectionTimeoutError) {
@@ -200,7 +206,11 @@ function toModelError(error: unknown, model: string, retries: number): ModelErro
     })
   }
   if (error instanceof OpenAI.APIConnectionError) {
-    return new ModelError(`model ${model}: connection failed${after}: ${error.message}`, {
+    // The SDK says only "Connection error."; its innermost cause says why (ECONNREFUSED, a DNS failure).
+    let cause: { cause?: unknown; code?: unknown; message?: unknown } = error
+    while (cause.cause && typeof cause.cause === 'object') cause = cause.cause
+    const why = typeof cause.code === 'string' ? cause.code : String(cause.message ?? error.message)
+    return new ModelError(`model ${model}: connection to ${baseURL} failed${after}: ${why}`, {
       retryable: true,
       cause: error,
       retries,
@@ -208,7 +218,8 @@ function toModelError(error: unknown, model: string, retries: number): ModelErro
   }
   if (error instanceof OpenAI.APIError && error.status !== undefined) {
     const status = error.status
-    return new ModelError(`model ${model}: HTTP ${status}${after}: ${serverMessage(error)}`, {
+    const hint = status === 404 ? ` (at ${baseURL}; an OpenAI-compatible base URL usually ends in /v1)` : ''
+    return new ModelError(`model ${model}: HTTP ${status}${after}: ${serverMessage(error)}${hint}`, {
       status,
       retryable: status === 408 || status === 409 || status === 429 || status >= 500,
       cause: error,

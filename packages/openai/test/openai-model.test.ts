@@ -1,4 +1,6 @@
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises'
+import { createServer } from 'node:http'
+import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import {
@@ -299,6 +301,27 @@ describe('openaiModel on a real local server', () => {
     expect(error).toBeInstanceOf(ModelError)
     expect(error).toMatchObject({ status: 429, retryable: true })
     expect((error as Error).message).toBe('the server answered with an error: upstream rate limited')
+  })
+
+  test('an endpoint that cannot be reached, a base URL that is no URL, or one without /v1, says so', async () => {
+    // A port nothing listens on: one the system gave, then closed.
+    const closed = createServer()
+    await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve))
+    const { port } = closed.address() as AddressInfo
+    await new Promise((resolve) => closed.close(resolve))
+    const baseURL = `http://127.0.0.1:${port}/v1`
+    const unreachable = openaiModel({ model: 'm', baseURL, apiKey, maxRetries: 0 })
+    await expect(unreachable.complete(request())).rejects.toThrow(
+      `model m: connection to ${baseURL} failed: ECONNREFUSED`,
+    )
+    expect(() => openaiModel({ model: 'm', baseURL: 'not a url', apiKey })).toThrow(
+      /the base URL "not a url" \(baseURL or OPENAI_BASE_URL\) is not a URL/,
+    )
+    const api = await serve(() => ({ json: { error: { message: 'Not Found' } }, status: 404 }))
+    const without = openaiModel({ model: 'm', baseURL: api.baseURL.replace(/\/v1\/?$/, ''), apiKey })
+    await expect(without.complete(request())).rejects.toThrow(
+      /HTTP 404: Not Found \(at .*; an OpenAI-compatible base URL usually ends in \/v1\)/,
+    )
   })
 
   test('a permanent failure is not retried', async () => {
