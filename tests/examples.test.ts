@@ -1,4 +1,4 @@
-import { mkdtemp, rm } from 'node:fs/promises'
+import { mkdir, mkdtemp, readdir, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { expect, test } from 'vitest'
@@ -7,11 +7,16 @@ import { collect, spawnTs } from './support/processes.js'
 
 test('the demo runs offline: two workers in parallel, the lead suspends and resumes', async () => {
   const cwd = await mkdtemp(path.join(tmpdir(), 'cohort-demo-'))
-  const env = { COHORT_DEMO_SCALE: '0.1', OPENAI_API_KEY: '' }
+  await mkdir(path.join(cwd, 'elsewhere'))
+  // As `pnpm demo` run in `cwd` starts it: the run is kept where pnpm was run, for `cohort show`.
+  const env = { COHORT_DEMO_SCALE: '0.1', OPENAI_API_KEY: '', INIT_CWD: cwd }
   const { code, stdout, stderr } = await collect(
-    spawnTs('examples/async-parallel-agents/main.ts', [], env, cwd),
+    spawnTs('examples/async-parallel-agents/main.ts', [], env, path.join(cwd, 'elsewhere')),
   )
   expect(code, stderr).toBe(0)
+  const runId = /Run (\S+) is stored in \.cohort\/runs \(`npx -y pnpm@10 cohort show \1`\)/.exec(stdout)?.[1]
+  expect(runId, stdout).toBeDefined()
+  expect(await readdir(path.join(cwd, '.cohort', 'runs'))).toEqual([runId])
   expect(stdout).toMatch(/AGENT lead suspended, waiting on short, long/)
   expect(stdout).toMatch(/AGENT lead resumed: short, long settled/)
   expect(stdout).toMatch(/"long": "lead.long: sleep for 0.8 seconds — done"/)
@@ -90,6 +95,7 @@ test('the demo runs on a real endpoint when OPENAI_API_KEY is set', async () => 
       OPENAI_API_KEY: 'sk-local-test-key',
       OPENAI_BASE_URL: api.baseURL,
       COHORT_MODEL: 'local-model',
+      INIT_CWD: cwd,
     }
     const { code, stdout, stderr } = await collect(
       spawnTs('examples/async-parallel-agents/main.ts', [], env, cwd),

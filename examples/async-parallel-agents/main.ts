@@ -69,11 +69,13 @@ async function chooseModel(): Promise<ChatModel> {
 }
 
 const model = await chooseModel()
+// The `.cohort` of the folder pnpm was run in (`pnpm demo` at the top: the repository's), where `cohort show` looks.
+const home = path.resolve(process.env.INIT_CWD ?? process.cwd(), '.cohort')
 const runtime = createRuntime({
   agents: [lead, worker],
   model,
-  store: fileStore(path.resolve('.cohort/runs')),
-  logger: createLogger({ dir: path.resolve('.cohort/logs') }),
+  store: fileStore(path.join(home, 'runs')),
+  logger: createLogger({ dir: path.join(home, 'logs') }),
 })
 
 console.log(`Cohort demo on ${model.name === 'scripted' ? 'the scripted model (offline)' : model.name}`)
@@ -86,4 +88,7 @@ console.log('\nResult:', JSON.stringify(result, null, 2))
 console.log(
   `\nTotal time: ${seconds.toFixed(2)} s (sequential would take ${naps[0]! + naps[1]!} s; the longest worker takes ${naps[1]} s)`,
 )
-console.log(`Run ${run.id} is stored in .cohort/runs; per-agent logs are in .cohort/logs/${run.id}/`)
+const shown = path.relative(process.env.INIT_CWD ?? process.cwd(), home) || '.'
+console.log(
+  `Run ${run.id} is stored in ${shown}/runs (\`npx -y pnpm@10 cohort show ${run.id}\`); per-agent logs are in ${shown}/logs/${run.id}/`,
+)
