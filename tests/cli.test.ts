@@ -215,6 +215,8 @@ describe('cohort CLI', () => {
     expect(out.stdout).toMatch(/\| task-1 \| completed \| \d+ ms \| notes.txt has 3 lines \|/)
     expect(out.stdout).toMatch(/\| task-2 \| completed \| .* \| CHANGELOG.md written/)
     expect(out.stdout).toMatch(/\| task-3 \| completed \| .* \| summary appended/)
+    // The plan's own root is no task: three tasks, three completed.
+    expect(out.stdout).toMatch(/; 3 completed, 0 failed,/)
     const speedup = Number(/speedup ([\d.]+)×/.exec(out.stdout)?.[1])
     expect(speedup).toBeGreaterThan(1.8)
     expect(out.stdout).toMatch(/Conflicts .*: notes.txt \(cohort-plan.task-2, cohort-plan.task-3\)/)

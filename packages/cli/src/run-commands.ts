@@ -87,7 +87,10 @@ async function runIdFor(store: RunStore, chosen: string | undefined): Promise<st
 }
 
 function metricsLine(metrics: RunMetrics): string {
-  return `Wall ${formatMs(metrics.wallMs)}, agents busy ${formatMs(metrics.busyMs)}: speedup ${metrics.speedup}×, efficiency ${metrics.efficiency}; ${metrics.completed} completed, ${metrics.failed} failed, ${metrics.tokens.total} tokens`
+  // The root of a plan (`cohort parallel`) runs no task of its own: the agents counted are those that did.
+  const agents = metrics.perAgent.filter((agent) => agent.name !== 'cohort-plan')
+  const count = (status: string) => agents.filter((agent) => agent.status === status).length
+  return `Wall ${formatMs(metrics.wallMs)}, agents busy ${formatMs(metrics.busyMs)}: speedup ${metrics.speedup}×, efficiency ${metrics.efficiency}; ${count('completed')} completed, ${count('failed')} failed, ${metrics.tokens.total} tokens`
 }
 
 export async function runCommand(
