@@ -6,6 +6,8 @@ import {
   commandModel,
   createRuntime,
   defineAgent,
+  type Run,
+  type Runtime,
   scriptedModel,
   settledChildren,
 } from '@cohort/core'
@@ -39,6 +41,18 @@ function leadOver(launches: { agent: string; id: string; task?: string }[]) {
     ],
   })
   return { lead, model }
+}
+
+/** Runs the lead over auth.py; the security and tests agents both changed it, as its event and the run's metrics say. */
+async function expectAuthConflict(runtime: Runtime): Promise<Run> {
+  const run = runtime.start('lead', 'review auth.py')
+  const reported: CohortEvent[] = []
+  run.on('workspace.conflicts', (e) => reported.push(e))
+  await run.result
+  const conflicts = [{ file: 'auth.py', agents: ['lead.security', 'lead.tests'] }]
+  expect(reported).toMatchObject([{ agentId: 'lead', conflicts }])
+  expect(run.metrics().conflicts).toEqual(conflicts)
+  return run
 }
 
 describe('process agents', () => {
@@ -114,13 +128,7 @@ describe('process agents', () => {
       model,
       workspaces: { root: path.join(dir, 'ws'), base },
     })
-    const run = runtime.start('lead', 'review auth.py')
-    const reported: CohortEvent[] = []
-    run.on('workspace.conflicts', (e) => reported.push(e))
-    await run.result
-    const conflicts = [{ file: 'auth.py', agents: ['lead.security', 'lead.tests'] }]
-    expect(reported).toMatchObject([{ agentId: 'lead', conflicts }])
-    expect(run.metrics().conflicts).toEqual(conflicts)
+    const run = await expectAuthConflict(runtime)
     const lead0 = (await run.snapshot()).agents.find((a) => a.id === 'lead')!
     expect(lead0.snapshot.context.messages.at(-2)?.content).toMatch(
       /Conflicts \(files changed by more than one of them\)/,
@@ -132,7 +140,7 @@ describe('process agents', () => {
     await writeFile(path.join(base, 'README.md'), '# app, renamed\n')
     const next = runtime.start('lead', 'review auth.py again')
     await next.result
-    expect(next.metrics().conflicts).toEqual(conflicts)
+    expect(next.metrics().conflicts).toEqual(run.metrics().conflicts)
   })
 
   test('a lead that waits for its children one at a time is told of a file two of them changed', async () => {
@@ -160,13 +168,7 @@ describe('process agents', () => {
       model,
       workspaces: { root: path.join(dir, 'ws'), base },
     })
-    const run = runtime.start('lead', 'review auth.py')
-    const reported: CohortEvent[] = []
-    run.on('workspace.conflicts', (e) => reported.push(e))
-    await run.result
-    const conflicts = [{ file: 'auth.py', agents: ['lead.security', 'lead.tests'] }]
-    expect(reported).toMatchObject([{ agentId: 'lead', conflicts }])
-    expect(run.metrics().conflicts).toEqual(conflicts)
+    await expectAuthConflict(runtime)
   })
 
   test('a command past its timeout fails with its process tree killed; a crashing command is isolated', async () => {

@@ -31,7 +31,11 @@ export function describeEvent(event: CohortEvent): EventLine | undefined {
     case 'run.cancelled':
       return { category: 'RUN', tone: 'fail', text: `run ${event.runId} cancelled: ${event.reason}` }
     case 'run.detached':
-      return { category: 'RUN', tone: 'wait', text: `run ${event.runId} detached: stored, for resume to continue` }
+      return {
+        category: 'RUN',
+        tone: 'wait',
+        text: `run ${event.runId} detached: stored, for resume to continue`,
+      }
     case 'agent.started':
       return { category: 'AGENT', tone: 'start', text: `${event.agentId} started: ${short(event.task)}` }
     case 'agent.launched':

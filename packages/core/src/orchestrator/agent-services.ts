@@ -99,11 +99,12 @@ export function createAgentServices(run: EffectHost): AgentServices {
       return settled.then(async (results) => {
         if (!workspaces) return { results, conflicts: [] }
         const waited = new Set(localIds.map((localId) => byLocalId.get(localId)?.id))
-        // Siblings settled before this wait count too: a parent that waits for one child at a
-        // time is still told of a file two of them changed, at the wait for the second.
+        // Children whose results an earlier wait gave count too: a parent that waits for one child
+        // at a time is told, once, of a file two of them changed, at the wait for the second.
+        const delivered = new Set(context.delivered)
         const ids = context.children
+          .filter((child) => waited.has(child.id) || delivered.has(child.localId))
           .map((child) => child.id)
-          .filter((id) => waited.has(id) || run.registry.get(id)?.settled)
         if (ids.length < 2) return { results, conflicts: [] }
         const conflicts = (await workspaces.conflicts(run.runId, ids)).filter((conflict) =>
           conflict.agents.some((id) => waited.has(id)),
