@@ -5,6 +5,7 @@ import {
   type CohortEvent,
   createRuntime,
   defineAgent,
+  defineTool,
   InvalidInputError,
   memoryStore,
   planLayers,
@@ -13,6 +14,7 @@ import {
   sleep,
 } from '@cohort/core'
 import { describe, expect, test } from 'vitest'
+import { z } from 'zod'
 import { approvalRuntime, executions } from './fixtures/approval-scenario.js'
 import { collect, spawnTs } from './support/processes.js'
 import { settledResults } from './support/scripts.js'
@@ -220,6 +222,56 @@ describe('scheduler', () => {
     await run.result
     expect(observed).toBe(2)
     expect(runtime.metrics().modelCalls.maxInFlight).toBe(2)
+  })
+
+  test('maxConcurrentAgents holds for agents at work, tool calls included; a parent waiting on its children holds no place', async () => {
+    let working = 0
+    let observed = 0
+    const nap = defineTool({
+      name: 'nap',
+      description: 'naps',
+      parameters: z.object({}),
+      execute: async () => {
+        working++
+        observed = Math.max(observed, working)
+        await new Promise((resolve) => setTimeout(resolve, 60))
+        working--
+        return 'rested'
+      },
+    })
+    const napper = defineAgent({ name: 'napper', instructions: '', tools: [nap] })
+    const boss = defineAgent({ name: 'boss', instructions: '', subagents: [napper] })
+    const model = scriptedModel({
+      boss: [
+        {
+          action: 'launch_subagents',
+          agents: Array.from({ length: 6 }, (_, i) => ({ agent: 'napper', task: 'nap', id: `n${i}` })),
+        },
+        { action: 'wait_for_subagents' },
+        { action: 'finish', result: 'all rested' },
+      ],
+      napper: [
+        { action: 'call_tool', tool: 'nap', args: {} },
+        { action: 'finish', result: 'ok' },
+      ],
+    })
+    // One place is the boss's while it thinks; it gives it back while it waits, or no napper could go.
+    const runtime = createRuntime({ agents: [boss, napper], model, scheduler: { maxConcurrentAgents: 2 } })
+    const started = performance.now()
+    expect(await runtime.run('boss', 'go')).toBe('all rested')
+    expect(observed).toBe(2)
+    // Six naps of 60 ms, two at a time: three rounds.
+    expect(performance.now() - started).toBeGreaterThanOrEqual(170)
+
+    for (const scheduler of [
+      { maxConcurrentModelCalls: 0 },
+      { maxConcurrentAgents: 1.5 },
+      { startIntervalMs: -1 },
+    ]) {
+      expect(() => createRuntime({ agents: [boss, napper], model, scheduler })).toThrow(
+        /invalid scheduler option (maxConcurrentModelCalls|maxConcurrentAgents|startIntervalMs)/,
+      )
+    }
   })
 
   test('queued model calls are served by priority, first come first served within one', async () => {

@@ -1,5 +1,6 @@
 import type { AgentMachineEvent } from '../agent/agent-machine.js'
 import { CancelledError } from '../errors.js'
+import type { AgentSlots } from '../scheduler/agent-slots.js'
 import type { AgentEntry } from './agent-entry.js'
 import type { AgentServices } from './agent-services.js'
 
@@ -22,6 +23,8 @@ export class Effects {
   constructor(
     private readonly services: AgentServices,
     private readonly target: EffectTarget,
+    /** Places for agents at work (`maxConcurrentAgents`): a model call or a tool call takes one. */
+    private readonly slots?: AgentSlots,
   ) {}
 
   run(entry: AgentEntry): void {
@@ -34,13 +37,19 @@ export class Effects {
     const { signal } = controller
     let outcome: Promise<AgentMachineEvent>
     if (snapshot.matches({ running: 'thinking' })) {
-      outcome = this.services
-        .think(entry, signal)
-        .then((reply) => ({ type: 'REPLIED', outcome: reply, maxRepairs }))
+      outcome = this.atWork(entry, signal, () => this.services.think(entry, signal)).then((reply) => ({
+        type: 'REPLIED',
+        outcome: reply,
+        maxRepairs,
+      }))
     } else if (snapshot.matches({ running: 'acting' }) && context.pending[0]) {
-      outcome = this.services
-        .act(entry, context.pending[0], signal)
-        .then((acted) => ({ type: 'ACTED', outcome: acted, maxRepairs }))
+      const action = context.pending[0]
+      const act = () => this.services.act(entry, action, signal)
+      outcome = (action.action === 'call_tool' ? this.atWork(entry, signal, act) : act()).then((acted) => ({
+        type: 'ACTED',
+        outcome: acted,
+        maxRepairs,
+      }))
     } else if (snapshot.matches({ suspended: 'children' })) {
       outcome = this.services
         .awaitChildren(entry, context.waitingOn ?? [], signal)
@@ -65,6 +74,11 @@ export class Effects {
         entry.busySince = undefined
       },
     )
+  }
+
+  /** `work` as soon as the agent may be at work: at once, unless `maxConcurrentAgents` makes it wait its turn. */
+  private atWork<T>(entry: AgentEntry, signal: AbortSignal, work: () => Promise<T>): Promise<T> {
+    return this.slots ? this.slots.run(entry.context.priority, signal, work) : work()
   }
 
   /** Aborts the agent's running effect with `reason` (cancel, timeout, a segment's end). */

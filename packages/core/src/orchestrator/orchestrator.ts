@@ -90,7 +90,7 @@ export class Orchestrator implements EffectHost {
       },
     )
     this.registry = this.agents.entries
-    this.effects = new Effects(createAgentServices(this), this)
+    this.effects = new Effects(createAgentServices(this), this, config.scheduler.agents)
     this.settlement = new Settlement(this)
     this.outcome = new RunOutcome(this)
     this.writer = new AgentWriter(

@@ -1,3 +1,6 @@
+import { z } from 'zod'
+import { InvalidInputError } from '../errors.js'
+import { AgentSlots } from './agent-slots.js'
 import { PriorityQueue } from './priority-queue.js'
 import { fullBuckets, type RateLimit, type RateState, settleCall, takeCall } from './rate-buckets.js'
 import type { SharedCall, SharedLimits, SharedStart } from './shared-limits.js'
@@ -8,6 +11,11 @@ export type { RateLimit } from './rate-buckets.js'
 export interface SchedulerOptions {
   /** Model calls in flight across the runtime (default: unlimited). */
   maxConcurrentModelCalls?: number
+  /**
+   * Agents at work at once across the runtime, a model call or a tool call each (default:
+   * unlimited); an agent waiting on its children or a person holds no place (`AgentSlots`).
+   */
+  maxConcurrentAgents?: number
   /** Per model name (`ChatModel.name`): token buckets, see `rate-buckets.ts`. */
   rateLimits?: Record<string, RateLimit>
   /** Least time between the starts of two model calls, in ms (in this process). */
@@ -121,8 +129,14 @@ export class Scheduler {
   private timerAt = Number.POSITIVE_INFINITY
   private readonly limit: number
 
+  /** Places for agents at work, when `maxConcurrentAgents` bounds them. */
+  readonly agents: AgentSlots | undefined
+
   constructor(private readonly options: SchedulerOptions = {}) {
+    checkSchedulerOptions(options)
     this.limit = options.maxConcurrentModelCalls ?? Number.POSITIVE_INFINITY
+    this.agents =
+      options.maxConcurrentAgents === undefined ? undefined : new AgentSlots(options.maxConcurrentAgents)
   }
 
   /** Counts rate limits and calls in flight in `shared` from now on; returns the undo. */
@@ -369,4 +383,28 @@ export class Scheduler {
 
 function kindKey(request: SlotRequest): string {
   return request.kind === undefined ? request.model : `${request.model}\u0000${request.kind}`
+}
+
+const atLeastOne = z.union([z.number().int().min(1), z.literal(Number.POSITIVE_INFINITY)])
+const perMinute = z.number().positive()
+const schedulerOptionsSchema = z.object({
+  maxConcurrentModelCalls: atLeastOne.optional(),
+  maxConcurrentAgents: atLeastOne.optional(),
+  startIntervalMs: z.number().min(0).finite().optional(),
+  rateLimits: z
+    .record(
+      z.string(),
+      z.object({ requestsPerMinute: perMinute.optional(), tokensPerMinute: perMinute.optional() }),
+    )
+    .optional(),
+})
+
+/** Refuses options that would hold every call for ever (a limit of 0) or mean nothing, naming the field. */
+function checkSchedulerOptions(options: SchedulerOptions): void {
+  const checked = schedulerOptionsSchema.safeParse(options)
+  if (checked.success) return
+  const issue = checked.error.issues[0]!
+  throw new InvalidInputError(
+    `invalid scheduler option ${issue.path.join('.') || '(root)'}: ${issue.message}; expected maxConcurrentModelCalls and maxConcurrentAgents as whole numbers from 1 (or Infinity), startIntervalMs as ms from 0, rateLimits as { [model]: { requestsPerMinute?, tokensPerMinute? } } above 0`,
+  )
 }
