@@ -11,6 +11,7 @@ import type { Slot, SlotRequest } from '../scheduler/scheduler.js'
 import { promiseOf } from '../thenable.js'
 import { type AgentEntry, tokensOf } from './agent-entry.js'
 import type { EffectHost } from './effect-host.js'
+import { callDigest } from './tool-call.js'
 
 const noChildren: ReadonlySet<string> = new Set()
 
@@ -175,7 +176,12 @@ function thought(
       context.children.length === 0 ? noChildren : new Set(context.children.map((child) => child.localId)),
   })
   if (parse.ok) {
-    for (let index = 0; index < parse.actions.length; index++) parse.actions[index]!.key = `${turn}.${index}`
+    for (let index = 0; index < parse.actions.length; index++) {
+      const action = parse.actions[index]!
+      action.key = `${turn}.${index}`
+      // Digested as the model gave it, before a store may reorder its arguments' keys.
+      if (action.action === 'call_tool') action.digest = callDigest(action)
+    }
   }
   const outcome: ThinkOutcome = {
     assistant,

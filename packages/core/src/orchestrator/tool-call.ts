@@ -3,7 +3,7 @@ import type { ActOutcome } from '../agent/agent-loop.js'
 import type { AgentContext } from '../agent/context.js'
 import { toErrorInfo } from '../errors.js'
 import type { ActionOf } from '../protocol/actions.js'
-import { actionReply, renderValue, withSortedKeys } from '../protocol/feedback.js'
+import { actionReply, renderValue } from '../protocol/feedback.js'
 import { redactError } from '../protocol/redact.js'
 import { isThenable, promiseOf } from '../thenable.js'
 import { abortableSleep, SuspendRequest, type ToolContext } from '../tools/define-tool.js'
@@ -135,10 +135,13 @@ function toolContext(
  * and arguments. A tool that de-duplicates on it never returns an old result for a new request.
  */
 export function idempotencyKey(runId: string, agentId: string, key: string, action: ToolAction): string {
-  const digest = createHash('sha256')
-    // Keys sorted: the same arguments read back from a store that reorders keys (jsonb) give the same key.
-    .update(`${action.tool}\n${JSON.stringify(withSortedKeys(action.args ?? null))}`)
+  return `${runId}:${agentId}:${key}:${action.digest ?? callDigest(action)}`
+}
+
+/** The tool and its arguments, digested (an action stored before actions kept their digest has it made here). */
+export function callDigest(action: ToolAction): string {
+  return createHash('sha256')
+    .update(`${action.tool}\n${JSON.stringify(action.args ?? null)}`)
     .digest('base64url')
     .slice(0, 16)
-  return `${runId}:${agentId}:${key}:${digest}`
 }

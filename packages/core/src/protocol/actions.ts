@@ -67,7 +67,17 @@ export const finishArgsSchema = z.object({ result: z.unknown().describe('Any JSO
 export type Action = (
   | { action: 'launch_subagents'; agents: LaunchSpec[]; on_cycle?: 'refuse' | 'sequential' }
   | { action: 'wait_for_subagents'; ids?: string[] }
-  | { action: 'call_tool'; tool: string; args: unknown }
+  | {
+      action: 'call_tool'
+      tool: string
+      args: unknown
+      /**
+       * Digest of the tool and its arguments as the model gave them, made when the reply is
+       * parsed and stored with it: the idempotency key's last part, the same after a store that
+       * keeps object keys in its own order (PostgreSQL's jsonb).
+       */
+      digest?: string
+    }
   | { action: 'finish'; result: unknown }
   | ({ action: 'send_message' } & z.infer<typeof sendMessageArgsSchema>)
 ) & {
