@@ -58,3 +58,13 @@ test('work that throws or rejects frees its place', async () => {
   await expect(slots.run(0, signal, () => Promise.reject(new Error('later')))).rejects.toThrow('later')
   expect(await slots.run(0, signal, async () => 'still free')).toBe('still free')
 })
+
+test('a place is freed when its agent stops, though its work ignores the abort and never settles', async () => {
+  const slots = new AgentSlots(1)
+  const stopped = new AbortController()
+  void slots.run(0, stopped.signal, () => new Promise<never>(() => {}))
+  const next = slots.run(0, new AbortController().signal, async () => 'went on')
+  expect(slots.stats).toEqual({ working: 1, queued: 1 })
+  stopped.abort(new Error('timed out'))
+  expect(await next).toBe('went on')
+})
