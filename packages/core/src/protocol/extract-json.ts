@@ -17,6 +17,17 @@ export function extractJsonValues(text: string): unknown[] {
   return [...jsonValues(text)]
 }
 
+/**
+ * The whole of `text` as one JSON value, forgiving only its form: a fence around it, a trailing
+ * comma. For a native tool call's arguments, which are one value: nothing is picked out of prose,
+ * nor out of an object that does not parse.
+ */
+export function parseWhole(text: string): { found: true; value: unknown } | { found: false } {
+  const trimmed = text.trim()
+  const fenced = /^```[a-zA-Z]*[ \t]*\r?\n?([\s\S]*?)```$/.exec(trimmed)
+  return tryParse((fenced ? fenced[1]! : trimmed).trim())
+}
+
 /** Lazily, so `extractJson` stops at the first value. */
 function* jsonValues(text: string): Generator<unknown> {
   const whole = tryParse(text.trim())

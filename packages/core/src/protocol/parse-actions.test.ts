@@ -198,7 +198,7 @@ describe('parseActions: strict about meaning, with an exact error', () => {
     expect(result).toEqual({ ok: false, error: 'this agent cannot launch sub-agents' })
   })
 
-  test("a native call's arguments are forgiven as a reply's text is: a trailing comma, a fence", () => {
+  test("a native call's arguments are forgiven their form (a trailing comma, a fence), never their content", () => {
     const calls = [
       { id: 'a', name: 'finish', arguments: '{"result": 1,}' },
       { id: 'b', name: 'lookup', arguments: '```json\n{"word": "x",}\n```' },
@@ -211,6 +211,19 @@ describe('parseActions: strict about meaning, with an exact error', () => {
       ok: true,
       actions: [{ action: 'call_tool', tool: 'lookup', args: { word: 'x' }, callId: 'b' }],
     })
+    // Nothing is picked out of arguments that are not one value: the model is asked again.
+    for (const text of [
+      `{'word':'a','opts':{"exact":true}}`,
+      '{"word": "one"} {"word": "two"}',
+      'I look up {"word": "x"}',
+    ]) {
+      expect(
+        parseActions({ toolCalls: [{ id: 'c', name: 'lookup', arguments: text }] }, context),
+      ).toMatchObject({
+        ok: false,
+        error: expect.stringMatching(/arguments of tool call lookup are not valid JSON/),
+      })
+    }
   })
 
   test('a native call with arguments that are not JSON', () => {

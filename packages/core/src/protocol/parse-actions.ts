@@ -11,7 +11,7 @@ import {
   sendMessageArgsSchema,
   waitArgsSchema,
 } from './actions.js'
-import { extractJson, extractJsonValues, jsonDepth } from './extract-json.js'
+import { extractJsonValues, jsonDepth, parseWhole } from './extract-json.js'
 
 export interface ParseContext {
   tools: ReadonlyMap<string, AnyTool>
@@ -82,8 +82,8 @@ function fromToolCalls(calls: readonly ToolCall[]): RawResult {
     let args: unknown = call.arguments
     if (typeof args === 'string') {
       if (args.length > maxReplyChars) return fail(`the arguments of ${call.name} are too long`)
-      // Forgiven as a reply's text is: a trailing comma, a fence or prose around the object.
-      const found = args.trim() === '' ? { found: true as const, value: {} } : extractJson(args)
+      // Its form forgiven as a reply's text is (a fence, a trailing comma), never its content.
+      const found = args.trim() === '' ? { found: true as const, value: {} } : parseWhole(args)
       if (!found.found) {
         return fail(
           `the arguments of tool call ${call.name} are not valid JSON: ${truncate(call.arguments as string, 200)}`,
