@@ -161,7 +161,9 @@ test('an answer no record could hold (nested too deep, or a cycle) is refused, i
     const deep = JSON.parse(`${'['.repeat(3000)}${']'.repeat(3000)}`)
     const cyclic: Record<string, unknown> = { region: 'eu' }
     cyclic.self = cyclic
-    for (const payload of [deep, cyclic]) {
+    const inMap = new Map([['k', deep]])
+    const inSet = new Set([deep])
+    for (const payload of [deep, cyclic, inMap, inSet]) {
       expect(() => run.resume('asker', payload)).toThrow(/nested deeper than 500 levels, or refers to itself/)
     }
     const response = await fetch(new URL('api/runs/deep/agents/asker/resume', server.url), {

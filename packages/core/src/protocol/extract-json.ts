@@ -151,6 +151,14 @@ export function jsonDepth(value: unknown, limit: number): number {
           depths.push(depth + 1)
         }
       }
+    } else if (item instanceof Map || item instanceof Set) {
+      // A value from code, not from JSON (an answer given to an agent): the encoder goes into these too.
+      for (const child of item instanceof Map ? [...item.keys(), ...item.values()] : item) {
+        if (child !== null && typeof child === 'object') {
+          items.push(child)
+          depths.push(depth + 1)
+        }
+      }
     } else {
       for (const key in item) {
         const child = item[key]
