@@ -56,7 +56,8 @@ export function openaiModel(options: OpenAIModelOptions): ChatModel {
     )
   }
   if (!options.model) throw new ModelError('openaiModel needs `model`, the model id the endpoint serves')
-  const baseURL = options.baseURL ?? process.env.OPENAI_BASE_URL ?? undefined
+  // An empty one (`OPENAI_BASE_URL=` in a .env template) is no base URL: OpenAI's own.
+  const baseURL = (options.baseURL ?? process.env.OPENAI_BASE_URL) || undefined
   if (baseURL !== undefined && !URL.canParse(baseURL)) {
     throw new ModelError(
       `openaiModel: the base URL "${baseURL}" (baseURL or OPENAI_BASE_URL) is not a URL; expected e.g. http://127.0.0.1:8000/v1`,

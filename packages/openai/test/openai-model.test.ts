@@ -317,6 +317,8 @@ describe('openaiModel on a real local server', () => {
     expect(() => openaiModel({ model: 'm', baseURL: 'not a url', apiKey })).toThrow(
       /the base URL "not a url" \(baseURL or OPENAI_BASE_URL\) is not a URL/,
     )
+    // An empty one is none, as the SDK took it: OpenAI's own.
+    expect(() => openaiModel({ model: 'm', baseURL: '', apiKey })).not.toThrow()
     const api = await serve(() => ({ json: { error: { message: 'Not Found' } }, status: 404 }))
     const without = openaiModel({ model: 'm', baseURL: api.baseURL.replace(/\/v1\/?$/, ''), apiKey })
     await expect(without.complete(request())).rejects.toThrow(
