@@ -29,6 +29,8 @@ function describeError(error: unknown): [ContentfulStatusCode, string, Record<st
     if (error.code === 'RUN_NOT_FOUND') return [404, error.message]
     if (error.code === 'INVALID_INPUT') return [400, error.message]
     if (error.code === 'SNAPSHOT_ERROR') return [422, error.message]
+    // A request that came while the server stopped: another server will take it.
+    if (error.code === 'SHUT_DOWN') return [503, error.message]
     return [500, error.message]
   }
   return [500, `internal error: ${(error as Error)?.message ?? String(error)}`]

@@ -44,7 +44,10 @@ export interface CohortServer {
   inspectorUrl: string
   /** Resumes every stored run still marked running (after a restart); returns their ids. */
   resumeInFlight(): Promise<string[]>
-  /** Stops accepting, closes sockets, and detaches every run: all is stored, nothing settles. */
+  /**
+   * Stops accepting, closes sockets, and shuts its runtime down (`runtime.shutdown`): every run
+   * detached, all stored, nothing settles, and the runtime starts nothing more.
+   */
   close(): Promise<void>
 }
 
