@@ -125,6 +125,11 @@ describe('cohort serve: HTTP API and event stream', () => {
     await waitUntil(() => received.some((m) => m.event.type === 'agent.suspended'))
     expect(received[0]?.event).toMatchObject({ type: 'run.started', runId: 'embedded' })
     socket.close()
+    // The program shuts its runtime down: a request meanwhile is told to go elsewhere.
+    await runtime.shutdown()
+    const refused = await api('POST', `${server.url}api/runs`, { task: 'one more' })
+    expect(refused.status).toBe(503)
+    expect(refused.body.error).toMatch(/this runtime was shut down/)
   })
 
   test('one run id asked for by many requests at once: one starts it, the others get 409, as one after another would', async () => {
