@@ -263,6 +263,9 @@ describe('scheduler', () => {
     // Six naps of 60 ms, two at a time: three rounds.
     expect(performance.now() - started).toBeGreaterThanOrEqual(170)
 
+    // Infinity is no limit, as everywhere.
+    const unbounded = { maxConcurrentAgents: Infinity, rateLimits: { m: { requestsPerMinute: Infinity } } }
+    expect(() => createRuntime({ agents: [boss, napper], model, scheduler: unbounded })).not.toThrow()
     for (const scheduler of [
       { maxConcurrentModelCalls: 0 },
       { maxConcurrentAgents: 1.5 },

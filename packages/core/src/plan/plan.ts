@@ -27,7 +27,7 @@ const stepSchema = z.object({
     .unknown()
     .refine(
       (value) => jsonValue.safeParse(value).success,
-      'expected a JSON value (no BigInt, Map, Set, Date, NaN or Infinity)',
+      'expected a JSON value (no BigInt, Map, Set, Date, class instance, undefined, NaN or Infinity)',
     )
     .optional(),
 })

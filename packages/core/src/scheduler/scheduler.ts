@@ -386,7 +386,7 @@ function kindKey(request: SlotRequest): string {
 }
 
 const atLeastOne = z.union([z.number().int().min(1), z.literal(Number.POSITIVE_INFINITY)])
-const perMinute = z.number().positive()
+const perMinute = z.union([z.number().positive(), z.literal(Number.POSITIVE_INFINITY)])
 const schedulerOptionsSchema = z.object({
   maxConcurrentModelCalls: atLeastOne.optional(),
   maxConcurrentAgents: atLeastOne.optional(),
