@@ -106,7 +106,8 @@ export function createAgentServices(run: EffectHost): AgentServices {
           .filter((child) => waited.has(child.id) || delivered.has(child.localId))
           .map((child) => child.id)
         if (ids.length < 2) return { results, conflicts: [] }
-        const conflicts = (await workspaces.conflicts(run.runId, ids)).filter((conflict) =>
+        // Every child here has ended: what their workspaces changed is read once for the run.
+        const conflicts = (await workspaces.conflicts(run.runId, ids, new Set(ids))).filter((conflict) =>
           conflict.agents.some((id) => waited.has(id)),
         )
         if (conflicts.length > 0) run.emitAgent(context, { type: 'workspace.conflicts', conflicts })

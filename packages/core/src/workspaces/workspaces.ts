@@ -23,10 +23,17 @@ export interface Conflict {
 export class Workspaces {
   readonly root: string
   readonly base: string | undefined
-  /** Per run in memory: its workspaces made, and the base as its conflicts compare against it. */
+  /**
+   * Per run in memory: its workspaces made, the base as its conflicts compare against it, and the
+   * files changed by agents that have ended (their workspaces change no more).
+   */
   private readonly runs = new Map<
     string,
-    { ready: Map<string, Promise<string>>; baseHashes?: Promise<Map<string, string>> }
+    {
+      ready: Map<string, Promise<string>>
+      baseHashes?: Promise<Map<string, string>>
+      ended: Map<string, Promise<string[]>>
+    }
   >()
 
   constructor(options: WorkspaceOptions = {}) {
@@ -61,19 +68,31 @@ export class Workspaces {
   private runOf(runId: string) {
     let run = this.runs.get(runId)
     if (!run) {
-      run = { ready: new Map() }
+      run = { ready: new Map(), ended: new Map() }
       this.runs.set(runId, run)
     }
     return run
   }
 
-  /** Files of the group's workspaces that differ from the base in more than one of them. */
-  async conflicts(runId: string, agentIds: readonly string[]): Promise<Conflict[]> {
+  /**
+   * Files of the group's workspaces that differ from the base in more than one of them. Those of
+   * `ended` agents are read once: a parent that waits for its children one at a time compares each
+   * new one with them without reading them all again.
+   */
+  async conflicts(
+    runId: string,
+    agentIds: readonly string[],
+    ended: ReadonlySet<string> = new Set(),
+  ): Promise<Conflict[]> {
     const byFile = new Map<string, string[]>()
+    const run = this.runOf(runId)
     for (const agentId of agentIds) {
-      const dir = this.pathOf(runId, agentId)
-      if (!(await exists(dir))) continue
-      for (const file of await this.changedFiles(dir, runId)) {
+      let changed = run.ended.get(agentId)
+      if (!changed) {
+        changed = this.changedIn(runId, agentId)
+        if (ended.has(agentId)) run.ended.set(agentId, changed)
+      }
+      for (const file of await changed) {
         const agents = byFile.get(file) ?? []
         agents.push(agentId)
         byFile.set(file, agents)
@@ -83,6 +102,11 @@ export class Workspaces {
       .filter(([, agents]) => agents.length > 1)
       .map(([file, agents]) => ({ file, agents }))
       .sort((a, b) => a.file.localeCompare(b.file))
+  }
+
+  private async changedIn(runId: string, agentId: string): Promise<string[]> {
+    const dir = this.pathOf(runId, agentId)
+    return (await exists(dir)) ? this.changedFiles(dir, runId) : []
   }
 
   /**

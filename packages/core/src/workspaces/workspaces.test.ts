@@ -1,0 +1,29 @@
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
+import { expect, test } from 'vitest'
+import { Workspaces } from './workspaces.js'
+
+test('what an ended agent changed is read once for its run: later waits compare new agents with it without reading it again', async () => {
+  const dir = await mkdtemp(path.join(tmpdir(), 'cohort-ws-'))
+  try {
+    const base = path.join(dir, 'base')
+    await mkdir(base)
+    await writeFile(path.join(base, 'notes.txt'), 'base\n')
+    const workspaces = new Workspaces({ root: path.join(dir, 'ws'), base })
+    await writeFile(path.join(await workspaces.ensure('r1', 'a'), 'notes.txt'), 'a\n')
+    await writeFile(path.join(await workspaces.ensure('r1', 'b'), 'notes.txt'), 'b\n')
+    expect(await workspaces.conflicts('r1', ['a', 'b'], new Set(['a', 'b']))).toEqual([
+      { file: 'notes.txt', agents: ['a', 'b'] },
+    ])
+    // Ended agents' workspaces change no more; were one touched, the run still reads what it read.
+    await writeFile(path.join(workspaces.pathOf('r1', 'a'), 'late.txt'), 'late\n')
+    await writeFile(path.join(await workspaces.ensure('r1', 'c'), 'late.txt'), 'c\n')
+    expect(await workspaces.conflicts('r1', ['a', 'c'], new Set(['a']))).toEqual([])
+    // A run that left memory reads them again.
+    workspaces.forget('r1')
+    expect(await workspaces.conflicts('r1', ['a', 'c'])).toEqual([{ file: 'late.txt', agents: ['a', 'c'] }])
+  } finally {
+    await rm(dir, { recursive: true, force: true })
+  }
+})
