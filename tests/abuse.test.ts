@@ -49,6 +49,16 @@ test('unregistered agents and bad options are refused with what was expected', (
   expect(() => createRuntime({ agents: [worker], model: finishing, limits: { maxDepth: -1 } })).toThrow(
     /invalid limits: maxDepth/,
   )
+  // Past what a timer can wait (about 24.8 days), Node would fire it at once.
+  expect(() => createRuntime({ agents: [worker], model: finishing, limits: { timeoutMs: 3e9 } })).toThrow(
+    /invalid limits: timeoutMs: .*at most 2147483647/,
+  )
+  expect(() =>
+    runtime.runPlan({ agents: [{ id: 'a', agent: 'worker', task: 't', timeout_ms: 3e9 }] }),
+  ).toThrow(/invalid plan: agents.0.timeout_ms/)
+  expect(() =>
+    createRuntime({ agents: [worker], model: finishing, scheduler: { startIntervalMs: 3e9 } }),
+  ).toThrow(/invalid scheduler option startIntervalMs/)
   expect(() => runtime.runPlan({ agents: [{ id: '../x', agent: 'worker', task: 't' }] })).toThrow(
     /invalid plan: agents.0.id/,
   )

@@ -39,6 +39,9 @@ export const defaultLimits: RunLimits = {
   maxRunTokens: null,
 }
 
+/** The longest a timer waits: Node fires a longer one at once (about 24.8 days, 2³¹ − 1 ms). */
+export const maxTimeoutMs = 2_147_483_647
+
 const count = z.number().int().min(0)
 const limitsSchema = z
   .object({
@@ -47,7 +50,7 @@ const limitsSchema = z
     maxChildrenPerLaunch: count.min(1),
     maxDepth: count,
     maxAgents: count.min(1),
-    timeoutMs: z.number().positive().nullable(),
+    timeoutMs: z.number().positive().max(maxTimeoutMs).nullable(),
     maxAgentTokens: count.nullable(),
     maxRunTokens: count.nullable(),
   })
@@ -66,6 +69,6 @@ export function checkLimits(layer: Partial<RunLimits>, owner?: string): z.output
   if (parsed.success) return parsed.data
   const issue = parsed.error.issues[0]
   throw new InvalidInputError(
-    `invalid limits${owner ? ` ${owner}` : ''}: ${issue?.path.join('.') || '(root)'}: ${issue?.message}; expected ${Object.keys(defaultLimits).join(', ')} as whole numbers (maxSteps, maxChildrenPerLaunch and maxAgents at least 1; timeoutMs above 0, in ms) or null for no limit`,
+    `invalid limits${owner ? ` ${owner}` : ''}: ${issue?.path.join('.') || '(root)'}: ${issue?.message}; expected ${Object.keys(defaultLimits).join(', ')} as whole numbers (maxSteps, maxChildrenPerLaunch and maxAgents at least 1; timeoutMs above 0, in ms, at most ${maxTimeoutMs}) or null for no limit`,
   )
 }

@@ -1,4 +1,5 @@
 import { z } from 'zod'
+import { maxTimeoutMs } from '../agent/limits.js'
 import { InvalidInputError } from '../errors.js'
 import { childIdPattern, type LaunchSpec } from '../protocol/actions.js'
 import { checkDependencies, dependencyLayers, describeCycle } from './dependency-graph.js'
@@ -21,7 +22,7 @@ const stepSchema = z.object({
   task: z.string().min(1),
   depends_on: z.array(z.string()).optional(),
   priority: z.number().optional(),
-  timeout_ms: z.number().positive().optional(),
+  timeout_ms: z.number().positive().max(maxTimeoutMs).optional(),
   // The plan is stored as the JSON text of its root's task: what JSON cannot hold is refused here.
   fallback: z
     .unknown()

@@ -1,4 +1,5 @@
 import { z } from 'zod'
+import { maxTimeoutMs } from '../agent/limits.js'
 
 /** Ids a child may have: they appear in prompts, logs, file names and URLs. */
 export const childIdPattern = /^[a-zA-Z0-9_-]{1,48}$/
@@ -29,6 +30,7 @@ export const launchSpecSchema = z.object({
   timeout_ms: z
     .number({ error: '"timeout_ms" must be a positive number' })
     .positive('"timeout_ms" must be a positive number')
+    .max(maxTimeoutMs, `"timeout_ms" must be at most ${maxTimeoutMs} (about 24.8 days)`)
     .describe('Wall-clock limit for this sub-agent, in ms')
     .optional(),
   fallback: z.unknown().describe('What you receive if this sub-agent times out').optional(),

@@ -1,4 +1,5 @@
 import { z } from 'zod'
+import { maxTimeoutMs } from '../agent/limits.js'
 import { InvalidInputError } from '../errors.js'
 import { AgentSlots } from './agent-slots.js'
 import { PriorityQueue } from './priority-queue.js'
@@ -390,7 +391,7 @@ const perMinute = z.union([z.number().positive(), z.literal(Number.POSITIVE_INFI
 const schedulerOptionsSchema = z.object({
   maxConcurrentModelCalls: atLeastOne.optional(),
   maxConcurrentAgents: atLeastOne.optional(),
-  startIntervalMs: z.number().min(0).finite().optional(),
+  startIntervalMs: z.number().min(0).max(maxTimeoutMs).optional(),
   rateLimits: z
     .record(
       z.string(),
