@@ -2,6 +2,7 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import {
+  type ChatModel,
   type CohortEvent,
   createRuntime,
   defineAgent,
@@ -559,5 +560,35 @@ describe('metrics', () => {
       turns: 2,
     })
     expect(runtime.metrics().runs.completed).toBe(1)
+  })
+})
+
+describe('stuck calls and queued calls hold nothing', () => {
+  test('a model that ignores the abort gives its slot back when its agent times out; a call queued on a rate limit holds no agent place', async () => {
+    const never: ChatModel = { name: 'never', complete: () => new Promise(() => {}) }
+    const quick: ChatModel = {
+      name: 'quick',
+      complete: async () => ({ text: '{"action":"finish","result":"done"}' }),
+    }
+    const stuck = defineAgent({ name: 'stuck', instructions: '', model: never, limits: { timeoutMs: 100 } })
+    const other = defineAgent({ name: 'other', instructions: '', model: quick })
+    const runtime = createRuntime({ agents: [stuck, other], scheduler: { maxConcurrentModelCalls: 1 } })
+    await expect(runtime.run('stuck', 'go')).rejects.toThrow(/timed out after 100 ms/)
+    expect(runtime.metrics().modelCalls.inFlight).toBe(0)
+    expect(await runtime.run('other', 'go')).toBe('done')
+
+    const limited: ChatModel = { name: 'limited', complete: quick.complete }
+    const slow = defineAgent({ name: 'slow', instructions: '', model: limited })
+    const spaced = createRuntime({
+      agents: [slow, other],
+      scheduler: { maxConcurrentAgents: 1, rateLimits: { limited: { requestsPerMinute: 1 } } },
+    })
+    expect(await spaced.run('slow', 'first')).toBe('done')
+    // The next call of `limited` waits about a minute for its bucket; it holds no place meanwhile.
+    const waiting = spaced.start('slow', 'second')
+    const started = performance.now()
+    expect(await spaced.run('other', 'go')).toBe('done')
+    expect(performance.now() - started).toBeLessThan(5_000)
+    await waiting.cancel()
   })
 })

@@ -23,7 +23,7 @@ export class Effects {
   constructor(
     private readonly services: AgentServices,
     private readonly target: EffectTarget,
-    /** Places for agents at work (`maxConcurrentAgents`): a model call or a tool call takes one. */
+    /** Places for agents at work (`maxConcurrentAgents`): a tool call takes one here, a model call in `model-call.ts`. */
     private readonly slots?: AgentSlots,
   ) {}
 
@@ -37,11 +37,10 @@ export class Effects {
     const { signal } = controller
     let outcome: Promise<AgentMachineEvent>
     if (snapshot.matches({ running: 'thinking' })) {
-      outcome = this.atWork(entry, signal, () => this.services.think(entry, signal)).then((reply) => ({
-        type: 'REPLIED',
-        outcome: reply,
-        maxRepairs,
-      }))
+      // A model call takes its place once its slot is granted (`model-call.ts`).
+      outcome = this.services
+        .think(entry, signal)
+        .then((reply) => ({ type: 'REPLIED', outcome: reply, maxRepairs }))
     } else if (snapshot.matches({ running: 'acting' }) && context.pending[0]) {
       const action = context.pending[0]
       const act = () => this.services.act(entry, action, signal)

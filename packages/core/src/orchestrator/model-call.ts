@@ -52,8 +52,24 @@ export function think(run: EffectHost, entry: AgentEntry, signal: AbortSignal): 
   } catch (error) {
     return Promise.reject(error)
   }
-  if (slot) return callModel(run, entry, model, slot, signal)
-  return run.scheduler.acquire(request).then((granted) => callModel(run, entry, model, granted, signal))
+  if (slot) return atWork(run, entry, model, slot, signal)
+  return run.scheduler.acquire(request).then((granted) => atWork(run, entry, model, granted, signal))
+}
+
+/**
+ * The call once the agent may be at work (`maxConcurrentAgents`): its place is taken when its
+ * slot is granted, so an agent queued on a model or a rate limit holds none.
+ */
+function atWork(run: EffectHost, entry: AgentEntry, model: ChatModel, slot: Slot, signal: AbortSignal) {
+  const places = run.scheduler.agents
+  if (!places) return callModel(run, entry, model, slot, signal)
+  return places
+    .run(entry.context.priority, signal, () => callModel(run, entry, model, slot, signal))
+    .catch((error: unknown) => {
+      // Stopped while waiting for a place: the slot it held goes back.
+      slot.release(0)
+      throw error
+    })
 }
 
 /**
@@ -76,8 +92,21 @@ function callModel(
   if (run.bus.hasListeners) run.emitAgent(context, { type: 'model.started', turn, model: model.name })
   const started = performance.now()
   entry.busySince = started
-  const failed = (error: unknown): never => {
+  // A model that ignores the abort must not keep its slot: it goes back when the agent stops.
+  let busy = true
+  const endBusy = () => {
+    if (!busy) return
+    busy = false
+    signal.removeEventListener('abort', stopped)
     run.busy.end()
+  }
+  const stopped = () => {
+    endBusy()
+    slot.release(0)
+  }
+  signal.addEventListener('abort', stopped, { once: true })
+  const failed = (error: unknown): never => {
+    endBusy()
     slot.release(0)
     redactError(redact, error)
     const durationMs = Math.round(performance.now() - started)
@@ -129,7 +158,7 @@ function callModel(
     } catch (error) {
       return failed(error)
     }
-    run.busy.end()
+    endBusy()
     const rest = tokens?.end()
     if (rest) run.emitAgent(context, { type: 'model.token', turn, text: rest })
     return thought(run, entry, context, turn, slot, started, cleaned)
