@@ -280,3 +280,28 @@ async function isRunning(pid: number): Promise<boolean> {
     return false
   }
 }
+
+test("a secret a command prints to stderr is redacted in the process record kept in the agent's context", async () => {
+  const agents = [
+    shellAgent('leaky', 'echo "using sk-secret-123" >&2; echo done'),
+    shellAgent('crashy', 'echo "key sk-secret-123 refused" >&2; exit 3'),
+  ]
+  const { lead, model } = leadOver(agents.map((a) => ({ agent: a.name, id: a.name })))
+  const runtime = createRuntime({
+    agents: [lead, ...agents],
+    model,
+    secrets: ['sk-secret-123'],
+    workspaces: { root: path.join(dir, 'ws') },
+  })
+  const run = runtime.start('lead', 'go')
+  const failures: string[] = []
+  run.on('model.failed', (event) => failures.push(event.process?.stderrTail ?? ''))
+  await run.result
+  const { agents: records } = await run.snapshot()
+  const tails = records.flatMap((record) => record.snapshot.context.processes.map((p) => p.stderrTail))
+  expect(tails).toHaveLength(2)
+  for (const tail of [...tails, ...failures]) {
+    expect(tail).not.toContain('sk-secret-123')
+    expect(tail).toContain('[redacted]')
+  }
+})

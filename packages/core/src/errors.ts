@@ -75,7 +75,8 @@ export class InvalidInputError extends CohortError {
 export class ModelError extends CohortError {
   readonly status: number | undefined
   readonly retryable: boolean
-  readonly process: ProcessRecord | undefined
+  /** What a failed process turn left behind; the runtime redacts its stderr before it is kept. */
+  process: ProcessRecord | undefined
   /** How many times the call was retried before it failed for good (counted in the run's metrics). */
   readonly retries: number
   constructor(

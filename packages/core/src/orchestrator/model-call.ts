@@ -1,6 +1,7 @@
 import type { ThinkOutcome } from '../agent/agent-loop.js'
 import type { AgentContext } from '../agent/context.js'
 import { LimitExceededError, ModelError, toErrorInfo } from '../errors.js'
+import type { ProcessRecord } from '../models/command-model.js'
 import type { ChatMessage, ChatModel, ModelReply, ModelRequest } from '../models/types.js'
 import { inboxMessage, renderValue, repairFeedback } from '../protocol/feedback.js'
 import { parseActions } from '../protocol/parse-actions.js'
@@ -109,6 +110,8 @@ function callModel(
     endBusy()
     slot.release(0)
     redactError(redact, error)
+    // Kept in the agent's context and in the event: the stderr a command printed is redacted too.
+    if (error instanceof ModelError && error.process) error.process = redactProcess(run, error.process)
     const durationMs = Math.round(performance.now() - started)
     const failure: Parameters<typeof run.emitAgent>[1] = {
       type: 'model.failed',
@@ -234,7 +237,13 @@ function redactReply(run: EffectHost, reply: ModelReply): ModelReply {
   if (reply.text !== undefined) cleaned.text = run.redact(reply.text)
   if (reply.toolCalls)
     cleaned.toolCalls = reply.toolCalls.map((call) => ({ ...call, arguments: run.redact(call.arguments) }))
+  if (reply.process) cleaned.process = redactProcess(run, reply.process)
   return cleaned
+}
+
+/** A process turn's record with its stderr redacted: a command may print a key it was given. */
+function redactProcess(run: EffectHost, record: ProcessRecord): ProcessRecord {
+  return { ...record, stderrTail: run.redact(record.stderrTail) }
 }
 
 /** The limit the agent or the run went over with its tokens, if either did. */
