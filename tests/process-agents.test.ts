@@ -1,4 +1,4 @@
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import {
@@ -304,4 +304,24 @@ test("a secret a command prints to stderr is redacted in the process record kept
     expect(tail).not.toContain('sk-secret-123')
     expect(tail).toContain('[redacted]')
   }
+})
+
+test('a command that prints without end is stopped past the longest reply; text split across reads stays whole; base links stay links', async () => {
+  const flood = shellAgent('flood', 'yes')
+  const accents = shellAgent('accents', `node -e "process.stdout.write('a' + 'é'.repeat(90000))"`)
+  const base = path.join(dir, 'base')
+  await mkdir(path.join(base, 'sub'), { recursive: true })
+  await writeFile(path.join(base, 'sub', 'file.txt'), 'base\n')
+  await symlink('sub/file.txt', path.join(base, 'rel-link'))
+  const writer = shellAgent('writer', 'echo mine >> rel-link; echo wrote')
+  const runtime = createRuntime({
+    agents: [flood, accents, writer],
+    limits: { maxRepairs: 0 },
+    workspaces: { root: path.join(dir, 'ws'), base },
+  })
+  await expect(runtime.run('flood', 'go')).rejects.toThrow(/printed more than 200000 characters/)
+  expect(await runtime.run('accents', 'go')).toBe(`a${'é'.repeat(90000)}`)
+  expect(await runtime.run('writer', 'go')).toBe('wrote')
+  // The link in the workspace points into the workspace: the base is as it was.
+  expect(await readFile(path.join(base, 'sub', 'file.txt'), 'utf8')).toBe('base\n')
 })

@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process'
 import { ModelError } from '../errors.js'
 import { extractJson } from '../protocol/extract-json.js'
+import { maxReplyChars } from '../protocol/parse-actions.js'
 import type { ProcessRecord } from './process-record.js'
 import type { ChatModel, ModelReply, ModelRequest } from './types.js'
 
@@ -134,10 +135,20 @@ function runProcess(
     }, options.timeoutMs)
     const onAbort = () => killTree()
     options.signal.addEventListener('abort', onAbort, { once: true })
-    child.stdout.on('data', (chunk: Buffer) => {
+    // Decoded as text across chunks: a character split between two reads stays whole.
+    child.stdout.setEncoding('utf8')
+    child.stderr.setEncoding('utf8')
+    let overflow = false
+    child.stdout.on('data', (chunk: string) => {
+      if (overflow) return
       stdout += chunk
+      // No reply can be longer: stopped here, rather than read on until memory runs out.
+      if (stdout.length > maxReplyChars) {
+        overflow = true
+        killTree()
+      }
     })
-    child.stderr.on('data', (chunk: Buffer) => {
+    child.stderr.on('data', (chunk: string) => {
       stderr = (stderr + chunk).slice(-64_000)
     })
     child.stdin.on('error', () => {})
@@ -151,6 +162,13 @@ function runProcess(
       clearTimeout(timer)
       options.signal.removeEventListener('abort', onAbort)
       if (options.signal.aborted) return reject(options.signal.reason)
+      if (overflow) {
+        return reject(
+          new ModelError(
+            `command ${command} printed more than ${maxReplyChars} characters, the most a reply may hold; it was stopped`,
+          ),
+        )
+      }
       resolve({
         stdout,
         stderr,

@@ -21,7 +21,8 @@ export interface ParseContext {
   childIds: ReadonlySet<string>
 }
 
-const maxReplyChars = 200_000
+/** The longest reply the parser reads; a longer one is refused (and a command stopped past it). */
+export const maxReplyChars = 200_000
 const maxJsonDepth = 64
 const maxActionsPerReply = 100
 const actionNames = ['launch_subagents', 'wait_for_subagents', 'call_tool', 'finish', 'send_message']

@@ -127,7 +127,8 @@ export class Workspaces {
     const temp = `${dir}.${process.pid}.tmp`
     await rm(temp, { recursive: true, force: true })
     await mkdir(path.dirname(dir), { recursive: true })
-    if (this.base) await cp(this.base, temp, { recursive: true })
+    // Links as they are: a relative one points into the workspace, not back into the base.
+    if (this.base) await cp(this.base, temp, { recursive: true, verbatimSymlinks: true })
     else await mkdir(temp)
     // A half-copied workspace is never seen under the agent's name.
     await rename(temp, dir)
