@@ -267,6 +267,18 @@ describe('scheduler', () => {
     // Infinity is no limit, as everywhere.
     const unbounded = { maxConcurrentAgents: Infinity, rateLimits: { m: { requestsPerMinute: Infinity } } }
     expect(() => createRuntime({ agents: [boss, napper], model, scheduler: unbounded })).not.toThrow()
+    // A typo is no limit: refused, not ignored.
+    expect(() =>
+      createRuntime({ agents: [boss, napper], model, scheduler: { maxConcurrentCalls: 2 } as never }),
+    ).toThrow(/invalid scheduler option/)
+    expect(() => defineAgent({ name: 'odd', instructions: '', priority: Number.NaN })).toThrow(
+      /priority must be a finite number/,
+    )
+    // runPlan's own root takes two turns, whatever maxSteps allows each step.
+    const planner = createRuntime({ agents: [napper], model, limits: { maxSteps: 1 } })
+    expect(await planner.runPlan({ agents: [{ id: 'solo', agent: 'napper', task: 'nap' }] }).result).toEqual({
+      solo: { error: expect.objectContaining({ code: 'LIMIT_EXCEEDED' }) },
+    })
     for (const scheduler of [
       { maxConcurrentModelCalls: 0 },
       { maxConcurrentAgents: 1.5 },

@@ -52,7 +52,15 @@ export function defineAgent(options: AgentOptions): AgentDefinition {
   }
   if (options.model) definition.model = options.model
   if (options.limits) definition.limits = options.limits
-  if (options.priority !== undefined) definition.priority = options.priority
+  if (options.priority !== undefined) {
+    // A priority that is no number (NaN, 'high') would break the order of every queued call.
+    if (typeof options.priority !== 'number' || !Number.isFinite(options.priority)) {
+      throw new TypeError(
+        `agent "${options.name}": priority must be a finite number, got ${String(options.priority)}`,
+      )
+    }
+    definition.priority = options.priority
+  }
   if ('fallback' in options) definition.fallback = { value: options.fallback }
   return definition
 }

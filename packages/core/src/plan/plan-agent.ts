@@ -12,8 +12,9 @@ export function definePlanAgent(agentNames: string[]): AgentDefinition {
     instructions: 'Runs a plan given as data.',
     subagents: agentNames,
     model: planModel,
-    // A runtime-wide timeout bounds each step of the plan; the plan itself lasts as long as they do.
-    limits: { maxChildrenPerLaunch: 100_000, maxRepairs: 0, timeoutMs: null },
+    // The runtime's limits bound the plan's steps, not its own root: it takes two turns (launch
+    // and wait, then finish), and lasts as long as its steps do.
+    limits: { maxChildrenPerLaunch: 100_000, maxRepairs: 0, timeoutMs: null, maxSteps: 2 },
   })
 }
 

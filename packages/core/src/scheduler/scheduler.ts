@@ -388,14 +388,14 @@ function kindKey(request: SlotRequest): string {
 
 const atLeastOne = z.union([z.number().int().min(1), z.literal(Number.POSITIVE_INFINITY)])
 const perMinute = z.union([z.number().positive(), z.literal(Number.POSITIVE_INFINITY)])
-const schedulerOptionsSchema = z.object({
+const schedulerOptionsSchema = z.strictObject({
   maxConcurrentModelCalls: atLeastOne.optional(),
   maxConcurrentAgents: atLeastOne.optional(),
   startIntervalMs: z.number().min(0).max(maxTimeoutMs).optional(),
   rateLimits: z
     .record(
       z.string(),
-      z.object({ requestsPerMinute: perMinute.optional(), tokensPerMinute: perMinute.optional() }),
+      z.strictObject({ requestsPerMinute: perMinute.optional(), tokensPerMinute: perMinute.optional() }),
     )
     .optional(),
 })
