@@ -228,6 +228,16 @@ describe('cohort CLI', () => {
     expect(noModel.stderr).toMatch(/needs a model: no --command was given .*set it, or pass --command/)
     const empty = await run(['parallel', 'a AND  AND b', '--command', 'true'])
     expect(empty.stderr).toMatch(/expected "task A AND task B AND …"/)
+    // A base that cannot be one is refused before anything runs.
+    for (const [base, why] of [
+      ['no-such-folder', /--base no-such-folder: no such folder/],
+      [path.join(example, 'task.sh'), /is a file; expected a folder/],
+      ['.', /--base \. holds the cohort folder .*keep it elsewhere with --dir/],
+    ] as const) {
+      const refused = await run(['parallel', 'a AND b', '--command', 'true', '--base', base])
+      expect(refused.code, refused.stdout).toBe(2)
+      expect(refused.stderr).toMatch(why)
+    }
   }, 60_000)
 
   test('a run that waits on a person says what for; Ctrl-C stores it; approve and answer continue it', async () => {

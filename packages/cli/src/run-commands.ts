@@ -1,5 +1,6 @@
 /** The commands that run a run here: `run`, `parallel`, `resume` (and `approve`, `answer` through it), `cancel`. */
 import { randomUUID } from 'node:crypto'
+import { stat } from 'node:fs/promises'
 import path from 'node:path'
 import {
   type Answer,
@@ -117,6 +118,21 @@ export async function runCommand(
   return follow(hosted.runtime.start(agent, text, { runId }), io, logger)
 }
 
+/** `--base`: a folder that exists and does not hold the cohort folder (each workspace would hold a copy of itself). */
+async function checkedBase(base: string, home: Home): Promise<string> {
+  const folder = path.resolve(base)
+  const found = await stat(folder).catch(() => undefined)
+  if (!found) throw new InvalidInputError(`--base ${base}: no such folder`)
+  if (!found.isDirectory()) throw new InvalidInputError(`--base ${base} is a file; expected a folder`)
+  const cohortDir = path.resolve(home.dir)
+  if (cohortDir === folder || cohortDir.startsWith(`${folder}${path.sep}`)) {
+    throw new InvalidInputError(
+      `--base ${base} holds the cohort folder ${home.dir} (runs, logs, workspaces), which each workspace would copy: keep it elsewhere with --dir, or give a base without it`,
+    )
+  }
+  return folder
+}
+
 export async function parallelCommand(
   text: string,
   options: CommonOptions & { command?: string; arg?: string[]; base?: string; runId?: string },
@@ -126,7 +142,7 @@ export async function parallelCommand(
   const launch: Launch = { kind: 'parallel', tasks: splitTasks(text) }
   if (options.command) launch.command = options.command
   if (options.arg?.length) launch.args = options.arg
-  if (options.base) launch.base = path.resolve(options.base)
+  if (options.base) launch.base = await checkedBase(options.base, home)
   const logger = makeLogger(home, io)
   const hosted = await runtimeFor(launch, home, logger)
   const runId = await runIdFor(hosted.runtime.store, options.runId)

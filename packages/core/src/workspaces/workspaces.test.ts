@@ -27,3 +27,10 @@ test('what an ended agent changed is read once for its run: later waits compare 
     await rm(dir, { recursive: true, force: true })
   }
 })
+
+test('workspaces inside their own base are refused when made, not at the first copy', () => {
+  const base = path.join(tmpdir(), 'project')
+  expect(() => new Workspaces({ root: path.join(base, '.cohort', 'workspaces'), base })).toThrow(
+    /are inside their base .*: each would hold a copy of itself/,
+  )
+})

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto'
 import { cp, mkdir, readdir, readFile, rename, rm, stat } from 'node:fs/promises'
 import path from 'node:path'
+import { InvalidInputError } from '../errors.js'
 
 export interface WorkspaceOptions {
   /** Folder holding `<runId>/<agentId>` workspaces (default `workspaces`). */
@@ -39,6 +40,11 @@ export class Workspaces {
   constructor(options: WorkspaceOptions = {}) {
     this.root = path.resolve(options.root ?? 'workspaces')
     this.base = options.base === undefined ? undefined : path.resolve(options.base)
+    if (this.base && (this.root === this.base || this.root.startsWith(`${this.base}${path.sep}`))) {
+      throw new InvalidInputError(
+        `the workspaces (${this.root}) are inside their base (${this.base}): each would hold a copy of itself; keep them apart`,
+      )
+    }
   }
 
   pathOf(runId: string, agentId: string): string {
