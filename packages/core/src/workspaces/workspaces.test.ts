@@ -34,3 +34,20 @@ test('workspaces inside their own base are refused when made, not at the first c
     /are inside their base .*: each would hold a copy of itself/,
   )
 })
+
+test('conflicts compare against the base as the run first copied it, though it changed since', async () => {
+  const dir = await mkdtemp(path.join(tmpdir(), 'cohort-ws-'))
+  try {
+    const base = path.join(dir, 'base')
+    await mkdir(base)
+    await writeFile(path.join(base, 'x.txt'), 'first\n')
+    const workspaces = new Workspaces({ root: path.join(dir, 'ws'), base })
+    await workspaces.ensure('r1', 'a')
+    await workspaces.ensure('r1', 'b')
+    // Someone edits the base while the agents work; they changed nothing.
+    await writeFile(path.join(base, 'x.txt'), 'edited\n')
+    expect(await workspaces.conflicts('r1', ['a', 'b'])).toEqual([])
+  } finally {
+    await rm(dir, { recursive: true, force: true })
+  }
+})

@@ -57,7 +57,9 @@ export class Workspaces {
     const { ready } = this.runOf(runId)
     let made = ready.get(dir)
     if (!made) {
-      made = this.create(dir)
+      // The base as the run's first workspace copies it is what conflicts compare against, though
+      // it changes while the run goes on.
+      made = this.hashesOfBase(runId).then(() => this.create(dir))
       ready.set(dir, made)
     }
     return made
