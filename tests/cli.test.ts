@@ -453,6 +453,25 @@ describe('cohort CLI', () => {
     }
   }, 60_000)
 
+  test('a parallel run stopped with Ctrl-C reports nothing yet; resumed, it shows its tasks and exits 1 for a failed one', async () => {
+    await writeFile(path.join(cwd, 'task.sh'), '#!/bin/sh\nsleep 1; grep -q bad && exit 3; echo fine\n', {
+      mode: 0o755,
+    })
+    // The command as a path from here: each task runs it from its own workspace.
+    const args = ['parallel', 'good AND bad', '--command', './task.sh', '--run-id', 'par-stop']
+    const child = cohort(args)
+    const stopped = await collect(child, (line) => {
+      if (/LLM .*task-2 calls/.test(line)) child.kill('SIGINT')
+    })
+    expect(stopped.code, stopped.stderr).toBe(130)
+    expect(stopped.stdout).not.toMatch(/No conflicts|\| task \|/)
+    const resumed = await run(['resume', 'par-stop'])
+    expect(resumed.code, resumed.stderr).toBe(1)
+    expect(resumed.stdout).toMatch(/\| task-1 \| completed \| .* \| fine \|/)
+    expect(resumed.stdout).toMatch(/\| task-2 \| failed \| .* \| error: .*exited with code 3/)
+    expect(resumed.stderr).toMatch(/1 task failed/)
+  }, 60_000)
+
   test('a run killed mid-way is resumed by `cohort resume`; another is cancelled by `cohort cancel`', async () => {
     const env = { CLI_SLEEP: '1.5' }
     for (const id of ['crashed', 'doomed']) {

@@ -140,7 +140,9 @@ export async function parallelCommand(
 ): Promise<number> {
   const { home } = options
   const launch: Launch = { kind: 'parallel', tasks: splitTasks(text) }
-  if (options.command) launch.command = options.command
+  // A command given as a path (./task.sh) is where it was typed, not in each task's workspace.
+  if (options.command)
+    launch.command = options.command.includes(path.sep) ? path.resolve(options.command) : options.command
   if (options.arg?.length) launch.args = options.arg
   if (options.base) launch.base = await checkedBase(options.base, home)
   const logger = makeLogger(home, io)
@@ -148,7 +150,15 @@ export async function parallelCommand(
   const runId = await runIdFor(hosted.runtime.store, options.runId)
   await home.saveLaunch(runId, launch)
   const run = hosted.runtime.runPlan(parallelPlan(launch), { runId })
-  const code = await follow(run, io, logger)
+  return parallelReport(run, home, io, await follow(run, io, logger))
+}
+
+/**
+ * After a parallel run, here or resumed: its tasks and their conflicts; exit code 1 when a task
+ * failed. A run stopped before its end (Ctrl-C) has nothing to report yet.
+ */
+async function parallelReport(run: Run, home: Home, io: Output, code: number): Promise<number> {
+  if (run.status === 'running') return code
   const failed = await printTasks(home, run.id, io)
   const conflicts = run.metrics().conflicts
   io.out.write(
@@ -214,7 +224,8 @@ export async function resumeCommand(
     }
   }
   const run = await hosted.runtime.resume(runId)
-  return follow(run, io, logger, stored ? runView(stored).agents : [])
+  const code = await follow(run, io, logger, stored ? runView(stored).agents : [])
+  return launch.kind === 'parallel' ? parallelReport(run, home, io, code) : code
 }
 
 export async function cancelCommand(runId: string, options: CommonOptions, io: Output): Promise<number> {
