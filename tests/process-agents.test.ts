@@ -325,3 +325,16 @@ test('a command that prints without end is stopped past the longest reply; text 
   // The link in the workspace points into the workspace: the base is as it was.
   expect(await readFile(path.join(base, 'sub', 'file.txt'), 'utf8')).toBe('base\n')
 })
+
+test('a command that exits while something it started in the background keeps its output open ends its turn when it exits', async () => {
+  const daemon = defineAgent({
+    name: 'daemon',
+    instructions: '',
+    model: commandModel({ command: 'sh', args: ['-c', 'sleep 30 & echo started'], timeoutMs: 20_000 }),
+  })
+  const runtime = createRuntime({ agents: [daemon], workspaces: { root: path.join(dir, 'ws') } })
+  const begun = performance.now()
+  expect(await runtime.run('daemon', 'go')).toBe('started')
+  // It waited for the background sleep (30 s) or for its timeout (20 s) before.
+  expect(performance.now() - begun).toBeLessThan(10_000)
+})

@@ -22,6 +22,9 @@ export type { ProcessRecord }
 
 const stderrTailChars = 2_000
 
+/** How long output is still read after a command exited, before its pipes are closed. */
+const exitGraceMs = 200
+
 /**
  * An agent whose turn runs an external command (a coding assistant's CLI, a script) in the
  * agent's own workspace. Its stdout is the reply: actions when it holds an action JSON,
@@ -129,11 +132,26 @@ function runProcess(
         // Already gone.
       }
     }
+    // Output ends when the command exits, though something it started in the background keeps
+    // the pipes open: what is written by then is read in the grace, and the pipes are closed.
+    let grace: NodeJS.Timeout | undefined
+    const closePipes = () => {
+      child.stdout.destroy()
+      child.stderr.destroy()
+    }
+    child.on('exit', () => {
+      grace = setTimeout(closePipes, exitGraceMs)
+    })
     const timer = setTimeout(() => {
       timedOut = true
       killTree()
+      // A process that left the group (setsid) may still hold them.
+      grace ??= setTimeout(closePipes, exitGraceMs)
     }, options.timeoutMs)
-    const onAbort = () => killTree()
+    const onAbort = () => {
+      killTree()
+      grace ??= setTimeout(closePipes, exitGraceMs)
+    }
     options.signal.addEventListener('abort', onAbort, { once: true })
     // Decoded as text across chunks: a character split between two reads stays whole.
     child.stdout.setEncoding('utf8')
@@ -160,6 +178,7 @@ function runProcess(
     })
     child.on('close', (exitCode, signal) => {
       clearTimeout(timer)
+      clearTimeout(grace)
       options.signal.removeEventListener('abort', onAbort)
       if (options.signal.aborted) return reject(options.signal.reason)
       if (overflow) {
