@@ -338,3 +338,15 @@ test('a command that exits while something it started in the background keeps it
   // It waited for the background sleep (30 s) or for its timeout (20 s) before.
   expect(performance.now() - begun).toBeLessThan(10_000)
 })
+
+test('a prompt too long for a command line fails the turn with a clear error, not a raw E2BIG', async () => {
+  const echo = defineAgent({
+    name: 'echo',
+    instructions: '',
+    model: commandModel({ command: 'echo', args: ['{prompt}'], input: 'argument' }),
+  })
+  const runtime = createRuntime({ agents: [echo], workspaces: { root: path.join(dir, 'ws') } })
+  await expect(runtime.run('echo', 'x'.repeat(3_000_000))).rejects.toThrow(
+    /cannot start command echo: .*E2BIG.*: its arguments are too long for the system; give the prompt on stdin/,
+  )
+})

@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process'
+import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process'
 import { ModelError } from '../errors.js'
 import { extractJson } from '../protocol/extract-json.js'
 import { maxReplyChars } from '../protocol/parse-actions.js'
@@ -121,7 +121,20 @@ function runProcess(
   return new Promise((resolve, reject) => {
     const started = performance.now()
     // Its own process group, so a timeout or a cancel kills everything it started.
-    const child = spawn(command, args, { cwd: options.cwd, env: options.env, detached: true, stdio: 'pipe' })
+    let child: ChildProcessWithoutNullStreams
+    try {
+      child = spawn(command, args, { cwd: options.cwd, env: options.env, detached: true, stdio: 'pipe' })
+    } catch (error) {
+      // Thrown at once, not emitted: arguments past the system's limit (E2BIG), most often a long `{prompt}`.
+      const code = (error as NodeJS.ErrnoException).code
+      const hint =
+        code === 'E2BIG' ? ': its arguments are too long for the system; give the prompt on stdin' : ''
+      return reject(
+        new ModelError(`cannot start command ${command}: ${(error as Error).message}${hint}`, {
+          cause: error,
+        }),
+      )
+    }
     let stdout = ''
     let stderr = ''
     let timedOut = false
