@@ -321,6 +321,11 @@ test('a command that prints without end is stopped past the longest reply; text 
   })
   await expect(runtime.run('flood', 'go')).rejects.toThrow(/printed more than 200000 characters/)
   expect(await runtime.run('accents', 'go')).toBe(`a${'é'.repeat(90000)}`)
+  const crlf = createRuntime({
+    agents: [shellAgent('crlf', `printf 'line1\\r\\nline2\\r\\n'`)],
+    workspaces: { root: path.join(dir, 'ws') },
+  })
+  expect(await crlf.run('crlf', 'go')).toBe('line1\nline2')
   expect(await runtime.run('writer', 'go')).toBe('wrote')
   // The link in the workspace points into the workspace: the base is as it was.
   expect(await readFile(path.join(base, 'sub', 'file.txt'), 'utf8')).toBe('base\n')

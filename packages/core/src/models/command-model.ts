@@ -97,7 +97,8 @@ function toReply(stdout: string): ModelReply {
       ? json.value.length > 0 && json.value.every(isActionObject)
       : isActionObject(json.value))
   if (isAction) return { text: stdout }
-  return { text: JSON.stringify({ action: 'finish', result: stdout.trim() }) }
+  // Lines end as on every other system: a command writing CRLF leaves no \r in its result.
+  return { text: JSON.stringify({ action: 'finish', result: stdout.replaceAll('\r\n', '\n').trim() }) }
 }
 
 function isActionObject(value: unknown): boolean {
