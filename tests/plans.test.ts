@@ -18,7 +18,7 @@ import { describe, expect, test } from 'vitest'
 import { z } from 'zod'
 import { approvalRuntime, executions } from './fixtures/approval-scenario.js'
 import { collect, spawnTs } from './support/processes.js'
-import { settledResults } from './support/scripts.js'
+import { settledResults, waitUntil } from './support/scripts.js'
 
 const worker = defineAgent({ name: 'worker', instructions: 'Sleep as told.', tools: [sleep] })
 const lead = defineAgent({ name: 'lead', instructions: 'Coordinate.', subagents: [worker] })
@@ -259,7 +259,12 @@ describe('scheduler', () => {
     // One place is the boss's while it thinks; it gives it back while it waits, or no napper could go.
     const runtime = createRuntime({ agents: [boss, napper], model, scheduler: { maxConcurrentAgents: 2 } })
     const started = performance.now()
-    expect(await runtime.run('boss', 'go')).toBe('all rested')
+    const during = runtime.run('boss', 'go')
+    // While some wait for a place, the places are all taken: what `runtime.metrics()` shows.
+    await waitUntil(() => (runtime.metrics().atWork?.queued ?? 0) > 0)
+    expect(runtime.metrics().atWork).toMatchObject({ working: 2, limit: 2 })
+    expect(await during).toBe('all rested')
+    expect(runtime.metrics().atWork).toEqual({ working: 0, queued: 0, limit: 2 })
     expect(observed).toBe(2)
     // Six naps of 60 ms, two at a time: three rounds.
     expect(performance.now() - started).toBeGreaterThanOrEqual(170)

@@ -68,6 +68,8 @@ export interface SegmentHost {
 export interface RuntimeMetrics {
   runs: { active: number; completed: number; failed: number; cancelled: number }
   modelCalls: SchedulerStats
+  /** With `scheduler.maxConcurrentAgents`: agents at work now, and those waiting for a place. */
+  atWork?: { working: number; queued: number; limit: number }
   agents: number
   timeouts: number
   errors: number
@@ -309,6 +311,7 @@ export function createRuntime(options: RuntimeOptions): Runtime {
       return {
         runs: { active: live.length, ...totals.runs },
         modelCalls: scheduler.stats(),
+        ...(scheduler.agents && { atWork: { ...scheduler.agents.stats, limit: scheduler.agents.limit } }),
         agents: totals.agents + sum((m) => m.agents),
         timeouts: totals.timeouts + sum((m) => m.timeouts),
         errors: totals.errors + sum((m) => m.errors),
