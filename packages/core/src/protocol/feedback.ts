@@ -55,7 +55,7 @@ export function renderResults(results: readonly ChildResult[]): string {
 }
 
 /** A copy of `value` whose plain objects, at any depth, have their keys sorted; other values as they are. */
-export function withSortedKeys(value: unknown): unknown {
+function withSortedKeys(value: unknown): unknown {
   if (Array.isArray(value)) return value.map(withSortedKeys)
   if (value === null || typeof value !== 'object') return value
   const prototype = Object.getPrototypeOf(value)
