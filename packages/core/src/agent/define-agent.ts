@@ -1,3 +1,4 @@
+import type { z } from 'zod'
 import type { ChatModel } from '../models/types.js'
 import type { AnyTool } from '../tools/define-tool.js'
 import type { AgentLimits } from './limits.js'
@@ -15,6 +16,11 @@ export interface AgentDefinition {
   priority?: number
   /** What a parent receives if this agent times out. */
   fallback?: { value: unknown }
+  /**
+   * The shape of the agent's `finish` result. A result that does not fit is refused to the model
+   * with the exact error, as tool arguments are; the one that fits is what the agent returns.
+   */
+  output?: z.ZodType
 }
 
 export interface AgentOptions {
@@ -28,6 +34,8 @@ export interface AgentOptions {
   priority?: number
   /** What a parent receives if this agent times out (instead of the timeout error). */
   fallback?: unknown
+  /** A zod schema for the agent's `finish` result: offered to its model, checked on every finish. */
+  output?: z.ZodType
 }
 
 const agentNamePattern = /^[a-zA-Z][a-zA-Z0-9_-]{0,63}$/
@@ -62,5 +70,15 @@ export function defineAgent(options: AgentOptions): AgentDefinition {
     definition.priority = options.priority
   }
   if ('fallback' in options) definition.fallback = { value: options.fallback }
+  if (options.output !== undefined) {
+    if (!isZodSchema(options.output)) {
+      throw new TypeError(`agent "${options.name}": output must be a zod schema, such as z.object({ … })`)
+    }
+    definition.output = options.output
+  }
   return definition
+}
+
+function isZodSchema(value: unknown): value is z.ZodType {
+  return typeof value === 'object' && value !== null && typeof (value as z.ZodType).safeParse === 'function'
 }

@@ -204,6 +204,7 @@ function thought(
   const parse = parseActions(reply, {
     tools: run.kinds.of(entry.definition).tools,
     subagents: entry.definition.subagents,
+    output: entry.definition.output,
     childIds:
       context.children.length === 0 ? noChildren : new Set(context.children.map((child) => child.localId)),
   })

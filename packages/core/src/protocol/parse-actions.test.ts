@@ -234,3 +234,53 @@ describe('parseActions: strict about meaning, with an exact error', () => {
     })
   })
 })
+
+describe('parseActions: a finish checked against the agent output schema', () => {
+  const output = z.object({ city: z.string(), population: z.number().int().min(0) })
+  const withOutput: ParseContext = { ...context, output }
+
+  test('a result that fits is the parsed value; one that does not names each wrong field', () => {
+    expect(
+      parseActions({ text: '{"action":"finish","result":{"city":"Oslo","population":709000}}' }, withOutput),
+    ).toEqual({ ok: true, actions: [{ action: 'finish', result: { city: 'Oslo', population: 709000 } }] })
+    const wrong = parseActions(
+      { text: '{"action":"finish","result":{"city":7,"population":-1}}' },
+      withOutput,
+    )
+    expect(wrong.ok).toBe(false)
+    expect(!wrong.ok && wrong.error).toMatch(/^the finish result does not match this agent's output schema: /)
+    expect(!wrong.ok && wrong.error).toMatch(/result\.city: .*string/)
+    expect(!wrong.ok && wrong.error).toMatch(/result\.population: /)
+  })
+
+  test('JSON written inside a string is taken when it fits; other strings are refused', () => {
+    const call = {
+      id: 'c1',
+      name: 'finish',
+      arguments: JSON.stringify({ result: '{"city":"Oslo","population":1}' }),
+    }
+    expect(parseActions({ toolCalls: [call] }, withOutput)).toEqual({
+      ok: true,
+      actions: [{ action: 'finish', result: { city: 'Oslo', population: 1 }, callId: 'c1' }],
+    })
+    expect(parseActions({ text: '{"action":"finish","result":"Oslo"}' }, withOutput)).toMatchObject({
+      ok: false,
+      error: expect.stringMatching(/result: .*expected object/),
+    })
+  })
+
+  test('without an output schema any result goes, a string of JSON stays a string', () => {
+    expect(parse('{"action":"finish","result":"{\\"a\\":1}"}')).toEqual({
+      ok: true,
+      actions: [{ action: 'finish', result: '{"a":1}' }],
+    })
+  })
+
+  test('zod defaults apply: the result is what the schema gives back', () => {
+    const withDefault: ParseContext = { ...context, output: z.object({ ok: z.boolean().default(true) }) }
+    expect(parseActions({ text: '{"action":"finish","result":{}}' }, withDefault)).toEqual({
+      ok: true,
+      actions: [{ action: 'finish', result: { ok: true } }],
+    })
+  })
+})

@@ -19,6 +19,8 @@ export interface ParseContext {
   subagents: readonly string[]
   /** Ids of the children this agent has launched so far. */
   childIds: ReadonlySet<string>
+  /** The shape its `finish` result must have (`defineAgent({ output })`). */
+  output?: z.ZodType | undefined
 }
 
 /** The longest reply the parser reads; a longer one is refused (and a command stopped past it). */
@@ -121,7 +123,7 @@ function toAction(value: unknown, context: ParseContext, launched: ReadonlySet<s
       return toToolCall(value, context)
     case 'finish':
       if (!('result' in value)) return 'finish needs a "result" field (any JSON value)'
-      return { action: 'finish', result: value.result }
+      return toFinish(value.result, context.output)
     case 'send_message': {
       const checked = sendMessageArgsSchema.safeParse(value)
       if (!checked.success) return issueOf(checked.error)
@@ -189,13 +191,30 @@ function toToolCall(value: Record<string, unknown>, context: ParseContext): Acti
     return `unknown tool ${JSON.stringify(truncate(String(name), 60))}; available tools: ${available}`
   }
   const checked = (tool.parameters as z.ZodType).safeParse(value.args ?? {})
-  if (!checked.success) {
-    const issues = checked.error.issues
-      .slice(0, 5)
-      .map((issue) => `${['args', ...issue.path.map(String)].join('.')}: ${issue.message}`)
-    return `invalid arguments for tool "${tool.name}": ${issues.join('; ')}`
-  }
+  if (!checked.success) return `invalid arguments for tool "${tool.name}": ${issuesAt('args', checked.error)}`
   return { action: 'call_tool', tool: tool.name, args: checked.data }
+}
+
+/** A finish, its result checked against the agent's output schema when it has one. */
+function toFinish(result: unknown, output: z.ZodType | undefined): Action | string {
+  if (!output) return { action: 'finish', result }
+  const checked = output.safeParse(result)
+  if (checked.success) return { action: 'finish', result: checked.data }
+  // A result written as JSON inside a string meant that JSON: its form is forgiven, not its content.
+  if (typeof result === 'string') {
+    const inner = parseWhole(result)
+    const again = inner.found ? output.safeParse(inner.value) : undefined
+    if (again?.success) return { action: 'finish', result: again.data }
+  }
+  return `the finish result does not match this agent's output schema: ${issuesAt('result', checked.error)}`
+}
+
+/** A schema's first issues, each at its path under `root` (`args.city: …`). */
+function issuesAt(root: string, error: z.ZodError): string {
+  return error.issues
+    .slice(0, 5)
+    .map((issue) => `${[root, ...issue.path.map(String)].join('.')}: ${issue.message}`)
+    .join('; ')
 }
 
 function isObject(value: unknown): value is Record<string, unknown> {

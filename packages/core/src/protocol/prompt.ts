@@ -28,13 +28,17 @@ export function systemPrompt(agent: AgentDefinition, catalog: ReadonlyMap<string
   }
   lines.push(
     '- {"action": "send_message", "to": "parent" | ID, "text": TEXT} sends a note to your parent, a sub-agent or a sibling; it reads it on its next turn.',
-    '- {"action": "finish", "result": ANY_JSON} ends your work with that result.',
+    agent.output
+      ? `- {"action": "finish", "result": RESULT} ends your work with that result; RESULT must match ${JSON.stringify(jsonSchemaOf(agent.output))}.`
+      : '- {"action": "finish", "result": ANY_JSON} ends your work with that result.',
   )
   if (agent.subagents.length > 0) {
     lines.push('', 'Sub-agents you can launch:')
     for (const name of agent.subagents) {
-      const instructions = catalog.get(name)?.instructions.split('\n')[0] ?? ''
-      lines.push(`- ${name}: ${instructions}`)
+      const subagent = catalog.get(name)
+      const instructions = subagent?.instructions.split('\n')[0] ?? ''
+      const returns = subagent?.output ? ` Returns ${JSON.stringify(jsonSchemaOf(subagent.output))}.` : ''
+      lines.push(`- ${name}: ${instructions}${returns}`)
     }
   }
   if (agent.tools.length > 0) {
@@ -70,10 +74,11 @@ export function protocolToolSpecs(agent: AgentDefinition): ToolSpec[] {
     description: 'Send a note to your parent ("parent"), a sub-agent or a sibling, by id.',
     parameters: jsonSchemaOf(sendMessageArgsSchema),
   })
+  const finishArgs = agent.output ? finishArgsSchema.extend({ result: agent.output }) : finishArgsSchema
   specs.push({
     name: 'finish',
     description: 'End your work with a result.',
-    parameters: { ...jsonSchemaOf(finishArgsSchema), required: ['result'] },
+    parameters: { ...jsonSchemaOf(finishArgs), required: ['result'] },
   })
   for (const tool of agent.tools) specs.push(toolSpec(tool))
   return specs
