@@ -281,6 +281,19 @@ describe('cohort serve: HTTP API and event stream', () => {
     } finally {
       await mine.close()
     }
+    // On every interface, the link it prints is one it answers: the wildcard is no Host it takes.
+    const everywhere = await startServer({ runtime: approvalRuntime(dir), host: '0.0.0.0' })
+    try {
+      expect(everywhere.url).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/$/)
+      const signed = await fetch(everywhere.inspectorUrl, { redirect: 'manual' })
+      expect(signed.status).toBe(303)
+      const listed = await fetch(`${everywhere.url}api/runs`, {
+        headers: { authorization: `Bearer ${everywhere.token}` },
+      })
+      expect(listed.status).toBe(200)
+    } finally {
+      await everywhere.close()
+    }
     const open = await startServer({ runtime: approvalRuntime(dir), token: false })
     try {
       expect(open.token).toBeNull()

@@ -154,7 +154,7 @@ function digest(token: string): Buffer {
   return createHash('sha256').update(token).digest()
 }
 
-function isWildcard(host: string): boolean {
+export function isWildcard(host: string): boolean {
   return host === '0.0.0.0' || host === '::' || host === '[::]'
 }
 

@@ -2,7 +2,7 @@ import type { AddressInfo } from 'node:net'
 import { InvalidInputError, type Run, type Runtime } from '@cohort/core'
 import { createAdaptorServer, type WebSocketServerLike } from '@hono/node-server'
 import type { Hono } from 'hono'
-import { checkHostName, checkOrigin, checkToken, createAccess, createToken } from './access.js'
+import { checkHostName, checkOrigin, checkToken, createAccess, createToken, isWildcard } from './access.js'
 import type { ServerEnv } from './api.js'
 import { createApp } from './app.js'
 import { defaultStreamLimits, EventStream } from './event-stream.js'
@@ -101,7 +101,13 @@ export async function startServer(options: ServerOptions): Promise<CohortServer>
     api: { runtime, root, events, live, onStart: options.onStart },
   })
 
-  const shown = address.family === 'IPv6' ? `[${address.address}]` : address.address
+  // On every interface, the link names this machine's loopback: a wildcard is no Host it answers as.
+  const reachable = isWildcard(address.address)
+    ? address.family === 'IPv6'
+      ? '::1'
+      : '127.0.0.1'
+    : address.address
+  const shown = address.family === 'IPv6' ? `[${reachable}]` : reachable
   const url = `http://${shown}:${address.port}/`
   return {
     url,
