@@ -214,13 +214,31 @@ describe('cohort serve: HTTP API and event stream', () => {
       expect(response.status, `${method} ${url}`).toBe(status)
       expect(response.body.error, `${method} ${url}`).toMatch(message)
     }
+    // Media types RFC 9110 allows (a space before ";", an empty parameter) are JSON; bytes that
+    // are not UTF-8 are refused, not read as U+FFFD.
+    for (const [index, type] of [
+      'application/json ; charset=utf-8',
+      'application/json;',
+      'application/json; charset=UTF-8;',
+    ].entries()) {
+      const spelled = await api('POST', runs, { task: 'spelled', runId: `t${index}` }, type)
+      expect(spelled, type).toEqual({ status: 201, body: { runId: `t${index}`, status: 'running' } })
+      await api('POST', `${runs}/t${index}/cancel`)
+    }
+    const notUtf8 = await fetch(runs, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json; charset=utf-8' },
+      body: Buffer.concat([Buffer.from('{"task": "'), Buffer.from([0xff, 0xfe]), Buffer.from('"}')]),
+    })
+    expect(notUtf8.status).toBe(400)
+    expect(await notUtf8.json()).toEqual({ error: 'body is not valid UTF-8; expected JSON in UTF-8' })
     expect((await api('POST', runs, { task: 'ship it', runId: 'once' })).status).toBe(201)
     expect(await api('POST', runs, { task: 'again', runId: 'once' })).toEqual({
       status: 409,
       body: { error: 'run once already exists' },
     })
     const list = await api('GET', runs)
-    expect((list.body.runs as { id: string }[]).map((r) => r.id)).toEqual(['once'])
+    expect((list.body.runs as { id: string }[]).map((r) => r.id).sort()).toEqual(['once', 't0', 't1', 't2'])
 
     const port = Number(new URL(server.url).port)
     await expect(startServer({ runtime: approvalRuntime(dir), port })).rejects.toThrow(
