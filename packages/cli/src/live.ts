@@ -1,4 +1,4 @@
-import type { Run } from '@cohort/core'
+import { consoleColors, type Run } from '@cohort/core'
 import { renderTree, TreeState } from './tree.js'
 import type { AgentSummary } from './views.js'
 
@@ -10,14 +10,16 @@ const redrawMs = 100
  */
 export function liveTree(run: Run, out: NodeJS.WriteStream, known: readonly AgentSummary[] = []): () => void {
   const state = TreeState.fromSummaries(known)
-  const colors = process.env.NO_COLOR === undefined
+  const colors = consoleColors(out)
   let drawn = 0
   let dirty = true
   const draw = () => {
-    const lines = renderTree(state.nodes.values(), { colors, width: out.columns || 120 })
-    // Up to the first line of the last frame, clear to the end, draw again.
+    const width = out.columns || 120
+    const lines = renderTree(state.nodes.values(), { colors, width })
+    // Up to the first row of the last frame, clear to the end, draw again. A line the terminal
+    // wrapped took more than one row (a tree deeper than the terminal is wide).
     out.write(`${drawn > 0 ? `\u001b[${drawn}F\u001b[J` : ''}${lines.join('\n')}\n`)
-    drawn = lines.length
+    drawn = lines.reduce((rows, line) => rows + Math.max(1, Math.ceil(visibleLength(line) / width)), 0)
     dirty = false
   }
   const unsubscribe = run.on('event', (event) => {
@@ -34,4 +36,10 @@ export function liveTree(run: Run, out: NodeJS.WriteStream, known: readonly Agen
     draw()
     out.write('\u001b[?25h')
   }
+}
+
+/** Characters a line shows: its colour codes take no room. */
+function visibleLength(line: string): number {
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: colour codes begin with ESC
+  return line.replace(/\u001b\[[0-9;]*m/g, '').length
 }

@@ -31,6 +31,11 @@ const stateMarks: Record<AgentStatus, string> = {
   failed: '✖',
 }
 
+/** Characters of a line's detail (an error, the step) kept before the id is cut to make room. */
+const minDetail = 24
+/** Characters of an id kept however narrow the terminal. */
+const minId = 16
+
 /** The agents of a run as an indented tree, one line each: state, name, id, elapsed time, step or outcome. */
 export function renderTree(
   nodes: Iterable<TreeNode>,
@@ -47,11 +52,17 @@ export function renderTree(
     else if (node.step && node.status !== 'completed') detail = node.step
     const head = `${'  '.repeat(node.depth)}${stateMarks[node.status]} ${node.name} `
     const status = `  ${node.status.padEnd(9)} ${elapsed.padStart(7)}`
-    // Only the detail is cut to fit: the tree itself stays whole.
-    const room = options.width ? options.width - head.length - node.id.length - status.length - 2 : Infinity
+    const width = options.width ?? Number.POSITIVE_INFINITY
+    // Cut to fit: first the id, from its start (its end, the agent's own id, is what tells siblings
+    // apart, and the indentation shows the rest), keeping room for some detail; then the detail.
+    let id = node.id
+    const free = width - head.length - status.length
+    const idRoom = Math.max(minId, free - (detail ? Math.min(detail.length, minDetail) + 2 : 0))
+    if (id.length > idRoom) id = `…${id.slice(id.length - idRoom + 1)}`
+    const room = width - head.length - id.length - status.length - 2
     if (detail.length > room) detail = room > 1 ? `${detail.slice(0, room - 1)}…` : ''
     const color = stateColors[node.status]
-    const line = `${paint(color, head)}${paint('2', node.id)}${paint(color, status)}${detail ? `  ${detail}` : ''}`
+    const line = `${paint(color, head)}${paint('2', id)}${paint(color, status)}${detail ? `  ${detail}` : ''}`
     lines.push(line)
   }
   return lines

@@ -23,7 +23,7 @@ export {
 } from './errors.js'
 export { describeEvent, type EventCategory, type EventLine } from './events/describe-event.js'
 export { EventBus, type EventListener } from './events/event-bus.js'
-export { createLogger, type EventSink, type LoggerOptions } from './events/logger.js'
+export { consoleColors, createLogger, type EventSink, type LoggerOptions } from './events/logger.js'
 export type { AgentEvent, CohortEvent, CohortEventType, RunEvent } from './events/types.js'
 export { type CommandModelOptions, commandModel, type ProcessRecord } from './models/command-model.js'
 export {

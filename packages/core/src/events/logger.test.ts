@@ -123,3 +123,36 @@ test("a run's log folder removed while it runs (a prune elsewhere) is made again
   )
   await rm(dir, { recursive: true, force: true })
 })
+
+test('colours follow the stream the lines go to, and NO_COLOR only when it is set to something', async () => {
+  const lines = async (isTTY: boolean | undefined) => {
+    const { stream, output } = capturedConsole()
+    if (isTTY !== undefined) Object.assign(stream, { isTTY })
+    const logger = createLogger({ stream, console: true })
+    const solo = defineAgent({ name: 'solo', instructions: '' })
+    await createRuntime({
+      agents: [solo],
+      model: scriptedModel({ solo: [{ action: 'finish', result: 1 }] }),
+      logger,
+    }).run('solo', 'go')
+    await logger.close?.()
+    return output()
+  }
+  const stdoutWasTTY = process.stdout.isTTY
+  const noColor = process.env.NO_COLOR
+  try {
+    // A file or pipe gets plain text even when this process's stdout is a terminal.
+    Object.assign(process.stdout, { isTTY: true })
+    delete process.env.NO_COLOR
+    expect(await lines(undefined)).not.toContain('\u001b[')
+    expect(await lines(true)).toContain('\u001b[')
+    process.env.NO_COLOR = ''
+    expect(await lines(true)).toContain('\u001b[')
+    process.env.NO_COLOR = '1'
+    expect(await lines(true)).not.toContain('\u001b[')
+  } finally {
+    Object.assign(process.stdout, { isTTY: stdoutWasTTY })
+    if (noColor === undefined) delete process.env.NO_COLOR
+    else process.env.NO_COLOR = noColor
+  }
+})

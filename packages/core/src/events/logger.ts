@@ -10,7 +10,7 @@ export interface LoggerOptions {
   console?: boolean
   /** Write one log file per agent under `<dir>/<runId>/<agentId>.log`. */
   dir?: string
-  /** Colours on the console; default: when stdout is a TTY and NO_COLOR is unset. */
+  /** Colours on the console; default: when its stream is a TTY and NO_COLOR is unset or empty. */
   colors?: boolean
   /** Where console lines go (default process.stdout). */
   stream?: NodeJS.WritableStream
@@ -45,9 +45,18 @@ interface LogInfo {
   consoleLine?: string
 }
 
+/**
+ * Whether lines written to `stream` get colours: when it is a terminal, and `NO_COLOR` is unset or
+ * empty (no-color.org).
+ */
+export function consoleColors(stream: NodeJS.WritableStream): boolean {
+  return (stream as { isTTY?: boolean }).isTTY === true && !process.env.NO_COLOR
+}
+
 /** The winston logger: console lines with elapsed ms, indented by depth, and per-agent files. */
 export function createLogger(options: LoggerOptions = {}): EventSink {
-  const colors = options.colors ?? (process.stdout.isTTY === true && process.env.NO_COLOR === undefined)
+  const stream = options.stream ?? process.stdout
+  const colors = options.colors ?? consoleColors(stream)
   const paint = (code: string, text: string) => (colors ? `\u001b[${code}m${text}\u001b[0m` : text)
   const consoleLine = (info: LogInfo) => {
     const time = paint('2', `[${String(info.elapsedMs).padStart(7)} ms]`)
@@ -58,7 +67,7 @@ export function createLogger(options: LoggerOptions = {}): EventSink {
   if (options.console !== false) {
     transports.push(
       new winston.transports.Stream({
-        stream: options.stream ?? process.stdout,
+        stream,
         // The line is made in `handle`, where the event is typed; winston hands it back here.
         format: winston.format.printf((info) => String(info.consoleLine)),
       }),

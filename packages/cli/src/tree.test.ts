@@ -1,0 +1,69 @@
+import { PassThrough } from 'node:stream'
+import { createRuntime, defineAgent, scriptedModel } from '@cohort/core'
+import { describe, expect, test } from 'vitest'
+import { liveTree } from './live.js'
+import { renderTree, type TreeNode } from './tree.js'
+
+/** A chain of agents whose ids grow with depth, as a deep hierarchy's do; the deepest failed. */
+function chain(depth: number): TreeNode[] {
+  const nodes: TreeNode[] = []
+  let id = 'lead'
+  for (let level = 0; level < depth; level++) {
+    if (level > 0) id = `${id}.researcher-${level}`
+    const last = level === depth - 1
+    nodes.push({
+      id,
+      name: level === 0 ? 'lead' : 'researcher',
+      parentId: level === 0 ? null : id.slice(0, id.lastIndexOf('.')),
+      depth: level,
+      status: last ? 'failed' : 'running',
+      startedAt: 0,
+      endedAt: last ? 1_000 : null,
+      ...(last && { error: { message: 'TIMEOUT: the agent ran past its 30000 ms limit' } }),
+    })
+  }
+  return nodes
+}
+
+// biome-ignore lint/suspicious/noControlCharactersInRegex: colour codes begin with ESC
+const plain = (line: string) => line.replace(/\u001b\[[0-9;]*m/g, '')
+
+describe('the agent tree on a terminal of a given width', () => {
+  test('no line is wider than the terminal: the id gives way from its start, and the error stays', () => {
+    const lines = renderTree(chain(4), { now: 1_000, colors: true, width: 80 }).map(plain)
+    for (const line of lines) expect(line.length, line).toBeLessThanOrEqual(80)
+    const deepest = lines.at(-1)!
+    expect(deepest).toMatch(/…[\w.-]*researcher-3 /)
+    expect(deepest).toMatch(/  TIMEOUT: the agent ran …$/)
+    // Wide enough, nothing is cut.
+    const wide = renderTree(chain(4), { now: 1_000, width: 400 })
+    expect(wide.at(-1)).toContain(`${chain(4).at(-1)!.id} `)
+    expect(wide.at(-1)).toMatch(/TIMEOUT: the agent ran past its 30000 ms limit$/)
+  })
+
+  test('a redraw moves up by the rows the last frame took, wrapped lines included', async () => {
+    const out = Object.assign(new PassThrough(), {
+      columns: 20,
+      isTTY: true,
+    }) as unknown as NodeJS.WriteStream
+    const written: string[] = []
+    out.on('data', (chunk: Buffer) => written.push(String(chunk)))
+    const deep = defineAgent({ name: 'a-rather-long-agent-name', instructions: 'Finish.' })
+    const runtime = createRuntime({
+      agents: [deep],
+      model: scriptedModel({ 'a-rather-long-agent-name': [{ action: 'finish', result: 1 }] }),
+    })
+    const run = runtime.start('a-rather-long-agent-name', 'go')
+    const stop = liveTree(run, out)
+    await run.result
+    stop()
+    stop()
+    const frames = written.filter((text) => text.includes('\n'))
+    expect(frames.length).toBeGreaterThanOrEqual(2)
+    // The first frame: one agent whose line alone is wider than 20 columns.
+    const first = plain(frames[0]!).trimEnd()
+    const rows = Math.ceil(first.length / 20)
+    expect(rows).toBeGreaterThan(1)
+    expect(frames[1]).toMatch(new RegExp(`^\\u001b\\[${rows}F\\u001b\\[J`))
+  })
+})
