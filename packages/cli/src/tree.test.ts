@@ -34,7 +34,7 @@ describe('the agent tree on a terminal of a given width', () => {
     for (const line of lines) expect(line.length, line).toBeLessThanOrEqual(80)
     const deepest = lines.at(-1)!
     expect(deepest).toMatch(/…[\w.-]*researcher-3 /)
-    expect(deepest).toMatch(/  TIMEOUT: the agent ran …$/)
+    expect(deepest).toMatch(/ {2}TIMEOUT: the agent ran …$/)
     // Wide enough, nothing is cut.
     const wide = renderTree(chain(4), { now: 1_000, width: 400 })
     expect(wide.at(-1)).toContain(`${chain(4).at(-1)!.id} `)
