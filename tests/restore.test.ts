@@ -372,6 +372,23 @@ test('metrics count the time a run was stopped: only its running segments are wa
   expect(runWallMs(stored!)).toBe(metrics.wallMs)
 })
 
+test('a call a detach stopped counts as busy, as the wall time does: the speedup of a resumed run is not understated', async () => {
+  const worker = defineAgent({ name: 'worker', instructions: '' })
+  const model = scriptedModel({ worker: [{ action: 'finish', result: 'done' }] }, { latencyMs: 300 })
+  const store = memoryStore()
+  const runtimeOn = () => createRuntime({ agents: [worker], model, store })
+  const run = runtimeOn().start('worker', 'go', { runId: 'cut-1' })
+  await new Promise((resolve) => setTimeout(resolve, 200))
+  await run.detach()
+  const resumed = await runtimeOn().resume('cut-1')
+  expect(await resumed.result).toBe('done')
+  // About 200 ms before the detach and 300 after, in about as much wall time.
+  const metrics = resumed.metrics()
+  expect(metrics.busyMs).toBeGreaterThanOrEqual(480)
+  expect(metrics.busyMs).toBeLessThanOrEqual(metrics.wallMs + 5)
+  expect(metrics.speedup).toBeGreaterThan(0.9)
+})
+
 test('after a crash, the time the run was down is not wall time either: it counts from its last stored step', async () => {
   const { store, runtimeOn } = fanOutOnOneStore(['a', 'b', 'c', 'd'], true, 40)
   const run = runtimeOn().start('lead', 'fan out', { runId: 'crashed-1' })

@@ -37,6 +37,7 @@ const events: Record<AgentMachineEvent['type'], AgentMachineEvent> = {
   REJECTED: { type: 'REJECTED', reason: 'no' },
   MESSAGE: { type: 'MESSAGE', from: 'user', text: 'hello' },
   DEADLINE: { type: 'DEADLINE', deadline: 12_345 },
+  CUT_OFF: { type: 'CUT_OFF', busyMs: 600 },
   FAIL: { type: 'FAIL', error: { name: 'TimeoutError', code: 'TIMEOUT', message: 'too slow' } },
 }
 
@@ -110,6 +111,9 @@ describe('the agent machine, every state × every event', () => {
         } else if (type === 'DEADLINE' && after.status === 'active' && state !== 'idle') {
           // A started agent's deadline moves; an idle one gets its deadline when it starts.
           expect(after.context.deadline).toBe(12_345)
+        } else if (type === 'CUT_OFF' && state.startsWith('running.')) {
+          // A call a detach stopped counts as busy time; the agent stays where it was.
+          expect(after.context.busyMs).toBe(before.context.busyMs + 600)
         } else if (target === state && type !== 'START') {
           // An event the state does not take changes nothing.
           expect(after.context).toBe(before.context)

@@ -34,6 +34,11 @@ export type AgentMachineEvent =
   /** The agent's deadline moves: a run resumed after time stopped gives its agents that time back. */
   | { type: 'DEADLINE'; deadline: number }
   /**
+   * The call in flight was stopped by a detach after `busyMs`: that time counts as busy, as a
+   * failure's does; the call itself runs again when the run is resumed.
+   */
+  | { type: 'CUT_OFF'; busyMs: number }
+  /**
    * `process`: what the failed turn of a process agent left behind, kept in its context;
    * `busyMs` and `retries`: the time and the model retries of a call the failure cut off.
    */
@@ -77,6 +82,9 @@ export const agentMachine = setup({
     moveDeadline: assign({
       deadline: ({ context, event }) => (event.type === 'DEADLINE' ? event.deadline : context.deadline),
     }),
+    countCutOff: assign({
+      busyMs: ({ context, event }) => context.busyMs + (event.type === 'CUT_OFF' ? event.busyMs : 0),
+    }),
   },
 }).createMachine({
   id: 'agent',
@@ -106,6 +114,7 @@ export const agentMachine = setup({
         FAIL: { target: 'failed', actions: 'fail' },
         MESSAGE: { actions: 'takeMessage' },
         DEADLINE: { actions: 'moveDeadline' },
+        CUT_OFF: { actions: 'countCutOff' },
       },
       states: {
         thinking: {

@@ -466,6 +466,9 @@ export class Orchestrator implements EffectHost {
     // Marked first, so that no effect starts; their last changes are written, then they stop.
     for (const entry of entries) {
       clearTimeout(entry.timer)
+      // Counted while its effect still runs, so that the change starts nothing.
+      if (entry.busySince !== undefined && entry.mode === 'local' && !entry.settled)
+        this.send(entry, { type: 'CUT_OFF', busyMs: performance.now() - entry.busySince })
       this.stopEffect(entry)
     }
     for (const entry of entries) entry.mode = entry.mode === 'local' ? 'released' : entry.mode
