@@ -200,7 +200,9 @@ export function redisStore(options: RedisStoreOptions = {}): RunStore {
       const text = await redis.hget(agentsKey(runId), agentId)
       if (text === null) return undefined
       // Read after the record: a later write's chunks hold the same messages (a history only grows).
-      const needed = chunksNeeded(text)
+      // No more than the run's history holds: a record that claims a billion messages is refused, not read.
+      const claimed = chunksNeeded(text)
+      const needed = claimed === 0 ? 0 : Math.min(claimed, await redis.hlen(historyKey(runId)))
       const chunks =
         needed === 0
           ? []

@@ -196,8 +196,11 @@ const listReaders = 32
 /** An agent's record from its file's text, with the chunks of its history it needs. */
 async function readAgent(file: string, text: string): Promise<AgentRecord> {
   const historyDir = historyDirOf(file)
+  const needed = chunksNeeded(text)
+  // No more than the folder holds: a record that claims a billion messages is refused, not read.
+  const held = needed === 0 ? 0 : (await readdir(historyDir).catch(() => [])).length
   const read = await Promise.all(
-    Array.from({ length: chunksNeeded(text) }, (_, index) =>
+    Array.from({ length: Math.min(needed, held) }, (_, index) =>
       readIfExists(path.join(historyDir, `${index}.json`)),
     ),
   )

@@ -1,4 +1,4 @@
-import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises'
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { expect, test } from 'vitest'
@@ -53,6 +53,15 @@ test('fileStore writes a chunk of a long history once, beside the record, and re
     await rm(path.join(historyDir, '1.json'))
     await expect(store.loadAgent!('h1', 'lead')).rejects.toThrow(
       /lead\.json: field "historyLength": the record has 50 messages, 2 of them its own, and its history holds 16 more/,
+    )
+    // A record that claims a history of a billion messages is refused at once, not read chunk by chunk.
+    const file = path.join(dir, 'h1', 'agents', 'lead.json')
+    await writeFile(
+      file,
+      (await readFile(file, 'utf8')).replace('"historyLength":50', '"historyLength":1000000000'),
+    )
+    await expect(store.loadRun('h1')).rejects.toThrow(
+      /field "historyLength": the record has 1000000000 messages/,
     )
   } finally {
     await rm(dir, { recursive: true, force: true })
