@@ -131,6 +131,30 @@ describe('restore', () => {
     expect((unknownState as SnapshotError).field).toBe('snapshot')
     expect((unknownState as SnapshotError).message).toMatch(/cannot restore the agent machine: .*daydreaming/)
 
+    // Who the agent is, said again in its context, must be what the record says: it would act,
+    // and be written back, as its context says (another run, a path for its workspace).
+    for (const [field, value] of [
+      ['agentId', '../../escaped'],
+      ['runId', 'other'],
+      ['name', 'worker'],
+    ]) {
+      const foreign = JSON.parse(original)
+      foreign.snapshot.context[field!] = value
+      await writeFile(leadFile, JSON.stringify(foreign))
+      const refused = await runtime.resume('good').catch((e: unknown) => e)
+      expect(refused, field).toBeInstanceOf(SnapshotError)
+      expect((refused as SnapshotError).field).toBe(`snapshot.context.${field}`)
+    }
+    // An agent file renamed by hand holds another agent's record.
+    await writeFile(leadFile, original)
+    const quick = path.join(agentsDir, 'lead.quick.json')
+    const quickText = await readFile(quick, 'utf8')
+    await writeFile(quick, original)
+    await expect(runtime.resume('good')).rejects.toThrow(
+      /lead\.quick\.json: field "id": "lead"; expected the agent its file is named for/,
+    )
+    await writeFile(quick, quickText)
+
     // Nothing was rewritten by the failed attempts.
     expect((await readdir(agentsDir)).sort()).toEqual(['lead.json', 'lead.quick.json', 'lead.slow.json'])
   })
@@ -197,7 +221,11 @@ test("a run record stored under another run's id (a copied folder) is a Snapshot
     .catch((e: unknown) => e)
   expect(error).toBeInstanceOf(SnapshotError)
   expect((error as SnapshotError).field).toBe('id')
-  expect((error as SnapshotError).message).toMatch(/record of run "original"/)
+  expect((error as SnapshotError).message).toMatch(
+    /"original"; expected "copy", the run its folder is named for/,
+  )
+  // Listed once, as the run it is: the copy is not a second "original".
+  expect((await fileStore(dir).listRuns()).map((record) => record.id)).toEqual(['original'])
   await new Promise((resolve) => setTimeout(resolve, 20))
   expect(await readFile(path.join(dir, 'original', 'run.json'), 'utf8')).toBe(original)
   expect(await readdir(path.join(dir, 'copy', 'agents'))).toEqual([])

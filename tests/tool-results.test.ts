@@ -87,3 +87,29 @@ test('runPlan refuses a fallback JSON cannot hold, naming the step, instead of a
     )
   }
 })
+
+test('a tool result whose `then` getter throws is the tool failing, told to the model; the run goes on', async () => {
+  const odd = defineTool({
+    name: 'odd',
+    description: 'returns a value that breaks when asked for then',
+    parameters: z.object({}),
+    execute: () => ({
+      get then(): never {
+        throw new Error('no then here')
+      },
+    }),
+  })
+  const seen: string[] = []
+  const model = scriptedModel({
+    worker: [
+      { action: 'call_tool', tool: 'odd', args: {} },
+      (request) => {
+        seen.push(request.messages.at(-1)!.content)
+        return { action: 'finish', result: 'ok' }
+      },
+    ],
+  })
+  const worker = defineAgent({ name: 'worker', instructions: '', tools: [odd] })
+  expect(await createRuntime({ agents: [worker], model }).run('worker', 'go')).toBe('ok')
+  expect(seen[0]).toBe('[call_tool odd] error: no then here')
+})

@@ -117,6 +117,22 @@ export class AgentRegistry {
     }
     if (record.runId !== this.runId)
       throw new SnapshotError(source, `record belongs to run "${record.runId}"`, 'runId')
+    // The context repeats who the agent is; the agent acts (and is written back) as its context says.
+    const { context: stored } = record.snapshot
+    for (const [field, value] of [
+      ['runId', record.runId],
+      ['agentId', record.id],
+      ['name', record.name],
+      ['parentId', record.parentId],
+      ['depth', record.depth],
+    ] as const) {
+      if (stored[field] !== value)
+        throw new SnapshotError(
+          source,
+          `${JSON.stringify(stored[field])}; expected ${JSON.stringify(value)}, as the record says`,
+          `snapshot.context.${field}`,
+        )
+    }
     const missingTool = record.snapshot.context.pending.find(
       (action) =>
         action.action === 'call_tool' && !definition.tools.some((tool) => tool.name === action.tool),

@@ -94,12 +94,15 @@ export function runTool(
     return { messages: [actionReply(action, `error: ${toErrorInfo(error).message}`)], durationMs }
   }
   let value: unknown
+  let thenable: boolean
   try {
     value = tool.execute(action.args, toolContext(run, context, action, callId, key, answer, signal))
+    // Inside the try: a result whose `then` getter throws is the tool's failure.
+    thenable = isThenable(value)
   } catch (error) {
     return promiseOf(() => failed(error))
   }
-  if (isThenable(value)) return Promise.resolve(value).then(completed, failed)
+  if (thenable) return Promise.resolve(value).then(completed, failed)
   return promiseOf(() => completed(value))
 }
 

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto'
 import { mkdir, open, readdir, readFile, rename, rm } from 'node:fs/promises'
 import path from 'node:path'
-import { InvalidInputError, StoreError } from '../errors.js'
+import { InvalidInputError, SnapshotError, StoreError } from '../errors.js'
 import {
   assertRunId,
   chunksNeeded,
@@ -104,7 +104,7 @@ export function fileStore(dir: string, options: FileStoreOptions = {}): RunStore
         const text = await readIfExists(file)
         if (text === undefined) continue
         try {
-          records.push(decodeRunRecord(text, file))
+          records.push(runRecordIn(text, file, path.basename(path.dirname(file))))
         } catch {
           // A run whose record cannot be read is still on disk for `loadRun` to report; a listing skips it.
         }
@@ -148,7 +148,7 @@ export function fileStore(dir: string, options: FileStoreOptions = {}): RunStore
       const runFile = path.join(runDir(runId), 'run.json')
       const runText = await readIfExists(runFile)
       if (runText === undefined) return undefined
-      const run = decodeRunRecord(runText, runFile)
+      const run = runRecordIn(runText, runFile, runId)
       const folder = path.join(runDir(runId), 'agents')
       const names = (await readdir(folder).catch(() => [] as string[])).filter((name) =>
         name.endsWith('.json'),
@@ -156,7 +156,7 @@ export function fileStore(dir: string, options: FileStoreOptions = {}): RunStore
       const agents = await Promise.all(
         names.sort().map(async (name) => {
           const file = path.join(folder, name)
-          return readAgent(file, (await readIfExists(file)) ?? '')
+          return readAgent(file, (await readIfExists(file)) ?? '', runId)
         }),
       )
       return { run, agents }
@@ -171,13 +171,13 @@ export function fileStore(dir: string, options: FileStoreOptions = {}): RunStore
       }
       const file = path.join(runDir(runId), 'agents', agentFileName(agentId))
       const text = await readIfExists(file)
-      return text === undefined ? undefined : readAgent(file, text)
+      return text === undefined ? undefined : readAgent(file, text, runId)
     },
     async loadRunRecord(runId: string) {
       assertRunId(runId)
       const file = path.join(runDir(runId), 'run.json')
       const text = await readIfExists(file)
-      return text === undefined ? undefined : decodeRunRecord(text, file)
+      return text === undefined ? undefined : runRecordIn(text, file, runId)
     },
     listRuns,
     async deleteRun(runId: string) {
@@ -193,8 +193,23 @@ export function fileStore(dir: string, options: FileStoreOptions = {}): RunStore
 /** Run records `listRuns` reads at once. */
 const listReaders = 32
 
-/** An agent's record from its file's text, with the chunks of its history it needs. */
-async function readAgent(file: string, text: string): Promise<AgentRecord> {
+/**
+ * A run record read from the folder of run `runId`. A folder copied or renamed by hand holds
+ * another run's record: it is refused, not taken for that run.
+ */
+function runRecordIn(text: string, file: string, runId: string): RunRecord {
+  const record = decodeRunRecord(text, file)
+  if (record.id !== runId)
+    throw new SnapshotError(
+      file,
+      `"${record.id}"; expected "${runId}", the run its folder is named for`,
+      'id',
+    )
+  return record
+}
+
+/** An agent's record from its file's text, with the chunks of its history it needs; it must be the file's own. */
+async function readAgent(file: string, text: string, runId: string): Promise<AgentRecord> {
   const historyDir = historyDirOf(file)
   const needed = chunksNeeded(text)
   // No more than the folder holds: a record that claims a billion messages is refused, not read.
@@ -206,7 +221,16 @@ async function readAgent(file: string, text: string): Promise<AgentRecord> {
   )
   // The chunks up to the first missing one: the decoder names what is missing.
   const missing = read.indexOf(undefined)
-  return decodeAgentRecord(text, file, (missing === -1 ? read : read.slice(0, missing)) as string[])
+  const record = decodeAgentRecord(text, file, (missing === -1 ? read : read.slice(0, missing)) as string[])
+  if (record.runId !== runId)
+    throw new SnapshotError(
+      file,
+      `"${record.runId}"; expected "${runId}", the run its folder is named for`,
+      'runId',
+    )
+  if (agentFileName(record.id) !== path.basename(file))
+    throw new SnapshotError(file, `"${record.id}"; expected the agent its file is named for`, 'id')
+  return record
 }
 
 /** The folder of an agent's history chunks, beside its record file. */

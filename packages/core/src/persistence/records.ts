@@ -64,6 +64,11 @@ export interface RunStore {
   close?(): Promise<void>
 }
 
+const runIdPattern = /^[a-zA-Z0-9_-]{1,64}$/
+
+/** An agent's id: its root's name, then each child's id, joined by dots (`lead.prices.eu`). */
+const agentIdPattern = /^[a-zA-Z0-9_-]+(\.[a-zA-Z0-9_-]+)*$/
+
 export const runStatusSchema = z.enum(['running', 'completed', 'failed', 'cancelled'])
 
 // One schema per record: the types below and the validation of records read back come from these.
@@ -71,7 +76,7 @@ export const runStatusSchema = z.enum(['running', 'completed', 'failed', 'cancel
 /** A run as stored: what was asked, and how it ended. */
 export const runRecordSchema = z.object({
   version: z.literal(1),
-  id: z.string(),
+  id: z.string().regex(runIdPattern, 'expected a run id: 1-64 letters, digits, "_" or "-"'),
   /** Name of the root agent's definition, and the task it was given. */
   agent: z.string(),
   task: z.string(),
@@ -110,8 +115,8 @@ export type PersistedAgentSnapshot = z.infer<typeof persistedAgentSnapshotSchema
 /** An agent as stored: its persisted snapshot, with what a store indexes beside it. */
 export const agentRecordSchema = z.object({
   version: z.literal(1),
-  runId: z.string(),
-  id: z.string(),
+  runId: z.string().regex(runIdPattern, 'expected a run id: 1-64 letters, digits, "_" or "-"'),
+  id: z.string().regex(agentIdPattern, 'expected an agent id: letters, digits, "_" or "-" joined by dots'),
   name: z.string(),
   parentId: z.string().nullable(),
   depth: z.number().int().min(0),
@@ -121,14 +126,9 @@ export const agentRecordSchema = z.object({
 })
 export type AgentRecord = z.infer<typeof agentRecordSchema>
 
-const runIdPattern = /^[a-zA-Z0-9_-]{1,64}$/
-
 export function isValidRunId(runId: unknown): runId is RunId {
   return typeof runId === 'string' && runIdPattern.test(runId)
 }
-
-/** An agent's id: its root's name, then each child's id, joined by dots (`lead.prices.eu`). */
-const agentIdPattern = /^[a-zA-Z0-9_-]+(\.[a-zA-Z0-9_-]+)*$/
 
 export function isValidAgentId(agentId: unknown): agentId is string {
   return typeof agentId === 'string' && agentIdPattern.test(agentId)

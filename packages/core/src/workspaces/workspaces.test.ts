@@ -51,3 +51,11 @@ test('conflicts compare against the base as the run first copied it, though it c
     await rm(dir, { recursive: true, force: true })
   }
 })
+
+test('a workspace is a folder under the root: an id that is a path is refused, not followed out of it', async () => {
+  const workspaces = new Workspaces({ root: path.join(tmpdir(), 'cohort-ws-ids') })
+  expect(() => workspaces.pathOf('r1', '../../escaped')).toThrow(/invalid agent id "..\/..\/escaped"/)
+  expect(() => workspaces.pathOf('../r1', 'a')).toThrow(/invalid run id/)
+  expect(() => workspaces.ensure('r1', '/abs')).toThrow(/invalid agent id/)
+  expect(workspaces.pathOf('r1', 'lead.a')).toBe(path.join(tmpdir(), 'cohort-ws-ids', 'r1', 'lead.a'))
+})

@@ -2,6 +2,8 @@ import { createHash } from 'node:crypto'
 import { cp, mkdir, readdir, readFile, rename, rm, stat } from 'node:fs/promises'
 import path from 'node:path'
 import { InvalidInputError } from '../errors.js'
+import { assertRunId } from '../persistence/codec.js'
+import { isValidAgentId } from '../persistence/records.js'
 
 export interface WorkspaceOptions {
   /** Folder holding `<runId>/<agentId>` workspaces (default `workspaces`). */
@@ -48,6 +50,9 @@ export class Workspaces {
   }
 
   pathOf(runId: string, agentId: string): string {
+    // Both name folders under the root: neither may lead out of it.
+    assertRunId(runId)
+    if (!isValidAgentId(agentId)) throw new InvalidInputError(`invalid agent id ${JSON.stringify(agentId)}`)
     return path.join(this.root, runId, agentId)
   }
 
