@@ -4,12 +4,15 @@ import path from 'node:path'
 import { PassThrough } from 'node:stream'
 import { inspect } from 'node:util'
 import {
+  type ChatModel,
   createLogger,
   createRuntime,
   defineAgent,
   defineTool,
   fileStore,
   InvalidInputError,
+  type ModelReply,
+  memoryStore,
   scriptedModel,
   sleep,
 } from '@cohort/core'
@@ -183,3 +186,26 @@ async function readAll(dir: string): Promise<string[]> {
   }
   return out
 }
+
+test('a model adapter that answers out of shape fails its call with the field, and nothing unreadable is stored', async () => {
+  const replies: unknown[] = [
+    { toolCalls: [{ name: 'finish', arguments: '{"result":1}' }] },
+    { text: 'hi', usage: { promptTokens: Number.NaN, completionTokens: 1 } },
+    { text: 'hi', usage: { promptTokens: '12', completionTokens: 1 } },
+    { toolCalls: 'finish' },
+    'finish',
+  ]
+  const fields = ['toolCalls.0.id', 'usage.promptTokens', 'usage.promptTokens', 'toolCalls', '(the reply)']
+  for (const [index, reply] of replies.entries()) {
+    const model: ChatModel = { name: 'sloppy', complete: async () => reply as ModelReply }
+    const solo = defineAgent({ name: 'solo', instructions: '' })
+    const store = memoryStore()
+    const runtime = createRuntime({ agents: [solo], model, store })
+    const error = await runtime.run('solo', 'go', { runId: `sloppy-${index}` }).catch((e: unknown) => e)
+    expect(String(error), JSON.stringify(reply)).toContain(
+      `model sloppy returned a malformed reply: ${fields[index]}: `,
+    )
+    // What was stored reads back.
+    expect((await store.loadRun(`sloppy-${index}`))?.run.status).toBe('failed')
+  }
+})

@@ -2,6 +2,7 @@ import type { ThinkOutcome } from '../agent/agent-loop.js'
 import type { AgentContext } from '../agent/context.js'
 import { LimitExceededError, ModelError, toErrorInfo } from '../errors.js'
 import type { ProcessRecord } from '../models/command-model.js'
+import { checkModelReply } from '../models/reply-schema.js'
 import type { ChatMessage, ChatModel, ModelReply, ModelRequest } from '../models/types.js'
 import { inboxMessage, renderValue, repairFeedback } from '../protocol/feedback.js'
 import { parseActions } from '../protocol/parse-actions.js'
@@ -157,7 +158,7 @@ function callModel(
   return reply.then((answer) => {
     let cleaned: ModelReply
     try {
-      cleaned = redactReply(run, answer)
+      cleaned = redactReply(run, checkModelReply(model.name, answer))
     } catch (error) {
       return failed(error)
     }
