@@ -209,3 +209,38 @@ test('a model adapter that answers out of shape fails its call with the field, a
     expect((await store.loadRun(`sloppy-${index}`))?.run.status).toBe('failed')
   }
 })
+
+test('createRuntime, defineAgent and defineTool refuse options of the wrong shape or name, naming the field', () => {
+  const solo = defineAgent({ name: 'solo', instructions: '' })
+  const model = scriptedModel({})
+  const refused: [Record<string, unknown>, RegExp][] = [
+    [
+      { limit: { maxSteps: 1 } },
+      /createRuntime: \(the options\): Unrecognized key: "limit"; options are agents, model/,
+    ],
+    [{ model: 'gpt-4' }, /createRuntime: model: expected a ChatModel/],
+    [{ store: '/tmp/runs' }, /createRuntime: store: expected a RunStore/],
+    // One string would be spread into characters, each too short to redact: the key would be stored.
+    [{ secrets: 'sk-live-abcdefghijklmnop' }, /createRuntime: secrets: expected a list of strings/],
+    [{ storeTimeoutMs: -1 }, /createRuntime: storeTimeoutMs: /],
+    [{ onCycle: 'whatever' }, /createRuntime: onCycle: /],
+    [{ logger: 'console' }, /createRuntime: logger: expected an EventSink/],
+    [{ inspect: 'yes' }, /createRuntime: inspect: expected an XState inspector/],
+    [{ agents: [{ name: 'x' }] }, /createRuntime: agents\.0: expected an agent made by defineAgent/],
+  ]
+  for (const [options, message] of refused) {
+    expect(
+      () => createRuntime({ agents: [solo], model, ...options } as never),
+      JSON.stringify(options),
+    ).toThrow(message)
+  }
+  expect(() => defineAgent({ name: null as never })).toThrow(/agent name "null" is invalid/)
+  expect(() => defineAgent({ name: 'a', tools: ['sleep' as never] })).toThrow(/"sleep" in tools is no tool/)
+  expect(() => defineAgent({ name: 'a', subagents: [null as never] })).toThrow(/subagents must be a list/)
+  expect(() =>
+    defineTool({ name: 't', description: '', parameters: z.object({}), execute: 'x' as never }),
+  ).toThrow(/tool "t": execute must be a function/)
+  expect(() =>
+    defineTool({ name: 't', description: '', parameters: { type: 'object' } as never, execute: () => 1 }),
+  ).toThrow(/tool "t": parameters must be a zod schema/)
+})

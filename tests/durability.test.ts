@@ -57,5 +57,5 @@ test('a durability that is neither sync nor async is refused with what is expect
   ).toThrow(InvalidInputError)
   expect(() =>
     createRuntime({ agents: faultAgents, model: faultModel, durability: 'later' as unknown as 'sync' }),
-  ).toThrow(/durability must be 'sync' or 'async', not "later"/)
+  ).toThrow(/createRuntime: durability: Invalid option: expected one of "sync"|"async"/)
 })

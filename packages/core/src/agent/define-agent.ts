@@ -1,6 +1,6 @@
 import type { z } from 'zod'
 import type { ChatModel } from '../models/types.js'
-import type { AnyTool } from '../tools/define-tool.js'
+import { type AnyTool, isZodSchema } from '../tools/define-tool.js'
 import type { AgentLimits } from './limits.js'
 
 export interface AgentDefinition {
@@ -41,14 +41,20 @@ export interface AgentOptions {
 const agentNamePattern = /^[a-zA-Z][a-zA-Z0-9_-]{0,63}$/
 
 export function defineAgent(options: AgentOptions): AgentDefinition {
-  if (!agentNamePattern.test(options.name)) {
+  if (typeof options.name !== 'string' || !agentNamePattern.test(options.name)) {
     throw new TypeError(
       `agent name "${options.name}" is invalid: expected a letter then up to 63 letters, digits, "_" or "-"`,
     )
   }
   const tools = options.tools ?? []
+  if (!Array.isArray(tools))
+    throw new TypeError(`agent "${options.name}": tools must be a list of tools made by defineTool`)
   const seen = new Set<string>()
   for (const tool of tools) {
+    if (typeof tool !== 'object' || tool === null || typeof tool.execute !== 'function')
+      throw new TypeError(
+        `agent "${options.name}": ${JSON.stringify(tool)} in tools is no tool; expected one made by defineTool`,
+      )
     if (seen.has(tool.name)) throw new TypeError(`agent "${options.name}" lists tool "${tool.name}" twice`)
     seen.add(tool.name)
   }
@@ -56,7 +62,7 @@ export function defineAgent(options: AgentOptions): AgentDefinition {
     name: options.name,
     instructions: options.instructions ?? '',
     tools,
-    subagents: (options.subagents ?? []).map((s) => (typeof s === 'string' ? s : s.name)),
+    subagents: subagentNames(options),
   }
   if (options.model) definition.model = options.model
   if (options.limits) definition.limits = options.limits
@@ -79,6 +85,13 @@ export function defineAgent(options: AgentOptions): AgentDefinition {
   return definition
 }
 
-function isZodSchema(value: unknown): value is z.ZodType {
-  return typeof value === 'object' && value !== null && typeof (value as z.ZodType).safeParse === 'function'
+function subagentNames(options: AgentOptions): string[] {
+  const subagents = options.subagents ?? []
+  const names = Array.isArray(subagents)
+    ? subagents.map((agent) => (typeof agent === 'string' ? agent : agent?.name))
+    : [undefined]
+  const wrong = names.findIndex((name) => typeof name !== 'string')
+  if (wrong !== -1)
+    throw new TypeError(`agent "${options.name}": subagents must be a list of agents or their names`)
+  return names as string[]
 }

@@ -22,6 +22,7 @@ import { Scheduler, type SchedulerOptions, type SchedulerStats } from '../schedu
 import type { SharedLimits } from '../scheduler/shared-limits.js'
 import { type WorkspaceOptions, Workspaces } from '../workspaces/workspaces.js'
 import { Run } from './run.js'
+import { checkRuntimeOptions } from './runtime-options.js'
 
 export interface RuntimeOptions {
   agents: readonly AgentDefinition[]
@@ -137,6 +138,7 @@ export interface Runtime {
 }
 
 export function createRuntime(options: RuntimeOptions): Runtime {
+  checkRuntimeOptions(options)
   const definitions = indexAgents(options.agents)
   definitions.set(planAgentName, definePlanAgent(options.agents.map((agent) => agent.name)))
   if (!options.model) {
@@ -177,11 +179,6 @@ export function createRuntime(options: RuntimeOptions): Runtime {
   }
 
   /** An orchestrator whose events reach the logger; with `host`, one that runs segments for it. */
-  if (options.durability !== undefined && options.durability !== 'sync' && options.durability !== 'async') {
-    throw new InvalidInputError(
-      `durability must be 'sync' or 'async', not ${JSON.stringify(options.durability)}`,
-    )
-  }
   // Every run's events pass through it: the logger, and `runtime.on`.
   const everyRun = new EventBus()
   if (options.logger) {

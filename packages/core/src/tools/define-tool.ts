@@ -61,7 +61,7 @@ export const protocolActionNames = [
 ] as const
 
 export function defineTool<Args, Result>(definition: ToolDefinition<Args, Result>): Tool<Args, Result> {
-  if (!toolNamePattern.test(definition.name)) {
+  if (typeof definition.name !== 'string' || !toolNamePattern.test(definition.name)) {
     throw new TypeError(
       `tool name "${definition.name}" is invalid: expected a letter then up to 63 letters, digits, "_" or "-"`,
     )
@@ -69,7 +69,15 @@ export function defineTool<Args, Result>(definition: ToolDefinition<Args, Result
   if ((protocolActionNames as readonly string[]).includes(definition.name)) {
     throw new TypeError(`tool name "${definition.name}" is reserved for the action protocol`)
   }
+  if (typeof definition.execute !== 'function')
+    throw new TypeError(`tool "${definition.name}": execute must be a function (args, ctx) => result`)
+  if (!isZodSchema(definition.parameters))
+    throw new TypeError(`tool "${definition.name}": parameters must be a zod schema, such as z.object({ … })`)
   return { ...definition, jsonSchema: jsonSchemaOf(definition.parameters) }
+}
+
+export function isZodSchema(value: unknown): value is z.ZodType {
+  return typeof value === 'object' && value !== null && typeof (value as z.ZodType).safeParse === 'function'
 }
 
 /** The JSON Schema a model is offered for a zod schema (what JSON cannot say is left open). */
