@@ -226,7 +226,7 @@ test('createRuntime, defineAgent and defineTool refuse options of the wrong shap
     [{ onCycle: 'whatever' }, /createRuntime: onCycle: /],
     [{ logger: 'console' }, /createRuntime: logger: expected an EventSink/],
     [{ inspect: 'yes' }, /createRuntime: inspect: expected an XState inspector/],
-    [{ agents: [{ name: 'x' }] }, /createRuntime: agents\.0: expected an agent made by defineAgent/],
+    [{ agents: [{ name: 'x' }] }, /agents\[0\] \("x"\) is not an agent definition: make it with defineAgent/],
   ]
   for (const [options, message] of refused) {
     expect(

@@ -15,13 +15,8 @@ const hasMethods =
  * redacting nothing) is refused with the field, not found out mid-run.
  */
 const runtimeOptionsSchema = z.strictObject({
-  agents: z.array(
-    z.custom(
-      (value) => isObject(value) && typeof value.name === 'string' && Array.isArray(value.tools),
-      'expected an agent made by defineAgent',
-    ),
-    'expected a list of agents made by defineAgent',
-  ),
+  // Each agent is checked where they are indexed (`indexAgents`).
+  agents: z.array(z.unknown(), 'expected a list of agents made by defineAgent'),
   model: z
     .custom(hasMethods('complete'), 'expected a ChatModel: an object with complete(request)')
     .optional(),
