@@ -94,6 +94,7 @@ test('a tool result whose `then` getter throws is the tool failing, told to the 
     description: 'returns a value that breaks when asked for then',
     parameters: z.object({}),
     execute: () => ({
+      // biome-ignore lint/suspicious/noThenProperty: the test is of a value whose then getter throws
       get then(): never {
         throw new Error('no then here')
       },

@@ -317,6 +317,42 @@ export function describeRunStore(
       expect(await store.loadRun('r5')).toBeUndefined()
     })
 
+    test('claims: one owner at a time; renewed by its owner; free once released, lapsed, or its owner replaced', async () => {
+      const claim = store.claimRun!.bind(store)
+      const release = store.releaseRun!.bind(store)
+      const later = Date.now() + 60_000
+      expect(await claim('c1', { owner: 'a', until: later })).toEqual({ owner: 'a', until: later })
+      // Held by a: b is told who holds it, and until when.
+      expect(await claim('c1', { owner: 'b', until: later + 5 })).toEqual({ owner: 'a', until: later })
+      expect(await claim('c1', { owner: 'a', until: later + 10 })).toEqual({ owner: 'a', until: later + 10 })
+      // Released by someone else: nothing changes.
+      await release('c1', 'b')
+      expect((await claim('c1', { owner: 'b', until: later })).owner).toBe('a')
+      // Replacing a holder found dead; replacing one that is not the holder takes nothing.
+      expect((await claim('c1', { owner: 'c', until: later, replacing: 'x' })).owner).toBe('a')
+      expect(await claim('c1', { owner: 'c', until: later, replacing: 'a' })).toEqual({
+        owner: 'c',
+        until: later,
+      })
+      await release('c1', 'c')
+      expect((await claim('c1', { owner: 'b', until: later })).owner).toBe('b')
+      // A claim that lapsed is free.
+      expect((await claim('c2', { owner: 'a', until: Date.now() + 30 })).owner).toBe('a')
+      await new Promise((resolve) => setTimeout(resolve, 60))
+      expect((await claim('c2', { owner: 'b', until: later })).owner).toBe('b')
+      // Of many claiming a free run at once, one gets it and every other is told it is that one's.
+      const owners = await Promise.all(
+        Array.from({ length: 8 }, (_, index) => claim('c3', { owner: `p${index}`, until: later })),
+      )
+      expect(new Set(owners.map((holder) => holder.owner)).size).toBe(1)
+      // A claim is no run: listing shows none, and deleting the run takes its claim.
+      expect(await store.listRuns()).toEqual([])
+      if (store.deleteRun) {
+        await store.deleteRun('c3')
+        expect((await claim('c3', { owner: 'z', until: later })).owner).toBe('z')
+      }
+    })
+
     const day = 86_400_000
     /** A run and its root agent, created and last updated `daysAgo` days ago. */
     const saveAged = async (target: RunStore, id: string, status: RunStatus, daysAgo: number) => {

@@ -62,6 +62,21 @@ for _ = 1, tonumber(ARGV[1]) do
 end
 return 0`
 
+/** Takes a run's claim when it is free, the caller's, lapsed, or held by the one it replaces (`claimRun`). */
+const claimScript = `
+local owner = redis.call('HGET', KEYS[1], 'owner')
+if owner and owner ~= ARGV[1] and owner ~= ARGV[4] then
+  local held = tonumber(redis.call('HGET', KEYS[1], 'until'))
+  if held and held >= tonumber(ARGV[3]) then return {owner, tostring(held)} end
+end
+redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'until', ARGV[2])
+redis.call('PEXPIREAT', KEYS[1], ARGV[2])
+return {ARGV[1], ARGV[2]}`
+
+const releaseClaimScript = `
+if redis.call('HGET', KEYS[1], 'owner') == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 0`
+
 export function redisStore(options: RedisStoreOptions = {}): RunStore {
   const retention = checkRetention(options.retention)
   const owned = !options.connection
@@ -70,6 +85,7 @@ export function redisStore(options: RedisStoreOptions = {}): RunStore {
   const runKey = (runId: string) => `${prefix}run:${runId}`
   const agentsKey = (runId: string) => `${prefix}agents:${runId}`
   const historyKey = (runId: string) => `${prefix}history:${runId}`
+  const claimKey = (runId: string) => `${prefix}claim:${runId}`
   const indexKey = `${prefix}runs`
   const finishedKey = `${prefix}finished`
   // Set once every run of the index has been entered in `finishedKey`: a version before it kept no such set.
@@ -115,7 +131,10 @@ export function redisStore(options: RedisStoreOptions = {}): RunStore {
     const ids = await redis.zrange(finishedKey, 0, String(count - 1))
     const removal = redis.multi()
     for (const id of ids)
-      removal.del(runKey(id), agentsKey(id), historyKey(id)).zrem(indexKey, id).zrem(finishedKey, id)
+      removal
+        .del(runKey(id), agentsKey(id), historyKey(id), claimKey(id))
+        .zrem(indexKey, id)
+        .zrem(finishedKey, id)
     await removal.exec().then(failOnError)
     return ids
   }
@@ -237,7 +256,7 @@ export function redisStore(options: RedisStoreOptions = {}): RunStore {
       assertRunId(runId)
       await redis
         .multi()
-        .del(runKey(runId), agentsKey(runId), historyKey(runId))
+        .del(runKey(runId), agentsKey(runId), historyKey(runId), claimKey(runId))
         .zrem(indexKey, runId)
         .zrem(finishedKey, runId)
         .exec()
@@ -245,6 +264,23 @@ export function redisStore(options: RedisStoreOptions = {}): RunStore {
     },
     async prune(kept) {
       return prune(kept === undefined ? retention : checkRetention(kept))
+    },
+    async claimRun(runId, request) {
+      assertRunId(runId)
+      const [owner, until] = (await redis.eval(
+        claimScript,
+        1,
+        claimKey(runId),
+        request.owner,
+        request.until,
+        Date.now(),
+        request.replacing ?? '',
+      )) as [string, string]
+      return { owner, until: Number(until) }
+    },
+    async releaseRun(runId, owner) {
+      assertRunId(runId)
+      await redis.eval(releaseClaimScript, 1, claimKey(runId), owner)
     },
     async close() {
       if (owned) await redis.quit()

@@ -70,7 +70,9 @@ export { defaultMemoryRetention, type MemoryStoreOptions, memoryStore } from './
 export { readAgentRecord, readRunRecord } from './persistence/read.js'
 export type {
   AgentRecord,
+  ClaimRequest,
   PersistedAgentSnapshot,
+  RunClaim,
   RunFilter,
   RunId,
   RunRecord,
@@ -79,7 +81,7 @@ export type {
   RunStore,
   StoredRun,
 } from './persistence/records.js'
-export { isValidAgentId, isValidRunId } from './persistence/records.js'
+export { claimGranted, isValidAgentId, isValidRunId } from './persistence/records.js'
 export {
   applyRetention,
   checkRetention,

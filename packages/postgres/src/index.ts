@@ -116,6 +116,8 @@ export function postgresStore(options: PostgresStoreOptions = {}): PostgresStore
          DELETE FROM ${q}.agents WHERE run_id IN (SELECT id FROM gone)
        ), history_gone AS (
          DELETE FROM ${q}.agent_history WHERE run_id IN (SELECT id FROM gone)
+       ), claims_gone AS (
+         DELETE FROM ${q}.run_claims WHERE run_id IN (SELECT id FROM gone)
        ), runs_gone AS (
          DELETE FROM ${q}.runs WHERE id IN (SELECT id FROM gone) RETURNING id, updated_at
        )
@@ -287,10 +289,41 @@ export function postgresStore(options: PostgresStoreOptions = {}): PostgresStore
       await query(
         `delete run ${runId}`,
         `WITH agents_gone AS (DELETE FROM ${q}.agents WHERE run_id = $1),
-           history_gone AS (DELETE FROM ${q}.agent_history WHERE run_id = $1)
+           history_gone AS (DELETE FROM ${q}.agent_history WHERE run_id = $1),
+           claims_gone AS (DELETE FROM ${q}.run_claims WHERE run_id = $1)
          DELETE FROM ${q}.runs WHERE id = $1`,
         [runId],
       )
+    },
+    async claimRun(runId, request) {
+      assertRunId(runId)
+      // Taken in one statement when it may be; otherwise the claim that holds is read. A claim
+      // made by another transaction after this one's snapshot is seen by the next try.
+      for (let attempt = 1; ; attempt++) {
+        const rows = await query<{ owner: string; until: string }>(
+          `claim run ${runId}`,
+          `WITH taken AS (
+             INSERT INTO ${q}.run_claims AS c (run_id, owner, until) VALUES ($1, $2, $3)
+             ON CONFLICT (run_id) DO UPDATE SET owner = excluded.owner, until = excluded.until
+               WHERE c.owner = excluded.owner OR c.until < $4 OR c.owner = $5
+             RETURNING owner, until
+           )
+           SELECT owner, until FROM taken
+           UNION ALL
+           SELECT owner, until FROM ${q}.run_claims WHERE run_id = $1 AND NOT EXISTS (SELECT 1 FROM taken)`,
+          [runId, request.owner, request.until, Date.now(), request.replacing ?? null],
+        )
+        const row = rows[0]
+        if (row) return { owner: row.owner, until: Number(row.until) }
+        if (attempt === 5) throw fail(`claim run ${runId}`, new Error('the claim kept changing under it'))
+      }
+    },
+    async releaseRun(runId, owner) {
+      assertRunId(runId)
+      await query(`release run ${runId}`, `DELETE FROM ${q}.run_claims WHERE run_id = $1 AND owner = $2`, [
+        runId,
+        owner,
+      ])
     },
     async prune(kept?: RunRetention) {
       return prune(kept === undefined ? retention : checkRetention(kept))

@@ -56,6 +56,14 @@ const migrations: ((q: string) => MigrationStep[])[] = [
        PRIMARY KEY (run_id, agent_id, chunk)
      )`,
   ],
+  // Which process runs a run, until when (`claimRun`).
+  (q) => [
+    `CREATE TABLE ${q}.run_claims (
+       run_id text PRIMARY KEY,
+       owner text NOT NULL,
+       until bigint NOT NULL
+     )`,
+  ],
 ]
 
 const batchSize = 500

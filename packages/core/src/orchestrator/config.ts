@@ -34,6 +34,11 @@ export interface OrchestratorConfig {
   workspaces: Workspaces | undefined
   durability: Durability
   inspect?: Inspector | undefined
+  /**
+   * This process's claim on the run (`RunClaims`): taken before a start creates it (a run another
+   * process runs is refused), let go of before the run's end or detach is heard of.
+   */
+  claims?: { claim(): Promise<void>; release(): Promise<void> } | undefined
   /** Set when this orchestrator runs one segment of one agent for a distributed host. */
   segment?: SegmentHooks | undefined
 }

@@ -171,6 +171,7 @@ export class Orchestrator implements EffectHost {
    */
   async begin(agentName: string, task: string, start = true, chosenId = false): Promise<void> {
     try {
+      if (start) await this.config.claims?.claim()
       if (chosenId && (await this.isStored())) {
         throw new InvalidInputError(
           `run ${this.runId} already exists in the store: resume it, or start with another id`,
@@ -274,7 +275,8 @@ export class Orchestrator implements EffectHost {
     for (const entry of entries) this.budget.book(tokensOf(entry.context))
     this.emitRun({ type: 'run.resumed', agents: entries.length })
     if (run.status !== 'running') {
-      this.outcome.settle(run)
+      this.ending = true
+      void this.letGo().then(() => this.outcome.settle(run))
       return
     }
     this.settlement.endOrphans(entries)
@@ -446,8 +448,10 @@ export class Orchestrator implements EffectHost {
       await this.writer.flush()
       record = await this.outcome.finish(status, context.result, context.error, this.busy.peak)
     } catch (error) {
+      void this.letGo()
       return this.outcome.fail(error)
     }
+    await this.letGo()
     this.outcome.settle(record)
   }
 
@@ -481,15 +485,25 @@ export class Orchestrator implements EffectHost {
     } finally {
       for (const entry of entries)
         if (!entry.settled) this.actor.send({ type: 'STOP_AGENT', agent: entry.actor })
+      await this.letGo()
       this.outcome.detached()
     }
   }
 
-  /** A failure of the runtime itself (a store that cannot write): stop every agent and fail the run. */
-  private abort(error: unknown): void {
+  /** Lets go of this process's claim on the run, before whoever awaits its end hears of it. */
+  private letGo(): Promise<void> {
+    return this.config.claims?.release().catch(() => {}) ?? Promise.resolve()
+  }
+
+  /**
+   * A failure of the runtime itself (a store that cannot write, a claim another process took):
+   * stop every agent and fail the run here; the store keeps what it holds.
+   */
+  abort(error: unknown): void {
     if (this.isSettled) return
     this.ending = true
     for (const entry of this.registry.values()) this.release(entry)
+    void this.letGo()
     this.outcome.fail(error)
     this.config.segment?.failed(error)
   }

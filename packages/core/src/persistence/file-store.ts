@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto'
-import { mkdir, open, readdir, readFile, rename, rm } from 'node:fs/promises'
+import { link, mkdir, open, readdir, readFile, rename, rm, rmdir, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import { InvalidInputError, SnapshotError, StoreError } from '../errors.js'
 import {
@@ -13,7 +13,9 @@ import {
 } from './codec.js'
 import {
   type AgentRecord,
+  claimGranted,
   isValidAgentId,
+  type RunClaim,
   type RunFilter,
   type RunId,
   type RunRecord,
@@ -82,6 +84,7 @@ export function fileStore(dir: string, options: FileStoreOptions = {}): RunStore
   }
 
   const runDir = (runId: string) => path.join(root, runId)
+  const claimFile = (runId: string) => path.join(runDir(runId), 'claim.json')
 
   const removeRun = async (runId: RunId) => {
     createdDirs.delete(path.join(runDir(runId), 'agents'))
@@ -180,6 +183,46 @@ export function fileStore(dir: string, options: FileStoreOptions = {}): RunStore
       return text === undefined ? undefined : runRecordIn(text, file, runId)
     },
     listRuns,
+    async claimRun(runId, request) {
+      assertRunId(runId)
+      const file = claimFile(runId)
+      const mine: RunClaim = { owner: request.owner, until: request.until }
+      await mkdir(runDir(runId), { recursive: true })
+      for (let attempt = 1; attempt <= 5; attempt++) {
+        const current = await readClaim(file)
+        if (!claimGranted(current, request)) return current!
+        if (current === undefined) {
+          // Made only where there is none, whole (a link of a written file): of two processes
+          // claiming a free run, one links first and the other finds its claim.
+          const temp = `${file}.${process.pid}.${++tempCounter}.tmp`
+          try {
+            await writeFile(temp, JSON.stringify(mine))
+            await link(temp, file)
+            return mine
+          } catch (error) {
+            if ((error as NodeJS.ErrnoException).code !== 'EEXIST')
+              throw new StoreError(`could not claim run ${runId} in ${file}: ${(error as Error).message}`, {
+                cause: error,
+              })
+          } finally {
+            await rm(temp, { force: true })
+          }
+          continue
+        }
+        await writeAtomic(file, JSON.stringify(mine))
+        // Of two that replaced one claim at once, the last rename holds it.
+        const held = await readClaim(file)
+        if (held?.owner === request.owner || (held && !claimGranted(held, request))) return held
+      }
+      throw new StoreError(`could not claim run ${runId} in ${file}: its claim kept changing`)
+    },
+    async releaseRun(runId, owner) {
+      assertRunId(runId)
+      if ((await readClaim(claimFile(runId)))?.owner !== owner) return
+      await rm(claimFile(runId), { force: true })
+      // A run never stored (a resume of an id that is not there) leaves no folder behind.
+      await rmdir(runDir(runId)).catch(() => {})
+    },
     async deleteRun(runId: string) {
       assertRunId(runId)
       await removeRun(runId)
@@ -188,6 +231,18 @@ export function fileStore(dir: string, options: FileStoreOptions = {}): RunStore
       return prune(kept === undefined ? retention : checkRetention(kept))
     },
   }
+}
+
+/** The claim on a run (`claim.json`); one that cannot be read is taken as lapsed. */
+async function readClaim(file: string): Promise<RunClaim | undefined> {
+  const text = await readIfExists(file)
+  if (text === undefined) return undefined
+  try {
+    const claim = JSON.parse(text) as Partial<RunClaim>
+    if (typeof claim.owner === 'string' && typeof claim.until === 'number')
+      return { owner: claim.owner, until: claim.until }
+  } catch {}
+  return { owner: '', until: 0 }
 }
 
 /** Run records `listRuns` reads at once. */

@@ -6,14 +6,16 @@ import {
   encodeRecord,
   joinRecordParts,
 } from './codec.js'
-import type {
-  AgentRecord,
-  RunFilter,
-  RunId,
-  RunRecord,
-  RunRetention,
-  RunStore,
-  StoredRun,
+import {
+  type AgentRecord,
+  claimGranted,
+  type RunClaim,
+  type RunFilter,
+  type RunId,
+  type RunRecord,
+  type RunRetention,
+  type RunStore,
+  type StoredRun,
 } from './records.js'
 import { byAge, checkRetention, checkRunFilter, filterRuns } from './run-filter.js'
 
@@ -43,11 +45,15 @@ export function memoryStore(options: MemoryStoreOptions = {}): RunStore {
   // Each record's text, as a file or a database would hold it; an agent's history chunks beside it.
   const runs = new Map<RunId, { run: string; agents: Map<string, StoredAgent> }>()
   const finished = finishedRuns()
+  const claims = new Map<RunId, RunClaim>()
 
   /** Removes, oldest first, the finished runs `kept` does not keep. */
   const prune = (kept: RunRetention): RunId[] => {
     const removed = finished.removeBeyond(kept, Date.now())
-    for (const runId of removed) runs.delete(runId)
+    for (const runId of removed) {
+      runs.delete(runId)
+      claims.delete(runId)
+    }
     return removed
   }
 
@@ -113,7 +119,18 @@ export function memoryStore(options: MemoryStoreOptions = {}): RunStore {
     async deleteRun(runId) {
       assertRunId(runId)
       runs.delete(runId)
+      claims.delete(runId)
       finished.remove(runId)
+    },
+    async claimRun(runId, request) {
+      assertRunId(runId)
+      const current = claims.get(runId)
+      if (!claimGranted(current, request)) return { ...current! }
+      claims.set(runId, { owner: request.owner, until: request.until })
+      return { owner: request.owner, until: request.until }
+    },
+    async releaseRun(runId, owner) {
+      if (claims.get(runId)?.owner === owner) claims.delete(runId)
     },
     async prune(kept) {
       return prune(kept === undefined ? retention : checkRetention(kept))

@@ -57,6 +57,17 @@ export interface RunStore {
   listRuns(filter?: RunFilter): Promise<RunRecord[]>
   deleteRun?(runId: RunId): Promise<void>
   /**
+   * Claims the run for `request.owner` until `request.until` (epoch ms), atomically: granted when
+   * no one holds it, when the owner holds it already (a renewal), when the claim held has lapsed,
+   * or when it is held by `request.replacing` (a holder the caller found dead). Returns the claim
+   * that holds afterwards: the owner's when granted, the holder's when not. A runtime claims each
+   * run it starts, resumes or answers, so that two processes never run one run at once; a store
+   * without claims leaves that to its user.
+   */
+  claimRun?(runId: RunId, request: ClaimRequest): Promise<RunClaim>
+  /** Lets go of the owner's claim on the run; a claim someone else holds is left as it is. */
+  releaseRun?(runId: RunId, owner: string): Promise<void>
+  /**
    * Removes the finished runs, with their agents, that `retention` (default: the store's own)
    * does not keep; returns their ids, oldest first.
    */
@@ -68,6 +79,32 @@ const runIdPattern = /^[a-zA-Z0-9_-]{1,64}$/
 
 /** An agent's id: its root's name, then each child's id, joined by dots (`lead.prices.eu`). */
 const agentIdPattern = /^[a-zA-Z0-9_-]+(\.[a-zA-Z0-9_-]+)*$/
+
+/** Who runs a run, and until when their claim holds unless renewed. */
+export interface RunClaim {
+  owner: string
+  /** Epoch ms. */
+  until: number
+}
+
+export interface ClaimRequest extends RunClaim {
+  /** A holder found dead: its claim is taken over even before it lapses. */
+  replacing?: string
+}
+
+/** Whether `request` gets the run, `current` being the claim on it now (shared by the stores that decide in code). */
+export function claimGranted(
+  current: RunClaim | undefined,
+  request: ClaimRequest,
+  now = Date.now(),
+): boolean {
+  return (
+    current === undefined ||
+    current.owner === request.owner ||
+    current.until < now ||
+    (request.replacing !== undefined && current.owner === request.replacing)
+  )
+}
 
 export const runStatusSchema = z.enum(['running', 'completed', 'failed', 'cancelled'])
 

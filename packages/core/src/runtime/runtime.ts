@@ -22,6 +22,7 @@ import { Scheduler, type SchedulerOptions, type SchedulerStats } from '../schedu
 import type { SharedLimits } from '../scheduler/shared-limits.js'
 import { type WorkspaceOptions, Workspaces } from '../workspaces/workspaces.js'
 import { Run } from './run.js'
+import { RunClaims } from './run-claims.js'
 import { checkRuntimeOptions } from './runtime-options.js'
 
 export interface RuntimeOptions {
@@ -185,6 +186,8 @@ export function createRuntime(options: RuntimeOptions): Runtime {
     const sink = options.logger
     everyRun.subscribe((event) => sink.handle(event))
   }
+  // A run another process takes over (this one stalled past its claim) stops here.
+  const claims = new RunClaims(store, (runId, error) => runs.get(runId)?.orchestrator.abort(error))
   const orchestratorFor = (runId: string, segment?: SegmentHooks) => {
     const bus = new EventBus(everyRun)
     const orchestrator = new Orchestrator({
@@ -202,6 +205,10 @@ export function createRuntime(options: RuntimeOptions): Runtime {
       durability: options.durability ?? 'sync',
       inspect: options.inspect,
       segment,
+      // A distributed run's segments run in many workers at once: its queue keeps them apart.
+      claims: segment
+        ? undefined
+        : { claim: () => claims.claim(runId), release: () => claims.release(runId) },
     })
     return { orchestrator, bus }
   }
@@ -215,6 +222,7 @@ export function createRuntime(options: RuntimeOptions): Runtime {
     orchestrator.result
       .finally(() => {
         runs.delete(runId)
+        claims.release(runId).catch(() => {})
         workspaces?.forget(runId)
         const status = orchestrator.record?.status ?? 'running'
         if (status !== 'running') addTotals(status, runTotals(orchestrator.registry.values()))
@@ -286,7 +294,14 @@ export function createRuntime(options: RuntimeOptions): Runtime {
           `run ${runId} is live in this runtime: use run.approve, run.reject or run.resume`,
         )
       }
-      await answerStored(orchestratorFor(runId).orchestrator, agentId, answer)
+      // Claimed while the answer is written: two answers at once, or one to a run another process
+      // runs, would each overwrite the agent the other changed.
+      await claims.claim(runId)
+      try {
+        await answerStored(orchestratorFor(runId).orchestrator, agentId, answer)
+      } finally {
+        await claims.release(runId).catch(() => {})
+      }
     },
     runPlan(plan, startOptions = {}) {
       const checked = parsePlan(plan)
@@ -325,20 +340,31 @@ export function createRuntime(options: RuntimeOptions): Runtime {
       refuseIfShutDown()
       const live = runs.get(runId)
       if (live) return live.run
-      const stored = await store.loadRun(runId)
-      if (!stored) throw new CohortError('RUN_NOT_FOUND', `run ${runId} is not in the store`)
-      // Shut down while the store answered: nothing is started any more.
-      refuseIfShutDown()
-      const again = runs.get(runId)
-      if (again) return again.run
-      const { run, orchestrator } = open(runId)
+      // Before reading it: what is read is then no other process's to change.
+      await claims.claim(runId)
       try {
-        await orchestrator.restore(stored)
+        const stored = await store.loadRun(runId)
+        if (!stored) throw new CohortError('RUN_NOT_FOUND', `run ${runId} is not in the store`)
+        // Shut down while the store answered: nothing is started any more.
+        refuseIfShutDown()
+        const again = runs.get(runId)
+        if (again) {
+          // Resumed meanwhile by another call: that run holds the claim.
+          await claims.release(runId)
+          return again.run
+        }
+        const { run, orchestrator } = open(runId)
+        try {
+          await orchestrator.restore(stored)
+        } catch (error) {
+          runs.delete(runId)
+          throw error
+        }
+        return run
       } catch (error) {
-        runs.delete(runId)
+        if (!runs.has(runId)) await claims.release(runId).catch(() => {})
         throw error
       }
-      return run
     },
     get(runId) {
       return runs.get(runId)?.run

@@ -1,0 +1,105 @@
+// One run, one process at a time: a runtime claims each run it starts, resumes or answers
+// (`RunStore.claimRun`), so a second process is refused instead of running it too.
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
+import {
+  type CohortError,
+  createRuntime,
+  defineAgent,
+  defineTool,
+  fileStore,
+  scriptedModel,
+} from '@cohort/core'
+import { afterEach, beforeEach, expect, test } from 'vitest'
+import { z } from 'zod'
+import { approvalRuntime, executions } from './fixtures/approval-scenario.js'
+
+let dir: string
+beforeEach(async () => {
+  dir = await mkdtemp(path.join(tmpdir(), 'cohort-claims-'))
+  executions.length = 0
+})
+afterEach(async () => {
+  await rm(dir, { recursive: true, force: true })
+})
+
+test('a run one runtime runs is refused to another (resume, answer), naming the process; once it stops, the other resumes it', async () => {
+  let calls = 0
+  let finishStep: () => void = () => {}
+  const step = defineTool({
+    name: 'step',
+    description: 'A step with a side effect',
+    parameters: z.object({}),
+    execute: () => {
+      calls++
+      return new Promise<string>((resolve) => {
+        finishStep = () => resolve('stepped')
+      })
+    },
+  })
+  const runtime = () =>
+    createRuntime({
+      agents: [defineAgent({ name: 'solo', tools: [step] })],
+      model: scriptedModel({
+        solo: [
+          { action: 'call_tool', tool: 'step', args: {} },
+          { action: 'finish', result: 'done' },
+        ],
+      }),
+      store: fileStore(dir),
+    })
+  const first = runtime()
+  const run = first.start('solo', 'go', { runId: 'held' })
+  await new Promise<void>((resolve) => run.on('tool.started', () => resolve()))
+
+  const second = runtime()
+  const refused = (await second.resume('held').catch((error: unknown) => error)) as CohortError
+  expect(refused).toMatchObject({ code: 'RUN_BUSY' })
+  expect(refused.message).toMatch(
+    new RegExp(`^run held is running in process ${process.pid} on .+: resume, answer or cancel it there`),
+  )
+  await expect(second.answer('held', 'solo', { payload: 1 })).rejects.toMatchObject({ code: 'RUN_BUSY' })
+  expect(calls).toBe(1)
+
+  // Stopped where it is, the run is the other's to go on with; its claim goes with the detach.
+  await run.detach()
+  const resumed = await second.resume('held')
+  await new Promise((resolve) => setTimeout(resolve, 20))
+  finishStep()
+  expect(await resumed.result).toBe('done')
+  // Cut off by the detach, the step ran again once in the process that finished the run.
+  expect(calls).toBe(2)
+  // Finished: any runtime may read it again, and resuming it runs nothing.
+  expect(await (await runtime().resume('held')).result).toBe('done')
+})
+
+test('two answers to one agent at once, from two runtimes: one is taken, the other refused, and the call runs once', async () => {
+  const first = approvalRuntime(dir)
+  const run = first.start('operator', 'ship it', { runId: 'asks' })
+  const callId = await new Promise<string>((resolve) =>
+    run.on('agent.suspended', (event) => {
+      if (event.awaiting) resolve(event.awaiting.callId)
+    }),
+  )
+  await first.shutdown()
+
+  const answers = await Promise.allSettled([
+    approvalRuntime(dir).answer('asks', 'operator', { approve: callId }),
+    approvalRuntime(dir).answer('asks', 'operator', { reject: callId, reason: 'not today' }),
+  ])
+  expect(answers.filter((answer) => answer.status === 'fulfilled')).toHaveLength(1)
+  const [refusal] = answers.filter((answer) => answer.status === 'rejected')
+  expect(String(refusal?.reason)).toMatch(/is running in process|is not waiting for approval/)
+
+  // The answer taken is the one the run goes on with.
+  const approved = answers[0]!.status === 'fulfilled'
+  const resumed = await approvalRuntime(dir).resume('asks')
+  await new Promise<void>((resolve) =>
+    resumed.on('agent.suspended', (event) => {
+      if (event.awaiting?.kind === 'input') resolve()
+    }),
+  )
+  expect(executions).toEqual(approved ? ['deploy api'] : [])
+  await resumed.cancel()
+})
