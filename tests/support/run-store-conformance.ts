@@ -345,6 +345,14 @@ export function describeRunStore(
         Array.from({ length: 8 }, (_, index) => claim('c3', { owner: `p${index}`, until: later })),
       )
       expect(new Set(owners.map((holder) => holder.owner)).size).toBe(1)
+      // So of many taking over one dead holder's claim at once: the read and the write are one step.
+      await claim('c4', { owner: 'dead', until: later })
+      const heirs = await Promise.all(
+        Array.from({ length: 8 }, (_, index) =>
+          claim('c4', { owner: `h${index}`, until: later, replacing: 'dead' }),
+        ),
+      )
+      expect(new Set(heirs.map((holder) => holder.owner)).size).toBe(1)
       // A claim is no run: listing shows none, and deleting the run takes its claim.
       expect(await store.listRuns()).toEqual([])
       if (store.deleteRun) {

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto'
-import { link, mkdir, open, readdir, readFile, rename, rm, rmdir, writeFile } from 'node:fs/promises'
+import { mkdir, open, readdir, readFile, rename, rm, rmdir, stat, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import { InvalidInputError, SnapshotError, StoreError } from '../errors.js'
 import {
@@ -186,42 +186,29 @@ export function fileStore(dir: string, options: FileStoreOptions = {}): RunStore
     async claimRun(runId, request) {
       assertRunId(runId)
       const file = claimFile(runId)
-      const mine: RunClaim = { owner: request.owner, until: request.until }
       await mkdir(runDir(runId), { recursive: true })
-      for (let attempt = 1; attempt <= 5; attempt++) {
+      return underLock(file, async () => {
         const current = await readClaim(file)
         if (!claimGranted(current, request)) return current!
-        if (current === undefined) {
-          // Made only where there is none, whole (a link of a written file): of two processes
-          // claiming a free run, one links first and the other finds its claim.
-          const temp = `${file}.${process.pid}.${++tempCounter}.tmp`
-          try {
-            await writeFile(temp, JSON.stringify(mine))
-            await link(temp, file)
-            return mine
-          } catch (error) {
-            if ((error as NodeJS.ErrnoException).code !== 'EEXIST')
-              throw new StoreError(`could not claim run ${runId} in ${file}: ${(error as Error).message}`, {
-                cause: error,
-              })
-          } finally {
-            await rm(temp, { force: true })
-          }
-          continue
-        }
+        const mine: RunClaim = { owner: request.owner, until: request.until }
         await writeAtomic(file, JSON.stringify(mine))
-        // Of two that replaced one claim at once, the last rename holds it.
-        const held = await readClaim(file)
-        if (held?.owner === request.owner || (held && !claimGranted(held, request))) return held
-      }
-      throw new StoreError(`could not claim run ${runId} in ${file}: its claim kept changing`)
+        return mine
+      })
     },
     async releaseRun(runId, owner) {
       assertRunId(runId)
-      if ((await readClaim(claimFile(runId)))?.owner !== owner) return
-      await rm(claimFile(runId), { force: true })
+      const file = claimFile(runId)
+      const released = await underLock(file, async () => {
+        if ((await readClaim(file))?.owner !== owner) return false
+        await rm(file, { force: true })
+        return true
+      }).catch((error: unknown) => {
+        // A run whose folder is gone (deleted, pruned) holds no claim.
+        if ((error as { cause?: NodeJS.ErrnoException }).cause?.code === 'ENOENT') return false
+        throw error
+      })
       // A run never stored (a resume of an id that is not there) leaves no folder behind.
-      await rmdir(runDir(runId)).catch(() => {})
+      if (released) await rmdir(runDir(runId)).catch(() => {})
     },
     async deleteRun(runId: string) {
       assertRunId(runId)
@@ -230,6 +217,39 @@ export function fileStore(dir: string, options: FileStoreOptions = {}): RunStore
     async prune(kept) {
       return prune(kept === undefined ? retention : checkRetention(kept))
     },
+  }
+}
+
+/** A claimer that holds a claim's lock longer than this died while claiming: its lock is removed. */
+const staleLockMs = 10_000
+
+/**
+ * `fn` while this process alone holds the lock of `file` (`<file>.lock`, made only where there is
+ * none): reading a claim and replacing it is one step, so two processes that find one lapsed
+ * claim do not both take it.
+ */
+async function underLock<T>(file: string, fn: () => Promise<T>): Promise<T> {
+  const lock = `${file}.lock`
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await writeFile(lock, String(process.pid), { flag: 'wx' })
+      break
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST')
+        throw new StoreError(`could not lock ${file}: ${(error as Error).message}`, { cause: error })
+      const since = await stat(lock).then(
+        (found) => found.mtimeMs,
+        () => Date.now(),
+      )
+      if (Date.now() - since > staleLockMs) await rm(lock, { force: true })
+      else if (attempt >= 400) throw new StoreError(`could not lock ${file}: held for too long`)
+      else await new Promise((resolve) => setTimeout(resolve, 5 + Math.random() * 10))
+    }
+  }
+  try {
+    return await fn()
+  } finally {
+    await rm(lock, { force: true })
   }
 }
 
