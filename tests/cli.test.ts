@@ -519,6 +519,13 @@ describe('cohort CLI', () => {
     expect((await run(['cancel', 'doomed'])).stdout).toMatch(/already cancelled/)
   }, 60_000)
 
+  test('--store with a URL of no store the CLI opens (a typo) is refused, not made a folder of that name', async () => {
+    const typo = await run(['ls', '--store', 'postgress://user@host/db'])
+    expect(typo.code).toBe(2)
+    expect(typo.stderr).toMatch(/--store postgress:\/\/… is no store the CLI opens; expected a postgres:\/\//)
+    expect(await readdir(cwd)).not.toContain('postgress:')
+  })
+
   test('--store puts runs in PostgreSQL: run, ls and show read them there', async () => {
     if (!postgres.enabled) {
       console.warn(`\n!!! cohort --store postgres test SKIPPED: ${postgres.unreachable}\n`)

@@ -32,6 +32,14 @@ export async function storeFrom(spec: string, relativeTo = process.cwd()): Promi
     const { postgresStore } = await import('@cohort/postgres')
     return postgresStore({ connectionString: url.toString(), ...(schema && { schema }) })
   }
+  // A URL of another kind (a typo such as postgress://, or redis:// that the CLI does not take)
+  // would otherwise become a folder of that name.
+  const scheme = /^([a-zA-Z][a-zA-Z0-9+.-]*):\/\//.exec(spec)?.[1]
+  if (scheme) {
+    throw new InvalidInputError(
+      `--store ${scheme}://… is no store the CLI opens; expected a postgres:// (or postgresql://) URL, or a folder`,
+    )
+  }
   return fileStore(path.resolve(relativeTo, spec))
 }
 
