@@ -188,6 +188,11 @@ describe.runIf(hasChromium)('web inspector', () => {
     const [alpha, , gamma] = workers as [AgentSummary, AgentSummary, AgentSummary]
     expect(await nodes.count()).toBe(4)
 
+    // A row is labelled with the agent's own id (its indentation shows its parents), the full id in its title.
+    const alphaLabel = page.locator(`#timeline [data-row-agent="${alpha.id}"] .tl-label`)
+    expect((await alphaLabel.textContent())?.trim()).toBe(alpha.id.slice(alpha.id.lastIndexOf('.') + 1))
+    expect(await alphaLabel.getAttribute('title')).toBe(`worker (${alpha.id})`)
+
     // The workers ran in parallel: their bars overlap on the timeline.
     const boxA = await page.locator(`#timeline [data-agent-id="${alpha.id}"]`).boundingBox()
     const boxG = await page.locator(`#timeline [data-agent-id="${gamma.id}"]`).boundingBox()

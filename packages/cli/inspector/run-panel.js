@@ -150,7 +150,7 @@ function Timeline({ run, rows, now }) {
             onKeyDown=${onEnterOrSpace(open)}
           >
             <div class="tl-label" style=${{ paddingLeft: `${12 + level * 14}px` }} title=${`${agent.name} (${agent.id})`}>
-              ${agent.id}
+              ${ownId(agent.id)}
             </div>
             <div class="tl-track">
               <div
@@ -220,4 +220,13 @@ function agentEnd(agent, now) {
   const run = state.run
   if (run && run.status !== 'running') return Math.max(agent.startedAt, run.updatedAt || agent.startedAt)
   return Math.max(agent.startedAt, now)
+}
+
+/**
+ * The agent's own part of its id: the indentation shows its parents, and deep siblings' full ids
+ * share a start the label's width cuts them to.
+ * @param {string} id
+ */
+function ownId(id) {
+  return id.slice(id.lastIndexOf('.') + 1)
 }
