@@ -40,6 +40,7 @@ export class EventStream {
   readonly #reserved = new WeakSet<Socket>()
   readonly #limits: EventStreamLimits
   readonly #heartbeat: NodeJS.Timeout
+  #closing = false
 
   constructor(limits: EventStreamLimits) {
     this.#limits = limits
@@ -86,6 +87,7 @@ export class EventStream {
 
   /** Says goodbye to every socket; one that cannot take it (it does not read) is cut a second later. */
   async close(): Promise<void> {
+    this.#closing = true
     clearInterval(this.#heartbeat)
     this.#clients.clear()
     const sockets = [...this.wss.clients]
@@ -99,6 +101,8 @@ export class EventStream {
   }
 
   #accept(socket: WebSocket, request: IncomingMessage): void {
+    // Opened while the server shuts down: told so at once, as the sockets before it were.
+    if (this.#closing) return void socket.close(1001, 'server shutting down')
     const runId = new URL(request.url ?? '/', 'http://localhost').searchParams.get('runId')
     const client: Client = { socket, runId, alive: true }
     this.#clients.add(client)
