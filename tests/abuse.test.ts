@@ -244,3 +244,14 @@ test('createRuntime, defineAgent and defineTool refuse options of the wrong shap
     defineTool({ name: 't', description: '', parameters: { type: 'object' } as never, execute: () => 1 }),
   ).toThrow(/tool "t": parameters must be a zod schema/)
 })
+
+test('a generated run id never begins with "-", which a command line would take for an option', async () => {
+  const solo = defineAgent({ name: 'solo', instructions: '' })
+  const runtime = createRuntime({
+    agents: [solo],
+    model: scriptedModel({ solo: () => ({ action: 'finish', result: 1 }) }),
+  })
+  const runs = Array.from({ length: 300 }, () => runtime.start('solo', 'go'))
+  await Promise.all(runs.map((run) => run.result))
+  for (const run of runs) expect(run.id).toMatch(/^[A-Za-z0-9]{12}$/)
+})

@@ -1,4 +1,4 @@
-import { nanoid } from 'nanoid'
+import { customAlphabet } from 'nanoid'
 import type { AgentDefinition } from '../agent/define-agent.js'
 import { checkLimits, type RunLimits, resolveLimits } from '../agent/limits.js'
 import { CohortError, InvalidInputError } from '../errors.js'
@@ -138,6 +138,12 @@ export interface Runtime {
   ): () => void
 }
 
+/**
+ * A new run's id: letters and digits only, so that it never begins with "-", which a command line
+ * takes for an option (`cohort show -x1…`).
+ */
+const newRunId = customAlphabet('0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz', 12)
+
 export function createRuntime(options: RuntimeOptions): Runtime {
   checkRuntimeOptions(options)
   const definitions = indexAgents(options.agents)
@@ -243,7 +249,7 @@ export function createRuntime(options: RuntimeOptions): Runtime {
 
   const begin = (agent: string, task: string, startOptions: StartOptions) => {
     refuseIfShutDown()
-    const runId = startOptions.runId ?? nanoid(12)
+    const runId = startOptions.runId ?? newRunId()
     assertRunId(runId)
     if (runs.has(runId)) throw new InvalidInputError(`run ${runId} is already running in this runtime`)
     const { run, orchestrator } = open(runId)
@@ -271,7 +277,7 @@ export function createRuntime(options: RuntimeOptions): Runtime {
     async prepareRun(agent, task, startOptions = {}) {
       refuseIfShutDown()
       checkStart(agent, task)
-      const runId = startOptions.runId ?? nanoid(12)
+      const runId = startOptions.runId ?? newRunId()
       assertRunId(runId)
       // Nothing runs here: a failure is begin's own error, thrown below.
       const hooks = { enqueue: async () => {}, park: () => {}, failed: () => {} }
