@@ -503,6 +503,8 @@ export class Orchestrator implements EffectHost {
     if (this.isSettled) return
     this.ending = true
     for (const entry of this.registry.values()) this.release(entry)
+    // Nothing more of it is written: another process may hold it now.
+    this.writer.stop(error)
     void this.letGo()
     this.outcome.fail(error)
     this.config.segment?.failed(error)

@@ -232,3 +232,23 @@ test('a record that cannot be made fails the writer with an error naming its age
   expect(errors).toHaveLength(1)
   expect(errors[0]).toBeInstanceOf(StoreError)
 })
+
+test("a writer stopped (its run is another process's now) writes nothing more, and tells those waiting why", async () => {
+  const written: string[] = []
+  const store: RunStore = {
+    ...memoryStore(),
+    async saveAgents(_runId, records) {
+      for (const record of records) written.push(record.id)
+    },
+  }
+  const writer = writerOn(store)
+  writer.schedule({ id: 'a' })
+  await writer.flush()
+  const waiting = writer.written({ id: 'b' })
+  const reason = new Error('taken over')
+  writer.stop(reason)
+  await expect(waiting).rejects.toBe(reason)
+  writer.schedule({ id: 'c' })
+  await writer.flush().catch(() => {})
+  expect(written).toEqual(['a'])
+})

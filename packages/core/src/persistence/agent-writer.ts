@@ -131,6 +131,18 @@ export class AgentWriter<Agent extends { readonly id: string }> {
     )
   }
 
+  /**
+   * Writes nothing more: the run stopped here for `reason` (another process holds it now, or the
+   * runtime failed). A batch in flight still lands; those waiting on a write are told `reason`.
+   */
+  stop(reason: unknown): void {
+    if (this.failure !== undefined) return
+    this.failure = reason
+    this.queued.clear()
+    for (const reject of this.waiting) reject(reason)
+    this.waiting.clear()
+  }
+
   private fail(error: unknown, ids: string[] = []): void {
     if (this.failure !== undefined) return
     const what = ids.length === 1 ? `agent ${ids[0]}` : `agents ${ids.join(', ')}`

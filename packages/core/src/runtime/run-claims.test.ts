@@ -1,0 +1,48 @@
+import { afterEach, expect, test, vi } from 'vitest'
+import type { CohortError } from '../errors.js'
+import { memoryStore } from '../persistence/memory-store.js'
+import { claimMs, RunClaims } from './run-claims.js'
+
+afterEach(() => {
+  vi.useRealTimers()
+})
+
+test('a claim is renewed while held; one another process took is reported lost, and not renewed over', async () => {
+  vi.useFakeTimers()
+  const store = memoryStore()
+  const lost: [string, CohortError][] = []
+  const claims = new RunClaims(store, (runId, error) => lost.push([runId, error]))
+  await claims.claim('r1')
+  const first = await store.claimRun!('r1', { owner: 'peek', until: 0 })
+  expect(first.owner).toBe(claims.owner)
+
+  // Renewed before it lapses: its end moves on.
+  await vi.advanceTimersByTimeAsync(claimMs / 3 + 1)
+  const renewed = await store.claimRun!('r1', { owner: 'peek', until: 0 })
+  expect(renewed.until).toBeGreaterThan(first.until)
+
+  // Taken by another (this process stalled past its claim): told once, and the other keeps it.
+  await store.claimRun!('r1', { owner: 'other', until: Date.now() + claimMs, replacing: claims.owner })
+  await vi.advanceTimersByTimeAsync(claimMs / 3 + 1)
+  expect(lost.map(([runId, error]) => [runId, error.code])).toEqual([['r1', 'RUN_BUSY']])
+  expect(lost[0]![1].message).toMatch(/^run r1 was taken over by "other" while this process held it/)
+  await vi.advanceTimersByTimeAsync(claimMs / 3 + 1)
+  expect(lost).toHaveLength(1)
+  expect((await store.claimRun!('r1', { owner: 'peek', until: 0 })).owner).toBe('other')
+  // Its release lets go of nothing it does not hold.
+  await claims.release('r1')
+  expect((await store.claimRun!('r1', { owner: 'peek', until: 0 })).owner).toBe('other')
+})
+
+test('a run released is free at once for another runtime; held twice in one runtime, it is kept until both let go', async () => {
+  const store = memoryStore()
+  const one = new RunClaims(store, () => {})
+  const two = new RunClaims(store, () => {})
+  await one.claim('r2')
+  await one.claim('r2')
+  await expect(two.claim('r2')).rejects.toMatchObject({ code: 'RUN_BUSY' })
+  await one.release('r2')
+  await expect(two.claim('r2')).rejects.toMatchObject({ code: 'RUN_BUSY' })
+  await one.release('r2')
+  await two.claim('r2')
+})
