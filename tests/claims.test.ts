@@ -3,6 +3,7 @@
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
+import { startServer } from '@cohort/cli'
 import {
   type CohortError,
   createRuntime,
@@ -102,4 +103,35 @@ test('two answers to one agent at once, from two runtimes: one is taken, the oth
   )
   expect(executions).toEqual(approved ? ['deploy api'] : [])
   await resumed.cancel()
+})
+
+test('over HTTP, a run another process runs is a 409 with Retry-After, naming that process', async () => {
+  const holder = approvalRuntime(dir)
+  const run = holder.start('operator', 'ship it', { runId: 'elsewhere' })
+  const callId = await new Promise<string>((resolve) =>
+    run.on('agent.suspended', (event) => {
+      if (event.awaiting) resolve(event.awaiting.callId)
+    }),
+  )
+  const server = await startServer({ runtime: approvalRuntime(dir), token: false })
+  try {
+    for (const [route, body] of [
+      ['cancel', undefined],
+      ['agents/operator/approve', { callId }],
+    ] as const) {
+      const response = await fetch(`${server.url}api/runs/elsewhere/${route}`, {
+        method: 'POST',
+        ...(body && { headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }),
+      })
+      expect(response.status, route).toBe(409)
+      expect(Number(response.headers.get('retry-after'))).toBeGreaterThan(0)
+      expect(((await response.json()) as { error: string }).error).toMatch(
+        new RegExp(`^run elsewhere is running in process ${process.pid} on `),
+      )
+    }
+    expect(executions).toEqual([])
+  } finally {
+    await server.close()
+    await run.cancel()
+  }
 })

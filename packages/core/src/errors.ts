@@ -60,6 +60,16 @@ export class SnapshotError extends CohortError {
   }
 }
 
+/** A run another process runs (its claim on the run): ask there, or once `until` (epoch ms) has passed. */
+export class RunBusyError extends CohortError {
+  constructor(
+    message: string,
+    readonly until: number,
+  ) {
+    super('RUN_BUSY', message)
+  }
+}
+
 /** Input from outside (run id, option, agent name, HTTP body) that is not what was expected. */
 export class InvalidInputError extends CohortError {
   constructor(message: string) {

@@ -17,6 +17,7 @@ export {
   LimitExceededError,
   ModelError,
   ParseError,
+  RunBusyError,
   SnapshotError,
   StoreError,
   TimeoutError,

@@ -297,24 +297,28 @@ export function postgresStore(options: PostgresStoreOptions = {}): PostgresStore
     },
     async claimRun(runId, request) {
       assertRunId(runId)
-      // Taken in one statement when it may be; otherwise the claim that holds is read. A claim
-      // made by another transaction after this one's snapshot is seen by the next try.
+      // Taken in one statement when it may be. When not, the claim that holds is read by a
+      // statement of its own: the first one's snapshot may predate the claim that beat it.
       for (let attempt = 1; ; attempt++) {
-        const rows = await query<{ owner: string; until: string }>(
+        const taken = await query<{ owner: string; until: string }>(
           `claim run ${runId}`,
-          `WITH taken AS (
-             INSERT INTO ${q}.run_claims AS c (run_id, owner, until) VALUES ($1, $2, $3)
-             ON CONFLICT (run_id) DO UPDATE SET owner = excluded.owner, until = excluded.until
-               WHERE c.owner = excluded.owner OR c.until < $4 OR c.owner = $5
-             RETURNING owner, until
-           )
-           SELECT owner, until FROM taken
-           UNION ALL
-           SELECT owner, until FROM ${q}.run_claims WHERE run_id = $1 AND NOT EXISTS (SELECT 1 FROM taken)`,
+          `INSERT INTO ${q}.run_claims AS c (run_id, owner, until) VALUES ($1, $2, $3)
+           ON CONFLICT (run_id) DO UPDATE SET owner = excluded.owner, until = excluded.until
+             WHERE c.owner = excluded.owner OR c.until < $4 OR c.owner = $5
+           RETURNING owner, until`,
           [runId, request.owner, request.until, Date.now(), request.replacing ?? null],
         )
-        const row = rows[0]
-        if (row) return { owner: row.owner, until: Number(row.until) }
+        const held =
+          taken[0] ??
+          (
+            await query<{ owner: string; until: string }>(
+              `read the claim on run ${runId}`,
+              `SELECT owner, until FROM ${q}.run_claims WHERE run_id = $1`,
+              [runId],
+            )
+          )[0]
+        if (held) return { owner: held.owner, until: Number(held.until) }
+        // Let go of between the two: try again.
         if (attempt === 5) throw fail(`claim run ${runId}`, new Error('the claim kept changing under it'))
       }
     },

@@ -83,7 +83,7 @@ const refusals = {
   401: 'no token, or a wrong one',
   403: 'a Host the server does not answer as, or a page of another origin',
   404: 'an unknown run or agent',
-  409: 'a run that has already ended, or a run id that is taken',
+  409: 'a run that has already ended, a run id that is taken, or a run another process runs (Retry-After)',
   413: `a body over ${maxBodyBytes} bytes`,
   415: 'a body that is not application/json',
   422: 'a stored record that cannot be read',

@@ -1,4 +1,4 @@
-import { CohortError } from '@cohort/core'
+import { CohortError, RunBusyError } from '@cohort/core'
 import type { Context, ErrorHandler } from 'hono'
 import { HTTPException } from 'hono/http-exception'
 import type { ContentfulStatusCode } from 'hono/utils/http-status'
@@ -31,6 +31,11 @@ function describeError(error: unknown): [ContentfulStatusCode, string, Record<st
     if (error.code === 'SNAPSHOT_ERROR') return [422, error.message]
     // A request that came while the server stopped: another server will take it.
     if (error.code === 'SHUT_DOWN') return [503, error.message]
+    // Another process runs it: try there, or once its claim has lapsed.
+    if (error instanceof RunBusyError) {
+      const seconds = Math.max(1, Math.ceil((error.until - Date.now()) / 1000))
+      return [409, error.message, { 'retry-after': String(seconds) }]
+    }
     return [500, error.message]
   }
   return [500, `internal error: ${(error as Error)?.message ?? String(error)}`]

@@ -1,5 +1,5 @@
 import type { AddressInfo } from 'node:net'
-import { InvalidInputError, type Run, type Runtime } from '@cohort/core'
+import { InvalidInputError, type Run, RunBusyError, type Runtime } from '@cohort/core'
 import { createAdaptorServer, type WebSocketServerLike } from '@hono/node-server'
 import type { Hono } from 'hono'
 import { checkHostName, checkOrigin, checkToken, createAccess, createToken, isWildcard } from './access.js'
@@ -108,6 +108,22 @@ export async function startServer(options: ServerOptions): Promise<CohortServer>
       : '127.0.0.1'
     : address.address
   const shown = address.family === 'IPv6' ? `[${reachable}]` : reachable
+  const retries = new Set<NodeJS.Timeout>()
+  const retryLater = (runId: string, until: number) => {
+    const timer = setTimeout(
+      () => {
+        retries.delete(timer)
+        live(runId).then(
+          () => process.emitWarning(`resumed run ${runId}: the process that held it let it lapse`),
+          (error: unknown) =>
+            process.emitWarning(`could not resume run ${runId}: ${(error as Error).message}`),
+        )
+      },
+      Math.max(0, until - Date.now()) + 1_000,
+    )
+    timer.unref()
+    retries.add(timer)
+  }
   const url = `http://${shown}:${address.port}/`
   return {
     url,
@@ -122,11 +138,15 @@ export async function startServer(options: ServerOptions): Promise<CohortServer>
           resumed.push(record.id)
         } catch (error) {
           process.emitWarning(`could not resume run ${record.id}: ${(error as Error).message}`)
+          // Held by a process that may be gone (another machine's, which cannot be asked): tried
+          // again once its claim has lapsed; one that still runs it will have renewed it.
+          if (error instanceof RunBusyError) retryLater(record.id, error.until)
         }
       }
       return resumed
     },
     async close() {
+      for (const timer of retries) clearTimeout(timer)
       offEvents()
       await events.close()
       const closed = new Promise<void>((resolve) => server.close(() => resolve()))

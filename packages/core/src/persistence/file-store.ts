@@ -230,9 +230,12 @@ const staleLockMs = 10_000
  */
 async function underLock<T>(file: string, fn: () => Promise<T>): Promise<T> {
   const lock = `${file}.lock`
-  for (let attempt = 1; ; attempt++) {
+  // Written into the lock: only its holder removes it.
+  const token = `${process.pid}.${++tempCounter}.${Math.random()}`
+  const started = Date.now()
+  for (;;) {
     try {
-      await writeFile(lock, String(process.pid), { flag: 'wx' })
+      await writeFile(lock, token, { flag: 'wx' })
       break
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== 'EEXIST')
@@ -242,14 +245,16 @@ async function underLock<T>(file: string, fn: () => Promise<T>): Promise<T> {
         () => Date.now(),
       )
       if (Date.now() - since > staleLockMs) await rm(lock, { force: true })
-      else if (attempt >= 400) throw new StoreError(`could not lock ${file}: held for too long`)
+      // Waits past the time a lock goes stale: a claimer that died holding it does not fail the rest.
+      else if (Date.now() - started > 2 * staleLockMs)
+        throw new StoreError(`could not lock ${file}: held for over ${2 * staleLockMs} ms`)
       else await new Promise((resolve) => setTimeout(resolve, 5 + Math.random() * 10))
     }
   }
   try {
     return await fn()
   } finally {
-    await rm(lock, { force: true })
+    if ((await readIfExists(lock).catch(() => undefined)) === token) await rm(lock, { force: true })
   }
 }
 

@@ -46,3 +46,37 @@ test('a run released is free at once for another runtime; held twice in one runt
   await one.release('r2')
   await two.claim('r2')
 })
+
+test('a claim of this process id that no runtime of this process made (a restarted container) is taken over at once', async () => {
+  const store = memoryStore()
+  const claims = new RunClaims(store, () => {})
+  const former = claims.owner.replace(/:[^:]*$/, ':former')
+  await store.claimRun!('r3', { owner: former, until: Date.now() + claimMs })
+  await claims.claim('r3')
+  expect((await store.claimRun!('r3', { owner: 'peek', until: 0 })).owner).toBe(claims.owner)
+  // One of a runtime of this process that is alive is not.
+  const other = new RunClaims(store, () => {})
+  await expect(other.claim('r3')).rejects.toMatchObject({ code: 'RUN_BUSY', until: expect.any(Number) })
+})
+
+test('a run let go of while its renewal is under way is not kept by the renewal', async () => {
+  vi.useFakeTimers()
+  const inner = memoryStore()
+  let slow = false
+  const store = {
+    ...inner,
+    async claimRun(runId: string, request: Parameters<NonNullable<typeof inner.claimRun>>[1]) {
+      if (slow) await new Promise((resolve) => setTimeout(resolve, 50))
+      return inner.claimRun!(runId, request)
+    },
+  }
+  const claims = new RunClaims(store, () => {})
+  await claims.claim('r4')
+  slow = true
+  // The renewal starts, and waits on the store while the run is let go of.
+  await vi.advanceTimersByTimeAsync(claimMs / 3 + 1)
+  await claims.release('r4')
+  await vi.advanceTimersByTimeAsync(100)
+  slow = false
+  expect((await store.claimRun('r4', { owner: 'next', until: Date.now() + claimMs })).owner).toBe('next')
+})

@@ -1,10 +1,19 @@
+import { readlinkSync } from 'node:fs'
 import { hostname } from 'node:os'
 import { nanoid } from 'nanoid'
-import { CohortError } from '../errors.js'
+import { RunBusyError } from '../errors.js'
 import type { RunClaim, RunStore } from '../persistence/records.js'
 
 /** How long a claim holds unless renewed: a process that died elsewhere frees its runs after this. */
 export const claimMs = 30_000
+
+/**
+ * Where process ids mean the same: this machine, and on Linux its PID namespace (containers that
+ * share a host name do not share their process ids).
+ */
+const here = `${hostname()}${pidNamespace()}`
+/** The owners of the runtimes made in this process: one of its process id but not among them is a former process's. */
+const ownersInThisProcess = new Set<string>()
 
 /**
  * A runtime's claims on the runs it runs (`RunStore.claimRun`), renewed while it holds them, so
@@ -13,16 +22,19 @@ export const claimMs = 30_000
  */
 export class RunClaims {
   /** This runtime, as a claim names it: machine, process, and which runtime of the process. */
-  readonly owner = `${hostname()}:${process.pid}:${nanoid(6)}`
+  readonly owner = `${here}:${process.pid}:${nanoid(6)}`
   /** Runs held, and by how many holders of this runtime (a run, an answer being written). */
   private readonly held = new Map<string, number>()
   private timer: NodeJS.Timeout | undefined
+  private renewing = false
 
   constructor(
     private readonly store: RunStore,
     /** A run whose claim another process took (this one stalled past `claimMs`): it must stop. */
-    private readonly lost: (runId: string, error: CohortError) => void,
-  ) {}
+    private readonly lost: (runId: string, error: RunBusyError) => void,
+  ) {
+    ownersInThisProcess.add(this.owner)
+  }
 
   /** Claims the run for this runtime, or throws `RUN_BUSY` naming the process that holds it. */
   async claim(runId: string): Promise<void> {
@@ -30,7 +42,7 @@ export class RunClaims {
     if (!store.claimRun) return
     const request = () => ({ owner: this.owner, until: Date.now() + claimMs })
     let holder = await store.claimRun(runId, request())
-    if (holder.owner !== this.owner && isGoneHere(holder.owner))
+    if (holder.owner !== this.owner && isGone(holder.owner))
       holder = await store.claimRun(runId, { ...request(), replacing: holder.owner })
     if (holder.owner !== this.owner) throw runBusy(runId, holder)
     this.held.set(runId, (this.held.get(runId) ?? 0) + 1)
@@ -42,60 +54,93 @@ export class RunClaims {
     const holders = this.held.get(runId)
     if (holders === undefined) return
     if (holders > 1) return void this.held.set(runId, holders - 1)
+    this.forget(runId)
+    await this.store.releaseRun?.(runId, this.owner)
+  }
+
+  private forget(runId: string): void {
     this.held.delete(runId)
     if (this.held.size === 0) {
       clearInterval(this.timer)
       this.timer = undefined
     }
-    await this.store.releaseRun?.(runId, this.owner)
   }
 
   private async renew(): Promise<void> {
-    for (const runId of [...this.held.keys()]) {
-      try {
-        const holder = await this.store.claimRun!(runId, { owner: this.owner, until: Date.now() + claimMs })
-        if (holder.owner !== this.owner && this.held.delete(runId)) {
-          this.lost(
-            runId,
-            new CohortError(
-              'RUN_BUSY',
-              `run ${runId} was taken over by ${describeOwner(holder.owner)} while this process held it: it stops here, with what it stored`,
-            ),
-          )
-        }
-      } catch {
-        // A store that cannot answer now: the next tick tries again, before the claim lapses.
-      }
+    // One round at a time: on a slow store, a round may take longer than the interval.
+    if (this.renewing) return
+    this.renewing = true
+    try {
+      for (const runId of [...this.held.keys()]) await this.renewOne(runId)
+    } finally {
+      this.renewing = false
     }
+  }
+
+  private async renewOne(runId: string): Promise<void> {
+    let holder: RunClaim
+    try {
+      holder = await this.store.claimRun!(runId, { owner: this.owner, until: Date.now() + claimMs })
+    } catch {
+      // A store that cannot answer now: the next round tries again, before the claim lapses.
+      return
+    }
+    if (!this.held.has(runId)) {
+      // Let go of while the renewal was under way: the renewal must not keep it.
+      if (holder.owner === this.owner) await this.store.releaseRun?.(runId, this.owner).catch(() => {})
+      return
+    }
+    if (holder.owner === this.owner) return
+    this.forget(runId)
+    this.lost(
+      runId,
+      new RunBusyError(
+        `run ${runId} was taken over by ${describeOwner(holder.owner)} while this process held it: it stops here, with what it stored`,
+        holder.until,
+      ),
+    )
   }
 }
 
-function runBusy(runId: string, holder: RunClaim): CohortError {
-  return new CohortError(
-    'RUN_BUSY',
+function runBusy(runId: string, holder: RunClaim): RunBusyError {
+  return new RunBusyError(
     `run ${runId} is running in ${describeOwner(holder.owner)}: resume, answer or cancel it there (or through its server), or once that process has stopped (its claim lapses at ${new Date(holder.until).toISOString()})`,
+    holder.until,
   )
 }
 
-/** `host:pid:tag` → its host and process id. */
-function parseOwner(owner: string): { host: string; pid: number } | undefined {
+/** `place:pid:tag` → where, and its process id. */
+function parseOwner(owner: string): { place: string; pid: number } | undefined {
   const match = /^(.*):(\d+):[^:]*$/.exec(owner)
-  return match ? { host: match[1]!, pid: Number(match[2]) } : undefined
+  return match ? { place: match[1]!, pid: Number(match[2]) } : undefined
 }
 
 function describeOwner(owner: string): string {
   const parsed = parseOwner(owner)
-  return parsed ? `process ${parsed.pid} on ${parsed.host}` : `"${owner}"`
+  return parsed ? `process ${parsed.pid} on ${parsed.place.replace(/#.*$/, '')}` : `"${owner}"`
 }
 
-/** A claim of a process of this machine that no longer exists (killed, crashed). */
-function isGoneHere(owner: string): boolean {
+/**
+ * A claim of a process of this machine (and PID namespace) that no longer exists: killed, or the
+ * process before a restart that kept its id (a container's process 1).
+ */
+function isGone(owner: string): boolean {
   const parsed = parseOwner(owner)
-  if (!parsed || parsed.host !== hostname() || parsed.pid === process.pid) return false
+  if (!parsed || parsed.place !== here) return false
+  if (parsed.pid === process.pid) return !ownersInThisProcess.has(owner)
   try {
     process.kill(parsed.pid, 0)
     return false
   } catch (error) {
     return (error as NodeJS.ErrnoException).code === 'ESRCH'
+  }
+}
+
+/** `#<id>` of this process's PID namespace on Linux; empty where there is none to read. */
+function pidNamespace(): string {
+  try {
+    return `#${/\d+/.exec(readlinkSync('/proc/self/ns/pid'))?.[0] ?? ''}`
+  } catch {
+    return ''
   }
 }
