@@ -336,6 +336,15 @@ export function describeRunStore(
       })
       await release('c1', 'c')
       expect((await claim('c1', { owner: 'b', until: later })).owner).toBe('b')
+      // A renewal keeps only what its owner holds: one let go of, or taken, is not got back.
+      expect(await claim('c1', { owner: 'b', until: later + 20, renewing: true })).toEqual({
+        owner: 'b',
+        until: later + 20,
+      })
+      expect((await claim('c1', { owner: 'a', until: later, renewing: true })).owner).toBe('b')
+      await release('c1', 'b')
+      expect(await claim('c1', { owner: 'b', until: later, renewing: true })).toEqual({ owner: '', until: 0 })
+      expect((await claim('c1', { owner: 'a', until: later })).owner).toBe('a')
       // A claim that lapsed is free.
       expect((await claim('c2', { owner: 'a', until: Date.now() + 30 })).owner).toBe('a')
       await new Promise((resolve) => setTimeout(resolve, 60))

@@ -65,6 +65,10 @@ return 0`
 /** Takes a run's claim when it is free, the caller's, lapsed, or held by the one it replaces (`claimRun`). */
 const claimScript = `
 local owner = redis.call('HGET', KEYS[1], 'owner')
+if ARGV[5] == '1' and owner ~= ARGV[1] then
+  if not owner then return {'', '0'} end
+  return {owner, redis.call('HGET', KEYS[1], 'until')}
+end
 if owner and owner ~= ARGV[1] and owner ~= ARGV[4] then
   local held = tonumber(redis.call('HGET', KEYS[1], 'until'))
   if held and held >= tonumber(ARGV[3]) then return {owner, tostring(held)} end
@@ -275,6 +279,7 @@ export function redisStore(options: RedisStoreOptions = {}): RunStore {
         request.until,
         Date.now(),
         request.replacing ?? '',
+        request.renewing ? '1' : '0',
       )) as [string, string]
       return { owner, until: Number(until) }
     },

@@ -82,7 +82,7 @@ export type {
   RunStore,
   StoredRun,
 } from './persistence/records.js'
-export { claimGranted, isValidAgentId, isValidRunId } from './persistence/records.js'
+export { claimGranted, isValidAgentId, isValidRunId, noClaim } from './persistence/records.js'
 export {
   applyRetention,
   checkRetention,

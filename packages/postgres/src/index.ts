@@ -7,6 +7,7 @@ import {
   checkRunFilter,
   hasBounds,
   InvalidInputError,
+  noClaim,
   type RunFilter,
   type RunId,
   type RunRecord,
@@ -302,11 +303,16 @@ export function postgresStore(options: PostgresStoreOptions = {}): PostgresStore
       for (let attempt = 1; ; attempt++) {
         const taken = await query<{ owner: string; until: string }>(
           `claim run ${runId}`,
-          `INSERT INTO ${q}.run_claims AS c (run_id, owner, until) VALUES ($1, $2, $3)
-           ON CONFLICT (run_id) DO UPDATE SET owner = excluded.owner, until = excluded.until
-             WHERE c.owner = excluded.owner OR c.until < $4 OR c.owner = $5
-           RETURNING owner, until`,
-          [runId, request.owner, request.until, Date.now(), request.replacing ?? null],
+          // A renewal only moves the end of a claim the owner still holds; it makes none.
+          request.renewing
+            ? `UPDATE ${q}.run_claims SET until = $3 WHERE run_id = $1 AND owner = $2 RETURNING owner, until`
+            : `INSERT INTO ${q}.run_claims AS c (run_id, owner, until) VALUES ($1, $2, $3)
+               ON CONFLICT (run_id) DO UPDATE SET owner = excluded.owner, until = excluded.until
+                 WHERE c.owner = excluded.owner OR c.until < $4 OR c.owner = $5
+               RETURNING owner, until`,
+          request.renewing
+            ? [runId, request.owner, request.until]
+            : [runId, request.owner, request.until, Date.now(), request.replacing ?? null],
         )
         const held =
           taken[0] ??
@@ -318,6 +324,7 @@ export function postgresStore(options: PostgresStoreOptions = {}): PostgresStore
             )
           )[0]
         if (held) return { owner: held.owner, until: Number(held.until) }
+        if (request.renewing) return noClaim
         // Let go of between the two: try again.
         if (attempt === 5) throw fail(`claim run ${runId}`, new Error('the claim kept changing under it'))
       }

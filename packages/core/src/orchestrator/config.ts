@@ -38,7 +38,14 @@ export interface OrchestratorConfig {
    * This process's claim on the run (`RunClaims`): taken before a start creates it (a run another
    * process runs is refused), let go of before the run's end or detach is heard of.
    */
-  claims?: { claim(): Promise<void>; release(): Promise<void> } | undefined
+  claims?:
+    | {
+        claim(): Promise<void>
+        release(): Promise<void>
+        /** Before each write: past the claim's end, it is renewed first; rejects when the run was lost. */
+        check(): Promise<void> | undefined
+      }
+    | undefined
   /** Set when this orchestrator runs one segment of one agent for a distributed host. */
   segment?: SegmentHooks | undefined
 }

@@ -103,6 +103,7 @@ export class Orchestrator implements EffectHost {
         return toAgentRecord(entry)
       },
       (entry) => entry.writing === entry.actor.getSnapshot(),
+      () => config.claims?.check(),
     )
   }
 

@@ -1,5 +1,5 @@
 import { expect, test } from 'vitest'
-import { StoreError } from '../errors.js'
+import { RunBusyError, StoreError } from '../errors.js'
 import { AgentWriter } from './agent-writer.js'
 import { memoryStore } from './memory-store.js'
 import type { AgentRecord, RunStore } from './records.js'
@@ -251,4 +251,34 @@ test("a writer stopped (its run is another process's now) writes nothing more, a
   writer.schedule({ id: 'c' })
   await writer.flush().catch(() => {})
   expect(written).toEqual(['a'])
+})
+
+test('a batch waits for the writer to be allowed, and a refusal (the run lost to another process) writes nothing', async () => {
+  const written: string[] = []
+  const errors: unknown[] = []
+  const store: RunStore = {
+    ...memoryStore(),
+    async saveAgents(_runId, records) {
+      for (const record of records) written.push(record.id)
+    },
+  }
+  let allowed: Promise<void> | undefined
+  const writer = new AgentWriter<{ id: string }>(
+    store,
+    'r1',
+    10_000,
+    (error) => errors.push(error),
+    (agent) => recordOf(agent.id),
+    () => false,
+    () => allowed,
+  )
+  writer.schedule({ id: 'a' })
+  await writer.flush()
+  const lost = new RunBusyError('run r1 was taken over', 0)
+  allowed = Promise.reject(lost)
+  allowed.catch(() => {})
+  writer.schedule({ id: 'b' })
+  await expect(writer.flush()).rejects.toBe(lost)
+  expect(written).toEqual(['a'])
+  expect(errors).toEqual([lost])
 })

@@ -1,4 +1,4 @@
-import { StoreError } from '../errors.js'
+import { RunBusyError, StoreError } from '../errors.js'
 import type { AgentRecord, RunId, RunStore } from './records.js'
 
 const noneFlying: ReadonlyMap<string, never> = new Map<string, never>()
@@ -41,6 +41,11 @@ export class AgentWriter<Agent extends { readonly id: string }> {
     private readonly toRecord: (agent: Agent) => AgentRecord,
     /** True when the agent has not changed since `toRecord` last made its record. */
     private readonly unchanged: (agent: Agent) => boolean = () => false,
+    /**
+     * Asked before each batch: undefined to write at once, or a promise to wait for first, whose
+     * rejection fails the writer (the run's claim lost to another process: nothing more is written).
+     */
+    private readonly mayWrite: () => Promise<void> | undefined = () => undefined,
   ) {}
 
   /** Asks for a write of `agent`; `onStored` runs once it is in the store (never after a failure). */
@@ -112,7 +117,11 @@ export class AgentWriter<Agent extends { readonly id: string }> {
     const storedMessages = records.map((record) =>
       storedPrefix(this.storedHistory.get(record.id), record.snapshot.context.messages),
     )
-    this.inFlight = this.save(records, storedMessages).then(
+    const allowed = this.mayWrite()
+    const written = allowed
+      ? allowed.then(() => this.save(records, storedMessages))
+      : this.save(records, storedMessages)
+    this.inFlight = written.then(
       () => {
         this.inFlight = undefined
         this.flying = noneFlying
@@ -147,7 +156,7 @@ export class AgentWriter<Agent extends { readonly id: string }> {
     if (this.failure !== undefined) return
     const what = ids.length === 1 ? `agent ${ids[0]}` : `agents ${ids.join(', ')}`
     this.failure =
-      error instanceof StoreError
+      error instanceof StoreError || error instanceof RunBusyError
         ? error
         : new StoreError(
             `store write of ${what} (run ${this.runId}) failed: ${(error as Error)?.message ?? String(error)}`,

@@ -15,6 +15,7 @@ import {
   type AgentRecord,
   claimGranted,
   isValidAgentId,
+  noClaim,
   type RunClaim,
   type RunFilter,
   type RunId,
@@ -189,7 +190,7 @@ export function fileStore(dir: string, options: FileStoreOptions = {}): RunStore
       await mkdir(runDir(runId), { recursive: true })
       return underLock(file, async () => {
         const current = await readClaim(file)
-        if (!claimGranted(current, request)) return current!
+        if (!claimGranted(current, request)) return current ?? noClaim
         const mine: RunClaim = { owner: request.owner, until: request.until }
         await writeAtomic(file, JSON.stringify(mine))
         return mine

@@ -9,6 +9,7 @@ import {
 import {
   type AgentRecord,
   claimGranted,
+  noClaim,
   type RunClaim,
   type RunFilter,
   type RunId,
@@ -125,7 +126,7 @@ export function memoryStore(options: MemoryStoreOptions = {}): RunStore {
     async claimRun(runId, request) {
       assertRunId(runId)
       const current = claims.get(runId)
-      if (!claimGranted(current, request)) return { ...current! }
+      if (!claimGranted(current, request)) return { ...(current ?? noClaim) }
       claims.set(runId, { owner: request.owner, until: request.until })
       return { owner: request.owner, until: request.until }
     },

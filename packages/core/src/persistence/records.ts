@@ -59,8 +59,9 @@ export interface RunStore {
   /**
    * Claims the run for `request.owner` until `request.until` (epoch ms), atomically: granted when
    * no one holds it, when the owner holds it already (a renewal), when the claim held has lapsed,
-   * or when it is held by `request.replacing` (a holder the caller found dead). Returns the claim
-   * that holds afterwards: the owner's when granted, the holder's when not. A runtime claims each
+   * or when it is held by `request.replacing` (a holder the caller found dead); a renewal
+   * (`renewing`) only while the owner holds it. Returns the claim that holds afterwards: the
+   * owner's when granted, the holder's when not (`noClaim` when none). A runtime claims each
    * run it starts, resumes or answers, so that two processes never run one run at once; a store
    * without claims leaves that to its user.
    */
@@ -90,7 +91,15 @@ export interface RunClaim {
 export interface ClaimRequest extends RunClaim {
   /** A holder found dead: its claim is taken over even before it lapses. */
   replacing?: string
+  /**
+   * A renewal: granted only while the owner still holds the claim (lapsed or not). A claim let go
+   * of or taken by another since means the owner lost the run, and must not get it back unasked.
+   */
+  renewing?: boolean
 }
+
+/** What `claimRun` answers when nobody holds the run (a renewal of a claim let go of since). */
+export const noClaim: RunClaim = { owner: '', until: 0 }
 
 /** Whether `request` gets the run, `current` being the claim on it now (shared by the stores that decide in code). */
 export function claimGranted(
@@ -98,6 +107,7 @@ export function claimGranted(
   request: ClaimRequest,
   now = Date.now(),
 ): boolean {
+  if (request.renewing) return current?.owner === request.owner
   return (
     current === undefined ||
     current.owner === request.owner ||

@@ -80,3 +80,23 @@ test('a run let go of while its renewal is under way is not kept by the renewal'
   slow = false
   expect((await store.claimRun('r4', { owner: 'next', until: Date.now() + claimMs })).owner).toBe('next')
 })
+
+test('past its claim (its event loop stalled), a run writes only once a renewal says it still holds it', async () => {
+  vi.useFakeTimers()
+  const store = memoryStore()
+  const claims = new RunClaims(store, () => {})
+  await claims.claim('r5')
+  expect(claims.check('r5')).toBeUndefined()
+  // Stalled past the claim, which nobody took: renewed, and the write goes on.
+  vi.setSystemTime(Date.now() + claimMs + 1)
+  await expect(claims.check('r5')).resolves.toBeUndefined()
+  expect(claims.check('r5')).toBeUndefined()
+  // Stalled again, and another process took the run meanwhile: refused, and it stays the other's.
+  vi.setSystemTime(Date.now() + claimMs + 1)
+  await store.claimRun!('r5', { owner: 'other', until: Date.now() + claimMs })
+  await expect(claims.check('r5')).rejects.toMatchObject({
+    code: 'RUN_BUSY',
+    message: expect.stringMatching(/^run r5 was taken over by "other" while this process held it/),
+  })
+  expect((await store.claimRun!('r5', { owner: 'peek', until: 0 })).owner).toBe('other')
+})

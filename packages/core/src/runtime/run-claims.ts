@@ -2,7 +2,7 @@ import { readlinkSync } from 'node:fs'
 import { hostname } from 'node:os'
 import { nanoid } from 'nanoid'
 import { RunBusyError } from '../errors.js'
-import type { RunClaim, RunStore } from '../persistence/records.js'
+import { noClaim, type RunClaim, type RunStore } from '../persistence/records.js'
 
 /** How long a claim holds unless renewed: a process that died elsewhere frees its runs after this. */
 export const claimMs = 30_000
@@ -23,8 +23,8 @@ const ownersInThisProcess = new Set<string>()
 export class RunClaims {
   /** This runtime, as a claim names it: machine, process, and which runtime of the process. */
   readonly owner = `${here}:${process.pid}:${nanoid(6)}`
-  /** Runs held, and by how many holders of this runtime (a run, an answer being written). */
-  private readonly held = new Map<string, number>()
+  /** Runs held: by how many holders of this runtime (a run, an answer being written), and until when. */
+  private readonly held = new Map<string, { holders: number; until: number }>()
   private timer: NodeJS.Timeout | undefined
   private renewing = false
 
@@ -45,15 +45,19 @@ export class RunClaims {
     if (holder.owner !== this.owner && isGone(holder.owner))
       holder = await store.claimRun(runId, { ...request(), replacing: holder.owner })
     if (holder.owner !== this.owner) throw runBusy(runId, holder)
-    this.held.set(runId, (this.held.get(runId) ?? 0) + 1)
+    const held = this.held.get(runId)
+    if (held) {
+      held.holders++
+      held.until = holder.until
+    } else this.held.set(runId, { holders: 1, until: holder.until })
     this.timer ??= setInterval(() => void this.renew(), claimMs / 3).unref()
   }
 
   /** Lets go of the run (it ended or was detached here). */
   async release(runId: string): Promise<void> {
-    const holders = this.held.get(runId)
-    if (holders === undefined) return
-    if (holders > 1) return void this.held.set(runId, holders - 1)
+    const held = this.held.get(runId)
+    if (held === undefined) return
+    if (held.holders > 1) return void held.holders--
     this.forget(runId)
     await this.store.releaseRun?.(runId, this.owner)
   }
@@ -77,27 +81,57 @@ export class RunClaims {
     }
   }
 
+  /**
+   * Resolves at once while the run's claim holds; past its end (this process stalled, its event
+   * loop blocked), only once a renewal says it still holds it. Rejects with `RUN_BUSY` when it
+   * lost the run: nothing more of it may be written.
+   */
+  check(runId: string): Promise<void> | undefined {
+    const held = this.held.get(runId)
+    // Not held here: a run without claims (a store without them, a distributed segment).
+    if (!held || held.until - claimMs / 3 > Date.now()) return undefined
+    return this.renewOne(runId).then(() => {
+      if (!this.held.has(runId)) throw this.lostError(runId)
+    })
+  }
+
   private async renewOne(runId: string): Promise<void> {
     let holder: RunClaim
     try {
-      holder = await this.store.claimRun!(runId, { owner: this.owner, until: Date.now() + claimMs })
+      holder = await this.store.claimRun!(runId, {
+        owner: this.owner,
+        until: Date.now() + claimMs,
+        renewing: true,
+      })
     } catch {
       // A store that cannot answer now: the next round tries again, before the claim lapses.
       return
     }
-    if (!this.held.has(runId)) {
+    const held = this.held.get(runId)
+    if (!held) {
       // Let go of while the renewal was under way: the renewal must not keep it.
       if (holder.owner === this.owner) await this.store.releaseRun?.(runId, this.owner).catch(() => {})
       return
     }
-    if (holder.owner === this.owner) return
+    if (holder.owner === this.owner) {
+      held.until = holder.until
+      return
+    }
     this.forget(runId)
-    this.lost(
-      runId,
-      new RunBusyError(
-        `run ${runId} was taken over by ${describeOwner(holder.owner)} while this process held it: it stops here, with what it stored`,
-        holder.until,
-      ),
+    this.lostBy.set(runId, holder)
+    this.lost(runId, this.lostError(runId))
+  }
+
+  /** Runs lost to another process, and who holds them now. */
+  private readonly lostBy = new Map<string, RunClaim>()
+
+  private lostError(runId: string): RunBusyError {
+    const holder = this.lostBy.get(runId) ?? noClaim
+    const by =
+      holder.owner === '' ? 'another process, which has let go of it since,' : describeOwner(holder.owner)
+    return new RunBusyError(
+      `run ${runId} was taken over by ${by} while this process held it (its event loop stalled past the claim's ${claimMs} ms): it stops here, with what it stored`,
+      holder.until,
     )
   }
 }

@@ -214,7 +214,11 @@ export function createRuntime(options: RuntimeOptions): Runtime {
       // A distributed run's segments run in many workers at once: its queue keeps them apart.
       claims: segment
         ? undefined
-        : { claim: () => claims.claim(runId), release: () => claims.release(runId) },
+        : {
+            claim: () => claims.claim(runId),
+            release: () => claims.release(runId),
+            check: () => claims.check(runId),
+          },
     })
     return { orchestrator, bus }
   }
