@@ -158,7 +158,9 @@ describe('depends_on', () => {
     const { events, index } = eventLog(run)
     await run.result
     expect(events.find((e) => e.type === 'agent.warning')).toMatchObject({
-      message: expect.stringMatching(/dependency cycle x → y → x: running these agents one after another/),
+      message: expect.stringMatching(
+        /dependency cycle x → y → x: running every agent of this launch one after another/,
+      ),
     })
     expect(index('agent.started', 'cohort-plan.y')).toBeGreaterThan(index('agent.completed', 'cohort-plan.x'))
   })

@@ -72,6 +72,7 @@ export { readAgentRecord, readRunRecord } from './persistence/read.js'
 export type {
   AgentRecord,
   ClaimRequest,
+  KeepingStore,
   PersistedAgentSnapshot,
   RunClaim,
   RunFilter,

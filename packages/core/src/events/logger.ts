@@ -54,7 +54,7 @@ export function consoleColors(stream: NodeJS.WritableStream): boolean {
 }
 
 /** The winston logger: console lines with elapsed ms, indented by depth, and per-agent files. */
-export function createLogger(options: LoggerOptions = {}): EventSink {
+export function createLogger(options: LoggerOptions = {}): Required<EventSink> {
   const stream = options.stream ?? process.stdout
   const colors = options.colors ?? consoleColors(stream)
   const paint = (code: string, text: string) => (colors ? `\u001b[${code}m${text}\u001b[0m` : text)

@@ -99,7 +99,9 @@ export function planLaunch(
         reason: `launch refused: dependency cycle ${cycle}; remove one of these depends_on`,
       }
     }
-    warnings.push(`dependency cycle ${cycle}: running these agents one after another, in launch order`)
+    warnings.push(
+      `dependency cycle ${cycle}: running every agent of this launch one after another, in launch order (one that fails fails those after it)`,
+    )
     edges = new Map(links.map((link, i) => [link.localId, i === 0 ? [] : [links[i - 1]!.localId]]))
   }
   const toGlobal = (localId: string) => `${parent.id}.${localId}`

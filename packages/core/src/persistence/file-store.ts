@@ -15,13 +15,13 @@ import {
   type AgentRecord,
   claimGranted,
   isValidAgentId,
+  type KeepingStore,
   noClaim,
   type RunClaim,
   type RunFilter,
   type RunId,
   type RunRecord,
   type RunRetention,
-  type RunStore,
 } from './records.js'
 import {
   applyRetention,
@@ -52,7 +52,7 @@ let tempCounter = 0
  * agent. A record's chunks are written before it, and it says how many messages it has in all:
  * a chunk a crash left behind it is not read.
  */
-export function fileStore(dir: string, options: FileStoreOptions = {}): RunStore {
+export function fileStore(dir: string, options: FileStoreOptions = {}): KeepingStore {
   const retention = checkRetention(options.retention)
   const root = path.resolve(dir)
   const createdDirs = new Set<string>()

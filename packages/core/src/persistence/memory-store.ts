@@ -9,13 +9,13 @@ import {
 import {
   type AgentRecord,
   claimGranted,
+  type KeepingStore,
   noClaim,
   type RunClaim,
   type RunFilter,
   type RunId,
   type RunRecord,
   type RunRetention,
-  type RunStore,
   type StoredRun,
 } from './records.js'
 import { byAge, checkRetention, checkRunFilter, filterRuns } from './run-filter.js'
@@ -41,7 +41,7 @@ export const defaultMemoryRetention = { maxFinishedRuns: 1000 } as const satisfi
  * Keeps encoded records in memory, so a loaded run is a copy (never shared with the live
  * run) and goes through the same validation as a run read from disk.
  */
-export function memoryStore(options: MemoryStoreOptions = {}): RunStore {
+export function memoryStore(options: MemoryStoreOptions = {}): KeepingStore {
   const retention = { ...defaultMemoryRetention, ...checkRetention(options.retention) }
   // Each record's text, as a file or a database would hold it; an agent's history chunks beside it.
   const runs = new Map<RunId, { run: string; agents: Map<string, StoredAgent> }>()

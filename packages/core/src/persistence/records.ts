@@ -116,6 +116,10 @@ export function claimGranted(
   )
 }
 
+/** A store with every optional method: Cohort's own (`memoryStore`, `fileStore`, …) are. */
+export type KeepingStore = RunStore &
+  Required<Pick<RunStore, 'loadAgent' | 'loadRunRecord' | 'deleteRun' | 'prune' | 'claimRun' | 'releaseRun'>>
+
 export const runStatusSchema = z.enum(['running', 'completed', 'failed', 'cancelled'])
 
 // One schema per record: the types below and the validation of records read back come from these.
