@@ -243,6 +243,10 @@ test('createRuntime, defineAgent and defineTool refuse options of the wrong shap
   expect(() =>
     defineTool({ name: 't', description: '', parameters: { type: 'object' } as never, execute: () => 1 }),
   ).toThrow(/tool "t": parameters must be a zod schema/)
+  // Models give arguments as one JSON object; OpenAI refuses a function whose schema is not one.
+  expect(() => defineTool({ name: 't', description: '', parameters: z.string(), execute: () => 1 })).toThrow(
+    /tool "t": parameters must be an object schema, such as z\.object\(\{ … \}\); got one of type "string"/,
+  )
 })
 
 test('a generated run id never begins with "-", which a command line would take for an option', async () => {

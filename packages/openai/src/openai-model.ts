@@ -251,6 +251,8 @@ function refusesTools(error: unknown): boolean {
     error instanceof ModelError &&
     (error.status === 400 || error.status === 404 || error.status === 422) &&
     /tool|function/i.test(error.message) &&
+    // A tool's schema the server refuses is the tool's fault, not a server without tools.
+    !/parameters|schema/i.test(error.message) &&
     !/context length|context window|maximum context|too many tokens|reduce the length/i.test(error.message)
   )
 }

@@ -132,7 +132,8 @@ export class StreamAssembler {
     for (const part of delta.tool_calls ?? []) {
       const call = this.calls.get(part.index) ?? { id: '', name: '', arguments: '' }
       if (part.id) call.id = part.id
-      if (part.function?.name) call.name += part.function.name
+      // A name comes whole (servers that repeat it in each delta repeat it whole); arguments come in pieces.
+      if (part.function?.name) call.name = part.function.name
       if (part.function?.arguments) call.arguments += part.function.arguments
       this.calls.set(part.index, call)
     }

@@ -190,6 +190,33 @@ describe('openaiModel on a real local server', () => {
     expect(api.requests.map((r) => Boolean(r.body.tools))).toEqual([true, true])
   })
 
+  test('auto protocol: a tool schema the server refuses is an error of that call, not a server without tools', async () => {
+    const refused =
+      "Invalid schema for function 'lookup': schema must be a JSON Schema of 'type: \"object\"', got 'type: \"string\"'."
+    const api = await serve((_, index) =>
+      index === 0
+        ? { json: { error: { message: refused, param: 'tools[0].function.parameters' } }, status: 400 }
+        : { json: completion({ toolCalls: [{ name: 'finish', arguments: { result: 'ok' } }] }) },
+    )
+    const model = openaiModel({ model: 'm', baseURL: api.baseURL, apiKey })
+    await expect(model.complete(request())).rejects.toThrow(/HTTP 400: Invalid schema for function/)
+    expect((await model.complete(request())).toolCalls).toHaveLength(1)
+    expect(api.requests.map((r) => Boolean(r.body.tools))).toEqual([true, true])
+  })
+
+  test('streaming: a server that repeats the function name in every delta of a call gives that name once', async () => {
+    const chunks = streamChunks([], { name: 'finish', arguments: { result: 1 } }) as {
+      choices: { delta: { tool_calls?: { function: { name?: string } }[] } }[]
+    }[]
+    for (const chunk of chunks)
+      for (const call of chunk.choices[0]?.delta.tool_calls ?? []) call.function.name = 'finish'
+    const api = await serve(() => ({ sse: chunks }))
+    const model = openaiModel({ model: 'm', baseURL: api.baseURL, apiKey, stream: true })
+    expect((await model.complete(request())).toolCalls).toEqual([
+      { id: 'call_s1', name: 'finish', arguments: '{"result":1}' },
+    ])
+  })
+
   test('streaming: fragments reach onToken as they come; tool-call deltas and usage are assembled', async () => {
     const api = await serve(() => ({
       sse: streamChunks(['Let me ', 'finish.'], { name: 'finish', arguments: { result: { answer: 7 } } }),

@@ -73,7 +73,13 @@ export function defineTool<Args, Result>(definition: ToolDefinition<Args, Result
     throw new TypeError(`tool "${definition.name}": execute must be a function (args, ctx) => result`)
   if (!isZodSchema(definition.parameters))
     throw new TypeError(`tool "${definition.name}": parameters must be a zod schema, such as z.object({ … })`)
-  return { ...definition, jsonSchema: jsonSchemaOf(definition.parameters) }
+  const jsonSchema = jsonSchemaOf(definition.parameters)
+  // Models give a tool's arguments as one JSON object: OpenAI refuses a function whose schema is not one.
+  if (jsonSchema.type !== 'object')
+    throw new TypeError(
+      `tool "${definition.name}": parameters must be an object schema, such as z.object({ … }); got one of type ${JSON.stringify(jsonSchema.type ?? Object.keys(jsonSchema)[0] ?? 'any')}`,
+    )
+  return { ...definition, jsonSchema }
 }
 
 export function isZodSchema(value: unknown): value is z.ZodType {
