@@ -72,10 +72,10 @@ export function openaiModel(options: OpenAIModelOptions): ChatModel {
     maxRetries: options.maxRetries ?? 3,
     ...(options.headers && { defaultHeaders: options.headers }),
     logLevel: 'off',
-    fetch: (input, init) => {
+    fetch: async (input, init) => {
       const id = new Headers(init?.headers).get(callHeader)
       if (id) attempts.set(id, (attempts.get(id) ?? 0) + 1)
-      return baseFetch(input, init)
+      return withErrorStatus(await baseFetch(input, init))
     },
   })
   let protocol: Protocol | 'auto' = options.protocol ?? 'auto'
@@ -196,6 +196,26 @@ export function costOf(usage: TokenUsage, prices: Prices): number {
 }
 
 /** The SDK's errors as Cohort's: status and the server's message, and whether a retry could help. */
+/**
+ * Some gateways answer an upstream rate limit or outage with 200 and `{ error: { message, code } }`:
+ * given its code as the status, the SDK retries it, with backoff, as it retries the real one.
+ */
+async function withErrorStatus(response: Response): Promise<Response> {
+  if (response.status !== 200 || !response.headers.get('content-type')?.includes('application/json'))
+    return response
+  const text = await response.text()
+  let code: unknown
+  try {
+    const body = JSON.parse(text) as { choices?: unknown; error?: { code?: unknown } } | null
+    if (body && body.choices === undefined) code = body.error?.code
+  } catch {
+    // Not JSON after all: the SDK reports it.
+  }
+  const status =
+    typeof code === 'number' && (code === 408 || code === 429 || (code >= 500 && code < 600)) ? code : 200
+  return new Response(text, { status, headers: response.headers })
+}
+
 function toModelError(error: unknown, model: string, retries: number, baseURL: string): ModelError {
   if (error instanceof ModelError) return error
   const after = retries > 0 ? ` (after ${retries} ${retries === 1 ? 'retry' : 'retries'})` : ''

@@ -321,13 +321,28 @@ describe('openaiModel on a real local server', () => {
     expect(run.metrics().perAgent[0]).toMatchObject({ status: 'failed', retries: 2 })
   })
 
-  test('a 200 whose body is an error (as some gateways send) is a ModelError with its message', async () => {
-    const api = await serve(() => ({ json: { error: { message: 'upstream rate limited', code: 429 } } }))
+  test('a 200 whose body is an error (as some gateways send) is a ModelError with its message; one of a rate limit or an outage is retried', async () => {
+    const api = await serve(() => ({
+      json: { error: { message: 'model is unknown', code: 'model_not_found' } },
+    }))
     const model = openaiModel({ model: 'm', baseURL: api.baseURL, apiKey })
     const error = await model.complete(request()).catch((e: unknown) => e)
     expect(error).toBeInstanceOf(ModelError)
-    expect(error).toMatchObject({ status: 429, retryable: true })
-    expect((error as Error).message).toBe('the server answered with an error: upstream rate limited')
+    expect((error as Error).message).toBe('the server answered with an error: model is unknown')
+    expect(api.requests).toHaveLength(1)
+
+    const busy = await serve((_, index) =>
+      index === 0
+        ? { json: { error: { message: 'upstream rate limited', code: 429 } } }
+        : { json: completion({ content: '{"action":"finish","result":1}' }) },
+    )
+    const retrying = openaiModel({ model: 'm', baseURL: busy.baseURL, apiKey })
+    expect(await retrying.complete(request())).toMatchObject({ retries: 1 })
+    const down = await serve(() => ({ json: { error: { message: 'upstream is down', code: 503 } } }))
+    const failing = openaiModel({ model: 'm', baseURL: down.baseURL, apiKey, maxRetries: 1 })
+    const failure = await failing.complete(request()).catch((e: unknown) => e)
+    expect(failure).toMatchObject({ status: 503, retries: 1 })
+    expect((failure as Error).message).toBe('model m: HTTP 503 (after 1 retry): upstream is down')
   })
 
   test('an endpoint that cannot be reached, a base URL that is no URL, or one without /v1, says so', async () => {
