@@ -11,6 +11,7 @@ import {
   type RunStore,
   type RuntimeOptions,
   type SharedCall,
+  StoreError,
   scriptedModel,
 } from '@cohort/core'
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
@@ -71,6 +72,24 @@ describeRedis('redisStore', () => {
       await redis.set(`${prefix}run:new`, 'null')
       expect((await store.listRuns({ limit: 2 })).map((run) => run.id)).toEqual(['mid', 'old'])
       await expect(store.loadRun('new')).rejects.toThrow(/the record is empty/)
+    } finally {
+      await store.close?.()
+      redis.disconnect()
+      await deleteKeys(prefix)
+    }
+  })
+
+  test("a key of another type (written by something else) is a StoreError naming the store, the call and the run, not Redis' bare reply", async () => {
+    const prefix = `${uniqueName('cohort-test')}:`
+    const store = redisStore({ url: redisUrl, prefix })
+    const redis = openRedis()
+    try {
+      await redis.hset(`${prefix}run:odd`, 'field', 'value')
+      const error = await store.loadRun('odd').catch((e: unknown) => e)
+      expect(error).toBeInstanceOf(StoreError)
+      expect((error as Error).message).toMatch(
+        new RegExp(`^redis store \\(prefix ${prefix}\\): loadRun of run odd failed: WRONGTYPE`),
+      )
     } finally {
       await store.close?.()
       redis.disconnect()

@@ -2,6 +2,7 @@ import {
   type AgentRecord,
   applyRetention,
   assertRunId,
+  CohortError,
   checkRetention,
   checkRunFilter,
   chunksNeeded,
@@ -18,6 +19,7 @@ import {
   type RunRetention,
   type RunStore,
   SnapshotError,
+  StoreError,
 } from '@cohort/core'
 import { Redis } from 'ioredis'
 import { defaultRedisUrl } from './connection.js'
@@ -180,7 +182,7 @@ export function redisStore(options: RedisStoreOptions = {}): RunStore {
     )
   }
 
-  return {
+  return withStoreErrors(`redis store (prefix ${prefix})`, {
     async saveRun(record) {
       assertRunId(record.id)
       const finished = record.status !== 'running'
@@ -290,7 +292,33 @@ export function redisStore(options: RedisStoreOptions = {}): RunStore {
     async close() {
       if (owned) await redis.quit()
     },
+  })
+}
+
+/**
+ * The store, its failures told as `StoreError`s naming the store, what it was doing and the run: a
+ * Redis reply error (`WRONGTYPE` on a key written by something else) names neither.
+ */
+function withStoreErrors<S extends RunStore>(name: string, store: S): S {
+  const wrapped: Record<string, unknown> = {}
+  for (const [method, fn] of Object.entries(store) as [string, (...args: unknown[]) => Promise<unknown>][]) {
+    wrapped[method] = async (...args: unknown[]) => {
+      try {
+        return await fn(...args)
+      } catch (error) {
+        if (error instanceof CohortError) throw error
+        const runId = typeof args[0] === 'string' ? args[0] : (args[0] as { id?: unknown } | undefined)?.id
+        const run = typeof runId === 'string' ? ` of run ${runId}` : ''
+        throw new StoreError(
+          `${name}: ${method}${run} failed: ${(error as Error)?.message ?? String(error)}`,
+          {
+            cause: error,
+          },
+        )
+      }
+    }
   }
+  return wrapped as S
 }
 
 function failOnError(results: [Error | null, unknown][] | null): void {
