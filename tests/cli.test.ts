@@ -194,6 +194,20 @@ describe('cohort CLI', () => {
     expect(keyless.stderr).toMatch(/config .*modelless\.json: model: openaiModel needs an API key/)
   }, 60_000)
 
+  test('parallel --timeout stops a task that runs longer: it fails with the reason, the others finish', async () => {
+    const started = performance.now()
+    const out = await run(['parallel', 'sleep 30 AND echo quick', '--command', 'sh', '--timeout', '1s'])
+    expect(out.code, out.stderr).toBe(1)
+    expect(out.stdout).toMatch(/\| task-1 \| failed \| .* \| error: .*1000 ms/)
+    expect(out.stdout).toMatch(/\| task-2 \| completed \| .* \| quick \|/)
+    expect(out.stderr).toMatch(/1 task failed/)
+    // The sleeping command was stopped, not waited for.
+    expect(performance.now() - started).toBeLessThan(20_000)
+    const refused = await run(['parallel', 'a AND b', '--command', 'true', '--timeout', '0s'])
+    expect(refused.code).toBe(2)
+    expect(refused.stderr).toMatch(/--timeout must be above 0/)
+  }, 60_000)
+
   test('parallel with three process agents: all at once, results per task, speedup and conflicts', async () => {
     const example = path.join(repoRoot, 'examples/cli')
     const out = await run(

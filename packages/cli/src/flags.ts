@@ -1,5 +1,5 @@
 /** Command-line values read and checked: a bad one is an `InvalidInputError` naming its flag (exit code 2). */
-import { InvalidInputError, type RunStatus } from '@cohort/core'
+import { InvalidInputError, maxTimeoutMs, type RunStatus } from '@cohort/core'
 
 const durationUnits: Record<string, number> = {
   ms: 1,
@@ -18,6 +18,16 @@ export function durationMs(text: string, flag: string): number {
       `${flag} must be a whole number and a unit (ms, s, m, h, d or w), such as 7d or 12h, got "${text}"`,
     )
   }
+  return ms
+}
+
+/** `--timeout`: a duration above 0 that a timer can wait (about 24.8 days at most). */
+export function timeoutFlag(text: string): number {
+  const ms = durationMs(text, '--timeout')
+  if (ms <= 0 || ms > maxTimeoutMs)
+    throw new InvalidInputError(
+      `--timeout must be above 0 and at most ${maxTimeoutMs} ms (about 24.8 days), got "${text}"`,
+    )
   return ms
 }
 

@@ -4,10 +4,6 @@ import { assertRunId, fileStore, InvalidInputError, type RunStore } from '@cohor
 import { z } from 'zod'
 
 /** How a run was started, so `resume` and `cancel` can rebuild its runtime later. */
-export type Launch =
-  | { kind: 'config'; config: string }
-  | { kind: 'parallel'; tasks: string[]; command?: string; args?: string[]; base?: string }
-
 const launchSchema = z.discriminatedUnion('kind', [
   z.object({ kind: z.literal('config'), config: z.string() }),
   z.object({
@@ -16,8 +12,13 @@ const launchSchema = z.discriminatedUnion('kind', [
     command: z.string().optional(),
     args: z.array(z.string()).optional(),
     base: z.string().optional(),
+    /** `--timeout`: each task's wall-clock limit. */
+    timeoutMs: z.number().positive().optional(),
   }),
 ])
+
+/** How a run was launched from the command line, kept so that `resume` can rebuild its runtime. */
+export type Launch = z.infer<typeof launchSchema>
 
 /**
  * A store named on the command line or in a config: a `postgres://` URL (`@cohort/postgres`,

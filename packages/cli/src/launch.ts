@@ -107,7 +107,12 @@ export async function parallelRuntime(
 }
 
 export function parallelPlan(launch: Extract<Launch, { kind: 'parallel' }>): Plan {
-  const steps = launch.tasks.map((task, index) => ({ id: `task-${index + 1}`, agent: 'task', task }))
+  const steps = launch.tasks.map((task, index) => ({
+    id: `task-${index + 1}`,
+    agent: 'task',
+    task,
+    ...(launch.timeoutMs !== undefined && { timeout_ms: launch.timeoutMs }),
+  }))
   if (launch.command) return { agents: steps }
   return {
     agents: [

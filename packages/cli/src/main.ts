@@ -60,10 +60,16 @@ export async function main(
     .option('--command <program>', 'run each task as a process agent: this program, task on stdin')
     .option('--arg <value>', 'an argument of --command (repeat it)', collect)
     .option('--base <dir>', 'a folder copied into every task workspace (conflicts are found against it)')
+    .option(
+      '--timeout <duration>',
+      'stop a task that runs longer (such as 90s or 10m): it fails, the others go on',
+    )
     .option('--run-id <id>', 'your own run id')
     .action(
-      async (tasks: string, options: { command?: string; arg?: string[]; base?: string; runId?: string }) =>
-        set(await parallelCommand(tasks, { ...(await common()), ...options }, io)),
+      async (
+        tasks: string,
+        options: { command?: string; arg?: string[]; base?: string; timeout?: string; runId?: string },
+      ) => set(await parallelCommand(tasks, { ...(await common()), ...options }, io)),
     )
 
   program

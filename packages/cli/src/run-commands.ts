@@ -15,6 +15,7 @@ import {
   readRunRecord,
 } from '@cohort/core'
 import type { CommonOptions, Output } from './commands.js'
+import { timeoutFlag } from './flags.js'
 import type { Home, Launch } from './home.js'
 import { parallelPlan, runtimeFor, splitTasks, storeOfRun } from './launch.js'
 import { liveTree } from './live.js'
@@ -135,11 +136,18 @@ async function checkedBase(base: string, home: Home): Promise<string> {
 
 export async function parallelCommand(
   text: string,
-  options: CommonOptions & { command?: string; arg?: string[]; base?: string; runId?: string },
+  options: CommonOptions & {
+    command?: string
+    arg?: string[]
+    base?: string
+    timeout?: string
+    runId?: string
+  },
   io: Output,
 ): Promise<number> {
   const { home } = options
   const launch: Launch = { kind: 'parallel', tasks: splitTasks(text) }
+  if (options.timeout !== undefined) launch.timeoutMs = timeoutFlag(options.timeout)
   // A command given as a path (./task.sh) is where it was typed, not in each task's workspace.
   if (options.command)
     launch.command = options.command.includes(path.sep) ? path.resolve(options.command) : options.command

@@ -7,7 +7,7 @@ export {
 } from './agent/agent-machine.js'
 export type { AgentContext, AgentStatus, Awaiting, ChildLink, ChildResult } from './agent/context.js'
 export { type AgentDefinition, type AgentOptions, defineAgent } from './agent/define-agent.js'
-export { type AgentLimits, defaultLimits, type RunLimits } from './agent/limits.js'
+export { type AgentLimits, defaultLimits, maxTimeoutMs, type RunLimits } from './agent/limits.js'
 export {
   AgentFailedError,
   CancelledError,
