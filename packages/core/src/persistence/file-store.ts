@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto'
-import { mkdir, open, readdir, readFile, rename, rm, rmdir, stat, writeFile } from 'node:fs/promises'
+import { mkdir, open, readdir, rename, rm } from 'node:fs/promises'
 import path from 'node:path'
 import { InvalidInputError, SnapshotError, StoreError } from '../errors.js'
 import {
@@ -11,13 +11,12 @@ import {
   encodeRecord,
   joinRecordParts,
 } from './codec.js'
+import { fileClaims } from './file-claims.js'
+import { readIfExists } from './read-file.js'
 import {
   type AgentRecord,
-  claimGranted,
   isValidAgentId,
   type KeepingStore,
-  noClaim,
-  type RunClaim,
   type RunFilter,
   type RunId,
   type RunRecord,
@@ -85,7 +84,6 @@ export function fileStore(dir: string, options: FileStoreOptions = {}): KeepingS
   }
 
   const runDir = (runId: string) => path.join(root, runId)
-  const claimFile = (runId: string) => path.join(runDir(runId), 'claim.json')
 
   const removeRun = async (runId: RunId) => {
     createdDirs.delete(path.join(runDir(runId), 'agents'))
@@ -184,33 +182,7 @@ export function fileStore(dir: string, options: FileStoreOptions = {}): KeepingS
       return text === undefined ? undefined : runRecordIn(text, file, runId)
     },
     listRuns,
-    async claimRun(runId, request) {
-      assertRunId(runId)
-      const file = claimFile(runId)
-      await mkdir(runDir(runId), { recursive: true })
-      return underLock(file, async () => {
-        const current = await readClaim(file)
-        if (!claimGranted(current, request)) return current ?? noClaim
-        const mine: RunClaim = { owner: request.owner, until: request.until }
-        await writeAtomic(file, JSON.stringify(mine))
-        return mine
-      })
-    },
-    async releaseRun(runId, owner) {
-      assertRunId(runId)
-      const file = claimFile(runId)
-      const released = await underLock(file, async () => {
-        if ((await readClaim(file))?.owner !== owner) return false
-        await rm(file, { force: true })
-        return true
-      }).catch((error: unknown) => {
-        // A run whose folder is gone (deleted, pruned) holds no claim.
-        if ((error as { cause?: NodeJS.ErrnoException }).cause?.code === 'ENOENT') return false
-        throw error
-      })
-      // A run never stored (a resume of an id that is not there) leaves no folder behind.
-      if (released) await rmdir(runDir(runId)).catch(() => {})
-    },
+    ...fileClaims(runDir, writeAtomic),
     async deleteRun(runId: string) {
       assertRunId(runId)
       await removeRun(runId)
@@ -219,56 +191,6 @@ export function fileStore(dir: string, options: FileStoreOptions = {}): KeepingS
       return prune(kept === undefined ? retention : checkRetention(kept))
     },
   }
-}
-
-/** A claimer that holds a claim's lock longer than this died while claiming: its lock is removed. */
-const staleLockMs = 10_000
-
-/**
- * `fn` while this process alone holds the lock of `file` (`<file>.lock`, made only where there is
- * none): reading a claim and replacing it is one step, so two processes that find one lapsed
- * claim do not both take it.
- */
-async function underLock<T>(file: string, fn: () => Promise<T>): Promise<T> {
-  const lock = `${file}.lock`
-  // Written into the lock: only its holder removes it.
-  const token = `${process.pid}.${++tempCounter}.${Math.random()}`
-  const started = Date.now()
-  for (;;) {
-    try {
-      await writeFile(lock, token, { flag: 'wx' })
-      break
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'EEXIST')
-        throw new StoreError(`could not lock ${file}: ${(error as Error).message}`, { cause: error })
-      const since = await stat(lock).then(
-        (found) => found.mtimeMs,
-        () => Date.now(),
-      )
-      if (Date.now() - since > staleLockMs) await rm(lock, { force: true })
-      // Waits past the time a lock goes stale: a claimer that died holding it does not fail the rest.
-      else if (Date.now() - started > 2 * staleLockMs)
-        throw new StoreError(`could not lock ${file}: held for over ${2 * staleLockMs} ms`)
-      else await new Promise((resolve) => setTimeout(resolve, 5 + Math.random() * 10))
-    }
-  }
-  try {
-    return await fn()
-  } finally {
-    if ((await readIfExists(lock).catch(() => undefined)) === token) await rm(lock, { force: true })
-  }
-}
-
-/** The claim on a run (`claim.json`); one that cannot be read is taken as lapsed. */
-async function readClaim(file: string): Promise<RunClaim | undefined> {
-  const text = await readIfExists(file)
-  if (text === undefined) return undefined
-  try {
-    const claim = JSON.parse(text) as Partial<RunClaim>
-    if (typeof claim.owner === 'string' && typeof claim.until === 'number')
-      return { owner: claim.owner, until: claim.until }
-  } catch {}
-  return { owner: '', until: 0 }
 }
 
 /** Run records `listRuns` reads at once. */
@@ -323,13 +245,4 @@ function historyDirOf(agentFile: string): string {
 function agentFileName(agentId: string): string {
   if (agentId.length <= 160) return `${agentId}.json`
   return `${createHash('sha256').update(agentId).digest('hex').slice(0, 40)}.json`
-}
-
-async function readIfExists(file: string): Promise<string | undefined> {
-  try {
-    return await readFile(file, 'utf8')
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined
-    throw new StoreError(`could not read ${file}: ${(error as Error).message}`, { cause: error })
-  }
 }
