@@ -91,7 +91,7 @@ export class RunClaims {
     // Not held here: a run without claims (a store without them, a distributed segment).
     if (!held || held.until - claimMs / 3 > Date.now()) return undefined
     return this.renewOne(runId).then(() => {
-      if (!this.held.has(runId)) throw this.lostError(runId)
+      if (!this.held.has(runId)) throw this.lostTo.get(runId) ?? lostError(runId, noClaim)
     })
   }
 
@@ -118,22 +118,22 @@ export class RunClaims {
       return
     }
     this.forget(runId)
-    this.lostBy.set(runId, holder)
-    this.lost(runId, this.lostError(runId))
+    const error = lostError(runId, holder)
+    this.lostTo.set(runId, error)
+    this.lost(runId, error)
   }
 
-  /** Runs lost to another process, and who holds them now. */
-  private readonly lostBy = new Map<string, RunClaim>()
+  /** Why each run lost to another process stops here (a write that comes after is told the same). */
+  private readonly lostTo = new Map<string, RunBusyError>()
+}
 
-  private lostError(runId: string): RunBusyError {
-    const holder = this.lostBy.get(runId) ?? noClaim
-    const by =
-      holder.owner === '' ? 'another process, which has let go of it since,' : describeOwner(holder.owner)
-    return new RunBusyError(
-      `run ${runId} was taken over by ${by} while this process held it (its event loop stalled past the claim's ${claimMs} ms): it stops here, with what it stored`,
-      holder.until,
-    )
-  }
+function lostError(runId: string, holder: RunClaim): RunBusyError {
+  const by =
+    holder.owner === '' ? 'another process, which has let go of it since,' : describeOwner(holder.owner)
+  return new RunBusyError(
+    `run ${runId} was taken over by ${by} while this process held it (its event loop stalled past the claim's ${claimMs} ms): it stops here, with what it stored`,
+    holder.until,
+  )
 }
 
 function runBusy(runId: string, holder: RunClaim): RunBusyError {

@@ -231,8 +231,8 @@ export function createRuntime(options: RuntimeOptions): Runtime {
     // detached one is counted by the process that finishes it, which holds its whole usage again.
     orchestrator.result
       .finally(() => {
+        // Its claim was let go of by the orchestrator, before its end was told.
         runs.delete(runId)
-        claims.release(runId).catch(() => {})
         workspaces?.forget(runId)
         const status = orchestrator.record?.status ?? 'running'
         if (status !== 'running') addTotals(status, runTotals(orchestrator.registry.values()))
