@@ -348,6 +348,14 @@ export function describeRunStore(
       // A claim that lapsed is free.
       expect((await claim('c2', { owner: 'a', until: Date.now() + 30 })).owner).toBe('a')
       await new Promise((resolve) => setTimeout(resolve, 60))
+      // Its owner, stalled past it, gets it back with a renewal while nobody took it meanwhile.
+      expect(await claim('c2', { owner: 'a', until: later, renewing: true })).toEqual({
+        owner: 'a',
+        until: later,
+      })
+      expect((await claim('c2', { owner: 'b', until: later })).owner).toBe('a')
+      await claim('c2', { owner: 'a', until: Date.now() + 30, renewing: true })
+      await new Promise((resolve) => setTimeout(resolve, 60))
       expect((await claim('c2', { owner: 'b', until: later })).owner).toBe('b')
       // Of many claiming a free run at once, one gets it and every other is told it is that one's.
       const owners = await Promise.all(

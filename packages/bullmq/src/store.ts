@@ -64,6 +64,12 @@ for _ = 1, tonumber(ARGV[1]) do
 end
 return 0`
 
+/**
+ * How long a claim's key outlives its `until`: an owner stalled past its claim renews it while
+ * nobody took the run (as the other stores let it), and a crashed owner's key still goes in the end.
+ */
+const claimLingerMs = 86_400_000
+
 /** Takes a run's claim when it is free, the caller's, lapsed, or held by the one it replaces (`claimRun`). */
 const claimScript = `
 local owner = redis.call('HGET', KEYS[1], 'owner')
@@ -76,7 +82,7 @@ if owner and owner ~= ARGV[1] and owner ~= ARGV[4] then
   if held and held >= tonumber(ARGV[3]) then return {owner, tostring(held)} end
 end
 redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'until', ARGV[2])
-redis.call('PEXPIREAT', KEYS[1], ARGV[2])
+redis.call('PEXPIREAT', KEYS[1], tonumber(ARGV[2]) + ${claimLingerMs})
 return {ARGV[1], ARGV[2]}`
 
 const releaseClaimScript = `
