@@ -65,13 +65,12 @@ async function underLock<T>(file: string, fn: () => Promise<T>): Promise<T> {
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== 'EEXIST')
         throw new StoreError(`could not lock ${file}: ${(error as Error).message}`, { cause: error })
-      const since = await stat(lock).then(
-        (found) => found.mtimeMs,
-        () => Date.now(),
-      )
-      if (Date.now() - since > staleLockMs) await rm(lock, { force: true })
+      // Read before its time: a lock made again in between is fresh, never taken for the stale one.
+      const held = await readIfExists(lock).catch(() => undefined)
+      if (Date.now() - (await changedAt(lock)) > staleLockMs && (await removeStaleLock(lock, held, token)))
+        continue
       // Waits past the time a lock goes stale: a claimer that died holding it does not fail the rest.
-      else if (Date.now() - started > 2 * staleLockMs)
+      if (Date.now() - started > 2 * staleLockMs)
         throw new StoreError(`could not lock ${file}: held for over ${2 * staleLockMs} ms`)
       else await new Promise((resolve) => setTimeout(resolve, 5 + Math.random() * 10))
     }
@@ -81,6 +80,40 @@ async function underLock<T>(file: string, fn: () => Promise<T>): Promise<T> {
   } finally {
     if ((await readIfExists(lock).catch(() => undefined)) === token) await rm(lock, { force: true })
   }
+}
+
+/**
+ * Removes a lock whose holder died holding it (`held`: what it held when found stale), one remover
+ * at a time under a lock of its own: two that found it stale at once each removed it, the second
+ * the lock the first had made since, and both went on to take the run.
+ */
+async function removeStaleLock(lock: string, held: string | undefined, token: string): Promise<boolean> {
+  const removing = `${lock}.removing`
+  try {
+    await writeFile(removing, token, { flag: 'wx' })
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'EEXIST')
+      throw new StoreError(`could not lock ${lock}: ${(error as Error).message}`, { cause: error })
+    // A remover that died removing: its own lock goes once stale too.
+    if (Date.now() - (await changedAt(removing)) > staleLockMs) await rm(removing, { force: true })
+    return false
+  }
+  try {
+    // Each holder writes a token of its own: the same text is the same dead holder's lock.
+    if (held === undefined || (await readIfExists(lock)) !== held) return false
+    await rm(lock, { force: true })
+    return true
+  } finally {
+    await rm(removing, { force: true })
+  }
+}
+
+/** When `file` last changed, in epoch ms; now when it is gone. */
+function changedAt(file: string): Promise<number> {
+  return stat(file).then(
+    (found) => found.mtimeMs,
+    () => Date.now(),
+  )
 }
 
 /** The claim on a run (`claim.json`); one that cannot be read is taken as lapsed. */

@@ -1,4 +1,4 @@
-import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, readdir, readFile, rm, utimes, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { expect, test } from 'vitest'
@@ -96,4 +96,27 @@ test('memoryStore keeps finished runs of one millisecond in order without sortin
   // Sorting them all at each save took minutes here; in place, well under a second.
   expect(performance.now() - started).toBeLessThan(15_000)
   expect(await store.prune!({ maxFinishedRuns: count - 2 })).toEqual(['run-000001', 'run-000002'])
+})
+
+test("fileStore: of many claimers that find a dead claimer's lock at once, one removes it and one gets the run", async () => {
+  const dir = await mkdtemp(path.join(tmpdir(), 'cohort-stale-lock-'))
+  try {
+    const store = fileStore(dir)
+    const later = Date.now() + 60_000
+    for (let trial = 0; trial < 20; trial++) {
+      const runId = `stale${trial}`
+      // The lock of a claimer killed while it held it, eleven seconds ago.
+      await mkdir(path.join(dir, runId), { recursive: true })
+      const lock = path.join(dir, runId, 'claim.json.lock')
+      await writeFile(lock, 'dead')
+      const then = new Date(Date.now() - 11_000)
+      await utimes(lock, then, then)
+      const holders = await Promise.all(
+        Array.from({ length: 8 }, (_, index) => store.claimRun!(runId, { owner: `p${index}`, until: later })),
+      )
+      expect(new Set(holders.map((holder) => holder.owner)).size).toBe(1)
+    }
+  } finally {
+    await rm(dir, { recursive: true, force: true })
+  }
 })
