@@ -100,6 +100,9 @@ describe('process agents', () => {
       list: 'The three largest files are: [1, 2, 3]',
       findings: 'Found these issues:\n[{"file": "a.ts", "line": 3}]',
       object: 'Summary: {"passed": 10, "failed": 0}',
+      // An "action" key names no action of the protocol: an audit log, not a reply to act on.
+      audit: 'Audit log: [{"action": "login", "user": "ann"}]',
+      deploy: 'Last event: {"action": "deploy"}',
     }
     for (const [name, text] of Object.entries(answers)) {
       const agent = shellAgent(name, `printf '%s' '${text.replaceAll("'", "'\\''")}'`)

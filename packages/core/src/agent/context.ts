@@ -2,7 +2,7 @@ import { z } from 'zod'
 import type { ErrorInfo } from '../errors.js'
 import { processRecordSchema } from '../models/process-record.js'
 import type { ChatMessage } from '../models/types.js'
-import type { Action } from '../protocol/actions.js'
+import { type Action, actionNames, isActionName } from '../protocol/actions.js'
 
 export type AgentStatus = 'idle' | 'running' | 'suspended' | 'completed' | 'failed'
 
@@ -39,20 +39,10 @@ export const chatMessageSchema = z.discriminatedUnion('role', [
   z.object({ role: z.literal('tool'), content: z.string(), toolCallId: z.string() }),
 ])
 
-const actionNames: readonly string[] = [
-  'launch_subagents',
-  'wait_for_subagents',
-  'call_tool',
-  'finish',
-  'send_message',
-]
-
 /** An action of a stored reply, not yet carried out: checked when its effect runs, as when it was parsed. */
 const pendingActionSchema = z.custom<Action>(
   (value) =>
-    typeof value === 'object' &&
-    value !== null &&
-    actionNames.includes((value as { action?: string }).action ?? ''),
+    typeof value === 'object' && value !== null && isActionName((value as { action?: unknown }).action),
   { error: `expected an action with "action" one of ${actionNames.join(', ')}` },
 )
 

@@ -1,5 +1,6 @@
 import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process'
 import { ModelError } from '../errors.js'
+import { isActionName } from '../protocol/actions.js'
 import { extractJson } from '../protocol/extract-json.js'
 import { maxReplyChars } from '../protocol/parse-actions.js'
 import type { ProcessRecord } from './process-record.js'
@@ -101,8 +102,9 @@ function toReply(stdout: string): ModelReply {
   return { text: JSON.stringify({ action: 'finish', result: stdout.replaceAll('\r\n', '\n').trim() }) }
 }
 
+/** An object naming one of the protocol's actions: `{"action": "login"}` in a log is text. */
 function isActionObject(value: unknown): boolean {
-  return typeof value === 'object' && value !== null && 'action' in value
+  return typeof value === 'object' && value !== null && isActionName((value as { action?: unknown }).action)
 }
 
 interface ProcessOutcome {

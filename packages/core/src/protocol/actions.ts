@@ -91,6 +91,19 @@ export type Action = (
 
 export type ActionName = Action['action']
 
+/** Every action's name, in the order prompts list them. */
+export const actionNames = [
+  'launch_subagents',
+  'wait_for_subagents',
+  'call_tool',
+  'finish',
+  'send_message',
+] as const satisfies readonly ActionName[]
+
+export function isActionName(value: unknown): value is ActionName {
+  return (actionNames as readonly unknown[]).includes(value)
+}
+
 /** One kind of action: `ActionOf<'call_tool'>`. */
 export type ActionOf<Name extends ActionName> = Extract<Action, { action: Name }>
 

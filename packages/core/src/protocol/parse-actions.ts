@@ -3,6 +3,8 @@ import type { ModelReply, ToolCall } from '../models/types.js'
 import type { AnyTool } from '../tools/define-tool.js'
 import {
   type Action,
+  actionNames,
+  isActionName,
   issueOf,
   type LaunchSpec,
   launchArgsSchema,
@@ -27,7 +29,6 @@ export interface ParseContext {
 export const maxReplyChars = 200_000
 const maxJsonDepth = 64
 const maxActionsPerReply = 100
-const actionNames = ['launch_subagents', 'wait_for_subagents', 'call_tool', 'finish', 'send_message']
 const example = '{"action": "finish", "result": "..."}'
 
 /** Turns a model reply into actions, or into one exact error the model can act on. */
@@ -97,7 +98,7 @@ function fromToolCalls(calls: readonly ToolCall[]): RawResult {
     if (jsonDepth(args, maxJsonDepth) > maxJsonDepth) {
       return fail(`the arguments of ${call.name} are nested deeper than ${maxJsonDepth} levels`)
     }
-    const value = actionNames.includes(call.name)
+    const value = isActionName(call.name)
       ? { ...(isObject(args) ? args : {}), action: call.name }
       : { action: 'call_tool', tool: call.name, args }
     items.push({ value, callId: call.id })

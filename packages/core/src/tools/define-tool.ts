@@ -1,5 +1,6 @@
 import { z } from 'zod'
 import type { ToolSpec } from '../models/types.js'
+import { isActionName } from '../protocol/actions.js'
 
 /** What a tool's `execute` receives besides its validated arguments. */
 export interface ToolContext {
@@ -52,13 +53,6 @@ export interface ToolDefinition<Args, Result> {
 }
 
 const toolNamePattern = /^[a-zA-Z][a-zA-Z0-9_-]{0,63}$/
-export const protocolActionNames = [
-  'launch_subagents',
-  'wait_for_subagents',
-  'finish',
-  'call_tool',
-  'send_message',
-] as const
 
 export function defineTool<Args, Result>(definition: ToolDefinition<Args, Result>): Tool<Args, Result> {
   if (typeof definition.name !== 'string' || !toolNamePattern.test(definition.name)) {
@@ -66,7 +60,7 @@ export function defineTool<Args, Result>(definition: ToolDefinition<Args, Result
       `tool name "${definition.name}" is invalid: expected a letter then up to 63 letters, digits, "_" or "-"`,
     )
   }
-  if ((protocolActionNames as readonly string[]).includes(definition.name)) {
+  if (isActionName(definition.name)) {
     throw new TypeError(`tool name "${definition.name}" is reserved for the action protocol`)
   }
   if (typeof definition.execute !== 'function')
