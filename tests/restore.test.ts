@@ -501,6 +501,69 @@ test("a resumed agent's timeout counts the time it ran, not the time its run was
   expect(seen[0]).toBe('run.resumed')
 })
 
+describe('an effect a stop cut off runs again in full within its timeouts', () => {
+  // Worker a (600 ms to live) sleeps 400 ms; c's step is stored 250 ms in; the run stops 300 ms
+  // in, with a's sleep in flight. The sleep runs again from its start on resume: the 300 ms it
+  // had run are given back to a's timeout, and to its lead's (650 ms), which waits on it.
+  const worker = defineAgent({ name: 'worker', instructions: '', tools: [sleep] })
+  const lead = defineAgent({ name: 'lead', instructions: '', subagents: [worker], limits: { timeoutMs: 650 } })
+  const model = scriptedModel({
+    lead: [
+      {
+        action: 'launch_subagents',
+        agents: [
+          { agent: 'worker', task: '0.4', id: 'a', timeout_ms: 600 },
+          { agent: 'worker', task: '0.25', id: 'c' },
+        ],
+      },
+      { action: 'wait_for_subagents' },
+      (request) => ({ action: 'finish', result: settledChildren(request).map((child) => child.status) }),
+    ],
+    worker: [
+      (request) => ({ action: 'call_tool', tool: 'sleep', args: { seconds: Number(request.agent.task) } }),
+      { action: 'finish', result: 'slept' },
+    ],
+  })
+  const runtimeOn = (store: RunStore) => createRuntime({ agents: [lead, worker], model, store })
+  /** Starts the run; resolves 300 ms after a's sleep began. */
+  async function stoppedMidway(store: RunStore) {
+    const first = runtimeOn(store)
+    const run = first.start('lead', 'go')
+    await new Promise<void>((resolve) =>
+      run.on('tool.started', (event) => {
+        if (event.agentId === 'lead.a') resolve()
+      }),
+    )
+    await new Promise((resolve) => setTimeout(resolve, 300))
+    return { first, run }
+  }
+
+  test('uninterrupted, both complete', async () => {
+    expect(await runtimeOn(memoryStore()).run('lead', 'go')).toEqual(['completed', 'completed'])
+  })
+
+  test('after a detach', async () => {
+    const store = memoryStore()
+    const { first, run } = await stoppedMidway(store)
+    await first.shutdown()
+    const resumed = await runtimeOn(store).resume(run.id)
+    expect(await resumed.result).toEqual(['completed', 'completed'])
+  })
+
+  test('after a crash', async () => {
+    const store = memoryStore()
+    const { first, run } = await stoppedMidway(store)
+    // What the store held at the crash; the first runtime's later writes go elsewhere.
+    const held = (await store.loadRun(run.id))!
+    await first.shutdown()
+    const crashed = memoryStore()
+    await crashed.saveRun(held.run)
+    for (const record of held.agents) await crashed.saveAgent(run.id, record)
+    const resumed = await runtimeOn(crashed).resume(run.id)
+    expect(await resumed.result).toEqual(['completed', 'completed'])
+  })
+})
+
 describe('tools after a crash', () => {
   test('a tool call cut off by a crash runs again with the same idempotency key (at-least-once)', async () => {
     const storeDir = path.join(dir, 'tools')

@@ -19,6 +19,7 @@ import { type AgentEntry, toAgentRecord, tokensOf } from './agent-entry.js'
 import { AgentKinds } from './agent-kinds.js'
 import { createAgentServices } from './agent-services.js'
 import type { OrchestratorConfig } from './config.js'
+import { deadlinesAfterStop } from './deadlines.js'
 import type { EffectHost } from './effect-host.js'
 import { Effects } from './effects.js'
 import { type LaunchHost, type LaunchOutcome, launchChildren } from './launch.js'
@@ -254,13 +255,19 @@ export class Orchestrator implements EffectHost {
     const stoppedAt =
       stored.run.detachedAt ??
       Math.max(stored.run.updatedAt, ...stored.agents.map((agent) => agent.updatedAt))
+    // A running agent's effect in flight at a crash began after its last stored step, and runs again.
+    const storedAt = new Map(stored.agents.map((agent) => [agent.id, agent.updatedAt]))
+    const lostOf = (entry: AgentEntry) =>
+      entry.status === 'running' ? stoppedAt - (storedAt.get(entry.id) ?? stoppedAt) : 0
     if (stored.run.status === 'running') {
       // The time stopped is not wall time, after a crash as after a detach. Stored before anything
       // runs again: after a later crash, this segment's time must not count as stopped.
       await this.outcome.keep(resumedRecord({ ...stored.run, detachedAt: stoppedAt }, Date.now()))
     }
     this.beginning = nextTurn()
-      .then(() => (rootless ? this.restartRoot(stored.run) : this.proceed(stored.run, entries, stoppedAt)))
+      .then(() =>
+        rootless ? this.restartRoot(stored.run) : this.proceed(stored.run, entries, stoppedAt, lostOf),
+      )
       .catch((error: unknown) => this.abort(error))
   }
 
@@ -271,7 +278,12 @@ export class Orchestrator implements EffectHost {
   }
 
   /** A restored run goes on, unless it was detached or cancelled in between. */
-  private proceed(run: RunRecord, entries: AgentEntry[], stoppedAt: number): void {
+  private proceed(
+    run: RunRecord,
+    entries: AgentEntry[],
+    stoppedAt: number,
+    lostOf: (entry: AgentEntry) => number,
+  ): void {
     if (this.ending) return
     for (const entry of entries) this.budget.book(tokensOf(entry.context))
     this.emitRun({ type: 'run.resumed', agents: entries.length })
@@ -281,14 +293,9 @@ export class Orchestrator implements EffectHost {
       return
     }
     this.settlement.endOrphans(entries)
-    // A timeout counts the time the run ran, not the time it was stopped.
     const stoppedFor = Math.max(0, Date.now() - stoppedAt)
-    for (const entry of entries) {
-      const { deadline } = entry.context
-      if (deadline !== null && stoppedFor > 0 && !entry.settled && entry.status !== 'idle') {
-        this.send(entry, { type: 'DEADLINE', deadline: deadline + stoppedFor })
-      }
-    }
+    for (const [entry, deadline] of deadlinesAfterStop(entries, this.registry, stoppedFor, lostOf))
+      this.send(entry, { type: 'DEADLINE', deadline })
     for (const entry of entries) this.effects.run(entry)
     for (const entry of entries) {
       if (entry.settled) continue
@@ -468,12 +475,18 @@ export class Orchestrator implements EffectHost {
     if (this.isSettled) return
     const stoppedAt = Date.now()
     const entries = [...this.registry.values()]
+    const now = performance.now()
+    const cutOff = (entry: AgentEntry) =>
+      entry.busySince !== undefined && entry.mode === 'local' && !entry.settled ? now - entry.busySince : 0
+    const deadlines = deadlinesAfterStop(entries, this.registry, 0, cutOff)
     // Marked first, so that no effect starts; their last changes are written, then they stop.
     for (const entry of entries) {
       clearTimeout(entry.timer)
       // Counted while its effect still runs, so that the change starts nothing.
-      if (entry.busySince !== undefined && entry.mode === 'local' && !entry.settled)
-        this.send(entry, { type: 'CUT_OFF', busyMs: performance.now() - entry.busySince })
+      const busyMs = cutOff(entry)
+      if (busyMs > 0) this.send(entry, { type: 'CUT_OFF', busyMs })
+      const deadline = deadlines.get(entry)
+      if (deadline !== undefined) this.send(entry, { type: 'DEADLINE', deadline })
       this.stopEffect(entry)
     }
     for (const entry of entries) entry.mode = entry.mode === 'local' ? 'released' : entry.mode
