@@ -470,6 +470,13 @@ test("a run detached and resumed in the same runtime is counted once in the runt
   expect(totals.runs.completed).toBe(1)
   expect(totals.agents).toBe(3)
   expect(totals.tokens).toBe(resumed.metrics().tokens.total)
+  // Resumed once it has ended, it is the same ended run: counted no more, its end not told again.
+  const ends: string[] = []
+  runtime.on('run.completed', (event) => ends.push(event.runId))
+  for (let i = 0; i < 3; i++)
+    expect(await (await runtime.resume('counted-once')).result).toEqual(await resumed.result)
+  expect(ends).toEqual([])
+  expect(runtime.metrics()).toEqual(totals)
 })
 
 test("a resumed agent's timeout counts the time it ran, not the time its run was stopped; run.resumed reaches the resumed Run", async () => {
@@ -506,7 +513,12 @@ describe('an effect a stop cut off runs again in full within its timeouts', () =
   // in, with a's sleep in flight. The sleep runs again from its start on resume: the 300 ms it
   // had run are given back to a's timeout, and to its lead's (650 ms), which waits on it.
   const worker = defineAgent({ name: 'worker', instructions: '', tools: [sleep] })
-  const lead = defineAgent({ name: 'lead', instructions: '', subagents: [worker], limits: { timeoutMs: 650 } })
+  const lead = defineAgent({
+    name: 'lead',
+    instructions: '',
+    subagents: [worker],
+    limits: { timeoutMs: 650 },
+  })
   const model = scriptedModel({
     lead: [
       {

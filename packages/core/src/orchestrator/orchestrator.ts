@@ -130,6 +130,11 @@ export class Orchestrator implements EffectHost {
   get result(): Promise<unknown> {
     return this.outcome.result
   }
+  /** The run ended in this process, not before it was resumed here. */
+  get endedHere(): boolean {
+    return this.outcome.endedHere
+  }
+
   get record(): RunRecord | undefined {
     return this.outcome.record
   }
@@ -289,7 +294,7 @@ export class Orchestrator implements EffectHost {
     this.emitRun({ type: 'run.resumed', agents: entries.length })
     if (run.status !== 'running') {
       this.ending = true
-      void this.letGo().then(() => this.outcome.settle(run))
+      void this.letGo().then(() => this.outcome.settle(run, true))
       return
     }
     this.settlement.endOrphans(entries)

@@ -28,6 +28,8 @@ export interface OutcomeHost {
  */
 export class RunOutcome {
   readonly result: Promise<unknown>
+  /** The run ended in this process (not before it was resumed here): it is counted here. */
+  endedHere = false
   private current: RunRecord | undefined
   private resolveResult!: (value: unknown) => void
   private rejectResult!: (error: unknown) => void
@@ -75,23 +77,31 @@ export class RunOutcome {
     return record
   }
 
-  /** Settles the run as its stored record says. */
-  settle(record: RunRecord): void {
+  /**
+   * Settles the run as its stored record says. A run that had ended before it was resumed
+   * (`endedBefore`) ends as it did, its end not told again: listeners that bill or notify on
+   * `run.completed` heard it then.
+   */
+  settle(record: RunRecord, endedBefore = false): void {
     const { actor } = this.run
     this.current = record
+    this.endedHere = !endedBefore
+    const tell = (event: RunEventInput) => {
+      if (!endedBefore) this.run.emitRun(event)
+    }
     if (record.status === 'completed') {
       actor.send({ type: 'SETTLED', status: 'completed', result: record.result })
-      this.run.emitRun({ type: 'run.completed', result: record.result })
+      tell({ type: 'run.completed', result: record.result })
       this.resolveResult(record.result)
     } else if (record.status === 'cancelled') {
       const reason = record.error?.message ?? 'cancelled'
       actor.send({ type: 'SETTLED', status: 'cancelled', error: toErrorInfo(new CancelledError(reason)) })
-      this.run.emitRun({ type: 'run.cancelled', reason })
+      tell({ type: 'run.cancelled', reason })
       this.rejectResult(new CancelledError(reason))
     } else {
       const error = record.error ?? toErrorInfo(new Error('run failed'))
       actor.send({ type: 'SETTLED', status: 'failed', error })
-      this.run.emitRun({ type: 'run.failed', error })
+      tell({ type: 'run.failed', error })
       this.rejectResult(fromErrorInfo(error, record.rootAgentId))
     }
     this.run.bus.close()

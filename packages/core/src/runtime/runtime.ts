@@ -235,7 +235,8 @@ export function createRuntime(options: RuntimeOptions): Runtime {
         runs.delete(runId)
         workspaces?.forget(runId)
         const status = orchestrator.record?.status ?? 'running'
-        if (status !== 'running') addTotals(status, runTotals(orchestrator.registry.values()))
+        if (status !== 'running' && orchestrator.endedHere)
+          addTotals(status, runTotals(orchestrator.registry.values()))
       })
       .catch(() => {})
     return { run, orchestrator }
