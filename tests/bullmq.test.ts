@@ -373,6 +373,56 @@ describeRedis('BullMQ workers', () => {
   )
 
   test(
+    'a job of no agent of a run (an agent with no record, no data, a bad run id) fails alone with its reason; the live run it names finishes',
+    () =>
+      isolated(async () => {
+        const { agent, model, started, release } = heldToolAgent()
+        const runtime = createRuntime({ agents: [agent], model, store })
+        const errors: Error[] = []
+        const cohort = createWorker({
+          runtime,
+          url: redisUrl,
+          queueName,
+          onError: (error) => errors.push(error),
+        })
+        const queue = openQueue(queueName)
+        try {
+          const { runId } = await enqueueRun({ queue, runtime, agent: 'solo', task: 'go' })
+          await waitUntil(started, 20_000)
+          const retried = { attempts: 3, backoff: { type: 'fixed', delay: 50 } }
+          const bad = await Promise.all([
+            queue.add('ghost', { runId, agentId: 'ghost' }, retried),
+            queue.add('empty', undefined, retried),
+            queue.add('escape', { runId: '../../etc', agentId: 'solo' }, retried),
+          ])
+          await waitUntil(
+            async () => (await Promise.all(bad.map((job) => job.isFailed()))).every(Boolean),
+            20_000,
+          )
+          const reasons = await Promise.all(
+            bad.map(async (job) => (await queue.getJob(job.id!))?.failedReason),
+          )
+          expect(reasons[0]).toMatch(new RegExp(`run ${runId} has no agent "ghost"`))
+          expect(reasons[1]).toMatch(/has no \{ runId, agentId \}: expected a run id/)
+          expect(reasons[2]).toMatch(/"\.\.\/\.\.\/etc": expected a run id/)
+          // Their failed handlers have run by now: the run is still running, and ends as it would have.
+          await new Promise((resolve) => setTimeout(resolve, 200))
+          expect((await store.loadRunRecord!(runId))?.status).toBe('running')
+          release()
+          expect(await waitForRun(runId, { store, timeoutMs: 20_000 })).toMatchObject({
+            status: 'completed',
+            result: 'finished',
+          })
+          expect(errors).toEqual([])
+        } finally {
+          await cohort.close(true)
+          await queue.close()
+        }
+      }),
+    60_000,
+  )
+
+  test(
     'a run id used again after its run was deleted runs again (its old jobs are not taken for the new ones)',
     () =>
       isolated(async () => {

@@ -1,5 +1,13 @@
 import { randomUUID } from 'node:crypto'
-import { type AgentRecord, type Answer, CohortError, InvalidInputError, type Runtime } from '@cohort/core'
+import {
+  type AgentRecord,
+  type Answer,
+  CohortError,
+  InvalidInputError,
+  isValidAgentId,
+  isValidRunId,
+  type Runtime,
+} from '@cohort/core'
 import { type FlowJob, FlowProducer, type JobsOptions, type JobType, Queue } from 'bullmq'
 import { type ConnectionInput, ownRedis, resolveConnection } from './connection.js'
 
@@ -20,6 +28,21 @@ export interface SegmentJobData {
 export type SegmentJobResult =
   | { agentId: string; kind: 'settled'; status: 'completed' | 'failed' }
   | { agentId: string; kind: 'waiting'; on: 'input' }
+
+/**
+ * What is wrong with a job's data (a job added by hand), or undefined when it names a run and an
+ * agent as the jobs `enqueueRun`, `resumeRun` and the workers add do.
+ */
+export function jobDataProblem(data: unknown): string | undefined {
+  const { runId, agentId } = (data ?? {}) as Partial<Record<keyof SegmentJobData, unknown>>
+  if (runId === undefined || agentId === undefined)
+    return 'has no { runId, agentId }: expected a run id and an agent id of a stored run'
+  if (!isValidRunId(runId))
+    return `has run id ${JSON.stringify(runId).slice(0, 80)}: expected a run id: 1-64 letters, digits, "_" or "-"`
+  if (!isValidAgentId(agentId))
+    return `has agent id ${JSON.stringify(agentId).slice(0, 80)}: expected an agent id: letters, digits, "_" or "-" joined by dots`
+  return undefined
+}
 
 /**
  * Deterministic, so a segment replayed after a crash adds the same child jobs again and BullMQ

@@ -1,9 +1,10 @@
 import { type RunStore, type Runtime, readAgentRecord, readRunRecord } from '@cohort/core'
-import { DelayedError, type Job, Queue, WaitingChildrenError, Worker } from 'bullmq'
+import { DelayedError, type Job, Queue, UnrecoverableError, WaitingChildrenError, Worker } from 'bullmq'
 import { type ConnectionInput, resolveConnection } from './connection.js'
 import {
   defaultQueueName,
   isSettled,
+  jobDataProblem,
   jobDefaults,
   type SegmentJobData,
   type SegmentJobResult,
@@ -100,17 +101,28 @@ export function createWorker(options: CreateWorkerOptions): CohortWorker {
     return blocked
   }
 
+  /** A segment that could not run: a job of an agent the run does not have fails at once. */
+  const segmentFailed = async (job: Job<SegmentJobData>, error: unknown): Promise<never> => {
+    const { runId, agentId } = job.data
+    if (await readAgentRecord(runtime.store, runId, agentId)) throw error
+    throw new UnrecoverableError(
+      `job ${job.id}: run ${runId} has no agent "${agentId}" in the store: expected an agent of a stored run, as enqueueRun, resumeRun and the workers add`,
+    )
+  }
+
   const process = async (
     job: Job<SegmentJobData>,
     token?: string,
     signal?: AbortSignal,
   ): Promise<SegmentJobResult> => {
+    // A job added by hand that names no agent of a run fails at once, and alone (see 'failed').
+    const problem = jobDataProblem(job.data)
+    if (problem) throw new UnrecoverableError(`job ${job.id} ${problem}`)
     const { runId, agentId } = job.data
     for (let round = 0; round < maxRounds; round++) {
-      const outcome = await runtime.runSegment(runId, agentId, {
-        enqueue: (ids) => addChildren(job, ids),
-        ...(signal && { signal }),
-      })
+      const outcome = await runtime
+        .runSegment(runId, agentId, { enqueue: (ids) => addChildren(job, ids), ...(signal && { signal }) })
+        .catch((error: unknown) => segmentFailed(job, error))
       if (outcome.kind === 'settled') return { agentId, kind: 'settled', status: outcome.result.status }
       if (outcome.on === 'input') return { agentId, kind: 'waiting', on: 'input' }
       if (outcome.on === 'dependencies') {
@@ -139,15 +151,18 @@ export function createWorker(options: CreateWorkerOptions): CohortWorker {
     for (const id of jobIds) worker.cancelJob(id, 'the job lost its lock: another worker may run it')
   })
   worker.on('failed', (job, error) => {
-    if (!job) return
-    // A job out of attempts (or stalled too often) ends its run rather than leave it running forever.
-    void job
-      .isFailed()
-      .then(async (failed) => {
-        if (failed) await failRun(runtime.store, job.data.runId, error.message)
-      })
-      .catch(onError)
+    if (job) void failRunOf(job, error.message).catch(onError)
   })
+
+  /**
+   * A job out of attempts (or stalled too often) ends its run rather than leave it running forever;
+   * only a job of an agent of the run does: one that names no such agent fails alone.
+   */
+  const failRunOf = async (job: Job<SegmentJobData>, message: string) => {
+    if (jobDataProblem(job.data) || !(await job.isFailed())) return
+    const { runId, agentId } = job.data
+    if (await readAgentRecord(runtime.store, runId, agentId)) await failRun(runtime.store, runId, message)
+  }
 
   return {
     worker,
