@@ -423,6 +423,81 @@ describeRedis('BullMQ workers', () => {
   )
 
   test(
+    'a rolling deploy: a job taken by a worker whose runtime lacks its agent is put back, not failed, and a worker that has the agent finishes the run',
+    () =>
+      isolated(async () => {
+        const stale = createRuntime({
+          agents: [defineAgent({ name: 'other', instructions: '' })],
+          model: flatModel(20),
+          store,
+        })
+        const current = createRuntime({ agents: flatAgents, model: flatModel(20), store })
+        const old = createWorker({ runtime: stale, url: redisUrl, queueName, onError: () => {} })
+        let oldClosed: Promise<void> | undefined
+        const closeOld = () => (oldClosed ??= old.close())
+        const queue = openQueue(queueName)
+        let fresh: ReturnType<typeof createWorker> | undefined
+        try {
+          const { runId } = await enqueueRun({ queue, runtime: current, agent: 'solo', task: 'go' })
+          const [job] = await queue.getJobs(['wait', 'active', 'delayed'])
+          // Three takes by the old worker: as many as the job's attempts, which used to fail the run.
+          await waitUntil(async () => ((await queue.getJob(job!.id!))?.attemptsStarted ?? 0) >= 3, 20_000)
+          await closeOld()
+          const put = await queue.getJob(job!.id!)
+          expect(await put?.getState()).toBe('delayed')
+          expect(put?.data.missingDefinitionSince).toBeTypeOf('number')
+          expect((await store.loadRunRecord!(runId))?.status).toBe('running')
+          fresh = createWorker({ runtime: current, url: redisUrl, queueName, onError: () => {} })
+          expect(await waitForRun(runId, { store, timeoutMs: 30_000 })).toMatchObject({ status: 'completed' })
+          // Taken by a worker with the agent, its wait is over: a later wait would start afresh.
+          expect((await queue.getJob(job!.id!))?.data.missingDefinitionSince).toBeUndefined()
+        } finally {
+          await closeOld()
+          await fresh?.close()
+          await queue.close()
+        }
+      }),
+    60_000,
+  )
+
+  test(
+    'a job no worker has the agent for fails its run after missingDefinitionWaitMs, saying every worker must register the same agents',
+    () =>
+      isolated(async () => {
+        const stale = createRuntime({
+          agents: [defineAgent({ name: 'other', instructions: '' })],
+          model: flatModel(20),
+          store,
+        })
+        const current = createRuntime({ agents: flatAgents, model: flatModel(20), store })
+        const old = createWorker({
+          runtime: stale,
+          url: redisUrl,
+          queueName,
+          missingDefinitionWaitMs: 1500,
+          onError: () => {},
+        })
+        try {
+          const { runId } = await enqueueRun({
+            url: redisUrl,
+            queueName,
+            runtime: current,
+            agent: 'solo',
+            task: 'go',
+          })
+          const record = await waitForRun(runId, { store, timeoutMs: 30_000 })
+          expect(record.status).toBe('failed')
+          expect(record.error?.message).toMatch(
+            /agent definition "solo" is not registered in this runtime: the workers that took this job in \d+ ms lack it; every worker must register the same agents/,
+          )
+        } finally {
+          await old.close()
+        }
+      }),
+    60_000,
+  )
+
+  test(
     'a run id used again after its run was deleted runs again (its old jobs are not taken for the new ones)',
     () =>
       isolated(async () => {

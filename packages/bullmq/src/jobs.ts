@@ -23,6 +23,8 @@ export interface SegmentJobData {
   runId: string
   agentId: string
   generation?: string
+  /** Since when (epoch ms) workers whose runtime lacks an agent definition the job needs have put it back. */
+  missingDefinitionSince?: number
 }
 
 export type SegmentJobResult =

@@ -1,4 +1,4 @@
-import { type RunStore, type Runtime, readAgentRecord, readRunRecord } from '@cohort/core'
+import { type RunStore, type Runtime, readAgentRecord, readRunRecord, SnapshotError } from '@cohort/core'
 import { DelayedError, type Job, Queue, UnrecoverableError, WaitingChildrenError, Worker } from 'bullmq'
 import { type ConnectionInput, resolveConnection } from './connection.js'
 import {
@@ -25,6 +25,12 @@ export type CreateWorkerOptions = ConnectionInput & {
   maxStalledCount?: number
   /** An agent whose dependencies run elsewhere is tried again after this long (default 100 ms). */
   dependencyRetryMs?: number
+  /**
+   * A job needing an agent definition this worker's runtime lacks (workers of two versions during
+   * a rolling deploy) is put back for another worker, for up to this long (default 10 min); then it
+   * fails its run, saying so.
+   */
+  missingDefinitionWaitMs?: number
   /** Start taking jobs at once (default true). */
   autorun?: boolean
   /** Errors of the worker itself (lost connection…); default: console.error. */
@@ -53,6 +59,7 @@ export function createWorker(options: CreateWorkerOptions): CohortWorker {
   const queue = new Queue<SegmentJobData, SegmentJobResult>(queueName, { connection })
   const { runtime } = options
   const dependencyRetryMs = options.dependencyRetryMs ?? 100
+  const missingDefinitionWaitMs = options.missingDefinitionWaitMs ?? 10 * 60_000
   const onError = options.onError ?? ((error: Error) => console.error('cohort worker:', error))
   const limits =
     options.sharedLimits === false
@@ -63,7 +70,7 @@ export function createWorker(options: CreateWorkerOptions): CohortWorker {
   const addChildren = async (parent: Job<SegmentJobData>, agentIds: string[]) => {
     await queue.addBulk(
       agentIds.map((agentId) => {
-        const data: SegmentJobData = { ...parent.data, agentId }
+        const data: SegmentJobData = { ...withoutDefinitionWait(parent.data), agentId }
         return {
           name: agentId,
           data,
@@ -101,13 +108,43 @@ export function createWorker(options: CreateWorkerOptions): CohortWorker {
     return blocked
   }
 
-  /** A segment that could not run: a job of an agent the run does not have fails at once. */
-  const segmentFailed = async (job: Job<SegmentJobData>, error: unknown): Promise<never> => {
+  /**
+   * A segment that could not run. A job this runtime lacks a definition for is put back for a
+   * worker that has it; a job of an agent the run does not have fails at once.
+   */
+  const segmentFailed = async (
+    job: Job<SegmentJobData>,
+    token: string | undefined,
+    error: unknown,
+  ): Promise<never> => {
     const { runId, agentId } = job.data
+    if (lacksDefinition(error)) await putBack(job, token, error)
     if (await readAgentRecord(runtime.store, runId, agentId)) throw error
     throw new UnrecoverableError(
       `job ${job.id}: run ${runId} has no agent "${agentId}" in the store: expected an agent of a stored run, as enqueueRun, resumeRun and the workers add`,
     )
+  }
+
+  /** Delays the job for another worker, or fails it once it has waited `missingDefinitionWaitMs`. */
+  const putBack = async (
+    job: Job<SegmentJobData>,
+    token: string | undefined,
+    error: SnapshotError,
+  ): Promise<never> => {
+    const now = Date.now()
+    const since = job.data.missingDefinitionSince ?? now
+    const waited = now - since
+    if (waited >= missingDefinitionWaitMs) {
+      throw new UnrecoverableError(
+        `${error.message}: the workers that took this job in ${waited} ms lack it; every worker must register the same agents (a rolling deploy must end within missingDefinitionWaitMs)`,
+      )
+    }
+    if (job.data.missingDefinitionSince === undefined)
+      await job.updateData({ ...job.data, missingDefinitionSince: since })
+    // Tried again after as long as it has waited (1-30 s): soon in a deploy, rarely when it lasts.
+    const delay = Math.min(Math.max(waited, 1000), 30_000, missingDefinitionWaitMs - waited)
+    await job.moveToDelayed(now + delay, token)
+    throw new DelayedError()
   }
 
   const process = async (
@@ -122,7 +159,9 @@ export function createWorker(options: CreateWorkerOptions): CohortWorker {
     for (let round = 0; round < maxRounds; round++) {
       const outcome = await runtime
         .runSegment(runId, agentId, { enqueue: (ids) => addChildren(job, ids), ...(signal && { signal }) })
-        .catch((error: unknown) => segmentFailed(job, error))
+        .catch((error: unknown) => segmentFailed(job, token, error))
+      // A worker with the definition took it: a later segment's wait starts afresh.
+      if (job.data.missingDefinitionSince !== undefined) await job.updateData(withoutDefinitionWait(job.data))
       if (outcome.kind === 'settled') return { agentId, kind: 'settled', status: outcome.result.status }
       if (outcome.on === 'input') return { agentId, kind: 'waiting', on: 'input' }
       if (outcome.on === 'dependencies') {
@@ -183,4 +222,18 @@ async function failRun(store: RunStore, runId: string, message: string): Promise
     updatedAt: Date.now(),
     error: { name: 'CohortError', code: 'JOB_FAILED', message },
   })
+}
+
+/** The runtime has no definition for an agent the segment restores (the record's `name`). */
+function lacksDefinition(error: unknown): error is SnapshotError {
+  return (
+    error instanceof SnapshotError &&
+    error.field === 'name' &&
+    error.message.endsWith('is not registered in this runtime')
+  )
+}
+
+/** A job's data without its wait for a definition, which is that job's own. */
+function withoutDefinitionWait({ missingDefinitionSince: _, ...data }: SegmentJobData): SegmentJobData {
+  return data
 }
