@@ -114,6 +114,30 @@ export class StoreError extends CohortError {
   }
 }
 
+/**
+ * A store call's failure as the runtime reports it: a `StoreError` naming the call and the run
+ * (`store claim (run r1) failed: ECONNRESET`), the store's own error as its cause. Cohort's own
+ * errors (a record that is no record, a run another process holds) are already what they are.
+ */
+export function storeFailure(error: unknown, call: string, runId: string): CohortError {
+  if (error instanceof CohortError) return error
+  return new StoreError(
+    `store ${call} (run ${runId}) failed: ${(error as Error)?.message ?? String(error)}`,
+    {
+      cause: error,
+    },
+  )
+}
+
+/** `run()`, its failure a `storeFailure`. */
+export async function callStore<T>(call: string, runId: string, run: () => Promise<T>): Promise<T> {
+  try {
+    return await run()
+  } catch (error) {
+    throw storeFailure(error, call, runId)
+  }
+}
+
 /** Plain-data form of an error, as it is kept in agent records and shown to parents. */
 export interface ErrorInfo {
   name: string

@@ -2,6 +2,7 @@ import {
   AgentFailedError,
   CancelledError,
   CohortError,
+  callStore,
   type ErrorInfo,
   fromErrorInfo,
   toErrorInfo,
@@ -59,7 +60,7 @@ export class RunOutcome {
   /** Takes `record` as the run's own at once, then stores it. */
   async keep(record: RunRecord): Promise<void> {
     this.current = record
-    await this.run.store.saveRun(record)
+    await this.save(record)
   }
 
   /** Stores the run's final status (and its peak parallelism); the record changes only once it is stored. */
@@ -72,9 +73,13 @@ export class RunOutcome {
     const record: RunRecord = withPeak({ ...this.current!, status, updatedAt: Date.now() }, peak)
     if (status === 'completed') record.result = result
     else if (error) record.error = error
-    await this.run.store.saveRun(record)
+    await this.save(record)
     this.current = record
     return record
+  }
+
+  private save(record: RunRecord): Promise<void> {
+    return callStore('write of the run record', record.id, () => this.run.store.saveRun(record))
   }
 
   /**

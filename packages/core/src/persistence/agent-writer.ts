@@ -1,4 +1,4 @@
-import { RunBusyError, StoreError } from '../errors.js'
+import { StoreError, storeFailure } from '../errors.js'
 import type { AgentRecord, RunId, RunStore } from './records.js'
 
 const noneFlying: ReadonlyMap<string, never> = new Map<string, never>()
@@ -155,13 +155,7 @@ export class AgentWriter<Agent extends { readonly id: string }> {
   private fail(error: unknown, ids: string[] = []): void {
     if (this.failure !== undefined) return
     const what = ids.length === 1 ? `agent ${ids[0]}` : `agents ${ids.join(', ')}`
-    this.failure =
-      error instanceof StoreError || error instanceof RunBusyError
-        ? error
-        : new StoreError(
-            `store write of ${what} (run ${this.runId}) failed: ${(error as Error)?.message ?? String(error)}`,
-            { cause: error },
-          )
+    this.failure = storeFailure(error, `write of ${what}`, this.runId)
     this.queued.clear()
     for (const reject of this.waiting) reject(this.failure)
     this.waiting.clear()

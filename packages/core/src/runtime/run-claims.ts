@@ -1,7 +1,7 @@
 import { readlinkSync } from 'node:fs'
 import { hostname } from 'node:os'
 import { nanoid } from 'nanoid'
-import { RunBusyError } from '../errors.js'
+import { callStore, RunBusyError } from '../errors.js'
 import { noClaim, type RunClaim, type RunStore } from '../persistence/records.js'
 
 /** How long a claim holds unless renewed: a process that died elsewhere frees its runs after this. */
@@ -41,9 +41,12 @@ export class RunClaims {
     const { store } = this
     if (!store.claimRun) return
     const request = () => ({ owner: this.owner, until: Date.now() + claimMs })
-    let holder = await store.claimRun(runId, request())
-    if (holder.owner !== this.owner && isGone(holder.owner))
-      holder = await store.claimRun(runId, { ...request(), replacing: holder.owner })
+    const claim = (replacing?: string) =>
+      callStore('claim', runId, () =>
+        store.claimRun!(runId, replacing === undefined ? request() : { ...request(), replacing }),
+      )
+    let holder = await claim()
+    if (holder.owner !== this.owner && isGone(holder.owner)) holder = await claim(holder.owner)
     if (holder.owner !== this.owner) throw runBusy(runId, holder)
     const held = this.held.get(runId)
     if (held) {
@@ -59,7 +62,8 @@ export class RunClaims {
     if (held === undefined) return
     if (held.holders > 1) return void held.holders--
     this.forget(runId)
-    await this.store.releaseRun?.(runId, this.owner)
+    const { store } = this
+    if (store.releaseRun) await callStore('release', runId, () => store.releaseRun!(runId, this.owner))
   }
 
   private forget(runId: string): void {

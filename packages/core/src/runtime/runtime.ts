@@ -1,7 +1,7 @@
 import { customAlphabet } from 'nanoid'
 import type { AgentDefinition } from '../agent/define-agent.js'
 import { checkLimits, type RunLimits, resolveLimits } from '../agent/limits.js'
-import { CohortError, InvalidInputError } from '../errors.js'
+import { CohortError, callStore, InvalidInputError } from '../errors.js'
 import { EventBus } from '../events/event-bus.js'
 import type { EventSink } from '../events/logger.js'
 import type { CohortEvent, CohortEventType } from '../events/types.js'
@@ -354,7 +354,7 @@ export function createRuntime(options: RuntimeOptions): Runtime {
       // Before reading it: what is read is then no other process's to change.
       await claims.claim(runId)
       try {
-        const stored = await store.loadRun(runId)
+        const stored = await callStore('read', runId, () => store.loadRun(runId))
         if (!stored) throw new CohortError('RUN_NOT_FOUND', `run ${runId} is not in the store`)
         // Shut down while the store answered: nothing is started any more.
         refuseIfShutDown()
