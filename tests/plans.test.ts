@@ -121,6 +121,31 @@ describe('depends_on', () => {
     // An id used twice is refused by both, as runPlan refuses it.
     const twice = { agents: [cyclic.agents[0]!, cyclic.agents[0]!] }
     expect(() => planLayers(twice)).toThrow(new InvalidInputError('invalid plan: id "a" is used twice'))
+    // The runtime's onCycle is the plan's when the plan does not say.
+    const sequential = createRuntime({ agents: [worker], model, store, onCycle: 'sequential' })
+    expect(Object.keys((await sequential.runPlan(cyclic).result) as object)).toEqual(['a', 'x', 'y'])
+  })
+
+  test('runPlan refuses a plan its limits could never run, at once and storing nothing', async () => {
+    const model = scriptedModel({ worker: [...sleepingWorker] })
+    const store = memoryStore()
+    const steps = (count: number) => ({
+      agents: Array.from({ length: count }, (_, i) => ({ id: `s${i}`, agent: 'worker', task: '0 s' })),
+    })
+    const runtime = createRuntime({ agents: [worker], model, store, limits: { maxAgents: 10 } })
+    expect(() => runtime.runPlan(steps(10))).toThrow(
+      new InvalidInputError(
+        "invalid plan: 10 steps and the run's root are 11 agents, past limits.maxAgents (10); raise it, or split the plan",
+      ),
+    )
+    const shallow = createRuntime({ agents: [worker], model, store, limits: { maxDepth: 0 } })
+    expect(() => shallow.runPlan(steps(1))).toThrow(
+      new InvalidInputError(
+        'invalid plan: its steps run at depth 1, past limits.maxDepth (0); raise it to 1 or more',
+      ),
+    )
+    expect(await store.listRuns()).toEqual([])
+    expect(Object.keys((await runtime.runPlan(steps(9)).result) as object)).toHaveLength(9)
   })
 
   test('a cycle is refused to the model with the cycle named', async () => {
@@ -297,29 +322,34 @@ describe('scheduler', () => {
     }
   })
 
-  test('queued model calls are served by priority, first come first served within one', async () => {
-    const order: string[] = []
-    const model = scriptedModel(
-      (request) => {
-        if (request.turn === 0) order.push(request.agent.id.replace('cohort-plan.', ''))
-        return { action: 'finish', result: request.agent.task }
-      },
-      { latencyMs: 20 },
-    )
-    const runtime = createRuntime({ agents: [worker], model, scheduler: { maxConcurrentModelCalls: 1 } })
-    const run = runtime.runPlan({
-      agents: [
-        { id: 'first', agent: 'worker', task: 't' },
-        { id: 'low', agent: 'worker', task: 't', priority: 1 },
-        { id: 'high', agent: 'worker', task: 't', priority: 5 },
-        { id: 'mid-a', agent: 'worker', task: 't', priority: 3 },
-        { id: 'mid-b', agent: 'worker', task: 't', priority: 3 },
-      ],
-    })
-    await run.result
-    // `first` takes the free slot; the rest queue while it works, and are served by priority.
-    expect(order).toEqual(['first', 'high', 'mid-a', 'mid-b', 'low'])
-  })
+  test.each([
+    ['maxConcurrentModelCalls', { maxConcurrentModelCalls: 1 }],
+    ['maxConcurrentAgents', { maxConcurrentAgents: 2 }],
+  ])(
+    '%s: model calls are served by priority, the first free places too, first come first served within one',
+    async (_, scheduler) => {
+      const order: string[] = []
+      const model = scriptedModel(
+        (request) => {
+          if (request.turn === 0) order.push(request.agent.id.replace('cohort-plan.', ''))
+          return { action: 'finish', result: request.agent.task }
+        },
+        { latencyMs: 20 },
+      )
+      const runtime = createRuntime({ agents: [worker], model, scheduler })
+      const run = runtime.runPlan({
+        agents: [
+          { id: 'none', agent: 'worker', task: 't' },
+          { id: 'low', agent: 'worker', task: 't', priority: 1 },
+          { id: 'high', agent: 'worker', task: 't', priority: 5 },
+          { id: 'mid-a', agent: 'worker', task: 't', priority: 3 },
+          { id: 'mid-b', agent: 'worker', task: 't', priority: 3 },
+        ],
+      })
+      await run.result
+      expect(order).toEqual(['high', 'mid-a', 'mid-b', 'low', 'none'])
+    },
+  )
 
   test('a per-model request limit spaces calls out', async () => {
     const starts: number[] = []

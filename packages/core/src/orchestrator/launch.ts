@@ -167,9 +167,15 @@ export async function launchChildren(
   if (plan.existing) return { ok: true, children: links }
   const context = parent.context
   for (const message of plan.warnings) run.emitAgent(context, { type: 'agent.warning', message })
-  const created = plan.children.filter((child) => !child.exists)
   // Looked up before any child is made: an unknown agent throws with none of its siblings made.
-  const definitions = created.map((child) => run.agents.definition(child.link.agent))
+  // Made and started higher priority first: the first free places go to them, as queued calls do.
+  const created = plan.children
+    .filter((child) => !child.exists)
+    .map((child) => {
+      const definition = run.agents.definition(child.link.agent)
+      return { ...child, definition, priority: child.spec.priority ?? definition.priority ?? 0 }
+    })
+    .sort((a, b) => b.priority - a.priority)
   run.emitAgent(context, {
     type: 'agent.launched',
     children: created.map(({ link, dependsOn }) => ({
@@ -179,20 +185,18 @@ export async function launchChildren(
       dependsOn,
     })),
   })
-  const make = ({ link, spec, dependsOn }: PlannedChild, index: number) => {
-    const definition = definitions[index]!
-    return run.agents.create({
+  const make = ({ link, spec, dependsOn, definition, priority }: (typeof created)[number]) =>
+    run.agents.create({
       id: link.id,
       definition,
       task: link.task,
       parentId: parent.id,
       depth: parent.depth + 1,
       dependsOn,
-      priority: spec.priority ?? definition.priority ?? 0,
+      priority,
       timeoutMs: spec.timeout_ms ?? run.agents.limitsFor(definition).timeoutMs,
       fallback: 'fallback' in spec ? { value: spec.fallback } : (definition.fallback ?? null),
     })
-  }
   if (segment) {
     // Children of a segment run in other workers: stored idle, then scheduled by the host.
     const children = created.map(make)
@@ -222,8 +226,7 @@ export async function launchChildren(
   try {
     if (rest > 0) await nextTurn()
     if (signal.aborted) return abandon(run, parent, children)
-    for (let index = children.length; index < created.length; index++)
-      children.push(make(created[index]!, index))
+    for (let index = children.length; index < created.length; index++) children.push(make(created[index]!))
   } finally {
     run.agents.pending -= rest
   }

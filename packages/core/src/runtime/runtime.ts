@@ -315,7 +315,10 @@ export function createRuntime(options: RuntimeOptions): Runtime {
       }
     },
     runPlan(plan, startOptions = {}) {
-      const checked = parsePlan(plan)
+      const parsed = parsePlan(plan)
+      // The runtime's onCycle is the plan's when the plan does not say.
+      const onCycle = parsed.onCycle ?? options.onCycle
+      const checked: Plan = onCycle === undefined ? parsed : { ...parsed, onCycle }
       // A cycle is refused here, as planLayers refuses it, unless the plan runs it in order.
       planLayers(checked)
       for (const step of checked.agents) {
@@ -323,6 +326,16 @@ export function createRuntime(options: RuntimeOptions): Runtime {
           throw new InvalidInputError(`plan step "${step.id}" names unknown agent "${step.agent}"`)
         }
       }
+      // Refused now rather than by its launch, once the run is stored.
+      const agents = checked.agents.length + 1
+      if (agents > limits.maxAgents)
+        throw new InvalidInputError(
+          `invalid plan: ${agents - 1} steps and the run's root are ${agents} agents, past limits.maxAgents (${limits.maxAgents}); raise it, or split the plan`,
+        )
+      if (limits.maxDepth < 1)
+        throw new InvalidInputError(
+          `invalid plan: its steps run at depth 1, past limits.maxDepth (${limits.maxDepth}); raise it to 1 or more`,
+        )
       return begin(planAgentName, JSON.stringify(checked), startOptions)
     },
     shareLimits(shared) {
