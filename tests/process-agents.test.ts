@@ -322,7 +322,13 @@ test('a command that prints without end is stopped past the longest reply; text 
     limits: { maxRepairs: 0 },
     workspaces: { root: path.join(dir, 'ws'), base },
   })
-  await expect(runtime.run('flood', 'go')).rejects.toThrow(/printed more than 200000 characters/)
+  const flooded = runtime.start('flood', 'go')
+  await expect(flooded.result).rejects.toThrow(/printed more than 200000 characters/)
+  // Its failed turn is kept as any other: killed, with its duration.
+  const [record] = (await flooded.snapshot()).agents
+  expect(record?.snapshot.context.processes).toEqual([
+    expect.objectContaining({ turn: 0, command: 'sh', exitCode: null, signal: 'SIGKILL' }),
+  ])
   expect(await runtime.run('accents', 'go')).toBe(`a${'é'.repeat(90000)}`)
   const crlf = createRuntime({
     agents: [shellAgent('crlf', `printf 'line1\\r\\nline2\\r\\n'`)],

@@ -64,6 +64,12 @@ export function commandModel(options: CommandModelOptions): ChatModel {
         stderrTail: outcome.stderr.slice(-stderrTailChars),
         workspace,
       }
+      if (outcome.overflowed) {
+        throw new ModelError(
+          `command ${options.command} printed more than ${maxReplyChars} characters, the most a reply may hold; it was stopped`,
+          { process: record },
+        )
+      }
       if (outcome.timedOut) {
         throw new ModelError(
           `command ${options.command} timed out after ${timeoutMs} ms; its process tree was killed`,
@@ -114,6 +120,8 @@ interface ProcessOutcome {
   signal: string | null
   durationMs: number
   timedOut: boolean
+  /** Stopped for printing more than a reply may hold. */
+  overflowed: boolean
 }
 
 function runProcess(
@@ -197,13 +205,6 @@ function runProcess(
       clearTimeout(grace)
       options.signal.removeEventListener('abort', onAbort)
       if (options.signal.aborted) return reject(options.signal.reason)
-      if (overflow) {
-        return reject(
-          new ModelError(
-            `command ${command} printed more than ${maxReplyChars} characters, the most a reply may hold; it was stopped`,
-          ),
-        )
-      }
       resolve({
         stdout,
         stderr,
@@ -211,6 +212,7 @@ function runProcess(
         signal,
         durationMs: Math.round(performance.now() - started),
         timedOut,
+        overflowed: overflow,
       })
     })
   })
