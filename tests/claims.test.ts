@@ -135,3 +135,26 @@ test('over HTTP, a run another process runs is a 409 with Retry-After, naming th
     await run.cancel()
   }
 })
+
+test('a runtime shut down with a claim its store failed to let go of leaves it to another runtime of the process at once', async () => {
+  const store = fileStore(dir)
+  let releases = 0
+  const flaky = {
+    ...store,
+    releaseRun: async (runId: string, owner: string) => {
+      if (releases++ === 0) throw new Error('ECONNRESET')
+      await store.releaseRun(runId, owner)
+    },
+  }
+  const solo = defineAgent({ name: 'solo', tools: [] })
+  const model = scriptedModel({ solo: [{ action: 'finish', result: 'done' }] })
+  const first = createRuntime({ agents: [solo], model, store: flaky })
+  const run = first.start('solo', 'go', { runId: 'left' })
+  await run.detach().catch(() => {})
+  await first.shutdown()
+  // The claim is still stored, in this process's name, until it lapses…
+  expect((await store.claimRun('left', { owner: 'probe', until: Date.now() + 1000 })).owner).not.toBe('probe')
+  // …but its runtime is gone: another takes the run over now, not 30 s later.
+  const second = createRuntime({ agents: [solo], model, store })
+  expect(await (await second.resume('left')).result).toBe('done')
+})

@@ -48,12 +48,22 @@ export class RunClaims {
     let holder = await claim()
     if (holder.owner !== this.owner && isGone(holder.owner)) holder = await claim(holder.owner)
     if (holder.owner !== this.owner) throw runBusy(runId, holder)
+    this.lostTo.delete(runId)
     const held = this.held.get(runId)
     if (held) {
       held.holders++
       held.until = holder.until
     } else this.held.set(runId, { holders: 1, until: holder.until })
     this.timer ??= setInterval(() => void this.renew(), claimMs / 3).unref()
+  }
+
+  /**
+   * This runtime runs nothing more (shut down): a claim of its left in the store (a release that
+   * failed) is taken over at once by another runtime of the process, as a dead process's is.
+   */
+  close(): void {
+    ownersInThisProcess.delete(this.owner)
+    this.lostTo.clear()
   }
 
   /** Lets go of the run (it ended or was detached here). */

@@ -399,6 +399,7 @@ export function createRuntime(options: RuntimeOptions): Runtime {
     async shutdown() {
       shutDown = true
       await Promise.all(runtime.active().map((run) => run.detach()))
+      claims.close()
     },
     on(type, listener) {
       return everyRun.on(type, listener)
