@@ -259,7 +259,7 @@ describe('process agents', () => {
     expect(lines[1]).toBe(lines[0]!.replace('turn 0', 'turn 1'))
   })
 
-  test('a run killed while a command runs resumes and finishes it', async () => {
+  test('a run killed while a command runs resumes and finishes it; the command the killed process left running is stopped first', async () => {
     const storeDir = path.join(dir, 'store')
     const wsRoot = path.join(dir, 'ws')
     const first = spawnTs('tests/fixtures/process-scenario.ts', ['start', storeDir, wsRoot, 'proc-1'])
@@ -271,6 +271,11 @@ describe('process agents', () => {
     )
     expect(second.code, second.stderr).toBe(0)
     expect(resultLine(second.stdout)).toBe('finished after 2 start(s)')
+    // Longer than the first command had left to run: had it run on beside the second, it would
+    // have finished too, in the same workspace.
+    await new Promise((resolve) => setTimeout(resolve, 3_200))
+    const log = await readFile(path.join(wsRoot, 'proc-1', 'lead.job', 'runs.log'), 'utf8')
+    expect(log.trim().split('\n')).toEqual(['started', 'started', 'finished'])
   })
 })
 

@@ -1,8 +1,10 @@
 import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process'
+import { nanoid } from 'nanoid'
 import { ModelError } from '../errors.js'
 import { isActionName } from '../protocol/actions.js'
 import { extractJson } from '../protocol/extract-json.js'
 import { maxReplyChars } from '../protocol/parse-actions.js'
+import { commandTokenVariable, forgetCommand, noteCommand, stopLeftoverCommand } from './leftover-command.js'
 import type { ProcessRecord } from './process-record.js'
 import type { ChatModel, ModelReply, ModelRequest } from './types.js'
 
@@ -39,8 +41,11 @@ export function commandModel(options: CommandModelOptions): ChatModel {
     async complete(request) {
       if (!request.workspace) throw new ModelError('commandModel needs a runtime with workspaces')
       const workspace = await request.workspace()
+      await stopLeftoverCommand(workspace)
       const prompt = promptOf(request)
       const args = (options.args ?? []).map((arg) => (arg === '{prompt}' ? prompt : arg))
+      const token = nanoid()
+      let noted: Promise<void> = Promise.resolve()
       const outcome = await runProcess(options.command, args, {
         cwd: workspace,
         env: {
@@ -50,11 +55,15 @@ export function commandModel(options: CommandModelOptions): ChatModel {
           COHORT_AGENT_ID: request.agent.id,
           COHORT_TURN: String(request.turn),
           COHORT_WORKSPACE: workspace,
+          [commandTokenVariable]: token,
         },
         stdin: options.input === 'argument' ? '' : prompt,
         timeoutMs,
         signal: request.signal,
-      })
+        onStart: (pgid) => {
+          noted = noteCommand(workspace, { pgid, token }).catch(() => {})
+        },
+      }).finally(() => noted.then(() => forgetCommand(workspace, token)))
       const record: ProcessRecord = {
         turn: request.turn,
         command: options.command,
@@ -127,7 +136,15 @@ interface ProcessOutcome {
 function runProcess(
   command: string,
   args: string[],
-  options: { cwd: string; env: NodeJS.ProcessEnv; stdin: string; timeoutMs: number; signal: AbortSignal },
+  options: {
+    cwd: string
+    env: NodeJS.ProcessEnv
+    stdin: string
+    timeoutMs: number
+    signal: AbortSignal
+    /** Told the process group's id once the command runs. */
+    onStart: (pgid: number) => void
+  },
 ): Promise<ProcessOutcome> {
   return new Promise((resolve, reject) => {
     const started = performance.now()
@@ -146,6 +163,7 @@ function runProcess(
         }),
       )
     }
+    if (child.pid !== undefined) options.onStart(child.pid)
     let stdout = ''
     let stderr = ''
     let timedOut = false
