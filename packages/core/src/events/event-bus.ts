@@ -1,10 +1,12 @@
+import { isThenable } from '../thenable.js'
 import type { CohortEvent, CohortEventType } from './types.js'
 
 export type EventListener = (event: CohortEvent) => void
 
 /**
  * Fan-out of one run's events, and on to `parent` (the runtime's bus, for every run). Listeners
- * run synchronously in order; one that throws is reported once and never breaks the run.
+ * run synchronously in order; one that throws, or returns a promise that rejects, is reported
+ * once, removed, and never breaks the run.
  * `iterate()` buffers for slow consumers.
  */
 export class EventBus {
@@ -17,13 +19,19 @@ export class EventBus {
   emit(event: CohortEvent): void {
     for (const listener of this.listeners) {
       try {
-        listener(event)
+        const returned: unknown = listener(event)
+        if (isThenable(returned)) returned.then(undefined, (error) => this.remove(listener, error))
       } catch (error) {
-        this.listeners.delete(listener)
-        process.emitWarning(`cohort: an event listener threw and was removed: ${String(error)}`)
+        this.remove(listener, error)
       }
     }
     this.parent?.emit(event)
+  }
+
+  // An async listener may have been called again before its first rejection: report it once.
+  private remove(listener: EventListener, error: unknown): void {
+    if (!this.listeners.delete(listener)) return
+    process.emitWarning(`cohort: an event listener threw and was removed: ${String(error)}`)
   }
 
   subscribe(listener: EventListener): () => void {
@@ -37,9 +45,10 @@ export class EventBus {
     listener: (event: Extract<CohortEvent, { type: T }>) => void,
   ): () => void {
     if (type === 'event') return this.subscribe(listener as EventListener)
-    return this.subscribe((event) => {
-      if (event.type === type) listener(event as Extract<CohortEvent, { type: T }>)
-    })
+    // The listener's value is passed on, so an async listener's rejection is caught too.
+    return this.subscribe((event) =>
+      event.type === type ? listener(event as Extract<CohortEvent, { type: T }>) : undefined,
+    )
   }
 
   /** No more events will come: iterators finish after draining what they buffered. */
