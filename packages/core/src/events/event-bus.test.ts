@@ -6,6 +6,8 @@ import { nextTurn } from '../thenable.js'
 import { EventBus } from './event-bus.js'
 import type { CohortEvent } from './types.js'
 
+const detached: CohortEvent = { type: 'run.detached', runId: 'r', at: 0, elapsedMs: 0 }
+
 test('run.events() yields every event from start to settlement, then ends', async () => {
   const solo = defineAgent({ name: 'solo', instructions: '' })
   const run = createRuntime({
@@ -81,15 +83,47 @@ test('an async listener called again before its first rejection is seen is repor
       calls += 1
       throw new Error('listener bug')
     })
-    const event: CohortEvent = { type: 'run.detached', runId: 'r', at: 0, elapsedMs: 0 }
-    bus.emit(event)
-    bus.emit(event)
+    bus.emit(detached)
+    bus.emit(detached)
     await nextTurn()
-    bus.emit(event)
+    bus.emit(detached)
     expect(calls).toBe(2)
     expect(warn).toHaveBeenCalledOnce()
     expect(bus.hasListeners).toBe(false)
   } finally {
     warn.mockRestore()
   }
+})
+
+test('an events iterator closed before its first read unsubscribes at once', async () => {
+  const bus = new EventBus()
+  for (let i = 0; i < 1000; i += 1) {
+    const events = bus.iterate()[Symbol.asyncIterator]()
+    expect(await events.return?.()).toEqual({ done: true, value: undefined })
+  }
+  // Events would be built and buffered for 1000 iterators nobody reads.
+  expect(bus.hasListeners).toBe(false)
+})
+
+test("an events iterator's return() ends a pending read and resolves without another event", async () => {
+  const bus = new EventBus()
+  const events = bus.iterate()[Symbol.asyncIterator]()
+  const read = events.next()
+  const returned = events.return?.().then(() => 'returned')
+  expect(await Promise.race([returned, nextTurn().then(() => 'still waiting')])).toBe('returned')
+  expect(await read).toEqual({ done: true, value: undefined })
+  expect(bus.hasListeners).toBe(false)
+})
+
+test('an events iterator drains what it buffered after the close, then ends', async () => {
+  const bus = new EventBus()
+  const events = bus.iterate()
+  bus.emit(detached)
+  bus.close()
+  expect(bus.hasListeners).toBe(false)
+  const read: CohortEvent[] = []
+  for await (const event of events) read.push(event)
+  expect(read).toEqual([detached])
+  for await (const event of bus.iterate()) read.push(event)
+  expect(read).toHaveLength(1)
 })

@@ -69,39 +69,43 @@ export class EventBus {
 
   /**
    * Every event from this call on. Subscribed at once, not at the first read, so the events that
-   * come between the call and the first `next()` are kept too.
+   * come between the call and the first `next()` are kept too. `return()` (a `break`, a client
+   * gone) unsubscribes at once and ends a pending `next()`, even before the first read: a
+   * generator's `finally` would run only once started, and only after its pending read.
    */
-  iterate(): AsyncGenerator<CohortEvent> {
+  iterate(): AsyncIterableIterator<CohortEvent> {
     const buffer: CohortEvent[] = []
-    const waiting: { wake: (() => void) | undefined } = { wake: undefined }
-    const unsubscribe = this.subscribe((event) => {
-      buffer.push(event)
-      waiting.wake?.()
-    })
-    return this.drain(buffer, waiting, unsubscribe)
-  }
-
-  private async *drain(
-    buffer: CohortEvent[],
-    waiting: { wake: (() => void) | undefined },
-    unsubscribe: () => void,
-  ): AsyncGenerator<CohortEvent> {
-    try {
-      while (true) {
-        if (buffer.length > 0) {
-          yield buffer.shift()!
-          continue
-        }
-        if (this.closed) return
-        await new Promise<void>((resolve) => {
-          waiting.wake = resolve
-          this.closeWaiters.add(resolve)
-        })
-        if (waiting.wake) this.closeWaiters.delete(waiting.wake)
-        waiting.wake = undefined
-      }
-    } finally {
+    const readers: ((result: IteratorResult<CohortEvent, undefined>) => void)[] = []
+    let ended = false
+    const end = () => {
+      ended = true
       unsubscribe()
+      this.closeWaiters.delete(end)
+      for (const read of readers.splice(0)) read({ done: true, value: undefined })
+    }
+    const unsubscribe = this.subscribe((event) => {
+      const read = readers.shift()
+      if (read) read({ done: false, value: event })
+      else buffer.push(event)
+    })
+    // What is buffered stays readable after the close; only new reads end.
+    if (this.closed) end()
+    else this.closeWaiters.add(end)
+    return {
+      next: () => {
+        const event = buffer.shift()
+        if (event) return Promise.resolve({ done: false, value: event })
+        if (ended) return Promise.resolve({ done: true, value: undefined })
+        return new Promise((resolve) => readers.push(resolve))
+      },
+      return: () => {
+        buffer.length = 0
+        end()
+        return Promise.resolve({ done: true, value: undefined })
+      },
+      [Symbol.asyncIterator]() {
+        return this
+      },
     }
   }
 }
