@@ -613,7 +613,7 @@ describe('metrics', () => {
 })
 
 describe('stuck calls and queued calls hold nothing', () => {
-  test('a model that ignores the abort gives its slot back when its agent times out; a call queued on a rate limit holds no agent place', async () => {
+  test('a model that ignores the abort gives its slot back when its agent times out; a call queued on a rate limit holds its place, no model call', async () => {
     const never: ChatModel = { name: 'never', complete: () => new Promise(() => {}) }
     const quick: ChatModel = {
       name: 'quick',
@@ -633,11 +633,40 @@ describe('stuck calls and queued calls hold nothing', () => {
       scheduler: { maxConcurrentAgents: 1, rateLimits: { limited: { requestsPerMinute: 1 } } },
     })
     expect(await spaced.run('slow', 'first')).toBe('done')
-    // The next call of `limited` waits about a minute for its bucket; it holds no place meanwhile.
+    // The next call of `limited` waits about a minute for its bucket: it holds its place, taken
+    // first so that an agent queued for a place holds no model call, and no model call.
     const waiting = spaced.start('slow', 'second')
-    const started = performance.now()
-    expect(await spaced.run('other', 'go')).toBe('done')
-    expect(performance.now() - started).toBeLessThan(5_000)
+    await waitUntil(() => spaced.metrics().modelCalls.queued === 1)
+    expect(spaced.metrics()).toMatchObject({ modelCalls: { inFlight: 0 }, atWork: { working: 1, queued: 0 } })
     await waiting.cancel()
+    expect(spaced.metrics()).toMatchObject({ modelCalls: { inFlight: 0, queued: 0 }, atWork: { working: 0 } })
+  })
+
+  test('an agent queued for a place holds no model call: calls in flight stay within maxConcurrentAgents, by priority', async () => {
+    const model = scriptedModel({ worker: [{ action: 'finish', result: 'ok' }] }, { latencyMs: 5 })
+    const runtime = createRuntime({ agents: [worker], model, scheduler: { maxConcurrentAgents: 2 } })
+    const run = runtime.runPlan({
+      agents: Array.from({ length: 40 }, (_, i) => ({
+        id: `w${i}`,
+        agent: 'worker',
+        task: 't',
+        priority: i % 4,
+      })),
+    })
+    let inFlight = 0
+    const priorities: number[] = []
+    run.on('model.started', (event) => {
+      inFlight = Math.max(inFlight, runtime.metrics().modelCalls.inFlight)
+      const worker = /\.w(\d+)$/.exec(event.agentId)
+      if (worker) priorities.push(Number(worker[1]) % 4)
+    })
+    await run.result
+    // Before, each of the 40 took its model call, then waited for a place holding it.
+    expect(inFlight).toBeLessThanOrEqual(2)
+    expect(runtime.metrics().modelCalls.maxInFlight).toBeLessThanOrEqual(2)
+    // The first workers find a place; the others queue for one and are served highest first.
+    const queued = priorities.slice(2)
+    expect(queued).toHaveLength(38)
+    expect(queued).toEqual([...queued].sort((a, b) => b - a))
   })
 })

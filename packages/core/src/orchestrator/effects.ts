@@ -23,7 +23,7 @@ export class Effects {
   constructor(
     private readonly services: AgentServices,
     private readonly target: EffectTarget,
-    /** Places for agents at work (`maxConcurrentAgents`): a tool call takes one here, a model call in `model-call.ts`. */
+    /** Places for agents at work (`maxConcurrentAgents`): a model call or a tool call takes one here. */
     private readonly slots?: AgentSlots,
   ) {}
 
@@ -37,10 +37,13 @@ export class Effects {
     const { signal } = controller
     let outcome: Promise<AgentMachineEvent>
     if (snapshot.matches({ running: 'thinking' })) {
-      // A model call takes its place once its slot is granted (`model-call.ts`).
-      outcome = this.services
-        .think(entry, signal)
-        .then((reply) => ({ type: 'REPLIED', outcome: reply, maxRepairs }))
+      // The place first: a slot, a rate-limit request or tokens taken while queued for one would be
+      // counted for a call that is not made (and could be made later, in a burst over the limit).
+      outcome = this.atWork(entry, signal, () => this.services.think(entry, signal)).then((reply) => ({
+        type: 'REPLIED',
+        outcome: reply,
+        maxRepairs,
+      }))
     } else if (snapshot.matches({ running: 'acting' }) && context.pending[0]) {
       const action = context.pending[0]
       const act = () => this.services.act(entry, action, signal)

@@ -19,7 +19,8 @@ const noChildren: ReadonlySet<string> = new Set()
 
 /**
  * The effect of `running.thinking`: one model call, once the scheduler grants a slot and within
- * the agent's and the run's limits. Its outcome is the reply as the step it makes.
+ * the agent's and the run's limits. Asked only once the agent has its place (`Effects`), so an
+ * agent queued for one holds no model call, request or tokens. Its outcome is the reply as the step it makes.
  */
 export function think(run: EffectHost, entry: AgentEntry, signal: AbortSignal): Promise<ThinkOutcome> {
   let model: ChatModel
@@ -54,24 +55,8 @@ export function think(run: EffectHost, entry: AgentEntry, signal: AbortSignal): 
   } catch (error) {
     return Promise.reject(error)
   }
-  if (slot) return atWork(run, entry, model, slot, signal)
-  return run.scheduler.acquire(request).then((granted) => atWork(run, entry, model, granted, signal))
-}
-
-/**
- * The call once the agent may be at work (`maxConcurrentAgents`): its place is taken when its
- * slot is granted, so an agent queued on a model or a rate limit holds none.
- */
-function atWork(run: EffectHost, entry: AgentEntry, model: ChatModel, slot: Slot, signal: AbortSignal) {
-  const places = run.scheduler.agents
-  if (!places) return callModel(run, entry, model, slot, signal)
-  return places
-    .run(entry.context.priority, signal, () => callModel(run, entry, model, slot, signal))
-    .catch((error: unknown) => {
-      // Stopped while waiting for a place: the slot it held goes back.
-      slot.release(0)
-      throw error
-    })
+  if (slot) return callModel(run, entry, model, slot, signal)
+  return run.scheduler.acquire(request).then((granted) => callModel(run, entry, model, granted, signal))
 }
 
 /**

@@ -8,7 +8,8 @@ export interface SchedulerOptions {
   maxConcurrentModelCalls?: number
   /**
    * Agents at work at once across the runtime, a model call or a tool call each (default:
-   * unlimited); an agent waiting on its children or a person holds no place (`AgentSlots`).
+   * unlimited); an agent waiting on its children or a person holds no place (`AgentSlots`). The
+   * place is taken before the model call's slot: one waiting on a rate limit holds its place.
    */
   maxConcurrentAgents?: number
   /** Per model name (`ChatModel.name`): token buckets, see `rate-buckets.ts`. */
