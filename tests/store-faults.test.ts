@@ -61,20 +61,23 @@ test.each([
   ['saveRun', 'write of the run record'],
   ['claimRun', 'claim'],
   ['loadRun', 'read'],
-] as const)('a store whose %s fails is a StoreError naming the call and the run, its cause kept', async (method, call) => {
-  const inner = fileStore(dir)
-  if (method === 'loadRun') await faultRuntime(dir).run('lead', 'crash me', { runId: 'flaky' })
-  const cause = new Error('ECONNRESET')
-  const store: RunStore = { ...inner, [method]: () => Promise.reject(cause) }
-  const runtime = createRuntime({ agents: faultAgents, model: faultModel, store })
-  const error = await (method === 'loadRun'
-    ? runtime.resume('flaky')
-    : runtime.start('lead', 'crash me', { runId: 'flaky' }).result
-  ).catch((e: unknown) => e)
-  expect(error).toBeInstanceOf(StoreError)
-  expect((error as StoreError).message).toBe(`store ${call} (run flaky) failed: ECONNRESET`)
-  expect((error as StoreError).cause).toBe(cause)
-})
+] as const)(
+  'a store whose %s fails is a StoreError naming the call and the run, its cause kept',
+  async (method, call) => {
+    const inner = fileStore(dir)
+    if (method === 'loadRun') await faultRuntime(dir).run('lead', 'crash me', { runId: 'flaky' })
+    const cause = new Error('ECONNRESET')
+    const store: RunStore = { ...inner, [method]: () => Promise.reject(cause) }
+    const runtime = createRuntime({ agents: faultAgents, model: faultModel, store })
+    const error = await (method === 'loadRun'
+      ? runtime.resume('flaky')
+      : runtime.start('lead', 'crash me', { runId: 'flaky' }).result
+    ).catch((e: unknown) => e)
+    expect(error).toBeInstanceOf(StoreError)
+    expect((error as StoreError).message).toBe(`store ${call} (run flaky) failed: ECONNRESET`)
+    expect((error as StoreError).cause).toBe(cause)
+  },
+)
 
 test('a store whose writes hang stops the run with a timeout error instead of hanging it', async () => {
   const inner = fileStore(dir)
