@@ -467,6 +467,41 @@ describe('cohort CLI', () => {
     }
   }, 60_000)
 
+  test('serve resumes only the runs in flight that its own config started; the others are left alone, in one line', async () => {
+    const approvalConfig = path.join(repoRoot, 'tests/fixtures/cli-approval-config.ts')
+    const theirs = cohort(['run', config, '--run-id', 'theirs'], { CLI_SLEEP: '30' })
+    await collect(theirs, (line) => {
+      if (/AGENT lead suspended/.test(line)) theirs.kill('SIGKILL')
+    })
+    const mine = cohort(['run', approvalConfig, '--run-id', 'mine'])
+    mine.stderr?.on('data', (chunk: Buffer) => {
+      if (/ waits for /.test(String(chunk))) mine.kill('SIGINT')
+    })
+    expect((await collect(mine)).code).toBe(130)
+    const store = fileStore(path.join(cwd, '.cohort', 'runs'))
+    const before = await store.loadRun('theirs')
+    expect(before?.run.status).toBe('running')
+
+    const server = cohort(['serve', approvalConfig, '--port', '0'])
+    let said = ''
+    const served = collect(server, (line) => {
+      said += `${line}\n`
+    })
+    try {
+      await waitUntil(() => /Resumed/.test(said) && /Left/.test(said), 20_000)
+      expect(said).toMatch(/^Resumed 1 run\(s\) that were in flight: mine$/m)
+      expect(said).toMatch(
+        /^Left 1 run\(s\) in flight alone, started by another config or `cohort parallel`: theirs$/m,
+      )
+    } finally {
+      server.kill('SIGTERM')
+    }
+    const out = await served
+    expect(out.stderr).not.toMatch(/theirs/)
+    // Untouched: every record as the killed process left it.
+    expect(await store.loadRun('theirs')).toEqual(before)
+  }, 60_000)
+
   test('a parallel run stopped with Ctrl-C reports nothing yet; resumed, it shows its tasks and exits 1 for a failed one', async () => {
     await writeFile(path.join(cwd, 'task.sh'), '#!/bin/sh\nsleep 1; grep -q bad && exit 3; echo fine\n', {
       mode: 0o755,

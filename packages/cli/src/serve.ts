@@ -44,6 +44,10 @@ export async function serveCommand(
     host: options.host,
     root: hosted.root,
     onStart: (runId) => home.saveLaunch(runId, launch),
+    hosts: async (runId) => {
+      const launched = await home.loadLaunch(runId).catch(() => undefined)
+      return launched?.kind === 'config' && launched.config === launch.config
+    },
     ...(!options.auth ? { token: false } : token !== undefined && { token }),
     allowHosts: options.allowHost,
     allowOrigins: options.allowOrigin,
@@ -60,9 +64,13 @@ export async function serveCommand(
     `API at ${server.url}api/runs${server.token ? ' with the header "Authorization: Bearer <the token in the link>"' : ''}; described at ${server.url}api/openapi.json\n`,
   )
   const unmark = await home.markServing(server.url)
-  const resumed = await server.resumeInFlight()
+  const { resumed, notHosted } = await server.resumeInFlight()
   if (resumed.length > 0)
     io.out.write(`Resumed ${resumed.length} run(s) that were in flight: ${resumed.join(', ')}\n`)
+  if (notHosted.length > 0)
+    io.out.write(
+      `Left ${notHosted.length} run(s) in flight alone, started by another config or \`cohort parallel\`: ${notHosted.join(', ')}\n`,
+    )
   await new Promise<void>((resolve) => {
     const stop = (signal: string) => {
       io.out.write(`${signal}: storing every run and stopping…\n`)

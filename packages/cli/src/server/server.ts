@@ -18,6 +18,11 @@ export interface ServerOptions {
   /** Called with each run the API starts, before it is reported. */
   onStart?: (runId: string) => Promise<void>
   /**
+   * Whether a stored run is this server's to resume (default: every run). A run another launch
+   * started (another config) would run on with this server's agents and model.
+   */
+  hosts?: (runId: string) => Promise<boolean>
+  /**
    * The secret every API request and WebSocket carries (`Authorization: Bearer …`, or the cookie
    * the inspector gets from its sign-in URL). Default: a random one, in `server.token`. `false`
    * asks for none: only behind a proxy that authenticates, since any web page can reach the server.
@@ -42,13 +47,19 @@ export interface CohortServer {
   token: string | null
   /** The inspector's address with the token: opening it signs the browser in. */
   inspectorUrl: string
-  /** Resumes every stored run still marked running (after a restart); returns their ids. */
-  resumeInFlight(): Promise<string[]>
+  /** Resumes every stored run still marked running that it hosts (after a restart). */
+  resumeInFlight(): Promise<InFlight>
   /**
    * Stops accepting, closes sockets, and shuts its runtime down (`runtime.shutdown`): every run
    * detached, all stored, nothing settles, and the runtime starts nothing more.
    */
   close(): Promise<void>
+}
+
+/** The runs in flight a server found at its start: those it resumed, and those it does not host. */
+export interface InFlight {
+  resumed: string[]
+  notHosted: string[]
 }
 
 /** The HTTP API, the event WebSocket (`/api/events`) and the inspector, hosting many runs in one process. */
@@ -131,8 +142,13 @@ export async function startServer(options: ServerOptions): Promise<CohortServer>
     inspectorUrl: token === null ? url : `${url}?token=${encodeURIComponent(token)}`,
     async resumeInFlight() {
       const resumed: string[] = []
+      const notHosted: string[] = []
       for (const record of await runtime.store.listRuns({ status: 'running' })) {
         if (runtime.get(record.id)) continue
+        if (options.hosts && !(await options.hosts(record.id))) {
+          notHosted.push(record.id)
+          continue
+        }
         try {
           await live(record.id)
           resumed.push(record.id)
@@ -143,7 +159,7 @@ export async function startServer(options: ServerOptions): Promise<CohortServer>
           if (error instanceof RunBusyError) retryLater(record.id, error.until)
         }
       }
-      return resumed
+      return { resumed, notHosted }
     },
     async close() {
       for (const timer of retries) clearTimeout(timer)
