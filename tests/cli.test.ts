@@ -568,6 +568,29 @@ describe('cohort CLI', () => {
     expect((await run(['cancel', 'doomed'])).stdout).toMatch(/already cancelled/)
   }, 60_000)
 
+  test('a closed terminal (SIGHUP) stores a run as Ctrl-C does, and stops serve as SIGTERM does', async () => {
+    const env = { CLI_SLEEP: '1.5' }
+    const child = cohort(['run', config, '--run-id', 'hung-up'], env)
+    const stopped = await collect(child, (line) => {
+      if (/AGENT lead suspended/.test(line)) child.kill('SIGHUP')
+    })
+    expect(stopped.code, stopped.stderr).toBe(130)
+    expect(stopped.stderr).toMatch(/Stopped; run hung-up is stored/)
+    const resumed = await run(['resume', 'hung-up'], env)
+    expect(resumed.code, resumed.stderr).toBe(0)
+    expect(resumed.stdout).toMatch(/Result: \[\s+"a:nap done",\s+"b:nap done"\s+\]/)
+
+    const server = cohort(['serve', config, '--port', '0'])
+    const served = collect(server, (line) => {
+      if (/^cohort serve: /.test(line)) server.kill('SIGHUP')
+    })
+    const out = await served
+    expect(out.code, out.stderr).toBe(0)
+    expect(out.stdout).toMatch(/SIGHUP: storing every run and stopping/)
+    // It let the folder go: another command runs its runs again.
+    expect(await readdir(path.join(cwd, '.cohort'))).not.toContain('serve.json')
+  }, 60_000)
+
   test('--store with a URL of no store the CLI opens (a typo) is refused, not made a folder of that name', async () => {
     const typo = await run(['ls', '--store', 'postgress://user@host/db'])
     expect(typo.code).toBe(2)

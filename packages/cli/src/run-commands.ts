@@ -22,6 +22,9 @@ import { liveTree } from './live.js'
 import { formatMs, oneLine } from './tree.js'
 import { type AgentSummary, runView } from './views.js'
 
+/** The signals that stop a process of the CLI, its runs stored: Ctrl-C, a service manager, the terminal closed. */
+export const stopSignals = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const
+
 /** On a terminal the live tree is drawn and the log goes to files; otherwise plain log lines. */
 function makeLogger(home: Home, io: Output): EventSink {
   return createLogger({ console: !io.out.isTTY, colors: false, stream: io.out, dir: home.logsDir })
@@ -30,10 +33,9 @@ function makeLogger(home: Home, io: Output): EventSink {
 /** Watches a run to its end. Called right after the run starts, so it misses none of its events. */
 async function follow(run: Run, io: Output, logger: EventSink, known: AgentSummary[] = []): Promise<number> {
   const stop = io.out.isTTY ? liveTree(run, io.out, known) : undefined
-  // Ctrl-C (or SIGTERM) stops the run where it is, stored: `cohort resume` continues it, `cohort cancel` ends it.
+  // Ctrl-C, SIGTERM or a closed terminal stop the run where it is, stored: `cohort resume` continues it, `cohort cancel` ends it.
   const onSignal = () => void run.detach()
-  process.once('SIGINT', onSignal)
-  process.once('SIGTERM', onSignal)
+  for (const signal of stopSignals) process.once(signal, onSignal)
   // A run waiting on a person has nothing in flight: keep the process up, and say what it waits for.
   const keepAlive = setInterval(() => {}, 60_000)
   const offSuspended = run.on('agent.suspended', (event) => {
@@ -63,8 +65,7 @@ async function follow(run: Run, io: Output, logger: EventSink, known: AgentSumma
   } finally {
     clearInterval(keepAlive)
     offSuspended()
-    process.off('SIGINT', onSignal)
-    process.off('SIGTERM', onSignal)
+    for (const signal of stopSignals) process.off(signal, onSignal)
     await logger.close?.()
   }
   io.out.write(

@@ -4,6 +4,7 @@ import type { CommonOptions, Output } from './commands.js'
 import { portNumber } from './flags.js'
 import type { Launch } from './home.js'
 import { runtimeFor } from './launch.js'
+import { stopSignals } from './run-commands.js'
 import { startServer } from './server/server.js'
 
 export interface ServeOptions {
@@ -52,6 +53,10 @@ export async function serveCommand(
     allowHosts: options.allowHost,
     allowOrigins: options.allowOrigin,
   })
+  // Listened for from here, so that one that comes while the runs in flight are resumed stores them too.
+  const stopped = new Promise<string>((resolve) => {
+    for (const signal of stopSignals) process.once(signal, () => resolve(signal))
+  })
   if (server.token === null) {
     io.err.write(
       'cohort serve: --no-auth: no token is asked for, so any program on this machine, and any web page it opens, can start runs and approve tool calls. Use it only behind a proxy that authenticates.\n',
@@ -71,18 +76,11 @@ export async function serveCommand(
     io.out.write(
       `Left ${notHosted.length} run(s) in flight alone, started by another config or \`cohort parallel\`: ${notHosted.join(', ')}\n`,
     )
-  await new Promise<void>((resolve) => {
-    const stop = (signal: string) => {
-      io.out.write(`${signal}: storing every run and stopping…\n`)
-      void server
-        .close()
-        .then(() => unmark())
-        .then(() => logger.close?.())
-        .then(() => resolve())
-    }
-    process.once('SIGTERM', () => stop('SIGTERM'))
-    process.once('SIGINT', () => stop('SIGINT'))
-  })
+  const signal = await stopped
+  io.out.write(`${signal}: storing every run and stopping…\n`)
+  await server.close()
+  await unmark()
+  await logger.close?.()
   io.out.write('Stopped; `cohort serve` again resumes the runs in flight.\n')
   return 0
 }
