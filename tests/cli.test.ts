@@ -591,6 +591,18 @@ describe('cohort CLI', () => {
     expect(await readdir(path.join(cwd, '.cohort'))).not.toContain('serve.json')
   }, 60_000)
 
+  test('a run piped to a reader that stops reading (`| head`) is stored, not left running unwatched', async () => {
+    const env = { CLI_SLEEP: '1.5' }
+    const child = cohort(['run', config, '--run-id', 'piped'], env)
+    // The first line read, the pipe closes: the CLI's next line meets EPIPE.
+    const stopped = await collect(child, () => child.stdout?.destroy())
+    expect(stopped.code, stopped.stderr).toBe(130)
+    expect(stopped.stderr).toMatch(/Stopped; run piped is stored/)
+    const resumed = await run(['resume', 'piped'], env)
+    expect(resumed.code, resumed.stderr).toBe(0)
+    expect(resumed.stdout).toMatch(/Result: \[\s+"a:nap done",\s+"b:nap done"\s+\]/)
+  }, 60_000)
+
   test('--store with a URL of no store the CLI opens (a typo) is refused, not made a folder of that name', async () => {
     const typo = await run(['ls', '--store', 'postgress://user@host/db'])
     expect(typo.code).toBe(2)

@@ -36,6 +36,11 @@ async function follow(run: Run, io: Output, logger: EventSink, known: AgentSumma
   // Ctrl-C, SIGTERM or a closed terminal stop the run where it is, stored: `cohort resume` continues it, `cohort cancel` ends it.
   const onSignal = () => void run.detach()
   for (const signal of stopSignals) process.once(signal, onSignal)
+  // A reader that went away (`cohort run … | head`) stops it the same way, rather than leave it running unwatched.
+  const onOutputError = (error: NodeJS.ErrnoException) => {
+    if (error.code === 'EPIPE') onSignal()
+  }
+  io.out.on('error', onOutputError)
   // A run waiting on a person has nothing in flight: keep the process up, and say what it waits for.
   const keepAlive = setInterval(() => {}, 60_000)
   const offSuspended = run.on('agent.suspended', (event) => {
@@ -66,6 +71,7 @@ async function follow(run: Run, io: Output, logger: EventSink, known: AgentSumma
     clearInterval(keepAlive)
     offSuspended()
     for (const signal of stopSignals) process.off(signal, onSignal)
+    io.out.off('error', onOutputError)
     await logger.close?.()
   }
   io.out.write(
