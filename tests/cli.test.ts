@@ -1,6 +1,8 @@
 import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
+import { Writable } from 'node:stream'
+import { main } from '@cohort/cli'
 import { fileStore, type RunStatus } from '@cohort/core'
 import pg from 'pg'
 import { afterEach, beforeEach, describe, expect, test } from 'vitest'
@@ -132,6 +134,50 @@ describe('cohort CLI', () => {
     const noAgent = await run(['logs', 'first', '--agent', 'nobody'])
     expect(noAgent.code).toBe(2)
     expect(noAgent.stderr).toMatch(/no log for agent "nobody"; agents: /)
+  }, 60_000)
+
+  test('show on a terminal colours the tree, unless NO_COLOR is set', async () => {
+    const echo = path.join(cwd, 'echo.json')
+    await writeFile(
+      echo,
+      JSON.stringify({
+        agents: [{ name: 'echoer' }],
+        model: { provider: 'command', command: 'sh', args: ['-c', 'echo done'] },
+        task: 'hello',
+      }),
+    )
+    expect((await run(['run', echo, '--run-id', 'tinted'])).code).toBe(0)
+    /** `cohort show` in this process, its output a terminal. */
+    const showOnTerminal = async () => {
+      let text = ''
+      const terminal = Object.assign(
+        new Writable({
+          write(chunk, _encoding, done) {
+            text += chunk
+            done()
+          },
+        }),
+        { isTTY: true },
+      ) as unknown as NodeJS.WriteStream
+      const code = await main(['show', 'tinted', '--dir', path.join(cwd, '.cohort')], {
+        out: terminal,
+        err: terminal,
+      })
+      expect(code, text).toBe(0)
+      return text
+    }
+    const saved = process.env.NO_COLOR
+    try {
+      delete process.env.NO_COLOR
+      expect(await showOnTerminal()).toContain('\u001b[32m✔ echoer ')
+      process.env.NO_COLOR = '1'
+      const plain = await showOnTerminal()
+      expect(plain).toMatch(/^✔ echoer echoer {2}completed/m)
+      expect(plain).not.toContain('\u001b[')
+    } finally {
+      if (saved === undefined) delete process.env.NO_COLOR
+      else process.env.NO_COLOR = saved
+    }
   }, 60_000)
 
   test("a config's own store is where show, cancel and --run-id look for the runs it started", async () => {

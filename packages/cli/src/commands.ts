@@ -3,6 +3,7 @@ import path from 'node:path'
 import {
   assertRunId,
   CohortError,
+  consoleColors,
   hasBounds,
   InvalidInputError,
   type RunFilter,
@@ -72,7 +73,7 @@ export async function showCommand(
   )
   const lines = renderTree(view.agents.map(summaryNode), {
     now: last,
-    colors: io.out.isTTY === true,
+    colors: consoleColors(io.out),
     outcomes: true,
   })
   io.out.write(`${lines.join('\n')}\n`)
