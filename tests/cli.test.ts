@@ -240,6 +240,43 @@ describe('cohort CLI', () => {
     expect(keyless.stderr).toMatch(/config .*modelless\.json: model: openaiModel needs an API key/)
   }, 60_000)
 
+  test("a JSON config's command and workspaces.base are relative to the config; a missing one is refused at load", async () => {
+    const folder = path.join(cwd, 'conf')
+    await mkdir(path.join(folder, 'project'), { recursive: true })
+    await writeFile(path.join(folder, 'project', 'base.txt'), 'from the base\n')
+    await writeFile(path.join(folder, 'read-base.sh'), '#!/bin/sh\ncat base.txt\n', { mode: 0o755 })
+    const configWith = async (name: string, command: string, base: string) => {
+      const file = path.join(folder, name)
+      await writeFile(
+        file,
+        JSON.stringify({
+          agents: [{ name: 'reader' }],
+          model: { provider: 'command', command },
+          workspaces: { base },
+          task: 'read',
+        }),
+      )
+      return file
+    }
+    // Started from another folder than the config's.
+    const ok = await run(['run', await configWith('ok.json', './read-base.sh', 'project')])
+    expect(ok.code, ok.stderr).toBe(0)
+    expect(ok.stdout).toMatch(/Result: "from the base"/)
+
+    const noBase = await run(['run', await configWith('no-base.json', './read-base.sh', 'nowhere')])
+    expect(noBase.code).toBe(2)
+    expect(noBase.stderr).toMatch(/config .*no-base\.json: workspaces\.base .*conf\/nowhere: no such folder/)
+    const fileBase = await run(['run', await configWith('file-base.json', './read-base.sh', 'read-base.sh')])
+    expect(fileBase.code).toBe(2)
+    expect(fileBase.stderr).toMatch(/workspaces\.base .*read-base\.sh is a file; expected a folder/)
+    const noCommand = await run(['run', await configWith('no-command.json', './nothing.sh', 'project')])
+    expect(noCommand.code).toBe(2)
+    expect(noCommand.stderr).toMatch(
+      /config .*no-command\.json: model\.command \.\/nothing\.sh: no such file \(looked for .*conf\/nothing\.sh\)/,
+    )
+    expect(await readdir(path.join(cwd, '.cohort', 'launches'))).toHaveLength(1)
+  }, 60_000)
+
   test('parallel --timeout stops a task that runs longer: it fails with the reason, the others finish', async () => {
     const started = performance.now()
     const out = await run(['parallel', 'sleep 30 AND echo quick', '--command', 'sh', '--timeout', '1s'])

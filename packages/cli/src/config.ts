@@ -14,6 +14,7 @@ import {
   type WorkspaceOptions,
 } from '@cohort/core'
 import { z } from 'zod'
+import { existingFolder, runnableCommand } from './checked-paths.js'
 import { storeFrom } from './home.js'
 
 /** What `cohort run` and `cohort serve` load: the agents, their model, and how a run starts. */
@@ -112,6 +113,8 @@ async function fromJson(file: string): Promise<CohortConfig> {
     throw new InvalidInputError(`config ${file}: ${issue.path.join('.') || '(top)'}: ${issue.message}`)
   }
   const json = parsed.data
+  // Paths in the config are where it is, wherever the CLI is started from.
+  const folder = path.dirname(file)
   const config: CohortConfig = {
     agents: json.agents.map((agent) =>
       defineAgent({
@@ -130,18 +133,35 @@ async function fromJson(file: string): Promise<CohortConfig> {
       config.model = openaiModel(stripUndefined(options))
     } else if (json.model?.provider === 'command') {
       const { provider: _, ...options } = json.model
-      config.model = commandModel(stripUndefined(options))
+      const command = await runnableCommand(options.command, `config ${file}: model.command`, folder)
+      config.model = commandModel(stripUndefined({ ...options, command }))
     }
   } catch (error) {
+    if (error instanceof InvalidInputError) throw error
     // A model the config cannot make (no API key) is a mistake in the config, as a bad field is.
     throw new InvalidInputError(`config ${file}: model: ${(error as Error).message}`)
   }
   if (json.root) config.root = json.root
   if (json.task) config.task = json.task
   if (json.limits) config.limits = json.limits as Partial<RunLimits>
-  if (json.workspaces) config.workspaces = stripUndefined(json.workspaces)
-  if (json.store) config.store = await storeFrom(json.store, path.dirname(file))
+  if (json.workspaces) config.workspaces = await workspacesFrom(json.workspaces, file)
+  if (json.store) config.store = await storeFrom(json.store, folder)
   return config
+}
+
+/** A JSON config's `workspaces`, its folders relative to the config; `base` must exist. */
+async function workspacesFrom(
+  workspaces: { root?: string | undefined; base?: string | undefined },
+  file: string,
+): Promise<WorkspaceOptions> {
+  const folder = path.dirname(file)
+  const options: WorkspaceOptions = {}
+  if (workspaces.root !== undefined) options.root = path.resolve(folder, workspaces.root)
+  if (workspaces.base !== undefined) {
+    const base = path.resolve(folder, workspaces.base)
+    options.base = await existingFolder(base, `config ${file}: workspaces.base ${base}`)
+  }
+  return options
 }
 
 function stripUndefined<T extends object>(value: T): { [K in keyof T]: Exclude<T[K], undefined> } {

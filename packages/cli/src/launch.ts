@@ -53,7 +53,7 @@ export async function configRuntime(config: CohortConfig, home: Home, logger: Ev
     ...(model && { model }),
     store: config.store ? home.adopt(config.store) : home.store,
     logger,
-    workspaces: config.workspaces ?? { root: home.workspacesDir },
+    workspaces: { root: home.workspacesDir, ...config.workspaces },
     ...(config.limits && { limits: config.limits }),
     ...(config.scheduler && { scheduler: config.scheduler }),
     ...(config.secrets && { secrets: config.secrets }),

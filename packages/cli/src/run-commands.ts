@@ -1,6 +1,5 @@
 /** The commands that run a run here: `run`, `parallel`, `resume` (and `approve`, `answer` through it), `cancel`. */
 import { randomUUID } from 'node:crypto'
-import { stat } from 'node:fs/promises'
 import path from 'node:path'
 import {
   type Answer,
@@ -14,6 +13,7 @@ import {
   type RunStore,
   readRunRecord,
 } from '@cohort/core'
+import { existingFolder } from './checked-paths.js'
 import type { CommonOptions, Output } from './commands.js'
 import { timeoutFlag } from './flags.js'
 import type { Home, Launch } from './home.js'
@@ -128,10 +128,7 @@ export async function runCommand(
 
 /** `--base`: a folder that exists and does not hold the cohort folder (each workspace would hold a copy of itself). */
 async function checkedBase(base: string, home: Home): Promise<string> {
-  const folder = path.resolve(base)
-  const found = await stat(folder).catch(() => undefined)
-  if (!found) throw new InvalidInputError(`--base ${base}: no such folder`)
-  if (!found.isDirectory()) throw new InvalidInputError(`--base ${base} is a file; expected a folder`)
+  const folder = await existingFolder(path.resolve(base), `--base ${base}`)
   const cohortDir = path.resolve(home.dir)
   if (cohortDir === folder || cohortDir.startsWith(`${folder}${path.sep}`)) {
     throw new InvalidInputError(
