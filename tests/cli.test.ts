@@ -97,10 +97,26 @@ describe('cohort CLI', () => {
   }, 60_000)
 
   test('parallel whose tasks fail says how many, and exits 1', async () => {
-    const out = await run(['parallel', 'one AND two', '--command', path.join(cwd, 'no-such-program')])
+    const out = await run(['parallel', 'exit 3 AND exit 4', '--command', 'sh'])
     expect(out.code).toBe(1)
-    expect(out.stdout).toMatch(/\| task-1 \| failed \| .* \| error: /)
+    expect(out.stdout).toMatch(/\| task-1 \| failed \| .* \| error: .*exited with code 3/)
     expect(out.stderr).toMatch(/2 tasks failed\./)
+  }, 60_000)
+
+  test('parallel --command that cannot run is refused before anything is stored', async () => {
+    await mkdir(path.join(cwd, 'folder'))
+    await writeFile(path.join(cwd, 'plain.sh'), 'echo hi\n', { mode: 0o644 })
+    for (const [command, why] of [
+      ['./nonexist', /--command \.\/nonexist: no such file \(looked for .*\/nonexist\)/],
+      ['./folder', /--command \.\/folder is a folder; expected a program/],
+      ['./plain.sh', /--command \.\/plain\.sh is not executable/],
+      ['', /--command is empty; expected a program/],
+    ] as const) {
+      const refused = await run(['parallel', 'a AND b', '--command', command])
+      expect(refused.code, refused.stdout).toBe(2)
+      expect(refused.stderr).toMatch(why)
+    }
+    expect(await readdir(cwd)).not.toContain('.cohort')
   }, 60_000)
 
   test('run, then ls, show and logs read the stored run', async () => {

@@ -13,7 +13,7 @@ import {
   type RunStore,
   readRunRecord,
 } from '@cohort/core'
-import { existingFolder } from './checked-paths.js'
+import { existingFolder, runnableCommand } from './checked-paths.js'
 import type { CommonOptions, Output } from './commands.js'
 import { timeoutFlag } from './flags.js'
 import type { Home, Launch } from './home.js'
@@ -152,9 +152,8 @@ export async function parallelCommand(
   const { home } = options
   const launch: Launch = { kind: 'parallel', tasks: splitTasks(text) }
   if (options.timeout !== undefined) launch.timeoutMs = timeoutFlag(options.timeout)
-  // A command given as a path (./task.sh) is where it was typed, not in each task's workspace.
-  if (options.command)
-    launch.command = options.command.includes(path.sep) ? path.resolve(options.command) : options.command
+  if (options.command !== undefined)
+    launch.command = await runnableCommand(options.command, '--command', process.cwd())
   if (options.arg?.length) launch.args = options.arg
   if (options.base) launch.base = await checkedBase(options.base, home)
   const logger = makeLogger(home, io)
