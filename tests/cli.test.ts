@@ -1,4 +1,4 @@
-import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { Writable } from 'node:stream'
@@ -305,6 +305,28 @@ describe('cohort CLI', () => {
     const refused = await run(['parallel', 'a AND b', '--command', 'true', '--timeout', '0s'])
     expect(refused.code).toBe(2)
     expect(refused.stderr).toMatch(/--timeout must be above 0/)
+  }, 60_000)
+
+  test('parallel --max-parallel 2 runs at most two tasks at once; a bad value exits 2', async () => {
+    const log = path.join(cwd, 'starts-and-ends.log')
+    const task = 'echo start >> "$PAR_LOG"; sleep 0.5; echo end >> "$PAR_LOG"'
+    const tasks = [task, task, task, task].join(' AND ')
+    const out = await run(['parallel', tasks, '--command', 'sh', '--max-parallel', '2'], { PAR_LOG: log })
+    expect(out.code, out.stderr).toBe(0)
+    expect(out.stdout).toMatch(/; 4 completed, 0 failed,/)
+    // The most tasks between their start and their end at any moment, from the order they wrote in.
+    let atOnce = 0
+    let most = 0
+    for (const line of (await readFile(log, 'utf8')).split('\n').filter(Boolean)) {
+      atOnce += line === 'start' ? 1 : -1
+      most = Math.max(most, atOnce)
+    }
+    expect(most).toBe(2)
+    for (const value of ['0', 'two', '1.5']) {
+      const refused = await run(['parallel', 'a AND b', '--command', 'true', '--max-parallel', value])
+      expect(refused.code, value).toBe(2)
+      expect(refused.stderr).toMatch(`--max-parallel must be a positive integer, got "${value}"`)
+    }
   }, 60_000)
 
   test('parallel with three process agents: all at once, results per task, speedup and conflicts', async () => {

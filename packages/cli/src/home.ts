@@ -14,6 +14,8 @@ const launchSchema = z.discriminatedUnion('kind', [
     base: z.string().optional(),
     /** `--timeout`: each task's wall-clock limit. */
     timeoutMs: z.number().positive().optional(),
+    /** `--max-parallel`: tasks at work at once. */
+    maxParallel: z.number().int().positive().optional(),
   }),
 ])
 

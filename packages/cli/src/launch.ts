@@ -101,6 +101,8 @@ export async function parallelRuntime(
     store: home.store,
     logger,
     workspaces: { root: home.workspacesDir, ...(launch.base && { base: path.resolve(launch.base) }) },
+    // A task at work (its command or model call) holds a place; the plan's root, waiting on them, none.
+    ...(launch.maxParallel !== undefined && { scheduler: { maxConcurrentAgents: launch.maxParallel } }),
   })
   // Started with runPlan only: no agent of its own to start a run with.
   return { runtime, root: 'cohort-plan', agents: [] }

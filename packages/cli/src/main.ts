@@ -64,11 +64,19 @@ export async function main(
       '--timeout <duration>',
       'stop a task that runs longer (such as 90s or 10m): it fails, the others go on',
     )
+    .option('--max-parallel <n>', 'at most n tasks at work at once (default: all)')
     .option('--run-id <id>', 'your own run id')
     .action(
       async (
         tasks: string,
-        options: { command?: string; arg?: string[]; base?: string; timeout?: string; runId?: string },
+        options: {
+          command?: string
+          arg?: string[]
+          base?: string
+          timeout?: string
+          maxParallel?: string
+          runId?: string
+        },
       ) => set(await parallelCommand(tasks, { ...(await common()), ...options }, io)),
     )
 

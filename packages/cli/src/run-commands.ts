@@ -15,7 +15,7 @@ import {
 } from '@cohort/core'
 import { existingFolder, runnableCommand } from './checked-paths.js'
 import type { CommonOptions, Output } from './commands.js'
-import { timeoutFlag } from './flags.js'
+import { positiveInt, timeoutFlag } from './flags.js'
 import type { Home, Launch } from './home.js'
 import { parallelPlan, runtimeFor, splitTasks, storeOfRun } from './launch.js'
 import { liveTree } from './live.js'
@@ -145,6 +145,7 @@ export async function parallelCommand(
     arg?: string[]
     base?: string
     timeout?: string
+    maxParallel?: string
     runId?: string
   },
   io: Output,
@@ -152,6 +153,8 @@ export async function parallelCommand(
   const { home } = options
   const launch: Launch = { kind: 'parallel', tasks: splitTasks(text) }
   if (options.timeout !== undefined) launch.timeoutMs = timeoutFlag(options.timeout)
+  if (options.maxParallel !== undefined)
+    launch.maxParallel = positiveInt(options.maxParallel, '--max-parallel')
   if (options.command !== undefined)
     launch.command = await runnableCommand(options.command, '--command', process.cwd())
   if (options.arg?.length) launch.args = options.arg
