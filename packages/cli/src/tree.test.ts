@@ -1,8 +1,9 @@
 import { PassThrough } from 'node:stream'
-import { createRuntime, defineAgent, scriptedModel } from '@cohort/core'
-import { describe, expect, test } from 'vitest'
+import { createRuntime, defineAgent, type Run, scriptedModel } from '@cohort/core'
+import { describe, expect, test, vi } from 'vitest'
 import { liveTree } from './live.js'
 import { renderTree, type TreeNode } from './tree.js'
+import type { AgentSummary } from './views.js'
 
 /** A chain of agents whose ids grow with depth, as a deep hierarchy's do; the deepest failed. */
 function chain(depth: number): TreeNode[] {
@@ -66,4 +67,48 @@ describe('the agent tree on a terminal of a given width', () => {
     expect(rows).toBeGreaterThan(1)
     expect(frames[1]).toMatch(new RegExp(`^\\u001b\\[${rows}F\\u001b\\[J`))
   })
+
+  test('a tree taller than the terminal is cut to its rows, the last saying how many agents are not shown', () => {
+    vi.useFakeTimers()
+    try {
+      const out = Object.assign(new PassThrough(), {
+        columns: 80,
+        rows: 10,
+        isTTY: true,
+      }) as unknown as NodeJS.WriteStream
+      const written: string[] = []
+      out.on('data', (chunk: Buffer) => written.push(String(chunk)))
+      const workers = Array.from({ length: 29 }, (_, index) => ({
+        ...summary(`lead.w${index}`, 1),
+        parentId: 'lead',
+      }))
+      const run = { on: () => () => {} } as unknown as Run
+      const stop = liveTree(run, out, [summary('lead', 0), ...workers])
+      vi.advanceTimersByTime(100)
+      stop()
+      const frames = written.filter((text) => text.includes('\n')).map((frame) => plain(frame).split('\n'))
+      // Nine rows and the cursor's: eight agents, then what is left out.
+      const first = frames[0]!.slice(0, -1)
+      expect(first).toHaveLength(9)
+      expect(first.at(-1)).toBe('… 22 more agents not shown')
+      // The last frame is drawn whole, once: the whole tree stays in the scrollback.
+      expect(frames.at(-1)!.filter((line) => /running/.test(line))).toHaveLength(30)
+    } finally {
+      vi.useRealTimers()
+    }
+  })
 })
+
+function summary(id: string, depth: number): AgentSummary {
+  return {
+    id,
+    name: depth === 0 ? 'lead' : 'worker',
+    parentId: null,
+    depth,
+    status: 'running',
+    task: 'work',
+    startedAt: 0,
+    endedAt: null,
+    turns: 1,
+  }
+}
