@@ -614,6 +614,19 @@ describe('cohort CLI', () => {
       expect(said).toMatch(
         /^Left 1 run\(s\) in flight alone, started by another config or `cohort parallel`: theirs$/m,
       )
+      // Nor does the API run it with this config's agents and model.
+      const [, url, token] = /^cohort serve: (\S+\/)\?token=(\S+) /m.exec(said)!
+      const resume = (runId: string) =>
+        fetch(`${url}api/runs/${runId}/resume`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${decodeURIComponent(token!)}` },
+        })
+      const refused = await resume('theirs')
+      expect(refused.status).toBe(409)
+      expect(((await refused.json()) as { error: string }).error).toMatch(
+        /^run theirs was started by another config or by `cohort parallel`/,
+      )
+      expect((await resume('nowhere')).status).toBe(404)
     } finally {
       server.kill('SIGTERM')
     }

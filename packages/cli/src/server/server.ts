@@ -1,10 +1,11 @@
 import type { AddressInfo } from 'node:net'
-import { InvalidInputError, type Run, RunBusyError, type Runtime } from '@cohort/core'
+import { InvalidInputError, type Run, RunBusyError, type Runtime, readRunRecord } from '@cohort/core'
 import { createAdaptorServer, type WebSocketServerLike } from '@hono/node-server'
 import type { Hono } from 'hono'
 import { checkHostName, checkOrigin, checkToken, createAccess, createToken, isWildcard } from './access.js'
 import type { ServerEnv } from './api.js'
 import { createApp } from './app.js'
+import { HttpError } from './errors.js'
 import { defaultStreamLimits, EventStream } from './event-stream.js'
 import { loadInspector } from './inspector-files.js'
 
@@ -77,7 +78,17 @@ export async function startServer(options: ServerOptions): Promise<CohortServer>
     heartbeatMs: options.heartbeatMs ?? defaultStreamLimits.heartbeatMs,
   })
   const inspector = await loadInspector()
-  const live = async (runId: string): Promise<Run> => runtime.get(runId) ?? (await runtime.resume(runId))
+  const live = async (runId: string): Promise<Run> => {
+    const held = runtime.get(runId)
+    if (held) return held
+    // Another launch's run would run on with this server's agents and model.
+    if (options.hosts && !(await options.hosts(runId)) && (await readRunRecord(runtime.store, runId)))
+      throw new HttpError(
+        409,
+        `run ${runId} was started by another config or by \`cohort parallel\`: this server runs only its own; resume it with the command that started it`,
+      )
+    return runtime.resume(runId)
+  }
 
   // The app needs the port (its own origins, its cookie), known once listening; no request comes before.
   let app: Hono<ServerEnv> | undefined
