@@ -588,6 +588,31 @@ describe('cohort CLI', () => {
     }
   }, 60_000)
 
+  test('a run another process runs is exit code 3 (RUN_BUSY) for cancel and resume; --version prints the version', async () => {
+    const approvalConfig = path.join(repoRoot, 'tests/fixtures/cli-approval-config.ts')
+    const holder = cohort(['run', approvalConfig, '--run-id', 'busy'])
+    const held = new Promise<void>((resolve) =>
+      holder.stderr?.on('data', (chunk: Buffer) => {
+        if (/ waits for /.test(String(chunk))) resolve()
+      }),
+    )
+    const ended = collect(holder)
+    try {
+      await held
+      for (const command of ['cancel', 'resume']) {
+        const refused = await run([command, 'busy'])
+        expect(refused.code, command).toBe(3)
+        expect(refused.stderr, command).toMatch(/^cohort: run busy is running in process \d+ on /)
+      }
+    } finally {
+      holder.kill('SIGINT')
+    }
+    expect((await ended).code).toBe(130)
+    const version = await run(['--version'])
+    expect(version.code).toBe(0)
+    expect(version.stdout).toMatch(/^\d+\.\d+\.\d+\n$/)
+  }, 60_000)
+
   test('serve resumes only the runs in flight that its own config started; the others are left alone, in one line', async () => {
     const approvalConfig = path.join(repoRoot, 'tests/fixtures/cli-approval-config.ts')
     const theirs = cohort(['run', config, '--run-id', 'theirs'], { CLI_SLEEP: '30' })

@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import { createRequire } from 'node:module'
 import { CohortError } from '@cohort/core'
 import { Command, CommanderError, Option } from 'commander'
 import { logsCommand, lsCommand, type Output, pruneCommand, showCommand } from './commands.js'
@@ -7,7 +8,11 @@ import { controlOnServer, type ServerTarget } from './remote.js'
 import { cancelCommand, parallelCommand, resumeCommand, runCommand } from './run-commands.js'
 import { type ServeOptions, serveCommand } from './serve.js'
 
-/** Exit codes: 0 done, 1 the run failed or was cancelled, 2 bad usage or input. */
+/**
+ * Exit codes: 0 done, 1 the run failed or was cancelled, 2 bad usage or input, 3 the run is
+ * another process's (`RUN_BUSY`: try there, or later), 130 the run was stopped and stored
+ * (Ctrl-C, SIGTERM, a closed terminal or pipe: `cohort resume` continues it).
+ */
 export async function main(
   argv: readonly string[],
   io: Output = { out: process.stdout, err: process.stderr },
@@ -24,6 +29,7 @@ export async function main(
         'where runs are kept: a folder or a postgres:// URL (default <dir>/runs)',
       ).env('COHORT_STORE'),
     )
+    .version(cliVersion)
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride()
     .configureOutput({
@@ -222,6 +228,7 @@ export async function main(
     }
     if (error instanceof CohortError) {
       io.err.write(`cohort: ${error.message}\n`)
+      if (error.code === 'RUN_BUSY') return 3
       return error.code === 'INVALID_INPUT' || error.code === 'RUN_NOT_FOUND' ? 2 : 1
     }
     io.err.write(`cohort: ${(error as Error)?.stack ?? String(error)}\n`)
@@ -232,6 +239,9 @@ export async function main(
   }
   return code
 }
+
+/** The version of this package, as it was installed. */
+const cliVersion = (createRequire(import.meta.url)('../package.json') as { version: string }).version
 
 type Remote = { server?: string; token?: string }
 
