@@ -48,6 +48,10 @@ describe('run.approve cannot tell two agents apart (issue 23, item 5)', () => {
     expect(() => run.approve('lead.api', 'call_1')).toThrow(
       /agent lead\.api of run \S+ is not waiting for approval of call "call_1" \(it waits for approval of call "call_0"\)/,
     )
+    // The lead is suspended too, but on its sub-agents: it is not said to be "suspended".
+    expect(() => run.approve('lead', 'call_0')).toThrow(
+      /agent lead of run \S+ is not waiting for approval of call "call_0" \(it waits for its sub-agents\)$/,
+    )
     // A call id alone, as approve took before it named the agent, is refused rather than guessed.
     expect(() => (run.approve as (callId: string) => void)('call_0')).toThrow(
       /callId must be a non-empty string, got undefined: approve and reject take \(agentId, callId\)/,

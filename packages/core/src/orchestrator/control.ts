@@ -27,7 +27,7 @@ export class RunControl {
     const { awaiting } = entry.context
     if (!awaiting || !entry.snapshot.matches({ suspended: 'external' })) {
       throw new InvalidInputError(
-        `agent ${agentId} is not waiting for input or approval (it is ${this.state(entry)})`,
+        `agent ${agentId} is not waiting for input or approval (${this.state(entry)})`,
       )
     }
     if (awaiting.kind === 'input') assertStorable(payload, `the answer to agent ${agentId}`)
@@ -49,7 +49,7 @@ export class RunControl {
   private live(agentId: string): AgentEntry {
     const entry = this.run.registry.get(agentId)
     if (!entry) throw new InvalidInputError(`run ${this.run.runId} has no agent "${agentId}"`)
-    if (entry.settled) throw new InvalidInputError(`agent ${agentId} has already ${this.state(entry)}`)
+    if (entry.settled) throw new InvalidInputError(`agent ${agentId} has already ${entry.status}`)
     // Let go of here (the run was detached): what it is told would be lost, not stored.
     if (entry.mode === 'released') {
       throw new InvalidInputError(
@@ -67,7 +67,7 @@ export class RunControl {
     if (awaiting?.kind !== 'approval' || awaiting.callId !== callId) {
       const waitsOn = awaiting
         ? `it waits for ${awaiting.kind} of call "${awaiting.callId}"`
-        : `it is ${this.state(entry)}`
+        : this.state(entry)
       throw new InvalidInputError(
         `agent ${agentId} of run ${this.run.runId} is not waiting for approval of call "${callId}" (${waitsOn})`,
       )
@@ -75,8 +75,11 @@ export class RunControl {
     return entry
   }
 
+  /** What the agent does now, as a person answering it reads it: "suspended" alone reads as "waits for you". */
   private state(entry: AgentEntry): string {
-    return entry.status
+    if (entry.snapshot.matches({ suspended: 'children' })) return 'it waits for its sub-agents'
+    if (entry.status === 'idle') return 'it has not started'
+    return `it is ${entry.status}`
   }
 }
 
