@@ -327,7 +327,12 @@ describe.runIf(hasChromium)('web inspector', () => {
       expect(await question.locator('.prompt').textContent()).toBe('which region?')
       expect(await detail.locator('[data-action-error]').count()).toBe(0)
 
-      // 3. Answer: the run goes on and completes with the answer in its result.
+      // 3. Answer: an empty one is not sent; the run goes on and completes with the answer in its result.
+      await detail.locator('[data-action="answer"]').click()
+      await expect
+        .poll(() => detail.locator('[role="status"]').textContent())
+        .toBe('Type an answer first (text, or JSON).')
+      expect(await question.isVisible()).toBe(true)
       await detail.locator('[data-field="answer"]').fill('eu-west-1')
       await tab.screenshot({ path: `${artifacts}inspector-answer.png` })
       await detail.locator('[data-action="answer"]').click()

@@ -60,9 +60,10 @@ export function AwaitingForm({ runId, agentId, waiting }) {
   /** @param {Event} event */
   const submitAnswer = (event) => {
     event.preventDefault()
-    send('Answer', `${agentPath}/resume`, {
-      payload: parseAnswer(answer.current?.value ?? ''),
-    })
+    const text = answer.current?.value ?? ''
+    // A stray Enter must not answer the agent with nothing: an answer cannot be taken back.
+    if (text.trim() === '') return setHint('Type an answer first (text, or JSON).')
+    send('Answer', `${agentPath}/resume`, { payload: parseAnswer(text) })
   }
   const disabled = busy || sent
 

@@ -45,7 +45,9 @@ function RunHeader({ now }) {
   if (runError && !run) return html`<div class="empty error-text">Run ${runId}: ${runError}</div>`
   if (!run) return html`<div class="empty">Loading run ${runId}…</div>`
   const settled = run.status !== 'running'
-  const duration = (settled ? run.updatedAt : now) - run.createdAt
+  // Wall time leaves out the time the run was stopped (detached, or its server down), as metrics do.
+  const end = settled ? run.updatedAt : (run.detachedAt ?? now)
+  const duration = end - run.createdAt - (run.stoppedMs ?? 0)
   const waiting = agents.filter((agent) => awaitingKind(agent)).length
   return html`
     <div class="run-title">
