@@ -595,6 +595,10 @@ describe.runIf(hasChromium)('web inspector', () => {
       // So is one that opens an old link (a wrong token): the page, the token gone from its address.
       await stranger.goto(`${target.url}?token=${'z'.repeat(43)}`)
       await stranger.locator('#auth-needed').waitFor({ timeout: 10_000 })
+      await expect
+        .poll(() => stranger.locator('#auth-needed').textContent())
+        .toMatch(/the link this browser opened holds another token than this server's/)
+      expect(await stranger.locator('#connection').textContent()).toBe('signed out')
       expect(new URL(stranger.url()).search).toBe('')
       expect(await stranger.locator('#runs [data-run-id]').count()).toBe(0)
       await stranger.close()

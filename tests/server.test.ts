@@ -274,11 +274,20 @@ describe('cohort serve: HTTP API and event stream', () => {
     const withCookie = await fetch(`${server.url}api/runs`, { headers: { cookie: cookie.split(';')[0]! } })
     expect(withCookie.status).toBe(200)
     // A wrong token (an old link after a restart) signs nothing in: the page, without it in the
-    // address, then asks to sign in.
+    // address, then asks to sign in, saying the link was stale (not that no token came).
     const wrongLink = await fetch(`${server.url}?token=${'z'.repeat(43)}`, { redirect: 'manual' })
     expect(wrongLink.status).toBe(303)
     expect(wrongLink.headers.get('location')).toBe('./')
-    expect(wrongLink.headers.get('set-cookie')).toBeNull()
+    const stale = wrongLink.headers.get('set-cookie')!
+    expect(stale).not.toMatch(/z{43}/)
+    const asked = await fetch(`${server.url}api/runs`, { headers: { cookie: stale.split(';')[0]! } })
+    expect(asked.status).toBe(401)
+    expect(((await asked.json()) as { error: string }).error).toMatch(
+      /^the link this browser opened holds another token than this server's .*: open the inspector URL/,
+    )
+    // Signed in with the right link since, it is in.
+    const both = `${stale.split(';')[0]!}; ${cookie.split(';')[0]!}`
+    expect((await fetch(`${server.url}api/runs`, { headers: { cookie: both } })).status).toBe(200)
     const plain = await fetch(`${server.url}api/events`, {
       headers: { authorization: `Bearer ${server.token}` },
     })

@@ -17,7 +17,11 @@ export function App() {
     ${state.signInNeeded ? html`<${SignInNeeded} message=${state.signInNeeded} />` : null}
     <header>
       <h1>Cohort inspector</h1>
-      <span id="connection" data-state=${state.connection}>${connectionText[state.connection]}</span>
+      ${
+        state.signInNeeded
+          ? html`<span id="connection" data-state="signed-out">signed out</span>`
+          : html`<span id="connection" data-state=${state.connection}>${connectionText[state.connection]}</span>`
+      }
       <${NewRunForm} />
     </header>
     <main>

@@ -2,7 +2,7 @@ import { createHash, randomBytes, timingSafeEqual } from 'node:crypto'
 import { networkInterfaces } from 'node:os'
 import { InvalidInputError } from '@cohort/core'
 import type { Context, MiddlewareHandler } from 'hono'
-import { getCookie, setCookie } from 'hono/cookie'
+import { deleteCookie, getCookie, setCookie } from 'hono/cookie'
 import { HttpError } from './errors.js'
 
 /**
@@ -83,6 +83,8 @@ export function createAccess(options: AccessOptions): Access {
   const expected = options.token === null ? null : digest(options.token)
   // Cookies are not kept apart by port: each server's has a name of its own.
   const cookieName = `cohort_token_${options.port}`
+  /** Set by a sign-in link whose token is not this server's (an earlier start's). */
+  const staleLinkCookie = `${cookieName}_stale`
 
   const refuseHost = (host: string) =>
     new HttpError(
@@ -123,7 +125,9 @@ export function createAccess(options: AccessOptions): Access {
         throw new HttpError(
           401,
           given === undefined
-            ? 'missing token: send "Authorization: Bearer <token>" with the token `cohort serve` printed, or open the inspector URL it printed'
+            ? getCookie(c, staleLinkCookie) !== undefined
+              ? "the link this browser opened holds another token than this server's (it changes at each start unless given with --token): open the inspector URL `cohort serve` printed"
+              : 'missing token: send "Authorization: Bearer <token>" with the token `cohort serve` printed, or open the inspector URL it printed'
             : header !== undefined
               ? 'wrong token: expected the one `cohort serve` printed (it changes at each start unless given with --token)'
               : 'this browser signed in to an earlier start of the server: open the inspector URL `cohort serve` printed',
@@ -141,9 +145,15 @@ export function createAccess(options: AccessOptions): Access {
     signIn(c) {
       const given = c.req.query('token')
       if (given === undefined || expected === null) return false
-      if (!timingSafeEqual(digest(given), expected)) return true
-      // HttpOnly: no script reads it; SameSite=Strict: no other site's request carries it.
-      setCookie(c, cookieName, given, { httpOnly: true, sameSite: 'Strict', path: '/' })
+      // HttpOnly: no script reads them; SameSite=Strict: no other site's request carries them.
+      const cookie = { httpOnly: true, sameSite: 'Strict', path: '/' } as const
+      if (!timingSafeEqual(digest(given), expected)) {
+        // Noted, so that the page's requests are told the link was stale, not that no token came.
+        setCookie(c, staleLinkCookie, '1', cookie)
+        return true
+      }
+      setCookie(c, cookieName, given, cookie)
+      if (getCookie(c, staleLinkCookie) !== undefined) deleteCookie(c, staleLinkCookie, { path: '/' })
       return true
     },
   }
