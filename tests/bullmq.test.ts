@@ -422,16 +422,21 @@ describeRedis('BullMQ workers', () => {
     60_000,
   )
 
+  /** Runtimes of a rolling deploy: the old one lacks the agent `solo` the current one runs. */
+  const twoVersions = () => ({
+    stale: createRuntime({
+      agents: [defineAgent({ name: 'other', instructions: '' })],
+      model: flatModel(20),
+      store,
+    }),
+    current: createRuntime({ agents: flatAgents, model: flatModel(20), store }),
+  })
+
   test(
     'a rolling deploy: a job taken by a worker whose runtime lacks its agent is put back, not failed, and a worker that has the agent finishes the run',
     () =>
       isolated(async () => {
-        const stale = createRuntime({
-          agents: [defineAgent({ name: 'other', instructions: '' })],
-          model: flatModel(20),
-          store,
-        })
-        const current = createRuntime({ agents: flatAgents, model: flatModel(20), store })
+        const { stale, current } = twoVersions()
         const old = createWorker({ runtime: stale, url: redisUrl, queueName, onError: () => {} })
         let oldClosed: Promise<void> | undefined
         const closeOld = () => (oldClosed ??= old.close())
@@ -464,12 +469,7 @@ describeRedis('BullMQ workers', () => {
     'a job no worker has the agent for fails its run after missingDefinitionWaitMs, saying every worker must register the same agents',
     () =>
       isolated(async () => {
-        const stale = createRuntime({
-          agents: [defineAgent({ name: 'other', instructions: '' })],
-          model: flatModel(20),
-          store,
-        })
-        const current = createRuntime({ agents: flatAgents, model: flatModel(20), store })
+        const { stale, current } = twoVersions()
         const old = createWorker({
           runtime: stale,
           url: redisUrl,

@@ -5,7 +5,13 @@ import { Command, CommanderError, Option } from 'commander'
 import { logsCommand, lsCommand, type Output, pruneCommand, showCommand } from './commands.js'
 import { Home } from './home.js'
 import { controlOnServer, type ServerTarget } from './remote.js'
-import { cancelCommand, parallelCommand, resumeCommand, runCommand } from './run-commands.js'
+import {
+  cancelCommand,
+  type ParallelFlags,
+  parallelCommand,
+  resumeCommand,
+  runCommand,
+} from './run-commands.js'
 import { type ServeOptions, serveCommand } from './serve.js'
 
 /**
@@ -72,18 +78,8 @@ export async function main(
     )
     .option('--max-parallel <n>', 'at most n tasks at work at once (default: all)')
     .option('--run-id <id>', 'your own run id')
-    .action(
-      async (
-        tasks: string,
-        options: {
-          command?: string
-          arg?: string[]
-          base?: string
-          timeout?: string
-          maxParallel?: string
-          runId?: string
-        },
-      ) => set(await parallelCommand(tasks, { ...(await common()), ...options }, io)),
+    .action(async (tasks: string, options: ParallelFlags) =>
+      set(await parallelCommand(tasks, { ...(await common()), ...options }, io)),
     )
 
   program

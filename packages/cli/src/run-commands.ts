@@ -138,16 +138,19 @@ async function checkedBase(base: string, home: Home): Promise<string> {
   return folder
 }
 
+/** The flags of `cohort parallel`, as given. */
+export interface ParallelFlags {
+  command?: string
+  arg?: string[]
+  base?: string
+  timeout?: string
+  maxParallel?: string
+  runId?: string
+}
+
 export async function parallelCommand(
   text: string,
-  options: CommonOptions & {
-    command?: string
-    arg?: string[]
-    base?: string
-    timeout?: string
-    maxParallel?: string
-    runId?: string
-  },
+  options: CommonOptions & ParallelFlags,
   io: Output,
 ): Promise<number> {
   const { home } = options
