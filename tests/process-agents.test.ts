@@ -345,17 +345,25 @@ test('a command that prints without end is stopped past the longest reply; text 
   expect(await readFile(path.join(base, 'sub', 'file.txt'), 'utf8')).toBe('base\n')
 })
 
-test('a command that exits while something it started in the background keeps its output open ends its turn when it exits', async () => {
+test('a command that exits while something it started in the background keeps its output open ends its turn when it exits, and what it left running ends with it', async () => {
   const daemon = defineAgent({
     name: 'daemon',
     instructions: '',
-    model: commandModel({ command: 'sh', args: ['-c', 'sleep 30 & echo started'], timeoutMs: 20_000 }),
+    model: commandModel({
+      command: 'sh',
+      args: ['-c', 'sleep 30 & echo $! > sleeper.pid; echo started'],
+      timeoutMs: 20_000,
+    }),
   })
-  const runtime = createRuntime({ agents: [daemon], workspaces: { root: path.join(dir, 'ws') } })
+  const root = path.join(dir, 'ws')
+  const runtime = createRuntime({ agents: [daemon], workspaces: { root } })
   const begun = performance.now()
-  expect(await runtime.run('daemon', 'go')).toBe('started')
+  const run = runtime.start('daemon', 'go')
+  expect(await run.result).toBe('started')
   // It waited for the background sleep (30 s) or for its timeout (20 s) before.
   expect(performance.now() - begun).toBeLessThan(10_000)
+  const sleeper = Number(await readFile(path.join(root, run.id, 'daemon', 'sleeper.pid'), 'utf8'))
+  await expect.poll(() => isRunning(sleeper)).toBe(false)
 })
 
 test('a prompt too long for a command line fails the turn with a clear error, not a raw E2BIG', async () => {

@@ -221,6 +221,8 @@ function runProcess(
     child.on('close', (exitCode, signal) => {
       clearTimeout(timer)
       clearTimeout(grace)
+      // A turn's processes end with it: one it left in the background would outlive the run.
+      killTree()
       options.signal.removeEventListener('abort', onAbort)
       if (options.signal.aborted) return reject(options.signal.reason)
       resolve({
