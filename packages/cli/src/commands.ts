@@ -12,7 +12,7 @@ import {
 import { durationMs, positiveInt, statuses } from './flags.js'
 import type { Home } from './home.js'
 import { storeOfRun } from './launch.js'
-import { formatMs, oneLine, renderTree, summaryNode } from './tree.js'
+import { formatMs, renderTree, summaryNode, taskLine } from './tree.js'
 import { runView } from './views.js'
 
 export interface Output {
@@ -42,7 +42,7 @@ export async function lsCommand(
   }
   for (const run of runs) {
     const when = new Date(run.createdAt).toISOString().replace('T', ' ').slice(0, 19)
-    io.out.write(`${run.id}  ${run.status.padEnd(9)}  ${when}  ${run.agent}: ${oneLine(run.task, 60)}\n`)
+    io.out.write(`${run.id}  ${run.status.padEnd(9)}  ${when}  ${run.agent}: ${taskLine(run, 60)}\n`)
   }
   return 0
 }
@@ -67,7 +67,7 @@ export async function showCommand(
     run.status === 'running'
       ? Math.max(run.updatedAt, ...stored.agents.map((agent) => agent.updatedAt))
       : run.updatedAt
-  io.out.write(`Run ${run.id}  ${run.status}  ${run.agent}: ${oneLine(run.task, 80)}\n`)
+  io.out.write(`Run ${run.id}  ${run.status}  ${run.agent}: ${taskLine(run, 80)}\n`)
   io.out.write(
     `Started ${new Date(run.createdAt).toISOString()}, ${run.status === 'running' ? 'last step' : 'ended'} ${new Date(last).toISOString()} (${formatMs(last - run.createdAt)}${run.stoppedMs ? `, ${formatMs(run.stoppedMs)} of it stopped` : ''})\n\n`,
   )

@@ -1,8 +1,8 @@
 import { PassThrough } from 'node:stream'
-import { createRuntime, defineAgent, type Run, scriptedModel } from '@cohort/core'
+import { createRuntime, defineAgent, planAgentName, type Run, scriptedModel } from '@cohort/core'
 import { describe, expect, test, vi } from 'vitest'
 import { liveTree } from './live.js'
-import { renderTree, type TreeNode } from './tree.js'
+import { renderTree, type TreeNode, taskLine } from './tree.js'
 import type { AgentSummary } from './views.js'
 
 /** A chain of agents whose ids grow with depth, as a deep hierarchy's do; the deepest failed. */
@@ -112,3 +112,19 @@ function summary(id: string, depth: number): AgentSummary {
     turns: 1,
   }
 }
+
+test("a plan's task (runPlan, cohort parallel) is shown as its steps' tasks, not its JSON", () => {
+  const plan = {
+    agents: [
+      { id: 'task-1', agent: 'task', task: 'fix the login' },
+      { id: 'task-2', agent: 'task', task: 'write the tests', depends_on: ['task-1'] },
+    ],
+  }
+  expect(taskLine({ agent: planAgentName, task: JSON.stringify(plan) })).toBe(
+    'plan of 2: fix the login · write the tests',
+  )
+  expect(taskLine({ agent: planAgentName, task: JSON.stringify(plan) }, 20)).toBe('plan of 2: fix the …')
+  // Any other run's task, and a plan's that is not one, as it is.
+  expect(taskLine({ agent: 'lead', task: '{"agents": []}' })).toBe('{"agents": []}')
+  expect(taskLine({ agent: planAgentName, task: 'not json' })).toBe('not json')
+})

@@ -1,4 +1,11 @@
-import type { AgentStatus, Awaiting, CohortEvent } from '@cohort/core'
+import {
+  type AgentStatus,
+  type Awaiting,
+  type CohortEvent,
+  parsePlan,
+  planAgentName,
+  type RunRecord,
+} from '@cohort/core'
 import { treeOrder } from './tree-order.js'
 import type { AgentSummary } from './views.js'
 
@@ -175,6 +182,20 @@ export function formatMs(ms: number): string {
   if (ms < 1_000) return `${Math.max(0, Math.round(ms))} ms`
   if (ms < 60_000) return `${(ms / 1_000).toFixed(1)} s`
   return `${Math.floor(ms / 60_000)} m ${Math.round((ms % 60_000) / 1_000)} s`
+}
+
+/**
+ * A run's task on one line. A plan's (`runPlan`, `cohort parallel`) is its JSON: its steps'
+ * tasks are shown instead (`plan of 3: fix a · fix b · fix c`).
+ */
+export function taskLine(run: Pick<RunRecord, 'agent' | 'task'>, max = 80): string {
+  if (run.agent !== planAgentName) return oneLine(run.task, max)
+  try {
+    const { agents } = parsePlan(JSON.parse(run.task))
+    return oneLine(`plan of ${agents.length}: ${agents.map((step) => step.task).join(' · ')}`, max)
+  } catch {
+    return oneLine(run.task, max)
+  }
 }
 
 export function oneLine(value: unknown, max = 80): string {

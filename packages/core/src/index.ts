@@ -94,6 +94,7 @@ export {
 } from './persistence/run-filter.js'
 export { dependencyLayers, findCycle } from './plan/dependency-graph.js'
 export { type Plan, type PlanStep, parsePlan, planLayers } from './plan/plan.js'
+export { planAgentName } from './plan/plan-agent.js'
 export type { Action, LaunchSpec, ParseResult } from './protocol/actions.js'
 export { extractJson, extractJsonValues } from './protocol/extract-json.js'
 export { type ParseContext, parseActions } from './protocol/parse-actions.js'
