@@ -2,7 +2,7 @@ import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promis
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { Writable } from 'node:stream'
-import { main } from '@cohort/cli'
+import { main, type RunView } from '@cohort/cli'
 import { fileStore, type RunStatus } from '@cohort/core'
 import pg from 'pg'
 import { afterEach, beforeEach, describe, expect, test } from 'vitest'
@@ -96,11 +96,18 @@ describe('cohort CLI', () => {
     expect(await readdir(path.join(cwd, '.cohort', 'launches')).catch(() => [])).not.toContain('never.json')
   }, 60_000)
 
-  test('parallel whose tasks fail says how many, and exits 1', async () => {
-    const out = await run(['parallel', 'exit 3 AND exit 4', '--command', 'sh'])
+  test("parallel whose tasks fail says how many, and exits 1; show --json gives each task's process", async () => {
+    const out = await run(['parallel', 'exit 3 AND echo done >&2', '--command', 'sh', '--run-id', 'tasks'])
     expect(out.code).toBe(1)
     expect(out.stdout).toMatch(/\| task-1 \| failed \| .* \| error: .*exited with code 3/)
-    expect(out.stderr).toMatch(/2 tasks failed\./)
+    expect(out.stderr).toMatch(/1 task failed\./)
+    // For a script: each task's exit code, stderr tail, duration and workspace.
+    const shown = JSON.parse((await run(['show', 'tasks', '--json'])).stdout) as RunView
+    const tasks = shown.agents.filter((agent) => agent.depth === 1)
+    expect(
+      tasks.map((agent) => agent.processes?.map(({ exitCode, stderrTail }) => ({ exitCode, stderrTail }))),
+    ).toEqual([[{ exitCode: 3, stderrTail: '' }], [{ exitCode: 0, stderrTail: 'done\n' }]])
+    expect(tasks[0]!.processes![0]!.workspace).toMatch(/tasks[/\\]cohort-plan\.task-1$/)
   }, 60_000)
 
   test('parallel --command that cannot run is refused before anything is stored', async () => {

@@ -4,6 +4,7 @@ import type {
   Awaiting,
   ChatMessage,
   ErrorInfo,
+  ProcessRecord,
   RunRecord,
   StoredRun,
 } from '@cohort/core'
@@ -24,6 +25,8 @@ export interface AgentSummary {
   error?: Pick<ErrorInfo, 'code' | 'message'>
   /** Set while the agent waits on a person: an approval of a tool call, or an answer. */
   awaiting?: Awaiting
+  /** A process agent's turns: how each command ended (exit code, signal, stderr tail, duration, workspace). */
+  processes?: ProcessRecord[]
 }
 
 export interface RunView {
@@ -47,6 +50,7 @@ export function agentSummary(record: AgentRecord): AgentSummary {
   if (record.status === 'completed') summary.result = context.result
   if (context.error) summary.error = { code: context.error.code, message: context.error.message }
   if (context.awaiting && record.status === 'suspended') summary.awaiting = context.awaiting
+  if (context.processes.length > 0) summary.processes = context.processes
   return summary
 }
 

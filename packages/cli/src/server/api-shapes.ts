@@ -47,6 +47,18 @@ export const awaitingShape = z
   })
   .openapi('Awaiting', { description: 'What an agent waits on a person for.' })
 
+export const processShape = z
+  .object({
+    turn: z.number().int(),
+    command: z.string(),
+    exitCode: z.number().int().nullable(),
+    signal: z.string().nullable(),
+    durationMs: z.number(),
+    stderrTail: z.string().openapi({ description: 'the end of what the command wrote to stderr' }),
+    workspace: z.string(),
+  })
+  .openapi('ProcessRecord', { description: 'How one turn of a process agent ended.' })
+
 export const agentSummaryShape = z
   .object({
     id: z.string(),
@@ -61,6 +73,7 @@ export const agentSummaryShape = z
     result: z.unknown().optional(),
     error: z.object({ code: z.string(), message: z.string() }).optional(),
     awaiting: awaitingShape.optional(),
+    processes: z.array(processShape).optional().openapi({ description: "a process agent's turns" }),
   })
   .openapi('AgentSummary')
 
