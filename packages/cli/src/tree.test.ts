@@ -1,8 +1,15 @@
 import { PassThrough } from 'node:stream'
-import { createRuntime, defineAgent, planAgentName, type Run, scriptedModel } from '@cohort/core'
+import {
+  type CohortEvent,
+  createRuntime,
+  defineAgent,
+  planAgentName,
+  type Run,
+  scriptedModel,
+} from '@cohort/core'
 import { describe, expect, test, vi } from 'vitest'
 import { liveTree } from './live.js'
-import { renderTree, type TreeNode, taskLine } from './tree.js'
+import { renderTree, type TreeNode, TreeState, taskLine } from './tree.js'
 import type { AgentSummary } from './views.js'
 
 /** A chain of agents whose ids grow with depth, as a deep hierarchy's do; the deepest failed. */
@@ -127,4 +134,21 @@ test("a plan's task (runPlan, cohort parallel) is shown as its steps' tasks, not
   // Any other run's task, and a plan's that is not one, as it is.
   expect(taskLine({ agent: 'lead', task: '{"agents": []}' })).toBe('{"agents": []}')
   expect(taskLine({ agent: planAgentName, task: 'not json' })).toBe('not json')
+})
+
+test('a run stopped with Ctrl-C (detached) shows its agents stopped, their clocks still, not running', () => {
+  const state = new TreeState()
+  const base = { runId: 'r', agentName: 'lead', depth: 0 }
+  state.apply({
+    ...base,
+    type: 'agent.started',
+    agentId: 'lead',
+    parentId: null,
+    task: 't',
+    at: 1_000,
+    elapsedMs: 0,
+  } as CohortEvent)
+  state.apply({ type: 'run.detached', runId: 'r', at: 3_000, elapsedMs: 2_000 })
+  const [line] = renderTree(state.nodes.values(), { now: 60_000 })
+  expect(line).toMatch(/running +2\.0 s {2}stopped: `cohort resume` continues it$/)
 })

@@ -86,6 +86,15 @@ export class TreeState {
   }
 
   apply(event: CohortEvent): void {
+    if (event.type === 'run.detached') {
+      // Stopped and stored (Ctrl-C, a closed terminal): its agents are not at work any more.
+      for (const node of this.nodes.values()) {
+        if (node.endedAt !== null) continue
+        node.endedAt = event.at
+        node.step = 'stopped: `cohort resume` continues it'
+      }
+      return
+    }
     if (!('agentId' in event)) return
     let node = this.nodes.get(event.agentId)
     if (event.type === 'agent.started') {
