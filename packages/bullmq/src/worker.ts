@@ -224,13 +224,12 @@ async function failRun(store: RunStore, runId: string, message: string): Promise
   })
 }
 
-/** The runtime has no definition for an agent the segment restores (the record's `name`). */
+/**
+ * The runtime has no definition for an agent the segment restores: the one record field a
+ * restore refuses by name (`AgentRegistry.restore`), told by the field, not by its message.
+ */
 function lacksDefinition(error: unknown): error is SnapshotError {
-  return (
-    error instanceof SnapshotError &&
-    error.field === 'name' &&
-    error.message.endsWith('is not registered in this runtime')
-  )
+  return error instanceof SnapshotError && error.field === 'name'
 }
 
 /** A job's data without its wait for a definition, which is that job's own. */
