@@ -63,6 +63,19 @@ describe('run.approve cannot tell two agents apart (issue 23, item 5)', () => {
     expect(deployed).toEqual(['db'])
   })
 
+  test('a cancelled run refuses an approval, saying it was cancelled', async () => {
+    const { runtime, deployed } = twoAgentsOnCall0()
+    const run = runtime.start('lead', 'ship both')
+    await new Promise<void>((resolve) => run.on('agent.suspended', (event) => event.awaiting && resolve()))
+    await run.cancel()
+    await run.result.catch(() => {})
+    expect(() => run.approve('lead.db', 'call_0')).toThrow(/^run \S+ has already been cancelled$/)
+    await expect(runtime.answer(run.id, 'lead.db', { approve: 'call_0' })).rejects.toThrow(
+      /^run \S+ has already been cancelled$/,
+    )
+    expect(deployed).toEqual([])
+  })
+
   test('a detached run refuses an approval or a message, which would be lost, and says to resume it', async () => {
     const { runtime, deployed } = twoAgentsOnCall0()
     const run = runtime.start('lead', 'ship both')

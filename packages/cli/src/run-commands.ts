@@ -20,7 +20,7 @@ import type { Home, Launch } from './home.js'
 import { parallelPlan, runtimeFor, splitTasks, storeOfRun } from './launch.js'
 import { liveTree } from './live.js'
 import { formatMs, oneLine } from './tree.js'
-import { type AgentSummary, runView } from './views.js'
+import { type AgentSummary, runEnded, runView } from './views.js'
 
 /** The signals that stop a process of the CLI, its runs stored: Ctrl-C, a service manager, the terminal closed. */
 export const stopSignals = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const
@@ -226,9 +226,7 @@ export async function resumeCommand(
   const launch = await home.loadLaunch(runId)
   const stored = await (await storeOfRun(home, runId)).loadRun(runId)
   if (stored && stored.run.status !== 'running') {
-    throw new InvalidInputError(
-      `run ${runId} has already ${stored.run.status}; \`cohort show ${runId}\` shows it`,
-    )
+    throw new InvalidInputError(`${runEnded(runId, stored.run.status)}; \`cohort show ${runId}\` shows it`)
   }
   const logger = makeLogger(home, io)
   const hosted = await runtimeFor(launch, home, logger)

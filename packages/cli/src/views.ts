@@ -34,6 +34,11 @@ export interface RunView {
   agents: AgentSummary[]
 }
 
+/** "run r1 has already completed", "... has already been cancelled": why a run that ended refuses a call (as core says it). */
+export function runEnded(runId: string, status: string): string {
+  return `run ${runId} has already ${status === 'cancelled' ? 'been cancelled' : status}`
+}
+
 export function agentSummary(record: AgentRecord): AgentSummary {
   const context = record.snapshot.context
   const summary: AgentSummary = {

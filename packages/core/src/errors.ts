@@ -70,6 +70,11 @@ export class RunBusyError extends CohortError {
   }
 }
 
+/** "run r1 has already completed", "... has already been cancelled": why a run or agent that ended refuses a call. */
+export function alreadyEnded(subject: string, status: string): string {
+  return `${subject} has already ${status === 'cancelled' ? 'been cancelled' : status}`
+}
+
 /** Input from outside (run id, option, agent name, HTTP body) that is not what was expected. */
 export class InvalidInputError extends CohortError {
   constructor(message: string) {

@@ -3,7 +3,7 @@ import type { HttpBindings } from '@hono/node-server'
 import { upgradeWebSocket } from '@hono/node-server'
 import type { OpenAPIHono } from '@hono/zod-openapi'
 import type { Context } from 'hono'
-import { agentDetail, runView } from '../views.js'
+import { agentDetail, runEnded, runView } from '../views.js'
 import { routes } from './api-routes.js'
 import { HttpError } from './errors.js'
 import { type EventStream, jsonReplacer } from './event-stream.js'
@@ -28,7 +28,7 @@ export function registerApi(app: OpenAPIHono<ServerEnv>, host: ApiHost): void {
   async function liveRunning(runId: string): Promise<Run> {
     const record = await readRunRecord(runtime.store, runId)
     if (!record) throw notFound(runId)
-    if (record.status !== 'running') throw new HttpError(409, `run ${runId} has already ${record.status}`)
+    if (record.status !== 'running') throw new HttpError(409, runEnded(runId, record.status))
     return host.live(runId)
   }
 

@@ -1,4 +1,4 @@
-import { InvalidInputError } from '../errors.js'
+import { alreadyEnded, InvalidInputError } from '../errors.js'
 import { readAgentRecord } from '../persistence/read.js'
 import { RunControl } from './control.js'
 import type { Orchestrator } from './orchestrator.js'
@@ -21,7 +21,7 @@ export async function answerStored(run: Orchestrator, agentId: string, answer: A
   const store = run.config.store
   const runRecord = await loadRunRecord(store, run.runId)
   if (runRecord.status !== 'running') {
-    throw new InvalidInputError(`run ${run.runId} has already ${runRecord.status}`)
+    throw new InvalidInputError(alreadyEnded(`run ${run.runId}`, runRecord.status))
   }
   const record = await readAgentRecord(store, run.runId, agentId)
   if (!record) throw new InvalidInputError(`run ${run.runId} has no agent "${agentId}"`)

@@ -1,4 +1,4 @@
-import { InvalidInputError } from '../errors.js'
+import { alreadyEnded, InvalidInputError } from '../errors.js'
 import { assertStorable } from '../persistence/codec.js'
 import type { AgentEntry } from './agent-entry.js'
 import type { Orchestrator } from './orchestrator.js'
@@ -49,7 +49,10 @@ export class RunControl {
   private live(agentId: string): AgentEntry {
     const entry = this.run.registry.get(agentId)
     if (!entry) throw new InvalidInputError(`run ${this.run.runId} has no agent "${agentId}"`)
-    if (entry.settled) throw new InvalidInputError(`agent ${agentId} has already ${entry.status}`)
+    // A cancelled run's agents end as failed: the run's status says why.
+    const ended = this.run.isSettled ? this.run.record?.status : undefined
+    if (ended) throw new InvalidInputError(alreadyEnded(`run ${this.run.runId}`, ended))
+    if (entry.settled) throw new InvalidInputError(alreadyEnded(`agent ${agentId}`, entry.status))
     // Let go of here (the run was detached): what it is told would be lost, not stored.
     if (entry.mode === 'released') {
       throw new InvalidInputError(
