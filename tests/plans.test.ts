@@ -252,6 +252,47 @@ describe('scheduler', () => {
     expect(runtime.metrics().modelCalls.maxInFlight).toBe(2)
   })
 
+  test("an agent's timeout does not count the time it waits for a place (maxConcurrentAgents), as cohort parallel --max-parallel --timeout needs", async () => {
+    const worker = defineAgent({ name: 'worker', instructions: '' })
+    const boss = defineAgent({ name: 'boss', instructions: '', subagents: [worker] })
+    const model = scriptedModel(
+      {
+        boss: [
+          {
+            action: 'launch_subagents',
+            agents: Array.from({ length: 4 }, (_, i) => ({
+              agent: 'worker',
+              task: 'work',
+              id: `w${i}`,
+              timeout_ms: 300,
+            })),
+          },
+          { action: 'wait_for_subagents' },
+          { action: 'finish', result: 'done' },
+        ],
+        worker: [{ action: 'finish', result: 'ok' }],
+      },
+      { latencyMs: (request) => (request.agent.depth === 0 ? 0 : 150) },
+    )
+    // One at a time, 150 ms each: the last waits 450 ms for its place, far past its 300 ms timeout.
+    const runtime = createRuntime({
+      agents: [boss, worker],
+      model,
+      scheduler: { maxConcurrentAgents: 1 },
+    })
+    const run = runtime.start('boss', 'go')
+    const timedOut: string[] = []
+    run.on('agent.failed', (event) => timedOut.push(`${event.agentId}: ${event.error.message}`))
+    const workers = await run.result.then(async () => (await run.snapshot()).agents.filter((a) => a.id !== 'boss'))
+    expect(timedOut).toEqual([])
+    expect(workers.map((agent) => [agent.id, agent.status])).toEqual([
+      ['boss.w0', 'completed'],
+      ['boss.w1', 'completed'],
+      ['boss.w2', 'completed'],
+      ['boss.w3', 'completed'],
+    ])
+  })
+
   test('maxConcurrentAgents holds for agents at work, tool calls included; a parent waiting on its children holds no place', async () => {
     let working = 0
     let observed = 0

@@ -8,6 +8,10 @@ import type { AgentServices } from './agent-services.js'
 export interface EffectTarget {
   send(entry: AgentEntry, event: AgentMachineEvent): void
   failAgent(entry: AgentEntry, error: unknown): void
+  /** The agent waits for a place (`maxConcurrentAgents`): its timeout's clock stops. */
+  stopClock(entry: AgentEntry): void
+  /** It has its place after `waitedMs`: its deadline moves that much later, and its clock goes on. */
+  restartClock(entry: AgentEntry, waitedMs: number): void
 }
 
 /**
@@ -78,9 +82,23 @@ export class Effects {
     )
   }
 
-  /** `work` as soon as the agent may be at work: at once, unless `maxConcurrentAgents` makes it wait its turn. */
+  /**
+   * `work` as soon as the agent may be at work: at once, unless `maxConcurrentAgents` makes it wait
+   * its turn. A timeout counts the time an agent works, not the time it waits for a place (with
+   * `--max-parallel 2 --timeout 90s`, the tenth task would time out before it started).
+   */
   private atWork<T>(entry: AgentEntry, signal: AbortSignal, work: () => Promise<T>): Promise<T> {
-    return this.slots ? this.slots.run(entry.context.priority, signal, work) : work()
+    if (!this.slots) return work()
+    let queuedAt: number | undefined
+    const queued = () => {
+      queuedAt = Date.now()
+      this.target.stopClock(entry)
+    }
+    const granted = () => {
+      if (queuedAt !== undefined) this.target.restartClock(entry, Date.now() - queuedAt)
+      return work()
+    }
+    return this.slots.run(entry.context.priority, signal, granted, queued)
   }
 
   /** Aborts the agent's running effect with `reason` (cancel, timeout, a segment's end). */

@@ -351,6 +351,17 @@ export class Orchestrator implements EffectHost {
     this.send(entry, failEvent(error, busyMs))
   }
 
+  stopClock(entry: AgentEntry): void {
+    clearTimeout(entry.timer)
+  }
+
+  restartClock(entry: AgentEntry, waitedMs: number): void {
+    const { deadline } = entry.context
+    if (deadline === null || entry.settled || entry.mode !== 'local') return
+    this.send(entry, { type: 'DEADLINE', deadline: deadline + waitedMs })
+    this.settlement.armTimeout(entry, deadline + waitedMs)
+  }
+
   /** Delivers a message into the agent's next model turn, whatever state it is in. */
   deliverMessage(entry: AgentEntry, from: string, text: string): void {
     this.send(entry, { type: 'MESSAGE', from, text })

@@ -20,8 +20,11 @@ export class AgentSlots {
 
   constructor(readonly limit: number) {}
 
-  /** Runs `work` once a place is free, and frees it when `work` settles; an abort leaves the queue. */
-  run<T>(priority: number, signal: AbortSignal, work: () => Promise<T>): Promise<T> {
+  /**
+   * Runs `work` once a place is free, and frees it when `work` settles; an abort leaves the queue.
+   * `queued` is told when no place is free, so `work` waits its turn.
+   */
+  run<T>(priority: number, signal: AbortSignal, work: () => Promise<T>, queued?: () => void): Promise<T> {
     if (this.working < this.limit && this.waiting === 0) return this.start(work, signal)
     return new Promise<T>((resolve, reject) => {
       const waiter: Waiter = {
@@ -41,6 +44,7 @@ export class AgentSlots {
       signal.addEventListener('abort', waiter.leave, { once: true })
       this.waiting++
       this.queue.push(waiter, priority)
+      queued?.()
     })
   }
 
