@@ -118,6 +118,7 @@ describe('cohort CLI', () => {
       ['./folder', /--command \.\/folder is a folder; expected a program/],
       ['./plain.sh', /--command \.\/plain\.sh is not executable/],
       ['', /--command is empty; expected a program/],
+      ['no-such-program-here', /--command no-such-program-here: no such program on PATH/],
     ] as const) {
       const refused = await run(['parallel', 'a AND b', '--command', command])
       expect(refused.code, refused.stdout).toBe(2)

@@ -13,15 +13,25 @@ export async function existingFolder(folder: string, label: string): Promise<str
 }
 
 /**
- * A program to spawn: a name, looked up on PATH when it runs, or a path (`./task.sh`), made
- * absolute against `relativeTo` (a task runs in its own workspace, not where it was given) and
- * checked to be an executable file.
+ * A program to spawn: a name, checked to be on `searchPath` (the PATH it will be spawned with),
+ * or a path (`./task.sh`), made absolute against `relativeTo` (a task runs in its own workspace,
+ * not where it was given) and checked to be an executable file.
  */
-export async function runnableCommand(command: string, label: string, relativeTo: string): Promise<string> {
+export async function runnableCommand(
+  command: string,
+  label: string,
+  relativeTo: string,
+  searchPath = process.env.PATH ?? '',
+): Promise<string> {
   if (command.trim() === '') {
     throw new InvalidInputError(`${label} is empty; expected a program: a name on PATH, or a path to one`)
   }
-  if (!command.includes('/') && !command.includes(path.sep)) return command
+  if (!command.includes('/') && !command.includes(path.sep)) {
+    if (await onPath(command, searchPath)) return command
+    throw new InvalidInputError(
+      `${label} ${command}: no such program on PATH; expected a program's name on PATH, or a path to one (./${command})`,
+    )
+  }
   const program = path.resolve(relativeTo, command)
   const found = await stat(program).catch(() => undefined)
   if (!found) throw new InvalidInputError(`${label} ${command}: no such file (looked for ${program})`)
@@ -30,4 +40,26 @@ export async function runnableCommand(command: string, label: string, relativeTo
     throw new InvalidInputError(`${label} ${command} is not executable (chmod +x ${program})`)
   })
   return program
+}
+
+/** True when a folder of `searchPath` holds an executable `name` (with an extension of PATHEXT on Windows). */
+async function onPath(name: string, searchPath: string): Promise<boolean> {
+  const extensions =
+    process.platform === 'win32' ? ['', ...(process.env.PATHEXT ?? '.EXE;.CMD;.BAT').split(';')] : ['']
+  for (const folder of searchPath.split(path.delimiter)) {
+    if (folder === '') continue
+    for (const extension of extensions) {
+      const file = path.join(folder, name + extension)
+      const found = await stat(file).catch(() => undefined)
+      if (
+        found?.isFile() &&
+        (await access(file, constants.X_OK).then(
+          () => true,
+          () => false,
+        ))
+      )
+        return true
+    }
+  }
+  return false
 }
