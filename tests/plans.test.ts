@@ -190,6 +190,61 @@ describe('depends_on', () => {
     expect(index('agent.started', 'cohort-plan.y')).toBeGreaterThan(index('agent.completed', 'cohort-plan.x'))
   })
 
+  test("with onCycle 'sequential' each agent is handed the results of its own depends_on that ran before it, not its predecessor's", async () => {
+    const firstMessage = new Map<string, string>()
+    const model = scriptedModel({
+      worker: (request) => {
+        if (request.turn === 0) firstMessage.set(request.agent.id, request.messages.at(-1)!.content)
+        if (request.agent.id.endsWith('.bad')) return 'no json'
+        return (sleepingWorker[request.turn] ?? sleepingWorker[1])(request) as ScriptedReply
+      },
+    })
+    const runtime = createRuntime({ agents: [worker], model, limits: { maxRepairs: 0 } })
+    const plan = {
+      onCycle: 'sequential' as const,
+      agents: [
+        { id: 'a', agent: 'worker', task: '0 s', depends_on: ['c'] },
+        { id: 'b', agent: 'worker', task: '0 s' },
+        { id: 'c', agent: 'worker', task: '0 s', depends_on: ['a'] },
+      ],
+    }
+    expect(planLayers(plan)).toEqual([['a'], ['b'], ['c']])
+    const run = runtime.runPlan(plan)
+    const { events, index } = eventLog(run)
+    expect(await run.result).toEqual({
+      a: 'cohort-plan.a done',
+      b: 'cohort-plan.b done',
+      c: 'cohort-plan.c done',
+    })
+    // Still one after another in launch order.
+    expect(index('agent.started', 'cohort-plan.b')).toBeGreaterThan(index('agent.completed', 'cohort-plan.a'))
+    expect(index('agent.started', 'cohort-plan.c')).toBeGreaterThan(index('agent.completed', 'cohort-plan.b'))
+    // c gets what it asked for (a), not b; b asked for nothing; a's depends_on on c, which runs later, is dropped.
+    expect(firstMessage.get('cohort-plan.c')).toMatch(
+      /Results of the agents you depend on: \[\{"id":"a".*"result":"cohort-plan.a done"\}\]$/,
+    )
+    expect(firstMessage.get('cohort-plan.c')).not.toContain('cohort-plan.b done')
+    expect(firstMessage.get('cohort-plan.b')).toBe('0 s')
+    expect(firstMessage.get('cohort-plan.a')).toBe('0 s')
+    expect(events.find((e) => e.type === 'agent.warning')).toMatchObject({
+      message:
+        'dependency cycle a → c → a: running every agent of this launch one after another, in launch order (one that fails fails those after it); dropped, as they name an agent that runs later: depends_on "c" of "a"',
+    })
+
+    // One that fails still fails those after it, whether they depend on it or not.
+    const failing = runtime.runPlan({
+      ...plan,
+      agents: [plan.agents[0]!, { ...plan.agents[1]!, id: 'bad' }, plan.agents[2]!],
+    })
+    expect(await failing.result).toMatchObject({
+      a: 'cohort-plan.a done',
+      bad: { error: { code: 'PARSE_ERROR' } },
+      c: {
+        error: { code: 'DEPENDENCY_FAILED', message: expect.stringMatching(/^"bad", run before it, failed/) },
+      },
+    })
+  })
+
   test('invalid dependency ids are dropped with a warning event, and the agent runs', async () => {
     const model = scriptedModel({ worker: [...sleepingWorker] })
     const run = createRuntime({ agents: [worker], model }).runPlan({

@@ -60,6 +60,7 @@ export function makeAgentRecord(
         waitingOn: ['a'],
         waitCallId: null,
         dependsOn: [],
+        runsAfter: [],
         priority: 0,
         timeoutMs: null,
         deadline: null,

@@ -93,8 +93,14 @@ export const agentContextSchema = z.looseObject({
   /** Local ids awaited while suspended, and the native call id of that wait. */
   waitingOn: z.array(z.string()).nullable(),
   waitCallId: z.string().nullable(),
-  /** Sibling agent ids (run-wide) that must complete before this agent starts. */
+  /** Sibling agent ids (run-wide) that must complete before this agent starts: their results are its to read. */
   dependsOn: z.array(z.string()),
+  /**
+   * Sibling agent ids that must complete before it starts, whose results it is not given: the agent
+   * just before it in a launch run one after another (a cycle, `onCycle: 'sequential'`). Absent in
+   * records written before it.
+   */
+  runsAfter: z.array(z.string()).default(emptyList),
   /** Higher runs first when model calls are queued. */
   priority: z.number(),
   /** Wall-clock limit in ms, and the epoch ms it ends at (set when the agent starts). */
@@ -139,6 +145,7 @@ export interface AgentInput {
   /** The kind's system message: one object shared by every agent of the kind (never changed). */
   systemMessage: ChatMessage
   dependsOn?: string[]
+  runsAfter?: string[]
   priority?: number
   timeoutMs?: number | null
   fallback?: { value: unknown } | null
@@ -152,6 +159,11 @@ export function emptyList<T>(): T[] {
 /** The list without its first item; the shared empty list when nothing is left (most steps). */
 export function withoutFirst<T>(items: readonly T[]): T[] {
   return items.length <= 1 ? emptyList() : items.slice(1)
+}
+
+/** The agents that must complete before this one starts: those it depends on, then those it runs after. */
+export function awaitedAgents(context: Pick<AgentContext, 'dependsOn' | 'runsAfter'>): string[] {
+  return context.runsAfter.length === 0 ? context.dependsOn : [...context.dependsOn, ...context.runsAfter]
 }
 
 export function initialContext(input: AgentInput): AgentContext {
@@ -169,6 +181,7 @@ export function initialContext(input: AgentInput): AgentContext {
     waitingOn: null,
     waitCallId: null,
     dependsOn: input.dependsOn ?? emptyList(),
+    runsAfter: input.runsAfter ?? emptyList(),
     priority: input.priority ?? 0,
     timeoutMs: input.timeoutMs ?? null,
     deadline: null,

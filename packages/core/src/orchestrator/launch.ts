@@ -1,7 +1,7 @@
-import type { AgentContext, ChildLink } from '../agent/context.js'
+import { type AgentContext, awaitedAgents, type ChildLink } from '../agent/context.js'
 import { CancelledError } from '../errors.js'
 import type { AgentEventInput } from '../events/types.js'
-import { checkDependencies } from '../plan/dependency-graph.js'
+import { checkDependencies, sequentialOrder } from '../plan/dependency-graph.js'
 import type { ActionOf, LaunchSpec } from '../protocol/actions.js'
 import { nextTurn } from '../thenable.js'
 import type { AgentEntry } from './agent-entry.js'
@@ -38,11 +38,15 @@ export type LaunchRefusal = { ok: false; reason: string; limit?: string }
 
 export type LaunchOutcome = { ok: true; children: ChildLink[] } | LaunchRefusal
 
-/** A child of the launch: its link, its dependencies as run-wide ids, and whether it exists already. */
+/**
+ * A child of the launch: its link, the agents it waits for as run-wide ids (its dependencies, then
+ * the one it runs after in a launch run one after another), and whether it exists already.
+ */
 export interface PlannedChild {
   link: ChildLink
   spec: LaunchSpec
   dependsOn: string[]
+  runsAfter: string[]
   /** Restored from the store: a launch replayed after a crash that cut it off. */
   exists: boolean
 }
@@ -91,6 +95,7 @@ export function planLaunch(
       : `depends_on "${dependsOn}" of "${id}" names no sibling; dropped`,
   )
   let edges = check.edges
+  let after = new Map<string, string[]>()
   if (check.cycle) {
     const cycle = check.cycle.join(' → ')
     if (onCycle === 'refuse') {
@@ -99,16 +104,24 @@ export function planLaunch(
         reason: `launch refused: dependency cycle ${cycle}; remove one of these depends_on`,
       }
     }
-    warnings.push(
-      `dependency cycle ${cycle}: running every agent of this launch one after another, in launch order (one that fails fails those after it)`,
+    // Each is given the results of its depends_on that run before it; one naming a later agent cannot be.
+    const order = sequentialOrder(
+      links.map((link) => link.localId),
+      edges,
     )
-    edges = new Map(links.map((link, i) => [link.localId, i === 0 ? [] : [links[i - 1]!.localId]]))
+    const dropped = order.dropped.map(({ id, dependsOn }) => `depends_on "${dependsOn}" of "${id}"`)
+    warnings.push(
+      `dependency cycle ${cycle}: running every agent of this launch one after another, in launch order (one that fails fails those after it); dropped, as they name an agent that runs later: ${dropped.join(', ')}`,
+    )
+    edges = order.edges
+    after = order.after
   }
   const toGlobal = (localId: string) => `${parent.id}.${localId}`
   const children = links.map((link, i) => ({
     link,
     spec: specs[i]!,
     dependsOn: (edges.get(link.localId) ?? []).map(toGlobal),
+    runsAfter: (after.get(link.localId) ?? []).map(toGlobal),
     exists: registry.has(link.id),
   }))
   // Replayed after a restore: the children exist already (some of them, when a crash cut the
@@ -185,7 +198,7 @@ export async function launchChildren(
       dependsOn,
     })),
   })
-  const make = ({ link, spec, dependsOn, definition, priority }: (typeof created)[number]) =>
+  const make = ({ link, spec, dependsOn, runsAfter, definition, priority }: (typeof created)[number]) =>
     run.agents.create({
       id: link.id,
       definition,
@@ -193,6 +206,7 @@ export async function launchChildren(
       parentId: parent.id,
       depth: parent.depth + 1,
       dependsOn,
+      runsAfter,
       priority,
       timeoutMs: spec.timeout_ms ?? run.agents.limitsFor(definition).timeoutMs,
       fallback: 'fallback' in spec ? { value: spec.fallback } : (definition.fallback ?? null),
@@ -215,7 +229,7 @@ export async function launchChildren(
   const dependents: AgentEntry[] = []
   const start = (from: number) => {
     for (const child of children.slice(from, from + startChunk)) {
-      if (child.context.dependsOn.length > 0) dependents.push(child)
+      if (awaitedAgents(child.context).length > 0) dependents.push(child)
       // Cancelled while this launch was making its siblings (by a listener of one of their events).
       else startOrCancel(run, child)
     }

@@ -20,6 +20,7 @@ export interface NewAgent {
   parentId: string | null
   depth: number
   dependsOn?: string[]
+  runsAfter?: string[]
   priority?: number
   timeoutMs?: number | null
   fallback?: { value: unknown } | null
@@ -97,6 +98,7 @@ export class AgentRegistry {
       task: agent.task,
       systemMessage: this.systemMessageFor(agent.definition),
       ...(agent.dependsOn && agent.dependsOn.length > 0 && { dependsOn: agent.dependsOn }),
+      ...(agent.runsAfter && agent.runsAfter.length > 0 && { runsAfter: agent.runsAfter }),
       priority: agent.priority ?? 0,
       timeoutMs: agent.timeoutMs ?? null,
       fallback: agent.fallback ?? null,

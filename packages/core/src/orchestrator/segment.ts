@@ -1,4 +1,4 @@
-import type { ChildResult } from '../agent/context.js'
+import { awaitedAgents, type ChildResult } from '../agent/context.js'
 import { CancelledError, CohortError, SnapshotError } from '../errors.js'
 import { readAgentRecord, readRunRecord } from '../persistence/read.js'
 import type { RunRecord, RunStore } from '../persistence/records.js'
@@ -40,7 +40,7 @@ export async function runSegment(
   if (entry.settled) return { kind: 'settled', result: childResult(entry) }
 
   const { context } = entry
-  await run.restoreRemote([...context.children.map((child) => child.id), ...context.dependsOn])
+  await run.restoreRemote([...context.children.map((child) => child.id), ...awaitedAgents(context)])
 
   // Another holds the segment now: stop here, and write nothing over what it stores.
   const letGo = () => {

@@ -1,4 +1,5 @@
 import type { AgentMachineEvent } from '../agent/agent-machine.js'
+import { awaitedAgents, type ChildResult } from '../agent/context.js'
 import { CancelledError, CohortError, type ErrorInfo, fromErrorInfo, TimeoutError } from '../errors.js'
 import { renderResults } from '../protocol/feedback.js'
 import { type AgentEntry, childResult } from './agent-entry.js'
@@ -22,10 +23,13 @@ export interface SettlementHost {
 export class Settlement {
   constructor(private readonly run: SettlementHost) {}
 
-  /** Starts an idle agent once its dependencies are settled, handing it their results. */
+  /**
+   * Starts an idle agent once the agents it waits for are settled, handing it the results of those
+   * it depends on (not of the one it only runs after).
+   */
   startWhenReady(entry: AgentEntry): void {
-    const { dependsOn } = entry.context
-    const pending = dependsOn
+    const { context } = entry
+    const pending = awaitedAgents(context)
       .map((id) => this.run.registry.get(id))
       .filter((dependency): dependency is AgentEntry => dependency !== undefined && !dependency.settled)
     if (pending.length > 0) {
@@ -36,27 +40,29 @@ export class Settlement {
       for (const dependency of pending) dependency.dependents.push(entry)
       return
     }
-    const results = dependsOn.map((id) => {
-      const dependency = this.run.registry.get(id)
-      const localId = id.slice(id.lastIndexOf('.') + 1)
-      if (!dependency) return { id: localId, agent: 'unknown', status: 'failed' as const, error: missing(id) }
-      return childResult(dependency, localId)
-    })
-    const failed = results.find((result) => result.status === 'failed')
+    const results = context.dependsOn.map((id) => this.outcome(id))
+    const before = context.runsAfter.map((id) => this.outcome(id))
+    const failed = [...results, ...before].find((result) => result.status === 'failed')
     if (failed) {
-      const error = new CohortError(
-        'DEPENDENCY_FAILED',
-        `dependency "${failed.id}" failed: ${failed.error?.message}`,
-      )
+      const which = before.includes(failed) ? `"${failed.id}", run before it,` : `dependency "${failed.id}"`
+      const error = new CohortError('DEPENDENCY_FAILED', `${which} failed: ${failed.error?.message}`)
       this.run.failAgent(entry, error)
       return
     }
-    const { timeoutMs } = entry.context
+    const { timeoutMs } = context
     const deadline = timeoutMs === null ? null : Date.now() + timeoutMs
     const note =
       results.length > 0 ? `Results of the agents you depend on: ${renderResults(results)}` : undefined
     this.run.send(entry, { type: 'START', deadline, ...(note !== undefined && { note }) })
     if (deadline !== null) this.armTimeout(entry, deadline)
+  }
+
+  /** A settled agent's result, as the agents waiting for it see it. */
+  private outcome(id: string): ChildResult {
+    const dependency = this.run.registry.get(id)
+    const localId = id.slice(id.lastIndexOf('.') + 1)
+    if (!dependency) return { id: localId, agent: 'unknown', status: 'failed', error: missing(id) }
+    return childResult(dependency, localId)
   }
 
   armTimeout(entry: AgentEntry, deadline: number): void {

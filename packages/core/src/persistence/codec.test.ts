@@ -95,6 +95,12 @@ describe('encodeRecord', () => {
     expect(decoded).toEqual(JSON.parse(JSON.stringify(newer)))
   })
 
+  test('a context written before runsAfter reads back with none: it waits for its dependsOn alone', () => {
+    const { runsAfter: _, ...older } = { ...base, dependsOn: ['lead.a'] }
+    const decoded = decodeAgentRecord(encodeRecord(record(older as typeof base)), 'test')
+    expect(decoded.snapshot.context).toMatchObject({ dependsOn: ['lead.a'], runsAfter: [] })
+  })
+
   test('a value JSON cannot keep goes through superjson', () => {
     const plainResult = { at: 'noon' }
     expect(decodeAgentRecord(encodeRecord(record({ ...base, result: plainResult })), 'test')).toMatchObject({

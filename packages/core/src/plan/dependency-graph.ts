@@ -70,6 +70,41 @@ export function findCycle(edges: ReadonlyMap<string, readonly string[]>): string
   return undefined
 }
 
+/** A launch with a cycle, run one agent after another in launch order (`onCycle: 'sequential'`). */
+export interface SequentialOrder {
+  /** For each id, the `depends_on` it keeps: those that run before it (its results come from them). */
+  edges: Map<string, string[]>
+  /** For each id, the agent just before it when that is not one of its `depends_on`: it waits for it only. */
+  after: Map<string, string[]>
+  /** `depends_on` entries naming an agent that runs after it: their results cannot be given. */
+  dropped: { id: string; dependsOn: string }[]
+}
+
+/**
+ * Orders `ids` one after another. Each keeps the `depends_on` (`edges`) on agents before it, and on
+ * ids not in `ids` (launched earlier, they cannot close a cycle); the others are dropped.
+ */
+export function sequentialOrder(
+  ids: readonly string[],
+  edges: ReadonlyMap<string, readonly string[]>,
+): SequentialOrder {
+  const position = new Map(ids.map((id, index) => [id, index]))
+  const kept = new Map<string, string[]>()
+  const after = new Map<string, string[]>()
+  const dropped: SequentialOrder['dropped'] = []
+  ids.forEach((id, index) => {
+    const own: string[] = []
+    for (const dependency of edges.get(id) ?? []) {
+      if ((position.get(dependency) ?? -1) < index) own.push(dependency)
+      else dropped.push({ id, dependsOn: dependency })
+    }
+    kept.set(id, own)
+    const previous = ids[index - 1]
+    after.set(id, previous === undefined || own.includes(previous) ? [] : [previous])
+  })
+  return { edges: kept, after, dropped }
+}
+
 /** A cycle as messages name it: `dependency cycle x → y → x`. */
 export function describeCycle(cycle: readonly string[]): string {
   return `dependency cycle ${cycle.join(' → ')}`

@@ -56,7 +56,8 @@ export function parsePlan(input: unknown): Plan {
 
 /**
  * The plan's layers, for display: which agents can run side by side. A cycle is an error, as
- * `runPlan` refuses it, unless `onCycle` is 'sequential' (one agent a layer, in plan order).
+ * `runPlan` refuses it, unless `onCycle` is 'sequential' (one agent a layer, in plan order, as
+ * they run; each is handed the results of its `depends_on` before it, see `sequentialOrder`).
  */
 export function planLayers(input: Plan): string[][] {
   // Checked as runPlan checks it: an id used twice, a step of the wrong shape.
