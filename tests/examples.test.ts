@@ -1,9 +1,26 @@
-import { mkdir, mkdtemp, readdir, rm } from 'node:fs/promises'
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
+import { pathToFileURL } from 'node:url'
 import { expect, test } from 'vitest'
 import { completion, startOpenAIServer } from '../packages/openai/test/openai-server.js'
-import { collect, spawnTs } from './support/processes.js'
+import { collect, repoRoot, spawnTs } from './support/processes.js'
+
+test("the README's first program runs as written", async () => {
+  const readme = await readFile(path.join(repoRoot, 'README.md'), 'utf8')
+  const program = /## A first program\n\n```ts\n([\s\S]*?)```/.exec(readme)?.[1]
+  expect(program).toBeDefined()
+  const cwd = await mkdtemp(path.join(tmpdir(), 'cohort-first-'))
+  const core = pathToFileURL(path.join(repoRoot, 'packages/core/src/index.ts')).href
+  const file = path.join(cwd, 'first.mts')
+  await writeFile(file, `${program!.replace("'@cohort/core'", `'${core}'`)}\nconsole.log('again:', await again.result)\n`)
+  const { code, stdout, stderr } = await collect(spawnTs(file, [], {}, cwd))
+  expect(code, stderr).toBe(0)
+  expect(stdout).toMatch(/^run\.started$/m)
+  expect(stdout).toMatch(/^both workers reported\nagain: both workers reported$/m)
+  expect(await readdir(path.join(cwd, '.cohort', 'runs'))).toHaveLength(1)
+  await rm(cwd, { recursive: true, force: true })
+}, 60_000)
 
 test('the demo runs offline: two workers in parallel, the lead suspends and resumes', async () => {
   const cwd = await mkdtemp(path.join(tmpdir(), 'cohort-demo-'))

@@ -8,7 +8,7 @@ export const repoRoot = path.resolve(import.meta.dirname, '../..')
 /** tsx's loader by absolute URL, so a child process may run in any working directory. */
 const tsxLoader = pathToFileURL(createRequire(path.join(repoRoot, 'package.json')).resolve('tsx')).href
 
-/** Runs a TypeScript file of the repo in a new Node process, resolving workspace packages to source. */
+/** Runs a TypeScript file (of the repo, or an absolute path) in a new Node process, resolving workspace packages to source. */
 export function spawnTs(
   file: string,
   args: string[],
@@ -17,7 +17,7 @@ export function spawnTs(
 ): ChildProcess {
   return spawn(
     process.execPath,
-    ['--import', tsxLoader, '--conditions=source', path.join(repoRoot, file), ...args],
+    ['--import', tsxLoader, '--conditions=source', path.resolve(repoRoot, file), ...args],
     {
       cwd,
       env: { ...process.env, ...env },

@@ -55,7 +55,7 @@ export async function main(
   program
     .command('run')
     .description(
-      'Start a run from a config module (.ts/.js, default export) or a JSON config, and watch it live.',
+      'Start a run from a config module (.js/.mjs; .ts when Node runs with a TypeScript loader, as `pnpm cohort` does; default export) or a JSON config, and watch it live.',
     )
     .argument('<config>', 'config file: export default defineConfig({ agents, model, root, task })')
     .argument('[task]', "the root agent's task (default: the config's task)")
