@@ -330,6 +330,9 @@ describe('cohort CLI', () => {
       most = Math.max(most, atOnce)
     }
     expect(most).toBe(2)
+    // The two queued behind the first two ran for about half the time they took: the table says so.
+    expect(out.stdout).toMatch(/\| task-3 \| completed \| \S+ m?s \(\d+ ms at work\) \| /)
+    expect(out.stdout).toMatch(/\| task-4 \| completed \| \S+ m?s \(\d+ ms at work\) \| /)
     for (const value of ['0', 'two', '1.5']) {
       const refused = await run(['parallel', 'a AND b', '--command', 'true', '--max-parallel', value])
       expect(refused.code, value).toBe(2)

@@ -203,7 +203,12 @@ async function printTasks(home: Home, runId: string, io: Output): Promise<number
         ? oneLine(task.result, 60)
         : '–'
 
-    const time = formatMs((task.endedAt ?? Date.now()) - task.startedAt)
+    const wallMs = (task.endedAt ?? Date.now()) - task.startedAt
+    // A task queued for a place (--max-parallel) ran for less than it took.
+    const time =
+      wallMs - task.busyMs > Math.max(100, wallMs / 10)
+        ? `${formatMs(wallMs)} (${formatMs(task.busyMs)} at work)`
+        : formatMs(wallMs)
     io.out.write(
       `| ${task.id.replace(/^cohort-plan\./, '')} | ${task.status} | ${time} | ${outcome.replaceAll('|', '\\|')} |\n`,
     )

@@ -117,6 +117,7 @@ function summary(id: string, depth: number): AgentSummary {
     startedAt: 0,
     endedAt: null,
     turns: 1,
+    busyMs: 0,
   }
 }
 

@@ -21,6 +21,8 @@ export interface AgentSummary {
   startedAt: number
   endedAt: number | null
   turns: number
+  /** Time it was at work (its model and tool calls), not waiting for a place, its sub-agents or a person. */
+  busyMs: number
   result?: unknown
   error?: Pick<ErrorInfo, 'code' | 'message'>
   /** Set while the agent waits on a person: an approval of a tool call, or an answer. */
@@ -51,6 +53,7 @@ export function agentSummary(record: AgentRecord): AgentSummary {
     startedAt: context.startedAt,
     endedAt: context.endedAt,
     turns: context.turn,
+    busyMs: Math.round(context.busyMs),
   }
   if (record.status === 'completed') summary.result = context.result
   if (context.error) summary.error = { code: context.error.code, message: context.error.message }

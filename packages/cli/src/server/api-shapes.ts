@@ -70,6 +70,7 @@ export const agentSummaryShape = z
     startedAt: z.number(),
     endedAt: z.number().nullable(),
     turns: z.number().int(),
+    busyMs: z.number().int().openapi({ description: 'time at work: its model and tool calls' }),
     result: z.unknown().optional(),
     error: z.object({ code: z.string(), message: z.string() }).optional(),
     awaiting: awaitingShape.optional(),
