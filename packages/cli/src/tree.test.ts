@@ -9,8 +9,8 @@ import {
 } from '@cohort/core'
 import { describe, expect, test, vi } from 'vitest'
 import { liveTree } from './live.js'
-import { renderTree, type TreeNode, TreeState, taskLine } from './tree.js'
-import type { AgentSummary } from './views.js'
+import { renderTree, summaryNode, type TreeNode, TreeState, taskLine } from './tree.js'
+import { type AgentSummary, agentSummary } from './views.js'
 
 /** A chain of agents whose ids grow with depth, as a deep hierarchy's do; the deepest failed. */
 function chain(depth: number): TreeNode[] {
@@ -152,4 +152,40 @@ test('a run stopped with Ctrl-C (detached) shows its agents stopped, their clock
   state.apply({ type: 'run.detached', runId: 'r', at: 3_000, elapsedMs: 2_000 })
   const [line] = renderTree(state.nodes.values(), { now: 60_000 })
   expect(line).toMatch(/running +2\.0 s {2}stopped: `cohort resume` continues it$/)
+})
+
+test('a cancelled agent reads cancelled, in grey, not failed in red: live from events, and as stored', async () => {
+  const worker = defineAgent({ name: 'worker', instructions: 'Work.' })
+  const lead = defineAgent({ name: 'lead', instructions: 'Fan out.', subagents: [worker] })
+  const runtime = createRuntime({
+    agents: [lead, worker],
+    model: scriptedModel(
+      {
+        lead: [{ action: 'launch_subagents', agents: [{ agent: 'worker', task: 'slow', id: 'w' }] }],
+        worker: [{ action: 'finish', result: 1 }],
+      },
+      { latencyMs: (request) => (request.agent.name === 'worker' ? 10_000 : 0) },
+    ),
+  })
+  const run = runtime.start('lead', 'go')
+  const live = new TreeState()
+  run.on('event', (event) => live.apply(event))
+  await new Promise<void>((resolve) =>
+    run.on('model.started', (event) => event.agentId === 'lead.w' && resolve()),
+  )
+  await run.cancel('stopped by a person')
+  const stored = (await run.snapshot()).agents.map((record) => summaryNode(agentSummary(record)))
+  for (const nodes of [live.nodes.values(), stored]) {
+    const lines = renderTree(nodes, { now: Date.now(), colors: true })
+    expect(lines).toHaveLength(2)
+    for (const line of lines) {
+      expect(plain(line)).toMatch(/^ *⊘ \S+ \S+ {2}cancelled /)
+      expect(line).toContain('\u001b[90m')
+      expect(line).not.toContain('\u001b[31m')
+    }
+  }
+  // A failure of its own stays failed, in red.
+  const [failed] = renderTree(chain(1), { now: 1_000, colors: true })
+  expect(plain(failed!)).toMatch(/^✖ lead lead {2}failed /)
+  expect(failed).toContain('\u001b[31m')
 })

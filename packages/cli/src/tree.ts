@@ -20,22 +20,32 @@ export interface TreeNode {
   endedAt: number | null
   step?: string
   result?: unknown
-  error?: { message: string }
+  error?: { code?: string; message: string }
 }
 
-const stateColors: Record<AgentStatus, string> = {
+/** What a line shows: the agent's status, or `cancelled` for a failed one whose error is a cancellation. */
+type ShownState = AgentStatus | 'cancelled'
+
+const stateColors: Record<ShownState, string> = {
   idle: '90',
   running: '36',
   suspended: '33',
   completed: '32',
   failed: '31',
+  // Grey, as idle: a person or the run's end stopped it, nothing went wrong.
+  cancelled: '90',
 }
-const stateMarks: Record<AgentStatus, string> = {
+const stateMarks: Record<ShownState, string> = {
   idle: '·',
   running: '▶',
   suspended: '⏸',
   completed: '✔',
   failed: '✖',
+  cancelled: '⊘',
+}
+
+function shownState(node: TreeNode): ShownState {
+  return node.status === 'failed' && node.error?.code === 'CANCELLED' ? 'cancelled' : node.status
 }
 
 /** Characters of a line's detail (an error, the step) kept before the id is cut to make room. */
@@ -57,8 +67,9 @@ export function renderTree(
     if (node.status === 'failed' && node.error) detail = node.error.message
     else if (node.status === 'completed' && options.outcomes) detail = `→ ${oneLine(node.result)}`
     else if (node.step && node.status !== 'completed') detail = node.step
-    const head = `${'  '.repeat(node.depth)}${stateMarks[node.status]} ${node.name} `
-    const status = `  ${node.status.padEnd(9)} ${elapsed.padStart(7)}`
+    const shown = shownState(node)
+    const head = `${'  '.repeat(node.depth)}${stateMarks[shown]} ${node.name} `
+    const status = `  ${shown.padEnd(9)} ${elapsed.padStart(7)}`
     const width = options.width ?? Number.POSITIVE_INFINITY
     // Cut to fit: first the id, from its start (its end, the agent's own id, is what tells siblings
     // apart, and the indentation shows the rest), keeping room for some detail; then the detail.
@@ -68,7 +79,7 @@ export function renderTree(
     if (id.length > idRoom) id = `…${id.slice(id.length - idRoom + 1)}`
     const room = width - head.length - id.length - status.length - 2
     if (detail.length > room) detail = room > 1 ? `${detail.slice(0, room - 1)}…` : ''
-    const color = stateColors[node.status]
+    const color = stateColors[shown]
     const line = `${paint(color, head)}${paint('2', id)}${paint(color, status)}${detail ? `  ${detail}` : ''}`
     lines.push(line)
   }
@@ -163,7 +174,7 @@ export class TreeState {
       case 'agent.failed':
         node.status = 'failed'
         node.endedAt = event.at
-        node.error = { message: event.error.message }
+        node.error = { code: event.error.code, message: event.error.message }
         delete node.step
         break
     }
