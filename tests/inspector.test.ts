@@ -472,6 +472,85 @@ describe.runIf(hasChromium)('web inspector', () => {
     }
   })
 
+  test('a cancelled run and its agents look cancelled (grey), not failed (red)', async () => {
+    const { runtime } = twoAgentsOnCall0()
+    const target = await startServer({ runtime, root: 'lead', port: 0 })
+    const post = (path: string, body: unknown) =>
+      fetch(
+        new URL(path, target.url),
+        withToken(target, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify(body),
+        }),
+      )
+    const tab = await browser.newPage({ viewport: { width: 1440, height: 900 } })
+    const errors: string[] = []
+    tab.on('pageerror', (error) => errors.push(error.message))
+    /** Whether an element's colour is a grey: its red, green and blue close together. */
+    const grey = async (selector: string, property: 'backgroundColor' | 'borderLeftColor') => {
+      const colour = await tab
+        .locator(selector)
+        .first()
+        // The test's own types have no DOM: the page's window is reached through the element.
+        .evaluate((el, name) => {
+          type View = { getComputedStyle(element: unknown): Record<string, string> }
+          const view = (el as unknown as { ownerDocument: { defaultView: View } }).ownerDocument.defaultView
+          return view.getComputedStyle(el)[name]!
+        }, property)
+      const [r, g, b] = (colour.match(/\d+/g) ?? []).map(Number) as [number, number, number]
+      return Math.max(r, g, b) - Math.min(r, g, b) <= 48 ? 'grey' : colour
+    }
+    try {
+      await tab.goto(`${target.inspectorUrl}#run=stopped&agent=lead.db`)
+      await tab.locator('#connection[data-state="open"]').waitFor({ timeout: 10_000 })
+      expect((await post('/api/runs', { task: 'ship both', runId: 'stopped' })).status).toBe(201)
+      await expect
+        .poll(() => tab.locator('#tree [data-awaiting="approval"]').count(), { timeout: 10_000 })
+        .toBe(2)
+      expect((await post('/api/runs/stopped/cancel', {})).status).toBe(200)
+
+      // The runs list: labelled cancelled, in grey.
+      const item = '#runs [data-run-id="stopped"]'
+      await expect
+        .poll(() => tab.locator(item).getAttribute('data-state'), { timeout: 10_000 })
+        .toBe('cancelled')
+      expect(await tab.locator(`${item} .pill`).textContent()).toBe('cancelled')
+      expect(await grey(`${item} .pill`, 'backgroundColor')).toBe('grey')
+      expect(await grey(item, 'borderLeftColor')).toBe('grey')
+
+      // The run's header: its reason in a neutral box, not an error's red one.
+      await expect.poll(() => tab.locator('#run-header .pill').textContent()).toBe('cancelled')
+      expect(await grey('#run-header .error-box', 'backgroundColor')).toBe('grey')
+
+      // Every agent, in the tree, the timeline and the detail: cancelled, grey.
+      await expect
+        .poll(() => tab.locator('#tree [data-state="cancelled"]').count(), { timeout: 10_000 })
+        .toBe(3)
+      expect(await tab.locator('#tree [data-state="failed"]').count()).toBe(0)
+      expect(await tab.locator('#tree .pill').allTextContents()).toEqual([
+        'cancelled',
+        'cancelled',
+        'cancelled',
+      ])
+      expect(await grey('#tree [data-agent-id="lead.db"] .pill', 'backgroundColor')).toBe('grey')
+      expect(await grey('#tree [data-agent-id="lead.db"] .dot', 'backgroundColor')).toBe('grey')
+      expect(await tab.locator('#timeline .bar[data-state="cancelled"]').count()).toBe(3)
+      expect(await grey('#timeline .bar[data-agent-id="lead.db"]', 'backgroundColor')).toBe('grey')
+      const detail = tab.locator('#detail [data-agent-id="lead.db"]')
+      await expect.poll(() => detail.locator('.pill').textContent(), { timeout: 10_000 }).toBe('cancelled')
+      expect(await grey('#detail .detail-title .pill', 'backgroundColor')).toBe('grey')
+      expect(await tab.locator('#agent-error h3').textContent()).toBe('Cancelled')
+      expect(await grey('#agent-error .error-box', 'backgroundColor')).toBe('grey')
+      mkdirSync(artifacts, { recursive: true })
+      await tab.screenshot({ path: `${artifacts}inspector-cancelled.png` })
+      expect(errors).toEqual([])
+    } finally {
+      await tab.close()
+      await target.close()
+    }
+  })
+
   test('a page of another origin gets nothing from the socket or the API, while the signed-in inspector works', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'cohort-inspector-attack-'))
     const target = await startServer({

@@ -5,7 +5,7 @@ import { useLayoutEffect, useRef } from 'preact/hooks'
 import { AwaitingForm } from './awaiting-form.js'
 import { formatDuration, formatTime, pretty, prettyText } from './format.js'
 import { html } from './html.js'
-import { awaitingKind, state } from './store.js'
+import { awaitingKind, shownState, state } from './store.js'
 
 /** @typedef {import('./api.js').AgentSummary} AgentSummary */
 /** @typedef {import('./api.js').ChatMessage} ChatMessage */
@@ -43,12 +43,13 @@ function DetailContent({ now }) {
   const failed =
     actionError && actionError.runId === runId && actionError.agentId === agent.id ? actionError : null
   const waiting = awaitingKind(agent) ? agent.awaiting : undefined
+  const shown = shownState(agent)
   return html`
-    <div class="detail-head" data-agent-id=${agent.id} data-state=${agent.status}>
+    <div class="detail-head" data-agent-id=${agent.id} data-state=${shown}>
       <div class="detail-title">
         <strong>${agent.name}</strong>
         <span class="mono muted">${agent.id}</span>
-        <span class="pill" data-state=${agent.status}>${agent.status}</span>
+        <span class="pill" data-state=${shown}>${shown}</span>
       </div>
       <dl class="facts">
         <dt>parent</dt>
@@ -84,8 +85,8 @@ function DetailContent({ now }) {
     ${
       agent.error
         ? html`<div class="block" id="agent-error">
-            <h3>Error</h3>
-            <div class="error-box"><span class="code">${agent.error.code || 'error'}</span>${agent.error.message}</div>
+            <h3>${shown === 'cancelled' ? 'Cancelled' : 'Error'}</h3>
+            <div class="error-box" data-state=${shown}><span class="code">${agent.error.code || 'error'}</span>${agent.error.message}</div>
           </div>`
         : null
     }

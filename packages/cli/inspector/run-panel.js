@@ -3,7 +3,7 @@
 // that ran at the same time are seen side by side.
 import { formatDuration, formatTick, formatTime, pretty, tickValues } from './format.js'
 import { html, onEnterOrSpace } from './html.js'
-import { awaitingKind, navigate, state } from './store.js'
+import { awaitingKind, navigate, shownState, state } from './store.js'
 
 /** @typedef {import('./api.js').AgentSummary} AgentSummary */
 /** @typedef {import('./api.js').RunRecord} RunRecord */
@@ -71,7 +71,7 @@ function RunHeader({ now }) {
     <div class="task">${run.task}</div>
     ${
       run.error
-        ? html`<div class="error-box header-extra">
+        ? html`<div class="error-box header-extra" data-state=${run.status}>
             <span class="code">${run.error.code || run.error.name || 'error'}</span>${run.error.message}
           </div>`
         : run.status === 'completed' && run.result !== undefined
@@ -88,6 +88,7 @@ function RunHeader({ now }) {
 function TreeNode({ row: { agent, level }, now }) {
   const open = () => navigate(state.runId, agent.id)
   const waiting = awaitingKind(agent)
+  const shown = shownState(agent)
   const hint =
     waiting === 'approval'
       ? `waits for your approval of ${agent.awaiting?.tool}`
@@ -100,7 +101,7 @@ function TreeNode({ row: { agent, level }, now }) {
       role="treeitem"
       tabindex="0"
       data-agent-id=${agent.id}
-      data-state=${agent.status}
+      data-state=${shown}
       data-awaiting=${waiting ?? undefined}
       aria-level=${level + 1}
       aria-selected=${agent.id === state.agentId ? 'true' : 'false'}
@@ -112,7 +113,7 @@ function TreeNode({ row: { agent, level }, now }) {
       <span class="dot"></span>
       <span class="name">${agent.name}</span>
       <span class="id">${agent.id === agent.name ? '' : agent.id}</span>
-      <span class="pill">${agent.status}</span>
+      <span class="pill">${shown}</span>
       <span class="needs-you" title=${hint}>needs you</span>
       <span class="turns">${agent.turns} turn${agent.turns === 1 ? '' : 's'}</span>
       <span class="time">${formatDuration(agentEnd(agent, now) - agent.startedAt)}</span>
@@ -158,9 +159,9 @@ function Timeline({ run, rows, now }) {
               <div
                 class="bar"
                 data-agent-id=${agent.id}
-                data-state=${agent.status}
+                data-state=${shownState(agent)}
                 style=${{ left: pct(from - start), width: pct(to - from) }}
-                title=${`${agent.name} (${agent.id}) ${agent.status}\n+${formatDuration(from - start)} → ${formatDuration(to - from)}`}
+                title=${`${agent.name} (${agent.id}) ${shownState(agent)}\n+${formatDuration(from - start)} → ${formatDuration(to - from)}`}
               >
                 <span class="bar-text">${formatDuration(to - from)}</span>
               </div>

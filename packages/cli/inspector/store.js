@@ -62,6 +62,16 @@ export function awaitingKind(agent) {
   return agent && agent.status === 'suspended' && agent.awaiting ? agent.awaiting.kind : null
 }
 
+/**
+ * The state the page shows for an agent: its status, except that an agent ended by a cancellation
+ * (its run's, or its parent's end) reads 'cancelled', not 'failed'. The API keeps `failed` with the
+ * error code `CANCELLED`, as the run's metrics count it.
+ * @param {AgentSummary} agent
+ */
+export function shownState(agent) {
+  return agent.status === 'failed' && agent.error?.code === 'CANCELLED' ? 'cancelled' : agent.status
+}
+
 /** Changes whenever the agent's detail is worth fetching again. @param {AgentSummary} agent */
 function agentSignature(agent) {
   const waiting = agent.awaiting
