@@ -472,6 +472,65 @@ describe.runIf(hasChromium)('web inspector', () => {
     }
   })
 
+  test('the runs list shows which runs wait on a person, and how many of their agents, without opening them', async () => {
+    const { runtime } = twoAgentsOnCall0()
+    const target = await startServer({ runtime, root: 'lead', port: 0 })
+    const call = (path: string, body?: unknown) =>
+      fetch(
+        new URL(path, target.url),
+        withToken(
+          target,
+          body === undefined
+            ? {}
+            : {
+                method: 'POST',
+                headers: { 'content-type': 'application/json' },
+                body: JSON.stringify(body),
+              },
+        ),
+      )
+    const listed = async () =>
+      ((await (await call('/api/runs')).json()) as { runs: { id: string; agentsAwaiting?: number }[] }).runs
+    const tab = await browser.newPage({ viewport: { width: 1440, height: 900 } })
+    const errors: string[] = []
+    tab.on('pageerror', (error) => errors.push(error.message))
+    try {
+      await tab.goto(target.inspectorUrl)
+      await tab.locator('#connection[data-state="open"]').waitFor({ timeout: 10_000 })
+      expect((await call('/api/runs', { task: 'ship both', runId: 'both' })).status).toBe(201)
+      // No run is opened: the list alone says that this one needs you, and for how many agents.
+      const item = tab.locator('#runs [data-run-id="both"]')
+      const badge = item.locator('.needs-you')
+      await expect.poll(() => badge.getAttribute('data-waiting-count'), { timeout: 10_000 }).toBe('2')
+      expect((await badge.textContent())?.trim()).toBe('needs you (2)')
+      expect((await tab.locator('#runs-waiting').textContent())?.trim()).toBe('1 run needs you')
+      expect(await tab.evaluate('location.hash')).toBe('')
+      expect(await listed()).toEqual([expect.objectContaining({ id: 'both', agentsAwaiting: 2 })])
+
+      // One answered (through the API, as another person would): the list follows.
+      expect((await call('/api/runs/both/agents/lead.db/approve', { callId: 'call_0' })).status).toBe(202)
+      await expect.poll(() => badge.getAttribute('data-waiting-count'), { timeout: 10_000 }).toBe('1')
+      expect((await badge.textContent())?.trim()).toBe('needs you')
+      // Opening the run keeps the list's count (the page counts the run's agents then).
+      await item.click()
+      await tab.locator('#tree [data-awaiting="approval"]').waitFor({ timeout: 10_000 })
+      expect(await badge.getAttribute('data-waiting-count')).toBe('1')
+
+      // The other answered: the run ends, and nothing needs you any more.
+      expect(
+        (await call('/api/runs/both/agents/lead.api/reject', { callId: 'call_0', reason: 'no' })).status,
+      ).toBe(202)
+      await expect.poll(() => item.getAttribute('data-state'), { timeout: 10_000 }).toBe('completed')
+      await expect.poll(() => badge.count()).toBe(0)
+      expect(await tab.locator('#runs-waiting').count()).toBe(0)
+      expect(await listed()).toEqual([expect.objectContaining({ id: 'both', agentsAwaiting: 0 })])
+      expect(errors).toEqual([])
+    } finally {
+      await tab.close()
+      await target.close()
+    }
+  })
+
   test('a cancelled run and its agents look cancelled (grey), not failed (red)', async () => {
     const { runtime } = twoAgentsOnCall0()
     const target = await startServer({ runtime, root: 'lead', port: 0 })

@@ -3,6 +3,7 @@
 // opened with ?token=, which the browser sends with each same-origin request; no script sees the token.
 
 /** @typedef {import('../src/server/api-shapes.js').RunRecordView} RunRecord */
+/** @typedef {import('../src/server/api-shapes.js').RunSummaryView} RunSummary */
 /** @typedef {import('../src/server/api-shapes.js').AgentSummaryView} AgentSummary */
 /** @typedef {import('../src/server/api-shapes.js').ChatMessageView} ChatMessage */
 /** @typedef {import('../src/server/api-shapes.js').RunViewBody} RunView */

@@ -6,6 +6,7 @@ import { ApiError, api, eventsUrl, post } from './api.js'
 import { throttled } from './throttle.js'
 
 /** @typedef {import('./api.js').RunRecord} RunRecord */
+/** @typedef {import('./api.js').RunSummary} RunSummary */
 /** @typedef {import('./api.js').AgentSummary} AgentSummary */
 /** @typedef {import('./api.js').AgentDetail} AgentDetail */
 /** @typedef {import('./api.js').RunView} RunView */
@@ -13,7 +14,7 @@ import { throttled } from './throttle.js'
 /** @typedef {{ runId: string, agentId: string, message: string }} ActionError */
 
 export const state = {
-  /** @type {RunRecord[]} */
+  /** @type {RunSummary[]} */
   runs: [],
   runsLoaded: false,
   /** @type {string | null} */
@@ -112,9 +113,10 @@ export const refreshRun = throttled(async () => {
     state.agents = body.agents
     state.runError = null
     // Keep the runs list in step with what we just learned about this run.
+    const summary = { ...body.run, agentsAwaiting: body.agents.filter((agent) => awaitingKind(agent)).length }
     const index = state.runs.findIndex((run) => run.id === runId)
-    if (index >= 0) state.runs[index] = body.run
-    else state.runs.unshift(body.run)
+    if (index >= 0) state.runs[index] = summary
+    else state.runs.unshift(summary)
   } catch (error) {
     if (state.runId !== runId) return
     state.runError = messageOf(error)
@@ -275,12 +277,31 @@ function scheduleReconnect() {
 }
 
 /**
+ * Whether an agent of the run may have begun or stopped waiting on a person: a wait on its
+ * children, or a run the list says waits on nobody, needs no new list.
  * @param {string} runId
- * @param {{ type?: unknown, agentId?: unknown }} event
+ * @param {string} type
+ * @param {{ awaiting?: unknown }} event
+ */
+function waitMayChange(runId, type, event) {
+  if (type === 'agent.suspended') return Boolean(event.awaiting)
+  if (type !== 'agent.resumed' && type !== 'agent.failed') return false
+  return state.runs.find((run) => run.id === runId)?.agentsAwaiting !== 0
+}
+
+/**
+ * @param {string} runId
+ * @param {{ type?: unknown, agentId?: unknown, awaiting?: unknown }} event
  */
 function onEvent(runId, event) {
   const type = String(event.type || '')
-  if (type.startsWith('run.') || !state.runs.some((run) => run.id === runId)) refreshRuns()
+  // A run's status, and whether it waits on a person, are in the list.
+  if (
+    type.startsWith('run.') ||
+    waitMayChange(runId, type, event) ||
+    !state.runs.some((run) => run.id === runId)
+  )
+    refreshRuns()
   if (runId !== state.runId || type === 'model.token') return
   refreshRun()
   if (event.agentId && event.agentId === state.agentId) refreshDetail()

@@ -103,7 +103,22 @@ export const metricsShape = z
   })
   .openapi('RunMetrics', { description: 'and per-agent figures, tokens and conflicts' })
 
-export const runListShape = z.object({ runs: z.array(runRecordShape) })
+export const runSummaryShape = runRecordShape
+  .extend({
+    agentsAwaiting: z
+      .number()
+      .int()
+      .min(0)
+      .optional()
+      .openapi({
+        description:
+          'how many of its agents wait on a person (an approval, an answer): 0 once the run has ended; ' +
+          'left out for a running run that lives in no process of this server (run by another, or stopped)',
+      }),
+  })
+  .openapi('RunSummary', { description: 'A run record, and whether the run waits on a person.' })
+
+export const runListShape = z.object({ runs: z.array(runSummaryShape) })
 export const runViewShape = z
   .object({ run: runRecordShape, agents: z.array(agentSummaryShape), metrics: metricsShape.optional() })
   .openapi('RunView', { description: 'agents in tree order; metrics while the run lives in this server' })
@@ -113,6 +128,7 @@ export const agentDetailShape = z
 export const runStateShape = z.object({ runId: z.string(), status: runStatus })
 
 export type RunRecordView = z.infer<typeof runRecordShape>
+export type RunSummaryView = z.infer<typeof runSummaryShape>
 export type AgentSummaryView = z.infer<typeof agentSummaryShape>
 export type ChatMessageView = z.infer<typeof chatMessageShape>
 export type RunViewBody = z.infer<typeof runViewShape>

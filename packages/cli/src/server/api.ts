@@ -1,4 +1,4 @@
-import { type Run, type Runtime, readAgentRecord, readRunRecord } from '@cohort/core'
+import { type Run, type RunRecord, type Runtime, readAgentRecord, readRunRecord } from '@cohort/core'
 import type { HttpBindings } from '@hono/node-server'
 import { upgradeWebSocket } from '@hono/node-server'
 import type { OpenAPIHono } from '@hono/zod-openapi'
@@ -35,8 +35,21 @@ export function registerApi(app: OpenAPIHono<ServerEnv>, host: ApiHost): void {
   app.openapi(routes.listRuns, async (c) => {
     const { status, limit = 50, offset, since, until } = c.req.valid('query')
     const filter = { limit, ...defined({ status, offset, since, until }) }
-    return json(c, { runs: await runtime.store.listRuns(filter) }, 200)
+    const runs = await runtime.store.listRuns(filter)
+    return json(c, { runs: runs.map((run) => ({ ...run, ...awaitingOf(run) })) }, 200)
   })
+
+  /**
+   * How many of the run's agents wait on a person. The run record does not say (it is written at
+   * a run's start, stop and end), and reading every agent of every listed run would make the list
+   * cost as much as opening each run: a run this server runs is asked in memory instead. A running
+   * run it does not hold is left unknown.
+   */
+  function awaitingOf(run: RunRecord): { agentsAwaiting?: number } {
+    if (run.status !== 'running') return { agentsAwaiting: 0 }
+    const live = runtime.get(run.id)
+    return live ? { agentsAwaiting: live.awaiting().length } : {}
+  }
 
   app.openapi(routes.startRun, async (c) => {
     const body = c.req.valid('json')

@@ -1,3 +1,4 @@
+import type { Awaiting } from '../agent/context.js'
 import type { EventBus } from '../events/event-bus.js'
 import type { CohortEvent, CohortEventType } from '../events/types.js'
 import { RunControl } from '../orchestrator/control.js'
@@ -74,6 +75,20 @@ export class Run {
   /** Continues an agent suspended by `ctx.suspend(prompt)` with `payload`, null if none (or approves its pending call). */
   resume(agentId: string, payload?: unknown): void {
     this.control.resume(agentId, payload)
+  }
+
+  /**
+   * The agents that wait on a person now: for an approval of a tool call, or an answer to
+   * `ctx.suspend`. Read from this process's memory, without touching the store.
+   */
+  awaiting(): { agentId: string; awaiting: Awaiting }[] {
+    const waiting: { agentId: string; awaiting: Awaiting }[] = []
+    for (const entry of this.orchestrator.registry.values()) {
+      const { awaiting } = entry.context
+      if (awaiting && entry.snapshot.matches({ suspended: 'external' }))
+        waiting.push({ agentId: entry.id, awaiting })
+    }
+    return waiting
   }
 
   /** Delivers a message into the agent's next model turn. */
