@@ -525,6 +525,56 @@ describeRedis('BullMQ workers', () => {
   )
 
   test(
+    'a rolling deploy: an approved call of a tool a worker lacks is put back, not failed, and a worker with the tool runs it',
+    () =>
+      isolated(async () => {
+        const current = createRuntime({ agents: [operator], model: approvalModel, store })
+        // The version before the deploy: the same agent, without the tool its approved call names.
+        const withoutDeploy = defineAgent({
+          ...operator,
+          tools: operator.tools.filter((t) => t.name !== 'deploy'),
+        })
+        const stale = createRuntime({ agents: [withoutDeploy], model: approvalModel, store })
+        let worker = createWorker({ runtime: current, url: redisUrl, queueName, onError: () => {} })
+        const queue = openQueue(queueName)
+        const deploysBefore = executions.filter((line) => line === 'deploy api').length
+        try {
+          const { runId } = await enqueueRun({ queue, runtime: current, agent: 'operator', task: 'ship it' })
+          const awaiting = () => store.loadAgent!(runId, 'operator').then((a) => a?.snapshot.context.awaiting)
+          await waitUntil(async () => (await awaiting())?.kind === 'approval', 20_000)
+          await waitUntil(
+            async () => (await queue.getJobs(['active', 'wait', 'delayed'])).length === 0,
+            20_000,
+          )
+          await worker.close()
+          worker = createWorker({ runtime: stale, url: redisUrl, queueName, onError: () => {} })
+          const { callId } = (await awaiting())!
+          await answerRun({
+            url: redisUrl,
+            queueName,
+            runtime: current,
+            runId,
+            agentId: 'operator',
+            answer: { approve: callId },
+          })
+          const [job] = await queue.getJobs(['wait', 'active', 'delayed'])
+          // Three takes by the stale worker: as many as the job's attempts, which used to fail the run.
+          await waitUntil(async () => ((await queue.getJob(job!.id!))?.attemptsStarted ?? 0) >= 3, 20_000)
+          await worker.close()
+          expect(await (await queue.getJob(job!.id!))?.getState()).toBe('delayed')
+          expect((await store.loadRunRecord!(runId))?.status).toBe('running')
+          worker = createWorker({ runtime: current, url: redisUrl, queueName, onError: () => {} })
+          await waitUntil(async () => (await awaiting())?.kind === 'input', 30_000)
+          expect(executions.filter((line) => line === 'deploy api').length - deploysBefore).toBe(1)
+        } finally {
+          await worker.close()
+          await queue.close()
+        }
+      }),
+    60_000,
+  )
+
+  test(
     'an agent waiting on a person is answered with answerRun, and the workers finish the run',
     () =>
       isolated(async () => {

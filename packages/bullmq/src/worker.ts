@@ -136,7 +136,7 @@ export function createWorker(options: CreateWorkerOptions): CohortWorker {
     const waited = now - since
     if (waited >= missingDefinitionWaitMs) {
       throw new UnrecoverableError(
-        `${error.message}: the workers that took this job in ${waited} ms lack it; every worker must register the same agents (a rolling deploy must end within missingDefinitionWaitMs)`,
+        `${error.message}: the workers that took this job in ${waited} ms lack it; every worker must register the same agents and tools (a rolling deploy must end within missingDefinitionWaitMs)`,
       )
     }
     if (job.data.missingDefinitionSince === undefined)
@@ -225,11 +225,14 @@ async function failRun(store: RunStore, runId: string, message: string): Promise
 }
 
 /**
- * The runtime has no definition for an agent the segment restores: the one record field a
- * restore refuses by name (`AgentRegistry.restore`), told by the field, not by its message.
+ * The runtime lacks what an agent the segment restores needs: its definition, or the tool its
+ * next action calls (an agent that waited for approval across a deploy that added the tool).
+ * Told by the record field the restore refuses (`AgentRegistry.restore`), not by its message.
  */
 function lacksDefinition(error: unknown): error is SnapshotError {
-  return error instanceof SnapshotError && error.field === 'name'
+  return (
+    error instanceof SnapshotError && (error.field === 'name' || error.field === 'snapshot.context.pending')
+  )
 }
 
 /** A job's data without its wait for a definition, which is that job's own. */
