@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os'
 import path from 'node:path'
 import {
   type AgentRecord,
+  type AnyTool,
   createRuntime,
   defineAgent,
   defineTool,
@@ -13,11 +14,13 @@ import {
   memoryStore,
   type RunStore,
   runWallMs,
+  type Script,
   type ScriptedModelOptions,
   SnapshotError,
   scriptedModel,
   settledChildren,
   sleep,
+  type ToolContext,
 } from '@cohort/core'
 import { afterEach, beforeEach, describe, expect, test } from 'vitest'
 import { z } from 'zod'
@@ -291,6 +294,138 @@ test('a run resumed where an agent calls a tool its definition no longer has is 
   expect(await readFile(path.join(dir, 'tool-gone', 'agents', 'solo.json'), 'utf8')).toBe(before)
 
   expect(await (await runtime([slow]).resume('tool-gone')).result).toMatch(/slow done/)
+})
+
+describe("a resumed agent's tool call, checked again against the tool of the runtime that resumes it", () => {
+  const runtime = (pay: AnyTool, replies: Script) =>
+    createRuntime({
+      agents: [defineAgent({ name: 'payer', tools: [pay] })],
+      model: scriptedModel(replies),
+      store: fileStore(dir),
+    })
+  /** Detaches (as a deploy would) a run whose agent is in a call of version 1 of `pay`; its idempotency key. */
+  const detachedInPay = async (runId: string): Promise<string> => {
+    const keys: string[] = []
+    const payV1 = defineTool({
+      name: 'pay',
+      description: 'Pays an amount',
+      parameters: z.object({ amount: z.number() }),
+      execute: (_args, ctx) => {
+        keys.push(ctx.idempotencyKey)
+        return new Promise((resolve) => ctx.signal.addEventListener('abort', () => resolve(undefined)))
+      },
+    })
+    const script = { payer: [{ action: 'call_tool', tool: 'pay', args: { amount: 5 } }] }
+    const run = runtime(payV1, script).start('payer', 'pay 5', { runId })
+    await new Promise<void>((resolve) => run.on('tool.started', () => resolve()))
+    await run.detach()
+    expect(keys).toHaveLength(1)
+    return keys[0]!
+  }
+
+  test('arguments of a changed shape are not run: the agent is told why and calls again', async () => {
+    await detachedInPay('pay-renamed')
+    const seen: unknown[] = []
+    const payV2 = defineTool({
+      name: 'pay',
+      description: 'Pays an amount in cents',
+      parameters: z.object({ cents: z.number().int() }),
+      execute: (args) => {
+        seen.push(args)
+        return `paid ${args.cents} cents`
+      },
+    })
+    const told: string[] = []
+    const run = await runtime(payV2, {
+      payer: [
+        { action: 'call_tool', tool: 'pay', args: { amount: 5 } },
+        (request) => {
+          told.push(request.messages.at(-1)!.content)
+          return { action: 'call_tool', tool: 'pay', args: { cents: 500 } }
+        },
+        (request) => ({ action: 'finish', result: request.messages.at(-1)!.content }),
+      ],
+    }).resume('pay-renamed')
+    const repairs: string[] = []
+    run.on('agent.repair', (event) => repairs.push(event.error))
+    expect(await run.result).toMatch(/paid 500 cents/)
+    expect(seen).toEqual([{ cents: 500 }])
+    expect(told).toEqual([
+      expect.stringMatching(/invalid arguments for tool "pay": args\.cents: .*checked again before it ran/),
+    ])
+    expect(repairs).toEqual([expect.stringMatching(/invalid arguments for tool "pay": args\.cents/)])
+  })
+
+  test("arguments still valid run as the current schema parses them, under the call's idempotency key", async () => {
+    const keyBefore = await detachedInPay('pay-defaulted')
+    const seen: { args: unknown; key: string }[] = []
+    const payV2 = defineTool({
+      name: 'pay',
+      description: 'Pays an amount in a currency',
+      parameters: z.object({ amount: z.number(), currency: z.string().default('EUR') }),
+      execute: (args, ctx) => {
+        seen.push({ args, key: ctx.idempotencyKey })
+        return `paid ${args.amount} ${args.currency}`
+      },
+    })
+    const run = await runtime(payV2, {
+      payer: [
+        { action: 'call_tool', tool: 'pay', args: { amount: 5 } },
+        (request) => ({ action: 'finish', result: request.messages.at(-1)!.content }),
+      ],
+    }).resume('pay-defaulted')
+    expect(await run.result).toMatch(/paid 5 EUR/)
+    expect(keyBefore).toMatch(/^pay-defaulted:payer:/)
+    expect(seen).toEqual([{ args: { amount: 5, currency: 'EUR' }, key: keyBefore }])
+  })
+
+  test("arguments a transform turns into another type run the same fresh and resumed: the model's, parsed before each run", async () => {
+    // The model gives a string, execute gets a number: parsing what execute got again would fail.
+    const payOf = (execute: (args: { amount: number }, ctx: ToolContext) => unknown) =>
+      defineTool({
+        name: 'pay',
+        description: 'Pays an amount given as a string',
+        parameters: z.object({ amount: z.string().transform(Number) }),
+        execute,
+      })
+    const script = {
+      payer: [
+        { action: 'call_tool', tool: 'pay', args: { amount: '5' } },
+        (request: ModelRequest) => ({ action: 'finish', result: request.messages.at(-1)!.content }),
+      ],
+    }
+    const seen: { args: unknown; key: string }[] = []
+    const pays = payOf((args, ctx) => {
+      seen.push({ args, key: ctx.idempotencyKey })
+      return `paid ${args.amount + 1}`
+    })
+    const started: unknown[] = []
+    const fresh = runtime(pays, script).start('payer', 'pay 5', { runId: 'pay-fresh' })
+    fresh.on('tool.started', (event) => started.push(event.args))
+    expect(await fresh.result).toMatch(/paid 6/)
+
+    const before: { args: unknown; key: string }[] = []
+    const hangs = payOf((args, ctx) => {
+      before.push({ args, key: ctx.idempotencyKey })
+      return new Promise((resolve) => ctx.signal.addEventListener('abort', () => resolve(undefined)))
+    })
+    const detached = runtime(hangs, script).start('payer', 'pay 5', { runId: 'pay-transformed' })
+    await new Promise<void>((resolve) => detached.on('tool.started', () => resolve()))
+    await detached.detach()
+    const resumed = await runtime(pays, script).resume('pay-transformed')
+    expect(await resumed.result).toMatch(/paid 6/)
+
+    expect(started).toEqual([{ amount: 5 }])
+    expect(before).toEqual([
+      { args: { amount: 5 }, key: expect.stringMatching(/^pay-transformed:payer:0\.0:/) },
+    ])
+    expect(seen).toEqual([
+      { args: { amount: 5 }, key: expect.stringMatching(/^pay-fresh:payer:0\.0:/) },
+      { args: { amount: 5 }, key: before[0]!.key },
+    ])
+    // The same call, digested alike in both runs.
+    expect(seen[0]!.key.split(':').at(-1)).toBe(seen[1]!.key.split(':').at(-1))
+  })
 })
 
 test('a long agent detached mid-way (most of its history in chunks beside its record) resumes in another runtime to the same result', async () => {

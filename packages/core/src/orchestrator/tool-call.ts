@@ -4,9 +4,10 @@ import type { AgentContext } from '../agent/context.js'
 import { toErrorInfo } from '../errors.js'
 import type { ActionOf } from '../protocol/actions.js'
 import { actionReply, renderValue } from '../protocol/feedback.js'
+import { checkToolArgs } from '../protocol/parse-actions.js'
 import { redactError } from '../protocol/redact.js'
 import { isThenable, promiseOf } from '../thenable.js'
-import { abortableSleep, SuspendRequest, type ToolContext } from '../tools/define-tool.js'
+import { type AnyTool, abortableSleep, SuspendRequest, type ToolContext } from '../tools/define-tool.js'
 import type { AgentEntry } from './agent-entry.js'
 import type { EffectHost } from './effect-host.js'
 
@@ -20,11 +21,16 @@ type ToolAction = ActionOf<'call_tool'>
 export function runTool(
   run: EffectHost,
   entry: AgentEntry,
-  action: ToolAction,
+  given: ToolAction,
   signal: AbortSignal,
 ): Promise<ActOutcome> {
   const { context } = entry
-  const tool = run.kinds.of(entry.definition).tools.get(action.tool)!
+  const tool = run.kinds.of(entry.definition).tools.get(given.tool)!
+  // The call's arguments are the model's: parsed here, each time before the tool runs, under its
+  // current parameters (a run resumed after a deploy may have a changed tool).
+  const action = parsed(tool, given)
+  if (typeof action === 'string')
+    return Promise.resolve({ messages: [actionReply(given, `error: ${action}`)], refused: action })
   const key = action.key ?? String(context.turn)
   const callId = action.callId ?? `${context.agentId}#${key}`
   const answer = context.answers[key]
@@ -104,6 +110,19 @@ export function runTool(
   }
   if (thenable) return Promise.resolve(value).then(completed, failed)
   return promiseOf(() => completed(value))
+}
+
+/**
+ * A stored call as it runs: its arguments (the model's) parsed by the tool as this process has
+ * it, or the error the model is told, as for an invalid call in a reply (they fitted when the
+ * reply was parsed: the tool changed since). The digest, and so the idempotency key, stays the
+ * one of the arguments as given.
+ */
+function parsed(tool: AnyTool, action: ToolAction): ToolAction | string {
+  const checked = checkToolArgs(tool, action.args)
+  if (!checked.ok)
+    return `${checked.error} (checked again before it ran, against the tool's current parameters)`
+  return { ...action, args: checked.args, digest: action.digest ?? callDigest(action) }
 }
 
 /** What a tool is given. */

@@ -72,6 +72,10 @@ export type Action = (
   | {
       action: 'call_tool'
       tool: string
+      /**
+       * The arguments as the model gave them (JSON), checked when the reply was parsed; `execute`
+       * gets what they parse to under the tool's `parameters` right before it runs.
+       */
       args: unknown
       /**
        * Digest of the tool and its arguments as the model gave them, made when the reply is

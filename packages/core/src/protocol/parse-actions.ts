@@ -191,9 +191,27 @@ function toToolCall(value: Record<string, unknown>, context: ParseContext): Acti
     const available = [...context.tools.keys()].join(', ') || 'none'
     return `unknown tool ${JSON.stringify(truncate(String(name), 60))}; available tools: ${available}`
   }
-  const checked = (tool.parameters as z.ZodType).safeParse(value.args ?? {})
-  if (!checked.success) return `invalid arguments for tool "${tool.name}": ${issuesAt('args', checked.error)}`
-  return { action: 'call_tool', tool: tool.name, args: checked.data }
+  // Checked now, so that the model is told at once; kept as the model gave them (JSON, as a store
+  // keeps them), and parsed again right before the tool runs: parsing zod's output again is not
+  // parsing the input (a transform, a coercion), and the tool may have changed by then.
+  const args = value.args ?? {}
+  const checked = checkToolArgs(tool, args)
+  if (!checked.ok) return checked.error
+  return { action: 'call_tool', tool: tool.name, args }
+}
+
+/**
+ * A tool call's arguments as the model gave them, checked against the tool's `parameters`: what
+ * `execute` is given (zod's output, defaults filled in), or the error the model is shown. Run on
+ * a reply's calls when it is parsed, and on each call again right before the tool runs.
+ */
+export function checkToolArgs(
+  tool: AnyTool,
+  args: unknown,
+): { ok: true; args: unknown } | { ok: false; error: string } {
+  const checked = (tool.parameters as z.ZodType).safeParse(args ?? {})
+  if (checked.success) return { ok: true, args: checked.data }
+  return { ok: false, error: `invalid arguments for tool "${tool.name}": ${issuesAt('args', checked.error)}` }
 }
 
 /** A finish, its result checked against the agent's output schema when it has one. */
