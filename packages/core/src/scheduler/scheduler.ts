@@ -1,93 +1,28 @@
+import {
+  type Admission,
+  free,
+  type Go,
+  type KindStats,
+  kindStats,
+  type SlotRequest,
+  spacing,
+} from './admission.js'
 import { AgentSlots } from './agent-slots.js'
 import { PriorityQueue } from './priority-queue.js'
 import { fullBuckets, type RateState, settleCall, takeCall } from './rate-buckets.js'
 import { checkSchedulerOptions, type SchedulerOptions } from './scheduler-options.js'
 import type { SharedCall, SharedLimits, SharedStart } from './shared-limits.js'
-import type { TokenBudget } from './token-budget.js'
+import { GrantedSlot, type Slot, type SlotOwner, type Waiter } from './slot.js'
 
+export type { SlotRequest } from './admission.js'
 export type { RateLimit } from './rate-buckets.js'
 export type { SchedulerOptions } from './scheduler-options.js'
-
-export interface SlotRequest {
-  priority: number
-  model: string
-  /** A queued call leaves the queue when its effect is aborted. */
-  signal: AbortSignal
-  /** Tokens the call is expected to use (`estimateTokens`), reserved before it starts. */
-  estimatedTokens?: number
-  /** Calls alike (an agent kind): each is expected to use at least what they used on average. */
-  kind?: string
-  /** The run's budget: the call reserves in it before it starts and settles on `release`. */
-  budget?: TokenBudget
-}
-
-/** A granted model call; `release` frees the slot and settles its reservation with the tokens it used. */
-export interface Slot {
-  /** How long the call waited in the queue, in ms. */
-  waitedMs: number
-  release(tokens: number): void
-}
+export type { Slot } from './slot.js'
 
 export interface SchedulerStats {
   inFlight: number
   queued: number
   maxInFlight: number
-}
-
-interface Waiter {
-  request: SlotRequest
-  enqueuedAt: number
-  seq: number
-  grant: (slot: Slot) => void
-  fail: (error: unknown) => void
-  done: boolean
-}
-
-/** What the calls of one kind on one model used: the next is expected to use as much. */
-interface KindStats {
-  ended: number
-  counted: number
-  tokens: number
-  inFlight: number
-}
-
-/** May a call start: now (with its reservation), after a time, after some call ends, or never. */
-type Admission = Go | { go: false; until: number; on: unknown } | { go: false; error: unknown }
-
-interface Go {
-  go: true
-  reserve: number
-  /** The model's buckets once this call has taken its share (limits counted here). */
-  rate: RateState | undefined
-  stats: KindStats | undefined
-  /** The shared store must still say yes. */
-  shared: boolean
-}
-
-/** Most calls meet no limit: one answer for all of them, nothing made per call. */
-const free: Go = { go: true, reserve: 0, rate: undefined, stats: undefined, shared: false }
-
-/** What blocks every call while the least time between starts has not passed. */
-const spacing = Symbol('startIntervalMs')
-
-/** A granted call; released once, later releases do nothing. */
-class GrantedSlot implements Slot {
-  private released = false
-
-  constructor(
-    private readonly scheduler: Scheduler,
-    readonly waitedMs: number,
-    readonly request: SlotRequest,
-    readonly reserved: number,
-    readonly stats: KindStats | undefined,
-    readonly lease: SharedStart | undefined,
-  ) {}
-
-  release(tokens: number): void {
-    if (this.released) return
-    this.released = true
-    this.scheduler.ended(this, tokens)
-  }
 }
 
 /**
@@ -97,7 +32,7 @@ class GrantedSlot implements Slot {
  * With `share`, rate limits, the semaphore, the interval between starts and each run's budget
  * are counted in a store shared by workers. An agent that waits here holds no model call.
  */
-export class Scheduler {
+export class Scheduler implements SlotOwner {
   private readonly queue = new PriorityQueue<Waiter>()
   /** Only rate-limited models and kinds under a token limit get state: a server must not grow per call. */
   private readonly buckets = new Map<string, RateState>()
@@ -246,7 +181,7 @@ export class Scheduler {
     let reserve = 0
     let stats: KindStats | undefined
     if (rate?.tokensPerMinute !== undefined || (budget !== undefined && budget.max !== null)) {
-      stats = this.kindStats(request)
+      stats = kindStats(this.kinds, request)
       if (blockers?.has(stats)) return { go: false, until: Number.POSITIVE_INFINITY, on: stats }
       // Nothing of this kind has ended yet, so its size is unknown: one at a time until one has.
       if (stats.ended === 0 && stats.inFlight > 0) {
@@ -355,18 +290,4 @@ export class Scheduler {
     }
     this.pump()
   }
-
-  private kindStats(request: SlotRequest): KindStats {
-    const key = kindKey(request)
-    let stats = this.kinds.get(key)
-    if (!stats) {
-      stats = { ended: 0, counted: 0, tokens: 0, inFlight: 0 }
-      this.kinds.set(key, stats)
-    }
-    return stats
-  }
-}
-
-function kindKey(request: SlotRequest): string {
-  return request.kind === undefined ? request.model : `${request.model}\u0000${request.kind}`
 }
