@@ -1,142 +1,28 @@
 import { customAlphabet } from 'nanoid'
-import type { AgentDefinition } from '../agent/define-agent.js'
-import { checkLimits, type RunLimits, resolveLimits } from '../agent/limits.js'
+import { resolveLimits } from '../agent/limits.js'
 import { CohortError, callStore, InvalidInputError } from '../errors.js'
 import { EventBus } from '../events/event-bus.js'
-import type { EventSink } from '../events/logger.js'
-import type { CohortEvent, CohortEventType } from '../events/types.js'
-import type { ChatModel } from '../models/types.js'
-import { type Answer, answerStored } from '../orchestrator/answer.js'
-import type { Durability, Inspector } from '../orchestrator/config.js'
+import { answerStored } from '../orchestrator/answer.js'
 import type { SegmentHooks } from '../orchestrator/launch.js'
-import { type RunTotals, runTotals } from '../orchestrator/metrics.js'
+import { runTotals } from '../orchestrator/metrics.js'
 import { Orchestrator } from '../orchestrator/orchestrator.js'
-import { runSegment, type SegmentOutcome } from '../orchestrator/segment.js'
+import { runSegment } from '../orchestrator/segment.js'
 import { assertRunId } from '../persistence/codec.js'
 import { memoryStore } from '../persistence/memory-store.js'
-import type { RunStatus, RunStore } from '../persistence/records.js'
 import { type Plan, parsePlan, planLayers } from '../plan/plan.js'
 import { definePlanAgent, planAgentName } from '../plan/plan-agent.js'
 import { createRedactor } from '../protocol/redact.js'
-import { Scheduler, type SchedulerOptions, type SchedulerStats } from '../scheduler/scheduler.js'
-import type { SharedLimits } from '../scheduler/shared-limits.js'
-import { type WorkspaceOptions, Workspaces } from '../workspaces/workspaces.js'
+import { Scheduler } from '../scheduler/scheduler.js'
+import { Workspaces } from '../workspaces/workspaces.js'
+import { indexAgents } from './agent-definitions.js'
 import { Run } from './run.js'
 import { RunClaims } from './run-claims.js'
+import { addTotals, newTotals, runtimeMetrics } from './runtime-metrics.js'
 import { checkRuntimeOptions } from './runtime-options.js'
+import type { Runtime, RuntimeOptions, StartOptions } from './types.js'
 
-export interface RuntimeOptions {
-  agents: readonly AgentDefinition[]
-  /** The model of every agent that names none. */
-  model?: ChatModel
-  /** Where runs are kept (default: `memoryStore()`). */
-  store?: RunStore
-  limits?: Partial<RunLimits>
-  /** Receives every event of every run: `createLogger()`, or your own sink. */
-  logger?: EventSink
-  /** Model calls in flight, priorities, rate limits and start spacing, across every run. */
-  scheduler?: SchedulerOptions
-  /** A dependency cycle in a launch is refused to the model (default) or run in launch order. */
-  onCycle?: 'refuse' | 'sequential'
-  /** Strings never to store, log or emit (API keys, tokens); `OPENAI_API_KEY` is always included. */
-  secrets?: string[]
-  /** A store write that takes longer fails the run with a `StoreError` (default 30 s). */
-  storeTimeoutMs?: number
-  /** One directory per agent (for process agents and tools), and conflict reports for parallel groups. */
-  workspaces?: WorkspaceOptions
-  /**
-   * When a step is written (default `sync`): before any effect that depends on it starts, so a
-   * crash repeats only what was in flight; `async` writes behind the agents (docs/architecture.md, "Durability").
-   */
-  durability?: Durability
-  /**
-   * An XState inspector, given to every run's actor and so to every agent's: the `inspect` of
-   * `@statelyai/inspect`'s `createBrowserInspector()`, or any function of inspection events.
-   */
-  inspect?: Inspector
-}
-
-/** A distributed host: it schedules a segment for each agent a segment creates. */
-export interface SegmentHost {
-  enqueue(agentIds: string[]): Promise<void>
-  /**
-   * Aborted when this host no longer holds the segment (a job queue gave it to another worker):
-   * the segment stops where it is, writes nothing more, and rejects with the signal's reason.
-   */
-  signal?: AbortSignal
-}
-
-/** Totals across the runs this runtime has held in this process. */
-export interface RuntimeMetrics {
-  runs: { active: number; completed: number; failed: number; cancelled: number }
-  modelCalls: SchedulerStats
-  /** With `scheduler.maxConcurrentAgents`: agents at work now, and those waiting for a place. */
-  atWork?: { working: number; queued: number; limit: number }
-  agents: number
-  timeouts: number
-  errors: number
-  retries: number
-  tokens: number
-  cost: number
-}
-
-export interface StartOptions {
-  /** Your own run id (1-64 letters, digits, "_" or "-"); generated when omitted. */
-  runId?: string
-}
-
-export interface Runtime {
-  readonly store: RunStore
-  readonly agents: ReadonlyMap<string, AgentDefinition>
-  /** Starts a run and returns at once. */
-  start(agent: string, task: string, options?: StartOptions): Run
-  /** Starts a run and waits for its result. */
-  run(agent: string, task: string, options?: StartOptions): Promise<unknown>
-  /** Runs a plan given as data (agents with `depends_on`) without a coordinator model. */
-  runPlan(plan: Plan, options?: StartOptions): Run
-  metrics(): RuntimeMetrics
-  /** Continues a stored run (after a crash, in another process); a live run of this runtime is returned as is. */
-  resume(runId: string): Promise<Run>
-  /**
-   * Distributed execution: writes a run and its idle root agent without starting it, so a
-   * host (BullMQ workers) can run it with `runSegment`.
-   */
-  prepareRun(
-    agent: string,
-    task: string,
-    options?: StartOptions,
-  ): Promise<{ runId: string; rootAgentId: string }>
-  /** Runs one agent of a stored run until it settles or must wait on work elsewhere (see `SegmentOutcome`). */
-  runSegment(runId: string, agentId: string, host: SegmentHost): Promise<SegmentOutcome>
-  /**
-   * Answers an agent of a stored run that waits on a person (approve or reject its tool call,
-   * or give it input) by writing the answer into its record, without running anything; for
-   * distributed hosts, which then run it again. In one process, use `run.approve/reject/resume`.
-   */
-  answer(runId: string, agentId: string, answer: Answer): Promise<void>
-  /** A run this runtime holds in memory. */
-  get(runId: string): Run | undefined
-  /** Runs in memory that have not settled. */
-  active(): Run[]
-  /**
-   * Counts `scheduler.rateLimits` and `maxConcurrentModelCalls` in `shared`, a store that other
-   * processes share, from now on (`createWorker` of @cohort/bullmq does it); returns the undo.
-   */
-  shareLimits(shared: SharedLimits): () => void
-  /**
-   * Detaches every active run (see `Run.detach`): everything is stored, nothing settles. From
-   * then on the runtime starts and resumes nothing (a `SHUT_DOWN` error): a new one continues the runs.
-   */
-  shutdown(): Promise<void>
-  /**
-   * Subscribes to every event (`'event'`) or one type, of every run this runtime holds, from now
-   * on (a server streaming all its runs); returns the unsubscribe function.
-   */
-  on<T extends CohortEventType>(
-    type: T | 'event',
-    listener: (event: Extract<CohortEvent, { type: T }>) => void,
-  ): () => void
-}
+export type { RuntimeMetrics } from './runtime-metrics.js'
+export type { Runtime, RuntimeOptions, SegmentHost, StartOptions } from './types.js'
 
 /**
  * A new run's id: letters and digits only, so that it never begins with "-", which a command line
@@ -164,26 +50,7 @@ export function createRuntime(options: RuntimeOptions): Runtime {
     ),
   ])
   const workspaces = options.workspaces ? new Workspaces(options.workspaces) : undefined
-  const totals: Omit<RuntimeMetrics, 'modelCalls' | 'runs'> & {
-    runs: Omit<RuntimeMetrics['runs'], 'active'>
-  } = {
-    runs: { completed: 0, failed: 0, cancelled: 0 },
-    agents: 0,
-    timeouts: 0,
-    errors: 0,
-    retries: 0,
-    tokens: 0,
-    cost: 0,
-  }
-  const addTotals = (status: Exclude<RunStatus, 'running'>, metrics: RunTotals) => {
-    totals.runs[status]++
-    totals.agents += metrics.agents
-    totals.timeouts += metrics.timeouts
-    totals.errors += metrics.errors
-    totals.retries += metrics.retries
-    totals.tokens += metrics.tokens.total
-    totals.cost += metrics.cost
-  }
+  const totals = newTotals()
 
   /** An orchestrator whose events reach the logger; with `host`, one that runs segments for it. */
   // Every run's events pass through it: the logger, and `runtime.on`.
@@ -236,7 +103,7 @@ export function createRuntime(options: RuntimeOptions): Runtime {
         workspaces?.forget(runId)
         const status = orchestrator.record?.status ?? 'running'
         if (status !== 'running' && orchestrator.endedHere)
-          addTotals(status, runTotals(orchestrator.registry.values()))
+          addTotals(totals, status, runTotals(orchestrator.registry.values()))
       })
       .catch(() => {})
     return { run, orchestrator }
@@ -343,18 +210,7 @@ export function createRuntime(options: RuntimeOptions): Runtime {
     },
     metrics() {
       const live = [...runs.values()].map(({ orchestrator }) => runTotals(orchestrator.registry.values()))
-      const sum = (pick: (m: RunTotals) => number) => live.reduce((total, m) => total + pick(m), 0)
-      return {
-        runs: { active: live.length, ...totals.runs },
-        modelCalls: scheduler.stats(),
-        ...(scheduler.agents && { atWork: { ...scheduler.agents.stats, limit: scheduler.agents.limit } }),
-        agents: totals.agents + sum((m) => m.agents),
-        timeouts: totals.timeouts + sum((m) => m.timeouts),
-        errors: totals.errors + sum((m) => m.errors),
-        retries: totals.retries + sum((m) => m.retries),
-        tokens: totals.tokens + sum((m) => m.tokens.total),
-        cost: totals.cost + sum((m) => m.cost),
-      }
+      return runtimeMetrics(totals, live, scheduler)
     },
     async run(agent, task, startOptions) {
       return runtime.start(agent, task, startOptions).result
@@ -406,38 +262,4 @@ export function createRuntime(options: RuntimeOptions): Runtime {
     },
   }
   return runtime
-}
-
-function indexAgents(agents: readonly AgentDefinition[]): Map<string, AgentDefinition> {
-  if (!Array.isArray(agents) || agents.length === 0) {
-    throw new InvalidInputError('createRuntime needs at least one agent')
-  }
-  const byName = new Map<string, AgentDefinition>()
-  for (const [index, agent] of agents.entries()) {
-    // From JavaScript or a config file, an agent may be a plain object: say so, not "x is not iterable".
-    if (typeof agent?.name !== 'string' || !Array.isArray(agent.tools) || !Array.isArray(agent.subagents)) {
-      throw new InvalidInputError(
-        `agents[${index}] (${JSON.stringify(agent?.name ?? null)}) is not an agent definition: make it with defineAgent({ name, instructions, tools, subagents })`,
-      )
-    }
-    if (agent.name === planAgentName) {
-      throw new InvalidInputError(
-        `agent name "${planAgentName}" is taken by runPlan's own agent; choose another`,
-      )
-    }
-    if (byName.has(agent.name)) throw new InvalidInputError(`agent "${agent.name}" is defined twice`)
-    // Checked here rather than when the agent is first launched, where it would fail its parent.
-    if (agent.limits) checkLimits(agent.limits, `of agent "${agent.name}"`)
-    byName.set(agent.name, agent)
-  }
-  for (const agent of agents) {
-    for (const sub of agent.subagents) {
-      if (!byName.has(sub)) {
-        throw new InvalidInputError(
-          `agent "${agent.name}" lists sub-agent "${sub}", which is not among the runtime's agents`,
-        )
-      }
-    }
-  }
-  return byName
 }
