@@ -6,6 +6,7 @@ import {
   checkRetention,
   checkRunFilter,
   hasBounds,
+  InvalidInputError,
   type RunFilter,
   type RunRecord,
   type RunRetention,
@@ -34,9 +35,11 @@ export type { PostgresStore, PostgresStoreOptions } from './options.js'
 /**
  * A `RunStore` on PostgreSQL: one row per run and one per agent, each holding its record as
  * jsonb (`record->>'status'` in psql; see `recordColumns`), beside the columns that listing
- * filters on.
+ * filters on. Given a connection string alone (`postgresStore(process.env.DATABASE_URL)`), it
+ * makes its pool from it.
  */
-export function postgresStore(options: PostgresStoreOptions = {}): PostgresStore {
+export function postgresStore(given: PostgresStoreOptions | string = {}): PostgresStore {
+  const options = storeOptions(given)
   const schema = options.schema ?? 'cohort'
   assertSchemaName(schema)
   const retention = checkRetention(options.retention)
@@ -192,4 +195,21 @@ export function postgresStore(options: PostgresStoreOptions = {}): PostgresStore
       if (ownsPool) await pool.end()
     },
   }
+}
+
+/** The options a call gave: a connection string stands for `{ connectionString }`. */
+function storeOptions(given: unknown): PostgresStoreOptions {
+  if (typeof given === 'string') {
+    if (given.trim() === '')
+      throw new InvalidInputError(
+        'postgresStore: the connection string is empty; expected postgres://user@host:port/database',
+      )
+    return { connectionString: given }
+  }
+  if (given === null || typeof given !== 'object' || Array.isArray(given)) {
+    throw new InvalidInputError(
+      `postgresStore takes a connection string (postgres://…) or options ({ connectionString, schema, pool, … }); got ${given === null ? 'null' : Array.isArray(given) ? 'an array' : typeof given}`,
+    )
+  }
+  return given as PostgresStoreOptions
 }

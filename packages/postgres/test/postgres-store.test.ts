@@ -262,6 +262,27 @@ suite('postgresStore', () => {
   })
 })
 
+suite('postgresStore(url)', () => {
+  test('a connection string alone makes the store, as postgresStore({ connectionString }) does', async () => {
+    const store = postgresStore(connectionString)
+    try {
+      await store.saveRun(makeRunRecord('by-url'))
+      expect((await store.loadRunRecord('by-url'))?.id).toBe('by-url')
+      await store.deleteRun('by-url')
+    } finally {
+      await store.close()
+    }
+  })
+
+  test('anything else is refused, saying what it takes', () => {
+    for (const bad of [null, 42, ['postgres://x'], ' ']) {
+      expect(() => postgresStore(bad as never)).toThrow(
+        /postgresStore takes a connection string \(postgres:\/\/…\) or options|the connection string is empty/,
+      )
+    }
+  })
+})
+
 describe('postgresStore without a database', () => {
   test('schema names are validated', () => {
     for (const bad of ['Bad', '1abc', 'a-b', 'x"; drop schema public', '', 'a'.repeat(64), 'pg_x']) {
