@@ -6,7 +6,8 @@ export const defaultRedisUrl = 'redis://127.0.0.1:6379'
 /** Either a connection (options or a client) or a `redis://` URL. */
 export interface ConnectionInput {
   connection?: ConnectionOptions
-  url?: string
+  /** Undefined is the default (`REDIS_URL`, then redis://127.0.0.1:6379), so `url: process.env.REDIS_URL` type-checks. */
+  url?: string | undefined
 }
 
 /** Options from a `redis://` or `rediss://` URL, with what BullMQ's workers need (no per-request retry cap). */

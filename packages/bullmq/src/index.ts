@@ -13,6 +13,6 @@ export {
   segmentJobId,
 } from './jobs.js'
 export { type RedisLimits, type RedisLimitsOptions, redisLimits } from './limits.js'
-export { type RedisStoreOptions, redisStore } from './store.js'
+export { type RedisStore, type RedisStoreOptions, redisStore } from './store.js'
 export { type WaitForRunOptions, waitForRun } from './wait.js'
 export { type CohortWorker, type CreateWorkerOptions, createWorker } from './worker.js'

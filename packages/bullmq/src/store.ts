@@ -12,6 +12,7 @@ import {
   filterRuns,
   hasBounds,
   joinRecordParts,
+  type KeepingStore,
   type RunFilter,
   type RunId,
   type RunRecord,
@@ -28,7 +29,7 @@ export interface RedisStoreOptions {
   /** A client of your own, left open by `close`. */
   connection?: Redis
   /** Otherwise the store opens (and closes) its own client: `REDIS_URL`, then redis://127.0.0.1:6379. */
-  url?: string
+  url?: string | undefined
   /** Prepended to every key (default `cohort:`). */
   prefix?: string
   /** Which finished runs to keep (default: every one); applied each time a run finishes. */
@@ -41,7 +42,13 @@ export interface RedisStoreOptions {
  * `encodeAgentRecordParts`), a sorted set by creation time for `listRuns`, and one of finished
  * runs by the time they finished for retention. Production Redis needs AOF and `noeviction`.
  */
-export function redisStore(options: RedisStoreOptions = {}): RunStore {
+/** A `RunStore` whose optional reads, `deleteRun`, `prune` and claims are always there. */
+export type RedisStore = KeepingStore & {
+  /** Ends the connection the store opened; a connection passed in is left open. */
+  close(): Promise<void>
+}
+
+export function redisStore(options: RedisStoreOptions = {}): RedisStore {
   const retention = checkRetention(options.retention)
   const owned = !options.connection
   const redis = options.connection ?? new Redis(options.url ?? process.env.REDIS_URL ?? defaultRedisUrl)

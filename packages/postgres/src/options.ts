@@ -3,7 +3,7 @@ import type pg from 'pg'
 
 export interface PostgresStoreOptions {
   /** Used when no `pool` is given; without either, pg reads the usual `PG*` environment variables. */
-  connectionString?: string
+  connectionString?: string | undefined
   /** Schema holding the tables; created on first use. Default `cohort`. */
   schema?: string
   /** A pool you own: the store uses it and `close()` leaves it open. */
