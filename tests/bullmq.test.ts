@@ -108,11 +108,12 @@ describeRedis('redisStore', () => {
       const changed = [{ role: 'system', content: 'changed' }, ...messages.slice(1, 16)]
       await redis.hset(`${prefix}history:h1`, '0:lead', JSON.stringify(changed))
       await store.saveAgents!('h1', [makeLongAgentRecord('h1', 'lead', 40)], [20])
-      const loaded = await store.loadAgent!('h1', 'lead')
+      // Typed as there (RedisStore): no `!` needed, as the README's snippets use it.
+      const loaded = await store.loadAgent('h1', 'lead')
       expect(loaded?.snapshot.context.messages).toEqual([...changed, ...messages.slice(16)])
       expect((await store.loadRun('h1'))?.agents[0]).toEqual(loaded)
       expect((await redis.hkeys(`${prefix}history:h1`)).sort()).toEqual(['0:lead', '1:lead'])
-      await store.deleteRun!('h1')
+      await store.deleteRun('h1')
       expect(await redis.exists(`${prefix}history:h1`)).toBe(0)
     } finally {
       await store.close?.()
