@@ -13,7 +13,10 @@ test("the README's first program runs as written", async () => {
   const cwd = await mkdtemp(path.join(tmpdir(), 'cohort-first-'))
   const core = pathToFileURL(path.join(repoRoot, 'packages/core/src/index.ts')).href
   const file = path.join(cwd, 'first.mts')
-  await writeFile(file, `${program!.replace("'@cohort/core'", `'${core}'`)}\nconsole.log('again:', await again.result)\n`)
+  await writeFile(
+    file,
+    `${program!.replace("'@cohort/core'", `'${core}'`)}\nconsole.log('again:', await again.result)\n`,
+  )
   const { code, stdout, stderr } = await collect(spawnTs(file, [], {}, cwd))
   expect(code, stderr).toBe(0)
   expect(stdout).toMatch(/^run\.started$/m)

@@ -338,7 +338,9 @@ describe('scheduler', () => {
     const run = runtime.start('boss', 'go')
     const timedOut: string[] = []
     run.on('agent.failed', (event) => timedOut.push(`${event.agentId}: ${event.error.message}`))
-    const workers = await run.result.then(async () => (await run.snapshot()).agents.filter((a) => a.id !== 'boss'))
+    const workers = await run.result.then(async () =>
+      (await run.snapshot()).agents.filter((a) => a.id !== 'boss'),
+    )
     expect(timedOut).toEqual([])
     expect(workers.map((agent) => [agent.id, agent.status])).toEqual([
       ['boss.w0', 'completed'],

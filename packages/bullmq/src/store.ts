@@ -17,7 +17,6 @@ import {
   type RunId,
   type RunRecord,
   type RunRetention,
-  type RunStore,
   SnapshotError,
 } from '@cohort/core'
 import { Redis } from 'ioredis'
