@@ -195,27 +195,57 @@ export function costOf(usage: TokenUsage, prices: Prices): number {
   )
 }
 
-/** The SDK's errors as Cohort's: status and the server's message, and whether a retry could help. */
 /**
- * Some gateways answer an upstream rate limit or outage with 200 and `{ error: { message, code } }`:
- * given its code as the status, the SDK retries it, with backoff, as it retries the real one.
+ * The answer as the SDK should read it. Some gateways answer an upstream rate limit or outage with
+ * 200 and `{ error: { message, code } }`: given its code as the status, it is retried as the real
+ * one is. The SDK reads an error's message only from `{ error: { message } }`: vLLM's
+ * `{ object: 'error', message }`, FastAPI's `{ detail }` and TGI's `{ error: '…' }` are given to
+ * it in that shape, so their message is in the ModelError and a refusal of tools is recognised.
  */
 async function withErrorStatus(response: Response): Promise<Response> {
-  if (response.status !== 200 || !response.headers.get('content-type')?.includes('application/json'))
+  if (response.status === 200 && !response.headers.get('content-type')?.includes('application/json'))
     return response
+  if (response.status !== 200 && response.ok) return response
   const text = await response.text()
-  let code: unknown
+  let body: unknown
   try {
-    const body = JSON.parse(text) as { choices?: unknown; error?: { code?: unknown } } | null
-    if (body && body.choices === undefined) code = body.error?.code
+    body = JSON.parse(text)
   } catch {
     // Not JSON after all: the SDK reports it.
   }
-  const status =
-    typeof code === 'number' && (code === 408 || code === 429 || (code >= 500 && code < 600)) ? code : 200
-  return new Response(text, { status, headers: response.headers })
+  if (response.status === 200) {
+    const answer = body as { choices?: unknown; error?: { code?: unknown } } | null | undefined
+    const code = answer && answer.choices === undefined ? answer.error?.code : undefined
+    const status =
+      typeof code === 'number' && (code === 408 || code === 429 || (code >= 500 && code < 600)) ? code : 200
+    return new Response(text, { status, headers: response.headers })
+  }
+  const message = errorMessageOf(body)
+  if (message === undefined) return new Response(text, { status: response.status, headers: response.headers })
+  const error = { ...(body as Record<string, unknown>), message }
+  return new Response(JSON.stringify({ error }), { status: response.status, headers: response.headers })
 }
 
+/** The message of an error body the SDK would not find one in (it reads only `error.message`). */
+function errorMessageOf(body: unknown): string | undefined {
+  if (!body || typeof body !== 'object') return undefined
+  const { error, message, detail } = body as { error?: unknown; message?: unknown; detail?: unknown }
+  if (error && typeof error === 'object') return undefined
+  if (typeof error === 'string') return error
+  if (typeof message === 'string') return message
+  if (typeof detail === 'string') return detail
+  if (Array.isArray(detail)) {
+    return detail
+      .map((item: { loc?: unknown; msg?: unknown }) => {
+        const where = Array.isArray(item?.loc) ? `${item.loc.join('.')}: ` : ''
+        return typeof item?.msg === 'string' ? `${where}${item.msg}` : JSON.stringify(item)
+      })
+      .join('; ')
+  }
+  return undefined
+}
+
+/** The SDK's errors as Cohort's: status and the server's message, and whether a retry could help. */
 function toModelError(error: unknown, model: string, retries: number, baseURL: string): ModelError {
   if (error instanceof ModelError) return error
   const after = retries > 0 ? ` (after ${retries} ${retries === 1 ? 'retry' : 'retries'})` : ''

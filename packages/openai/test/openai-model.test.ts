@@ -176,6 +176,45 @@ describe('openaiModel on a real local server', () => {
     expect(api.requests.map((r) => Boolean(r.body.tools))).toEqual([true, false, false])
   })
 
+  test("auto protocol: vLLM's refusal of tools, an error body without an `error` field, switches to text", async () => {
+    const refusal = '"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set'
+    const api = await serve((received) =>
+      received.body.tools
+        ? {
+            json: { object: 'error', message: refusal, type: 'BadRequestError', param: null, code: 400 },
+            status: 400,
+          }
+        : { json: completion({ content: '{"action":"finish","result":"ok"}' }) },
+    )
+    const model = openaiModel({ model: 'm', baseURL: api.baseURL, apiKey })
+    expect((await model.complete(request())).text).toContain('"ok"')
+    expect(api.requests.map((r) => Boolean(r.body.tools))).toEqual([true, false])
+  })
+
+  test("the message of error bodies in other shapes is kept: vLLM's, FastAPI's `detail`, TGI's `error` string", async () => {
+    const bodies = [
+      { object: 'error', message: "This model's maximum context length is 4096 tokens.", code: 400 },
+      { detail: [{ loc: ['body', 'messages'], msg: 'field required', type: 'value_error.missing' }] },
+      { detail: 'Not authenticated' },
+      { error: 'Input validation error: `inputs` tokens + `max_new_tokens` must be <= 4096' },
+    ]
+    const api = await serve((_, index) => ({ json: bodies[index], status: index === 0 ? 400 : 422 }))
+    const model = openaiModel({ model: 'm', baseURL: api.baseURL, apiKey, protocol: 'tools' })
+    const messages: string[] = []
+    for (const _ of bodies) {
+      messages.push(await model.complete(request()).then(
+        () => 'no error',
+        (e: Error) => e.message,
+      ))
+    }
+    expect(messages).toEqual([
+      "model m: HTTP 400: This model's maximum context length is 4096 tokens.",
+      'model m: HTTP 422: body.messages: field required',
+      'model m: HTTP 422: Not authenticated',
+      'model m: HTTP 422: Input validation error: `inputs` tokens + `max_new_tokens` must be <= 4096',
+    ])
+  })
+
   test('auto protocol: a request too long for the context, which names the functions, keeps the tools', async () => {
     const tooLong =
       "This model's maximum context length is 8192 tokens. However, your messages resulted in 9000 tokens (including 312 in the functions). Please reduce the length of the messages or functions."
