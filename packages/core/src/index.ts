@@ -40,6 +40,7 @@ export type {
   ChatModel,
   ModelReply,
   ModelRequest,
+  ModelRetry,
   TokenUsage,
   ToolCall,
   ToolSpec,

@@ -1,6 +1,6 @@
-import { randomUUID } from 'node:crypto'
 import { type ChatModel, ModelError, type ModelReply, type ModelRequest, type TokenUsage } from '@cohort/core'
 import OpenAI from 'openai'
+import { maxRetryWaitMs, retrying } from './retry.js'
 import { fromCompletion, type Protocol, StreamAssembler, toWireMessages, toWireTools } from './wire.js'
 
 export interface Prices {
@@ -25,9 +25,15 @@ export interface OpenAIModelOptions {
   protocol?: Protocol | 'auto'
   /** Stream the reply and emit each fragment as a `model.token` event. */
   stream?: boolean
-  /** Per attempt, in ms (default 120 s). A timed-out attempt is retried like a 5xx. */
+  /**
+   * Per attempt, in ms (default 120 s). A timed-out attempt is retried like a 5xx. Also the longest
+   * wait before a retry, with 60 s.
+   */
   timeoutMs?: number
-  /** Retries of transient failures (429, 408, 409, 5xx, connection errors, timeouts); default 3. */
+  /**
+   * Retries of transient failures (429, 408, 409, 5xx, connection errors, timeouts); default 3.
+   * A server asking (`Retry-After`) for a longer wait than 60 s or `timeoutMs` is not retried.
+   */
   maxRetries?: number
   temperature?: number
   maxTokens?: number
@@ -41,9 +47,6 @@ export interface OpenAIModelOptions {
   /** A fetch of your own (proxies, tests); defaults to the global one. */
   fetch?: typeof fetch
 }
-
-// Each call carries its own id so the fetch below can count the SDK's attempts for it.
-const callHeader = 'x-cohort-call'
 
 const defaultTimeoutMs = 120_000
 
@@ -63,43 +66,38 @@ export function openaiModel(options: OpenAIModelOptions): ChatModel {
       `openaiModel: the base URL "${baseURL}" (baseURL or OPENAI_BASE_URL) is not a URL; expected e.g. http://127.0.0.1:8000/v1`,
     )
   }
-  const attempts = new Map<string, number>()
   const baseFetch = options.fetch ?? globalThis.fetch
+  const timeoutMs = options.timeoutMs ?? defaultTimeoutMs
   const client = new OpenAI({
     apiKey,
     baseURL: baseURL ?? null,
-    timeout: options.timeoutMs ?? defaultTimeoutMs,
-    maxRetries: options.maxRetries ?? 3,
+    timeout: timeoutMs,
+    // Retried below: the SDK's wait is not ended by a cancelled run, and it waits as long as a server asks.
+    maxRetries: 0,
     ...(options.headers && { defaultHeaders: options.headers }),
     logLevel: 'off',
-    fetch: async (input, init) => {
-      const id = new Headers(init?.headers).get(callHeader)
-      if (id) attempts.set(id, (attempts.get(id) ?? 0) + 1)
-      return withErrorStatus(await baseFetch(input, init))
-    },
+    fetch: async (input, init) => withErrorStatus(await baseFetch(input, init)),
   })
   let protocol: Protocol | 'auto' = options.protocol ?? 'auto'
 
   const call = async (request: ModelRequest, as: Protocol): Promise<ModelReply> => {
-    const callId = randomUUID()
-    try {
-      const body = requestBody(options, request, as)
-      const reply = options.stream
-        ? await streamed(client, body, request, callId, options.timeoutMs ?? defaultTimeoutMs, options.model)
-        : fromCompletion(
-            await client.chat.completions.create(
-              { ...body, stream: false },
-              { signal: request.signal, headers: { [callHeader]: callId } },
+    const body = requestBody(options, request, as)
+    const { value: reply, retries } = await retrying(
+      async (began) =>
+        options.stream
+          ? await streamed(client, body, request, began, timeoutMs, options.model)
+          : fromCompletion(
+              await client.chat.completions.create({ ...body, stream: false }, { signal: request.signal }),
             ),
-          )
-      const retries = (attempts.get(callId) ?? 1) - 1
-      return withCost({ ...reply, ...(retries > 0 && { retries }) }, options.prices)
-    } catch (error) {
-      if (request.signal.aborted) throw request.signal.reason ?? error
-      throw toModelError(error, options.model, (attempts.get(callId) ?? 1) - 1, client.baseURL)
-    } finally {
-      attempts.delete(callId)
-    }
+      (error, retries) => toModelError(error, options.model, retries, client.baseURL),
+      {
+        maxRetries: options.maxRetries ?? 3,
+        maxWaitMs: Math.min(maxRetryWaitMs, timeoutMs),
+        signal: request.signal,
+        onRetry: request.onRetry,
+      },
+    )
+    return withCost({ ...reply, ...(retries > 0 && { retries }) }, options.prices)
   }
 
   return {
@@ -153,14 +151,14 @@ async function streamed(
   client: OpenAI,
   body: Body,
   request: ModelRequest,
-  callId: string,
+  began: () => void,
   idleMs: number,
   model: string,
 ): Promise<Omit<ModelReply, 'cost' | 'retries'>> {
   const stalled = new AbortController()
   const stream = await client.chat.completions.create(
     { ...body, stream: true, stream_options: { include_usage: true } },
-    { signal: AbortSignal.any([request.signal, stalled.signal]), headers: { [callHeader]: callId } },
+    { signal: AbortSignal.any([request.signal, stalled.signal]) },
   )
   const assembler = new StreamAssembler()
   const idle = setTimeout(() => stalled.abort(), idleMs)
@@ -168,7 +166,11 @@ async function streamed(
     for await (const chunk of stream) {
       idle.refresh()
       const fragment = assembler.add(chunk)
-      if (fragment) request.onToken?.(fragment)
+      if (fragment) {
+        // Sent fragments would be sent again by a retry.
+        began()
+        request.onToken?.(fragment)
+      }
     }
   } finally {
     clearTimeout(idle)
@@ -176,6 +178,7 @@ async function streamed(
   request.signal.throwIfAborted()
   if (stalled.signal.aborted) {
     // Not retried: the fragments already sent as tokens would be sent again.
+    began()
     throw new ModelError(`model ${model}: the stream stalled, nothing came for ${idleMs} ms (timeoutMs)`, {
       retryable: true,
     })

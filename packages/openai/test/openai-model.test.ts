@@ -202,10 +202,12 @@ describe('openaiModel on a real local server', () => {
     const model = openaiModel({ model: 'm', baseURL: api.baseURL, apiKey, protocol: 'tools' })
     const messages: string[] = []
     for (const _ of bodies) {
-      messages.push(await model.complete(request()).then(
-        () => 'no error',
-        (e: Error) => e.message,
-      ))
+      messages.push(
+        await model.complete(request()).then(
+          () => 'no error',
+          (e: Error) => e.message,
+        ),
+      )
     }
     expect(messages).toEqual([
       "model m: HTTP 400: This model's maximum context length is 4096 tokens.",
@@ -311,6 +313,84 @@ describe('openaiModel on a real local server', () => {
     expect(reply.retries).toBe(1)
     expect(api.requests).toHaveLength(2)
     expect(api.requests[1]!.at - api.requests[0]!.at).toBeGreaterThanOrEqual(900)
+  })
+
+  test('a Retry-After longer than 60 s, or than timeoutMs, fails the call at once and says what was asked', async () => {
+    const api = await serve((received) => ({
+      json: { error: { message: 'Rate limit reached for requests', code: 'rate_limit_exceeded' } },
+      status: 429,
+      headers: { 'retry-after': received.body.model === 'long' ? '3600' : '3' },
+    }))
+    const started = performance.now()
+    const hour = await openaiModel({ model: 'long', baseURL: api.baseURL, apiKey })
+      .complete(request())
+      .catch((e: unknown) => e)
+    expect(hour).toBeInstanceOf(ModelError)
+    expect(hour).toMatchObject({ status: 429, retryable: false })
+    expect((hour as Error).message).toBe(
+      'model long: HTTP 429: Rate limit reached for requests; the server asked to wait 3600 s before a retry, longer than the 60 s Cohort waits at most, so the call fails now',
+    )
+    const short = openaiModel({ model: 'short', baseURL: api.baseURL, apiKey, timeoutMs: 2_000 })
+    await expect(short.complete(request())).rejects.toThrow(
+      /asked to wait 3 s before a retry, longer than the 2 s Cohort waits at most/,
+    )
+    expect(api.requests).toHaveLength(2)
+    expect(performance.now() - started).toBeLessThan(1_000)
+  })
+
+  test('each retry is a model.retrying event and a line of the log with the status and the wait', async () => {
+    const api = await serve((_, index) =>
+      index === 0
+        ? { json: { error: { message: 'slow down' } }, status: 429, headers: { 'retry-after-ms': '20' } }
+        : { json: completion({ content: '{"action":"finish","result":"done"}' }) },
+    )
+    const solo = defineAgent({ name: 'solo', instructions: 'Answer.' })
+    const model = openaiModel({ model: 'm', baseURL: api.baseURL, apiKey, protocol: 'text' })
+    const dir = await mkdtemp(path.join(tmpdir(), 'cohort-retry-'))
+    const logger = createLogger({ dir, console: false })
+    const run = createRuntime({ agents: [solo], model, logger }).start('solo', 'x')
+    const retrying: CohortEvent[] = []
+    run.on('model.retrying', (event) => retrying.push(event))
+    expect(await run.result).toBe('done')
+    await logger.close()
+    expect(retrying).toMatchObject([
+      {
+        agentId: 'solo',
+        turn: 0,
+        retry: 1,
+        maxRetries: 3,
+        waitMs: 20,
+        status: 429,
+        error: 'model m: HTTP 429: slow down',
+      },
+    ])
+    const files = await readdir(dir, { recursive: true })
+    const texts = await Promise.all(
+      files.map((file) => readFile(path.join(dir, file), 'utf8').catch(() => '')),
+    )
+    const log = texts.flatMap((text) => text.split('\n')).filter((line) => line.includes('retry 1 of 3'))
+    expect(log).toHaveLength(1)
+    expect(log[0]).toMatch(
+      /\[LLM\] solo model call failed, retry 1 of 3 in 20 ms: model m: HTTP 429: slow down/,
+    )
+    await rm(dir, { recursive: true, force: true })
+  })
+
+  test('a cancelled call does not wait out its retry', async () => {
+    const api = await serve(() => ({
+      json: { error: { message: 'busy' } },
+      status: 503,
+      headers: { 'retry-after': '30' },
+    }))
+    const model = openaiModel({ model: 'm', baseURL: api.baseURL, apiKey })
+    const controller = new AbortController()
+    const started = performance.now()
+    const call = model.complete(
+      request({ signal: controller.signal, onRetry: () => controller.abort(new Error('stop')) }),
+    )
+    await expect(call).rejects.toThrow('stop')
+    expect(performance.now() - started).toBeLessThan(1_000)
+    expect(api.requests).toHaveLength(1)
   })
 
   test('a connection reset is retried', async () => {

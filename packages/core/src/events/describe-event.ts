@@ -82,6 +82,12 @@ export function describeEvent(event: CohortEvent): EventLine | undefined {
       }
     case 'model.token':
       return undefined
+    case 'model.retrying':
+      return {
+        category: 'LLM',
+        tone: 'fail',
+        text: `${event.agentId} model call failed, retry ${event.retry} of ${event.maxRetries} in ${event.waitMs} ms: ${event.error}`,
+      }
     case 'model.completed': {
       const usage = event.usage ? `, ${event.usage.promptTokens}+${event.usage.completionTokens} tokens` : ''
       const retries = event.retries

@@ -1,7 +1,7 @@
 import type { Awaiting } from '../agent/context.js'
 import type { ErrorInfo } from '../errors.js'
 import type { ProcessRecord } from '../models/command-model.js'
-import type { TokenUsage } from '../models/types.js'
+import type { ModelRetry, TokenUsage } from '../models/types.js'
 import type { Conflict } from '../workspaces/workspaces.js'
 
 interface RunEventBase {
@@ -42,6 +42,8 @@ export type AgentEvent = AgentEventBase &
     | { type: 'agent.failed'; error: ErrorInfo; durationMs: number }
     | { type: 'model.started'; turn: number; model: string }
     | { type: 'model.token'; turn: number; text: string }
+    /** The model failed an attempt of this call and tries again after `waitMs` (a 429, a 5xx, a reset connection). */
+    | ({ type: 'model.retrying'; turn: number } & ModelRetry)
     | {
         type: 'model.completed'
         turn: number

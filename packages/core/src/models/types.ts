@@ -36,8 +36,22 @@ export interface ModelRequest {
   signal: AbortSignal
   /** Called with each streamed text fragment when the model streams. */
   onToken?: (text: string) => void
+  /** Called by a model that failed an attempt and will try again, before it waits (a `model.retrying` event). */
+  onRetry?: (retry: ModelRetry) => void
   /** The agent's own workspace directory, created on first call (when the runtime has workspaces). */
   workspace?: () => Promise<string>
+}
+
+/** A failed attempt of a model call that the model makes again after `waitMs`. */
+export interface ModelRetry {
+  /** 1 for the first retry of the call. */
+  retry: number
+  maxRetries: number
+  waitMs: number
+  /** The failed attempt's HTTP status, when it had one. */
+  status?: number
+  /** What went wrong, e.g. `model m: HTTP 429: Rate limit reached for requests`. */
+  error: string
 }
 
 export interface ModelReply {

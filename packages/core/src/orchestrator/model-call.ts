@@ -133,6 +133,8 @@ function callModel(
         const shown = tokens.push(text)
         if (shown) run.emitAgent(context, { type: 'model.token', turn, text: shown })
       },
+      onRetry: (retry) =>
+        run.emitAgent(context, { type: 'model.retrying', turn, ...retry, error: redact(retry.error) }),
       signal,
     }
     if (workspaces) request.workspace = () => workspaces.ensure(run.runId, agentId)
