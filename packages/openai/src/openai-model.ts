@@ -272,10 +272,17 @@ function toModelError(error: unknown, model: string, retries: number, baseURL: s
   }
   if (error instanceof OpenAI.APIError && error.status !== undefined) {
     const status = error.status
-    const hint = status === 404 ? ` (at ${baseURL}; an OpenAI-compatible base URL usually ends in /v1)` : ''
+    // A 429 of a spent quota is a billing limit: it does not clear by waiting.
+    const quota = status === 429 && isQuotaError(error)
+    const hint =
+      status === 404
+        ? ` (at ${baseURL}; an OpenAI-compatible base URL usually ends in /v1)`
+        : quota
+          ? ' (insufficient_quota: the account is out of credit or over its spending limit; not retried)'
+          : ''
     return new ModelError(`model ${model}: HTTP ${status}${after}: ${serverMessage(error)}${hint}`, {
       status,
-      retryable: status === 408 || status === 409 || status === 429 || status >= 500,
+      retryable: !quota && (status === 408 || status === 409 || status === 429 || status >= 500),
       cause: error,
       retries,
     })
@@ -287,6 +294,15 @@ function toModelError(error: unknown, model: string, retries: number, baseURL: s
   }
   const message = error instanceof Error ? error.message : String(error)
   return new ModelError(`model ${model}: ${message}`, { cause: error })
+}
+
+function isQuotaError(error: InstanceType<typeof OpenAI.APIError>): boolean {
+  const body = error.error as { code?: unknown; type?: unknown } | undefined
+  return (
+    error.code === 'insufficient_quota' ||
+    body?.code === 'insufficient_quota' ||
+    body?.type === 'insufficient_quota'
+  )
 }
 
 function serverMessage(error: InstanceType<typeof OpenAI.APIError>): string {

@@ -502,6 +502,29 @@ describe('openaiModel on a real local server', () => {
     expect(api.requests).toHaveLength(1)
   })
 
+  test('a 429 of a spent quota (insufficient_quota) is a billing error: not retried, and said so', async () => {
+    const api = await serve(() => ({
+      json: {
+        error: {
+          message: 'You exceeded your current quota, please check your plan and billing details.',
+          type: 'insufficient_quota',
+          param: null,
+          code: 'insufficient_quota',
+        },
+      },
+      status: 429,
+    }))
+    const model = openaiModel({ model: 'm', baseURL: api.baseURL, apiKey })
+    const error = await model.complete(request()).catch((e: unknown) => e)
+    expect(error).toMatchObject({
+      status: 429,
+      retryable: false,
+      message:
+        'model m: HTTP 429: You exceeded your current quota, please check your plan and billing details. (insufficient_quota: the account is out of credit or over its spending limit; not retried)',
+    })
+    expect(api.requests).toHaveLength(1)
+  })
+
   test('a worker whose model fails for good fails alone; its sibling and the parent go on', async () => {
     const api = await serve(leadAndWorkers('pear'))
     const model = openaiModel({ model: 'test-model', baseURL: api.baseURL, apiKey, maxRetries: 1 })
