@@ -97,6 +97,7 @@ export function fromCompletion(body: unknown): Omit<ModelReply, 'cost' | 'retrie
     )
   }
   const reply: Omit<ModelReply, 'cost' | 'retries'> = { text: choice.message.content ?? '' }
+  if (typeof choice.finish_reason === 'string') reply.finishReason = choice.finish_reason
   // Some servers leave out `type`; any call that names a function is one.
   const calls = (choice.message.tool_calls ?? []).flatMap((call, index) => {
     const fn = (call as { function?: { name?: unknown; arguments?: unknown } }).function
@@ -120,13 +121,16 @@ export class StreamAssembler {
   private text = ''
   private readonly calls = new Map<number, { id: string; name: string; arguments: string }>()
   private usage: TokenUsage | undefined
+  private finishReason: string | undefined
   private sawChoice = false
 
   /** Adds one chunk; returns the text fragment it carried, if any. */
   add(chunk: OpenAI.Chat.Completions.ChatCompletionChunk): string {
     const usage = fromUsage(chunk.usage)
     if (usage) this.usage = usage
-    const delta = chunk.choices?.[0]?.delta
+    const choice = chunk.choices?.[0]
+    if (typeof choice?.finish_reason === 'string') this.finishReason = choice.finish_reason
+    const delta = choice?.delta
     if (!delta) return ''
     this.sawChoice = true
     for (const part of delta.tool_calls ?? []) {
@@ -150,6 +154,7 @@ export class StreamAssembler {
       .map(([index, call]) => ({ ...call, id: call.id || `call_${index}` }))
     if (calls.length > 0) reply.toolCalls = calls
     if (this.usage) reply.usage = this.usage
+    if (this.finishReason) reply.finishReason = this.finishReason
     return reply
   }
 }

@@ -548,6 +548,31 @@ describe('openaiModel on a real local server', () => {
     expect(performance.now() - started).toBeLessThan(1_900)
   })
 
+  test('a reply cut off at max_tokens (finish_reason length) is repaired with that said, not as a reply without JSON', async () => {
+    const api = await serve((_, index) =>
+      index <= 1
+        ? {
+            json: completion({
+              content: '```json\n{"action": "finish", "result": "a very long essay that got cut o',
+              finishReason: 'length',
+            }),
+          }
+        : { json: completion({ content: '{"action":"finish","result":"short"}' }) },
+    )
+    const model = openaiModel({ model: 'm', baseURL: api.baseURL, apiKey, protocol: 'text', maxTokens: 50 })
+    expect(await model.complete(request())).toMatchObject({ finishReason: 'length' })
+    const solo = defineAgent({ name: 'solo', instructions: 'Answer.' })
+    const run = createRuntime({ agents: [solo], model }).start('solo', 'x')
+    const repairs: string[] = []
+    run.on('agent.repair', (event) => repairs.push(event.error))
+    expect(await run.result).toBe('short')
+    expect(repairs).toHaveLength(1)
+    expect(repairs[0]).toMatch(
+      /^the reply was cut off at the output token limit \(max_tokens\) before it was complete \(.+\); answer in fewer tokens$/,
+    )
+    expect(lastMessage(api.requests[2]!)).toContain('cut off at the output token limit (max_tokens)')
+  })
+
   test('a malformed body is a clear error, not a crash', async () => {
     const api = await serve((_, index) => (index === 0 ? { raw: '{"choices": [' } : { json: { foo: 1 } }))
     const model = openaiModel({ model: 'm', baseURL: api.baseURL, apiKey, maxRetries: 0 })

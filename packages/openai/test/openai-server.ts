@@ -88,7 +88,12 @@ const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 
 /** A chat completion body. */
 export function completion(
-  reply: { content?: string | null; toolCalls?: { name: string; arguments: unknown }[] },
+  reply: {
+    content?: string | null
+    toolCalls?: { name: string; arguments: unknown }[]
+    /** Default `tool_calls` with tool calls, else `stop`. */
+    finishReason?: string
+  },
   usage = { prompt_tokens: 100, completion_tokens: 20 },
 ): unknown {
   const toolCalls = reply.toolCalls?.map((call, index) => ({
@@ -104,7 +109,7 @@ export function completion(
     choices: [
       {
         index: 0,
-        finish_reason: toolCalls ? 'tool_calls' : 'stop',
+        finish_reason: reply.finishReason ?? (toolCalls ? 'tool_calls' : 'stop'),
         message: {
           role: 'assistant',
           content: reply.content ?? null,

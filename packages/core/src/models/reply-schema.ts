@@ -24,6 +24,7 @@ export const modelReplySchema = z.looseObject({
   usage: z.object({ promptTokens: count, completionTokens: count }).optional(),
   cost: z.number().min(0).optional(),
   retries: count.optional(),
+  finishReason: z.string().optional(),
   process: processRecordSchema.optional(),
 })
 

@@ -62,6 +62,11 @@ export interface ModelReply {
   cost?: number
   /** Transient failures retried inside this call. */
   retries?: number
+  /**
+   * Why the model stopped, as the server said (`stop`, `tool_calls`, `length`…). `length`: the reply
+   * was cut off at the output token limit (`max_tokens`); if it cannot be used, the model is told so.
+   */
+  finishReason?: string
   /** Set by process agents: exit code, stderr tail, duration. */
   process?: ProcessRecord
 }

@@ -189,13 +189,19 @@ function thought(
   // An oversized reply is refused by the parser; the history keeps only its beginning.
   const assistant: ChatMessage = { role: 'assistant', content: renderValue(reply.text ?? '', 200_000) }
   if (reply.toolCalls?.length) assistant.toolCalls = reply.toolCalls
-  const parse = parseActions(reply, {
+  let parse = parseActions(reply, {
     tools: run.kinds.of(entry.definition).tools,
     subagents: entry.definition.subagents,
     output: entry.definition.output,
     childIds:
       context.children.length === 0 ? noChildren : new Set(context.children.map((child) => child.localId)),
   })
+  if (!parse.ok && reply.finishReason === 'length') {
+    parse = {
+      ok: false,
+      error: `the reply was cut off at the output token limit (max_tokens) before it was complete (${parse.error}); answer in fewer tokens`,
+    }
+  }
   if (parse.ok) {
     for (let index = 0; index < parse.actions.length; index++) {
       const action = parse.actions[index]!
