@@ -1,4 +1,12 @@
-import { type ChatModel, ModelError, type ModelReply, type ModelRequest, type TokenUsage } from '@cohort/core'
+import {
+  type ChatModel,
+  estimateTokens,
+  ModelError,
+  type ModelReply,
+  type ModelRequest,
+  type TokenUsage,
+  tokensOfText,
+} from '@cohort/core'
 import OpenAI from 'openai'
 import { maxRetryWaitMs, retrying } from './retry.js'
 import { fromCompletion, type Protocol, StreamAssembler, toWireMessages, toWireTools } from './wire.js'
@@ -97,7 +105,10 @@ export function openaiModel(options: OpenAIModelOptions): ChatModel {
         onRetry: request.onRetry,
       },
     )
-    return withCost({ ...reply, ...(retries > 0 && { retries }) }, options.prices)
+    const counted: ModelReply = reply.usage
+      ? reply
+      : { ...reply, usage: estimatedUsage(request, body, reply), usageEstimated: true }
+    return withCost({ ...counted, ...(retries > 0 && { retries }) }, options.prices)
   }
 
   return {
@@ -184,6 +195,24 @@ async function streamed(
     })
   }
   return assembler.reply()
+}
+
+/**
+ * The tokens of a call whose server reported none (some local servers, proxies, streams without
+ * `include_usage`): its prompt as the scheduler estimates one, and the reply at four characters a
+ * token. Without it token budgets and metrics would count nothing.
+ */
+function estimatedUsage(request: ModelRequest, body: Body, reply: ModelReply): TokenUsage {
+  let characters = reply.text?.length ?? 0
+  for (const call of reply.toolCalls ?? []) {
+    characters +=
+      call.name.length +
+      (typeof call.arguments === 'string' ? call.arguments : JSON.stringify(call.arguments)).length
+  }
+  return {
+    promptTokens: estimateTokens({ messages: request.messages, tools: body.tools ? request.tools : [] }),
+    completionTokens: tokensOfText(characters),
+  }
 }
 
 function withCost(reply: ModelReply, prices: Prices | undefined): ModelReply {

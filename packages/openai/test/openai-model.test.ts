@@ -597,6 +597,28 @@ describe('openaiModel on a real local server', () => {
     expect(performance.now() - started).toBeLessThan(1_000)
   })
 
+  test('a server that reports no usage: the calls count estimated tokens, in budgets, metrics and events', async () => {
+    const api = await serve(() => ({
+      json: completion(
+        { content: 'x'.repeat(4_000), toolCalls: [{ name: 'lookup', arguments: { word: 'apple' } }] },
+        null,
+      ),
+    }))
+    const model = openaiModel({ model: 'm', baseURL: api.baseURL, apiKey })
+    const reply = await model.complete(request())
+    expect(reply.usageEstimated).toBe(true)
+    expect(reply.usage!.promptTokens).toBeGreaterThan(10)
+    expect(reply.usage!.completionTokens).toBeGreaterThanOrEqual(1_000)
+
+    const thrifty = defineAgent({ ...worker, limits: { maxAgentTokens: 800 } })
+    const run = createRuntime({ agents: [thrifty], model }).start('worker', 'look up apple')
+    const completed: CohortEvent[] = []
+    run.on('model.completed', (event) => completed.push(event))
+    await expect(run.result).rejects.toThrow(/over its budget of 800 \(maxAgentTokens\)/)
+    expect(completed).toMatchObject([{ usageEstimated: true }])
+    expect(run.metrics().tokens.total).toBeGreaterThan(1_000)
+  })
+
   test('prices give each call a cost, summed per run', async () => {
     const api = await serve(() => ({ json: completion({ content: '{"action":"finish","result":1}' }) }))
     const prices = { promptPerMillion: 0.27, completionPerMillion: 1.1 }

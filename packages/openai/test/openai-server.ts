@@ -94,7 +94,11 @@ export function completion(
     /** Default `tool_calls` with tool calls, else `stop`. */
     finishReason?: string
   },
-  usage = { prompt_tokens: 100, completion_tokens: 20 },
+  /** `null`: a server that reports no usage. */
+  usage: { prompt_tokens: number; completion_tokens: number } | null = {
+    prompt_tokens: 100,
+    completion_tokens: 20,
+  },
 ): unknown {
   const toolCalls = reply.toolCalls?.map((call, index) => ({
     id: `call_${index}_${Math.random().toString(36).slice(2, 8)}`,
@@ -117,7 +121,7 @@ export function completion(
         },
       },
     ],
-    usage: { ...usage, total_tokens: usage.prompt_tokens + usage.completion_tokens },
+    ...(usage && { usage: { ...usage, total_tokens: usage.prompt_tokens + usage.completion_tokens } }),
   }
 }
 

@@ -89,7 +89,10 @@ export function describeEvent(event: CohortEvent): EventLine | undefined {
         text: `${event.agentId} model call failed, retry ${event.retry} of ${event.maxRetries} in ${event.waitMs} ms: ${event.error}`,
       }
     case 'model.completed': {
-      const usage = event.usage ? `, ${event.usage.promptTokens}+${event.usage.completionTokens} tokens` : ''
+      const about = event.usageEstimated ? '~' : ''
+      const usage = event.usage
+        ? `, ${about}${event.usage.promptTokens}+${event.usage.completionTokens} tokens${about && ' (estimated)'}`
+        : ''
       const retries = event.retries
         ? `, after ${event.retries} ${event.retries === 1 ? 'retry' : 'retries'}`
         : ''

@@ -49,6 +49,8 @@ export type AgentEvent = AgentEventBase &
         turn: number
         durationMs: number
         usage?: TokenUsage
+        /** `usage` is an estimate: the model's server reported none. */
+        usageEstimated?: boolean
         cost?: number
         /** Attempts the adapter made again before this one answered (429s, 5xx, timeouts). */
         retries?: number

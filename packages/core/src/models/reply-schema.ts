@@ -22,6 +22,7 @@ export const modelReplySchema = z.looseObject({
     )
     .optional(),
   usage: z.object({ promptTokens: count, completionTokens: count }).optional(),
+  usageEstimated: z.boolean().optional(),
   cost: z.number().min(0).optional(),
   retries: count.optional(),
   finishReason: z.string().optional(),

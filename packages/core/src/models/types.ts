@@ -58,6 +58,11 @@ export interface ModelReply {
   text?: string
   toolCalls?: ToolCall[]
   usage?: TokenUsage
+  /**
+   * `usage` is the model's estimate (about four characters a token), not the server's count: the
+   * server sent none. Token budgets and metrics count it all the same.
+   */
+  usageEstimated?: boolean
   /** Cost of this call in the configured currency, when prices are known. */
   cost?: number
   /** Transient failures retried inside this call. */

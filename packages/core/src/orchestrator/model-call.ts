@@ -177,6 +177,7 @@ function thought(
       durationMs: Math.round(durationMs),
     }
     if (reply.usage) completed.usage = reply.usage
+    if (reply.usageEstimated) completed.usageEstimated = true
     if (reply.cost !== undefined) completed.cost = reply.cost
     if (reply.retries) completed.retries = reply.retries
     if (reply.process) completed.process = reply.process
