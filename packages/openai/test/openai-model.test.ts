@@ -3,6 +3,7 @@ import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
+import { inspect } from 'node:util'
 import {
   type CohortEvent,
   createLogger,
@@ -13,7 +14,7 @@ import {
   ModelError,
   type ModelRequest,
 } from '@cohort/core'
-import { afterEach, describe, expect, test } from 'vitest'
+import { afterEach, describe, expect, test, vi } from 'vitest'
 import { z } from 'zod'
 import { modelFromEnv, openaiModel } from '../src/index.js'
 import {
@@ -662,6 +663,35 @@ describe('openaiModel on a real local server', () => {
     } finally {
       await rm(dir, { recursive: true, force: true })
     }
+  })
+
+  test('COHORT_DEBUG prints failed calls without the key the server echoed, in the error or its cause', async () => {
+    const api = await serve((received) => ({
+      json: {
+        error: {
+          message: `Incorrect API key provided: ${received.headers.authorization?.slice(7)}.`,
+          type: 'invalid_request_error',
+          code: 'invalid_api_key',
+        },
+      },
+      status: 401,
+    }))
+    const solo = defineAgent({ name: 'solo', instructions: 'Answer.' })
+    const model = openaiModel({ model: 'm', baseURL: api.baseURL, apiKey })
+    const printed: string[] = []
+    const spy = vi.spyOn(console, 'error').mockImplementation((...args: unknown[]) => {
+      printed.push(args.map((arg) => inspect(arg, { depth: 10 })).join(' '))
+    })
+    process.env.COHORT_DEBUG = '1'
+    try {
+      const run = createRuntime({ agents: [solo], model }).start('solo', 'x')
+      await expect(run.result).rejects.toThrow('Incorrect API key provided: [redacted].')
+    } finally {
+      delete process.env.COHORT_DEBUG
+      spy.mockRestore()
+    }
+    expect(printed.join('\n')).toContain('Incorrect API key provided: [redacted].')
+    expect(printed.join('\n')).not.toContain(apiKey)
   })
 
   test('a key the server echoes split over two streamed fragments is in no token event', async () => {

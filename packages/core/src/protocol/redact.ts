@@ -71,7 +71,12 @@ function* stringsOf(value: object): Generator<[key: unknown, item: unknown]> {
   if (value instanceof Map) yield* value.entries()
   else if (value instanceof Set) for (const item of value) yield [undefined, item]
   else {
-    if (value instanceof Error) yield ['message', value.message]
+    if (value instanceof Error) {
+      yield ['message', value.message]
+      yield ['stack', value.stack]
+      // Not enumerable, and where an adapter keeps the library's error (its body may echo a key).
+      yield ['cause', value.cause]
+    }
     for (const key of Object.keys(value)) yield [key, (value as Record<string, unknown>)[key]]
   }
 }
@@ -82,7 +87,9 @@ function opaque(value: object): boolean {
     ArrayBuffer.isView(value) ||
     value instanceof ArrayBuffer ||
     value instanceof Date ||
-    value instanceof RegExp
+    value instanceof RegExp ||
+    // A copy of its fields loses its internal state: inspecting it would throw. Response headers hold no key.
+    value instanceof Headers
   )
 }
 
@@ -129,13 +136,22 @@ function redactedCopy(
       if (typeof text === 'string')
         Object.defineProperty(target, key, { value: redactText(text), writable: true, configurable: true })
     }
+    if (value.cause !== undefined)
+      Object.defineProperty(target, 'cause', { value: copy(value.cause), writable: true, configurable: true })
   }
   for (const key of Object.keys(value))
     target[redactText(key)] = copy((value as Record<string, unknown>)[key])
   return target
 }
 
-/** An error's message without secrets, in place: the error keeps its class, code and stack. */
+/**
+ * An error's message, stack and cause without secrets, in place: the error keeps its class and
+ * code. The cause (a library's error, whose body may echo the key) is printed with the error by
+ * `console.error` (`COHORT_DEBUG`).
+ */
 export function redactError(redact: Redactor, error: unknown): void {
-  if (error instanceof Error) error.message = redact(error.message)
+  if (!(error instanceof Error)) return
+  error.message = redact(error.message)
+  if (typeof error.stack === 'string') error.stack = redact(error.stack)
+  if (error.cause !== undefined) error.cause = redact(error.cause)
 }
