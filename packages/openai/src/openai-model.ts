@@ -252,10 +252,19 @@ async function withErrorStatus(response: Response): Promise<Response> {
       typeof code === 'number' && (code === 408 || code === 429 || (code >= 500 && code < 600)) ? code : 200
     return new Response(text, { status, headers: response.headers })
   }
-  const message = errorMessageOf(body)
+  // A proxy's HTML page (nginx's 503) is cut to its title or a short excerpt, not put whole in every log line.
+  const message = body === undefined ? excerptOf(text) : errorMessageOf(body)
   if (message === undefined) return new Response(text, { status: response.status, headers: response.headers })
-  const error = { ...(body as Record<string, unknown>), message }
+  const error = { ...(body && typeof body === 'object' ? body : {}), message }
   return new Response(JSON.stringify({ error }), { status: response.status, headers: response.headers })
+}
+
+/** A short excerpt of an error body that is not JSON: an HTML page's title, or its text's beginning. */
+function excerptOf(text: string): string | undefined {
+  const title = /<title[^>]*>([^<]*)<\/title>/i.exec(text)?.[1]?.trim()
+  const plain = (title || text.replace(/<[^>]*>/g, ' ')).replace(/\s+/g, ' ').trim()
+  if (!plain) return undefined
+  return plain.length > 200 ? `${plain.slice(0, 200)}…` : plain
 }
 
 /** The message of an error body the SDK would not find one in (it reads only `error.message`). */
@@ -278,6 +287,9 @@ function errorMessageOf(body: unknown): string | undefined {
 }
 
 /** The SDK's errors as Cohort's: status and the server's message, and whether a retry could help. */
+/** Node's and undici's codes of a connection the other side closed or reset. */
+const closedCodes = new Set(['UND_ERR_SOCKET', 'ECONNRESET', 'EPIPE', 'UND_ERR_CLOSED'])
+
 function toModelError(error: unknown, model: string, retries: number, baseURL: string): ModelError {
   if (error instanceof ModelError) return error
   const after = retries > 0 ? ` (after ${retries} ${retries === 1 ? 'retry' : 'retries'})` : ''
@@ -292,7 +304,12 @@ function toModelError(error: unknown, model: string, retries: number, baseURL: s
     // The SDK says only "Connection error."; its innermost cause says why (ECONNREFUSED, a DNS failure).
     let cause: { cause?: unknown; code?: unknown; message?: unknown } = error
     while (cause.cause && typeof cause.cause === 'object') cause = cause.cause
-    const why = typeof cause.code === 'string' ? cause.code : String(cause.message ?? error.message)
+    const code = typeof cause.code === 'string' ? cause.code : undefined
+    const why = code
+      ? closedCodes.has(code)
+        ? `the server closed the connection before the reply was complete (${code})`
+        : code
+      : String(cause.message ?? error.message)
     return new ModelError(`model ${model}: connection to ${baseURL} failed${after}: ${why}`, {
       retryable: true,
       cause: error,

@@ -403,6 +403,26 @@ describe('openaiModel on a real local server', () => {
     expect(reply).toMatchObject({ text: 'back', retries: 1 })
   })
 
+  test('a connection the server keeps closing, and an HTML error page, say what happened in a short message', async () => {
+    const page =
+      '<html><head><title>503 Service Temporarily Unavailable</title></head><body><center><h1>503 Service Temporarily Unavailable</h1></center><hr><center>nginx</center>' +
+      ' '.repeat(5_000) +
+      '</body></html>'
+    const api = await serve((received) =>
+      received.body.model === 'reset'
+        ? { reset: true }
+        : { raw: page, status: 503, contentType: 'text/html' },
+    )
+    const reset = openaiModel({ model: 'reset', baseURL: api.baseURL, apiKey, maxRetries: 1 })
+    await expect(reset.complete(request())).rejects.toThrow(
+      /^model reset: connection to .* failed \(after 1 retry\): the server closed the connection before the reply was complete \((UND_ERR_SOCKET|ECONNRESET)\)$/,
+    )
+    const nginx = openaiModel({ model: 'nginx', baseURL: api.baseURL, apiKey, maxRetries: 0 })
+    await expect(nginx.complete(request())).rejects.toThrow(
+      /^model nginx: HTTP 503: 503 Service Temporarily Unavailable$/,
+    )
+  })
+
   test("a call's retries are in its model.completed event and the run's metrics", async () => {
     const api = await serve((_, index) =>
       index === 0
