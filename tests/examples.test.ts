@@ -131,6 +131,28 @@ test('the demo runs on a real endpoint when OPENAI_API_KEY is set', async () => 
   }
 }, 60_000)
 
+test('the demo with a key the endpoint refuses says so in one line and exits 1, its logs written', async () => {
+  const api = await startOpenAIServer(() => ({
+    json: { error: { message: 'Incorrect API key provided', code: 'invalid_api_key' } },
+    status: 401,
+  }))
+  const cwd = await mkdtemp(path.join(tmpdir(), 'cohort-demo-'))
+  try {
+    const env = { OPENAI_API_KEY: 'sk-bad', OPENAI_BASE_URL: api.baseURL, COHORT_MODEL: 'm', INIT_CWD: cwd }
+    const { code, stderr } = await collect(spawnTs('examples/async-parallel-agents/main.ts', [], env, cwd))
+    expect(code).toBe(1)
+    expect(stderr).toMatch(
+      /^The run failed: agent lead failed: model m: HTTP 401: Incorrect API key provided$/m,
+    )
+    expect(stderr).not.toMatch(/AgentFailedError|\n\s+at /)
+    const logs = await readdir(path.join(cwd, '.cohort', 'logs'), { recursive: true })
+    expect(logs.some((file) => file.endsWith('.log'))).toBe(true)
+  } finally {
+    await api.close()
+    await rm(cwd, { recursive: true, force: true })
+  }
+}, 60_000)
+
 test('the inspect example shows the run and every agent as XState actors, offline', async () => {
   const { code, stdout, stderr } = await collect(
     spawnTs('examples/inspect/main.ts', [], { OPENAI_API_KEY: '' }),

@@ -71,17 +71,23 @@ async function chooseModel(): Promise<ChatModel> {
 const model = await chooseModel()
 // The `.cohort` of the folder pnpm was run in (`pnpm demo` at the top: the repository's), where `cohort show` looks.
 const home = path.resolve(process.env.INIT_CWD ?? process.cwd(), '.cohort')
+const logger = createLogger({ dir: path.join(home, 'logs') })
 const runtime = createRuntime({
   agents: [lead, worker],
   model,
   store: fileStore(path.join(home, 'runs')),
-  logger: createLogger({ dir: path.join(home, 'logs') }),
+  logger,
 })
 
 console.log(`Cohort demo on ${model.name === 'scripted' ? 'the scripted model (offline)' : model.name}`)
 const started = performance.now()
 const run = runtime.start('lead', 'Run two sleeping workers in parallel and report.')
-const result = await run.result
+const result = await run.result.catch(async (error: unknown) => {
+  // A bad key, an unreachable endpoint: said in one line, with the log files written.
+  console.error(`\nThe run failed: ${error instanceof Error ? error.message : String(error)}`)
+  await logger.close()
+  process.exit(1)
+})
 const seconds = (performance.now() - started) / 1000
 
 console.log('\nResult:', JSON.stringify(result, null, 2))
@@ -92,3 +98,4 @@ const shown = path.relative(process.env.INIT_CWD ?? process.cwd(), home) || '.'
 console.log(
   `Run ${run.id} is stored in ${shown}/runs (\`npx -y pnpm@10 cohort show ${run.id}\`); per-agent logs are in ${shown}/logs/${run.id}/`,
 )
+await logger.close()
