@@ -275,6 +275,43 @@ describe('model failures', () => {
   })
 })
 
+describe('oversized replies', () => {
+  test("tool calls whose arguments together pass a reply's 200,000 characters are refused, and the history keeps only their beginnings", async () => {
+    const solo = defineAgent({ name: 'solo', instructions: 'Answer.', tools: [sleep] })
+    const huge = JSON.stringify({ seconds: 0, note: 'x'.repeat(150_000) })
+    const model = scriptedModel({
+      solo: [
+        {
+          text: '',
+          toolCalls: [
+            { id: 'call_0', name: 'sleep', arguments: huge },
+            { id: 'call_1', name: 'sleep', arguments: huge },
+          ],
+        },
+        { action: 'finish', result: 'shorter now' },
+      ],
+    })
+    const store = memoryStore()
+    const runtime = createRuntime({ agents: [solo], model, store })
+    const run = runtime.start('solo', 'go')
+    const repairs: string[] = []
+    run.on('agent.repair', (event) => repairs.push(event.error))
+    expect(await run.result).toBe('shorter now')
+    expect(repairs).toEqual([
+      expect.stringMatching(
+        /the reply's tool calls hold 300\d{3} characters of arguments; at most 200000 are accepted/,
+      ),
+    ])
+    const [agent] = (await store.loadRun(run.id))!.agents
+    const calls = agent!.snapshot.context.messages.flatMap((message) =>
+      message.role === 'assistant' ? (message.toolCalls ?? []) : [],
+    )
+    expect(calls.map((call) => call.id)).toEqual(['call_0', 'call_1'])
+    const kept = calls.reduce((sum, call) => sum + String(call.arguments).length, 0)
+    expect(kept).toBeLessThan(201_000)
+  })
+})
+
 describe('tool outcomes', () => {
   test('a value, a promise, a throw and a rejection each reach the model as the tool meant them', async () => {
     const { defineTool } = await import('@cohort/core')

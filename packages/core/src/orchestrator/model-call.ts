@@ -5,7 +5,7 @@ import type { ProcessRecord } from '../models/command-model.js'
 import { checkModelReply } from '../models/reply-schema.js'
 import type { ChatMessage, ChatModel, ModelReply, ModelRequest } from '../models/types.js'
 import { inboxMessage, renderValue, repairFeedback } from '../protocol/feedback.js'
-import { parseActions } from '../protocol/parse-actions.js'
+import { parseActions, toolCallsForHistory } from '../protocol/parse-actions.js'
 import { repairText } from '../protocol/prompt.js'
 import { redactError } from '../protocol/redact.js'
 import { estimateTokens } from '../scheduler/estimate-tokens.js'
@@ -189,7 +189,7 @@ function thought(
 
   // An oversized reply is refused by the parser; the history keeps only its beginning.
   const assistant: ChatMessage = { role: 'assistant', content: renderValue(reply.text ?? '', 200_000) }
-  if (reply.toolCalls?.length) assistant.toolCalls = reply.toolCalls
+  if (reply.toolCalls?.length) assistant.toolCalls = toolCallsForHistory(reply.toolCalls)
   let parse = parseActions(reply, {
     tools: run.kinds.of(entry.definition).tools,
     subagents: entry.definition.subagents,

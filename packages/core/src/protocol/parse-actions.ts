@@ -82,10 +82,15 @@ function fromText(text: string): RawResult {
 
 function fromToolCalls(calls: readonly ToolCall[]): RawResult {
   const items: RawItem[] = []
+  const chars = toolCallChars(calls)
+  if (chars > maxReplyChars) {
+    return fail(
+      `the reply's tool calls hold ${chars} characters of arguments; at most ${maxReplyChars} are accepted`,
+    )
+  }
   for (const call of calls) {
     let args: unknown = call.arguments
     if (typeof args === 'string') {
-      if (args.length > maxReplyChars) return fail(`the arguments of ${call.name} are too long`)
       // Its form forgiven as a reply's text is (a fence, a trailing comma), never its content.
       const found = args.trim() === '' ? { found: true as const, value: {} } : parseWhole(args)
       if (!found.found) {
@@ -249,4 +254,29 @@ function describe(value: unknown): string {
 
 function truncate(text: string, length: number): string {
   return text.length > length ? `${text.slice(0, length)}…` : text
+}
+
+/** Characters of the arguments given as text (a wire format's); arguments given as objects come from code, not a wire. */
+function toolCallChars(calls: readonly ToolCall[]): number {
+  let chars = 0
+  for (const call of calls) if (typeof call.arguments === 'string') chars += call.arguments.length
+  return chars
+}
+
+/**
+ * A reply's tool calls as the history keeps them: a reply refused for its size keeps the
+ * beginning of each call's arguments, so the agent's record stays small and the model still sees
+ * which calls it made.
+ */
+export function toolCallsForHistory(calls: readonly ToolCall[]): ToolCall[] {
+  if (toolCallChars(calls) <= maxReplyChars) return calls as ToolCall[]
+  const kept = Math.floor(maxReplyChars / calls.length)
+  return calls.map((call) =>
+    typeof call.arguments === 'string' && call.arguments.length > kept
+      ? {
+          ...call,
+          arguments: `${call.arguments.slice(0, kept)}… (${call.arguments.length - kept} more characters)`,
+        }
+      : call,
+  )
 }
