@@ -32,7 +32,14 @@ export type RunEvent = RunEventBase &
 export type AgentEvent = AgentEventBase &
   (
     | { type: 'agent.started'; parentId: string | null; task: string }
-    | { type: 'agent.launched'; children: { id: string; agent: string; task: string }[] }
+    | {
+        type: 'agent.launched'
+        /**
+         * `dependsOn`: the siblings (run-wide ids) whose results the child is given before it starts;
+         * `runsAfter`: in a launch run one after another (a cycle), the one it waits for only.
+         */
+        children: { id: string; agent: string; task: string; dependsOn: string[]; runsAfter?: string[] }[]
+      }
     | { type: 'agent.suspended'; waitingOn: string[]; awaiting?: Awaiting }
     | { type: 'agent.message'; from: string; text: string }
     | { type: 'agent.warning'; message: string }

@@ -191,11 +191,12 @@ export async function launchChildren(
     .sort((a, b) => b.priority - a.priority)
   run.emitAgent(context, {
     type: 'agent.launched',
-    children: created.map(({ link, dependsOn }) => ({
+    children: created.map(({ link, dependsOn, runsAfter }) => ({
       id: link.id,
       agent: link.agent,
       task: link.task,
       dependsOn,
+      ...(runsAfter.length > 0 && { runsAfter }),
     })),
   })
   const make = ({ link, spec, dependsOn, runsAfter, definition, priority }: (typeof created)[number]) =>
