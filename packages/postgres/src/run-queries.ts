@@ -1,6 +1,43 @@
-import type { RunFilter, RunId, RunRetention } from '@cohort/core'
+import { assertRunId, type RunFilter, type RunId, type RunRecord, type RunRetention } from '@cohort/core'
 import type { Query } from './connection.js'
-import { recordSelect } from './record-columns.js'
+import { recordColumns, recordSelect } from './record-columns.js'
+
+/** A run's row written, made or replaced. */
+export async function saveRunRow(query: Query, q: string, record: RunRecord): Promise<void> {
+  assertRunId(record.id)
+  const columns = recordColumns(record)
+  await query(
+    `save run ${record.id}`,
+    `INSERT INTO ${q}.runs (id, status, agent, created_at, updated_at, record, meta, record_text)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+     ON CONFLICT (id) DO UPDATE SET status = excluded.status, agent = excluded.agent,
+       created_at = excluded.created_at, updated_at = excluded.updated_at, record = excluded.record,
+       meta = excluded.meta, record_text = excluded.record_text`,
+    [
+      record.id,
+      record.status,
+      record.agent,
+      Math.floor(record.createdAt),
+      Math.floor(record.updatedAt),
+      columns.record,
+      columns.meta,
+      columns.record_text,
+    ],
+  )
+}
+
+/** One statement: a run's row, its agents, their histories and its claim deleted. */
+export async function deleteRunRows(query: Query, q: string, runId: string): Promise<void> {
+  assertRunId(runId)
+  await query(
+    `delete run ${runId}`,
+    `WITH agents_gone AS (DELETE FROM ${q}.agents WHERE run_id = $1),
+       history_gone AS (DELETE FROM ${q}.agent_history WHERE run_id = $1),
+       claims_gone AS (DELETE FROM ${q}.run_claims WHERE run_id = $1)
+     DELETE FROM ${q}.runs WHERE id = $1`,
+    [runId],
+  )
+}
 
 /** One statement: the finished runs `kept` does not keep, and their agents (as `runsToPrune` chooses). */
 export async function pruneRuns(query: Query, q: string, kept: RunRetention): Promise<RunId[]> {
