@@ -93,6 +93,15 @@ function withToken(server: CohortServer, init: RequestInit = {}): RequestInit {
   }
 }
 
+/** The server's API as a signed-in client calls it: a GET, or a POST of `body` as JSON. */
+function callApi(server: CohortServer, path: string, body?: unknown): Promise<Response> {
+  const init: RequestInit =
+    body === undefined
+      ? {}
+      : { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }
+  return fetch(new URL(path, server.url), withToken(server, init))
+}
+
 interface AgentSummary {
   id: string
   name: string
@@ -435,14 +444,7 @@ describe.runIf(hasChromium)('web inspector', () => {
     try {
       await tab.goto(target.inspectorUrl)
       await tab.locator('#connection[data-state="open"]').waitFor({ timeout: 10_000 })
-      const started = await fetch(
-        new URL('/api/runs', target.url),
-        withToken(target, {
-          method: 'POST',
-          headers: { 'content-type': 'application/json' },
-          body: JSON.stringify({ task: 'ship both', runId: 'both' }),
-        }),
-      )
+      const started = await callApi(target, '/api/runs', { task: 'ship both', runId: 'both' })
       expect(started.status).toBe(201)
       await tab.locator('#runs [data-run-id="both"]').click()
       await expect.poll(() => tab.locator('#tree [data-awaiting="approval"]').count()).toBe(2)
@@ -475,20 +477,7 @@ describe.runIf(hasChromium)('web inspector', () => {
   test('the runs list shows which runs wait on a person, and how many of their agents, without opening them', async () => {
     const { runtime } = twoAgentsOnCall0()
     const target = await startServer({ runtime, root: 'lead', port: 0 })
-    const call = (path: string, body?: unknown) =>
-      fetch(
-        new URL(path, target.url),
-        withToken(
-          target,
-          body === undefined
-            ? {}
-            : {
-                method: 'POST',
-                headers: { 'content-type': 'application/json' },
-                body: JSON.stringify(body),
-              },
-        ),
-      )
+    const call = (path: string, body?: unknown) => callApi(target, path, body)
     const listed = async () =>
       ((await (await call('/api/runs')).json()) as { runs: { id: string; agentsAwaiting?: number }[] }).runs
     const tab = await browser.newPage({ viewport: { width: 1440, height: 900 } })
@@ -534,15 +523,7 @@ describe.runIf(hasChromium)('web inspector', () => {
   test('a cancelled run and its agents look cancelled (grey), not failed (red)', async () => {
     const { runtime } = twoAgentsOnCall0()
     const target = await startServer({ runtime, root: 'lead', port: 0 })
-    const post = (path: string, body: unknown) =>
-      fetch(
-        new URL(path, target.url),
-        withToken(target, {
-          method: 'POST',
-          headers: { 'content-type': 'application/json' },
-          body: JSON.stringify(body),
-        }),
-      )
+    const post = (path: string, body: unknown) => callApi(target, path, body)
     const tab = await browser.newPage({ viewport: { width: 1440, height: 900 } })
     const errors: string[] = []
     tab.on('pageerror', (error) => errors.push(error.message))
