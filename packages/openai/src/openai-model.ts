@@ -189,8 +189,7 @@ async function streamed(
   }
   request.signal.throwIfAborted()
   if (stalled.signal.aborted) {
-    // Not retried: the fragments already sent as tokens would be sent again.
-    began()
+    // Retried only when no fragment was sent as a token (`began`): those would be sent again.
     throw new ModelError(`model ${model}: the stream stalled, nothing came for ${idleMs} ms (timeoutMs)`, {
       retryable: true,
     })

@@ -13,6 +13,7 @@ import {
   fileStore,
   ModelError,
   type ModelRequest,
+  type ModelRetry,
 } from '@cohort/core'
 import { afterEach, describe, expect, test, vi } from 'vitest'
 import { z } from 'zod'
@@ -300,6 +301,21 @@ describe('openaiModel on a real local server', () => {
       request({ signal: controller.signal, onToken: () => controller.abort(new Error('stop')) }),
     )
     await expect(cut).rejects.toThrow('stop')
+  })
+
+  test('a stream that stalls before its first token is retried; one that stalls after is not', async () => {
+    const api = await serve((_, index) =>
+      // The first chunk names the role only, as vLLM's and OpenAI's do: headers sent, no token yet.
+      index === 0 ? { sse: streamChunks(['', 'hello']), stallAfter: 1 } : { sse: streamChunks(['fine']) },
+    )
+    const model = openaiModel({ model: 'm', baseURL: api.baseURL, apiKey, stream: true, timeoutMs: 200 })
+    const retries: ModelRetry[] = []
+    const reply = await model.complete(request({ onRetry: (retry) => retries.push(retry) }))
+    expect(reply.text).toBe('fine')
+    expect(api.requests).toHaveLength(2)
+    expect(retries).toEqual([
+      expect.objectContaining({ retry: 1, error: expect.stringMatching(/stream stalled/) }),
+    ])
   })
 
   test('429 with Retry-After is retried after the time the server asked for', async () => {
