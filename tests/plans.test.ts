@@ -10,6 +10,7 @@ import {
   InvalidInputError,
   memoryStore,
   planLayers,
+  type Run,
   type ScriptedReply,
   scriptedModel,
   sleep,
@@ -348,6 +349,105 @@ describe('scheduler', () => {
       ['boss.w2', 'completed'],
       ['boss.w3', 'completed'],
     ])
+  })
+
+  test('a run detached while an agent waits for a place gives that wait back to its timeout when resumed', async () => {
+    const worker = defineAgent({ name: 'worker', instructions: '' })
+    const boss = defineAgent({ name: 'boss', instructions: '', subagents: [worker] })
+    const model = scriptedModel(
+      {
+        boss: [
+          {
+            action: 'launch_subagents',
+            agents: Array.from({ length: 4 }, (_, i) => ({
+              agent: 'worker',
+              task: 'work',
+              id: `w${i}`,
+              timeout_ms: 900,
+            })),
+          },
+          { action: 'wait_for_subagents' },
+          { action: 'finish', result: 'done' },
+        ],
+        worker: [{ action: 'finish', result: 'ok' }],
+      },
+      { latencyMs: (request) => (request.agent.depth === 0 ? 0 : 300) },
+    )
+    const store = memoryStore()
+    const runtime = () =>
+      createRuntime({ agents: [boss, worker], model, store, scheduler: { maxConcurrentAgents: 1 } })
+    const first = runtime().start('boss', 'go')
+    // One at a time, 300 ms each: w3 has waited about 750 ms of its 900 when the run stops.
+    await new Promise<void>((resolve) =>
+      first.on('agent.completed', (event) => event.agentId === 'boss.w1' && resolve()),
+    )
+    await new Promise((resolve) => setTimeout(resolve, 150))
+    await first.detach()
+    const resumed = await runtime().resume(first.id)
+    const failed: string[] = []
+    resumed.on('agent.failed', (event) => failed.push(`${event.agentId}: ${event.error.message}`))
+    expect(await resumed.result).toBe('done')
+    expect(failed).toEqual([])
+  })
+
+  test('a cancel or a detach starts no tool call that waited for a place (it would run twice after a resume)', async () => {
+    const started: string[] = []
+    const effect = defineTool({
+      name: 'effect',
+      description: 'a side effect',
+      parameters: z.object({}),
+      execute: async (_args, ctx) => {
+        started.push(ctx.agentId)
+        await new Promise((resolve) => setTimeout(resolve, 400))
+        return 'done'
+      },
+    })
+    const worker = defineAgent({ name: 'worker', instructions: '', tools: [effect] })
+    const boss = defineAgent({ name: 'boss', instructions: '', subagents: [worker] })
+    const model = scriptedModel({
+      boss: [
+        {
+          action: 'launch_subagents',
+          agents: [
+            { agent: 'worker', task: 'one', id: 'a' },
+            { agent: 'worker', task: 'two', id: 'b' },
+          ],
+        },
+        { action: 'wait_for_subagents' },
+        { action: 'finish', result: 'done' },
+      ],
+      worker: [
+        { action: 'call_tool', tool: 'effect', args: {} },
+        { action: 'finish', result: 'ok' },
+      ],
+    })
+    const store = memoryStore()
+    const runtime = () =>
+      createRuntime({ agents: [boss, worker], model, store, scheduler: { maxConcurrentAgents: 1 } })
+    // The first tool call runs (400 ms); the other agent's has queued for the place a moment after.
+    const toolStarted = async (run: Run) => {
+      await new Promise<void>((resolve) => run.on('tool.started', () => resolve()))
+      await new Promise((resolve) => setTimeout(resolve, 100))
+    }
+
+    const cancelled = runtime().start('boss', 'go')
+    await toolStarted(cancelled)
+    cancelled.cancel()
+    await expect(cancelled.result).rejects.toMatchObject({ code: 'CANCELLED' })
+    await new Promise((resolve) => setTimeout(resolve, 50))
+    expect(started).toHaveLength(1)
+
+    started.length = 0
+    const detached = runtime().start('boss', 'go')
+    await toolStarted(detached)
+    await detached.detach()
+    await new Promise((resolve) => setTimeout(resolve, 50))
+    expect(started).toHaveLength(1)
+    const cutOff = started[0]
+    // The call cut off runs again; the one that was waiting runs for the first time.
+    expect(await (await runtime().resume(detached.id)).result).toBe('done')
+    expect(started).toHaveLength(3)
+    expect(started.filter((id) => id === cutOff)).toHaveLength(2)
   })
 
   test('maxConcurrentAgents holds for agents at work, tool calls included; a parent waiting on its children holds no place', async () => {

@@ -12,6 +12,8 @@ export interface EffectTarget {
   stopClock(entry: AgentEntry): void
   /** It has its place after `waitedMs`: its deadline moves that much later, and its clock goes on. */
   restartClock(entry: AgentEntry, waitedMs: number): void
+  /** False once the run is stopping (cancelled, detached, ended): no new work may start. */
+  readonly open: boolean
 }
 
 /**
@@ -95,6 +97,9 @@ export class Effects {
       this.target.stopClock(entry)
     }
     const granted = () => {
+      // A place freed by a stopping run's agent is not work for another of its agents: a tool
+      // started now would run in a detached run, and again after its resume.
+      if (!this.target.open || entry.settled) return Promise.reject(new CancelledError('the run is stopping'))
       if (queuedAt !== undefined) this.target.restartClock(entry, Date.now() - queuedAt)
       return work()
     }

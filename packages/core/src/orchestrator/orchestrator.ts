@@ -218,6 +218,10 @@ export class Orchestrator implements EffectHost, StartHost, EndHost {
     this.send(entry, failEvent(error, busyMs))
   }
 
+  get open(): boolean {
+    return !this.ending && this.cancelReason === undefined
+  }
+
   stopClock(entry: AgentEntry): void {
     clearTimeout(entry.timer)
   }
