@@ -185,6 +185,25 @@ test('a run detached mid-step (a server shutting down) resumes in another runtim
   expect(await resumed.result).toEqual(uninterrupted)
 })
 
+test('a cancel cut off by a shutdown ends the run cancelled when it is resumed, not failed', async () => {
+  const storeDir = path.join(dir, 'cancel-shutdown')
+  const first = scenarioRuntime(storeDir)
+  const run = first.start('lead', 'report on two sleeps', { runId: 'cancel-1' })
+  await new Promise<void>((resolve) => run.on('agent.suspended', () => resolve()))
+  // The user's cancel (over HTTP, say), then SIGTERM before the run's record says cancelled.
+  const cancelling = run.cancel('the user asked')
+  await first.shutdown()
+  await cancelling
+  expect((await first.store.loadRun('cancel-1'))?.run.status).toBe('running')
+
+  const resumed = await scenarioRuntime(storeDir).resume('cancel-1')
+  await expect(resumed.result).rejects.toMatchObject({
+    code: 'CANCELLED',
+    message: expect.stringMatching(/the user asked/),
+  })
+  expect((await first.store.loadRun('cancel-1'))?.run.status).toBe('cancelled')
+})
+
 test('a run detached as soon as it is started is stored, and runs only when resumed', async () => {
   let calls = 0
   const runtime = () =>

@@ -47,7 +47,10 @@ export async function endRun(host: EndHost, root: AgentEntry): Promise<void> {
   for (const entry of host.registry.values()) host.failAgent(entry, finished)
   const { context } = root
   let status: RunStatus = root.status === 'completed' ? 'completed' : 'failed'
-  if (status === 'failed' && host.cancelReason !== undefined) status = 'cancelled'
+  // A root failed by a cancel is a cancelled run, also when the cancel was cut off by a detach
+  // (a shutdown) before the run's record said so, and the run ends in a later resume.
+  if (status === 'failed' && (host.cancelReason !== undefined || context.error?.code === 'CANCELLED'))
+    status = 'cancelled'
   let record: RunRecord
   try {
     await host.writer.flush()
