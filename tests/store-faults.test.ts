@@ -88,6 +88,79 @@ test('a store whose writes hang stops the run with a timeout error instead of ha
   expect((await inner.loadRun('hanging'))?.run.status).toBe('running')
 })
 
+/** `store` with `method` answering its first `healthy` calls, then never again. */
+function hangingAfter(
+  store: RunStore,
+  method: 'saveRun' | 'claimRun' | 'releaseRun' | 'loadRun',
+  healthy = 0,
+) {
+  const original = store[method]!.bind(store) as (...args: unknown[]) => Promise<unknown>
+  let calls = 0
+  return {
+    ...store,
+    [method]: (...args: unknown[]) => (++calls > healthy ? new Promise(() => {}) : original(...args)),
+  } as RunStore
+}
+
+/** `promise` settled, or a failure naming `what` once `ms` have passed without it. */
+function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} still pending after ${ms} ms`)), ms)
+  })
+  return Promise.race([promise, late]).finally(() => clearTimeout(timer))
+}
+
+test.each([
+  ['saveRun', 0, 'write of the run record'],
+  ['saveRun', 1, 'write of the run record'],
+  ['claimRun', 0, 'claim'],
+] as const)(
+  'a store whose %s hangs (after %i calls) fails the run with a timeout naming the call; shutdown returns',
+  async (method, healthy, call) => {
+    const store = hangingAfter(fileStore(dir), method, healthy)
+    const runtime = createRuntime({ agents: faultAgents, model: faultModel, store, storeTimeoutMs: 200 })
+    const run = runtime.start('lead', 'crash me', { runId: 'stuck' })
+    const error = await within(run.result, 3_000, 'run.result').catch((e: unknown) => e)
+    expect(error).toBeInstanceOf(StoreError)
+    expect((error as Error).message).toBe(`store ${call} (run stuck) did not finish within 200 ms`)
+    await within(runtime.shutdown(), 3_000, 'runtime.shutdown()')
+  },
+)
+
+test('a shutdown while a claim hangs returns once the claim times out', async () => {
+  const store = hangingAfter(fileStore(dir), 'claimRun')
+  const runtime = createRuntime({ agents: faultAgents, model: faultModel, store, storeTimeoutMs: 200 })
+  const run = runtime.start('lead', 'crash me', { runId: 'stuck' })
+  await within(runtime.shutdown(), 3_000, 'runtime.shutdown()')
+  await expect(run.result).rejects.toThrow('store claim (run stuck) did not finish within 200 ms')
+})
+
+test('a release that hangs after the run finished leaves its result as it was: the record is written', async () => {
+  const inner = fileStore(dir)
+  const runtime = createRuntime({
+    agents: faultAgents,
+    model: faultModel,
+    store: hangingAfter(inner, 'releaseRun'),
+    storeTimeoutMs: 200,
+  })
+  const run = runtime.start('lead', 'crash me', { runId: 'finished' })
+  const expected = await faultRuntime(path.join(dir, 'clean')).run('lead', 'crash me')
+  expect(await within(run.result, 3_000, 'run.result')).toEqual(expected)
+  expect((await inner.loadRun('finished'))?.run.status).toBe('completed')
+  await within(runtime.shutdown(), 3_000, 'runtime.shutdown()')
+})
+
+test('a resume whose read hangs fails with a timeout naming the read', async () => {
+  const inner = fileStore(dir)
+  await faultRuntime(dir).run('lead', 'crash me', { runId: 'unread' })
+  const store = hangingAfter(inner, 'loadRun')
+  const runtime = createRuntime({ agents: faultAgents, model: faultModel, store, storeTimeoutMs: 200 })
+  const error = await within(runtime.resume('unread'), 3_000, 'runtime.resume').catch((e: unknown) => e)
+  expect(error).toBeInstanceOf(StoreError)
+  expect((error as Error).message).toBe('store read (run unread) did not finish within 200 ms')
+})
+
 test('corrupted and truncated files give a SnapshotError naming the file', async () => {
   const runtime = faultRuntime(dir)
   await runtime.run('lead', 'crash me', { runId: 'damaged' })

@@ -134,12 +134,30 @@ export function storeFailure(error: unknown, call: string, runId: string): Cohor
   )
 }
 
-/** `run()`, its failure a `storeFailure`. */
-export async function callStore<T>(call: string, runId: string, run: () => Promise<T>): Promise<T> {
+/**
+ * `run()`, its failure a `storeFailure`, bounded by `timeoutMs` (`storeTimeoutMs`): a store that
+ * never answers (a table another session locked) must fail the run, not hang it and every
+ * shutdown that waits for it.
+ */
+export async function callStore<T>(
+  call: string,
+  runId: string,
+  timeoutMs: number,
+  run: () => Promise<T>,
+): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new StoreError(`store ${call} (run ${runId}) did not finish within ${timeoutMs} ms`)),
+      timeoutMs,
+    )
+  })
   try {
-    return await run()
+    return await Promise.race([Promise.resolve().then(run), timeout])
   } catch (error) {
     throw storeFailure(error, call, runId)
+  } finally {
+    clearTimeout(timer)
   }
 }
 

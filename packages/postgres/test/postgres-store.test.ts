@@ -1,4 +1,12 @@
-import { encodeRecord, InvalidInputError, SnapshotError, StoreError } from '@cohort/core'
+import {
+  createRuntime,
+  defineAgent,
+  encodeRecord,
+  InvalidInputError,
+  SnapshotError,
+  StoreError,
+  scriptedModel,
+} from '@cohort/core'
 import pg from 'pg'
 import { afterEach, describe, expect, test } from 'vitest'
 import {
@@ -20,6 +28,15 @@ import {
 } from './pg-harness.js'
 
 const suite = enabled ? describe : describe.skip
+
+/** `promise` settled, or a failure naming `what` once `ms` have passed without it. */
+function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} still pending after ${ms} ms`)), ms)
+  })
+  return Promise.race([promise, late]).finally(() => clearTimeout(timer))
+}
 
 suite('postgres reachability', () => {
   test('PostgreSQL answers', () => {
@@ -244,6 +261,33 @@ suite('postgresStore', () => {
     expect(await store.loadAgent('old', 'lead')).toEqual(agent)
     expect((await store.loadRun('old'))?.agents).toEqual([agent])
   })
+
+  test.each([
+    ['runs', 'write of the run record'],
+    ['run_claims', 'claim'],
+  ])(
+    'a run whose %s table another session locked fails after storeTimeoutMs; shutdown returns',
+    async (table, call) => {
+      const { store, schema } = open()
+      await store.migrate()
+      const agent = defineAgent({ name: 'solo', instructions: '' })
+      const model = scriptedModel({ solo: [{ action: 'finish', result: 'done' }] })
+      const runtime = createRuntime({ agents: [agent], model, store, storeTimeoutMs: 500 })
+      const locker = await admin!.connect()
+      try {
+        await locker.query('BEGIN')
+        await locker.query(`LOCK TABLE "${schema}".${table} IN ACCESS EXCLUSIVE MODE`)
+        const run = runtime.start('solo', 'wait')
+        const error = await within(run.result, 5_000, 'run.result').catch((e: unknown) => e)
+        expect(error).toBeInstanceOf(StoreError)
+        expect((error as Error).message).toBe(`store ${call} (run ${run.id}) did not finish within 500 ms`)
+        await within(runtime.shutdown(), 5_000, 'runtime.shutdown()')
+      } finally {
+        await locker.query('ROLLBACK')
+        locker.release()
+      }
+    },
+  )
 
   test('a pool passed in is used and left open', async () => {
     const schema = freshSchema()

@@ -29,7 +29,7 @@ export interface OrchestratorConfig {
   scheduler: Scheduler
   onCycle: 'refuse' | 'sequential'
   redact: Redactor
-  /** A store write that takes longer fails the run with a StoreError. */
+  /** A store call that takes longer fails the run with a StoreError. */
   storeTimeoutMs: number
   workspaces: Workspaces | undefined
   durability: Durability

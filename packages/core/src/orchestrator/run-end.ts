@@ -104,7 +104,12 @@ export async function detachRun(host: EndHost): Promise<void> {
   }
 }
 
-/** Lets go of this process's claim on the run, before whoever awaits its end hears of it. */
+/**
+ * Lets go of this process's claim on the run, before whoever awaits its end hears of it. A release
+ * that fails or times out changes nothing of how the run ended: its record is written, which is
+ * what a caller awaits; the claim lapses by itself (`claimMs`), and another runtime of this
+ * process takes it over at once.
+ */
 export function letGo(host: Pick<EndHost, 'config'>): Promise<void> {
   return host.config.claims?.release().catch(() => {}) ?? Promise.resolve()
 }

@@ -10,6 +10,7 @@ import {
 import type { EventBus } from '../events/event-bus.js'
 import type { RunEventInput } from '../events/types.js'
 import type { RunRecord, RunStatus, RunStore } from '../persistence/records.js'
+import type { OrchestratorConfig } from './config.js'
 import { withPeak } from './metrics.js'
 import type { RunActor } from './run-machine.js'
 
@@ -17,6 +18,7 @@ import type { RunActor } from './run-machine.js'
 export interface OutcomeHost {
   readonly runId: string
   readonly store: RunStore
+  readonly config: Pick<OrchestratorConfig, 'storeTimeoutMs'>
   readonly actor: RunActor
   readonly bus: EventBus
   emitRun(event: RunEventInput): void
@@ -32,6 +34,8 @@ export class RunOutcome {
   /** The run ended in this process (not before it was resumed here): it is counted here. */
   endedHere = false
   private current: RunRecord | undefined
+  /** Failed before it had a record (its claim failed): settled all the same, a detach has nothing to do. */
+  private failedUnrecorded = false
   private resolveResult!: (value: unknown) => void
   private rejectResult!: (error: unknown) => void
 
@@ -49,7 +53,8 @@ export class RunOutcome {
   }
 
   get isSettled(): boolean {
-    return this.current !== undefined && this.current.status !== 'running'
+    if (this.current === undefined) return this.failedUnrecorded
+    return this.current.status !== 'running'
   }
 
   /** Takes a record read from the store as the run's own. */
@@ -79,7 +84,8 @@ export class RunOutcome {
   }
 
   private save(record: RunRecord): Promise<void> {
-    return callStore('write of the run record', record.id, () => this.run.store.saveRun(record))
+    const { store, config } = this.run
+    return callStore('write of the run record', record.id, config.storeTimeoutMs, () => store.saveRun(record))
   }
 
   /**
@@ -119,6 +125,7 @@ export class RunOutcome {
   fail(error: unknown): void {
     const info = toErrorInfo(error)
     if (this.current) this.current = { ...this.current, status: 'failed', error: info }
+    else this.failedUnrecorded = true
     this.run.actor.send({ type: 'ABORT', error: info })
     this.run.emitRun({ type: 'run.failed', error: info })
     this.rejectResult(error instanceof CohortError ? error : new AgentFailedError('(runtime)', info.message))

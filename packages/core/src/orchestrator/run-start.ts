@@ -1,5 +1,5 @@
 import type { AgentMachineEvent } from '../agent/agent-machine.js'
-import { CancelledError, InvalidInputError, SnapshotError } from '../errors.js'
+import { CancelledError, callStore, InvalidInputError, SnapshotError } from '../errors.js'
 import type { RunEventInput } from '../events/types.js'
 import type { AgentWriter } from '../persistence/agent-writer.js'
 import { readRunRecord } from '../persistence/read.js'
@@ -80,7 +80,9 @@ export async function beginRun(
 
 async function isStored(host: StartHost): Promise<boolean> {
   try {
-    return (await readRunRecord(host.config.store, host.runId)) !== undefined
+    const { store, storeTimeoutMs } = host.config
+    const read = () => readRunRecord(store, host.runId)
+    return (await callStore('read of the run record', host.runId, storeTimeoutMs, read)) !== undefined
   } catch (error) {
     // An unreadable record still takes the id; a store that cannot answer says so.
     if (error instanceof SnapshotError) return true

@@ -1,4 +1,4 @@
-import { StoreError, storeFailure } from '../errors.js'
+import { callStore, storeFailure } from '../errors.js'
 import type { AgentRecord, RunId, RunStore } from './records.js'
 
 const noneFlying: ReadonlyMap<string, never> = new Map<string, never>()
@@ -154,8 +154,7 @@ export class AgentWriter<Agent extends { readonly id: string }> {
 
   private fail(error: unknown, ids: string[] = []): void {
     if (this.failure !== undefined) return
-    const what = ids.length === 1 ? `agent ${ids[0]}` : `agents ${ids.join(', ')}`
-    this.failure = storeFailure(error, `write of ${what}`, this.runId)
+    this.failure = storeFailure(error, writeOf(ids), this.runId)
     this.queued.clear()
     for (const reject of this.waiting) reject(this.failure)
     this.waiting.clear()
@@ -165,23 +164,17 @@ export class AgentWriter<Agent extends { readonly id: string }> {
   /** One batch, bounded in time: a store that hangs must not hang the run silently. */
   private save(records: AgentRecord[], storedMessages: number[]): Promise<void> {
     const { store, runId } = this
-    let timer: NodeJS.Timeout | undefined
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => {
-        const ids = records.map((record) => record.id).join(', ')
-        reject(
-          new StoreError(
-            `store write of agents ${ids} (run ${runId}) did not finish within ${this.timeoutMs} ms`,
-          ),
-        )
-      }, this.timeoutMs)
-    })
-    const write = Promise.resolve().then(async () => {
+    const ids = records.map((record) => record.id)
+    return callStore(writeOf(ids), runId, this.timeoutMs, async () => {
       if (store.saveAgents) await store.saveAgents(runId, records, storedMessages)
       else await Promise.all(records.map((record, i) => store.saveAgent(runId, record, storedMessages[i])))
     })
-    return Promise.race([write, timeout]).finally(() => clearTimeout(timer)) as Promise<void>
   }
+}
+
+/** The store call that writes agents `ids`, as its error names it. */
+function writeOf(ids: string[]): string {
+  return ids.length === 1 ? `write of agent ${ids[0]}` : `write of agents ${ids.join(', ')}`
 }
 
 /**

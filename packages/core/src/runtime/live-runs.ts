@@ -44,7 +44,9 @@ export function liveRuns(options: RuntimeOptions, parts: RuntimeParts): LiveRuns
   const everyRun = eventsOfEveryRun(options)
   const runs = new Map<string, LiveRun>()
   // A run another process takes over (this one stalled past its claim) stops here.
-  const claims = new RunClaims(parts.store, (runId, error) => runs.get(runId)?.orchestrator.abort(error))
+  const claims = new RunClaims(parts.store, parts.storeTimeoutMs, (runId, error) =>
+    runs.get(runId)?.orchestrator.abort(error),
+  )
   const totals = newTotals()
   const orchestratorFor = orchestratorFactory(options, parts, everyRun, claims)
 
@@ -97,7 +99,7 @@ function orchestratorFactory(
   everyRun: EventBus,
   claims: RunClaims,
 ): OrchestratorFor {
-  const { definitions, limits, store, scheduler, redact, workspaces } = parts
+  const { definitions, limits, store, scheduler, redact, workspaces, storeTimeoutMs } = parts
   return (runId, segment) => {
     const bus = new EventBus(everyRun)
     const orchestrator = new Orchestrator({
@@ -110,7 +112,7 @@ function orchestratorFactory(
       scheduler,
       onCycle: options.onCycle ?? 'refuse',
       redact,
-      storeTimeoutMs: options.storeTimeoutMs ?? 30_000,
+      storeTimeoutMs,
       workspaces,
       durability: options.durability ?? 'sync',
       inspect: options.inspect,

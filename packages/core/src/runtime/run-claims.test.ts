@@ -11,7 +11,7 @@ test('a claim is renewed while held; one another process took is reported lost, 
   vi.useFakeTimers()
   const store = memoryStore()
   const lost: [string, CohortError][] = []
-  const claims = new RunClaims(store, (runId, error) => lost.push([runId, error]))
+  const claims = new RunClaims(store, 30_000, (runId, error) => lost.push([runId, error]))
   await claims.claim('r1')
   const first = await store.claimRun!('r1', { owner: 'peek', until: 0 })
   expect(first.owner).toBe(claims.owner)
@@ -36,8 +36,8 @@ test('a claim is renewed while held; one another process took is reported lost, 
 
 test('a run released is free at once for another runtime; held twice in one runtime, it is kept until both let go', async () => {
   const store = memoryStore()
-  const one = new RunClaims(store, () => {})
-  const two = new RunClaims(store, () => {})
+  const one = new RunClaims(store, 30_000, () => {})
+  const two = new RunClaims(store, 30_000, () => {})
   await one.claim('r2')
   await one.claim('r2')
   await expect(two.claim('r2')).rejects.toMatchObject({ code: 'RUN_BUSY' })
@@ -49,13 +49,13 @@ test('a run released is free at once for another runtime; held twice in one runt
 
 test('a claim of this process id that no runtime of this process made (a restarted container) is taken over at once', async () => {
   const store = memoryStore()
-  const claims = new RunClaims(store, () => {})
+  const claims = new RunClaims(store, 30_000, () => {})
   const former = claims.owner.replace(/:[^:]*$/, ':former')
   await store.claimRun!('r3', { owner: former, until: Date.now() + claimMs })
   await claims.claim('r3')
   expect((await store.claimRun!('r3', { owner: 'peek', until: 0 })).owner).toBe(claims.owner)
   // One of a runtime of this process that is alive is not.
-  const other = new RunClaims(store, () => {})
+  const other = new RunClaims(store, 30_000, () => {})
   await expect(other.claim('r3')).rejects.toMatchObject({ code: 'RUN_BUSY', until: expect.any(Number) })
 })
 
@@ -70,7 +70,7 @@ test('a run let go of while its renewal is under way is not kept by the renewal'
       return inner.claimRun!(runId, request)
     },
   }
-  const claims = new RunClaims(store, () => {})
+  const claims = new RunClaims(store, 30_000, () => {})
   await claims.claim('r4')
   slow = true
   // The renewal starts, and waits on the store while the run is let go of.
@@ -84,7 +84,7 @@ test('a run let go of while its renewal is under way is not kept by the renewal'
 test('past its claim (its event loop stalled), a run writes only once a renewal says it still holds it', async () => {
   vi.useFakeTimers()
   const store = memoryStore()
-  const claims = new RunClaims(store, () => {})
+  const claims = new RunClaims(store, 30_000, () => {})
   await claims.claim('r5')
   expect(claims.check('r5')).toBeUndefined()
   // Stalled past the claim, which nobody took: renewed, and the write goes on.

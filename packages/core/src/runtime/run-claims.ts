@@ -30,6 +30,8 @@ export class RunClaims {
 
   constructor(
     private readonly store: RunStore,
+    /** How long one claim or release may take (`storeTimeoutMs`). */
+    private readonly timeoutMs: number,
     /** A run whose claim another process took (this one stalled past `claimMs`): it must stop. */
     private readonly lost: (runId: string, error: RunBusyError) => void,
   ) {
@@ -42,7 +44,7 @@ export class RunClaims {
     if (!store.claimRun) return
     const request = () => ({ owner: this.owner, until: Date.now() + claimMs })
     const claim = (replacing?: string) =>
-      callStore('claim', runId, () =>
+      callStore('claim', runId, this.timeoutMs, () =>
         store.claimRun!(runId, replacing === undefined ? request() : { ...request(), replacing }),
       )
     let holder = await claim()
@@ -72,8 +74,13 @@ export class RunClaims {
     if (held === undefined) return
     if (held.holders > 1) return void held.holders--
     this.forget(runId)
+    await this.releaseInStore(runId)
+  }
+
+  private async releaseInStore(runId: string): Promise<void> {
     const { store } = this
-    if (store.releaseRun) await callStore('release', runId, () => store.releaseRun!(runId, this.owner))
+    if (store.releaseRun)
+      await callStore('release', runId, this.timeoutMs, () => store.releaseRun!(runId, this.owner))
   }
 
   private forget(runId: string): void {
@@ -112,11 +119,9 @@ export class RunClaims {
   private async renewOne(runId: string): Promise<void> {
     let holder: RunClaim
     try {
-      holder = await this.store.claimRun!(runId, {
-        owner: this.owner,
-        until: Date.now() + claimMs,
-        renewing: true,
-      })
+      holder = await callStore('renewal of the claim', runId, this.timeoutMs, () =>
+        this.store.claimRun!(runId, { owner: this.owner, until: Date.now() + claimMs, renewing: true }),
+      )
     } catch {
       // A store that cannot answer now: the next round tries again, before the claim lapses.
       return
@@ -124,7 +129,7 @@ export class RunClaims {
     const held = this.held.get(runId)
     if (!held) {
       // Let go of while the renewal was under way: the renewal must not keep it.
-      if (holder.owner === this.owner) await this.store.releaseRun?.(runId, this.owner).catch(() => {})
+      if (holder.owner === this.owner) await this.releaseInStore(runId).catch(() => {})
       return
     }
     if (holder.owner === this.owner) {

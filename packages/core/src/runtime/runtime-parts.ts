@@ -21,11 +21,13 @@ export interface RuntimeParts {
   /** Hides the runtime's secrets and its models' (`ChatModel.secrets`). */
   readonly redact: Redactor
   readonly workspaces: Workspaces | undefined
+  /** How long any one store call may take before it fails the run (`storeTimeoutMs`). */
+  readonly storeTimeoutMs: number
 }
 
 /**
  * `createRuntime`'s options checked (a bad one throws `InvalidInputError`), then its parts, with
- * their defaults: a memory store, the default limits, no workspaces.
+ * their defaults: a memory store, the default limits, no workspaces, 30 s for a store call.
  */
 export function runtimeParts(options: RuntimeOptions): RuntimeParts {
   checkRuntimeOptions(options)
@@ -46,5 +48,6 @@ export function runtimeParts(options: RuntimeOptions): RuntimeParts {
     ),
   ])
   const workspaces = options.workspaces ? new Workspaces(options.workspaces) : undefined
-  return { definitions, limits, store, scheduler, redact, workspaces }
+  const storeTimeoutMs = options.storeTimeoutMs ?? 30_000
+  return { definitions, limits, store, scheduler, redact, workspaces, storeTimeoutMs }
 }

@@ -4,7 +4,6 @@ import { type Answer, answerStored } from '../orchestrator/answer.js'
 import { runTotals } from '../orchestrator/metrics.js'
 import { runSegment } from '../orchestrator/segment.js'
 import { assertRunId } from '../persistence/codec.js'
-import type { RunStore } from '../persistence/records.js'
 import { type Plan, parsePlan, planLayers } from '../plan/plan.js'
 import { planAgentName } from '../plan/plan-agent.js'
 import { type LiveRuns, liveRuns } from './live-runs.js'
@@ -69,7 +68,7 @@ export function createRuntime(options: RuntimeOptions): Runtime {
       return runtime.start(agent, task, startOptions).result
     },
     resume(runId) {
-      return resumeRun(live, store, runId)
+      return resumeRun(parts, live, runId)
     },
     get(runId) {
       return runs.get(runId)?.run
@@ -176,7 +175,8 @@ function checkPlan(plan: Plan, runtimeOnCycle: RuntimeOptions['onCycle'], parts:
 }
 
 /** `runtime.resume`: a live run as it is, or a stored one claimed, read and restored. */
-async function resumeRun(live: LiveRuns, store: RunStore, runId: string): Promise<Run> {
+async function resumeRun(parts: RuntimeParts, live: LiveRuns, runId: string): Promise<Run> {
+  const { store, storeTimeoutMs } = parts
   const { runs, claims } = live
   assertRunId(runId)
   live.refuseIfShutDown()
@@ -185,7 +185,7 @@ async function resumeRun(live: LiveRuns, store: RunStore, runId: string): Promis
   // Before reading it: what is read is then no other process's to change.
   await claims.claim(runId)
   try {
-    const stored = await callStore('read', runId, () => store.loadRun(runId))
+    const stored = await callStore('read', runId, storeTimeoutMs, () => store.loadRun(runId))
     if (!stored) throw new CohortError('RUN_NOT_FOUND', `run ${runId} is not in the store`)
     // Shut down while the store answered: nothing is started any more.
     live.refuseIfShutDown()

@@ -31,7 +31,10 @@ export interface RuntimeOptions {
   onCycle?: 'refuse' | 'sequential'
   /** Strings never to store, log or emit (API keys, tokens); `OPENAI_API_KEY` is always included. */
   secrets?: string[]
-  /** A store write that takes longer fails the run with a `StoreError` (default 30 s). */
+  /**
+   * A store call (a write, the read of a resume, a claim or its release) that takes longer fails
+   * the run with a `StoreError` (default 30 s).
+   */
   storeTimeoutMs?: number
   /** One directory per agent (for process agents and tools), and conflict reports for parallel groups. */
   workspaces?: WorkspaceOptions
