@@ -229,6 +229,20 @@ test('a run detached as soon as it is started is stored, and runs only when resu
   expect(calls).toBe(1)
 })
 
+test('a resume called while its run is still detaching waits for the detach, then resumes it from the store', async () => {
+  const uninterrupted = await scenarioRuntime(path.join(dir, 'clean')).run('lead', 'report on two sleeps')
+  const runtime = scenarioRuntime(dir)
+  const run = runtime.start('lead', 'report on two sleeps', { runId: 'redo' })
+  await new Promise<void>((resolve) => run.on('agent.suspended', () => resolve()))
+  const detaching = run.detach()
+  const resumed = await runtime.resume('redo')
+  await detaching
+  await expect(run.result).rejects.toMatchObject({ code: 'DETACHED' })
+  expect(resumed).not.toBe(run)
+  expect(runtime.get('redo')).toBe(resumed)
+  expect(await resumed.result).toEqual(uninterrupted)
+})
+
 test("a run record stored under another run's id (a copied folder) is a SnapshotError, and the other run is left as it was", async () => {
   const runtime = scenarioRuntime(dir)
   const run = runtime.start('lead', 'report on two sleeps', { runId: 'original' })

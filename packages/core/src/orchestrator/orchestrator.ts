@@ -63,6 +63,8 @@ export class Orchestrator implements EffectHost, StartHost, EndHost {
   private readonly events: RunEvents
   /** Set once the run began to end (its root settled, a detach, an abort): nothing new starts. */
   ending = false
+  /** Set once a detach began (`detachRun`). */
+  detaching = false
   cancelReason: string | undefined
   /** The run's creation (`beginSoon`) while it is under way: a detach waits for it. */
   beginning: Promise<void> | undefined

@@ -22,6 +22,8 @@ export interface EndHost {
   readonly beginning: Promise<void> | undefined
   /** Set once the run began to end (its root settled, a detach, an abort). */
   ending: boolean
+  /** Set once a detach began: the run will not settle here, a resume must read it from the store. */
+  detaching: boolean
   cancelReason: string | undefined
   failAgent(entry: AgentEntry, error: unknown): void
   send(entry: AgentEntry, event: AgentMachineEvent): void
@@ -70,6 +72,7 @@ export async function endRun(host: EndHost, root: AgentEntry): Promise<void> {
 export async function detachRun(host: EndHost): Promise<void> {
   if (host.isSettled || host.ending) return
   host.ending = true
+  host.detaching = true
   // A run started a moment ago is stored first, so that a resume finds it.
   await host.beginning
   if (host.isSettled) return

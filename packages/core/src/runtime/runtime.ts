@@ -180,7 +180,14 @@ async function resumeRun(parts: RuntimeParts, live: LiveRuns, runId: string): Pr
   const { runs, claims } = live
   assertRunId(runId)
   live.refuseIfShutDown()
-  const running = runs.get(runId)
+  let running = runs.get(runId)
+  if (running?.orchestrator.detaching) {
+    // Its last state is still being written: resumed from the store once the detach is over
+    // (the run leaves memory before its result's other listeners hear of it).
+    await running.orchestrator.result.catch(() => {})
+    live.refuseIfShutDown()
+    running = runs.get(runId)
+  }
   if (running) return running.run
   // Before reading it: what is read is then no other process's to change.
   await claims.claim(runId)

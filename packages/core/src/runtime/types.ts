@@ -75,7 +75,10 @@ export interface Runtime {
   /** Runs a plan given as data (agents with `depends_on`) without a coordinator model. */
   runPlan(plan: Plan, options?: StartOptions): Run
   metrics(): RuntimeMetrics
-  /** Continues a stored run (after a crash, in another process); a live run of this runtime is returned as is. */
+  /**
+   * Continues a stored run (after a crash, in another process); a live run of this runtime is
+   * returned as is, one being detached is resumed from the store once its detach is over.
+   */
   resume(runId: string): Promise<Run>
   /**
    * Distributed execution: writes a run and its idle root agent without starting it, so a
