@@ -91,7 +91,7 @@ test('a store whose writes hang stops the run with a timeout error instead of ha
 /** `store` with `method` answering its first `healthy` calls, then never again. */
 function hangingAfter(
   store: RunStore,
-  method: 'saveRun' | 'claimRun' | 'releaseRun' | 'loadRun',
+  method: 'saveRun' | 'claimRun' | 'releaseRun' | 'loadRun' | 'loadRunRecord',
   healthy = 0,
 ) {
   const original = store[method]!.bind(store) as (...args: unknown[]) => Promise<unknown>
@@ -159,6 +159,19 @@ test('a resume whose read hangs fails with a timeout naming the read', async () 
   const error = await within(runtime.resume('unread'), 3_000, 'runtime.resume').catch((e: unknown) => e)
   expect(error).toBeInstanceOf(StoreError)
   expect((error as Error).message).toBe('store read (run unread) did not finish within 200 ms')
+})
+
+test('an answer given to a stored run whose read hangs fails with a timeout naming the read', async () => {
+  const inner = fileStore(dir)
+  await faultRuntime(dir).run('lead', 'crash me', { runId: 'unread' })
+  const store = hangingAfter(inner, 'loadRunRecord')
+  const runtime = createRuntime({ agents: faultAgents, model: faultModel, store, storeTimeoutMs: 200 })
+  const answered = runtime.answer('unread', 'lead', { payload: 'late' })
+  const error = await within(answered, 3_000, 'runtime.answer').catch((e: unknown) => e)
+  expect(error).toBeInstanceOf(StoreError)
+  expect((error as Error).message).toBe(
+    'store read of the run record (run unread) did not finish within 200 ms',
+  )
 })
 
 test('corrupted and truncated files give a SnapshotError naming the file', async () => {

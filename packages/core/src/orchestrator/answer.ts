@@ -1,8 +1,6 @@
 import { alreadyEnded, InvalidInputError } from '../errors.js'
-import { readAgentRecord } from '../persistence/read.js'
 import { RunControl } from './control.js'
 import type { Orchestrator } from './orchestrator.js'
-import { loadRunRecord } from './segment.js'
 
 /** What a person says to an agent that waits on them; `approve` and `reject` name the agent's call id. */
 export type Answer = { approve: string } | { reject: string; reason?: string } | { payload: unknown }
@@ -18,12 +16,11 @@ export async function answerStored(run: Orchestrator, agentId: string, answer: A
       `an answer must be { approve: callId }, { reject: callId, reason? } or { payload }, got ${JSON.stringify(answer)}`,
     )
   }
-  const store = run.config.store
-  const runRecord = await loadRunRecord(store, run.runId)
+  const runRecord = await run.reads.runRecord()
   if (runRecord.status !== 'running') {
     throw new InvalidInputError(alreadyEnded(`run ${run.runId}`, runRecord.status))
   }
-  const record = await readAgentRecord(store, run.runId, agentId)
+  const record = await run.reads.agentRecord(agentId)
   if (!record) throw new InvalidInputError(`run ${run.runId} has no agent "${agentId}"`)
   run.adoptRecord(runRecord)
   // Changed here and written, never run: the host runs it again.

@@ -7,6 +7,7 @@ import type { EventBus } from '../events/event-bus.js'
 import type { AgentEventInput, RunEventInput } from '../events/types.js'
 import type { ChatModel } from '../models/types.js'
 import { AgentWriter } from '../persistence/agent-writer.js'
+import { type RunReads, runReads } from '../persistence/read.js'
 import type { AgentRecord, RunRecord, RunStore, StoredRun } from '../persistence/records.js'
 import type { ActionOf } from '../protocol/actions.js'
 import type { Redactor } from '../protocol/redact.js'
@@ -68,12 +69,15 @@ export class Orchestrator implements EffectHost, StartHost, EndHost {
   cancelReason: string | undefined
   /** The run's creation (`beginSoon`) while it is under way: a detach waits for it. */
   beginning: Promise<void> | undefined
+  /** Its store's records as it reads them (a segment, an answer, a budget shared by workers). */
+  readonly reads: RunReads
 
   constructor(readonly config: OrchestratorConfig) {
     this.events = new RunEvents(config.bus, config.runId)
+    this.reads = runReads(config.store, config.runId, config.storeTimeoutMs)
     this.budget = new TokenBudget(config.limits.maxRunTokens, `run ${config.runId}`, {
       runId: config.runId,
-      spent: () => storedTokens(config.store, config.runId),
+      spent: () => storedTokens(this.reads),
     })
     this.actor = createActor(runMachine, {
       id: `run ${config.runId}`,
@@ -81,18 +85,11 @@ export class Orchestrator implements EffectHost, StartHost, EndHost {
       ...(config.inspect !== undefined && { inspect: config.inspect }),
     })
     this.actor.start()
-    this.agents = new AgentRegistry(
-      config.runId,
-      this.actor,
-      config.definitions,
-      config.limits,
-      config.store,
-      {
-        changed: (entry, snapshot) => this.changed(entry, snapshot),
-        emitted: (entry, event) => this.emitAgent(entry.context, event),
-        failed: (error) => this.abort(error),
-      },
-    )
+    this.agents = new AgentRegistry(config.runId, this.actor, config.definitions, config.limits, this.reads, {
+      changed: (entry, snapshot) => this.changed(entry, snapshot),
+      emitted: (entry, event) => this.emitAgent(entry.context, event),
+      failed: (error) => this.abort(error),
+    })
     this.registry = this.agents.entries
     this.effects = new Effects(createAgentServices(this), this, config.scheduler.agents)
     this.settlement = new Settlement(this)
@@ -348,8 +345,8 @@ export class Orchestrator implements EffectHost, StartHost, EndHost {
 }
 
 /** The tokens a run's stored agents used: where a budget shared by workers starts counting. */
-async function storedTokens(store: RunStore, runId: string): Promise<number> {
-  const stored = await store.loadRun(runId)
+async function storedTokens(reads: RunReads): Promise<number> {
+  const stored = await reads.wholeRun()
   let tokens = 0
   for (const agent of stored?.agents ?? []) tokens += tokensOf(agent.snapshot.context)
   return tokens

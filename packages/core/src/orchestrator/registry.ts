@@ -6,8 +6,8 @@ import { type RunLimits, resolveLimits } from '../agent/limits.js'
 import { CohortError, SnapshotError } from '../errors.js'
 import type { AgentEventInput } from '../events/types.js'
 import type { ChatMessage } from '../models/types.js'
-import { readAgentRecord } from '../persistence/read.js'
-import type { AgentRecord, RunStore } from '../persistence/records.js'
+import type { RunReads } from '../persistence/read.js'
+import type { AgentRecord } from '../persistence/records.js'
 import { systemPrompt } from '../protocol/prompt.js'
 import { AgentEntry } from './agent-entry.js'
 import type { RunActor } from './run-machine.js'
@@ -53,7 +53,7 @@ export class AgentRegistry {
     private readonly runActor: RunActor,
     private readonly definitions: ReadonlyMap<string, AgentDefinition>,
     private readonly limits: RunLimits,
-    private readonly store: RunStore,
+    private readonly reads: RunReads,
     private readonly hooks: RegistryHooks,
   ) {}
 
@@ -172,7 +172,7 @@ export class AgentRegistry {
    */
   async restoreRemote(ids: readonly string[]): Promise<number> {
     const missing = ids.filter((id) => !this.entries.has(id))
-    const records = await Promise.all(missing.map((id) => readAgentRecord(this.store, this.runId, id)))
+    const records = await Promise.all(missing.map((id) => this.reads.agentRecord(id)))
     let found = 0
     for (const record of records) {
       if (!record || this.entries.has(record.id)) continue

@@ -1,7 +1,5 @@
 import { awaitedAgents, type ChildResult } from '../agent/context.js'
-import { CancelledError, CohortError, SnapshotError } from '../errors.js'
-import { readAgentRecord, readRunRecord } from '../persistence/read.js'
-import type { RunRecord, RunStore } from '../persistence/records.js'
+import { CancelledError, SnapshotError } from '../errors.js'
 import { childResult } from './agent-entry.js'
 import type { SegmentHooks } from './launch.js'
 import type { Orchestrator } from './orchestrator.js'
@@ -31,9 +29,8 @@ export async function runSegment(
   })
   // A store that cannot write ends the segment with its error, so the host can retry or fail it.
   const run = makeRun({ park: (on) => finish({ kind: 'waiting', on }), failed: (error) => fail(error) })
-  const store = run.config.store
-  const runRecord = await loadRunRecord(store, run.runId)
-  const record = await readAgentRecord(store, run.runId, agentId)
+  const runRecord = await run.reads.runRecord()
+  const record = await run.reads.agentRecord(agentId)
   if (!record) throw new SnapshotError(`run ${run.runId}`, `agent "${agentId}" has no record`, 'agentId')
   run.adoptRecord(runRecord)
   const entry = run.restoreAgent(record)
@@ -75,11 +72,4 @@ export async function runSegment(
   // Stop without writing: the stored record is the last real state, and the next segment resumes it.
   run.release(entry)
   return result
-}
-
-/** The stored run record; a run that is not there is an error. */
-export async function loadRunRecord(store: RunStore, runId: string): Promise<RunRecord> {
-  const record = await readRunRecord(store, runId)
-  if (!record) throw new CohortError('RUN_NOT_FOUND', `run ${runId} is not in the store`)
-  return record
 }
