@@ -51,6 +51,24 @@ test("under 'sync' a model call starts only once the step that leads to it is st
   }
 })
 
+test("under 'sync' an agent's completion is told once its record says so: a crash cannot take back a result a listener saw", async () => {
+  const inner = memoryStore()
+  const storedStatus = new Map<string, string>()
+  const store: RunStore = {
+    ...inner,
+    async saveAgent(runId, record, storedMessages) {
+      await inner.saveAgent(runId, record, storedMessages)
+      storedStatus.set(record.id, record.status)
+    },
+  }
+  const run = createRuntime({ agents: faultAgents, model: faultModel, store }).start('lead', 'go')
+  const told: string[] = []
+  run.on('agent.completed', (event) => told.push(`${event.agentId} ${storedStatus.get(event.agentId)}`))
+  await run.result
+  expect(told.length).toBeGreaterThan(3)
+  for (const line of told) expect(line).toMatch(/ completed$/)
+})
+
 test('a durability that is neither sync nor async is refused with what is expected', () => {
   expect(() =>
     createRuntime({ agents: faultAgents, model: faultModel, durability: 'later' as unknown as 'sync' }),

@@ -3,6 +3,7 @@ import type { AgentContext, AgentStatus, ChildResult } from '../agent/context.js
 import type { AgentDefinition } from '../agent/define-agent.js'
 import type { RunLimits } from '../agent/limits.js'
 import { SnapshotError } from '../errors.js'
+import type { AgentEventInput } from '../events/types.js'
 import type { AgentRecord, PersistedAgentSnapshot } from '../persistence/records.js'
 
 /**
@@ -31,6 +32,8 @@ export class AgentEntry {
    * segment's end; it takes no more events and nothing of it is written).
    */
   mode: 'local' | 'remote' | 'released' = 'local'
+  /** That it completed or failed, told once that is stored (`sync` durability). */
+  endEvent: AgentEventInput | undefined = undefined
   /** Told after each stored change of state (a segment watches its agent). */
   onChange: (() => void) | undefined = undefined
 

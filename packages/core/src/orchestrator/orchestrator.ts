@@ -87,7 +87,7 @@ export class Orchestrator implements EffectHost, StartHost, EndHost {
     this.actor.start()
     this.agents = new AgentRegistry(config.runId, this.actor, config.definitions, config.limits, this.reads, {
       changed: (entry, snapshot) => this.changed(entry, snapshot),
-      emitted: (entry, event) => this.emitAgent(entry.context, event),
+      emitted: (entry, event) => this.agentEmitted(entry, event),
       failed: (error) => this.abort(error),
     })
     this.registry = this.agents.entries
@@ -244,6 +244,17 @@ export class Orchestrator implements EffectHost, StartHost, EndHost {
     entry.actor.send(event)
   }
 
+  /**
+   * An event of an agent's machine. With `sync` durability, that it completed or failed is told
+   * once its record says so (`stored`): a listener acting on a result a crash would lose would act
+   * on one the resumed run does not end with.
+   */
+  private agentEmitted(entry: AgentEntry, event: AgentEventInput): void {
+    const ending = event.type === 'agent.completed' || event.type === 'agent.failed'
+    if (ending && this.config.durability === 'sync' && entry.mode === 'local') entry.endEvent = event
+    else this.emitAgent(entry.context, event)
+  }
+
   emitAgent(context: AgentContext, event: AgentEventInput): void {
     this.events.agent(context, event)
   }
@@ -299,6 +310,11 @@ export class Orchestrator implements EffectHost, StartHost, EndHost {
     entry.stored = written
     // A later change is not in the store yet: its own write will act on it.
     if (written !== entry.actor.getSnapshot()) return
+    const { endEvent } = entry
+    if (endEvent) {
+      entry.endEvent = undefined
+      this.emitAgent(entry.context, endEvent)
+    }
     this.react(entry)
     entry.onChange?.()
   }
