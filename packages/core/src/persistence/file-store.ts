@@ -54,15 +54,7 @@ let tempCounter = 0
 export function fileStore(dir: string, options: FileStoreOptions = {}): KeepingStore {
   const retention = checkRetention(options.retention)
   const root = path.resolve(dir)
-  const createdDirs = new Set<string>()
-
-  const ensureDir = async (folder: string) => {
-    if (createdDirs.has(folder)) return
-    await mkdir(folder, { recursive: true })
-    createdDirs.add(folder)
-  }
-
-  const writeAtomic = async (file: string, text: string) => {
+  const replaceFile = async (file: string, text: string) => {
     const temp = `${file}.${process.pid}.${++tempCounter}.tmp`
     try {
       const handle = await open(temp, 'w')
@@ -79,6 +71,21 @@ export function fileStore(dir: string, options: FileStoreOptions = {}): KeepingS
       }
     } catch (error) {
       await rm(temp, { force: true }).catch(() => {})
+      throw error
+    }
+  }
+
+  // A folder is made when a write finds it missing; none is remembered as made: such a set grows
+  // by a run for the life of a server, and goes stale when another process (`cohort prune`,
+  // rm -rf) removes a run whose id is written again.
+  const writeAtomic = async (file: string, text: string) => {
+    try {
+      await replaceFile(file, text).catch(async (error: NodeJS.ErrnoException) => {
+        if (error.code !== 'ENOENT') throw error
+        await mkdir(path.dirname(file), { recursive: true })
+        await replaceFile(file, text)
+      })
+    } catch (error) {
       throw new StoreError(`could not write ${file}: ${(error as Error).message}`, { cause: error })
     }
   }
@@ -86,7 +93,6 @@ export function fileStore(dir: string, options: FileStoreOptions = {}): KeepingS
   const runDir = (runId: string) => path.join(root, runId)
 
   const removeRun = async (runId: RunId) => {
-    createdDirs.delete(path.join(runDir(runId), 'agents'))
     await rm(runDir(runId), { recursive: true, force: true })
   }
 
@@ -125,20 +131,16 @@ export function fileStore(dir: string, options: FileStoreOptions = {}): KeepingS
   return {
     async saveRun(record: RunRecord) {
       assertRunId(record.id)
-      await ensureDir(path.join(runDir(record.id), 'agents'))
       await writeAtomic(path.join(runDir(record.id), 'run.json'), encodeRecord(record))
       if (record.status !== 'running' && hasBounds(retention))
         await applyRetention(() => prune(retention), `fileStore(${root})`)
     },
     async saveAgent(runId: string, record: AgentRecord, storedMessages = 0) {
       assertRunId(runId)
-      const folder = path.join(runDir(runId), 'agents')
-      await ensureDir(folder)
-      const file = path.join(folder, agentFileName(record.id))
+      const file = path.join(runDir(runId), 'agents', agentFileName(record.id))
       const { json, annotations, chunks } = encodeAgentRecordParts(record, storedMessages)
       if (chunks.length > 0) {
         const historyDir = historyDirOf(file)
-        await ensureDir(historyDir)
         await Promise.all(
           chunks.map((chunk) => writeAtomic(path.join(historyDir, `${chunk.index}.json`), chunk.json)),
         )

@@ -84,6 +84,25 @@ test("fileStore refuses an agent id that is a path, rather than read another run
   }
 })
 
+test('fileStore writes a run again after another process removed its folder (cohort prune, rm -rf)', async () => {
+  const dir = await mkdtemp(path.join(tmpdir(), 'cohort-removed-'))
+  try {
+    const store = fileStore(dir)
+    await store.saveRun(makeRunRecord('nightly'))
+    await store.saveAgent('nightly', makeLongAgentRecord('nightly', 'lead', 2))
+    await rm(path.join(dir, 'nightly'), { recursive: true })
+    await store.saveRun(makeRunRecord('nightly'))
+    await store.saveAgent('nightly', makeLongAgentRecord('nightly', 'lead', 2))
+    expect((await store.loadRun('nightly'))?.agents.map((agent) => agent.id)).toEqual(['lead'])
+    // Its history chunks' folder too.
+    await rm(path.join(dir, 'nightly'), { recursive: true })
+    await store.saveAgent('nightly', makeLongAgentRecord('nightly', 'lead', 20), 0)
+    expect(await store.loadAgent!('nightly', 'lead')).toEqual(makeLongAgentRecord('nightly', 'lead', 20))
+  } finally {
+    await rm(dir, { recursive: true, force: true })
+  }
+})
+
 test('memoryStore keeps finished runs of one millisecond in order without sorting them all again at each save', async () => {
   const store = memoryStore({ retention: { maxFinishedRuns: Number.POSITIVE_INFINITY } })
   const count = 20_000
