@@ -1,5 +1,6 @@
 import { expect, test, vi } from 'vitest'
 import { defineAgent } from '../agent/define-agent.js'
+import { InvalidInputError } from '../errors.js'
 import { scriptedModel } from '../models/scripted-model.js'
 import { createRuntime } from '../runtime/runtime.js'
 import { nextTurn } from '../thenable.js'
@@ -40,6 +41,33 @@ test('run.events() taken at the start and read later still yields the events fro
   expect(types[0]).toBe('run.started')
   expect(types.at(-1)).toBe('run.completed')
   expect(types).toHaveLength(6)
+})
+
+test('an unknown event type or a listener that is no function is refused at the call', async () => {
+  const solo = defineAgent({ name: 'solo', instructions: '' })
+  const runtime = createRuntime({
+    agents: [solo],
+    model: scriptedModel({ solo: [{ action: 'finish', result: 1 }] }),
+  })
+  const run = runtime.start('solo', 'go')
+  // As from JavaScript, or with a type taken from a request.
+  const targets = [runtime, run] as { on(type: unknown, listener: unknown): unknown }[]
+  for (const target of targets) {
+    expect(() => target.on('bogus', () => {})).toThrow(InvalidInputError)
+    expect(() => target.on('bogus', () => {})).toThrow(
+      /unknown event type "bogus": expected "event" \(every event\) or one of run\.started, .*tool\.failed$/,
+    )
+    expect(() => target.on('agent.completed', 42)).toThrow(
+      /an event listener must be a function \(event\) => void, got number/,
+    )
+    expect(() => target.on('event', null)).toThrow(/an event listener must be a function .*, got null/)
+  }
+  const seen: string[] = []
+  run.on('event', (event) => seen.push(event.type))
+  run.on('agent.completed', (event) => seen.push(`${event.agentId} done`))
+  expect(await run.result).toBe(1)
+  expect(seen).toContain('run.completed')
+  expect(seen).toContain('solo done')
 })
 
 test('a listener that throws is removed and the run goes on', async () => {

@@ -1,5 +1,6 @@
+import { InvalidInputError } from '../errors.js'
 import { isThenable } from '../thenable.js'
-import type { CohortEvent, CohortEventType } from './types.js'
+import { type CohortEvent, type CohortEventType, cohortEventTypes } from './types.js'
 
 export type EventListener = (event: CohortEvent) => void
 
@@ -35,6 +36,7 @@ export class EventBus {
   }
 
   subscribe(listener: EventListener): () => void {
+    checkListener(listener)
     this.listeners.add(listener)
     return () => this.listeners.delete(listener)
   }
@@ -45,6 +47,14 @@ export class EventBus {
     listener: (event: Extract<CohortEvent, { type: T }>) => void,
   ): () => void {
     if (type === 'event') return this.subscribe(listener as EventListener)
+    // Refused here: a misspelt type would match nothing and say nothing, and a listener that is
+    // no function would be found out only at the first event.
+    if (!knownTypes.has(type)) {
+      throw new InvalidInputError(
+        `unknown event type ${String(JSON.stringify(type))}: expected "event" (every event) or one of ${cohortEventTypes.join(', ')}`,
+      )
+    }
+    checkListener(listener)
     // The listener's value is passed on, so an async listener's rejection is caught too.
     return this.subscribe((event) =>
       event.type === type ? listener(event as Extract<CohortEvent, { type: T }>) : undefined,
@@ -107,5 +117,15 @@ export class EventBus {
         return this
       },
     }
+  }
+}
+
+const knownTypes: ReadonlySet<string> = new Set(cohortEventTypes)
+
+function checkListener(listener: unknown): void {
+  if (typeof listener !== 'function') {
+    throw new InvalidInputError(
+      `an event listener must be a function (event) => void, got ${listener === null ? 'null' : typeof listener}`,
+    )
   }
 }

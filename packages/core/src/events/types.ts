@@ -80,6 +80,34 @@ export type AgentEvent = AgentEventBase &
 export type CohortEvent = RunEvent | AgentEvent
 export type CohortEventType = CohortEvent['type']
 
+/** Every event type, for what comes in at run time (`run.on(type)`); the type checker keeps it whole. */
+export const cohortEventTypes: readonly CohortEventType[] = Object.keys({
+  'run.started': true,
+  'run.resumed': true,
+  'run.completed': true,
+  'run.failed': true,
+  'run.cancelled': true,
+  'run.detached': true,
+  'agent.started': true,
+  'agent.launched': true,
+  'agent.suspended': true,
+  'agent.message': true,
+  'agent.warning': true,
+  'agent.resumed': true,
+  'agent.repair': true,
+  'agent.completed': true,
+  'agent.failed': true,
+  'model.started': true,
+  'model.token': true,
+  'model.retrying': true,
+  'model.completed': true,
+  'model.failed': true,
+  'workspace.conflicts': true,
+  'tool.started': true,
+  'tool.completed': true,
+  'tool.failed': true,
+} satisfies Record<CohortEventType, true>) as CohortEventType[]
+
 /** Distributes an event type over the union so `Omit` keeps each member's own fields. */
 type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never
 export type AgentEventInput = DistributiveOmit<AgentEvent, keyof AgentEventBase>
