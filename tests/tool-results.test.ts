@@ -114,3 +114,33 @@ test('a tool result whose `then` getter throws is the tool failing, told to the 
   expect(await createRuntime({ agents: [worker], model }).run('worker', 'go')).toBe('ok')
   expect(seen[0]).toBe('[call_tool odd] error: no then here')
 })
+
+test('a tool that throws a plain object shows the model its JSON, bounded, never [object Object]', async () => {
+  const thrower = defineTool({
+    name: 'thrower',
+    description: 'throws what it is given',
+    parameters: z.object({ size: z.number() }),
+    execute: ({ size }) => {
+      throw size === 0 ? { code: 42, reason: 'x' } : { text: 'y'.repeat(size) }
+    },
+  })
+  const seen: string[] = []
+  const model = scriptedModel({
+    worker: [
+      { action: 'call_tool', tool: 'thrower', args: { size: 0 } },
+      (request) => {
+        seen.push(request.messages.at(-1)!.content)
+        return { action: 'call_tool', tool: 'thrower', args: { size: 30_000 } }
+      },
+      (request) => {
+        seen.push(request.messages.at(-1)!.content)
+        return { action: 'finish', result: 'ok' }
+      },
+    ],
+  })
+  const worker = defineAgent({ name: 'worker', instructions: '', tools: [thrower] })
+  expect(await createRuntime({ agents: [worker], model }).run('worker', 'go')).toBe('ok')
+  expect(seen[0]).toBe('[call_tool thrower] error: {"code":42,"reason":"x"}')
+  expect(seen[1]).toMatch(/^\[call_tool thrower\] error: \{"text":"y+… \(\d+ more characters\)$/)
+  expect(seen[1]!.length).toBeLessThan(20_100)
+})

@@ -1,4 +1,5 @@
 import type { ProcessRecord } from './models/process-record.js'
+import { renderValue } from './protocol/feedback.js'
 
 /** Every error Cohort raises is a `CohortError` with a stable `code` a caller can switch on. */
 export class CohortError extends Error {
@@ -172,7 +173,9 @@ export function toErrorInfo(error: unknown): ErrorInfo {
   if (process.env.COHORT_DEBUG) console.error(error)
   if (error instanceof CohortError) return { name: error.name, code: error.code, message: error.message }
   if (error instanceof Error) return { name: error.name, code: 'ERROR', message: error.message }
-  return { name: 'Error', code: 'ERROR', message: String(error) }
+  // A thrown object (`throw { code: 42 }`) as its JSON: String() would say `[object Object]`.
+  const message = typeof error === 'object' && error !== null ? renderValue(error) : String(error)
+  return { name: 'Error', code: 'ERROR', message }
 }
 
 const errorClasses: Record<string, new (message: string) => CohortError> = {
