@@ -71,6 +71,31 @@ test('unregistered agents and bad options are refused with what was expected', (
   expect(() => defineAgent({ name: '../evil', instructions: '' })).toThrow(/agent name "..\/evil" is invalid/)
 })
 
+test("a run's options that are no object (null, a run id alone) are refused with what was expected", async () => {
+  const runtime = createRuntime({ agents: [lead, worker], model: finishing })
+  // As from JavaScript.
+  const loose = runtime as unknown as Record<
+    'start' | 'run' | 'runPlan' | 'prepareRun',
+    (...args: unknown[]) => unknown
+  >
+  const plan = { agents: [{ id: 'a', agent: 'worker', task: 't' }] }
+  for (const bad of [null, 'nightly-1', ['nightly-1']]) {
+    expect(() => loose.start('lead', 't', bad)).toThrow(InvalidInputError)
+    expect(() => loose.runPlan(plan, bad)).toThrow(InvalidInputError)
+    await expect(loose.run('lead', 't', bad)).rejects.toThrow(InvalidInputError)
+    await expect(loose.prepareRun('lead', 't', bad)).rejects.toThrow(InvalidInputError)
+  }
+  expect(() => loose.start('lead', 't', null)).toThrow(
+    /^a run's options must be an object such as \{ runId: "nightly-1" \}, or left out; got null$/,
+  )
+  expect(() => loose.runPlan(plan, 'nightly-1')).toThrow(
+    /^a run's options must be an object .*; got the string "nightly-1"$/,
+  )
+  // Left out, or undefined as from a caller that passes its own optional value on.
+  expect(await runtime.run('lead', 't')).toBe(1)
+  expect(await runtime.run('lead', 't', undefined)).toBe(1)
+})
+
 test('an oversized reply is refused to the model, then fails the agent, and the run settles', async () => {
   const huge = `{"action":"finish","result":"${'x'.repeat(1_000_000)}"}`
   const model = scriptedModel({ worker: () => huge })

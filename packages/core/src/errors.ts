@@ -71,6 +71,16 @@ export class RunBusyError extends CohortError {
   }
 }
 
+/** What a call was given instead of what it takes, for an error message: `null`, `an array`, `number 42`, `the string "…"`. */
+export function describeValue(value: unknown): string {
+  if (value === null) return 'null'
+  if (Array.isArray(value)) return 'an array'
+  if (typeof value === 'string')
+    return `the string ${JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value)}`
+  if (typeof value === 'function') return 'a function'
+  return typeof value === 'object' ? 'an object' : `${typeof value} ${String(value)}`
+}
+
 /** "run r1 has already completed", "... has already been cancelled": why a run or agent that ended refuses a call. */
 export function alreadyEnded(subject: string, status: string): string {
   return `${subject} has already ${status === 'cancelled' ? 'been cancelled' : status}`

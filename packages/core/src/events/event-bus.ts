@@ -1,4 +1,4 @@
-import { InvalidInputError } from '../errors.js'
+import { describeValue, InvalidInputError } from '../errors.js'
 import { isThenable } from '../thenable.js'
 import { type CohortEvent, type CohortEventType, cohortEventTypes } from './types.js'
 
@@ -125,7 +125,7 @@ const knownTypes: ReadonlySet<string> = new Set(cohortEventTypes)
 function checkListener(listener: unknown): void {
   if (typeof listener !== 'function') {
     throw new InvalidInputError(
-      `an event listener must be a function (event) => void, got ${listener === null ? 'null' : typeof listener}`,
+      `an event listener must be a function (event) => void, got ${describeValue(listener)}`,
     )
   }
 }

@@ -1,4 +1,5 @@
 import type { z } from 'zod'
+import { describeValue } from '../errors.js'
 import type { ModelReply, ToolCall } from '../models/types.js'
 import type { AnyTool } from '../tools/define-tool.js'
 import {
@@ -118,7 +119,7 @@ function withLaunched(ids: ReadonlySet<string>, specs: readonly LaunchSpec[]): R
 }
 
 function toAction(value: unknown, context: ParseContext, launched: ReadonlySet<string>): Action | string {
-  if (!isObject(value)) return `expected a JSON object with an "action" field, got ${describe(value)}`
+  if (!isObject(value)) return `expected a JSON object with an "action" field, got ${describeValue(value)}`
   const name = value.action
   switch (name) {
     case 'launch_subagents':
@@ -154,7 +155,8 @@ function toLaunch(
   const inThisLaunch = new Set<string>()
   for (const [index, entry] of args.data.agents.entries()) {
     const at = `agents[${index}]`
-    if (!isObject(entry)) return `${at} must be an object {"agent", "task", "id"?}, got ${describe(entry)}`
+    if (!isObject(entry))
+      return `${at} must be an object {"agent", "task", "id"?}, got ${describeValue(entry)}`
     const { agent } = entry
     if (typeof agent !== 'string' || !context.subagents.includes(agent)) {
       return `${at}: unknown agent ${JSON.stringify(truncate(String(agent), 60))}; this agent can launch: ${context.subagents.join(', ')}`
@@ -243,13 +245,6 @@ function issuesAt(root: string, error: z.ZodError): string {
 
 function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value)
-}
-
-function describe(value: unknown): string {
-  if (value === null) return 'null'
-  if (Array.isArray(value)) return 'an array'
-  if (typeof value === 'string') return `the string ${JSON.stringify(truncate(value, 40))}`
-  return typeof value === 'object' ? 'an object' : `${typeof value} ${String(value)}`
 }
 
 function truncate(text: string, length: number): string {

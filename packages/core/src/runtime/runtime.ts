@@ -1,5 +1,5 @@
 import { customAlphabet } from 'nanoid'
-import { CohortError, callStore, InvalidInputError } from '../errors.js'
+import { CohortError, callStore, describeValue, InvalidInputError } from '../errors.js'
 import { type Answer, answerStored } from '../orchestrator/answer.js'
 import { runTotals } from '../orchestrator/metrics.js'
 import { runSegment } from '../orchestrator/segment.js'
@@ -35,10 +35,10 @@ export function createRuntime(options: RuntimeOptions): Runtime {
     agents: definitions,
     start(agent, task, startOptions = {}) {
       checkStart(definitions, agent, task)
-      return begin(live, agent, redact(task), startOptions)
+      return begin(live, agent, redact(task), checkStartOptions(startOptions))
     },
-    prepareRun(agent, task, startOptions = {}) {
-      return prepareRun(parts, live, agent, task, startOptions)
+    async prepareRun(agent, task, startOptions = {}) {
+      return prepareRun(parts, live, agent, task, checkStartOptions(startOptions))
     },
     async runSegment(runId, agentId, host) {
       assertRunId(runId)
@@ -53,7 +53,7 @@ export function createRuntime(options: RuntimeOptions): Runtime {
     },
     runPlan(plan, startOptions = {}) {
       const checked = checkPlan(plan, options.onCycle, parts)
-      return begin(live, planAgentName, JSON.stringify(checked), startOptions)
+      return begin(live, planAgentName, JSON.stringify(checked), checkStartOptions(startOptions))
     },
     shareLimits(shared) {
       return scheduler.share(shared)
@@ -97,6 +97,15 @@ function checkStart(definitions: RuntimeParts['definitions'], agent: string, tas
   if (typeof task !== 'string' || task.trim() === '') {
     throw new InvalidInputError('task must be a non-empty string')
   }
+}
+
+/** A run's options as given from JavaScript (`null`, a run id alone): an object, or none at all. */
+function checkStartOptions(startOptions: unknown): StartOptions {
+  if (typeof startOptions === 'object' && startOptions !== null && !Array.isArray(startOptions))
+    return startOptions
+  throw new InvalidInputError(
+    `a run's options must be an object such as { runId: "nightly-1" }, or left out; got ${describeValue(startOptions)}`,
+  )
 }
 
 /** A new run in memory, its root begun soon (`start`, `runPlan`). */
