@@ -158,6 +158,15 @@ describe('restore', () => {
     )
     await writeFile(quick, quickText)
 
+    // A child its parent lists, whose record the store lost: not run on as a failed child.
+    await rm(quick)
+    const missing = await runtime.resume('good').catch((e: unknown) => e)
+    expect(missing).toBeInstanceOf(SnapshotError)
+    expect((missing as SnapshotError).message).toMatch(
+      /agent "lead" lists child "lead\.quick", which has no record/,
+    )
+    await writeFile(quick, quickText)
+
     // Nothing was rewritten by the failed attempts.
     expect((await readdir(agentsDir)).sort()).toEqual(['lead.json', 'lead.quick.json', 'lead.slow.json'])
   })

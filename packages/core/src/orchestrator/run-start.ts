@@ -129,6 +129,18 @@ export async function restoreRun(host: StartHost, stored: StoredRun): Promise<vo
       'rootAgentId',
     )
   }
+  // A parent lists a child only once the child is stored (a launch waits for its children's
+  // writes): one without a record is a record the store lost, not a child to fail in its place.
+  for (const entry of entries) {
+    const lost = entry.context.children.find((child) => !host.registry.has(child.id))
+    if (lost) {
+      throw new SnapshotError(
+        `run ${host.runId}`,
+        `agent "${entry.id}" lists child "${lost.id}", which has no record`,
+        'children',
+      )
+    }
+  }
   // When it stopped: at its detach, or after its last stored step (a crash).
   const stoppedAt =
     stored.run.detachedAt ?? Math.max(stored.run.updatedAt, ...stored.agents.map((agent) => agent.updatedAt))
