@@ -309,27 +309,7 @@ describe('scheduler', () => {
   })
 
   test("an agent's timeout does not count the time it waits for a place (maxConcurrentAgents), as cohort parallel --max-parallel --timeout needs", async () => {
-    const worker = defineAgent({ name: 'worker', instructions: '' })
-    const boss = defineAgent({ name: 'boss', instructions: '', subagents: [worker] })
-    const model = scriptedModel(
-      {
-        boss: [
-          {
-            action: 'launch_subagents',
-            agents: Array.from({ length: 4 }, (_, i) => ({
-              agent: 'worker',
-              task: 'work',
-              id: `w${i}`,
-              timeout_ms: 300,
-            })),
-          },
-          { action: 'wait_for_subagents' },
-          { action: 'finish', result: 'done' },
-        ],
-        worker: [{ action: 'finish', result: 'ok' }],
-      },
-      { latencyMs: (request) => (request.agent.depth === 0 ? 0 : 150) },
-    )
+    const { boss, worker, model } = fourWorkers({ timeoutMs: 300, latencyMs: 150 })
     // One at a time, 150 ms each: the last waits 450 ms for its place, far past its 300 ms timeout.
     const runtime = createRuntime({
       agents: [boss, worker],
@@ -352,27 +332,7 @@ describe('scheduler', () => {
   })
 
   test('a run detached while an agent waits for a place gives that wait back to its timeout when resumed', async () => {
-    const worker = defineAgent({ name: 'worker', instructions: '' })
-    const boss = defineAgent({ name: 'boss', instructions: '', subagents: [worker] })
-    const model = scriptedModel(
-      {
-        boss: [
-          {
-            action: 'launch_subagents',
-            agents: Array.from({ length: 4 }, (_, i) => ({
-              agent: 'worker',
-              task: 'work',
-              id: `w${i}`,
-              timeout_ms: 900,
-            })),
-          },
-          { action: 'wait_for_subagents' },
-          { action: 'finish', result: 'done' },
-        ],
-        worker: [{ action: 'finish', result: 'ok' }],
-      },
-      { latencyMs: (request) => (request.agent.depth === 0 ? 0 : 300) },
-    )
+    const { boss, worker, model } = fourWorkers({ timeoutMs: 900, latencyMs: 300 })
     const store = memoryStore()
     const runtime = () =>
       createRuntime({ agents: [boss, worker], model, store, scheduler: { maxConcurrentAgents: 1 } })
@@ -868,3 +828,26 @@ describe('stuck calls and queued calls hold nothing', () => {
     expect(queued).toEqual([...queued].sort((a, b) => b - a))
   })
 })
+
+/** A boss that launches four workers of `timeoutMs` and waits; each worker's one model call takes `latencyMs`. */
+function fourWorkers({ timeoutMs, latencyMs }: { timeoutMs: number; latencyMs: number }) {
+  const worker = defineAgent({ name: 'worker', instructions: '' })
+  const boss = defineAgent({ name: 'boss', instructions: '', subagents: [worker] })
+  const launch: ScriptedReply = {
+    action: 'launch_subagents',
+    agents: Array.from({ length: 4 }, (_, i) => ({
+      agent: 'worker',
+      task: 'work',
+      id: `w${i}`,
+      timeout_ms: timeoutMs,
+    })),
+  }
+  const model = scriptedModel(
+    {
+      boss: [launch, { action: 'wait_for_subagents' }, { action: 'finish', result: 'done' }],
+      worker: [{ action: 'finish', result: 'ok' }],
+    },
+    { latencyMs: (request) => (request.agent.depth === 0 ? 0 : latencyMs) },
+  )
+  return { boss, worker, model }
+}
