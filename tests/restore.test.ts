@@ -166,6 +166,22 @@ describe('restore', () => {
       /agent "lead" lists child "lead\.quick", which has no record/,
     )
     await writeFile(quick, quickText)
+    // Records that name agents the run does not have: a parent, a child waited on.
+    const orphan = JSON.parse(quickText)
+    orphan.parentId = 'ghost'
+    orphan.snapshot.context.parentId = 'ghost'
+    await writeFile(quick, JSON.stringify(orphan))
+    await expect(runtime.resume('good')).rejects.toThrow(
+      /agent "lead\.quick" names parent "ghost", which has no record/,
+    )
+    await writeFile(quick, quickText)
+    const waiting = JSON.parse(original)
+    waiting.snapshot.context.waitingOn = ['quick', 'zz']
+    await writeFile(leadFile, JSON.stringify(waiting))
+    await expect(runtime.resume('good')).rejects.toThrow(
+      /agent "lead" waits on "zz", which is none of its children/,
+    )
+    await writeFile(leadFile, original)
 
     // Nothing was rewritten by the failed attempts.
     expect((await readdir(agentsDir)).sort()).toEqual(['lead.json', 'lead.quick.json', 'lead.slow.json'])

@@ -129,18 +129,7 @@ export async function restoreRun(host: StartHost, stored: StoredRun): Promise<vo
       'rootAgentId',
     )
   }
-  // A parent lists a child only once the child is stored (a launch waits for its children's
-  // writes): one without a record is a record the store lost, not a child to fail in its place.
-  for (const entry of entries) {
-    const lost = entry.context.children.find((child) => !host.registry.has(child.id))
-    if (lost) {
-      throw new SnapshotError(
-        `run ${host.runId}`,
-        `agent "${entry.id}" lists child "${lost.id}", which has no record`,
-        'children',
-      )
-    }
-  }
+  for (const entry of entries) checkLinks(host, entry)
   // When it stopped: at its detach, or after its last stored step (a crash).
   const stoppedAt =
     stored.run.detachedAt ?? Math.max(stored.run.updatedAt, ...stored.agents.map((agent) => agent.updatedAt))
@@ -158,6 +147,25 @@ export async function restoreRun(host: StartHost, stored: StoredRun): Promise<vo
       rootless ? restartRoot(host, stored.run) : proceed(host, stored.run, entries, stoppedAt, lostOf),
     )
     .catch((error: unknown) => host.abort(error))
+}
+
+/**
+ * The records of a run refer to each other; one that refers to no record is refused, not run on
+ * with a made-up failure in its place (and written back). A parent lists a child only once the
+ * child is stored (a launch waits for its children's writes), so a missing child is a record the
+ * store lost; an agent waits only on its own children.
+ */
+function checkLinks(host: StartHost, entry: AgentEntry): void {
+  const refused = (what: string, field: string) =>
+    new SnapshotError(`run ${host.runId}`, `agent "${entry.id}" ${what}`, field)
+  if (entry.parentId !== null && !host.registry.has(entry.parentId))
+    throw refused(`names parent "${entry.parentId}", which has no record`, 'parentId')
+  const { children, waitingOn } = entry.context
+  const lost = children.find((child) => !host.registry.has(child.id))
+  if (lost) throw refused(`lists child "${lost.id}", which has no record`, 'children')
+  const unknown = waitingOn?.find((localId) => !children.some((child) => child.localId === localId))
+  if (unknown !== undefined)
+    throw refused(`waits on "${unknown}", which is none of its children`, 'waitingOn')
 }
 
 async function restartRoot(host: StartHost, run: RunRecord): Promise<void> {
