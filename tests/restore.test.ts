@@ -790,6 +790,60 @@ describe('tools after a crash', () => {
   })
 })
 
+describe('messages after a crash', () => {
+  // The worker sends its parent a message, then sleeps. The lead's record with the message in its
+  // inbox is stored before the worker's record is past the send: a crash there resumes the worker
+  // with the send still pending, and it runs again.
+  const worker = defineAgent({ name: 'worker', instructions: '', tools: [sleep] })
+  const lead = defineAgent({ name: 'lead', instructions: '', subagents: [worker] })
+  const model = scriptedModel({
+    lead: [
+      { action: 'launch_subagents', agents: [{ agent: 'worker', task: 't', id: 'a' }] },
+      { action: 'wait_for_subagents' },
+      (request) => ({
+        action: 'finish',
+        result: request.messages.filter((m) => m.content.includes('hello')).map((m) => m.content),
+      }),
+    ],
+    worker: [
+      [
+        { action: 'send_message', to: 'parent', text: 'hello' },
+        { action: 'call_tool', tool: 'sleep', args: { seconds: 0.05 } },
+      ],
+      { action: 'finish', result: 'ok' },
+    ],
+  })
+  const runtimeOn = (store: RunStore) => createRuntime({ agents: [lead, worker], model, store })
+
+  test('a send_message run again on resume is delivered once', async () => {
+    const uninterrupted = await runtimeOn(memoryStore()).run('lead', 'go')
+    expect(uninterrupted).toEqual(['[message from lead.a] hello'])
+
+    // What the store held once it had the lead's inbox: its next write is not started until this one returns.
+    const base = memoryStore()
+    let held: Awaited<ReturnType<RunStore['loadRun']>>
+    const store: RunStore = Object.create(base)
+    store.saveAgent = async (runId, record, storedMessages) => {
+      await base.saveAgent(runId, record, storedMessages)
+      if (!held && record.id === 'lead' && record.snapshot.context.inbox.length > 0)
+        held = await base.loadRun(runId)
+    }
+    const first = runtimeOn(store)
+    const run = first.start('lead', 'go')
+    await run.result
+    await first.shutdown()
+    expect(held?.agents.find((agent) => agent.id === 'lead.a')?.snapshot.context.pending[0]).toMatchObject({
+      action: 'send_message',
+    })
+
+    const crashed = memoryStore()
+    await crashed.saveRun(held!.run)
+    for (const record of held!.agents) await crashed.saveAgent(run.id, record)
+    const resumed = await runtimeOn(crashed).resume(run.id)
+    expect(await resumed.result).toEqual(uninterrupted)
+  })
+})
+
 test('a launch cut off after some of its children were stored resumes those and starts only the rest', async () => {
   const worker = defineAgent({ name: 'worker', instructions: 'Report.' })
   const lead = defineAgent({ name: 'lead', instructions: 'Fan out.', subagents: [worker] })

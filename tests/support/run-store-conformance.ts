@@ -66,6 +66,7 @@ export function makeAgentRecord(
         deadline: null,
         fallback: null,
         inbox: [],
+        receivedMessages: [],
         awaiting: null,
         answers: {},
         busyMs: 12,

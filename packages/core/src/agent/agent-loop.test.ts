@@ -145,7 +145,11 @@ describe('the think/act loop as pure functions', () => {
   })
 
   test('messages wait in the inbox; a failure ends the agent with its error', () => {
-    expect(withMessage(base, 'user', 'hi').inbox).toEqual([{ from: 'user', text: 'hi' }])
+    expect(withMessage(base, 'user', 'hi')).toMatchObject({
+      inbox: [{ from: 'user', text: 'hi' }],
+      receivedMessages: [],
+    })
+    expect(withMessage(base, 'lead.a', 'hi', 'lead.a#0.0').receivedMessages).toEqual(['lead.a#0.0'])
     const error = { name: 'TimeoutError', code: 'TIMEOUT', message: 'slow' }
     expect(failed(base, { error })).toMatchObject({ error, endedAt: expect.any(Number) })
     // A call the failure cut off still counts: its time as busy, its retries.

@@ -169,9 +169,11 @@ export function afterRejection(context: AgentContext, reason: string): AgentCont
   return route(next).context
 }
 
-export function withMessage(context: AgentContext, from: string, text: string): AgentContext {
+/** A message joins the inbox; one with an id (from an agent's action) is remembered by it. */
+export function withMessage(context: AgentContext, from: string, text: string, id?: string): AgentContext {
   const next = { ...context }
   next.inbox = [...context.inbox, { from, text }]
+  if (id !== undefined) next.receivedMessages = [...context.receivedMessages, id]
   return next
 }
 

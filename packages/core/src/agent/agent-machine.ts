@@ -30,7 +30,7 @@ export type AgentMachineEvent =
   | { type: 'CHILDREN_SETTLED'; group: SettledGroup }
   | { type: 'ANSWERED'; answer: Answer }
   | { type: 'REJECTED'; reason: string }
-  | { type: 'MESSAGE'; from: string; text: string }
+  | { type: 'MESSAGE'; from: string; text: string; id?: string }
   /** The agent's deadline moves: a run resumed after time stopped gives its agents that time back. */
   | { type: 'DEADLINE'; deadline: number }
   /**
@@ -76,8 +76,8 @@ export const agentMachine = setup({
       if (step.repair !== undefined) enqueue.emit(repairEvent(step))
     }),
     takeMessage: assign(({ context, event }) => {
-      const { from, text } = event as { from: string; text: string }
-      return withMessage(context, from, text)
+      const { from, text, id } = event as { from: string; text: string; id?: string }
+      return withMessage(context, from, text, id)
     }),
     moveDeadline: assign({
       deadline: ({ context, event }) => (event.type === 'DEADLINE' ? event.deadline : context.deadline),

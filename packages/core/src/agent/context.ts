@@ -110,6 +110,11 @@ export const agentContextSchema = z.looseObject({
   fallback: z.object({ value: z.unknown() }).nullable(),
   /** Messages from other agents or the outside, delivered into the next model turn. */
   inbox: z.array(z.object({ from: z.string(), text: z.string() })),
+  /**
+   * Ids of the messages other agents sent it (sender and action key), kept after the inbox is read:
+   * a send its sender runs again after a crash is not delivered twice. Absent in records written before it.
+   */
+  receivedMessages: z.array(z.string()).default(emptyList),
   /** Set while suspended for an approval or for input. */
   awaiting: awaitingSchema.nullable(),
   /** Approvals and inputs received, by action key. */
@@ -166,6 +171,11 @@ export function awaitedAgents(context: Pick<AgentContext, 'dependsOn' | 'runsAft
   return context.runsAfter.length === 0 ? context.dependsOn : [...context.dependsOn, ...context.runsAfter]
 }
 
+/** Where an action stands in the agent's history (`turn.index`); the turn alone for an action parsed without one. */
+export function actionKey(context: Pick<AgentContext, 'turn'>, action: Action): string {
+  return action.key ?? String(context.turn)
+}
+
 export function initialContext(input: AgentInput): AgentContext {
   return {
     runId: input.runId,
@@ -187,6 +197,7 @@ export function initialContext(input: AgentInput): AgentContext {
     deadline: null,
     fallback: input.fallback ?? null,
     inbox: emptyList(),
+    receivedMessages: emptyList(),
     awaiting: null,
     answers: {},
     turn: 0,

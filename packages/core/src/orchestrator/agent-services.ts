@@ -1,5 +1,5 @@
 import type { ActOutcome, SettledGroup, ThinkOutcome } from '../agent/agent-loop.js'
-import type { AgentContext, ChildResult } from '../agent/context.js'
+import { type AgentContext, actionKey, type ChildResult } from '../agent/context.js'
 import { CohortError } from '../errors.js'
 import type { Action, ActionOf } from '../protocol/actions.js'
 import { actionReply } from '../protocol/feedback.js'
@@ -37,7 +37,7 @@ export function createAgentServices(run: EffectHost): AgentServices {
           return runTool(run, entry, action, signal)
         case 'send_message':
           return promiseOf(() => ({
-            messages: [actionReply(action, sendMessage(entry, context, action.to, action.text))],
+            messages: [actionReply(action, sendMessage(entry, context, action))],
           }))
         default:
           return Promise.reject(
@@ -134,7 +134,8 @@ export function createAgentServices(run: EffectHost): AgentServices {
     }
   }
 
-  function sendMessage(entry: AgentEntry, context: AgentContext, to: string, text: string): string {
+  function sendMessage(entry: AgentEntry, context: AgentContext, action: ActionOf<'send_message'>): string {
+    const { to, text } = action
     const candidates =
       to === 'parent'
         ? [context.parentId]
@@ -142,7 +143,8 @@ export function createAgentServices(run: EffectHost): AgentServices {
     const recipient = candidates.map((id) => (id === null ? undefined : run.registry.get(id))).find(Boolean)
     if (!recipient) return `error: no agent "${to}" to send to; use "parent", a child id or a sibling id`
     if (recipient.settled) return `error: agent "${to}" has already finished`
-    run.deliverMessage(recipient, entry.id, text)
+    // Named by the sender's action: the same send run again after a crash is recognised by its recipient.
+    run.deliverMessage(recipient, entry.id, text, `${entry.id}#${actionKey(context, action)}`)
     return `sent to ${recipient.id}`
   }
 }

@@ -33,7 +33,7 @@ export interface EffectHost {
     action: ActionOf<'launch_subagents'>,
     signal: AbortSignal,
   ): Promise<LaunchOutcome>
-  deliverMessage(recipient: AgentEntry, from: string, text: string): void
+  deliverMessage(recipient: AgentEntry, from: string, text: string, id?: string): void
   /** The agent cannot go on here: it waits on agents that run in other processes (segments). */
   park(reason: 'children'): void
 }

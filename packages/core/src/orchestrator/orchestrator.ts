@@ -232,9 +232,13 @@ export class Orchestrator implements EffectHost, StartHost, EndHost {
     this.settlement.armTimeout(entry, deadline + waitedMs)
   }
 
-  /** Delivers a message into the agent's next model turn, whatever state it is in. */
-  deliverMessage(entry: AgentEntry, from: string, text: string): void {
-    this.send(entry, { type: 'MESSAGE', from, text })
+  /**
+   * Delivers a message into the agent's next model turn, whatever state it is in. One whose `id`
+   * the agent already received was sent again by a sender resumed after a crash: it is dropped.
+   */
+  deliverMessage(entry: AgentEntry, from: string, text: string, id?: string): void {
+    if (id !== undefined && entry.context.receivedMessages.includes(id)) return
+    this.send(entry, id === undefined ? { type: 'MESSAGE', from, text } : { type: 'MESSAGE', from, text, id })
     this.emitAgent(entry.context, { type: 'agent.message', from, text })
   }
 

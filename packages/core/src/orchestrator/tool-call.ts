@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto'
 import type { ActOutcome } from '../agent/agent-loop.js'
-import type { AgentContext } from '../agent/context.js'
+import { type AgentContext, actionKey } from '../agent/context.js'
 import { toErrorInfo } from '../errors.js'
 import type { ActionOf } from '../protocol/actions.js'
 import { actionReply, renderValue } from '../protocol/feedback.js'
@@ -31,7 +31,7 @@ export function runTool(
   const action = parsed(tool, given)
   if (typeof action === 'string')
     return Promise.resolve({ messages: [actionReply(given, `error: ${action}`)], refused: action })
-  const key = action.key ?? String(context.turn)
+  const key = actionKey(context, action)
   const callId = action.callId ?? `${context.agentId}#${key}`
   const answer = context.answers[key]
   let needsApproval: boolean | undefined

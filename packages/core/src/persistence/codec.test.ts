@@ -101,6 +101,12 @@ describe('encodeRecord', () => {
     expect(decoded.snapshot.context).toMatchObject({ dependsOn: ['lead.a'], runsAfter: [] })
   })
 
+  test('a context written before receivedMessages reads back with none', () => {
+    const { receivedMessages: _, ...older } = base
+    const decoded = decodeAgentRecord(encodeRecord(record(older as typeof base)), 'test')
+    expect(decoded.snapshot.context.receivedMessages).toEqual([])
+  })
+
   test('a value JSON cannot keep goes through superjson', () => {
     const plainResult = { at: 'noon' }
     expect(decodeAgentRecord(encodeRecord(record({ ...base, result: plainResult })), 'test')).toMatchObject({
