@@ -1,5 +1,13 @@
 import { startServer } from '@cohort/cli'
-import { createRuntime, defineAgent, defineTool, memoryStore, type Run, scriptedModel } from '@cohort/core'
+import {
+  createRuntime,
+  defineAgent,
+  defineTool,
+  memoryStore,
+  type Run,
+  type RunStore,
+  scriptedModel,
+} from '@cohort/core'
 import { describe, expect, test } from 'vitest'
 import { z } from 'zod'
 import { twoAgentsOnCall0 } from './fixtures/call-0-approvals.js'
@@ -236,4 +244,100 @@ test('an answer given no payload is null, and the run reads back from the store;
   await runtime.answer('stored', 'asker', {} as never)
   expect(await (await runtime.resume('stored')).result).toBe('done')
   expect(got).toEqual([null, null])
+})
+
+describe('a message from outside is acknowledged once it is stored', () => {
+  /** An asker suspended for input, on a store that holds back (`gate`) or fails (`failure`) the writes of a record holding "note". */
+  async function askerWaiting() {
+    const ask = defineTool({
+      name: 'ask',
+      description: 'asks a person',
+      parameters: z.object({}),
+      execute: async (_args, ctx) => ctx.suspend('continue?'),
+    })
+    const asker = defineAgent({ name: 'asker', instructions: '', tools: [ask] })
+    const model = scriptedModel({ asker: [{ action: 'call_tool', tool: 'ask', args: {} }] })
+    const base = memoryStore()
+    const held = { gate: Promise.resolve(), failure: undefined as Error | undefined }
+    const store: RunStore = Object.create(base)
+    store.saveAgent = async (runId, record, storedMessages) => {
+      if (record.snapshot.context.inbox.some((message) => message.text === 'note')) {
+        await held.gate
+        if (held.failure) throw held.failure
+      }
+      await base.saveAgent(runId, record, storedMessages)
+    }
+    const runtime = createRuntime({ agents: [asker], model, store })
+    const suspended = new Promise<void>((resolve) => runtime.on('agent.suspended', () => resolve()))
+    return { runtime, base, held, suspended }
+  }
+  const storedInbox = async (store: RunStore, runId: string) =>
+    (await store.loadRun(runId))?.agents[0]?.snapshot.context.inbox
+
+  test('run.send resolves once the record holding the message is stored, and rejects with the store failure', async () => {
+    const { runtime, base, held, suspended } = await askerWaiting()
+    const run = runtime.start('asker', 'go', { runId: 'sent' })
+    await suspended
+    let open = () => {}
+    held.gate = new Promise((resolve) => {
+      open = resolve
+    })
+    let stored = false
+    const sent = Promise.resolve(run.send('asker', 'note')).then(() => {
+      stored = true
+    })
+    await new Promise((resolve) => setTimeout(resolve, 30))
+    expect(stored).toBe(false)
+    expect(await storedInbox(base, 'sent')).toEqual([])
+    open()
+    await sent
+    expect(await storedInbox(base, 'sent')).toEqual([{ from: 'user', text: 'note' }])
+
+    held.failure = new Error('disk full')
+    // Not waited for, as send was called when it returned nothing: no unhandled rejection.
+    void run.send('asker', 'note')
+    await expect(run.send('asker', 'note')).rejects.toThrow(
+      /store write of agent asker \(run sent\) failed: disk full/,
+    )
+    await run.result.catch(() => {})
+  })
+
+  test('over HTTP, 202 comes once the message is stored; a store failure is a 500 that says so', async () => {
+    const { runtime, base, held, suspended } = await askerWaiting()
+    const server = await startServer({ runtime, root: 'asker', port: 0 })
+    const post = async (path: string, body: unknown) => {
+      const response = await fetch(new URL(path, server.url), {
+        method: 'POST',
+        headers: { authorization: `Bearer ${server.token}`, 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+      })
+      return { status: response.status, body: (await response.json()) as unknown }
+    }
+    let open = () => {}
+    try {
+      await post('api/runs', { task: 'go', runId: 'http' })
+      await suspended
+      held.gate = new Promise((resolve) => {
+        open = resolve
+      })
+      let answered = false
+      const sent = post('api/runs/http/agents/asker/messages', { text: 'note' }).finally(() => {
+        answered = true
+      })
+      await new Promise((resolve) => setTimeout(resolve, 30))
+      expect(answered).toBe(false)
+      open()
+      expect(await sent).toEqual({ status: 202, body: { runId: 'http', agentId: 'asker' } })
+      expect(await storedInbox(base, 'http')).toEqual([{ from: 'user', text: 'note' }])
+
+      held.failure = new Error('disk full')
+      expect(await post('api/runs/http/agents/asker/messages', { text: 'note' })).toEqual({
+        status: 500,
+        body: { error: expect.stringMatching(/store write of agent asker \(run http\) failed: disk full/) },
+      })
+    } finally {
+      open()
+      await server.close()
+    }
+  })
 })

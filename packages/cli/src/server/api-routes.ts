@@ -87,6 +87,7 @@ const refusals = {
   413: `a body over ${maxBodyBytes} bytes`,
   415: 'a body that is not application/json',
   422: 'a stored record that cannot be read',
+  500: 'the store failed to keep what was asked (the message names the store error)',
   503: 'every event socket is taken',
 } as const
 type Refusal = keyof typeof refusals
@@ -198,8 +199,8 @@ export const routes = {
     middleware: bodyChecks,
     request: { params: agentParams, ...jsonBody(messageBody) },
     responses: {
-      202: answer('delivered', ack({ agentId: z.string() })),
-      ...refused(400, 401, 403, 404, 409, 413, 415, 422),
+      202: answer('delivered and stored', ack({ agentId: z.string() })),
+      ...refused(400, 401, 403, 404, 409, 413, 415, 422, 500),
     },
   }),
   events: createRoute({

@@ -132,7 +132,8 @@ export function registerApi(app: OpenAPIHono<ServerEnv>, host: ApiHost): void {
     const { runId, agentId } = c.req.valid('param')
     const { text } = c.req.valid('json')
     const run = await liveRunning(runId)
-    run.send(agentId, text)
+    // Answered once the message is stored: a 202 the server then loses in a crash would be a lie.
+    await run.send(agentId, text)
     return c.json({ runId, agentId }, 202)
   })
 

@@ -38,12 +38,20 @@ export class RunControl {
     this.run.send(entry, { type: 'ANSWERED', answer })
   }
 
-  /** Delivers `text` into the agent's next model turn. */
-  send(agentId: string, text: string, from = 'user'): void {
+  /**
+   * Delivers `text` into the agent's next model turn; resolves once the agent's record holding it is
+   * stored: until then a crash loses it. A message the agent cannot take is refused at once (throws).
+   */
+  send(agentId: string, text: string, from = 'user'): Promise<void> {
     if (typeof text !== 'string' || text.trim() === '')
       throw new InvalidInputError('message text must be a non-empty string')
     const entry = this.live(agentId)
     this.run.deliverMessage(entry, from, this.run.redact(text))
+    const stored = this.run.writer.written(entry)
+    // send returned nothing before: a caller that does not wait learns of a store failure from the
+    // run's end (it fails with it), not from an unhandled rejection that stops the process.
+    stored.catch(() => {})
+    return stored
   }
 
   private live(agentId: string): AgentEntry {

@@ -91,9 +91,13 @@ export class Run {
     return waiting
   }
 
-  /** Delivers a message into the agent's next model turn. */
-  send(agentId: string, text: string): void {
-    this.control.send(agentId, text)
+  /**
+   * Delivers a message into the agent's next model turn. Resolves once the agent's record holding
+   * it is stored (a crash before then loses it); rejects with the store's error. Throws at once
+   * when the agent cannot take it (unknown, ended, an empty text).
+   */
+  send(agentId: string, text: string): Promise<void> {
+    return this.control.send(agentId, text)
   }
 
   /**
