@@ -61,7 +61,7 @@ describe('run.approve cannot tell two agents apart (issue 23, item 5)', () => {
       /agent lead of run \S+ is not waiting for approval of call "call_0" \(it waits for its sub-agents\)$/,
     )
     // A call id alone, as approve took before it named the agent, is refused rather than guessed.
-    expect(() => (run.approve as (callId: string) => void)('call_0')).toThrow(
+    expect(() => (run.approve as unknown as (callId: string) => void)('call_0')).toThrow(
       /callId must be a non-empty string, got undefined: approve and reject take \(agentId, callId\)/,
     )
     expect(await awaitingApproval(run)).toEqual([['lead.api', 'call_0']])
@@ -258,10 +258,10 @@ describe('a message from outside is acknowledged once it is stored', () => {
     const asker = defineAgent({ name: 'asker', instructions: '', tools: [ask] })
     const model = scriptedModel({ asker: [{ action: 'call_tool', tool: 'ask', args: {} }] })
     const base = memoryStore()
-    const held = { gate: Promise.resolve(), failure: undefined as Error | undefined }
+    const held = { gate: Promise.resolve(), failure: undefined as Error | undefined, every: false }
     const store: RunStore = Object.create(base)
     store.saveAgent = async (runId, record, storedMessages) => {
-      if (record.snapshot.context.inbox.some((message) => message.text === 'note')) {
+      if (held.every || record.snapshot.context.inbox.some((message) => message.text === 'note')) {
         await held.gate
         if (held.failure) throw held.failure
       }
@@ -300,6 +300,30 @@ describe('a message from outside is acknowledged once it is stored', () => {
       /store write of agent asker \(run sent\) failed: disk full/,
     )
     await run.result.catch(() => {})
+  })
+
+  test('an answer (run.resume), like an approval or a refusal, resolves once it is stored', async () => {
+    const { runtime, base, held, suspended } = await askerWaiting()
+    const run = runtime.start('asker', 'go', { runId: 'answered' })
+    await suspended
+    let open = () => {}
+    held.every = true
+    held.gate = new Promise((resolve) => {
+      open = resolve
+    })
+    let stored = false
+    const answered = run.resume('asker', 'yes').then(() => {
+      stored = true
+    })
+    await new Promise((resolve) => setTimeout(resolve, 30))
+    expect(stored).toBe(false)
+    expect((await base.loadRun('answered'))?.agents[0]?.snapshot.context.answers).toEqual({})
+    open()
+    await answered
+    expect((await base.loadRun('answered'))?.agents[0]?.snapshot.context.answers).toMatchObject({
+      '0.0': { payload: 'yes' },
+    })
+    await run.cancel()
   })
 
   test('over HTTP, 202 comes once the message is stored; a store failure is a 500 that says so', async () => {

@@ -166,8 +166,8 @@ export const routes = {
     middleware: bodyChecks,
     request: { params: agentParams, ...jsonBody(approveBody) },
     responses: {
-      202: answer('the call runs', ack({ agentId: z.string(), approved: z.string() })),
-      ...refused(400, 401, 403, 404, 409, 413, 415, 422),
+      202: answer('stored; the call runs', ack({ agentId: z.string(), approved: z.string() })),
+      ...refused(400, 401, 403, 404, 409, 413, 415, 422, 500),
     },
   }),
   reject: createRoute({
@@ -177,8 +177,8 @@ export const routes = {
     middleware: bodyChecks,
     request: { params: agentParams, ...jsonBody(rejectBody) },
     responses: {
-      202: answer('the agent is told', ack({ agentId: z.string(), rejected: z.string() })),
-      ...refused(400, 401, 403, 404, 409, 413, 415, 422),
+      202: answer('stored; the agent is told', ack({ agentId: z.string(), rejected: z.string() })),
+      ...refused(400, 401, 403, 404, 409, 413, 415, 422, 500),
     },
   }),
   resumeAgent: createRoute({
@@ -188,8 +188,8 @@ export const routes = {
     middleware: bodyChecks,
     request: { params: agentParams, ...jsonBody(agentResumeBody) },
     responses: {
-      202: answer('the agent goes on', ack({ agentId: z.string() })),
-      ...refused(400, 401, 403, 404, 409, 413, 415, 422),
+      202: answer('stored; the agent goes on', ack({ agentId: z.string() })),
+      ...refused(400, 401, 403, 404, 409, 413, 415, 422, 500),
     },
   }),
   sendMessage: createRoute({

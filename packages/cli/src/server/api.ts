@@ -108,7 +108,7 @@ export function registerApi(app: OpenAPIHono<ServerEnv>, host: ApiHost): void {
     const { runId, agentId } = c.req.valid('param')
     const { callId } = c.req.valid('json')
     const run = await liveRunning(runId)
-    run.approve(agentId, callId)
+    await run.approve(agentId, callId)
     return c.json({ runId, agentId, approved: callId }, 202)
   })
 
@@ -116,7 +116,7 @@ export function registerApi(app: OpenAPIHono<ServerEnv>, host: ApiHost): void {
     const { runId, agentId } = c.req.valid('param')
     const { callId, reason } = c.req.valid('json')
     const run = await liveRunning(runId)
-    run.reject(agentId, callId, reason)
+    await run.reject(agentId, callId, reason)
     return c.json({ runId, agentId, rejected: callId }, 202)
   })
 
@@ -124,7 +124,7 @@ export function registerApi(app: OpenAPIHono<ServerEnv>, host: ApiHost): void {
     const { runId, agentId } = c.req.valid('param')
     const { payload } = c.req.valid('json')
     const run = await liveRunning(runId)
-    run.resume(agentId, payload)
+    await run.resume(agentId, payload)
     return c.json({ runId, agentId }, 202)
   })
 

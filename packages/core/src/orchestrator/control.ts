@@ -11,18 +11,20 @@ export class RunControl {
    * Named by agent and call: a native call id is unique only within one reply (OpenAI-compatible
    * servers give `call_0` to many agents), so a call id alone could answer the wrong agent.
    */
-  approve(agentId: string, callId: string): void {
+  approve(agentId: string, callId: string): Promise<void> {
     const entry = this.awaitingApproval(agentId, callId)
     this.run.send(entry, { type: 'ANSWERED', answer: { approved: true } })
+    return this.stored(entry)
   }
 
-  reject(agentId: string, callId: string, reason: string): void {
+  reject(agentId: string, callId: string, reason: string): Promise<void> {
     const entry = this.awaitingApproval(agentId, callId)
     this.run.send(entry, { type: 'REJECTED', reason })
+    return this.stored(entry)
   }
 
   /** Gives a suspended agent what it asked for (`ctx.suspend`), or approves its pending call. */
-  resume(agentId: string, payload: unknown): void {
+  resume(agentId: string, payload: unknown): Promise<void> {
     const entry = this.live(agentId)
     const { awaiting } = entry.context
     if (!awaiting || !entry.snapshot.matches({ suspended: 'external' })) {
@@ -36,6 +38,7 @@ export class RunControl {
     const answer =
       awaiting.kind === 'approval' ? { approved: true as const } : { payload: this.run.redact(given) }
     this.run.send(entry, { type: 'ANSWERED', answer })
+    return this.stored(entry)
   }
 
   /**
@@ -47,9 +50,16 @@ export class RunControl {
       throw new InvalidInputError('message text must be a non-empty string')
     const entry = this.live(agentId)
     this.run.deliverMessage(entry, from, this.run.redact(text))
+    return this.stored(entry)
+  }
+
+  /**
+   * Resolves once what the agent was told is stored: until then a crash loses it. These calls
+   * returned nothing before: a caller that does not wait learns of a store failure from the run's
+   * end (it fails with it), not from an unhandled rejection that stops the process.
+   */
+  private stored(entry: AgentEntry): Promise<void> {
     const stored = this.run.writer.written(entry)
-    // send returned nothing before: a caller that does not wait learns of a store failure from the
-    // run's end (it fails with it), not from an unhandled rejection that stops the process.
     stored.catch(() => {})
     return stored
   }

@@ -61,20 +61,22 @@ export class Run {
 
   /**
    * Approves the tool call `callId` that agent `agentId` waits on (`defineTool({ needsApproval })`).
-   * Both are named: models reuse native call ids (`call_0`) across agents.
+   * Both are named: models reuse native call ids (`call_0`) across agents. Like `reject`, `resume`
+   * and `send`, it throws at once when the agent cannot take it, and resolves once the approval is
+   * stored (a crash before then loses it; the agent asks again).
    */
-  approve(agentId: string, callId: string): void {
-    this.control.approve(agentId, callId)
+  approve(agentId: string, callId: string): Promise<void> {
+    return this.control.approve(agentId, callId)
   }
 
   /** Refuses the tool call `callId` of agent `agentId`; the model is told `rejected: <reason>` and goes on. */
-  reject(agentId: string, callId: string, reason = 'rejected by a person'): void {
-    this.control.reject(agentId, callId, reason)
+  reject(agentId: string, callId: string, reason = 'rejected by a person'): Promise<void> {
+    return this.control.reject(agentId, callId, reason)
   }
 
   /** Continues an agent suspended by `ctx.suspend(prompt)` with `payload`, null if none (or approves its pending call). */
-  resume(agentId: string, payload?: unknown): void {
-    this.control.resume(agentId, payload)
+  resume(agentId: string, payload?: unknown): Promise<void> {
+    return this.control.resume(agentId, payload)
   }
 
   /**
