@@ -711,6 +711,12 @@ describe.runIf(hasChromium)('web inspector', () => {
       await stranger.locator('#auth-needed').waitFor({ timeout: 10_000 })
       expect(await stranger.locator('#auth-needed').textContent()).toMatch(/missing token.*\?token=/)
       expect(await stranger.locator('#runs [data-run-id]').count()).toBe(0)
+      // Signed out, it stops asking: no socket opened again and again, refused each time.
+      let attempts = 0
+      stranger.on('websocket', () => attempts++)
+      stranger.on('request', (request) => (request.url().includes('/api/') ? attempts++ : undefined))
+      await stranger.waitForTimeout(6_000)
+      expect(attempts).toBe(0)
       // So is one that opens an old link (a wrong token): the page, the token gone from its address.
       await stranger.goto(`${target.url}?token=${'z'.repeat(43)}`)
       await stranger.locator('#auth-needed').waitFor({ timeout: 10_000 })

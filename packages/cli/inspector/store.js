@@ -272,6 +272,8 @@ export function connect() {
 }
 
 function scheduleReconnect() {
+  // Signed out, every attempt is refused (401) until the sign-in link reloads the page.
+  if (state.signInNeeded) return
   setTimeout(connect, reconnectDelay)
   reconnectDelay = Math.min(reconnectDelay * 2, 5000)
 }
@@ -310,7 +312,7 @@ function onEvent(runId, event) {
 /** Without a socket, polls now and then so the page never goes stale. */
 export function pollWhileDisconnected() {
   setInterval(() => {
-    if (socket && socket.readyState === WebSocket.OPEN) return
+    if (state.signInNeeded || (socket && socket.readyState === WebSocket.OPEN)) return
     refreshRuns()
     if (state.runId) refreshRun()
   }, 5000)
