@@ -1,5 +1,5 @@
 import type { ProcessRecord } from './models/process-record.js'
-import { renderValue } from './protocol/feedback.js'
+import { renderValue } from './protocol/render-value.js'
 
 /** Every error Cohort raises is a `CohortError` with a stable `code` a caller can switch on. */
 export class CohortError extends Error {

@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'vitest'
-import { renderValue } from './feedback.js'
+import { renderValue } from './render-value.js'
 
 describe('renderValue', () => {
   test('a value that is not plain JSON is rendered as superjson renders it, never [object Object]', () => {
