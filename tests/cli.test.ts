@@ -94,7 +94,8 @@ describe('cohort CLI', () => {
     )
     // Nothing is left behind for a run that never started.
     expect(await readdir(path.join(cwd, '.cohort', 'launches')).catch(() => [])).not.toContain('never.json')
-  }, 60_000)
+    // Twenty CLI processes, each loading its TypeScript: about 35 s on two busy cores.
+  }, 120_000)
 
   test("parallel whose tasks fail says how many, and exits 1; show --json gives each task's process", async () => {
     const out = await run(['parallel', 'exit 3 AND echo done >&2', '--command', 'sh', '--run-id', 'tasks'])

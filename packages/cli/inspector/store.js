@@ -233,6 +233,8 @@ let socket = null
 
 /** Listens to the server's events, and reconnects with a growing delay when the socket drops. */
 export function connect() {
+  // Signed out, every attempt is refused (401) until the sign-in link reloads the page.
+  if (state.signInNeeded) return
   state.connection = 'connecting'
   changed()
   try {
@@ -272,7 +274,6 @@ export function connect() {
 }
 
 function scheduleReconnect() {
-  // Signed out, every attempt is refused (401) until the sign-in link reloads the page.
   if (state.signInNeeded) return
   setTimeout(connect, reconnectDelay)
   reconnectDelay = Math.min(reconnectDelay * 2, 5000)
