@@ -40,6 +40,27 @@ afterEach(async () => {
 const cohort = (args: string[], env: Record<string, string> = {}) =>
   spawnTs('packages/cli/src/bin.ts', args, { NO_COLOR: '1', ...env }, cwd)
 const run = (args: string[], env: Record<string, string> = {}) => collect(cohort(args, env))
+/**
+ * Runs the CLI until it has said `times` times that an agent waits on a person, then presses
+ * Ctrl-C; after `timeoutMs` it presses Ctrl-C anyway (a command that never says it).
+ */
+const untilWaiting = async (args: string[], times = 1, timeoutMs = 20_000) => {
+  const child = cohort(args)
+  let said = ''
+  // Pressed once: a second Ctrl-C, after the first has stored the run, would kill the process.
+  const stop = () => {
+    if (child.exitCode === null && !child.killed) child.kill('SIGINT')
+  }
+  const timer = setTimeout(stop, timeoutMs)
+  child.stderr?.on('data', (chunk: Buffer) => {
+    said += chunk
+    if ((said.match(/ waits for .*: Ctrl-C, then /g) ?? []).length >= times) stop()
+  })
+  const out = await collect(child)
+  clearTimeout(timer)
+  return { code: out.code, said, stdout: out.stdout }
+}
+const twoWaiting = path.join(repoRoot, 'tests/fixtures/cli-two-waiting-config.ts')
 
 describe('cohort CLI', () => {
   test('a program of its own named main that imports @cohort/cli does not run the cohort command', async () => {
@@ -388,17 +409,6 @@ describe('cohort CLI', () => {
   }, 60_000)
 
   test('a run that waits on a person says what for; Ctrl-C stores it; approve and answer continue it', async () => {
-    /** Runs the CLI until it says the run waits on a person, then presses Ctrl-C. */
-    const untilWaiting = async (args: string[]) => {
-      const child = cohort(args)
-      let said = ''
-      child.stderr?.on('data', (chunk: Buffer) => {
-        said += chunk
-        if (/ waits for /.test(String(chunk))) child.kill('SIGINT')
-      })
-      const out = await collect(child)
-      return { code: out.code, said }
-    }
     const first = await untilWaiting([
       'run',
       path.join(repoRoot, 'tests/fixtures/cli-approval-config.ts'),
@@ -440,6 +450,49 @@ describe('cohort CLI', () => {
     const late = await run(['approve', 'waiting', 'operator', callId!])
     expect(late.code).toBe(2)
     expect(late.stderr).toMatch(/run waiting has already completed/)
+  }, 60_000)
+
+  test('answer to an agent that waits for an approval is refused, naming approve and reject; here and with --server', async () => {
+    const stopped = await untilWaiting(['run', twoWaiting, '--run-id', 'two'], 2)
+    expect(stopped.code, stopped.said).toBe(130)
+    const callId = /lead\.db waits for approval of call (\S+):/.exec(stopped.said)?.[1]
+    expect(callId).toBeDefined()
+    const refusal = new RegExp(
+      `agent lead\\.db of run two waits for approval of call ${callId} \\(deploy\\), not for an answer: \`cohort approve two lead\\.db ${callId}\` or \`cohort reject two lead\\.db ${callId}\``,
+    )
+    // Should it run the run again, it is stopped as soon as it says lead.q waits (or after 10 s).
+    const refused = await untilWaiting(['answer', 'two', 'lead.db', 'yes'], 1, 10_000)
+    expect(refused.code, refused.said).toBe(2)
+    expect(refused.said).toMatch(refusal)
+    expect(refused.stdout).toBe('')
+    const shown = JSON.parse((await run(['show', 'two', '--json'])).stdout) as RunView
+    expect(shown.agents.find((agent) => agent.id === 'lead.db')?.awaiting).toMatchObject({
+      kind: 'approval',
+      callId,
+    })
+
+    const server = cohort(['serve', twoWaiting, '--port', '0'])
+    let link = ''
+    const served = collect(server, (line) => {
+      link ||= /cohort serve: (\S+) /.exec(line)?.[1] ?? ''
+    })
+    try {
+      await waitUntil(() => link !== '', 20_000)
+      const remote = await run(['answer', 'two', 'lead.db', 'yes', '--server', link])
+      expect(remote.code, remote.stderr).toBe(2)
+      expect(remote.stderr).toMatch(refusal)
+      const agent = async () => {
+        const response = await fetch(new URL('api/runs/two/agents/lead.db', link), {
+          headers: { authorization: `Bearer ${new URL(link).searchParams.get('token')}` },
+        })
+        return ((await response.json()) as RunView['agents'] extends (infer A)[] ? { agent: A } : never).agent
+      }
+      expect((await agent()).awaiting).toMatchObject({ kind: 'approval', callId })
+      expect((await agent()).status).toBe('suspended')
+    } finally {
+      server.kill('SIGTERM')
+      await served
+    }
   }, 60_000)
 
   test('parallel on a language model: one agent per task, then an aggregator that sees their results', async () => {

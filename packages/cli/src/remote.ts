@@ -1,5 +1,6 @@
-import { assertRunId, CohortError, InvalidInputError } from '@cohort/core'
+import { type Awaiting, assertRunId, CohortError, InvalidInputError } from '@cohort/core'
 import type { Output } from './commands.js'
+import { refuseAnswerToApproval } from './waiting.js'
 
 /** A `cohort serve` to send a control to, instead of continuing the run in this process. */
 export interface ServerTarget {
@@ -39,10 +40,16 @@ export async function controlOnServer(control: Control, target: ServerTarget, io
         `Rejected call ${control.callId} of ${control.agentId} in run ${control.runId}; the agent is told why.\n`,
       )
       break
-    case 'answer':
+    case 'answer': {
+      // Read first: an agent that waits for an approval is not answered (the server's resume would approve).
+      const { agent: waiting } = (await request(target, 'GET', agent(control.agentId))) as {
+        agent: { awaiting?: Awaiting }
+      }
+      refuseAnswerToApproval(control.runId, control.agentId, waiting.awaiting)
       await post(target, `${agent(control.agentId)}/resume`, { payload: control.payload })
       io.out.write(`Answered ${control.agentId} of run ${control.runId}.\n`)
       break
+    }
     case 'cancel': {
       // A run that has already ended is left as it is, as `cohort cancel` does without a server.
       const { run: stored } = (await request(target, 'GET', run)) as { run: { status: string } }

@@ -21,6 +21,7 @@ import { parallelPlan, runtimeFor, splitTasks, storeOfRun } from './launch.js'
 import { liveTree } from './live.js'
 import { formatMs, oneLine } from './tree.js'
 import { type AgentSummary, runEnded, runView } from './views.js'
+import { approvalCommands, refuseAnswerToApproval } from './waiting.js'
 
 /** The signals that stop a process of the CLI, its runs stored: Ctrl-C, a service manager, the terminal closed. */
 export const stopSignals = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const
@@ -48,7 +49,7 @@ async function follow(run: Run, io: Output, logger: EventSink, known: AgentSumma
     const { callId, kind, prompt } = event.awaiting
     const how =
       kind === 'approval'
-        ? `approval of call ${callId}: Ctrl-C, then \`cohort approve ${run.id} ${event.agentId} ${callId}\` or \`cohort reject ${run.id} ${event.agentId} ${callId}\``
+        ? `approval of call ${callId}: Ctrl-C, then ${approvalCommands(run.id, event.agentId, callId)}`
         : `input (${prompt}): Ctrl-C, then \`cohort answer ${run.id} ${event.agentId} <answer>\``
     io.err.write(`\n${event.agentId} waits for ${how} (or use \`cohort serve\`).\n`)
   })
@@ -232,6 +233,10 @@ export async function resumeCommand(
   const stored = await (await storeOfRun(home, runId)).loadRun(runId)
   if (stored && stored.run.status !== 'running') {
     throw new InvalidInputError(`${runEnded(runId, stored.run.status)}; \`cohort show ${runId}\` shows it`)
+  }
+  if (answer && 'payload' in answer.answer) {
+    const agent = stored && runView(stored).agents.find((summary) => summary.id === answer.agentId)
+    refuseAnswerToApproval(runId, answer.agentId, agent?.awaiting)
   }
   const logger = makeLogger(home, io)
   const hosted = await runtimeFor(launch, home, logger)
