@@ -495,6 +495,31 @@ describe('cohort CLI', () => {
     }
   }, 60_000)
 
+  test('resume and approve say at once which agents already wait on a person, and how to answer them', async () => {
+    const stopped = await untilWaiting(['run', twoWaiting, '--run-id', 'both'], 2)
+    expect(stopped.code, stopped.said).toBe(130)
+    const callId = /lead\.db waits for approval of call (\S+):/.exec(stopped.said)?.[1]
+    const inputHint =
+      /lead\.q waits for input \(which colour\?\): Ctrl-C, then `cohort answer both lead\.q <answer>`/
+
+    // Stopped after 10 s should they say nothing.
+    const resumed = await untilWaiting(['resume', 'both'], 2, 10_000)
+    expect(resumed.said).toMatch(
+      `lead.db waits for approval of call ${callId}: Ctrl-C, then \`cohort approve both lead.db ${callId}\``,
+    )
+    expect(resumed.said).toMatch(inputHint)
+    expect(resumed.code).toBe(130)
+
+    const approved = await untilWaiting(['approve', 'both', 'lead.db', callId!], 1, 10_000)
+    expect(approved.said).toMatch(inputHint)
+    expect(approved.said).not.toMatch(/lead\.db waits/)
+    expect(approved.code).toBe(130)
+
+    const answered = await run(['answer', 'both', 'lead.q', 'blue'])
+    expect(answered.code, answered.stderr).toBe(0)
+    expect(answered.stdout).toMatch(/Result: "all done"/)
+  }, 90_000)
+
   test('parallel on a language model: one agent per task, then an aggregator that sees their results', async () => {
     const api = await startOpenAIServer((request) => {
       const messages = request.body.messages ?? []

@@ -3,6 +3,7 @@ import { randomUUID } from 'node:crypto'
 import path from 'node:path'
 import {
   type Answer,
+  type Awaiting,
   assertRunId,
   CohortError,
   createLogger,
@@ -44,15 +45,22 @@ async function follow(run: Run, io: Output, logger: EventSink, known: AgentSumma
   io.out.on('error', onOutputError)
   // A run waiting on a person has nothing in flight: keep the process up, and say what it waits for.
   const keepAlive = setInterval(() => {}, 60_000)
-  const offSuspended = run.on('agent.suspended', (event) => {
-    if (!event.awaiting) return
-    const { callId, kind, prompt } = event.awaiting
+  // Once per call, whichever tells of it first: the event, or the run as it was resumed.
+  const said = new Set<string>()
+  const sayWaiting = (agentId: string, { callId, kind, prompt }: Awaiting) => {
+    if (said.has(`${agentId} ${callId}`)) return
+    said.add(`${agentId} ${callId}`)
     const how =
       kind === 'approval'
-        ? `approval of call ${callId}: Ctrl-C, then ${approvalCommands(run.id, event.agentId, callId)}`
-        : `input (${prompt}): Ctrl-C, then \`cohort answer ${run.id} ${event.agentId} <answer>\``
-    io.err.write(`\n${event.agentId} waits for ${how} (or use \`cohort serve\`).\n`)
+        ? `approval of call ${callId}: Ctrl-C, then ${approvalCommands(run.id, agentId, callId)}`
+        : `input (${prompt}): Ctrl-C, then \`cohort answer ${run.id} ${agentId} <answer>\``
+    io.err.write(`\n${agentId} waits for ${how} (or use \`cohort serve\`).\n`)
+  }
+  const offSuspended = run.on('agent.suspended', (event) => {
+    if (event.awaiting) sayWaiting(event.agentId, event.awaiting)
   })
+  // A resumed run's agents that already waited say nothing again: said here, or it would look hung.
+  for (const { agentId, awaiting } of run.awaiting()) sayWaiting(agentId, awaiting)
   let code = 0
   try {
     const result = await run.result
