@@ -520,6 +520,38 @@ describe('cohort CLI', () => {
     expect(answered.stdout).toMatch(/Result: "all done"/)
   }, 90_000)
 
+  test('every command that names a run says alike that it is not there; one that has ended says so, launched here or not', async () => {
+    for (const args of [
+      ['show', 'nope'],
+      ['cancel', 'nope'],
+      ['resume', 'nope'],
+      ['approve', 'nope', 'a', 'b'],
+      ['reject', 'nope', 'a', 'b'],
+      ['answer', 'nope', 'a', 'x'],
+    ]) {
+      const refused = await run(args)
+      expect(refused.code, args.join(' ')).toBe(2)
+      expect(refused.stderr, args.join(' ')).toBe(
+        `cohort: run nope is not in ${path.join('.cohort', 'runs')}\n`,
+      )
+    }
+    const done = await run(['run', config, '--run-id', 'done'], { CLI_SLEEP: '0' })
+    expect(done.code, done.stderr).toBe(0)
+    // As a run another folder or a server launched: no launch record here.
+    await rm(path.join(cwd, '.cohort/launches/done.json'))
+    for (const args of [
+      ['resume', 'done'],
+      ['approve', 'done', 'lead', 'c1'],
+      ['answer', 'done', 'lead', 'x'],
+    ]) {
+      const refused = await run(args)
+      expect(refused.code, args.join(' ')).toBe(2)
+      expect(refused.stderr, args.join(' ')).toBe(
+        'cohort: run done has already completed; `cohort show done` shows it\n',
+      )
+    }
+  }, 60_000)
+
   test('parallel on a language model: one agent per task, then an aggregator that sees their results', async () => {
     const api = await startOpenAIServer((request) => {
       const messages = request.body.messages ?? []

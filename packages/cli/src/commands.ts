@@ -55,7 +55,7 @@ export async function showCommand(
   assertRunId(runId)
   const { home } = options
   const stored = await (await storeOfRun(home, runId)).loadRun(runId)
-  if (!stored) throw new CohortError('RUN_NOT_FOUND', `run ${runId} is not in ${home.storeName}`)
+  if (!stored) throw home.runNotFound(runId)
   const view = runView(stored)
   if (options.json) {
     io.out.write(`${JSON.stringify(view, null, 2)}\n`)

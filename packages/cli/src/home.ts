@@ -1,6 +1,6 @@
 import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises'
 import path from 'node:path'
-import { assertRunId, fileStore, InvalidInputError, type RunStore } from '@cohort/core'
+import { assertRunId, CohortError, fileStore, InvalidInputError, type RunStore } from '@cohort/core'
 import { z } from 'zod'
 
 /** How a run was started, so `resume` and `cancel` can rebuild its runtime later. */
@@ -84,6 +84,11 @@ export class Home {
 
   async close(): Promise<void> {
     await Promise.all([this.store, ...this.others].map((store) => store.close?.()))
+  }
+
+  /** A run the store does not have: said alike by every command that names a run. */
+  runNotFound(runId: string): CohortError {
+    return new CohortError('RUN_NOT_FOUND', `run ${runId} is not in ${this.storeName}`)
   }
 
   async saveLaunch(runId: string, launch: Launch): Promise<void> {

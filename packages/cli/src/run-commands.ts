@@ -237,15 +237,18 @@ export async function resumeCommand(
 ): Promise<number> {
   const { home } = options
   await home.refuseIfServed(answer ? 'answer it' : 'resume it')
-  const launch = await home.loadLaunch(runId)
+  // The run first: one that is not there, or has ended, is said so whether or not this folder launched it.
   const stored = await (await storeOfRun(home, runId)).loadRun(runId)
-  if (stored && stored.run.status !== 'running') {
+  if (!stored) throw home.runNotFound(runId)
+  if (stored.run.status !== 'running') {
     throw new InvalidInputError(`${runEnded(runId, stored.run.status)}; \`cohort show ${runId}\` shows it`)
   }
+  const { agents } = runView(stored)
   if (answer && 'payload' in answer.answer) {
-    const agent = stored && runView(stored).agents.find((summary) => summary.id === answer.agentId)
+    const agent = agents.find((summary) => summary.id === answer.agentId)
     refuseAnswerToApproval(runId, answer.agentId, agent?.awaiting)
   }
+  const launch = await home.loadLaunch(runId)
   const logger = makeLogger(home, io)
   const hosted = await runtimeFor(launch, home, logger)
   if (answer) {
@@ -257,14 +260,14 @@ export async function resumeCommand(
     }
   }
   const run = await hosted.runtime.resume(runId)
-  const code = await follow(run, io, logger, stored ? runView(stored).agents : [])
+  const code = await follow(run, io, logger, agents)
   return launch.kind === 'parallel' ? parallelReport(run, home, io, code) : code
 }
 
 export async function cancelCommand(runId: string, options: CommonOptions, io: Output): Promise<number> {
   const { home } = options
   const record = await readRunRecord(await storeOfRun(home, runId), runId)
-  if (!record) throw new CohortError('RUN_NOT_FOUND', `run ${runId} is not in ${home.storeName}`)
+  if (!record) throw home.runNotFound(runId)
   if (record.status !== 'running') {
     io.out.write(`Run ${runId} is already ${record.status}.\n`)
     return 0
