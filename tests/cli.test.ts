@@ -710,7 +710,7 @@ describe('cohort CLI', () => {
     }
   }, 60_000)
 
-  test('a run another process runs is exit code 3 (RUN_BUSY) for cancel and resume; --version prints the version', async () => {
+  test('a run another process runs is exit code 3 (RUN_BUSY) for cancel, resume and approve, saying to stop it first; --version prints the version', async () => {
     const approvalConfig = path.join(repoRoot, 'tests/fixtures/cli-approval-config.ts')
     const holder = cohort(['run', approvalConfig, '--run-id', 'busy'])
     const held = new Promise<void>((resolve) =>
@@ -721,10 +721,18 @@ describe('cohort CLI', () => {
     const ended = collect(holder)
     try {
       await held
-      for (const command of ['cancel', 'resume']) {
-        const refused = await run([command, 'busy'])
-        expect(refused.code, command).toBe(3)
-        expect(refused.stderr, command).toMatch(/^cohort: run busy is running in process \d+ on /)
+      for (const args of [
+        ['cancel', 'busy'],
+        ['resume', 'busy'],
+        ['approve', 'busy', 'operator', 'c1'],
+      ]) {
+        const refused = await run(args)
+        expect(refused.code, args[0]).toBe(3)
+        // Nothing can be approved inside a plain `cohort run`, and its claim lapses only once it stops.
+        expect(refused.stderr, args[0]).toMatch(
+          /^cohort: run busy is running in process \d+ on \S+, live: stop it there first \(Ctrl-C in a `cohort run` or `cohort resume` stores it\), then run this again; if that process is a `cohort serve`, send this to it with --server/,
+        )
+        expect(refused.stderr, args[0]).not.toMatch(/answer or cancel it there|lapses at/)
       }
     } finally {
       holder.kill('SIGINT')

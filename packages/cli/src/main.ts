@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import { createRequire } from 'node:module'
-import { CohortError } from '@cohort/core'
+import { CohortError, RunBusyError } from '@cohort/core'
 import { Command, CommanderError, Option } from 'commander'
 import { logsCommand, lsCommand, type Output, pruneCommand, showCommand } from './commands.js'
 import { Home } from './home.js'
@@ -16,7 +16,7 @@ import { type ServeOptions, serveCommand } from './serve.js'
 
 /**
  * Exit codes: 0 done, 1 the run failed or was cancelled, 2 bad usage or input, 3 the run is
- * another process's (`RUN_BUSY`: try there, or later), 130 the run was stopped and stored
+ * another process's, live (`RUN_BUSY`: stop it there first, or use `--server`), 130 the run was stopped and stored
  * (Ctrl-C, SIGTERM, a closed terminal or pipe: `cohort resume` continues it).
  */
 export async function main(
@@ -223,7 +223,7 @@ export async function main(
       return error.code === 'commander.helpDisplayed' || error.code === 'commander.version' ? 0 : 2
     }
     if (error instanceof CohortError) {
-      io.err.write(`cohort: ${error.message}\n`)
+      io.err.write(`cohort: ${error instanceof RunBusyError ? runBusyMessage(error) : error.message}\n`)
       if (error.code === 'RUN_BUSY') return 3
       return error.code === 'INVALID_INPUT' || error.code === 'RUN_NOT_FOUND' ? 2 : 1
     }
@@ -234,6 +234,16 @@ export async function main(
     await home?.close()
   }
   return code
+}
+
+/**
+ * RUN_BUSY as the command line can act on it: the process that runs the run is live (its claim
+ * is renewed), and in a plain `cohort run` nothing can be answered; it must stop first.
+ */
+function runBusyMessage(error: RunBusyError): string {
+  if (!error.busy) return error.message
+  const { runId, holder } = error.busy
+  return `run ${runId} is running in ${holder}, live: stop it there first (Ctrl-C in a \`cohort run\` or \`cohort resume\` stores it), then run this again; if that process is a \`cohort serve\`, send this to it with --server and the link it printed`
 }
 
 /** The version of this package, as it was installed. */

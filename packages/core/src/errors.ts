@@ -66,6 +66,8 @@ export class RunBusyError extends CohortError {
   constructor(
     message: string,
     readonly until: number,
+    /** Which run, and the process that runs it (`process 123 on host`): for a caller that words it its own way. */
+    readonly busy?: { runId: string; holder: string },
   ) {
     super('RUN_BUSY', message)
   }

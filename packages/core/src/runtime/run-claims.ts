@@ -156,9 +156,12 @@ function lostError(runId: string, holder: RunClaim): RunBusyError {
 }
 
 function runBusy(runId: string, holder: RunClaim): RunBusyError {
+  const by = describeOwner(holder.owner)
+  // Not the claim's expiry as a time: it is renewed while that process runs, so only its stop ends it.
   return new RunBusyError(
-    `run ${runId} is running in ${describeOwner(holder.owner)}: resume, answer or cancel it there (or through its server), or once that process has stopped (its claim lapses at ${new Date(holder.until).toISOString()})`,
+    `run ${runId} is running in ${by}: resume, answer or cancel it there (or through its server), or here once that process has stopped (its claim, renewed while it runs, lapses within ${claimMs / 1000} s of its stop)`,
     holder.until,
+    { runId, holder: by },
   )
 }
 
