@@ -25,7 +25,7 @@ export {
 export { describeEvent, type EventCategory, type EventLine } from './events/describe-event.js'
 export { EventBus, type EventListener } from './events/event-bus.js'
 export { consoleColors, createLogger, type EventSink, type LoggerOptions } from './events/logger.js'
-export type { AgentEvent, CohortEvent, CohortEventType, RunEvent } from './events/types.js'
+export type { AgentEvent, CohortEvent, CohortEventType, PersonAnswer, RunEvent } from './events/types.js'
 export { type CommandModelOptions, commandModel, type ProcessRecord } from './models/command-model.js'
 export {
   type Script,

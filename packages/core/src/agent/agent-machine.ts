@@ -1,6 +1,6 @@
 import { type ActorRefFrom, assign, emit, enqueueActions, type SnapshotFrom, setup } from 'xstate'
 import { type ErrorInfo, ModelError, toErrorInfo } from '../errors.js'
-import type { AgentEventInput } from '../events/types.js'
+import type { AgentEventInput, PersonAnswer } from '../events/types.js'
 import type { ProcessRecord } from '../models/command-model.js'
 import {
   type ActOutcome,
@@ -181,14 +181,16 @@ export const agentMachine = setup({
             ANSWERED: {
               target: '#agent.running.acting',
               actions: [
-                emit({ type: 'agent.resumed', settled: [] }),
+                emit(({ context, event }) =>
+                  resumedBy(context, 'approved' in event.answer ? 'approved' : 'answered'),
+                ),
                 assign(({ context, event }) => afterAnswer(context, event.answer)),
               ],
             },
             REJECTED: {
               target: '#agent.running.routing',
               actions: [
-                emit({ type: 'agent.resumed', settled: [] }),
+                emit(({ context, event }) => resumedBy(context, 'rejected', event.reason)),
                 assign(({ context, event }) => afterRejection(context, event.reason)),
               ],
             },
@@ -214,6 +216,15 @@ export const agentMachine = setup({
     },
   },
 })
+
+/** The `agent.resumed` of an agent a person answered, saying how: read before the answer clears `awaiting`. */
+function resumedBy(context: AgentContext, kind: PersonAnswer['kind'], reason?: string): AgentEventInput {
+  const { awaiting } = context
+  if (!awaiting) return { type: 'agent.resumed', settled: [] }
+  const answer: PersonAnswer = { kind, callId: awaiting.callId, tool: awaiting.tool }
+  if (reason !== undefined) answer.reason = reason
+  return { type: 'agent.resumed', settled: [], answer }
+}
 
 /**
  * The event that fails an agent with `error`, cutting off a call that has run for `busyMs`: a

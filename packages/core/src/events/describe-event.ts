@@ -1,4 +1,4 @@
-import type { CohortEvent } from './types.js'
+import type { CohortEvent, PersonAnswer } from './types.js'
 
 export type EventCategory = 'RUN' | 'AGENT' | 'TOOL' | 'LLM'
 export type EventTone = 'start' | 'ok' | 'fail' | 'wait' | 'info'
@@ -54,7 +54,9 @@ export function describeEvent(event: CohortEvent): EventLine | undefined {
       return {
         category: 'AGENT',
         tone: 'info',
-        text: `${event.agentId} resumed: ${event.settled.join(', ') || 'nothing'} settled`,
+        text: event.answer
+          ? `${event.agentId} ${answered(event.answer)}`
+          : `${event.agentId} resumed: ${event.settled.join(', ') || 'nothing'} settled`,
       }
     case 'agent.repair':
       return {
@@ -141,6 +143,14 @@ function value(v: unknown): string {
 function short(text: string, max = 120): string {
   const line = text.replace(/\s+/g, ' ').trim()
   return line.length > max ? `${line.slice(0, max - 1)}…` : line
+}
+
+/** How a person let an agent go on: the audit line of an approval gate. */
+function answered(answer: PersonAnswer): string {
+  const call = `${answer.tool} (call ${answer.callId})`
+  if (answer.kind === 'approved') return `approved: ${call}`
+  if (answer.kind === 'rejected') return `rejected: ${call} — ${short(answer.reason ?? '')}`
+  return `got an answer: ${call}`
 }
 
 /** What a suspended agent waits for: its children, or a person (an approval, an answer). */

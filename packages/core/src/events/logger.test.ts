@@ -156,3 +156,42 @@ test('colours follow the stream the lines go to, and NO_COLOR only when it is se
     else process.env.NO_COLOR = noColor
   }
 })
+
+test('an approval, a rejection and an answer are logged with the call they settled', async () => {
+  const { stream, output } = capturedConsole()
+  const logger = createLogger({ stream, colors: false, console: true })
+  const deploy = defineTool({
+    name: 'deploy',
+    description: 'Deploys',
+    parameters: z.object({}),
+    needsApproval: true,
+    execute: () => 'deployed',
+  })
+  const ask = defineTool({
+    name: 'ask',
+    description: 'Asks a person',
+    parameters: z.object({}),
+    execute: (_args, ctx) => ctx.suspend('which region?'),
+  })
+  const ops = defineAgent({ name: 'ops', instructions: '', tools: [deploy, ask] })
+  const model = scriptedModel({
+    ops: [
+      { action: 'call_tool', tool: 'deploy', args: {} },
+      { action: 'call_tool', tool: 'deploy', args: {} },
+      { action: 'call_tool', tool: 'ask', args: {} },
+      { action: 'finish', result: 'ok' },
+    ],
+  })
+  const run = createRuntime({ agents: [ops], model, logger }).start('ops', 'ship')
+  const answers = [
+    () => run.approve('ops', 'ops#0.0'),
+    () => run.reject('ops', 'ops#1.0', 'not on friday'),
+    () => run.resume('ops', 'eu'),
+  ]
+  run.on('agent.suspended', () => void answers.shift()?.())
+  await run.result
+  await logger.close?.()
+  expect(output()).toMatch(/AGENT ops approved: deploy \(call ops#0\.0\)$/m)
+  expect(output()).toMatch(/AGENT ops rejected: deploy \(call ops#1\.0\) — not on friday$/m)
+  expect(output()).toMatch(/AGENT ops got an answer: ask \(call ops#2\.0\)$/m)
+})

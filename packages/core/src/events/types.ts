@@ -18,6 +18,19 @@ interface AgentEventBase extends RunEventBase {
   depth: number
 }
 
+/**
+ * How a person let an agent go on (`run.approve`, `run.reject`, `run.resume`), kept in the event
+ * so the logs show who waited on what and how it was settled. An input's payload is left out: it may
+ * be large or private, and the agent's record has it.
+ */
+export interface PersonAnswer {
+  kind: 'approved' | 'rejected' | 'answered'
+  callId: string
+  tool: string
+  /** A rejection's reason. */
+  reason?: string
+}
+
 export type RunEvent = RunEventBase &
   (
     | { type: 'run.started'; agent: string; task: string; rootAgentId: string }
@@ -43,7 +56,8 @@ export type AgentEvent = AgentEventBase &
     | { type: 'agent.suspended'; waitingOn: string[]; awaiting?: Awaiting }
     | { type: 'agent.message'; from: string; text: string }
     | { type: 'agent.warning'; message: string }
-    | { type: 'agent.resumed'; settled: string[] }
+    /** `answer`: what a person gave an agent that waited on them; absent when its children settled. */
+    | { type: 'agent.resumed'; settled: string[]; answer?: PersonAnswer }
     | { type: 'agent.repair'; error: string; repairs: number }
     | { type: 'agent.completed'; result: unknown; durationMs: number }
     | { type: 'agent.failed'; error: ErrorInfo; durationMs: number }
