@@ -118,6 +118,13 @@ describe('cohort CLI', () => {
     // Twenty CLI processes, each loading its TypeScript: about 35 s on two busy cores.
   }, 120_000)
 
+  test('misuses are refused saying what was wrong and what was expected', async () => {
+    // An empty --status (an unset shell variable) is refused rather than listing every run.
+    const emptyStatus = await run(['ls', '--status', ''])
+    expect(emptyStatus.code).toBe(2)
+    expect(emptyStatus.stderr).toMatch(/--status "" is not one of running, completed, failed, cancelled/)
+  }, 60_000)
+
   test("parallel whose tasks fail says how many, and exits 1; show --json gives each task's process", async () => {
     const out = await run(['parallel', 'exit 3 AND echo done >&2', '--command', 'sh', '--run-id', 'tasks'])
     expect(out.code).toBe(1)

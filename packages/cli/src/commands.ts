@@ -30,7 +30,8 @@ export async function lsCommand(
 ): Promise<number> {
   const { home } = options
   const filter: RunFilter = { limit: positiveInt(options.limit ?? '20', '--limit') }
-  if (options.status) filter.status = statuses(options.status)
+  // An empty --status (an unset shell variable) is refused, not read as no filter.
+  if (options.status !== undefined) filter.status = statuses(options.status)
   const runs = await home.store.listRuns(filter)
   if (options.json) {
     io.out.write(`${JSON.stringify(runs, null, 2)}\n`)
