@@ -123,6 +123,12 @@ describe('cohort CLI', () => {
     const emptyStatus = await run(['ls', '--status', ''])
     expect(emptyStatus.code).toBe(2)
     expect(emptyStatus.stderr).toMatch(/--status "" is not one of running, completed, failed, cancelled/)
+    await writeFile(path.join(cwd, 'afile'), '')
+    const fileDir = await run(['--dir', 'afile', 'ls'])
+    expect(fileDir.code).toBe(2)
+    expect(fileDir.stderr).toMatch(
+      /the cohort folder afile \(--dir or COHORT_DIR\) is a file; expected a folder/,
+    )
   }, 60_000)
 
   test("parallel whose tasks fail says how many, and exits 1; show --json gives each task's process", async () => {

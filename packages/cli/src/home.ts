@@ -1,4 +1,4 @@
-import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises'
+import { mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import { assertRunId, CohortError, fileStore, InvalidInputError, type RunStore } from '@cohort/core'
 import { z } from 'zod'
@@ -70,6 +70,12 @@ export class Home {
 
   /** `--store` (a folder or a `postgres://` URL) over the default `<dir>/runs`. */
   static async open(dir: string, store?: string): Promise<Home> {
+    // A folder not made yet is fine (the first run makes it); a file there is a wrong --dir.
+    const found = await stat(dir).catch(() => undefined)
+    if (found && !found.isDirectory())
+      throw new InvalidInputError(
+        `the cohort folder ${dir} (--dir or COHORT_DIR) is a file; expected a folder (or one to create)`,
+      )
     if (!store) return new Home(dir)
     return new Home(dir, { store: await storeFrom(store), name: store.replace(/\/\/[^@/]*@/, '//') })
   }
