@@ -280,7 +280,9 @@ describe('cohort CLI', () => {
     await writeFile(bad, JSON.stringify({ agents: [{ name: 'x', tools: ['rm-rf'] }] }))
     const refused = await run(['run', bad, 'task'])
     expect(refused.code).toBe(2)
-    expect(refused.stderr).toMatch(/config .*bad\.json: agents\.0\.tools\.0: /)
+    expect(refused.stderr).toMatch(
+      /config .*bad\.json: agents\.0\.tools\.0: unknown tool "rm-rf"; a JSON config has the builtin tools sleep/,
+    )
 
     // No model, and none in the environment: the way out the error names is one `run` has.
     const modelless = path.join(cwd, 'modelless.json')

@@ -45,7 +45,14 @@ const jsonAgentSchema = z.strictObject({
   name: z.string(),
   instructions: z.string().default(''),
   subagents: z.array(z.string()).default([]),
-  tools: z.array(z.enum(Object.keys(builtinTools) as ['sleep'])).default([]),
+  tools: z
+    .array(
+      z.enum(Object.keys(builtinTools) as ['sleep'], {
+        error: (issue) =>
+          `unknown tool ${JSON.stringify(issue.input)}; a JSON config has the builtin tools ${Object.keys(builtinTools).join(', ')} (others need a .js or .ts config)`,
+      }),
+    )
+    .default([]),
   priority: z.number().optional(),
 })
 
