@@ -695,6 +695,53 @@ describe('cohort CLI', () => {
     }
   }, 60_000)
 
+  test('serve prints each run, each wait on a person with how to answer it, and each refused request; no token', async () => {
+    const approvalConfig = path.join(repoRoot, 'tests/fixtures/cli-approval-config.ts')
+    const server = cohort(['serve', approvalConfig, '--port', '0'])
+    let link = ''
+    const lines: string[] = []
+    const served = collect(server, (line) => {
+      link ||= /cohort serve: (\S+) /.exec(line)?.[1] ?? ''
+      lines.push(line)
+    })
+    const { origin, searchParams } = await waitUntil(() => link !== '', 20_000).then(() => new URL(link))
+    const token = searchParams.get('token')!
+    const api = (route: string, init: RequestInit = {}, headers: Record<string, string> = {}) =>
+      fetch(`${origin}/api/runs${route}`, {
+        ...init,
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', ...headers },
+      })
+    try {
+      await api('', { method: 'POST', body: JSON.stringify({ runId: 'loud', task: 'ship it' }) })
+      await waitUntil(() => lines.some((line) => line.includes('waiting for approval')), 20_000)
+      const approve = { method: 'POST', body: JSON.stringify({ callId: 'operator#0.0' }) }
+      const route = '/loud/agents/operator/approve'
+      expect((await api(route, approve, { authorization: 'Bearer wrong' })).status).toBe(401)
+      expect((await api(route, approve, { origin: 'http://evil.example' })).status).toBe(403)
+      expect((await api(route, approve)).status).toBe(202)
+      await waitUntil(() => lines.some((line) => line.includes('waiting for an answer')), 20_000)
+      await api('/loud/agents/operator/resume', { method: 'POST', body: JSON.stringify({ payload: 'eu' }) })
+      await waitUntil(() => lines.some((line) => line.includes('run loud completed')), 20_000)
+    } finally {
+      server.kill('SIGTERM')
+    }
+    const { stdout, stderr } = await served
+    expect(stdout).toMatch(/Z run loud started: operator ← ship it\n/)
+    expect(stdout).toMatch(
+      /Z run loud: operator suspended, waiting for approval of deploy \(call operator#0\.0\); answer in the inspector \(http:\/\/127\.0\.0\.1:\d+\/\) or with `cohort approve loud operator operator#0\.0` or `cohort reject loud operator operator#0\.0` and --server/,
+    )
+    expect(stdout).toMatch(/Z run loud: operator approved: deploy \(call operator#0\.0\)\n/)
+    expect(stdout).toMatch(/Z run loud: .*`cohort answer loud operator <answer>`/)
+    expect(stdout).toMatch(/Z run loud completed: /)
+    // Agent steps stay in the log files.
+    expect(stdout).not.toMatch(/calls scripted|→ deploy/)
+    const refused = 'Z refused POST /api/runs/loud/agents/operator/approve'
+    expect(stderr).toContain(`${refused} (401): wrong token`)
+    expect(stderr).toContain(`${refused} (403): requests from pages at http://evil.example are refused`)
+    // The token is in the sign-in link of the banner only.
+    expect(stdout.split(link).join('') + stderr).not.toContain(token)
+  }, 60_000)
+
   test('serve: --no-auth warns and asks for no token; contradictory or malformed flags exit 2', async () => {
     const approvalConfig = path.join(repoRoot, 'tests/fixtures/cli-approval-config.ts')
     const open = cohort(['serve', approvalConfig, '--port', '0', '--no-auth'], { COHORT_TOKEN: '' })

@@ -5,6 +5,7 @@ import { portNumber } from './flags.js'
 import type { Launch } from './home.js'
 import { runtimeFor } from './launch.js'
 import { stopSignals } from './run-commands.js'
+import { refusalLine, serveLine } from './serve-console.js'
 import { startServer } from './server/server.js'
 
 export interface ServeOptions {
@@ -52,6 +53,12 @@ export async function serveCommand(
     ...(!options.auth ? { token: false } : token !== undefined && { token }),
     allowHosts: options.allowHost,
     allowOrigins: options.allowOrigin,
+    onRefused: (refusal) => io.err.write(refusalLine(refusal)),
+  })
+  // Subscribed before the runs in flight are resumed, so that their lines are printed too.
+  const offLines = hosted.runtime.on('event', (event) => {
+    const line = serveLine(event, server.url)
+    if (line) io.out.write(line)
   })
   // Listened for from here, so that one that comes while the runs in flight are resumed stores them too.
   const stopped = new Promise<string>((resolve) => {
@@ -79,6 +86,7 @@ export async function serveCommand(
   const signal = await stopped
   io.out.write(`${signal}: storing every run and stopping…\n`)
   await server.close()
+  offLines()
   await unmark()
   await logger.close?.()
   io.out.write('Stopped; `cohort serve` again resumes the runs in flight.\n')

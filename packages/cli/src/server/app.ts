@@ -4,7 +4,7 @@ import { methodNotAllowed } from 'hono/method-not-allowed'
 import { secureHeaders } from 'hono/secure-headers'
 import type { Access } from './access.js'
 import { type ApiHost, registerApi, type ServerEnv } from './api.js'
-import { onError, validationHook } from './errors.js'
+import { onError, type Refusal, refusalOf, validationHook } from './errors.js'
 import type { InspectorFiles } from './inspector-files.js'
 
 export interface AppParts {
@@ -13,15 +13,27 @@ export interface AppParts {
   allowOrigins: readonly string[]
   inspector: InspectorFiles
   api: ApiHost
+  /** Told of each request refused for who sent it (see `Refusal`). */
+  onRefused?: ((refusal: Refusal) => void) | undefined
 }
 
 /**
  * The whole HTTP side, in the order a request meets it: security headers, Host and Origin, then the
  * token for everything under /api (WebSocket upgrades included), then the route with its schemas.
  */
-export function createApp({ access, allowOrigins, inspector, api }: AppParts): OpenAPIHono<ServerEnv> {
+export function createApp({
+  access,
+  allowOrigins,
+  inspector,
+  api,
+  onRefused,
+}: AppParts): OpenAPIHono<ServerEnv> {
   const app = new OpenAPIHono<ServerEnv>({ defaultHook: validationHook })
-  app.onError(onError)
+  app.onError((error, c) => {
+    const refusal = onRefused && refusalOf(error, c)
+    if (refusal) onRefused(refusal)
+    return onError(error, c)
+  })
   app.notFound((c) =>
     c.json({ error: `no such endpoint: ${c.req.path}; the API is described at /api/openapi.json` }, 404),
   )

@@ -15,6 +15,23 @@ export class HttpError extends Error {
   }
 }
 
+/**
+ * A request refused for who sent it (401: no token or a wrong one; 403: a foreign Host or Origin),
+ * for the server's operator to see. `path` has no query, and `reason` never the token.
+ */
+export interface Refusal {
+  method: string
+  path: string
+  status: 401 | 403
+  reason: string
+}
+
+/** The refusal an error is, when it is one of who sent the request. */
+export function refusalOf(error: unknown, c: Context): Refusal | undefined {
+  if (!(error instanceof HttpError) || (error.status !== 401 && error.status !== 403)) return undefined
+  return { method: c.req.method, path: c.req.path, status: error.status, reason: error.message }
+}
+
 /** The one place an error becomes a response: `{ error }` with the status its kind calls for. */
 export const onError: ErrorHandler = (error, c) => {
   const [status, message, headers] = describeError(error)

@@ -5,7 +5,7 @@ import type { Hono } from 'hono'
 import { checkHostName, checkOrigin, checkToken, createAccess, createToken, isWildcard } from './access.js'
 import type { ServerEnv } from './api.js'
 import { createApp } from './app.js'
-import { HttpError } from './errors.js'
+import { HttpError, type Refusal } from './errors.js'
 import { defaultStreamLimits, EventStream } from './event-stream.js'
 import { loadInspector } from './inspector-files.js'
 
@@ -33,6 +33,8 @@ export interface ServerOptions {
   allowHosts?: string[]
   /** Origins (`https://ops.example.com`) whose pages may call the API, besides the server's own. */
   allowOrigins?: string[]
+  /** Told of each request refused for who sent it: a foreign Host or Origin (403), no token or a wrong one (401). */
+  onRefused?: (refusal: Refusal) => void
   /** Event sockets open at once (default 100). */
   maxSockets?: number
   /** Unsent event bytes one socket may hold before it is closed as too slow (default 4 MiB). */
@@ -121,6 +123,7 @@ export async function startServer(options: ServerOptions): Promise<CohortServer>
     allowOrigins,
     inspector,
     api: { runtime, root, events, live, onStart: options.onStart },
+    onRefused: options.onRefused,
   })
 
   // On every interface, the link names this machine's loopback: a wildcard is no Host it answers as.
