@@ -129,6 +129,13 @@ describe('cohort CLI', () => {
     expect(fileDir.stderr).toMatch(
       /the cohort folder afile \(--dir or COHORT_DIR\) is a file; expected a folder/,
     )
+    const helpUnknown = await run(['help', 'nope'])
+    expect(helpUnknown.code).toBe(2)
+    expect(helpUnknown.stderr).toMatch(/unknown command "nope"; expected one of run, parallel, ls/)
+    // Help that helps succeeds.
+    const help = await run(['help', 'ls'])
+    expect(help.code, help.stderr).toBe(0)
+    expect(help.stdout).toMatch(/Usage: cohort ls/)
   }, 60_000)
 
   test("parallel whose tasks fail says how many, and exits 1; show --json gives each task's process", async () => {

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import { createRequire } from 'node:module'
-import { CohortError, RunBusyError } from '@cohort/core'
+import { CohortError, InvalidInputError, RunBusyError } from '@cohort/core'
 import { Command, CommanderError, Option } from 'commander'
 import { logsCommand, lsCommand, type Output, pruneCommand, showCommand } from './commands.js'
 import { Home } from './home.js'
@@ -215,6 +215,21 @@ export async function main(
     .action(async (config: string, options: ServeOptions) =>
       set(await serveCommand(config, { ...(await common()), ...options }, io)),
     )
+
+  // Commander's own `help` exits 2 even when it helps, and answers an unknown name with the general help alone.
+  program.helpCommand(false)
+  program
+    .command('help')
+    .description('Help for a command, or the commands.')
+    .argument('[command]')
+    .action((name: string | undefined) => {
+      const command = name === undefined ? program : program.commands.find((c) => c.name() === name)
+      if (!command) {
+        const names = program.commands.map((c) => c.name()).join(', ')
+        throw new InvalidInputError(`unknown command "${name}"; expected one of ${names}`)
+      }
+      command.outputHelp()
+    })
 
   try {
     await program.parseAsync(argv, { from: 'user' })
