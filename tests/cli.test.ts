@@ -291,6 +291,15 @@ describe('cohort CLI', () => {
       /config .*bad\.json: agents\.0\.tools\.0: unknown tool "rm-rf"; a JSON config has the builtin tools sleep/,
     )
 
+    // Broken JSON: the file, and where to look when Node says (a position, or the end).
+    await writeFile(bad, '{\n  "agents": [{ "name": "x", }]\n}\n')
+    const unparsed = await run(['run', bad, 'task'])
+    expect(unparsed.code).toBe(2)
+    expect(unparsed.stderr).toMatch(/config .*bad\.json is not valid JSON at line 2, column 29: Expected/)
+    await writeFile(bad, '{"agents": [')
+    const cut = await run(['run', bad, 'task'])
+    expect(cut.stderr).toMatch(/config .*bad\.json is not valid JSON at line 1, column 13: Unexpected end/)
+
     // No model, and none in the environment: the way out the error names is one `run` has.
     const modelless = path.join(cwd, 'modelless.json')
     await writeFile(modelless, JSON.stringify({ agents: [{ name: 'x' }], task: 'hello' }))

@@ -108,11 +108,19 @@ export async function loadConfig(file: string): Promise<CohortConfig> {
 }
 
 async function fromJson(file: string): Promise<CohortConfig> {
-  let raw: unknown
+  let text: string
   try {
-    raw = JSON.parse(await readFile(file, 'utf8'))
+    text = await readFile(file, 'utf8')
   } catch (error) {
     throw new InvalidInputError(`cannot read config ${file}: ${(error as Error).message}`)
+  }
+  let raw: unknown
+  try {
+    raw = JSON.parse(text)
+  } catch (error) {
+    throw new InvalidInputError(
+      `config ${file} is not valid JSON${jsonError(text, (error as Error).message)}`,
+    )
   }
   const parsed = jsonConfigSchema.safeParse(raw)
   if (!parsed.success) {
@@ -154,6 +162,19 @@ async function fromJson(file: string): Promise<CohortConfig> {
   if (json.workspaces) config.workspaces = await workspacesFrom(json.workspaces, file)
   if (json.store) config.store = await storeFrom(json.store, folder)
   return config
+}
+
+/**
+ * What is wrong in a config's JSON and where: Node gives an offset (`at position 12`), or none, as
+ * when the text ends early (then the end is where). Its quote of the whole text is left out.
+ */
+function jsonError(text: string, message: string): string {
+  const what = message.replace(/ in JSON at position \d+.*$/s, '').replace(/, ".*" is not valid JSON$/s, '')
+  const position = /at position (\d+)/.exec(message)?.[1]
+  const ended = message.startsWith('Unexpected end of JSON input')
+  if (position === undefined && !ended) return `: ${what}`
+  const lines = text.slice(0, position === undefined ? text.length : Number(position)).split('\n')
+  return ` at line ${lines.length}, column ${lines.at(-1)!.length + 1}: ${what}`
 }
 
 /** A JSON config's `workspaces`, its folders relative to the config; `base` must exist. */
