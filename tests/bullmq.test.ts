@@ -6,6 +6,7 @@ import {
   type Answer,
   createRuntime,
   defineAgent,
+  defineTool,
   type ModelReply,
   memoryStore,
   type RunStore,
@@ -13,8 +14,10 @@ import {
   type SharedCall,
   StoreError,
   scriptedModel,
+  settledChildren,
 } from '@cohort/core'
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
+import { z } from 'zod'
 import {
   answerRun,
   createWorker,
@@ -645,6 +648,35 @@ describeRedis('BullMQ workers', () => {
     60_000,
   )
 
+  test(
+    'a dependent waiting behind a dependency of about 2 s is tried again ever later, not every dependencyRetryMs',
+    () =>
+      isolated(async () => {
+        const ran: string[] = []
+        let segments = 0
+        const runtime = createRuntime({ ...dependentScenario(ran, false), store })
+        const counted = {
+          ...runtime,
+          runSegment: (...args: Parameters<typeof runtime.runSegment>) => {
+            if (args[1] === 'lead.after') segments++
+            return runtime.runSegment(...args)
+          },
+        }
+        const worker = createWorker({ runtime: counted, url: redisUrl, queueName, onError: () => {} })
+        try {
+          const { runId } = await enqueueRun({ url: redisUrl, queueName, runtime, agent: 'lead', task: 'go' })
+          expect(await waitForRun(runId, { store, timeoutMs: 20_000 })).toMatchObject({ status: 'completed' })
+          expect(ran).toEqual(['dependency', 'dependent'])
+          // Tried at 0, 0.1, 0.2, 0.4, 0.8, 1.6 and 3.2 s: 7 segments (every 0.1 s: 15 or more).
+          console.log(`segments of the dependent: ${segments}`)
+          expect(segments).toBeLessThanOrEqual(8)
+        } finally {
+          await worker.close()
+        }
+      }),
+    60_000,
+  )
+
   test('2 workers finish a latency-bound batch faster than 1', async () => {
     const timeBatch = (workerCount: number) =>
       isolated(async () => {
@@ -958,3 +990,55 @@ test('waitForRun of a run the store does not hold is RUN_NOT_FOUND at once, not 
   })
   expect(performance.now() - started).toBeLessThan(2_000)
 })
+
+/**
+ * A lead launches `op` and `after`, which depends_on op. op's tool takes 2 s, or waits for an
+ * approval; each tool notes its run in `ran`.
+ */
+function dependentScenario(ran: string[], needsApproval: boolean): Pick<RuntimeOptions, 'agents' | 'model'> {
+  const slow = defineTool({
+    name: 'slow',
+    description: 'Takes two seconds.',
+    parameters: z.object({}),
+    needsApproval,
+    execute: async () => {
+      if (!needsApproval) await new Promise((resolve) => setTimeout(resolve, 2000))
+      ran.push('dependency')
+      return 'done'
+    },
+  })
+  const note = defineTool({
+    name: 'note',
+    description: 'Notes that it ran.',
+    parameters: z.object({}),
+    execute: () => {
+      ran.push('dependent')
+      return 'noted'
+    },
+  })
+  const op = defineAgent({ name: 'op', instructions: 'x', tools: [slow] })
+  const leaf = defineAgent({ name: 'leaf', instructions: 'x', tools: [note] })
+  const lead = defineAgent({ name: 'lead', instructions: 'Fan out.', subagents: [op, leaf] })
+  const model = scriptedModel({
+    lead: [
+      {
+        action: 'launch_subagents',
+        agents: [
+          { agent: 'op', task: 'api', id: 'op' },
+          { agent: 'leaf', task: 'then', id: 'after', depends_on: ['op'] },
+        ],
+      },
+      { action: 'wait_for_subagents' },
+      (request) => ({ action: 'finish', result: settledChildren(request).map((child) => child.id) }),
+    ],
+    op: [
+      { action: 'call_tool', tool: 'slow', args: {} },
+      { action: 'finish', result: 'done' },
+    ],
+    leaf: [
+      { action: 'call_tool', tool: 'note', args: {} },
+      { action: 'finish', result: 'noted' },
+    ],
+  })
+  return { agents: [lead, op, leaf], model }
+}

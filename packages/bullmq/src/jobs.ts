@@ -25,6 +25,8 @@ export interface SegmentJobData {
   generation?: string
   /** Since when (epoch ms) workers whose runtime lacks an agent definition the job needs have put it back. */
   missingDefinitionSince?: number
+  /** Since when (epoch ms) the job's agent has found its dependencies unsettled: the job does no work meanwhile. */
+  dependenciesPendingSince?: number
 }
 
 export type SegmentJobResult =

@@ -23,7 +23,11 @@ export type CreateWorkerOptions = ConnectionInput & {
   stalledInterval?: number
   /** Stalls a job survives before it fails for good (default 2). */
   maxStalledCount?: number
-  /** An agent whose dependencies run elsewhere is tried again after this long (default 100 ms). */
+  /**
+   * An agent whose dependencies run elsewhere is tried again after this long (default 100 ms),
+   * then after as long as it has waited, up to 2 s (or this, if longer): how late it may start
+   * after them.
+   */
   dependencyRetryMs?: number
   /**
    * A job needing an agent definition this worker's runtime lacks (workers of two versions during
@@ -59,6 +63,7 @@ export function createWorker(options: CreateWorkerOptions): CohortWorker {
   const queue = new Queue<SegmentJobData, SegmentJobResult>(queueName, { connection })
   const { runtime } = options
   const dependencyRetryMs = options.dependencyRetryMs ?? 100
+  const dependencyRetryMaxMs = Math.max(dependencyRetryMs, 2000)
   const missingDefinitionWaitMs = options.missingDefinitionWaitMs ?? 10 * 60_000
   const onError = options.onError ?? ((error: Error) => console.error('cohort worker:', error))
   const limits =
@@ -70,7 +75,7 @@ export function createWorker(options: CreateWorkerOptions): CohortWorker {
   const addChildren = async (parent: Job<SegmentJobData>, agentIds: string[]) => {
     await queue.addBulk(
       agentIds.map((agentId) => {
-        const data: SegmentJobData = { ...withoutDefinitionWait(parent.data), agentId }
+        const data: SegmentJobData = { ...withoutWaits(parent.data), agentId }
         return {
           name: agentId,
           data,
@@ -147,6 +152,22 @@ export function createWorker(options: CreateWorkerOptions): CohortWorker {
     throw new DelayedError()
   }
 
+  /**
+   * Delays the job until its agent's dependencies may have settled: tried again after as long as
+   * it has waited, so a long dependency costs a few segments, not one per `dependencyRetryMs`.
+   */
+  const awaitDependencies = async (job: Job<SegmentJobData>, token: string | undefined): Promise<never> => {
+    const now = Date.now()
+    const since = job.data.dependenciesPendingSince ?? now
+    if (job.data.dependenciesPendingSince === undefined || job.data.missingDefinitionSince !== undefined)
+      await job.updateData({ ...withoutWaits(job.data), dependenciesPendingSince: since })
+    await job.moveToDelayed(
+      now + Math.min(Math.max(now - since, dependencyRetryMs), dependencyRetryMaxMs),
+      token,
+    )
+    throw new DelayedError()
+  }
+
   const process = async (
     job: Job<SegmentJobData>,
     token?: string,
@@ -160,14 +181,13 @@ export function createWorker(options: CreateWorkerOptions): CohortWorker {
       const outcome = await runtime
         .runSegment(runId, agentId, { enqueue: (ids) => addChildren(job, ids), ...(signal && { signal }) })
         .catch((error: unknown) => segmentFailed(job, token, error))
-      // A worker with the definition took it: a later segment's wait starts afresh.
-      if (job.data.missingDefinitionSince !== undefined) await job.updateData(withoutDefinitionWait(job.data))
+      if (outcome.kind === 'waiting' && outcome.on === 'dependencies') await awaitDependencies(job, token)
+      // A worker with the definition took it, its dependencies settled: a later wait starts afresh.
+      const { missingDefinitionSince, dependenciesPendingSince } = job.data
+      if (missingDefinitionSince !== undefined || dependenciesPendingSince !== undefined)
+        await job.updateData(withoutWaits(job.data))
       if (outcome.kind === 'settled') return { agentId, kind: 'settled', status: outcome.result.status }
       if (outcome.on === 'input') return { agentId, kind: 'waiting', on: 'input' }
-      if (outcome.on === 'dependencies') {
-        await job.moveToDelayed(Date.now() + dependencyRetryMs, token)
-        throw new DelayedError()
-      }
       // A waiting parent holds no lock and no slot; BullMQ runs it again when its children are done.
       if (await job.moveToWaitingChildren(token!)) throw new WaitingChildrenError()
       if (await blockedOnChildren(job)) return { agentId, kind: 'waiting', on: 'input' }
@@ -235,7 +255,11 @@ function lacksDefinition(error: unknown): error is SnapshotError {
   )
 }
 
-/** A job's data without its wait for a definition, which is that job's own. */
-function withoutDefinitionWait({ missingDefinitionSince: _, ...data }: SegmentJobData): SegmentJobData {
+/** A job's data without its waits (for a definition, for dependencies), which are that job's own. */
+function withoutWaits({
+  missingDefinitionSince: _,
+  dependenciesPendingSince: __,
+  ...data
+}: SegmentJobData): SegmentJobData {
   return data
 }
