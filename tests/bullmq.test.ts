@@ -649,6 +649,51 @@ describeRedis('BullMQ workers', () => {
   )
 
   test(
+    'an agent waiting for approval while a sibling depends_on it is answered with answerRun: the run ends, the tool and the dependent each run once',
+    () =>
+      isolated(async () => {
+        const ran: string[] = []
+        const runtimes = [0, 1].map(() => createRuntime({ ...dependentScenario(ran, true), store }))
+        const inProcess = runtimes.map((runtime) =>
+          createWorker({ runtime, url: redisUrl, queueName, onError: () => {} }),
+        )
+        try {
+          const runtime = runtimes[0]!
+          const { runId } = await enqueueRun({ url: redisUrl, queueName, runtime, agent: 'lead', task: 'go' })
+          let callId = ''
+          await waitUntil(async () => {
+            callId = (await store.loadAgent!(runId, 'lead.op'))?.snapshot.context.awaiting?.callId ?? ''
+            return callId !== ''
+          }, 20_000)
+          // The dependent polls and the lead waits on its children: neither does any work, so the
+          // answer goes through (it used to be refused as "in flight" for as long as one tried).
+          await waitUntil(async () => {
+            try {
+              await answerRun({
+                url: redisUrl,
+                queueName,
+                runtime,
+                runId,
+                agentId: 'lead.op',
+                answer: { approve: callId },
+              })
+              return true
+            } catch (error) {
+              if (/in flight/.test((error as Error).message)) return false
+              throw error
+            }
+          }, 10_000)
+          const record = await waitForRun(runId, { store, timeoutMs: 20_000 })
+          expect(record).toMatchObject({ status: 'completed', result: ['op', 'after'] })
+          expect(ran.sort()).toEqual(['dependency', 'dependent'])
+        } finally {
+          await Promise.all(inProcess.map((worker) => worker.close()))
+        }
+      }),
+    60_000,
+  )
+
+  test(
     'a dependent waiting behind a dependency of about 2 s is tried again ever later, not every dependencyRetryMs',
     () =>
       isolated(async () => {

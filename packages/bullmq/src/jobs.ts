@@ -156,8 +156,10 @@ const liveStates: JobType[] = ['active', 'wait', 'delayed', 'prioritized', 'wait
 /**
  * Answers an agent that waits on a person (approve or reject its tool call, or give it input)
  * and runs the run on. The answer is written into the store (`runtime.answer`), then the run's
- * unsettled agents are enqueued again (`resumeRun`). Refused, with nothing written, while jobs
- * of the run are still in flight: answer once they have finished.
+ * unsettled agents are enqueued again (`resumeRun`). Jobs that only wait (a parent on its
+ * children, an agent on its dependencies, which may be the one answered) are removed first.
+ * Refused, with nothing written, while other jobs of the run are in flight: answer once they
+ * have finished.
  */
 export async function answerRun(options: AnswerRunOptions): Promise<{ runId: string; agents: number }> {
   return withQueue(options, async (queue) => {
@@ -173,13 +175,7 @@ export async function answerRun(options: AnswerRunOptions): Promise<{ runId: str
         )
       }
       try {
-        const jobs = await queue.getJobs(liveStates, 0, -1)
-        const live = jobs.filter((job) => (job?.data as SegmentJobData | undefined)?.runId === options.runId)
-        if (live.length > 0) {
-          throw new InvalidInputError(
-            `run ${options.runId} still has ${live.length} job(s) in flight: answer once they have finished (the agent's other work settles first)`,
-          )
-        }
+        await removeWaitingJobs(queue, options.runId)
         await options.runtime.answer(options.runId, options.agentId, options.answer)
         return await resumeRun(options)
       } finally {
@@ -189,6 +185,35 @@ export async function answerRun(options: AnswerRunOptions): Promise<{ runId: str
       redis.disconnect()
     }
   })
+}
+
+/**
+ * Removes the live jobs of a run when each only waits: on its children, or on dependencies
+ * (which may wait on the answer, so would wait forever). Throws, removing none, when one does
+ * work. Only jobs no worker holds are removed (BullMQ refuses a locked one), so no agent runs
+ * in an old job beside the new ones `resumeRun` adds; jobs removed before a refusal only
+ * waited, and the next answer's `resumeRun` adds them again.
+ */
+async function removeWaitingJobs(queue: Queue, runId: string): Promise<void> {
+  const inFlight = (count: number) =>
+    new InvalidInputError(
+      `run ${runId} still has ${count} job(s) in flight: answer once they have finished (the agent's other work settles first)`,
+    )
+  const jobs = await queue.getJobs(liveStates, 0, -1)
+  const live = jobs.filter((job) => (job?.data as SegmentJobData | undefined)?.runId === runId)
+  const states = await Promise.all(live.map((job) => job.getState()))
+  const working = live.filter(
+    (job, i) =>
+      states[i] !== 'waiting-children' &&
+      (states[i] === 'active' || (job.data as SegmentJobData).dependenciesPendingSince === undefined),
+  )
+  if (working.length > 0) throw inFlight(working.length)
+  // Removed from the top: a parent takes its children with it in one step, refused whole if one
+  // is locked. A child removed alone would release its parent to run (BullMQ moves it to wait).
+  const ids = new Set(live.map((job) => job.id))
+  for (const job of live.filter((job) => !ids.has(job.parent?.id))) {
+    if ((await queue.remove(job.id!, { removeChildren: true })) !== 1) throw inFlight(live.length)
+  }
 }
 
 /** Long enough for an answer and its enqueue; a lock of a caller that died goes after it. */

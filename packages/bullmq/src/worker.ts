@@ -154,7 +154,8 @@ export function createWorker(options: CreateWorkerOptions): CohortWorker {
 
   /**
    * Delays the job until its agent's dependencies may have settled: tried again after as long as
-   * it has waited, so a long dependency costs a few segments, not one per `dependencyRetryMs`.
+   * it has waited, so a long dependency costs a few segments, not one per `dependencyRetryMs`. Its
+   * data says it waits, so that `answerRun` may take the job away (see there).
    */
   const awaitDependencies = async (job: Job<SegmentJobData>, token: string | undefined): Promise<never> => {
     const now = Date.now()
