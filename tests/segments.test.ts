@@ -248,3 +248,18 @@ test('a segment its host lets go of (signal aborted: the job went to another wor
   await new Promise((resolve) => setTimeout(resolve, 50))
   expect(await store.loadAgent!(runId, rootAgentId)).toEqual(before)
 })
+
+test('runtime.resume refuses a run made for distributed hosts, whose agents they run: it would run them twice', async () => {
+  const store = fileStore(dir)
+  const { agent, model } = heldToolAgent()
+  const runtime = createRuntime({ agents: [agent], model, store })
+  const { runId } = await runtime.prepareRun('solo', 'go')
+  await expect(runtime.resume(runId)).rejects.toThrow(
+    /is run by distributed hosts \(made with prepareRun, as @cohort\/bullmq's enqueueRun does\): continue it there \(resumeRun of @cohort\/bullmq\)/,
+  )
+  // Refused before anything ran or was claimed: another runtime may still take it.
+  expect((await store.loadRun(runId))?.agents.map((agent) => agent.status)).toEqual(['idle'])
+  await expect(createRuntime({ agents: [agent], model, store }).resume(runId)).rejects.toThrow(
+    /distributed hosts/,
+  )
+})

@@ -69,6 +69,7 @@ export async function beginRun(
       status: 'running',
       createdAt: now,
       updatedAt: now,
+      ...(!start && { distributed: true as const }),
     })
     host.emitRun({ type: 'run.started', agent: agentName, task, rootAgentId: agentName })
     await startRoot(host, agentName, task, start)

@@ -148,6 +148,11 @@ export const runRecordSchema = z.object({
    * of its last detach or its end, so that metrics after a resume count the whole run.
    */
   peakParallelism: z.number().int().min(0).exactOptional(),
+  /**
+   * Made by `prepareRun` for hosts that run it in segments (BullMQ workers): `runtime.resume`
+   * refuses it, as it would run its agents beside theirs. Absent for a run a runtime runs itself.
+   */
+  distributed: z.literal(true).exactOptional(),
   result: z.unknown().exactOptional(),
   error: errorInfoSchema.exactOptional(),
 })

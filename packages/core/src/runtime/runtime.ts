@@ -203,6 +203,12 @@ async function resumeRun(parts: RuntimeParts, live: LiveRuns, runId: string): Pr
   try {
     const stored = await callStore('read', runId, storeTimeoutMs, () => store.loadRun(runId))
     if (!stored) throw new CohortError('RUN_NOT_FOUND', `run ${runId} is not in the store`)
+    // Its hosts take no claim (many run its agents at once): refused here, not run twice.
+    if (stored.run.distributed && stored.run.status === 'running') {
+      throw new InvalidInputError(
+        `run ${runId} is run by distributed hosts (made with prepareRun, as @cohort/bullmq's enqueueRun does): continue it there (resumeRun of @cohort/bullmq), not with runtime.resume, which would run its agents beside theirs`,
+      )
+    }
     // Shut down while the store answered: nothing is started any more.
     live.refuseIfShutDown()
     const again = runs.get(runId)
