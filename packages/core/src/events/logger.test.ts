@@ -73,16 +73,18 @@ test("repairs are counted from 1 in the log, the way the agent's limit counts th
   expect(repairs.map((line) => line.match(/\(repair (\d+)\)/)?.[1])).toEqual(['1', '2'])
 })
 
+/** A tool a person must approve, for the tests of waits and answers. */
+const deploy = defineTool({
+  name: 'deploy',
+  description: 'Deploys',
+  parameters: z.object({}),
+  needsApproval: true,
+  execute: () => 'deployed',
+})
+
 test('an agent that waits on a person is logged with what it waits for', async () => {
   const { stream, output } = capturedConsole()
   const logger = createLogger({ stream, colors: false, console: true })
-  const deploy = defineTool({
-    name: 'deploy',
-    description: 'Deploys',
-    parameters: z.object({}),
-    needsApproval: true,
-    execute: () => 'deployed',
-  })
   const ops = defineAgent({ name: 'ops', instructions: '', tools: [deploy] })
   const model = scriptedModel({ ops: [{ action: 'call_tool', tool: 'deploy', args: {} }] })
   const run = createRuntime({ agents: [ops], model, logger }).start('ops', 'ship')
@@ -160,13 +162,6 @@ test('colours follow the stream the lines go to, and NO_COLOR only when it is se
 test('an approval, a rejection and an answer are logged with the call they settled', async () => {
   const { stream, output } = capturedConsole()
   const logger = createLogger({ stream, colors: false, console: true })
-  const deploy = defineTool({
-    name: 'deploy',
-    description: 'Deploys',
-    parameters: z.object({}),
-    needsApproval: true,
-    execute: () => 'deployed',
-  })
   const ask = defineTool({
     name: 'ask',
     description: 'Asks a person',
