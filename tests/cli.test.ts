@@ -773,6 +773,19 @@ describe('cohort CLI', () => {
     expect(out.stderr).toMatch(
       /--no-auth: no token is asked for, so any program .* Use it only behind a proxy/,
     )
+    // On every interface, the warning says the network can reach it.
+    const wide = cohort(['serve', approvalConfig, '--port', '0', '--no-auth', '--host', '0.0.0.0'], {
+      COHORT_TOKEN: '',
+    })
+    let up = false
+    const wideServed = collect(wide, (line) => {
+      up ||= line.startsWith('cohort serve: http')
+    })
+    await waitUntil(() => up, 20_000)
+    wide.kill('SIGTERM')
+    expect((await wideServed).stderr).toMatch(
+      /--no-auth: no token is asked for, so anyone who can reach 0\.0\.0\.0 on the network, any program on this machine/,
+    )
 
     const refusals: [string[], RegExp][] = [
       [['--no-auth', '--token', 'a'.repeat(20)], /--no-auth and a token .* contradict each other/],

@@ -65,8 +65,12 @@ export async function serveCommand(
     for (const signal of stopSignals) process.once(signal, () => resolve(signal))
   })
   if (server.token === null) {
+    // Off the loopback, the whole network can reach it, not only this machine's programs.
+    const who = isLoopback(options.host)
+      ? 'any program on this machine, and any web page it opens,'
+      : `anyone who can reach ${options.host} on the network, any program on this machine and any web page it opens`
     io.err.write(
-      'cohort serve: --no-auth: no token is asked for, so any program on this machine, and any web page it opens, can start runs and approve tool calls. Use it only behind a proxy that authenticates.\n',
+      `cohort serve: --no-auth: no token is asked for, so ${who} can start runs and approve tool calls. Use it only behind a proxy that authenticates.\n`,
     )
   }
   io.out.write(
@@ -91,4 +95,9 @@ export async function serveCommand(
   await logger.close?.()
   io.out.write('Stopped; `cohort serve` again resumes the runs in flight.\n')
   return 0
+}
+
+/** A host name or address only this machine reaches (`--host`). */
+function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host)
 }
