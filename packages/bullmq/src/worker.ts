@@ -147,7 +147,7 @@ export function createWorker(options: CreateWorkerOptions): CohortWorker {
     if (job.data.missingDefinitionSince === undefined)
       await job.updateData({ ...job.data, missingDefinitionSince: since })
     // Tried again after as long as it has waited (1-30 s): soon in a deploy, rarely when it lasts.
-    const delay = Math.min(Math.max(waited, 1000), 30_000, missingDefinitionWaitMs - waited)
+    const delay = Math.min(waitAgainMs(waited, 1000, 30_000), missingDefinitionWaitMs - waited)
     await job.moveToDelayed(now + delay, token)
     throw new DelayedError()
   }
@@ -162,10 +162,7 @@ export function createWorker(options: CreateWorkerOptions): CohortWorker {
     const since = job.data.dependenciesPendingSince ?? now
     if (job.data.dependenciesPendingSince === undefined || job.data.missingDefinitionSince !== undefined)
       await job.updateData({ ...withoutWaits(job.data), dependenciesPendingSince: since })
-    await job.moveToDelayed(
-      now + Math.min(Math.max(now - since, dependencyRetryMs), dependencyRetryMaxMs),
-      token,
-    )
+    await job.moveToDelayed(now + waitAgainMs(now - since, dependencyRetryMs, dependencyRetryMaxMs), token)
     throw new DelayedError()
   }
 
@@ -263,4 +260,9 @@ function withoutWaits({
   ...data
 }: SegmentJobData): SegmentJobData {
   return data
+}
+
+/** A job that waits is tried again after as long as it has waited, from `first` up to `most`. */
+function waitAgainMs(waited: number, first: number, most: number): number {
+  return Math.min(Math.max(waited, first), most)
 }

@@ -22,7 +22,7 @@ import { parallelPlan, runtimeFor, splitTasks, storeOfRun } from './launch.js'
 import { liveTree } from './live.js'
 import { formatMs, oneLine } from './tree.js'
 import { type AgentSummary, runEnded, runView } from './views.js'
-import { approvalCommands, refuseAnswerToApproval } from './waiting.js'
+import { answerCommands, refuseAnswerToApproval } from './waiting.js'
 
 /** The signals that stop a process of the CLI, its runs stored: Ctrl-C, a service manager, the terminal closed. */
 export const stopSignals = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const
@@ -47,13 +47,12 @@ async function follow(run: Run, io: Output, logger: EventSink, known: AgentSumma
   const keepAlive = setInterval(() => {}, 60_000)
   // Once per call, whichever tells of it first: the event, or the run as it was resumed.
   const said = new Set<string>()
-  const sayWaiting = (agentId: string, { callId, kind, prompt }: Awaiting) => {
+  const sayWaiting = (agentId: string, awaiting: Awaiting) => {
+    const { callId, kind, prompt } = awaiting
     if (said.has(`${agentId} ${callId}`)) return
     said.add(`${agentId} ${callId}`)
-    const how =
-      kind === 'approval'
-        ? `approval of call ${callId}: Ctrl-C, then ${approvalCommands(run.id, agentId, callId)}`
-        : `input (${prompt}): Ctrl-C, then \`cohort answer ${run.id} ${agentId} <answer>\``
+    const what = kind === 'approval' ? `approval of call ${callId}` : `input (${prompt})`
+    const how = `${what}: Ctrl-C, then ${answerCommands(run.id, agentId, awaiting)}`
     io.err.write(`\n${agentId} waits for ${how} (or use \`cohort serve\`).\n`)
   }
   const offSuspended = run.on('agent.suspended', (event) => {

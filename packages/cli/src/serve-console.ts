@@ -1,5 +1,6 @@
 import { type CohortEvent, describeEvent } from '@cohort/core'
 import type { Refusal } from './server/errors.js'
+import { answerCommands } from './waiting.js'
 
 /**
  * What `cohort serve` prints about the runs it hosts: each run's start and end, each wait on a
@@ -14,11 +15,7 @@ export function serveLine(event: CohortEvent, server: string): string | undefine
   if (event.type === 'agent.resumed' && event.answer) return `${at} run ${event.runId}: ${line.text}\n`
   if (event.type === 'agent.suspended' && event.awaiting) {
     const { runId, agentId } = event
-    const ids = `${runId} ${agentId} ${event.awaiting.callId}`
-    const how =
-      event.awaiting.kind === 'approval'
-        ? `\`cohort approve ${ids}\` or \`cohort reject ${ids}\``
-        : `\`cohort answer ${runId} ${agentId} <answer>\``
+    const how = answerCommands(runId, agentId, event.awaiting)
     return `${at} run ${runId}: ${line.text}; answer in the inspector (${server}) or with ${how} and --server with the link above\n`
   }
   return undefined

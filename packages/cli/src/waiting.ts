@@ -6,6 +6,13 @@ export function approvalCommands(runId: string, agentId: string, callId: string)
   return `\`cohort approve ${runId} ${agentId} ${callId}\` or \`cohort reject ${runId} ${agentId} ${callId}\``
 }
 
+/** The commands that give an agent what it waits for: approve or reject its call, or answer it. */
+export function answerCommands(runId: string, agentId: string, { kind, callId }: Awaiting): string {
+  return kind === 'approval'
+    ? approvalCommands(runId, agentId, callId)
+    : `\`cohort answer ${runId} ${agentId} <answer>\``
+}
+
 /**
  * `cohort answer` is for an agent that waits for input (`ctx.suspend`). Core's resume would also
  * approve a pending call, but an approval must name the call it approves: refused here.
