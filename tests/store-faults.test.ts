@@ -21,13 +21,18 @@ afterEach(async () => {
 })
 
 /** A file store whose agent writes start to fail (or hang) after `healthy` of them. */
-function faultyStore(inner: RunStore, healthy: number, mode: 'fail' | 'hang'): RunStore {
+function faultyStore(
+  inner: RunStore,
+  healthy: number,
+  mode: 'fail' | 'hang',
+  thrown: unknown = new Error('ENOSPC: no space left on device'),
+): RunStore {
   let writes = 0
   return {
     ...inner,
     saveAgent: async (runId: string, record: AgentRecord) => {
       if (++writes > healthy) {
-        if (mode === 'fail') throw new Error('ENOSPC: no space left on device')
+        if (mode === 'fail') throw thrown
         return new Promise<void>(() => {})
       }
       await inner.saveAgent(runId, record)
@@ -55,6 +60,13 @@ test('a store whose writes fail stops the run with a clear error; the last good 
   const expected = await faultRuntime(path.join(dir, 'clean')).run('lead', 'crash me')
   const resumed = await faultRuntime(dir).resume('failing')
   expect(await resumed.result).toEqual(expected)
+})
+
+test('a store that rejects with a plain object fails the run with that object in its message', async () => {
+  const run = await runWith(faultyStore(fileStore(dir), 3, 'fail', { code: 'EDQUOT', quota: 'run' }), 'quota')
+  const error = await run.result.catch((e: unknown) => e)
+  expect(error).toBeInstanceOf(StoreError)
+  expect((error as Error).message).toMatch(/\(run quota\) failed: \{"code":"EDQUOT","quota":"run"\}/)
 })
 
 test.each([

@@ -139,12 +139,7 @@ export class StoreError extends CohortError {
  */
 export function storeFailure(error: unknown, call: string, runId: string): CohortError {
   if (error instanceof CohortError) return error
-  return new StoreError(
-    `store ${call} (run ${runId}) failed: ${(error as Error)?.message ?? String(error)}`,
-    {
-      cause: error,
-    },
-  )
+  return new StoreError(`store ${call} (run ${runId}) failed: ${errorMessage(error)}`, { cause: error })
 }
 
 /**
@@ -185,9 +180,13 @@ export function toErrorInfo(error: unknown): ErrorInfo {
   if (process.env.COHORT_DEBUG) console.error(error)
   if (error instanceof CohortError) return { name: error.name, code: error.code, message: error.message }
   if (error instanceof Error) return { name: error.name, code: 'ERROR', message: error.message }
-  // A thrown object (`throw { code: 42 }`) as its JSON: String() would say `[object Object]`.
-  const message = typeof error === 'object' && error !== null ? renderValue(error) : String(error)
-  return { name: 'Error', code: 'ERROR', message }
+  return { name: 'Error', code: 'ERROR', message: errorMessage(error) }
+}
+
+/** What was thrown, as a message: a thrown object (`throw { code: 42 }`) as its JSON, where String() says `[object Object]`. */
+export function errorMessage(error: unknown): string {
+  if (error instanceof Error) return error.message
+  return typeof error === 'object' && error !== null ? renderValue(error) : String(error)
 }
 
 const errorClasses: Record<string, new (message: string) => CohortError> = {

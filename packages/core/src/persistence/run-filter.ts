@@ -1,5 +1,5 @@
 import { z } from 'zod'
-import { InvalidInputError } from '../errors.js'
+import { errorMessage, InvalidInputError } from '../errors.js'
 import { type RunFilter, type RunId, type RunRecord, type RunRetention, runStatusSchema } from './records.js'
 
 const runFilterSchema = z.object({
@@ -109,7 +109,7 @@ export async function applyRetention(prune: () => Promise<unknown>, store: strin
     await prune()
   } catch (error) {
     process.emitWarning(
-      `cohort: ${store} could not remove finished runs past its retention: ${(error as Error)?.message ?? String(error)}`,
+      `cohort: ${store} could not remove finished runs past its retention: ${errorMessage(error)}`,
     )
   }
 }
