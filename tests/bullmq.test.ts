@@ -722,6 +722,35 @@ describeRedis('BullMQ workers', () => {
     60_000,
   )
 
+  test(
+    'a dependent delayed for its dependency starts as the dependency settles, not at its next try',
+    () =>
+      isolated(async () => {
+        const ran: string[] = []
+        const at: Record<string, number> = {}
+        const runtime = createRuntime({ ...dependentScenario(ran, false, at), store })
+        // Its next try would be 8 s after the first (the dependency takes 2 s).
+        const worker = createWorker({
+          runtime,
+          url: redisUrl,
+          queueName,
+          dependencyRetryMs: 8_000,
+          onError: () => {},
+        })
+        try {
+          const { runId } = await enqueueRun({ url: redisUrl, queueName, runtime, agent: 'lead', task: 'go' })
+          expect(await waitForRun(runId, { store, timeoutMs: 20_000 })).toMatchObject({ status: 'completed' })
+          expect(ran).toEqual(['dependency', 'dependent'])
+          const lateMs = at.dependent! - at.dependency!
+          console.log(`the dependent ran ${lateMs.toFixed(0)} ms after its dependency`)
+          expect(lateMs).toBeLessThan(3_000)
+        } finally {
+          await worker.close()
+        }
+      }),
+    60_000,
+  )
+
   test('2 workers finish a latency-bound batch faster than 1', async () => {
     const timeBatch = (workerCount: number) =>
       isolated(async () => {
@@ -1040,7 +1069,11 @@ test('waitForRun of a run the store does not hold is RUN_NOT_FOUND at once, not 
  * A lead launches `op` and `after`, which depends_on op. op's tool takes 2 s, or waits for an
  * approval; each tool notes its run in `ran`.
  */
-function dependentScenario(ran: string[], needsApproval: boolean): Pick<RuntimeOptions, 'agents' | 'model'> {
+function dependentScenario(
+  ran: string[],
+  needsApproval: boolean,
+  at: Record<string, number> = {},
+): Pick<RuntimeOptions, 'agents' | 'model'> {
   const slow = defineTool({
     name: 'slow',
     description: 'Takes two seconds.',
@@ -1049,6 +1082,7 @@ function dependentScenario(ran: string[], needsApproval: boolean): Pick<RuntimeO
     execute: async () => {
       if (!needsApproval) await new Promise((resolve) => setTimeout(resolve, 2000))
       ran.push('dependency')
+      at.dependency = performance.now()
       return 'done'
     },
   })
@@ -1058,6 +1092,7 @@ function dependentScenario(ran: string[], needsApproval: boolean): Pick<RuntimeO
     parameters: z.object({}),
     execute: () => {
       ran.push('dependent')
+      at.dependent = performance.now()
       return 'noted'
     },
   })

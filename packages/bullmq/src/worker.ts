@@ -1,6 +1,6 @@
 import { type RunStore, type Runtime, readAgentRecord, readRunRecord, SnapshotError } from '@cohort/core'
 import { DelayedError, type Job, Queue, UnrecoverableError, WaitingChildrenError, Worker } from 'bullmq'
-import { type ConnectionInput, resolveConnection } from './connection.js'
+import { type ConnectionInput, ownRedis, resolveConnection } from './connection.js'
 import {
   defaultQueueName,
   isSettled,
@@ -11,6 +11,7 @@ import {
   segmentJobId,
 } from './jobs.js'
 import { type RedisLimitsOptions, redisLimits } from './limits.js'
+import { failOnError } from './store-errors.js'
 
 export type CreateWorkerOptions = ConnectionInput & {
   runtime: Runtime
@@ -53,6 +54,9 @@ export interface CohortWorker {
   close(force?: boolean): Promise<void>
 }
 
+/** How long a run's keys of waiting dependents outlive their last use. */
+const waitKeysTtlMs = 24 * 3600 * 1000
+
 /** Guards against a segment that keeps finding its children done yet cannot go on. */
 const maxRounds = 50
 
@@ -71,6 +75,29 @@ export function createWorker(options: CreateWorkerOptions): CohortWorker {
       ? undefined
       : redisLimits({ prefix: `cohort-limits:${queueName}:`, onError, ...options.sharedLimits, connection })
   const unshare = limits && runtime.shareLimits(limits)
+  const redis = ownRedis(connection)
+
+  // A job delayed until its agent's dependencies settle is woken as soon as an agent of its run
+  // settles, instead of at its next try (up to 2 s later, on every edge of a plan's critical
+  // path). Each run keeps the ids of its jobs that wait so, and a count of its agents settled.
+  const waitingKey = (runId: string) => queue.toKey(`dependents:${runId}`)
+  const settledKey = (runId: string) => queue.toKey(`settled:${runId}`)
+  const settledCount = async (runId: string) => Number((await redis.get(settledKey(runId))) ?? 0)
+  const promote = async (jobId: string) => {
+    const job = await queue.getJob(jobId)
+    // It may have been woken already, or be running: then it has nothing to wait for.
+    if (job && (await job.isDelayed())) await job.promote().catch(() => {})
+  }
+  const wakeDependents = async (runId: string) => {
+    const waiting = await redis
+      .multi()
+      .incr(settledKey(runId))
+      .pexpire(settledKey(runId), waitKeysTtlMs)
+      .smembers(waitingKey(runId))
+      .exec()
+    failOnError(waiting)
+    await Promise.all((waiting![2]![1] as string[]).map(promote))
+  }
 
   const addChildren = async (parent: Job<SegmentJobData>, agentIds: string[]) => {
     await queue.addBulk(
@@ -157,12 +184,22 @@ export function createWorker(options: CreateWorkerOptions): CohortWorker {
    * it has waited, so a long dependency costs a few segments, not one per `dependencyRetryMs`. Its
    * data says it waits, so that `answerRun` may take the job away (see there).
    */
-  const awaitDependencies = async (job: Job<SegmentJobData>, token: string | undefined): Promise<never> => {
+  const awaitDependencies = async (
+    job: Job<SegmentJobData>,
+    token: string | undefined,
+    settledBefore: number,
+  ): Promise<never> => {
     const now = Date.now()
     const since = job.data.dependenciesPendingSince ?? now
     if (job.data.dependenciesPendingSince === undefined || job.data.missingDefinitionSince !== undefined)
       await job.updateData({ ...withoutWaits(job.data), dependenciesPendingSince: since })
+    const { runId } = job.data
+    failOnError(
+      await redis.multi().sadd(waitingKey(runId), job.id!).pexpire(waitingKey(runId), waitKeysTtlMs).exec(),
+    )
     await job.moveToDelayed(now + waitAgainMs(now - since, dependencyRetryMs, dependencyRetryMaxMs), token)
+    // An agent that settled after the segment looked and before the job was listed woke nobody.
+    if ((await settledCount(runId)) !== settledBefore) await promote(job.id!)
     throw new DelayedError()
   }
 
@@ -176,15 +213,21 @@ export function createWorker(options: CreateWorkerOptions): CohortWorker {
     if (problem) throw new UnrecoverableError(`job ${job.id} ${problem}`)
     const { runId, agentId } = job.data
     for (let round = 0; round < maxRounds; round++) {
+      const settledBefore = await settledCount(runId)
       const outcome = await runtime
         .runSegment(runId, agentId, { enqueue: (ids) => addChildren(job, ids), ...(signal && { signal }) })
         .catch((error: unknown) => segmentFailed(job, token, error))
-      if (outcome.kind === 'waiting' && outcome.on === 'dependencies') await awaitDependencies(job, token)
+      if (outcome.kind === 'waiting' && outcome.on === 'dependencies')
+        await awaitDependencies(job, token, settledBefore)
       // A worker with the definition took it, its dependencies settled: a later wait starts afresh.
       const { missingDefinitionSince, dependenciesPendingSince } = job.data
       if (missingDefinitionSince !== undefined || dependenciesPendingSince !== undefined)
         await job.updateData(withoutWaits(job.data))
-      if (outcome.kind === 'settled') return { agentId, kind: 'settled', status: outcome.result.status }
+      if (dependenciesPendingSince !== undefined) await redis.srem(waitingKey(runId), job.id!)
+      if (outcome.kind === 'settled') {
+        await wakeDependents(runId)
+        return { agentId, kind: 'settled', status: outcome.result.status }
+      }
       if (outcome.on === 'input') return { agentId, kind: 'waiting', on: 'input' }
       // A waiting parent holds no lock and no slot; BullMQ runs it again when its children are done.
       if (await job.moveToWaitingChildren(token!)) throw new WaitingChildrenError()
@@ -226,6 +269,7 @@ export function createWorker(options: CreateWorkerOptions): CohortWorker {
     async close(force = false) {
       await worker.close(force)
       unshare?.()
+      redis.disconnect()
       await Promise.all([queue.close(), limits?.close()])
     },
   }
