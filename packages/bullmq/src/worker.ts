@@ -25,9 +25,9 @@ export type CreateWorkerOptions = ConnectionInput & {
   /** Stalls a job survives before it fails for good (default 2). */
   maxStalledCount?: number
   /**
-   * An agent whose dependencies run elsewhere is tried again after this long (default 100 ms),
-   * then after as long as it has waited, up to 2 s (or this, if longer): how late it may start
-   * after them.
+   * An agent whose dependencies run elsewhere is woken as one of its run's agents settles, and
+   * besides tried again after this long (default 100 ms), then after as long as it has waited,
+   * up to 2 s (or this, if longer).
    */
   dependencyRetryMs?: number
   /**
