@@ -289,6 +289,68 @@ async function isRunning(pid: number): Promise<boolean> {
   }
 }
 
+test('a command that reports its usage and cost counts them (readOutput); one that does not is estimated, so token budgets hold', async () => {
+  // As a coding assistant's JSON output: the answer, with what the call used and cost.
+  const envelope =
+    '{"result":"fixed it","usage":{"input_tokens":1200,"output_tokens":300},"total_cost_usd":0.021}'
+  const reporting = defineAgent({
+    name: 'reporting',
+    instructions: '',
+    model: commandModel({
+      command: 'sh',
+      args: ['-c', `cat > /dev/null; printf '%s' '${envelope}'`],
+      readOutput: ({ stdout }) => {
+        const out = JSON.parse(stdout)
+        return {
+          text: out.result,
+          usage: { promptTokens: out.usage.input_tokens, completionTokens: out.usage.output_tokens },
+          cost: out.total_cost_usd,
+        }
+      },
+    }),
+  })
+  const silent = shellAgent('silent', `cat > /dev/null; printf '%s' '${'x'.repeat(400)}'`)
+  const runtime = createRuntime({ agents: [reporting, silent], workspaces: { root: path.join(dir, 'ws') } })
+  const run = runtime.start('reporting', 'fix the bug')
+  expect(await run.result).toBe('fixed it')
+  expect(run.metrics()).toMatchObject({ tokens: { prompt: 1200, completion: 300, total: 1500 }, cost: 0.021 })
+
+  const estimated = runtime.start('silent', 'go')
+  const completed: CohortEvent[] = []
+  estimated.on('model.completed', (e) => completed.push(e))
+  expect(await estimated.result).toBe('x'.repeat(400))
+  expect(completed).toMatchObject([{ usageEstimated: true }])
+  expect(estimated.metrics().tokens.completion).toBeGreaterThanOrEqual(100)
+
+  // A budget smaller than one turn's estimate stops a process agent as it stops any other.
+  const budgeted = createRuntime({
+    agents: [silent],
+    limits: { maxRunTokens: 10 },
+    workspaces: { root: path.join(dir, 'ws2') },
+  })
+  await expect(budgeted.run('silent', 'go')).rejects.toThrow(/maxRunTokens/)
+})
+
+test('a readOutput that throws or returns what is not an output fails the turn naming it', async () => {
+  const agentWith = (name: string, readOutput: () => unknown) =>
+    defineAgent({
+      name,
+      instructions: '',
+      model: commandModel({ command: 'sh', args: ['-c', 'cat > /dev/null; echo done'], readOutput } as never),
+    })
+  const runtime = createRuntime({
+    agents: [
+      agentWith('throws', () => JSON.parse('not json')),
+      agentWith('wrong', () => ({ usage: { promptTokens: -1 } })),
+    ],
+    workspaces: { root: path.join(dir, 'ws') },
+  })
+  await expect(runtime.run('throws', 'go')).rejects.toThrow(/readOutput of command sh threw: .*JSON/)
+  await expect(runtime.run('wrong', 'go')).rejects.toThrow(
+    /readOutput of command sh returned usage\.promptTokens: .*expected \{ text\?: string, usage\?/,
+  )
+})
+
 test("a secret a command prints to stderr is redacted in the process record kept in the agent's context", async () => {
   const agents = [
     shellAgent('leaky', 'echo "using sk-secret-123" >&2; echo done'),

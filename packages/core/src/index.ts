@@ -26,7 +26,12 @@ export { describeEvent, type EventCategory, type EventLine } from './events/desc
 export { EventBus, type EventListener } from './events/event-bus.js'
 export { consoleColors, createLogger, type EventSink, type LoggerOptions } from './events/logger.js'
 export type { AgentEvent, CohortEvent, CohortEventType, PersonAnswer, RunEvent } from './events/types.js'
-export { type CommandModelOptions, commandModel, type ProcessRecord } from './models/command-model.js'
+export {
+  type CommandModelOptions,
+  type CommandOutput,
+  commandModel,
+  type ProcessRecord,
+} from './models/command-model.js'
 export {
   type Script,
   type ScriptedModelOptions,

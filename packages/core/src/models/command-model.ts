@@ -1,12 +1,14 @@
 import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process'
 import { nanoid } from 'nanoid'
-import { ModelError } from '../errors.js'
+import { z } from 'zod'
+import { errorMessage, ModelError } from '../errors.js'
 import { isActionName } from '../protocol/actions.js'
 import { extractJson } from '../protocol/extract-json.js'
 import { maxReplyChars } from '../protocol/parse-actions.js'
+import { tokensOfText } from '../scheduler/estimate-tokens.js'
 import { commandTokenVariable, forgetCommand, noteCommand, stopLeftoverCommand } from './leftover-command.js'
 import type { ProcessRecord } from './process-record.js'
-import type { ChatModel, ModelReply, ModelRequest } from './types.js'
+import type { ChatModel, ModelReply, ModelRequest, TokenUsage } from './types.js'
 
 export interface CommandModelOptions {
   /** The program to run (never through a shell: model text is passed as data, not code). */
@@ -19,7 +21,29 @@ export interface CommandModelOptions {
   /** Give the prompt on stdin (default) or only through `{prompt}` in `args`. */
   input?: 'stdin' | 'argument'
   name?: string
+  /**
+   * Reads what the command printed, for a command that reports its own token usage or cost (a
+   * coding assistant's JSON output): the reply's text (default: stdout) and the usage and cost.
+   * Without usage, it is estimated from the prompt and the reply (about four characters a
+   * token), so that token budgets hold for process agents too.
+   */
+  readOutput?: (output: { stdout: string; stderr: string }) => CommandOutput
 }
+
+/** What `readOutput` finds in a command's output. */
+export interface CommandOutput {
+  text?: string | undefined
+  usage?: TokenUsage | undefined
+  cost?: number | undefined
+}
+
+const commandOutputSchema = z.strictObject({
+  text: z.string().optional(),
+  usage: z
+    .strictObject({ promptTokens: z.number().int().min(0), completionTokens: z.number().int().min(0) })
+    .optional(),
+  cost: z.number().min(0).optional(),
+})
 
 export type { ProcessRecord }
 
@@ -92,9 +116,46 @@ export function commandModel(options: CommandModelOptions): ChatModel {
           { process: record },
         )
       }
-      return { ...toReply(outcome.stdout), process: record }
+      const read = readOutput(options, outcome, record)
+      const text = read.text ?? outcome.stdout
+      const usage = read.usage ?? {
+        promptTokens: tokensOfText(prompt.length),
+        completionTokens: tokensOfText(text.length),
+      }
+      return {
+        ...toReply(text),
+        usage,
+        ...(read.usage === undefined && { usageEstimated: true }),
+        ...(read.cost !== undefined && { cost: read.cost }),
+        process: record,
+      }
     },
   }
+}
+
+/** What the option `readOutput` makes of the output, checked: a slip in it fails the turn naming the field. */
+function readOutput(
+  options: CommandModelOptions,
+  outcome: ProcessOutcome,
+  record: ProcessRecord,
+): CommandOutput {
+  if (!options.readOutput) return {}
+  let read: unknown
+  try {
+    read = options.readOutput({ stdout: outcome.stdout, stderr: outcome.stderr })
+  } catch (error) {
+    throw new ModelError(`readOutput of command ${options.command} threw: ${errorMessage(error)}`, {
+      cause: error,
+      process: record,
+    })
+  }
+  const checked = commandOutputSchema.safeParse(read)
+  if (checked.success) return checked.data
+  const issue = checked.error.issues[0]!
+  throw new ModelError(
+    `readOutput of command ${options.command} returned ${issue.path.join('.') || 'a value'}: ${issue.message}; expected { text?: string, usage?: { promptTokens, completionTokens }, cost?: number }`,
+    { process: record },
+  )
 }
 
 /** The first turn gets the task; later turns get what arrived since the agent's last reply. */
