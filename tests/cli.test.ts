@@ -185,7 +185,7 @@ describe('cohort CLI', () => {
     const show = await run(['show', 'first'])
     expect(show.code).toBe(0)
     expect(show.stdout).toMatch(/^Run first {2}completed/)
-    expect(show.stdout).toMatch(/^✔ lead lead {2}completed/m)
+    expect(show.stdout).toMatch(/^✔ lead {2}completed/m)
     expect(show.stdout).toMatch(/^ {2}✔ worker lead\.a {2}completed\s+\d+ ms {2}→ nap done$/m)
     expect(show.stdout).toMatch(/^ {2}✔ worker lead\.b /m)
     const json = JSON.parse((await run(['show', 'first', '--json'])).stdout)

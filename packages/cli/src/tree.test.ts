@@ -179,13 +179,54 @@ test('a cancelled agent reads cancelled, in grey, not failed in red: live from e
     const lines = renderTree(nodes, { now: Date.now(), colors: true })
     expect(lines).toHaveLength(2)
     for (const line of lines) {
-      expect(plain(line)).toMatch(/^ *⊘ \S+ \S+ {2}cancelled /)
+      expect(plain(line)).toMatch(/^ *⊘ \S+( \S+)? {2}cancelled /)
       expect(line).toContain('\u001b[90m')
       expect(line).not.toContain('\u001b[31m')
     }
   }
   // A failure of its own stays failed, in red.
   const [failed] = renderTree(chain(1), { now: 1_000, colors: true })
-  expect(plain(failed!)).toMatch(/^✖ lead lead {2}failed /)
+  expect(plain(failed!)).toMatch(/^✖ lead {2}failed /)
   expect(failed).toContain('\u001b[31m')
+})
+
+test('an agent waiting for its dependencies says which, live from events and as stored; a root says its name once', async () => {
+  const worker = defineAgent({ name: 'worker', instructions: '' })
+  const lead = defineAgent({ name: 'lead', instructions: '', subagents: [worker] })
+  let release: () => void = () => {}
+  const held = new Promise<void>((resolve) => {
+    release = resolve
+  })
+  const model = scriptedModel({
+    lead: [
+      {
+        action: 'launch_subagents',
+        agents: [
+          { agent: 'worker', task: 'a', id: 'research-1' },
+          { agent: 'worker', task: 'b', id: 'research-2' },
+          { agent: 'worker', task: 'c', id: 'report', depends_on: ['research-1', 'research-2'] },
+        ],
+      },
+      { action: 'wait_for_subagents' },
+      { action: 'finish', result: 'done' },
+    ],
+    worker: async () => {
+      await held
+      return { action: 'finish', result: 'ok' }
+    },
+  })
+  const run = createRuntime({ agents: [lead, worker], model }).start('lead', 'go')
+  const live = new TreeState()
+  run.on('event', (event) => live.apply(event))
+  await vi.waitFor(() => expect(live.nodes.get('lead.research-2')?.step).toBe('model call 1'))
+  const stored = (await run.snapshot()).agents.map((record) => summaryNode(agentSummary(record)))
+  for (const nodes of [live.nodes.values(), stored]) {
+    const lines = renderTree(nodes, { now: Date.now() }).map(plain)
+    expect(lines.find((line) => line.includes('lead.report'))).toMatch(
+      /idle .* {2}after research-1, research-2$/,
+    )
+    expect(lines[0]).toMatch(/^⏸ lead {2}suspended /)
+  }
+  release()
+  expect(await run.result).toBe('done')
 })

@@ -19,6 +19,8 @@ export interface TreeNode {
   startedAt: number
   endedAt: number | null
   step?: string
+  /** The siblings (run-wide ids) it starts after. */
+  dependsOn?: string[]
   result?: unknown
   error?: { code?: string; message: string }
 }
@@ -66,14 +68,17 @@ export function renderTree(
     let detail = ''
     if (node.status === 'failed' && node.error) detail = node.error.message
     else if (node.status === 'completed' && options.outcomes) detail = `→ ${oneLine(node.result)}`
+    else if (node.status === 'idle' && node.dependsOn) detail = startsAfter(node.dependsOn)
     else if (node.step && node.status !== 'completed') detail = node.step
     const shown = shownState(node)
-    const head = `${'  '.repeat(node.depth)}${stateMarks[shown]} ${node.name} `
+    // A root's id is its name: said once.
+    const named = node.id === node.name
+    const head = `${'  '.repeat(node.depth)}${stateMarks[shown]} ${node.name}${named ? '' : ' '}`
     const status = `  ${shown.padEnd(9)} ${elapsed.padStart(7)}`
     const width = options.width ?? Number.POSITIVE_INFINITY
     // Cut to fit: first the id, from its start (its end, the agent's own id, is what tells siblings
     // apart, and the indentation shows the rest), keeping room for some detail; then the detail.
-    let id = node.id
+    let id = named ? '' : node.id
     const free = width - head.length - status.length
     const idRoom = Math.max(minId, free - (detail ? Math.min(detail.length, minDetail) + 2 : 0))
     if (id.length > idRoom) id = `…${id.slice(id.length - idRoom + 1)}`
@@ -146,6 +151,7 @@ export class TreeState {
             startedAt: event.at,
             endedAt: null,
             step: 'waiting to start',
+            ...(after(child).length > 0 && { dependsOn: after(child) }),
           })
         }
         node.step = `launched ${event.children.length}`
@@ -185,6 +191,16 @@ export class TreeState {
 export function summaryNode(agent: AgentSummary): TreeNode {
   const { awaiting, ...rest } = agent
   return awaiting ? { ...rest, step: waitsFor(awaiting) } : rest
+}
+
+/** The siblings a launched child starts after. */
+function after(child: { dependsOn: string[]; runsAfter?: string[] }): string[] {
+  return [...child.dependsOn, ...(child.runsAfter ?? [])]
+}
+
+/** "after research-1, research-2": siblings by their own ids, as the model named them. */
+function startsAfter(dependsOn: string[]): string {
+  return `after ${dependsOn.map((id) => id.slice(id.lastIndexOf('.') + 1)).join(', ')}`
 }
 
 function waitsFor(awaiting: Awaiting): string {

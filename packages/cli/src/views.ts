@@ -29,6 +29,8 @@ export interface AgentSummary {
   awaiting?: Awaiting
   /** A process agent's turns: how each command ended (exit code, signal, stderr tail, duration, workspace). */
   processes?: ProcessRecord[]
+  /** The siblings (run-wide ids) it starts after: its `depends_on`, and in a launch run one after another, the one before. */
+  dependsOn?: string[]
 }
 
 export interface RunView {
@@ -59,6 +61,8 @@ export function agentSummary(record: AgentRecord): AgentSummary {
   if (context.error) summary.error = { code: context.error.code, message: context.error.message }
   if (context.awaiting && record.status === 'suspended') summary.awaiting = context.awaiting
   if (context.processes.length > 0) summary.processes = context.processes
+  const after = [...context.dependsOn, ...context.runsAfter]
+  if (after.length > 0) summary.dependsOn = after
   return summary
 }
 
