@@ -6,6 +6,7 @@ import {
   type CohortEvent,
   createRuntime,
   defineAgent,
+  defineTool,
   type LaunchSpec,
   type ModelRequest,
   memoryStore,
@@ -15,6 +16,7 @@ import {
   sleep,
 } from '@cohort/core'
 import { describe, expect, test } from 'vitest'
+import { z } from 'zod'
 import { fanOutLead, settledResults } from './support/scripts.js'
 
 const worker = defineAgent({ name: 'worker', instructions: 'Sleep as told, then report.', tools: [sleep] })
@@ -791,6 +793,83 @@ describe('runtime events', () => {
     await new Promise((resolve) => setTimeout(resolve, 20))
     expect(cancelledEvents.slice(-2)).toEqual(['agent.failed', 'run.cancelled'])
     expect(cancelledEvents).not.toContain('model.failed')
+  })
+
+  test('a tool or a model that ignores its abort tells nothing once a cancel, a timeout or a detach stopped it', async () => {
+    // Deaf to its signal: each call ends 150 ms after it began, whatever happened meanwhile.
+    const deaf = defineTool({
+      name: 'deaf',
+      description: 'Takes 150 ms, abort or not.',
+      parameters: z.object({}),
+      execute: async () => {
+        await new Promise((resolve) => setTimeout(resolve, 150))
+        return 'ok'
+      },
+    })
+    const leaf = defineAgent({ name: 'leaf', instructions: '', tools: [deaf] })
+    const boss = defineAgent({ name: 'boss', instructions: '', subagents: [leaf] })
+    const deafModel: ChatModel = {
+      name: 'deaf',
+      complete: async (request) => {
+        await new Promise((resolve) => setTimeout(resolve, 150))
+        request.onToken?.('done')
+        return { text: JSON.stringify({ action: 'finish', result: 'late' }) }
+      },
+    }
+    const model = scriptedModel({
+      boss: (request) =>
+        request.turn === 0
+          ? [
+              {
+                action: 'launch_subagents',
+                agents: [
+                  { agent: 'leaf', task: 't', id: 'a' },
+                  { agent: 'leaf', task: request.agent.task, id: 'b', timeout_ms: 40 },
+                ],
+              },
+              { action: 'wait_for_subagents' },
+            ]
+          : { action: 'finish', result: 'ok' },
+      leaf: [
+        { action: 'call_tool', tool: 'deaf', args: {} },
+        { action: 'finish', result: 'leaf' },
+      ],
+    })
+    const runtime = createRuntime({ agents: [boss, leaf], model })
+    const late = async (
+      run: ReturnType<typeof runtime.start>,
+      stop?: (run: ReturnType<typeof runtime.start>) => void,
+    ) => {
+      // Events of an agent after its end, or of the run after its end.
+      const after: string[] = []
+      const ended = new Set<string>()
+      run.on('event', (event) => {
+        const agentId = 'agentId' in event ? event.agentId : ''
+        if (ended.has('') || ended.has(agentId)) after.push(`${event.type} ${agentId}`)
+        if (/^run\.(completed|failed|cancelled|detached)$/.test(event.type)) ended.add('')
+        if (event.type === 'agent.failed' || event.type === 'agent.completed') ended.add(agentId)
+      })
+      if (stop) setTimeout(() => stop(run), 40)
+      await run.result.catch(() => {})
+      await new Promise((resolve) => setTimeout(resolve, 200))
+      return after
+    }
+    // The leaf b times out while its tool runs; a is cancelled, then detached, with theirs running.
+    expect(await late(runtime.start('boss', 'timeout'))).toEqual([])
+    expect(await late(runtime.start('boss', 'cancel'), (run) => run.cancel())).toEqual([])
+    expect(await late(runtime.start('boss', 'detach'), (run) => void run.detach())).toEqual([])
+    // A model call that goes on after a cancel tells neither its tokens nor its completion.
+    const solo = defineAgent({ name: 'solo', instructions: '' })
+    const modelRuntime = createRuntime({ agents: [solo], model: deafModel })
+    const cancelled = modelRuntime.start('solo', 'go')
+    const seen: string[] = []
+    cancelled.on('event', (event) => seen.push(event.type))
+    setTimeout(() => cancelled.cancel(), 40)
+    await cancelled.result.catch(() => {})
+    await new Promise((resolve) => setTimeout(resolve, 200))
+    expect(seen.slice(-2)).toEqual(['agent.failed', 'run.cancelled'])
+    expect(seen).not.toContain('model.completed')
+    expect(seen).not.toContain('model.token')
   })
 
   test("runtime.on hears every run's events from now on, one type or all, until unsubscribed", async () => {

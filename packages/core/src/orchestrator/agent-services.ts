@@ -110,7 +110,8 @@ export function createAgentServices(run: EffectHost): AgentServices {
         const conflicts = (await workspaces.conflicts(run.runId, ids, new Set(ids))).filter((conflict) =>
           conflict.agents.some((id) => waited.has(id)),
         )
-        if (conflicts.length > 0) run.emitAgent(context, { type: 'workspace.conflicts', conflicts })
+        if (conflicts.length > 0)
+          run.emitUnlessStopped(signal, context, { type: 'workspace.conflicts', conflicts })
         return { results, conflicts }
       })
     },

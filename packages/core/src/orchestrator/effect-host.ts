@@ -27,7 +27,12 @@ export interface EffectHost {
   /** Tokens the run used (`maxRunTokens`), and those reserved by its calls in flight. */
   readonly budget: TokenBudget
   modelFor(definition: AgentDefinition): ChatModel
-  emitAgent(context: AgentContext, event: AgentEventInput): void
+  /**
+   * An event of the effect `signal` belongs to, told only while that effect runs: one stopped
+   * before it ended (the agent settled or timed out, the run was cancelled or detached) tells
+   * nobody, whatever its model or tool does after.
+   */
+  emitUnlessStopped(signal: AbortSignal, context: AgentContext, event: AgentEventInput): void
   launch(
     parent: AgentEntry,
     action: ActionOf<'launch_subagents'>,

@@ -1,6 +1,7 @@
 import type { ThinkOutcome } from '../agent/agent-loop.js'
 import type { AgentContext } from '../agent/context.js'
 import { LimitExceededError, ModelError, toErrorInfo } from '../errors.js'
+import type { AgentEventInput } from '../events/types.js'
 import type { ProcessRecord } from '../models/command-model.js'
 import { checkModelReply } from '../models/reply-schema.js'
 import type { ChatMessage, ChatModel, ModelReply, ModelRequest } from '../models/types.js'
@@ -77,7 +78,8 @@ function callModel(
   const turn = context.turn
   const { redact, workspaces } = run
   // Events are built only when someone listens: most runs have no listener, and a step is short.
-  if (run.bus.hasListeners) run.emitAgent(context, { type: 'model.started', turn, model: model.name })
+  if (run.bus.hasListeners)
+    run.emitUnlessStopped(signal, context, { type: 'model.started', turn, model: model.name })
   const started = performance.now()
   entry.busySince = started
   // A model that ignores the abort must not keep its slot: it goes back when the agent stops.
@@ -100,7 +102,7 @@ function callModel(
     // Kept in the agent's context and in the event: the stderr a command printed is redacted too.
     if (error instanceof ModelError && error.process) error.process = redactProcess(run, error.process)
     const durationMs = Math.round(performance.now() - started)
-    const failure: Parameters<typeof run.emitAgent>[1] = {
+    const failure: AgentEventInput = {
       type: 'model.failed',
       turn,
       durationMs,
@@ -108,7 +110,7 @@ function callModel(
     }
     if (error instanceof ModelError && error.process) failure.process = error.process
     // A call stopped from outside (the agent ended, the run was detached) is told by that event, as a tool's is.
-    if (!signal.aborted) run.emitAgent(context, failure)
+    run.emitUnlessStopped(signal, context, failure)
     throw error
   }
   run.busy.begin()
@@ -132,10 +134,15 @@ function callModel(
       onToken: (text) => {
         tokens ??= redact.fragments()
         const shown = tokens.push(text)
-        if (shown) run.emitAgent(context, { type: 'model.token', turn, text: shown })
+        if (shown) run.emitUnlessStopped(signal, context, { type: 'model.token', turn, text: shown })
       },
       onRetry: (retry) =>
-        run.emitAgent(context, { type: 'model.retrying', turn, ...retry, error: redact(retry.error) }),
+        run.emitUnlessStopped(signal, context, {
+          type: 'model.retrying',
+          turn,
+          ...retry,
+          error: redact(retry.error),
+        }),
       signal,
     }
     if (workspaces) request.workspace = () => workspaces.ensure(run.runId, agentId)
@@ -152,8 +159,8 @@ function callModel(
     }
     endBusy()
     const rest = tokens?.end()
-    if (rest) run.emitAgent(context, { type: 'model.token', turn, text: rest })
-    return thought(run, entry, context, turn, slot, started, cleaned)
+    if (rest) run.emitUnlessStopped(signal, context, { type: 'model.token', turn, text: rest })
+    return thought(run, entry, context, turn, slot, started, cleaned, signal)
   }, failed)
 }
 
@@ -166,13 +173,14 @@ function thought(
   slot: Slot,
   started: number,
   reply: ModelReply,
+  signal: AbortSignal,
 ): ThinkOutcome {
   const tokens = (reply.usage?.promptTokens ?? 0) + (reply.usage?.completionTokens ?? 0)
   // Books the tokens in the run's budget too.
   slot.release(tokens)
   const durationMs = performance.now() - started
   if (run.bus.hasListeners) {
-    const completed: Parameters<typeof run.emitAgent>[1] = {
+    const completed: AgentEventInput = {
       type: 'model.completed',
       turn,
       durationMs: Math.round(durationMs),
@@ -182,7 +190,7 @@ function thought(
     if (reply.cost !== undefined) completed.cost = reply.cost
     if (reply.retries) completed.retries = reply.retries
     if (reply.process) completed.process = reply.process
-    run.emitAgent(context, completed)
+    run.emitUnlessStopped(signal, context, completed)
   }
   // Over a token budget after the call: the reply and its tokens are still the agent's (its
   // metrics count what was spent), and the step fails it.

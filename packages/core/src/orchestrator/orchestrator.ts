@@ -263,6 +263,10 @@ export class Orchestrator implements EffectHost, StartHost, EndHost {
     this.events.agent(context, event)
   }
 
+  emitUnlessStopped(signal: AbortSignal, context: AgentContext, event: AgentEventInput): void {
+    if (!signal.aborted) this.emitAgent(context, event)
+  }
+
   emitRun(event: RunEventInput): void {
     this.events.run(event)
   }

@@ -50,7 +50,12 @@ export function runTool(
     })
   }
   if (run.bus.hasListeners)
-    run.emitAgent(context, { type: 'tool.started', callId, tool: tool.name, args: action.args })
+    run.emitUnlessStopped(signal, context, {
+      type: 'tool.started',
+      callId,
+      tool: tool.name,
+      args: action.args,
+    })
   const started = performance.now()
   entry.busySince = started
   run.busy.begin()
@@ -64,7 +69,7 @@ export function runTool(
     run.busy.end()
     const durationMs = performance.now() - started
     if (run.bus.hasListeners) {
-      run.emitAgent(context, {
+      run.emitUnlessStopped(signal, context, {
         type: 'tool.completed',
         callId,
         tool: tool.name,
@@ -90,7 +95,7 @@ export function runTool(
       }
       return { messages: [], suspend: awaiting, durationMs }
     }
-    run.emitAgent(context, {
+    run.emitUnlessStopped(signal, context, {
       type: 'tool.failed',
       callId,
       tool: tool.name,
