@@ -249,17 +249,46 @@ describe('depends_on', () => {
   test('invalid dependency ids are dropped with a warning event, and the agent runs', async () => {
     const model = scriptedModel({ worker: [...sleepingWorker] })
     const run = createRuntime({ agents: [worker], model }).runPlan({
-      agents: [{ id: 'a', agent: 'worker', task: '0 s', depends_on: ['ghost', 'a'] }],
+      agents: [{ id: 'a', agent: 'worker', task: '0 s', depends_on: ['ghost'] }],
     })
     const { events } = eventLog(run)
     expect(await run.result).toEqual({ a: 'cohort-plan.a done' })
     const warnings = events
       .filter((e) => e.type === 'agent.warning')
       .map((e) => (e as { message: string }).message)
-    expect(warnings).toEqual([
-      'depends_on "ghost" of "a" names no sibling; dropped',
-      '"a" depends on itself; dropped',
-    ])
+    expect(warnings).toEqual(['depends_on "ghost" of "a" names no sibling; dropped'])
+  })
+
+  test('an agent that depends on itself is a cycle of one: refused by planLayers, runPlan and a launch, unless sequential', async () => {
+    const selfish = { agents: [{ id: 'a', agent: 'worker', task: '0 s', depends_on: ['a'] }] }
+    const refusal = new InvalidInputError(
+      "invalid plan: dependency cycle a → a; remove one of these depends_on, or set onCycle: 'sequential'",
+    )
+    expect(() => planLayers(selfish)).toThrow(refusal)
+    const seen: string[] = []
+    const model = scriptedModel({
+      lead: [
+        {
+          action: 'launch_subagents',
+          agents: [{ agent: 'worker', task: '0 s', id: 'a', depends_on: ['a'] }],
+        },
+        (request) => {
+          seen.push(request.messages.at(-1)!.content)
+          return { action: 'finish', result: 'gave up' }
+        },
+      ],
+      worker: [...sleepingWorker],
+    })
+    const store = memoryStore()
+    const runtime = createRuntime({ agents: [lead, worker], model, store })
+    expect(() => runtime.runPlan(selfish)).toThrow(refusal)
+    expect(await store.listRuns()).toEqual([])
+    expect(await runtime.run('lead', 'go')).toBe('gave up')
+    expect(seen[0]).toMatch(/launch refused: dependency cycle a → a/)
+    // Run in order, the agent runs, its depends_on on itself dropped.
+    const sequential = { ...selfish, onCycle: 'sequential' as const }
+    expect(planLayers(sequential)).toEqual([['a']])
+    expect(await runtime.runPlan(sequential).result).toEqual({ a: 'cohort-plan.a done' })
   })
 
   test('a dependent of a failed agent fails with the reason; its siblings go on', async () => {

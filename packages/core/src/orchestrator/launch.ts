@@ -89,10 +89,8 @@ export function planLaunch(
     links.map((link, i) => ({ id: link.localId, dependsOn: specs[i]!.depends_on ?? [] })),
     taken,
   )
-  const warnings = check.dropped.map(({ id, dependsOn }) =>
-    dependsOn === id
-      ? `"${id}" depends on itself; dropped`
-      : `depends_on "${dependsOn}" of "${id}" names no sibling; dropped`,
+  const warnings = check.dropped.map(
+    ({ id, dependsOn }) => `depends_on "${dependsOn}" of "${id}" names no sibling; dropped`,
   )
   let edges = check.edges
   let after = new Map<string, string[]>()

@@ -2,7 +2,7 @@
 export interface DependencyCheck {
   /** For each id, the sibling ids it waits for (invalid ones removed). */
   edges: Map<string, string[]>
-  /** `depends_on` entries that named no sibling, or the agent itself. */
+  /** `depends_on` entries that named no sibling. */
   dropped: { id: string; dependsOn: string }[]
   /** A cycle among the launched agents, as a path that ends where it starts; undefined if none. */
   cycle: string[] | undefined
@@ -23,9 +23,8 @@ export function checkDependencies(
   for (const node of nodes) {
     const valid: string[] = []
     for (const dependency of node.dependsOn) {
-      if (dependency === node.id) {
-        dropped.push({ id: node.id, dependsOn: dependency })
-      } else if (ids.has(dependency) || siblings.has(dependency)) {
+      // An agent that depends on itself is kept: a cycle of one, refused as any other.
+      if (ids.has(dependency) || siblings.has(dependency)) {
         if (!valid.includes(dependency)) valid.push(dependency)
       } else {
         dropped.push({ id: node.id, dependsOn: dependency })
