@@ -368,6 +368,17 @@ describe('cohort CLI', () => {
     expect(refused.stderr).toMatch(/--timeout must be above 0/)
   }, 60_000)
 
+  test("parallel runs more tasks than a model's launch may start (maxChildrenPerLaunch, 20)", async () => {
+    const out = await run([
+      'parallel',
+      Array.from({ length: 21 }, () => 'true').join(' AND '),
+      '--command',
+      'sh',
+    ])
+    expect(out.code, out.stderr).toBe(0)
+    expect(out.stdout).toMatch(/; 21 completed, 0 failed,/)
+  }, 60_000)
+
   test('parallel --max-parallel 2 runs at most two tasks at once; a bad value exits 2', async () => {
     const log = path.join(cwd, 'starts-and-ends.log')
     const task = 'echo start >> "$PAR_LOG"; sleep 0.5; echo end >> "$PAR_LOG"'

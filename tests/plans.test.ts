@@ -145,8 +145,16 @@ describe('depends_on', () => {
         'invalid plan: its steps run at depth 1, past limits.maxDepth (0); raise it to 1 or more',
       ),
     )
+    // Its steps are one launch: refused past maxChildrenPerLaunch, as a model's launch of that size is.
+    const narrow = createRuntime({ agents: [worker], model, store, limits: { maxChildrenPerLaunch: 2 } })
+    expect(() => narrow.runPlan(steps(3))).toThrow(
+      new InvalidInputError(
+        'invalid plan: its 3 steps are launched at once, past limits.maxChildrenPerLaunch (2); raise it, or split the plan',
+      ),
+    )
     expect(await store.listRuns()).toEqual([])
     expect(Object.keys((await runtime.runPlan(steps(9)).result) as object)).toHaveLength(9)
+    expect(Object.keys((await narrow.runPlan(steps(2)).result) as object)).toHaveLength(2)
   })
 
   test('a cycle is refused to the model with the cycle named', async () => {
@@ -831,7 +839,12 @@ describe('stuck calls and queued calls hold nothing', () => {
 
   test('an agent queued for a place holds no model call: calls in flight stay within maxConcurrentAgents, by priority', async () => {
     const model = scriptedModel({ worker: [{ action: 'finish', result: 'ok' }] }, { latencyMs: 5 })
-    const runtime = createRuntime({ agents: [worker], model, scheduler: { maxConcurrentAgents: 2 } })
+    const runtime = createRuntime({
+      agents: [worker],
+      model,
+      limits: { maxChildrenPerLaunch: 40 },
+      scheduler: { maxConcurrentAgents: 2 },
+    })
     const run = runtime.runPlan({
       agents: Array.from({ length: 40 }, (_, i) => ({
         id: `w${i}`,

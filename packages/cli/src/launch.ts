@@ -3,6 +3,7 @@ import {
   type ChatModel,
   commandModel,
   createRuntime,
+  defaultLimits,
   defineAgent,
   type EventSink,
   InvalidInputError,
@@ -101,6 +102,8 @@ export async function parallelRuntime(
     store: home.store,
     logger,
     workspaces: { root: home.workspacesDir, ...(launch.base && { base: path.resolve(launch.base) }) },
+    // Every task is a step of the plan's one launch: as many as a run may hold, not a model's 20.
+    limits: { maxChildrenPerLaunch: defaultLimits.maxAgents },
     // A task at work (its command or model call) holds a place; the plan's root, waiting on them, none.
     ...(launch.maxParallel !== undefined && { scheduler: { maxConcurrentAgents: launch.maxParallel } }),
   })

@@ -13,7 +13,8 @@ export function definePlanAgent(agentNames: string[]): AgentDefinition {
     subagents: agentNames,
     model: planModel,
     // The runtime's limits bound the plan's steps, not its own root: it takes two turns (launch
-    // and wait, then finish), and lasts as long as its steps do.
+    // and wait, then finish), and lasts as long as its steps do. Its launch's size is checked
+    // against the runtime's maxChildrenPerLaunch by runPlan, before the run is stored.
     limits: { maxChildrenPerLaunch: 100_000, maxRepairs: 0, timeoutMs: null, maxSteps: 2 },
   })
 }

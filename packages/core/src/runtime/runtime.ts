@@ -176,6 +176,12 @@ function checkPlan(plan: Plan, runtimeOnCycle: RuntimeOptions['onCycle'], parts:
     throw new InvalidInputError(
       `invalid plan: ${agents - 1} steps and the run's root are ${agents} agents, past limits.maxAgents (${limits.maxAgents}); raise it, or split the plan`,
     )
+  // Its steps are one launch of the plan's root, which the runtime's maxChildrenPerLaunch bounds as
+  // it bounds a model's.
+  if (checked.agents.length > limits.maxChildrenPerLaunch)
+    throw new InvalidInputError(
+      `invalid plan: its ${checked.agents.length} steps are launched at once, past limits.maxChildrenPerLaunch (${limits.maxChildrenPerLaunch}); raise it, or split the plan`,
+    )
   if (limits.maxDepth < 1)
     throw new InvalidInputError(
       `invalid plan: its steps run at depth 1, past limits.maxDepth (${limits.maxDepth}); raise it to 1 or more`,
