@@ -130,6 +130,20 @@ describe('parallel sub-agents', () => {
     expect(await runtime.run('lead', 'go')).toEqual(['call_1', 'call_2'])
   })
 
+  test('a wait that names a child twice reports it once', async () => {
+    const model = scriptedModel({
+      lead: [
+        { action: 'launch_subagents', agents: [{ agent: 'worker', task: 't', id: 'w' }] },
+        { action: 'wait_for_subagents', ids: ['w', 'w'] },
+        (request) => ({ action: 'finish', result: request.messages.at(-1)!.content }),
+      ],
+      worker: sleepyWorker,
+    })
+    const told = (await createRuntime({ agents: [lead, worker], model }).run('lead', 'go')) as string
+    expect(told).toMatch(/Sub-agents settled \(1\): /)
+    expect(told.match(/"id":"w"/g)).toHaveLength(1)
+  })
+
   test('waits one after another in one reply each suspend and resume the agent, then it finishes', async () => {
     // The second wait moves the agent from suspended to suspended: a found hang (fuzzing).
     const model = scriptedModel({

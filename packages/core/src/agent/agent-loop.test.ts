@@ -56,6 +56,9 @@ describe('the think/act loop as pure functions', () => {
       3,
     )
     expect(waiting.context).toMatchObject({ waitingOn: ['a'], waitCallId: 'w1', pending: [] })
+    // An id given twice is waited for once.
+    const twice = afterThought(base, thought([{ action: 'wait_for_subagents', ids: ['a', 'b', 'a'] }]), 3)
+    expect(twice.context.waitingOn).toEqual(['a', 'b'])
   })
 
   test('an unusable reply is a repair while repairs are left, then a ParseError', () => {

@@ -228,9 +228,12 @@ function withInbox(context: AgentContext, output: ThinkOutcome): ChatMessage[] {
   return [...context.messages, inboxMessage(context.inbox.slice(0, output.inboxConsumed))]
 }
 
-/** The wait action leaves `pending`; with no ids it waits for every child not yet delivered. */
+/**
+ * The wait action leaves `pending`; with no ids it waits for every child not yet delivered. An id
+ * given twice is waited for, and reported, once.
+ */
 function waitFor(context: AgentContext, wait: ActionOf<'wait_for_subagents'>): void {
-  let ids = wait.ids
+  let ids = wait.ids && [...new Set(wait.ids)]
   if (!ids) {
     const delivered = new Set(context.delivered)
     ids = context.children.map((child) => child.localId).filter((id) => !delivered.has(id))
