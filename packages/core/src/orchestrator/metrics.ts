@@ -39,7 +39,9 @@ export interface RunTotals {
   agents: number
   completed: number
   failed: number
+  /** Agents failed by their wall-clock limit (`timeoutMs`); they count among `errors` too. */
   timeouts: number
+  /** Agents failed for any reason but a cancel: timeouts, model errors, limits, tools. */
   errors: number
   retries: number
   tokens: { prompt: number; completion: number; total: number }
