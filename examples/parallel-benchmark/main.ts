@@ -89,7 +89,7 @@ for (const scenario of scenarios) {
   const seq = await sequential(scenario.plan)
   const par = await parallel(scenario.plan)
   rows.push(
-    `| ${scenario.name.padEnd(38)} | ${(seq / 1000).toFixed(2).padStart(9)} s | ${(par.ms / 1000).toFixed(2).padStart(7)} s | ${(seq / par.ms).toFixed(1).padStart(5)}× |`,
+    `| ${scenario.name.padEnd(38)} | ${(seq / 1000).toFixed(2).padStart(9)} s | ${(par.ms / 1000).toFixed(2).padStart(7)} s | ${(seq / par.ms).toFixed(1).padStart(6)}× |`,
   )
   console.error(`${scenario.name}: ${JSON.stringify(par.result)}`)
 }

@@ -36,23 +36,27 @@ const offline = scriptedModel(
       (request) => ({ action: 'finish', result: `findings on ${request.agent.task}` }),
     ],
     analyst: [
-      (request) => ({ action: 'finish', result: `analysis of: ${dependencyResults(request.messages)}` }),
+      (request) => ({
+        action: 'finish',
+        result: `compared ${dependencyResults(request.messages).join('; ')}`,
+      }),
     ],
     synthesizer: [
       (request) => ({
         action: 'finish',
-        result: `recommendation from ${dependencyResults(request.messages)}`,
+        result: `pick the first, from an analysis that ${dependencyResults(request.messages).join('; ')}`,
       }),
     ],
   },
   { latencyMs: Math.round(300 * scale) },
 )
 
-function dependencyResults(messages: readonly { content: string }[]): string {
+/** The results a step was given by the steps it depends on. */
+function dependencyResults(messages: readonly { content: string }[]): string[] {
   const context =
     messages.find((m) => m.content.startsWith('Results of the agents you depend on: '))?.content ?? '[]'
   const results = JSON.parse(context.slice(context.indexOf('['))) as { id: string; result: unknown }[]
-  return results.map((r) => `${r.id} (${String(r.result).slice(0, 40)})`).join('; ')
+  return results.map((r) => String(r.result))
 }
 
 async function chooseModel(): Promise<ChatModel> {
@@ -90,7 +94,13 @@ for (const [i, layer] of planLayers(plan).entries()) console.log(`  ${i}: ${laye
 const run = runtime.runPlan(plan)
 const result = (await run.result) as Record<string, unknown>
 const metrics = run.metrics()
-console.log(`\nRecommendation: ${String(result.summary)}`)
+// A step that failed is its error (a real model that could not be reached, say), not a recommendation.
+const summary = result.summary
+console.log(
+  typeof summary === 'string'
+    ? `\nRecommendation: ${summary}`
+    : `\nNo recommendation: ${JSON.stringify(summary)}`,
+)
 console.log(
   `\nWall ${(metrics.wallMs / 1000).toFixed(2)} s, agents busy ${(metrics.busyMs / 1000).toFixed(2)} s, ` +
     `speedup ${metrics.speedup}×, efficiency ${metrics.efficiency}`,
