@@ -107,6 +107,8 @@ export class ModelError extends CohortError {
   process: ProcessRecord | undefined
   /** How many times the call was retried before it failed for good (counted in the run's metrics). */
   readonly retries: number
+  /** How long the server asked to wait before a retry (its `Retry-After`), in ms. */
+  readonly retryAfterMs: number | undefined
   constructor(
     message: string,
     options: {
@@ -115,6 +117,7 @@ export class ModelError extends CohortError {
       cause?: unknown
       process?: ProcessRecord
       retries?: number
+      retryAfterMs?: number
     } = {},
   ) {
     super('MODEL_ERROR', message, { cause: options.cause })
@@ -122,6 +125,7 @@ export class ModelError extends CohortError {
     this.retryable = options.retryable ?? false
     this.process = options.process
     this.retries = options.retries ?? 0
+    this.retryAfterMs = options.retryAfterMs
   }
 }
 

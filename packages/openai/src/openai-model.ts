@@ -115,6 +115,8 @@ export function openaiModel(options: OpenAIModelOptions): ChatModel {
   return {
     name: options.name ?? options.model,
     secrets: [apiKey],
+    // Retried here, where a server's Retry-After and a stream's shown fragments are known.
+    handlesRetries: true,
     ...(options.maxTokens !== undefined && { maxTokens: options.maxTokens }),
     async complete(request) {
       if (protocol !== 'auto') return call(request, protocol)

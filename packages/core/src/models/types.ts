@@ -83,5 +83,11 @@ export interface ChatModel {
   readonly secrets?: readonly string[]
   /** Its cap on a reply's tokens (`max_tokens`), when it has one: part of a call's reserved estimate. */
   readonly maxTokens?: number
+  /**
+   * True when the model retries its own transient failures (the OpenAI adapter: it knows a
+   * server's `Retry-After`); otherwise the runtime retries a `ModelError` that is `retryable`
+   * (`scheduler.maxModelRetries`).
+   */
+  readonly handlesRetries?: boolean
   complete(request: ModelRequest): Promise<ModelReply>
 }

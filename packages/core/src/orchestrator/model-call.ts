@@ -4,6 +4,7 @@ import { LimitExceededError, ModelError, toErrorInfo } from '../errors.js'
 import type { AgentEventInput } from '../events/types.js'
 import type { ProcessRecord } from '../models/command-model.js'
 import { checkModelReply } from '../models/reply-schema.js'
+import { afterRetries, maxRetryWaitMs, retrying } from '../models/retry.js'
 import type { ChatMessage, ChatModel, ModelReply, ModelRequest } from '../models/types.js'
 import { inboxMessage, repairFeedback } from '../protocol/feedback.js'
 import { parseActions, toolCallsForHistory } from '../protocol/parse-actions.js'
@@ -146,7 +147,9 @@ function callModel(
       signal,
     }
     if (workspaces) request.workspace = () => workspaces.ensure(run.runId, agentId)
-    reply = Promise.resolve(model.complete(request))
+    reply = model.handlesRetries
+      ? Promise.resolve(model.complete(request))
+      : retried(model, request, run.scheduler.maxModelRetries)
   } catch (error) {
     return promiseOf(() => failed(error))
   }
@@ -162,6 +165,18 @@ function callModel(
     if (rest) run.emitUnlessStopped(signal, context, { type: 'model.token', turn, text: rest })
     return thought(run, entry, context, turn, slot, started, cleaned, signal)
   }, failed)
+}
+
+/** The model's reply, its transient failures retried by the runtime: the model does not retry its own. */
+async function retried(model: ChatModel, request: ModelRequest, maxRetries: number): Promise<ModelReply> {
+  const { value, retries } = await retrying(() => model.complete(request), afterRetries, {
+    maxRetries,
+    maxWaitMs: maxRetryWaitMs,
+    signal: request.signal,
+    onRetry: request.onRetry,
+  })
+  // A reply that is no object is left for checkModelReply to refuse.
+  return retries > 0 && typeof value === 'object' && value !== null ? { ...value, retries } : value
 }
 
 /** What the model said, as the step it makes: its actions parsed, its tokens booked. */

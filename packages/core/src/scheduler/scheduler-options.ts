@@ -16,6 +16,12 @@ export interface SchedulerOptions {
   rateLimits?: Record<string, RateLimit>
   /** Least time between the starts of two model calls, in ms (in this process). */
   startIntervalMs?: number
+  /**
+   * Retries of a model call's transient failures (a `ModelError` that is `retryable`), after the
+   * wait it asks for or a backoff of 0.5 s doubling to 8 s (default 3). A model that retries its
+   * own calls (`ChatModel.handlesRetries`, as the OpenAI adapter) is left to do so.
+   */
+  maxModelRetries?: number
 }
 
 const atLeastOne = z.union([z.number().int().min(1), z.literal(Number.POSITIVE_INFINITY)])
@@ -24,6 +30,7 @@ const schedulerOptionsSchema = z.strictObject({
   maxConcurrentModelCalls: atLeastOne.optional(),
   maxConcurrentAgents: atLeastOne.optional(),
   startIntervalMs: z.number().min(0).max(maxTimeoutMs).optional(),
+  maxModelRetries: z.number().int().min(0).max(100).optional(),
   rateLimits: z
     .record(
       z.string(),
@@ -38,6 +45,6 @@ export function checkSchedulerOptions(options: SchedulerOptions): void {
   if (checked.success) return
   const issue = checked.error.issues[0]!
   throw new InvalidInputError(
-    `invalid scheduler option ${issue.path.join('.') || '(root)'}: ${issue.message}; expected maxConcurrentModelCalls and maxConcurrentAgents as whole numbers from 1 (or Infinity), startIntervalMs as ms from 0, rateLimits as { [model]: { requestsPerMinute?, tokensPerMinute? } } above 0`,
+    `invalid scheduler option ${issue.path.join('.') || '(root)'}: ${issue.message}; expected maxConcurrentModelCalls and maxConcurrentAgents as whole numbers from 1 (or Infinity), startIntervalMs as ms from 0, maxModelRetries as a whole number from 0 to 100, rateLimits as { [model]: { requestsPerMinute?, tokensPerMinute? } } above 0`,
   )
 }

@@ -1,3 +1,4 @@
+import { defaultMaxRetries } from '../models/retry.js'
 import {
   type Admission,
   free,
@@ -52,12 +53,15 @@ export class Scheduler implements SlotOwner {
 
   /** Places for agents at work, when `maxConcurrentAgents` bounds them. */
   readonly agents: AgentSlots | undefined
+  /** Retries of a call's transient failures, for models that do not retry their own. */
+  readonly maxModelRetries: number
 
   constructor(private readonly options: SchedulerOptions = {}) {
     checkSchedulerOptions(options)
     this.limit = options.maxConcurrentModelCalls ?? Number.POSITIVE_INFINITY
     this.agents =
       options.maxConcurrentAgents === undefined ? undefined : new AgentSlots(options.maxConcurrentAgents)
+    this.maxModelRetries = options.maxModelRetries ?? defaultMaxRetries
   }
 
   /** Counts rate limits and calls in flight in `shared` from now on; returns the undo. */

@@ -1,0 +1,102 @@
+import {
+  CancelledError,
+  type ChatModel,
+  type CohortEvent,
+  createRuntime,
+  defineAgent,
+  ModelError,
+  type ModelReply,
+} from '@cohort/core'
+import { expect, test } from 'vitest'
+
+const solo = defineAgent({ name: 'solo', instructions: 'Answer.' })
+const finish: ModelReply = { text: '{"action": "finish", "result": "done"}' }
+
+/** A model of its own (not the OpenAI adapter) whose first `failures` calls throw `error`. */
+function flakyModel(failures: number, error: () => unknown, extra: Partial<ChatModel> = {}) {
+  const calls = { count: 0 }
+  const model: ChatModel = {
+    name: 'flaky',
+    ...extra,
+    async complete() {
+      calls.count++
+      if (calls.count <= failures) throw error()
+      return finish
+    },
+  }
+  return { model, calls }
+}
+
+const overloaded = () =>
+  new ModelError('HTTP 503: overloaded', { status: 503, retryable: true, retryAfterMs: 5 })
+
+test("the runtime retries any model's transient failure, after the wait it asks for, and counts the retries", async () => {
+  const { model, calls } = flakyModel(2, overloaded)
+  const run = createRuntime({ agents: [solo], model }).start('solo', 'go')
+  const events: CohortEvent[] = []
+  run.on('event', (event) => events.push(event))
+  expect(await run.result).toBe('done')
+  expect(calls.count).toBe(3)
+  expect(events.filter((event) => event.type === 'model.retrying')).toMatchObject([
+    { retry: 1, maxRetries: 3, waitMs: 5, status: 503, error: 'HTTP 503: overloaded' },
+    { retry: 2, maxRetries: 3, waitMs: 5 },
+  ])
+  expect(events.find((event) => event.type === 'model.completed')).toMatchObject({ retries: 2 })
+  expect(run.metrics().retries).toBe(2)
+})
+
+test('past maxModelRetries the call fails, saying how many retries it made; what is not retryable fails at once', async () => {
+  const flaky = flakyModel(5, overloaded)
+  const runtime = createRuntime({ agents: [solo], model: flaky.model, scheduler: { maxModelRetries: 1 } })
+  const run = runtime.start('solo', 'go')
+  await expect(run.result).rejects.toThrow(/HTTP 503: overloaded \(after 1 retry\)/)
+  expect(flaky.calls.count).toBe(2)
+  expect(run.metrics().retries).toBe(1)
+
+  const refused = flakyModel(5, () => new ModelError('HTTP 400: bad request', { status: 400 }))
+  await expect(createRuntime({ agents: [solo], model: refused.model }).run('solo', 'go')).rejects.toThrow(
+    /HTTP 400: bad request$/,
+  )
+  expect(refused.calls.count).toBe(1)
+  // A plain Error is an adapter's bug, not a transient failure.
+  const broken = flakyModel(5, () => new TypeError('x is undefined'))
+  await expect(createRuntime({ agents: [solo], model: broken.model }).run('solo', 'go')).rejects.toThrow(
+    /x is undefined/,
+  )
+  expect(broken.calls.count).toBe(1)
+  expect(() =>
+    createRuntime({ agents: [solo], model: broken.model, scheduler: { maxModelRetries: -1 } }),
+  ).toThrow(/maxModelRetries/)
+})
+
+test('a model that retries its own calls is not retried again; a wait longer than 60 s fails at once', async () => {
+  const own = flakyModel(5, overloaded, { handlesRetries: true })
+  await expect(createRuntime({ agents: [solo], model: own.model }).run('solo', 'go')).rejects.toThrow(
+    /HTTP 503/,
+  )
+  expect(own.calls.count).toBe(1)
+
+  const patient = flakyModel(
+    5,
+    () => new ModelError('HTTP 429', { status: 429, retryable: true, retryAfterMs: 3_600_000 }),
+  )
+  await expect(createRuntime({ agents: [solo], model: patient.model }).run('solo', 'go')).rejects.toThrow(
+    /asked to wait 3600 s before a retry, longer than the 60 s Cohort waits at most/,
+  )
+  expect(patient.calls.count).toBe(1)
+})
+
+test('a cancel ends the wait before a retry', async () => {
+  const slow = flakyModel(
+    5,
+    () => new ModelError('HTTP 429', { status: 429, retryable: true, retryAfterMs: 30_000 }),
+  )
+  const run = createRuntime({ agents: [solo], model: slow.model }).start('solo', 'go')
+  const retrying = new Promise((resolve) => run.on('model.retrying', resolve))
+  await retrying
+  const started = performance.now()
+  await run.cancel('enough')
+  await expect(run.result).rejects.toBeInstanceOf(CancelledError)
+  expect(performance.now() - started).toBeLessThan(10_000)
+  expect(slow.calls.count).toBe(1)
+})
