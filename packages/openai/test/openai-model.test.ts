@@ -752,6 +752,30 @@ describe('openaiModel on a real local server', () => {
     ).toBe(false)
   })
 
+  test('a placeholder key (OPENAI_API_KEY=ollama, `lm-studio`) is no secret: the word stays in tasks and results', async () => {
+    const api = await serve((received) => ({
+      json: completion({
+        content: JSON.stringify({ action: 'finish', result: `${lastMessage(received)}: run "ollama pull"` }),
+      }),
+    }))
+    const saved = process.env.OPENAI_API_KEY
+    process.env.OPENAI_API_KEY = 'ollama'
+    try {
+      const solo = defineAgent({ name: 'solo', instructions: 'Answer.' })
+      const local = openaiModel({ model: 'm', baseURL: api.baseURL, apiKey: 'lm-studio' })
+      const runtime = createRuntime({ agents: [solo], model: local })
+      const result = await runtime.run('solo', 'install ollama or lm-studio')
+      expect(result).toBe('install ollama or lm-studio: run "ollama pull"')
+      expect(api.requests[0]!.headers.authorization).toBe('Bearer lm-studio')
+      // A secret the user names is hidden as given, a plain word too.
+      const strict = createRuntime({ agents: [solo], model: local, secrets: ['ollama'] })
+      expect(await strict.run('solo', 'ollama')).toBe('[redacted]: run "[redacted] pull"')
+    } finally {
+      if (saved === undefined) delete process.env.OPENAI_API_KEY
+      else process.env.OPENAI_API_KEY = saved
+    }
+  })
+
   test('configuration errors are clear', () => {
     const saved = process.env.OPENAI_API_KEY
     delete process.env.OPENAI_API_KEY

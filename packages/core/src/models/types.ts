@@ -79,7 +79,7 @@ export interface ModelReply {
 /** Anything that answers a conversation: a scripted model, an OpenAI-compatible endpoint, a process. */
 export interface ChatModel {
   readonly name: string
-  /** Credentials this model holds; the runtime redacts them from everything a run records. */
+  /** Credentials this model holds; the runtime redacts them from everything a run records (not placeholders such as `ollama`). */
   readonly secrets?: readonly string[]
   /** Its cap on a reply's tokens (`max_tokens`), when it has one: part of a call's reserved estimate. */
   readonly maxTokens?: number

@@ -11,13 +11,20 @@ export interface Redactor {
 const minSecretLength = 6
 
 /**
- * Secrets are removed where data enters, so they reach no message, event, log or stored
- * record. `OPENAI_API_KEY` is always included when set.
+ * A key that is a plain word (lowercase letters and hyphens: `ollama`, `lm-studio`,
+ * `sk-no-key-required`) is a placeholder a local server ignores, not a credential: hiding it would
+ * turn every "ollama" in a task, reply or result into `[redacted]`.
  */
-export function createRedactor(secrets: readonly string[] = []): Redactor {
-  const list = [...secrets, process.env.OPENAI_API_KEY ?? ''].filter(
-    (secret) => secret.length >= minSecretLength,
-  )
+const placeholderKey = /^[a-z-]+$/
+
+/**
+ * Secrets are removed where data enters, so they reach no message, event, log or stored
+ * record. `secrets` are the user's, hidden as given; `keys` are credentials a model holds
+ * (`ChatModel.secrets`), hidden with `OPENAI_API_KEY` unless they are placeholders.
+ */
+export function createRedactor(secrets: readonly string[] = [], keys: readonly string[] = []): Redactor {
+  const credentials = [...keys, process.env.OPENAI_API_KEY ?? ''].filter((key) => !placeholderKey.test(key))
+  const list = [...secrets, ...credentials].filter((secret) => secret.length >= minSecretLength)
   if (list.length === 0) {
     return Object.assign(<T>(value: T): T => value, {
       fragments: () => ({ push: (text: string) => text, end: () => '' }),

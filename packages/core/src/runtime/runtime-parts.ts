@@ -41,12 +41,10 @@ export function runtimeParts(options: RuntimeOptions): RuntimeParts {
   const limits = resolveLimits(options.limits)
   const store = options.store ?? memoryStore()
   const scheduler = new Scheduler(options.scheduler)
-  const redact = createRedactor([
-    ...(options.secrets ?? []),
-    ...[options.model, ...options.agents.map((agent) => agent.model)].flatMap(
-      (model) => model?.secrets ?? [],
-    ),
-  ])
+  const redact = createRedactor(
+    options.secrets ?? [],
+    [options.model, ...options.agents.map((agent) => agent.model)].flatMap((model) => model?.secrets ?? []),
+  )
   const workspaces = options.workspaces ? new Workspaces(options.workspaces) : undefined
   const storeTimeoutMs = options.storeTimeoutMs ?? 30_000
   return { definitions, limits, store, scheduler, redact, workspaces, storeTimeoutMs }

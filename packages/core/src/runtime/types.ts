@@ -29,7 +29,10 @@ export interface RuntimeOptions {
   scheduler?: SchedulerOptions
   /** A dependency cycle in a launch is refused to the model (default) or run in launch order. */
   onCycle?: 'refuse' | 'sequential'
-  /** Strings never to store, log or emit (API keys, tokens); `OPENAI_API_KEY` is always included. */
+  /**
+   * Strings never to store, log or emit (API keys, tokens), hidden as given. `OPENAI_API_KEY` and
+   * models' keys are included unless they are placeholders (plain words such as `ollama`).
+   */
   secrets?: string[]
   /**
    * A store call (a write, the read of a resume, a claim or its release) that takes longer fails
