@@ -46,16 +46,20 @@ function* jsonValues(text: string): Generator<unknown> {
   if (!fenced) yield* valuesIn(text)
 }
 
-/** The balanced objects and arrays of `text` that parse, in order; one that does not is looked into. */
+/**
+ * The balanced objects and arrays of `text` that parse, in order; one that does not, or that is
+ * never closed (a `{` in prose), is looked into and passed.
+ */
 function* valuesIn(text: string): Generator<unknown> {
+  const closes = new Map<number, number>()
   let from = 0
   while (from < text.length) {
     const start = nextOpening(text, from)
     if (start < 0) return
-    const end = matchingClose(text, start)
-    if (end < 0) return
-    const candidate = tryParse(text.slice(start, end + 1))
-    if (candidate.found) {
+    if (!closes.has(start)) learnCloses(text, start, closes)
+    const end = closes.get(start) ?? -1
+    const candidate = end < 0 ? undefined : tryParse(text.slice(start, end + 1))
+    if (candidate?.found) {
       yield candidate.value
       from = end + 1
     } else {
@@ -85,9 +89,14 @@ function nextOpening(text: string, from: number): number {
   return -1
 }
 
-/** Index of the bracket closing the one at `start`, skipping string contents; -1 if unbalanced. */
-function matchingClose(text: string, start: number): number {
-  let depth = 0
+/**
+ * Scans from the bracket at `start` (skipping string contents) to the one closing it, or to the
+ * end, and records in `closes` where each bracket it passed closes (-1: never). A bracket outside
+ * a string in this scan closes where a scan of its own would find: an unclosed `{` in prose costs
+ * one scan of the rest, not one per bracket after it.
+ */
+function learnCloses(text: string, start: number, closes: Map<number, number>): void {
+  const open: number[] = []
   let inString = false
   for (let i = start; i < text.length; i++) {
     const c = text[i]
@@ -97,13 +106,13 @@ function matchingClose(text: string, start: number): number {
       continue
     }
     if (c === '"') inString = true
-    else if (c === '{' || c === '[') depth++
+    else if (c === '{' || c === '[') open.push(i)
     else if (c === '}' || c === ']') {
-      depth--
-      if (depth === 0) return i
+      closes.set(open.pop() as number, i)
+      if (open.length === 0) return
     }
   }
-  return -1
+  for (const position of open) closes.set(position, -1)
 }
 
 function withoutTrailingCommas(json: string): string {

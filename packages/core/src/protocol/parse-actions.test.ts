@@ -31,6 +31,8 @@ describe('parseActions: forgiving of form', () => {
     ['JSON inside prose', 'I will now finish: {"action":"finish","result":1} — thanks'],
     ['trailing commas', '{"action":"finish","result":1,}'],
     ['prose with braces before the JSON', 'Plan {a, b}: {"action":"finish","result":1}'],
+    ['an unclosed brace in prose before the JSON', 'Using the { notation. {"action":"finish","result":1}'],
+    ['an unclosed bracket in prose before the JSON', 'Result [partial:\n{"action":"finish","result":1}'],
   ])('%s', (_name, text) => {
     expect(parse(text)).toEqual({ ok: true, actions: [{ action: 'finish', result: 1 }] })
   })
@@ -177,6 +179,10 @@ describe('parseActions: strict about meaning, with an exact error', () => {
       ok: false,
       error: expect.stringMatching(/at most 200000/),
     })
+    // Unclosed brackets are passed in one scan, not one scan per bracket.
+    const started = performance.now()
+    expect(parse(`${'{ '.repeat(90_000)}{"action":"finish","result":1}`)).toMatchObject({ ok: true })
+    expect(performance.now() - started).toBeLessThan(2000)
     const deep = `${'['.repeat(5000)}${']'.repeat(5000)}`
     expect(parse(deep)).toMatchObject({ ok: false, error: expect.stringMatching(/nested deeper than 64/) })
     const nested = (levels: number) => `${'{"a":'.repeat(levels)}{}${'}'.repeat(levels)}`
