@@ -71,6 +71,23 @@ describe('parseActions: forgiving of form', () => {
     })
   })
 
+  test('reasoning left in the content (<think>…</think>) is not read: a draft action in it does not run', () => {
+    const draft = '{"action":"call_tool","tool":"lookup","args":{"word":"x"}}'
+    const finish = '{"action":"finish","result":"final"}'
+    for (const text of [
+      `<think>Maybe ${draft}? No, just finish.</think>\n${finish}`,
+      `Maybe ${draft}? No.</think>\n${finish}`,
+    ]) {
+      expect(parse(text), text).toEqual({ ok: true, actions: [{ action: 'finish', result: 'final' }] })
+    }
+    // Tags in a result are its text.
+    expect(parse('{"action":"finish","result":"write <think> first"}')).toMatchObject({ ok: true })
+    expect(parse(`<think>I could ${draft}</think>`)).toEqual({
+      ok: false,
+      error: expect.stringMatching(/^the reply holds no JSON action outside its <think> block/),
+    })
+  })
+
   test('an array runs in order, and a wait may name ids launched earlier in the same reply', () => {
     const result = parse(
       JSON.stringify([

@@ -67,8 +67,12 @@ function fromText(text: string): RawResult {
   if (text.length > maxReplyChars) {
     return fail(`the reply is ${text.length} characters long; at most ${maxReplyChars} are accepted`)
   }
-  const found = extractJsonValues(text)
-  if (found.length === 0) return fail(`the reply holds no JSON action; expected JSON such as ${example}`)
+  const answer = withoutThinking(text)
+  const found = extractJsonValues(answer)
+  if (found.length === 0) {
+    const thought = answer.length < text.length ? ' outside its <think> block' : ''
+    return fail(`the reply holds no JSON action${thought}; expected JSON such as ${example}`)
+  }
   const items: RawItem[] = []
   for (const value of found) {
     if (jsonDepth(value, maxJsonDepth) > maxJsonDepth) {
@@ -79,6 +83,19 @@ function fromText(text: string): RawResult {
     else items.push({ value })
   }
   return { ok: true, items }
+}
+
+/**
+ * The reply without the reasoning a model left at the start of its content (`<think>…</think>`,
+ * as DeepSeek-R1, QwQ and Qwen3 write): a draft action in it is not meant to run. A closing tag
+ * without its opening (a chat template that sends the opening itself) ends the thinking too; a
+ * thinking never closed (a reply cut off) holds no action. Tags elsewhere (in a result) are text.
+ */
+function withoutThinking(text: string): string {
+  const opens = text.trimStart().startsWith('<think>')
+  if (!opens && (text.includes('<think>') || !text.includes('</think>'))) return text
+  const close = text.indexOf('</think>')
+  return close < 0 ? '' : text.slice(close + '</think>'.length)
 }
 
 function fromToolCalls(calls: readonly ToolCall[]): RawResult {
