@@ -74,33 +74,38 @@ export function toModelError(error: unknown, model: string, retries: number, bas
       retries,
     })
   }
-  if (error instanceof OpenAI.APIConnectionError) {
-    // The SDK says only "Connection error."; its innermost cause says why (ECONNREFUSED, a DNS failure).
-    let cause: { cause?: unknown; code?: unknown; message?: unknown } = error
-    while (cause.cause && typeof cause.cause === 'object') cause = cause.cause
+  // The SDK says only "Connection error."; its innermost cause says why (ECONNREFUSED, a DNS failure).
+  // A connection closed while the body was read, after the headers, is undici's TypeError('terminated')
+  // with the same cause: the same failure, as retryable while no token was sent.
+  const cause = innermostCause(error)
+  const closed = typeof cause.code === 'string' && closedCodes.has(cause.code)
+  if (error instanceof OpenAI.APIConnectionError || (closed && error instanceof TypeError)) {
     const code = typeof cause.code === 'string' ? cause.code : undefined
     const why = code
-      ? closedCodes.has(code)
+      ? closed
         ? `the server closed the connection before the reply was complete (${code})`
         : code
-      : String(cause.message ?? error.message)
+      : String(cause.message ?? (error as Error).message)
     return new ModelError(`model ${model}: connection to ${baseURL} failed${after}: ${why}`, {
       retryable: true,
       cause: error,
       retries,
     })
   }
-  if (error instanceof OpenAI.APIError && error.status !== undefined) {
-    const status = error.status
+  // An error event in a stream has no HTTP status: its code, when it is one, says what it was.
+  const streamed = error instanceof OpenAI.APIError && error.status === undefined
+  const status = error instanceof OpenAI.APIError ? (error.status ?? statusOfCode(error.error)) : undefined
+  if (error instanceof OpenAI.APIError && status !== undefined) {
     // A 429 of a spent quota is a billing limit: it does not clear by waiting.
     const quota = status === 429 && isQuotaError(error)
     const hint =
-      status === 404
+      status === 404 && !streamed
         ? ` (at ${baseURL}; an OpenAI-compatible base URL usually ends in /v1)`
         : quota
           ? ' (insufficient_quota: the account is out of credit or over its spending limit; not retried)'
           : ''
-    return new ModelError(`model ${model}: HTTP ${status}${after}: ${serverMessage(error)}${hint}`, {
+    const what = streamed ? `error ${status} in the stream` : `HTTP ${status}`
+    return new ModelError(`model ${model}: ${what}${after}: ${serverMessage(error)}${hint}`, {
       status,
       retryable: !quota && (status === 408 || status === 409 || status === 429 || status >= 500),
       cause: error,
@@ -114,6 +119,22 @@ export function toModelError(error: unknown, model: string, retries: number, bas
   }
   const message = error instanceof Error ? error.message : String(error)
   return new ModelError(`model ${model}: ${message}`, { cause: error })
+}
+
+function innermostCause(error: unknown): { code?: unknown; message?: unknown } {
+  if (!error || typeof error !== 'object') return {}
+  let cause: { cause?: unknown; code?: unknown; message?: unknown } = error
+  while (cause.cause && typeof cause.cause === 'object') cause = cause.cause
+  return cause
+}
+
+/** The HTTP status an error body's `code` names (`{ error: { code: 503 } }`), if it names one. */
+function statusOfCode(body: unknown): number | undefined {
+  const code = (body as { code?: unknown } | null | undefined)?.code
+  const status = typeof code === 'string' && /^\d{3}$/.test(code) ? Number(code) : code
+  return typeof status === 'number' && Number.isInteger(status) && status >= 400 && status < 600
+    ? status
+    : undefined
 }
 
 function isQuotaError(error: InstanceType<typeof OpenAI.APIError>): boolean {

@@ -419,6 +419,53 @@ describe('openaiModel on a real local server', () => {
     expect(reply).toMatchObject({ text: 'back', retries: 1 })
   })
 
+  test('a stream cut after its headers but before any token is retried as a reset; one cut after a token says so', async () => {
+    const api = await serve((received, index) =>
+      // The first chunk names the role only: headers sent, no token yet.
+      received.body.model === 'late' || index === 0
+        ? { sse: streamChunks(['', 'hello']), resetAfter: received.body.model === 'late' ? 2 : 1 }
+        : { sse: streamChunks(['fine']) },
+    )
+    const model = openaiModel({ model: 'm', baseURL: api.baseURL, apiKey, stream: true })
+    const retries: ModelRetry[] = []
+    const reply = await model.complete(request({ onRetry: (retry) => retries.push(retry) }))
+    expect(reply).toMatchObject({ text: 'fine', retries: 1 })
+    expect(retries).toEqual([
+      expect.objectContaining({
+        error: expect.stringMatching(
+          /the server closed the connection before the reply was complete \(UND_ERR_SOCKET\)$/,
+        ),
+      }),
+    ])
+    const late = openaiModel({ model: 'late', baseURL: api.baseURL, apiKey, stream: true })
+    await expect(late.complete(request())).rejects.toThrow(
+      /^model late: connection to .* failed: the server closed the connection before the reply was complete \(UND_ERR_SOCKET\)$/,
+    )
+  })
+
+  test("an error event in a stream before any token is classified by its code: an outage's is retried", async () => {
+    const api = await serve((received, index) =>
+      index === 0 || received.body.model === 'gone'
+        ? {
+            sse: [
+              {
+                error: {
+                  message: received.body.model === 'gone' ? 'no such model' : 'upstream overloaded',
+                  code: received.body.model === 'gone' ? 404 : 503,
+                },
+              },
+            ],
+          }
+        : { sse: streamChunks(['fine']) },
+    )
+    const model = openaiModel({ model: 'm', baseURL: api.baseURL, apiKey, stream: true })
+    expect(await model.complete(request())).toMatchObject({ text: 'fine', retries: 1 })
+    const gone = openaiModel({ model: 'gone', baseURL: api.baseURL, apiKey, stream: true })
+    const error = await gone.complete(request()).catch((e: unknown) => e)
+    expect(error).toMatchObject({ status: 404, retryable: false })
+    expect((error as Error).message).toBe('model gone: error 404 in the stream: no such model')
+  })
+
   test('a connection the server keeps closing, and an HTML error page, say what happened in a short message', async () => {
     const page =
       '<html><head><title>503 Service Temporarily Unavailable</title></head><body><center><h1>503 Service Temporarily Unavailable</h1></center><hr><center>nginx</center>' +

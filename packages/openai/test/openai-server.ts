@@ -12,8 +12,11 @@ export interface Received {
 /** What the server answers: a JSON body, an SSE stream, raw text, or a dropped connection. */
 export type Answer =
   | { json: unknown; status?: number; headers?: Record<string, string>; delayMs?: number }
-  /** `stallAfter`: chunks sent before the stream goes silent, the connection left open. */
-  | { sse: unknown[]; delayMs?: number; chunkDelayMs?: number; stallAfter?: number }
+  /**
+   * `stallAfter`: chunks sent before the stream goes silent, the connection left open.
+   * `resetAfter`: chunks sent before the connection is destroyed.
+   */
+  | { sse: unknown[]; delayMs?: number; chunkDelayMs?: number; stallAfter?: number; resetAfter?: number }
   | { raw: string; status?: number; contentType?: string; delayMs?: number }
   | { reset: true }
 
@@ -77,6 +80,12 @@ async function send(
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' })
     for (const [index, chunk] of answer.sse.entries()) {
       if (index === answer.stallAfter) return
+      if (index === answer.resetAfter) {
+        // Let the chunks sent reach the client before the connection goes.
+        await pause(50)
+        socket.destroy()
+        return
+      }
       res.write(`data: ${JSON.stringify(chunk)}\n\n`)
       if (answer.chunkDelayMs) await pause(answer.chunkDelayMs)
     }
