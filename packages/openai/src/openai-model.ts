@@ -35,8 +35,8 @@ export interface OpenAIModelOptions {
   /** Stream the reply and emit each fragment as a `model.token` event. */
   stream?: boolean
   /**
-   * Per attempt, in ms (default 120 s). A timed-out attempt is retried like a 5xx. Also the longest
-   * wait before a retry, with 60 s.
+   * Per attempt, in ms (default 120 s); without `stream`, reading the answer's body included. A
+   * timed-out attempt is retried like a 5xx. Also the longest wait before a retry, with 60 s.
    */
   timeoutMs?: number
   /**
@@ -95,9 +95,7 @@ export function openaiModel(options: OpenAIModelOptions): ChatModel {
       async (began) =>
         options.stream
           ? await streamed(client, body, request, began, timeoutMs, options.model)
-          : fromCompletion(
-              await client.chat.completions.create({ ...body, stream: false }, { signal: request.signal }),
-            ),
+          : await completed(client, body, request, timeoutMs),
       (error, retries) => toModelError(error, options.model, retries, client.baseURL),
       {
         maxRetries: options.maxRetries ?? 3,
@@ -154,6 +152,31 @@ function requestBody(options: OpenAIModelOptions, request: ModelRequest, protoco
   if (options.temperature !== undefined) body.temperature = options.temperature
   if (options.maxTokens !== undefined) body.max_tokens = options.maxTokens
   return body
+}
+
+/**
+ * A call answered whole. The SDK's timeout ends when the answer's headers arrive, and it reads a
+ * body not labelled JSON after that: so `timeoutMs` bounds the whole attempt here, and a body that
+ * never ends is a timed-out attempt (retried), not a call that hangs.
+ */
+async function completed(
+  client: OpenAI,
+  body: Body,
+  request: ModelRequest,
+  timeoutMs: number,
+): Promise<Omit<ModelReply, 'cost' | 'retries'>> {
+  const deadline = AbortSignal.timeout(timeoutMs)
+  try {
+    return fromCompletion(
+      await client.chat.completions.create(
+        { ...body, stream: false },
+        { signal: AbortSignal.any([request.signal, deadline]) },
+      ),
+    )
+  } catch (error) {
+    if (deadline.aborted && !request.signal.aborted) throw new OpenAI.APIConnectionTimeoutError()
+    throw error
+  }
 }
 
 /**

@@ -632,6 +632,26 @@ describe('openaiModel on a real local server', () => {
     expect(performance.now() - started).toBeLessThan(1_900)
   })
 
+  test('a 200 whose body never ends, labelled JSON or not, fails after timeoutMs', async () => {
+    const api = await serve((received) => ({
+      raw: '{"id":',
+      contentType: received.body.model === 'json' ? 'application/json' : 'text/plain',
+      open: true,
+    }))
+    for (const name of ['json', 'text']) {
+      const model = openaiModel({ model: name, baseURL: api.baseURL, apiKey, timeoutMs: 150, maxRetries: 1 })
+      const started = performance.now()
+      const error = await model.complete(request()).catch((e: unknown) => e)
+      expect((error as Error).message).toBe(`model ${name}: the request timed out (after 1 retry)`)
+      expect(performance.now() - started).toBeLessThan(1_500)
+    }
+    // A caller's cancel is still the caller's, not a timeout.
+    const controller = new AbortController()
+    const model = openaiModel({ model: 'text', baseURL: api.baseURL, apiKey, timeoutMs: 5_000 })
+    setTimeout(() => controller.abort(new Error('cancelled')), 100)
+    await expect(model.complete(request({ signal: controller.signal }))).rejects.toThrow('cancelled')
+  })
+
   test('a reply cut off at max_tokens (finish_reason length) is repaired with that said, not as a reply without JSON', async () => {
     const api = await serve((_, index) =>
       index <= 1

@@ -17,7 +17,8 @@ export type Answer =
    * `resetAfter`: chunks sent before the connection is destroyed.
    */
   | { sse: unknown[]; delayMs?: number; chunkDelayMs?: number; stallAfter?: number; resetAfter?: number }
-  | { raw: string; status?: number; contentType?: string; delayMs?: number }
+  /** `open`: the body is begun and never ended, the connection left open. */
+  | { raw: string; status?: number; contentType?: string; delayMs?: number; open?: boolean }
   | { reset: true }
 
 export type Responder = (request: Received, index: number) => Answer
@@ -75,7 +76,8 @@ async function send(
     res.end(JSON.stringify(answer.json))
   } else if ('raw' in answer) {
     res.writeHead(answer.status ?? 200, { 'content-type': answer.contentType ?? 'application/json' })
-    res.end(answer.raw)
+    if (answer.open) res.write(answer.raw)
+    else res.end(answer.raw)
   } else {
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' })
     for (const [index, chunk] of answer.sse.entries()) {
