@@ -155,6 +155,34 @@ describe('openaiModel on a real local server', () => {
     expect(metrics.perAgent.find((agent) => agent.id === 'lead')?.tokens).toBe(240)
   })
 
+  test("tools are offered the schema of the input the model sends: defaults optional, a transform's input type", async () => {
+    const api = await serve((received, index) => ({
+      json:
+        index === 0
+          ? completion({ toolCalls: [{ name: 'add', arguments: { a: 2, n: '3' } }] })
+          : completion({ content: JSON.stringify({ action: 'finish', result: lastMessage(received) }) }),
+    }))
+    const add = defineTool({
+      name: 'add',
+      description: 'Adds.',
+      parameters: z
+        .object({ a: z.number(), b: z.number().default(1), n: z.string().transform(Number) })
+        .transform(({ a, b, n }) => ({ total: a + b + n })),
+      execute: ({ total }) => total,
+    })
+    const solo = defineAgent({ name: 'solo', instructions: 'Add.', tools: [add] })
+    const model = openaiModel({ model: 'm', baseURL: api.baseURL, apiKey })
+    expect(await createRuntime({ agents: [solo], model }).run('solo', 'add')).toBe('6')
+    const spec = (api.requests[0]!.body.tools as { function: { name: string; parameters: unknown } }[]).find(
+      (tool) => tool.function.name === 'add',
+    )
+    expect(spec?.function.parameters).toEqual({
+      type: 'object',
+      properties: { a: { type: 'number' }, b: { type: 'number', default: 1 }, n: { type: 'string' } },
+      required: ['a', 'n'],
+    })
+  })
+
   test('text protocol: no tools are sent, and the JSON actions in the reply are used', async () => {
     const api = await serve(() => ({
       json: completion({ content: '```json\n{"action":"finish","result":42}\n```' }),

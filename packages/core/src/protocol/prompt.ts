@@ -37,7 +37,9 @@ export function systemPrompt(agent: AgentDefinition, catalog: ReadonlyMap<string
     for (const name of agent.subagents) {
       const subagent = catalog.get(name)
       const instructions = subagent?.instructions.split('\n')[0] ?? ''
-      const returns = subagent?.output ? ` Returns ${JSON.stringify(jsonSchemaOf(subagent.output))}.` : ''
+      const returns = subagent?.output
+        ? ` Returns ${JSON.stringify(jsonSchemaOf(subagent.output, 'output'))}.`
+        : ''
       lines.push(`- ${name}: ${instructions}${returns}`)
     }
   }

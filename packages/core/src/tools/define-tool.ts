@@ -80,9 +80,13 @@ export function isZodSchema(value: unknown): value is z.ZodType {
   return typeof value === 'object' && value !== null && typeof (value as z.ZodType).safeParse === 'function'
 }
 
-/** The JSON Schema a model is offered for a zod schema (what JSON cannot say is left open). */
-export function jsonSchemaOf(schema: z.ZodType): Record<string, unknown> {
-  const jsonSchema = z.toJSONSchema(schema, { unrepresentable: 'any' }) as Record<string, unknown>
+/**
+ * The JSON Schema a model is offered for a zod schema (what JSON cannot say is left open). By
+ * default that of the input the model writes and the schema parses: a `.default()` field is not
+ * required, a `.transform()` is described by what it takes. `output`: what parsing gives back.
+ */
+export function jsonSchemaOf(schema: z.ZodType, io: 'input' | 'output' = 'input'): Record<string, unknown> {
+  const jsonSchema = z.toJSONSchema(schema, { unrepresentable: 'any', io }) as Record<string, unknown>
   delete jsonSchema.$schema
   return jsonSchema
 }
