@@ -98,6 +98,8 @@ export function fromCompletion(body: unknown): Omit<ModelReply, 'cost' | 'retrie
   }
   const reply: Omit<ModelReply, 'cost' | 'retries'> = { text: choice.message.content ?? '' }
   if (typeof choice.finish_reason === 'string') reply.finishReason = choice.finish_reason
+  if (typeof choice.message.refusal === 'string' && choice.message.refusal)
+    reply.refusal = choice.message.refusal
   // Some servers leave out `type`; any call that names a function is one.
   const calls = (choice.message.tool_calls ?? []).flatMap((call, index) => {
     const fn = (call as { function?: { name?: unknown; arguments?: unknown } }).function
@@ -122,6 +124,7 @@ export class StreamAssembler {
   private readonly calls = new Map<number, { id: string; name: string; arguments: string }>()
   private usage: TokenUsage | undefined
   private finishReason: string | undefined
+  private refusal = ''
   private sawChoice = false
 
   /** Adds one chunk; returns the text fragment it carried, if any. */
@@ -141,6 +144,7 @@ export class StreamAssembler {
       if (part.function?.arguments) call.arguments += part.function.arguments
       this.calls.set(part.index, call)
     }
+    if (typeof delta.refusal === 'string') this.refusal += delta.refusal
     const fragment = delta.content ?? ''
     this.text += fragment
     return fragment
@@ -155,6 +159,7 @@ export class StreamAssembler {
     if (calls.length > 0) reply.toolCalls = calls
     if (this.usage) reply.usage = this.usage
     if (this.finishReason) reply.finishReason = this.finishReason
+    if (this.refusal) reply.refusal = this.refusal
     return reply
   }
 }

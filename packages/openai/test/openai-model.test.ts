@@ -705,6 +705,39 @@ describe('openaiModel on a real local server', () => {
     expect(lastMessage(api.requests[2]!)).toContain('cut off at the output token limit (max_tokens)')
   })
 
+  test('a refusal (content null) is told to the model with its text, not as a reply without JSON', async () => {
+    const refused = { role: 'assistant', content: null, refusal: 'I cannot help with that.' }
+    const api = await serve((received, index) => {
+      if (received.body.stream) {
+        const chunk = (delta: unknown) => ({
+          object: 'chat.completion.chunk',
+          choices: [{ index: 0, delta }],
+        })
+        return { sse: [chunk({ role: 'assistant', refusal: 'I cannot ' }), chunk({ refusal: 'help.' })] }
+      }
+      return index === 0
+        ? {
+            json: {
+              object: 'chat.completion',
+              choices: [{ index: 0, message: refused, finish_reason: 'stop' }],
+            },
+          }
+        : { json: completion({ content: '{"action":"finish","result":"done"}' }) }
+    })
+    const model = openaiModel({ model: 'm', baseURL: api.baseURL, apiKey, protocol: 'text' })
+    const solo = defineAgent({ name: 'solo', instructions: 'Answer.' })
+    const run = createRuntime({ agents: [solo], model }).start('solo', 'x')
+    const repairs: string[] = []
+    run.on('agent.repair', (event) => repairs.push(event.error))
+    expect(await run.result).toBe('done')
+    expect(repairs).toEqual([
+      'the model refused: "I cannot help with that."; the reply holds no action. If the task cannot be done, finish with the reason',
+    ])
+    expect(lastMessage(api.requests[1]!)).toContain('the model refused: "I cannot help with that."')
+    const streamed = openaiModel({ model: 'm', baseURL: api.baseURL, apiKey, stream: true })
+    expect(await streamed.complete(request())).toMatchObject({ text: '', refusal: 'I cannot help.' })
+  })
+
   test('a malformed body is a clear error, not a crash', async () => {
     const api = await serve((_, index) => (index === 0 ? { raw: '{"choices": [' } : { json: { foo: 1 } }))
     const model = openaiModel({ model: 'm', baseURL: api.baseURL, apiKey, maxRetries: 0 })

@@ -26,6 +26,7 @@ export const modelReplySchema = z.looseObject({
   cost: z.number().min(0).optional(),
   retries: count.optional(),
   finishReason: z.string().optional(),
+  refusal: z.string().optional(),
   process: processRecordSchema.optional(),
 })
 

@@ -72,6 +72,11 @@ export interface ModelReply {
    * was cut off at the output token limit (`max_tokens`); if it cannot be used, the model is told so.
    */
   finishReason?: string
+  /**
+   * The model declined to answer, with this text instead of content (OpenAI's `refusal`): when the
+   * reply holds no action, the model is told its refusal was read.
+   */
+  refusal?: string
   /** Set by process agents: exit code, stderr tail, duration. */
   process?: ProcessRecord
 }

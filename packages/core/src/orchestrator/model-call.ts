@@ -221,7 +221,12 @@ function thought(
     childIds:
       context.children.length === 0 ? noChildren : new Set(context.children.map((child) => child.localId)),
   })
-  if (!parse.ok && reply.finishReason === 'length') {
+  if (!parse.ok && reply.refusal) {
+    parse = {
+      ok: false,
+      error: `the model refused: "${renderValue(reply.refusal, 500)}"; the reply holds no action. If the task cannot be done, finish with the reason`,
+    }
+  } else if (!parse.ok && reply.finishReason === 'length') {
     parse = {
       ok: false,
       error: `the reply was cut off at the output token limit (max_tokens) before it was complete (${parse.error}); answer in fewer tokens`,
