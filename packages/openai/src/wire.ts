@@ -126,6 +126,7 @@ export class StreamAssembler {
   private finishReason: string | undefined
   private refusal = ''
   private sawChoice = false
+  private lastIndex = 0
 
   /** Adds one chunk; returns the text fragment it carried, if any. */
   add(chunk: OpenAI.Chat.Completions.ChatCompletionChunk): string {
@@ -137,17 +138,32 @@ export class StreamAssembler {
     if (!delta) return ''
     this.sawChoice = true
     for (const part of delta.tool_calls ?? []) {
-      const call = this.calls.get(part.index) ?? { id: '', name: '', arguments: '' }
+      const index = this.indexOf(part)
+      const call = this.calls.get(index) ?? { id: '', name: '', arguments: '' }
       if (part.id) call.id = part.id
       // A name comes whole (servers that repeat it in each delta repeat it whole); arguments come in pieces.
       if (part.function?.name) call.name = part.function.name
       if (part.function?.arguments) call.arguments += part.function.arguments
-      this.calls.set(part.index, call)
+      this.calls.set(index, call)
+      this.lastIndex = index
     }
     if (typeof delta.refusal === 'string') this.refusal += delta.refusal
     const fragment = delta.content ?? ''
     this.text += fragment
     return fragment
+  }
+
+  /**
+   * The call a delta belongs to: its `index`. Some servers leave it out: then a new `id` is a new
+   * call, and a delta without one continues the last call.
+   */
+  private indexOf(part: { index?: number; id?: string }): number {
+    if (typeof part.index === 'number') return part.index
+    if (!part.id) return this.lastIndex
+    for (const [index, call] of this.calls) if (call.id === part.id) return index
+    // The id of a call whose first delta had none.
+    if (this.calls.has(this.lastIndex) && !this.calls.get(this.lastIndex)?.id) return this.lastIndex
+    return this.calls.size === 0 ? 0 : Math.max(...this.calls.keys()) + 1
   }
 
   reply(): Omit<ModelReply, 'cost' | 'retries'> {

@@ -288,6 +288,25 @@ describe('openaiModel on a real local server', () => {
     ])
   })
 
+  test('streaming: parallel tool calls without `index` are told apart by their ids', async () => {
+    const chunk = (toolCalls: unknown[]) => ({
+      object: 'chat.completion.chunk',
+      choices: [{ index: 0, delta: { tool_calls: toolCalls } }],
+    })
+    const api = await serve(() => ({
+      sse: [
+        chunk([{ id: 'c0', type: 'function', function: { name: 'lookup', arguments: '{"word":' } }]),
+        chunk([{ function: { arguments: '"a"}' } }]),
+        chunk([{ id: 'c1', type: 'function', function: { name: 'finish', arguments: '{"result":1}' } }]),
+      ],
+    }))
+    const model = openaiModel({ model: 'm', baseURL: api.baseURL, apiKey, stream: true })
+    expect((await model.complete(request())).toolCalls).toEqual([
+      { id: 'c0', name: 'lookup', arguments: '{"word":"a"}' },
+      { id: 'c1', name: 'finish', arguments: '{"result":1}' },
+    ])
+  })
+
   test('streaming: fragments reach onToken as they come; tool-call deltas and usage are assembled', async () => {
     const api = await serve(() => ({
       sse: streamChunks(['Let me ', 'finish.'], { name: 'finish', arguments: { result: { answer: 7 } } }),
