@@ -249,6 +249,21 @@ describe('parseActions: strict about meaning, with an exact error', () => {
     }
   })
 
+  test('a native call with arguments that are JSON but no object says what they are', () => {
+    const cases = [
+      ['null', /are null, not a JSON object/],
+      ['"{\\"word\\":\\"x\\"}"', /are a JSON string holding an object \(encoded twice\), not a JSON object/],
+      ['["x"]', /are a JSON array, not a JSON object/],
+      ['3', /are number 3, not a JSON object/],
+    ] as const
+    for (const [text, error] of cases) {
+      expect(
+        parseActions({ toolCalls: [{ id: 'a', name: 'lookup', arguments: text }] }, context),
+        text,
+      ).toEqual({ ok: false, error: expect.stringMatching(error) })
+    }
+  })
+
   test('a native call with arguments that are not JSON', () => {
     const result = parseActions({ toolCalls: [{ id: 'a', name: 'lookup', arguments: '{"word":' }] }, context)
     expect(result).toMatchObject({

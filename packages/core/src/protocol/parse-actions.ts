@@ -111,12 +111,14 @@ function fromToolCalls(calls: readonly ToolCall[]): RawResult {
     if (typeof args === 'string') {
       // Its form forgiven as a reply's text is (a fence, a trailing comma), never its content.
       const found = args.trim() === '' ? { found: true as const, value: {} } : parseWhole(args)
-      if (!found.found) {
+      const value = found.found ? found.value : jsonValueOf(args)
+      if (value === undefined) {
         return fail(
           `the arguments of tool call ${call.name} are not valid JSON: ${truncate(call.arguments as string, 200)}`,
         )
       }
-      args = found.value
+      if (!isObject(value)) return fail(notAnObject(call.name, value))
+      args = value
     }
     if (jsonDepth(args, maxJsonDepth) > maxJsonDepth) {
       return fail(`the arguments of ${call.name} are nested deeper than ${maxJsonDepth} levels`)
@@ -127,6 +129,25 @@ function fromToolCalls(calls: readonly ToolCall[]): RawResult {
     items.push({ value, callId: call.id })
   }
   return { ok: true, items }
+}
+
+/** The JSON value `text` is (`null`, `"…"`, `3`, …), or undefined when it is not JSON. */
+function jsonValueOf(text: string): unknown {
+  try {
+    return JSON.parse(text)
+  } catch {
+    return undefined
+  }
+}
+
+function notAnObject(name: string, value: unknown): string {
+  const twice = typeof value === 'string' && isObject(jsonValueOf(value))
+  const what = twice
+    ? 'a JSON string holding an object (encoded twice)'
+    : Array.isArray(value)
+      ? 'a JSON array'
+      : describeValue(value)
+  return `the arguments of tool call ${name} are ${what}, not a JSON object; send the arguments as one object, such as {"name": value}`
 }
 
 function withLaunched(ids: ReadonlySet<string>, specs: readonly LaunchSpec[]): ReadonlySet<string> {
