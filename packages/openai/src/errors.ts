@@ -65,8 +65,8 @@ const closedCodes = new Set(['UND_ERR_SOCKET', 'ECONNRESET', 'EPIPE', 'UND_ERR_C
 
 /** The SDK's errors as Cohort's: status and the server's message, and whether a retry could help. */
 export function toModelError(error: unknown, model: string, retries: number, baseURL: string): ModelError {
-  if (error instanceof ModelError) return error
   const after = retries > 0 ? ` (after ${retries} ${retries === 1 ? 'retry' : 'retries'})` : ''
+  if (error instanceof ModelError) return named(error, model, after, retries)
   if (error instanceof OpenAI.APIConnectionTimeoutError) {
     return new ModelError(`model ${model}: the request timed out${after}`, {
       retryable: true,
@@ -119,6 +119,22 @@ export function toModelError(error: unknown, model: string, retries: number, bas
   }
   const message = error instanceof Error ? error.message : String(error)
   return new ModelError(`model ${model}: ${message}`, { cause: error })
+}
+
+/**
+ * A ModelError thrown inside an attempt (a body that is no completion, a stalled stream) with the
+ * model's name in front, as every other failure of a call has, and its retries counted.
+ */
+function named(error: ModelError, model: string, after: string, retries: number): ModelError {
+  const prefix = `model ${model}: `
+  if (error.message.startsWith(prefix) && error.retries === retries) return error
+  const message = error.message.startsWith(prefix) ? error.message.slice(prefix.length) : error.message
+  return new ModelError(`${prefix}${message}${after}`, {
+    ...(error.status !== undefined && { status: error.status }),
+    retryable: error.retryable,
+    cause: error.cause,
+    retries,
+  })
 }
 
 function innermostCause(error: unknown): { code?: unknown; message?: unknown } {

@@ -578,7 +578,7 @@ describe('openaiModel on a real local server', () => {
     const model = openaiModel({ model: 'm', baseURL: api.baseURL, apiKey })
     const error = await model.complete(request()).catch((e: unknown) => e)
     expect(error).toBeInstanceOf(ModelError)
-    expect((error as Error).message).toBe('the server answered with an error: model is unknown')
+    expect((error as Error).message).toBe('model m: the server answered with an error: model is unknown')
     expect(api.requests).toHaveLength(1)
 
     const busy = await serve((_, index) =>
@@ -765,7 +765,12 @@ describe('openaiModel on a real local server', () => {
     expect((notJson as Error).message).toMatch(/^model m: malformed response, the body is not JSON/)
     const noChoices = await model.complete(request()).catch((e: unknown) => e)
     expect((noChoices as Error).message).toBe(
-      'malformed response: expected a chat completion with choices[0].message, got {"foo":1}',
+      'model m: malformed response: expected a chat completion with choices[0].message, got {"foo":1}',
+    )
+    const empty = await serve(() => ({ sse: [] }))
+    const streamed = openaiModel({ model: 's', baseURL: empty.baseURL, apiKey, stream: true })
+    await expect(streamed.complete(request())).rejects.toThrow(
+      /^model s: malformed response: the stream carried no choices$/,
     )
   })
 
