@@ -32,6 +32,7 @@ export {
   commandModel,
   type ProcessRecord,
 } from './models/command-model.js'
+export { maxRetryWaitMs, type RetryOptions, retrying } from './models/retry.js'
 export {
   type Script,
   type ScriptedModelOptions,

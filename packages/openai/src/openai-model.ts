@@ -4,12 +4,14 @@ import {
   ModelError,
   type ModelReply,
   type ModelRequest,
+  maxRetryWaitMs,
+  retrying,
   type TokenUsage,
   tokensOfText,
 } from '@cohort/core'
 import OpenAI from 'openai'
 import { toModelError, withErrorStatus } from './errors.js'
-import { maxRetryWaitMs, retrying } from './retry.js'
+import { askedWaitMs, asTheServerSays } from './retry.js'
 import { fromCompletion, type Protocol, StreamAssembler, toWireMessages, toWireTools } from './wire.js'
 
 export interface Prices {
@@ -96,12 +98,13 @@ export function openaiModel(options: OpenAIModelOptions): ChatModel {
         options.stream
           ? await streamed(client, body, request, began, timeoutMs, options.model)
           : await completed(client, body, request, timeoutMs),
-      (error, retries) => toModelError(error, options.model, retries, client.baseURL),
+      (error, retries) => asTheServerSays(error, toModelError(error, options.model, retries, client.baseURL)),
       {
         maxRetries: options.maxRetries ?? 3,
         maxWaitMs: Math.min(maxRetryWaitMs, timeoutMs),
         signal: request.signal,
         onRetry: request.onRetry,
+        askedWaitMs,
       },
     )
     const counted: ModelReply = reply.usage
