@@ -1,7 +1,7 @@
 import type { CohortEvent, PersonAnswer } from './types.js'
 
 export type EventCategory = 'RUN' | 'AGENT' | 'TOOL' | 'LLM'
-export type EventTone = 'start' | 'ok' | 'fail' | 'wait' | 'info'
+export type EventTone = 'start' | 'ok' | 'fail' | 'wait' | 'warn' | 'info'
 
 export interface EventLine {
   category: EventCategory
@@ -9,7 +9,10 @@ export interface EventLine {
   text: string
 }
 
-/** One human line per event; `undefined` for events too fine-grained to log (streamed tokens). */
+/**
+ * One human line per event; `undefined` for events too fine-grained to log (streamed tokens).
+ * Every event type has a case: the `default` makes the type checker refuse a new type without one.
+ */
 export function describeEvent(event: CohortEvent): EventLine | undefined {
   switch (event.type) {
     case 'run.started':
@@ -58,6 +61,20 @@ export function describeEvent(event: CohortEvent): EventLine | undefined {
           ? `${event.agentId} ${answered(event.answer)}`
           : `${event.agentId} resumed: ${event.settled.join(', ') || 'nothing'} settled`,
       }
+    case 'agent.message':
+      return {
+        category: 'AGENT',
+        tone: 'info',
+        text: `${event.agentId} got a message from ${event.from}: ${short(event.text)}`,
+      }
+    case 'agent.warning':
+      return { category: 'AGENT', tone: 'warn', text: `${event.agentId} warning: ${event.message}` }
+    case 'workspace.conflicts':
+      return {
+        category: 'AGENT',
+        tone: 'info',
+        text: `${event.agentId} workspace conflicts: ${event.conflicts.map((c) => `${c.file} (changed by ${c.agents.join(', ')})`).join('; ')}`,
+      }
     case 'agent.repair':
       return {
         category: 'AGENT',
@@ -82,6 +99,7 @@ export function describeEvent(event: CohortEvent): EventLine | undefined {
         tone: 'start',
         text: `${event.agentId} calls ${event.model} (turn ${event.turn + 1})`,
       }
+    // Deliberately no line: one per streamed fragment is too fine-grained for a log.
     case 'model.token':
       return undefined
     case 'model.retrying':
@@ -128,6 +146,10 @@ export function describeEvent(event: CohortEvent): EventLine | undefined {
         tone: 'fail',
         text: `${event.agentId} ← ${event.tool} failed: ${event.error.message}`,
       }
+    default: {
+      const unhandled: never = event
+      return unhandled
+    }
   }
 }
 

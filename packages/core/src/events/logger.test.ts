@@ -8,6 +8,7 @@ import { defineAgent } from '../agent/define-agent.js'
 import { scriptedModel } from '../models/scripted-model.js'
 import { createRuntime } from '../runtime/runtime.js'
 import { defineTool } from '../tools/define-tool.js'
+import { describeEvent } from './describe-event.js'
 import { createLogger } from './logger.js'
 
 /** A console for the logger to write to, and what it wrote. */
@@ -189,4 +190,38 @@ test('an approval, a rejection and an answer are logged with the call they settl
   expect(output()).toMatch(/AGENT ops approved: deploy \(call ops#0\.0\)$/m)
   expect(output()).toMatch(/AGENT ops rejected: deploy \(call ops#1\.0\) — not on friday$/m)
   expect(output()).toMatch(/AGENT ops got an answer: ask \(call ops#2\.0\)$/m)
+})
+
+test('a warning, a message and workspace conflicts each get a line, the warning as a warning', async () => {
+  const { stream, output } = capturedConsole()
+  const logger = createLogger({ stream, colors: false, console: true })
+  const child = defineAgent({ name: 'child', instructions: '' })
+  const lead = defineAgent({ name: 'lead', instructions: '', subagents: [child] })
+  const model = scriptedModel({
+    lead: [
+      {
+        action: 'launch_subagents',
+        agents: [{ agent: 'child', task: 'hello', id: 'a', depends_on: ['ghost'] }],
+      },
+      { action: 'wait_for_subagents' },
+      { action: 'finish', result: 'ok' },
+    ],
+    child: [{ action: 'finish', result: 'hi' }],
+  })
+  const run = createRuntime({ agents: [lead, child], model, logger }).start('lead', 'go')
+  await run.result
+  const base = { runId: run.id, at: Date.now(), elapsedMs: 5, agentId: 'lead', agentName: 'lead', depth: 0 }
+  logger.handle({ ...base, type: 'agent.message', from: 'lead.a', text: 'half done' })
+  logger.handle({
+    ...base,
+    type: 'workspace.conflicts',
+    conflicts: [{ file: 'notes.md', agents: ['lead.a', 'lead.b'] }],
+  })
+  await logger.close()
+
+  expect(output()).toMatch(/AGENT lead warning: depends_on "ghost" of "a" names no sibling; dropped$/m)
+  expect(output()).toMatch(/AGENT lead got a message from lead\.a: half done$/m)
+  expect(output()).toMatch(/AGENT lead workspace conflicts: notes\.md \(changed by lead\.a, lead\.b\)$/m)
+  const event = { ...base, type: 'agent.warning', message: 'x' } as const
+  expect(describeEvent(event)?.tone).toBe('warn')
 })

@@ -23,7 +23,14 @@ export interface EventSink {
   close?(): Promise<void>
 }
 
-const toneColors: Record<EventTone, string> = { start: '36', ok: '32', fail: '31', wait: '33', info: '37' }
+const toneColors: Record<EventTone, string> = {
+  start: '36',
+  ok: '32',
+  fail: '31',
+  wait: '33',
+  warn: '1;33',
+  info: '37',
+}
 const categoryColors: Record<EventCategory, string> = {
   RUN: '1;37',
   AGENT: '1;36',
@@ -82,7 +89,7 @@ export function createLogger(options: LoggerOptions = {}): Required<EventSink> {
       const line = describeEvent(event)
       if (!line) return
       const info: LogInfo = {
-        level: line.tone === 'fail' ? 'warn' : 'info',
+        level: line.tone === 'fail' || line.tone === 'warn' ? 'warn' : 'info',
         message: line.text,
         category: line.category,
         tone: line.tone,
