@@ -10,10 +10,10 @@ export interface EventLine {
 }
 
 /**
- * One human line per event; `undefined` for events too fine-grained to log (streamed tokens).
- * Every event type has a case: the `default` makes the type checker refuse a new type without one.
+ * One human line per event. Every event type has a case: the type checker refuses a new type
+ * without one. A streamed token's line is for level `debug` only (the logger's `level`).
  */
-export function describeEvent(event: CohortEvent): EventLine | undefined {
+export function describeEvent(event: CohortEvent): EventLine {
   switch (event.type) {
     case 'run.started':
       return {
@@ -99,9 +99,13 @@ export function describeEvent(event: CohortEvent): EventLine | undefined {
         tone: 'start',
         text: `${event.agentId} calls ${event.model} (turn ${event.turn + 1})`,
       }
-    // Deliberately no line: one per streamed fragment is too fine-grained for a log.
+    // One line per streamed fragment: too fine-grained for `info`, so the logger writes it at `debug`.
     case 'model.token':
-      return undefined
+      return {
+        category: 'LLM',
+        tone: 'info',
+        text: `${event.agentId} token (turn ${event.turn + 1}): ${JSON.stringify(event.text)}`,
+      }
     case 'model.retrying':
       return {
         category: 'LLM',
@@ -146,10 +150,6 @@ export function describeEvent(event: CohortEvent): EventLine | undefined {
         tone: 'fail',
         text: `${event.agentId} ← ${event.tool} failed: ${event.error.message}`,
       }
-    default: {
-      const unhandled: never = event
-      return unhandled
-    }
   }
 }
 

@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { PassThrough } from 'node:stream'
 import { expect, test } from 'vitest'
+import Transport from 'winston-transport'
 import { z } from 'zod'
 import { defineAgent } from '../agent/define-agent.js'
 import { scriptedModel } from '../models/scripted-model.js'
@@ -224,4 +225,100 @@ test('a warning, a message and workspace conflicts each get a line, the warning 
   expect(output()).toMatch(/AGENT lead workspace conflicts: notes\.md \(changed by lead\.a, lead\.b\)$/m)
   const event = { ...base, type: 'agent.warning', message: 'x' } as const
   expect(describeEvent(event)?.tone).toBe('warn')
+})
+
+/** A run whose launch drops a depends_on naming no sibling: a warning among info lines. */
+async function runWithWarning(logger: ReturnType<typeof createLogger>): Promise<string> {
+  const child = defineAgent({ name: 'child', instructions: '' })
+  const lead = defineAgent({ name: 'lead', instructions: '', subagents: [child] })
+  const model = scriptedModel({
+    lead: [
+      {
+        action: 'launch_subagents',
+        agents: [{ agent: 'child', task: 'hello', id: 'a', depends_on: ['ghost'] }],
+      },
+      { action: 'wait_for_subagents' },
+      { action: 'finish', result: 'ok' },
+    ],
+    child: [{ action: 'finish', result: 'hi' }],
+  })
+  const run = createRuntime({ agents: [lead, child], model, logger }).start('lead', 'go')
+  await run.result
+  await logger.close()
+  return run.id
+}
+
+test("format 'json' writes one object per line with time, level, run, agent, type and message", async () => {
+  const { stream, output } = capturedConsole()
+  const runId = await runWithWarning(createLogger({ stream, format: 'json' }))
+  const lines = output()
+    .trim()
+    .split('\n')
+    .map((line) => JSON.parse(line) as Record<string, unknown>)
+  expect(lines[0]).toEqual({
+    time: expect.stringMatching(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/),
+    level: 'info',
+    run: runId,
+    type: 'run.started',
+    message: `run ${runId} started: lead ← go`,
+    elapsedMs: expect.any(Number),
+  })
+  expect(lines).toContainEqual(
+    expect.objectContaining({
+      level: 'warn',
+      agent: 'lead',
+      type: 'agent.warning',
+      message: 'lead warning: depends_on "ghost" of "a" names no sibling; dropped',
+    }),
+  )
+  expect(lines.at(-1)).toMatchObject({ level: 'info', type: 'run.completed' })
+})
+
+test('level picks the lines written: warn keeps warnings and failures, debug adds streamed tokens', async () => {
+  const warn = capturedConsole()
+  await runWithWarning(createLogger({ stream: warn.stream, colors: false, level: 'warn' }))
+  expect(warn.output().trim().split('\n')).toEqual([
+    expect.stringMatching(/AGENT lead warning: depends_on "ghost"/),
+  ])
+
+  const token = {
+    type: 'model.token',
+    turn: 0,
+    text: 'Hel',
+    runId: 'r1',
+    agentId: 'lead',
+    agentName: 'lead',
+    depth: 0,
+    at: Date.now(),
+    elapsedMs: 3,
+  } as const
+  const info = capturedConsole()
+  const atInfo = createLogger({ stream: info.stream, colors: false })
+  atInfo.handle(token)
+  await atInfo.close()
+  expect(info.output()).toBe('')
+  const debug = capturedConsole()
+  const atDebug = createLogger({ stream: debug.stream, colors: false, level: 'debug' })
+  atDebug.handle(token)
+  await atDebug.close()
+  expect(debug.output()).toMatch(/LLM {3}lead token \(turn 1\): "Hel"$/m)
+  expect(() => createLogger({ level: 'loud' as never })).toThrow(
+    /level "loud" is none of error, warn, info, debug/,
+  )
+})
+
+test("one's own winston transports get every line as an info object with its fields", async () => {
+  const seen: Record<string, unknown>[] = []
+  const mine = new Transport({
+    log(info: Record<string, unknown>, next: () => void) {
+      seen.push(info)
+      next()
+    },
+  } as Transport.TransportStreamOptions)
+  const runId = await runWithWarning(createLogger({ console: false, transports: [mine] }))
+  expect(seen[0]).toMatchObject({ level: 'info', run: runId, type: 'run.started', depth: 0 })
+  expect(seen).toContainEqual(
+    expect.objectContaining({ level: 'warn', type: 'agent.warning', agent: 'lead', category: 'AGENT' }),
+  )
+  expect(seen.at(-1)).toMatchObject({ type: 'run.completed' })
 })

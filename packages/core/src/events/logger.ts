@@ -2,11 +2,16 @@ import { appendFile, mkdir } from 'node:fs/promises'
 import path from 'node:path'
 import winston from 'winston'
 import Transport from 'winston-transport'
+import { InvalidInputError } from '../errors.js'
 import { describeEvent, type EventCategory, type EventTone } from './describe-event.js'
 import type { CohortEvent } from './types.js'
 
+/** The winston levels the logger writes at, most severe first. */
+export const logLevels = ['error', 'warn', 'info', 'debug'] as const
+export type LogLevel = (typeof logLevels)[number]
+
 export interface LoggerOptions {
-  /** Print colour-coded lines to the console (default true). */
+  /** Print lines to the console (default true). */
   console?: boolean
   /** Write one log file per agent under `<dir>/<runId>/<agentId>.log`. */
   dir?: string
@@ -14,6 +19,22 @@ export interface LoggerOptions {
   colors?: boolean
   /** Where console lines go (default process.stdout). */
   stream?: NodeJS.WritableStream
+  /**
+   * The least severe level written, to every transport (default `'info'`). Failures, retries and
+   * warnings are `warn`, other steps `info`; `debug` adds one line per streamed model token.
+   */
+  level?: LogLevel
+  /**
+   * The console's lines: `'pretty'` (default; elapsed ms, category, indented by depth) or `'json'`,
+   * one object per line for log shippers: `{ time, level, run, agent?, type, message, elapsedMs }`.
+   */
+  format?: 'pretty' | 'json'
+  /**
+   * Your own winston transports, beside the console and the files. Each gets a winston info object
+   * per line: `level`, `message`, `time` (ISO), `run`, `agent` (absent for run events), `type` (the
+   * event type), `category`, `depth`, `elapsedMs`.
+   */
+  transports?: Transport[]
 }
 
 /** Receives every event of every run of a runtime. */
@@ -38,18 +59,18 @@ const categoryColors: Record<EventCategory, string> = {
   LLM: '1;35',
 }
 
+/** What every transport is given for one line. */
 interface LogInfo {
-  level: string
+  level: LogLevel
   message: string
+  time: string
+  run: string
+  agent?: string
+  type: CohortEvent['type']
   category: EventCategory
   tone: EventTone
   depth: number
   elapsedMs: number
-  at: number
-  runId: string
-  agentId?: string
-  /** What the console prints, with elapsed ms, category and indentation by depth. */
-  consoleLine?: string
 }
 
 /**
@@ -60,52 +81,75 @@ export function consoleColors(stream: NodeJS.WritableStream): boolean {
   return (stream as { isTTY?: boolean }).isTTY === true && !process.env.NO_COLOR
 }
 
-/** The winston logger: console lines with elapsed ms, indented by depth, and per-agent files. */
+/**
+ * The winston logger: console lines (pretty or JSON), per-agent files and your own transports.
+ * Attach it with `createRuntime({ ..., logger: createLogger() })`.
+ */
 export function createLogger(options: LoggerOptions = {}): Required<EventSink> {
-  const stream = options.stream ?? process.stdout
-  const colors = options.colors ?? consoleColors(stream)
-  const paint = (code: string, text: string) => (colors ? `\u001b[${code}m${text}\u001b[0m` : text)
-  const consoleLine = (info: LogInfo) => {
-    const time = paint('2', `[${String(info.elapsedMs).padStart(7)} ms]`)
-    const category = paint(categoryColors[info.category], info.category.padEnd(5))
-    return `${time} ${category} ${'  '.repeat(info.depth)}${paint(toneColors[info.tone], info.message)}`
-  }
+  const level = options.level ?? 'info'
+  if (!logLevels.includes(level))
+    throw new InvalidInputError(`createLogger: level "${level}" is none of ${logLevels.join(', ')}`)
   const transports: Transport[] = []
   if (options.console !== false) {
+    const stream = options.stream ?? process.stdout
+    const line = options.format === 'json' ? jsonLine : prettyLine(options.colors ?? consoleColors(stream))
+    // The fields are set in `handle`, where the event is typed; winston hands them back here.
     transports.push(
       new winston.transports.Stream({
         stream,
-        // The line is made in `handle`, where the event is typed; winston hands it back here.
-        format: winston.format.printf((info) => String(info.consoleLine)),
+        format: winston.format.printf((info) => line(info as unknown as LogInfo)),
       }),
     )
   }
   const files = options.dir ? new AgentFilesTransport(options.dir) : undefined
   if (files) transports.push(files)
-  const logger = winston.createLogger({ level: 'info', transports })
+  transports.push(...(options.transports ?? []))
+  const logger = winston.createLogger({ level, transports })
 
   return {
     handle(event) {
+      if (transports.length === 0) return
       const line = describeEvent(event)
-      if (!line) return
+      const lineLevel = levelOf(event, line.tone)
+      if (!logger.isLevelEnabled(lineLevel)) return
       const info: LogInfo = {
-        level: line.tone === 'fail' || line.tone === 'warn' ? 'warn' : 'info',
+        level: lineLevel,
         message: line.text,
+        time: new Date(event.at).toISOString(),
+        run: event.runId,
+        type: event.type,
         category: line.category,
         tone: line.tone,
         depth: 'depth' in event ? event.depth : 0,
         elapsedMs: event.elapsedMs,
-        at: event.at,
-        runId: event.runId,
       }
-      if ('agentId' in event) info.agentId = event.agentId
-      if (options.console !== false) info.consoleLine = consoleLine(info)
+      if ('agentId' in event) info.agent = event.agentId
       logger.log(info)
     },
     async close() {
       await files?.drain()
     },
   }
+}
+
+/** Streamed tokens are `debug`; failures, retries and warnings `warn`; the rest `info`. */
+function levelOf(event: CohortEvent, tone: EventTone): LogLevel {
+  if (event.type === 'model.token') return 'debug'
+  return tone === 'fail' || tone === 'warn' ? 'warn' : 'info'
+}
+
+function prettyLine(colors: boolean): (info: LogInfo) => string {
+  const paint = (code: string, text: string) => (colors ? `\u001b[${code}m${text}\u001b[0m` : text)
+  return (info) => {
+    const time = paint('2', `[${String(info.elapsedMs).padStart(7)} ms]`)
+    const category = paint(categoryColors[info.category], info.category.padEnd(5))
+    return `${time} ${category} ${'  '.repeat(info.depth)}${paint(toneColors[info.tone], info.message)}`
+  }
+}
+
+function jsonLine(info: LogInfo): string {
+  const { time, level, run, agent, type, message, elapsedMs } = info
+  return JSON.stringify({ time, level, run, agent, type, message, elapsedMs })
 }
 
 /** One file per agent with millisecond timestamps; appends are queued per file, never blocking. */
@@ -118,8 +162,8 @@ class AgentFilesTransport extends Transport {
 
   override log(raw: unknown, callback: () => void): void {
     const info = raw as LogInfo
-    const file = path.join(this.dir, info.runId, `${info.agentId ?? '_run'}.log`)
-    const line = `${new Date(info.at).toISOString()} +${info.elapsedMs}ms [${info.category}] ${info.message}\n`
+    const file = path.join(this.dir, info.run, `${info.agent ?? '_run'}.log`)
+    const line = `${info.time} +${info.elapsedMs}ms [${info.category}] ${info.message}\n`
     // The folder is made (again) when a file's queue starts: nothing is kept per run once its lines
     // are written, in a server that logs runs for months, and a folder removed meanwhile comes back.
     const previous = this.queues.get(file) ?? mkdir(path.dirname(file), { recursive: true })
