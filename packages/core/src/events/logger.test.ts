@@ -1,8 +1,8 @@
-import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises'
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { PassThrough } from 'node:stream'
-import { expect, test } from 'vitest'
+import { expect, test, vi } from 'vitest'
 import Transport from 'winston-transport'
 import { z } from 'zod'
 import { defineAgent } from '../agent/define-agent.js'
@@ -321,4 +321,30 @@ test("one's own winston transports get every line as an info object with its fie
     expect.objectContaining({ level: 'warn', type: 'agent.warning', agent: 'lead', category: 'AGENT' }),
   )
   expect(seen.at(-1)).toMatchObject({ type: 'run.completed' })
+})
+
+test('log files that cannot be written give one process warning naming the folder, and the runs go on', async () => {
+  const parent = await mkdtemp(path.join(tmpdir(), 'cohort-logs-'))
+  const file = path.join(parent, 'a-file')
+  await writeFile(file, '')
+  const dir = path.join(file, 'logs')
+  const warn = vi.spyOn(process, 'emitWarning').mockImplementation(() => {})
+  try {
+    const logger = createLogger({ dir, console: false })
+    const solo = defineAgent({ name: 'solo', instructions: '' })
+    const runtime = createRuntime({
+      agents: [solo],
+      model: scriptedModel({ solo: [{ action: 'finish', result: 'done' }] }),
+      logger,
+    })
+    expect(await runtime.run('solo', 'go')).toBe('done')
+    expect(await runtime.run('solo', 'again')).toBe('done')
+    await logger.close()
+    expect(warn).toHaveBeenCalledTimes(1)
+    expect(String(warn.mock.calls[0]?.[0])).toContain(`log files under ${dir} cannot be written`)
+    expect(String(warn.mock.calls[0]?.[0])).toMatch(/ENOTDIR/)
+  } finally {
+    warn.mockRestore()
+    await rm(parent, { recursive: true, force: true })
+  }
 })

@@ -152,9 +152,13 @@ function jsonLine(info: LogInfo): string {
   return JSON.stringify({ time, level, run, agent, type, message, elapsedMs })
 }
 
-/** One file per agent with millisecond timestamps; appends are queued per file, never blocking. */
+/**
+ * One file per agent with millisecond timestamps; appends are queued per file, never blocking. A
+ * write that fails is reported once, as a process warning, and the run goes on without its line.
+ */
 class AgentFilesTransport extends Transport {
   private readonly queues = new Map<string, Promise<void>>()
+  private warned = false
 
   constructor(private readonly dir: string) {
     super()
@@ -167,12 +171,21 @@ class AgentFilesTransport extends Transport {
     // The folder is made (again) when a file's queue starts: nothing is kept per run once its lines
     // are written, in a server that logs runs for months, and a folder removed meanwhile comes back.
     const previous = this.queues.get(file) ?? mkdir(path.dirname(file), { recursive: true })
-    const next = previous.then(() => appendFile(file, line)).catch(() => {})
+    const next = previous.then(() => appendFile(file, line)).catch((error: unknown) => this.warnOnce(error))
     this.queues.set(file, next)
     void next.then(() => {
       if (this.queues.get(file) === next) this.queues.delete(file)
     })
     callback()
+  }
+
+  private warnOnce(error: unknown): void {
+    if (this.warned) return
+    this.warned = true
+    const reason = error instanceof Error ? error.message : String(error)
+    process.emitWarning(
+      `cohort: log files under ${this.dir} cannot be written, runs go on without them: ${reason}`,
+    )
   }
 
   async drain(): Promise<void> {
