@@ -22,7 +22,13 @@ export function describeEvent(event: CohortEvent): EventLine {
         text: `run ${event.runId} started: ${event.agent} ← ${short(event.task)}`,
       }
     case 'run.resumed':
-      return { category: 'RUN', tone: 'info', text: `run ${event.runId} resumed with ${event.agents} agents` }
+      return {
+        category: 'RUN',
+        tone: 'info',
+        text: event.ended
+          ? `run ${event.runId} is already ${event.ended}: nothing to resume`
+          : `run ${event.runId} resumed with ${event.agents} agents`,
+      }
     case 'run.completed':
       return {
         category: 'RUN',

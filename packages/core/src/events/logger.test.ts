@@ -7,6 +7,7 @@ import Transport from 'winston-transport'
 import { z } from 'zod'
 import { defineAgent } from '../agent/define-agent.js'
 import { scriptedModel } from '../models/scripted-model.js'
+import { memoryStore } from '../persistence/memory-store.js'
 import { createRuntime } from '../runtime/runtime.js'
 import { defineTool } from '../tools/define-tool.js'
 import { describeEvent } from './describe-event.js'
@@ -347,4 +348,19 @@ test('log files that cannot be written give one process warning naming the folde
     warn.mockRestore()
     await rm(parent, { recursive: true, force: true })
   }
+})
+
+test('a resume of a run that already ended says so, not that the run goes on', async () => {
+  const solo = defineAgent({ name: 'solo', instructions: '' })
+  const store = memoryStore()
+  const model = scriptedModel({ solo: [{ action: 'finish', result: 'done' }] })
+  await createRuntime({ agents: [solo], model, store }).run('solo', 'go', { runId: 'ended' })
+  const { stream, output } = capturedConsole()
+  const logger = createLogger({ stream, colors: false })
+  const again = await createRuntime({ agents: [solo], model, store, logger }).resume('ended')
+  expect(await again.result).toBe('done')
+  await logger.close()
+  expect(output().trim().split('\n')).toEqual([
+    expect.stringMatching(/^\[\s+\d+ ms\] RUN {3}run ended is already completed: nothing to resume$/),
+  ])
 })

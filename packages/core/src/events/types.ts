@@ -34,7 +34,12 @@ export interface PersonAnswer {
 export type RunEvent = RunEventBase &
   (
     | { type: 'run.started'; agent: string; task: string; rootAgentId: string }
-    | { type: 'run.resumed'; agents: number }
+    | {
+        type: 'run.resumed'
+        agents: number
+        /** Set when the stored run had already ended: the resume runs nothing and settles as it did. */
+        ended?: 'completed' | 'failed' | 'cancelled'
+      }
     | { type: 'run.completed'; result: unknown }
     | { type: 'run.failed'; error: ErrorInfo }
     | { type: 'run.cancelled'; reason: string }

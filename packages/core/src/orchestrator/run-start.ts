@@ -185,7 +185,8 @@ function proceed(
 ): void {
   if (host.ending) return
   for (const entry of entries) host.budget.book(tokensOf(entry.context))
-  host.emitRun({ type: 'run.resumed', agents: entries.length })
+  const ended = run.status === 'running' ? {} : { ended: run.status }
+  host.emitRun({ type: 'run.resumed', agents: entries.length, ...ended })
   if (run.status !== 'running') {
     host.ending = true
     void letGo(host).then(() => host.outcome.settle(run, true))
