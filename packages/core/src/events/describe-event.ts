@@ -121,7 +121,7 @@ export function describeEvent(event: CohortEvent): EventLine {
     case 'model.completed': {
       const about = event.usageEstimated ? '~' : ''
       const usage = event.usage
-        ? `, ${about}${event.usage.promptTokens}+${event.usage.completionTokens} tokens${about && ' (estimated)'}`
+        ? `, ${about}${event.usage.promptTokens} in + ${event.usage.completionTokens} out tokens${about && ' (estimated)'}`
         : ''
       const retries = event.retries
         ? `, after ${event.retries} ${event.retries === 1 ? 'retry' : 'retries'}`

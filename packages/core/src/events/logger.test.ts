@@ -364,3 +364,15 @@ test('a resume of a run that already ended says so, not that the run goes on', a
     expect.stringMatching(/^\[\s+\d+ ms\] RUN {3}run ended is already completed: nothing to resume$/),
   ])
 })
+
+test("a reply's tokens are labelled prompt (in) and completion (out)", async () => {
+  const { stream, output } = capturedConsole()
+  const logger = createLogger({ stream, colors: false })
+  const base = { runId: 'r1', at: Date.now(), elapsedMs: 9, agentId: 'lead', agentName: 'lead', depth: 0 }
+  const usage = { promptTokens: 1200, completionTokens: 41 }
+  logger.handle({ ...base, type: 'model.completed', turn: 0, durationMs: 7, usage })
+  logger.handle({ ...base, type: 'model.completed', turn: 1, durationMs: 7, usage, usageEstimated: true })
+  await logger.close()
+  expect(output()).toMatch(/LLM {3}lead got a reply in 7 ms, 1200 in \+ 41 out tokens$/m)
+  expect(output()).toMatch(/LLM {3}lead got a reply in 7 ms, ~1200 in \+ 41 out tokens \(estimated\)$/m)
+})
