@@ -149,6 +149,11 @@ export interface AgentInput {
   task: string
   /** The kind's system message: one object shared by every agent of the kind (never changed). */
   systemMessage: ChatMessage
+  /**
+   * An earlier session's messages, without its system message, put between the system message and
+   * the task: the root of a run started with `continueFrom`.
+   */
+  history?: readonly ChatMessage[]
   dependsOn?: string[]
   runsAfter?: string[]
   priority?: number
@@ -184,7 +189,7 @@ export function initialContext(input: AgentInput): AgentContext {
     parentId: input.parentId,
     depth: input.depth,
     task: input.task,
-    messages: [input.systemMessage, { role: 'user', content: input.task }],
+    messages: [input.systemMessage, ...(input.history ?? []), { role: 'user', content: input.task }],
     pending: emptyList(),
     children: emptyList(),
     delivered: emptyList(),

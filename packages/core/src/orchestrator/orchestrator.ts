@@ -19,6 +19,7 @@ import { type AgentEntry, toAgentRecord, tokensOf } from './agent-entry.js'
 import { AgentKinds } from './agent-kinds.js'
 import { createAgentServices } from './agent-services.js'
 import type { OrchestratorConfig } from './config.js'
+import type { ContinueTarget } from './continuation.js'
 import type { EffectHost } from './effect-host.js'
 import { Effects } from './effects.js'
 import { type LaunchHost, type LaunchOutcome, launchChildren } from './launch.js'
@@ -166,15 +167,21 @@ export class Orchestrator implements EffectHost, StartHost, EndHost {
    * `begin`, on the next turn of the event loop so that the caller can subscribe before the first
    * event. A cancel or a detach in between is kept: the root is stored, then ended or left idle.
    */
-  beginSoon(agentName: string, task: string, chosenId: boolean): void {
+  beginSoon(agentName: string, task: string, chosenId: boolean, continueFrom?: ContinueTarget): void {
     this.beginning = nextTurn()
-      .then(() => this.begin(agentName, task, true, chosenId))
+      .then(() => this.begin(agentName, task, true, chosenId, continueFrom))
       .catch(() => {})
   }
 
   /** Creates the run record and the root agent, then starts it unless `start` is false (`beginRun`). */
-  begin(agentName: string, task: string, start = true, chosenId = false): Promise<void> {
-    return beginRun(this, agentName, task, start, chosenId)
+  begin(
+    agentName: string,
+    task: string,
+    start = true,
+    chosenId = false,
+    continueFrom?: ContinueTarget,
+  ): Promise<void> {
+    return beginRun(this, agentName, task, start, chosenId, continueFrom)
   }
 
   /** Rebuilds every agent's actor from its record, then goes on (`restoreRun`). */

@@ -24,6 +24,8 @@ export interface NewAgent {
   priority?: number
   timeoutMs?: number | null
   fallback?: { value: unknown } | null
+  /** An earlier session's messages, before its task (`AgentInput.history`). */
+  history?: readonly ChatMessage[]
 }
 
 /** What the registry tells its run about each agent's actor. */
@@ -97,6 +99,7 @@ export class AgentRegistry {
       depth: agent.depth,
       task: agent.task,
       systemMessage: this.systemMessageFor(agent.definition),
+      ...(agent.history && { history: agent.history }),
       ...(agent.dependsOn && agent.dependsOn.length > 0 && { dependsOn: agent.dependsOn }),
       ...(agent.runsAfter && agent.runsAfter.length > 0 && { runsAfter: agent.runsAfter }),
       priority: agent.priority ?? 0,

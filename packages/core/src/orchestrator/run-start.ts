@@ -8,6 +8,7 @@ import type { TokenBudget } from '../scheduler/token-budget.js'
 import { nextTurn } from '../thenable.js'
 import { type AgentEntry, tokensOf } from './agent-entry.js'
 import type { OrchestratorConfig } from './config.js'
+import { type Continuation, type ContinueTarget, readContinuation } from './continuation.js'
 import { deadlinesAfterStop } from './deadlines.js'
 import { type BusyTracker, resumedRecord } from './metrics.js'
 import type { AgentRegistry, NewAgent } from './registry.js'
@@ -43,7 +44,8 @@ export interface StartHost {
 
 /**
  * Creates the run record and the root agent, then starts it (unless `start` is false: a host
- * will). A run id the caller chose is refused when the store already holds it: nothing is lost.
+ * will). A run id the caller chose is refused when the store already holds it, and an agent to
+ * continue (`continueFrom`) that is not stored and settled: nothing is written, nothing is lost.
  */
 export async function beginRun(
   host: StartHost,
@@ -51,6 +53,7 @@ export async function beginRun(
   task: string,
   start: boolean,
   chosenId: boolean,
+  continueFrom?: ContinueTarget,
 ): Promise<void> {
   try {
     if (start) await host.config.claims?.claim()
@@ -59,6 +62,7 @@ export async function beginRun(
         `run ${host.runId} already exists in the store: resume it, or start with another id`,
       )
     }
+    const continuation = continueFrom && (await readContinuation(host.config, continueFrom))
     const now = Date.now()
     await host.outcome.keep({
       version: 1,
@@ -70,9 +74,10 @@ export async function beginRun(
       createdAt: now,
       updatedAt: now,
       ...(!start && { distributed: true as const }),
+      ...(continuation && { continuedFrom: continuation.from }),
     })
     host.emitRun({ type: 'run.started', agent: agentName, task, rootAgentId: agentName })
-    await startRoot(host, agentName, task, start)
+    await startRoot(host, agentName, task, start, continuation)
   } catch (error) {
     host.abort(error)
     throw error
@@ -91,8 +96,20 @@ async function isStored(host: StartHost): Promise<boolean> {
   }
 }
 
-async function startRoot(host: StartHost, agentName: string, task: string, start = true): Promise<void> {
+/**
+ * The root made and stored, then started. A continued session's root has its messages before the
+ * task, and its workspace starts as a copy of the agent's it continues, when that one has one.
+ */
+async function startRoot(
+  host: StartHost,
+  agentName: string,
+  task: string,
+  start = true,
+  continuation?: Continuation,
+): Promise<void> {
   const definition = host.agents.definition(agentName)
+  const { workspaces } = host.config
+  if (continuation && workspaces) await workspaces.copyInto(host.runId, agentName, continuation.from)
   const root = host.createAgent({
     id: agentName,
     definition,
@@ -101,6 +118,7 @@ async function startRoot(host: StartHost, agentName: string, task: string, start
     depth: 0,
     priority: definition.priority ?? 0,
     timeoutMs: host.agents.limitsFor(definition).timeoutMs,
+    ...(continuation && { history: continuation.history }),
   })
   await host.writer.written(root)
   if (host.cancelReason !== undefined) host.failAgent(root, new CancelledError(host.cancelReason))
@@ -172,7 +190,9 @@ function checkLinks(host: StartHost, entry: AgentEntry): void {
 async function restartRoot(host: StartHost, run: RunRecord): Promise<void> {
   if (host.ending) return
   host.emitRun({ type: 'run.resumed', agents: 0 })
-  await startRoot(host, run.agent, run.task)
+  // The agent it continues is settled, so it is read as it was at the run's start.
+  const continuation = run.continuedFrom && (await readContinuation(host.config, run.continuedFrom))
+  await startRoot(host, run.agent, run.task, true, continuation)
 }
 
 /** A restored run goes on, unless it was detached or cancelled in between. */

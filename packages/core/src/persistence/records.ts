@@ -153,6 +153,11 @@ export const runRecordSchema = z.object({
    * refuses it, as it would run its agents beside theirs. Absent for a run a runtime runs itself.
    */
   distributed: z.literal(true).exactOptional(),
+  /**
+   * The settled agent whose session this run's root continues (`StartOptions.continueFrom`): its
+   * messages are the root's first. Absent for a run that continues none.
+   */
+  continuedFrom: z.object({ runId: z.string(), agentId: z.string() }).exactOptional(),
   result: z.unknown().exactOptional(),
   error: errorInfoSchema.exactOptional(),
 })

@@ -1,6 +1,7 @@
 import { customAlphabet } from 'nanoid'
 import { CohortError, callStore, describeValue, InvalidInputError } from '../errors.js'
 import { type Answer, answerStored } from '../orchestrator/answer.js'
+import { checkContinueFrom } from '../orchestrator/continuation.js'
 import { runTotals } from '../orchestrator/metrics.js'
 import { runSegment } from '../orchestrator/segment.js'
 import { assertRunId } from '../persistence/codec.js'
@@ -52,6 +53,8 @@ export function createRuntime(options: RuntimeOptions): Runtime {
       return answerRun(live, runId, agentId, answer)
     },
     runPlan(plan, startOptions = {}) {
+      if (startOptions?.continueFrom !== undefined)
+        throw new InvalidInputError('runPlan cannot continue a session: use runtime.start with continueFrom')
       const checked = checkPlan(plan, options.onCycle, parts)
       return begin(live, planAgentName, JSON.stringify(checked), checkStartOptions(startOptions))
     },
@@ -113,9 +116,10 @@ function begin(live: LiveRuns, agent: string, task: string, startOptions: StartO
   live.refuseIfShutDown()
   const runId = startOptions.runId ?? newRunId()
   assertRunId(runId)
+  const continueFrom = checkContinueFrom(startOptions.continueFrom)
   if (live.runs.has(runId)) throw new InvalidInputError(`run ${runId} is already running in this runtime`)
   const { run, orchestrator } = live.open(runId)
-  orchestrator.beginSoon(agent, task, startOptions.runId !== undefined)
+  orchestrator.beginSoon(agent, task, startOptions.runId !== undefined, continueFrom)
   return run
 }
 
@@ -131,10 +135,11 @@ async function prepareRun(
   checkStart(parts.definitions, agent, task)
   const runId = startOptions.runId ?? newRunId()
   assertRunId(runId)
+  const continueFrom = checkContinueFrom(startOptions.continueFrom)
   // Nothing runs here: a failure is begin's own error, thrown below.
   const hooks = { enqueue: async () => {}, park: () => {}, failed: () => {} }
   const orchestrator = live.orchestratorFor(runId, hooks).orchestrator
-  await orchestrator.begin(agent, parts.redact(task), false, startOptions.runId !== undefined)
+  await orchestrator.begin(agent, parts.redact(task), false, startOptions.runId !== undefined, continueFrom)
   return { runId, rootAgentId: orchestrator.record!.rootAgentId }
 }
 

@@ -5,6 +5,7 @@ import type { CohortEvent, CohortEventType } from '../events/types.js'
 import type { ChatModel } from '../models/types.js'
 import type { Answer } from '../orchestrator/answer.js'
 import type { Durability, Inspector } from '../orchestrator/config.js'
+import type { ContinueFrom } from '../orchestrator/continuation.js'
 import type { SegmentOutcome } from '../orchestrator/segment.js'
 import type { RunStore } from '../persistence/records.js'
 import type { Plan } from '../plan/plan.js'
@@ -66,6 +67,13 @@ export interface SegmentHost {
 export interface StartOptions {
   /** Your own run id (1-64 letters, digits, "_" or "-"); generated when omitted. */
   runId?: string
+  /**
+   * Continues the session of a settled (completed or failed) agent of a stored run: the new root
+   * begins with its messages (under its own system message), then the task; a process agent's
+   * workspace starts as a copy of that agent's. A run id names its root; `{ runId, agentId }`
+   * another agent. Not for `runPlan`. The run record notes it as `continuedFrom`.
+   */
+  continueFrom?: ContinueFrom
 }
 
 export interface Runtime {

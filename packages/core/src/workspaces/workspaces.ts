@@ -71,6 +71,20 @@ export class Workspaces {
   }
 
   /**
+   * The agent's workspace made as a copy of another run's agent's (a continued session, so that
+   * it goes on with its files) when that one exists; else it is made from the base on first use.
+   * One that already exists (a run resumed) is kept as it is.
+   */
+  async copyInto(runId: string, agentId: string, from: { runId: string; agentId: string }): Promise<void> {
+    const source = this.pathOf(from.runId, from.agentId)
+    if (!(await exists(source))) return
+    const dir = this.pathOf(runId, agentId)
+    const made = this.hashesOfBase(runId).then(() => this.create(dir, source))
+    this.runOf(runId).ready.set(dir, made)
+    await made
+  }
+
+  /**
    * Lets go of what is kept for a run that left memory (it ended, or was detached): a server
    * runs for months, and the base may have changed before the next run reads it again.
    */
@@ -135,13 +149,13 @@ export class Workspaces {
     return [...changed].sort()
   }
 
-  private async create(dir: string): Promise<string> {
+  private async create(dir: string, from = this.base): Promise<string> {
     if (await exists(dir)) return dir
     const temp = `${dir}.${process.pid}.tmp`
     await rm(temp, { recursive: true, force: true })
     await mkdir(path.dirname(dir), { recursive: true })
     // Links as they are: a relative one points into the workspace, not back into the base.
-    if (this.base) await cp(this.base, temp, { recursive: true, verbatimSymlinks: true })
+    if (from) await cp(from, temp, { recursive: true, verbatimSymlinks: true })
     else await mkdir(temp)
     // A half-copied workspace is never seen under the agent's name.
     await rename(temp, dir)
