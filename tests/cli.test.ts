@@ -202,6 +202,17 @@ describe('cohort CLI', () => {
     expect(noAgent.stderr).toMatch(/no log for agent "nobody"; agents: /)
   }, 60_000)
 
+  test('show names the agent whose session a run continues', async () => {
+    const store = fileStore(path.join(cwd, '.cohort', 'runs'))
+    const continuedFrom = { runId: 'first', agentId: 'lead' }
+    await store.saveRun(makeRunRecord('next', { status: 'completed', result: 'ok', continuedFrom }))
+    const show = await run(['show', 'next'])
+    expect(show.code, show.stderr).toBe(0)
+    expect(show.stdout).toMatch(
+      /^Run next {2}completed {2}lead: do the thing\nContinues run first's agent lead\n/,
+    )
+  })
+
   test('show on a terminal colours the tree, unless NO_COLOR is set', async () => {
     const echo = path.join(cwd, 'echo.json')
     await writeFile(

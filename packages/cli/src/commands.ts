@@ -69,6 +69,8 @@ export async function showCommand(
       ? Math.max(run.updatedAt, ...stored.agents.map((agent) => agent.updatedAt))
       : run.updatedAt
   io.out.write(`Run ${run.id}  ${run.status}  ${run.agent}: ${taskLine(run, 80)}\n`)
+  if (run.continuedFrom)
+    io.out.write(`Continues run ${run.continuedFrom.runId}'s agent ${run.continuedFrom.agentId}\n`)
   io.out.write(
     `Started ${new Date(run.createdAt).toISOString()}, ${run.status === 'running' ? 'last step' : 'ended'} ${new Date(last).toISOString()} (${formatMs(last - run.createdAt)}${run.stoppedMs ? `, ${formatMs(run.stoppedMs)} of it stopped` : ''})\n\n`,
   )

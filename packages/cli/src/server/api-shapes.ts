@@ -29,6 +29,10 @@ export const runRecordShape = z
       .number()
       .optional()
       .openapi({ description: 'the most agents busy at once, as of the last detach or the end' }),
+    continuedFrom: z
+      .object({ runId: z.string(), agentId: z.string() })
+      .optional()
+      .openapi({ description: 'the settled agent whose session the root continues (continueFrom)' }),
     result: z.unknown().optional(),
     error: errorInfo.optional(),
   })
