@@ -13,6 +13,7 @@ import {
   InvalidInputError,
   type ModelReply,
   memoryStore,
+  type Runtime,
   scriptedModel,
   sleep,
 } from '@cohort/core'
@@ -42,7 +43,8 @@ test('run ids with path separators or dots are refused before anything is touche
 })
 
 test('unregistered agents and bad options are refused with what was expected', () => {
-  const runtime = createRuntime({ agents: [lead, worker], model: finishing })
+  // Typed as any runtime: TypeScript itself refuses a name the runtime was not given; JavaScript does not.
+  const runtime: Runtime = createRuntime({ agents: [lead, worker], model: finishing })
   expect(() => runtime.start('ghost', 'go')).toThrow(/unknown agent "ghost"; registered agents: lead, worker/)
   expect(() => runtime.start('cohort-plan', 'go')).toThrow(/unknown agent "cohort-plan"/)
   expect(() => runtime.start('lead', '   ')).toThrow(/task must be a non-empty string/)

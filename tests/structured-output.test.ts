@@ -1,5 +1,5 @@
 import { createRuntime, defineAgent, type ModelRequest, scriptedModel } from '@cohort/core'
-import { describe, expect, test } from 'vitest'
+import { describe, expect, expectTypeOf, test } from 'vitest'
 import { z } from 'zod'
 import { settledResults } from './support/scripts.js'
 
@@ -8,6 +8,22 @@ const researcher = defineAgent({ name: 'researcher', instructions: 'Find one cit
 const lead = defineAgent({ name: 'lead', instructions: 'Ask, then report.', subagents: [researcher] })
 
 describe('defineAgent({ output }): a typed finish', () => {
+  test("a run's result has the type of its agent's output schema, and a name the runtime was not given does not compile", async () => {
+    const model = scriptedModel({
+      researcher: [{ action: 'finish', result: { city: 'Lyon', population: 520_000 } }],
+      lead: [{ action: 'finish', result: 'done' }],
+    })
+    const runtime = createRuntime({ agents: [lead, researcher], model })
+    const run = runtime.start('researcher', 'a city')
+    expectTypeOf(run.result).resolves.toEqualTypeOf<{ city: string; population: number }>()
+    expect((await run.result).city).toBe('Lyon')
+    // An agent without an output schema gives what its model finished with.
+    expectTypeOf(runtime.run('lead', 'go')).resolves.toBeUnknown()
+    expect(await runtime.run('lead', 'go')).toBe('done')
+    // @ts-expect-error: 'reseacher' is no agent of this runtime
+    expect(() => runtime.start('reseacher', 'a city')).toThrow(/unknown agent "reseacher"/)
+  })
+
   test('a result that does not fit is refused to the model with the field; the one that fits reaches the parent', async () => {
     const told: string[] = []
     let offered: ModelRequest['tools'] = []

@@ -109,6 +109,8 @@ export { type ParseContext, parseActions } from './protocol/parse-actions.js'
 export { protocolToolSpecs, systemPrompt } from './protocol/prompt.js'
 export { Run, type RunSnapshot } from './runtime/run.js'
 export {
+  type AgentNameOf,
+  type AgentResultOf,
   createRuntime,
   type Runtime,
   type RuntimeMetrics,

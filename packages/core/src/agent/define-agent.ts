@@ -3,8 +3,12 @@ import type { ChatModel } from '../models/types.js'
 import { type AnyTool, isZodSchema } from '../tools/define-tool.js'
 import type { AgentLimits } from './limits.js'
 
-export interface AgentDefinition {
-  name: string
+/**
+ * An agent kind. `Result` is what its `finish` gives (typed by its `output` schema), `Name` its
+ * name as written: a runtime given these definitions types `start('name', …).result` by them.
+ */
+export interface AgentDefinition<Result = unknown, Name extends string = string> {
+  name: Name
   /** Role and goal, placed at the top of the system prompt. */
   instructions: string
   tools: readonly AnyTool[]
@@ -20,7 +24,7 @@ export interface AgentDefinition {
    * The shape of the agent's `finish` result. A result that does not fit is refused to the model
    * with the exact error, as tool arguments are; the one that fits is what the agent returns.
    */
-  output?: z.ZodType
+  output?: z.ZodType<Result>
 }
 
 export interface AgentOptions {
@@ -40,6 +44,12 @@ export interface AgentOptions {
 
 const agentNamePattern = /^[a-zA-Z][a-zA-Z0-9_-]{0,63}$/
 
+/** What a `finish` of an agent with this `output` schema gives: its parsed value, or anything without one. */
+export type ResultOfSchema<Schema> = Schema extends z.ZodType ? z.output<Schema> : unknown
+
+export function defineAgent<const Name extends string, Schema extends z.ZodType | undefined = undefined>(
+  options: AgentOptions & { name: Name; output?: Schema },
+): AgentDefinition<ResultOfSchema<Schema>, Name>
 export function defineAgent(options: AgentOptions): AgentDefinition {
   if (typeof options.name !== 'string' || !agentNamePattern.test(options.name)) {
     throw new TypeError(

@@ -10,8 +10,11 @@ import type { RunStatus, StoredRun } from '../persistence/records.js'
 /** The whole run as plain, superjson-serializable data: the run record and one record per agent. */
 export type RunSnapshot = StoredRun
 
-/** A handle on one run: its result, its events, its state as data, and a way to stop it. */
-export class Run {
+/**
+ * A handle on one run: its result, its events, its state as data, and a way to stop it. `Result`
+ * is its root agent's result (typed by that agent's `output` schema when the runtime knows it).
+ */
+export class Run<Result = unknown> {
   private readonly control: RunControl
 
   constructor(
@@ -26,8 +29,8 @@ export class Run {
   }
 
   /** The root agent's `finish` value; rejects with a typed error when the run fails or is cancelled. */
-  get result(): Promise<unknown> {
-    return this.orchestrator.result
+  get result(): Promise<Result> {
+    return this.orchestrator.result as Promise<Result>
   }
 
   /**

@@ -1,4 +1,5 @@
 import { customAlphabet } from 'nanoid'
+import type { AgentDefinition } from '../agent/define-agent.js'
 import { CohortError, callStore, describeValue, InvalidInputError } from '../errors.js'
 import { type Answer, answerStored } from '../orchestrator/answer.js'
 import { checkContinueFrom } from '../orchestrator/continuation.js'
@@ -14,7 +15,14 @@ import { type RuntimeParts, runtimeParts } from './runtime-parts.js'
 import type { Runtime, RuntimeOptions, StartOptions } from './types.js'
 
 export type { RuntimeMetrics } from './runtime-metrics.js'
-export type { Runtime, RuntimeOptions, SegmentHost, StartOptions } from './types.js'
+export type {
+  AgentNameOf,
+  AgentResultOf,
+  Runtime,
+  RuntimeOptions,
+  SegmentHost,
+  StartOptions,
+} from './types.js'
 
 /**
  * A new run's id: letters and digits only, so that it never begins with "-", which a command line
@@ -23,6 +31,15 @@ export type { Runtime, RuntimeOptions, SegmentHost, StartOptions } from './types
 const newRunId = customAlphabet('0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz', 12)
 
 /** The runs of one process: start, resume, plans, segments, answers, shutdown. */
+/** A runtime as its methods are written: a result's type comes from the definitions, at `createRuntime`. */
+type UntypedRuntime = Omit<Runtime, 'start' | 'run'> & {
+  start(agent: string, task: string, options?: StartOptions): Run
+  run(agent: string, task: string, options?: StartOptions): Promise<unknown>
+}
+
+export function createRuntime<const Agents extends readonly AgentDefinition[]>(
+  options: RuntimeOptions<Agents>,
+): Runtime<Agents>
 export function createRuntime(options: RuntimeOptions): Runtime {
   // Its options checked and what its runs share made; then the runs it holds and its claims on
   // them. Its methods call the functions below.
@@ -31,7 +48,7 @@ export function createRuntime(options: RuntimeOptions): Runtime {
   const live = liveRuns(options, parts)
   const { runs, claims, everyRun, totals, orchestratorFor } = live
 
-  const runtime: Runtime = {
+  const runtime: UntypedRuntime = {
     store,
     agents: definitions,
     start(agent, task, startOptions = {}) {
@@ -88,7 +105,7 @@ export function createRuntime(options: RuntimeOptions): Runtime {
       return everyRun.on(type, listener)
     },
   }
-  return runtime
+  return runtime as Runtime
 }
 
 /** Refuses an agent the runtime does not have (or `runPlan`'s own) and an empty task. */

@@ -17,8 +17,8 @@ import type { RuntimeMetrics } from './runtime-metrics.js'
 
 // The runtime's public types: what createRuntime takes and what it returns.
 
-export interface RuntimeOptions {
-  agents: readonly AgentDefinition[]
+export interface RuntimeOptions<Agents extends readonly AgentDefinition[] = readonly AgentDefinition[]> {
+  agents: Agents
   /** The model of every agent that names none. */
   model?: ChatModel
   /** Where runs are kept (default: `memoryStore()`). */
@@ -76,13 +76,32 @@ export interface StartOptions {
   continueFrom?: ContinueFrom
 }
 
-export interface Runtime {
+/** The names of these agent definitions. */
+export type AgentNameOf<Agents extends readonly AgentDefinition[]> = Agents[number]['name']
+
+/** The result of the agent named `Name` among these definitions (its `output` schema's type). */
+export type AgentResultOf<Agents extends readonly AgentDefinition[], Name extends string> =
+  Extract<Agents[number], { name: Name }> extends AgentDefinition<infer Result> ? Result : unknown
+
+/**
+ * `Agents`: the definitions it was given. Given as a literal list (`createRuntime({ agents:
+ * [lead, worker] })`), `start` takes only their names and types the result by the agent's `output`.
+ */
+export interface Runtime<Agents extends readonly AgentDefinition[] = readonly AgentDefinition[]> {
   readonly store: RunStore
   readonly agents: ReadonlyMap<string, AgentDefinition>
   /** Starts a run and returns at once. */
-  start(agent: string, task: string, options?: StartOptions): Run
+  start<Name extends AgentNameOf<Agents>>(
+    agent: Name,
+    task: string,
+    options?: StartOptions,
+  ): Run<AgentResultOf<Agents, Name>>
   /** Starts a run and waits for its result. */
-  run(agent: string, task: string, options?: StartOptions): Promise<unknown>
+  run<Name extends AgentNameOf<Agents>>(
+    agent: Name,
+    task: string,
+    options?: StartOptions,
+  ): Promise<AgentResultOf<Agents, Name>>
   /** Runs a plan given as data (agents with `depends_on`) without a coordinator model. */
   runPlan(plan: Plan, options?: StartOptions): Run
   metrics(): RuntimeMetrics
