@@ -265,14 +265,56 @@ test('createRuntime, defineAgent and defineTool refuse options of the wrong shap
   expect(() => defineAgent({ name: 'a', tools: ['sleep' as never] })).toThrow(/"sleep" in tools is no tool/)
   expect(() => defineAgent({ name: 'a', subagents: [null as never] })).toThrow(/subagents must be a list/)
   expect(() =>
-    defineTool({ name: 't', description: '', parameters: z.object({}), execute: 'x' as never }),
+    defineTool({ name: 't', description: 'd', parameters: z.object({}), execute: 'x' as never }),
   ).toThrow(/tool "t": execute must be a function/)
   expect(() =>
-    defineTool({ name: 't', description: '', parameters: { type: 'object' } as never, execute: () => 1 }),
+    defineTool({ name: 't', description: 'd', parameters: { type: 'object' } as never, execute: () => 1 }),
   ).toThrow(/tool "t": parameters must be a zod schema/)
   // Models give arguments as one JSON object; OpenAI refuses a function whose schema is not one.
-  expect(() => defineTool({ name: 't', description: '', parameters: z.string(), execute: () => 1 })).toThrow(
+  expect(() => defineTool({ name: 't', description: 'd', parameters: z.string(), execute: () => 1 })).toThrow(
     /tool "t": parameters must be an object schema, such as z\.object\(\{ … \}\); got one of type "string"/,
+  )
+})
+
+test('defineAgent, defineTool and fileStore refuse a mistake with an InvalidInputError saying what was expected', () => {
+  const refused: [() => unknown, RegExp][] = [
+    [
+      () => defineAgent(undefined as never),
+      /defineAgent: expected options such as \{ name: 'writer'.*got undefined/,
+    ],
+    [() => defineAgent({ name: '../evil' }), /agent name "..\/evil" is invalid/],
+    [() => defineAgent({ name: 'a', priority: Number.NaN }), /priority must be a finite number/],
+    [
+      () => defineTool(undefined as never),
+      /defineTool: expected a definition \{ name, description, parameters, execute \}, got undefined/,
+    ],
+    [
+      () => defineTool({ name: '9', description: 'd', parameters: z.object({}), execute: () => 1 }),
+      /tool name "9" is invalid/,
+    ],
+    // The model reads the description to know what the tool is for.
+    [
+      () => defineTool({ name: 't', parameters: z.object({}), execute: () => 1 } as never),
+      /tool "t": description must be a non-empty string.*got undefined/,
+    ],
+    [
+      () => defineTool({ name: 't', description: ' ', parameters: z.object({}), execute: () => 1 }),
+      /tool "t": description must be a non-empty string/,
+    ],
+    [() => fileStore(''), /fileStore: expected the path of the folder to keep runs in.*got the string ""/],
+    [() => fileStore(undefined as never), /fileStore: expected the path .*got undefined/],
+  ]
+  for (const [call, message] of refused) {
+    expect(call).toThrow(message)
+    expect(call).toThrow(InvalidInputError)
+  }
+})
+
+test('an agent\'s maxSteps below 1 is told "at least 1", as the hint says', () => {
+  const stepless = defineAgent({ name: 'stepless', limits: { maxSteps: -1 } })
+  const call = () => createRuntime({ agents: [stepless], model: finishing })
+  expect(call).toThrow(
+    /maxSteps: Too small: expected number to be >=1; .*maxSteps, maxChildrenPerLaunch and maxAgents at least 1/,
   )
 })
 

@@ -1,4 +1,5 @@
 import type { z } from 'zod'
+import { describeValue, InvalidInputError } from '../errors.js'
 import type { ChatModel } from '../models/types.js'
 import { type AnyTool, isZodSchema } from '../tools/define-tool.js'
 import type { AgentLimits } from './limits.js'
@@ -51,21 +52,26 @@ export function defineAgent<const Name extends string, Schema extends z.ZodType 
   options: AgentOptions & { name: Name; output?: Schema },
 ): AgentDefinition<ResultOfSchema<Schema>, Name>
 export function defineAgent(options: AgentOptions): AgentDefinition {
+  if (typeof options !== 'object' || options === null || Array.isArray(options))
+    throw new InvalidInputError(
+      `defineAgent: expected options such as { name: 'writer', instructions: '…' }, got ${describeValue(options)}`,
+    )
   if (typeof options.name !== 'string' || !agentNamePattern.test(options.name)) {
-    throw new TypeError(
+    throw new InvalidInputError(
       `agent name "${options.name}" is invalid: expected a letter then up to 63 letters, digits, "_" or "-"`,
     )
   }
   const tools = options.tools ?? []
   if (!Array.isArray(tools))
-    throw new TypeError(`agent "${options.name}": tools must be a list of tools made by defineTool`)
+    throw new InvalidInputError(`agent "${options.name}": tools must be a list of tools made by defineTool`)
   const seen = new Set<string>()
   for (const tool of tools) {
     if (typeof tool !== 'object' || tool === null || typeof tool.execute !== 'function')
-      throw new TypeError(
+      throw new InvalidInputError(
         `agent "${options.name}": ${JSON.stringify(tool)} in tools is no tool; expected one made by defineTool`,
       )
-    if (seen.has(tool.name)) throw new TypeError(`agent "${options.name}" lists tool "${tool.name}" twice`)
+    if (seen.has(tool.name))
+      throw new InvalidInputError(`agent "${options.name}" lists tool "${tool.name}" twice`)
     seen.add(tool.name)
   }
   const definition: AgentDefinition = {
@@ -79,7 +85,7 @@ export function defineAgent(options: AgentOptions): AgentDefinition {
   if (options.priority !== undefined) {
     // A priority that is no number (NaN, 'high') would break the order of every queued call.
     if (typeof options.priority !== 'number' || !Number.isFinite(options.priority)) {
-      throw new TypeError(
+      throw new InvalidInputError(
         `agent "${options.name}": priority must be a finite number, got ${String(options.priority)}`,
       )
     }
@@ -88,7 +94,9 @@ export function defineAgent(options: AgentOptions): AgentDefinition {
   if ('fallback' in options) definition.fallback = { value: options.fallback }
   if (options.output !== undefined) {
     if (!isZodSchema(options.output)) {
-      throw new TypeError(`agent "${options.name}": output must be a zod schema, such as z.object({ … })`)
+      throw new InvalidInputError(
+        `agent "${options.name}": output must be a zod schema, such as z.object({ … })`,
+      )
     }
     definition.output = options.output
   }
@@ -102,6 +110,6 @@ function subagentNames(options: AgentOptions): string[] {
     : [undefined]
   const wrong = names.findIndex((name) => typeof name !== 'string')
   if (wrong !== -1)
-    throw new TypeError(`agent "${options.name}": subagents must be a list of agents or their names`)
+    throw new InvalidInputError(`agent "${options.name}": subagents must be a list of agents or their names`)
   return names as string[]
 }

@@ -43,13 +43,15 @@ export const defaultLimits: RunLimits = {
 export const maxTimeoutMs = 2_147_483_647
 
 const count = z.number().int().min(0)
+// Its own schema, not `count.min(1)`: that checks >= 0 first, and -1 would be told "expected >=0".
+const positiveCount = z.number().int().min(1)
 const limitsSchema = z
   .object({
-    maxSteps: count.min(1),
+    maxSteps: positiveCount,
     maxRepairs: count,
-    maxChildrenPerLaunch: count.min(1),
+    maxChildrenPerLaunch: positiveCount,
     maxDepth: count,
-    maxAgents: count.min(1),
+    maxAgents: positiveCount,
     timeoutMs: z.number().positive().max(maxTimeoutMs).nullable(),
     maxAgentTokens: count.nullable(),
     maxRunTokens: count.nullable(),

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto'
 import { mkdir, open, readdir, rename, rm } from 'node:fs/promises'
 import path from 'node:path'
-import { InvalidInputError, SnapshotError, StoreError } from '../errors.js'
+import { describeValue, InvalidInputError, SnapshotError, StoreError } from '../errors.js'
 import {
   assertRunId,
   chunksNeeded,
@@ -52,6 +52,11 @@ let tempCounter = 0
  * a chunk a crash left behind it is not read.
  */
 export function fileStore(dir: string, options: FileStoreOptions = {}): KeepingStore {
+  // path.resolve('') is the working directory: runs would be written among whatever is there.
+  if (typeof dir !== 'string' || dir.trim() === '')
+    throw new InvalidInputError(
+      `fileStore: expected the path of the folder to keep runs in, such as '.cohort/runs', got ${describeValue(dir)}`,
+    )
   const retention = checkRetention(options.retention)
   const root = path.resolve(dir)
   const replaceFile = async (file: string, text: string) => {

@@ -1,4 +1,5 @@
 import { z } from 'zod'
+import { describeValue, InvalidInputError } from '../errors.js'
 import type { ToolSpec } from '../models/types.js'
 import { isActionName } from '../protocol/actions.js'
 
@@ -55,22 +56,33 @@ export interface ToolDefinition<Args, Result> {
 const toolNamePattern = /^[a-zA-Z][a-zA-Z0-9_-]{0,63}$/
 
 export function defineTool<Args, Result>(definition: ToolDefinition<Args, Result>): Tool<Args, Result> {
+  if (typeof definition !== 'object' || definition === null)
+    throw new InvalidInputError(
+      `defineTool: expected a definition { name, description, parameters, execute }, got ${describeValue(definition)}`,
+    )
   if (typeof definition.name !== 'string' || !toolNamePattern.test(definition.name)) {
-    throw new TypeError(
+    throw new InvalidInputError(
       `tool name "${definition.name}" is invalid: expected a letter then up to 63 letters, digits, "_" or "-"`,
     )
   }
   if (isActionName(definition.name)) {
-    throw new TypeError(`tool name "${definition.name}" is reserved for the action protocol`)
+    throw new InvalidInputError(`tool name "${definition.name}" is reserved for the action protocol`)
   }
+  // The model reads the description to know when to call the tool.
+  if (typeof definition.description !== 'string' || definition.description.trim() === '')
+    throw new InvalidInputError(
+      `tool "${definition.name}": description must be a non-empty string saying what the tool does (the model reads it), got ${describeValue(definition.description)}`,
+    )
   if (typeof definition.execute !== 'function')
-    throw new TypeError(`tool "${definition.name}": execute must be a function (args, ctx) => result`)
+    throw new InvalidInputError(`tool "${definition.name}": execute must be a function (args, ctx) => result`)
   if (!isZodSchema(definition.parameters))
-    throw new TypeError(`tool "${definition.name}": parameters must be a zod schema, such as z.object({ … })`)
+    throw new InvalidInputError(
+      `tool "${definition.name}": parameters must be a zod schema, such as z.object({ … })`,
+    )
   const jsonSchema = jsonSchemaOf(definition.parameters)
   // Models give a tool's arguments as one JSON object: OpenAI refuses a function whose schema is not one.
   if (jsonSchema.type !== 'object')
-    throw new TypeError(
+    throw new InvalidInputError(
       `tool "${definition.name}": parameters must be an object schema, such as z.object({ … }); got one of type ${JSON.stringify(jsonSchema.type ?? Object.keys(jsonSchema)[0] ?? 'any')}`,
     )
   return { ...definition, jsonSchema }
