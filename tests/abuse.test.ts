@@ -73,7 +73,7 @@ test('unregistered agents and bad options are refused with what was expected', (
   expect(() => defineAgent({ name: '../evil', instructions: '' })).toThrow(/agent name "..\/evil" is invalid/)
 })
 
-test("a run's options that are no object (null, a run id alone) are refused with what was expected", async () => {
+test("a run's options that are no object (null, a run id alone) or hold an unknown key are refused with what was expected", async () => {
   const runtime = createRuntime({ agents: [lead, worker], model: finishing })
   // As from JavaScript.
   const loose = runtime as unknown as Record<
@@ -93,6 +93,13 @@ test("a run's options that are no object (null, a run id alone) are refused with
   expect(() => loose.runPlan(plan, 'nightly-1')).toThrow(
     /^a run's options must be an object .*; got the string "nightly-1"$/,
   )
+  // An unknown key is a typo or an option this version lacks: refused, not ignored.
+  const unknownKey = /^unknown run option "priority"; a run's options are: runId$/
+  expect(() => loose.start('lead', 't', { priority: 9 })).toThrow(unknownKey)
+  expect(() => loose.runPlan(plan, { runid: 'x' })).toThrow(/unknown run option "runid"/)
+  await expect(loose.run('lead', 't', { priority: 9 })).rejects.toThrow(unknownKey)
+  await expect(loose.prepareRun('lead', 't', { priority: 9 })).rejects.toThrow(InvalidInputError)
+  expect(runtime.active()).toEqual([])
   // Left out, or undefined as from a caller that passes its own optional value on.
   expect(await runtime.run('lead', 't')).toBe(1)
   expect(await runtime.run('lead', 't', undefined)).toBe(1)

@@ -119,13 +119,25 @@ function checkStart(definitions: RuntimeParts['definitions'], agent: string, tas
   }
 }
 
-/** A run's options as given from JavaScript (`null`, a run id alone): an object, or none at all. */
+/** The options a run takes: a record over `StartOptions`' keys, so that a new option must be named here. */
+const startOptionKeys: Record<keyof StartOptions, true> = { runId: true }
+
+/**
+ * A run's options as given from JavaScript (`null`, a run id alone, `{ priority: 9 }`): an object
+ * of known options, or none at all. An unknown key is refused, not ignored: it is a typo or an
+ * option this version does not have.
+ */
 function checkStartOptions(startOptions: unknown): StartOptions {
-  if (typeof startOptions === 'object' && startOptions !== null && !Array.isArray(startOptions))
-    return startOptions
-  throw new InvalidInputError(
-    `a run's options must be an object such as { runId: "nightly-1" }, or left out; got ${describeValue(startOptions)}`,
-  )
+  if (typeof startOptions !== 'object' || startOptions === null || Array.isArray(startOptions))
+    throw new InvalidInputError(
+      `a run's options must be an object such as { runId: "nightly-1" }, or left out; got ${describeValue(startOptions)}`,
+    )
+  const unknown = Object.keys(startOptions).find((key) => !Object.hasOwn(startOptionKeys, key))
+  if (unknown !== undefined)
+    throw new InvalidInputError(
+      `unknown run option "${unknown}"; a run's options are: ${Object.keys(startOptionKeys).join(', ')}`,
+    )
+  return startOptions
 }
 
 /** A new run in memory, its root begun soon (`start`, `runPlan`). */
