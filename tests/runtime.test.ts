@@ -1,6 +1,7 @@
 import { getEventListeners } from 'node:events'
 import {
   type AgentDefinition,
+  AgentFailedError,
   CancelledError,
   type ChatModel,
   type CohortEvent,
@@ -8,12 +9,14 @@ import {
   defineAgent,
   defineTool,
   type LaunchSpec,
+  LimitExceededError,
   type ModelRequest,
   memoryStore,
   type RunStore,
   StoreError,
   scriptedModel,
   sleep,
+  TimeoutError,
 } from '@cohort/core'
 import { describe, expect, test } from 'vitest'
 import { z } from 'zod'
@@ -483,8 +486,46 @@ describe('limits and cancel', () => {
     })
     const runtime = createRuntime({ agents: [worker], model, limits: { maxSteps: 4 } })
     await expect(runtime.run('worker', 'loop')).rejects.toThrow(
-      /agent made 4 model calls, the limit is 4 \(maxSteps\)/,
+      /^agent worker failed: made 4 model calls, the limit is 4 \(maxSteps\)$/,
     )
+  })
+
+  test("a failed run's error has its kind as a typed cause, also when read back from the store", async () => {
+    const store = memoryStore()
+    const stepper = defineAgent({
+      name: 'stepper',
+      instructions: '',
+      tools: [sleep],
+      limits: { maxSteps: 1 },
+    })
+    const slow = defineAgent({ name: 'slow', instructions: '', limits: { timeoutMs: 30 } })
+    const model = scriptedModel(
+      {
+        stepper: () => ({ action: 'call_tool', tool: 'sleep', args: { seconds: 0 } }),
+        slow: [{ action: 'finish', result: 1 }],
+      },
+      { latencyMs: (request) => (request.agent.name === 'slow' ? 5_000 : 0) },
+    )
+    const runtime = createRuntime({ agents: [stepper, slow], model, store })
+    const limited = await runtime.run('stepper', 'go', { runId: 'limited' }).catch((e: unknown) => e)
+    expect(limited).toBeInstanceOf(AgentFailedError)
+    expect((limited as Error).message).toBe(
+      'agent stepper failed: made 1 model call, the limit is 1 (maxSteps)',
+    )
+    const limit = (limited as AgentFailedError).cause
+    expect(limit).toBeInstanceOf(LimitExceededError)
+    expect(limit).toMatchObject({ code: 'LIMIT_EXCEEDED', limit: 'maxSteps' })
+
+    const timedOut = await runtime.run('slow', 'go').catch((e: unknown) => e)
+    expect((timedOut as Error).message).toBe('agent slow failed: timed out after 30 ms')
+    expect((timedOut as AgentFailedError).cause).toBeInstanceOf(TimeoutError)
+    expect((timedOut as AgentFailedError).cause).toMatchObject({ code: 'TIMEOUT' })
+
+    // Another process reads the settled run from the store.
+    const later = createRuntime({ agents: [stepper, slow], model, store })
+    const again = await (await later.resume('limited')).result.catch((e: unknown) => e)
+    expect((again as AgentFailedError).cause).toBeInstanceOf(LimitExceededError)
+    expect((again as AgentFailedError).cause).toMatchObject({ limit: 'maxSteps' })
   })
 
   test('cancel ends every agent, stored and live, and the result rejects with CancelledError', async () => {

@@ -27,11 +27,17 @@ export class LimitExceededError extends CohortError {
   }
 }
 
-/** An agent ended in `failed`; `agentId` names it and `cause` carries the original reason. */
+/**
+ * An agent ended in `failed`; `agentId` names it and `cause` carries the original reason, a typed
+ * error (`TimeoutError`, `LimitExceededError`, …) whose `code` says what kind of failure it was.
+ */
 export class AgentFailedError extends CohortError {
   readonly agentId: string
   constructor(agentId: string, message: string, options?: { cause?: unknown }) {
-    super('AGENT_FAILED', `agent ${agentId} failed: ${message}`, options)
+    // "agent a failed: timed out after 50 ms", not "agent a failed: agent a timed out after 50 ms".
+    const subject = `agent ${agentId} `
+    const reason = message.startsWith(subject) ? message.slice(subject.length) : message
+    super('AGENT_FAILED', `agent ${agentId} failed: ${reason}`, options)
     this.agentId = agentId
   }
 }
@@ -178,10 +184,14 @@ export interface ErrorInfo {
   name: string
   code: string
   message: string
+  /** Which limit a `LimitExceededError` reached (`maxSteps`, `maxRunTokens`, …). */
+  limit?: string
 }
 
 export function toErrorInfo(error: unknown): ErrorInfo {
   if (process.env.COHORT_DEBUG) console.error(error)
+  if (error instanceof LimitExceededError)
+    return { name: error.name, code: error.code, message: error.message, limit: error.limit }
   if (error instanceof CohortError) return { name: error.name, code: error.code, message: error.message }
   if (error instanceof Error) return { name: error.name, code: 'ERROR', message: error.message }
   return { name: 'Error', code: 'ERROR', message: errorMessage(error) }
@@ -198,12 +208,23 @@ const errorClasses: Record<string, new (message: string) => CohortError> = {
   CANCELLED: CancelledError,
   TIMEOUT: TimeoutError,
   INVALID_INPUT: InvalidInputError,
+  MODEL_ERROR: ModelError,
+  STORE_ERROR: StoreError,
 }
 
-/** Rebuilds a typed error from its plain-data form (after a restore, or across processes). */
+/**
+ * Rebuilds a typed error from its plain-data form (after a restore, or across processes). With
+ * `agentId`, an `AgentFailedError` for that agent whose `cause` is the rebuilt error.
+ */
 export function fromErrorInfo(info: ErrorInfo, agentId?: string): CohortError {
-  if (agentId !== undefined) return new AgentFailedError(agentId, info.message, { cause: info })
+  if (agentId !== undefined)
+    return new AgentFailedError(agentId, info.message, { cause: fromErrorInfo(info) })
+  // A record written before `limit` was kept names no limit.
+  if (info.code === 'LIMIT_EXCEEDED') return new LimitExceededError(info.limit ?? 'unknown', info.message)
   const ErrorClass = errorClasses[info.code]
   if (ErrorClass) return new ErrorClass(info.message)
-  return new CohortError(info.code, info.message)
+  const error = new CohortError(info.code, info.message)
+  // What was thrown (a TypeError in a tool, a SnapshotError) keeps its name, its code says the rest.
+  error.name = info.name
+  return error
 }

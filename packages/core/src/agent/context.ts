@@ -20,7 +20,13 @@ export interface ChildResult {
 // One schema per shape: an agent's context is defined here once; its type (`z.infer`) and the
 // validation of a context read back from a store both come from it.
 
-export const errorInfoSchema = z.object({ name: z.string(), code: z.string(), message: z.string() })
+// `limit` was added later: a record without it still reads, and an older reader drops it.
+export const errorInfoSchema = z.object({
+  name: z.string(),
+  code: z.string(),
+  message: z.string(),
+  limit: z.string().exactOptional(),
+})
 
 const toolCallSchema = z.object({
   id: z.string(),

@@ -34,7 +34,7 @@ export function think(run: EffectHost, entry: AgentEntry, signal: AbortSignal): 
     if (context.turn >= entry.limits.maxSteps) {
       throw new LimitExceededError(
         'maxSteps',
-        `agent made ${context.turn} model calls, the limit is ${entry.limits.maxSteps} (maxSteps)`,
+        `agent ${entry.id} made ${context.turn} model call${context.turn === 1 ? '' : 's'}, the limit is ${entry.limits.maxSteps} (maxSteps)`,
       )
     }
     const overBudget = budgetExceeded(run, entry, context, 0)
