@@ -12,6 +12,7 @@ import {
   InvalidInputError,
   type ModelRequest,
   memoryStore,
+  RunNotFoundError,
   type RunStore,
   runWallMs,
   type Script,
@@ -102,6 +103,17 @@ describe('restore', () => {
     await expect(runtime.resume('../x')).rejects.toBeInstanceOf(InvalidInputError)
     expect(() => runtime.start('lead', 'x', { runId: 'a/b' })).toThrow(InvalidInputError)
     await expect(runtime.resume('missing')).rejects.toThrow(/run missing is not in the store/)
+  })
+
+  test('a run the store does not hold is a RunNotFoundError naming it, to resume or to answer', async () => {
+    const runtime = scenarioRuntime(dir)
+    const missing = { code: 'RUN_NOT_FOUND', runId: 'missing', message: 'run missing is not in the store' }
+    const resumed = await runtime.resume('missing').catch((e: unknown) => e)
+    expect(resumed).toBeInstanceOf(RunNotFoundError)
+    expect(resumed).toMatchObject(missing)
+    const answered = await runtime.answer('missing', 'lead', { payload: 1 }).catch((e: unknown) => e)
+    expect(answered).toBeInstanceOf(RunNotFoundError)
+    expect(answered).toMatchObject(missing)
   })
 
   test('a corrupted or foreign record is a SnapshotError naming the file and field', async () => {

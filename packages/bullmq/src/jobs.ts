@@ -2,10 +2,10 @@ import { randomUUID } from 'node:crypto'
 import {
   type AgentRecord,
   type Answer,
-  CohortError,
   InvalidInputError,
   isValidAgentId,
   isValidRunId,
+  RunNotFoundError,
   type Runtime,
 } from '@cohort/core'
 import { type FlowJob, FlowProducer, type JobsOptions, type JobType, Queue } from 'bullmq'
@@ -111,7 +111,7 @@ export type ResumeRunOptions = QueueInput & { runtime: Runtime; runId: string }
  */
 export async function resumeRun(options: ResumeRunOptions): Promise<{ runId: string; agents: number }> {
   const stored = await options.runtime.store.loadRun(options.runId)
-  if (!stored) throw new CohortError('RUN_NOT_FOUND', `run ${options.runId} is not in the store`)
+  if (!stored) throw new RunNotFoundError(options.runId)
   if (stored.run.status !== 'running') return { runId: options.runId, agents: 0 }
   const unsettled = stored.agents.filter((agent) => !isSettled(agent))
   const root = unsettled.find((agent) => agent.id === stored.run.rootAgentId)

@@ -1,4 +1,4 @@
-import { CohortError, type RunRecord, type RunStore, readRunRecord } from '@cohort/core'
+import { CohortError, RunNotFoundError, type RunRecord, type RunStore, readRunRecord } from '@cohort/core'
 
 export interface WaitForRunOptions {
   store: RunStore
@@ -16,7 +16,7 @@ export async function waitForRun(runId: string, options: WaitForRunOptions): Pro
   const deadline = Date.now() + (options.timeoutMs ?? 60_000)
   for (let first = true; ; first = false) {
     const record = await readRunRecord(options.store, runId)
-    if (!record && first) throw new CohortError('RUN_NOT_FOUND', `run ${runId} is not in the store`)
+    if (!record && first) throw new RunNotFoundError(runId)
     if (record && record.status !== 'running') return record
     if (Date.now() > deadline) {
       throw new CohortError('TIMEOUT', `run ${runId} did not settle within ${options.timeoutMs ?? 60_000} ms`)

@@ -2,11 +2,11 @@ import { readdir, readFile, rm } from 'node:fs/promises'
 import path from 'node:path'
 import {
   assertRunId,
-  CohortError,
   consoleColors,
   hasBounds,
   InvalidInputError,
   type RunFilter,
+  RunNotFoundError,
   type RunRetention,
 } from '@cohort/core'
 import { durationMs, positiveInt, statuses } from './flags.js'
@@ -101,7 +101,7 @@ export async function logsCommand(
   try {
     files = (await readdir(folder)).filter((file) => file.endsWith('.log'))
   } catch {
-    throw new CohortError('RUN_NOT_FOUND', `no logs for run ${runId} in ${home.logsDir}`)
+    throw new RunNotFoundError(runId, `no logs for run ${runId} in ${home.logsDir}`)
   }
   if (options.agent) {
     const file = `${options.agent}.log`

@@ -1,6 +1,6 @@
 import { mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises'
 import path from 'node:path'
-import { assertRunId, CohortError, fileStore, InvalidInputError, type RunStore } from '@cohort/core'
+import { assertRunId, fileStore, InvalidInputError, RunNotFoundError, type RunStore } from '@cohort/core'
 import { z } from 'zod'
 
 /** How a run was started, so `resume` and `cancel` can rebuild its runtime later. */
@@ -93,8 +93,8 @@ export class Home {
   }
 
   /** A run the store does not have: said alike by every command that names a run. */
-  runNotFound(runId: string): CohortError {
-    return new CohortError('RUN_NOT_FOUND', `run ${runId} is not in ${this.storeName}`)
+  runNotFound(runId: string): RunNotFoundError {
+    return new RunNotFoundError(runId, `run ${runId} is not in ${this.storeName}`)
   }
 
   async saveLaunch(runId: string, launch: Launch): Promise<void> {

@@ -1,4 +1,4 @@
-import { type Awaiting, assertRunId, CohortError, InvalidInputError } from '@cohort/core'
+import { type Awaiting, assertRunId, CohortError, InvalidInputError, RunNotFoundError } from '@cohort/core'
 import type { Output } from './commands.js'
 import { refuseAnswerToApproval } from './waiting.js'
 
@@ -26,13 +26,13 @@ export async function controlOnServer(control: Control, target: ServerTarget, io
   const agent = (agentId: string) => `${run}/agents/${encodeURIComponent(agentId)}`
   switch (control.kind) {
     case 'approve':
-      await post(target, `${agent(control.agentId)}/approve`, { callId: control.callId })
+      await post(target, control.runId, `${agent(control.agentId)}/approve`, { callId: control.callId })
       io.out.write(
         `Approved call ${control.callId} of ${control.agentId} in run ${control.runId}; the server runs it.\n`,
       )
       break
     case 'reject':
-      await post(target, `${agent(control.agentId)}/reject`, {
+      await post(target, control.runId, `${agent(control.agentId)}/reject`, {
         callId: control.callId,
         reason: control.reason,
       })
@@ -42,22 +42,24 @@ export async function controlOnServer(control: Control, target: ServerTarget, io
       break
     case 'answer': {
       // Read first: an agent that waits for an approval is not answered (the server's resume would approve).
-      const { agent: waiting } = (await request(target, 'GET', agent(control.agentId))) as {
+      const { agent: waiting } = (await request(target, control.runId, 'GET', agent(control.agentId))) as {
         agent: { awaiting?: Awaiting }
       }
       refuseAnswerToApproval(control.runId, control.agentId, waiting.awaiting)
-      await post(target, `${agent(control.agentId)}/resume`, { payload: control.payload })
+      await post(target, control.runId, `${agent(control.agentId)}/resume`, { payload: control.payload })
       io.out.write(`Answered ${control.agentId} of run ${control.runId}.\n`)
       break
     }
     case 'cancel': {
       // A run that has already ended is left as it is, as `cohort cancel` does without a server.
-      const { run: stored } = (await request(target, 'GET', run)) as { run: { status: string } }
+      const { run: stored } = (await request(target, control.runId, 'GET', run)) as {
+        run: { status: string }
+      }
       if (stored.status !== 'running') {
         io.out.write(`Run ${control.runId} is already ${stored.status}.\n`)
         break
       }
-      await post(target, `${run}/cancel`)
+      await post(target, control.runId, `${run}/cancel`)
       io.out.write(`Run ${control.runId} cancelled.\n`)
       break
     }
@@ -65,13 +67,14 @@ export async function controlOnServer(control: Control, target: ServerTarget, io
   return 0
 }
 
-async function post(target: ServerTarget, path: string, body?: unknown): Promise<void> {
-  await request(target, 'POST', path, body)
+async function post(target: ServerTarget, runId: string, path: string, body?: unknown): Promise<void> {
+  await request(target, runId, 'POST', path, body)
 }
 
 /** One call to the server's API: its JSON answer, or a clear error for each way it refuses. */
 async function request(
   target: ServerTarget,
+  runId: string,
   method: 'GET' | 'POST',
   path: string,
   body?: unknown,
@@ -100,7 +103,8 @@ async function request(
       `the server at ${base} refused: ${message}. Give its token with --token or COHORT_TOKEN, or pass the link it printed as --server`,
     )
   }
-  if (response.status === 404) throw new CohortError('RUN_NOT_FOUND', message)
+  // The run, or an agent of it, that the server does not have.
+  if (response.status === 404) throw new RunNotFoundError(runId, message)
   if (response.status < 500) throw new InvalidInputError(`the server at ${base} refused: ${message}`)
   throw new CohortError('SERVER_ERROR', `the server at ${base} failed: ${message}`)
 }

@@ -79,6 +79,16 @@ export class RunBusyError extends CohortError {
   }
 }
 
+/** A run the store does not hold (or, for `cohort logs`, a run with no logs); `runId` names it. */
+export class RunNotFoundError extends CohortError {
+  constructor(
+    readonly runId: string,
+    message = `run ${runId} is not in the store`,
+  ) {
+    super('RUN_NOT_FOUND', message)
+  }
+}
+
 /** What a call was given instead of what it takes, for an error message: `null`, `an array`, `number 42`, `the string "…"`. */
 export function describeValue(value: unknown): string {
   if (value === null) return 'null'

@@ -18,6 +18,7 @@ export {
   ModelError,
   ParseError,
   RunBusyError,
+  RunNotFoundError,
   SnapshotError,
   StoreError,
   TimeoutError,

@@ -1,4 +1,4 @@
-import { CohortError, callStore } from '../errors.js'
+import { callStore, RunNotFoundError } from '../errors.js'
 import type { AgentRecord, RunId, RunRecord, RunStore, StoredRun } from './records.js'
 
 /** The run record alone, through the store's own reader when it has one (no agents read). */
@@ -30,7 +30,7 @@ export function runReads(store: RunStore, runId: RunId, timeoutMs: number): RunR
       const record = await callStore('read of the run record', runId, timeoutMs, () =>
         readRunRecord(store, runId),
       )
-      if (!record) throw new CohortError('RUN_NOT_FOUND', `run ${runId} is not in the store`)
+      if (!record) throw new RunNotFoundError(runId)
       return record
     },
     agentRecord: (agentId) =>

@@ -1,6 +1,6 @@
 import { customAlphabet } from 'nanoid'
 import type { AgentDefinition } from '../agent/define-agent.js'
-import { CohortError, callStore, describeValue, InvalidInputError } from '../errors.js'
+import { callStore, describeValue, InvalidInputError, RunNotFoundError } from '../errors.js'
 import { type Answer, answerStored } from '../orchestrator/answer.js'
 import { checkContinueFrom } from '../orchestrator/continuation.js'
 import { runTotals } from '../orchestrator/metrics.js'
@@ -120,7 +120,7 @@ function checkStart(definitions: RuntimeParts['definitions'], agent: string, tas
 }
 
 /** The options a run takes: a record over `StartOptions`' keys, so that a new option must be named here. */
-const startOptionKeys: Record<keyof StartOptions, true> = { runId: true }
+const startOptionKeys: Record<keyof StartOptions, true> = { runId: true, continueFrom: true }
 
 /**
  * A run's options as given from JavaScript (`null`, a run id alone, `{ priority: 9 }`): an object
@@ -242,7 +242,7 @@ async function resumeRun(parts: RuntimeParts, live: LiveRuns, runId: string): Pr
   await claims.claim(runId)
   try {
     const stored = await callStore('read', runId, storeTimeoutMs, () => store.loadRun(runId))
-    if (!stored) throw new CohortError('RUN_NOT_FOUND', `run ${runId} is not in the store`)
+    if (!stored) throw new RunNotFoundError(runId)
     // Its hosts take no claim (many run its agents at once): refused here, not run twice.
     if (stored.run.distributed && stored.run.status === 'running') {
       throw new InvalidInputError(
