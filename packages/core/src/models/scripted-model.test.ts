@@ -30,7 +30,13 @@ describe('scriptedModel', () => {
     const unknown = model.complete(request('other', 0))
     await expect(unknown).rejects.toThrow(ModelError)
     await expect(unknown).rejects.toThrow('no script for agent "other"')
-    await expect(model.complete(request('lead', 3))).rejects.toThrow('no reply for turn 3')
+    // Turns counted from 1, as the log counts them: request.turn 1 is the log's "turn 2".
+    await expect(model.complete(request('lead', 1))).rejects.toThrow(
+      'scripted model has no reply for turn 2 of agent "lead" (its script has 1 reply)',
+    )
+    await expect(scriptedModel({ lead: {} as never }).complete(request('lead', 0))).rejects.toThrow(
+      'script for agent "lead" is no list of replies nor a function',
+    )
     const failing = scriptedModel(() => {
       throw new Error('script broke')
     })

@@ -58,10 +58,15 @@ function pickReply(script: Script, request: ModelRequest): ScriptedReply | Promi
     throw new ModelError(`scripted model has no script for agent "${request.agent.name}"`)
   }
   if (typeof entry === 'function') return entry(request)
+  if (!Array.isArray(entry))
+    throw new ModelError(
+      `scripted model's script for agent "${request.agent.name}" is no list of replies nor a function`,
+    )
   const reply = entry[request.turn]
   if (reply === undefined) {
+    // Turns counted from 1, as the log counts them ("calls scripted (turn 2)").
     throw new ModelError(
-      `scripted model has no reply for turn ${request.turn} of agent "${request.agent.name}" (script has ${entry.length})`,
+      `scripted model has no reply for turn ${request.turn + 1} of agent "${request.agent.name}" (its script has ${entry.length} ${entry.length === 1 ? 'reply' : 'replies'})`,
     )
   }
   return typeof reply === 'function' ? reply(request) : reply
