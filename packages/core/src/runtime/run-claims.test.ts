@@ -1,3 +1,5 @@
+import { spawn } from 'node:child_process'
+import { readFileSync } from 'node:fs'
 import { afterEach, expect, test, vi } from 'vitest'
 import type { CohortError } from '../errors.js'
 import { memoryStore } from '../persistence/memory-store.js'
@@ -58,6 +60,39 @@ test('a claim of this process id that no runtime of this process made (a restart
   const other = new RunClaims(store, 30_000, () => {})
   await expect(other.claim('r3')).rejects.toMatchObject({ code: 'RUN_BUSY', until: expect.any(Number) })
 })
+
+test.skipIf(process.platform !== 'linux')(
+  'a claim of a process killed but not yet waited for by its parent (a zombie) is taken over at once',
+  async () => {
+    // The shell starts `sleep` in the background and becomes another `sleep`, which never waits
+    // for it: killed, the first stays a zombie, which `kill(pid, 0)` still reaches.
+    const parent = spawn('sh', ['-c', 'sleep 60 & echo $!; exec sleep 60'], {
+      stdio: ['ignore', 'pipe', 'ignore'],
+    })
+    try {
+      const pid = Number(
+        await new Promise<string>((resolve) => parent.stdout.once('data', (data) => resolve(String(data)))),
+      )
+      const state = () => readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.[0]
+      process.kill(pid, 'SIGKILL')
+      await vi.waitUntil(() => state() === 'Z', { timeout: 5_000 })
+      expect(() => process.kill(pid, 0)).not.toThrow()
+
+      const store = memoryStore()
+      const claims = new RunClaims(store, 30_000, () => {})
+      const dead = claims.owner.replace(/:\d+:[^:]*$/, `:${pid}:dead`)
+      await store.claimRun!('r6', { owner: dead, until: Date.now() + claimMs })
+      await claims.claim('r6')
+      expect((await store.claimRun!('r6', { owner: 'peek', until: 0 })).owner).toBe(claims.owner)
+      // Its parent, alive, still holds its own.
+      const living = claims.owner.replace(/:\d+:[^:]*$/, `:${parent.pid}:alive`)
+      await store.claimRun!('r7', { owner: living, until: Date.now() + claimMs })
+      await expect(claims.claim('r7')).rejects.toMatchObject({ code: 'RUN_BUSY' })
+    } finally {
+      parent.kill('SIGKILL')
+    }
+  },
+)
 
 test('a run let go of while its renewal is under way is not kept by the renewal', async () => {
   vi.useFakeTimers()

@@ -1,4 +1,4 @@
-import { readlinkSync } from 'node:fs'
+import { readFileSync, readlinkSync } from 'node:fs'
 import { hostname } from 'node:os'
 import { nanoid } from 'nanoid'
 import { callStore, RunBusyError } from '../errors.js'
@@ -186,10 +186,24 @@ function isGone(owner: string): boolean {
   if (parsed.pid === process.pid) return !ownersInThisProcess.has(owner)
   try {
     process.kill(parsed.pid, 0)
-    return false
   } catch (error) {
     return (error as NodeJS.ErrnoException).code === 'ESRCH'
   }
+  // A signal reaches a zombie too: a process killed that its parent has not yet waited for.
+  return isZombie(parsed.pid)
+}
+
+/** On Linux, a process that has ended and awaits its parent's wait (state Z, or X while it goes). */
+function isZombie(pid: number): boolean {
+  let stat: string
+  try {
+    stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+  } catch {
+    return false
+  }
+  // `pid (name) state …`: the name may hold spaces and parentheses, so the state follows the last ")".
+  const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3)
+  return state === 'Z' || state === 'X'
 }
 
 /** `#<id>` of this process's PID namespace on Linux; empty where there is none to read. */
