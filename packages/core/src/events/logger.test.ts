@@ -8,6 +8,7 @@ import { z } from 'zod'
 import { defineAgent } from '../agent/define-agent.js'
 import { scriptedModel } from '../models/scripted-model.js'
 import { memoryStore } from '../persistence/memory-store.js'
+import type { Run } from '../runtime/run.js'
 import { createRuntime } from '../runtime/runtime.js'
 import { defineTool } from '../tools/define-tool.js'
 import { describeEvent } from './describe-event.js'
@@ -197,21 +198,7 @@ test('an approval, a rejection and an answer are logged with the call they settl
 test('a warning, a message and workspace conflicts each get a line, the warning as a warning', async () => {
   const { stream, output } = capturedConsole()
   const logger = createLogger({ stream, colors: false, console: true })
-  const child = defineAgent({ name: 'child', instructions: '' })
-  const lead = defineAgent({ name: 'lead', instructions: '', subagents: [child] })
-  const model = scriptedModel({
-    lead: [
-      {
-        action: 'launch_subagents',
-        agents: [{ agent: 'child', task: 'hello', id: 'a', depends_on: ['ghost'] }],
-      },
-      { action: 'wait_for_subagents' },
-      { action: 'finish', result: 'ok' },
-    ],
-    child: [{ action: 'finish', result: 'hi' }],
-  })
-  const run = createRuntime({ agents: [lead, child], model, logger }).start('lead', 'go')
-  await run.result
+  const run = await runWithWarning(logger, { close: false })
   const base = { runId: run.id, at: Date.now(), elapsedMs: 5, agentId: 'lead', agentName: 'lead', depth: 0 }
   logger.handle({ ...base, type: 'agent.message', from: 'lead.a', text: 'half done' })
   logger.handle({
@@ -228,8 +215,8 @@ test('a warning, a message and workspace conflicts each get a line, the warning 
   expect(describeEvent(event)?.tone).toBe('warn')
 })
 
-/** A run whose launch drops a depends_on naming no sibling: a warning among info lines. */
-async function runWithWarning(logger: ReturnType<typeof createLogger>): Promise<string> {
+/** A run whose launch drops a depends_on naming no sibling: a warning among info lines; the logger closed after it unless `close` is false. */
+async function runWithWarning(logger: ReturnType<typeof createLogger>, { close = true } = {}): Promise<Run> {
   const child = defineAgent({ name: 'child', instructions: '' })
   const lead = defineAgent({ name: 'lead', instructions: '', subagents: [child] })
   const model = scriptedModel({
@@ -245,13 +232,13 @@ async function runWithWarning(logger: ReturnType<typeof createLogger>): Promise<
   })
   const run = createRuntime({ agents: [lead, child], model, logger }).start('lead', 'go')
   await run.result
-  await logger.close()
-  return run.id
+  if (close) await logger.close()
+  return run
 }
 
 test("format 'json' writes one object per line with time, level, run, agent, type and message", async () => {
   const { stream, output } = capturedConsole()
-  const runId = await runWithWarning(createLogger({ stream, format: 'json' }))
+  const runId = (await runWithWarning(createLogger({ stream, format: 'json' }))).id
   const lines = output()
     .trim()
     .split('\n')
@@ -316,7 +303,7 @@ test("one's own winston transports get every line as an info object with its fie
       next()
     },
   } as Transport.TransportStreamOptions)
-  const runId = await runWithWarning(createLogger({ console: false, transports: [mine] }))
+  const runId = (await runWithWarning(createLogger({ console: false, transports: [mine] }))).id
   expect(seen[0]).toMatchObject({ level: 'info', run: runId, type: 'run.started', depth: 0 })
   expect(seen).toContainEqual(
     expect.objectContaining({ level: 'warn', type: 'agent.warning', agent: 'lead', category: 'AGENT' }),
