@@ -157,6 +157,52 @@ describe('depends_on', () => {
     expect(Object.keys((await narrow.runPlan(steps(2)).result) as object)).toHaveLength(2)
   })
 
+  test("a model's depends_on may name agents of the same launch by position (0 for the first), as the seeds' executor did; a wrong position is refused with the reason", async () => {
+    const given: string[] = []
+    const told: string[] = []
+    const model = scriptedModel({
+      lead: [
+        {
+          action: 'launch_subagents',
+          agents: [
+            { agent: 'worker', task: '0 s', depends_on: [0] },
+            { agent: 'worker', task: '0 s', depends_on: [3] },
+            { agent: 'worker', task: '0 s', depends_on: [true] },
+          ],
+        } as never,
+        (request) => {
+          told.push(request.messages.at(-1)!.content)
+          return {
+            action: 'launch_subagents',
+            agents: [
+              { agent: 'worker', task: 'a', id: 'left' },
+              { agent: 'worker', task: 'b' },
+              { agent: 'worker', task: 'join', id: 'join', depends_on: [0, 1] },
+            ],
+          } as never
+        },
+        { action: 'wait_for_subagents' },
+        (request) => ({ action: 'finish', result: settledResults(request).map((child) => child.id) }),
+      ],
+      worker: [
+        (request) => {
+          if (request.agent.task === 'join') given.push(request.messages.map((m) => m.content).join('\n'))
+          return { action: 'finish', result: `done ${request.agent.task}` }
+        },
+      ],
+    })
+    expect(await createRuntime({ agents: [lead, worker], model }).run('lead', 'go')).toEqual([
+      'left',
+      'worker-2',
+      'join',
+    ])
+    expect(told[0]).toMatch(
+      /agents\[0\]: depends_on 0 is this agent itself; expected the position of another agent of it, from 0/,
+    )
+    // The join ran after both, given their results by the ids they were given or made.
+    expect(given[0]).toMatch(/"id":"left".*"result":"done a".*"id":"worker-2".*"result":"done b"/s)
+  })
+
   test('a cycle is refused to the model with the cycle named', async () => {
     const seen: string[] = []
     const model = scriptedModel({

@@ -86,7 +86,13 @@ export function planLaunch(
     return { ok: false, reason: `id "${collision.localId}" is already used by another sub-agent` }
 
   const check = checkDependencies(
-    links.map((link, i) => ({ id: link.localId, dependsOn: specs[i]!.depends_on ?? [] })),
+    links.map((link, i) => ({
+      id: link.localId,
+      // A position in the launch is the id that agent has, given or made above.
+      dependsOn: (specs[i]!.depends_on ?? []).map((dep) =>
+        typeof dep === 'number' ? links[dep]!.localId : dep,
+      ),
+    })),
     taken,
   )
   const warnings = check.dropped.map(

@@ -4,8 +4,8 @@ import { InvalidInputError } from '../errors.js'
 import { childIdPattern, type LaunchSpec } from '../protocol/actions.js'
 import { checkDependencies, dependencyLayers, describeCycle } from './dependency-graph.js'
 
-/** One agent of a plan: a launch spec with an id. */
-export type PlanStep = LaunchSpec & { id: string }
+/** One agent of a plan: a launch spec with an id, naming the steps it depends on by their ids. */
+export type PlanStep = Omit<LaunchSpec, 'depends_on'> & { id: string; depends_on?: string[] }
 
 /** A plan given as data: agents with `depends_on`, run without a coordinator model. */
 export interface Plan {

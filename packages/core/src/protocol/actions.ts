@@ -20,8 +20,14 @@ export const launchSpecSchema = z.object({
     .describe('Your name for this sub-agent')
     .optional(),
   depends_on: z
-    .array(z.string(), { error: '"depends_on" must be an array of sibling ids' })
-    .describe('Sibling ids to wait for')
+    .array(
+      z.union([z.string(), z.number().int().min(0)], {
+        error:
+          '"depends_on" entries must be sibling ids, or positions in this launch (0 for the first agent)',
+      }),
+      { error: '"depends_on" must be an array of sibling ids (or positions in this launch, from 0)' },
+    )
+    .describe('Sibling ids to wait for, or positions in this launch (0 for the first agent)')
     .optional(),
   priority: z
     .number({ error: '"priority" must be a number' })

@@ -151,6 +151,16 @@ describe('parseActions: strict about meaning, with an exact error', () => {
       /unknown agent "hacker"; this agent can launch: researcher/,
     ],
     [
+      'a depends_on position past the launch',
+      '{"action":"launch_subagents","agents":[{"agent":"researcher","task":"t","depends_on":[2]}]}',
+      /agents\[0\]: depends_on 2 is no position in this launch of 1; expected the position of another agent of it, from 0/,
+    ],
+    [
+      'a depends_on entry that is neither id nor position',
+      '{"action":"launch_subagents","agents":[{"agent":"researcher","task":"t","depends_on":[true]}]}',
+      /agents\[0\]: "depends_on" entries must be sibling ids, or positions in this launch \(0 for the first agent\)/,
+    ],
+    [
       'empty task',
       '{"action":"launch_subagents","agents":[{"agent":"researcher","task":" "}]}',
       /"task" must be a non-empty string/,

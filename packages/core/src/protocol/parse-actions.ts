@@ -202,6 +202,13 @@ function toLaunch(
     const checked = launchSpecSchema.safeParse(entry)
     if (!checked.success) return `${at}: ${issueOf(checked.error)}`
     const spec = checked.data
+    // A position names another agent of this launch, as the launch's list gives them.
+    const position = spec.depends_on?.find(
+      (dep) => typeof dep === 'number' && (dep >= args.data.agents.length || dep === index),
+    )
+    if (position !== undefined) {
+      return `${at}: depends_on ${position} ${position === index ? 'is this agent itself' : `is no position in this launch of ${args.data.agents.length}`}; expected the position of another agent of it, from 0`
+    }
     if (spec.id !== undefined) {
       if (launched.has(spec.id) || inThisLaunch.has(spec.id))
         return `${at}: id "${spec.id}" is already used by another sub-agent`
