@@ -591,6 +591,56 @@ describe.runIf(hasChromium)('web inspector', () => {
     }
   })
 
+  test('an agent waiting for its dependencies says which, in the tree and in its detail', async () => {
+    let release: () => void = () => {}
+    const held = new Promise<void>((resolve) => {
+      release = resolve
+    })
+    const planModel = scriptedModel({
+      lead: [
+        {
+          action: 'launch_subagents',
+          agents: [
+            { agent: 'worker', task: 'a', id: 'research-1' },
+            { agent: 'worker', task: 'b', id: 'research-2' },
+            { agent: 'worker', task: 'c', id: 'report', depends_on: ['research-1', 'research-2'] },
+          ],
+        },
+        { action: 'wait_for_subagents' },
+        { action: 'finish', result: 'done' },
+      ],
+      worker: async () => {
+        await held
+        return { action: 'finish', result: 'ok' }
+      },
+    })
+    const target = await startServer({
+      runtime: createRuntime({ agents: [lead, worker], model: planModel }),
+      root: 'lead',
+      port: 0,
+    })
+    const tab = await browser.newPage({ viewport: { width: 1440, height: 900 } })
+    try {
+      await tab.goto(`${target.inspectorUrl}#run=dag&agent=lead.report`)
+      await tab.locator('#connection[data-state="open"]').waitFor({ timeout: 10_000 })
+      expect((await callApi(target, '/api/runs', { task: 'go', runId: 'dag' })).status).toBe(201)
+      const node = tab.locator('#tree [data-agent-id="lead.report"]')
+      await expect
+        .poll(() => node.locator('.after').textContent(), { timeout: 10_000 })
+        .toBe('after research-1, research-2')
+      await expect
+        .poll(() => tab.locator('#detail .facts').textContent(), { timeout: 10_000 })
+        .toContain('afterlead.research-1, lead.research-2')
+      release()
+      await expect.poll(() => node.getAttribute('data-state'), { timeout: 10_000 }).toBe('completed')
+      expect(await node.locator('.after').count()).toBe(0)
+    } finally {
+      release()
+      await tab.close()
+      await target.close()
+    }
+  })
+
   test('a page of another origin gets nothing from the socket or the API, while the signed-in inspector works', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'cohort-inspector-attack-'))
     const target = await startServer({

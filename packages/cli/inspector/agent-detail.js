@@ -56,6 +56,7 @@ function DetailContent({ now }) {
         <dd class="mono">${agent.parentId || '—'}</dd>
         <dt>depth</dt>
         <dd>${agent.depth}</dd>
+        ${agent.dependsOn ? html`<dt>after</dt><dd class="mono">${agent.dependsOn.join(', ')}</dd>` : ''}
         <dt>turns</dt>
         <dd>${agent.turns}</dd>
         <dt>started</dt>

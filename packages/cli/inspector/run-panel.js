@@ -115,6 +115,11 @@ function TreeNode({ row: { agent, level }, now }) {
       <span class="id">${agent.id === agent.name ? '' : agent.id}</span>
       <span class="pill">${shown}</span>
       <span class="needs-you" title=${hint}>needs you</span>
+      ${
+        shown === 'idle' && agent.dependsOn
+          ? html`<span class="after">after ${agent.dependsOn.map(ownId).join(', ')}</span>`
+          : ''
+      }
       <span class="turns">${agent.turns} turn${agent.turns === 1 ? '' : 's'}</span>
       <span class="time">${formatDuration(agentEnd(agent, now) - agent.startedAt)}</span>
     </div>

@@ -79,6 +79,10 @@ export const agentSummaryShape = z
     error: z.object({ code: z.string(), message: z.string() }).optional(),
     awaiting: awaitingShape.optional(),
     processes: z.array(processShape).optional().openapi({ description: "a process agent's turns" }),
+    dependsOn: z
+      .array(z.string())
+      .optional()
+      .openapi({ description: 'the siblings (run-wide ids) it starts after: its depends_on' }),
   })
   .openapi('AgentSummary')
 
