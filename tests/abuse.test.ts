@@ -94,7 +94,7 @@ test("a run's options that are no object (null, a run id alone) or hold an unkno
     /^a run's options must be an object .*; got the string "nightly-1"$/,
   )
   // An unknown key is a typo or an option this version lacks: refused, not ignored.
-  const unknownKey = /^unknown run option "priority"; a run's options are: runId$/
+  const unknownKey = /^unknown run option "priority"; a run's options are: runId, continueFrom$/
   expect(() => loose.start('lead', 't', { priority: 9 })).toThrow(unknownKey)
   expect(() => loose.runPlan(plan, { runid: 'x' })).toThrow(/unknown run option "runid"/)
   await expect(loose.run('lead', 't', { priority: 9 })).rejects.toThrow(unknownKey)

@@ -246,10 +246,10 @@ describe('cohort CLI', () => {
     const saved = process.env.NO_COLOR
     try {
       delete process.env.NO_COLOR
-      expect(await showOnTerminal()).toContain('\u001b[32m✔ echoer ')
+      expect(await showOnTerminal()).toContain('\u001b[32m✔ echoer')
       process.env.NO_COLOR = '1'
       const plain = await showOnTerminal()
-      expect(plain).toMatch(/^✔ echoer echoer {2}completed/m)
+      expect(plain).toMatch(/^✔ echoer {2}completed/m)
       expect(plain).not.toContain('\u001b[')
     } finally {
       if (saved === undefined) delete process.env.NO_COLOR
@@ -476,7 +476,7 @@ describe('cohort CLI', () => {
       )?.[1]
     expect(callId).toBeDefined()
     expect((await run(['show', 'waiting'])).stdout).toMatch(
-      /⏸ operator operator {2}suspended .* {2}waits for approval of deploy \(call \S+\)/,
+      /⏸ operator {2}suspended .* {2}waits for approval of deploy \(call \S+\)/,
     )
 
     const wrong = await run(['approve', 'waiting', 'operator', 'call-nope'])
