@@ -8,6 +8,7 @@ import {
   defineAgent,
   fileStore,
   type Run,
+  RunNotFoundError,
   type Runtime,
   scriptedModel,
   sleep,
@@ -262,4 +263,33 @@ test('runtime.resume refuses a run made for distributed hosts, whose agents they
   await expect(createRuntime({ agents: [agent], model, store }).resume(runId)).rejects.toThrow(
     /distributed hosts/,
   )
+})
+
+test('runtime.cancelStored ends a stored run as cancelled through its agents, without running them; a segment still running does not write over the run record; again, it says the run had ended', async () => {
+  const store = fileStore(dir)
+  const { agent, model, started, release } = heldToolAgent()
+  const worker = createRuntime({ agents: [agent], model, store })
+  const { runId, rootAgentId } = await worker.prepareRun('solo', 'go')
+  const outcome = worker.runSegment(runId, rootAgentId, { enqueue: async () => {} })
+  await vi.waitFor(() => expect(started()).toBe(true))
+
+  const other = createRuntime({ agents: [agent], model, store })
+  const cancelled: unknown[] = []
+  other.on('run.cancelled', (event) => cancelled.push(event.reason))
+  const { record, alreadyEnded } = await other.cancelStored(runId, 'not needed')
+  expect(alreadyEnded).toBe(false)
+  expect(record).toMatchObject({ status: 'cancelled', error: { code: 'CANCELLED', message: 'not needed' } })
+  expect(cancelled).toEqual(['not needed'])
+  const stored = await store.loadAgent!(runId, rootAgentId)
+  expect(stored).toMatchObject({ status: 'failed', snapshot: { context: { error: { code: 'CANCELLED' } } } })
+
+  // Its segment here was not told (no host signal): its agent ends, but the run stays cancelled.
+  release()
+  await outcome
+  expect(await store.loadRunRecord!(runId)).toMatchObject({ status: 'cancelled' })
+  expect(await other.cancelStored(runId)).toEqual({
+    record: await store.loadRunRecord!(runId),
+    alreadyEnded: true,
+  })
+  await expect(other.cancelStored('nosuchrun')).rejects.toBeInstanceOf(RunNotFoundError)
 })

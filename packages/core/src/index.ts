@@ -53,6 +53,7 @@ export type {
   ToolSpec,
 } from './models/types.js'
 export type { Answer } from './orchestrator/answer.js'
+export type { CancelledRun } from './orchestrator/cancel-stored.js'
 export type { Durability, Inspector } from './orchestrator/config.js'
 export type { ContinuedFrom, ContinueFrom } from './orchestrator/continuation.js'
 export { type AgentMetrics, type RunMetrics, runWallMs } from './orchestrator/metrics.js'

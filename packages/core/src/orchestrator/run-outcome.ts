@@ -9,6 +9,7 @@ import {
 } from '../errors.js'
 import type { EventBus } from '../events/event-bus.js'
 import type { RunEventInput } from '../events/types.js'
+import { readRunRecord } from '../persistence/read.js'
 import type { RunRecord, RunStatus, RunStore } from '../persistence/records.js'
 import type { OrchestratorConfig } from './config.js'
 import { withPeak } from './metrics.js'
@@ -18,7 +19,7 @@ import type { RunActor } from './run-machine.js'
 export interface OutcomeHost {
   readonly runId: string
   readonly store: RunStore
-  readonly config: Pick<OrchestratorConfig, 'storeTimeoutMs'>
+  readonly config: Pick<OrchestratorConfig, 'storeTimeoutMs' | 'segment'>
   readonly actor: RunActor
   readonly bus: EventBus
   emitRun(event: RunEventInput): void
@@ -75,6 +76,14 @@ export class RunOutcome {
     error: ErrorInfo | undefined,
     peak: number,
   ): Promise<RunRecord> {
+    // A segment's run may have been ended meanwhile by another process (`cancelStored`): its
+    // record stays as that one wrote it.
+    if (this.run.config.segment) {
+      const { store, config, runId } = this.run
+      const read = () => readRunRecord(store, runId)
+      const stored = await callStore('read of the run record', runId, config.storeTimeoutMs, read)
+      if (stored && stored.status !== 'running') return stored
+    }
     const record: RunRecord = withPeak({ ...this.current!, status, updatedAt: Date.now() }, peak)
     if (status === 'completed') record.result = result
     else if (error) record.error = error

@@ -2,6 +2,7 @@ import { customAlphabet } from 'nanoid'
 import type { AgentDefinition } from '../agent/define-agent.js'
 import { callStore, describeValue, InvalidInputError, RunNotFoundError } from '../errors.js'
 import { type Answer, answerStored } from '../orchestrator/answer.js'
+import { type CancelledRun, cancelStored } from '../orchestrator/cancel-stored.js'
 import { checkContinueFrom } from '../orchestrator/continuation.js'
 import { runTotals } from '../orchestrator/metrics.js'
 import { runSegment } from '../orchestrator/segment.js'
@@ -68,6 +69,9 @@ export function createRuntime(options: RuntimeOptions): Runtime {
     },
     answer(runId, agentId, answer) {
       return answerRun(live, runId, agentId, answer)
+    },
+    cancelStored(runId, reason = 'cancelled by the caller') {
+      return cancelStoredRun(live, runId, reason)
     },
     runPlan(plan, startOptions = {}) {
       if (startOptions?.continueFrom !== undefined)
@@ -185,6 +189,22 @@ async function answerRun(live: LiveRuns, runId: string, agentId: string, answer:
   await live.claims.claim(runId)
   try {
     await answerStored(live.orchestratorFor(runId).orchestrator, agentId, answer)
+  } finally {
+    await live.claims.release(runId).catch(() => {})
+  }
+}
+
+/** `runtime.cancelStored`: a stored run ended as cancelled through its agents' actors, the run claimed meanwhile. */
+async function cancelStoredRun(live: LiveRuns, runId: string, reason: string): Promise<CancelledRun> {
+  assertRunId(runId)
+  if (typeof reason !== 'string' || reason.trim() === '')
+    throw new InvalidInputError(`a cancel's reason must be a non-empty string, got ${describeValue(reason)}`)
+  if (live.runs.has(runId))
+    throw new InvalidInputError(`run ${runId} is live in this runtime: use run.cancel`)
+  // Claimed while its agents are ended: an answer or a resume at once would write over them.
+  await live.claims.claim(runId)
+  try {
+    return await cancelStored(live.orchestratorFor(runId).orchestrator, reason)
   } finally {
     await live.claims.release(runId).catch(() => {})
   }

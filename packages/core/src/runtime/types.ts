@@ -4,6 +4,7 @@ import type { EventSink } from '../events/logger.js'
 import type { CohortEvent, CohortEventType } from '../events/types.js'
 import type { ChatModel } from '../models/types.js'
 import type { Answer } from '../orchestrator/answer.js'
+import type { CancelledRun } from '../orchestrator/cancel-stored.js'
 import type { Durability, Inspector } from '../orchestrator/config.js'
 import type { ContinueFrom } from '../orchestrator/continuation.js'
 import type { SegmentOutcome } from '../orchestrator/segment.js'
@@ -127,6 +128,14 @@ export interface Runtime<Agents extends readonly AgentDefinition[] = readonly Ag
    * distributed hosts, which then run it again. In one process, use `run.approve/reject/resume`.
    */
   answer(runId: string, agentId: string, answer: Answer): Promise<void>
+  /**
+   * Ends a stored run as cancelled without running anything, as `run.cancel` would: each
+   * unsettled agent fails with CANCELLED (`reason`) through its actor, and the run record says
+   * cancelled. For distributed hosts, whose workers must stop their segments of it (`cancelRun`
+   * of @cohort/bullmq does both). A run that had ended is left as it was: `alreadyEnded` says so.
+   * In one process, use `run.cancel`.
+   */
+  cancelStored(runId: string, reason?: string): Promise<CancelledRun>
   /** A run this runtime holds in memory. */
   get(runId: string): Run | undefined
   /** Runs in memory that have not settled. */
