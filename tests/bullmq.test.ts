@@ -9,6 +9,7 @@ import {
   defineTool,
   type ModelReply,
   memoryStore,
+  RunNotFoundError,
   type RunStore,
   type RuntimeOptions,
   type SharedCall,
@@ -20,6 +21,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest'
 import { z } from 'zod'
 import {
   answerRun,
+  cancelRun,
   createWorker,
   enqueueRun,
   redisLimits,
@@ -371,6 +373,162 @@ describeRedis('BullMQ workers', () => {
           expect(await store.loadAgent!(runId, 'solo')).toEqual(before)
         } finally {
           await cohort.close(true)
+        }
+      }),
+    60_000,
+  )
+
+  /** A lead waiting on a manager (waiting on `b`), on `a` and on `c` (after `a`); `a` and `b` hold a tool that ignores its abort. */
+  const cancelScenario = () => {
+    const executions: string[] = []
+    const aborted: string[] = []
+    const releases: (() => void)[] = []
+    const held = defineTool({
+      name: 'held',
+      description: 'Waits to be let through, whatever its signal says',
+      parameters: z.object({}),
+      execute: (_args, ctx) => {
+        executions.push(ctx.agentId)
+        ctx.signal.addEventListener('abort', () => aborted.push(ctx.agentId))
+        return new Promise<string>((resolve) => releases.push(() => resolve('let through')))
+      },
+    })
+    const worker = defineAgent({ name: 'worker', instructions: '', tools: [held] })
+    const manager = defineAgent({ name: 'manager', instructions: '', subagents: [worker] })
+    const lead = defineAgent({ name: 'lead', instructions: '', subagents: [manager, worker] })
+    const model = scriptedModel({
+      lead: [
+        {
+          action: 'launch_subagents',
+          agents: [
+            { agent: 'manager', task: 'm', id: 'm' },
+            { agent: 'worker', task: 'a', id: 'a' },
+            { agent: 'worker', task: 'c', id: 'c', depends_on: ['a'] },
+          ],
+        },
+        { action: 'wait_for_subagents' },
+        { action: 'finish', result: 'done' },
+      ],
+      manager: [
+        { action: 'launch_subagents', agents: [{ agent: 'worker', task: 'b', id: 'b' }] },
+        { action: 'wait_for_subagents' },
+        { action: 'finish', result: 'managed' },
+      ],
+      worker: [
+        { action: 'call_tool', tool: 'held', args: {} },
+        { action: 'finish', result: 'worked' },
+      ],
+    })
+    const runtime = () => createRuntime({ agents: [lead, manager, worker], model, store })
+    return {
+      executions,
+      aborted,
+      release: () => {
+        for (const go of releases) go()
+      },
+      runtime,
+    }
+  }
+
+  const liveJobsOf = async (queue: ReturnType<typeof openQueue>, runId: string) =>
+    (await queue.getJobs(['active', 'wait', 'delayed', 'prioritized', 'waiting-children'], 0, -1)).filter(
+      (job) => job?.data.runId === runId,
+    )
+
+  test(
+    'cancelRun ends a run mid-flight: run and agents cancelled, its jobs gone, the held tools aborted and never repeated, a later job does nothing',
+    () =>
+      isolated(async () => {
+        const scenario = cancelScenario()
+        const cohorts = [0, 1].map(() =>
+          createWorker({ runtime: scenario.runtime(), url: redisUrl, queueName, onError: () => {} }),
+        )
+        const queue = openQueue(queueName)
+        try {
+          const runtime = scenario.runtime()
+          const { runId } = await enqueueRun({ queue, runtime, agent: 'lead', task: 'go' })
+          await waitUntil(async () => {
+            const states = await Promise.all((await liveJobsOf(queue, runId)).map((job) => job.getState()))
+            return (
+              scenario.executions.length === 2 &&
+              states.sort().join() === 'active,active,delayed,waiting-children,waiting-children'
+            )
+          }, 20_000)
+          expect(scenario.executions.sort()).toEqual(['lead.a', 'lead.m.b'])
+
+          const waited = waitForRun(runId, { store, timeoutMs: 20_000 })
+          const result = await cancelRun({ queue, runtime, runId, reason: 'changed my mind' })
+          expect(result).toEqual({ runId, status: 'cancelled', alreadyEnded: false })
+          expect(await waited).toMatchObject({
+            status: 'cancelled',
+            error: { code: 'CANCELLED', message: 'changed my mind' },
+          })
+          expect(await liveJobsOf(queue, runId)).toEqual([])
+          expect(scenario.aborted.sort()).toEqual(['lead.a', 'lead.m.b'])
+          const stored = await store.loadRun(runId)
+          expect(
+            stored?.agents
+              .map((agent) => `${agent.id} ${agent.status} ${agent.snapshot.context.error?.code}`)
+              .sort(),
+          ).toEqual([
+            'lead failed CANCELLED',
+            'lead.a failed CANCELLED',
+            'lead.c failed CANCELLED',
+            'lead.m failed CANCELLED',
+            'lead.m.b failed CANCELLED',
+          ])
+
+          // The tools ignored their abort: their results are not written, nothing runs on.
+          scenario.release()
+          await new Promise((resolve) => setTimeout(resolve, 300))
+          // A job of the run that starts later finds its agent settled and does nothing.
+          const late = await queue.add('a', { runId, agentId: 'lead.a', generation: 'late' })
+          await waitUntil(() => late.isCompleted(), 20_000)
+          expect((await queue.getJob(late.id!))?.returnvalue).toEqual({
+            agentId: 'lead.a',
+            kind: 'settled',
+            status: 'failed',
+          })
+          expect(await store.loadRun(runId)).toEqual(stored)
+          expect(scenario.executions.sort()).toEqual(['lead.a', 'lead.m.b'])
+
+          // Again: it says the run had ended, and changes nothing.
+          expect(await cancelRun({ queue, runtime, runId })).toEqual({
+            runId,
+            status: 'cancelled',
+            alreadyEnded: true,
+          })
+          expect(await store.loadRun(runId)).toEqual(stored)
+        } finally {
+          scenario.release()
+          await Promise.all(cohorts.map((cohort) => cohort.close(true)))
+          await queue.close()
+        }
+      }),
+    60_000,
+  )
+
+  test(
+    'cancelRun of a run that has ended says so and leaves it as it was; of an unknown run, RUN_NOT_FOUND',
+    () =>
+      isolated(async () => {
+        const runtime = createRuntime({ agents: flatAgents, model: flatModel(5), store })
+        const cohort = createWorker({ runtime, url: redisUrl, queueName, onError: () => {} })
+        try {
+          const { runId } = await enqueueRun({ url: redisUrl, queueName, runtime, agent: 'solo', task: 'go' })
+          expect(await waitForRun(runId, { store, timeoutMs: 20_000 })).toMatchObject({ status: 'completed' })
+          const before = await store.loadRun(runId)
+          expect(await cancelRun({ url: redisUrl, queueName, runtime, runId })).toEqual({
+            runId,
+            status: 'completed',
+            alreadyEnded: true,
+          })
+          expect(await store.loadRun(runId)).toEqual(before)
+          await expect(
+            cancelRun({ url: redisUrl, queueName, runtime, runId: 'nosuchrun' }),
+          ).rejects.toBeInstanceOf(RunNotFoundError)
+        } finally {
+          await cohort.close()
         }
       }),
     60_000,

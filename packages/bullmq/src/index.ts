@@ -1,3 +1,4 @@
+export { type CancelRunOptions, type CancelRunResult, cancelRun } from './cancel.js'
 export { type ConnectionInput, redisOptionsFromUrl } from './connection.js'
 export {
   type AnswerRunOptions,

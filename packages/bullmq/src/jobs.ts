@@ -32,6 +32,8 @@ export interface SegmentJobData {
 export type SegmentJobResult =
   | { agentId: string; kind: 'settled'; status: 'completed' | 'failed' }
   | { agentId: string; kind: 'waiting'; on: 'input' }
+  /** The run had ended (`cancelRun`) while the segment ran: it stopped, and wrote nothing more. */
+  | { agentId: string; kind: 'ended'; status: 'completed' | 'failed' | 'cancelled' }
 
 /**
  * What is wrong with a job's data (a job added by hand), or undefined when it names a run and an
@@ -71,7 +73,7 @@ export type QueueInput = ConnectionInput & {
   queueName?: string
 }
 
-async function withQueue<T>(input: QueueInput, use: (queue: Queue) => Promise<T>): Promise<T> {
+export async function withQueue<T>(input: QueueInput, use: (queue: Queue) => Promise<T>): Promise<T> {
   if (input.queue) return use(input.queue)
   const queue = new Queue(input.queueName ?? defaultQueueName, { connection: resolveConnection(input) })
   try {
@@ -151,7 +153,7 @@ export function isSettled(agent: AgentRecord): boolean {
 export type AnswerRunOptions = ResumeRunOptions & { agentId: string; answer: Answer }
 
 /** Job states in which a run still has work queued or running. */
-const liveStates: JobType[] = ['active', 'wait', 'delayed', 'prioritized', 'waiting-children']
+export const liveStates: JobType[] = ['active', 'wait', 'delayed', 'prioritized', 'waiting-children']
 
 /**
  * Answers an agent that waits on a person (approve or reject its tool call, or give it input)

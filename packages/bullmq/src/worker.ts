@@ -1,5 +1,13 @@
-import { type RunStore, type Runtime, readAgentRecord, readRunRecord, SnapshotError } from '@cohort/core'
+import {
+  type RunStore,
+  type Runtime,
+  readAgentRecord,
+  readRunRecord,
+  type SegmentOutcome,
+  SnapshotError,
+} from '@cohort/core'
 import { DelayedError, type Job, Queue, UnrecoverableError, WaitingChildrenError, Worker } from 'bullmq'
+import { cancelChannel } from './cancel.js'
 import { type ConnectionInput, ownRedis, resolveConnection } from './connection.js'
 import {
   defaultQueueName,
@@ -214,9 +222,18 @@ export function createWorker(options: CreateWorkerOptions): CohortWorker {
     const { runId, agentId } = job.data
     for (let round = 0; round < maxRounds; round++) {
       const settledBefore = await settledCount(runId)
-      const outcome = await runtime
-        .runSegment(runId, agentId, { enqueue: (ids) => addChildren(job, ids), ...(signal && { signal }) })
-        .catch((error: unknown) => segmentFailed(job, token, error))
+      let outcome: SegmentOutcome
+      try {
+        outcome = await runtime.runSegment(runId, agentId, {
+          enqueue: (ids) => addChildren(job, ids),
+          ...(signal && { signal }),
+        })
+      } catch (error) {
+        // Stopped by its run's end (a cancel): done, not to be tried again.
+        const run = await readRunRecord(runtime.store, runId)
+        if (run && run.status !== 'running') return { agentId, kind: 'ended', status: run.status }
+        return segmentFailed(job, token, error)
+      }
       if (outcome.kind === 'waiting' && outcome.on === 'dependencies')
         await awaitDependencies(job, token, settledBefore)
       // A worker with the definition took it, its dependencies settled: a later wait starts afresh.
@@ -236,7 +253,26 @@ export function createWorker(options: CreateWorkerOptions): CohortWorker {
     throw new Error(`agent ${agentId} of run ${runId} made no progress in ${maxRounds} rounds`)
   }
 
-  const worker = new Worker<SegmentJobData, SegmentJobResult>(queueName, process, {
+  // The segments running here by run: a cancelled run's are aborted (`cancelRun` publishes its id).
+  const running = new Map<string, Set<string>>()
+  const track = async (job: Job<SegmentJobData>, token?: string, signal?: AbortSignal) => {
+    const { runId } = (job.data ?? {}) as Partial<SegmentJobData>
+    const jobs = typeof runId === 'string' ? (running.get(runId) ?? new Set<string>()) : undefined
+    if (jobs) running.set(runId!, jobs.add(job.id!))
+    try {
+      return await process(job, token, signal)
+    } finally {
+      jobs?.delete(job.id!)
+      if (jobs?.size === 0 && running.get(runId!) === jobs) running.delete(runId!)
+    }
+  }
+  const cancels = ownRedis(connection)
+  cancels.on('message', (_channel: string, runId: string) => {
+    for (const id of running.get(runId) ?? []) worker.cancelJob(id, `run ${runId} was cancelled`)
+  })
+  cancels.subscribe(cancelChannel(queue)).catch(onError)
+
+  const worker = new Worker<SegmentJobData, SegmentJobResult>(queueName, track, {
     connection,
     concurrency: options.concurrency ?? 10,
     lockDuration: options.lockDuration ?? 60_000,
@@ -270,6 +306,7 @@ export function createWorker(options: CreateWorkerOptions): CohortWorker {
       await worker.close(force)
       unshare?.()
       redis.disconnect()
+      cancels.disconnect()
       await Promise.all([queue.close(), limits?.close()])
     },
   }
