@@ -100,3 +100,32 @@ test('a cancel ends the wait before a retry', async () => {
   expect(performance.now() - started).toBeLessThan(10_000)
   expect(slow.calls.count).toBe(1)
 })
+
+test('a call that showed a fragment of its reply is not retried; a wait that is no number is a backoff', async () => {
+  let calls = 0
+  const streaming: ChatModel = {
+    name: 'streaming',
+    async complete(request) {
+      calls++
+      request.onToken?.('partial ')
+      throw new ModelError('HTTP 503: dropped mid-reply', { status: 503, retryable: true, retryAfterMs: 5 })
+    },
+  }
+  const run = createRuntime({ agents: [solo], model: streaming }).start('solo', 'go')
+  const tokens: string[] = []
+  run.on('model.token', (event) => tokens.push(event.text))
+  await expect(run.result).rejects.toThrow(/dropped mid-reply/)
+  expect(calls).toBe(1)
+  expect(tokens).toEqual(['partial '])
+
+  const confused = flakyModel(
+    1,
+    () => new ModelError('HTTP 503', { status: 503, retryable: true, retryAfterMs: Number.NaN }),
+  )
+  const retried = createRuntime({ agents: [solo], model: confused.model }).start('solo', 'go')
+  const waits: number[] = []
+  retried.on('model.retrying', (event) => waits.push(event.waitMs))
+  expect(await retried.result).toBe('done')
+  expect(waits).toHaveLength(1)
+  expect(Number.isFinite(waits[0])).toBe(true)
+})

@@ -331,7 +331,7 @@ test('a command that reports its usage and cost counts them (readOutput); one th
   await expect(budgeted.run('silent', 'go')).rejects.toThrow(/maxRunTokens/)
 })
 
-test('a readOutput that throws or returns what is not an output fails the turn naming it', async () => {
+test('a readOutput that throws, returns what is not an output, or a promise, fails the turn naming it', async () => {
   const agentWith = (name: string, readOutput: () => unknown) =>
     defineAgent({
       name,
@@ -342,10 +342,14 @@ test('a readOutput that throws or returns what is not an output fails the turn n
     agents: [
       agentWith('throws', () => JSON.parse('not json')),
       agentWith('wrong', () => ({ usage: { promptTokens: -1 } })),
+      agentWith('later', async () => ({ text: 'too late' })),
     ],
     workspaces: { root: path.join(dir, 'ws') },
   })
   await expect(runtime.run('throws', 'go')).rejects.toThrow(/readOutput of command sh threw: .*JSON/)
+  await expect(runtime.run('later', 'go')).rejects.toThrow(
+    /readOutput of command sh returned a promise; it must return/,
+  )
   await expect(runtime.run('wrong', 'go')).rejects.toThrow(
     /readOutput of command sh returned usage\.promptTokens: .*expected \{ text\?: string, usage\?/,
   )

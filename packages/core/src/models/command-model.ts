@@ -149,6 +149,14 @@ function readOutput(
       process: record,
     })
   }
+  if (read instanceof Promise) {
+    // What it resolves to would be lost: the turn ends with the command.
+    read.catch(() => {})
+    throw new ModelError(
+      `readOutput of command ${options.command} returned a promise; it must return { text?, usage?, cost? } at once (read stdout synchronously)`,
+      { process: record },
+    )
+  }
   const checked = commandOutputSchema.safeParse(read)
   if (checked.success) return checked.data
   const issue = checked.error.issues[0]!

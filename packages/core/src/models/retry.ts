@@ -39,7 +39,9 @@ export async function retrying<T>(
       const failure = fail(error, retries)
       if (final || !(failure instanceof ModelError && failure.retryable) || retries >= options.maxRetries)
         throw failure
-      const asked = options.askedWaitMs ? options.askedWaitMs(error) : failure.retryAfterMs
+      const said = options.askedWaitMs ? options.askedWaitMs(error) : failure.retryAfterMs
+      // A wait that is no number (NaN) asks for nothing; a longer one than Cohort waits fails below.
+      const asked = said === undefined || Number.isNaN(said) ? undefined : Math.max(0, said)
       if (asked !== undefined && asked > options.maxWaitMs) {
         throw new ModelError(
           `${failure.message}; the server asked to wait ${seconds(asked)} before a retry, longer than the ${seconds(options.maxWaitMs)} Cohort waits at most, so the call fails now`,

@@ -169,7 +169,19 @@ function callModel(
 
 /** The model's reply, its transient failures retried by the runtime: the model does not retry its own. */
 async function retried(model: ChatModel, request: ModelRequest, maxRetries: number): Promise<ModelReply> {
-  const { value, retries } = await retrying(() => model.complete(request), afterRetries, {
+  // A call that showed a fragment is not tried again: its listeners would see the text twice.
+  const attempt = (began: () => void) => {
+    const { onToken } = request
+    if (!onToken) return model.complete(request)
+    return model.complete({
+      ...request,
+      onToken: (text) => {
+        began()
+        onToken(text)
+      },
+    })
+  }
+  const { value, retries } = await retrying(attempt, afterRetries, {
     maxRetries,
     maxWaitMs: maxRetryWaitMs,
     signal: request.signal,
