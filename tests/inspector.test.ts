@@ -13,6 +13,7 @@ import type { Browser, Page } from '../packages/cli/node_modules/playwright-core
 import { type CohortServer, startServer } from '../packages/cli/src/server/server.js'
 import { approvalModel, operator } from './fixtures/approval-scenario.js'
 import { twoAgentsOnCall0 } from './fixtures/call-0-approvals.js'
+import { heldDependent } from './fixtures/held-dependent.js'
 import { settledResults } from './support/scripts.js'
 
 const { chromium } = createRequire(new URL('../packages/cli/package.json', import.meta.url))(
@@ -592,30 +593,9 @@ describe.runIf(hasChromium)('web inspector', () => {
   })
 
   test('an agent waiting for its dependencies says which, in the tree and in its detail', async () => {
-    let release: () => void = () => {}
-    const held = new Promise<void>((resolve) => {
-      release = resolve
-    })
-    const planModel = scriptedModel({
-      lead: [
-        {
-          action: 'launch_subagents',
-          agents: [
-            { agent: 'worker', task: 'a', id: 'research-1' },
-            { agent: 'worker', task: 'b', id: 'research-2' },
-            { agent: 'worker', task: 'c', id: 'report', depends_on: ['research-1', 'research-2'] },
-          ],
-        },
-        { action: 'wait_for_subagents' },
-        { action: 'finish', result: 'done' },
-      ],
-      worker: async () => {
-        await held
-        return { action: 'finish', result: 'ok' }
-      },
-    })
+    const { agents, model: planModel, release } = heldDependent()
     const target = await startServer({
-      runtime: createRuntime({ agents: [lead, worker], model: planModel }),
+      runtime: createRuntime({ agents, model: planModel }),
       root: 'lead',
       port: 0,
     })

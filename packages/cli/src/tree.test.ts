@@ -8,6 +8,7 @@ import {
   scriptedModel,
 } from '@cohort/core'
 import { describe, expect, test, vi } from 'vitest'
+import { heldDependent } from '../../../tests/fixtures/held-dependent.js'
 import { liveTree } from './live.js'
 import { renderTree, summaryNode, type TreeNode, TreeState, taskLine } from './tree.js'
 import { type AgentSummary, agentSummary } from './views.js'
@@ -191,31 +192,8 @@ test('a cancelled agent reads cancelled, in grey, not failed in red: live from e
 })
 
 test('an agent waiting for its dependencies says which, live from events and as stored; a root says its name once', async () => {
-  const worker = defineAgent({ name: 'worker', instructions: '' })
-  const lead = defineAgent({ name: 'lead', instructions: '', subagents: [worker] })
-  let release: () => void = () => {}
-  const held = new Promise<void>((resolve) => {
-    release = resolve
-  })
-  const model = scriptedModel({
-    lead: [
-      {
-        action: 'launch_subagents',
-        agents: [
-          { agent: 'worker', task: 'a', id: 'research-1' },
-          { agent: 'worker', task: 'b', id: 'research-2' },
-          { agent: 'worker', task: 'c', id: 'report', depends_on: ['research-1', 'research-2'] },
-        ],
-      },
-      { action: 'wait_for_subagents' },
-      { action: 'finish', result: 'done' },
-    ],
-    worker: async () => {
-      await held
-      return { action: 'finish', result: 'ok' }
-    },
-  })
-  const run = createRuntime({ agents: [lead, worker], model }).start('lead', 'go')
+  const { agents, model, release } = heldDependent()
+  const run = createRuntime({ agents, model }).start('lead', 'go')
   const live = new TreeState()
   run.on('event', (event) => live.apply(event))
   await vi.waitFor(() => expect(live.nodes.get('lead.research-2')?.step).toBe('model call 1'))
