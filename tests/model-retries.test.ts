@@ -1,9 +1,14 @@
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
 import {
+  AgentFailedError,
   CancelledError,
   type ChatModel,
   type CohortEvent,
   createRuntime,
   defineAgent,
+  fileStore,
   ModelError,
   type ModelReply,
 } from '@cohort/core'
@@ -128,4 +133,35 @@ test('a call that showed a fragment of its reply is not retried; a wait that is 
   expect(await retried.result).toBe('done')
   expect(waits).toHaveLength(1)
   expect(Number.isFinite(waits[0])).toBe(true)
+})
+
+test("a failed run's cause keeps the ModelError's status and retries, live and read back from the store", async () => {
+  const dir = await mkdtemp(path.join(tmpdir(), 'cohort-retries-'))
+  try {
+    const flaky = flakyModel(5, overloaded)
+    const runtime = createRuntime({
+      agents: [solo],
+      model: flaky.model,
+      store: fileStore(dir),
+      scheduler: { maxModelRetries: 2 },
+    })
+    const run = runtime.start('solo', 'go', { runId: 'failed-1' })
+    const live = await run.result.catch((error: unknown) => error)
+    const resumed = createRuntime({ agents: [solo], model: flaky.model, store: fileStore(dir) }).resume(
+      'failed-1',
+    )
+    const stored = await resumed.then((handle) => handle.result).catch((error: unknown) => error)
+    for (const error of [live, stored]) {
+      expect(error).toBeInstanceOf(AgentFailedError)
+      const cause = (error as AgentFailedError).cause
+      expect(cause).toBeInstanceOf(ModelError)
+      expect(cause).toMatchObject({
+        status: 503,
+        retries: 2,
+        message: 'HTTP 503: overloaded (after 2 retries)',
+      })
+    }
+  } finally {
+    await rm(dir, { recursive: true, force: true })
+  }
 })

@@ -196,12 +196,22 @@ export interface ErrorInfo {
   message: string
   /** Which limit a `LimitExceededError` reached (`maxSteps`, `maxRunTokens`, …). */
   limit?: string
+  /** A `ModelError`'s HTTP status, when the server gave one. */
+  status?: number
+  /** How many times a `ModelError`'s call was retried before it failed for good (kept only when > 0). */
+  retries?: number
 }
 
 export function toErrorInfo(error: unknown): ErrorInfo {
   if (process.env.COHORT_DEBUG) console.error(error)
   if (error instanceof LimitExceededError)
     return { name: error.name, code: error.code, message: error.message, limit: error.limit }
+  if (error instanceof ModelError) {
+    const info: ErrorInfo = { name: error.name, code: error.code, message: error.message }
+    if (error.status !== undefined) info.status = error.status
+    if (error.retries > 0) info.retries = error.retries
+    return info
+  }
   if (error instanceof CohortError) return { name: error.name, code: error.code, message: error.message }
   if (error instanceof Error) return { name: error.name, code: 'ERROR', message: error.message }
   return { name: 'Error', code: 'ERROR', message: errorMessage(error) }
@@ -218,7 +228,6 @@ const errorClasses: Record<string, new (message: string) => CohortError> = {
   CANCELLED: CancelledError,
   TIMEOUT: TimeoutError,
   INVALID_INPUT: InvalidInputError,
-  MODEL_ERROR: ModelError,
   STORE_ERROR: StoreError,
 }
 
@@ -231,6 +240,12 @@ export function fromErrorInfo(info: ErrorInfo, agentId?: string): CohortError {
     return new AgentFailedError(agentId, info.message, { cause: fromErrorInfo(info) })
   // A record written before `limit` was kept names no limit.
   if (info.code === 'LIMIT_EXCEEDED') return new LimitExceededError(info.limit ?? 'unknown', info.message)
+  if (info.code === 'MODEL_ERROR') {
+    const options: { status?: number; retries?: number } = {}
+    if (info.status !== undefined) options.status = info.status
+    if (info.retries !== undefined) options.retries = info.retries
+    return new ModelError(info.message, options)
+  }
   const ErrorClass = errorClasses[info.code]
   if (ErrorClass) return new ErrorClass(info.message)
   const error = new CohortError(info.code, info.message)

@@ -20,12 +20,15 @@ export interface ChildResult {
 // One schema per shape: an agent's context is defined here once; its type (`z.infer`) and the
 // validation of a context read back from a store both come from it.
 
-// `limit` was added later: a record without it still reads, and an older reader drops it.
+// `limit`, `status` and `retries` were added later: a record without them still reads, and an
+// older reader drops them.
 export const errorInfoSchema = z.object({
   name: z.string(),
   code: z.string(),
   message: z.string(),
   limit: z.string().exactOptional(),
+  status: z.number().int().exactOptional(),
+  retries: z.number().int().min(0).exactOptional(),
 })
 
 const toolCallSchema = z.object({
