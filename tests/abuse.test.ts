@@ -291,6 +291,54 @@ test('defineAgent, defineTool and fileStore refuse a mistake with an InvalidInpu
     ],
     [() => defineAgent({ name: '../evil' }), /agent name "..\/evil" is invalid/],
     [() => defineAgent({ name: 'a', priority: Number.NaN }), /priority must be a finite number/],
+    // Each of these was accepted, then failed the run ("model.complete is not a function") or never.
+    [
+      () => defineAgent({ name: 'a', model: {} as never }),
+      /agent "a": model must be a ChatModel, an object with a name and complete\(request\).*got an object without a string name or a complete function/,
+    ],
+    [
+      () => defineAgent({ name: 'a', model: 'gpt-4o' as never }),
+      /agent "a": model must be a ChatModel.*got the string "gpt-4o"/,
+    ],
+    [
+      () => defineAgent({ name: 'a', instructions: 5 as never }),
+      /agent "a": instructions must be a string .*got number 5/,
+    ],
+    [
+      () => defineAgent({ name: 'a', instruction: 'Answer.' } as never),
+      /agent "a": unknown option "instruction"; options are name, instructions, tools/,
+    ],
+    [
+      () => defineAgent({ name: 'a', limits: { maxSteps: 0 } }),
+      /invalid limits of agent "a": maxSteps: .*at least 1/,
+    ],
+    [
+      () => defineAgent({ name: 'a', fallback: () => 'late' }),
+      /agent "a": fallback must be a value its parent can receive .*got a function/,
+    ],
+    [
+      () =>
+        defineTool({
+          name: 't',
+          description: 'd',
+          parameters: z.object({}),
+          execute: () => 1,
+          needsApproval: 'yes' as never,
+        }),
+      /tool "t": needsApproval must be true, false or a function \(args\) => boolean, got the string "yes"/,
+    ],
+    // A misspelt needsApproval would leave the tool running without asking anyone.
+    [
+      () =>
+        defineTool({
+          name: 't',
+          description: 'd',
+          parameters: z.object({}),
+          execute: () => 1,
+          approval: true,
+        } as never),
+      /tool "t": unknown option "approval"; options are name, description, parameters, execute, needsApproval/,
+    ],
     [
       () => defineTool(undefined as never),
       /defineTool: expected a definition \{ name, description, parameters, execute \}, got undefined/,
@@ -318,11 +366,12 @@ test('defineAgent, defineTool and fileStore refuse a mistake with an InvalidInpu
 })
 
 test('an agent\'s maxSteps below 1 is told "at least 1", as the hint says', () => {
-  const stepless = defineAgent({ name: 'stepless', limits: { maxSteps: -1 } })
-  const call = () => createRuntime({ agents: [stepless], model: finishing })
-  expect(call).toThrow(
-    /maxSteps: Too small: expected number to be >=1; .*maxSteps, maxChildrenPerLaunch and maxAgents at least 1/,
-  )
+  const tooSmall =
+    /maxSteps: Too small: expected number to be >=1; .*maxSteps, maxChildrenPerLaunch and maxAgents at least 1/
+  expect(() => defineAgent({ name: 'stepless', limits: { maxSteps: -1 } })).toThrow(tooSmall)
+  // A definition made without defineAgent is checked by createRuntime.
+  const stepless = { ...defineAgent({ name: 'stepless' }), limits: { maxSteps: -1 } }
+  expect(() => createRuntime({ agents: [stepless], model: finishing })).toThrow(tooSmall)
 })
 
 test('a generated run id never begins with "-", which a command line would take for an option', async () => {

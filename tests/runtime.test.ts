@@ -635,7 +635,8 @@ test('createRuntime refuses agents it could not run, naming the agent and what i
     /agent name "cohort-plan" is taken by runPlan's own agent/,
   )
   // Checked before any run: at its first launch it would fail the parent instead.
-  const strict = defineAgent({ name: 'strict', limits: { maxSteps: 0 } })
+  // defineAgent refuses these limits; a definition made without it is refused here.
+  const strict = { ...defineAgent({ name: 'strict' }), limits: { maxSteps: 0 } }
   expect(() => createRuntime({ agents: [lead, worker, strict], model })).toThrow(
     /invalid limits of agent "strict": maxSteps: .*expected maxSteps, maxRepairs/,
   )

@@ -2,7 +2,7 @@ import type { z } from 'zod'
 import { describeValue, InvalidInputError } from '../errors.js'
 import type { ChatModel } from '../models/types.js'
 import { type AnyTool, isZodSchema } from '../tools/define-tool.js'
-import type { AgentLimits } from './limits.js'
+import { type AgentLimits, checkLimits } from './limits.js'
 
 /**
  * An agent kind. `Result` is what its `finish` gives (typed by its `output` schema), `Name` its
@@ -61,6 +61,7 @@ export function defineAgent(options: AgentOptions): AgentDefinition {
       `agent name "${options.name}" is invalid: expected a letter then up to 63 letters, digits, "_" or "-"`,
     )
   }
+  checkOptionFields(options)
   const tools = options.tools ?? []
   if (!Array.isArray(tools))
     throw new InvalidInputError(`agent "${options.name}": tools must be a list of tools made by defineTool`)
@@ -80,8 +81,8 @@ export function defineAgent(options: AgentOptions): AgentDefinition {
     tools,
     subagents: subagentNames(options),
   }
-  if (options.model) definition.model = options.model
-  if (options.limits) definition.limits = options.limits
+  if (options.model !== undefined) definition.model = options.model
+  if (options.limits !== undefined) definition.limits = options.limits
   if (options.priority !== undefined) {
     // A priority that is no number (NaN, 'high') would break the order of every queued call.
     if (typeof options.priority !== 'number' || !Number.isFinite(options.priority)) {
@@ -101,6 +102,65 @@ export function defineAgent(options: AgentOptions): AgentDefinition {
     definition.output = options.output
   }
   return definition
+}
+
+const optionNames = new Set<string>([
+  'name',
+  'instructions',
+  'tools',
+  'subagents',
+  'model',
+  'limits',
+  'priority',
+  'fallback',
+  'output',
+] satisfies (keyof AgentOptions)[])
+
+/**
+ * The options a type check would have caught, for JavaScript and config files: an unknown name
+ * (`instruction`), instructions that are no string, a model that is no ChatModel, limits out of
+ * range, a fallback no store could keep. Each would otherwise be found mid-run, or never.
+ */
+function checkOptionFields(options: AgentOptions): void {
+  const agent = `agent "${options.name}"`
+  const unknown = Object.keys(options).find((key) => !optionNames.has(key))
+  if (unknown !== undefined)
+    throw new InvalidInputError(
+      `${agent}: unknown option "${unknown}"; options are ${[...optionNames].join(', ')}`,
+    )
+  if (options.instructions !== undefined && typeof options.instructions !== 'string')
+    throw new InvalidInputError(
+      `${agent}: instructions must be a string (its role and goal), got ${describeValue(options.instructions)}`,
+    )
+  const model: unknown = options.model
+  if (model !== undefined && !isChatModel(model))
+    throw new InvalidInputError(
+      `${agent}: model must be a ChatModel, an object with a name and complete(request) (scriptedModel(…), openaiModel(…), commandModel(…)), got ${describeModel(model)}`,
+    )
+  if (options.limits !== undefined) checkLimits(options.limits, `of ${agent}`)
+  const fallback: unknown = options.fallback
+  // Kept in the agent's record: a function or symbol could not be stored, nor given to a parent.
+  if (typeof fallback === 'function' || typeof fallback === 'symbol')
+    throw new InvalidInputError(
+      `${agent}: fallback must be a value its parent can receive (a string, number, object, …), got ${describeValue(fallback)}`,
+    )
+}
+
+function isChatModel(value: unknown): value is ChatModel {
+  if (typeof value !== 'object' || value === null) return false
+  const model = value as Partial<Record<keyof ChatModel, unknown>>
+  return typeof model.name === 'string' && typeof model.complete === 'function'
+}
+
+/** What a model option holds instead, its missing parts named: `an object without name or complete`. */
+function describeModel(value: unknown): string {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return describeValue(value)
+  const model = value as Record<string, unknown>
+  const missing = [
+    typeof model.name !== 'string' && 'a string name',
+    typeof model.complete !== 'function' && 'a complete function',
+  ].filter(Boolean)
+  return `an object without ${missing.join(' or ')}`
 }
 
 function subagentNames(options: AgentOptions): string[] {

@@ -53,6 +53,14 @@ export interface ToolDefinition<Args, Result> {
   needsApproval?: boolean | ((args: Args) => boolean)
 }
 
+const toolOptionNames = new Set<string>([
+  'name',
+  'description',
+  'parameters',
+  'execute',
+  'needsApproval',
+] satisfies (keyof ToolDefinition<unknown, unknown>)[])
+
 const toolNamePattern = /^[a-zA-Z][a-zA-Z0-9_-]{0,63}$/
 
 export function defineTool<Args, Result>(definition: ToolDefinition<Args, Result>): Tool<Args, Result> {
@@ -75,6 +83,21 @@ export function defineTool<Args, Result>(definition: ToolDefinition<Args, Result
     )
   if (typeof definition.execute !== 'function')
     throw new InvalidInputError(`tool "${definition.name}": execute must be a function (args, ctx) => result`)
+  // A misspelt option (`approval: true`) would leave a tool meant to wait for a person running freely.
+  const unknown = Object.keys(definition).find((key) => !toolOptionNames.has(key))
+  if (unknown !== undefined)
+    throw new InvalidInputError(
+      `tool "${definition.name}": unknown option "${unknown}"; options are ${[...toolOptionNames].join(', ')}`,
+    )
+  const { needsApproval } = definition as { needsApproval?: unknown }
+  if (
+    needsApproval !== undefined &&
+    typeof needsApproval !== 'boolean' &&
+    typeof needsApproval !== 'function'
+  )
+    throw new InvalidInputError(
+      `tool "${definition.name}": needsApproval must be true, false or a function (args) => boolean, got ${describeValue(needsApproval)}`,
+    )
   if (!isZodSchema(definition.parameters))
     throw new InvalidInputError(
       `tool "${definition.name}": parameters must be a zod schema, such as z.object({ … })`,
