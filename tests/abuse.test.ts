@@ -97,6 +97,10 @@ test("a run's options that are no object (null, a run id alone) or hold an unkno
   const unknownKey = /^unknown run option "priority"; a run's options are: runId, continueFrom$/
   expect(() => loose.start('lead', 't', { priority: 9 })).toThrow(unknownKey)
   expect(() => loose.runPlan(plan, { runid: 'x' })).toThrow(/unknown run option "runid"/)
+  // runPlan refuses continueFrom: it is not offered.
+  expect(() => loose.runPlan(plan, { priority: 9 })).toThrow(
+    /^unknown run option "priority"; runPlan's options are: runId$/,
+  )
   await expect(loose.run('lead', 't', { priority: 9 })).rejects.toThrow(unknownKey)
   await expect(loose.prepareRun('lead', 't', { priority: 9 })).rejects.toThrow(InvalidInputError)
   expect(runtime.active()).toEqual([])
@@ -287,7 +291,16 @@ test('defineAgent, defineTool and fileStore refuse a mistake with an InvalidInpu
   const refused: [() => unknown, RegExp][] = [
     [
       () => defineAgent(undefined as never),
-      /defineAgent: expected options such as \{ name: 'writer'.*got undefined/,
+      /defineAgent: expected options such as \{ name: 'writer'.*got undefined$/,
+    ],
+    // Not 'agent name "undefined" is invalid'.
+    [
+      () => defineAgent({ instructions: 'Answer.' } as never),
+      /^agent name is missing: give defineAgent a name/,
+    ],
+    [
+      () => defineTool({ description: 'd', parameters: z.object({}), execute: () => 1 } as never),
+      /^tool name is missing: give defineTool a name/,
     ],
     [() => defineAgent({ name: '../evil' }), /agent name "..\/evil" is invalid/],
     [() => defineAgent({ name: 'a', priority: Number.NaN }), /priority must be a finite number/],
@@ -341,7 +354,7 @@ test('defineAgent, defineTool and fileStore refuse a mistake with an InvalidInpu
     ],
     [
       () => defineTool(undefined as never),
-      /defineTool: expected a definition \{ name, description, parameters, execute \}, got undefined/,
+      /defineTool: expected a definition \{ name, description, parameters, execute \}, got undefined$/,
     ],
     [
       () => defineTool({ name: '9', description: 'd', parameters: z.object({}), execute: () => 1 }),

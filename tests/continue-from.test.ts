@@ -145,6 +145,11 @@ describe('continueFrom', () => {
       ['no such id!', /invalid run id "no such id!"/],
       [{ runId: 'r1', agentId: 'lead..x' }, /invalid continueFrom.agentId "lead..x"/],
       [{ run: 'r1' }, /continueFrom takes runId and agentId only; got run too/],
+      // Not 'invalid run id "undefined"'.
+      [
+        { agentId: 'lead' },
+        /^continueFrom\.runId is missing: name the run to continue, such as \{ runId: "r1"/,
+      ],
     ]
     for (const [continueFrom, message] of bad) {
       expect(() => runtime.start('lead', 'more', { continueFrom } as never)).toThrow(message)

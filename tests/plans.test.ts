@@ -122,6 +122,15 @@ describe('depends_on', () => {
     // An id used twice is refused by both, as runPlan refuses it.
     const twice = { agents: [cyclic.agents[0]!, cyclic.agents[0]!] }
     expect(() => planLayers(twice)).toThrow(new InvalidInputError('invalid plan: id "a" is used twice'))
+    // A model's launch may name a sibling by position; a plan given as data names steps by id.
+    const byPosition = {
+      agents: [cyclic.agents[0]!, { id: 'b', agent: 'worker', task: 't', depends_on: [0] }],
+    }
+    expect(() => planLayers(byPosition as never)).toThrow(
+      new InvalidInputError(
+        'invalid plan: agents.1.depends_on.0: expected the id of another step, got number 0: a plan names the steps it depends on by their id, not by position',
+      ),
+    )
     // The runtime's onCycle is the plan's when the plan does not say.
     const sequential = createRuntime({ agents: [worker], model, store, onCycle: 'sequential' })
     expect(Object.keys((await sequential.runPlan(cyclic).result) as object)).toEqual(['a', 'x', 'y'])

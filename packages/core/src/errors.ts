@@ -89,13 +89,17 @@ export class RunNotFoundError extends CohortError {
   }
 }
 
-/** What a call was given instead of what it takes, for an error message: `null`, `an array`, `number 42`, `the string "…"`. */
+/**
+ * What a call was given instead of what it takes, for an error message after "got": `undefined`,
+ * `null`, `an array`, `an object`, `a function`, `number 42`, `boolean true`, `the string "…"`.
+ */
 export function describeValue(value: unknown): string {
-  if (value === null) return 'null'
+  if (value === undefined || value === null) return String(value)
   if (Array.isArray(value)) return 'an array'
   if (typeof value === 'string')
     return `the string ${JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value)}`
   if (typeof value === 'function') return 'a function'
+  if (typeof value === 'bigint') return `bigint ${value}n`
   return typeof value === 'object' ? 'an object' : `${typeof value} ${String(value)}`
 }
 

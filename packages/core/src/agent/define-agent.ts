@@ -56,6 +56,10 @@ export function defineAgent(options: AgentOptions): AgentDefinition {
     throw new InvalidInputError(
       `defineAgent: expected options such as { name: 'writer', instructions: '…' }, got ${describeValue(options)}`,
     )
+  if (options.name === undefined)
+    throw new InvalidInputError(
+      'agent name is missing: give defineAgent a name, a letter then up to 63 letters, digits, "_" or "-"',
+    )
   if (typeof options.name !== 'string' || !agentNamePattern.test(options.name)) {
     throw new InvalidInputError(
       `agent name "${options.name}" is invalid: expected a letter then up to 63 letters, digits, "_" or "-"`,

@@ -44,6 +44,10 @@ export function checkContinueFrom(value: unknown): ContinueTarget | undefined {
   const extra = Object.keys(rest)
   if (extra.length > 0)
     throw new InvalidInputError(`continueFrom takes runId and agentId only; got ${extra.join(', ')} too`)
+  if (runId === undefined)
+    throw new InvalidInputError(
+      'continueFrom.runId is missing: name the run to continue, such as { runId: "r1", agentId: "lead" }',
+    )
   assertRunId(runId)
   if (agentId === undefined) return { runId }
   if (!isValidAgentId(agentId))

@@ -1,6 +1,6 @@
 import { z } from 'zod'
 import { maxTimeoutMs } from '../agent/limits.js'
-import { InvalidInputError } from '../errors.js'
+import { describeValue, InvalidInputError } from '../errors.js'
 import { childIdPattern, type LaunchSpec } from '../protocol/actions.js'
 import { checkDependencies, dependencyLayers, describeCycle } from './dependency-graph.js'
 
@@ -20,7 +20,15 @@ const stepSchema = z.object({
   id: z.string().regex(childIdPattern, 'expected 1-48 letters, digits, "_" or "-"'),
   agent: z.string().min(1),
   task: z.string().min(1),
-  depends_on: z.array(z.string()).optional(),
+  // A model's launch may name a sibling by its position; a plan's steps are named by id only.
+  depends_on: z
+    .array(
+      z.string({
+        error: (issue) =>
+          `expected the id of another step, got ${describeValue(issue.input)}: a plan names the steps it depends on by their id, not by position`,
+      }),
+    )
+    .optional(),
   priority: z.number().optional(),
   timeout_ms: z.number().positive().max(maxTimeoutMs).optional(),
   // The plan is stored as the JSON text of its root's task: what JSON cannot hold is refused here.

@@ -8,6 +8,16 @@ export const childIdPattern = /^[a-zA-Z0-9_-]{1,48}$/
 // the validation of replies (`parse-actions.ts`) all come from these. Their messages are what
 // the model is told when its reply does not fit.
 
+// Its own message: zod's "Too small: expected number to be >=0" names neither the field nor what a
+// position is. (A fraction fails the type, and is told the union's message.)
+const dependsOnPosition = z
+  .number()
+  .int()
+  .min(0, {
+    error: (issue) =>
+      `"depends_on" ${JSON.stringify(issue.input)} is no position: a position is the index of an agent in this launch, a whole number from 0 (the first agent)`,
+  })
+
 /** One sub-agent to start, as the model asks for it. */
 export const launchSpecSchema = z.object({
   agent: z.string({ error: '"agent" must be the name of an agent this agent can launch' }),
@@ -21,7 +31,7 @@ export const launchSpecSchema = z.object({
     .optional(),
   depends_on: z
     .array(
-      z.union([z.string(), z.number().int().min(0)], {
+      z.union([z.string(), dependsOnPosition], {
         error:
           '"depends_on" entries must be sibling ids, or positions in this launch (0 for the first agent)',
       }),

@@ -155,6 +155,12 @@ describe('parseActions: strict about meaning, with an exact error', () => {
       '{"action":"launch_subagents","agents":[{"agent":"researcher","task":"t","depends_on":[2]}]}',
       /agents\[0\]: depends_on 2 is no position in this launch of 1; expected the position of another agent of it, from 0/,
     ],
+    // Zod's own "Too small: expected number to be >=0" named neither the field nor what a position is.
+    [
+      'a negative depends_on position',
+      '{"action":"launch_subagents","agents":[{"agent":"researcher","task":"t"},{"agent":"researcher","task":"t","depends_on":[-1]}]}',
+      /agents\[1\]: "depends_on" -1 is no position: a position is the index of an agent in this launch, a whole number from 0 \(the first agent\)/,
+    ],
     [
       'a depends_on entry that is neither id nor position',
       '{"action":"launch_subagents","agents":[{"agent":"researcher","task":"t","depends_on":[true]}]}',

@@ -77,7 +77,12 @@ export function createRuntime(options: RuntimeOptions): Runtime {
       if (startOptions?.continueFrom !== undefined)
         throw new InvalidInputError('runPlan cannot continue a session: use runtime.start with continueFrom')
       const checked = checkPlan(plan, options.onCycle, parts)
-      return begin(live, planAgentName, JSON.stringify(checked), checkStartOptions(startOptions))
+      return begin(
+        live,
+        planAgentName,
+        JSON.stringify(checked),
+        checkStartOptions(startOptions, planOptionKeys, "runPlan's"),
+      )
     },
     shareLimits(shared) {
       return scheduler.share(shared)
@@ -125,21 +130,27 @@ function checkStart(definitions: RuntimeParts['definitions'], agent: string, tas
 
 /** The options a run takes: a record over `StartOptions`' keys, so that a new option must be named here. */
 const startOptionKeys: Record<keyof StartOptions, true> = { runId: true, continueFrom: true }
+/** `runPlan`'s: a plan run continues no session. */
+const planOptionKeys: Partial<typeof startOptionKeys> = { runId: true }
 
 /**
  * A run's options as given from JavaScript (`null`, a run id alone, `{ priority: 9 }`): an object
  * of known options, or none at all. An unknown key is refused, not ignored: it is a typo or an
  * option this version does not have.
  */
-function checkStartOptions(startOptions: unknown): StartOptions {
+function checkStartOptions(
+  startOptions: unknown,
+  keys: Partial<typeof startOptionKeys> = startOptionKeys,
+  owner = "a run's",
+): StartOptions {
   if (typeof startOptions !== 'object' || startOptions === null || Array.isArray(startOptions))
     throw new InvalidInputError(
       `a run's options must be an object such as { runId: "nightly-1" }, or left out; got ${describeValue(startOptions)}`,
     )
-  const unknown = Object.keys(startOptions).find((key) => !Object.hasOwn(startOptionKeys, key))
+  const unknown = Object.keys(startOptions).find((key) => !Object.hasOwn(keys, key))
   if (unknown !== undefined)
     throw new InvalidInputError(
-      `unknown run option "${unknown}"; a run's options are: ${Object.keys(startOptionKeys).join(', ')}`,
+      `unknown run option "${unknown}"; ${owner} options are: ${Object.keys(keys).join(', ')}`,
     )
   return startOptions
 }

@@ -68,6 +68,10 @@ export function defineTool<Args, Result>(definition: ToolDefinition<Args, Result
     throw new InvalidInputError(
       `defineTool: expected a definition { name, description, parameters, execute }, got ${describeValue(definition)}`,
     )
+  if (definition.name === undefined)
+    throw new InvalidInputError(
+      'tool name is missing: give defineTool a name, a letter then up to 63 letters, digits, "_" or "-"',
+    )
   if (typeof definition.name !== 'string' || !toolNamePattern.test(definition.name)) {
     throw new InvalidInputError(
       `tool name "${definition.name}" is invalid: expected a letter then up to 63 letters, digits, "_" or "-"`,
