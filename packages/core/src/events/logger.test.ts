@@ -6,6 +6,7 @@ import { expect, test, vi } from 'vitest'
 import Transport from 'winston-transport'
 import { z } from 'zod'
 import { defineAgent } from '../agent/define-agent.js'
+import { InvalidInputError } from '../errors.js'
 import { scriptedModel } from '../models/scripted-model.js'
 import { memoryStore } from '../persistence/memory-store.js'
 import type { Run } from '../runtime/run.js'
@@ -293,6 +294,35 @@ test('level picks the lines written: warn keeps warnings and failures, debug add
   expect(() => createLogger({ level: 'loud' as never })).toThrow(
     /level "loud" is none of error, warn, info, debug/,
   )
+})
+
+test('createLogger refuses options of the wrong shape with an InvalidInputError naming the field and what it takes', () => {
+  const refused: [Record<string, unknown>, RegExp][] = [
+    // Was silently pretty: a log shipper would get lines it cannot read.
+    [{ format: 'JSON' }, /^createLogger: format "JSON" is none of pretty, json$/],
+    [{ format: 1 }, /^createLogger: format must be one of pretty, json, got number 1$/],
+    // Was winston's plain Error.
+    [
+      { transports: 'console' },
+      /^createLogger: transports must be a list of winston transports .*got the string "console"$/,
+    ],
+    [
+      { transports: [{}] },
+      /^createLogger: transports\[0\] is no winston transport \(an object with a log method.*; got an object$/,
+    ],
+    [
+      { formt: 'json' },
+      /^createLogger: unknown option "formt"; options are console, dir, colors, stream, level, format, transports$/,
+    ],
+    [{ console: 'no' }, /^createLogger: console must be true or false, got the string "no"$/],
+    [{ dir: '' }, /^createLogger: dir must be the path of the folder for log files, got the string ""$/],
+    [{ stream: 'stdout' }, /^createLogger: stream must be a writable stream .*got the string "stdout"$/],
+  ]
+  for (const [options, message] of refused) {
+    const call = () => createLogger(options as never)
+    expect(call, JSON.stringify(options)).toThrow(message)
+    expect(call).toThrow(InvalidInputError)
+  }
 })
 
 test("one's own winston transports get every line as an info object with its fields", async () => {

@@ -2,7 +2,7 @@ import { appendFile, mkdir } from 'node:fs/promises'
 import path from 'node:path'
 import winston from 'winston'
 import Transport from 'winston-transport'
-import { InvalidInputError } from '../errors.js'
+import { describeValue, InvalidInputError } from '../errors.js'
 import { describeEvent, type EventCategory, type EventTone } from './describe-event.js'
 import type { CohortEvent } from './types.js'
 
@@ -73,6 +73,73 @@ interface LogInfo {
   elapsedMs: number
 }
 
+const loggerOptionNames = new Set<string>([
+  'console',
+  'dir',
+  'colors',
+  'stream',
+  'level',
+  'format',
+  'transports',
+] satisfies (keyof LoggerOptions)[])
+const formats = ['pretty', 'json'] as const
+
+/**
+ * Refuses options of the wrong shape, naming the field and what it takes: an unknown format
+ * (`'JSON'`) would print pretty lines to a log shipper, a bad transport throw winston's plain Error.
+ */
+function checkLoggerOptions(options: LoggerOptions): void {
+  const refuse = (message: string) => new InvalidInputError(`createLogger: ${message}`)
+  if (typeof options !== 'object' || options === null || Array.isArray(options))
+    throw refuse(`expected options such as { level: 'info' }, or none; got ${describeValue(options)}`)
+  const unknown = Object.keys(options).find((key) => !loggerOptionNames.has(key))
+  if (unknown !== undefined)
+    throw refuse(`unknown option "${unknown}"; options are ${[...loggerOptionNames].join(', ')}`)
+  const { level, format, transports, stream, dir } = options as Record<keyof LoggerOptions, unknown>
+  checkOneOf('level', level, logLevels, refuse)
+  checkOneOf('format', format, formats, refuse)
+  for (const flag of ['console', 'colors'] as const)
+    if (options[flag] !== undefined && typeof options[flag] !== 'boolean')
+      throw refuse(`${flag} must be true or false, got ${describeValue(options[flag])}`)
+  if (dir !== undefined && (typeof dir !== 'string' || dir === ''))
+    throw refuse(`dir must be the path of the folder for log files, got ${describeValue(dir)}`)
+  if (stream !== undefined && !hasMethod(stream, 'write'))
+    throw refuse(`stream must be a writable stream such as process.stderr, got ${describeValue(stream)}`)
+  if (transports === undefined) return
+  const transport = 'an object with a log method, such as new winston.transports.File({ filename })'
+  if (!Array.isArray(transports))
+    throw refuse(
+      `transports must be a list of winston transports (${transport}), got ${describeValue(transports)}`,
+    )
+  const wrong = transports.findIndex((entry) => !hasMethod(entry, 'log'))
+  if (wrong !== -1)
+    throw refuse(
+      `transports[${wrong}] is no winston transport (${transport}); got ${describeValue(transports[wrong])}`,
+    )
+}
+
+function checkOneOf(
+  field: string,
+  value: unknown,
+  values: readonly string[],
+  refuse: (message: string) => Error,
+) {
+  if (value === undefined || values.includes(value as string)) return
+  throw refuse(
+    typeof value === 'string'
+      ? `${field} "${value}" is none of ${values.join(', ')}`
+      : `${field} must be one of ${values.join(', ')}, got ${describeValue(value)}`,
+  )
+}
+
+function hasMethod(value: unknown, name: string): boolean {
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    typeof (value as Record<string, unknown>)[name] === 'function'
+  )
+}
+
 /**
  * Whether lines written to `stream` get colours: when it is a terminal, and `NO_COLOR` is unset or
  * empty (no-color.org).
@@ -86,9 +153,8 @@ export function consoleColors(stream: NodeJS.WritableStream): boolean {
  * Attach it with `createRuntime({ ..., logger: createLogger() })`.
  */
 export function createLogger(options: LoggerOptions = {}): Required<EventSink> {
+  checkLoggerOptions(options)
   const level = options.level ?? 'info'
-  if (!logLevels.includes(level))
-    throw new InvalidInputError(`createLogger: level "${level}" is none of ${logLevels.join(', ')}`)
   const transports: Transport[] = []
   if (options.console !== false) {
     const stream = options.stream ?? process.stdout
