@@ -390,6 +390,23 @@ describe('cohort CLI', () => {
     expect(out.stdout).toMatch(/; 21 completed, 0 failed,/)
   }, 60_000)
 
+  test('parallel with more tasks than one run holds says how many it takes and to split them; nothing is stored', async () => {
+    const tasks = (count: number) => Array.from({ length: count }, () => 'true').join(' AND ')
+    // runPlan's own refusal said "raise it (limits.maxAgents)": the CLI has no flag for that.
+    const byCommand = await run(['parallel', tasks(231), '--command', 'sh'])
+    expect(byCommand.code, byCommand.stdout).toBe(2)
+    expect(byCommand.stderr).toMatch(
+      /cohort parallel --command takes at most 199 tasks; got 231: split the tasks over several runs/,
+    )
+    expect(byCommand.stderr).not.toMatch(/raise it/)
+    const byModel = await run(['parallel', tasks(199)], { OPENAI_API_KEY: '' })
+    expect(byModel.code).toBe(2)
+    expect(byModel.stderr).toMatch(
+      /cohort parallel on a model takes at most 198 tasks \(199 with --command\); got 199: split the tasks/,
+    )
+    expect((await run(['ls'])).stdout).toMatch(/^No runs in /)
+  }, 60_000)
+
   test('parallel --max-parallel 2 runs at most two tasks at once; a bad value exits 2', async () => {
     const log = path.join(cwd, 'starts-and-ends.log')
     const task = 'echo start >> "$PAR_LOG"; sleep 0.5; echo end >> "$PAR_LOG"'

@@ -111,6 +111,25 @@ export async function parallelRuntime(
   return { runtime, root: 'cohort-plan', agents: [] }
 }
 
+/**
+ * Refuses more tasks than one run holds, before anything is stored: runPlan's own refusal says to
+ * raise limits.maxAgents, which `cohort parallel` has no flag for.
+ */
+export function checkParallelTasks(launch: Extract<Launch, { kind: 'parallel' }>): void {
+  const most = mostTasks(launch)
+  if (launch.tasks.length <= most) return
+  const which = launch.command
+    ? `cohort parallel --command takes at most ${most} tasks`
+    : `cohort parallel on a model takes at most ${most} tasks (${mostTasks({ ...launch, command: 'sh' })} with --command)`
+  throw new InvalidInputError(`${which}; got ${launch.tasks.length}: split the tasks over several runs`)
+}
+
+/** A run's agents (limits.maxAgents) less the plan's root and, on a model, the aggregate. */
+function mostTasks(launch: Extract<Launch, { kind: 'parallel' }>): number {
+  const besides = parallelPlan(launch).agents.length - launch.tasks.length
+  return defaultLimits.maxAgents - 1 - besides
+}
+
 export function parallelPlan(launch: Extract<Launch, { kind: 'parallel' }>): Plan {
   const steps = launch.tasks.map((task, index) => ({
     id: `task-${index + 1}`,

@@ -18,7 +18,7 @@ import { existingFolder, runnableCommand } from './checked-paths.js'
 import type { CommonOptions, Output } from './commands.js'
 import { positiveInt, timeoutFlag } from './flags.js'
 import type { Home, Launch } from './home.js'
-import { parallelPlan, runtimeFor, splitTasks, storeOfRun } from './launch.js'
+import { checkParallelTasks, parallelPlan, runtimeFor, splitTasks, storeOfRun } from './launch.js'
 import { liveTree } from './live.js'
 import { formatMs, oneLine } from './tree.js'
 import { type AgentSummary, runEnded, runView } from './views.js'
@@ -170,6 +170,7 @@ export async function parallelCommand(
     launch.command = await runnableCommand(options.command, '--command', process.cwd())
   if (options.arg?.length) launch.args = options.arg
   if (options.base) launch.base = await checkedBase(options.base, home)
+  checkParallelTasks(launch)
   const logger = makeLogger(home, io)
   const hosted = await runtimeFor(launch, home, logger)
   const runId = await runIdFor(hosted.runtime.store, options.runId)
