@@ -683,7 +683,13 @@ describe('timeouts and budgets', () => {
       retries: metrics.retries,
       tokens: metrics.tokens.total,
       cost: metrics.cost,
+      // As the seeds' executors report them: rates over the agents, the mean speedup, each run.
+      timeoutRate: 0.5,
+      errorRate: 0.5,
+      history: [{ runId: run.id, status: 'completed', agents: 4, timeouts: 2, errors: 2 }],
     })
+    expect(runtime.metrics().averageSpeedup).toBeCloseTo(metrics.speedup, 1)
+    expect(runtime.metrics().history[0]!.speedup).toBeCloseTo(metrics.speedup, 1)
   })
 
   test("a runtime-wide timeoutMs bounds each step of a plan, not the plan's own root", async () => {

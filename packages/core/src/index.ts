@@ -114,6 +114,7 @@ export {
   type AgentNameOf,
   type AgentResultOf,
   createRuntime,
+  type EndedRun,
   type Runtime,
   type RuntimeMetrics,
   type RuntimeOptions,

@@ -108,6 +108,13 @@ export function runTotals(entries: Iterable<AgentEntry>): RunTotals {
   }
 }
 
+/** The time a run's agents were at work (model and tool calls), summed, in ms. */
+export function runBusyMs(entries: Iterable<AgentEntry>): number {
+  let busy = 0
+  for (const entry of entries) busy += entry.context.busyMs
+  return busy
+}
+
 /**
  * A run's wall time: from its start to its end (or `now`), leaving out the time it was stopped
  * (from each `detach` to the `resume` after it). Read from the record alone, so any process gets the

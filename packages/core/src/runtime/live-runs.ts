@@ -1,7 +1,7 @@
 import { CohortError } from '../errors.js'
 import { EventBus } from '../events/event-bus.js'
 import type { SegmentHooks } from '../orchestrator/launch.js'
-import { runTotals } from '../orchestrator/metrics.js'
+import { runBusyMs, runTotals, runWallMs } from '../orchestrator/metrics.js'
 import { Orchestrator } from '../orchestrator/orchestrator.js'
 import { Run } from './run.js'
 import { RunClaims } from './run-claims.js'
@@ -62,8 +62,11 @@ export function liveRuns(options: RuntimeOptions, parts: RuntimeParts): LiveRuns
         runs.delete(runId)
         workspaces?.forget(runId)
         const status = orchestrator.record?.status ?? 'running'
-        if (status !== 'running' && orchestrator.endedHere)
-          addTotals(totals, status, runTotals(orchestrator.registry.values()))
+        const { record, registry } = orchestrator
+        if (status !== 'running' && orchestrator.endedHere && record) {
+          const ended = { runId, status, wallMs: runWallMs(record), busyMs: runBusyMs(registry.values()) }
+          addTotals(totals, ended, runTotals(registry.values()))
+        }
       })
       .catch(() => {})
     return { run, orchestrator }

@@ -15,7 +15,7 @@ import { runtimeMetrics } from './runtime-metrics.js'
 import { type RuntimeParts, runtimeParts } from './runtime-parts.js'
 import type { Runtime, RuntimeOptions, StartOptions } from './types.js'
 
-export type { RuntimeMetrics } from './runtime-metrics.js'
+export type { EndedRun, RuntimeMetrics } from './runtime-metrics.js'
 export type {
   AgentNameOf,
   AgentResultOf,
