@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os'
 import path from 'node:path'
 import {
   type AgentRecord,
+  CancelledError,
   type ChatModel,
   createRuntime,
   defineAgent,
@@ -292,4 +293,55 @@ test('runtime.cancelStored ends a stored run as cancelled through its agents, wi
     alreadyEnded: true,
   })
   await expect(other.cancelStored('nosuchrun')).rejects.toBeInstanceOf(RunNotFoundError)
+})
+
+test("one runtime's calls on a stored run at once end as one of them: a resume then a cancel, a cancel then a resume, two cancels", async () => {
+  const store = fileStore(dir)
+  /** A run stopped mid-tool by a shutdown; then a new runtime, its tool held anew, to take it up. */
+  const stoppedThenTakenUp = async (runId: string) => {
+    const first = heldToolAgent()
+    const previous = createRuntime({ agents: [first.agent], model: first.model, store })
+    previous.start('solo', 'go', { runId })
+    await vi.waitFor(() => expect(first.started()).toBe(true))
+    await previous.shutdown()
+    const next = heldToolAgent()
+    return { ...next, runtime: createRuntime({ agents: [next.agent], model: next.model, store }) }
+  }
+
+  // A resume first: the run is live when the cancel comes, which is refused; the run goes on.
+  const a = await stoppedThenTakenUp('r-a')
+  const [resumedA, cancelA] = await Promise.allSettled([
+    a.runtime.resume('r-a'),
+    a.runtime.cancelStored('r-a', 'stop'),
+  ])
+  expect(cancelA).toMatchObject({
+    status: 'rejected',
+    reason: { message: 'run r-a is live in this runtime: use run.cancel' },
+  })
+  await vi.waitFor(() => expect(a.started()).toBe(true))
+  a.release()
+  expect(await (resumedA as PromiseFulfilledResult<Run>).value.result).toBe('finished')
+
+  // A cancel first: the resume takes up the cancelled run, and runs nothing.
+  const b = await stoppedThenTakenUp('r-b')
+  const [cancelB, resumedB] = await Promise.allSettled([
+    b.runtime.cancelStored('r-b', 'stop'),
+    b.runtime.resume('r-b'),
+  ])
+  expect(cancelB).toMatchObject({ status: 'fulfilled', value: { alreadyEnded: false } })
+  await expect((resumedB as PromiseFulfilledResult<Run>).value.result).rejects.toBeInstanceOf(CancelledError)
+  expect(b.started()).toBe(false)
+  expect(await store.loadRunRecord!('r-b')).toMatchObject({ status: 'cancelled' })
+
+  // Two cancels: one cancels, the other finds the run ended; the run and its agent give one reason.
+  const c = await stoppedThenTakenUp('r-c')
+  const both = await Promise.all([
+    c.runtime.cancelStored('r-c', 'first'),
+    c.runtime.cancelStored('r-c', 'second'),
+  ])
+  expect(both.map((cancel) => cancel.alreadyEnded)).toEqual([false, true])
+  expect(await store.loadRunRecord!('r-c')).toMatchObject({ error: { message: 'first' } })
+  expect(await store.loadAgent!('r-c', 'solo')).toMatchObject({
+    snapshot: { context: { error: { message: 'first' } } },
+  })
 })

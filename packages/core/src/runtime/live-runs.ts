@@ -32,6 +32,12 @@ export interface LiveRuns {
   readonly orchestratorFor: OrchestratorFor
   /** A run in memory with its orchestrator, which leaves memory (counted if it ended here) once settled. */
   open(runId: string): LiveRun
+  /**
+   * Runs `work` on the stored run `runId` after this runtime's earlier such work on it (resume,
+   * answer, cancelStored): the run's claim is this runtime's whoever asks, so it keeps apart
+   * other processes, not two calls of this one.
+   */
+  oneAtATime<T>(runId: string, work: () => Promise<T>): Promise<T>
   /** Throws `SHUT_DOWN` after `shutDown`. */
   refuseIfShutDown(): void
   /** From now on nothing starts or resumes. */
@@ -84,7 +90,18 @@ export function liveRuns(options: RuntimeOptions, parts: RuntimeParts): LiveRuns
   const shutDown = () => {
     isShutDown = true
   }
-  return { runs, claims, everyRun, totals, orchestratorFor, open, refuseIfShutDown, shutDown }
+  const queued = new Map<string, Promise<unknown>>()
+  const oneAtATime = <T>(runId: string, work: () => Promise<T>): Promise<T> => {
+    const mine = (queued.get(runId) ?? Promise.resolve()).then(work)
+    const done = mine.catch(() => {})
+    queued.set(runId, done)
+    // Nothing kept once the last is done: a server touches many runs over its life.
+    void done.then(() => {
+      if (queued.get(runId) === done) queued.delete(runId)
+    })
+    return mine
+  }
+  return { runs, claims, everyRun, totals, orchestratorFor, open, oneAtATime, refuseIfShutDown, shutDown }
 }
 
 function eventsOfEveryRun(options: RuntimeOptions): EventBus {

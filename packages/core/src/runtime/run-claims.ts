@@ -173,7 +173,11 @@ function parseOwner(owner: string): { place: string; pid: number } | undefined {
 
 function describeOwner(owner: string): string {
   const parsed = parseOwner(owner)
-  return parsed ? `process ${parsed.pid} on ${parsed.place.replace(/#.*$/, '')}` : `"${owner}"`
+  if (!parsed) return `"${owner}"`
+  // Another runtime of this very process: naming the process would send the caller to itself.
+  if (parsed.pid === process.pid && parsed.place === here)
+    return `another runtime of this process (${parsed.pid})`
+  return `process ${parsed.pid} on ${parsed.place.replace(/#.*$/, '')}`
 }
 
 /**

@@ -190,19 +190,11 @@ async function prepareRun(
 /** `runtime.answer`: an answer written into a stored agent's record, the run claimed meanwhile. */
 async function answerRun(live: LiveRuns, runId: string, agentId: string, answer: Answer): Promise<void> {
   assertRunId(runId)
-  if (live.runs.has(runId)) {
-    throw new InvalidInputError(
-      `run ${runId} is live in this runtime: use run.approve, run.reject or run.resume`,
-    )
-  }
   // Claimed while the answer is written: two answers at once, or one to a run another process
   // runs, would each overwrite the agent the other changed.
-  await live.claims.claim(runId)
-  try {
-    await answerStored(live.orchestratorFor(runId).orchestrator, agentId, answer)
-  } finally {
-    await live.claims.release(runId).catch(() => {})
-  }
+  return onStoredRun(live, runId, 'run.approve, run.reject or run.resume', () =>
+    answerStored(live.orchestratorFor(runId).orchestrator, agentId, answer),
+  )
 }
 
 /** `runtime.cancelStored`: a stored run ended as cancelled through its agents' actors, the run claimed meanwhile. */
@@ -210,15 +202,32 @@ async function cancelStoredRun(live: LiveRuns, runId: string, reason: string): P
   assertRunId(runId)
   if (typeof reason !== 'string' || reason.trim() === '')
     throw new InvalidInputError(`a cancel's reason must be a non-empty string, got ${describeValue(reason)}`)
-  if (live.runs.has(runId))
-    throw new InvalidInputError(`run ${runId} is live in this runtime: use run.cancel`)
   // Claimed while its agents are ended: an answer or a resume at once would write over them.
-  await live.claims.claim(runId)
-  try {
-    return await cancelStored(live.orchestratorFor(runId).orchestrator, reason)
-  } finally {
-    await live.claims.release(runId).catch(() => {})
-  }
+  return onStoredRun(live, runId, 'run.cancel', () =>
+    cancelStored(live.orchestratorFor(runId).orchestrator, reason),
+  )
+}
+
+/**
+ * `work` on a stored run that is not live in this runtime (`useInstead` says what to call on a
+ * live one): after this runtime's other work on it, and with the run claimed from other processes.
+ */
+function onStoredRun<T>(
+  live: LiveRuns,
+  runId: string,
+  useInstead: string,
+  work: () => Promise<T>,
+): Promise<T> {
+  return live.oneAtATime(runId, async () => {
+    if (live.runs.has(runId))
+      throw new InvalidInputError(`run ${runId} is live in this runtime: use ${useInstead}`)
+    await live.claims.claim(runId)
+    try {
+      return await work()
+    } finally {
+      await live.claims.release(runId).catch(() => {})
+    }
+  })
 }
 
 /** `runPlan`'s plan parsed and checked before anything is stored, with the runtime's `onCycle` if it has none. */
@@ -256,9 +265,15 @@ function checkPlan(plan: Plan, runtimeOnCycle: RuntimeOptions['onCycle'], parts:
 
 /** `runtime.resume`: a live run as it is, or a stored one claimed, read and restored. */
 async function resumeRun(parts: RuntimeParts, live: LiveRuns, runId: string): Promise<Run> {
+  assertRunId(runId)
+  live.refuseIfShutDown()
+  return live.oneAtATime(runId, () => resumeStored(parts, live, runId))
+}
+
+/** `resumeRun` once no other call of this runtime works on the stored run. */
+async function resumeStored(parts: RuntimeParts, live: LiveRuns, runId: string): Promise<Run> {
   const { store, storeTimeoutMs } = parts
   const { runs, claims } = live
-  assertRunId(runId)
   live.refuseIfShutDown()
   let running = runs.get(runId)
   if (running?.orchestrator.detaching) {
