@@ -274,6 +274,11 @@ test('createRuntime, defineAgent and defineTool refuse options of the wrong shap
   }
   expect(() => defineAgent({ name: null as never })).toThrow(/agent name "null" is invalid/)
   expect(() => defineAgent({ name: 'a', tools: ['sleep' as never] })).toThrow(/"sleep" in tools is no tool/)
+  // Another library's tool: JSON Schema parameters, no name; it would fail mid-run.
+  const foreign = { description: 'd', inputSchema: { type: 'object' }, execute: () => 1 }
+  expect(() => defineAgent({ name: 'a', tools: [foreign as never] })).toThrow(
+    /agent "a": \{"description":"d","inputSchema":\{"type":"object"\}\} in tools is no tool; expected one made by defineTool/,
+  )
   expect(() => defineAgent({ name: 'a', subagents: [null as never] })).toThrow(/subagents must be a list/)
   expect(() =>
     defineTool({ name: 't', description: 'd', parameters: z.object({}), execute: 'x' as never }),
@@ -376,6 +381,22 @@ test('defineAgent, defineTool and fileStore refuse a mistake with an InvalidInpu
     expect(call).toThrow(message)
     expect(call).toThrow(InvalidInputError)
   }
+})
+
+test('a tool made by defineTool, spread into another with a change, is a definition again', async () => {
+  const search = defineTool({
+    name: 'search',
+    description: 'Searches',
+    parameters: z.object({ q: z.string() }),
+    execute: ({ q }) => `found ${q}`,
+  })
+  const guarded = defineTool({ ...search, name: 'guarded_search', needsApproval: true })
+  expect(guarded).toMatchObject({
+    name: 'guarded_search',
+    needsApproval: true,
+    jsonSchema: search.jsonSchema,
+  })
+  expect(await guarded.execute({ q: 'cats' }, {} as never)).toBe('found cats')
 })
 
 test('an agent\'s maxSteps below 1 is told "at least 1", as the hint says', () => {

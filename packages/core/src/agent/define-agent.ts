@@ -71,9 +71,16 @@ export function defineAgent(options: AgentOptions): AgentDefinition {
     throw new InvalidInputError(`agent "${options.name}": tools must be a list of tools made by defineTool`)
   const seen = new Set<string>()
   for (const tool of tools) {
-    if (typeof tool !== 'object' || tool === null || typeof tool.execute !== 'function')
+    // Another library's tool (JSON Schema parameters, no name) would fail mid-run, not here.
+    if (
+      typeof tool !== 'object' ||
+      tool === null ||
+      typeof tool.execute !== 'function' ||
+      typeof tool.name !== 'string' ||
+      !isZodSchema(tool.parameters)
+    )
       throw new InvalidInputError(
-        `agent "${options.name}": ${JSON.stringify(tool)} in tools is no tool; expected one made by defineTool`,
+        `agent "${options.name}": ${describeTool(tool)} in tools is no tool; expected one made by defineTool (a name, a zod schema of its parameters, execute)`,
       )
     if (seen.has(tool.name))
       throw new InvalidInputError(`agent "${options.name}" lists tool "${tool.name}" twice`)
@@ -165,6 +172,12 @@ function describeModel(value: unknown): string {
     typeof model.complete !== 'function' && 'a complete function',
   ].filter(Boolean)
   return `an object without ${missing.join(' or ')}`
+}
+
+/** A tool as an error names it: its name when it has one, else its JSON (functions left out). */
+function describeTool(tool: unknown): string {
+  const name = (tool as { name?: unknown } | null)?.name
+  return typeof name === 'string' ? `"${name}"` : (JSON.stringify(tool) ?? String(tool))
 }
 
 function subagentNames(options: AgentOptions): string[] {

@@ -88,7 +88,9 @@ export function defineTool<Args, Result>(definition: ToolDefinition<Args, Result
   if (typeof definition.execute !== 'function')
     throw new InvalidInputError(`tool "${definition.name}": execute must be a function (args, ctx) => result`)
   // A misspelt option (`approval: true`) would leave a tool meant to wait for a person running freely.
-  const unknown = Object.keys(definition).find((key) => !toolOptionNames.has(key))
+  // A tool spread into a new one (`{ ...search, needsApproval: true }`) carries the jsonSchema
+  // defineTool made it: made again below, from the parameters.
+  const unknown = Object.keys(definition).find((key) => !toolOptionNames.has(key) && key !== 'jsonSchema')
   if (unknown !== undefined)
     throw new InvalidInputError(
       `tool "${definition.name}": unknown option "${unknown}"; options are ${[...toolOptionNames].join(', ')}`,
