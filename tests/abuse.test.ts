@@ -293,6 +293,9 @@ test('createRuntime, defineAgent and defineTool refuse options of the wrong shap
 })
 
 test('defineAgent, defineTool and fileStore refuse a mistake with an InvalidInputError saying what was expected', () => {
+  /** defineTool of a good tool with `extra` options over it. */
+  const toolWith = (extra: object) => () =>
+    defineTool({ name: 't', description: 'd', parameters: z.object({}), execute: () => 1, ...extra } as never)
   const refused: [() => unknown, RegExp][] = [
     [
       () => defineAgent(undefined as never),
@@ -335,26 +338,12 @@ test('defineAgent, defineTool and fileStore refuse a mistake with an InvalidInpu
       /agent "a": fallback must be a value its parent can receive .*got a function/,
     ],
     [
-      () =>
-        defineTool({
-          name: 't',
-          description: 'd',
-          parameters: z.object({}),
-          execute: () => 1,
-          needsApproval: 'yes' as never,
-        }),
+      toolWith({ needsApproval: 'yes' }),
       /tool "t": needsApproval must be true, false or a function \(args\) => boolean, got the string "yes"/,
     ],
     // A misspelt needsApproval would leave the tool running without asking anyone.
     [
-      () =>
-        defineTool({
-          name: 't',
-          description: 'd',
-          parameters: z.object({}),
-          execute: () => 1,
-          approval: true,
-        } as never),
+      toolWith({ approval: true }),
       /tool "t": unknown option "approval"; options are name, description, parameters, execute, needsApproval/,
     ],
     [

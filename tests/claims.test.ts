@@ -58,7 +58,9 @@ test('a run one runtime runs is refused to another (resume, answer), naming the 
   const refused = (await second.resume('held').catch((error: unknown) => error)) as CohortError
   expect(refused).toMatchObject({ code: 'RUN_BUSY' })
   expect(refused.message).toMatch(
-    new RegExp(`^run held is running in another runtime of this process \\(${process.pid}\\): resume, answer or cancel it there`),
+    new RegExp(
+      `^run held is running in another runtime of this process \\(${process.pid}\\): resume, answer or cancel it there`,
+    ),
   )
   await expect(second.answer('held', 'solo', { payload: 1 })).rejects.toMatchObject({ code: 'RUN_BUSY' })
   expect(calls).toBe(1)
@@ -91,7 +93,9 @@ test('two answers to one agent at once, from two runtimes: one is taken, the oth
   ])
   expect(answers.filter((answer) => answer.status === 'fulfilled')).toHaveLength(1)
   const [refusal] = answers.filter((answer) => answer.status === 'rejected')
-  expect(String(refusal?.reason)).toMatch(/is running in another runtime of this process|is not waiting for approval/)
+  expect(String(refusal?.reason)).toMatch(
+    /is running in another runtime of this process|is not waiting for approval/,
+  )
 
   // The answer taken is the one the run goes on with.
   const approved = answers[0]!.status === 'fulfilled'
