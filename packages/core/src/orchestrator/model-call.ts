@@ -147,9 +147,13 @@ function callModel(
       signal,
     }
     if (workspaces) request.workspace = () => workspaces.ensure(run.runId, agentId)
+    const called = Promise.resolve(model.complete(request))
+    // Retried by the runtime only once it failed: a call that succeeds costs what it did before.
     reply = model.handlesRetries
-      ? Promise.resolve(model.complete(request))
-      : retried(model, request, run.scheduler.maxModelRetries)
+      ? called
+      : called.catch((error: unknown) =>
+          retried(model, request, run.scheduler.maxModelRetries, error, () => tokens !== undefined),
+        )
   } catch (error) {
     return promiseOf(() => failed(error))
   }
@@ -167,18 +171,25 @@ function callModel(
   }, failed)
 }
 
-/** The model's reply, its transient failures retried by the runtime: the model does not retry its own. */
-async function retried(model: ChatModel, request: ModelRequest, maxRetries: number): Promise<ModelReply> {
-  // A call that showed a fragment is not tried again: its listeners would see the text twice.
+/**
+ * The reply of a call whose first attempt failed (`firstFailure`), its transient failures retried
+ * by the runtime (the model does not retry its own); `shown` says whether a fragment was shown.
+ */
+async function retried(
+  model: ChatModel,
+  request: ModelRequest,
+  maxRetries: number,
+  firstFailure: unknown,
+  shown: () => boolean,
+): Promise<ModelReply> {
+  let first: Promise<ModelReply> | undefined = Promise.reject(firstFailure)
   const attempt = (began: () => void) => {
-    const { onToken } = request
-    if (!onToken) return model.complete(request)
-    return model.complete({
-      ...request,
-      onToken: (text) => {
-        began()
-        onToken(text)
-      },
+    const call = first ?? Promise.resolve(model.complete(request))
+    first = undefined
+    // A call that showed a fragment is not tried again: its listeners would see the text twice.
+    return call.catch((error: unknown) => {
+      if (shown()) began()
+      throw error
     })
   }
   const { value, retries } = await retrying(attempt, afterRetries, {
