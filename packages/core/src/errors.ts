@@ -103,6 +103,18 @@ export function describeValue(value: unknown): string {
   return typeof value === 'object' ? 'an object' : `${typeof value} ${String(value)}`
 }
 
+/**
+ * Refuses an option `subject` does not take (a typo, or one this version lacks), naming it and the
+ * ones it takes: ignored, it would leave the caller believing it took effect.
+ */
+export function refuseUnknownOptions(subject: string, options: object, known: ReadonlySet<string>): void {
+  const unknown = Object.keys(options).find((key) => !known.has(key))
+  if (unknown !== undefined)
+    throw new InvalidInputError(
+      `${subject}: unknown option "${unknown}"; options are ${[...known].join(', ')}`,
+    )
+}
+
 /** "run r1 has already completed", "... has already been cancelled": why a run or agent that ended refuses a call. */
 export function alreadyEnded(subject: string, status: string): string {
   return `${subject} has already ${status === 'cancelled' ? 'been cancelled' : status}`

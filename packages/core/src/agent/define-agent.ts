@@ -1,5 +1,5 @@
 import type { z } from 'zod'
-import { describeValue, InvalidInputError } from '../errors.js'
+import { describeValue, InvalidInputError, refuseUnknownOptions } from '../errors.js'
 import type { ChatModel } from '../models/types.js'
 import { type AnyTool, isZodSchema } from '../tools/define-tool.js'
 import { type AgentLimits, checkLimits } from './limits.js'
@@ -134,11 +134,7 @@ const optionNames = new Set<string>([
  */
 function checkOptionFields(options: AgentOptions): void {
   const agent = `agent "${options.name}"`
-  const unknown = Object.keys(options).find((key) => !optionNames.has(key))
-  if (unknown !== undefined)
-    throw new InvalidInputError(
-      `${agent}: unknown option "${unknown}"; options are ${[...optionNames].join(', ')}`,
-    )
+  refuseUnknownOptions(agent, options, optionNames)
   if (options.instructions !== undefined && typeof options.instructions !== 'string')
     throw new InvalidInputError(
       `${agent}: instructions must be a string (its role and goal), got ${describeValue(options.instructions)}`,

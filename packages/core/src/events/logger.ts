@@ -2,7 +2,7 @@ import { appendFile, mkdir } from 'node:fs/promises'
 import path from 'node:path'
 import winston from 'winston'
 import Transport from 'winston-transport'
-import { describeValue, InvalidInputError } from '../errors.js'
+import { describeValue, InvalidInputError, refuseUnknownOptions } from '../errors.js'
 import { describeEvent, type EventCategory, type EventTone } from './describe-event.js'
 import type { CohortEvent } from './types.js'
 
@@ -59,8 +59,8 @@ const categoryColors: Record<EventCategory, string> = {
   LLM: '1;35',
 }
 
-/** What every transport is given for one line. */
-interface LogInfo {
+/** What every transport is given for one line: winston's info, with the fields `handle` sets. */
+interface LogInfo extends winston.Logform.TransformableInfo {
   level: LogLevel
   message: string
   time: string
@@ -92,9 +92,7 @@ function checkLoggerOptions(options: LoggerOptions): void {
   const refuse = (message: string) => new InvalidInputError(`createLogger: ${message}`)
   if (typeof options !== 'object' || options === null || Array.isArray(options))
     throw refuse(`expected options such as { level: 'info' }, or none; got ${describeValue(options)}`)
-  const unknown = Object.keys(options).find((key) => !loggerOptionNames.has(key))
-  if (unknown !== undefined)
-    throw refuse(`unknown option "${unknown}"; options are ${[...loggerOptionNames].join(', ')}`)
+  refuseUnknownOptions('createLogger', options, loggerOptionNames)
   const { level, format, transports, stream, dir } = options as Record<keyof LoggerOptions, unknown>
   checkOneOf('level', level, logLevels, refuse)
   checkOneOf('format', format, formats, refuse)
@@ -159,11 +157,11 @@ export function createLogger(options: LoggerOptions = {}): Required<EventSink> {
   if (options.console !== false) {
     const stream = options.stream ?? process.stdout
     const line = options.format === 'json' ? jsonLine : prettyLine(options.colors ?? consoleColors(stream))
-    // The fields are set in `handle`, where the event is typed; winston hands them back here.
+    // The fields are set in `handle`, where the event is typed; winston hands that info back here.
     transports.push(
       new winston.transports.Stream({
         stream,
-        format: winston.format.printf((info) => line(info as unknown as LogInfo)),
+        format: winston.format.printf((info) => line(info as LogInfo)),
       }),
     )
   }

@@ -1,5 +1,5 @@
 import { z } from 'zod'
-import { describeValue, InvalidInputError } from '../errors.js'
+import { describeValue, InvalidInputError, refuseUnknownOptions } from '../errors.js'
 import type { ToolSpec } from '../models/types.js'
 import { isActionName } from '../protocol/actions.js'
 
@@ -90,11 +90,10 @@ export function defineTool<Args, Result>(definition: ToolDefinition<Args, Result
   // A misspelt option (`approval: true`) would leave a tool meant to wait for a person running freely.
   // A tool spread into a new one (`{ ...search, needsApproval: true }`) carries the jsonSchema
   // defineTool made it: made again below, from the parameters.
-  const unknown = Object.keys(definition).find((key) => !toolOptionNames.has(key) && key !== 'jsonSchema')
-  if (unknown !== undefined)
-    throw new InvalidInputError(
-      `tool "${definition.name}": unknown option "${unknown}"; options are ${[...toolOptionNames].join(', ')}`,
-    )
+  const { jsonSchema: _made, ...given } = definition as ToolDefinition<Args, Result> & {
+    jsonSchema?: unknown
+  }
+  refuseUnknownOptions(`tool "${definition.name}"`, given, toolOptionNames)
   const { needsApproval } = definition as { needsApproval?: unknown }
   if (
     needsApproval !== undefined &&
