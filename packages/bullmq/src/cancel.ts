@@ -1,7 +1,7 @@
 import type { RunStatus, Runtime } from '@cohort/core'
 import type { Queue } from 'bullmq'
 import { ownRedis, resolveConnection } from './connection.js'
-import { liveStates, type QueueInput, type SegmentJobData, withQueue } from './jobs.js'
+import { liveJobsOf, type QueueInput, topmost, withQueue } from './jobs.js'
 
 export type CancelRunOptions = QueueInput & {
   /** A runtime with the run's agents registered (as `enqueueRun`'s), on the run's store. */
@@ -58,12 +58,9 @@ export async function cancelRun(options: CancelRunOptions): Promise<CancelRunRes
 async function removeRunJobs(queue: Queue, runId: string, waitMs: number): Promise<void> {
   const deadline = Date.now() + waitMs
   for (;;) {
-    const jobs = await queue.getJobs(liveStates, 0, -1)
-    const live = jobs.filter((job) => (job?.data as SegmentJobData | undefined)?.runId === runId)
+    const live = await liveJobsOf(queue, runId)
     if (live.length === 0 || Date.now() > deadline) return
-    const ids = new Set(live.map((job) => job.id))
-    for (const job of live.filter((job) => !ids.has(job.parent?.id)))
-      await queue.remove(job.id!, { removeChildren: true })
+    for (const job of topmost(live)) await queue.remove(job.id!, { removeChildren: true })
     await new Promise((resolve) => setTimeout(resolve, 50))
   }
 }

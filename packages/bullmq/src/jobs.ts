@@ -8,7 +8,7 @@ import {
   RunNotFoundError,
   type Runtime,
 } from '@cohort/core'
-import { type FlowJob, FlowProducer, type JobsOptions, type JobType, Queue } from 'bullmq'
+import { type FlowJob, FlowProducer, type Job, type JobsOptions, type JobType, Queue } from 'bullmq'
 import { type ConnectionInput, ownRedis, resolveConnection } from './connection.js'
 
 export const defaultQueueName = 'cohort'
@@ -153,7 +153,7 @@ export function isSettled(agent: AgentRecord): boolean {
 export type AnswerRunOptions = ResumeRunOptions & { agentId: string; answer: Answer }
 
 /** Job states in which a run still has work queued or running. */
-export const liveStates: JobType[] = ['active', 'wait', 'delayed', 'prioritized', 'waiting-children']
+const liveStates: JobType[] = ['active', 'wait', 'delayed', 'prioritized', 'waiting-children']
 
 /**
  * Answers an agent that waits on a person (approve or reject its tool call, or give it input)
@@ -201,8 +201,7 @@ async function removeWaitingJobs(queue: Queue, runId: string): Promise<void> {
     new InvalidInputError(
       `run ${runId} still has ${count} job(s) in flight: answer once they have finished (the agent's other work settles first)`,
     )
-  const jobs = await queue.getJobs(liveStates, 0, -1)
-  const live = jobs.filter((job) => (job?.data as SegmentJobData | undefined)?.runId === runId)
+  const live = await liveJobsOf(queue, runId)
   const states = await Promise.all(live.map((job) => job.getState()))
   const working = live.filter(
     (job, i) =>
@@ -210,12 +209,25 @@ async function removeWaitingJobs(queue: Queue, runId: string): Promise<void> {
       (states[i] === 'active' || (job.data as SegmentJobData).dependenciesPendingSince === undefined),
   )
   if (working.length > 0) throw inFlight(working.length)
-  // Removed from the top: a parent takes its children with it in one step, refused whole if one
-  // is locked. A child removed alone would release its parent to run (BullMQ moves it to wait).
-  const ids = new Set(live.map((job) => job.id))
-  for (const job of live.filter((job) => !ids.has(job.parent?.id))) {
+  for (const job of topmost(live)) {
     if ((await queue.remove(job.id!, { removeChildren: true })) !== 1) throw inFlight(live.length)
   }
+}
+
+/** The run's jobs still queued, waiting or running. */
+export async function liveJobsOf(queue: Queue, runId: string): Promise<Job[]> {
+  const jobs = await queue.getJobs(liveStates, 0, -1)
+  return jobs.filter((job) => (job?.data as SegmentJobData | undefined)?.runId === runId)
+}
+
+/**
+ * The jobs of `jobs` whose parent is not among them, to be removed with `removeChildren`: a parent
+ * takes its children with it in one step, refused whole if one is locked. A child removed alone
+ * would release its parent to run (BullMQ moves it to wait).
+ */
+export function topmost(jobs: Job[]): Job[] {
+  const ids = new Set(jobs.map((job) => job.id))
+  return jobs.filter((job) => !ids.has(job.parent?.id))
 }
 
 /** Long enough for an answer and its enqueue; a lock of a caller that died goes after it. */
