@@ -1208,6 +1208,14 @@ describeRedis('limits across BullMQ workers', () => {
   }, 60_000)
 })
 
+test('cancelRun refuses a waitMs that is no number of ms before it cancels anything', async () => {
+  const runtime = createRuntime({ agents: flatAgents, model: flatModel(1) })
+  for (const waitMs of [Number.NaN, -1, '5 s'])
+    await expect(cancelRun({ runtime, runId: 'r1', waitMs } as never)).rejects.toThrow(
+      /^cancelRun: waitMs must be a number of ms, 0 or more, got /,
+    )
+})
+
 test('job ids are deterministic, free of ":" and distinct per agent and generation', () => {
   expect(segmentJobId({ runId: 'r1', agentId: 'lead.w1' })).toBe('r1-lead.w1')
   expect(segmentJobId({ runId: 'r1', agentId: 'lead.a:b' })).toBe('r1-lead.a%3Ab')

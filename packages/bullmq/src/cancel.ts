@@ -1,4 +1,4 @@
-import type { RunStatus, Runtime } from '@cohort/core'
+import { InvalidInputError, type RunStatus, type Runtime } from '@cohort/core'
 import type { Queue } from 'bullmq'
 import { ownRedis, resolveConnection } from './connection.js'
 import { liveJobsOf, type QueueInput, topmost, withQueue } from './jobs.js'
@@ -36,7 +36,10 @@ export function cancelChannel(queue: Pick<Queue, 'toKey'>): string {
  * left as it was, with `alreadyEnded`, and any jobs of it left are still taken off.
  */
 export async function cancelRun(options: CancelRunOptions): Promise<CancelRunResult> {
-  const { runtime, runId } = options
+  const { runtime, runId, waitMs = 10_000 } = options
+  // Checked before anything is cancelled: NaN would leave the wait below without an end.
+  if (typeof waitMs !== 'number' || !(waitMs >= 0) || !Number.isFinite(waitMs))
+    throw new InvalidInputError(`cancelRun: waitMs must be a number of ms, 0 or more, got ${String(waitMs)}`)
   const { record, alreadyEnded } = await runtime.cancelStored(runId, options.reason)
   await withQueue(options, async (queue) => {
     const redis = ownRedis(options.queue?.opts.connection ?? resolveConnection(options))
@@ -45,7 +48,7 @@ export async function cancelRun(options: CancelRunOptions): Promise<CancelRunRes
     } finally {
       redis.disconnect()
     }
-    return removeRunJobs(queue, runId, options.waitMs ?? 10_000)
+    return removeRunJobs(queue, runId, waitMs)
   })
   return { runId, status: record.status as CancelRunResult['status'], alreadyEnded }
 }
