@@ -10,11 +10,13 @@ import {
   defineAgent,
   defineTool,
   fileStore,
+  memoryStore,
   scriptedModel,
 } from '@cohort/core'
-import { afterEach, beforeEach, expect, test } from 'vitest'
+import { afterEach, beforeEach, expect, test, vi } from 'vitest'
 import { z } from 'zod'
 import { approvalRuntime, executions } from './fixtures/approval-scenario.js'
+import { waitUntil } from './support/scripts.js'
 
 let dir: string
 beforeEach(async () => {
@@ -161,4 +163,42 @@ test('a runtime shut down with a claim its store failed to let go of leaves it t
   // …but its runtime is gone: another takes the run over now, not 30 s later.
   const second = createRuntime({ agents: [solo], model, store })
   expect(await (await second.resume('left')).result).toBe('done')
+})
+
+test("a run that its store's retention removes as it finishes, before it lets go of its claim, still ends with its result (the renewal finds no claim)", async () => {
+  // Many runs finishing at once on a store that keeps few: a run's final record is written, the
+  // retention of another's (or its own) removes it with its claim, and only then is it let go of.
+  vi.useFakeTimers({ toFake: ['setInterval', 'clearInterval'] })
+  try {
+    const inner = memoryStore({ retention: { maxFinishedRuns: 0 } })
+    let renewals = 0
+    const store: typeof inner = {
+      ...inner,
+      async claimRun(runId, request) {
+        if (request.renewing) renewals++
+        return inner.claimRun(runId, request)
+      },
+      async saveRun(record) {
+        await inner.saveRun(record)
+        if (record.status === 'running') return
+        // The claim's renewal comes while the run's end is being written.
+        // Renewed at least once within a claim's 30 s.
+        vi.advanceTimersByTime(30_000)
+        await waitUntil(() => renewals > 0, 5_000, 1)
+        for (let i = 0; i < 5; i++) await new Promise((resolve) => setImmediate(resolve))
+      },
+    }
+    const runtime = createRuntime({
+      agents: [defineAgent({ name: 'solo' })],
+      model: scriptedModel({ solo: [{ action: 'finish', result: 'done' }] }),
+      store,
+    })
+    await expect(runtime.run('solo', 'go')).resolves.toBe('done')
+    expect(renewals).toBeGreaterThan(0)
+    // The runtime goes on: the next run ends as well.
+    await expect(runtime.run('solo', 'again')).resolves.toBe('done')
+    await runtime.shutdown()
+  } finally {
+    vi.useRealTimers()
+  }
 })

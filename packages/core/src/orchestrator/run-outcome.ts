@@ -34,6 +34,8 @@ export class RunOutcome {
   readonly result: Promise<unknown>
   /** The run ended in this process (not before it was resumed here): it is counted here. */
   endedHere = false
+  /** Set once the run's final record is being written: nothing of the run is written after it. */
+  finishing = false
   private current: RunRecord | undefined
   /** Failed before it had a record (its claim failed): settled all the same, a detach has nothing to do. */
   private failedUnrecorded = false
@@ -87,6 +89,7 @@ export class RunOutcome {
     const record: RunRecord = withPeak({ ...this.current!, status, updatedAt: Date.now() }, peak)
     if (status === 'completed') record.result = result
     else if (error) record.error = error
+    this.finishing = true
     await this.save(record)
     this.current = record
     return record

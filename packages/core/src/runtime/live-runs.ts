@@ -49,10 +49,13 @@ export function liveRuns(options: RuntimeOptions, parts: RuntimeParts): LiveRuns
   const { workspaces } = parts
   const everyRun = eventsOfEveryRun(options)
   const runs = new Map<string, LiveRun>()
-  // A run another process takes over (this one stalled past its claim) stops here.
-  const claims = new RunClaims(parts.store, parts.storeTimeoutMs, (runId, error) =>
-    runs.get(runId)?.orchestrator.abort(error),
-  )
+  // A run another process takes over (this one stalled past its claim) stops here; not one whose
+  // final record is being written, which is let go of next: a store's retention may remove a
+  // finished run, its claim with it, before that, and the renewal then finds no claim.
+  const claims = new RunClaims(parts.store, parts.storeTimeoutMs, (runId, error) => {
+    const orchestrator = runs.get(runId)?.orchestrator
+    if (orchestrator && !orchestrator.outcome.finishing) orchestrator.abort(error)
+  })
   const totals = newTotals()
   const orchestratorFor = orchestratorFactory(options, parts, everyRun, claims)
 
