@@ -144,3 +144,50 @@ test('a tool that throws a plain object shows the model its JSON, bounded, never
   expect(seen[1]).toMatch(/^\[call_tool thrower\] error: \{"text":"y+… \(\d+ more characters\)$/)
   expect(seen[1]!.length).toBeLessThan(20_100)
 })
+
+test("an error whose message cannot be written (fetch's timeout, a DOMException; a frozen error) is the tool's or the model's failure as it says, never the agent's TypeError", async () => {
+  // What `fetch(url, { signal: AbortSignal.timeout(ms) })` throws when it times out.
+  const timedOut = () => new DOMException('The operation was aborted due to timeout', 'TimeoutError')
+  const frozen = () => Object.freeze(new Error('frozen failure'))
+  const fetchLike = defineTool({
+    name: 'fetchLike',
+    description: 'times out',
+    parameters: z.object({ frozen: z.boolean(), secret: z.boolean().optional() }),
+    execute: ({ frozen: isFrozen, secret }) =>
+      Promise.reject(
+        secret
+          ? new DOMException('refused key sk-hidden-123', 'NotAllowedError')
+          : isFrozen
+            ? frozen()
+            : timedOut(),
+      ),
+  })
+  const seen: string[] = []
+  const model = scriptedModel({
+    worker: [
+      { action: 'call_tool', tool: 'fetchLike', args: { frozen: false } },
+      { action: 'call_tool', tool: 'fetchLike', args: { frozen: true } },
+      { action: 'call_tool', tool: 'fetchLike', args: { frozen: false, secret: true } },
+      (request) => {
+        seen.push(...request.messages.map((message) => message.content))
+        return { action: 'finish', result: 'ok' }
+      },
+    ],
+  })
+  const worker = defineAgent({ name: 'worker', instructions: '', tools: [fetchLike] })
+  // With a secret to hide, so that the messages are redacted too.
+  const runtime = createRuntime({ agents: [worker], model, secrets: ['sk-hidden-123'] })
+  expect(await runtime.run('worker', 'go')).toBe('ok')
+  expect(seen.join('\n')).toContain('error: The operation was aborted due to timeout')
+  expect(seen.join('\n')).toContain('error: frozen failure')
+  // Its message cannot be written: the secret is hidden in a copy of it.
+  expect(seen.join('\n')).toContain('error: refused key [redacted]')
+  expect(seen.join('\n')).not.toContain('sk-hidden-123')
+  // A model adapter that times out the same way fails its agent with that message.
+  const failing = createRuntime({
+    agents: [worker],
+    model: { name: 'timing-out', complete: () => Promise.reject(timedOut()) },
+    secrets: ['sk-hidden-123'],
+  })
+  await expect(failing.run('worker', 'go')).rejects.toThrow(/The operation was aborted due to timeout/)
+})

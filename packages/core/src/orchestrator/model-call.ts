@@ -96,10 +96,10 @@ function callModel(
     slot.release(0)
   }
   signal.addEventListener('abort', stopped, { once: true })
-  const failed = (error: unknown): never => {
+  const failed = (thrown: unknown): never => {
     endBusy()
     slot.release(0)
-    redactError(redact, error)
+    const error = redactError(redact, thrown)
     // Kept in the agent's context and in the event: the stderr a command printed is redacted too.
     if (error instanceof ModelError && error.process) error.process = redactProcess(run, error.process)
     const durationMs = Math.round(performance.now() - started)

@@ -79,10 +79,10 @@ export function runTool(
     }
     return { messages: [actionReply(action, renderValue(result ?? null))], durationMs }
   }
-  const failed = (error: unknown): ActOutcome => {
+  const failed = (thrown: unknown): ActOutcome => {
     run.busy.end()
-    if (signal.aborted) throw error
-    redactError(run.redact, error)
+    if (signal.aborted) throw thrown
+    const error = redactError(run.redact, thrown)
     const durationMs = performance.now() - started
     if (error instanceof SuspendRequest) {
       const awaiting = {

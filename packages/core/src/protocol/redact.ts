@@ -154,11 +154,33 @@ function redactedCopy(
 /**
  * An error's message, stack and cause without secrets, in place: the error keeps its class and
  * code. The cause (a library's error, whose body may echo the key) is printed with the error by
- * `console.error` (`COHORT_DEBUG`).
+ * `console.error` (`COHORT_DEBUG`). Returns the error to use from then on: one whose message holds
+ * a secret and cannot be written (a `DOMException`, such as fetch's timeout, or a frozen error) is
+ * replaced by a plain `Error` of its name and the redacted message, stack and cause.
  */
-export function redactError(redact: Redactor, error: unknown): void {
-  if (!(error instanceof Error)) return
-  error.message = redact(error.message)
-  if (typeof error.stack === 'string') error.stack = redact(error.stack)
-  if (error.cause !== undefined) error.cause = redact(error.cause)
+export function redactError<E>(redact: Redactor, error: E): E | Error {
+  if (!(error instanceof Error)) return error
+  const message = redact(error.message)
+  const stack = typeof error.stack === 'string' ? redact(error.stack) : undefined
+  const cause = error.cause === undefined ? undefined : redact(error.cause)
+  if (rewrite(error, 'message', message)) {
+    if (stack !== undefined) rewrite(error, 'stack', stack)
+    if (cause !== undefined) rewrite(error, 'cause', cause)
+    return error
+  }
+  const copy = new Error(message, cause === undefined ? undefined : { cause })
+  copy.name = error.name
+  if (stack !== undefined) copy.stack = stack
+  return copy
+}
+
+/** Sets `error[key]` to `value` unless it is that already; false when it cannot be written. */
+function rewrite(error: Error, key: 'message' | 'stack' | 'cause', value: unknown): boolean {
+  if (error[key] === value) return true
+  try {
+    error[key] = value as never
+  } catch {
+    return false
+  }
+  return error[key] === value
 }
