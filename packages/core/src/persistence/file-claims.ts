@@ -18,13 +18,18 @@ export function fileClaims(
     async claimRun(runId, request) {
       assertRunId(runId)
       const file = claimFile(runId)
-      await mkdir(runDir(runId), { recursive: true })
+      // A renewal keeps a claim, which is in the folder: a folder gone (the run pruned or deleted
+      // while its owner held it) holds none, and is not made again, empty, by each renewal.
+      if (!request.renewing) await mkdir(runDir(runId), { recursive: true })
       return underLock(file, async () => {
         const current = await readClaim(file)
         if (!claimGranted(current, request)) return current ?? noClaim
         const mine: RunClaim = { owner: request.owner, until: request.until }
         await writeAtomic(file, JSON.stringify(mine))
         return mine
+      }).catch((error: unknown) => {
+        if (request.renewing && isFolderGone(error)) return noClaim
+        throw error
       })
     },
     async releaseRun(runId, owner) {
@@ -36,13 +41,18 @@ export function fileClaims(
         return true
       }).catch((error: unknown) => {
         // A run whose folder is gone (deleted, pruned) holds no claim.
-        if ((error as { cause?: NodeJS.ErrnoException }).cause?.code === 'ENOENT') return false
+        if (isFolderGone(error)) return false
         throw error
       })
       // A run never stored (a resume of an id that is not there) leaves no folder behind.
       if (released) await rmdir(runDir(runId)).catch(() => {})
     },
   }
+}
+
+/** `underLock`'s error when the run's folder is not there. */
+function isFolderGone(error: unknown): boolean {
+  return (error as { cause?: NodeJS.ErrnoException }).cause?.code === 'ENOENT'
 }
 
 /** A claimer that holds a claim's lock longer than this died while claiming: its lock is removed. */

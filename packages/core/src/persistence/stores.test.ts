@@ -139,3 +139,25 @@ test("fileStore: of many claimers that find a dead claimer's lock at once, one r
     await rm(dir, { recursive: true, force: true })
   }
 })
+
+test('fileStore: renewing the claim of a run its retention removed answers no claim and leaves no empty folder behind', async () => {
+  const dir = await mkdtemp(path.join(tmpdir(), 'cohort-renew-'))
+  try {
+    const store = fileStore(dir, { retention: { maxFinishedRuns: 0 } })
+    const until = Date.now() + 60_000
+    await store.claimRun('gone', { owner: 'a', until })
+    // Finished and kept by none: removed, its claim with it, before its owner let go.
+    await store.saveRun({ ...makeRunRecord('gone'), status: 'completed' })
+    expect(await readdir(dir)).toEqual([])
+    expect(await store.claimRun('gone', { owner: 'a', until, renewing: true })).toEqual({
+      owner: '',
+      until: 0,
+    })
+    // A renewal every 10 s of each run a server holds made one folder each, kept for ever.
+    expect(await readdir(dir)).toEqual([])
+    await store.releaseRun('gone', 'a')
+    expect(await readdir(dir)).toEqual([])
+  } finally {
+    await rm(dir, { recursive: true, force: true })
+  }
+})
