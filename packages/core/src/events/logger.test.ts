@@ -393,3 +393,31 @@ test("a reply's tokens are labelled prompt (in) and completion (out)", async () 
   expect(output()).toMatch(/LLM {3}lead got a reply in 7 ms, 1200 in \+ 41 out tokens$/m)
   expect(output()).toMatch(/LLM {3}lead got a reply in 7 ms, ~1200 in \+ 41 out tokens \(estimated\)$/m)
 })
+
+test('a console stream that fails (a pipe whose reader is gone) is reported once as a warning; runs go on and the process stays up', async () => {
+  const { Writable } = await import('node:stream')
+  const broken = new Writable({
+    write(_chunk, _encoding, callback) {
+      callback(Object.assign(new Error('write EPIPE'), { code: 'EPIPE' }))
+    },
+  })
+  const warn = vi.spyOn(process, 'emitWarning').mockImplementation(() => {})
+  try {
+    const logger = createLogger({ stream: broken, colors: false })
+    const runtime = createRuntime({
+      agents: [defineAgent({ name: 'solo' })],
+      model: scriptedModel({ solo: [{ action: 'finish', result: 'done' }] }),
+      logger,
+    })
+    expect(await runtime.run('solo', 'go')).toBe('done')
+    expect(await runtime.run('solo', 'again')).toBe('done')
+    await new Promise((resolve) => setTimeout(resolve, 20))
+    await logger.close()
+    const told = warn.mock.calls.map(([message]) => String(message)).filter((m) => m.includes('EPIPE'))
+    expect(told).toEqual([
+      expect.stringMatching(/cohort: the log's console stream cannot be written.*write EPIPE/),
+    ])
+  } finally {
+    warn.mockRestore()
+  }
+})

@@ -2,7 +2,7 @@ import { appendFile, mkdir } from 'node:fs/promises'
 import path from 'node:path'
 import winston from 'winston'
 import Transport from 'winston-transport'
-import { describeValue, InvalidInputError, refuseUnknownOptions } from '../errors.js'
+import { describeValue, errorMessage, InvalidInputError, refuseUnknownOptions } from '../errors.js'
 import { describeEvent, type EventCategory, type EventTone } from './describe-event.js'
 import type { CohortEvent } from './types.js'
 
@@ -154,8 +154,20 @@ export function createLogger(options: LoggerOptions = {}): Required<EventSink> {
   checkLoggerOptions(options)
   const level = options.level ?? 'info'
   const transports: Transport[] = []
+  let consoleStream: NodeJS.WritableStream | undefined
+  let streamWarned = false
+  // A stream's 'error' with no listener ends the process (a pipe whose reader is gone: EPIPE).
+  const streamFailed = (error: unknown) => {
+    if (streamWarned) return
+    streamWarned = true
+    process.emitWarning(
+      `cohort: the log's console stream cannot be written, runs go on without its lines: ${errorMessage(error)}`,
+    )
+  }
   if (options.console !== false) {
     const stream = options.stream ?? process.stdout
+    consoleStream = stream
+    stream.on('error', streamFailed)
     const line = options.format === 'json' ? jsonLine : prettyLine(options.colors ?? consoleColors(stream))
     // The fields are set in `handle`, where the event is typed; winston hands that info back here.
     transports.push(
@@ -192,6 +204,7 @@ export function createLogger(options: LoggerOptions = {}): Required<EventSink> {
     },
     async close() {
       await files?.drain()
+      consoleStream?.removeListener('error', streamFailed)
     },
   }
 }
