@@ -102,6 +102,22 @@ test('an async listener that rejects is reported once and removed, and the run g
   }
 })
 
+test('a listener that throws no Error is reported with what it threw, not [object Object]', () => {
+  const warn = vi.spyOn(process, 'emitWarning').mockImplementation(() => {})
+  try {
+    const bus = new EventBus()
+    bus.on('event', () => {
+      throw { reason: 'quota', left: 0 }
+    })
+    bus.emit(detached)
+    expect(String(warn.mock.calls[0]?.[0])).toBe(
+      'cohort: an event listener threw and was removed: {"reason":"quota","left":0}',
+    )
+  } finally {
+    warn.mockRestore()
+  }
+})
+
 test('an async listener called again before its first rejection is seen is reported once', async () => {
   const warn = vi.spyOn(process, 'emitWarning').mockImplementation(() => {})
   try {

@@ -1,4 +1,4 @@
-import { describeValue, InvalidInputError } from '../errors.js'
+import { describeValue, errorMessage, InvalidInputError } from '../errors.js'
 import { isThenable } from '../thenable.js'
 import { type CohortEvent, type CohortEventType, cohortEventTypes } from './types.js'
 
@@ -32,7 +32,7 @@ export class EventBus {
   // An async listener may have been called again before its first rejection: report it once.
   private remove(listener: EventListener, error: unknown): void {
     if (!this.listeners.delete(listener)) return
-    process.emitWarning(`cohort: an event listener threw and was removed: ${String(error)}`)
+    process.emitWarning(`cohort: an event listener threw and was removed: ${errorMessage(error)}`)
   }
 
   subscribe(listener: EventListener): () => void {
