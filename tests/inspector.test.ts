@@ -592,6 +592,60 @@ describe.runIf(hasChromium)('web inspector', () => {
     }
   })
 
+  test('a run of 300 agents at work leaves the page mostly idle, its clock still advancing', async () => {
+    // 300 workers that each sleep a minute: every one of them running, its bar growing with the clock.
+    const crowd = scriptedModel({
+      lead: [
+        {
+          action: 'launch_subagents',
+          agents: Array.from({ length: 300 }, (_, i) => ({ agent: 'worker', task: '60', id: `w${i}` })),
+        },
+        { action: 'wait_for_subagents' },
+        { action: 'finish', result: 'done' },
+      ],
+      worker: [
+        (request) => ({ action: 'call_tool', tool: 'sleep', args: { seconds: Number(request.agent.task) } }),
+        { action: 'finish', result: 'slept' },
+      ],
+    })
+    const target = await startServer({
+      runtime: createRuntime({
+        agents: [lead, worker],
+        model: crowd,
+        limits: { maxChildrenPerLaunch: 300, maxAgents: 301 },
+      }),
+      port: 0,
+    })
+    const tab = await browser.newPage({ viewport: { width: 1440, height: 900 } })
+    const errors: string[] = []
+    tab.on('pageerror', (error) => errors.push(error.message))
+    try {
+      await tab.goto(`${target.inspectorUrl}#run=crowd`)
+      await tab.locator('#connection[data-state="open"]').waitFor({ timeout: 10_000 })
+      expect((await callApi(target, '/api/runs', { task: 'fan out', runId: 'crowd' })).status).toBe(201)
+      await expect
+        .poll(() => tab.locator('#timeline .bar[data-state="running"]').count(), { timeout: 30_000 })
+        .toBeGreaterThanOrEqual(300)
+      // The main thread's busy time over 5 s, as Chromium counts it. Moving stripes on every running
+      // bar and a re-render of all 600 rows four times a second kept it busy all the time (5 s of 5).
+      const cdp = await tab.context().newCDPSession(tab)
+      await cdp.send('Performance.enable')
+      const busy = async () =>
+        (await cdp.send('Performance.getMetrics')).metrics.find((m) => m.name === 'TaskDuration')!.value
+      const duration = () => tab.locator('#run-header [data-run-duration]').textContent()
+      const before = await busy()
+      const shown = await duration()
+      await tab.waitForTimeout(5_000)
+      expect(await busy()).toBeLessThan(before + 2.5)
+      // Less often, but the clock still moves (at least every 5 s).
+      await expect.poll(duration, { timeout: 15_000 }).not.toBe(shown)
+      expect(errors).toEqual([])
+    } finally {
+      await tab.close()
+      await target.close()
+    }
+  }, 90_000)
+
   test('an agent waiting for its dependencies says which, in the tree and in its detail', async () => {
     const { agents, model: planModel, release } = heldDependent()
     const target = await startServer({

@@ -33,16 +33,36 @@ export function App() {
 }
 
 /**
- * The time at this render; while `running`, the page re-renders every 250 ms so clocks and bars
- * advance without refetching.
+ * The time at this render; while `running`, the page re-renders now and then so clocks and bars
+ * advance without refetching: every 250 ms, or less often when a render costs more than a fifth of
+ * that (a run of hundreds of agents on a slow machine), so the clock alone does not keep the page
+ * busy; at least every 5 s, so it never looks stopped.
  * @param {boolean} running
  */
 function useClock(running) {
   const [, setTick] = useState(0)
   useEffect(() => {
     if (!running) return
-    const timer = setInterval(() => setTick((tick) => tick + 1), 250)
-    return () => clearInterval(timer)
+    /** @type {ReturnType<typeof setTimeout> | undefined} */
+    let timer
+    let stopped = false
+    const tick = () => {
+      const started = performance.now()
+      setTick((tick) => tick + 1)
+      // A task queued from the next frame runs once that frame is rendered, styled and laid out.
+      requestAnimationFrame(() => {
+        timer = setTimeout(() => {
+          if (stopped) return
+          const cost = performance.now() - started
+          timer = setTimeout(tick, Math.min(5_000, Math.max(250, cost * 5)))
+        })
+      })
+    }
+    timer = setTimeout(tick, 250)
+    return () => {
+      stopped = true
+      clearTimeout(timer)
+    }
   }, [running])
   return Date.now()
 }
