@@ -197,6 +197,15 @@ describe('cohort serve: HTTP API and event stream', () => {
         /^limit: .*expected string, received array/,
       ],
       ['GET', `${runs}?offset=-1`, undefined, undefined, 400, /offset must be a non-negative integer/],
+      // A misspelt filter would otherwise list every run.
+      [
+        'GET',
+        `${runs}?stauts=failed`,
+        undefined,
+        undefined,
+        400,
+        /^unknown query parameter "stauts"; expected status, limit, offset, since, until$/,
+      ],
       ['DELETE', runs, undefined, undefined, 405, /DELETE is not allowed on \/api\/runs; expected GET/],
       ['GET', `${server.url}api/nothing`, undefined, undefined, 404, /no such endpoint/],
       ['POST', `${runs}/nosuch/cancel`, undefined, undefined, 404, /not in the store/],
@@ -250,6 +259,11 @@ describe('cohort serve: HTTP API and event stream', () => {
     })
     const failure = await new Promise((resolve) => wrongSocket.once('error', resolve))
     expect(String(failure)).toMatch(/404/)
+    // A misspelt `runId` would otherwise stream every run's events.
+    const misspelt = new WebSocket(`${server.url.replace('http', 'ws')}api/events?runid=once`, {
+      headers: { authorization: `Bearer ${token}` },
+    })
+    expect(String(await new Promise((resolve) => misspelt.once('error', resolve)))).toMatch(/400/)
   })
 
   test('the token: a browser signs in once from the link; options are checked before anything listens', async () => {

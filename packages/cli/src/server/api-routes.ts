@@ -32,7 +32,18 @@ function count(name: string) {
     .openapi({ param: { name, in: 'query' } })
 }
 
-const listQuery = z.object({
+/** Unknown parameters are refused: a misspelt filter (`?stauts=`, `?runid=`) would otherwise widen the answer to everything. */
+function strictQuery<S extends z.ZodRawShape>(shape: S) {
+  const known = Object.keys(shape).join(', ')
+  return z.strictObject(shape, {
+    error: (issue) =>
+      issue.code === 'unrecognized_keys'
+        ? `unknown query parameter${issue.keys.length === 1 ? '' : 's'} ${issue.keys.map((key) => `"${key.slice(0, 80)}"`).join(', ')}; expected ${known}`
+        : undefined,
+  })
+}
+
+const listQuery = strictQuery({
   status: z
     .string()
     .transform((text, ctx) => {
@@ -56,7 +67,7 @@ const listQuery = z.object({
   until: count('until'),
 })
 
-const eventsQuery = z.object({
+const eventsQuery = strictQuery({
   runId: runIdSchema.optional().openapi({ param: { name: 'runId', in: 'query' } }),
 })
 
