@@ -185,6 +185,8 @@ describe('cohort serve: HTTP API and event stream', () => {
       ['POST', runs, { task: 'x', runId: '../etc' }, undefined, 400, /invalid run id "..\/etc"/],
       ['POST', runs, { task: 'x'.repeat(1_100_000) }, undefined, 413, /body larger than/],
       ['GET', `${runs}/..%2Fetc`, undefined, undefined, 400, /invalid run id/],
+      // A long id is quoted by its start, not sent back whole.
+      ['GET', `${runs}/${'a'.repeat(5000)}`, undefined, undefined, 400, /^runId: invalid run id "a{80}": /],
       ['GET', `${runs}/nosuch`, undefined, undefined, 404, /run nosuch is not in the store/],
       ['GET', `${runs}?status=done`, undefined, undefined, 400, /status "done" is not one of/],
       ['GET', `${runs}?limit=0`, undefined, undefined, 400, /limit must be between 1 and 1000/],

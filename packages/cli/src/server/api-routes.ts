@@ -8,7 +8,8 @@ import { limitBody, maxBodyBytes, requireJson } from './json-body.js'
 const runStatuses: RunStatus[] = ['running', 'completed', 'failed', 'cancelled']
 
 export const runIdSchema = z.string().refine(isValidRunId, {
-  error: (issue) => `invalid run id "${String(issue.input)}": expected 1-64 letters, digits, "_" or "-"`,
+  error: (issue) =>
+    `invalid run id "${String(issue.input).slice(0, 80)}": expected 1-64 letters, digits, "_" or "-"`,
 })
 const runParams = z.object({
   runId: runIdSchema.openapi({ param: { name: 'runId', in: 'path' }, example: 'ship-1' }),
