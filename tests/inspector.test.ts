@@ -646,6 +646,41 @@ describe.runIf(hasChromium)('web inspector', () => {
     }
   }, 90_000)
 
+  test('while the server is down an answer says it did not answer; after a restart the page reconnects and the answer goes through', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'cohort-inspector-restart-'))
+    const token = 'restart-token-0123456789'
+    const runtime = () => createRuntime({ agents: [operator], model: approvalModel, store: fileStore(dir) })
+    let target = await startServer({ runtime: runtime(), token, port: 0 })
+    const port = Number(new URL(target.url).port)
+    const tab = await browser.newPage({ viewport: { width: 1440, height: 900 } })
+    try {
+      await tab.goto(`${target.inspectorUrl}#run=restarted&agent=operator`)
+      await tab.locator('#connection[data-state="open"]').waitFor({ timeout: 10_000 })
+      expect((await callApi(target, '/api/runs', { task: 'ship it', runId: 'restarted' })).status).toBe(201)
+      const approve = tab.locator('#detail [data-action="approve"]')
+      await approve.waitFor({ timeout: 10_000 })
+
+      await target.close()
+      await tab.locator('#connection[data-state="closed"]').waitFor({ timeout: 10_000 })
+      await approve.click()
+      // Not the browser's "Failed to fetch": what happened, and what to do.
+      await expect
+        .poll(() => tab.locator('#detail [data-action-error]').textContent(), { timeout: 10_000 })
+        .toMatch(/^Approve failed: the server did not answer .*; try again once the page says live$/)
+
+      target = await startServer({ runtime: runtime(), token, port })
+      await target.resumeInFlight()
+      await tab.locator('#connection[data-state="open"]').waitFor({ timeout: 20_000 })
+      expect(await tab.locator('#detail [data-action-error]').count()).toBe(0)
+      await approve.click()
+      await tab.locator('#tree [data-awaiting="input"]').waitFor({ timeout: 10_000 })
+    } finally {
+      await tab.close()
+      await target.close()
+      rmSync(dir, { recursive: true, force: true })
+    }
+  }, 60_000)
+
   test('an agent waiting for its dependencies says which, in the tree and in its detail', async () => {
     const { agents, model: planModel, release } = heldDependent()
     const target = await startServer({

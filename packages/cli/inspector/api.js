@@ -10,7 +10,7 @@
 /** @typedef {import('../src/server/api-shapes.js').AgentDetailBody} AgentDetail */
 /** @typedef {import('../src/server/api-shapes.js').RunListBody} RunList */
 
-/** A refusal from the server, with its status and its `{ error }` message. */
+/** A refusal from the server, with its status and its `{ error }` message; status 0: no answer came. */
 export class ApiError extends Error {
   /**
    * @param {number} status
@@ -28,7 +28,17 @@ export class ApiError extends Error {
  * @returns {Promise<unknown>}
  */
 export async function api(path, init) {
-  const response = await fetch(path, { ...init, headers: { accept: 'application/json', ...init?.headers } })
+  /** @type {Response} */
+  let response
+  try {
+    response = await fetch(path, { ...init, headers: { accept: 'application/json', ...init?.headers } })
+  } catch {
+    // The browser says only "Failed to fetch": the server is down, restarting, or out of reach.
+    throw new ApiError(
+      0,
+      'the server did not answer (stopped or restarting?); try again once the page says live',
+    )
+  }
   /** @type {unknown} */
   let body = null
   try {
