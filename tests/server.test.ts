@@ -12,6 +12,8 @@ import {
 } from '@cohort/core'
 import { afterEach, beforeEach, describe, expect, test } from 'vitest'
 import WebSocket from 'ws'
+import { refusalLine } from '../packages/cli/src/serve-console.js'
+import type { Refusal } from '../packages/cli/src/server/errors.js'
 import { approvalRuntime } from './fixtures/approval-scenario.js'
 import { collect, repoRoot, spawnTs } from './support/processes.js'
 import { frames, openRaw, send, sendWithHeaders } from './support/raw-http.js'
@@ -348,6 +350,26 @@ describe('cohort serve: HTTP API and event stream', () => {
     } finally {
       await open.close()
     }
+  })
+
+  test('a refused request is reported with its path as sent: an encoded newline or escape forges no console line', async () => {
+    const refusals: Refusal[] = []
+    server = await startServer({
+      runtime: approvalRuntime(dir),
+      onRefused: (refusal) => refusals.push(refusal),
+    })
+    const port = Number(new URL(server.url).port)
+    // Any web page can send this (no token, no Origin needed to be refused and reported).
+    const forged = '/api/x%0A2026-12-06T09:00:00.000Z%20run%20ship-1%20completed:%20ok%1B[2J'
+    expect((await send(port, { path: forged })).status).toBe(401)
+    expect(refusals.map((refusal) => refusal.path)).toEqual([forged])
+    const line = refusalLine(refusals[0]!)
+    expect(line.split('\n')).toEqual([
+      expect.stringMatching(/^\S+Z refused GET \/api\/x%0A.* \(401\): missing token/),
+      '',
+    ])
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: what must not be printed
+    expect(line).not.toMatch(/\x1b/)
   })
 
   test('allowed origins get CORS answers and allowed hosts are answered; others are not', async () => {

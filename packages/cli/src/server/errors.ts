@@ -17,7 +17,8 @@ export class HttpError extends Error {
 
 /**
  * A request refused for who sent it (401: no token or a wrong one; 403: a foreign Host or Origin),
- * for the server's operator to see. `path` has no query, and `reason` never the token.
+ * for the server's operator to see. `path` is as sent (percent-encoded) without its query, and
+ * `reason` never has the token.
  */
 export interface Refusal {
   method: string
@@ -29,7 +30,10 @@ export interface Refusal {
 /** The refusal an error is, when it is one of who sent the request. */
 export function refusalOf(error: unknown, c: Context): Refusal | undefined {
   if (!(error instanceof HttpError) || (error.status !== 401 && error.status !== 403)) return undefined
-  return { method: c.req.method, path: c.req.path, status: error.status, reason: error.message }
+  // The path as sent, still percent-encoded: decoded, a `%0A` or `%1B` would put a line or a
+  // terminal escape of the client's choosing into the server's console.
+  const path = new URL(c.req.url).pathname
+  return { method: c.req.method, path, status: error.status, reason: error.message }
 }
 
 /** The one place an error becomes a response: `{ error }` with the status its kind calls for. */
