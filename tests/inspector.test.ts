@@ -637,7 +637,8 @@ describe.runIf(hasChromium)('web inspector', () => {
       const before = await busy()
       const shown = await duration()
       await tab.waitForTimeout(5_000)
-      expect(await busy()).toBeLessThan(before + 2.5)
+      // 1.2 s measured with both cores loaded, 5.2 s before the page was fixed: 3.5 tells the two apart on a slower machine.
+      expect(await busy()).toBeLessThan(before + 3.5)
       // Less often, but the clock still moves (at least every 5 s).
       await expect.poll(duration, { timeout: 15_000 }).not.toBe(shown)
       expect(errors).toEqual([])
