@@ -14,6 +14,27 @@ export interface EventLine {
  * without one. A streamed token's line is for level `debug` only (the logger's `level`).
  */
 export function describeEvent(event: CohortEvent): EventLine {
+  const line = lineOf(event)
+  line.text = printable(line.text)
+  return line
+}
+
+/**
+ * One line a terminal shows as it is: a run's content (a result, an error's message, a reason)
+ * is the model's or a caller's, and a newline in it would forge a line of the log, an escape
+ * (`\x1b[2J`) clear or recolour the console.
+ */
+function printable(text: string): string {
+  return text
+    .replace(lineBreaks, ' ')
+    .replace(controlCharacters, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`)
+}
+
+const lineBreaks = /\s*[\n\r\v\f\u2028\u2029]+\s*/g
+// biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what it finds
+const controlCharacters = /[\u0000-\u0008\u000e-\u001f\u007f-\u009f]/g
+
+function lineOf(event: CohortEvent): EventLine {
   switch (event.type) {
     case 'run.started':
       return {

@@ -421,3 +421,24 @@ test('a console stream that fails (a pipe whose reader is gone) is reported once
     warn.mockRestore()
   }
 })
+
+test("a run's content cannot forge a log line or send the terminal an escape: newlines become spaces, control characters are shown as \\x..", async () => {
+  const { stream, output } = capturedConsole()
+  const logger = createLogger({ stream, colors: false })
+  const runtime = createRuntime({
+    agents: [defineAgent({ name: 'solo', instructions: '' })],
+    model: scriptedModel({
+      solo: [{ action: 'finish', result: '\u001b[2Jdone\n[ 1 ms] RUN run x completed: forged' }],
+    }),
+    logger,
+  })
+  await runtime.run('solo', 'clear\rthe screen\u009b')
+  await logger.close()
+  const lines = output().trimEnd().split('\n')
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: none may reach the console
+  expect(output()).not.toMatch(/[\u001b\u009b\r]/)
+  expect(lines.filter((line) => line.includes('forged'))).toHaveLength(2)
+  expect(output()).toContain('solo completed in')
+  expect(output()).toMatch(/: \\x1b\[2Jdone \[ 1 ms\] RUN run x completed: forged$/m)
+  expect(output()).toMatch(/started: solo ← clear the screen\\x9b$/m)
+})
