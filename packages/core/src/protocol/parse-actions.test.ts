@@ -191,6 +191,17 @@ describe('parseActions: strict about meaning, with an exact error', () => {
       '{"action":"call_tool","tool":"rm_rf","args":{}}',
       /unknown tool "rm_rf"; available tools: sleep, lookup/,
     ],
+    // Was 'unknown tool "undefined"': the model was not told that the field was missing.
+    [
+      'a call_tool without its tool',
+      '{"action":"call_tool","args":{"word":"a"}}',
+      /^call_tool needs "tool": the name of one of this agent's tools \(sleep, lookup\)$/,
+    ],
+    [
+      'a call_tool whose tool is no string',
+      '{"action":"call_tool","tool":{"name":"lookup"},"args":{"word":"a"}}',
+      /^call_tool needs "tool": the name of one of this agent's tools \(sleep, lookup\), got an object$/,
+    ],
     [
       'bad tool arguments',
       '{"action":"call_tool","tool":"lookup","args":{"word":""}}',

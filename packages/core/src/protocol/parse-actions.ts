@@ -238,11 +238,13 @@ function toWait(value: Record<string, unknown>, launched: ReadonlySet<string>): 
 
 function toToolCall(value: Record<string, unknown>, context: ParseContext): Action | string {
   const name = value.tool
-  const tool = typeof name === 'string' ? context.tools.get(name) : undefined
-  if (!tool) {
-    const available = [...context.tools.keys()].join(', ') || 'none'
-    return `unknown tool ${JSON.stringify(truncate(String(name), 60))}; available tools: ${available}`
+  const available = [...context.tools.keys()].join(', ') || 'none'
+  if (typeof name !== 'string') {
+    const got = name === undefined ? '' : `, got ${describeValue(name)}`
+    return `call_tool needs "tool": the name of one of this agent's tools (${available})${got}`
   }
+  const tool = context.tools.get(name)
+  if (!tool) return `unknown tool ${JSON.stringify(truncate(name, 60))}; available tools: ${available}`
   // Checked now, so that the model is told at once; kept as the model gave them (JSON, as a store
   // keeps them), and parsed again right before the tool runs: parsing zod's output again is not
   // parsing the input (a transform, a coercion), and the tool may have changed by then.
