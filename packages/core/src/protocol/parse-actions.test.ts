@@ -144,6 +144,18 @@ describe('parseActions: strict about meaning, with an exact error', () => {
     ['not an object', '[1, 2]', /action 1: expected a JSON object with an "action" field, got number 1/],
     ['unknown action', '{"action":"dance"}', /unknown action "dance"; expected one of launch_subagents/],
     ['missing action', '{"result":1}', /missing "action" field/],
+    // Models often name the tool itself as the action; they were told only the protocol's names.
+    [
+      "a tool's name as the action",
+      '{"action":"lookup","args":{"word":"a"}}',
+      /^unknown action "lookup": lookup is a tool; call it as \{"action": "call_tool", "tool": "lookup", "args": \{…\}\}$/,
+    ],
+    [
+      "an action's name in another case",
+      '{"action":"Finish","result":1}',
+      /^unknown action "Finish": did you mean "finish"\? Expected one of launch_subagents/,
+    ],
+
     ['finish without result', '{"action":"finish"}', /finish needs a "result" field/],
     [
       'unknown agent',

@@ -176,9 +176,19 @@ function toAction(value: unknown, context: ParseContext, launched: ReadonlySet<s
     }
     default:
       return typeof name === 'string'
-        ? `unknown action "${truncate(name, 60)}"; expected one of ${actionNames.join(', ')}`
+        ? unknownAction(name, context)
         : `missing "action" field; expected one of ${actionNames.join(', ')}`
   }
+}
+
+/** An action the protocol does not have, with the correction a model most likely needs. */
+function unknownAction(name: string, context: ParseContext): string {
+  const shown = `unknown action "${truncate(name, 60)}"`
+  if (context.tools.has(name))
+    return `${shown}: ${name} is a tool; call it as {"action": "call_tool", "tool": "${name}", "args": {…}}`
+  const meant = actionNames.find((action) => action === name.trim().toLowerCase())
+  const hint = meant === undefined ? '; expected' : `: did you mean "${meant}"? Expected`
+  return `${shown}${hint} one of ${actionNames.join(', ')}`
 }
 
 function toLaunch(
