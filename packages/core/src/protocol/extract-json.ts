@@ -28,6 +28,30 @@ export function parseWhole(text: string): { found: true; value: unknown } | { fo
   return tryParse((fenced ? fenced[1]! : trimmed).trim())
 }
 
+/**
+ * Why a reply in which `extractJsonValues` found nothing holds no JSON: its first object or array
+ * (in its first fence, if it has one) and what is wrong with it, as `JSON.parse` says (single
+ * quotes, a comment, Python's `True`), or that it is never closed (a reply cut off). Undefined
+ * when it has no `{` or `[` at all. So the model is told what to correct, not that it wrote none.
+ */
+export function unparsedJson(text: string): { json: string; problem: string } | undefined {
+  const fence = /```[a-zA-Z]*[ \t]*\r?\n?([\s\S]*?)```/.exec(text)
+  const scope = fence ? fence[1]! : text
+  const start = nextOpening(scope, 0)
+  if (start < 0) return undefined
+  const closes = new Map<number, number>()
+  learnCloses(scope, start, closes)
+  const end = closes.get(start) ?? -1
+  if (end < 0) return { json: scope.slice(start).trim(), problem: 'is never closed (was the reply cut off?)' }
+  const json = scope.slice(start, end + 1)
+  try {
+    JSON.parse(withoutTrailingCommas(json))
+    return undefined
+  } catch (error) {
+    return { json, problem: `is not JSON (${(error as Error).message})` }
+  }
+}
+
 /** Lazily, so `extractJson` stops at the first value. */
 function* jsonValues(text: string): Generator<unknown> {
   const whole = tryParse(text.trim())

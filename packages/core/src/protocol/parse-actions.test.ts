@@ -230,6 +230,39 @@ describe('parseActions: strict about meaning, with an exact error', () => {
     expect((result as { error: string }).error).toMatch(error)
   })
 
+  // These were told "the reply holds no JSON action", though the model had written one: it was
+  // not told what to correct.
+  test.each([
+    ['single quotes', "{'action': 'finish', 'result': 1}", "{'action': 'finish', 'result': 1} is not JSON ("],
+    [
+      'a comment',
+      '```json\n{"action": "finish", // done\n "result": 1}\n```',
+      '{"action": "finish", // done',
+    ],
+    [
+      "Python's True",
+      'Done: {"action": "finish", "result": True}',
+      '{"action": "finish", "result": True} is not JSON (',
+    ],
+    [
+      'a reply cut off',
+      '{"action": "finish", "result": {"a": 1',
+      '{"action": "finish", "result": {"a": 1 is never closed (was the reply cut off?)',
+    ],
+  ])(
+    'JSON that does not parse (%s) is shown to the model with what is wrong with it',
+    (_name, text, shown) => {
+      const result = parse(text)
+      expect(result.ok).toBe(false)
+      const { error } = result as { error: string }
+      expect(error.startsWith('the reply holds no JSON action that parses: ')).toBe(true)
+      expect(error).toContain(shown)
+      expect(error).toContain(
+        'write strict JSON (double-quoted keys and strings, no comments), such as {"action": "finish"',
+      )
+    },
+  )
+
   test('hostile replies: huge, deeply nested, too many actions', () => {
     expect(parse('x'.repeat(300_000))).toMatchObject({
       ok: false,

@@ -14,7 +14,7 @@ import {
   sendMessageArgsSchema,
   waitArgsSchema,
 } from './actions.js'
-import { extractJsonValues, jsonDepth, parseWhole } from './extract-json.js'
+import { extractJsonValues, jsonDepth, parseWhole, unparsedJson } from './extract-json.js'
 
 export interface ParseContext {
   tools: ReadonlyMap<string, AnyTool>
@@ -71,7 +71,12 @@ function fromText(text: string): RawResult {
   const found = extractJsonValues(answer)
   if (found.length === 0) {
     const thought = answer.length < text.length ? ' outside its <think> block' : ''
-    return fail(`the reply holds no JSON action${thought}; expected JSON such as ${example}`)
+    const unparsed = unparsedJson(answer)
+    if (unparsed === undefined)
+      return fail(`the reply holds no JSON action${thought}; expected JSON such as ${example}`)
+    return fail(
+      `the reply holds no JSON action that parses${thought}: ${truncate(unparsed.json, 80)} ${unparsed.problem}; write strict JSON (double-quoted keys and strings, no comments), such as ${example}`,
+    )
   }
   const items: RawItem[] = []
   for (const value of found) {
