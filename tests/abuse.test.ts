@@ -263,7 +263,15 @@ test('createRuntime, defineAgent and defineTool refuse options of the wrong shap
     [{ storeTimeoutMs: -1 }, /createRuntime: storeTimeoutMs: /],
     [{ onCycle: 'whatever' }, /createRuntime: onCycle: /],
     [{ logger: 'console' }, /createRuntime: logger: expected an EventSink/],
-    [{ inspect: 'yes' }, /createRuntime: inspect: expected an XState inspector/],
+    [
+      { inspect: 'yes' },
+      /createRuntime: inspect: expected an XState inspector: a function of inspection events, or an observer$/,
+    ],
+    // What @statelyai/inspect's createBrowserInspector() returns: XState takes its `inspect`.
+    [
+      { inspect: { inspect: { next: () => {} }, start: () => {}, stop: () => {}, adapter: {} } },
+      /inspect: expected an XState inspector: a function of inspection events, or an observer \(given an inspector of @statelyai\/inspect: pass its \.inspect, as createActor takes it\)$/,
+    ],
     [{ agents: [{ name: 'x' }] }, /agents\[0\] \("x"\) is not an agent definition: make it with defineAgent/],
   ]
   for (const [options, message] of refused) {

@@ -35,10 +35,11 @@ const runtimeOptionsSchema = z.strictObject({
   workspaces: z.custom(isObject, 'expected workspace options ({ root?, base? })').optional(),
   durability: z.enum(['sync', 'async']).optional(),
   inspect: z
-    .custom(
-      (value) => typeof value === 'function' || hasMethods('next')(value),
-      'expected an XState inspector: a function of inspection events, or an observer',
-    )
+    .custom((value) => typeof value === 'function' || hasMethods('next')(value), {
+      // `createBrowserInspector()` itself is what users pass first; XState takes its `inspect`.
+      error: ({ input }) =>
+        `expected an XState inspector: a function of inspection events, or an observer${isObject(input) && isObject(input.inspect) ? ' (given an inspector of @statelyai/inspect: pass its .inspect, as createActor takes it)' : ''}`,
+    })
     .optional(),
 })
 
