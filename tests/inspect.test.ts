@@ -1,4 +1,4 @@
-import { createRuntime, defineAgent, scriptedModel, settledChildren } from '@cohort/core'
+import { createRuntime, defineAgent, memoryStore, scriptedModel, settledChildren } from '@cohort/core'
 import { expect, test } from 'vitest'
 import type { InspectionEvent } from 'xstate'
 
@@ -92,4 +92,37 @@ test("an agent is reachable by its id in the run actor's system while it lives",
   expect(agent?.getSnapshot().value).toEqual({ running: 'thinking' })
   release()
   expect(await run.result).toBe(1)
+})
+
+test("the run's actor names its root agent in its context, started and resumed: system.get(rootAgentId) is the root's actor", async () => {
+  let release!: () => void
+  const gate = new Promise<void>((resolve) => {
+    release = resolve
+  })
+  const solo = defineAgent({ name: 'solo', instructions: 'Wait.' })
+  const slow = scriptedModel({
+    solo: [
+      async () => {
+        await gate
+        return { action: 'finish', result: 1 }
+      },
+    ],
+  })
+  const store = memoryStore()
+  const runtime = createRuntime({ agents: [solo], model: slow, store })
+  const run = runtime.start('solo', 'go')
+  await new Promise((resolve) => setTimeout(resolve, 50))
+  // It was null all along: a user of the actor could not tell which agent the run was for.
+  const { rootAgentId } = run.actor.getSnapshot().context
+  expect(rootAgentId).toBe('solo')
+  expect(run.actor.system.get(rootAgentId!)?.getSnapshot().value).toEqual({ running: 'thinking' })
+  await run.detach()
+  const again = await runtime.resume(run.id)
+  expect(again.actor.getSnapshot().context.rootAgentId).toBe('solo')
+  release()
+  expect(await again.result).toBe(1)
+  expect(again.actor.getSnapshot()).toMatchObject({
+    value: 'completed',
+    context: { rootAgentId: 'solo', result: 1 },
+  })
 })

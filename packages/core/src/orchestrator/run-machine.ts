@@ -9,6 +9,8 @@ export interface RunMachineContext {
 }
 
 export type RunMachineEvent =
+  /** The run's record names its root agent: started, or read back from the store. */
+  | { type: 'ROOT'; agentId: string }
   /** The root agent settled and the run record says so. */
   | { type: 'SETTLED'; status: 'completed' | 'failed' | 'cancelled'; result?: unknown; error?: ErrorInfo }
   /** Every agent is being ended (`run.cancel`). */
@@ -57,7 +59,10 @@ export const runMachine = setup({
   id: 'run',
   initial: 'running',
   context: ({ input }) => ({ runId: input.runId, rootAgentId: null }),
-  on: { STOP_AGENT: { actions: 'stopAgent' } },
+  on: {
+    STOP_AGENT: { actions: 'stopAgent' },
+    ROOT: { actions: assign({ rootAgentId: ({ event }) => event.agentId }) },
+  },
   states: {
     running: {
       on: {

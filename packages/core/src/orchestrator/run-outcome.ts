@@ -63,12 +63,21 @@ export class RunOutcome {
   /** Takes a record read from the store as the run's own. */
   adopt(record: RunRecord): void {
     this.current = record
+    this.nameRoot(record)
   }
 
   /** Takes `record` as the run's own at once, then stores it. */
   async keep(record: RunRecord): Promise<void> {
     this.current = record
+    this.nameRoot(record)
     await this.save(record)
+  }
+
+  /** The run's actor says which agent is its root, as the record does (`run.actor.system.get(rootAgentId)`). */
+  private nameRoot(record: RunRecord): void {
+    const snapshot = this.run.actor.getSnapshot()
+    if (snapshot.status === 'active' && snapshot.context.rootAgentId !== record.rootAgentId)
+      this.run.actor.send({ type: 'ROOT', agentId: record.rootAgentId })
   }
 
   /** Stores the run's final status (and its peak parallelism); the record changes only once it is stored. */
