@@ -126,3 +126,57 @@ test("the run's actor names its root agent in its context, started and resumed: 
     context: { rootAgentId: 'solo', result: 1 },
   })
 })
+
+test('an inspector that throws is reported once and called no more; the runs go on, at their start as mid-run', async () => {
+  const solo = defineAgent({ name: 'solo', instructions: 'Finish.' })
+  const model = scriptedModel({ solo: [{ action: 'finish', result: 1 }] }, { latencyMs: 5 })
+  const warnings: string[] = []
+  const onWarning = (warning: Error) => warnings.push(warning.message)
+  const unhandled: unknown[] = []
+  const onUnhandled = (reason: unknown) => unhandled.push(reason)
+  process.on('warning', onWarning)
+  process.on('unhandledRejection', onUnhandled)
+  try {
+    // Thrown at the run actor's first snapshot: runtime.start itself threw it.
+    let atStart = 0
+    const first = createRuntime({
+      agents: [solo],
+      model,
+      inspect: () => {
+        atStart++
+        throw new Error('inspector bug at start')
+      },
+    })
+    expect(await first.run('solo', 'go')).toBe(1)
+    expect(await first.run('solo', 'again')).toBe(1)
+    expect(atStart).toBe(1)
+    // Thrown when the agent completes: it escaped as an unhandled rejection, which ends a Node process.
+    let midRun = 0
+    const second = createRuntime({
+      agents: [solo],
+      model,
+      inspect: {
+        next: (event) => {
+          if (event.type !== '@xstate.snapshot' || idOf(event.actorRef) !== 'solo') return
+          if ((event.snapshot as { value?: unknown }).value !== 'completed') return
+          midRun++
+          throw new Error('inspector bug mid-run')
+        },
+      },
+    })
+    expect(await second.run('solo', 'go')).toBe(1)
+    expect(await second.run('solo', 'again')).toBe(1)
+    expect(midRun).toBe(1)
+    await new Promise((resolve) => setTimeout(resolve, 50))
+    expect(unhandled).toEqual([])
+    expect(
+      warnings.filter((message) => message.includes('the inspect given to createRuntime threw')),
+    ).toEqual([
+      'cohort: the inspect given to createRuntime threw and is called no more: Error: inspector bug at start',
+      'cohort: the inspect given to createRuntime threw and is called no more: Error: inspector bug mid-run',
+    ])
+  } finally {
+    process.off('warning', onWarning)
+    process.off('unhandledRejection', onUnhandled)
+  }
+})

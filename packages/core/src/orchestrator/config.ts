@@ -1,4 +1,4 @@
-import type { InspectionEvent, Observer } from 'xstate'
+import { type InspectionEvent, type Observer, toObserver } from 'xstate'
 import type { AgentDefinition } from '../agent/define-agent.js'
 import type { RunLimits } from '../agent/limits.js'
 import type { EventBus } from '../events/event-bus.js'
@@ -18,6 +18,27 @@ export type Durability = 'sync' | 'async'
 
 /** An XState inspector: `createBrowserInspector().inspect`, or any function of inspection events. */
 export type Inspector = Observer<InspectionEvent> | ((event: InspectionEvent) => void)
+
+/**
+ * `inspect` as the runtime's actors are given it: an inspector that throws is reported once and
+ * called no more, as an event listener is (`EventBus`). XState calls it inside the actors' own
+ * transitions: its throw would fail `runtime.start`, or escape as an unhandled rejection mid-run.
+ */
+export function guardedInspector(inspect: Inspector): Inspector {
+  const observer = toObserver(inspect)
+  let broken = false
+  return (event) => {
+    if (broken) return
+    try {
+      observer.next?.(event)
+    } catch (error) {
+      broken = true
+      process.emitWarning(
+        `cohort: the inspect given to createRuntime threw and is called no more: ${String(error)}`,
+      )
+    }
+  }
+}
 
 export interface OrchestratorConfig {
   runId: string

@@ -1,5 +1,6 @@
 import { CohortError } from '../errors.js'
 import { EventBus } from '../events/event-bus.js'
+import { guardedInspector } from '../orchestrator/config.js'
 import type { SegmentHooks } from '../orchestrator/launch.js'
 import { runBusyMs, runTotals, runWallMs } from '../orchestrator/metrics.js'
 import { Orchestrator } from '../orchestrator/orchestrator.js'
@@ -123,6 +124,7 @@ function orchestratorFactory(
   claims: RunClaims,
 ): OrchestratorFor {
   const { definitions, limits, store, scheduler, redact, workspaces, storeTimeoutMs } = parts
+  const inspect = options.inspect && guardedInspector(options.inspect)
   return (runId, segment) => {
     const bus = new EventBus(everyRun)
     const orchestrator = new Orchestrator({
@@ -138,7 +140,7 @@ function orchestratorFactory(
       storeTimeoutMs,
       workspaces,
       durability: options.durability ?? 'sync',
-      inspect: options.inspect,
+      inspect,
       segment,
       // A distributed run's segments run in many workers at once: its queue keeps them apart.
       claims: segment

@@ -51,6 +51,7 @@ export interface RuntimeOptions<Agents extends readonly AgentDefinition[] = read
   /**
    * An XState inspector, given to every run's actor and so to every agent's: the `inspect` of
    * `@statelyai/inspect`'s `createBrowserInspector()`, or any function of inspection events.
+   * One that throws is reported once (a process warning) and called no more.
    */
   inspect?: Inspector
 }
