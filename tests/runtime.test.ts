@@ -147,6 +147,80 @@ describe('parallel sub-agents', () => {
     expect(told.match(/"id":"w"/g)).toHaveLength(1)
   })
 
+  test("a wait's results come in the order of its ids, or in launch order without ids, not in the order the children settled", async () => {
+    const told: string[][] = []
+    const idsOf = (request: ModelRequest) => settledResults(request).map((child) => child.id)
+    // Each worker sleeps as long as its task says: c settles first, then b, then a and d.
+    const model = scriptedModel({
+      lead: [
+        {
+          action: 'launch_subagents',
+          agents: ['0.3', '0.2', '0.1', '0.3'].map((task, index) => ({
+            agent: 'worker',
+            task,
+            id: 'abcd'[index],
+          })),
+        },
+        { action: 'wait_for_subagents', ids: ['c', 'a'] },
+        (request) => {
+          told.push(idsOf(request))
+          return { action: 'wait_for_subagents' }
+        },
+        (request) => {
+          told.push(idsOf(request))
+          return { action: 'finish', result: 'done' }
+        },
+      ],
+      worker: [
+        (request) => ({ action: 'call_tool', tool: 'sleep', args: { seconds: Number(request.agent.task) } }),
+        { action: 'finish', result: 'done' },
+      ],
+    })
+    await createRuntime({ agents: [lead, worker], model }).run('lead', 'go')
+    expect(told).toEqual([
+      ['c', 'a'],
+      ['b', 'd'],
+    ])
+  })
+
+  test('a parent that finishes while its children run ends them, and theirs, with CANCELLED: their results are lost', async () => {
+    const team = defineAgent({
+      name: 'team',
+      instructions: 'Launch, then work.',
+      tools: [sleep],
+      subagents: [worker],
+    })
+    const boss = defineAgent({ name: 'boss', instructions: 'Launch, then finish.', subagents: [team] })
+    const model = scriptedModel({
+      boss: [
+        { action: 'launch_subagents', agents: [{ agent: 'team', task: 't', id: 't' }] },
+        // Long enough for the team to launch its worker; then the boss finishes without waiting.
+        async () => {
+          await new Promise((resolve) => setTimeout(resolve, 300))
+          return { action: 'finish', result: 'early' }
+        },
+      ],
+      team: [
+        { action: 'launch_subagents', agents: [{ agent: 'worker', task: 'w', id: 'w' }] },
+        { action: 'call_tool', tool: 'sleep', args: { seconds: 5 } },
+      ],
+      worker: [{ action: 'call_tool', tool: 'sleep', args: { seconds: 5 } }],
+    })
+    const store = memoryStore()
+    const run = createRuntime({ agents: [boss, team, worker], model, store }).start('boss', 'go')
+    expect(await run.result).toBe('early')
+    const stored = await store.loadRun(run.id)
+    const byId = new Map(stored!.agents.map((agent) => [agent.id, agent]))
+    expect(byId.get('boss')?.status).toBe('completed')
+    expect(byId.get('boss.t')?.snapshot.context.error).toMatchObject({
+      code: 'CANCELLED',
+      message: 'parent boss has ended',
+    })
+    // Its parent's end or the run's, whichever comes first.
+    expect(byId.get('boss.t.w')?.snapshot.context.error?.code).toBe('CANCELLED')
+    expect([byId.get('boss.t')?.status, byId.get('boss.t.w')?.status]).toEqual(['failed', 'failed'])
+  })
+
   test('waits one after another in one reply each suspend and resume the agent, then it finishes', async () => {
     // The second wait moves the agent from suspended to suspended: a found hang (fuzzing).
     const model = scriptedModel({
