@@ -263,6 +263,37 @@ describe('parseActions: strict about meaning, with an exact error', () => {
     },
   )
 
+  // They were dropped without a word: a native call made beside the finish never ran, unanswered.
+  test('actions after a finish are refused: they would never run', () => {
+    expect(
+      parse('[{"action":"finish","result":1},{"action":"call_tool","tool":"lookup","args":{"word":"a"}}]'),
+    ).toEqual({
+      ok: false,
+      error:
+        'action 1: finish must be the last action of a reply: the action after it would never run; put them before it, or leave them out',
+    })
+    const native = parseActions(
+      {
+        text: '',
+        toolCalls: [
+          { id: 'c1', name: 'lookup', arguments: '{"word":"a"}' },
+          { id: 'c2', name: 'finish', arguments: '{"result":1}' },
+          { id: 'c3', name: 'sleep', arguments: '{"seconds":1}' },
+          { id: 'c4', name: 'finish', arguments: '{"result":2}' },
+        ],
+      },
+      context,
+    )
+    expect(native).toEqual({
+      ok: false,
+      error:
+        'action 2: finish must be the last action of a reply: the 2 actions after it would never run; put them before it, or leave them out',
+    })
+    expect(
+      parse('[{"action":"call_tool","tool":"lookup","args":{"word":"a"}},{"action":"finish","result":1}]').ok,
+    ).toBe(true)
+  })
+
   test('hostile replies: huge, deeply nested, too many actions', () => {
     expect(parse('x'.repeat(300_000))).toMatchObject({
       ok: false,

@@ -53,6 +53,14 @@ export function parseActions(reply: ModelReply, context: ParseContext): ParseRes
     if (parsed.action === 'launch_subagents') launched = withLaunched(launched, parsed.agents)
     actions.push(parsed)
   }
+  // A finish ends the agent: what came after it would be dropped without a word.
+  const finish = actions.findIndex((action) => action.action === 'finish')
+  if (finish >= 0 && finish < actions.length - 1) {
+    const after = actions.length - 1 - finish
+    return fail(
+      `action ${finish + 1}: finish must be the last action of a reply: the ${after === 1 ? 'action' : `${after} actions`} after it would never run; put them before it, or leave them out`,
+    )
+  }
   return { ok: true, actions }
 }
 
