@@ -208,7 +208,13 @@ describe('parallel sub-agents', () => {
     })
     const store = memoryStore()
     const run = createRuntime({ agents: [boss, team, worker], model, store }).start('boss', 'go')
+    const warnings: string[] = []
+    run.on('agent.warning', (event) => warnings.push(`${event.agentId}: ${event.message}`))
     expect(await run.result).toBe('early')
+    // Nothing told of it: the lost work showed only as the children's own failures.
+    expect(warnings).toEqual([
+      'boss: finished while sub-agents still ran (t): they are cancelled, their results lost',
+    ])
     const stored = await store.loadRun(run.id)
     const byId = new Map(stored!.agents.map((agent) => [agent.id, agent]))
     expect(byId.get('boss')?.status).toBe('completed')

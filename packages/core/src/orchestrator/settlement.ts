@@ -1,6 +1,7 @@
 import type { AgentMachineEvent } from '../agent/agent-machine.js'
-import { awaitedAgents, type ChildResult } from '../agent/context.js'
+import { type AgentContext, awaitedAgents, type ChildResult } from '../agent/context.js'
 import { CancelledError, CohortError, type ErrorInfo, fromErrorInfo, TimeoutError } from '../errors.js'
+import type { AgentEventInput } from '../events/types.js'
 import { renderResults } from '../protocol/feedback.js'
 import { type AgentEntry, childResult } from './agent-entry.js'
 
@@ -13,6 +14,7 @@ export interface SettlementHost {
   stopEffect(entry: AgentEntry, reason?: () => unknown): void
   park(reason: 'dependencies'): void
   endRun(root: AgentEntry): Promise<void>
+  emitAgent(context: AgentContext, event: AgentEventInput): void
 }
 
 /**
@@ -100,11 +102,21 @@ export class Settlement {
     }
   }
 
-  /** A settled agent's unsettled children can never hand their results to it: end them. */
+  /**
+   * A settled agent's unsettled children can never hand their results to it: end them. A parent
+   * that completed without waiting for them is told of with a warning: their work is lost.
+   */
   private cancelOrphans(entry: AgentEntry): void {
+    const ended: string[] = []
     for (const link of entry.context.children) {
       const child = this.run.registry.get(link.id)
-      if (child && !child.settled) this.run.failAgent(child, orphaned(entry.id))
+      if (!child || child.settled) continue
+      ended.push(link.localId)
+      this.run.failAgent(child, orphaned(entry.id))
+    }
+    if (ended.length > 0 && entry.status === 'completed') {
+      const message = `finished while sub-agents still ran (${ended.join(', ')}): they are cancelled, their results lost`
+      this.run.emitAgent(entry.context, { type: 'agent.warning', message })
     }
   }
 }
