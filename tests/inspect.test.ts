@@ -180,8 +180,8 @@ test('an inspector that throws is reported once and called no more; the runs go 
     expect(
       warnings.filter((message) => message.includes('the inspect given to createRuntime threw')),
     ).toEqual([
-      'cohort: the inspect given to createRuntime threw and is called no more: Error: inspector bug at start',
-      'cohort: the inspect given to createRuntime threw and is called no more: Error: inspector bug mid-run',
+      'cohort: the inspect given to createRuntime threw and is called no more: inspector bug at start',
+      'cohort: the inspect given to createRuntime threw and is called no more: inspector bug mid-run',
     ])
   } finally {
     process.off('warning', onWarning)

@@ -1,6 +1,7 @@
 import { type InspectionEvent, type Observer, toObserver } from 'xstate'
 import type { AgentDefinition } from '../agent/define-agent.js'
 import type { RunLimits } from '../agent/limits.js'
+import { errorMessage } from '../errors.js'
 import type { EventBus } from '../events/event-bus.js'
 import type { ChatModel } from '../models/types.js'
 import type { RunStore } from '../persistence/records.js'
@@ -34,7 +35,7 @@ export function guardedInspector(inspect: Inspector): Inspector {
     } catch (error) {
       broken = true
       process.emitWarning(
-        `cohort: the inspect given to createRuntime threw and is called no more: ${String(error)}`,
+        `cohort: the inspect given to createRuntime threw and is called no more: ${errorMessage(error)}`,
       )
     }
   }
