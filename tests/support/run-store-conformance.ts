@@ -311,6 +311,25 @@ export function describeRunStore(
       expect(await store.listRuns()).toEqual([])
     })
 
+    test("an agent record whose id is no agent id, or that is another run's, is refused, naming it, and nothing is written", async () => {
+      await store.saveRun(makeRunRecord('r6'))
+      const refused: [AgentRecord, RegExp][] = [
+        [makeAgentRecord('r6', '../../../escaped'), /invalid agent id "..\/..\/..\/escaped"/],
+        [makeAgentRecord('r6', 'a/b'), /invalid agent id "a\/b"/],
+        [makeAgentRecord('r6', ''), /invalid agent id ""/],
+        [makeAgentRecord('r6', 'lead. x'), /invalid agent id "lead. x"/],
+        [makeAgentRecord('other', 'lead'), /agent "lead" of run "other" cannot be saved in run "r6"/],
+      ]
+      for (const [record, message] of refused) {
+        const write = store.saveAgent('r6', record)
+        await expect(write).rejects.toBeInstanceOf(InvalidInputError)
+        await expect(write).rejects.toThrow(message)
+        if (store.saveAgents) await expect(store.saveAgents('r6', [record])).rejects.toThrow(message)
+      }
+      // The run still loads: no record it cannot read was stored in it.
+      expect((await store.loadRun('r6'))?.agents).toEqual([])
+    })
+
     test('deleteRun removes the run and its agents', async () => {
       if (!store.deleteRun) return
       await store.saveRun(makeRunRecord('r5'))

@@ -1,6 +1,7 @@
 import {
   type AgentRecord,
   applyRetention,
+  assertAgentRecordOf,
   assertRunId,
   checkRetention,
   checkRunFilter,
@@ -122,6 +123,7 @@ export function redisStore(options: RedisStoreOptions = {}): RedisStore {
     storedMessages: readonly number[] = [],
   ) => {
     assertRunId(runId)
+    for (const record of records) assertAgentRecordOf(runId, record)
     if (records.length === 0) return
     // The last record of an agent wins, as in one HSET.
     const latest = new Map<string, string[]>()

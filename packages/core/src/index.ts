@@ -66,6 +66,7 @@ export {
 } from './orchestrator/run-machine.js'
 export type { SegmentOutcome } from './orchestrator/segment.js'
 export {
+  assertAgentRecordOf,
   assertRunId,
   chunksNeeded,
   decodeAgentRecord,

@@ -1,4 +1,4 @@
-import { type AgentRecord, assertRunId } from '@cohort/core'
+import { type AgentRecord, assertAgentRecordOf, assertRunId } from '@cohort/core'
 import type { Query } from './connection.js'
 import { agentColumns } from './record-columns.js'
 
@@ -18,6 +18,7 @@ export async function saveAgentRows(
   storedMessages: readonly number[] = [],
 ): Promise<void> {
   assertRunId(runId)
+  for (const record of records) assertAgentRecordOf(runId, record)
   // One statement may not change a row twice: an agent's last record wins, appending to what
   // its first one's write found stored.
   const latest = new Map<string, { record: AgentRecord; from: number }>()

@@ -5,6 +5,7 @@ import { jsonDepth } from '../protocol/extract-json.js'
 import {
   type AgentRecord,
   agentRecordSchema,
+  isValidAgentId,
   isValidRunId,
   type RunId,
   type RunRecord,
@@ -256,6 +257,25 @@ export function assertRunId(runId: unknown): asserts runId is RunId {
   if (!isValidRunId(runId)) {
     throw new InvalidInputError(
       `invalid run id ${JSON.stringify(String(runId).slice(0, 80))}: expected 1-64 letters, digits, "_" or "-"`,
+    )
+  }
+}
+
+/**
+ * Refuses an agent record a store is asked to save under `runId` that it could not read back
+ * there: one whose id is no agent id (`../x` would name a file outside the run's folder), or one
+ * of another run (the whole run would then fail to load).
+ */
+export function assertAgentRecordOf(runId: RunId, record: AgentRecord): void {
+  assertRunId(runId)
+  if (!isValidAgentId(record?.id)) {
+    throw new InvalidInputError(
+      `invalid agent id ${JSON.stringify(String(record?.id).slice(0, 80))} in run ${runId}: expected ids of letters, digits, "_" or "-" joined by dots`,
+    )
+  }
+  if (record.runId !== runId) {
+    throw new InvalidInputError(
+      `agent "${record.id}" of run ${JSON.stringify(String(record.runId).slice(0, 80))} cannot be saved in run "${runId}": a record is saved in its own run`,
     )
   }
 }

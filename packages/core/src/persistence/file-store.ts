@@ -3,6 +3,7 @@ import { mkdir, open, readdir, rename, rm } from 'node:fs/promises'
 import path from 'node:path'
 import { describeValue, InvalidInputError, SnapshotError, StoreError } from '../errors.js'
 import {
+  assertAgentRecordOf,
   assertRunId,
   chunksNeeded,
   decodeAgentRecord,
@@ -189,7 +190,7 @@ export function fileStore(dir: string, options: FileStoreOptions = {}): KeepingS
       }
     },
     async saveAgent(runId: string, record: AgentRecord, storedMessages = 0) {
-      assertRunId(runId)
+      assertAgentRecordOf(runId, record)
       const file = path.join(runDir(runId), 'agents', agentFileName(record.id))
       const { json, annotations, chunks } = encodeAgentRecordParts(record, storedMessages)
       if (chunks.length > 0) {

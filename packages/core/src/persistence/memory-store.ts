@@ -1,4 +1,5 @@
 import {
+  assertAgentRecordOf,
   assertRunId,
   decodeAgentRecord,
   decodeRunRecord,
@@ -71,7 +72,7 @@ export function memoryStore(options: MemoryStoreOptions = {}): KeepingStore {
       }
     },
     async saveAgent(runId, record, storedMessages = 0) {
-      assertRunId(runId)
+      assertAgentRecordOf(runId, record)
       let entry = runs.get(runId)
       if (!entry) {
         entry = { run: '', agents: new Map() }

@@ -84,6 +84,23 @@ test("fileStore refuses an agent id that is a path, rather than read another run
   }
 })
 
+test('fileStore never writes outside its folder, whatever id an agent record carries', async () => {
+  const dir = await mkdtemp(path.join(tmpdir(), 'cohort-agent-escape-'))
+  try {
+    const store = fileStore(path.join(dir, 'store'))
+    await store.saveRun(makeRunRecord('mine'))
+    for (const id of ['../../../escaped', '../../other/agents/lead', 'a/b', '..'])
+      await expect(store.saveAgent('mine', makeLongAgentRecord('mine', id, 2))).rejects.toThrow(
+        /invalid agent id/,
+      )
+    expect(await readdir(dir)).toEqual(['store'])
+    expect(await readdir(path.join(dir, 'store'))).toEqual(['mine'])
+    expect(await readdir(path.join(dir, 'store', 'mine'))).toEqual(['run.json'])
+  } finally {
+    await rm(dir, { recursive: true, force: true })
+  }
+})
+
 test('fileStore writes a run again after another process removed its folder (cohort prune, rm -rf)', async () => {
   const dir = await mkdtemp(path.join(tmpdir(), 'cohort-removed-'))
   try {
