@@ -6,6 +6,7 @@ import {
   encodeRecordParts,
   joinRecordParts,
   type RunRecord,
+  SnapshotError,
 } from '@cohort/core'
 
 /**
@@ -74,12 +75,26 @@ function columnsOf(json: string, annotations: string | null): RecordColumns {
   }
 }
 
-export function runFromRow(row: RecordRow, source: string): RunRecord {
-  return decodeRunRecord(rowText(row), source)
+/**
+ * The run record of the row keyed `runId`. A row edited by hand (or copied) to hold another
+ * run's record is refused, not taken for that run.
+ */
+export function runFromRow(row: RecordRow, source: string, runId: string): RunRecord {
+  const record = decodeRunRecord(rowText(row), source)
+  if (record.id !== runId) throw notKeyed(source, 'id', record.id, runId, 'run')
+  return record
 }
 
-export function agentFromRow(row: AgentRow, source: string): AgentRecord {
-  return decodeAgentRecord(rowText(row), source, row.history ?? [])
+/** The agent record of the row keyed `runId`, `agentId`; one that is another's is refused. */
+export function agentFromRow(row: AgentRow, source: string, runId: string, agentId: string): AgentRecord {
+  const record = decodeAgentRecord(rowText(row), source, row.history ?? [])
+  if (record.runId !== runId) throw notKeyed(source, 'runId', record.runId, runId, 'run')
+  if (record.id !== agentId) throw notKeyed(source, 'id', record.id, agentId, 'agent')
+  return record
+}
+
+function notKeyed(source: string, field: string, found: string, key: string, what: string): SnapshotError {
+  return new SnapshotError(source, `"${found}"; expected "${key}", the ${what} its row is keyed by`, field)
 }
 
 /**

@@ -35,7 +35,7 @@ export function postgresReads(
         [runId, agentId],
       )
       const row = rows[0]
-      return row === undefined ? undefined : agentFromRow(row, agentSource(schema, runId, agentId))
+      return row === undefined ? undefined : agentFromRow(row, agentSource(schema, runId, agentId), runId, agentId)
     },
     async loadRunRecord(runId: string) {
       assertRunId(runId)
@@ -45,7 +45,7 @@ export function postgresReads(
         [runId],
       )
       const row = rows[0]
-      return row === undefined ? undefined : runFromRow(row, runSource(schema, runId))
+      return row === undefined ? undefined : runFromRow(row, runSource(schema, runId), runId)
     },
     listRuns(filter: RunFilter = {}) {
       return listRunRecords(query, q, schema, filter)
@@ -79,8 +79,8 @@ async function loadWholeRun(
   if (!runRow) return undefined
   const agents = rows
     .filter((row) => row.kind === 'agent')
-    .map((row) => agentFromRow(row, agentSource(schema, runId, row.id)))
-  return { run: runFromRow(runRow, runSource(schema, runId)), agents } satisfies StoredRun
+    .map((row) => agentFromRow(row, agentSource(schema, runId, row.id), runId, row.id))
+  return { run: runFromRow(runRow, runSource(schema, runId), runId), agents } satisfies StoredRun
 }
 
 /** `listRuns`: the records of the runs `filter` picks, a page at a time. */
@@ -99,7 +99,7 @@ async function listRunRecords(
     const rows = await query<RecordRow & { id: string }>('list runs', sql, params)
     for (const row of rows) {
       try {
-        records.push(runFromRow(row, runSource(schema, row.id)))
+        records.push(runFromRow(row, runSource(schema, row.id), row.id))
       } catch {}
     }
     if (filter.limit === undefined || rows.length < filter.limit || records.length >= filter.limit) break

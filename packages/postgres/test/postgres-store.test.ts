@@ -165,6 +165,43 @@ suite('postgresStore', () => {
     expect(await store.loadAgent('c1', 'lead')).toMatchObject({ id: 'lead' })
   })
 
+  test("a row edited to hold another run's or agent's record is a SnapshotError naming the row, and is left as it is", async () => {
+    const { store, schema } = open()
+    await store.saveRun(makeRunRecord('f1'))
+    await store.saveRun(makeRunRecord('f2'))
+    await store.saveAgent('f1', makeAgentRecord('f1', 'lead'))
+    await store.saveAgent('f1', makeAgentRecord('f1', 'lead.a'))
+    const edit = (table: string, where: string, field: string, value: string) =>
+      admin!.query(`UPDATE "${schema}".${table} SET record = jsonb_set(record, '{${field}}', $1) WHERE ${where}`, [
+        JSON.stringify(value),
+      ])
+
+    await edit('runs', "id = 'f1'", 'id', 'f2')
+    for (const read of [store.loadRun('f1'), store.loadRunRecord('f1')])
+      await expect(read).rejects.toThrow(
+        `postgres:${schema}.runs/f1: field "id": "f2"; expected "f1", the run its row is keyed by`,
+      )
+    expect((await store.listRuns()).map((run) => run.id)).toEqual(['f2'])
+    await edit('runs', "id = 'f1'", 'id', 'f1')
+
+    await edit('agents', "run_id = 'f1' AND id = 'lead.a'", 'id', 'lead')
+    const twin = `postgres:${schema}.agents/f1/lead.a: field "id": "lead"; expected "lead.a", the agent its row is keyed by`
+    await expect(store.loadRun('f1')).rejects.toThrow(twin)
+    await expect(store.loadAgent('f1', 'lead.a')).rejects.toThrow(twin)
+    await edit('agents', "run_id = 'f1' AND id = 'lead.a'", 'id', 'lead.a')
+
+    await edit('agents', "run_id = 'f1' AND id = 'lead.a'", 'runId', 'f2')
+    const foreign = `postgres:${schema}.agents/f1/lead.a: field "runId": "f2"; expected "f1", the run its row is keyed by`
+    await expect(store.loadRun('f1')).rejects.toThrow(foreign)
+    await expect(store.loadAgent('f1', 'lead.a')).rejects.toThrow(foreign)
+    // Nothing was rewritten or removed by the failed reads.
+    const rows = await admin!.query(`SELECT id, record->>'runId' AS run FROM "${schema}".agents ORDER BY id`)
+    expect(rows.rows).toEqual([
+      { id: 'lead', run: 'f1' },
+      { id: 'lead.a', run: 'f2' },
+    ])
+  })
+
   test('a corrupted run row fails loadRun and is skipped by listRuns', async () => {
     const { store, schema } = open()
     await store.saveRun(makeRunRecord('good', { createdAt: 1 }))
