@@ -207,6 +207,62 @@ test('an answer no record could hold (nested too deep, or a cycle) is refused, i
   }
 })
 
+test('an answer holding what a store cannot keep (a function, a symbol, a class instance) is refused, naming where; one superjson keeps reads back the same after a resume', async () => {
+  const got: unknown[] = []
+  const ask = defineTool({
+    name: 'ask',
+    description: 'asks a person',
+    parameters: z.object({}),
+    execute: async (_args, ctx) => {
+      got.push(await ctx.suspend('which region?'))
+      return 'answered'
+    },
+  })
+  const asker = defineAgent({ name: 'asker', instructions: '', tools: [ask] })
+  const model = scriptedModel({
+    asker: [
+      { action: 'call_tool', tool: 'ask', args: {} },
+      { action: 'finish', result: 'done' },
+    ],
+  })
+  const store = memoryStore()
+  const runtime = createRuntime({ agents: [asker], model, store })
+  class Region {
+    constructor(readonly name: string) {}
+  }
+  const refused: [unknown, RegExp][] = [
+    [{ pick: () => 'eu' }, /the answer to agent asker holds a function at \.pick/],
+    [{ tags: [1, Symbol('eu')] }, /holds a symbol at \.tags\[1\]/],
+    [{ region: new Region('eu') }, /holds an instance of class Region at \.region/],
+    [new Map([['k', { at: new Region('eu') }]]), /holds an instance of class Region at a value of the map/],
+    [{ [Symbol('key')]: 1 }, /holds a symbol key at \(root\)/],
+  ]
+  const live = runtime.start('asker', 'go', { runId: 'live' })
+  await new Promise<void>((resolve) => live.on('agent.suspended', () => resolve()))
+  for (const [payload, message] of refused) expect(() => live.resume('asker', payload)).toThrow(message)
+  await live.detach()
+  for (const [payload, message] of refused)
+    await expect(runtime.answer('live', 'asker', { payload })).rejects.toThrow(message)
+  // The agent still waits, and takes an answer a store keeps, read back as it was given.
+  const rich = {
+    at: new Date(Date.UTC(2024, 0, 2)),
+    seen: new Map([['eu', new Set([1n, 2n])]]),
+    pattern: /eu-\w+/g,
+    gone: undefined,
+    list: [undefined, { deep: [new Date(0)] }],
+    failure: new Error('no capacity'),
+  }
+  await runtime.answer('live', 'asker', { payload: rich })
+  expect(await (await createRuntime({ agents: [asker], model, store }).resume('live')).result).toBe('done')
+  // An Error reads back as superjson keeps it: its name and message (not its own properties).
+  const { failure, ...rest } = got[0] as typeof rich
+  const { failure: _given, ...expected } = rich
+  expect(rest).toEqual(expected)
+  expect(Object.keys(rest)).toEqual(Object.keys(expected))
+  expect(failure).toBeInstanceOf(Error)
+  expect(failure.message).toBe('no capacity')
+})
+
 test('an answer given no payload is null, and the run reads back from the store; an answer that is no answer is refused', async () => {
   const got: unknown[] = []
   const ask = defineTool({

@@ -113,6 +113,55 @@ export function assertStorable(value: unknown, what: string): void {
       `${what} is nested deeper than ${maxStoredDepth} levels, or refers to itself: a run cannot store it`,
     )
   }
+  // superjson would drop a function or a symbol, and read a class instance back as a plain
+  // object: the agent would get another value after a resume than it got live.
+  const lost = unstorable(value, '')
+  if (lost !== undefined)
+    throw new InvalidInputError(
+      `${what} holds ${lost}: a run cannot store it; expected JSON values, Date, Map, Set, BigInt, RegExp, Error or undefined`,
+    )
+}
+
+/** Objects superjson writes and reads back as they were (besides plain objects and arrays). */
+const storableClasses = [Date, Map, Set, RegExp, Error, URL]
+
+/** What in `value` (cycle-free) superjson would not read back as it was, and where; undefined when nothing. */
+function unstorable(value: unknown, at: string): string | undefined {
+  const where = at === '' ? '(root)' : at
+  if (typeof value === 'function') return `a function at ${where}`
+  if (typeof value === 'symbol') return `a symbol at ${where}`
+  if (value === null || typeof value !== 'object') return undefined
+  if (Array.isArray(value)) {
+    for (let index = 0; index < value.length; index++) {
+      const found = unstorable(value[index], `${at}[${index}]`)
+      if (found !== undefined) return found
+    }
+    return undefined
+  }
+  if (value instanceof Map) {
+    for (const [key, item] of value) {
+      const found = unstorable(key, 'a key of the map') ?? unstorable(item, 'a value of the map')
+      if (found !== undefined) return found
+    }
+    return undefined
+  }
+  if (value instanceof Set) {
+    for (const item of value) {
+      const found = unstorable(item, 'an item of the set')
+      if (found !== undefined) return found
+    }
+    return undefined
+  }
+  if (storableClasses.some((kind) => value instanceof kind)) return undefined
+  const prototype = Object.getPrototypeOf(value)
+  if (prototype !== Object.prototype && prototype !== null)
+    return `an instance of class ${prototype?.constructor?.name || '(anonymous)'} at ${where}`
+  if (Object.getOwnPropertySymbols(value).length > 0) return `a symbol key at ${where}`
+  for (const [key, item] of Object.entries(value)) {
+    const found = unstorable(item, `${at}.${key}`)
+    if (found !== undefined) return found
+  }
+  return undefined
 }
 
 /** True when `JSON.stringify` keeps `value` exactly: no Date, Map, Set, BigInt, NaN, cycle or undefined in an array. */
