@@ -1,14 +1,17 @@
 import {
   createRuntime,
   defineAgent,
+  defineTool,
   encodeRecord,
   InvalidInputError,
+  type Run,
   SnapshotError,
   StoreError,
   scriptedModel,
 } from '@cohort/core'
 import pg from 'pg'
 import { afterEach, describe, expect, test } from 'vitest'
+import { z } from 'zod'
 import {
   describeRunStore,
   makeAgentRecord,
@@ -172,9 +175,10 @@ suite('postgresStore', () => {
     await store.saveAgent('f1', makeAgentRecord('f1', 'lead'))
     await store.saveAgent('f1', makeAgentRecord('f1', 'lead.a'))
     const edit = (table: string, where: string, field: string, value: string) =>
-      admin!.query(`UPDATE "${schema}".${table} SET record = jsonb_set(record, '{${field}}', $1) WHERE ${where}`, [
-        JSON.stringify(value),
-      ])
+      admin!.query(
+        `UPDATE "${schema}".${table} SET record = jsonb_set(record, '{${field}}', $1) WHERE ${where}`,
+        [JSON.stringify(value)],
+      )
 
     await edit('runs', "id = 'f1'", 'id', 'f2')
     for (const read of [store.loadRun('f1'), store.loadRunRecord('f1')])
@@ -200,6 +204,43 @@ suite('postgresStore', () => {
       { id: 'lead', run: 'f1' },
       { id: 'lead.a', run: 'f2' },
     ])
+  })
+
+  test('two runtimes, each with its own pool, resuming one stored run at once: one runs it, the other is refused, and its tool runs once', async () => {
+    const { store, schema } = open()
+    let calls = 0
+    const step = defineTool({
+      name: 'step',
+      description: 'a step with a side effect',
+      parameters: z.object({}),
+      execute: () => {
+        calls++
+        return 'stepped'
+      },
+    })
+    const solo = defineAgent({ name: 'solo', instructions: '', tools: [step] })
+    const model = scriptedModel({
+      solo: [
+        { action: 'call_tool', tool: 'step', args: {} },
+        { action: 'finish', result: 'done' },
+      ],
+    })
+    const first = createRuntime({ agents: [solo], model, store })
+    const started = first.start('solo', 'go', { runId: 'both' })
+    await started.detach()
+    await expect(started.result).rejects.toMatchObject({ code: 'DETACHED' })
+    expect(calls).toBe(0)
+
+    const runtimes = [0, 1].map(() => createRuntime({ agents: [solo], model, store: open(schema).store }))
+    const outcomes = await Promise.allSettled(runtimes.map((runtime) => runtime.resume('both')))
+    const resumed = outcomes.filter((outcome) => outcome.status === 'fulfilled')
+    const refused = outcomes.filter((outcome) => outcome.status === 'rejected')
+    expect(resumed).toHaveLength(1)
+    expect(refused).toHaveLength(1)
+    expect((refused[0] as PromiseRejectedResult).reason).toMatchObject({ code: 'RUN_BUSY' })
+    expect(String((refused[0] as PromiseRejectedResult).reason.message)).toMatch(/^run both is running in/)
+    expect(await (resumed[0] as PromiseFulfilledResult<Run>).value.result).toBe('done')
+    expect(calls).toBe(1)
   })
 
   test('a corrupted run row fails loadRun and is skipped by listRuns', async () => {
