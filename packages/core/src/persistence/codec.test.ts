@@ -4,6 +4,7 @@ import { initialContext } from '../agent/context.js'
 import { SnapshotError } from '../errors.js'
 import {
   decodeAgentRecord,
+  decodeRunRecord,
   encodeAgentRecordParts,
   encodeRecord,
   historyChunkSize,
@@ -86,6 +87,18 @@ describe('encodeRecord', () => {
     expect(() => decodeAgentRecord('"garbage"', 'test')).toThrow(/the record is a string; expected an object/)
     expect(() => decodeAgentRecord('[]', 'test')).toThrow(/the record is an array; expected an object/)
     expect(() => decodeAgentRecord('null', 'test')).toThrow(/the record is empty; expected an object/)
+  })
+
+  test('a record of another format version says which it is and which this version reads', () => {
+    for (const decode of [decodeAgentRecord, decodeRunRecord]) {
+      expect(() => decode('{"version":7,"id":"r"}', 'src')).toThrow(
+        'src: field "version": format version 7; this version of Cohort reads format version 1 (a record written by another version of Cohort?)',
+      )
+      expect(() => decode('{"version":"1","id":"r"}', 'src')).toThrow(
+        'src: field "version": format version "1"; this version of Cohort reads format version 1',
+      )
+      expect(() => decode('{"id":"r"}', 'src')).toThrow('src: field "version": missing; expected format version 1')
+    }
   })
 
   test('a context field this version does not know (from a newer writer) is kept', () => {

@@ -124,9 +124,17 @@ export const runStatusSchema = z.enum(['running', 'completed', 'failed', 'cancel
 
 // One schema per record: the types below and the validation of records read back come from these.
 
+/** The stored format's version: a record of another one (a newer Cohort's) says what it is. */
+const formatVersion = z.literal(1, {
+  error: (issue) =>
+    issue.input === undefined
+      ? 'missing; expected format version 1'
+      : `format version ${JSON.stringify(issue.input)}; this version of Cohort reads format version 1 (a record written by another version of Cohort?)`,
+})
+
 /** A run as stored: what was asked, and how it ended. */
 export const runRecordSchema = z.object({
-  version: z.literal(1),
+  version: formatVersion,
   id: z.string().regex(runIdPattern, 'expected a run id: 1-64 letters, digits, "_" or "-"'),
   /** Name of the root agent's definition, and the task it was given. */
   agent: z.string(),
@@ -175,7 +183,7 @@ export type PersistedAgentSnapshot = z.infer<typeof persistedAgentSnapshotSchema
 
 /** An agent as stored: its persisted snapshot, with what a store indexes beside it. */
 export const agentRecordSchema = z.object({
-  version: z.literal(1),
+  version: formatVersion,
   runId: z.string().regex(runIdPattern, 'expected a run id: 1-64 letters, digits, "_" or "-"'),
   id: z.string().regex(agentIdPattern, 'expected an agent id: letters, digits, "_" or "-" joined by dots'),
   name: z.string(),
