@@ -2,11 +2,11 @@ import { randomBytes } from 'node:crypto'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
-import { type Durability, fileStore } from '@cohort/core'
+import { createRuntime, type Durability, fileStore, memoryStore, type RunStore } from '@cohort/core'
 import { postgresStore } from '@cohort/postgres'
 import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
-import { faultDatabase, faultRuntime } from './fixtures/fault-scenario.js'
+import { faultAgents, faultDatabase, faultModel, faultRuntime } from './fixtures/fault-scenario.js'
 import { collect, resultLine, spawnTs } from './support/processes.js'
 
 /** Seeds to try: 10 in the default suite, more with `pnpm test:faults` (COHORT_FAULT_SEEDS=50). */
@@ -85,6 +85,40 @@ describe.each([
       await crashAndResume(seed, kind === 'postgres' ? `postgres:${where}` : where, durability)
     },
     30_000,
+  )
+})
+
+/**
+ * Stopped rather than killed: a detach (or a shutdown) at a moment `seed` picks, resumed by another
+ * runtime on the same store, detached once more for some seeds, ends as the uninterrupted run.
+ */
+describe.each(['sync', 'async'] as const)("detach or shut down anywhere, durability '%s'", (durability) => {
+  const runtimeOn = (store: RunStore) =>
+    createRuntime({ agents: faultAgents, model: faultModel, store, durability })
+  test.each(Array.from({ length: seeds }, (_, i) => [i + 1, i % 2 === 0 ? 'detach' : 'shutdown'] as const))(
+    'seed %i: %s, resume in another runtime, same result',
+    async (seed, how) => {
+      const next = random(seed + 1000)
+      const store = memoryStore()
+      const first = runtimeOn(store)
+      const run = first.start('lead', 'crash me', { runId: `stop-${seed}` })
+      run.result.catch(() => {})
+      await new Promise((resolve) => setTimeout(resolve, next() * runMs * 1.2))
+      if (how === 'detach') await run.detach()
+      else await first.shutdown()
+      let resumed = await runtimeOn(store).resume(run.id)
+      if (next() < 0.5) {
+        await new Promise((resolve) => setTimeout(resolve, next() * runMs * 0.5))
+        await resumed.detach()
+        resumed = await runtimeOn(store).resume(run.id)
+      }
+      expect(await resumed.result, `seed ${seed}`).toEqual(expected)
+      const after = await store.loadRun(run.id)
+      expect(after?.agents).toHaveLength(expectedAgents)
+      expect(after?.agents.filter((agent) => agent.status !== 'completed').map((agent) => agent.id)).toEqual(
+        [],
+      )
+    },
   )
 })
 
