@@ -329,6 +329,32 @@ test("a running run whose root agent's record is gone, its children's still ther
   ).toEqual(children)
 })
 
+test("a run whose run record is gone, its agents' still there, is a SnapshotError; a new run is not started over them", async () => {
+  const runtime = scenarioRuntime(dir)
+  const run = runtime.start('lead', 'report on two sleeps', { runId: 'recordless' })
+  await new Promise<void>((resolve) => run.on('agent.suspended', () => resolve()))
+  await run.detach()
+  const agentsDir = path.join(dir, 'recordless', 'agents')
+  await rm(path.join(dir, 'recordless', 'run.json'))
+  const files = (await readdir(agentsDir)).sort()
+  const texts = await Promise.all(files.map((f) => readFile(path.join(agentsDir, f), 'utf8')))
+
+  const missing =
+    /recordless.run\.json: the run record is missing, and the run's folder holds its agents' records/
+  const resumed = await scenarioRuntime(dir)
+    .resume('recordless')
+    .catch((e: unknown) => e)
+  expect(resumed).toBeInstanceOf(SnapshotError)
+  expect((resumed as SnapshotError).message).toMatch(missing)
+  await expect(fileStore(dir).loadRun('recordless')).rejects.toThrow(missing)
+  // A start with its id would write a new root over the old one, among the old children.
+  const started = scenarioRuntime(dir).start('lead', 'another task', { runId: 'recordless' })
+  await expect(started.result).rejects.toThrow(/run recordless already exists in the store/)
+  expect((await readdir(agentsDir)).sort()).toEqual(files)
+  expect(await Promise.all(files.map((f) => readFile(path.join(agentsDir, f), 'utf8')))).toEqual(texts)
+  await expect(readFile(path.join(dir, 'recordless', 'run.json'))).rejects.toThrow(/ENOENT/)
+})
+
 test('a run resumed where an agent calls a tool its definition no longer has is refused, and resumes once the tool is back', async () => {
   const slow = defineTool({
     name: 'slow',

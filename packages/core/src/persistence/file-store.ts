@@ -98,6 +98,21 @@ export function fileStore(dir: string, options: FileStoreOptions = {}): KeepingS
 
   const runDir = (runId: string) => path.join(root, runId)
 
+  /**
+   * The text of a run's record; when there is none but its folder holds agents' records (a
+   * run.json removed by hand), a SnapshotError: read as no run, its id would be taken by a new
+   * run written over and among the old agents.
+   */
+  const readRunText = async (runId: string, file: string) => {
+    const text = await readIfExists(file)
+    if (text === undefined && (await readdir(path.join(runDir(runId), 'agents')).catch(() => [])).length > 0)
+      throw new SnapshotError(
+        file,
+        `the run record is missing, and the run's folder holds its agents' records; restore run.json, or remove the folder (deleteRun) to free the id`,
+      )
+    return text
+  }
+
   const removeRun = async (runId: RunId) => {
     await rm(runDir(runId), { recursive: true, force: true })
   }
@@ -204,7 +219,7 @@ export function fileStore(dir: string, options: FileStoreOptions = {}): KeepingS
     async loadRun(runId: string) {
       assertRunId(runId)
       const runFile = path.join(runDir(runId), 'run.json')
-      const runText = await readIfExists(runFile)
+      const runText = await readRunText(runId, runFile)
       if (runText === undefined) return undefined
       const run = runRecordIn(runText, runFile, runId)
       const folder = path.join(runDir(runId), 'agents')
@@ -234,7 +249,7 @@ export function fileStore(dir: string, options: FileStoreOptions = {}): KeepingS
     async loadRunRecord(runId: string) {
       assertRunId(runId)
       const file = path.join(runDir(runId), 'run.json')
-      const text = await readIfExists(file)
+      const text = await readRunText(runId, file)
       return text === undefined ? undefined : runRecordIn(text, file, runId)
     },
     listRuns,
