@@ -4,6 +4,7 @@ import {
   type RunFilter,
   type RunRecord,
   type RunStore,
+  SnapshotError,
   type StoredRun,
 } from '@cohort/core'
 import type { Query } from './connection.js'
@@ -35,7 +36,9 @@ export function postgresReads(
         [runId, agentId],
       )
       const row = rows[0]
-      return row === undefined ? undefined : agentFromRow(row, agentSource(schema, runId, agentId), runId, agentId)
+      return row === undefined
+        ? undefined
+        : agentFromRow(row, agentSource(schema, runId, agentId), runId, agentId)
     },
     async loadRunRecord(runId: string) {
       assertRunId(runId)
@@ -45,7 +48,14 @@ export function postgresReads(
         [runId],
       )
       const row = rows[0]
-      return row === undefined ? undefined : runFromRow(row, runSource(schema, runId), runId)
+      if (row !== undefined) return runFromRow(row, runSource(schema, runId), runId)
+      const agents = await query(
+        `look for agents of run ${runId}`,
+        `SELECT 1 FROM ${q}.agents WHERE run_id = $1 LIMIT 1`,
+        [runId],
+      )
+      if (agents.length > 0) throw recordMissing(schema, runId)
+      return undefined
     },
     listRuns(filter: RunFilter = {}) {
       return listRunRecords(query, q, schema, filter)
@@ -57,6 +67,17 @@ export function postgresReads(
 const runSource = (schema: string, runId: string) => `postgres:${schema}.runs/${runId}`
 const agentSource = (schema: string, runId: string, agentId: string) =>
   `postgres:${schema}.agents/${runId}/${agentId}`
+
+/**
+ * A run whose row is gone (deleted by hand) while its agents' rows are there: read as no run,
+ * its id would be taken by a new run written over and among the old agents.
+ */
+function recordMissing(schema: string, runId: string): SnapshotError {
+  return new SnapshotError(
+    runSource(schema, runId),
+    `the run record is missing, and the store holds its agents' records; restore its row, or remove the run (deleteRun) to free the id`,
+  )
+}
 
 /** `loadRun`: the run, its agents and their histories. */
 async function loadWholeRun(
@@ -76,7 +97,10 @@ async function loadWholeRun(
     [runId],
   )
   const runRow = rows.find((row) => row.kind === 'run')
-  if (!runRow) return undefined
+  if (!runRow) {
+    if (rows.length > 0) throw recordMissing(schema, runId)
+    return undefined
+  }
   const agents = rows
     .filter((row) => row.kind === 'agent')
     .map((row) => agentFromRow(row, agentSource(schema, runId, row.id), runId, row.id))

@@ -243,6 +243,31 @@ suite('postgresStore', () => {
     expect(calls).toBe(1)
   })
 
+  test("a run whose row is gone, its agents' rows still there, is a SnapshotError; a new run is not started over them", async () => {
+    const { store, schema } = open()
+    await store.saveRun(makeRunRecord('gone'))
+    await store.saveAgent('gone', makeAgentRecord('gone', 'lead'))
+    await admin!.query(`DELETE FROM "${schema}".runs WHERE id = 'gone'`)
+    const missing = `postgres:${schema}.runs/gone: the run record is missing, and the store holds its agents' records`
+    await expect(store.loadRun('gone')).rejects.toThrow(missing)
+    await expect(store.loadRunRecord('gone')).rejects.toThrow(missing)
+    expect(await store.loadRun('never')).toBeUndefined()
+    expect(await store.loadRunRecord('never')).toBeUndefined()
+
+    const solo = defineAgent({ name: 'lead', instructions: '' })
+    const runtime = createRuntime({
+      agents: [solo],
+      model: scriptedModel({ lead: [{ action: 'finish', result: 'new' }] }),
+      store,
+    })
+    await expect(runtime.start('lead', 'again', { runId: 'gone' }).result).rejects.toThrow(
+      /run gone already exists in the store/,
+    )
+    const rows = await admin!.query(`SELECT id, record->>'status' AS status FROM "${schema}".agents`)
+    expect(rows.rows).toEqual([{ id: 'lead', status: 'suspended' }])
+    expect((await admin!.query(`SELECT id FROM "${schema}".runs`)).rows).toEqual([])
+  })
+
   test('a corrupted run row fails loadRun and is skipped by listRuns', async () => {
     const { store, schema } = open()
     await store.saveRun(makeRunRecord('good', { createdAt: 1 }))
