@@ -345,6 +345,15 @@ test('defineAgent, defineTool and fileStore refuse a mistake with an InvalidInpu
       () => defineAgent({ name: 'a', fallback: () => 'late' }),
       /agent "a": fallback must be a value its parent can receive .*got a function/,
     ],
+    // Nested, superjson would drop it or read it back as another value once stored.
+    [
+      () => defineAgent({ name: 'a', fallback: { pick: () => 'late' } }),
+      /agent "a": the fallback holds a function at \.pick: a run cannot store it/,
+    ],
+    [
+      () => defineAgent({ name: 'a', fallback: { at: new (class Region {})() } }),
+      /agent "a": the fallback holds an instance of class Region at \.at/,
+    ],
     [
       toolWith({ needsApproval: 'yes' }),
       /tool "t": needsApproval must be true, false or a function \(args\) => boolean, got the string "yes"/,

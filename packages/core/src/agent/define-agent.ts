@@ -1,6 +1,7 @@
 import type { z } from 'zod'
 import { describeValue, InvalidInputError, refuseUnknownOptions } from '../errors.js'
 import type { ChatModel } from '../models/types.js'
+import { assertStorable } from '../persistence/codec.js'
 import { type AnyTool, isZodSchema } from '../tools/define-tool.js'
 import { type AgentLimits, checkLimits } from './limits.js'
 
@@ -151,6 +152,7 @@ function checkOptionFields(options: AgentOptions): void {
     throw new InvalidInputError(
       `${agent}: fallback must be a value its parent can receive (a string, number, object, …), got ${describeValue(fallback)}`,
     )
+  assertStorable(fallback, `${agent}: the fallback`)
 }
 
 function isChatModel(value: unknown): value is ChatModel {
