@@ -97,7 +97,9 @@ describe('encodeRecord', () => {
       expect(() => decode('{"version":"1","id":"r"}', 'src')).toThrow(
         'src: field "version": format version "1"; this version of Cohort reads format version 1',
       )
-      expect(() => decode('{"id":"r"}', 'src')).toThrow('src: field "version": missing; expected format version 1')
+      expect(() => decode('{"id":"r"}', 'src')).toThrow(
+        'src: field "version": missing; expected format version 1',
+      )
     }
   })
 
@@ -118,6 +120,24 @@ describe('encodeRecord', () => {
     const { receivedMessages: _, ...older } = base
     const decoded = decodeAgentRecord(encodeRecord(record(older as typeof base)), 'test')
     expect(decoded.snapshot.context.receivedMessages).toEqual([])
+  })
+
+  test('keys named constructor, prototype or __proto__ in plain parts of a record that also needs superjson are kept', () => {
+    const args = JSON.parse('{"constructor":"Point","prototype":{"x":1},"__proto__":{"y":2}}')
+    const rich = record({
+      ...base,
+      result: { at: new Date(5), items: new Set([1]), constructor: 'Point' },
+      pending: [{ action: 'call_tool', tool: 'define', args, callId: 'c1' }] as never,
+      answers: { c0: { payload: { prototype: 'kept', when: new Date(6) } } } as never,
+    })
+    const decoded = decodeAgentRecord(encodeRecord(rich), 'test').snapshot.context
+    expect(decoded.result).toEqual({ at: new Date(5), items: new Set([1]), constructor: 'Point' })
+    // superjson's reader drops an own `__proto__` key (and sets no prototype with it); the rest is kept.
+    const readArgs = (decoded.pending[0] as { args: object }).args
+    expect(JSON.stringify(readArgs)).toBe('{"constructor":"Point","prototype":{"x":1}}')
+    expect(Object.getPrototypeOf(readArgs)).toBe(Object.prototype)
+    expect(decoded.answers).toEqual({ c0: { payload: { prototype: 'kept', when: new Date(6) } } })
+    expect(({} as Record<string, unknown>).y).toBeUndefined()
   })
 
   test('a value JSON cannot keep goes through superjson', () => {

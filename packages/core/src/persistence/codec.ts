@@ -41,13 +41,63 @@ export function encodeRecordParts(record: RunRecord | AgentRecord | ChunkedAgent
   // Most records are plain JSON: a walk that only looks costs a fraction of superjson's, which
   // builds its annotations as it goes (it was most of a write).
   if (isPlainJson(record)) return { json: JSON.stringify(record), annotations: null }
-  if (!('snapshot' in record)) return partsOf(superjson.serialize(record))
-  const { messages, children, ...context } = record.snapshot.context
-  const serialized = superjson.serialize({ ...record, snapshot: { ...record.snapshot, context } })
-  const json = serialized.json as { snapshot: { context: Record<string, unknown> } }
-  if (messages !== undefined) json.snapshot.context.messages = messages
-  json.snapshot.context.children = children
-  return partsOf(serialized)
+  // superjson walks only the branches JSON cannot hold, and the plain ones are put back in its
+  // JSON: a long history (an agent's messages) costs it nothing, and a key it refuses anywhere
+  // (`constructor`, `prototype`, `__proto__`: a model's JSON may hold them) does not fail a write.
+  const serialized = superjson.serialize(richBranches(record, new Map()))
+  return partsOf({ ...serialized, json: withPlainBranches(serialized.json, record) as Serialized['json'] })
+}
+
+/** A plain object or array: what `richBranches` goes into (anything else goes to superjson whole). */
+function isContainer(value: unknown): value is Record<string, unknown> {
+  if (value === null || typeof value !== 'object') return false
+  if (Array.isArray(value)) return true
+  const prototype = Object.getPrototypeOf(value)
+  return prototype === Object.prototype || prototype === null
+}
+
+/** A branch kept out of superjson's walk: plain JSON, and not undefined (which superjson keeps). */
+function isPlainBranch(value: unknown): boolean {
+  return value !== undefined && isPlain(value, 0)
+}
+
+/**
+ * `value` with only its branches JSON cannot hold; an array keeps its length (null for a plain
+ * item), so that superjson's paths are those of the whole. An object met again (shared, or a
+ * cycle) is the same copy, for superjson to note as such.
+ */
+function richBranches(value: unknown, seen: Map<object, unknown>): unknown {
+  if (!isContainer(value)) return value
+  const known = seen.get(value)
+  if (known !== undefined) return known
+  const copy: Record<string, unknown> | unknown[] = Array.isArray(value) ? [] : {}
+  seen.set(value, copy)
+  if (Array.isArray(value)) {
+    for (const item of value) (copy as unknown[]).push(isPlainBranch(item) ? null : richBranches(item, seen))
+    return copy
+  }
+  for (const key of Object.keys(value)) {
+    const field = value[key]
+    if (!isPlainBranch(field)) setOwn(copy, key, richBranches(field, seen))
+  }
+  return copy
+}
+
+/** superjson's JSON of `richBranches(value)`, with `value`'s plain branches put back in their places. */
+function withPlainBranches(json: unknown, value: unknown): unknown {
+  if (!isContainer(value) || json === null || typeof json !== 'object') return json
+  const into = json as Record<string, unknown>
+  for (const key of Object.keys(value)) {
+    const field = value[key]
+    if (isPlainBranch(field)) setOwn(into, key, field)
+    else if (Object.hasOwn(into, key)) withPlainBranches(into[key], field)
+  }
+  return json
+}
+
+/** Sets an own property, even one named `__proto__` (a plain assignment would set the prototype). */
+function setOwn(target: object, key: string, value: unknown): void {
+  Object.defineProperty(target, key, { value, enumerable: true, writable: true, configurable: true })
 }
 
 /**
