@@ -236,6 +236,10 @@ test('an answer holding what a store cannot keep (a function, a symbol, a class 
     [{ region: new Region('eu') }, /holds an instance of class Region at \.region/],
     [new Map([['k', { at: new Region('eu') }]]), /holds an instance of class Region at a value of the map/],
     [{ [Symbol('key')]: 1 }, /holds a symbol key at \(root\)/],
+    [
+      { options: { constructor: { at: new Date(0) } } },
+      /holds a key "constructor" holding a value JSON cannot at \.options/,
+    ],
   ]
   const live = runtime.start('asker', 'go', { runId: 'live' })
   await new Promise<void>((resolve) => live.on('agent.suspended', () => resolve()))

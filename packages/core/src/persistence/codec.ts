@@ -208,11 +208,16 @@ function unstorable(value: unknown, at: string): string | undefined {
     return `an instance of class ${prototype?.constructor?.name || '(anonymous)'} at ${where}`
   if (Object.getOwnPropertySymbols(value).length > 0) return `a symbol key at ${where}`
   for (const [key, item] of Object.entries(value)) {
+    // superjson refuses these keys on its walk, which takes only what JSON cannot hold (`richBranches`).
+    if (refusedKeys.has(key) && !isPlainBranch(item))
+      return `a key "${key}" holding a value JSON cannot at ${where}`
     const found = unstorable(item, `${at}.${key}`)
     if (found !== undefined) return found
   }
   return undefined
 }
+
+const refusedKeys = new Set(['constructor', 'prototype', '__proto__'])
 
 /** True when `JSON.stringify` keeps `value` exactly: no Date, Map, Set, BigInt, NaN, cycle or undefined in an array. */
 function isPlainJson(value: unknown): boolean {
