@@ -1231,6 +1231,28 @@ test('waitForRun of a run the store does not hold is RUN_NOT_FOUND at once, not 
   expect(performance.now() - started).toBeLessThan(2_000)
 })
 
+test('waitForRun refuses a timeoutMs or intervalMs that is no number of ms, instead of waiting without end', async () => {
+  const store = memoryStore()
+  const runtime = createRuntime({ agents: flatAgents, model: flatModel(1), store })
+  // A run that never settles: prepared, and nothing runs it.
+  const { runId } = await runtime.prepareRun('solo', 'go')
+  for (const bad of [
+    { timeoutMs: Number.NaN },
+    { timeoutMs: -1 },
+    { timeoutMs: '5 s' },
+    { intervalMs: Number.NaN },
+    { intervalMs: 'x' },
+  ]) {
+    const key = Object.keys(bad)[0]!
+    await expect(
+      Promise.race([
+        waitForRun(runId, { store, ...bad } as never),
+        new Promise((resolve) => setTimeout(() => resolve('still waiting'), 3_000)),
+      ]),
+    ).rejects.toThrow(new RegExp(`^waitForRun: ${key} must be a number of ms, 0 or more, got `))
+  }
+})
+
 /**
  * A lead launches `op` and `after`, which depends_on op. op's tool takes 2 s, or waits for an
  * approval; each tool notes its run in `ran`.

@@ -1,8 +1,15 @@
-import { CohortError, RunNotFoundError, type RunRecord, type RunStore, readRunRecord } from '@cohort/core'
+import {
+  CohortError,
+  InvalidInputError,
+  RunNotFoundError,
+  type RunRecord,
+  type RunStore,
+  readRunRecord,
+} from '@cohort/core'
 
 export interface WaitForRunOptions {
   store: RunStore
-  /** Give up after this long (default 60 s). */
+  /** Give up after this long (default 60 s; `Infinity`: never). */
   timeoutMs?: number
   /** Time between reads of the run record (default 50 ms). */
   intervalMs?: number
@@ -13,14 +20,24 @@ export interface WaitForRunOptions {
  * does not hold at the first read is RUN_NOT_FOUND at once (`enqueueRun` stores a run before it returns).
  */
 export async function waitForRun(runId: string, options: WaitForRunOptions): Promise<RunRecord> {
-  const deadline = Date.now() + (options.timeoutMs ?? 60_000)
+  const timeoutMs = msOption('timeoutMs', options.timeoutMs, 60_000)
+  const intervalMs = msOption('intervalMs', options.intervalMs, 50)
+  const deadline = Date.now() + timeoutMs
   for (let first = true; ; first = false) {
     const record = await readRunRecord(options.store, runId)
     if (!record && first) throw new RunNotFoundError(runId)
     if (record && record.status !== 'running') return record
     if (Date.now() > deadline) {
-      throw new CohortError('TIMEOUT', `run ${runId} did not settle within ${options.timeoutMs ?? 60_000} ms`)
+      throw new CohortError('TIMEOUT', `run ${runId} did not settle within ${timeoutMs} ms`)
     }
-    await new Promise((resolve) => setTimeout(resolve, options.intervalMs ?? 50))
+    await new Promise((resolve) => setTimeout(resolve, intervalMs))
   }
+}
+
+/** A wait's option in ms, or its default: NaN, a string or a negative number would never time out (or poll at once). */
+function msOption(name: 'timeoutMs' | 'intervalMs', value: unknown, fallback: number): number {
+  if (value === undefined) return fallback
+  if (typeof value !== 'number' || !(value >= 0) || (name === 'intervalMs' && !Number.isFinite(value)))
+    throw new InvalidInputError(`waitForRun: ${name} must be a number of ms, 0 or more, got ${String(value)}`)
+  return value
 }
