@@ -1,5 +1,6 @@
 import type { ChildProcess } from 'node:child_process'
 import { mkdtemp, readFile, rm } from 'node:fs/promises'
+import { type AddressInfo, createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import {
@@ -1214,6 +1215,29 @@ test('cancelRun refuses a waitMs that is no number of ms before it cancels anyth
     await expect(cancelRun({ runtime, runId: 'r1', waitMs } as never)).rejects.toThrow(
       /^cancelRun: waitMs must be a number of ms, 0 or more, got /,
     )
+})
+
+test('enqueueRun to a queue it cannot reach (Redis down, a bad queue name) says so at once and stores no run', async () => {
+  // A port nothing listens on: one the system gave a server that has closed since.
+  const server = createServer()
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const { port } = server.address() as AddressInfo
+  await new Promise((resolve) => server.close(resolve))
+  const store = memoryStore()
+  const runtime = createRuntime({ agents: flatAgents, model: flatModel(1), store })
+  const enqueue = enqueueRun({ url: `redis://127.0.0.1:${port}`, runtime, agent: 'solo', task: 'go' })
+  await expect(
+    Promise.race([enqueue, new Promise((resolve) => setTimeout(() => resolve('still waiting'), 10_000))]),
+  ).rejects.toMatchObject({
+    code: 'QUEUE_UNREACHABLE',
+    message: expect.stringMatching(
+      /^enqueueRun: cannot reach the Redis of queue "cohort" \(.*ECONNREFUSED.*\); nothing was stored/,
+    ),
+  })
+  await expect(
+    enqueueRun({ url: redisUrl, queueName: 'a:b', runtime, agent: 'solo', task: 'go' }),
+  ).rejects.toThrow(':')
+  expect(await store.listRuns!()).toEqual([])
 })
 
 test('job ids are deterministic, free of ":" and distinct per agent and generation', () => {

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto'
 import {
   type AgentRecord,
   type Answer,
+  CohortError,
   InvalidInputError,
   isValidAgentId,
   isValidRunId,
@@ -90,18 +91,49 @@ export type EnqueueRunOptions = QueueInput & {
   runId?: string
 }
 
-/** Writes the run and its idle root agent, then adds the root agent's job. */
+/**
+ * Writes the run and its idle root agent, then adds the root agent's job. The queue is reached
+ * first: a run stored for a queue that cannot take its job would stay running with nothing to run it.
+ */
 export async function enqueueRun(options: EnqueueRunOptions): Promise<{ runId: string }> {
-  const { runId, rootAgentId } = await options.runtime.prepareRun(
-    options.agent,
-    options.task,
-    options.runId === undefined ? {} : { runId: options.runId },
-  )
-  await withQueue(options, async (queue) => {
+  return withQueue(options, async (queue) => {
+    await reachQueue(queue, 'enqueueRun')
+    const { runId, rootAgentId } = await options.runtime.prepareRun(
+      options.agent,
+      options.task,
+      options.runId === undefined ? {} : { runId: options.runId },
+    )
     const data: SegmentJobData = { runId, agentId: rootAgentId, generation: newGeneration() }
     await queue.add(rootAgentId, data, { ...jobDefaults, jobId: segmentJobId(data) })
+    return { runId }
   })
-  return { runId }
+}
+
+/**
+ * Resolves once the queue's Redis answers; rejects at its first connection error, where BullMQ's
+ * clients (no cap on retries) would wait for Redis without end, and say nothing to the caller.
+ */
+async function reachQueue(queue: Queue, caller: string): Promise<void> {
+  let refuse!: (error: Error) => void
+  const unreachable = new Promise<never>((_, reject) => {
+    refuse = reject
+  })
+  const onError = (error: Error) =>
+    refuse(
+      new CohortError(
+        'QUEUE_UNREACHABLE',
+        `${caller}: cannot reach the Redis of queue "${queue.name}" (${error.message}); nothing was stored: start Redis, or check url/connection`,
+        { cause: error },
+      ),
+    )
+  queue.on('error', onError)
+  const ready = queue.waitUntilReady()
+  ready.catch(() => {})
+  try {
+    await Promise.race([ready, unreachable])
+  } finally {
+    queue.off('error', onError)
+  }
 }
 
 export type ResumeRunOptions = QueueInput & { runtime: Runtime; runId: string }
