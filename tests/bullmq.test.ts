@@ -18,7 +18,7 @@ import {
   scriptedModel,
   settledChildren,
 } from '@cohort/core'
-import { afterAll, beforeAll, describe, expect, test } from 'vitest'
+import { afterAll, beforeAll, describe, expect, test, vi } from 'vitest'
 import { z } from 'zod'
 import {
   answerRun,
@@ -1238,6 +1238,38 @@ test('enqueueRun to a queue it cannot reach (Redis down, a bad queue name) says 
     enqueueRun({ url: redisUrl, queueName: 'a:b', runtime, agent: 'solo', task: 'go' }),
   ).rejects.toThrow(':')
   expect(await store.listRuns!()).toEqual([])
+})
+
+test("a worker whose Redis is down reports its connections' errors to onError, none as ioredis' unhandled error event on the console", async () => {
+  const server = createServer()
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const { port } = server.address() as AddressInfo
+  await new Promise((resolve) => server.close(resolve))
+  const printed: string[] = []
+  const consoleError = vi.spyOn(console, 'error').mockImplementation((...args) => {
+    printed.push(args.map(String).join(' '))
+  })
+  const errors: Error[] = []
+  const runtime = createRuntime({
+    agents: flatAgents,
+    model: flatModel(1),
+    scheduler: { maxConcurrentModelCalls: 2 },
+  })
+  const cohort = createWorker({
+    runtime,
+    url: `redis://127.0.0.1:${port}`,
+    onError: (error) => errors.push(error),
+  })
+  try {
+    await waitUntil(() => errors.length >= 3, 10_000)
+    // The worker's own clients (cancel messages, dependents) connect at once; give them time to fail too.
+    await new Promise((resolve) => setTimeout(resolve, 1_000))
+    expect(printed.filter((line) => line.includes('Unhandled error event'))).toEqual([])
+    expect(errors.every((error) => /ECONNREFUSED/.test(error.message))).toBe(true)
+  } finally {
+    await cohort.close(true)
+    consoleError.mockRestore()
+  }
 })
 
 test('job ids are deterministic, free of ":" and distinct per agent and generation', () => {

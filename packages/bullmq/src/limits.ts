@@ -90,6 +90,8 @@ export function redisLimits(options: RedisLimitsOptions = {}): RedisLimits {
   const pollMs = options.pollMs ?? 20
   const onError = options.onError ?? ((error: Error) => console.error('cohort limits:', error))
   const report = (error: unknown) => onError(error instanceof Error ? error : new Error(String(error)))
+  // Without a listener ioredis prints each failed connect as an unhandled error event.
+  redis.on('error', report)
 
   let tail: Promise<unknown> = Promise.resolve()
   const inTurn = <T>(op: () => Promise<T>): Promise<T> => {

@@ -84,6 +84,8 @@ export function createWorker(options: CreateWorkerOptions): CohortWorker {
       : redisLimits({ prefix: `cohort-limits:${queueName}:`, onError, ...options.sharedLimits, connection })
   const unshare = limits && runtime.shareLimits(limits)
   const redis = ownRedis(connection)
+  // Without a listener ioredis prints each failed connect as an unhandled error event.
+  redis.on('error', onError)
 
   // A job delayed until its agent's dependencies settle is woken as soon as an agent of its run
   // settles, instead of at its next try (up to 2 s later, on every edge of a plan's critical
@@ -267,6 +269,7 @@ export function createWorker(options: CreateWorkerOptions): CohortWorker {
     }
   }
   const cancels = ownRedis(connection)
+  cancels.on('error', onError)
   cancels.on('message', (_channel: string, runId: string) => {
     for (const id of running.get(runId) ?? []) worker.cancelJob(id, `run ${runId} was cancelled`)
   })
