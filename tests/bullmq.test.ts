@@ -1218,11 +1218,7 @@ test('cancelRun refuses a waitMs that is no number of ms before it cancels anyth
 })
 
 test('enqueueRun to a queue it cannot reach (Redis down, a bad queue name) says so at once and stores no run', async () => {
-  // A port nothing listens on: one the system gave a server that has closed since.
-  const server = createServer()
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const { port } = server.address() as AddressInfo
-  await new Promise((resolve) => server.close(resolve))
+  const port = await unusedPort()
   const store = memoryStore()
   const runtime = createRuntime({ agents: flatAgents, model: flatModel(1), store })
   const enqueue = enqueueRun({ url: `redis://127.0.0.1:${port}`, runtime, agent: 'solo', task: 'go' })
@@ -1231,7 +1227,7 @@ test('enqueueRun to a queue it cannot reach (Redis down, a bad queue name) says 
   ).rejects.toMatchObject({
     code: 'QUEUE_UNREACHABLE',
     message: expect.stringMatching(
-      /^enqueueRun: cannot reach the Redis of queue "cohort" \(.*ECONNREFUSED.*\); nothing was stored/,
+      /^enqueueRun: cannot reach the Redis of queue "cohort" \(.*ECONNREFUSED.*\); nothing was written/,
     ),
   })
   await expect(
@@ -1241,10 +1237,7 @@ test('enqueueRun to a queue it cannot reach (Redis down, a bad queue name) says 
 })
 
 test("a worker whose Redis is down reports its connections' errors to onError, none as ioredis' unhandled error event on the console", async () => {
-  const server = createServer()
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const { port } = server.address() as AddressInfo
-  await new Promise((resolve) => server.close(resolve))
+  const port = await unusedPort()
   const printed: string[] = []
   const consoleError = vi.spyOn(console, 'error').mockImplementation((...args) => {
     printed.push(args.map(String).join(' '))
@@ -1271,6 +1264,39 @@ test("a worker whose Redis is down reports its connections' errors to onError, n
     consoleError.mockRestore()
   }
 })
+
+test('resumeRun, answerRun and cancelRun with Redis down say so at once and change nothing stored', async () => {
+  const url = `redis://127.0.0.1:${await unusedPort()}`
+  const store = memoryStore()
+  const runtime = createRuntime({ agents: flatAgents, model: flatModel(1), store })
+  const { runId } = await runtime.prepareRun('solo', 'go')
+  const before = await store.loadRun(runId)
+  const calls = {
+    resumeRun: () => resumeRun({ url, runtime, runId }),
+    answerRun: () => answerRun({ url, runtime, runId, agentId: 'solo', answer: { payload: 'x' } }),
+    cancelRun: () => cancelRun({ url, runtime, runId }),
+  }
+  for (const [name, call] of Object.entries(calls)) {
+    await expect(
+      Promise.race([call(), new Promise((resolve) => setTimeout(() => resolve('still waiting'), 10_000))]),
+    ).rejects.toMatchObject({
+      code: 'QUEUE_UNREACHABLE',
+      message: expect.stringMatching(
+        new RegExp(`^${name}: cannot reach the Redis of queue "cohort" \\(.*ECONNREFUSED`),
+      ),
+    })
+  }
+  expect(await store.loadRun(runId)).toEqual(before)
+})
+
+/** A port nothing listens on: one the system gave a server that has closed since. */
+async function unusedPort(): Promise<number> {
+  const server = createServer()
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const { port } = server.address() as AddressInfo
+  await new Promise((resolve) => server.close(resolve))
+  return port
+}
 
 test('job ids are deterministic, free of ":" and distinct per agent and generation', () => {
   expect(segmentJobId({ runId: 'r1', agentId: 'lead.w1' })).toBe('r1-lead.w1')

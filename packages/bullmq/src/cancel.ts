@@ -1,7 +1,7 @@
 import { InvalidInputError, type RunStatus, type Runtime } from '@cohort/core'
 import type { Queue } from 'bullmq'
 import { ownRedis, resolveConnection } from './connection.js'
-import { liveJobsOf, type QueueInput, topmost, withQueue } from './jobs.js'
+import { liveJobsOf, type QueueInput, reachQueue, topmost, withQueue } from './jobs.js'
 
 export type CancelRunOptions = QueueInput & {
   /** A runtime with the run's agents registered (as `enqueueRun`'s), on the run's store. */
@@ -40,17 +40,18 @@ export async function cancelRun(options: CancelRunOptions): Promise<CancelRunRes
   // Checked before anything is cancelled: NaN would leave the wait below without an end.
   if (typeof waitMs !== 'number' || !(waitMs >= 0) || !Number.isFinite(waitMs))
     throw new InvalidInputError(`cancelRun: waitMs must be a number of ms, 0 or more, got ${String(waitMs)}`)
-  const { record, alreadyEnded } = await runtime.cancelStored(runId, options.reason)
-  await withQueue(options, async (queue) => {
+  return withQueue(options, async (queue) => {
+    await reachQueue(queue, 'cancelRun')
+    const { record, alreadyEnded } = await runtime.cancelStored(runId, options.reason)
     const redis = ownRedis(options.queue?.opts.connection ?? resolveConnection(options))
     try {
       await redis.publish(cancelChannel(queue), runId)
     } finally {
       redis.disconnect()
     }
-    return removeRunJobs(queue, runId, waitMs)
+    await removeRunJobs(queue, runId, waitMs)
+    return { runId, status: record.status as CancelRunResult['status'], alreadyEnded }
   })
-  return { runId, status: record.status as CancelRunResult['status'], alreadyEnded }
 }
 
 /**

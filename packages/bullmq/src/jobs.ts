@@ -112,8 +112,9 @@ export async function enqueueRun(options: EnqueueRunOptions): Promise<{ runId: s
 /**
  * Resolves once the queue's Redis answers; rejects at its first connection error, where BullMQ's
  * clients (no cap on retries) would wait for Redis without end, and say nothing to the caller.
+ * Called before a function writes anything, so a refusal leaves the store as it was.
  */
-async function reachQueue(queue: Queue, caller: string): Promise<void> {
+export async function reachQueue(queue: Queue, caller: string): Promise<void> {
   let refuse!: (error: Error) => void
   const unreachable = new Promise<never>((_, reject) => {
     refuse = reject
@@ -122,7 +123,7 @@ async function reachQueue(queue: Queue, caller: string): Promise<void> {
     refuse(
       new CohortError(
         'QUEUE_UNREACHABLE',
-        `${caller}: cannot reach the Redis of queue "${queue.name}" (${error.message}); nothing was stored: start Redis, or check url/connection`,
+        `${caller}: cannot reach the Redis of queue "${queue.name}" (${error.message}); nothing was written: start Redis, or check url/connection`,
         { cause: error },
       ),
     )
@@ -144,6 +145,7 @@ export type ResumeRunOptions = QueueInput & { runtime: Runtime; runId: string }
  * Not for a run whose jobs are still live: it would run those agents twice.
  */
 export async function resumeRun(options: ResumeRunOptions): Promise<{ runId: string; agents: number }> {
+  await withQueue(options, (queue) => reachQueue(queue, 'resumeRun'))
   const stored = await options.runtime.store.loadRun(options.runId)
   if (!stored) throw new RunNotFoundError(options.runId)
   if (stored.run.status !== 'running') return { runId: options.runId, agents: 0 }
@@ -197,6 +199,7 @@ const liveStates: JobType[] = ['active', 'wait', 'delayed', 'prioritized', 'wait
  */
 export async function answerRun(options: AnswerRunOptions): Promise<{ runId: string; agents: number }> {
   return withQueue(options, async (queue) => {
+    await reachQueue(queue, 'answerRun')
     // One answer of a run at a time: answers given at once would each find no job in flight, and
     // each enqueue the whole run again (every agent, and every approved tool, once per answer).
     const redis = ownRedis(options.queue?.opts.connection ?? resolveConnection(options))
@@ -211,7 +214,7 @@ export async function answerRun(options: AnswerRunOptions): Promise<{ runId: str
       try {
         await removeWaitingJobs(queue, options.runId)
         await options.runtime.answer(options.runId, options.agentId, options.answer)
-        return await resumeRun(options)
+        return await resumeRun({ ...options, queue })
       } finally {
         await redis.eval(releaseScript, 1, lock, token)
       }
