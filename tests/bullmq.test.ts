@@ -1289,6 +1289,20 @@ test('resumeRun, answerRun and cancelRun with Redis down say so at once and chan
   expect(await store.loadRun(runId)).toEqual(before)
 })
 
+test("redisLimits' close ends at once with Redis down, though a call waits on Redis (a worker's close(true) waited on it)", async () => {
+  const errors: Error[] = []
+  const limits = redisLimits({
+    url: `redis://127.0.0.1:${await unusedPort()}`,
+    onError: (error) => errors.push(error),
+  })
+  const call: SharedCall = { model: 'm', tokens: 10, rate: undefined, maxConcurrent: 2 }
+  void limits.tryStart(call).catch(() => {})
+  await waitUntil(() => errors.length > 0, 10_000)
+  const closed = limits.close().then(() => 'closed')
+  const late = new Promise((resolve) => setTimeout(() => resolve('still waiting'), 5_000))
+  expect(await Promise.race([closed, late])).toBe('closed')
+})
+
 /** A port nothing listens on: one the system gave a server that has closed since. */
 async function unusedPort(): Promise<number> {
   const server = createServer()

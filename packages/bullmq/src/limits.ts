@@ -236,9 +236,11 @@ export function redisLimits(options: RedisLimitsOptions = {}): RedisLimits {
       }
     },
     async close() {
+      // Not connected (never, or Redis is down): its commands wait for Redis without end, and the
+      // calls waiting on them would hold the close (a worker's close(true) too): dropped at once.
+      if (redis.status !== 'ready') return redis.disconnect()
       await tail
-      if (redis.status === 'wait') redis.disconnect()
-      else await redis.quit()
+      await redis.quit()
     },
   }
 }
