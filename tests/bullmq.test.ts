@@ -1303,6 +1303,33 @@ test("redisLimits' close ends at once with Redis down, though a call waits on Re
   expect(await Promise.race([closed, late])).toBe('closed')
 })
 
+test('createWorker refuses a runtime that is none, and counts and durations that are no numbers, before it opens a connection', () => {
+  const runtime = createRuntime({ agents: flatAgents, model: flatModel(1) })
+  const bad: [Record<string, unknown>, RegExp][] = [
+    [{ runtime: undefined }, /^createWorker: runtime must be a Runtime made by createRuntime, got undefined/],
+    [{ concurrency: 0 }, /^createWorker: concurrency must be a whole number, 1 or more, got 0/],
+    [{ concurrency: 2.5 }, /^createWorker: concurrency must be a whole number, 1 or more, got 2.5/],
+    [{ maxStalledCount: -1 }, /^createWorker: maxStalledCount must be a whole number, 0 or more, got -1/],
+    [{ lockDuration: -5 }, /^createWorker: lockDuration must be a number of ms, more than 0, got -5/],
+    [
+      { stalledInterval: Number.NaN },
+      /^createWorker: stalledInterval must be a number of ms, more than 0, got NaN/,
+    ],
+    [
+      { dependencyRetryMs: 'x' },
+      /^createWorker: dependencyRetryMs must be a number of ms, more than 0, got "x"/,
+    ],
+    [
+      { missingDefinitionWaitMs: '5' },
+      /^createWorker: missingDefinitionWaitMs must be a number of ms, 0 or more, got "5"/,
+    ],
+  ]
+  for (const [options, message] of bad)
+    expect(() => createWorker({ runtime, url: redisUrl, autorun: false, ...options } as never)).toThrow(
+      message,
+    )
+})
+
 /** A port nothing listens on: one the system gave a server that has closed since. */
 async function unusedPort(): Promise<number> {
   const server = createServer()

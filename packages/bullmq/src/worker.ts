@@ -1,4 +1,5 @@
 import {
+  InvalidInputError,
   type RunStore,
   type Runtime,
   readAgentRecord,
@@ -70,6 +71,7 @@ const maxRounds = 50
 
 /** A BullMQ worker where one job is one segment of one agent (`runtime.runSegment`). */
 export function createWorker(options: CreateWorkerOptions): CohortWorker {
+  checkWorkerOptions(options)
   const connection = resolveConnection(options)
   const queueName = options.queueName ?? defaultQueueName
   const queue = new Queue<SegmentJobData, SegmentJobResult>(queueName, { connection })
@@ -312,6 +314,40 @@ export function createWorker(options: CreateWorkerOptions): CohortWorker {
       cancels.disconnect()
       await Promise.all([queue.close(), limits?.close()])
     },
+  }
+}
+
+/**
+ * Refuses a runtime that is none, and counts and durations that are no numbers, before any
+ * connection opens: BullMQ refused a bad concurrency only after the worker's clients were open,
+ * and took a negative lock or a NaN retry without a word.
+ */
+function checkWorkerOptions(options: CreateWorkerOptions): void {
+  const refuse = (name: string, expected: string, value: unknown) => {
+    const got = typeof value === 'string' ? JSON.stringify(value) : String(value)
+    throw new InvalidInputError(`createWorker: ${name} must be ${expected}, got ${got}`)
+  }
+  if (typeof options?.runtime?.runSegment !== 'function')
+    refuse('runtime', 'a Runtime made by createRuntime', options?.runtime)
+  const counts = { concurrency: 1, maxStalledCount: 0 } as const
+  for (const [name, least] of Object.entries(counts)) {
+    const value = options[name as keyof typeof counts]
+    if (value !== undefined && !(Number.isInteger(value) && value >= least))
+      refuse(name, `a whole number, ${least} or more`, value)
+  }
+  // A wait for a missing definition may be 0 (fail at once) or Infinity (never).
+  const durations = {
+    lockDuration: 'more than 0',
+    stalledInterval: 'more than 0',
+    dependencyRetryMs: 'more than 0',
+    missingDefinitionWaitMs: '0 or more',
+  } as const
+  for (const [name, range] of Object.entries(durations)) {
+    const value: unknown = options[name as keyof typeof durations]
+    if (value === undefined) continue
+    const ok =
+      typeof value === 'number' && (range === '0 or more' ? value >= 0 : value > 0 && Number.isFinite(value))
+    if (!ok) refuse(name, `a number of ms, ${range}`, value)
   }
 }
 
