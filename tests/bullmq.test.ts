@@ -1330,6 +1330,25 @@ test('createWorker refuses a runtime that is none, and counts and durations that
     )
 })
 
+test('resumeRun of a run whose jobs are still queued is refused, adding no job: a resume tried again would run its agents twice', async () => {
+  const queueName = uniqueName('cohort-test-q')
+  const queue = openQueue(queueName)
+  const runtime = createRuntime({ agents: flatAgents, model: flatModel(1), store: memoryStore() })
+  try {
+    // No worker: the root's job stays queued.
+    const { runId } = await enqueueRun({ queue, runtime, agent: 'solo', task: 'go' })
+    await expect(resumeRun({ queue, runtime, runId })).rejects.toThrow(
+      `resumeRun: run ${runId} still has 1 job(s) queued or running`,
+    )
+    expect(await queue.getJobCounts('wait')).toEqual({ wait: 1 })
+    // Once its jobs are gone (a Redis that lost them), it is resumed.
+    await queue.obliterate({ force: true })
+    expect(await resumeRun({ queue, runtime, runId })).toEqual({ runId, agents: 1 })
+  } finally {
+    await dropQueue(queue)
+  }
+})
+
 /** A port nothing listens on: one the system gave a server that has closed since. */
 async function unusedPort(): Promise<number> {
   const server = createServer()

@@ -142,33 +142,40 @@ export type ResumeRunOptions = QueueInput & { runtime: Runtime; runId: string }
 /**
  * Re-enqueues the unsettled agents of a stored run whose jobs are gone (after an answer to an
  * input request, or a Redis that lost its queue) as one flow: a parent runs after its children.
- * Not for a run whose jobs are still live: it would run those agents twice.
+ * Refused (InvalidInputError, nothing added) while jobs of the run are live, queued or running:
+ * the run would have its agents run twice.
  */
 export async function resumeRun(options: ResumeRunOptions): Promise<{ runId: string; agents: number }> {
-  await withQueue(options, (queue) => reachQueue(queue, 'resumeRun'))
-  const stored = await options.runtime.store.loadRun(options.runId)
-  if (!stored) throw new RunNotFoundError(options.runId)
-  if (stored.run.status !== 'running') return { runId: options.runId, agents: 0 }
-  const unsettled = stored.agents.filter((agent) => !isSettled(agent))
-  const root = unsettled.find((agent) => agent.id === stored.run.rootAgentId)
-  if (!root) return { runId: options.runId, agents: 0 }
-  const generation = newGeneration()
-  const queueName = options.queue?.name ?? options.queueName ?? defaultQueueName
-  const node = (agent: AgentRecord): FlowJob => {
-    const data: SegmentJobData = { runId: options.runId, agentId: agent.id, generation }
-    const children = unsettled.filter((other) => other.parentId === agent.id).map(node)
-    const opts = { ...jobDefaults, jobId: segmentJobId(data), ignoreDependencyOnFailure: true }
-    return { name: agent.id, queueName, data, opts, ...(children.length > 0 && { children }) }
-  }
-  const tree = node(root)
-  const connection = options.queue?.opts.connection ?? resolveConnection(options)
-  const flows = new FlowProducer({ connection })
-  try {
-    await flows.add(tree)
-  } finally {
-    await flows.close()
-  }
-  return { runId: options.runId, agents: countNodes(tree) }
+  return withQueue(options, async (queue) => {
+    await reachQueue(queue, 'resumeRun')
+    const stored = await options.runtime.store.loadRun(options.runId)
+    if (!stored) throw new RunNotFoundError(options.runId)
+    if (stored.run.status !== 'running') return { runId: options.runId, agents: 0 }
+    // Jobs of the run still live would run its agents beside the new ones (a resume tried again).
+    const live = await liveJobsOf(queue, options.runId)
+    if (live.length > 0)
+      throw new InvalidInputError(
+        `resumeRun: run ${options.runId} still has ${live.length} job(s) queued or running: the workers run it on; resume a run whose jobs are gone`,
+      )
+    const unsettled = stored.agents.filter((agent) => !isSettled(agent))
+    const root = unsettled.find((agent) => agent.id === stored.run.rootAgentId)
+    if (!root) return { runId: options.runId, agents: 0 }
+    const generation = newGeneration()
+    const node = (agent: AgentRecord): FlowJob => {
+      const data: SegmentJobData = { runId: options.runId, agentId: agent.id, generation }
+      const children = unsettled.filter((other) => other.parentId === agent.id).map(node)
+      const opts = { ...jobDefaults, jobId: segmentJobId(data), ignoreDependencyOnFailure: true }
+      return { name: agent.id, queueName: queue.name, data, opts, ...(children.length > 0 && { children }) }
+    }
+    const tree = node(root)
+    const flows = new FlowProducer({ connection: queue.opts.connection })
+    try {
+      await flows.add(tree)
+    } finally {
+      await flows.close()
+    }
+    return { runId: options.runId, agents: countNodes(tree) }
+  })
 }
 
 /** Unique to one enqueue of a run: the time, and a few random characters for two in one millisecond. */
