@@ -80,6 +80,8 @@ export function createWorker(options: CreateWorkerOptions): CohortWorker {
   const dependencyRetryMaxMs = Math.max(dependencyRetryMs, 2000)
   const missingDefinitionWaitMs = options.missingDefinitionWaitMs ?? 10 * 60_000
   const onError = options.onError ?? ((error: Error) => console.error('cohort worker:', error))
+  // Without a listener BullMQ prints the queue's connection errors on the console.
+  queue.on('error', onError)
   const limits =
     options.sharedLimits === false
       ? undefined
