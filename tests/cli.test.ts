@@ -654,6 +654,24 @@ describe('cohort CLI', () => {
     }
   }, 60_000)
 
+  test('parallel lists its tasks in the order given, the aggregate last, also when they fail before it starts', async () => {
+    // An aggregate whose tasks failed never starts: its start time is its launch, before theirs.
+    const api = await startOpenAIServer(() => ({
+      status: 401,
+      json: { error: { message: 'Incorrect API key provided', code: 'invalid_api_key' } },
+    }))
+    try {
+      const env = { OPENAI_API_KEY: 'sk-local-test', OPENAI_BASE_URL: api.baseURL, COHORT_MODEL: 'local' }
+      const out = await run(['parallel', 'count sheep AND name stars AND sing', '--run-id', 'denied'], env)
+      expect(out.code).toBe(1)
+      expect(out.stderr).toMatch(/^4 tasks failed\.$/m)
+      const rows = [...out.stdout.matchAll(/^\| ([\w-]+) \| failed \|/gm)].map((row) => row[1])
+      expect(rows).toEqual(['task-1', 'task-2', 'task-3', 'aggregate'])
+    } finally {
+      await api.close()
+    }
+  }, 60_000)
+
   test('approve, answer and cancel go to the `cohort serve` that hosts the run, with its token', async () => {
     const approvalConfig = path.join(repoRoot, 'tests/fixtures/cli-approval-config.ts')
     const server = cohort(['serve', approvalConfig, '--port', '0'])

@@ -176,16 +176,22 @@ export async function parallelCommand(
   const runId = await runIdFor(hosted.runtime.store, options.runId)
   await home.saveLaunch(runId, launch)
   const run = hosted.runtime.runPlan(parallelPlan(launch), { runId })
-  return parallelReport(run, home, io, await follow(run, io, logger))
+  return parallelReport(run, launch, home, io, await follow(run, io, logger))
 }
 
 /**
  * After a parallel run, here or resumed: its tasks and their conflicts; exit code 1 when a task
  * failed. A run stopped before its end (Ctrl-C) has nothing to report yet.
  */
-async function parallelReport(run: Run, home: Home, io: Output, code: number): Promise<number> {
+async function parallelReport(
+  run: Run,
+  launch: Extract<Launch, { kind: 'parallel' }>,
+  home: Home,
+  io: Output,
+  code: number,
+): Promise<number> {
   if (run.status === 'running') return code
-  const failed = await printTasks(home, run.id, io)
+  const failed = await printTasks(home, run.id, launch, io)
   const conflicts = run.metrics().conflicts
   io.out.write(
     conflicts.length === 0
@@ -199,11 +205,22 @@ async function parallelReport(run: Run, home: Home, io: Output, code: number): P
   return code
 }
 
-/** The table of a parallel run's tasks; returns how many failed. */
-async function printTasks(home: Home, runId: string, io: Output): Promise<number> {
+/** The table of a parallel run's tasks, in the order given (the aggregate last); returns how many failed. */
+async function printTasks(
+  home: Home,
+  runId: string,
+  launch: Extract<Launch, { kind: 'parallel' }>,
+  io: Output,
+): Promise<number> {
   const stored = await home.store.loadRun(runId)
   if (!stored) return 0
-  const tasks = runView(stored).agents.filter((agent) => agent.depth === 1)
+  // Not by start time: tasks started in one millisecond would come as their ids sort (task-10 before
+  // task-9), and an aggregate that never started (its tasks failed) first.
+  const order = parallelPlan(launch).agents.map((step) => step.id)
+  const stepId = (agentId: string) => agentId.replace(/^cohort-plan\./, '')
+  const tasks = runView(stored)
+    .agents.filter((agent) => agent.depth === 1)
+    .sort((a, b) => order.indexOf(stepId(a.id)) - order.indexOf(stepId(b.id)))
   io.out.write('\n| task | status | time | result |\n|---|---|---|---|\n')
   for (const task of tasks) {
     const outcome = task.error
@@ -218,9 +235,7 @@ async function printTasks(home: Home, runId: string, io: Output): Promise<number
       wallMs - task.busyMs > Math.max(100, wallMs / 10)
         ? `${formatMs(wallMs)} (${formatMs(task.busyMs)} at work)`
         : formatMs(wallMs)
-    io.out.write(
-      `| ${task.id.replace(/^cohort-plan\./, '')} | ${task.status} | ${time} | ${outcome.replaceAll('|', '\\|')} |\n`,
-    )
+    io.out.write(`| ${stepId(task.id)} | ${task.status} | ${time} | ${outcome.replaceAll('|', '\\|')} |\n`)
   }
   return tasks.filter((task) => task.status === 'failed').length
 }
@@ -261,7 +276,7 @@ export async function resumeCommand(
   }
   const run = await hosted.runtime.resume(runId)
   const code = await follow(run, io, logger, agents)
-  return launch.kind === 'parallel' ? parallelReport(run, home, io, code) : code
+  return launch.kind === 'parallel' ? parallelReport(run, launch, home, io, code) : code
 }
 
 export async function cancelCommand(runId: string, options: CommonOptions, io: Output): Promise<number> {
