@@ -478,6 +478,23 @@ describe('cohort CLI', () => {
     }
   }, 60_000)
 
+  test('parallel refuses --arg and --base without --command, which alone uses them; nothing is stored', async () => {
+    // A model is at hand, so without the refusal the tasks would run on it, the flags ignored.
+    const env = { OPENAI_API_KEY: 'sk-local-test', OPENAI_BASE_URL: 'http://127.0.0.1:9/v1' }
+    await mkdir(path.join(cwd, 'project'))
+    for (const [flags, named] of [
+      [['--arg', '-x'], '--arg'],
+      [['--base', 'project'], '--base'],
+    ] as const) {
+      const refused = await run(['parallel', 'a AND b', ...flags], env)
+      expect(refused.code, refused.stdout).toBe(2)
+      expect(refused.stderr).toBe(
+        `cohort: ${named} is for the program of --command, and no --command was given: pass --command <program>, or leave ${named} out\n`,
+      )
+    }
+    expect((await run(['ls', '--json'])).stdout).toBe('[]\n')
+  }, 60_000)
+
   test('a run that waits on a person says what for; Ctrl-C stores it; approve and answer continue it', async () => {
     const first = await untilWaiting([
       'run',

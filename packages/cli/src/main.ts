@@ -71,7 +71,10 @@ export async function main(
     .argument('<tasks>', 'tasks separated by AND')
     .option('--command <program>', 'run each task as a process agent: this program, task on stdin')
     .option('--arg <value>', 'an argument of --command (repeat it)', collect)
-    .option('--base <dir>', 'a folder copied into every task workspace (conflicts are found against it)')
+    .option(
+      '--base <dir>',
+      'with --command: a folder copied into every task workspace (conflicts are found against it)',
+    )
     .option(
       '--timeout <duration>',
       'stop a task that runs longer (such as 90s or 10m): it fails, the others go on',

@@ -163,6 +163,19 @@ export async function parallelCommand(
 ): Promise<number> {
   const { home } = options
   const launch: Launch = { kind: 'parallel', tasks: splitTasks(text) }
+  // Without --command the tasks run on a model, which takes no arguments and no workspace: refused, not ignored.
+  if (options.command === undefined) {
+    for (const [flag, given] of [
+      ['--arg', options.arg?.length],
+      ['--base', options.base],
+    ] as const) {
+      if (given) {
+        throw new InvalidInputError(
+          `${flag} is for the program of --command, and no --command was given: pass --command <program>, or leave ${flag} out`,
+        )
+      }
+    }
+  }
   if (options.timeout !== undefined) launch.timeoutMs = timeoutFlag(options.timeout)
   if (options.maxParallel !== undefined)
     launch.maxParallel = positiveInt(options.maxParallel, '--max-parallel')
