@@ -684,6 +684,8 @@ describe('cohort CLI', () => {
       expect(out.stderr).toMatch(/^4 tasks failed\.$/m)
       const rows = [...out.stdout.matchAll(/^\| ([\w-]+) \| failed \|/gm)].map((row) => row[1])
       expect(rows).toEqual(['task-1', 'task-2', 'task-3', 'aggregate'])
+      // Tasks on a model have no workspaces, so no line about their conflicts.
+      expect(out.stdout).not.toMatch(/workspaces/)
     } finally {
       await api.close()
     }

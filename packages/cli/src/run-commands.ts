@@ -206,11 +206,14 @@ async function parallelReport(
   if (run.status === 'running') return code
   const failed = await printTasks(home, run.id, launch, io)
   const conflicts = run.metrics().conflicts
-  io.out.write(
-    conflicts.length === 0
-      ? 'No conflicts between the tasks’ workspaces.\n'
-      : `Conflicts (files changed by more than one task): ${conflicts.map((c) => `${c.file} (${c.agents.join(', ')})`).join('; ')}\n`,
-  )
+  // Tasks on a model have no workspaces: nothing to say about them.
+  if (launch.command) {
+    io.out.write(
+      conflicts.length === 0
+        ? 'No conflicts between the tasks’ workspaces.\n'
+        : `Conflicts (files changed by more than one task): ${conflicts.map((c) => `${c.file} (${c.agents.join(', ')})`).join('; ')}\n`,
+    )
+  }
   if (code === 0 && failed > 0) {
     io.err.write(`${failed} task${failed === 1 ? '' : 's'} failed.\n`)
     return 1
