@@ -107,7 +107,7 @@ describe('cohort CLI', () => {
     expect(badId.stderr).toMatch(/invalid run id/)
     const missing = await run(['run', path.join(cwd, 'nope.ts')])
     expect(missing.code).toBe(2)
-    expect(missing.stderr).toMatch(/cannot load config/)
+    expect(missing.stderr).toMatch(/config .*nope\.ts: no such file/)
     const noSuchAgent = await run(['run', config, '--agent', 'nosuch', '--run-id', 'never'])
     expect(noSuchAgent.code).toBe(2)
     expect(noSuchAgent.stderr).toMatch(
@@ -136,6 +136,21 @@ describe('cohort CLI', () => {
     const help = await run(['help', 'ls'])
     expect(help.code, help.stderr).toBe(0)
     expect(help.stdout).toMatch(/Usage: cohort ls/)
+  }, 60_000)
+
+  test('a config that is not there, or is a folder, is refused saying so, not as a module the CLI failed to import', async () => {
+    await mkdir(path.join(cwd, 'configs'))
+    for (const [given, said] of [
+      ['nope.ts', `cohort: config nope.ts: no such file (looked for ${path.join(cwd, 'nope.ts')})\n`],
+      ['nope.json', `cohort: config nope.json: no such file (looked for ${path.join(cwd, 'nope.json')})\n`],
+      ['configs', 'cohort: config configs is a folder; expected a config file (.js, .mjs, .ts or .json)\n'],
+    ]) {
+      for (const command of ['run', 'serve']) {
+        const refused = await run([command, given!])
+        expect(refused.code, refused.stdout).toBe(2)
+        expect(refused.stderr).toBe(said)
+      }
+    }
   }, 60_000)
 
   test("parallel whose tasks fail says how many, and exits 1; show --json gives each task's process", async () => {

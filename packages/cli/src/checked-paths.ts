@@ -13,6 +13,22 @@ export async function existingFolder(folder: string, label: string): Promise<str
 }
 
 /**
+ * A file that exists, as an absolute path; `label` names where it was given, such as `config ./x.ts`,
+ * and `expected` what it should be (said of a folder).
+ */
+export async function existingFile(file: string, label: string, expected: string): Promise<string> {
+  const absolute = path.resolve(file)
+  const found = await stat(absolute).catch(() => undefined)
+  if (!found) {
+    throw new InvalidInputError(
+      `${label}: no such file${label.endsWith(absolute) ? '' : ` (looked for ${absolute})`}`,
+    )
+  }
+  if (found.isDirectory()) throw new InvalidInputError(`${label} is a folder; expected ${expected}`)
+  return absolute
+}
+
+/**
  * A program to spawn: a name, checked to be on `searchPath` (the PATH it will be spawned with),
  * or a path (`./task.sh`), made absolute against `relativeTo` (a task runs in its own workspace,
  * not where it was given) and checked to be an executable file.

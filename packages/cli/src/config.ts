@@ -14,7 +14,7 @@ import {
   type WorkspaceOptions,
 } from '@cohort/core'
 import { z } from 'zod'
-import { existingFolder, runnableCommand } from './checked-paths.js'
+import { existingFile, existingFolder, runnableCommand } from './checked-paths.js'
 import { storeFrom } from './home.js'
 
 /** What `cohort run` and `cohort serve` load: the agents, their model, and how a run starts. */
@@ -83,9 +83,13 @@ const jsonConfigSchema = z.strictObject({
   store: z.string().min(1).optional(),
 })
 
+/** What a config is, as said of a folder given for one. */
+export const configFileKinds = 'a config file (.js, .mjs, .ts or .json)'
+
 /** Loads a config module (default export) or a JSON file, with an error that says what is wrong where. */
 export async function loadConfig(file: string): Promise<CohortConfig> {
-  const absolute = path.resolve(file)
+  // Checked first: an import of a missing file or a folder says so in the words of a module that failed to load.
+  const absolute = await existingFile(file, `config ${file}`, configFileKinds)
   if (absolute.endsWith('.json')) return fromJson(absolute)
   let loaded: unknown
   try {

@@ -14,8 +14,9 @@ import {
   type RunStore,
   readRunRecord,
 } from '@cohort/core'
-import { existingFolder, runnableCommand } from './checked-paths.js'
+import { existingFile, existingFolder, runnableCommand } from './checked-paths.js'
 import type { CommonOptions, Output } from './commands.js'
+import { configFileKinds } from './config.js'
 import { positiveInt, timeoutFlag } from './flags.js'
 import type { Home, Launch } from './home.js'
 import { checkParallelTasks, parallelPlan, runtimeFor, splitTasks, storeOfRun } from './launch.js'
@@ -117,7 +118,8 @@ export async function runCommand(
   io: Output,
 ): Promise<number> {
   const { home } = options
-  const launch: Launch = { kind: 'config', config: path.resolve(configFile) }
+  const config = await existingFile(configFile, `config ${configFile}`, configFileKinds)
+  const launch: Launch = { kind: 'config', config }
   const logger = makeLogger(home, io)
   const hosted = await runtimeFor(launch, home, logger)
   const agent = options.agent ?? hosted.root

@@ -1,6 +1,7 @@
-import path from 'node:path'
 import { createLogger, InvalidInputError } from '@cohort/core'
+import { existingFile } from './checked-paths.js'
 import type { CommonOptions, Output } from './commands.js'
+import { configFileKinds } from './config.js'
 import { portNumber } from './flags.js'
 import type { Launch } from './home.js'
 import { runtimeFor } from './launch.js'
@@ -37,7 +38,8 @@ export async function serveCommand(
       `cohort serve (pid ${other.pid}, ${other.url}) already hosts the runs of ${home.dir}: stop it first, as two servers would both run them`,
     )
   }
-  const launch: Launch = { kind: 'config', config: path.resolve(configFile) }
+  const config = await existingFile(configFile, `config ${configFile}`, configFileKinds)
+  const launch: Launch = { kind: 'config', config }
   const logger = createLogger({ console: false, dir: home.logsDir })
   const hosted = await runtimeFor(launch, home, logger)
   const server = await startServer({
