@@ -212,6 +212,15 @@ async function streamed(
         request.onToken?.(fragment)
       }
     }
+  } catch (error) {
+    // The SDK's JSON.parse of one event: toModelError would blame the body, which is a stream.
+    if (!(error instanceof SyntaxError)) throw error
+    throw new ModelError(
+      `model ${model}: malformed response, an event of the stream is not JSON: ${error.message}`,
+      {
+        cause: error,
+      },
+    )
   } finally {
     clearTimeout(idle)
   }

@@ -772,6 +772,21 @@ describe('openaiModel on a real local server', () => {
     await expect(streamed.complete(request())).rejects.toThrow(
       /^model s: malformed response: the stream carried no choices$/,
     )
+    // A stream's event that is not JSON is said to be one, not the body (which is a stream).
+    const garbled = await serve(() => ({
+      raw: `data: ${JSON.stringify({ choices: [{ index: 0, delta: { role: 'assistant' } }] })}\n\ndata: {not json\n\n`,
+      contentType: 'text/event-stream',
+    }))
+    const garbledModel = openaiModel({
+      model: 'g',
+      baseURL: garbled.baseURL,
+      apiKey,
+      stream: true,
+      maxRetries: 0,
+    })
+    await expect(garbledModel.complete(request())).rejects.toThrow(
+      /^model g: malformed response, an event of the stream is not JSON: /,
+    )
   })
 
   test('cancelling a run aborts the request in flight', async () => {
