@@ -168,3 +168,32 @@ test('the inspect example shows the run and every agent as XState actors, offlin
   expect(stdout).toMatch(/run actor is now "completed"/)
   expect(stdout).toMatch(/Result: \["Weather in Oslo: mild","Weather in Lima: mild"\]/)
 }, 60_000)
+
+test('the inspect and research DAG examples, with a key the endpoint refuses, say so in one line and exit 1', async () => {
+  const api = await startOpenAIServer(() => ({
+    json: { error: { message: 'Incorrect API key provided', code: 'invalid_api_key' } },
+    status: 401,
+  }))
+  try {
+    const env = {
+      OPENAI_API_KEY: 'sk-bad',
+      OPENAI_BASE_URL: api.baseURL,
+      COHORT_MODEL: 'm',
+      COHORT_DEMO_SCALE: '0.2',
+    }
+    const inspect = await collect(spawnTs('examples/inspect/main.ts', [], env))
+    expect(inspect.code).toBe(1)
+    expect(inspect.stderr).toMatch(
+      /^The run failed: agent lead failed: model m: HTTP 401: Incorrect API key provided$/m,
+    )
+    expect(inspect.stderr).not.toMatch(/AgentFailedError|\n\s+at /)
+    // A plan's run completes with its failed steps as errors: no recommendation is a failure of the example.
+    const dag = await collect(spawnTs('examples/research-dag/main.ts', [], env))
+    expect(dag.code).toBe(1)
+    expect(dag.stderr).toMatch(
+      /^No recommendation: dependency "analysis" failed: dependency "research-\d" failed: model m: HTTP 401: Incorrect API key provided$/m,
+    )
+  } finally {
+    await api.close()
+  }
+}, 60_000)

@@ -59,4 +59,10 @@ const logInspection: Inspector = (event) => {
 const runtime = createRuntime({ agents: [lead, worker], model: await chooseModel(), inspect: logInspection })
 const run = runtime.start('lead', 'Weather in two cities')
 run.actor.subscribe((snapshot) => console.log(`run actor is now ${JSON.stringify(snapshot.value)}`))
-console.log('\nResult:', JSON.stringify(await run.result))
+try {
+  console.log('\nResult:', JSON.stringify(await run.result))
+} catch (error) {
+  // A bad key, an unreachable endpoint: said in one line, as the demo does.
+  console.error(`\nThe run failed: ${error instanceof Error ? error.message : String(error)}`)
+  process.exitCode = 1
+}

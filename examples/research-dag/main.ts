@@ -96,11 +96,12 @@ const result = (await run.result) as Record<string, unknown>
 const metrics = run.metrics()
 // A step that failed is its error (a real model that could not be reached, say), not a recommendation.
 const summary = result.summary
-console.log(
-  typeof summary === 'string'
-    ? `\nRecommendation: ${summary}`
-    : `\nNo recommendation: ${JSON.stringify(summary)}`,
-)
+if (typeof summary === 'string') console.log(`\nRecommendation: ${summary}`)
+else {
+  const failure = (summary as { error?: { message?: string } } | undefined)?.error?.message
+  console.error(`\nNo recommendation: ${failure ?? JSON.stringify(summary)}`)
+  process.exitCode = 1
+}
 console.log(
   `\nWall ${(metrics.wallMs / 1000).toFixed(2)} s, agents busy ${(metrics.busyMs / 1000).toFixed(2)} s, ` +
     `speedup ${metrics.speedup}×, efficiency ${metrics.efficiency}`,
