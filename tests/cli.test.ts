@@ -153,6 +153,15 @@ describe('cohort CLI', () => {
     }
   }, 60_000)
 
+  test('an empty COHORT_DIR (as a .env template leaves it) is the default .cohort, not the current folder', async () => {
+    const out = await run(['parallel', 'echo hi', '--command', 'sh', '--run-id', 'empty-dir'], {
+      COHORT_DIR: '',
+    })
+    expect(out.code, out.stderr).toBe(0)
+    expect(await readdir(path.join(cwd, '.cohort', 'runs'))).toEqual(['empty-dir'])
+    expect(await readdir(cwd)).toEqual(['.cohort'])
+  }, 60_000)
+
   test("parallel whose tasks fail says how many, and exits 1; show --json gives each task's process", async () => {
     const out = await run(['parallel', 'exit 3 AND echo done >&2', '--command', 'sh', '--run-id', 'tasks'])
     expect(out.code).toBe(1)

@@ -14,6 +14,9 @@ import {
 } from './run-commands.js'
 import { type ServeOptions, serveCommand } from './serve.js'
 
+/** The CLI's folder when none is given (an empty --dir or COHORT_DIR is none). */
+const defaultDir = '.cohort'
+
 /**
  * Exit codes: 0 done, 1 the run failed or was cancelled, 2 bad usage or input, 3 the run is
  * another process's, live (`RUN_BUSY`: stop it there first, or use `--server`), 130 the run was stopped and stored
@@ -27,7 +30,7 @@ export async function main(
   const program = new Command('cohort')
     .description('Run, watch and resume Cohort agent runs.')
     .addOption(
-      new Option('--dir <dir>', 'folder for runs, logs and workspaces').env('COHORT_DIR').default('.cohort'),
+      new Option('--dir <dir>', 'folder for runs, logs and workspaces').env('COHORT_DIR').default(defaultDir),
     )
     .addOption(
       new Option(
@@ -45,7 +48,8 @@ export async function main(
   let home: Home | undefined
   const common = async () => {
     const { dir, store } = program.opts<{ dir: string; store?: string }>()
-    home ??= await Home.open(dir, store)
+    // An empty one (`COHORT_DIR=` in a .env template) is no folder given: the default, not the current folder.
+    home ??= await Home.open(dir || defaultDir, store)
     return { home }
   }
   const set = (value: number) => {
