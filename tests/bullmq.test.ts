@@ -1236,6 +1236,26 @@ test('enqueueRun to a queue it cannot reach (Redis down, a bad queue name) says 
   expect(await store.listRuns!()).toEqual([])
 })
 
+test('many enqueueRun calls at once on one shared queue add one error listener to it, not one each (no MaxListenersExceededWarning)', async () => {
+  const warnings: string[] = []
+  const onWarning = (warning: Error) => warnings.push(warning.name)
+  process.on('warning', onWarning)
+  const queue = openQueue(uniqueName('shared'))
+  try {
+    const runtime = createRuntime({ agents: flatAgents, model: flatModel(1) })
+    const runs = await Promise.all(
+      Array.from({ length: 12 }, () => enqueueRun({ queue, runtime, agent: 'solo', task: 'go' })),
+    )
+    expect(new Set(runs.map((run) => run.runId)).size).toBe(12)
+    expect(queue.listenerCount('error')).toBe(0)
+    await new Promise((resolve) => setImmediate(resolve))
+    expect(warnings).not.toContain('MaxListenersExceededWarning')
+  } finally {
+    process.off('warning', onWarning)
+    await dropQueue(queue)
+  }
+})
+
 test("a worker whose Redis is down reports its connections' errors to onError, and prints none on the console", async () => {
   const port = await unusedPort()
   const printed: string[] = []

@@ -115,26 +115,39 @@ export async function enqueueRun(options: EnqueueRunOptions): Promise<{ runId: s
  * Called before a function writes anything, so a refusal leaves the store as it was.
  */
 export async function reachQueue(queue: Queue, caller: string): Promise<void> {
-  let refuse!: (error: Error) => void
-  const unreachable = new Promise<never>((_, reject) => {
-    refuse = reject
-  })
-  const onError = (error: Error) =>
-    refuse(
-      new CohortError(
-        'QUEUE_UNREACHABLE',
-        `${caller}: cannot reach the Redis of queue "${queue.name}" (${error.message}); nothing was written: start Redis, or check url/connection`,
-        { cause: error },
-      ),
+  try {
+    await answered(queue)
+  } catch (error) {
+    throw new CohortError(
+      'QUEUE_UNREACHABLE',
+      `${caller}: cannot reach the Redis of queue "${queue.name}" (${(error as Error).message}); nothing was written: start Redis, or check url/connection`,
+      { cause: error },
     )
+  }
+}
+
+/** The checks in flight, one a queue: calls at once on a shared queue add one error listener, not one each. */
+const checks = new WeakMap<Queue, Promise<void>>()
+
+/** Resolves once the queue's Redis answers; rejects with its first connection error. */
+function answered(queue: Queue): Promise<void> {
+  const inFlight = checks.get(queue)
+  if (inFlight) return inFlight
+  let onError!: (error: Error) => void
+  const failed = new Promise<never>((_, reject) => {
+    onError = reject
+  })
   queue.on('error', onError)
   const ready = queue.waitUntilReady()
   ready.catch(() => {})
-  try {
-    await Promise.race([ready, unreachable])
-  } finally {
+  const check = Promise.race([ready, failed]).then(() => undefined)
+  const done = () => {
     queue.off('error', onError)
+    checks.delete(queue)
   }
+  check.then(done, done)
+  checks.set(queue, check)
+  return check
 }
 
 export type ResumeRunOptions = QueueInput & { runtime: Runtime; runId: string }
