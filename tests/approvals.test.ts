@@ -19,6 +19,28 @@ interface RunView {
   agents: { id: string; awaiting?: { callId: string } }[]
 }
 
+/** An agent whose one tool asks a person `prompt`, then finishes; `got` is what each answer gave the tool. */
+function askingAgent(prompt: string) {
+  const got: unknown[] = []
+  const ask = defineTool({
+    name: 'ask',
+    description: 'asks a person',
+    parameters: z.object({}),
+    execute: async (_args, ctx) => {
+      got.push(await ctx.suspend(prompt))
+      return 'answered'
+    },
+  })
+  const asker = defineAgent({ name: 'asker', instructions: '', tools: [ask] })
+  const model = scriptedModel({
+    asker: [
+      { action: 'call_tool', tool: 'ask', args: {} },
+      { action: 'finish', result: 'done' },
+    ],
+  })
+  return { asker, model, got }
+}
+
 /** The agents of a run that wait for approval, with the call each waits on. */
 async function awaitingApproval(run: Run): Promise<[string, string][]> {
   const { agents } = await run.snapshot()
@@ -208,23 +230,7 @@ test('an answer no record could hold (nested too deep, or a cycle) is refused, i
 })
 
 test('an answer holding what a store cannot keep (a function, a symbol, a class instance) is refused, naming where; one superjson keeps reads back the same after a resume', async () => {
-  const got: unknown[] = []
-  const ask = defineTool({
-    name: 'ask',
-    description: 'asks a person',
-    parameters: z.object({}),
-    execute: async (_args, ctx) => {
-      got.push(await ctx.suspend('which region?'))
-      return 'answered'
-    },
-  })
-  const asker = defineAgent({ name: 'asker', instructions: '', tools: [ask] })
-  const model = scriptedModel({
-    asker: [
-      { action: 'call_tool', tool: 'ask', args: {} },
-      { action: 'finish', result: 'done' },
-    ],
-  })
+  const { asker, model, got } = askingAgent('which region?')
   const store = memoryStore()
   const runtime = createRuntime({ agents: [asker], model, store })
   class Region {
@@ -268,23 +274,7 @@ test('an answer holding what a store cannot keep (a function, a symbol, a class 
 })
 
 test('an answer given no payload is null, and the run reads back from the store; an answer that is no answer is refused', async () => {
-  const got: unknown[] = []
-  const ask = defineTool({
-    name: 'ask',
-    description: 'asks a person',
-    parameters: z.object({}),
-    execute: async (_args, ctx) => {
-      got.push(await ctx.suspend('continue?'))
-      return 'went on'
-    },
-  })
-  const asker = defineAgent({ name: 'asker', instructions: '', tools: [ask] })
-  const model = scriptedModel({
-    asker: [
-      { action: 'call_tool', tool: 'ask', args: {} },
-      { action: 'finish', result: 'done' },
-    ],
-  })
+  const { asker, model, got } = askingAgent('continue?')
   const store = memoryStore()
   const runtime = createRuntime({ agents: [asker], model, store })
   const live = runtime.start('asker', 'go', { runId: 'live' })
