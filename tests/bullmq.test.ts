@@ -48,6 +48,7 @@ import { collect, type Finished, spawnTs } from './support/processes.js'
 import {
   describeRunStore,
   expectSettledRecordsFinal,
+  makeAgentRecord,
   makeLongAgentRecord,
   makeRunRecord,
 } from './support/run-store-conformance.js'
@@ -96,6 +97,84 @@ describeRedis('redisStore', () => {
       expect((error as Error).message).toMatch(
         new RegExp(`^redis store \\(prefix ${prefix}\\): loadRun of run odd failed: WRONGTYPE`),
       )
+    } finally {
+      await store.close?.()
+      redis.disconnect()
+      await deleteKeys(prefix)
+    }
+  })
+
+  test("a key edited to hold another run's or agent's record is a SnapshotError naming the key, and is left as it is", async () => {
+    const prefix = `${uniqueName('cohort-test')}:`
+    const store = redisStore({ url: redisUrl, prefix })
+    const redis = openRedis()
+    try {
+      await store.saveRun(makeRunRecord('f1'))
+      await store.saveRun(makeRunRecord('f2'))
+      await store.saveAgent('f1', makeAgentRecord('f1', 'lead'))
+      await store.saveAgent('f1', makeAgentRecord('f1', 'lead.a'))
+      await store.saveAgent('f2', makeAgentRecord('f2', 'lead.a'))
+      const agents = `${prefix}agents:f1`
+      const [runF1, leadA] = [await redis.get(`${prefix}run:f1`), await redis.hget(agents, 'lead.a')]
+
+      // Copied by hand: run f2's record under f1's key.
+      await redis.set(`${prefix}run:f1`, (await redis.get(`${prefix}run:f2`))!)
+      for (const read of [store.loadRun('f1'), store.loadRunRecord('f1')])
+        await expect(read).rejects.toThrow(
+          `redis:${prefix}run:f1: field "id": "f2"; expected "f1", the run its key is for`,
+        )
+      expect((await store.listRuns()).map((run) => run.id)).toEqual(['f2'])
+      await redis.set(`${prefix}run:f1`, runF1!)
+
+      // Agent lead's record in field lead.a: the run would load two agents lead.
+      await redis.hset(agents, 'lead.a', (await redis.hget(agents, 'lead'))!)
+      const twin = `redis:${agents}/lead.a: field "id": "lead"; expected "lead.a", the agent its key is for`
+      await expect(store.loadRun('f1')).rejects.toThrow(twin)
+      await expect(store.loadAgent('f1', 'lead.a')).rejects.toThrow(twin)
+
+      // Run f2's agent in run f1's hash.
+      const foreign = (await redis.hget(`${prefix}agents:f2`, 'lead.a'))!
+      await redis.hset(agents, 'lead.a', foreign)
+      const other = `redis:${agents}/lead.a: field "runId": "f2"; expected "f1", the run its key is for`
+      await expect(store.loadRun('f1')).rejects.toThrow(other)
+      await expect(store.loadAgent('f1', 'lead.a')).rejects.toThrow(other)
+      // Nothing was rewritten or removed by the failed reads.
+      expect(await redis.hget(agents, 'lead.a')).toBe(foreign)
+      expect(await redis.hkeys(agents)).toEqual(['lead', 'lead.a'])
+      await redis.hset(agents, 'lead.a', leadA!)
+      expect((await store.loadRun('f1'))?.agents.map((agent) => agent.id).sort()).toEqual(['lead', 'lead.a'])
+    } finally {
+      await store.close?.()
+      redis.disconnect()
+      await deleteKeys(prefix)
+    }
+  })
+
+  test("a run whose record is gone, its agents' records still there, is a SnapshotError; a new run is not started over them", async () => {
+    const prefix = `${uniqueName('cohort-test')}:`
+    const store = redisStore({ url: redisUrl, prefix })
+    const redis = openRedis()
+    try {
+      await store.saveRun(makeRunRecord('gone'))
+      await store.saveAgent('gone', makeAgentRecord('gone', 'lead'))
+      await redis.del(`${prefix}run:gone`)
+      const missing = `redis:${prefix}run:gone: the run record is missing, and the store holds its agents' records`
+      await expect(store.loadRun('gone')).rejects.toThrow(missing)
+      await expect(store.loadRunRecord('gone')).rejects.toThrow(missing)
+      expect(await store.loadRun('never')).toBeUndefined()
+      expect(await store.loadRunRecord('never')).toBeUndefined()
+
+      const runtime = createRuntime({
+        agents: [defineAgent({ name: 'lead', instructions: '' })],
+        model: scriptedModel({ lead: [{ action: 'finish', result: 'new' }] }),
+        store,
+      })
+      await expect(runtime.start('lead', 'again', { runId: 'gone' }).result).rejects.toThrow(
+        /run gone already exists in the store/,
+      )
+      const lead = JSON.parse((await redis.hget(`${prefix}agents:gone`, 'lead'))!)
+      expect(lead).toMatchObject({ id: 'lead', status: 'suspended' })
+      expect(await redis.exists(`${prefix}run:gone`)).toBe(0)
     } finally {
       await store.close?.()
       redis.disconnect()

@@ -72,7 +72,7 @@ export function redisStore(options: RedisStoreOptions = {}): RedisStore {
         const texts = await redis.mget(chunk.map(runKey))
         const finished = texts.flatMap((text, i) => {
           try {
-            const run = text === null ? undefined : decodeRunRecord(text, runKey(chunk[i]!))
+            const run = text === null ? undefined : runRecordAt(text, runKey(chunk[i]!), chunk[i]!)
             return run && run.status !== 'running' ? [run.updatedAt, run.id] : []
           } catch {
             return []
@@ -113,7 +113,9 @@ export function redisStore(options: RedisStoreOptions = {}): RedisStore {
   const loadRunRecord = async (runId: string): Promise<RunRecord | undefined> => {
     assertRunId(runId)
     const text = await redis.get(runKey(runId))
-    return text === null ? undefined : decodeRunRecord(text, `redis:${runKey(runId)}`)
+    if (text !== null) return runRecordAt(text, runKey(runId), runId)
+    if ((await redis.hlen(agentsKey(runId))) > 0) throw recordMissing(runKey(runId))
+    return undefined
   }
 
   /** The records as one HSET, the new chunks of their histories as another, in one transaction: one round trip. */
@@ -180,9 +182,10 @@ export function redisStore(options: RedisStoreOptions = {}): RedisStore {
           return results!.map(([, value]) => value)
         })) as [Record<string, string>, Record<string, string>]
       const histories = historiesOf(history)
-      const agents: AgentRecord[] = Object.entries(fields).map(([id, text]) =>
-        decodeAgentRecord(text, `redis:${agentsKey(runId)}/${id}`, histories.get(id)),
-      )
+      const agents: AgentRecord[] = Object.entries(fields).map(([id, text]) => {
+        const source = `redis:${agentsKey(runId)}/${id}`
+        return agentRecordAt(decodeAgentRecord(text, source, histories.get(id)), source, runId, id)
+      })
       return { run, agents }
     },
     async loadAgent(runId, agentId) {
@@ -202,7 +205,12 @@ export function redisStore(options: RedisStoreOptions = {}): RedisStore {
               ...Array.from({ length: needed }, (_, n) => `${n}:${agentId}`),
             )
       const missing = chunks.indexOf(null)
-      return decodeAgentRecord(text, source, (missing === -1 ? chunks : chunks.slice(0, missing)) as string[])
+      const record = decodeAgentRecord(
+        text,
+        source,
+        (missing === -1 ? chunks : chunks.slice(0, missing)) as string[],
+      )
+      return agentRecordAt(record, source, runId, agentId)
     },
     loadRunRecord,
     async listRuns(filter: RunFilter = {}) {
@@ -216,7 +224,7 @@ export function redisStore(options: RedisStoreOptions = {}): RedisStore {
       for (const [i, text] of texts.entries()) {
         if (text === null) continue
         try {
-          records.push(decodeRunRecord(text, `redis:${runKey(ids[i]!)}`))
+          records.push(runRecordAt(text, runKey(ids[i]!), ids[i]!))
         } catch (error) {
           // As in the other stores: an unreadable run is left for `loadRun` to report; a listing skips it.
           if (!(error instanceof SnapshotError)) throw error
@@ -259,6 +267,39 @@ export function redisStore(options: RedisStoreOptions = {}): RedisStore {
       if (owned) await redis.quit()
     },
   })
+}
+
+/**
+ * The run record stored under run `runId`'s key. A key copied or edited by hand to hold another
+ * run's record is refused, not taken for that run (as fileStore and postgresStore do).
+ */
+function runRecordAt(text: string, key: string, runId: string): RunRecord {
+  const source = `redis:${key}`
+  const record = decodeRunRecord(text, source)
+  if (record.id !== runId) throw notKeyed(source, 'id', record.id, runId, 'run')
+  return record
+}
+
+/** An agent record read from run `runId`'s hash, field `agentId`; one that is another's is refused. */
+function agentRecordAt(record: AgentRecord, source: string, runId: string, agentId: string): AgentRecord {
+  if (record.runId !== runId) throw notKeyed(source, 'runId', record.runId, runId, 'run')
+  if (record.id !== agentId) throw notKeyed(source, 'id', record.id, agentId, 'agent')
+  return record
+}
+
+function notKeyed(source: string, field: string, found: string, key: string, what: string): SnapshotError {
+  return new SnapshotError(source, `"${found}"; expected "${key}", the ${what} its key is for`, field)
+}
+
+/**
+ * A run whose record is gone (deleted by hand) while its agents' records are there: read as no
+ * run, its id would be taken by a new run written over and among the old agents.
+ */
+function recordMissing(key: string): SnapshotError {
+  return new SnapshotError(
+    `redis:${key}`,
+    `the run record is missing, and the store holds its agents' records; restore the key, or remove the run (deleteRun) to free the id`,
+  )
 }
 
 /** Each agent's history chunks, in order, from the history hash's fields (`<n>:<agent id>`). */
