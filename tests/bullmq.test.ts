@@ -1429,6 +1429,44 @@ test('createWorker refuses a runtime that is none, and counts and durations that
     )
 })
 
+test('an option key a call does not take (a typo) is refused, naming it and the ones it takes, with nothing written or queued', async () => {
+  const queueName = uniqueName('cohort-test-q')
+  const queue = openQueue(queueName)
+  const store = memoryStore()
+  const runtime = createRuntime({ agents: flatAgents, model: flatModel(1), store })
+  try {
+    await expect(
+      enqueueRun({ queue, runtime, agent: 'solo', task: 'go', runid: 'r1' } as never),
+    ).rejects.toThrow(
+      /^enqueueRun: unknown option "runid"; options are connection, url, queue, queueName, runtime, agent, task, runId$/,
+    )
+    expect(await store.listRuns()).toEqual([])
+    expect(await queue.getJobCounts('wait')).toEqual({ wait: 0 })
+    const { runId } = await enqueueRun({ queue, runtime, agent: 'solo', task: 'go' })
+    const refusals: [Promise<unknown>, string][] = [
+      [resumeRun({ queue, runtime, runId, force: true } as never), 'resumeRun: unknown option "force"'],
+      [
+        answerRun({ queue, runtime, runId, agentId: 'solo', answer: { approve: true }, agent: 'x' } as never),
+        'answerRun: unknown option "agent"',
+      ],
+      [
+        cancelRun({ queue, runtime, runId, wait: 5 } as never),
+        'cancelRun: unknown option "wait"; options are',
+      ],
+      [waitForRun(runId, { store, timeout: 5 } as never), 'waitForRun: unknown option "timeout"'],
+    ]
+    for (const [call, message] of refusals) await expect(call).rejects.toThrow(message)
+    expect(() => createWorker({ runtime, url: redisUrl, autorun: false, concurency: 4 } as never)).toThrow(
+      'createWorker: unknown option "concurency"',
+    )
+    // None of them touched the run: still running, its root's job still queued.
+    expect((await store.loadRunRecord(runId))?.status).toBe('running')
+    expect(await queue.getJobCounts('wait')).toEqual({ wait: 1 })
+  } finally {
+    await dropQueue(queue)
+  }
+})
+
 test('resumeRun of a run whose jobs are still queued is refused, adding no job: a resume tried again would run its agents twice', async () => {
   const queueName = uniqueName('cohort-test-q')
   const queue = openQueue(queueName)

@@ -2,6 +2,7 @@ import { InvalidInputError, type RunStatus, type Runtime } from '@cohort/core'
 import type { Queue } from 'bullmq'
 import { ownRedis, resolveConnection } from './connection.js'
 import { liveJobsOf, type QueueInput, reachQueue, topmost, withQueue } from './jobs.js'
+import { checkOptions, queueOptionNames } from './options.js'
 
 export type CancelRunOptions = QueueInput & {
   /** A runtime with the run's agents registered (as `enqueueRun`'s), on the run's store. */
@@ -12,6 +13,14 @@ export type CancelRunOptions = QueueInput & {
   /** How long to wait for the run's running segments to stop (default 10 s); see `cancelRun`. */
   waitMs?: number
 }
+
+const cancelOptionNames = [
+  ...queueOptionNames,
+  'runtime',
+  'runId',
+  'reason',
+  'waitMs',
+] as const satisfies readonly (keyof CancelRunOptions)[]
 
 export interface CancelRunResult {
   runId: string
@@ -36,6 +45,7 @@ export function cancelChannel(queue: Pick<Queue, 'toKey'>): string {
  * left as it was, with `alreadyEnded`, and any jobs of it left are still taken off.
  */
 export async function cancelRun(options: CancelRunOptions): Promise<CancelRunResult> {
+  checkOptions('cancelRun', options, cancelOptionNames)
   const { runtime, runId, waitMs = 10_000 } = options
   // Checked before anything is cancelled: NaN would leave the wait below without an end.
   if (typeof waitMs !== 'number' || !(waitMs >= 0) || !Number.isFinite(waitMs))

@@ -11,6 +11,7 @@ import {
 } from '@cohort/core'
 import { type FlowJob, FlowProducer, type Job, type JobsOptions, type JobType, Queue } from 'bullmq'
 import { type ConnectionInput, ownRedis, resolveConnection } from './connection.js'
+import { checkOptions, queueOptionNames } from './options.js'
 
 export const defaultQueueName = 'cohort'
 
@@ -91,11 +92,20 @@ export type EnqueueRunOptions = QueueInput & {
   runId?: string
 }
 
+const enqueueOptionNames = [
+  ...queueOptionNames,
+  'runtime',
+  'agent',
+  'task',
+  'runId',
+] as const satisfies readonly (keyof EnqueueRunOptions)[]
+
 /**
  * Writes the run and its idle root agent, then adds the root agent's job. The queue is reached
  * first: a run stored for a queue that cannot take its job would stay running with nothing to run it.
  */
 export async function enqueueRun(options: EnqueueRunOptions): Promise<{ runId: string }> {
+  checkOptions('enqueueRun', options, enqueueOptionNames)
   return withQueue(options, async (queue) => {
     await reachQueue(queue, 'enqueueRun')
     const { runId, rootAgentId } = await options.runtime.prepareRun(
@@ -152,6 +162,12 @@ function answered(queue: Queue): Promise<void> {
 
 export type ResumeRunOptions = QueueInput & { runtime: Runtime; runId: string }
 
+const resumeOptionNames = [
+  ...queueOptionNames,
+  'runtime',
+  'runId',
+] as const satisfies readonly (keyof ResumeRunOptions)[]
+
 /**
  * Re-enqueues the unsettled agents of a stored run whose jobs are gone (after an answer to an
  * input request, or a Redis that lost its queue) as one flow: a parent runs after its children.
@@ -159,6 +175,7 @@ export type ResumeRunOptions = QueueInput & { runtime: Runtime; runId: string }
  * the run would have its agents run twice.
  */
 export async function resumeRun(options: ResumeRunOptions): Promise<{ runId: string; agents: number }> {
+  checkOptions('resumeRun', options, resumeOptionNames)
   return withQueue(options, async (queue) => {
     await reachQueue(queue, 'resumeRun')
     const stored = await options.runtime.store.loadRun(options.runId)
@@ -206,6 +223,12 @@ export function isSettled(agent: AgentRecord): boolean {
 
 export type AnswerRunOptions = ResumeRunOptions & { agentId: string; answer: Answer }
 
+const answerOptionNames = [
+  ...resumeOptionNames,
+  'agentId',
+  'answer',
+] as const satisfies readonly (keyof AnswerRunOptions)[]
+
 /** Job states in which a run still has work queued or running. */
 const liveStates: JobType[] = ['active', 'wait', 'delayed', 'prioritized', 'waiting-children']
 
@@ -218,6 +241,7 @@ const liveStates: JobType[] = ['active', 'wait', 'delayed', 'prioritized', 'wait
  * have finished.
  */
 export async function answerRun(options: AnswerRunOptions): Promise<{ runId: string; agents: number }> {
+  checkOptions('answerRun', options, answerOptionNames)
   return withQueue(options, async (queue) => {
     await reachQueue(queue, 'answerRun')
     // One answer of a run at a time: answers given at once would each find no job in flight, and
@@ -234,7 +258,7 @@ export async function answerRun(options: AnswerRunOptions): Promise<{ runId: str
       try {
         await removeWaitingJobs(queue, options.runId)
         await options.runtime.answer(options.runId, options.agentId, options.answer)
-        return await resumeRun({ ...options, queue })
+        return await resumeRun({ runtime: options.runtime, runId: options.runId, queue })
       } finally {
         await redis.eval(releaseScript, 1, lock, token)
       }

@@ -6,6 +6,7 @@ import {
   type RunStore,
   readRunRecord,
 } from '@cohort/core'
+import { checkOptions } from './options.js'
 
 export interface WaitForRunOptions {
   store: RunStore
@@ -15,11 +16,18 @@ export interface WaitForRunOptions {
   intervalMs?: number
 }
 
+const waitOptionNames = [
+  'store',
+  'timeoutMs',
+  'intervalMs',
+] as const satisfies readonly (keyof WaitForRunOptions)[]
+
 /**
  * Polls the store until the run record is no longer running, and returns it. A run the store
  * does not hold at the first read is RUN_NOT_FOUND at once (`enqueueRun` stores a run before it returns).
  */
 export async function waitForRun(runId: string, options: WaitForRunOptions): Promise<RunRecord> {
+  checkOptions('waitForRun', options, waitOptionNames)
   const timeoutMs = msOption('timeoutMs', options.timeoutMs, 60_000)
   const intervalMs = msOption('intervalMs', options.intervalMs, 50)
   const deadline = Date.now() + timeoutMs

@@ -20,6 +20,7 @@ import {
   segmentJobId,
 } from './jobs.js'
 import { type RedisLimitsOptions, redisLimits } from './limits.js'
+import { checkOptions } from './options.js'
 import { failOnError } from './store-errors.js'
 
 export type CreateWorkerOptions = ConnectionInput & {
@@ -56,6 +57,22 @@ export type CreateWorkerOptions = ConnectionInput & {
    */
   sharedLimits?: false | Omit<RedisLimitsOptions, 'connection' | 'url'>
 }
+
+const workerOptionNames = [
+  'connection',
+  'url',
+  'runtime',
+  'queueName',
+  'concurrency',
+  'lockDuration',
+  'stalledInterval',
+  'maxStalledCount',
+  'dependencyRetryMs',
+  'missingDefinitionWaitMs',
+  'autorun',
+  'onError',
+  'sharedLimits',
+] as const satisfies readonly (keyof CreateWorkerOptions)[]
 
 export interface CohortWorker {
   readonly worker: Worker<SegmentJobData, SegmentJobResult>
@@ -325,6 +342,7 @@ export function createWorker(options: CreateWorkerOptions): CohortWorker {
  * and took a negative lock or a NaN retry without a word.
  */
 function checkWorkerOptions(options: CreateWorkerOptions): void {
+  checkOptions('createWorker', options, workerOptionNames)
   const refuse = (name: string, expected: string, value: unknown) => {
     const got = typeof value === 'string' ? JSON.stringify(value) : String(value)
     throw new InvalidInputError(`createWorker: ${name} must be ${expected}, got ${got}`)
