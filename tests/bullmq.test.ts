@@ -1467,6 +1467,60 @@ test('an option key a call does not take (a typo) is refused, naming it and the 
   }
 })
 
+test('missing or mistyped arguments are InvalidInputErrors saying what was expected, not TypeErrors, with nothing written or queued', async () => {
+  const queueName = uniqueName('cohort-test-q')
+  const queue = openQueue(queueName)
+  const store = memoryStore()
+  const runtime = createRuntime({ agents: flatAgents, model: flatModel(1), store })
+  try {
+    const refusals: [() => Promise<unknown>, RegExp][] = [
+      [
+        () => enqueueRun(null as never),
+        /^enqueueRun: expected an options object \(\{ connection, url, queue, queueName, runtime, agent, task, runId \}\), got null$/,
+      ],
+      [
+        () => enqueueRun({ queue, agent: 'solo', task: 'go' } as never),
+        /^enqueueRun: runtime must be a Runtime made by createRuntime, got undefined$/,
+      ],
+      [
+        () => enqueueRun({ url: redisUrl, queueName: 5, runtime, agent: 'solo', task: 'go' } as never),
+        /^enqueueRun: queueName must be a non-empty string, got number 5$/,
+      ],
+      [
+        () => waitForRun('r1', {} as never),
+        /^waitForRun: store must be a RunStore \(the one the workers write to\), got undefined$/,
+      ],
+      [() => waitForRun('r1', undefined as never), /^waitForRun: expected an options object/],
+      [
+        () => resumeRun({ queue, runId: 'r1' } as never),
+        /^resumeRun: runtime must be a Runtime made by createRuntime/,
+      ],
+      [
+        () => cancelRun({ queue, runId: 'r1', runtime: {} } as never),
+        /^cancelRun: runtime must be a Runtime made by createRuntime, got an object$/,
+      ],
+    ]
+    for (const [call, message] of refusals) {
+      const error = await call().catch((e: unknown) => e)
+      expect(error).toMatchObject({ code: 'INVALID_INPUT' })
+      expect((error as Error).message).toMatch(message)
+    }
+    expect(() => createWorker({ runtime, url: redisUrl, autorun: false, queueName: ['q'] } as never)).toThrow(
+      /^createWorker: queueName must be a non-empty string, got an array$/,
+    )
+    expect(await store.listRuns()).toEqual([])
+
+    // answerRun is refused before it looks at (or takes off) the run's jobs.
+    const { runId } = await enqueueRun({ queue, runtime, agent: 'solo', task: 'go' })
+    await expect(
+      answerRun({ queue, runId, agentId: 'solo', answer: { approve: true } } as never),
+    ).rejects.toThrow(/^answerRun: runtime must be a Runtime made by createRuntime, got undefined$/)
+    expect(await queue.getJobCounts('wait')).toEqual({ wait: 1 })
+  } finally {
+    await dropQueue(queue)
+  }
+})
+
 test('resumeRun of a run whose jobs are still queued is refused, adding no job: a resume tried again would run its agents twice', async () => {
   const queueName = uniqueName('cohort-test-q')
   const queue = openQueue(queueName)

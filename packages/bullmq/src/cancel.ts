@@ -2,7 +2,7 @@ import { InvalidInputError, type RunStatus, type Runtime } from '@cohort/core'
 import type { Queue } from 'bullmq'
 import { ownRedis, resolveConnection } from './connection.js'
 import { liveJobsOf, type QueueInput, reachQueue, topmost, withQueue } from './jobs.js'
-import { checkOptions, queueOptionNames } from './options.js'
+import { checkOptions, checkQueueCall, queueOptionNames } from './options.js'
 
 export type CancelRunOptions = QueueInput & {
   /** A runtime with the run's agents registered (as `enqueueRun`'s), on the run's store. */
@@ -46,6 +46,7 @@ export function cancelChannel(queue: Pick<Queue, 'toKey'>): string {
  */
 export async function cancelRun(options: CancelRunOptions): Promise<CancelRunResult> {
   checkOptions('cancelRun', options, cancelOptionNames)
+  checkQueueCall('cancelRun', options)
   const { runtime, runId, waitMs = 10_000 } = options
   // Checked before anything is cancelled: NaN would leave the wait below without an end.
   if (typeof waitMs !== 'number' || !(waitMs >= 0) || !Number.isFinite(waitMs))

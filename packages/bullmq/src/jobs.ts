@@ -11,7 +11,7 @@ import {
 } from '@cohort/core'
 import { type FlowJob, FlowProducer, type Job, type JobsOptions, type JobType, Queue } from 'bullmq'
 import { type ConnectionInput, ownRedis, resolveConnection } from './connection.js'
-import { checkOptions, queueOptionNames } from './options.js'
+import { checkOptions, checkQueueCall, queueOptionNames } from './options.js'
 
 export const defaultQueueName = 'cohort'
 
@@ -106,6 +106,7 @@ const enqueueOptionNames = [
  */
 export async function enqueueRun(options: EnqueueRunOptions): Promise<{ runId: string }> {
   checkOptions('enqueueRun', options, enqueueOptionNames)
+  checkQueueCall('enqueueRun', options)
   return withQueue(options, async (queue) => {
     await reachQueue(queue, 'enqueueRun')
     const { runId, rootAgentId } = await options.runtime.prepareRun(
@@ -176,6 +177,7 @@ const resumeOptionNames = [
  */
 export async function resumeRun(options: ResumeRunOptions): Promise<{ runId: string; agents: number }> {
   checkOptions('resumeRun', options, resumeOptionNames)
+  checkQueueCall('resumeRun', options)
   return withQueue(options, async (queue) => {
     await reachQueue(queue, 'resumeRun')
     const stored = await options.runtime.store.loadRun(options.runId)
@@ -242,6 +244,7 @@ const liveStates: JobType[] = ['active', 'wait', 'delayed', 'prioritized', 'wait
  */
 export async function answerRun(options: AnswerRunOptions): Promise<{ runId: string; agents: number }> {
   checkOptions('answerRun', options, answerOptionNames)
+  checkQueueCall('answerRun', options)
   return withQueue(options, async (queue) => {
     await reachQueue(queue, 'answerRun')
     // One answer of a run at a time: answers given at once would each find no job in flight, and

@@ -18,3 +18,24 @@ export function checkOptions(
     )
   refuseUnknownOptions(subject, options, new Set(known))
 }
+
+/** Refuses option `name` of `subject`, saying what it must be and what it was. */
+export function refuseOption(subject: string, name: string, expected: string, value: unknown): never {
+  throw new InvalidInputError(`${subject}: ${name} must be ${expected}, got ${describeValue(value)}`)
+}
+
+/**
+ * Refuses a queue name that is no string (BullMQ failed with "name.includes is not a function"),
+ * and, for the calls that write runs, a runtime that is none: answerRun had already taken the
+ * run's waiting jobs off the queue when it reached the runtime.
+ */
+export function checkQueueCall(
+  subject: string,
+  options: { runtime?: unknown; queueName?: unknown },
+  runtime = true,
+): void {
+  if (options.queueName !== undefined && (typeof options.queueName !== 'string' || options.queueName === ''))
+    refuseOption(subject, 'queueName', 'a non-empty string', options.queueName)
+  if (runtime && typeof (options.runtime as { prepareRun?: unknown } | undefined)?.prepareRun !== 'function')
+    refuseOption(subject, 'runtime', 'a Runtime made by createRuntime', options.runtime)
+}

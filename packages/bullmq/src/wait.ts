@@ -6,7 +6,7 @@ import {
   type RunStore,
   readRunRecord,
 } from '@cohort/core'
-import { checkOptions } from './options.js'
+import { checkOptions, refuseOption } from './options.js'
 
 export interface WaitForRunOptions {
   store: RunStore
@@ -28,6 +28,8 @@ const waitOptionNames = [
  */
 export async function waitForRun(runId: string, options: WaitForRunOptions): Promise<RunRecord> {
   checkOptions('waitForRun', options, waitOptionNames)
+  if (typeof (options.store as Partial<RunStore> | undefined)?.loadRun !== 'function')
+    refuseOption('waitForRun', 'store', 'a RunStore (the one the workers write to)', options.store)
   const timeoutMs = msOption('timeoutMs', options.timeoutMs, 60_000)
   const intervalMs = msOption('intervalMs', options.intervalMs, 50)
   const deadline = Date.now() + timeoutMs

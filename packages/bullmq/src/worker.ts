@@ -20,7 +20,7 @@ import {
   segmentJobId,
 } from './jobs.js'
 import { type RedisLimitsOptions, redisLimits } from './limits.js'
-import { checkOptions } from './options.js'
+import { checkOptions, checkQueueCall } from './options.js'
 import { failOnError } from './store-errors.js'
 
 export type CreateWorkerOptions = ConnectionInput & {
@@ -343,6 +343,7 @@ export function createWorker(options: CreateWorkerOptions): CohortWorker {
  */
 function checkWorkerOptions(options: CreateWorkerOptions): void {
   checkOptions('createWorker', options, workerOptionNames)
+  checkQueueCall('createWorker', options, false)
   const refuse = (name: string, expected: string, value: unknown) => {
     const got = typeof value === 'string' ? JSON.stringify(value) : String(value)
     throw new InvalidInputError(`createWorker: ${name} must be ${expected}, got ${got}`)
