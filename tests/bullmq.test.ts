@@ -1,6 +1,6 @@
 import type { ChildProcess } from 'node:child_process'
 import { mkdtemp, readFile, rm } from 'node:fs/promises'
-import { type AddressInfo, createServer } from 'node:net'
+import { type AddressInfo, connect, createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import {
@@ -1520,6 +1520,42 @@ test('missing or mistyped arguments are InvalidInputErrors saying what was expec
     await dropQueue(queue)
   }
 })
+
+test("answerRun and cancelRun fail with their own Redis client's connection error, printing no unhandled error event", async () => {
+  // A proxy to Redis that drops every connection opened after the queue's: Redis gone mid-call.
+  let open = true
+  const target = new URL(redisUrl)
+  const proxy = createServer((socket) => {
+    if (!open) return socket.destroy()
+    const upstream = connect(Number(target.port || 6379), target.hostname)
+    socket.pipe(upstream).pipe(socket)
+    socket.on('error', () => upstream.destroy())
+    upstream.on('error', () => socket.destroy())
+  })
+  await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve))
+  const { port } = proxy.address() as AddressInfo
+  const queue = openQueue(uniqueName('cohort-test-q'), `redis://127.0.0.1:${port}`)
+  const printed = vi.spyOn(console, 'error').mockImplementation(() => {})
+  const store = memoryStore()
+  const runtime = createRuntime({ agents: flatAgents, model: flatModel(1), store })
+  try {
+    await queue.waitUntilReady()
+    const { runId } = await enqueueRun({ queue, runtime, agent: 'solo', task: 'go' })
+    open = false
+    await expect(
+      answerRun({ queue, runtime, runId, agentId: 'solo', answer: { approve: true } }),
+    ).rejects.toThrow()
+    await expect(cancelRun({ queue, runtime, runId, waitMs: 0 })).rejects.toThrow()
+    await new Promise((resolve) => setTimeout(resolve, 300))
+    expect(printed.mock.calls.flat().join(' ')).not.toMatch(/Unhandled error event/)
+  } finally {
+    printed.mockRestore()
+    open = true
+    await queue.obliterate({ force: true })
+    await queue.close()
+    proxy.close()
+  }
+}, 20_000)
 
 test('resumeRun of a run whose jobs are still queued is refused, adding no job: a resume tried again would run its agents twice', async () => {
   const queueName = uniqueName('cohort-test-q')

@@ -1,6 +1,6 @@
 import { InvalidInputError, type RunStatus, type Runtime } from '@cohort/core'
 import type { Queue } from 'bullmq'
-import { ownRedis, resolveConnection } from './connection.js'
+import { resolveConnection, withOwnRedis } from './connection.js'
 import { liveJobsOf, type QueueInput, reachQueue, topmost, withQueue } from './jobs.js'
 import { checkOptions, checkQueueCall, queueOptionNames } from './options.js'
 
@@ -54,12 +54,9 @@ export async function cancelRun(options: CancelRunOptions): Promise<CancelRunRes
   return withQueue(options, async (queue) => {
     await reachQueue(queue, 'cancelRun')
     const { record, alreadyEnded } = await runtime.cancelStored(runId, options.reason)
-    const redis = ownRedis(options.queue?.opts.connection ?? resolveConnection(options))
-    try {
-      await redis.publish(cancelChannel(queue), runId)
-    } finally {
-      redis.disconnect()
-    }
+    await withOwnRedis(options.queue?.opts.connection ?? resolveConnection(options), (redis) =>
+      redis.publish(cancelChannel(queue), runId),
+    )
     await removeRunJobs(queue, runId, waitMs)
     return { runId, status: record.status as CancelRunResult['status'], alreadyEnded }
   })

@@ -38,3 +38,26 @@ export function ownRedis(connection: ConnectionOptions): Redis {
     ? (connection.duplicate({ lazyConnect: true }) as Redis)
     : new Redis({ ...(connection as RedisOptions), lazyConnect: true })
 }
+
+/**
+ * Runs `use` on a client of its own (`ownRedis`), disconnected after. Its first connection error
+ * fails the call: without a listener ioredis printed it as an unhandled error event, and retried
+ * the command without end.
+ */
+export async function withOwnRedis<T>(
+  connection: ConnectionOptions,
+  use: (redis: Redis) => Promise<T>,
+): Promise<T> {
+  const redis = ownRedis(connection)
+  let onError!: (error: Error) => void
+  const failed = new Promise<never>((_, reject) => {
+    onError = reject
+  })
+  failed.catch(() => {})
+  redis.on('error', onError)
+  try {
+    return await Promise.race([use(redis), failed])
+  } finally {
+    redis.disconnect()
+  }
+}

@@ -10,7 +10,7 @@ import {
   type Runtime,
 } from '@cohort/core'
 import { type FlowJob, FlowProducer, type Job, type JobsOptions, type JobType, Queue } from 'bullmq'
-import { type ConnectionInput, ownRedis, resolveConnection } from './connection.js'
+import { type ConnectionInput, resolveConnection, withOwnRedis } from './connection.js'
 import { checkOptions, checkQueueCall, queueOptionNames } from './options.js'
 
 export const defaultQueueName = 'cohort'
@@ -249,10 +249,9 @@ export async function answerRun(options: AnswerRunOptions): Promise<{ runId: str
     await reachQueue(queue, 'answerRun')
     // One answer of a run at a time: answers given at once would each find no job in flight, and
     // each enqueue the whole run again (every agent, and every approved tool, once per answer).
-    const redis = ownRedis(options.queue?.opts.connection ?? resolveConnection(options))
     const lock = queue.toKey(`answering:${options.runId}`)
     const token = randomUUID()
-    try {
+    return withOwnRedis(options.queue?.opts.connection ?? resolveConnection(options), async (redis) => {
       if ((await redis.set(lock, token, 'PX', answerLockMs, 'NX')) !== 'OK') {
         throw new InvalidInputError(
           `run ${options.runId} is being answered by another call: answer once its jobs have finished`,
@@ -265,9 +264,7 @@ export async function answerRun(options: AnswerRunOptions): Promise<{ runId: str
       } finally {
         await redis.eval(releaseScript, 1, lock, token)
       }
-    } finally {
-      redis.disconnect()
-    }
+    })
   })
 }
 

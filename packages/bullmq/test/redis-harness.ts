@@ -48,8 +48,8 @@ export async function deleteKeys(prefix: string): Promise<void> {
   }
 }
 
-export function openQueue(name: string): Queue {
-  return new Queue(name, { connection: redisOptionsFromUrl(redisUrl) })
+export function openQueue(name: string, url = redisUrl): Queue {
+  return new Queue(name, { connection: redisOptionsFromUrl(url) })
 }
 
 /** Removes a queue's jobs and keys, then closes it. */
