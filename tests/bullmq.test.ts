@@ -1543,7 +1543,7 @@ test("answerRun and cancelRun fail with their own Redis client's connection erro
     const { runId } = await enqueueRun({ queue, runtime, agent: 'solo', task: 'go' })
     open = false
     await expect(
-      answerRun({ queue, runtime, runId, agentId: 'solo', answer: { approve: true } }),
+      answerRun({ queue, runtime, runId, agentId: 'solo', answer: { payload: 'x' } }),
     ).rejects.toThrow()
     await expect(cancelRun({ queue, runtime, runId, waitMs: 0 })).rejects.toThrow()
     await new Promise((resolve) => setTimeout(resolve, 300))
