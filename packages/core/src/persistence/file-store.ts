@@ -114,13 +114,25 @@ export function fileStore(dir: string, options: FileStoreOptions = {}): KeepingS
   }
 
   const removeRun = async (runId: RunId) => {
-    await rm(runDir(runId), { recursive: true, force: true })
+    // Moved aside in one step, then removed: a claim let go of meanwhile wrote its lock into the
+    // folder under rm, whose last rmdir failed (ENOTEMPTY) and left the run half removed. Its
+    // owner now finds no folder, which holds no claim. A name with a dot is never a run's.
+    const aside = path.join(root, `.removing-${runId}-${process.pid}-${Math.random().toString(36).slice(2)}`)
+    try {
+      await rename(runDir(runId), aside)
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return
+      throw error
+    }
+    await rm(aside, { recursive: true, force: true })
   }
 
   /** The names of the run folders. */
   const runFolders = async () => {
     const entries = await readdir(root, { withFileTypes: true }).catch(() => [])
-    return entries.filter((entry) => entry.isDirectory()).map((entry) => entry.name)
+    return entries
+      .filter((entry) => entry.isDirectory() && !entry.name.startsWith('.'))
+      .map((entry) => entry.name)
   }
 
   /** The run records of these folders that can be read; a folder without one is left out. */

@@ -178,3 +178,33 @@ test('fileStore: renewing the claim of a run its retention removed answers no cl
     await rm(dir, { recursive: true, force: true })
   }
 })
+
+test('fileStore: a run removed while its owner lets go of its claim is removed whole, and neither call fails', async () => {
+  const dir = await mkdtemp(path.join(tmpdir(), 'cohort-remove-release-'))
+  try {
+    const store = fileStore(dir)
+    const failures: string[] = []
+    for (let trial = 0; trial < 40; trial++) {
+      const runId = `run${trial}`
+      await store.claimRun!(runId, { owner: 'a', until: Date.now() + 60_000 })
+      await store.saveRun(makeRunRecord(runId))
+      // Files enough that the removal takes a while; the release writes its lock into the folder
+      // meanwhile (rm -r's last rmdir then failed with ENOTEMPTY, and the folder was left half removed).
+      await mkdir(path.join(dir, runId, 'agents'))
+      await Promise.all(
+        Array.from({ length: 300 }, (_, index) =>
+          writeFile(path.join(dir, runId, 'agents', `a${index}.json`), '{}'),
+        ),
+      )
+      const settled = await Promise.allSettled([
+        store.deleteRun(runId),
+        new Promise((resolve) => setTimeout(resolve, trial % 4)).then(() => store.releaseRun!(runId, 'a')),
+      ])
+      for (const result of settled) if (result.status === 'rejected') failures.push(String(result.reason))
+    }
+    expect(failures).toEqual([])
+    expect(await readdir(dir)).toEqual([])
+  } finally {
+    await rm(dir, { recursive: true, force: true })
+  }
+}, 60_000)
