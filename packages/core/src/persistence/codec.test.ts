@@ -132,10 +132,11 @@ describe('encodeRecord', () => {
     })
     const decoded = decodeAgentRecord(encodeRecord(rich), 'test').snapshot.context
     expect(decoded.result).toEqual({ at: new Date(5), items: new Set([1]), constructor: 'Point' })
-    // superjson's reader drops an own `__proto__` key (and sets no prototype with it); the rest is kept.
+    // An own `__proto__` key is kept as one, as the plain JSON path keeps it, and sets no prototype.
     const readArgs = (decoded.pending[0] as { args: object }).args
-    expect(JSON.stringify(readArgs)).toBe('{"constructor":"Point","prototype":{"x":1}}')
+    expect(JSON.stringify(readArgs)).toBe('{"constructor":"Point","prototype":{"x":1},"__proto__":{"y":2}}')
     expect(Object.getPrototypeOf(readArgs)).toBe(Object.prototype)
+    expect(Object.hasOwn(readArgs, '__proto__')).toBe(true)
     expect(decoded.answers).toEqual({ c0: { payload: { prototype: 'kept', when: new Date(6) } } })
     expect(({} as Record<string, unknown>).y).toBeUndefined()
   })

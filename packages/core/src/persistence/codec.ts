@@ -353,7 +353,12 @@ function parseRecord(text: string): unknown {
   const parsed = JSON.parse(text) as unknown
   if (parsed === null || typeof parsed !== 'object' || !('$superjson' in parsed)) return parsed
   const { $superjson: meta, ...json } = parsed as { $superjson: Serialized['meta'] }
-  return superjson.deserialize({ json: json as Serialized['json'], ...(meta !== undefined && { meta }) })
+  // In place: its copy of the JSON dropped an own `__proto__` key (a model's tool arguments may
+  // hold one), which the plain path keeps; a resumed run would see other arguments than the live one.
+  return superjson.deserialize(
+    { json: json as Serialized['json'], ...(meta !== undefined && { meta }) },
+    { inPlace: true },
+  )
 }
 
 /** Refuses run ids that could escape a folder or a key space (`../x`, `a/b`, empty). */
