@@ -84,6 +84,18 @@ describe('cohort serve: HTTP API and event stream', () => {
       status: 400,
       body: { error: 'run ship-1 has no agent "ghost"' },
     })
+    // A long call or agent id is quoted by its start, not sent back whole.
+    expect((await api('POST', approve, { callId: 'c'.repeat(900_000) })).body.error).toMatch(
+      /^agent operator of run ship-1 is not waiting for approval of call "c{80}" \(/,
+    )
+    const longAgent = 'g'.repeat(5000)
+    expect(await api('POST', `${server.url}api/runs/ship-1/agents/${longAgent}/approve`, { callId })).toEqual(
+      { status: 400, body: { error: `run ship-1 has no agent "${'g'.repeat(80)}"` } },
+    )
+    expect(await api('GET', `${server.url}api/runs/ship-1/agents/${longAgent}`)).toEqual({
+      status: 404,
+      body: { error: `run ship-1 has no agent "${'g'.repeat(80)}"` },
+    })
     expect(await api('POST', approve, { callId })).toEqual({
       status: 202,
       body: { runId: 'ship-1', agentId: 'operator', approved: callId },

@@ -88,7 +88,7 @@ export function registerApi(app: OpenAPIHono<ServerEnv>, host: ApiHost): void {
     const agent = await readAgentRecord(runtime.store, runId, agentId)
     if (!agent) {
       if (!(await readRunRecord(runtime.store, runId))) throw notFound(runId)
-      throw new HttpError(404, `run ${runId} has no agent "${agentId}"`)
+      throw new HttpError(404, `run ${runId} has no agent "${agentId.slice(0, 80)}"`)
     }
     return json(c, agentDetail(agent), 200)
   })

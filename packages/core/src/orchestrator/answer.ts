@@ -21,7 +21,7 @@ export async function answerStored(run: Orchestrator, agentId: string, answer: A
     throw new InvalidInputError(alreadyEnded(`run ${run.runId}`, runRecord.status))
   }
   const record = await run.reads.agentRecord(agentId)
-  if (!record) throw new InvalidInputError(`run ${run.runId} has no agent "${agentId}"`)
+  if (!record) throw new InvalidInputError(`run ${run.runId} has no agent "${String(agentId).slice(0, 80)}"`)
   run.adoptRecord(runRecord)
   // Changed here and written, never run: the host runs it again.
   const entry = run.restoreAgent(record, 'remote')

@@ -66,7 +66,9 @@ export class RunControl {
 
   private live(agentId: string): AgentEntry {
     const entry = this.run.registry.get(agentId)
-    if (!entry) throw new InvalidInputError(`run ${this.run.runId} has no agent "${agentId}"`)
+    // Ids from outside (a server's URL or body) are quoted by their start: a long one is not sent back whole.
+    if (!entry)
+      throw new InvalidInputError(`run ${this.run.runId} has no agent "${String(agentId).slice(0, 80)}"`)
     // A cancelled run's agents end as failed: the run's status says why.
     const ended = this.run.isSettled ? this.run.record?.status : undefined
     if (ended) throw new InvalidInputError(alreadyEnded(`run ${this.run.runId}`, ended))
@@ -90,7 +92,7 @@ export class RunControl {
         ? `it waits for ${awaiting.kind} of call "${awaiting.callId}"`
         : this.state(entry)
       throw new InvalidInputError(
-        `agent ${agentId} of run ${this.run.runId} is not waiting for approval of call "${callId}" (${waitsOn})`,
+        `agent ${agentId} of run ${this.run.runId} is not waiting for approval of call "${callId.slice(0, 80)}" (${waitsOn})`,
       )
     }
     return entry
