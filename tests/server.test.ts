@@ -202,6 +202,30 @@ describe('cohort serve: HTTP API and event stream', () => {
       // A long id is quoted by its start, not sent back whole.
       ['GET', `${runs}/${'a'.repeat(5000)}`, undefined, undefined, 400, /^runId: invalid run id "a{80}": /],
       ['GET', `${runs}/nosuch`, undefined, undefined, 404, /run nosuch is not in the store/],
+      [
+        'POST',
+        runs,
+        { agent: 'n'.repeat(900_000), task: 'x' },
+        undefined,
+        400,
+        /^unknown agent "n{80}"; registered agents: operator$/,
+      ],
+      [
+        'GET',
+        `${runs}?status=${'z'.repeat(5000)}`,
+        undefined,
+        undefined,
+        400,
+        /^status "z{80}" is not one of/,
+      ],
+      [
+        'GET',
+        `${runs}?offset=${'x'.repeat(5000)}`,
+        undefined,
+        undefined,
+        400,
+        /^offset must be a non-negative integer, got "x{80}"$/,
+      ],
       ['GET', `${runs}?status=done`, undefined, undefined, 400, /status "done" is not one of/],
       ['GET', `${runs}?limit=0`, undefined, undefined, 400, /limit must be between 1 and 1000/],
       [

@@ -27,7 +27,9 @@ const agentParams = runParams.extend({
 function count(name: string) {
   return z
     .string()
-    .regex(/^\d{1,15}$/, { error: (issue) => `${name} must be a non-negative integer, got "${issue.input}"` })
+    .regex(/^\d{1,15}$/, {
+      error: (issue) => `${name} must be a non-negative integer, got "${String(issue.input).slice(0, 80)}"`,
+    })
     .transform(Number)
     .optional()
     .openapi({ param: { name, in: 'query' } })
@@ -54,7 +56,7 @@ const listQuery = strictQuery({
       ctx.issues.push({
         code: 'custom',
         input: text,
-        message: `status "${bad}" is not one of ${runStatuses.join(', ')}`,
+        message: `status "${bad.slice(0, 80)}" is not one of ${runStatuses.join(', ')}`,
       })
       return z.NEVER
     })

@@ -121,7 +121,10 @@ export function createRuntime(options: RuntimeOptions): Runtime {
 function checkStart(definitions: RuntimeParts['definitions'], agent: string, task: string): void {
   if (!definitions.has(agent) || agent === planAgentName) {
     const names = [...definitions.keys()].filter((name) => name !== planAgentName)
-    throw new InvalidInputError(`unknown agent "${agent}"; registered agents: ${names.join(', ')}`)
+    // Quoted by its start: a name from a request's body may be as long as the body.
+    throw new InvalidInputError(
+      `unknown agent "${String(agent).slice(0, 80)}"; registered agents: ${names.join(', ')}`,
+    )
   }
   if (typeof task !== 'string' || task.trim() === '') {
     throw new InvalidInputError('task must be a non-empty string')
