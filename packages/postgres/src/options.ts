@@ -1,4 +1,4 @@
-import { InvalidInputError, type RunRetention, type RunStore } from '@cohort/core'
+import { InvalidInputError, type KeepingStore, type RunRetention } from '@cohort/core'
 import type pg from 'pg'
 
 export interface PostgresStoreOptions {
@@ -16,14 +16,13 @@ export interface PostgresStoreOptions {
   retention?: RunRetention
 }
 
-/** A `RunStore` whose optional reads, `deleteRun` and `prune` are always there. */
-export type PostgresStore = RunStore &
-  Required<Pick<RunStore, 'loadAgent' | 'loadRunRecord' | 'deleteRun' | 'prune'>> & {
-    /** Creates or upgrades the schema now; otherwise it happens on first use. */
-    migrate(): Promise<void>
-    /** Ends the pool the store created; a pool passed in is left open. */
-    close(): Promise<void>
-  }
+/** A `RunStore` whose optional reads, `deleteRun`, `prune` and claims are always there, as fileStore's and redisStore's. */
+export type PostgresStore = KeepingStore & {
+  /** Creates or upgrades the schema now; otherwise it happens on first use. */
+  migrate(): Promise<void>
+  /** Ends the pool the store created; a pool passed in is left open. */
+  close(): Promise<void>
+}
 
 const schemaPattern = /^[a-z_][a-z0-9_]{0,62}$/
 

@@ -4,6 +4,7 @@ import {
   defineTool,
   encodeRecord,
   InvalidInputError,
+  type KeepingStore,
   type Run,
   SnapshotError,
   StoreError,
@@ -391,6 +392,17 @@ suite('postgresStore', () => {
       }
     },
   )
+
+  test('claims are part of its type, as on every store of Cohort: claimRun and releaseRun need no `!`', async () => {
+    const { store } = open()
+    // Typed as the other stores (KeepingStore): this line type-checks only if claims are always there.
+    const keeping: KeepingStore = store
+    const until = Date.now() + 30_000
+    expect(await keeping.claimRun('claimed', { owner: 'a', until })).toEqual({ owner: 'a', until })
+    expect(await store.claimRun('claimed', { owner: 'b', until })).toEqual({ owner: 'a', until })
+    await store.releaseRun('claimed', 'a')
+    expect(await store.claimRun('claimed', { owner: 'b', until })).toEqual({ owner: 'b', until })
+  })
 
   test('a pool passed in is used and left open', async () => {
     const schema = freshSchema()
