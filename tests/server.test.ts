@@ -1,7 +1,7 @@
 import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
-import { type CohortServer, startServer } from '@cohort/cli'
+import { type CohortServer, type Refusal, startServer } from '@cohort/cli'
 import {
   type CohortEvent,
   createRuntime,
@@ -13,7 +13,6 @@ import {
 import { afterEach, beforeEach, describe, expect, test } from 'vitest'
 import WebSocket from 'ws'
 import { refusalLine } from '../packages/cli/src/serve-console.js'
-import type { Refusal } from '../packages/cli/src/server/errors.js'
 import { approvalRuntime } from './fixtures/approval-scenario.js'
 import { collect, repoRoot, spawnTs } from './support/processes.js'
 import { frames, openRaw, send, sendWithHeaders } from './support/raw-http.js'
