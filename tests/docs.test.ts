@@ -8,6 +8,7 @@ import * as core from '@cohort/core'
 import * as openai from '@cohort/openai'
 import * as postgres from '@cohort/postgres'
 import { describe, expect, test } from 'vitest'
+import { agentSummaryShape } from '../packages/cli/src/server/api-shapes.js'
 import { cohortEventTypes } from '../packages/core/src/events/types.js'
 import { repoRoot } from './support/processes.js'
 
@@ -127,5 +128,19 @@ describe('the docs and the code name the same things', () => {
       .filter((name) => !['ts', 'test'].includes(name))
     expect(runtimeMembers.filter((name) => !(name in runtime))).toEqual([])
     await runtime.shutdown()
+  })
+
+  test("docs/server.md's AgentSummary names the fields the API answers with", async () => {
+    const guide = await read('docs/server.md')
+    const written = /`AgentSummary` is `\{([\s\S]+?)\}`;/.exec(guide)?.[1]
+    expect(written, 'the sentence of docs/server.md that gives AgentSummary').toBeDefined()
+    // Top-level fields only: what is inside a field's own braces or parentheses is its detail.
+    let flat = written!
+    for (let before = ''; before !== flat; ) {
+      before = flat
+      flat = flat.replace(/\{[^{}]*\}|\([^()]*\)/g, '')
+    }
+    const fields = flat.split(',').map((field) => /^\s*(\w+)/.exec(field)![1]!)
+    expect(fields.sort()).toEqual(Object.keys(agentSummaryShape.shape).sort())
   })
 })
