@@ -5,6 +5,10 @@ import { type CohortServer, startServer } from '@cohort/cli'
 import { afterEach, beforeEach, describe, expect, test } from 'vitest'
 import type { z } from 'zod'
 import { routes } from '../packages/cli/src/server/api-routes.js'
+import { awaitingShape, processShape, runRecordShape } from '../packages/cli/src/server/api-shapes.js'
+import { awaitingSchema } from '../packages/core/src/agent/context.js'
+import { processRecordSchema } from '../packages/core/src/models/process-record.js'
+import { runRecordSchema } from '../packages/core/src/persistence/records.js'
 import { approvalRuntime } from './fixtures/approval-scenario.js'
 import { waitUntil } from './support/scripts.js'
 
@@ -76,5 +80,13 @@ describe('the HTTP API answers as its OpenAPI document says', () => {
     expect((await call(routes.resumeRun, { runId: 'nope' })).status).toBe(404)
     expect((await call(routes.startRun, {}, { task: 'cancel me', runId: 'ship-2' })).status).toBe(201)
     expect((await call(routes.cancelRun, { runId: 'ship-2' })).status).toBe(200)
+  })
+
+  test('the RunRecord, Awaiting and ProcessRecord it describes have every field of the stored records it answers with', () => {
+    // The API hands stored run records over as they are: a field the store has and the document
+    // lacks is one a client cannot know of.
+    expect(Object.keys(runRecordShape.shape).sort()).toEqual(Object.keys(runRecordSchema.shape).sort())
+    expect(Object.keys(awaitingShape.shape).sort()).toEqual(Object.keys(awaitingSchema.shape).sort())
+    expect(Object.keys(processShape.shape).sort()).toEqual(Object.keys(processRecordSchema.shape).sort())
   })
 })

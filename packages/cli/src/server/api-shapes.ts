@@ -29,6 +29,10 @@ export const runRecordShape = z
       .number()
       .optional()
       .openapi({ description: 'the most agents busy at once, as of the last detach or the end' }),
+    distributed: z
+      .literal(true)
+      .optional()
+      .openapi({ description: 'run in segments by distributed workers (@cohort/bullmq): resume refuses it' }),
     continuedFrom: z
       .object({ runId: z.string(), agentId: z.string() })
       .optional()
