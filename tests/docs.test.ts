@@ -143,4 +143,19 @@ describe('the docs and the code name the same things', () => {
     const fields = flat.split(',').map((field) => /^\s*(\w+)/.exec(field)![1]!)
     expect(fields.sort()).toEqual(Object.keys(agentSummaryShape.shape).sort())
   })
+
+  test('every error code the guides name is one the code raises', async () => {
+    const text = await guides()
+    // Environment variables are written the same way; they are not codes.
+    const env = /^(COHORT|OPENAI|DATABASE|REDIS|NO)_/
+    const codes = [...new Set([...text.matchAll(/`([A-Z][A-Z_]{3,})`/g)].map(([, code]) => code!))].filter(
+      (code) => !env.test(code),
+    )
+    expect(codes.length).toBeGreaterThan(5)
+    const sources: string[] = []
+    for (const pkg of packages)
+      for (const file of await modules(pkg)) sources.push(await read(`packages/${pkg}/src/${file}`))
+    const source = sources.join('\n')
+    expect(codes.filter((code) => !source.includes(`'${code}'`))).toEqual([])
+  })
 })
