@@ -158,4 +158,22 @@ describe('the docs and the code name the same things', () => {
     const source = sources.join('\n')
     expect(codes.filter((code) => !source.includes(`'${code}'`))).toEqual([])
   })
+
+  test('every test the guides name as a proof exists, with the title they give', async () => {
+    const text = await guides()
+    const cited = [
+      ...text.matchAll(/`((?:tests|packages)\/[\w/.-]+\.test\.ts)` › ((?:"[^"]+"(?:,? (?:and )?)?)+)/g),
+    ]
+    expect(cited.length).toBeGreaterThan(5)
+    const missing: string[] = []
+    for (const [, file, titles] of cited) {
+      const source = await read(file!).catch(() => '')
+      for (const [, title] of titles!.matchAll(/"([^"]+)"/g)) {
+        // A title cut short ends with "…"; the test's own title begins with what is given.
+        const given = title!.replace(/…$/, '')
+        if (!source.includes(given)) missing.push(`${file} › ${title}`)
+      }
+    }
+    expect(missing).toEqual([])
+  })
 })
