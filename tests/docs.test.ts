@@ -9,7 +9,7 @@ import * as openai from '@cohort/openai'
 import * as postgres from '@cohort/postgres'
 import { describe, expect, test } from 'vitest'
 import { agentSummaryShape } from '../packages/cli/src/server/api-shapes.js'
-import { cohortEventTypes } from '../packages/core/src/events/types.js'
+import { cohortEventTypes } from '../packages/core/src/index.js'
 import { repoRoot } from './support/processes.js'
 
 const packages = ['core', 'openai', 'postgres', 'bullmq', 'cli']

@@ -28,7 +28,14 @@ export {
 export { describeEvent, type EventCategory, type EventLine } from './events/describe-event.js'
 export { EventBus, type EventListener } from './events/event-bus.js'
 export { consoleColors, createLogger, type EventSink, type LoggerOptions } from './events/logger.js'
-export type { AgentEvent, CohortEvent, CohortEventType, PersonAnswer, RunEvent } from './events/types.js'
+export {
+  type AgentEvent,
+  type CohortEvent,
+  type CohortEventType,
+  cohortEventTypes,
+  type PersonAnswer,
+  type RunEvent,
+} from './events/types.js'
 export {
   type CommandModelOptions,
   type CommandOutput,
