@@ -197,3 +197,27 @@ test('the inspect and research DAG examples, with a key the endpoint refuses, sa
     await api.close()
   }
 }, 60_000)
+
+test('the parallel benchmark, with a key the endpoint refuses, says so in one line, prints no table and exits 1', async () => {
+  const api = await startOpenAIServer(() => ({
+    json: { error: { message: 'Incorrect API key provided', code: 'invalid_api_key' } },
+    status: 401,
+  }))
+  try {
+    const env = {
+      OPENAI_API_KEY: 'sk-bad',
+      OPENAI_BASE_URL: api.baseURL,
+      COHORT_MODEL: 'm',
+      COHORT_DEMO_SCALE: '0.2',
+    }
+    const { code, stdout, stderr } = await collect(spawnTs('examples/parallel-benchmark/main.ts', [], env))
+    expect(code).toBe(1)
+    expect(stderr).toMatch(
+      /^The benchmark failed in "3 independent agents": step "memory" failed: model m: HTTP 401: Incorrect API key provided$/m,
+    )
+    // Times of steps that never ran are no speedup.
+    expect(stdout).not.toMatch(/Speedup|×/)
+  } finally {
+    await api.close()
+  }
+}, 60_000)

@@ -69,13 +69,26 @@ const scenarios: { name: string; plan: Plan }[] = [
   },
 ]
 
-/** Runs `plan` one agent at a time, each as its own run, in dependency order. */
-async function sequential(plan: Plan): Promise<number> {
-  const started = performance.now()
+/** The first worker step of `result` that failed, as one line; the "broken" step fails on purpose. */
+function failedWorker(plan: Plan, result: unknown): string | undefined {
   for (const agentStep of plan.agents) {
-    await runtime.runPlan({ agents: [{ ...agentStep, depends_on: [] }] }).result
+    if (agentStep.agent !== 'worker') continue
+    const value = (result as Record<string, unknown>)[agentStep.id]
+    const message = (value as { error?: { message?: string } } | undefined)?.error?.message
+    if (message !== undefined) return `step "${agentStep.id}" failed: ${message}`
   }
-  return performance.now() - started
+  return undefined
+}
+
+/** Runs `plan` one agent at a time, each as its own run, in dependency order. */
+async function sequential(plan: Plan): Promise<{ ms: number; failure: string | undefined }> {
+  const started = performance.now()
+  let failure: string | undefined
+  for (const agentStep of plan.agents) {
+    const result = await runtime.runPlan({ agents: [{ ...agentStep, depends_on: [] }] }).result
+    failure ??= failedWorker(plan, result)
+  }
+  return { ms: performance.now() - started, failure }
 }
 
 async function parallel(plan: Plan): Promise<{ ms: number; result: unknown }> {
@@ -88,8 +101,14 @@ const rows: string[] = []
 for (const scenario of scenarios) {
   const seq = await sequential(scenario.plan)
   const par = await parallel(scenario.plan)
+  // Times of steps that failed (a bad key, an unreachable endpoint) are no benchmark: said in one line.
+  const failure = seq.failure ?? failedWorker(scenario.plan, par.result)
+  if (failure) {
+    console.error(`The benchmark failed in "${scenario.name}": ${failure}`)
+    process.exit(1)
+  }
   rows.push(
-    `| ${scenario.name.padEnd(38)} | ${(seq / 1000).toFixed(2).padStart(9)} s | ${(par.ms / 1000).toFixed(2).padStart(7)} s | ${(seq / par.ms).toFixed(1).padStart(6)}× |`,
+    `| ${scenario.name.padEnd(38)} | ${(seq.ms / 1000).toFixed(2).padStart(9)} s | ${(par.ms / 1000).toFixed(2).padStart(7)} s | ${(seq.ms / par.ms).toFixed(1).padStart(6)}× |`,
   )
   console.error(`${scenario.name}: ${JSON.stringify(par.result)}`)
 }
