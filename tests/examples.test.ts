@@ -128,8 +128,33 @@ test('the demo runs on a real endpoint when OPENAI_API_KEY is set', async () => 
     expect(code, stderr).toBe(0)
     expect(stdout).toMatch(/Cohort demo on local-model/)
     expect(stdout).toMatch(/Result: "both workers slept"/)
+    // The times of the workers the model launched (0.1 s and 0.3 s naps), not the offline script's 3 s and 8 s.
+    const [, sum, longest] =
+      /2 workers: one after the other would take ([\d.]+) s; the longest took ([\d.]+) s/.exec(stdout) ?? []
+    expect(Number(longest)).toBeGreaterThanOrEqual(0.3)
+    expect(Number(sum)).toBeGreaterThanOrEqual(0.4)
+    expect(Number(sum)).toBeLessThan(3)
     expect(api.requests).toHaveLength(6)
     expect(api.requests.every((request) => request.body.model === 'local-model')).toBe(true)
+  } finally {
+    await api.close()
+    await rm(cwd, { recursive: true, force: true })
+  }
+}, 60_000)
+
+test('the demo on a model that finishes without launching workers says so, with no worker times', async () => {
+  const api = await startOpenAIServer(() => ({
+    json: completion({ toolCalls: [{ name: 'finish', arguments: { result: 'nothing to do' } }] }),
+  }))
+  const cwd = await mkdtemp(path.join(tmpdir(), 'cohort-demo-'))
+  try {
+    const env = { OPENAI_API_KEY: 'sk-local', OPENAI_BASE_URL: api.baseURL, COHORT_MODEL: 'm', INIT_CWD: cwd }
+    const { code, stdout, stderr } = await collect(
+      spawnTs('examples/async-parallel-agents/main.ts', [], env, cwd),
+    )
+    expect(code, stderr).toBe(0)
+    expect(stdout).toMatch(/^Total time: [\d.]+ s \(the lead launched no workers\)$/m)
+    expect(stdout).not.toMatch(/would take|longest/)
   } finally {
     await api.close()
     await rm(cwd, { recursive: true, force: true })

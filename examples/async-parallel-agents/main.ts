@@ -91,8 +91,18 @@ const result = await run.result.catch(async (error: unknown) => {
 const seconds = (performance.now() - started) / 1000
 
 console.log('\nResult:', JSON.stringify(result, null, 2))
+// From the workers that ran, as measured: a real model may launch other naps, or none.
+const workers = run
+  .metrics()
+  .perAgent.filter((agent) => agent.name === 'worker')
+  .map((agent) => agent.durationMs / 1000)
+const sum = workers.reduce((total, worker) => total + worker, 0)
 console.log(
-  `\nTotal time: ${seconds.toFixed(2)} s (sequential would take ${naps[0]! + naps[1]!} s; the longest worker takes ${naps[1]} s)`,
+  `\nTotal time: ${seconds.toFixed(2)} s ${
+    workers.length === 0
+      ? '(the lead launched no workers)'
+      : `(${workers.length} worker${workers.length === 1 ? '' : 's'}: one after the other would take ${sum.toFixed(2)} s; the longest took ${Math.max(...workers).toFixed(2)} s)`
+  }`,
 )
 const shown = path.relative(process.env.INIT_CWD ?? process.cwd(), home) || '.'
 console.log(
