@@ -129,6 +129,10 @@ describe('cohort CLI', () => {
     expect(fileDir.stderr).toMatch(
       /the cohort folder afile \(--dir or COHORT_DIR\) is a file; expected a folder/,
     )
+    // A store that cannot be reached is the environment's, not a failed run (exit 1): exit 2, saying where.
+    const unreachable = await run(['--store', 'postgres://127.0.0.1:1/x', 'ls'])
+    expect(unreachable.code).toBe(2)
+    expect(unreachable.stderr).toMatch(/^cohort: postgres store \(127\.0\.0\.1:1\/x, .*ECONNREFUSED/m)
     const helpUnknown = await run(['help', 'nope'])
     expect(helpUnknown.code).toBe(2)
     expect(helpUnknown.stderr).toMatch(/unknown command "nope"; expected one of run, parallel, ls/)

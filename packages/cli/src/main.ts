@@ -18,7 +18,8 @@ import { type ServeOptions, serveCommand } from './serve.js'
 const defaultDir = '.cohort'
 
 /**
- * Exit codes: 0 done, 1 the run failed or was cancelled, 2 bad usage or input, 3 the run is
+ * Exit codes: 0 done, 1 the run failed or was cancelled, 2 bad usage or input (a store that cannot
+ * be reached or read included), 3 the run is
  * another process's, live (`RUN_BUSY`: stop it there first, or use `--server`), 130 the run was stopped and stored
  * (Ctrl-C, SIGTERM, a closed terminal or pipe: `cohort resume` continues it).
  */
@@ -247,7 +248,8 @@ export async function main(
     if (error instanceof CohortError) {
       io.err.write(`cohort: ${error instanceof RunBusyError ? runBusyMessage(error) : error.message}\n`)
       if (error.code === 'RUN_BUSY') return 3
-      return error.code === 'INVALID_INPUT' || error.code === 'RUN_NOT_FOUND' ? 2 : 1
+      // A run's own failure is told by its command (1); a store that cannot be reached or read is the setting's, as a bad flag is.
+      return ['INVALID_INPUT', 'RUN_NOT_FOUND', 'STORE_ERROR'].includes(error.code) ? 2 : 1
     }
     io.err.write(`cohort: ${(error as Error)?.stack ?? String(error)}\n`)
     return 1
