@@ -986,6 +986,29 @@ describe('cohort CLI', () => {
     expect(await store.loadRun('theirs')).toEqual(before)
   }, 60_000)
 
+  test('Ctrl-C while `cohort run` or `cohort resume` loads its config says so, and stores nothing', async () => {
+    const stopWhenLoading = (args: string[]) => {
+      const child = cohort(args, { CLI_SLOW_LOAD: '1' })
+      return collect(child, (line) => {
+        if (line === 'config loading') child.kill('SIGINT')
+      })
+    }
+    const stopped = await stopWhenLoading(['run', config, '--run-id', 'never'])
+    expect(stopped.code, stopped.stderr).toBe(130)
+    expect(stopped.stderr).toMatch(/^Stopped before the run started; nothing is stored\.$/m)
+    expect(await readdir(path.join(cwd, '.cohort', 'launches')).catch(() => [])).toEqual([])
+    expect(await readdir(path.join(cwd, '.cohort', 'runs')).catch(() => [])).toEqual([])
+
+    const child = cohort(['run', config, '--run-id', 'crashed'], { CLI_SLEEP: '1.5' })
+    await collect(child, (line) => {
+      if (/AGENT lead suspended/.test(line)) child.kill('SIGKILL')
+    })
+    const notResumed = await stopWhenLoading(['resume', 'crashed'])
+    expect(notResumed.code, notResumed.stderr).toBe(130)
+    expect(notResumed.stderr).toMatch(/^Stopped before run crashed resumed; it is stored as it was\.$/m)
+    expect((await run(['ls', '--status', 'running'])).stdout).toMatch(/crashed/)
+  }, 60_000)
+
   test('a parallel run stopped with Ctrl-C reports nothing yet; resumed, it shows its tasks and exits 1 for a failed one', async () => {
     await writeFile(path.join(cwd, 'task.sh'), '#!/bin/sh\nsleep 1; grep -q bad && exit 3; echo fine\n', {
       mode: 0o755,

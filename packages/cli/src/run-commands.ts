@@ -28,6 +28,26 @@ import { answerCommands, refuseAnswerToApproval } from './waiting.js'
 /** The signals that stop a process of the CLI, its runs stored: Ctrl-C, a service manager, the terminal closed. */
 export const stopSignals = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const
 
+/** What a stop signal while a new run is loading says: the signal's default ended the process without a word. */
+const stoppedBeforeStart = 'Stopped before the run started; nothing is stored.'
+
+/**
+ * `load`, a stop signal meanwhile ending the command at once with `said` (exit 130): loading a
+ * config can take a while. Only for what comes before anything of the run is stored.
+ */
+async function beforeStart<T>(io: Output, said: string, load: () => Promise<T>): Promise<T> {
+  const onSignal = () => {
+    io.err.write(`\n${said}\n`)
+    process.exit(130)
+  }
+  for (const signal of stopSignals) process.once(signal, onSignal)
+  try {
+    return await load()
+  } finally {
+    for (const signal of stopSignals) process.off(signal, onSignal)
+  }
+}
+
 /** On a terminal the live tree is drawn and the log goes to files; otherwise plain log lines. */
 function makeLogger(home: Home, io: Output): EventSink {
   return createLogger({ console: !io.out.isTTY, colors: false, stream: io.out, dir: home.logsDir })
@@ -118,20 +138,34 @@ export async function runCommand(
   io: Output,
 ): Promise<number> {
   const { home } = options
-  const config = await existingFile(configFile, `config ${configFile}`, configFileKinds)
-  const launch: Launch = { kind: 'config', config }
-  const logger = makeLogger(home, io)
-  const hosted = await runtimeFor(launch, home, logger)
-  const agent = options.agent ?? hosted.root
-  const text = task ?? hosted.task
-  if (!text) throw new InvalidInputError('no task: give one after the config, or set `task` in the config')
-  // Checked before the launch is saved: a run that never starts leaves nothing behind.
-  if (!hosted.agents.includes(agent)) {
-    throw new InvalidInputError(
-      `--agent "${agent}" is not an agent of the config; its agents: ${hosted.agents.join(', ')}`,
-    )
-  }
-  const runId = await runIdFor(hosted.runtime.store, options.runId)
+  const { launch, logger, hosted, agent, text, runId } = await beforeStart(
+    io,
+    stoppedBeforeStart,
+    async () => {
+      const config = await existingFile(configFile, `config ${configFile}`, configFileKinds)
+      const launch: Launch = { kind: 'config', config }
+      const logger = makeLogger(home, io)
+      const hosted = await runtimeFor(launch, home, logger)
+      const agent = options.agent ?? hosted.root
+      const text = task ?? hosted.task
+      if (!text)
+        throw new InvalidInputError('no task: give one after the config, or set `task` in the config')
+      // Checked before the launch is saved: a run that never starts leaves nothing behind.
+      if (!hosted.agents.includes(agent)) {
+        throw new InvalidInputError(
+          `--agent "${agent}" is not an agent of the config; its agents: ${hosted.agents.join(', ')}`,
+        )
+      }
+      return {
+        launch,
+        logger,
+        hosted,
+        agent,
+        text,
+        runId: await runIdFor(hosted.runtime.store, options.runId),
+      }
+    },
+  )
   await home.saveLaunch(runId, launch)
   return follow(hosted.runtime.start(agent, text, { runId }), io, logger)
 }
@@ -187,8 +221,10 @@ export async function parallelCommand(
   if (options.base) launch.base = await checkedBase(options.base, home)
   checkParallelTasks(launch)
   const logger = makeLogger(home, io)
-  const hosted = await runtimeFor(launch, home, logger)
-  const runId = await runIdFor(hosted.runtime.store, options.runId)
+  const { hosted, runId } = await beforeStart(io, stoppedBeforeStart, async () => {
+    const hosted = await runtimeFor(launch, home, logger)
+    return { hosted, runId: await runIdFor(hosted.runtime.store, options.runId) }
+  })
   await home.saveLaunch(runId, launch)
   const run = hosted.runtime.runPlan(parallelPlan(launch), { runId })
   return parallelReport(run, launch, home, io, await follow(run, io, logger))
@@ -269,21 +305,24 @@ export async function resumeCommand(
   answer?: { agentId: string; answer: Answer },
 ): Promise<number> {
   const { home } = options
-  await home.refuseIfServed(answer ? 'answer it' : 'resume it')
-  // The run first: one that is not there, or has ended, is said so whether or not this folder launched it.
-  const stored = await (await storeOfRun(home, runId)).loadRun(runId)
-  if (!stored) throw home.runNotFound(runId)
-  if (stored.run.status !== 'running') {
-    throw new InvalidInputError(`${runEnded(runId, stored.run.status)}; \`cohort show ${runId}\` shows it`)
-  }
-  const { agents } = runView(stored)
-  if (answer && 'payload' in answer.answer) {
-    const agent = agents.find((summary) => summary.id === answer.agentId)
-    refuseAnswerToApproval(runId, answer.agentId, agent?.awaiting)
-  }
-  const launch = await home.loadLaunch(runId)
-  const logger = makeLogger(home, io)
-  const hosted = await runtimeFor(launch, home, logger)
+  const stopped = `Stopped before run ${runId} resumed; it is stored as it was.`
+  const { agents, launch, logger, hosted } = await beforeStart(io, stopped, async () => {
+    await home.refuseIfServed(answer ? 'answer it' : 'resume it')
+    // The run first: one that is not there, or has ended, is said so whether or not this folder launched it.
+    const stored = await (await storeOfRun(home, runId)).loadRun(runId)
+    if (!stored) throw home.runNotFound(runId)
+    if (stored.run.status !== 'running') {
+      throw new InvalidInputError(`${runEnded(runId, stored.run.status)}; \`cohort show ${runId}\` shows it`)
+    }
+    const { agents } = runView(stored)
+    if (answer && 'payload' in answer.answer) {
+      const agent = agents.find((summary) => summary.id === answer.agentId)
+      refuseAnswerToApproval(runId, answer.agentId, agent?.awaiting)
+    }
+    const launch = await home.loadLaunch(runId)
+    const logger = makeLogger(home, io)
+    return { agents, launch, logger, hosted: await runtimeFor(launch, home, logger) }
+  })
   if (answer) {
     try {
       await hosted.runtime.answer(runId, answer.agentId, answer.answer)
