@@ -63,6 +63,12 @@ const defaultTimeoutMs = 120_000
 
 /** A ChatModel for any endpoint that speaks OpenAI's chat-completions wire format. */
 export function openaiModel(options: OpenAIModelOptions): ChatModel {
+  // A key given empty (an unset variable passed on, `process.env.X ?? ''`) is said as such: "set OPENAI_API_KEY" would not help.
+  if (options.apiKey !== undefined && options.apiKey.trim() === '') {
+    throw new ModelError(
+      "openaiModel: the `apiKey` given is empty; expected the endpoint's key (any text for local servers), or leave `apiKey` out to use OPENAI_API_KEY",
+    )
+  }
   const apiKey = options.apiKey ?? process.env.OPENAI_API_KEY
   if (!apiKey) {
     throw new ModelError(

@@ -950,6 +950,17 @@ describe('openaiModel on a real local server', () => {
       expect(() => openaiModel({ model: 'm' })).toThrow(
         /needs an API key: pass `apiKey` or set OPENAI_API_KEY/,
       )
+      // Given, but empty: said so, with OPENAI_API_KEY set or not.
+      for (const key of [undefined, apiKey]) {
+        if (key === undefined) delete process.env.OPENAI_API_KEY
+        else process.env.OPENAI_API_KEY = key
+        for (const empty of ['', '  ']) {
+          expect(() => openaiModel({ model: 'm', apiKey: empty })).toThrow(
+            /^openaiModel: the `apiKey` given is empty; expected the endpoint's key \(any text for local servers\), or leave `apiKey` out to use OPENAI_API_KEY$/,
+          )
+        }
+      }
+      delete process.env.OPENAI_API_KEY
       const offline = { name: 'offline', complete: async () => ({ text: '' }) }
       expect(modelFromEnv(offline)).toBe(offline)
       process.env.OPENAI_API_KEY = apiKey
