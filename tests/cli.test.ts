@@ -133,6 +133,14 @@ describe('cohort CLI', () => {
     const unreachable = await run(['--store', 'postgres://127.0.0.1:1/x', 'ls'])
     expect(unreachable.code).toBe(2)
     expect(unreachable.stderr).toMatch(/^cohort: postgres store \(127\.0\.0\.1:1\/x, .*ECONNREFUSED/m)
+    // Before a run starts, too: said as the store's, not as a failed run, and nothing left behind.
+    for (const id of [[], ['--run-id', 'mine']]) {
+      const unstored = await run(['--store', 'postgres://127.0.0.1:1/x', 'run', config, ...id])
+      expect(unstored.code, unstored.stdout).toBe(2)
+      expect(unstored.stderr).toMatch(/^cohort: postgres store \(127\.0\.0\.1:1\/x, .*ECONNREFUSED/m)
+      expect(unstored.stderr).not.toMatch(/already exists|failed/)
+    }
+    expect(await readdir(path.join(cwd, '.cohort', 'launches')).catch(() => [])).toEqual([])
     const helpUnknown = await run(['help', 'nope'])
     expect(helpUnknown.code).toBe(2)
     expect(helpUnknown.stderr).toMatch(/unknown command "nope"; expected one of run, parallel, ls/)

@@ -13,6 +13,7 @@ import {
   type RunMetrics,
   type RunStore,
   readRunRecord,
+  StoreError,
 } from '@cohort/core'
 import { existingFile, existingFolder, runnableCommand } from './checked-paths.js'
 import type { CommonOptions, Output } from './commands.js'
@@ -114,14 +115,20 @@ async function follow(run: Run, io: Output, logger: EventSink, known: AgentSumma
  * point leaves a resumable run). An id of the user's that is taken is refused before anything is written.
  */
 async function runIdFor(store: RunStore, chosen: string | undefined): Promise<string> {
-  if (chosen === undefined) return randomUUID().replaceAll('-', '').slice(0, 16)
-  assertRunId(chosen)
-  if (await readRunRecord(store, chosen).catch(() => true)) {
+  if (chosen !== undefined) assertRunId(chosen)
+  const runId = chosen ?? randomUUID().replaceAll('-', '').slice(0, 16)
+  // Asked of a new id too: a store that cannot be reached is said now (exit 2), with no launch
+  // record left and no "run failed" for a run it never kept. An unreadable record is a run there.
+  const taken = await readRunRecord(store, runId).catch((error: unknown) => {
+    if (error instanceof StoreError) throw error
+    return true
+  })
+  if (taken) {
     throw new InvalidInputError(
-      `run ${chosen} already exists: \`cohort resume ${chosen}\`, or pick another --run-id`,
+      `run ${runId} already exists: \`cohort resume ${runId}\`, or pick another --run-id`,
     )
   }
-  return chosen
+  return runId
 }
 
 function metricsLine(metrics: RunMetrics): string {
