@@ -195,17 +195,8 @@ test('the inspect example shows the run and every agent as XState actors, offlin
 }, 60_000)
 
 test('the inspect and research DAG examples, with a key the endpoint refuses, say so in one line and exit 1', async () => {
-  const api = await startOpenAIServer(() => ({
-    json: { error: { message: 'Incorrect API key provided', code: 'invalid_api_key' } },
-    status: 401,
-  }))
+  const { api, env } = await refusingEndpoint()
   try {
-    const env = {
-      OPENAI_API_KEY: 'sk-bad',
-      OPENAI_BASE_URL: api.baseURL,
-      COHORT_MODEL: 'm',
-      COHORT_DEMO_SCALE: '0.2',
-    }
     const inspect = await collect(spawnTs('examples/inspect/main.ts', [], env))
     expect(inspect.code).toBe(1)
     expect(inspect.stderr).toMatch(
@@ -224,17 +215,8 @@ test('the inspect and research DAG examples, with a key the endpoint refuses, sa
 }, 60_000)
 
 test('the parallel benchmark, with a key the endpoint refuses, says so in one line, prints no table and exits 1', async () => {
-  const api = await startOpenAIServer(() => ({
-    json: { error: { message: 'Incorrect API key provided', code: 'invalid_api_key' } },
-    status: 401,
-  }))
+  const { api, env } = await refusingEndpoint()
   try {
-    const env = {
-      OPENAI_API_KEY: 'sk-bad',
-      OPENAI_BASE_URL: api.baseURL,
-      COHORT_MODEL: 'm',
-      COHORT_DEMO_SCALE: '0.2',
-    }
     const { code, stdout, stderr } = await collect(spawnTs('examples/parallel-benchmark/main.ts', [], env))
     expect(code).toBe(1)
     expect(stderr).toMatch(
@@ -246,3 +228,18 @@ test('the parallel benchmark, with a key the endpoint refuses, says so in one li
     await api.close()
   }
 }, 60_000)
+
+/** A local OpenAI endpoint that refuses every key (401), and the environment pointing an example at it. */
+async function refusingEndpoint() {
+  const api = await startOpenAIServer(() => ({
+    json: { error: { message: 'Incorrect API key provided', code: 'invalid_api_key' } },
+    status: 401,
+  }))
+  const env = {
+    OPENAI_API_KEY: 'sk-bad',
+    OPENAI_BASE_URL: api.baseURL,
+    COHORT_MODEL: 'm',
+    COHORT_DEMO_SCALE: '0.2',
+  }
+  return { api, env }
+}
