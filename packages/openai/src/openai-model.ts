@@ -70,9 +70,11 @@ export function openaiModel(options: OpenAIModelOptions): ChatModel {
     )
   }
   const apiKey = options.apiKey ?? process.env.OPENAI_API_KEY
-  if (!apiKey) {
+  if (!apiKey?.trim()) {
+    // `OPENAI_API_KEY=` (a .env template) sets it to nothing: "set OPENAI_API_KEY" alone would puzzle.
+    const found = apiKey === undefined ? 'it is not set' : 'it is set but empty'
     throw new ModelError(
-      'openaiModel needs an API key: pass `apiKey` or set OPENAI_API_KEY (any text for local servers)',
+      `openaiModel needs an API key: pass \`apiKey\` or set OPENAI_API_KEY (any text for local servers); ${found}`,
     )
   }
   if (!options.model) throw new ModelError('openaiModel needs `model`, the model id the endpoint serves')

@@ -948,8 +948,13 @@ describe('openaiModel on a real local server', () => {
     delete process.env.OPENAI_API_KEY
     try {
       expect(() => openaiModel({ model: 'm' })).toThrow(
-        /needs an API key: pass `apiKey` or set OPENAI_API_KEY/,
+        /needs an API key: pass `apiKey` or set OPENAI_API_KEY \(any text for local servers\); it is not set$/,
       )
+      // `OPENAI_API_KEY=` in a .env template: set, to nothing (spaces were sent as the key).
+      for (const empty of ['', '  ']) {
+        process.env.OPENAI_API_KEY = empty
+        expect(() => openaiModel({ model: 'm' })).toThrow(/set OPENAI_API_KEY .*; it is set but empty$/)
+      }
       // Given, but empty: said so, with OPENAI_API_KEY set or not.
       for (const key of [undefined, apiKey]) {
         if (key === undefined) delete process.env.OPENAI_API_KEY
