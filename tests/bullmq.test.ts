@@ -1358,6 +1358,13 @@ test("a worker whose Redis is down reports its connections' errors to onError, a
     await new Promise((resolve) => setTimeout(resolve, 1_000))
     expect(printed).toEqual([])
     expect(errors.every((error) => /ECONNREFUSED/.test(error.message))).toBe(true)
+    // A graceful close, as a SIGTERM handler calls it, ends: it waited for the Redis without end.
+    await expect(
+      Promise.race([
+        cohort.close(),
+        new Promise((resolve) => setTimeout(() => resolve('still closing'), 10_000)),
+      ]),
+    ).resolves.toBeUndefined()
   } finally {
     await cohort.close(true)
     consoleError.mockRestore()

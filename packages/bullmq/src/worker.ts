@@ -327,7 +327,9 @@ export function createWorker(options: CreateWorkerOptions): CohortWorker {
   return {
     worker,
     async close(force = false) {
-      await worker.close(force)
+      // With Redis away no segment can finish, and BullMQ's graceful close waits for it without
+      // end: a SIGTERM handler awaiting `close()` would never exit.
+      await worker.close(force || redis.status !== 'ready')
       unshare?.()
       redis.disconnect()
       cancels.disconnect()
