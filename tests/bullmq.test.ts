@@ -68,47 +68,28 @@ describeRedis('redisStore', () => {
     return { store: redisStore({ url: redisUrl, prefix, ...options }), cleanup: () => deleteKeys(prefix) }
   })
 
-  test('listRuns skips an unreadable run, which loadRun still reports', async () => {
-    const prefix = `${uniqueName('cohort-test')}:`
-    const store = redisStore({ url: redisUrl, prefix })
-    const redis = openRedis()
-    try {
+  test('listRuns skips an unreadable run, which loadRun still reports', () =>
+    withRedisStore(async ({ store, redis, prefix }) => {
       for (const [i, id] of ['old', 'mid', 'new'].entries()) {
         await store.saveRun(makeRunRecord(id, { createdAt: 1_000 + i, updatedAt: 1_000 + i }))
       }
       await redis.set(`${prefix}run:new`, 'null')
       expect((await store.listRuns({ limit: 2 })).map((run) => run.id)).toEqual(['mid', 'old'])
       await expect(store.loadRun('new')).rejects.toThrow(/the record is empty/)
-    } finally {
-      await store.close?.()
-      redis.disconnect()
-      await deleteKeys(prefix)
-    }
-  })
+    }))
 
-  test("a key of another type (written by something else) is a StoreError naming the store, the call and the run, not Redis' bare reply", async () => {
-    const prefix = `${uniqueName('cohort-test')}:`
-    const store = redisStore({ url: redisUrl, prefix })
-    const redis = openRedis()
-    try {
+  test("a key of another type (written by something else) is a StoreError naming the store, the call and the run, not Redis' bare reply", () =>
+    withRedisStore(async ({ store, redis, prefix }) => {
       await redis.hset(`${prefix}run:odd`, 'field', 'value')
       const error = await store.loadRun('odd').catch((e: unknown) => e)
       expect(error).toBeInstanceOf(StoreError)
       expect((error as Error).message).toMatch(
         new RegExp(`^redis store \\(prefix ${prefix}\\): loadRun of run odd failed: WRONGTYPE`),
       )
-    } finally {
-      await store.close?.()
-      redis.disconnect()
-      await deleteKeys(prefix)
-    }
-  })
+    }))
 
-  test("a key edited to hold another run's or agent's record is a SnapshotError naming the key, and is left as it is", async () => {
-    const prefix = `${uniqueName('cohort-test')}:`
-    const store = redisStore({ url: redisUrl, prefix })
-    const redis = openRedis()
-    try {
+  test("a key edited to hold another run's or agent's record is a SnapshotError naming the key, and is left as it is", () =>
+    withRedisStore(async ({ store, redis, prefix }) => {
       await store.saveRun(makeRunRecord('f1'))
       await store.saveRun(makeRunRecord('f2'))
       await store.saveAgent('f1', makeAgentRecord('f1', 'lead'))
@@ -143,18 +124,10 @@ describeRedis('redisStore', () => {
       expect(await redis.hkeys(agents)).toEqual(['lead', 'lead.a'])
       await redis.hset(agents, 'lead.a', leadA!)
       expect((await store.loadRun('f1'))?.agents.map((agent) => agent.id).sort()).toEqual(['lead', 'lead.a'])
-    } finally {
-      await store.close?.()
-      redis.disconnect()
-      await deleteKeys(prefix)
-    }
-  })
+    }))
 
-  test("a run whose record is gone, its agents' records still there, is a SnapshotError; a new run is not started over them", async () => {
-    const prefix = `${uniqueName('cohort-test')}:`
-    const store = redisStore({ url: redisUrl, prefix })
-    const redis = openRedis()
-    try {
+  test("a run whose record is gone, its agents' records still there, is a SnapshotError; a new run is not started over them", () =>
+    withRedisStore(async ({ store, redis, prefix }) => {
       await store.saveRun(makeRunRecord('gone'))
       await store.saveAgent('gone', makeAgentRecord('gone', 'lead'))
       await redis.del(`${prefix}run:gone`)
@@ -175,18 +148,10 @@ describeRedis('redisStore', () => {
       const lead = JSON.parse((await redis.hget(`${prefix}agents:gone`, 'lead'))!)
       expect(lead).toMatchObject({ id: 'lead', status: 'suspended' })
       expect(await redis.exists(`${prefix}run:gone`)).toBe(0)
-    } finally {
-      await store.close?.()
-      redis.disconnect()
-      await deleteKeys(prefix)
-    }
-  })
+    }))
 
-  test('a write adds the chunks of history it completes and leaves the stored ones; deleteRun takes them with the run', async () => {
-    const prefix = `${uniqueName('cohort-test')}:`
-    const store = redisStore({ url: redisUrl, prefix })
-    const redis = openRedis()
-    try {
+  test('a write adds the chunks of history it completes and leaves the stored ones; deleteRun takes them with the run', () =>
+    withRedisStore(async ({ store, redis, prefix }) => {
       await store.saveRun(makeRunRecord('h1'))
       await store.saveAgent('h1', makeLongAgentRecord('h1', 'lead', 20), 0)
       const messages = makeLongAgentRecord('h1', 'lead', 40).snapshot.context.messages
@@ -200,12 +165,7 @@ describeRedis('redisStore', () => {
       expect((await redis.hkeys(`${prefix}history:h1`)).sort()).toEqual(['0:lead', '1:lead'])
       await store.deleteRun('h1')
       expect(await redis.exists(`${prefix}history:h1`)).toBe(0)
-    } finally {
-      await store.close?.()
-      redis.disconnect()
-      await deleteKeys(prefix)
-    }
-  })
+    }))
 
   test('a record stored as completed or failed is final: a later write of the agent (a worker that lost its job) changes neither it nor its history', async () => {
     const prefix = `${uniqueName('cohort-test')}:`
@@ -1685,4 +1645,24 @@ function dependentScenario(
     ],
   })
   return { agents: [lead, op, leaf], model }
+}
+
+/** A Redis store under a prefix of its own and a client to look at its keys; both closed, and the keys removed, after `use`. */
+async function withRedisStore(
+  use: (harness: {
+    store: ReturnType<typeof redisStore>
+    redis: ReturnType<typeof openRedis>
+    prefix: string
+  }) => Promise<void>,
+): Promise<void> {
+  const prefix = `${uniqueName('cohort-test')}:`
+  const store = redisStore({ url: redisUrl, prefix })
+  const redis = openRedis()
+  try {
+    await use({ store, redis, prefix })
+  } finally {
+    await store.close?.()
+    redis.disconnect()
+    await deleteKeys(prefix)
+  }
 }
